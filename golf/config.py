@@ -1,0 +1,383 @@
+"""Typed configuration: one dataclass per params.yaml section, validated on load.
+
+Every setting of the pipeline lives in params.yaml. `load_params(path)` reads it into `Params`, checking
+each key's type and range; an unknown key, a wrong type or an out-of-range value raises `ConfigError`
+with the file, the dotted key and what was expected. CLI overrides (`--set train.lr_matrix=0.02`) go
+through the same checks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from golf.errors import GolfError
+
+
+class ConfigError(GolfError, ValueError):
+    """A params file or override that does not fit the schema. The message names the key and file."""
+
+
+def _spec(default: Any, *, lo: float | None = None, hi: float | None = None,
+          choices: tuple | None = None, doc: str = "") -> Any:
+    """A dataclass field with validation metadata: inclusive bounds or a set of allowed values."""
+    meta = {"lo": lo, "hi": hi, "choices": choices, "doc": doc}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: type(d)(d), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+# --------------------------------------------------------------------------------------------------
+# Sections
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class DataConfig:
+    name: str = _spec("demo", doc="output folder data/<name>/")
+    source: str = _spec("corpus", choices=("corpus", "fineweb", "shards"),
+                        doc="corpus: jsonl/txt globs; fineweb: the challenge's export; shards: an existing folder")
+    train_globs: list = _spec(["golf/demo_data/wiki_demo.jsonl.xz"], doc="corpus files for training (globs)")
+    val_globs: list = _spec([], doc="corpus files for validation; empty = split off train_globs")
+    val_fraction: float = _spec(0.05, lo=0.0, hi=0.5, doc="share of documents held out when val_globs is empty")
+    split_seed: int = _spec(1337, doc="seed of the deterministic train/val split")
+    text_field: str = _spec("text", doc="jsonl field holding the document text")
+    txt_separator: str = _spec("\n\n\n", doc="document separator inside plain .txt files")
+    max_docs: int = _spec(0, lo=0, doc="cap on documents read per split (0 = all)")
+    tokenizer_model: str = _spec("", doc="an existing SentencePiece model; empty = train one")
+    vocab_size: int = _spec(1024, lo=260, hi=65535, doc="tokenizer vocabulary (uint16 shards)")
+    tokenizer_train_bytes: int = _spec(40_000_000, lo=1, doc="text used to train the tokenizer")
+    shard_tokens: int = _spec(100_000_000, lo=1024, doc="tokens per output shard")
+    num_workers: int = _spec(0, lo=0, doc="tokenizer processes (0 = all cores)")
+    fineweb_repo: str = _spec("willdepueoai/parameter-golf", doc="HF dataset repo of the official export")
+    fineweb_local_dir: str = _spec("", doc="a local folder with the same layout as the HF export")
+    fineweb_variant: str = _spec("sp1024", doc="tokenizer variant of the official export")
+    fineweb_train_shards: int = _spec(10, lo=0, doc="train shards to fetch from the official export")
+    shards_dir: str = _spec("", doc="source=shards: folder with fineweb_{train,val}_*.bin and tokenizer.model")
+
+
+@dataclass
+class ModelConfig:
+    vocab_size: int = _spec(1024, lo=2, hi=65536)
+    d_model: int = _spec(512, lo=8)
+    layer_pattern: str = _spec("MMMMMMMMMMMMAAAMMM", doc="one letter a layer: M = Mamba-2 block, A = attention+MLP")
+    # Mamba-2 mixer
+    d_state: int = _spec(32, lo=1)
+    d_conv: int = _spec(4, lo=1, hi=8)
+    expand: float = _spec(1.5, lo=0.25, hi=8.0)
+    headdim: int = _spec(64, lo=1)
+    ngroups: int = _spec(1, lo=1)
+    chunk_size: int = _spec(64, lo=1, doc="SSD chunk length")
+    # attention
+    num_heads: int = _spec(8, lo=1)
+    num_kv_heads: int = _spec(4, lo=1)
+    rope_base: float = _spec(10000.0, lo=1.0)
+    mlp_mult: float = _spec(3.0, lo=0.5, hi=16.0)
+    # embeddings / head
+    bigram_buckets: int = _spec(2048, lo=0, doc="BigramHash buckets (0 = off)")
+    bigram_dim: int = _spec(128, lo=0)
+    tie_embeddings: bool = _spec(True)
+    logit_softcap: float = _spec(30.0, lo=0.0, doc="0 = no softcap")
+    unet_skips: bool = _spec(True)
+    # kernels
+    ssm_backend: str = _spec("auto", choices=("auto", "triton", "reference"))
+    attn_backend: str = _spec("auto", choices=("auto", "flash", "sdpa"))
+
+
+@dataclass
+class TrainConfig:
+    seq_len: int = _spec(2048, lo=8)
+    batch_tokens: int = _spec(524288, lo=8, doc="tokens per optimizer step, all ranks together")
+    micro_batch_seqs: int = _spec(32, lo=1, doc="sequences per forward pass per rank")
+    max_steps: int = _spec(20000, lo=1)
+    wallclock_s: float = _spec(600.0, lo=0.0, doc="training budget in seconds (0 = steps only)")
+    warmup_steps: int = _spec(20, lo=0)
+    warmdown_frac: float = _spec(0.3, lo=0.0, hi=1.0, doc="final share of the budget with linear lr decay")
+    lr_matrix: float = _spec(0.04, lo=0.0)
+    lr_mamba: float = _spec(0.02, lo=0.0)
+    lr_embed: float = _spec(0.05, lo=0.0)
+    lr_scalar: float = _spec(0.04, lo=0.0)
+    muon_momentum: float = _spec(0.95, lo=0.0, hi=1.0)
+    muon_ns_steps: int = _spec(5, lo=1, hi=20)
+    weight_decay: float = _spec(0.0, lo=0.0)
+    adam_beta1: float = _spec(0.9, lo=0.0, hi=1.0)
+    adam_beta2: float = _spec(0.95, lo=0.0, hi=1.0)
+    grad_clip: float = _spec(0.0, lo=0.0, doc="0 = off")
+    ema_decay: float = _spec(0.997, lo=0.0, hi=1.0, doc="0 = no EMA")
+    qat_start_frac: float = _spec(0.85, lo=0.0, hi=1.0, doc="share of budget after which int6 fake-quant is on (1 = never)")
+    qat_bits: int = _spec(6, lo=2, hi=8)
+    val_tokens: int = _spec(0, lo=0, doc="val tokens for the pre-quant score (0 = all)")
+    log_every: int = _spec(50, lo=1)
+    checkpoint_every: int = _spec(500, lo=0, doc="0 = only at the end")
+    compile: bool = _spec(True, doc="torch.compile on CUDA")
+    dtype: str = _spec("bf16", choices=("bf16", "fp32"))
+    device: str = _spec("auto", doc="auto | cpu | cuda | cuda:N")
+
+
+@dataclass
+class CalibConfig:
+    source: str = _spec("train", choices=("train", "self"), doc="train shards, or sequences the model samples")
+    num_sequences: int = _spec(128, lo=1)
+    seq_len: int = _spec(2048, lo=8)
+    batch_seqs: int = _spec(16, lo=1)
+    temperature: float = _spec(0.8, lo=0.0, doc="source=self sampling temperature")
+    seed: int = _spec(0)
+
+
+@dataclass
+class QuantConfig:
+    bits: int = _spec(6, lo=2, hi=8, doc="block matrices")
+    embed_bits: int = _spec(8, lo=2, hi=8)
+    block_size: int = _spec(128, lo=1)
+    damp_frac: float = _spec(0.01, lo=0.0, hi=1.0, doc="damping as a fraction of mean(diag H)")
+    act_order: bool = _spec(True)
+    clip_search: bool = _spec(True)
+    clip_ratios: list = _spec([1.0, 0.95, 0.9, 0.85, 0.8, 0.75], doc="per-row clip candidates (fraction of max |w|)")
+    float_max_numel: int = _spec(65536, lo=0, doc="tensors this small stay float")
+    float_dtype: str = _spec("fp16", choices=("fp16", "bf16", "fp32"))
+
+
+@dataclass
+class PackageConfig:
+    compressor: str = _spec("lzma", choices=("lzma", "zstd", "brotli"))
+    cap_bytes: int = _spec(16_000_000, lo=1)
+    compare_compressors: bool = _spec(True, doc="also record zstd-22 and brotli-11 sizes")
+
+
+@dataclass
+class EvalConfig:
+    seq_len: int = _spec(2048, lo=8)
+    stride: int = _spec(64, lo=1)
+    batch_seqs: int = _spec(32, lo=1)
+    max_tokens: int = _spec(0, lo=0, doc="cap on val tokens (0 = all); for quick checks only")
+    stateful: bool = _spec(True, doc="also report stateful SSM eval")
+    device: str = _spec("auto")
+
+
+@dataclass
+class TTTConfig:
+    enabled: bool = _spec(True)
+    chunk_tokens: int = _spec(32768, lo=16)
+    seq_len: int = _spec(2048, lo=8)
+    stride: int = _spec(0, lo=0, doc="scoring stride inside a chunk (0 = non-overlapping windows)")
+    lr: float = _spec(0.002, lo=0.0)
+    momentum: float = _spec(0.9, lo=0.0, hi=1.0)
+    epochs: int = _spec(1, lo=1)
+    batch_seqs: int = _spec(16, lo=1)
+    params: str = _spec("all", choices=("all", "norms", "ssm", "mlp"), doc="which parameters adapt")
+    grad_clip: float = _spec(1.0, lo=0.0)
+    max_tokens: int = _spec(0, lo=0)
+    device: str = _spec("auto")
+
+
+@dataclass
+class ReportConfig:
+    reference: str = _spec("", doc="another run's runs/ folder, or a JSON of per-seed BPBs; empty = none")
+    reference_bpb: float = _spec(0.0, lo=0.0, doc="a fixed reference BPB (0 = unused)")
+    margin_nats: float = _spec(0.005, lo=0.0)
+    metric: str = _spec("eval_sliding", choices=("train", "quant", "eval_sliding", "eval_ttt"),
+                        doc="which BPB the t-test compares")
+
+
+@dataclass
+class Params:
+    seeds: list = _spec([1337, 42, 2024])
+    runs_dir: str = _spec("runs")
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    calib: CalibConfig = field(default_factory=CalibConfig)
+    quant: QuantConfig = field(default_factory=QuantConfig)
+    package: PackageConfig = field(default_factory=PackageConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    ttt: TTTConfig = field(default_factory=TTTConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
+
+    def data_dir(self) -> Path:
+        return Path("data") / self.data.name
+
+    def run_dir(self, seed: int) -> Path:
+        return Path(self.runs_dir) / str(seed)
+
+
+# --------------------------------------------------------------------------------------------------
+# Validation
+# --------------------------------------------------------------------------------------------------
+
+_SCALAR_TYPES = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
+                 list: "a list", dict: "a mapping"}
+
+
+def _coerce(value: Any, typ: type, key: str, source: str) -> Any:
+    """Check one value against a field type. ints are accepted for floats; bools never for numbers."""
+    where = f"{key!r} in {source}"
+    if typ is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if typ is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if typ is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if typ is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    if typ is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return list(value)
+    raise ConfigError(f"{where}: unsupported field type {typ}")  # a schema bug, not user input
+
+
+def _check_range(value: Any, meta: dict, key: str, source: str) -> None:
+    where = f"{key!r} in {source}"
+    choices = meta.get("choices")
+    if choices is not None and value not in choices:
+        raise ConfigError(f"{where}: expected one of {list(choices)}, got {value!r}")
+    lo, hi = meta.get("lo"), meta.get("hi")
+    if lo is not None and value < lo:
+        raise ConfigError(f"{where}: expected a value >= {lo}, got {value!r}")
+    if hi is not None and value > hi:
+        raise ConfigError(f"{where}: expected a value <= {hi}, got {value!r}")
+
+
+def _build(cls: type, raw: Any, prefix: str, source: str) -> Any:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{prefix or 'top level'!r} in {source}: expected a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        names = ", ".join(f"{prefix}{k}" for k in unknown)
+        raise ConfigError(f"unknown key(s) {names} in {source}; expected keys of {prefix or 'top level'}: "
+                          f"{', '.join(sorted(fields))}")
+    kwargs = {}
+    for name, f in fields.items():
+        if name not in raw:
+            continue
+        typ = hints[name]
+        key = f"{prefix}{name}"
+        if dataclasses.is_dataclass(typ):
+            kwargs[name] = _build(typ, raw[name], key + ".", source)
+        else:
+            typ = typing.get_origin(typ) or typ
+            if isinstance(typ, types.UnionType):  # pragma: no cover - not used by the schema
+                raise ConfigError(f"{key}: union types unsupported")
+            value = _coerce(raw[name], typ, key, source)
+            _check_range(value, dict(f.metadata), key, source)
+            kwargs[name] = value
+    return cls(**kwargs)
+
+
+def _cross_checks(p: Params, source: str) -> None:
+    """Constraints between keys that single-key checks cannot see."""
+    m = p.model
+    if not m.layer_pattern or set(m.layer_pattern) - {"M", "A"}:
+        raise ConfigError(f"'model.layer_pattern' in {source}: expected a non-empty string of 'M' and 'A', "
+                          f"got {m.layer_pattern!r}")
+    if m.num_heads % m.num_kv_heads:
+        raise ConfigError(f"'model.num_kv_heads' in {source}: must divide model.num_heads "
+                          f"({m.num_heads}), got {m.num_kv_heads}")
+    if m.d_model % m.num_heads:
+        raise ConfigError(f"'model.num_heads' in {source}: must divide model.d_model ({m.d_model}), "
+                          f"got {m.num_heads}")
+    if "A" in m.layer_pattern and (m.d_model // m.num_heads) % 2:
+        raise ConfigError(f"'model.num_heads' in {source}: head dim d_model/num_heads must be even for RoPE")
+    d_inner = m.expand * m.d_model
+    if "M" in m.layer_pattern:
+        if d_inner != int(d_inner):
+            raise ConfigError(f"'model.expand' in {source}: expand * d_model must be an integer, got {d_inner}")
+        if int(d_inner) % m.headdim:
+            raise ConfigError(f"'model.headdim' in {source}: must divide d_inner = expand*d_model "
+                              f"({int(d_inner)}), got {m.headdim}")
+    if (m.bigram_buckets > 0) != (m.bigram_dim > 0):
+        raise ConfigError(f"'model.bigram_dim' in {source}: bigram_buckets and bigram_dim must both be 0 "
+                          f"or both be positive, got {m.bigram_buckets} and {m.bigram_dim}")
+    if p.data.vocab_size != m.vocab_size:
+        raise ConfigError(f"'model.vocab_size' in {source}: must equal data.vocab_size "
+                          f"({p.data.vocab_size}), got {m.vocab_size}")
+    if not p.seeds or any(isinstance(s, bool) or not isinstance(s, int) for s in p.seeds):
+        raise ConfigError(f"'seeds' in {source}: expected a non-empty list of integers, got {p.seeds!r}")
+    if len(set(p.seeds)) != len(p.seeds):
+        raise ConfigError(f"'seeds' in {source}: seeds must be distinct, got {p.seeds!r}")
+    if p.eval.stride > p.eval.seq_len:
+        raise ConfigError(f"'eval.stride' in {source}: must be <= eval.seq_len ({p.eval.seq_len}), "
+                          f"got {p.eval.stride}")
+
+
+def params_from_dict(raw: Any, source: str = "<dict>") -> Params:
+    p = _build(Params, raw, "", source)
+    _cross_checks(p, source)
+    return p
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`section.key=value` → (["section", "key"], value parsed as YAML)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r}: expected the form section.key=value")
+    key, value = text.split("=", 1)
+    path = [k for k in key.strip().split(".") if k]
+    if not path:
+        raise ConfigError(f"override {text!r}: empty key")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else ""
+    except yaml.YAMLError as e:
+        raise ConfigError(f"override {text!r}: value is not valid YAML ({e})") from None
+    return path, parsed
+
+
+def load_raw(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"params file {str(path)!r} not found")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"params file {str(path)!r} is not valid YAML: {e}") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"params file {str(path)!r}: expected a mapping of sections at the top level")
+    return raw
+
+
+def load_params(path: str | Path = "params.yaml", overrides: list[str] | None = None) -> Params:
+    """Load and validate a params file, then apply `section.key=value` overrides (also validated)."""
+    raw = load_raw(path)
+    source = str(path)
+    for ov in overrides or []:
+        keys, value = parse_override(ov)
+        node = raw
+        for k in keys[:-1]:
+            nxt = node.get(k)
+            if nxt is None:
+                nxt = node[k] = {}
+            if not isinstance(nxt, dict):
+                raise ConfigError(f"override {ov!r}: {k!r} is not a section")
+            node = nxt
+        node[keys[-1]] = value
+        source = f"{path} (with overrides)"
+    return params_from_dict(raw, source)
+
+
+def to_dict(obj: Any) -> dict:
+    """A plain dict of a config dataclass (for provenance and config.json)."""
+    return dataclasses.asdict(obj)
+
+
+def section_from_dict(cls: type, raw: dict, source: str) -> Any:
+    """Rebuild one section (e.g. ModelConfig from a checkpoint's config.json), validated."""
+    return _build(cls, raw, "", source)
