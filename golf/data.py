@@ -1,0 +1,218 @@
+"""Shards, token loading and the exact BPB byte tables.
+
+Shard format (parameter-golf compatible, so the challenge's own train_gpt.py reads our output): a header of
+256 little-endian int32 (`[0]` = 20240520 magic, `[1]` = 1 version, `[2]` = N tokens, rest 0), then N
+little-endian uint16 tokens. File size must be exactly 1024 + 2N bytes.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from golf.errors import DataError
+from golf.io import atomic_path
+
+SHARD_MAGIC = 20240520
+SHARD_VERSION = 1
+HEADER_INTS = 256
+HEADER_BYTES = HEADER_INTS * 4
+BOS_ID = 1
+
+
+# --------------------------------------------------------------------------------------------------
+# Shards
+# --------------------------------------------------------------------------------------------------
+
+
+def shard_name(split: str, index: int) -> str:
+    return f"fineweb_{split}_{index:06d}.bin"
+
+
+def read_shard_header(path: str | Path) -> int:
+    """Validate a shard's header and size; return its token count."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"shard {str(path)!r} not found")
+    size = path.stat().st_size
+    if size < HEADER_BYTES:
+        raise DataError(f"shard {str(path)!r} is truncated: {size} bytes, shorter than the "
+                        f"{HEADER_BYTES}-byte header")
+    header = np.fromfile(path, dtype="<i4", count=HEADER_INTS)
+    if int(header[0]) != SHARD_MAGIC:
+        raise DataError(f"shard {str(path)!r} has magic {int(header[0])}, expected {SHARD_MAGIC} "
+                        "(not a parameter-golf shard)")
+    if int(header[1]) != SHARD_VERSION:
+        raise DataError(f"shard {str(path)!r} has version {int(header[1])}, expected {SHARD_VERSION}")
+    n = int(header[2])
+    if n < 0 or size != HEADER_BYTES + 2 * n:
+        raise DataError(f"shard {str(path)!r}: header says {n} tokens, so {HEADER_BYTES + 2 * n} bytes "
+                        f"expected, but the file has {size} bytes (truncated or corrupt)")
+    return n
+
+
+def read_shard(path: str | Path) -> np.ndarray:
+    """Tokens of one shard as uint16, after checking magic, version and file size."""
+    n = read_shard_header(path)
+    return np.fromfile(path, dtype="<u2", count=n, offset=HEADER_BYTES)
+
+
+def write_shard(path: str | Path, tokens: np.ndarray) -> None:
+    """Write tokens (any int array with values < 65536) as a shard, atomically."""
+    tokens = np.asarray(tokens)
+    if tokens.ndim != 1:
+        raise DataError(f"shard {str(path)!r}: expected a 1-D token array, got shape {tokens.shape}")
+    if tokens.size and (tokens.min() < 0 or tokens.max() > 65535):
+        raise DataError(f"shard {str(path)!r}: token ids must fit uint16 (0..65535)")
+    header = np.zeros(HEADER_INTS, dtype="<i4")
+    header[0], header[1], header[2] = SHARD_MAGIC, SHARD_VERSION, tokens.size
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(header.tobytes())
+            f.write(tokens.astype("<u2").tobytes())
+
+
+def list_shards(data_dir: str | Path, split: str) -> list[Path]:
+    """Sorted shards of one split in a prepared data folder (or the folder its manifest points at)."""
+    if split not in ("train", "val"):
+        raise DataError(f"split must be 'train' or 'val', got {split!r}")
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise DataError(f"data folder {str(data_dir)!r} not found (run `python cli.py prepare` first)")
+    shard_dir = data_dir
+    manifest = data_dir / "manifest.json"
+    if manifest.is_file():
+        shard_dir = Path(load_manifest(data_dir).get("shards_dir") or data_dir)
+    shards = sorted(shard_dir.glob(f"fineweb_{split}_*.bin"))
+    if not shards:
+        raise DataError(f"no {split} shards (fineweb_{split}_*.bin) in {str(shard_dir)!r}")
+    return shards
+
+
+def load_manifest(data_dir: str | Path) -> dict:
+    path = Path(data_dir) / "manifest.json"
+    if not path.is_file():
+        raise DataError(f"manifest {str(path)!r} not found (run `python cli.py prepare` first)")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise DataError(f"manifest {str(path)!r} is not valid JSON: {e}") from None
+
+
+def tokenizer_path(data_dir: str | Path) -> Path:
+    data_dir = Path(data_dir)
+    path = data_dir / "tokenizer.model"
+    if not path.is_file():
+        raise DataError(f"tokenizer {str(path)!r} not found (run `python cli.py prepare` first)")
+    return path
+
+
+def load_tokens(paths: Sequence[str | Path], max_tokens: int = 0) -> torch.Tensor:
+    """Concatenate shards into one int64 tensor (N,), optionally capped to the first max_tokens."""
+    if not paths:
+        raise DataError("no shards given to load")
+    parts, total = [], 0
+    for p in paths:
+        arr = read_shard(p)
+        if max_tokens and total + arr.size > max_tokens:
+            arr = arr[: max_tokens - total]
+        parts.append(torch.from_numpy(arr.astype(np.int64)))
+        total += arr.size
+        if max_tokens and total >= max_tokens:
+            break
+    return torch.cat(parts)
+
+
+class TokenLoader:
+    """Deterministic random windows from train shards, disjoint across ranks, resumable.
+
+    Each global step draws `batch_seqs * world_size` window starts from a seeded generator over the
+    concatenated stream (every rank draws the same starts and takes its own slice, so ranks never overlap
+    within a step). The generator state is the whole loader state: `state_dict()` after step k and
+    `load_state_dict()` reproduce the exact batches that follow.
+    """
+
+    def __init__(self, paths: Sequence[str | Path], seq_len: int, batch_seqs: int, rank: int = 0,
+                 world_size: int = 1, seed: int = 0):
+        self.tokens = load_tokens(paths)  # (N,)
+        if self.tokens.numel() < seq_len + 1:
+            raise DataError(f"train shards hold {self.tokens.numel()} tokens, fewer than seq_len + 1 = "
+                            f"{seq_len + 1}")
+        self.seq_len, self.batch_seqs = seq_len, batch_seqs
+        self.rank, self.world_size = rank, world_size
+        self.gen = torch.Generator().manual_seed(seed)
+        self.batches_drawn = 0
+
+    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        n_windows = self.tokens.numel() - self.seq_len - 1
+        starts = torch.randint(0, n_windows + 1, (self.batch_seqs * self.world_size,), generator=self.gen)
+        mine = starts[self.rank * self.batch_seqs:(self.rank + 1) * self.batch_seqs]
+        idx = mine[:, None] + torch.arange(self.seq_len + 1)[None, :]  # (B, T+1)
+        chunk = self.tokens[idx]
+        self.batches_drawn += 1
+        return chunk[:, :-1].contiguous(), chunk[:, 1:].contiguous()  # (B, T), (B, T)
+
+    def state_dict(self) -> dict:
+        return {"gen": self.gen.get_state(), "batches_drawn": self.batches_drawn}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.gen.set_state(state["gen"])
+        self.batches_drawn = int(state["batches_drawn"])
+
+
+# --------------------------------------------------------------------------------------------------
+# BPB byte tables
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ByteTables:
+    """Per-token byte accounting for exact BPB (see DESIGN.md 'Data and BPB')."""
+
+    base_bytes: torch.Tensor  # (V,) int16: UTF-8 length of the piece without its leading "▁"
+    has_leading_space: torch.Tensor  # (V,) bool: piece starts with "▁"
+    is_boundary: torch.Tensor  # (V,) bool: control / unknown / unused tokens (BOS included)
+
+    def to(self, device: torch.device | str) -> "ByteTables":
+        return ByteTables(self.base_bytes.to(device), self.has_leading_space.to(device),
+                          self.is_boundary.to(device))
+
+
+def build_byte_tables(tokenizer, vocab_size: int) -> ByteTables:
+    """Byte tables from a SentencePiece model (path or processor), sized to the model's vocab."""
+    import sentencepiece as spm
+
+    if isinstance(tokenizer, (str, Path)):
+        sp = spm.SentencePieceProcessor(model_file=str(tokenizer))
+    else:
+        sp = tokenizer
+    if sp.vocab_size() > vocab_size:
+        raise DataError(f"tokenizer has {sp.vocab_size()} pieces, more than the model vocab_size {vocab_size}")
+    base = torch.zeros(vocab_size, dtype=torch.int16)
+    space = torch.zeros(vocab_size, dtype=torch.bool)
+    boundary = torch.ones(vocab_size, dtype=torch.bool)  # ids beyond the tokenizer are unused: boundaries
+    for i in range(sp.vocab_size()):
+        if sp.is_control(i) or sp.is_unknown(i) or sp.is_unused(i):
+            continue  # 0 bytes, boundary
+        boundary[i] = False
+        if sp.is_byte(i):
+            base[i] = 1
+            continue
+        piece = sp.id_to_piece(i)
+        if piece.startswith("\u2581"):
+            space[i] = True
+            piece = piece[1:]
+        base[i] = len(piece.encode("utf-8"))
+    return ByteTables(base, space, boundary)
+
+
+def target_bytes(prev_ids: torch.Tensor, target_ids: torch.Tensor, tables: ByteTables) -> torch.Tensor:
+    """Bytes of each target token given the token before it; same shape as target_ids, int64."""
+    base = tables.base_bytes[target_ids].to(torch.int64)
+    space = tables.has_leading_space[target_ids] & ~tables.is_boundary[prev_ids]
+    return base + space.to(torch.int64)
