@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Source this on the GPU machine (lent H200, no network): install carried wheels and tokenize the carried
+# corpus into data/sp1024 with the shared 1024-token tokenizer. Expects, carried in .carry/:
+#   .carry/whl/mamba_ssm-*.whl   (pure-Python build: MAMBA_SKIP_CUDA_BUILD=TRUE pip wheel ...)
+#   .carry/corpus/{train_00[0-3],val}.jsonl.xz and .carry/tok/corpus_1024_bpe.model
+export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 PYTHONUNBUFFERED=1
+python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .carry/whl/*.whl || return 1
+export PYTHONPATH=/tmp/site:${PYTHONPATH:-}
+GOLF_DATA_SETS=(
+  "data.name=sp1024"
+  "data.train_globs=[.carry/corpus/train_000.jsonl.xz,.carry/corpus/train_001.jsonl.xz,.carry/corpus/train_002.jsonl.xz,.carry/corpus/train_003.jsonl.xz]"
+  "data.val_globs=[.carry/corpus/val.jsonl.xz]"
+  "data.tokenizer_model=.carry/tok/corpus_1024_bpe.model"
+)
+export GOLF_DATA_SETS
