@@ -203,8 +203,12 @@ def train(params: Params, seed: int, out_dir: Path, ckpt_dir: Path, curve_path: 
             opt.step()
         model.zero_grad(set_to_none=True)
         if ema:
+            # Warm the EMA up: a fixed 0.997 over a run of a few hundred steps would keep ~45% of the random
+            # initial weights (measured on the H200: pre-quant val BPB 2.14 against a train loss of 2.43
+            # nats). The effective decay grows from 0.1 towards ema_decay as (1 + step) / (10 + step).
+            decay = min(tcfg.ema_decay, (1 + state.step) / (10 + state.step))
             with torch.no_grad():
-                torch._foreach_lerp_(ema, [p.detach().float() for p in model.parameters()], 1 - tcfg.ema_decay)
+                torch._foreach_lerp_(ema, [p.detach().float() for p in model.parameters()], 1 - decay)
         state.step += 1
         steps_this_call += 1
         if steps_this_call == 1 and net is not model and tcfg.compile:
