@@ -209,14 +209,16 @@ class Mamba2Mixer(nn.Module):
                                dt_softplus=True, initial_states=init, return_final_states=return_state)
             y, final = (out if return_state else (out, None))
         else:
-            dt_s = F.softplus(dt.float() + self.dt_bias.float())  # (B, T, H)
-            y, final = ssd_reference(x.float(), dt_s, A, Bm.float(), Cm.float(), self.chunk_size,
-                                     None if init is None else init.float())
-            y = (y + x.float() * self.D.float()[:, None]).to(x.dtype)
+            ct = torch.promote_types(x.dtype, torch.float32)  # fp32 scan for bf16 inputs, fp64 stays fp64
+            dt_s = F.softplus(dt.to(ct) + self.dt_bias.to(ct))  # (B, T, H)
+            y, final = ssd_reference(x.to(ct), dt_s, A.to(ct), Bm.to(ct), Cm.to(ct), self.chunk_size,
+                                     None if init is None else init.to(ct))
+            y = (y + x.to(ct) * self.D.to(ct)[:, None]).to(x.dtype)
         y = y.reshape(bsz, T, self.d_inner)
         # gated RMSNorm: normalize y * silu(z) (Mamba-2's norm_before_gate=False), learned gain
         y = y * F.silu(z)
-        y = F.rms_norm(y.float(), (self.d_inner,)).to(y.dtype) * self.norm_weight.to(y.dtype)
+        y = F.rms_norm(y.to(torch.promote_types(y.dtype, torch.float32)), (self.d_inner,)).to(y.dtype) \
+            * self.norm_weight.to(y.dtype)
         out = self.out_proj(y)  # (B, T, d_model)
         if return_state:
             return out, (new_conv_state, final)

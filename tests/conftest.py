@@ -1,0 +1,70 @@
+"""Shared fixtures: a tiny corpus, a tiny prepared data folder and tiny params (CPU, seconds)."""
+
+from __future__ import annotations
+
+import json
+import lzma
+import os
+from pathlib import Path
+
+import pytest
+
+from golf.config import load_params
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO = REPO / "golf" / "demo_data" / "wiki_demo.jsonl.xz"
+
+
+def demo_docs(n: int) -> list[str]:
+    out = []
+    with lzma.open(DEMO, "rt", encoding="utf-8") as f:
+        for line in f:
+            out.append(json.loads(line)["text"][:6000])
+            if len(out) >= n:
+                break
+    return out
+
+
+def write_jsonl(path: Path, docs: list[str]) -> Path:
+    path.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs), encoding="utf-8")
+    return path
+
+
+def tiny_overrides(root: Path, corpus: Path) -> list[str]:
+    return [
+        "data.name=tiny", f"data.train_globs=[{corpus}]", "data.val_fraction=0.1", "data.vocab_size=512",
+        "model.vocab_size=512", "model.d_model=32", "model.layer_pattern=MAM", "model.d_state=8",
+        "model.expand=2.0", "model.headdim=16", "model.chunk_size=8", "model.num_heads=2", "model.num_kv_heads=1",
+        "model.mlp_mult=2.0", "model.bigram_buckets=64", "model.bigram_dim=8",
+        "train.seq_len=32", "train.batch_tokens=256", "train.micro_batch_seqs=8", "train.max_steps=6",
+        "train.wallclock_s=0", "train.warmup_steps=2", "train.val_tokens=2048", "train.checkpoint_every=2",
+        "train.log_every=1", "train.device=cpu",
+        "calib.num_sequences=8", "calib.seq_len=32", "calib.batch_seqs=4", "quant.float_max_numel=256",
+        "eval.seq_len=32", "eval.stride=8", "eval.batch_seqs=16", "eval.max_tokens=2048", "eval.device=cpu",
+        "ttt.chunk_tokens=512", "ttt.seq_len=32", "ttt.batch_seqs=4", "ttt.max_tokens=2048", "ttt.device=cpu",
+        f"runs_dir={root / 'runs'}", "seeds=[1, 2]",
+    ]
+
+
+@pytest.fixture(scope="session")
+def tiny_env(tmp_path_factory):
+    """A prepared tiny data folder under a temp cwd and the matching Params."""
+    root = tmp_path_factory.mktemp("tiny")
+    corpus = write_jsonl(root / "corpus.jsonl", demo_docs(40))
+    old = os.getcwd()
+    os.chdir(root)
+    try:
+        params = load_params(REPO / "params.yaml", tiny_overrides(root, corpus))
+        from stages import prepare
+
+        prepare.run(params)
+    finally:
+        os.chdir(old)
+    return root, params, tiny_overrides(root, corpus)
+
+
+@pytest.fixture
+def in_tiny(tiny_env, monkeypatch):
+    root, params, overrides = tiny_env
+    monkeypatch.chdir(root)
+    return root, params, overrides
