@@ -11,7 +11,7 @@ for s in "${GOLF_DATA_SETS[@]}"; do SETS+=(--set "$s"); done
 SETS+=(--set "seeds=[$SEED]" --set "train.wallclock_s=$WALL" --set "package.compare_compressors=false")
 nproc; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 time python3 cli.py prepare -p "$CONFIG" "${SETS[@]}" || exit 1
-time python3 cli.py pipeline --no-dvc -p "$CONFIG" "${SETS[@]}" 2>&1 | grep -v "━" 
+time timeout "${PIPE_TIMEOUT:-520}" python3 cli.py pipeline --no-dvc -p "$CONFIG" "${SETS[@]}" 2>&1 | grep -v "━" 
 rc=${PIPESTATUS[0]}
 if [ -n "${OUT:-}" ]; then
   mkdir -p "$OUT/m"
