@@ -1,7 +1,13 @@
-"""Calibration: H = XᵀX of the inputs of every linear layer, over calibration tokens.
+"""Calibration for GPTQ: H = XᵀX of the inputs X (tokens, in) of every nn.Linear, over calibration tokens.
 
-Calibration tokens come from the TRAIN shards (or from sequences the model samples itself); this module
-never lists validation shards.
+Forward hooks on every nn.Linear (attention q/k/v/o, MLP fc/proj, Mamba in_proj/out_proj, BigramHash
+projection, an untied head) add XᵀX in float32 while calibration batches run through the model. H is a
+sum, not a mean (GPTQ is invariant to its scale); the token and sequence counts go into the file's metadata.
+Under torchrun each rank calibrates on its own disjoint share and H and the counts are all-reduced.
+
+Calibration tokens come from the TRAIN shards (`calibration_shards` is the only place this module lists
+shards, and it asks for split "train", a constant), or from sequences the model samples itself (source
+"self", starting at BOS). Validation data is never read here.
 """
 
 from __future__ import annotations
@@ -9,117 +15,200 @@ from __future__ import annotations
 import contextlib
 import time
 from pathlib import Path
+from typing import Iterable, Iterator
 
 import torch
 import torch.distributed as dist
 import torch.nn as nn
 
 from golf.config import CalibConfig
-from golf.data import BOS_ID, TokenLoader, list_shards
+from golf.data import BOS_ID, TokenLoader, list_shards, read_shard_header
+from golf.errors import GolfError
 from golf.io import atomic_path
+
+HESSIAN_FORMAT = "golf-hessian-1"
 
 
 def linear_modules(model: nn.Module) -> dict[str, nn.Linear]:
     return {name: m for name, m in model.named_modules() if isinstance(m, nn.Linear)}
 
 
+def _dist_world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+@contextlib.contextmanager
+def _exact_fp32_matmul():
+    """XᵀX must be accumulated in true fp32: training may have switched CUDA matmuls to TF32."""
+    old = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = old
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None):
+    if device.type == "cuda" and dtype is not None and dtype != torch.float32:
+        return torch.autocast("cuda", dtype=dtype)
+    return contextlib.nullcontext()
+
+
 @torch.no_grad()
-def collect_hessians(model: nn.Module, batches, device: torch.device) -> tuple[dict[str, torch.Tensor], int]:
-    """Run `batches` (iterable of (B, T) token tensors) through the model with forward hooks that add
-    XᵀX (float32, (in, in)) per linear layer. Returns the Hessians (summed, not averaged) and the token count."""
+def collect_hessians(model: nn.Module, batches: Iterable[torch.Tensor], device: torch.device | str,
+                     autocast_dtype: torch.dtype | None = None) -> tuple[dict[str, torch.Tensor], int]:
+    """Run `batches` ((B, T) token tensors) through the model with hooks adding XᵀX per linear layer.
+
+    Returns ({module name: H (in, in) float32, summed over all tokens and ranks}, total token count).
+    The model runs in eval mode under autocast(`autocast_dtype`) on CUDA, as it does when it is scored."""
+    device = torch.device(device)
     mods = linear_modules(model)
+    if not mods:
+        raise GolfError("calibration: the model has no nn.Linear layers to collect Hessians for")
     hess = {name: torch.zeros(m.in_features, m.in_features, dtype=torch.float32, device=device)
             for name, m in mods.items()}
-    handles = []
 
-    def make_hook(name):
+    def make_hook(name: str):
         def hook(_module, inputs, _output):
-            x = inputs[0].detach().reshape(-1, inputs[0].shape[-1]).float()  # (B*T, in)
-            hess[name].addmm_(x.T, x)
+            x = inputs[0].detach()
+            x = x.reshape(-1, x.shape[-1]).float()  # (tokens, in)
+            hess[name].addmm_(x.T, x)  # (in, in) += XᵀX
         return hook
 
-    for name, m in mods.items():
-        handles.append(m.register_forward_hook(make_hook(name)))
+    handles = [m.register_forward_hook(make_hook(name)) for name, m in mods.items()]
     n_tokens = 0
     was_training = model.training
     model.eval()
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
     try:
-        for x in batches:
-            x = x.to(device)
-            with autocast:
-                model(x)
-            n_tokens += x.numel()
+        with _exact_fp32_matmul():
+            for x in batches:
+                x = x.to(device)
+                with _autocast(device, autocast_dtype):
+                    model(x)
+                n_tokens += x.numel()
     finally:
         for h in handles:
             h.remove()
         model.train(was_training)
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        for h in hess.values():
-            dist.all_reduce(h)
-        count = torch.tensor([n_tokens], dtype=torch.float64, device=device)
+    _, world = _dist_world()
+    if world > 1:
+        for name in sorted(hess):  # same order on every rank
+            dist.all_reduce(hess[name])
+        count = torch.tensor([n_tokens], dtype=torch.int64, device=device)
         dist.all_reduce(count)
         n_tokens = int(count.item())
     return hess, n_tokens
 
 
-def train_batches(data_dir: Path, cfg: CalibConfig, rank: int = 0, world: int = 1):
-    """Calibration batches drawn from the training shards only."""
-    loader = TokenLoader(list_shards(data_dir, "train"), cfg.seq_len, cfg.batch_seqs, rank, world, seed=cfg.seed)
-    n_batches = -(-cfg.num_sequences // (cfg.batch_seqs * world))
-    for _ in range(n_batches):
-        yield loader.next_batch()[0]
+def _my_share(total: int, rank: int, world: int) -> int:
+    """Sequences this rank calibrates on: `total` split as evenly as possible, earlier ranks +1."""
+    return total // world + (1 if rank < total % world else 0)
+
+
+def calibration_shards(data_dir: str | Path, tokens_needed: int) -> list[Path]:
+    """The first TRAIN shards that together hold at least `tokens_needed` tokens (all of them if fewer).
+
+    The split is a constant here and nowhere else in this module is a shard listed: calibration cannot
+    read validation data, whatever the params say."""
+    out, total = [], 0
+    for shard in list_shards(data_dir, "train"):
+        out.append(shard)
+        total += read_shard_header(shard)
+        if total >= tokens_needed:
+            break
+    return out
+
+
+def train_batches(data_dir: str | Path, cfg: CalibConfig, rank: int = 0, world: int = 1) -> Iterator[torch.Tensor]:
+    """This rank's calibration batches (B, T) of random training windows, cfg.num_sequences over all ranks.
+    Only as many shards are loaded as give ~4x the tokens needed (one shard of a full export, usually)."""
+    need = max(4 * cfg.num_sequences * (cfg.seq_len + 1), 1 << 20)
+    loader = TokenLoader(calibration_shards(data_dir, need), cfg.seq_len, cfg.batch_seqs, rank, world,
+                         seed=cfg.seed)
+    left = _my_share(cfg.num_sequences, rank, world)
+    while left > 0:
+        x = loader.next_batch()[0][:left]  # (B, T)
+        left -= x.shape[0]
+        yield x
 
 
 @torch.no_grad()
-def sampled_batches(model: nn.Module, cfg: CalibConfig, device: torch.device, rank: int = 0, world: int = 1):
-    """Calibration batches the model writes itself: start at BOS, sample at cfg.temperature."""
-    gen = torch.Generator(device=device).manual_seed(cfg.seed + rank)
-    n_batches = -(-cfg.num_sequences // (cfg.batch_seqs * world))
+def sampled_batches(model: nn.Module, cfg: CalibConfig, device: torch.device | str, rank: int = 0, world: int = 1,
+                    autocast_dtype: torch.dtype | None = None) -> Iterator[torch.Tensor]:
+    """Calibration batches (B, T) the model writes itself: from BOS, sampling at cfg.temperature (0 = greedy).
+
+    Each new token re-runs the whole prefix (attention layers carry no cache), so a sequence costs
+    O(seq_len²) token-forwards: ~seq_len/2 times the cost of calibrating on training text."""
+    device = torch.device(device)
+    gen = torch.Generator(device=device).manual_seed(cfg.seed * 1000 + rank)
+    was_training = model.training
     model.eval()
-    for _ in range(n_batches):
-        seq = torch.full((cfg.batch_seqs, 1), BOS_ID, dtype=torch.long, device=device)
-        while seq.shape[1] < cfg.seq_len:
-            logits = model(seq)[:, -1].float()  # (B, V)
-            if cfg.temperature <= 0:
-                nxt = logits.argmax(-1, keepdim=True)
-            else:
-                probs = torch.softmax(logits / cfg.temperature, dim=-1)
-                nxt = torch.multinomial(probs, 1, generator=gen)
-            seq = torch.cat([seq, nxt], dim=1)
-        yield seq
+    left = _my_share(cfg.num_sequences, rank, world)
+    try:
+        while left > 0:
+            b = min(cfg.batch_seqs, left)
+            seq = torch.full((b, 1), BOS_ID, dtype=torch.long, device=device)  # (B, 1)
+            while seq.shape[1] < cfg.seq_len:
+                with _autocast(device, autocast_dtype):
+                    logits = model(seq)[:, -1].float()  # (B, V)
+                if cfg.temperature <= 0:
+                    nxt = logits.argmax(-1, keepdim=True)
+                else:
+                    probs = torch.softmax(logits / cfg.temperature, dim=-1)
+                    nxt = torch.multinomial(probs, 1, generator=gen)  # (B, 1)
+                seq = torch.cat([seq, nxt], dim=1)
+            left -= b
+            yield seq
+    finally:
+        model.train(was_training)
 
 
-def save_hessians(path: Path, hess: dict[str, torch.Tensor], n_tokens: int, n_sequences: int) -> None:
+def calibrate(model: nn.Module, data_dir: str | Path, cfg: CalibConfig, device: torch.device | str,
+              autocast_dtype: torch.dtype | None = None) -> tuple[dict[str, torch.Tensor], dict]:
+    """Hessians of every linear layer over cfg.num_sequences calibration sequences (all ranks together).
+    Returns (hessians, info) with info = layers, samples (sequences), tokens, secs, source, seq_len."""
+    t0 = time.time()
+    rank, world = _dist_world()
+    if cfg.source == "train":
+        batches = train_batches(data_dir, cfg, rank, world)
+    elif cfg.source == "self":
+        batches = sampled_batches(model, cfg, device, rank, world, autocast_dtype)
+    else:
+        raise GolfError(f"calib.source {cfg.source!r}: expected 'train' or 'self'")
+    hess, n_tokens = collect_hessians(model, batches, device, autocast_dtype)
+    info = {"layers": len(hess), "samples": n_tokens // cfg.seq_len, "tokens": n_tokens, "source": cfg.source,
+            "seq_len": cfg.seq_len, "world_size": world, "secs": round(time.time() - t0, 3)}
+    return hess, info
+
+
+def save_hessians(path: str | Path, hess: dict[str, torch.Tensor], n_tokens: int, n_sequences: int,
+                  source: str = "train") -> None:
+    """safetensors keyed by module name (atomic), the counts in its metadata."""
     from safetensors.torch import save_file
 
+    meta = {"format": HESSIAN_FORMAT, "tokens": str(n_tokens), "sequences": str(n_sequences), "source": source}
     with atomic_path(path) as tmp:
-        save_file({k: v.cpu().contiguous() for k, v in hess.items()}, str(tmp),
-                  metadata={"tokens": str(n_tokens), "sequences": str(n_sequences), "format": "golf-hessian-1"})
+        save_file({k: v.detach().cpu().contiguous() for k, v in hess.items()}, str(tmp), metadata=meta)
 
 
-def load_hessians(path: Path, device: torch.device | str = "cpu") -> tuple[dict[str, torch.Tensor], dict]:
+def load_hessians(path: str | Path, device: torch.device | str = "cpu") -> tuple[dict[str, torch.Tensor], dict]:
+    """(hessians, metadata) of a hessian-stage output; GolfError naming the file if it is missing or foreign."""
     from safetensors import safe_open
 
-    from golf.errors import GolfError
-
-    if not Path(path).is_file():
+    path = Path(path)
+    if not path.is_file():
         raise GolfError(f"Hessians {str(path)!r} not found (run the hessian stage first)")
-    out = {}
-    with safe_open(str(path), framework="pt", device=str(device)) as f:
-        meta = f.metadata() or {}
-        for k in f.keys():
-            out[k] = f.get_tensor(k)
+    try:
+        with safe_open(str(path), framework="pt", device=str(device)) as f:
+            meta = dict(f.metadata() or {})
+            out = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:  # safetensors raises its own error type for a corrupt file
+        raise GolfError(f"Hessians {str(path)!r} cannot be read: {e}") from None
+    if meta.get("format") != HESSIAN_FORMAT:
+        raise GolfError(f"Hessians {str(path)!r}: format {meta.get('format')!r}, expected {HESSIAN_FORMAT!r}")
+    for k, h in out.items():
+        if h.ndim != 2 or h.shape[0] != h.shape[1] or h.dtype != torch.float32:
+            raise GolfError(f"Hessians {str(path)!r}: {k!r} is {h.dtype} {list(h.shape)}, expected a square fp32 matrix")
     return out, meta
-
-
-def calibrate(model: nn.Module, data_dir: Path, cfg: CalibConfig, device: torch.device) -> tuple[dict, dict]:
-    t0 = time.time()
-    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() \
-        else (0, 1)
-    batches = train_batches(data_dir, cfg, rank, world) if cfg.source == "train" \
-        else sampled_batches(model, cfg, device, rank, world)
-    hess, n_tokens = collect_hessians(model, batches, device)
-    info = {"layers": len(hess), "tokens": n_tokens, "samples": n_tokens // cfg.seq_len, "source": cfg.source,
-            "secs": round(time.time() - t0, 3)}
-    return hess, info

@@ -1,21 +1,32 @@
-"""hessian: H = XᵀX per linear layer of the trained model, over TRAIN-shard calibration tokens."""
+"""hessian: H = XᵀX per linear layer of the trained model, over TRAIN-shard (or self-sampled) calibration tokens.
+
+Reads runs/<seed>/train/ and the train shards of data/<name>/ (never val); writes
+runs/<seed>/hessian/hessians.safetensors + provenance.json and runs/<seed>/metrics/hessian.json.
+Under torchrun every rank calibrates on its own share; rank 0 writes the all-reduced result.
+"""
 
 from __future__ import annotations
+
+import torch
 
 from golf.config import Params
 from golf.hessian import calibrate, save_hessians
 from golf.model import load_model
 from golf.stage_io import write_metrics, write_provenance
-from golf.train import resolve_device
+from golf.train import init_distributed, resolve_device
 
 
 def run(params: Params, seed: int) -> dict:
     run_dir = params.run_dir(seed)
-    device = resolve_device(params.train.device)
+    kind = "cuda" if torch.cuda.is_available() and params.train.device != "cpu" else "cpu"
+    dist_info = init_distributed(kind)
+    device = resolve_device(params.train.device, dist_info.local_rank)
     model = load_model(run_dir / "train", device)
-    hess, info = calibrate(model, params.data_dir(), params.calib, device)
-    out_dir = run_dir / "hessian"
-    save_hessians(out_dir / "hessians.safetensors", hess, info["tokens"], info["samples"])
-    write_provenance(out_dir, "hessian", params.calib, {"seed": seed})
-    write_metrics(run_dir / "metrics", info, "hessian.json")
+    autocast = torch.bfloat16 if params.train.dtype == "bf16" else None  # as the model was trained and is scored
+    hess, info = calibrate(model, params.data_dir(), params.calib, device, autocast)
+    if dist_info.is_main:
+        out_dir = run_dir / "hessian"
+        save_hessians(out_dir / "hessians.safetensors", hess, info["tokens"], info["samples"], info["source"])
+        write_provenance(out_dir, "hessian", params.calib, {"seed": seed, "device": str(device), **info})
+        write_metrics(run_dir / "metrics", info, "hessian.json")
     return info

@@ -1,36 +1,42 @@
-"""quantize: GPTQ int6 block matrices, int8 embeddings, float small tensors and SSM dynamics."""
+"""quantize: GPTQ int6 block matrices, int8 embeddings, float small tensors and fp32 SSM dynamics.
+
+Reads only runs/<seed>/train/ and runs/<seed>/hessian/ (so changing params.quant reruns from the cached
+Hessians, without retraining or recalibrating); writes runs/<seed>/quant/quantized.safetensors +
+provenance.json and runs/<seed>/metrics/quantize.json (per-layer relative output error through H).
+"""
 
 from __future__ import annotations
 
-import json
 import time
 
-from golf.config import Params
-from golf.gptq import quantize_state_dict
+from golf.config import Params, to_dict
+from golf.gptq import quantize_model, save_quantized
 from golf.hessian import load_hessians
-from golf.io import atomic_path
 from golf.model import load_model
 from golf.stage_io import write_metrics, write_provenance
 from golf.train import resolve_device
 
 
 def run(params: Params, seed: int) -> dict:
-    from safetensors.torch import save_file
-
     t0 = time.time()
     run_dir = params.run_dir(seed)
     device = resolve_device(params.train.device)
     model = load_model(run_dir / "train", "cpu")
-    hessians, _ = load_hessians(run_dir / "hessian" / "hessians.safetensors")
-    tensors, spec, report = quantize_state_dict(model.state_dict(), hessians, params.quant, device)
+    hessians, hmeta = load_hessians(run_dir / "hessian" / "hessians.safetensors")
+    tensors, spec, report = quantize_model(model, hessians, params.quant, device)
     out_dir = run_dir / "quant"
-    with atomic_path(out_dir / "quantized.safetensors") as tmp:
-        save_file(tensors, str(tmp), metadata={"spec": json.dumps(spec, sort_keys=True),
-                                               "model_config": (run_dir / "train" / "config.json").read_text()})
-    write_provenance(out_dir, "quantize", params.quant, {"seed": seed})
+    save_quantized(out_dir / "quantized.safetensors", tensors, spec, to_dict(model.cfg))
+    write_provenance(out_dir, "quantize", params.quant,
+                     {"seed": seed, "device": str(device), "hessian_tokens": int(hmeta.get("tokens", 0))})
     errs = [v["rel_err"] for v in report.values()]
-    metrics = {"layers": report, "gptq_layers": len(report), "secs": round(time.time() - t0, 3),
+    kinds: dict[str, int] = {}
+    for s in spec.values():
+        key = f"int{s['bits']}_{s['method']}" if s["kind"] == "int" else f"{s['dtype']}_{s['why']}"
+        kinds[key] = kinds.get(key, 0) + 1
+    metrics = {"layers": report, "gptq_layers": len(report), "tensors_by_kind": kinds,
                "mean_rel_err": sum(errs) / len(errs) if errs else 0.0,
-               "mean_rtn_rel_err": sum(v["rtn_rel_err"] for v in report.values()) / len(errs) if errs else 0.0}
+               "max_rel_err": max(errs) if errs else 0.0,
+               "mean_rtn_rel_err": sum(v["rtn_rel_err"] for v in report.values()) / len(errs) if errs else 0.0,
+               "secs": round(time.time() - t0, 3)}
     write_metrics(run_dir / "metrics", metrics, "quantize.json")
     return metrics
