@@ -1,0 +1,324 @@
+"""The artifact: bit-exact round trip, determinism, compressors, the byte cap, malformed and hostile files
+(nothing executed), the code copy, size groups, and the chain GolfLM → hessian → quantize → package → load."""
+
+import ast
+import dataclasses
+import json
+import lzma
+import os
+import pickle
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import golf.hessian
+import golf.train
+from golf.config import ModelConfig, QuantConfig, to_dict
+from golf.errors import ArtifactError
+from golf.gptq import quantize_model, quantize_state_dict
+from golf.hessian import collect_hessians
+from golf.model import build_model, load_model, save_model
+from golf.package import (MAGIC, MODEL_FILE, build_artifact, code_files, decompress, dequantize, deserialize,
+                          group_sizes, inspect_artifact, load_artifact, load_model_from_artifact, open_artifact,
+                          serialize)
+
+REPO = Path(__file__).resolve().parents[1]
+CFG = {"vocab_size": 300, "d_model": 32, "layer_pattern": "A", "num_heads": 2, "num_kv_heads": 1,
+       "bigram_buckets": 0, "bigram_dim": 0}
+
+
+def _stored():
+    """Stored tensors of every kind the container holds: int8 codes, fp16 scales/floats, bf16, fp32, 0-d."""
+    torch.manual_seed(0)
+    state = {"blocks.0.attn.q_proj.weight": torch.randn(40, 32), "tok_emb.weight": torch.randn(300, 32),
+             "blocks.0.mixer.A_log": torch.randn(8), "norm": torch.randn(32), "gain": torch.tensor(1.5)}
+    tensors, spec, _ = quantize_state_dict(state, {}, QuantConfig(float_max_numel=100))
+    tensors["extra_bf16"] = torch.randn(3, 5).to(torch.bfloat16)
+    spec["extra_bf16"] = {"kind": "float", "dtype": "bf16", "shape": [3, 5]}
+    return tensors, spec
+
+
+def _same_bits(a, b):
+    return a.dtype == b.dtype and a.shape == b.shape and \
+        torch.equal(a.contiguous().reshape(-1).view(torch.uint8), b.contiguous().reshape(-1).view(torch.uint8))
+
+
+def test_round_trip_is_bit_exact_and_deterministic(tmp_path):
+    tensors, spec = _stored()
+    m1 = build_artifact(tmp_path / "a", tensors, spec, CFG)
+    m2 = build_artifact(tmp_path / "b", tensors, spec, CFG)
+    assert (tmp_path / "a" / MODEL_FILE).read_bytes() == (tmp_path / "b" / MODEL_FILE).read_bytes()
+    assert m1["total_bytes"] == m1["model_bytes"] + m1["code_bytes"] and m1["under_cap"]
+    cfg, back, spec2 = load_artifact(tmp_path / "a")
+    assert isinstance(cfg, ModelConfig) and cfg.d_model == 32 and spec2 == spec
+    assert set(back) == set(tensors) and all(_same_bits(back[k], tensors[k]) for k in tensors)
+    assert serialize(back, spec2, CFG) == serialize(tensors, spec, CFG)
+    assert m2["model_bytes"] == m1["model_bytes"]
+
+
+def test_every_compressor_round_trips_and_sizes_are_recorded(tmp_path, monkeypatch):
+    tensors, spec = _stored()
+    m = build_artifact(tmp_path / "x", tensors, spec, CFG, "lzma", compare=True)
+    assert set(m["compressed"]) == {"lzma", "zstd", "brotli"} and all(isinstance(v, int) for v in m["compressed"].values())
+    assert m["compressed"]["lzma"] == m["model_bytes"]
+    for method, suffix in (("zstd", ".zst"), ("brotli", ".br")):
+        mm = build_artifact(tmp_path / method, tensors, spec, CFG, method, compare=False)
+        assert (tmp_path / method / f"model.golf{suffix}").is_file() and mm["compressed"] == {method: mm["model_bytes"]}
+        _, back, _ = load_artifact(tmp_path / method)
+        assert all(_same_bits(back[k], tensors[k]) for k in tensors)
+    monkeypatch.setitem(sys.modules, "brotli", None)  # import brotli now raises ImportError
+    assert build_artifact(tmp_path / "y", tensors, spec, CFG)["compressed"]["brotli"] == "unavailable"
+
+
+def test_over_the_cap_names_the_sizes_and_keeps_the_old_artifact(tmp_path):
+    tensors, spec = _stored()
+    build_artifact(tmp_path / "art", tensors, spec, CFG)
+    before = (tmp_path / "art" / MODEL_FILE).read_bytes()
+    with pytest.raises(ArtifactError, match=r"over the cap of 1,000 bytes") as e:
+        build_artifact(tmp_path / "art", tensors, spec, CFG, cap_bytes=1000)
+    assert "compressed model" in str(e.value) and "code" in str(e.value)
+    assert (tmp_path / "art" / MODEL_FILE).read_bytes() == before
+    with pytest.raises(ArtifactError):
+        build_artifact(tmp_path / "new", tensors, spec, CFG, cap_bytes=1000)
+    assert not (tmp_path / "new").exists()
+
+
+def _split(raw: bytes):
+    (hlen,) = struct.unpack("<Q", raw[8:16])
+    return json.loads(raw[16:16 + hlen]), raw[16 + hlen:]
+
+
+def _join(header: dict, payload: bytes) -> bytes:
+    h = json.dumps(header).encode()
+    return MAGIC + struct.pack("<Q", len(h)) + h + payload
+
+
+def _edit(raw, fn):
+    header, payload = _split(raw)
+    payload = fn(header, payload)
+    return _join(header, payload)
+
+
+def _entry(header, name):
+    return next(e for e in header["tensors"] if e["name"] == name)
+
+
+Q = "blocks.0.attn.q_proj.weight.q"
+CORRUPTIONS = {
+    "bad magic": (lambda raw: b"NOTGOLF!" + raw[8:], "bad magic"),
+    "header length past the end": (lambda raw: raw[:8] + struct.pack("<Q", 10 ** 12) + raw[16:], "runs past the end"),
+    "header not JSON": (lambda raw: raw[:16] + b"\xff" + raw[17:], "not valid JSON"),
+    "truncated payload": (lambda raw: raw[:-7], "lies outside the data"),
+    "trailing bytes": (lambda raw: raw + b"\0\0\0\0", "after the last tensor"),
+    "nbytes lies": (lambda raw: _edit(raw, lambda h, p: (_entry(h, Q).update(nbytes=_entry(h, Q)["nbytes"] - 1), p)[1]),
+                    "needs"),
+    "shape lies": (lambda raw: _edit(raw, lambda h, p: (_entry(h, Q).update(shape=[41, 32], nbytes=41 * 32), p)[1]),
+                   "offset|outside"),
+    "offset gap": (lambda raw: _edit(raw, lambda h, p: (h["tensors"][1].update(offset=h["tensors"][1]["offset"] + 1),
+                                                        p)[1]), "back to back"),
+    "unknown dtype": (lambda raw: _edit(raw, lambda h, p: (_entry(h, Q).update(dtype="object"), p)[1]),
+                      "unknown dtype"),
+    "codes off the int6 grid": (lambda raw: _edit(raw, lambda h, p: p[:_entry(h, Q)["offset"]] + bytes([100])
+                                                  + p[_entry(h, Q)["offset"] + 1:]), "outside the int6 range"),
+    "spec without its tensors": (lambda raw: _edit(raw, lambda h, p: (h["spec"].update(ghost={"kind": "float",
+                                 "dtype": "fp16", "shape": [2]}), p)[1]), "ghost"),
+    "bad model config": (lambda raw: _edit(raw, lambda h, p: (h["model_config"].update(d_model="wide"), p)[1]),
+                         "bad model config"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CORRUPTIONS))
+def test_malformed_artifacts_fail_with_artifact_error(tmp_path, case):
+    tensors, spec = _stored()
+    corrupt, match = CORRUPTIONS[case]
+    raw = corrupt(serialize(tensors, spec, CFG))
+    (tmp_path / "art").mkdir()
+    (tmp_path / "art" / MODEL_FILE).write_bytes(lzma.compress(raw, format=lzma.FORMAT_XZ))
+    with pytest.raises(ArtifactError, match=match):
+        load_artifact(tmp_path / "art")
+
+
+def test_truncated_or_padded_compressed_streams_and_bombs_fail(tmp_path):
+    tensors, spec = _stored()
+    build_artifact(tmp_path / "art", tensors, spec, CFG)
+    path = tmp_path / "art" / MODEL_FILE
+    blob = path.read_bytes()
+    for bad in (blob[: len(blob) // 2], blob[:-1], blob + b"junk", b""):
+        path.write_bytes(bad)
+        with pytest.raises(ArtifactError, match=str(path.name)):
+            load_artifact(tmp_path / "art")
+    with pytest.raises(ArtifactError, match="more than 1,000 bytes"):
+        decompress(lzma.compress(b"\0" * 100_000, format=lzma.FORMAT_XZ), "lzma", "bomb", max_bytes=1000)
+    with pytest.raises(ArtifactError, match="not found"):
+        load_artifact(tmp_path / "nowhere")
+    path.write_bytes(blob)
+    (tmp_path / "art" / "model.golf.zst").write_bytes(b"")
+    with pytest.raises(ArtifactError, match="expected exactly one"):
+        load_artifact(tmp_path / "art")
+
+
+class Payload:
+    """Unpickling this would create a file: the proof that a loader executed code."""
+
+    def __init__(self, target):
+        self.target = target
+
+    def __reduce__(self):
+        return (exec, (f"open({self.target!r}, 'w').write('pwned')",))
+
+
+def test_crafted_pickle_artifacts_are_rejected_and_nothing_runs(tmp_path):
+    sentinel = tmp_path / "PWNED"
+    evil = pickle.dumps({"w": Payload(str(sentinel))})
+    assert b"exec" in evil  # a real exploit: pickle.loads(evil) would write the sentinel
+    variants = {"plain pickle": evil,
+                "pickle behind our magic": MAGIC + struct.pack("<Q", len(evil)) + evil,
+                "pickle as payload": _join({"format": 1, "model_config": CFG, "spec": {},
+                                            "tensors": [{"name": "w", "dtype": "object", "shape": [1],
+                                                         "offset": 0, "nbytes": len(evil)}]}, evil)}
+    for what, raw in variants.items():
+        d = tmp_path / what.replace(" ", "_")
+        d.mkdir()
+        (d / MODEL_FILE).write_bytes(lzma.compress(raw, format=lzma.FORMAT_XZ))
+        with pytest.raises(ArtifactError):
+            load_artifact(d)
+        with pytest.raises(ArtifactError):
+            load_model_from_artifact(d)
+    assert not sentinel.exists()
+    # and structurally: the loader module has no way to unpickle or evaluate anything
+    tree = ast.parse((REPO / "golf" / "package.py").read_text())
+    names = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
+    modules = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names} | \
+        {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    loads = {f"{n.value.id}.{n.attr}" for n in ast.walk(tree)
+             if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name)}
+    assert not {"eval", "exec", "compile", "__import__"} & names
+    assert not {"pickle", "marshal", "dill", "shelve", "cloudpickle", "joblib"} & modules
+    assert not {"torch.load", "np.load", "numpy.load"} & loads
+
+
+def test_artifact_code_is_the_import_closure_of_the_eval_modules(tmp_path):
+    names = {f.name for f in code_files()}
+    assert {"__init__.py", "package.py", "model.py", "ssm.py", "attention.py", "config.py", "errors.py", "io.py",
+            "data.py", "evaluate.py"} <= names
+    assert not {"train.py", "gptq.py", "hessian.py", "optim.py", "report.py"} & names
+    tensors, spec = _stored()
+    m = build_artifact(tmp_path / "art", tensors, spec, CFG, provenance={"stage": "package"})
+    copied = sorted((tmp_path / "art" / "code").iterdir())
+    assert {f.name for f in copied} == names and m["code_bytes"] == sum(f.stat().st_size for f in copied)
+    assert json.loads((tmp_path / "art" / "provenance.json").read_text())["stage"] == "package"
+
+
+def test_groups_sum_to_the_model_bytes_and_inspect_shows_them(tmp_path):
+    tensors, spec = _stored()
+    raw, shares = group_sizes(tensors, 12345)
+    assert sum(shares.values()) == 12345 and set(raw) == set(shares)
+    assert {"attention", "embeddings", "ssm_dynamics", "norms_scalars"} <= set(shares)
+    m = build_artifact(tmp_path / "art", tensors, spec, CFG)
+    assert sum(m["groups"].values()) == m["model_bytes"]
+    text = inspect_artifact(tmp_path / "art")
+    assert "attention" in text and "embeddings" in text and f"{m['total_bytes']:,}" in text
+
+
+# --------------------------------------------------------------------------------------------------
+# With the real model
+# --------------------------------------------------------------------------------------------------
+
+TINY = ModelConfig(vocab_size=128, d_model=32, layer_pattern="MAM", d_state=8, expand=2.0, headdim=16,
+                   chunk_size=8, num_heads=2, num_kv_heads=1, mlp_mult=2.0, bigram_buckets=64, bigram_dim=8,
+                   ssm_backend="reference", attn_backend="sdpa")
+
+
+def _trained_like(cfg=TINY, seed=0):
+    """A GolfLM whose zero-initialized projections are perturbed, so every layer matters."""
+    torch.manual_seed(seed)
+    model = build_model(cfg, "cpu")
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.ndim == 2:
+                p.add_(torch.randn_like(p) * 0.05)
+    return model.eval()
+
+
+def test_golflm_to_artifact_and_back(tmp_path):
+    model = _trained_like()
+    g = torch.Generator().manual_seed(1)
+    hess, _ = collect_hessians(model, [torch.randint(0, 128, (4, 32), generator=g) for _ in range(4)], "cpu")
+    assert any(".mixer.in_proj" in k for k in hess) and any(".attn.q_proj" in k for k in hess)
+    tensors, spec, report = quantize_model(model, hess, QuantConfig(float_max_numel=256))
+    assert spec["tok_emb.weight"]["bits"] == 8 and all(spec[k + ".weight"]["method"] == "gptq" for k in report)
+    build_artifact(tmp_path / "art", tensors, spec, to_dict(TINY))
+    loaded = load_model_from_artifact(tmp_path / "art")
+    art = open_artifact(tmp_path / "art")
+    for k, v in dequantize(art.tensors, art.spec).items():
+        assert torch.equal(loaded.state_dict()[k], v)  # what was stored is exactly what is scored
+    ids = torch.randint(0, 128, (2, 32), generator=g)
+    with torch.no_grad():
+        a, b = model(ids), loaded(ids)
+    assert 0 < (a - b).abs().max() < 0.1 * a.std()
+
+
+def test_the_artifact_code_alone_loads_the_model(tmp_path):
+    model = _trained_like()
+    tensors, spec, _ = quantize_model(model, {}, QuantConfig(float_max_numel=256))
+    build_artifact(tmp_path / "art", tensors, spec, to_dict(TINY))
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "golf").symlink_to(tmp_path / "art" / "code", target_is_directory=True)
+    script = ("import sys, torch, golf; from golf.package import load_model_from_artifact; "
+              f"m = load_model_from_artifact({str(tmp_path / 'art')!r}); "
+              "ids = torch.arange(64).reshape(2, 32) % 128; "
+              "print(golf.__file__); print(repr(float(m(ids).double().sum())))")
+    env = dict(os.environ, PYTHONPATH=str(site))
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=tmp_path,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    where, total = r.stdout.split()
+    assert str(site) in where  # the artifact's copy of golf, not the checkout's
+    with torch.no_grad():
+        expected = float(load_model_from_artifact(tmp_path / "art")(torch.arange(64).reshape(2, 32) % 128)
+                         .double().sum())
+    assert float(total) == pytest.approx(expected, rel=1e-6)
+
+
+def test_stages_chain_and_quantize_reruns_from_cached_hessians(in_tiny, tmp_path, monkeypatch):
+    root, params, _ = in_tiny
+    params = dataclasses.replace(params, runs_dir=str(tmp_path / "runs"))
+    seed = 7
+    save_model(_trained_like(params.model), params.model, params.run_dir(seed) / "train")
+    from stages import hessian, package, quantize
+
+    h = hessian.run(params, seed)
+    assert h["samples"] == params.calib.num_sequences and h["tokens"] == h["samples"] * params.calib.seq_len
+    q = quantize.run(params, seed)
+    p = package.run(params, seed)
+    rd = params.run_dir(seed)
+    for stage, keys in (("hessian", {"layers", "samples", "tokens", "secs"}),
+                        ("quantize", {"layers", "secs", "mean_rel_err"}),
+                        ("package", {"model_bytes", "code_bytes", "total_bytes", "cap_bytes", "under_cap",
+                                     "compressed", "groups"})):
+        assert keys <= set(json.loads((rd / "metrics" / f"{stage}.json").read_text())), stage
+    for out in ("hessian", "quant", "artifact"):
+        assert (rd / out / "provenance.json").is_file()
+    expected = {n for n, m in load_model(rd / "train").named_modules()
+                if isinstance(m, torch.nn.Linear) and m.weight.numel() > params.quant.float_max_numel}
+    assert set(q["layers"]) == expected and len(expected) >= h["layers"] - 1  # every GPTQ-sized linear
+    assert 0 < q["mean_rel_err"] < q["mean_rtn_rel_err"]
+    assert p["under_cap"] and "mamba" in package.inspect(rd / "artifact")
+
+    # quantize again with other settings: no training, no calibration, no data needed
+    def boom(*a, **k):
+        raise AssertionError("quantize must not train or calibrate")
+
+    monkeypatch.setattr(golf.train, "train", boom)
+    monkeypatch.setattr(golf.hessian, "calibrate", boom)
+    monkeypatch.setattr(golf.hessian, "collect_hessians", boom)
+    first = (rd / "quant" / "quantized.safetensors").read_bytes()
+    other = dataclasses.replace(params, quant=dataclasses.replace(params.quant, clip_search=False, damp_frac=0.05),
+                                data=dataclasses.replace(params.data, name="no_such_data"))
+    q2 = quantize.run(other, seed)
+    assert q2["gptq_layers"] == q["gptq_layers"] and (rd / "quant" / "quantized.safetensors").read_bytes() != first
