@@ -182,9 +182,15 @@ class TTTConfig:
 class ReportConfig:
     reference: str = _spec("", doc="another run's runs/ folder, or a JSON of per-seed BPBs; empty = none")
     reference_bpb: float = _spec(0.0, lo=0.0, doc="a fixed reference BPB (0 = unused)")
-    margin_nats: float = _spec(0.005, lo=0.0)
+    margin_nats: float = _spec(0.005, lo=0.0, doc="required win in val_loss nats/token (the challenge's 0.005); "
+                                                  "tested in BPB as margin_nats / ln 2 * tokens / bytes")
     metric: str = _spec("eval_sliding", choices=("train", "quant", "eval_sliding", "eval_ttt"),
                         doc="which BPB the t-test compares")
+    alpha: float = _spec(0.01, lo=0.0, hi=1.0, doc="significance level of the verdict (the challenge asks p < 0.01)")
+    name: str = _spec("", doc="export: submission name (empty = derived from the model settings)")
+    author: str = _spec("", doc="export: submission.json author")
+    github_id: str = _spec("", doc="export: submission.json github_id")
+    blurb: str = _spec("", doc="export: one-paragraph description for submission.json")
 
 
 @dataclass
