@@ -1,8 +1,19 @@
-"""Optimizers: Muon for 2-D block matrices, Adam for embeddings and scalars.
+"""Optimizers: Muon for 2-D block matrices (attention, MLP, Mamba in/out projections), AdamW for
+embeddings and scalars.
 
-Muon (Jordan et al. 2024, github.com/KellerJordan/Muon): SGD-momentum whose update is replaced by its
-nearest semi-orthogonal matrix, computed with a quintic Newton–Schulz iteration. The coefficients
-(3.4445, -4.7750, 2.0315) and the max(1, rows/cols)^0.5 update scale are those of that reference.
+Muon (K. Jordan et al., "Muon: An optimizer for hidden layers in neural networks", 2024,
+kellerjordan.github.io/posts/muon; reference code github.com/KellerJordan/Muon) is SGD with Nesterov
+momentum whose update matrix is replaced by an approximation of its nearest semi-orthogonal matrix
+U Vᵀ (from the SVD U S Vᵀ). The approximation is a quintic Newton–Schulz iteration
+X ← a X + (b A + c A²) X with A = X Xᵀ; the coefficients (a, b, c) = (3.4445, -4.7750, 2.0315) are the
+ones published in that post, chosen to push every singular value into roughly [0.7, 1.2] in 5 steps
+rather than converge exactly to 1. The update is scaled by sqrt(max(1, rows/cols)), as in that
+reference, so tall matrices get an RMS update comparable to square ones.
+
+Groups (from `GolfLM.param_groups()`): "matrix" → Muon at lr_matrix, "mamba_matrix" → Muon at lr_mamba,
+"embed" → AdamW at lr_embed, "scalar" → AdamW at lr_scalar. Weight decay (`train.weight_decay`) is
+decoupled (p ← p·(1 − lr·wd)) and applies to the Muon matrices and the embeddings, never to the scalars
+(norm gains, SSM dynamics A_log/D/dt_bias, conv weights), whose scale is meaningful.
 """
 
 from __future__ import annotations
@@ -11,18 +22,25 @@ import torch
 from torch.optim import Optimizer
 
 NS_COEFFS = (3.4445, -4.7750, 2.0315)
+GROUP_KEYS = ("matrix", "mamba_matrix", "embed", "scalar")
 
 
-def newton_schulz(g: torch.Tensor, steps: int = 5, eps: float = 1e-7) -> torch.Tensor:
-    """Approximately orthogonalize a 2-D matrix (singular values pushed into ~[0.7, 1.2])."""
+def newton_schulz(g: torch.Tensor, steps: int = 5, eps: float = 1e-7,
+                  dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Approximately orthogonalize a 2-D matrix: the result has g's singular vectors and singular
+    values in about [0.7, 1.2]. Runs in bf16 on CUDA (the iteration tolerates it and it is ~2x faster),
+    fp32 elsewhere, unless `dtype` is given. Returns g's dtype."""
+    if g.ndim != 2:
+        raise ValueError(f"newton_schulz expects a 2-D matrix, got shape {tuple(g.shape)}")
     a, b, c = NS_COEFFS
-    x = g.to(torch.bfloat16) if g.is_cuda else g.float()
+    dtype = dtype or (torch.bfloat16 if g.is_cuda else torch.float32)
+    x = g.to(dtype)
     transposed = x.shape[0] > x.shape[1]
-    if transposed:  # iterate on the wide orientation: the Gram matrix is the smaller one
+    if transposed:  # iterate on the wide orientation: the Gram matrix X Xᵀ is then the smaller one
         x = x.T
-    x = x / (x.norm() + eps)
+    x = x / (x.norm() + eps)  # Frobenius norm >= spectral norm, so every singular value starts <= 1
     for _ in range(steps):
-        gram = x @ x.T  # (rows, rows)
+        gram = x @ x.T  # (r, r), r = min(rows, cols)
         x = a * x + (b * gram + c * gram @ gram) @ x
     if transposed:
         x = x.T
@@ -30,45 +48,77 @@ def newton_schulz(g: torch.Tensor, steps: int = 5, eps: float = 1e-7) -> torch.T
 
 
 class Muon(Optimizer):
+    """Muon for 2-D parameters: momentum (Nesterov by default) → Newton–Schulz → scaled step."""
+
     def __init__(self, params, lr: float, momentum: float = 0.95, ns_steps: int = 5, weight_decay: float = 0.0,
                  nesterov: bool = True):
         super().__init__(params, dict(lr=lr, momentum=momentum, ns_steps=ns_steps, weight_decay=weight_decay,
                                       nesterov=nesterov))
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.ndim != 2:  # a programming error in the grouping, not user input
+                    raise ValueError(f"Muon handles 2-D matrices only, got a parameter of shape {tuple(p.shape)}")
 
     @torch.no_grad()
     def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
         for group in self.param_groups:
+            lr, mom = group["lr"], group["momentum"]
             for p in group["params"]:
                 if p.grad is None:
                     continue
                 g = p.grad
-                buf = self.state[p].setdefault("momentum", torch.zeros_like(g))
-                buf.mul_(group["momentum"]).add_(g)
-                update = g.add(buf, alpha=group["momentum"]) if group["nesterov"] else buf
+                buf = self.state[p].setdefault("momentum_buffer", torch.zeros_like(g))
+                buf.mul_(mom).add_(g)
+                update = g.add(buf, alpha=mom) if group["nesterov"] else buf
                 update = newton_schulz(update, group["ns_steps"])
                 scale = max(1.0, p.shape[0] / p.shape[1]) ** 0.5
                 if group["weight_decay"]:
-                    p.mul_(1 - group["lr"] * group["weight_decay"])
-                p.add_(update, alpha=-group["lr"] * scale)
+                    p.mul_(1 - lr * group["weight_decay"])
+                p.add_(update, alpha=-lr * scale)
+        return loss
 
 
 def build_optimizers(model, tcfg) -> list[Optimizer]:
-    """One Muon per matrix group (block matrices, Mamba projections), one AdamW for embeddings + scalars.
-    Each param group remembers its base lr in `initial_lr` so the schedule can scale it."""
+    """Muon for each non-empty matrix group, one AdamW for embeddings + scalars (see the module doc).
+
+    Every parameter must land in exactly one group; each param group keeps its base lr in `initial_lr`
+    so the training loop can scale it by the schedule."""
     groups = model.param_groups()
+    _check_partition(model, groups)
     opts: list[Optimizer] = []
     for key, lr in (("matrix", tcfg.lr_matrix), ("mamba_matrix", tcfg.lr_mamba)):
         params = [p for _, p in groups[key]]
         if params:
             opts.append(Muon(params, lr=lr, momentum=tcfg.muon_momentum, ns_steps=tcfg.muon_ns_steps,
                              weight_decay=tcfg.weight_decay))
-    adam_groups = [{"params": [p for _, p in groups["embed"]], "lr": tcfg.lr_embed},
-                   {"params": [p for _, p in groups["scalar"]], "lr": tcfg.lr_scalar}]
+    adam_groups = [{"params": [p for _, p in groups["embed"]], "lr": tcfg.lr_embed, "weight_decay": tcfg.weight_decay},
+                   {"params": [p for _, p in groups["scalar"]], "lr": tcfg.lr_scalar, "weight_decay": 0.0}]
     adam_groups = [g for g in adam_groups if g["params"]]
     if adam_groups:
+        # eps 1e-10: embeddings and gains see tiny second moments early on; the default 1e-8 would damp them
         opts.append(torch.optim.AdamW(adam_groups, betas=(tcfg.adam_beta1, tcfg.adam_beta2), eps=1e-10,
-                                      weight_decay=0.0, fused=False))
+                                      fused=False))
     for opt in opts:
         for g in opt.param_groups:
             g["initial_lr"] = g["lr"]
     return opts
+
+
+def _check_partition(model, groups: dict) -> None:
+    """Each trainable parameter in exactly one of the four groups (a silent miss would never train)."""
+    unknown = set(groups) - set(GROUP_KEYS)
+    if unknown:
+        raise ValueError(f"param_groups() returned unknown group(s) {sorted(unknown)}; expected {GROUP_KEYS}")
+    seen: dict[int, str] = {}
+    for key in GROUP_KEYS:
+        for name, p in groups.get(key, []):
+            if id(p) in seen:
+                raise ValueError(f"parameter {name!r} is in optimizer groups {seen[id(p)]!r} and {key!r}")
+            seen[id(p)] = key
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and id(p) not in seen]
+    if missing:
+        raise ValueError(f"parameters in no optimizer group: {missing}")

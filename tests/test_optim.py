@@ -1,0 +1,115 @@
+"""Muon / Newton–Schulz and the optimizer grouping (CPU, no data)."""
+
+import dataclasses
+
+import pytest
+import torch
+
+from golf.config import TrainConfig, load_params
+from golf.model import build_model
+from golf.optim import GROUP_KEYS, Muon, build_optimizers, newton_schulz
+from tests.conftest import REPO
+
+
+def _tiny_model():
+    p = load_params(REPO / "params.yaml", [
+        "data.vocab_size=512", "model.vocab_size=512", "model.d_model=32", "model.layer_pattern=MAM",
+        "model.d_state=8", "model.expand=2.0", "model.headdim=16", "model.chunk_size=8", "model.num_heads=2",
+        "model.num_kv_heads=1", "model.bigram_buckets=64", "model.bigram_dim=8", "model.tie_embeddings=false"])
+    torch.manual_seed(0)
+    return build_model(p.model, "cpu"), p.train
+
+
+@pytest.mark.parametrize("shape", [(32, 128), (128, 32), (96, 256), (8, 512)])
+def test_newton_schulz_rectangular_is_nearly_orthogonal(shape):
+    g = torch.randn(*shape, generator=torch.Generator().manual_seed(1))
+    o = newton_schulz(g, steps=5)
+    assert o.shape == g.shape and o.dtype == g.dtype
+    s = torch.linalg.svdvals(o)
+    # the published coefficients trade exactness for speed: singular values land in about [0.7, 1.2]
+    assert s.min() > 0.6 and s.max() < 1.25, (s.min(), s.max())
+    u, _, vh = torch.linalg.svd(g, full_matrices=False)
+    polar = u @ vh  # the exact nearest semi-orthogonal matrix
+    cos = (o * polar).sum() / (o.norm() * polar.norm())
+    assert cos > 0.97
+
+
+def test_newton_schulz_square_needs_more_steps_for_tiny_singular_values():
+    g = torch.randn(64, 64, generator=torch.Generator().manual_seed(2))
+    s5 = torch.linalg.svdvals(newton_schulz(g, steps=5))
+    s10 = torch.linalg.svdvals(newton_schulz(g, steps=10))
+    assert (s5 > 0.6).float().mean() > 0.9 and s5.max() < 1.25  # the bulk is in the band after 5 steps
+    assert s10.min() > 0.6 and s10.max() < 1.25  # every direction after 10
+    with pytest.raises(ValueError, match="2-D"):
+        newton_schulz(torch.randn(2, 3, 4))
+
+
+def test_muon_reduces_a_quadratic():
+    gen = torch.Generator().manual_seed(3)
+    a, b = torch.randn(32, 64, generator=gen), torch.randn(16, 64, generator=gen)
+    w = torch.nn.Parameter(torch.zeros(16, 32))
+    opt = Muon([w], lr=0.05, momentum=0.9)
+
+    def loss_fn():
+        return ((w @ a - b) ** 2).mean()
+
+    start = loss_fn().item()
+    for step in range(60):
+        for g in opt.param_groups:  # decay the lr: Muon's fixed-size steps otherwise hover around the optimum
+            g["lr"] = 0.05 * (1 - step / 60)
+        opt.zero_grad()
+        loss = loss_fn()
+        loss.backward()
+        opt.step()
+    best = torch.linalg.lstsq(a.T, b.T).solution.T  # least-squares optimum
+    floor = ((best @ a - b) ** 2).mean().item()
+    assert loss_fn().item() < floor + 0.1 * (start - floor)
+
+
+def test_muon_weight_decay_is_decoupled_and_rejects_non_matrices():
+    w = torch.nn.Parameter(torch.ones(4, 4))
+    w.grad = torch.zeros(4, 4)  # no gradient signal: only the decay acts
+    Muon([w], lr=0.1, weight_decay=0.5).step()
+    assert torch.allclose(w.detach(), torch.full((4, 4), 1 - 0.1 * 0.5))
+    with pytest.raises(ValueError, match="2-D"):
+        Muon([torch.nn.Parameter(torch.ones(4))], lr=0.1)
+
+
+def test_every_parameter_in_exactly_one_group_and_optimizer():
+    model, tcfg = _tiny_model()
+    groups = model.param_groups()
+    assert set(groups) == set(GROUP_KEYS)
+    ids = [id(p) for key in GROUP_KEYS for _, p in groups[key]]
+    assert len(ids) == len(set(ids)) and set(ids) == {id(p) for p in model.parameters()}
+    names = {key: {n for n, _ in groups[key]} for key in GROUP_KEYS}
+    assert any("in_proj" in n for n in names["mamba_matrix"]) and any("out_proj" in n for n in names["mamba_matrix"])
+    assert any(n.endswith("A_log") for n in names["scalar"]) and any("conv1d" in n for n in names["scalar"])
+    assert "tok_emb.weight" in names["embed"]
+
+    tcfg = dataclasses.replace(tcfg, lr_matrix=0.011, lr_mamba=0.022, lr_embed=0.033, lr_scalar=0.044)
+    opts = build_optimizers(model, tcfg)
+    owner = {}
+    for opt in opts:
+        for g in opt.param_groups:
+            assert g["initial_lr"] == g["lr"]
+            for p in g["params"]:
+                assert id(p) not in owner
+                owner[id(p)] = (type(opt).__name__, g["lr"])
+    assert set(owner) == {id(p) for p in model.parameters()}
+    expected = {"matrix": ("Muon", 0.011), "mamba_matrix": ("Muon", 0.022), "embed": ("AdamW", 0.033),
+                "scalar": ("AdamW", 0.044)}
+    for key, want in expected.items():
+        assert all(owner[id(p)] == want for _, p in groups[key]), key
+
+
+def test_a_parameter_missing_from_the_groups_is_an_error():
+    model, tcfg = _tiny_model()
+    full = model.param_groups()
+    dropped = {k: v[1:] if k == "scalar" else v for k, v in full.items()}
+    model.param_groups = lambda: dropped
+    with pytest.raises(ValueError, match="no optimizer group"):
+        build_optimizers(model, TrainConfig())
+    twice = {k: v + full["scalar"][:1] if k == "embed" else v for k, v in full.items()}
+    model.param_groups = lambda: twice
+    with pytest.raises(ValueError, match="groups 'embed' and 'scalar'|groups 'scalar' and 'embed'"):
+        build_optimizers(model, TrainConfig())
