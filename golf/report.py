@@ -1,139 +1,464 @@
-"""Collect per-seed metrics, compute statistics, and render reports/report.md, report.json, PNG plots."""
+"""The report: collect every seed's metrics into a table, test it against a reference, render it.
+
+`collect(params)` reads runs/<seed>/metrics/*.json and plots/train_curve.tsv for each seed of params.seeds
+and the reference, and returns a JSON-able dict (the content of report.json); it writes nothing.
+`write_report(report, curves, out_dir)` writes report.md, report.json, summary.json and plots/*.png.
+`submission(report, ...)` / `submission_readme(...)` render the export folder's files.
+
+Reference (params report.reference), compared on the BPB named by report.metric:
+  * a runs folder with this project's layout (<seed>/metrics/*.json); its seeds are its numeric subfolders;
+  * a JSON file of per-seed BPBs: {"name": "baseline", "val_bpb": [1.2244, 1.2251, 1.2239]} ("name" and a
+    matching "seeds" list optional), or a challenge-style submission.json with
+    "seed_results": {"42": {"val_bpb": 1.2244}, ...} (e.g. one written by `cli.py export`).
+report.reference_bpb > 0 adds a one-sample test against that fixed value.
+
+Margin: the challenge asks for a 0.005-nat win (val_loss, nats per token; openai/parameter-golf README,
+"Submission Process"). We test BPB, with margin_bpb = margin_nats / ln 2 * tokens / bytes, tokens and bytes
+being those this run scored (summed over seeds). With the same tokenizer and validation text on both sides
+this is exactly the val_loss test with a margin of margin_nats (see golf.stats.nats_to_bpb); with another
+tokenizer, "nats per token" has no common meaning and the margin is this run's tokens' worth of nats.
+"""
 
 from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from golf import plots, stats
 from golf.config import Params
 from golf.errors import GolfError
-from golf.io import write_json_atomic, write_text_atomic
+from golf.io import atomic_dir, write_json_atomic, write_text_atomic
 
-COLUMNS = [  # (column, metrics file, key)
-    ("pre_quant_bpb", "train", "val_bpb"),
-    ("quant_bpb", "eval_sliding", "plain_val_bpb"),
-    ("sliding_bpb", "eval_sliding", "val_bpb"),
-    ("stateful_bpb", "eval_sliding", "stateful_val_bpb"),
-    ("ttt_bpb", "eval_ttt", "val_bpb"),
-    ("artifact_bytes", "package", "total_bytes"),
-    ("train_tok_per_s", "train", "tok_per_s"),
-    ("steps", "train", "steps"),
-]
+
+@dataclass(frozen=True)
+class Column:
+    key: str
+    label: str
+    source: str        # metrics file (stage) it comes from
+    field: str         # key in that file
+    kind: str          # "bpb" | "bytes" | "rate" | "count"
+    optional: bool = False
+
+
+COLUMNS = (
+    Column("pre_quant_bpb", "pre-quant BPB", "train", "val_bpb", "bpb"),
+    Column("quant_bpb", "quantized BPB", "eval_sliding", "plain_val_bpb", "bpb"),
+    Column("sliding_bpb", "sliding BPB", "eval_sliding", "val_bpb", "bpb"),
+    Column("stateful_bpb", "stateful BPB", "eval_sliding", "stateful_val_bpb", "bpb", optional=True),
+    Column("ttt_bpb", "TTT BPB", "eval_ttt", "val_bpb", "bpb"),
+    Column("artifact_bytes", "artifact bytes", "package", "total_bytes", "bytes"),
+    Column("train_tok_per_s", "train tok/s", "train", "tok_per_s", "rate"),
+    Column("steps", "steps", "train", "steps", "count"),
+)
+BPB_COLUMNS = tuple(c for c in COLUMNS if c.kind == "bpb")
 METRIC_COLUMN = {"train": "pre_quant_bpb", "quant": "quant_bpb", "eval_sliding": "sliding_bpb",
                  "eval_ttt": "ttt_bpb"}
+# the val_loss (nats/token) recorded beside each BPB
+LOSS_FIELD = {"pre_quant_bpb": "val_loss", "quant_bpb": "plain_val_loss", "sliding_bpb": "val_loss",
+              "stateful_bpb": "stateful_val_loss", "ttt_bpb": "val_loss"}
+STAGE_FILES = ("train", "quantize", "package", "eval_sliding", "eval_ttt")
+CLI_NAME = {"eval_sliding": "eval-sliding", "eval_ttt": "eval-ttt"}
+PLOTS = ("train_curves.png", "bpb_by_stage.png", "size_breakdown.png")
 
 
-def _read(path: Path) -> dict:
+def _col(key: str) -> Column:
+    return next(c for c in COLUMNS if c.key == key)
+
+
+# --------------------------------------------------------------------------------------------------
+# Reading one run's files
+# --------------------------------------------------------------------------------------------------
+
+
+def load_metrics(run_dir: Path, stage: str) -> dict:
+    """runs/<seed>/metrics/<stage>.json as a dict; GolfError naming the file when missing or malformed."""
+    path = Path(run_dir) / "metrics" / f"{stage}.json"
     if not path.is_file():
-        raise GolfError(f"metrics file {str(path)!r} not found (run that stage for this seed first)")
-    return json.loads(path.read_text())
-
-
-def seed_row(run_dir: Path) -> dict:
-    m = {name: _read(run_dir / "metrics" / f"{name}.json") for name in ("train", "package", "eval_sliding")}
-    ttt_path = run_dir / "metrics" / "eval_ttt.json"
-    m["eval_ttt"] = _read(ttt_path) if ttt_path.is_file() else {}
-    row = {col: m[src].get(key, float("nan")) for col, src, key in COLUMNS}
-    row["_eval_tokens"], row["_eval_bytes"] = m["eval_sliding"]["tokens"], m["eval_sliding"]["bytes"]
-    row["_groups"] = m["package"].get("groups_raw_bytes", {})
-    row["_code_bytes"], row["_cap"] = m["package"]["code_bytes"], m["package"]["cap_bytes"]
-    return row
-
-
-def read_curve(path: Path) -> list[tuple[int, float]]:
-    if not path.is_file():
-        return []
-    lines = path.read_text().splitlines()[1:]
-    return [(int(r.split("\t")[0]), float(r.split("\t")[4])) for r in lines if r.strip()]
-
-
-def load_reference(ref: str, column: str) -> tuple[str, list[float]]:
-    """Another run's runs/ folder (seeds = its numeric subfolders), or a JSON {"name", "val_bpb": [...]}."""
-    path = Path(ref)
-    if path.is_dir():
-        seeds = sorted(int(p.name) for p in path.iterdir() if p.name.isdigit())
-        if not seeds:
-            raise GolfError(f"report.reference {ref!r}: no seed folders in it")
-        return str(path), [seed_row(path / str(s))[column] for s in seeds]
-    if path.is_file():
+        raise GolfError(f"metrics file {str(path)!r} not found: run the {stage} stage for this seed first "
+                        f"(`python cli.py {CLI_NAME.get(stage, stage)} --seed {Path(run_dir).name}` or `dvc repro`)")
+    try:
         data = json.loads(path.read_text())
-        vals = data.get("val_bpb") if isinstance(data, dict) else None
-        if not isinstance(vals, list) or not vals:
-            raise GolfError(f"report.reference {ref!r}: expected a JSON object with a non-empty list 'val_bpb'")
-        return str(data.get("name", path.name)), [float(v) for v in vals]
-    raise GolfError(f"report.reference {ref!r} is neither a runs folder nor a JSON file")
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise GolfError(f"metrics file {str(path)!r} is not valid JSON ({e}); rerun the {stage} stage") from None
+    if not isinstance(data, dict):
+        raise GolfError(f"metrics file {str(path)!r}: expected a JSON object, got {type(data).__name__}")
+    return data
 
 
-def _fmt(v) -> str:
-    if isinstance(v, float):
-        return "n/a" if math.isnan(v) else (f"{v:,.1f}" if abs(v) >= 1000 else f"{v:.5f}")
-    return f"{v:,}" if isinstance(v, int) else str(v)
+def _number(m: dict, key: str, path: str, optional: bool = False) -> float:
+    v = m.get(key)
+    if v is None and optional:
+        return float("nan")
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise GolfError(f"metrics file {path!r}: expected a number under {key!r}, got {v!r}")
+    return v
+
+
+def read_seed(run_dir: Path, ttt_enabled: bool) -> tuple[dict, dict, list[str]]:
+    """(table row, the raw metrics files by stage, warnings) for one seed's folder.
+
+    TTT is "n/a" (NaN) when params ttt.enabled is false, or when eval_ttt.json says it did not run."""
+    run_dir = Path(run_dir)
+    files: dict[str, dict | None] = {}
+    warnings: list[str] = []
+    for stage in STAGE_FILES:
+        if stage == "eval_ttt" and not ttt_enabled:
+            files[stage] = None
+            continue
+        files[stage] = load_metrics(run_dir, stage)
+    ttt = files["eval_ttt"]
+    if ttt is not None and ttt.get("enabled") is False:
+        warnings.append(f"{run_dir / 'metrics' / 'eval_ttt.json'} says TTT did not run although ttt.enabled "
+                        "is true: TTT shown as n/a (rerun eval_ttt)")
+        files["eval_ttt"] = None
+    row = {}
+    for c in COLUMNS:
+        m = files[c.source]
+        row[c.key] = float("nan") if m is None else \
+            _number(m, c.field, str(run_dir / "metrics" / f"{c.source}.json"), c.optional)
+    return row, files, warnings
+
+
+def read_curve(path: Path) -> dict[str, list[float]] | None:
+    """train_curve.tsv as columns (header names -> values; empty cells -> NaN); None when the file is missing."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
+    header = lines[0].split("\t") if lines else []
+    if not {"step", "train_loss"} <= set(header):
+        raise GolfError(f"training curve {str(path)!r}: expected a tab-separated header with 'step' and "
+                        f"'train_loss', got {header!r}")
+    cols: dict[str, list[float]] = {h: [] for h in header}
+    for i, ln in enumerate(lines[1:], start=2):
+        cells = ln.split("\t")
+        if len(cells) != len(header):
+            raise GolfError(f"training curve {str(path)!r} line {i}: expected {len(header)} columns, got {len(cells)}")
+        for h, cell in zip(header, cells):
+            try:
+                cols[h].append(float(cell) if cell.strip() else float("nan"))
+            except ValueError:
+                raise GolfError(f"training curve {str(path)!r} line {i}: {h}={cell!r} is not a number") from None
+    return cols
+
+
+# --------------------------------------------------------------------------------------------------
+# The reference
+# --------------------------------------------------------------------------------------------------
+
+
+def discover_seeds(runs_dir: Path) -> list[int]:
+    """Numeric subfolder names of a runs folder, sorted."""
+    return sorted(int(p.name) for p in Path(runs_dir).iterdir() if p.is_dir() and p.name.isdigit())
+
+
+def _positive(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+
+
+def load_reference(ref: str, column: str) -> dict:
+    """{"name", "kind", "seeds", "values", "tokens", "bytes"} of report.reference (see the module docstring)."""
+    path = Path(ref)
+    col = _col(column)
+    if path.is_dir():
+        seeds = discover_seeds(path)
+        if not seeds:
+            raise GolfError(f"report.reference {ref!r}: no seed folders (numeric names such as 42/) in it; "
+                            "expected a runs folder laid out as <seed>/metrics/*.json")
+        values, tokens, n_bytes = [], 0, 0
+        for s in seeds:
+            m = load_metrics(path / str(s), col.source)
+            where = str(path / str(s) / "metrics" / f"{col.source}.json")
+            if col.source == "eval_ttt" and m.get("enabled") is False:
+                raise GolfError(f"report.reference: {where} says TTT did not run, so it has no {col.label}; "
+                                "choose another report.metric")
+            values.append(float(_number(m, col.field, where)))
+            sliding = path / str(s) / "metrics" / "eval_sliding.json"
+            if sliding.is_file():
+                e = load_metrics(path / str(s), "eval_sliding")
+                tokens += int(e.get("tokens", 0))
+                n_bytes += int(e.get("bytes", 0))
+        return {"name": str(path), "kind": "runs folder", "seeds": seeds, "values": values,
+                "tokens": tokens, "bytes": n_bytes}
+    if not path.is_file():
+        raise GolfError(f"report.reference {ref!r}: no such file or folder; expected a runs folder or a JSON "
+                        'file such as {"name": "baseline", "val_bpb": [1.2244, 1.2251, 1.2239]}')
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise GolfError(f"report.reference {ref!r} is not valid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise GolfError(f"report.reference {ref!r}: expected a JSON object with a 'val_bpb' list")
+    name = str(data.get("name") or path.name)
+    if isinstance(data.get("val_bpb"), list):
+        values, seeds = data["val_bpb"], data.get("seeds")
+        if not isinstance(seeds, list) or len(seeds) != len(values):
+            seeds = list(range(1, len(values) + 1))
+    elif isinstance(data.get("seed_results"), dict) and data["seed_results"]:
+        seeds = list(data["seed_results"])
+        values = [r.get("val_bpb") if isinstance(r, dict) else None for r in data["seed_results"].values()]
+    elif "val_bpb" in data:
+        raise GolfError(f"report.reference {ref!r} holds a single val_bpb ({data['val_bpb']!r}); a t-test needs "
+                        "the per-seed values ('val_bpb': [..] or 'seed_results'), or set report.reference_bpb "
+                        "to compare against a fixed value")
+    else:
+        raise GolfError(f"report.reference {ref!r}: expected a 'val_bpb' list of per-seed BPBs "
+                        "(or a challenge-style 'seed_results' mapping)")
+    if not values or not all(_positive(v) for v in values):
+        raise GolfError(f"report.reference {ref!r}: per-seed val_bpb must be positive numbers, got {values!r}")
+    return {"name": name, "kind": "JSON file", "seeds": seeds, "values": [float(v) for v in values],
+            "tokens": 0, "bytes": 0}
+
+
+# --------------------------------------------------------------------------------------------------
+# Collecting
+# --------------------------------------------------------------------------------------------------
+
+
+def _scored(files: dict, column: str) -> tuple[int, int]:
+    """Tokens and bytes the compared BPB was computed on (its own file's, else eval_sliding's)."""
+    m = files.get(_col(column).source) or {}
+    if not ("tokens" in m and "bytes" in m):
+        m = files["eval_sliding"]
+    return int(m.get("tokens", 0)), int(m.get("bytes", 0))
+
+
+def _test_pair(kind: str, mine: list[float], ref, margin_bpb: float) -> dict:
+    if kind == "welch":
+        plain, margin = stats.welch_test(mine, ref), stats.welch_test(mine, ref, margin_bpb)
+    else:
+        plain, margin = stats.one_sample_test(mine, ref), stats.one_sample_test(mine, ref, margin_bpb)
+    return {"plain": plain.as_dict(), "margin": margin.as_dict()}
+
+
+def collect(params: Params) -> tuple[dict, dict[int, dict | None]]:
+    """(report dict, training curves by seed). Reads every input first; raises GolfError on a bad one."""
+    from golf import provenance
+
+    rc = params.report
+    column = METRIC_COLUMN[rc.metric]
+    if rc.metric == "eval_ttt" and not params.ttt.enabled:
+        raise GolfError("report.metric is 'eval_ttt' but ttt.enabled is false: there is no TTT BPB to compare; "
+                        "enable ttt or choose another report.metric")
+    rows, files, warnings, curves = {}, {}, [], {}
+    for seed in params.seeds:
+        run_dir = params.run_dir(seed)
+        rows[seed], files[seed], w = read_seed(run_dir, params.ttt.enabled)
+        warnings += w
+        curves[seed] = read_curve(run_dir / "plots" / "train_curve.tsv")
+        if curves[seed] is None:
+            warnings.append(f"training curve {str(run_dir / 'plots' / 'train_curve.tsv')!r} not found: "
+                            f"seed {seed} is missing from the training-curve plot")
+    mine = [rows[s][column] for s in params.seeds]
+    if not all(math.isfinite(v) for v in mine):
+        raise GolfError(f"report.metric {rc.metric!r}: {_col(column).label} is missing for seed(s) "
+                        f"{[s for s in params.seeds if not math.isfinite(rows[s][column])]}")
+    tokens = sum(_scored(files[s], column)[0] for s in params.seeds)
+    n_bytes = sum(_scored(files[s], column)[1] for s in params.seeds)
+    if tokens <= 0 or n_bytes <= 0:
+        raise GolfError(f"metrics files of seeds {params.seeds}: no scored 'tokens'/'bytes' recorded, so "
+                        "report.margin_nats cannot be converted to BPB")
+    margin_bpb = stats.nats_to_bpb(rc.margin_nats, tokens, n_bytes)
+
+    tests: dict[str, dict] = {}
+    if rc.reference:
+        ref = load_reference(rc.reference, column)
+        if Path(rc.reference).resolve() == Path(params.runs_dir).resolve():
+            warnings.append(f"report.reference {rc.reference!r} is this run's own runs folder")
+        if ref["bytes"] and ref["bytes"] / len(ref["seeds"]) != n_bytes / len(params.seeds):
+            warnings.append(f"the reference scored {ref['bytes'] // len(ref['seeds']):,} bytes per seed, this run "
+                            f"{n_bytes // len(params.seeds):,}: they were not evaluated on the same text")
+        tests["vs_run"] = {"reference": ref["name"], "reference_kind": ref["kind"], "reference_seeds": ref["seeds"],
+                           "reference_values": ref["values"], **_test_pair("welch", mine, ref["values"], margin_bpb)}
+    if rc.reference_bpb > 0:
+        tests["vs_value"] = {"reference": f"fixed value {rc.reference_bpb}", "reference_kind": "value",
+                             "reference_seeds": [], "reference_values": [rc.reference_bpb],
+                             **_test_pair("one_sample", mine, rc.reference_bpb, margin_bpb)}
+
+    def loss(s: int, key: str) -> float:
+        m = files[s].get(_col(key).source)
+        return float("nan") if m is None else float(m.get(LOSS_FIELD[key], float("nan")))
+
+    report = {
+        "seeds": list(params.seeds),
+        "metric": rc.metric, "metric_column": column, "metric_label": _col(column).label,
+        "columns": [{"key": c.key, "label": c.label, "kind": c.kind, "source": f"{c.source}.{c.field}"}
+                    for c in COLUMNS],
+        "rows": {str(s): rows[s] for s in params.seeds},
+        "val_loss": {str(s): {c.key: loss(s, c.key) for c in BPB_COLUMNS} for s in params.seeds},
+        "summary": {c.key: stats.summarize([rows[s][c.key] for s in params.seeds]) for c in COLUMNS},
+        "effects": _effects(rows),
+        "margin": {"nats": rc.margin_nats, "bpb": margin_bpb, "tokens": tokens, "bytes": n_bytes},
+        "alpha": rc.alpha,
+        "tests": tests,
+        "sizes": {str(s): _sizes(files[s]["package"]) for s in params.seeds},
+        "cap_bytes": int(files[params.seeds[0]]["package"].get("cap_bytes", 16_000_000)),
+        "timing": {str(s): {"train_s": files[s]["train"].get("train_s"),
+                            "eval_s": (files[s].get(_col(column).source) or {}).get("eval_s")} for s in params.seeds},
+        "warnings": warnings,
+        "plots": [f"plots/{p}" for p in PLOTS],
+        "provenance": provenance.collect("report", rc),
+    }
+    return report, curves
+
+
+def _effects(rows: dict) -> dict:
+    """Mean per-seed change in BPB from each stage (negative = the stage helped)."""
+    pairs = {"quantization": ("quant_bpb", "pre_quant_bpb"), "sliding_window": ("sliding_bpb", "quant_bpb"),
+             "stateful_vs_sliding": ("stateful_bpb", "sliding_bpb"), "ttt_vs_sliding": ("ttt_bpb", "sliding_bpb")}
+    return {name: stats.summarize([r[a] - r[b] for r in rows.values()])["mean"] for name, (a, b) in pairs.items()}
+
+
+def _sizes(package: dict) -> dict[str, int]:
+    """Artifact bytes by part: each tensor group's share of the compressed model, plus the code."""
+    groups = package.get("groups")
+    parts = {str(k): int(v) for k, v in groups.items()} if isinstance(groups, dict) and groups else \
+        {"model (no group sizes recorded)": int(package.get("model_bytes", 0))}
+    parts["code"] = int(package.get("code_bytes", 0))
+    return parts
+
+
+# --------------------------------------------------------------------------------------------------
+# Writing
+# --------------------------------------------------------------------------------------------------
+
+
+def _jsonable(x: Any) -> Any:
+    """NaN/inf -> null (strict JSON; DVC and other readers choke on NaN)."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    return x
+
+
+def summary_metrics(report: dict) -> dict:
+    """The small flat dict DVC tracks (reports/summary.json) and the CLI prints."""
+    out: dict[str, Any] = {"n_seeds": len(report["seeds"]), "metric": report["metric_column"]}
+    for c in COLUMNS:
+        out[f"{c.key}_mean"] = report["summary"][c.key]["mean"]
+        if c.kind == "bpb":
+            out[f"{c.key}_std"] = report["summary"][c.key]["std"]
+    out["artifact_bytes_max"] = max(int(r["artifact_bytes"]) for r in report["rows"].values())
+    out["margin_bpb"] = report["margin"]["bpb"]
+    for name, t in report["tests"].items():
+        out[f"{name}_t"] = t["plain"]["t"]
+        out[f"{name}_p"] = t["plain"]["p"]
+        out[f"{name}_margin_p"] = t["margin"]["p"]
+    return _jsonable(out)
+
+
+def write_report(report: dict, curves: dict[int, dict | None], out_dir: Path) -> dict:
+    """reports/plots/*.png (folder replaced as a whole), report.json, report.md, summary.json; all atomic."""
+    out_dir = Path(out_dir)
+    rows = {int(s): r for s, r in report["rows"].items()}
+    with atomic_dir(out_dir / "plots") as tmp:
+        plots.training_curves({s: c for s, c in curves.items() if c}, {s: r["pre_quant_bpb"] for s, r in rows.items()},
+                              tmp / "train_curves.png")
+        ref = None
+        if "vs_run" in report["tests"]:
+            ref = (f"reference mean: {Path(report['tests']['vs_run']['reference']).name}",
+                   stats.mean(report["tests"]["vs_run"]["reference_values"]))
+        elif "vs_value" in report["tests"]:
+            ref = ("reference value", report["tests"]["vs_value"]["reference_values"][0])
+        plots.bpb_by_stage(rows, [(c.key, c.label.removesuffix(" BPB")) for c in BPB_COLUMNS],
+                           tmp / "bpb_by_stage.png", ref)
+        plots.size_breakdown({int(s): v for s, v in report["sizes"].items()}, report["cap_bytes"],
+                             tmp / "size_breakdown.png")
+    write_json_atomic(out_dir / "report.json", _jsonable(report))
+    write_text_atomic(out_dir / "report.md", render_markdown(report))
+    summary = summary_metrics(report)
+    write_json_atomic(out_dir / "summary.json", summary)
+    return summary
 
 
 def build_report(params: Params, out_dir: Path) -> dict:
-    rows = {seed: seed_row(params.run_dir(seed)) for seed in params.seeds}
-    cols = [c for c, _, _ in COLUMNS]
-    summary = {}
-    for c in cols:
-        vals = [float(rows[s][c]) for s in rows if isinstance(rows[s][c], (int, float)) and rows[s][c] == rows[s][c]]
-        summary[c] = {"mean": stats.mean(vals) if vals else float("nan"),
-                      "std": stats.sample_std(vals) if len(vals) > 1 else float("nan")}
-    column = METRIC_COLUMN[params.report.metric]
-    mine = [float(rows[s][column]) for s in rows]
-    tokens = sum(r["_eval_tokens"] for r in rows.values())
-    n_bytes = sum(r["_eval_bytes"] for r in rows.values())
-    margin_bpb = stats.nats_to_bpb(params.report.margin_nats, tokens, n_bytes)
-    tests = {}
-    if params.report.reference:
-        name, ref = load_reference(params.report.reference, column)
-        tests["vs_run"] = {"reference": name, "values": ref, "plain": stats.welch(mine, ref).as_dict(),
-                           "margin": stats.welch(mine, ref, margin_bpb).as_dict()}
-    if params.report.reference_bpb > 0:
-        r = params.report.reference_bpb
-        tests["vs_value"] = {"reference": r, "plain": stats.one_sample(mine, r).as_dict(),
-                             "margin": stats.one_sample(mine, r, margin_bpb).as_dict()}
-    plot_dir = out_dir / "plots"
-    plot_dir.mkdir(parents=True, exist_ok=True)
-    plots.training_curves({s: read_curve(params.run_dir(s) / "plots" / "train_curve.tsv") for s in rows},
-                          plot_dir / "train_curves.png")
-    stage_cols = ["pre_quant_bpb", "quant_bpb", "sliding_bpb", "stateful_bpb", "ttt_bpb"]
-    plots.bpb_by_stage({s: {c: float(rows[s][c]) for c in stage_cols} for s in rows}, stage_cols,
-                       plot_dir / "bpb_by_stage.png")
-    first = rows[params.seeds[0]]
-    plots.size_breakdown(first["_groups"], first["_code_bytes"], int(first["artifact_bytes"]), first["_cap"],
-                         plot_dir / "size_breakdown.png")
-    report = {"seeds": params.seeds, "metric": column, "rows": {s: {c: rows[s][c] for c in cols} for s in rows},
-              "summary": summary, "margin_nats": params.report.margin_nats, "margin_bpb": margin_bpb, "tests": tests}
-    write_json_atomic(out_dir / "report.json", report)
-    write_text_atomic(out_dir / "report.md", render_markdown(report))
-    flat = {f"{c}_mean": summary[c]["mean"] for c in cols}
-    for k, t in tests.items():
-        flat[f"{k}_p"] = t["plain"]["p_one_sided"]
-        flat[f"{k}_margin_p"] = t["margin"]["p_one_sided"]
-    write_json_atomic(out_dir / "summary.json", flat)
-    return flat
+    report, curves = collect(params)
+    return write_report(report, curves, out_dir)
+
+
+# --------------------------------------------------------------------------------------------------
+# Markdown
+# --------------------------------------------------------------------------------------------------
+
+
+def fmt(v: Any, kind: str = "bpb") -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "n/a"
+    if kind == "bpb":
+        return f"{v:.5f}"
+    if kind in ("bytes", "count"):
+        return f"{round(v):,}"
+    if kind == "rate":
+        return f"{v:,.0f}"
+    if kind == "p":
+        return f"{v:.3g}"
+    return str(v)
+
+
+def _signed(v: float) -> str:
+    return "n/a" if v is None or not math.isfinite(v) else f"{v:+.5f}"
 
 
 def render_markdown(r: dict) -> str:
-    cols = list(next(iter(r["rows"].values())).keys())
-    out = ["# golf report", "", f"Seeds: {', '.join(map(str, r['seeds']))}. Lower BPB is better.", "",
-           "| seed | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    cols = [c for c in COLUMNS if c.key != "stateful_bpb" or r["summary"]["stateful_bpb"]["n"]]
+    n = len(r["seeds"])
+    out = ["# golf report", "",
+           f"Seeds: {', '.join(map(str, r['seeds']))} ({n}). Compared metric: **{r['metric_label']}** "
+           f"(`report.metric: {r['metric']}`). BPB = bits per byte of validation text, lower is better.", "",
+           "## Per seed", "",
+           "| seed | " + " | ".join(c.label for c in cols) + " |",
+           "|---|" + "---:|" * len(cols)]
     for s, row in r["rows"].items():
-        out.append(f"| {s} | " + " | ".join(_fmt(row[c]) for c in cols) + " |")
-    out.append("| mean | " + " | ".join(_fmt(r["summary"][c]["mean"]) for c in cols) + " |")
-    out.append("| std | " + " | ".join(_fmt(r["summary"][c]["std"]) for c in cols) + " |")
-    out += ["", f"Compared metric: `{r['metric']}`. Margin: {r['margin_nats']} nats/token = "
-            f"{r['margin_bpb']:.5f} BPB at this run's tokens/bytes ratio.", ""]
-    for name, t in r["tests"].items():
-        for kind in ("plain", "margin"):
-            tt = t[kind]
-            what = "A < B" if kind == "plain" else f"A < B - {tt['delta']:.5f}"
-            res = tt["note"] or f"t = {tt['t']:.3f}, df = {tt['df']:.2f}, one-sided p = {tt['p_one_sided']:.4g}"
-            out.append(f"- {name} ({t['reference']}), H1 {what}: mean A {tt['mean_a']:.5f}, mean B "
-                       f"{tt['mean_b']:.5f}; {res}")
+        out.append(f"| {s} | " + " | ".join(fmt(row[c.key], c.kind) for c in cols) + " |")
+    mean_kind = {"count": "rate"}  # a mean of step counts is not an integer
+    out.append("| **mean** | " + " | ".join(fmt(r["summary"][c.key]["mean"], mean_kind.get(c.kind, c.kind))
+                                           for c in cols) + " |")
+    out.append("| std | " + " | ".join(fmt(r["summary"][c.key]["std"], mean_kind.get(c.kind, c.kind))
+                                      for c in cols) + " |")
+    out.append("")
+    if n < 2:
+        out += ["Standard deviations need at least 2 seeds (n/a above).", ""]
+    e = r["effects"]
+    out += [f"Mean change in BPB by stage (negative = better): quantization {_signed(e['quantization'])}, "
+            f"sliding window {_signed(e['sliding_window'])}, stateful vs sliding {_signed(e['stateful_vs_sliding'])}, "
+            f"TTT vs sliding {_signed(e['ttt_vs_sliding'])}.", ""]
+
+    m = r["margin"]
+    out += ["## Significance", "",
+            f"One-sided tests of H1 \"this run's {r['metric_label']} is lower\", at alpha = {r['alpha']}. "
+            f"Margin: {m['nats']} nats/token of val_loss = {m['nats']} / ln 2 x {m['tokens']:,} tokens / "
+            f"{m['bytes']:,} bytes = **{m['bpb']:.5f} BPB**.", ""]
     if not r["tests"]:
-        out.append("No reference set (params report.reference / report.reference_bpb): no t-test.")
-    out += ["", "Plots: plots/train_curves.png, plots/bpb_by_stage.png, plots/size_breakdown.png", ""]
+        out += ["No reference set, so no t-test: set `report.reference` (another runs folder, or a JSON file "
+                "`{\"name\": ..., \"val_bpb\": [...]}`) or `report.reference_bpb`.", ""]
+    for name, t in r["tests"].items():
+        p = t["plain"]
+        kind = "Welch two-sample t-test" if p["kind"] == "welch" else "one-sample t-test"
+        out += [f"### vs {t['reference']} ({kind}, {p['n_a']} seeds vs "
+                f"{p['n_b'] if p['kind'] == 'welch' else 'a fixed value'})", ""]
+        if p["kind"] == "welch":
+            out += [f"Reference values: {', '.join(fmt(v) for v in t['reference_values'])}.", ""]
+        out += ["| H1 | mean A | mean B | t | df | one-sided p | p < alpha |", "|---|---:|---:|---:|---:|---:|---|"]
+        for label, tt in (("A < B", p), (f"A < B - {t['margin']['margin']:.5f}", t["margin"])):
+            if tt["note"]:
+                out.append(f"| {label} | {fmt(tt['mean_a'])} | {fmt(tt['mean_b'])} | - | - | - | {tt['note']} |")
+            else:
+                verdict = "**yes**" if tt["p"] < r["alpha"] else "no"
+                out.append(f"| {label} | {fmt(tt['mean_a'])} | {fmt(tt['mean_b'])} | {tt['t']:.3f} | "
+                           f"{tt['df']:.2f} | {fmt(tt['p'], 'p')} | {verdict} |")
+        out.append("")
+    if r["warnings"]:
+        out += ["## Warnings", ""] + [f"- {w}" for w in r["warnings"]] + [""]
+    out += ["## Plots", "", "![training curves](plots/train_curves.png)", "",
+            "![BPB by stage and seed](plots/bpb_by_stage.png)", "",
+            "![artifact size by part](plots/size_breakdown.png)", ""]
+    g = r["provenance"]["git"]
+    out += [f"Code version {g['commit']}{' (uncommitted changes)' if g['dirty'] else ''}, written "
+            f"{r['provenance']['created_utc']}.", ""]
     return "\n".join(out)

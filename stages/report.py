@@ -1,12 +1,20 @@
-"""report: per-seed table, mean/std, Welch t-test vs a reference → reports/report.md, report.json, PNGs."""
+"""report: every seed's metrics -> reports/report.md, report.json, summary.json (DVC metrics), plots/*.png.
+
+Reads runs/<seed>/metrics/{train,quantize,package,eval_sliding,eval_ttt}.json and plots/train_curve.tsv for
+each of params.seeds, plus params.report.reference (another runs folder or a JSON of per-seed BPBs) and/or
+params.report.reference_bpb. See golf/report.py for the table, the tests and the margin conversion.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from golf.config import Params
-from golf.report import build_report
+from golf.report import collect, write_report
+
+REPORTS_DIR = Path("reports")
 
 
 def run(params: Params) -> dict:
-    return build_report(params, Path("reports"))
+    report, curves = collect(params)  # every input is read and checked before anything is written
+    return write_report(report, curves, REPORTS_DIR)
