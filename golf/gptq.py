@@ -291,9 +291,9 @@ def load_quantized(path: str | Path) -> tuple[dict[str, torch.Tensor], dict, dic
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (a file handle, not a dict)
         if meta.get("format") != QUANT_FORMAT:
             raise ValueError(f"format {meta.get('format')!r}, expected {QUANT_FORMAT!r}")
         return tensors, json.loads(meta["spec"]), json.loads(meta["model_config"])
-    except Exception as e:  # safetensors raises its own error type for a corrupt file
+    except Exception as e:  # noqa: BLE001 (safetensors raises its own error type for a corrupt file)
         raise GolfError(f"quantized model {str(path)!r} is not a golf quantize output: {e}") from None

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import torch
 import torch.distributed as dist
-import torch.nn as nn
+from torch import nn
 
 from golf.config import CalibConfig
 from golf.data import BOS_ID, TokenLoader, list_shards, read_shard_header
@@ -203,8 +203,8 @@ def load_hessians(path: str | Path, device: torch.device | str = "cpu") -> tuple
     try:
         with safe_open(str(path), framework="pt", device=str(device)) as f:
             meta = dict(f.metadata() or {})
-            out = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as e:  # safetensors raises its own error type for a corrupt file
+            out = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (a file handle, not a dict)
+    except Exception as e:  # noqa: BLE001 (safetensors raises its own error type for a corrupt file)
         raise GolfError(f"Hessians {str(path)!r} cannot be read: {e}") from None
     if meta.get("format") != HESSIAN_FORMAT:
         raise GolfError(f"Hessians {str(path)!r}: format {meta.get('format')!r}, expected {HESSIAN_FORMAT!r}")

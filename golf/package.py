@@ -429,7 +429,7 @@ def open_artifact(path: str | Path) -> Artifact:
     tensors, spec, mcfg = deserialize(raw, str(mpath))
     try:
         cfg = section_from_dict(ModelConfig, mcfg, f"{mpath} model_config")
-    except Exception as e:  # ConfigError, or a type error from a crafted config
+    except Exception as e:  # noqa: BLE001 (ConfigError, or a type error from a crafted config)
         raise ArtifactError(f"artifact {str(mpath)!r}: bad model config: {e}") from None
     check_stored(tensors, spec, str(mpath))
     return Artifact(cfg, tensors, spec, mpath, method, len(blob), len(raw))

@@ -3,12 +3,19 @@ and the per-tensor storage policy (int6 GPTQ, int8 embeddings, fp16 small tensor
 
 import pytest
 import torch
-import torch.nn as nn
+from torch import nn
 
 from golf.config import QuantConfig
 from golf.errors import GolfError
-from golf.gptq import (gptq_quantize, load_quantized, quantize_model, quantize_state_dict, rtn, rtn_quantize,
-                       save_quantized)
+from golf.gptq import (
+    gptq_quantize,
+    load_quantized,
+    quantize_model,
+    quantize_state_dict,
+    rtn,
+    rtn_quantize,
+    save_quantized,
+)
 from golf.hessian import collect_hessians
 from golf.package import dequantize
 

@@ -12,15 +12,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torch.nn as nn
+from torch import nn
 
 import golf.data
 import golf.hessian
 from golf.config import CalibConfig
 from golf.data import BOS_ID, write_shard
 from golf.errors import GolfError
-from golf.hessian import (_my_share, calibrate, collect_hessians, load_hessians, sampled_batches, save_hessians,
-                          train_batches)
+from golf.hessian import (
+    _my_share,
+    calibrate,
+    collect_hessians,
+    load_hessians,
+    sampled_batches,
+    save_hessians,
+    train_batches,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 V = 64
@@ -98,7 +105,7 @@ def test_calibration_reads_train_shards_only(tmp_path, monkeypatch):
     monkeypatch.setattr(golf.hessian, "read_shard_header", spy_header)
     monkeypatch.setattr(golf.data, "read_shard", spy_read)
     cfg = CalibConfig(source="train", num_sequences=10, seq_len=16, batch_seqs=4, seed=3)
-    hess, info = calibrate(StandInLM(), data, cfg, "cpu")
+    _, info = calibrate(StandInLM(), data, cfg, "cpu")
     assert splits == ["train"] and read and all("_train_" in f for f in read)
     assert info["samples"] == 10 and info["tokens"] == 160 and info["layers"] == 3
     assert set(info) >= {"layers", "samples", "tokens", "secs"}
@@ -138,10 +145,10 @@ def test_self_sampled_calibration_needs_no_data(tmp_path):
     assert all((s[:, 0] == BOS_ID).all() and s.max() < V for s in seqs)
     again = list(sampled_batches(m, cfg, "cpu"))
     assert all(torch.equal(a, b) for a, b in zip(seqs, again))  # seeded
-    hess, info = calibrate(m, tmp_path / "no_such_data", cfg, "cpu")
+    _, info = calibrate(m, tmp_path / "no_such_data", cfg, "cpu")
     assert info["samples"] == 5 and info["tokens"] == 60 and info["source"] == "self"
-    greedy = list(sampled_batches(m, CalibConfig(source="self", num_sequences=2, seq_len=6, batch_seqs=2,
-                                                 temperature=0.0), "cpu"))[0]
+    greedy = next(sampled_batches(m, CalibConfig(source="self", num_sequences=2, seq_len=6, batch_seqs=2,
+                                                 temperature=0.0), "cpu"))
     with torch.no_grad():
         assert torch.equal(greedy[:, 1], m(greedy[:, :1])[:, -1].argmax(-1))
 
@@ -191,7 +198,7 @@ def test_distributed_calibration_all_reduces_hessians_and_counts(tmp_path):
     script.write_text(_DIST_SCRIPT.format(repo=str(REPO), tests=str(REPO / "tests"), out=str(out)))
     env = dict(os.environ, OMP_NUM_THREADS="1")
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                        str(script)], capture_output=True, text=True, timeout=180, env=env, cwd=tmp_path)
+                        str(script)], capture_output=True, text=True, timeout=180, env=env, cwd=tmp_path, check=False)
     if r.returncode != 0 and "gloo" in r.stderr.lower() and "error" in r.stderr.lower() and not out.exists():
         pytest.skip(f"gloo process group unavailable here: {r.stderr[-300:]}")
     assert r.returncode == 0, r.stderr[-2000:]

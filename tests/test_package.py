@@ -22,9 +22,20 @@ from golf.errors import ArtifactError
 from golf.gptq import quantize_model, quantize_state_dict
 from golf.hessian import collect_hessians
 from golf.model import build_model, load_model, save_model
-from golf.package import (MAGIC, MODEL_FILE, build_artifact, code_files, decompress, dequantize, deserialize,
-                          group_sizes, inspect_artifact, load_artifact, load_model_from_artifact, open_artifact,
-                          serialize)
+from golf.package import (
+    MAGIC,
+    MODEL_FILE,
+    build_artifact,
+    code_files,
+    decompress,
+    dequantize,
+    group_sizes,
+    inspect_artifact,
+    load_artifact,
+    load_model_from_artifact,
+    open_artifact,
+    serialize,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 CFG = {"vocab_size": 300, "d_model": 32, "layer_pattern": "A", "num_heads": 2, "num_kv_heads": 1,
@@ -275,7 +286,7 @@ def test_the_artifact_code_alone_loads_the_model(tmp_path):
               "print(golf.__file__); print(repr(float(m(ids).double().sum())))")
     env = dict(os.environ, PYTHONPATH=str(site))
     r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=tmp_path,
-                       timeout=120)
+                       timeout=120, check=False)
     assert r.returncode == 0, r.stderr[-2000:]
     where, total = r.stdout.split()
     assert str(site) in where  # the artifact's copy of golf, not the checkout's
@@ -286,7 +297,7 @@ def test_the_artifact_code_alone_loads_the_model(tmp_path):
 
 
 def test_stages_chain_and_quantize_reruns_from_cached_hessians(in_tiny, tmp_path, monkeypatch):
-    root, params, _ = in_tiny
+    _, params, _ = in_tiny
     params = dataclasses.replace(params, runs_dir=str(tmp_path / "runs"))
     seed = 7
     save_model(_trained_like(params.model), params.model, params.run_dir(seed) / "train")
