@@ -1,57 +1,142 @@
+"""The training loop on a tiny CPU config: determinism, outputs, schedules, QAT, non-finite loss.
+
+Determinism tests use wallclock_s = 0 (the step-only schedule, see golf/train.py); the wallclock schedule
+is tested with a fake clock that advances one second per reading (the loop reads it once per step)."""
+
+import json
+
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from golf.config import load_params
+import golf.train
+from golf.config import ConfigError, TrainConfig, load_params
 from golf.errors import TrainingError
-from golf.train import lr_scale, train
+from golf.train import CKPT_NAME, batch_layout, budget_progress, ema_decay_at, lr_scale, train
 from tests.conftest import REPO
 
 
+def _params(root, overrides, name):
+    return load_params(REPO / "params.yaml", overrides + [f"runs_dir={root / name}"])
+
+
 def _train(root, overrides, seed, name, **kw):
-    p = load_params(REPO / "params.yaml", overrides + [f"runs_dir={root / name}"])
+    p = _params(root, overrides, name)
     rd = p.run_dir(seed)
-    return train(p, seed, rd / "train", rd / "ckpt", rd / "plots" / "curve.tsv", **kw), rd
+    return train(p, seed, rd / "train", rd / "ckpt", rd / "plots" / "train_curve.tsv", **kw), rd
 
 
-def test_same_seed_identical_different_seed_differs(in_tiny):
+def _weights(rd):
+    return load_file(str(rd / "train" / "model.safetensors"))
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_env):
+    """Seed 1 trained once through the stage (metrics, provenance, curve), shared by the tests below."""
+    root, _, ov = tiny_env
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        from stages import train as train_stage
+
+        p = _params(root, ov, "ref")
+        metrics = train_stage.run(p, 1)
+    return metrics, p.run_dir(1)
+
+
+def test_stage_outputs_metrics_curve_provenance(reference, in_tiny):
+    metrics, rd = reference
+    saved = json.loads((rd / "metrics" / "train.json").read_text())
+    for key in ("steps", "tokens", "train_s", "tok_per_s", "val_loss", "val_bpb", "peak_mem_mb", "kernel_paths",
+                "qat_started_step"):
+        assert key in saved, key
+    assert saved["steps"] == 6 and saved["tokens"] == 6 * 256 and 0 < saved["val_bpb"] < 20
+    assert saved["kernel_paths"] == {"ssm": "reference", "attn": "sdpa"}
+    prov = json.loads((rd / "train" / "provenance.json").read_text())
+    assert prov["seed"] == 1 and prov["kernel_paths"] == saved["kernel_paths"] and "commit" in prov["git"]
+    assert prov["config"]["train"]["max_steps"] == 6
+    assert json.loads((rd / "train" / "config.json").read_text())["d_model"] == 32
+    rows = (rd / "plots" / "train_curve.tsv").read_text().splitlines()
+    assert rows[0].split("\t") == ["step", "tokens", "train_s", "lr_scale", "train_loss", "val_bpb"]
+    assert [int(r.split("\t")[0]) for r in rows[1:]] == [1, 2, 3, 4, 5, 6]  # log_every 1
+    assert float(rows[-1].split("\t")[-1]) == pytest.approx(saved["val_bpb"], abs=1e-6)
+    assert (rd / "ckpt" / CKPT_NAME).is_file()
+
+
+def test_same_seed_identical_different_seed_differs(reference, in_tiny):
     root, _, ov = in_tiny
-    m1, r1 = _train(root, ov, 1, "a")
-    m2, r2 = _train(root, ov, 1, "b")
-    m3, r3 = _train(root, ov, 2, "c")
+    m1, r1 = reference
+    m2, r2 = _train(root, ov, 1, "again")
+    m3, r3 = _train(root, ov, 2, "other")
     assert m1["val_bpb"] == m2["val_bpb"] and m1["val_bpb"] != m3["val_bpb"]
-    w1, w2, w3 = (load_file(str(r / "train" / "model.safetensors")) for r in (r1, r2, r3))
+    w1, w2, w3 = _weights(r1), _weights(r2), _weights(r3)
     assert all(torch.equal(w1[k], w2[k]) for k in w1)
     assert any(not torch.equal(w1[k], w3[k]) for k in w1)
 
 
-def test_interrupted_run_resumes_to_identical_weights(in_tiny):
+def test_non_finite_loss_names_the_step_and_keeps_the_last_good_checkpoint(in_tiny, monkeypatch):
     root, _, ov = in_tiny
-    full, rf = _train(root, ov, 1, "full")
-    part, rp = _train(root, ov, 1, "resumed", stop_after_steps=3)
-    assert part == {"interrupted_at_step": 3} and (rp / "ckpt" / "checkpoint.pt").is_file()
-    resumed, rp = _train(root, ov, 1, "resumed")
-    assert resumed["steps"] == full["steps"] and resumed["val_bpb"] == full["val_bpb"]
-    wf, wr = load_file(str(rf / "train" / "model.safetensors")), load_file(str(rp / "train" / "model.safetensors"))
-    assert all(torch.equal(wf[k], wr[k]) for k in wf)
+    real_build = golf.train.build_model
+
+    def build_poisoned(cfg, device):  # the 5th forward pass (step 5) returns NaN logits
+        model = real_build(cfg, device)
+        calls = {"n": 0}
+
+        def hook(module, args, out):
+            calls["n"] += 1
+            return out * float("nan") if calls["n"] == 5 else out
+
+        model.register_forward_hook(hook)
+        return model
+
+    monkeypatch.setattr(golf.train, "build_model", build_poisoned)
+    with pytest.raises(TrainingError, match=r"non-finite training loss \(nan\) at step 5;.*step 4\)") as err:
+        _train(root, ov, 1, "nan")
+    rd = root / "nan" / "1"
+    assert str(rd / "ckpt" / CKPT_NAME) in str(err.value)
+    blob = torch.load(rd / "ckpt" / CKPT_NAME, weights_only=True)
+    assert blob["state"]["step"] == 4 and all(torch.isfinite(v).all() for v in blob["model"].values())
+    assert not (rd / "train" / "model.safetensors").exists()
 
 
-def test_non_finite_loss_stops_with_step_and_keeps_checkpoint(in_tiny):
+def test_wallclock_budget_drives_warmdown_qat_and_stop(in_tiny):
     root, _, ov = in_tiny
-    with pytest.raises(TrainingError, match=r"non-finite training loss .* at step \d+"):
-        _train(root, ov + ["train.lr_embed=1.0e+30", "train.lr_scalar=1.0e+30", "train.lr_matrix=1.0e+30",
-                           "train.lr_mamba=1.0e+30", "train.warmup_steps=0"], 1, "nan")
-    assert not (root / "nan" / "1" / "train" / "model.safetensors").exists()
+    ticks = iter(range(10 ** 6))
+    m, rd = _train(root, ov + ["train.wallclock_s=20", "train.max_steps=1000", "train.warmup_steps=2",
+                               "train.warmdown_frac=0.5", "train.qat_start_frac=0.85", "train.checkpoint_every=0"],
+                   1, "clock", clock=lambda: float(next(ticks)))
+    assert m["steps"] == 20 and m["train_s"] == 20  # stopped by the budget, far before max_steps
+    assert m["qat_started_step"] == 17  # first step whose start time is >= 0.85 x 20 s
+    rows = [r.split("\t") for r in (rd / "plots" / "train_curve.tsv").read_text().splitlines()[1:]]
+    scales = [float(r[3]) for r in rows]
+    for r, scale in zip(rows, scales):
+        step, t = int(r[0]), float(r[2])
+        assert t == step  # one second per step on the fake clock
+        assert scale == pytest.approx(lr_scale(step - 1, (step - 1) / 20, 2, 0.5), abs=1e-6)
+    assert scales[:2] == [0.5, 1.0] and set(scales[2:11]) == {1.0}  # warmup, then flat to half the budget
+    assert all(a > b for a, b in zip(scales[10:], scales[11:])) and scales[-1] == pytest.approx(0.1)
 
 
-def test_qat_switches_on_at_its_fraction(in_tiny):
+def test_qat_switches_on_at_its_step_fraction(in_tiny):
     root, _, ov = in_tiny
-    m, _ = _train(root, ov + ["train.qat_start_frac=0.5"], 1, "qat")
-    assert m["qat_started_step"] == 3  # max_steps 6: progress 3/6 = 0.5
+    m, _ = _train(root, ov + ["train.qat_start_frac=0.5", "train.checkpoint_every=0"], 1, "qat")
+    assert m["qat_started_step"] == 3  # wallclock 0: progress = step / max_steps = 3 / 6
 
 
-def test_lr_schedule_warmup_and_warmdown():
+def test_schedule_functions():
     assert lr_scale(0, 0.0, 10, 0.3) == pytest.approx(0.1)
     assert lr_scale(50, 0.5, 10, 0.3) == 1.0
     assert lr_scale(90, 0.85, 10, 0.3) == pytest.approx(0.5)
     assert lr_scale(99, 1.0, 10, 0.3) == 0.0
+    assert budget_progress(10, 999.0, 100, 0.0) == pytest.approx(0.1)  # steps only: time is ignored
+    assert budget_progress(10, 30.0, 100, 60.0) == pytest.approx(0.5)  # time ahead of steps
+    assert budget_progress(90, 6.0, 100, 60.0) == pytest.approx(0.9)  # steps ahead of time
+    assert budget_progress(10, 90.0, 100, 60.0) == 1.0
+    assert ema_decay_at(0, 0.997) == pytest.approx(0.1) and ema_decay_at(10 ** 6, 0.997) == 0.997
+
+
+def test_batch_layout_gives_exact_tokens_per_step():
+    t = TrainConfig(seq_len=2048, batch_tokens=524288, micro_batch_seqs=64)
+    assert batch_layout(t, 1) == (64, 4) and batch_layout(t, 8) == (32, 1)  # micro is only a cap
+    assert batch_layout(TrainConfig(seq_len=256, batch_tokens=8192, micro_batch_seqs=24), 1) == (16, 2)
+    with pytest.raises(ConfigError, match="train.batch_tokens"):
+        batch_layout(TrainConfig(seq_len=2048, batch_tokens=524288, micro_batch_seqs=64), 3)
