@@ -121,7 +121,7 @@ def test_welch_against_another_runs_folder(project):
     ref_m = sps.ttest_ind(a, [x - m for x in b], equal_var=False, alternative="less")
     assert flat["vs_run_margin_p"] == pytest.approx(ref_m.pvalue, rel=1e-6) and flat["vs_run_margin_p"] > flat["vs_run_p"]
     md = (root / "reports" / "report.md").read_text()
-    assert "Welch two-sample t-test, 3 seeds vs 4" in md and f"{ref.pvalue:.3g}" in md
+    assert "Welch two-sample t-test, 3 seeds vs 4 seeds" in md and f"{ref.pvalue:.3g}" in md
     assert f"{t['plain']['df']:.2f}" in md and "**yes**" in md
     assert rep["warnings"] == []
 
