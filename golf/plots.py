@@ -7,8 +7,8 @@ pyplot global state, no backend switch at import time, nothing left open. Files 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 from golf.io import atomic_path
 

@@ -176,11 +176,11 @@ def load_reference(ref: str, column: str) -> dict:
                 raise GolfError(f"report.reference: {where} says TTT did not run, so it has no {col.label}; "
                                 "choose another report.metric")
             values.append(float(_number(m, col.field, where)))
-            sliding = path / str(s) / "metrics" / "eval_sliding.json"
-            if sliding.is_file():
-                e = load_metrics(path / str(s), "eval_sliding")
-                tokens += int(e.get("tokens", 0))
-                n_bytes += int(e.get("bytes", 0))
+            if not ("tokens" in m and "bytes" in m):  # same choice as _scored: the compared BPB's own counts
+                sliding = path / str(s) / "metrics" / "eval_sliding.json"
+                m = load_metrics(path / str(s), "eval_sliding") if sliding.is_file() else {}
+            tokens += int(m.get("tokens") or 0)
+            n_bytes += int(m.get("bytes") or 0)
         return {"name": str(path), "kind": "runs folder", "seeds": seeds, "values": values,
                 "tokens": tokens, "bytes": n_bytes}
     if not path.is_file():
@@ -279,8 +279,10 @@ def collect(params: Params) -> tuple[dict, dict[int, dict | None]]:
                              **_test_pair("one_sample", mine, rc.reference_bpb, margin_bpb)}
 
     def loss(s: int, key: str) -> float:
-        m = files[s].get(_col(key).source)
-        return float("nan") if m is None else float(m.get(LOSS_FIELD[key], float("nan")))
+        src = _col(key).source
+        m = files[s].get(src)
+        where = str(params.run_dir(s) / "metrics" / f"{src}.json")
+        return float("nan") if m is None else float(_number(m, LOSS_FIELD[key], where, optional=True))
 
     report = {
         "seeds": list(params.seeds),
@@ -418,8 +420,8 @@ def render_markdown(r: dict) -> str:
     cols = [c for c in COLUMNS if c.key != "stateful_bpb" or r["summary"]["stateful_bpb"]["n"]]
     n = len(r["seeds"])
     out = ["# golf report", "",
-           f"Seeds: {', '.join(map(str, r['seeds']))} ({n}). Compared metric: **{r['metric_label']}** "
-           f"(`report.metric: {r['metric']}`). BPB = bits per byte of validation text, lower is better.", "",
+           (f"Seeds: {', '.join(map(str, r['seeds']))} ({n}). Compared metric: **{r['metric_label']}** "
+            f"(`report.metric: {r['metric']}`). BPB = bits per byte of validation text, lower is better."), "",
            "## Per seed", "",
            "| seed | " + " | ".join(c.label for c in cols) + " |",
            "|---|" + "---:|" * len(cols)]
@@ -434,23 +436,25 @@ def render_markdown(r: dict) -> str:
     if n < 2:
         out += ["Standard deviations need at least 2 seeds (n/a above).", ""]
     e = r["effects"]
-    out += [f"Mean change in BPB by stage (negative = better): quantization {_signed(e['quantization'])}, "
-            f"sliding window {_signed(e['sliding_window'])}, stateful vs sliding {_signed(e['stateful_vs_sliding'])}, "
-            f"TTT vs sliding {_signed(e['ttt_vs_sliding'])}.", ""]
+    out += [(f"Mean change in BPB by stage (negative = better): quantization {_signed(e['quantization'])}, "
+             f"sliding window {_signed(e['sliding_window'])}, "
+             f"stateful vs sliding {_signed(e['stateful_vs_sliding'])}, "
+             f"TTT vs sliding {_signed(e['ttt_vs_sliding'])}."), ""]
 
     m = r["margin"]
     out += ["## Significance", "",
-            f"One-sided tests of H1 \"this run's {r['metric_label']} is lower\", at alpha = {r['alpha']}. "
-            f"Margin: {m['nats']} nats/token of val_loss = {m['nats']} / ln 2 x {m['tokens']:,} tokens / "
-            f"{m['bytes']:,} bytes = **{m['bpb']:.5f} BPB**.", ""]
+            (f"One-sided tests of H1 \"this run's {r['metric_label']} is lower\", at alpha = {r['alpha']}. "
+             f"Margin: {m['nats']} nats/token of val_loss = {m['nats']} / ln 2 x {m['tokens']:,} tokens / "
+             f"{m['bytes']:,} bytes = **{m['bpb']:.5f} BPB** (with the same tokenizer and validation text on "
+             f"both sides, the same test as on val_loss with a {m['nats']}-nat margin)."), ""]
     if not r["tests"]:
-        out += ["No reference set, so no t-test: set `report.reference` (another runs folder, or a JSON file "
-                "`{\"name\": ..., \"val_bpb\": [...]}`) or `report.reference_bpb`.", ""]
-    for name, t in r["tests"].items():
+        out += [("No reference set, so no t-test: set `report.reference` (another runs folder, or a JSON file "
+                 "`{\"name\": ..., \"val_bpb\": [...]}`) or `report.reference_bpb`."), ""]
+    for t in r["tests"].values():
         p = t["plain"]
         kind = "Welch two-sample t-test" if p["kind"] == "welch" else "one-sample t-test"
-        out += [f"### vs {t['reference']} ({kind}, {_seeds(p['n_a'])} vs "
-                f"{_seeds(p['n_b']) if p['kind'] == 'welch' else 'a fixed value'})", ""]
+        versus = _seeds(p["n_b"]) if p["kind"] == "welch" else "a fixed value"
+        out += [f"### vs {t['reference']} ({kind}, {_seeds(p['n_a'])} vs {versus})", ""]
         if p["kind"] == "welch":
             out += [f"Reference values: {', '.join(fmt(v) for v in t['reference_values'])}.", ""]
         out += ["| H1 | mean A | mean B | t | df | one-sided p | p < alpha |", "|---|---:|---:|---:|---:|---:|---|"]
@@ -468,8 +472,8 @@ def render_markdown(r: dict) -> str:
             "![BPB by stage and seed](plots/bpb_by_stage.png)", "",
             "![artifact size by part](plots/size_breakdown.png)", ""]
     g = r["provenance"]["git"]
-    out += [f"Code version {g['commit']}{' (uncommitted changes)' if g['dirty'] else ''}, written "
-            f"{r['provenance']['created_utc']}.", ""]
+    dirty = " (uncommitted changes)" if g["dirty"] else ""
+    out += [f"Code version {g['commit']}{dirty}, written {r['provenance']['created_utc']}.", ""]
     return "\n".join(out)
 
 
@@ -535,9 +539,9 @@ def submission(report: dict, params: Params, train_provenance: dict[int, dict | 
         "track": "10min_16mb" if all(compliance[k] for k in ("artifact_under_16mb", "train_under_600s",
                                                                "eval_under_600s", "on_8xh100")) else "non_record_16mb",
         "metric": f"{_col(col).source}.{_col(col).field}",
-        "val_loss": report_mean(losses, col), "val_bpb": report["summary"][col]["mean"],
+        "val_loss": _mean_loss(losses, col), "val_bpb": report["summary"][col]["mean"],
         "val_bpb_std": report["summary"][col]["std"],
-        "pre_quant_val_loss": report_mean(losses, "pre_quant_bpb"),
+        "pre_quant_val_loss": _mean_loss(losses, "pre_quant_bpb"),
         "pre_quant_val_bpb": report["summary"]["pre_quant_bpb"]["mean"],
         "seeds": seeds, "seed_results": seed_results,
         "wallclock_seconds": train_s, "eval_time_seconds": eval_s,
@@ -558,12 +562,18 @@ def submission(report: dict, params: Params, train_provenance: dict[int, dict | 
                                 "note": t["plain"]["note"] or t["margin"]["note"]}
                          for name, t in report["tests"].items()},
         "library_versions": prov["versions"],
-        "git_commit": prov["git"]["commit"], "git_dirty": prov["git"]["dirty"],
     }
+    # The code version that trained the seeds (their train provenance), else the one exporting.
+    gits = {str(s): (train_provenance.get(s) or {}).get("git") or prov["git"] for s in seeds}
+    first = gits[str(seeds[0])]
+    sub["git_commit"], sub["git_dirty"] = first.get("commit", "unknown"), first.get("dirty")
+    if len({g.get("commit") for g in gits.values()}) > 1:
+        sub["git_commit_by_seed"] = {s: g.get("commit") for s, g in gits.items()}
+    sub["export_git_commit"] = prov["git"]["commit"]
     return _jsonable(sub)
 
 
-def report_mean(losses: dict, col: str) -> float:
+def _mean_loss(losses: dict, col: str) -> float:
     return stats.summarize([v[col] for v in losses.values()])["mean"]
 
 
@@ -586,7 +596,7 @@ def submission_readme(sub: dict, report: dict) -> str:
     out.append(f"| **mean** | {fmt(sub['val_bpb'])} | {fmt(sub['val_loss'])} | {fmt(sub['pre_quant_val_bpb'])} "
                f"| {sub['bytes_total']:,} (max) | | | |")
     out.append("")
-    for name, sig in sub["significance"].items():
+    for sig in sub["significance"].values():
         if sig["note"]:
             out.append(f"- vs {sig['reference']}: {sig['note']}")
         else:
@@ -601,11 +611,13 @@ def submission_readme(sub: dict, report: dict) -> str:
             "- `submission.json`: the numbers above, library versions, git commit.",
             "- `report.md`, `report.json`, `summary.json`, `plots/`: the full report (every stage's BPB, tests, plots).",
             "- `params.yaml`: the resolved settings of this run.",
-            "- `logs/<seed>/`: each seed's stage metrics (`train.json` ... `eval_ttt.json`), training curve "
-            "(`train_curve.tsv`) and provenance (`train_provenance.json`, `artifact_provenance.json`).", "",
+            ("- `logs/<seed>/`: each seed's stage metrics (`train.json` ... `eval_ttt.json`), training curve "
+             "(`train_curve.tsv`) and provenance (`train_provenance.json`, `artifact_provenance.json`)."), "",
             "## Reproduce", "",
             "```bash",
-            f"git checkout {sub['git_commit']}" + ("   # the run had uncommitted changes" if sub["git_dirty"] else ""),
+            f"git checkout {sub['git_commit']}" + ("   # the run had uncommitted changes" if sub["git_dirty"] else "")
+            + ("   # seeds were trained at different commits: see git_commit_by_seed"
+               if "git_commit_by_seed" in sub else ""),
             "cp <this folder>/params.yaml params.yaml",
             "python cli.py pipeline          # prepare, every seed's stages, the report (dvc repro when set up)",
             "python cli.py export --out submission",

@@ -20,7 +20,8 @@ def project(tmp_path, monkeypatch):
         rd = write_run(tmp_path / "runs", seed, bpb)
         (rd / "train").mkdir()
         (rd / "train" / "provenance.json").write_text(json.dumps(
-            {"stage": "train", "device": {"cuda_devices": ["NVIDIA H100 80GB HBM3"] * 8, "machine": "x86_64"}}))
+            {"stage": "train", "device": {"cuda_devices": ["NVIDIA H100 80GB HBM3"] * 8, "machine": "x86_64"},
+             "git": {"commit": "abc123" if seed != 2024 else "def456", "dirty": False}}))
         m = json.loads((rd / "metrics" / "train.json").read_text())
         (rd / "metrics" / "train.json").write_text(json.dumps({**m, "world_size": 8}))
 
@@ -57,10 +58,12 @@ def test_submission_folder(project):
     assert sub["compliance"]["train_under_600s"] and sub["compliance"]["score_first_ttt"]
     assert sub["significance"]["vs_run"]["p_value"] < 0.01 and sub["metric"] == "eval_sliding.val_bpb"
     assert out["bytes_total"] == sub["bytes_total"] and out["val_bpb"] == sub["val_bpb"]
+    # the code version is the one that trained (seed 2024 was trained at another commit: listed, flagged)
+    assert sub["git_commit"] == "abc123" and sub["git_commit_by_seed"]["2024"] == "def456"
 
     readme = (sub_dir / "README.md").read_text()
     assert "**val_bpb 1.19897** ± 0.00122" in readme and "| 42 | 1.20030 |" in readme
-    assert "git checkout" in readme and "python cli.py pipeline" in readme and "vs naive baseline" in readme
+    assert "git checkout abc123" in readme and "different commits" in readme and "python cli.py pipeline" in readme and "vs naive baseline" in readme
     for seed in (1337, 42, 2024):
         logs = sub_dir / "logs" / str(seed)
         assert {"train.json", "package.json", "eval_sliding.json", "eval_ttt.json", "train_curve.tsv",

@@ -234,3 +234,15 @@ def test_curve_parsing_and_missing_curve_warns(project):
     (root / "runs" / "3" / "plots" / "train_curve.tsv").write_text("step\ttrain_loss\n1\tabc\n")
     with pytest.raises(GolfError, match=r"train_curve.tsv' line 2: train_loss='abc' is not a number"):
         run_report(params())
+
+
+def test_reference_scored_on_other_text_is_flagged(project):
+    root, params = project
+    for seed, bpb in ((7, 1.25), (8, 1.27)):
+        rd = write_run(root / "other", seed, bpb)
+        m = json.loads((rd / "metrics" / "eval_sliding.json").read_text())
+        (rd / "metrics" / "eval_sliding.json").write_text(json.dumps({**m, "bytes": BYTES // 2}))
+    run_report(params("report.reference=other"))
+    rep = json.loads((root / "reports" / "report.json").read_text())
+    assert any("not evaluated on the same text" in w for w in rep["warnings"])
+    assert "## Warnings" in (root / "reports" / "report.md").read_text()

@@ -11,8 +11,16 @@ import random
 import pytest
 from scipy import stats as sps
 
-from golf.stats import (mean, nats_to_bpb, one_sample_test, sample_std, sample_var, summarize, welch_t_df,
-                        welch_test)
+from golf.stats import (
+    mean,
+    nats_to_bpb,
+    one_sample_test,
+    sample_std,
+    sample_var,
+    summarize,
+    welch_t_df,
+    welch_test,
+)
 
 
 def test_mean_and_sample_variance_by_hand():
