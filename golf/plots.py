@@ -123,7 +123,8 @@ def size_breakdown(sizes: Mapping[int, Mapping[str, int]], cap_bytes: int, out: 
     totals = [sum(sizes[s].values()) for s in seeds]
     top = max(totals, default=0)
     for y, tot in enumerate(totals):
-        ax.annotate(f"{tot:,} B", (tot / 1e6, y), textcoords="offset points", xytext=(4, 0), va="center", fontsize=8)
+        ax.annotate(f"{tot:,} B", (tot / 1e6, y), textcoords="offset points", xytext=(4, 0), va="center", fontsize=8,
+                    bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "none", "alpha": 0.9}, zorder=5)
     if top >= cap_bytes / 2:
         ax.axvline(cap_bytes / 1e6, color="tab:red", ls="--", lw=1.5, label=f"cap {cap_bytes:,} B")
     ax.set_xlim(0, max(top, cap_bytes if top >= cap_bytes / 2 else 0) / 1e6 * 1.18 or 1)
