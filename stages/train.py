@@ -26,7 +26,9 @@ def run(params: Params, seed: int) -> dict:
             bar.update(task, completed=progress, info=f"step {step} loss {loss:.4f} {tok_s:,.0f} tok/s")
 
         metrics = train(params, seed, out_dir, run_dir / "ckpt", run_dir / "plots" / "train_curve.tsv", on_step)
-    if "interrupted_at_step" in metrics or not main:
+    if not main:
+        return {}  # rank 0 reports
+    if "interrupted_at_step" in metrics:
         return metrics
     metrics["stage_s"] = round(time.time() - t0, 2)
     write_provenance(out_dir, "train", params, {"seed": seed, "kernel_paths": metrics["kernel_paths"],

@@ -105,6 +105,7 @@ def test_wallclock_budget_drives_warmdown_qat_and_stop(in_tiny):
                                "train.warmdown_frac=0.5", "train.qat_start_frac=0.85", "train.checkpoint_every=0"],
                    1, "clock", clock=lambda: float(next(ticks)))
     assert m["steps"] == 20 and m["train_s"] == 20  # stopped by the budget, far before max_steps
+    assert m["warmup_s"] == 1  # the first step's own time is off the budget
     assert m["qat_started_step"] == 17  # first step whose start time is >= 0.85 x 20 s
     rows = [r.split("\t") for r in (rd / "plots" / "train_curve.tsv").read_text().splitlines()[1:]]
     scales = [float(r[3]) for r in rows]
