@@ -347,7 +347,15 @@ def _train(params, seed, out_dir, ckpt_dir, curve_path, progress_cb, stop_after_
     def checkpoint() -> None:
         """Rank 0 writes; the write time is kept off the budget (t_start moves forward by it)."""
         nonlocal t_start, saved_step
-        if not dinfo.is_main or saved_step == state.step:
+        if saved_step == state.step:
+            return
+        # A finite loss does not prove the update that followed it was finite: never replace the last good
+        # checkpoint with broken weights (checked on every rank, which hold the same weights, so all stop).
+        norms = torch.stack([torch.linalg.vector_norm(p.detach().float()) for p in model.parameters()])
+        if not bool(torch.isfinite(norms).all()):
+            raise TrainingError(f"non-finite weights after step {state.step}; the last good checkpoint ({ckpt_path}, "
+                                f"step {_ckpt_step(ckpt_path)}) is kept. Lower the learning rates (train.lr_*).")
+        if not dinfo.is_main:
             return
         t0 = clock()
         save_checkpoint(ckpt_path, model, ema, opts, loader, state, fingerprint, device)

@@ -98,6 +98,23 @@ def test_non_finite_loss_names_the_step_and_keeps_the_last_good_checkpoint(in_ti
     assert not (rd / "train" / "model.safetensors").exists()
 
 
+def test_non_finite_weights_are_never_checkpointed(in_tiny, monkeypatch):
+    root, _, ov = in_tiny
+    real_build, built = golf.train.build_model, []
+    monkeypatch.setattr(golf.train, "build_model", lambda cfg, device: built.append(real_build(cfg, device))
+                        or built[-1])
+
+    def poison(step, *_):  # after step 4's update, before its checkpoint: one weight becomes inf
+        if step == 4:
+            with torch.no_grad():
+                next(built[0].parameters()).view(-1)[0] = float("inf")
+
+    with pytest.raises(TrainingError, match=r"non-finite weights after step 4;.*step 2\)"):
+        _train(root, ov, 1, "inf", progress_cb=poison)
+    blob = torch.load(root / "inf" / "1" / "ckpt" / CKPT_NAME, weights_only=True)
+    assert blob["state"]["step"] == 2 and all(torch.isfinite(v).all() for v in blob["model"].values())
+
+
 def test_wallclock_budget_drives_warmdown_qat_and_stop(in_tiny):
     root, _, ov = in_tiny
     ticks = iter(range(10 ** 6))
