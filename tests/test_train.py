@@ -158,3 +158,16 @@ def test_batch_layout_gives_exact_tokens_per_step():
     assert batch_layout(TrainConfig(seq_len=256, batch_tokens=8192, micro_batch_seqs=24), 1) == (16, 2)
     with pytest.raises(ConfigError, match="train.batch_tokens"):
         batch_layout(TrainConfig(seq_len=2048, batch_tokens=524288, micro_batch_seqs=64), 3)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_compiled_bf16_training_on_gpu_switches_qat_and_resumes(in_tiny):
+    root, _, ov = in_tiny
+    gpu = [o for o in ov if not o.startswith("train.device")] + [
+        "train.device=cuda", "train.compile=true", "train.dtype=bf16", "train.qat_start_frac=0.5"]
+    part, rd = _train(root, gpu, 1, "gpu", stop_after_steps=2)
+    assert part == {"interrupted_at_step": 2}
+    m, rd = _train(root, gpu, 1, "gpu")
+    assert m["steps"] == 6 and m["resumed_from_step"] == 2 and m["qat_started_step"] == 3
+    assert 0 < m["val_bpb"] < 20 and m["peak_mem_mb"] > 0 and m["warmup_s"] > 0
