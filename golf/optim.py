@@ -52,8 +52,8 @@ class Muon(Optimizer):
 
     def __init__(self, params, lr: float, momentum: float = 0.95, ns_steps: int = 5, weight_decay: float = 0.0,
                  nesterov: bool = True):
-        super().__init__(params, dict(lr=lr, momentum=momentum, ns_steps=ns_steps, weight_decay=weight_decay,
-                                      nesterov=nesterov))
+        super().__init__(params, {"lr": lr, "momentum": momentum, "ns_steps": ns_steps,
+                                  "weight_decay": weight_decay, "nesterov": nesterov})
         for group in self.param_groups:
             for p in group["params"]:
                 if p.ndim != 2:  # a programming error in the grouping, not user input

@@ -32,9 +32,9 @@ import resource
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -56,6 +56,10 @@ CKPT_FORMAT = 2
 CURVE_HEADER = ("step", "tokens", "train_s", "lr_scale", "train_loss", "val_bpb")
 # train settings that do not change the trajectory: a checkpoint stays resumable when only these differ
 RESUME_FREE_KEYS = ("log_every", "checkpoint_every", "val_tokens", "compile", "device")
+
+
+# what torch.load of a damaged or foreign file raises
+_UNREADABLE = (RuntimeError, OSError, EOFError, KeyError, TypeError, ValueError, pickle.UnpicklingError)
 
 
 class TrainingInterrupted(TrainingError):
@@ -82,7 +86,7 @@ def init_distributed(device_kind: str) -> DistInfo:
     """torchrun sets RANK/WORLD_SIZE/LOCAL_RANK; a plain `python` run is a single process."""
     if "RANK" not in os.environ or int(os.environ.get("WORLD_SIZE", "1")) == 1:
         return DistInfo()
-    info = DistInfo(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0)))
+    info = DistInfo(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", "0")))
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device_kind == "cuda" else "gloo")
     return info
@@ -249,7 +253,7 @@ def load_checkpoint(path: Path, model, ema, opts, loader, fingerprint: dict,
         # weights_only: a checkpoint is plain tensors and containers, never arbitrary pickled objects
         blob = torch.load(path, map_location=device, weights_only=True)
         saved_fp = blob["fingerprint"]
-    except (RuntimeError, OSError, EOFError, KeyError, TypeError, pickle.UnpicklingError) as e:
+    except _UNREADABLE as e:
         reason = (str(e).strip().splitlines() or [""])[0][:160]  # torch's unpickling errors run for lines
         raise TrainingError(f"checkpoint {str(path)!r} cannot be read ({type(e).__name__}: {reason}); delete "
                             "it to start this seed over") from None
@@ -308,7 +312,7 @@ def train(params: Params, seed: int, out_dir: Path, ckpt_dir: Path, curve_path: 
     progress_cb(step, loss, tok_per_s, progress) is called on rank 0 after every step. `stop_after_steps`
     ends this call after that many steps with a checkpoint, as an interruption would (tests); `clock` is
     the budget clock (tests pass a fake one)."""
-    tcfg, mcfg = params.train, params.model
+    tcfg = params.train
     dinfo = init_distributed(resolve_device(tcfg.device).type)
     device = resolve_device(tcfg.device, dinfo.local_rank)
     det_before = torch.are_deterministic_algorithms_enabled()
@@ -474,7 +478,7 @@ def _ckpt_step(path: Path) -> str:
         return "none"
     try:
         return str(torch.load(path, map_location="cpu", weights_only=True)["state"]["step"])
-    except Exception:  # an error message must not fail on a bad file
+    except _UNREADABLE:  # an error message must not fail on a bad file
         return "unreadable"
 
 

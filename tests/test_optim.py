@@ -103,7 +103,7 @@ def test_every_parameter_in_exactly_one_group_and_optimizer():
 
 
 def test_a_parameter_missing_from_the_groups_is_an_error():
-    model, tcfg = _tiny_model()
+    model, _ = _tiny_model()
     full = model.param_groups()
     dropped = {k: v[1:] if k == "scalar" else v for k, v in full.items()}
     model.param_groups = lambda: dropped

@@ -3,6 +3,7 @@
 Determinism tests use wallclock_s = 0 (the step-only schedule, see golf/train.py); the wallclock schedule
 is tested with a fake clock that advances one second per reading (the loop reads it once per step)."""
 
+import itertools
 import json
 
 import pytest
@@ -44,7 +45,7 @@ def reference(tiny_env):
 
 
 def test_stage_outputs_metrics_curve_provenance(reference, in_tiny):
-    metrics, rd = reference
+    _, rd = reference
     saved = json.loads((rd / "metrics" / "train.json").read_text())
     for key in ("steps", "tokens", "train_s", "tok_per_s", "val_loss", "val_bpb", "peak_mem_mb", "kernel_paths",
                 "qat_started_step"):
@@ -131,7 +132,7 @@ def test_wallclock_budget_drives_warmdown_qat_and_stop(in_tiny):
         assert t == step  # one second per step on the fake clock
         assert scale == pytest.approx(lr_scale(step - 1, (step - 1) / 20, 2, 0.5), abs=1e-6)
     assert scales[:2] == [0.5, 1.0] and set(scales[2:11]) == {1.0}  # warmup, then flat to half the budget
-    assert all(a > b for a, b in zip(scales[10:], scales[11:])) and scales[-1] == pytest.approx(0.1)
+    assert all(a > b for a, b in itertools.pairwise(scales[10:])) and scales[-1] == pytest.approx(0.1)
 
 
 def test_qat_switches_on_at_its_step_fraction(in_tiny):
@@ -166,8 +167,8 @@ def test_compiled_bf16_training_on_gpu_switches_qat_and_resumes(in_tiny):
     root, _, ov = in_tiny
     gpu = [o for o in ov if not o.startswith("train.device")] + [
         "train.device=cuda", "train.compile=true", "train.dtype=bf16", "train.qat_start_frac=0.5"]
-    part, rd = _train(root, gpu, 1, "gpu", stop_after_steps=2)
+    part, _ = _train(root, gpu, 1, "gpu", stop_after_steps=2)
     assert part == {"interrupted_at_step": 2}
-    m, rd = _train(root, gpu, 1, "gpu")
+    m, _ = _train(root, gpu, 1, "gpu")
     assert m["steps"] == 6 and m["resumed_from_step"] == 2 and m["qat_started_step"] == 3
     assert 0 < m["val_bpb"] < 20 and m["peak_mem_mb"] > 0 and m["warmup_s"] > 0

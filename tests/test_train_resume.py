@@ -107,7 +107,7 @@ def _cli(root, name, overrides, prelude=""):
             f"runpy.run_path({str(REPO / 'cli.py')!r}, run_name='__main__')\n")
     env = dict(os.environ, PYTHONPATH=str(REPO), COLUMNS="120")
     return subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True,
-                          timeout=300)
+                          timeout=300, check=False)
 
 
 # In the child process: the 2nd checkpoint write (step 4) is torn and the process SIGKILLed mid-write.
