@@ -252,7 +252,9 @@ def load_checkpoint(path: Path, model, ema, opts, loader, fingerprint: dict,
     try:
         # weights_only: a checkpoint is plain tensors and containers, never arbitrary pickled objects
         blob = torch.load(path, map_location=device, weights_only=True)
-        saved_fp = blob["fingerprint"]
+        saved_fp = blob.get("fingerprint", {}) if isinstance(blob, dict) else None  # {}: an older format
+        if saved_fp is None:
+            raise TypeError("not a checkpoint mapping")
     except _UNREADABLE as e:
         reason = (str(e).strip().splitlines() or [""])[0][:160]  # torch's unpickling errors run for lines
         raise TrainingError(f"checkpoint {str(path)!r} cannot be read ({type(e).__name__}: {reason}); delete "
