@@ -7,7 +7,6 @@ little-endian uint16 tokens. File size must be exactly 1024 + 2N bytes.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -16,7 +15,7 @@ import numpy as np
 import torch
 
 from golf.errors import DataError
-from golf.io import atomic_path
+from golf.io import atomic_path, read_json
 
 SHARD_MAGIC = 20240520
 SHARD_VERSION = 1
@@ -95,13 +94,8 @@ def list_shards(data_dir: str | Path, split: str) -> list[Path]:
 
 
 def load_manifest(data_dir: str | Path) -> dict:
-    path = Path(data_dir) / "manifest.json"
-    if not path.is_file():
-        raise DataError(f"manifest {str(path)!r} not found (run `python cli.py prepare` first)")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise DataError(f"manifest {str(path)!r} is not valid JSON: {e}") from None
+    return read_json(Path(data_dir) / "manifest.json", "manifest", DataError,
+                     " (run `python cli.py prepare` first)")
 
 
 def tokenizer_path(data_dir: str | Path) -> Path:

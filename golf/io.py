@@ -83,11 +83,13 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
         raise
 
 
-def read_json(path: str | Path, what: str = "JSON file") -> Any:
+def read_json(path: str | Path, what: str = "JSON file", error: type[Exception] = ValueError,
+              hint: str = "") -> Any:
+    """Parse a JSON file; a missing or invalid file raises `error` naming the file (and `hint`, if given)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{what} {str(path)!r} not found")
+        raise error(f"{what} {str(path)!r} not found{hint}")
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as e:
-        raise ValueError(f"{what} {str(path)!r} is not valid JSON: {e}") from None
+        raise error(f"{what} {str(path)!r} is not valid JSON: {e}") from None

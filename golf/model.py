@@ -8,7 +8,6 @@ With layer_pattern `AAAAAAAAA`, MLP 2x and no BigramHash this is the challenge's
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import torch.nn.functional as F
 from golf.attention import GQAttention, resolve_attn_backend
 from golf.config import ModelConfig, section_from_dict, to_dict
 from golf.errors import GolfError
-from golf.io import atomic_path, write_json_atomic
+from golf.io import atomic_path, read_json, write_json_atomic
 from golf.ssm import Mamba2Mixer, resolve_ssm_backend
 
 log = logging.getLogger(__name__)
@@ -224,13 +223,7 @@ def save_model(model: GolfLM, cfg: ModelConfig, out_dir: str | Path) -> None:
 
 
 def load_model_config(path: str | Path) -> ModelConfig:
-    path = Path(path)
-    if not path.is_file():
-        raise GolfError(f"model config {str(path)!r} not found")
-    try:
-        raw = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise GolfError(f"model config {str(path)!r} is not valid JSON: {e}") from None
+    raw = read_json(path, "model config", GolfError)
     return section_from_dict(ModelConfig, raw, str(path))
 
 
