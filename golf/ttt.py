@@ -1,14 +1,22 @@
 """Legal score-first test-time training (TTT).
 
-The validation stream is cut into chunks, in order. Chunk i is first scored with the current weights
-(no_grad; its loss and bytes are final), and only then used for optimizer steps, which can only help
-chunks i+1, i+2, .... No token is ever adapted on before it has been scored; there is a single pass.
+The validation stream is cut into chunks of `ttt.chunk_tokens` targets, in order. Chunk i is first scored
+with the current weights under no_grad (its loss and bytes are final; the windows may read the tokens
+before the chunk as context, never a token after it), and only then used for SGD steps, which can only
+help chunks i+1, i+2, .... No token is adapted on before it has been scored; there is a single pass and
+the last chunk is scored but not trained on.
+
+Under torchrun: every rank holds the same weights. Each rank scores an interleaved share of the chunk's
+windows (the float64 sums are all-reduced at the end), and each adaptation batch is split across ranks:
+each rank backpropagates the summed loss of its sequences divided by the batch's global token count, the
+gradients are all-reduced (sum), so every rank takes the same step as a single process would (up to float
+summation order) and the weights stay identical.
 """
 
 from __future__ import annotations
 
-import math
 import time
+from typing import Callable
 
 import torch
 import torch.distributed as dist
@@ -17,71 +25,124 @@ import torch.nn.functional as F
 from golf.config import TTTConfig
 from golf.data import ByteTables
 from golf.errors import GolfError
-from golf.evaluate import _autocast, score_windows, window_plan
+from golf.evaluate import autocast, dist_info, finish, score_windows, span_plan
+
+# which parameters adapt, by name (GolfLM naming; see golf/model.py)
+_NORM_KEYS = ("_scale", "resid_mix", "skip_weights", "norm", "q_gain")
 
 
-def adapt_params(model, which: str) -> list[torch.nn.Parameter]:
-    """The parameters TTT updates: all, norms (1-D gains/scales), ssm (Mamba mixers) or mlp."""
-    chosen = []
-    for name, p in model.named_parameters():
-        if which == "all" or (which == "norms" and p.ndim == 1) or (which == "ssm" and ".mixer." in name) \
-                or (which == "mlp" and ".mlp." in name):
-            chosen.append(p)
+def adapt_params(model, which: str) -> list[tuple[str, torch.nn.Parameter]]:
+    """The parameters TTT updates: "all"; "norms" (per-channel gains and mixes: *_scale, resid_mix,
+    skip_weights, norm weights, q_gain); "ssm" (everything inside the Mamba mixers, `.mixer.`); "mlp"
+    (the attention blocks' MLPs, `.mlp.`)."""
+    def wanted(name: str) -> bool:
+        if which == "all":
+            return True
+        if which == "norms":
+            return any(k in name for k in _NORM_KEYS)
+        if which == "ssm":
+            return ".mixer." in name
+        if which == "mlp":
+            return ".mlp." in name
+        raise GolfError(f"ttt.params: expected one of all, norms, ssm, mlp, got {which!r}")
+
+    chosen = [(n, p) for n, p in model.named_parameters() if wanted(n)]
     if not chosen:
         raise GolfError(f"ttt.params {which!r} selects no parameters of this model")
     return chosen
 
 
+def chunk_bounds(n_targets: int, chunk_tokens: int) -> list[tuple[int, int]]:
+    """(first, last) target of each chunk, inclusive, in stream order (targets are 1..n_targets)."""
+    return [(c + 1, min(c + chunk_tokens, n_targets)) for c in range(0, n_targets, chunk_tokens)]
+
+
+def _adapt_on_chunk(model, opt, params: list[torch.nn.Parameter], tokens: torch.Tensor, lo: int, hi: int,
+                    cfg: TTTConfig, device: torch.device, events: list | None) -> int:
+    """SGD on targets lo..hi only (already scored): sequences of min(seq_len, chunk) tokens laid end to end
+    from the chunk's start; a tail shorter than one sequence is not trained on. Returns the step count."""
+    rank, world = dist_info()
+    L = min(cfg.seq_len, hi - lo + 1)
+    starts = list(range(lo - 1, hi - L + 1, L))  # inputs tokens[s:s+L], targets s+1..s+L <= hi
+    offsets = torch.arange(L + 1, device=tokens.device)
+    steps = 0
+    model.train()
+    for _ in range(cfg.epochs):
+        for b in range(0, len(starts), cfg.batch_seqs):
+            batch = starts[b:b + cfg.batch_seqs]
+            mine = batch[rank::world]
+            opt.zero_grad(set_to_none=False)
+            if mine:
+                win = tokens[torch.tensor(mine, device=tokens.device)[:, None] + offsets].to(device)  # (b, L+1)
+                with autocast(device):
+                    logits = model(win[:, :-1])  # (b, L, V)
+                # summed over this rank's tokens / the whole batch's tokens: the all-reduced sum is the mean
+                loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), win[:, 1:].reshape(-1),
+                                       reduction="sum") / (len(batch) * L)
+                loss.backward()
+            if world > 1:
+                for p in params:
+                    dist.all_reduce(p.grad)
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            opt.step()
+            steps += 1
+            if events is not None:
+                events.append(("adapt", batch[0] + 1, batch[-1] + L))
+    model.eval()
+    return steps
+
+
 def ttt_eval(model, val_tokens: torch.Tensor, tables: ByteTables, cfg: TTTConfig, device: torch.device,
-             adapt: bool = True, events: list | None = None) -> dict:
-    """Score-first TTT over val_tokens (N,). `events`, if given, receives ("score" | "adapt", first_target,
-    last_target) tuples in the order they happen (global target indices, inclusive), for audits/tests."""
+             adapt: bool = True, events: list | None = None,
+             progress: Callable[[int, int], None] | None = None) -> dict:
+    """Score-first TTT BPB over val_tokens (N,); adapts `model` IN PLACE (pass a copy to keep the original).
+
+    adapt=False scores the same windows without any update: the non-adapted baseline over the same tokens.
+    `events`, if given, receives ("score" | "adapt", first_target, last_target) in the order they happen
+    (global target indices, inclusive) for audits. progress(done_chunks, total_chunks) after each chunk."""
     t0 = time.time()
     n_targets = val_tokens.numel() - 1
     if n_targets < 1:
         raise GolfError("TTT eval needs at least two validation tokens")
+    stride = cfg.stride or cfg.seq_len
+    if stride > cfg.seq_len:
+        raise GolfError(f"ttt.stride must be <= ttt.seq_len ({cfg.seq_len}), got {cfg.stride}")
+    rank, world = dist_info()
+    tokens = val_tokens.to(device)
     tables = tables.to(device)
-    params = adapt_params(model, cfg.params) if adapt else []
+    chosen = adapt_params(model, cfg.params) if adapt else []
+    params = [p for _, p in chosen]
+    grad_before = {n: p.requires_grad for n, p in model.named_parameters()}
+    if adapt:  # only the chosen parameters need gradients
+        ids = {id(p) for p in params}
+        for p in model.parameters():
+            p.requires_grad_(id(p) in ids)
+        for p in params:  # zero (not None) grads: every rank all-reduces every tensor, even with no batch share
+            p.grad = torch.zeros_like(p)
     opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum) if adapt else None
-    world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
     sums = torch.zeros(3, dtype=torch.float64, device=device)
-    C = cfg.chunk_tokens
-    for c0 in range(0, n_targets, C):
-        seg = val_tokens[c0:min(c0 + C, n_targets) + 1]  # targets c0+1 .. c0+len(seg)-1
-        L = min(cfg.seq_len, seg.numel() - 1)
-        # 1. score the chunk with the current weights
-        model.eval()
-        plan = window_plan(seg.numel(), L, cfg.stride or L)
-        sums += score_windows(model, seg, tables, plan, L, cfg.batch_seqs, device)
-        if events is not None:
-            events.append(("score", c0 + 1, c0 + seg.numel() - 1))
-        # 2. only now adapt on it (the last chunk helps nothing later: skip it)
-        if not adapt or c0 + C >= n_targets or seg.numel() - 1 < L:
-            continue
-        model.train()
-        n_seq = (seg.numel() - 1) // L
-        xs = seg[: n_seq * L].view(n_seq, L)
-        ys = seg[1: n_seq * L + 1].view(n_seq, L)
-        for _ in range(cfg.epochs):
-            for b in range(0, n_seq, cfg.batch_seqs):
-                x, y = xs[b:b + cfg.batch_seqs].to(device), ys[b:b + cfg.batch_seqs].to(device)
-                with _autocast(device):
-                    logits = model(x)
-                loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1))
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                if world > 1:  # every rank adapts on the same chunk: average grads, keep weights identical
-                    for p in params:
-                        if p.grad is not None:
-                            dist.all_reduce(p.grad, op=dist.ReduceOp.AVG)
-                if cfg.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-                opt.step()
-                if events is not None:
-                    events.append(("adapt", c0 + 1 + b * L, c0 + min(b + cfg.batch_seqs, n_seq) * L))
+    chunks = chunk_bounds(n_targets, cfg.chunk_tokens)
+    steps = 0
     model.eval()
-    # Under torchrun every rank scores the whole stream and adapts identically (gradients averaged), so the
-    # sums are already global: no all-reduce of them.
-    nll, n_bytes, n_tok = sums.tolist()
-    return {"val_loss": nll / n_tok, "val_bpb": nll / math.log(2) / n_bytes, "tokens": int(n_tok),
-            "bytes": int(n_bytes), "eval_s": round(time.time() - t0, 3)}
+    try:
+        for i, (lo, hi) in enumerate(chunks):
+            # 1. score the chunk with the current weights; these numbers are final
+            plan = span_plan(lo, hi, cfg.seq_len, min(stride, hi))
+            sums += score_windows(model, tokens, tables, plan[rank::world], min(cfg.seq_len, hi), cfg.batch_seqs,
+                                  device)
+            if events is not None:
+                events.append(("score", lo, hi))
+            # 2. only now adapt on it; the last chunk would help nothing later
+            if adapt and i < len(chunks) - 1:
+                steps += _adapt_on_chunk(model, opt, params, tokens, lo, hi, cfg, device, events)
+            if progress is not None:
+                progress(i + 1, len(chunks))
+    finally:
+        for n, p in model.named_parameters():
+            p.requires_grad_(grad_before[n])
+            p.grad = None
+        model.eval()
+    out = finish(sums, t0)
+    out.update(chunks=len(chunks), adapt_steps=steps, adapted_params=sum(p.numel() for p in params))
+    return out
