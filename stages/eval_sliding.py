@@ -1,25 +1,54 @@
-"""eval_sliding: exact BPB of the packaged artifact: plain, sliding-window (stride), and stateful SSM."""
+"""eval_sliding: exact BPB of the packaged artifact (never the training checkpoint: what is scored is what
+would be submitted). Three numbers over the same val tokens: sliding window (params eval.stride, the headline
+val_bpb), plain non-overlapping windows (plain_val_bpb), and stateful SSM eval (stateful_val_bpb; skipped with
+a note for an attention-only model or eval.stateful: false). Writes runs/<seed>/metrics/eval_sliding.json and
+eval_sliding.provenance.json beside it. Under torchrun the windows are split across ranks; rank 0 writes."""
 
 from __future__ import annotations
 
+from golf import provenance
 from golf.config import Params
-from golf.eval_common import load_for_eval
-from golf.evaluate import eval_bpb, eval_stateful
+from golf.evaluate import eval_bpb, eval_stateful, load_eval_inputs
+from golf.io import write_json_atomic
 from golf.stage_io import write_metrics
+from golf.train import init_distributed, resolve_device
 
 
 def run(params: Params, seed: int) -> dict:
-    from golf import provenance
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     ec = params.eval
-    model, val, tables, device = load_for_eval(params, seed, ec.device, ec.max_tokens, ec.seq_len)
-    sliding = eval_bpb(model, val, tables, ec.seq_len, ec.batch_seqs, stride=ec.stride, device=device)
-    plain = eval_bpb(model, val, tables, ec.seq_len, ec.batch_seqs, stride=None, device=device)
-    metrics = dict(sliding, stride=ec.stride, seq_len=ec.seq_len, plain_val_loss=plain["val_loss"],
-                   plain_val_bpb=plain["val_bpb"], plain_eval_s=plain["eval_s"])
-    if ec.stateful and model.supports_state:
-        st = eval_stateful(model, val, tables, ec.seq_len, ec.batch_seqs, device=device)
-        metrics.update(stateful_val_loss=st["val_loss"], stateful_val_bpb=st["val_bpb"], stateful_eval_s=st["eval_s"])
-    metrics["provenance"] = provenance.collect("eval_sliding", ec, {"seed": seed, "kernel_paths": model.kernel_paths})
-    write_metrics(params.run_dir(seed) / "metrics", metrics, "eval_sliding.json")
+    dinfo = init_distributed(resolve_device(ec.device).type)
+    device = resolve_device(ec.device, dinfo.local_rank)
+    run_dir = params.run_dir(seed)
+    model, val, tables = load_eval_inputs(run_dir / "artifact", params.data_dir(), device, ec.max_tokens,
+                                          ec.seq_len)
+    with Progress(TextColumn(f"[bold]eval[/bold] seed {seed} {{task.description}}"), BarColumn(),
+                  MofNCompleteColumn(), TimeElapsedColumn(), disable=not dinfo.is_main) as bar:
+        def tracker(name: str):
+            task = bar.add_task(name, total=None)
+            return lambda done, total: bar.update(task, completed=done, total=total)
+
+        sliding = eval_bpb(model, val, tables, ec.seq_len, ec.batch_seqs, stride=ec.stride, device=device,
+                           progress=tracker(f"sliding (stride {ec.stride}) windows"))
+        plain = eval_bpb(model, val, tables, ec.seq_len, ec.batch_seqs, device=device,
+                         progress=tracker("plain windows"))
+        metrics = dict(sliding, stride=ec.stride, seq_len=ec.seq_len, plain_val_loss=plain["val_loss"],
+                       plain_val_bpb=plain["val_bpb"], plain_eval_s=plain["eval_s"])
+        if not ec.stateful:
+            metrics["stateful_note"] = "not computed: eval.stateful is false"
+        elif not model.supports_state:
+            metrics["stateful_note"] = "not computed: attention-only model (no recurrent state to carry)"
+        else:
+            bar.add_task("stateful", total=None)
+            st = eval_stateful(model, val, tables, ec.seq_len, ec.batch_seqs, device=device)
+            metrics.update(stateful_val_loss=st["val_loss"], stateful_val_bpb=st["val_bpb"],
+                           stateful_eval_s=st["eval_s"], stateful_segments=st["segments"])
+    if not dinfo.is_main:
+        return {}  # rank 0 writes and reports
+    metrics_dir = run_dir / "metrics"
+    write_json_atomic(metrics_dir / "eval_sliding.provenance.json", provenance.collect(
+        "eval_sliding", ec, {"seed": seed, "artifact": str(run_dir / "artifact"), "world_size": dinfo.world_size,
+                             "kernel_paths": model.kernel_paths, "device_used": str(device)}))
+    write_metrics(metrics_dir, metrics, "eval_sliding.json")
     return metrics

@@ -1,24 +1,50 @@
-"""eval_ttt: legal score-first test-time training BPB of the packaged artifact."""
+"""eval_ttt: legal score-first test-time training BPB of the packaged artifact (golf/ttt.py): each chunk of
+the val stream is scored with the current weights, then adapted on. Also scores the same windows with no
+adaptation (no_adapt_val_bpb), so gain_bpb is TTT's effect alone. Writes runs/<seed>/metrics/eval_ttt.json
+(+ eval_ttt.provenance.json); with ttt.enabled false it writes {"enabled": false}. Under torchrun every rank
+keeps identical weights (gradients all-reduced); rank 0 writes."""
 
 from __future__ import annotations
 
+from golf import provenance
 from golf.config import Params
-from golf.eval_common import load_for_eval
+from golf.evaluate import load_eval_inputs
+from golf.io import write_json_atomic
 from golf.stage_io import write_metrics
+from golf.train import init_distributed, resolve_device
 from golf.ttt import ttt_eval
 
 
 def run(params: Params, seed: int) -> dict:
-    from golf import provenance
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     tc = params.ttt
-    metrics: dict = {"enabled": tc.enabled}
-    if tc.enabled:
-        model, val, tables, device = load_for_eval(params, seed, tc.device, tc.max_tokens, tc.seq_len)
-        base = ttt_eval(model, val, tables, tc, device, adapt=False)
-        metrics.update(ttt_eval(model, val, tables, tc, device, adapt=True))
-        metrics.update(no_adapt_val_loss=base["val_loss"], no_adapt_val_bpb=base["val_bpb"],
-                       gain_bpb=base["val_bpb"] - metrics["val_bpb"])
-        metrics["provenance"] = provenance.collect("eval_ttt", tc, {"seed": seed})
-    write_metrics(params.run_dir(seed) / "metrics", metrics, "eval_ttt.json")
+    run_dir = params.run_dir(seed)
+    metrics_dir = run_dir / "metrics"
+    if not tc.enabled:
+        metrics = {"enabled": False, "note": "ttt.enabled is false"}
+        write_metrics(metrics_dir, metrics, "eval_ttt.json")
+        return metrics
+    dinfo = init_distributed(resolve_device(tc.device).type)
+    device = resolve_device(tc.device, dinfo.local_rank)
+    model, val, tables = load_eval_inputs(run_dir / "artifact", params.data_dir(), device, tc.max_tokens,
+                                          tc.seq_len, key="ttt.seq_len")
+    with Progress(TextColumn(f"[bold]ttt[/bold] seed {seed} {{task.description}}"), BarColumn(),
+                  MofNCompleteColumn(), TimeElapsedColumn(), disable=not dinfo.is_main) as bar:
+        def tracker(name: str):
+            task = bar.add_task(name, total=None)
+            return lambda done, total: bar.update(task, completed=done, total=total)
+
+        base = ttt_eval(model, val, tables, tc, device, adapt=False, progress=tracker("no-adapt chunks"))
+        res = ttt_eval(model, val, tables, tc, device, adapt=True, progress=tracker("score-first TTT chunks"))
+    if not dinfo.is_main:
+        return {}
+    metrics = dict(enabled=True, **res, no_adapt_val_loss=base["val_loss"], no_adapt_val_bpb=base["val_bpb"],
+                   no_adapt_eval_s=base["eval_s"], gain_bpb=base["val_bpb"] - res["val_bpb"],
+                   chunk_tokens=tc.chunk_tokens, seq_len=tc.seq_len, stride=tc.stride or tc.seq_len,
+                   params=tc.params, lr=tc.lr, epochs=tc.epochs)
+    write_json_atomic(metrics_dir / "eval_ttt.provenance.json", provenance.collect(
+        "eval_ttt", tc, {"seed": seed, "artifact": str(run_dir / "artifact"), "world_size": dinfo.world_size,
+                         "kernel_paths": model.kernel_paths, "device_used": str(device)}))
+    write_metrics(metrics_dir, metrics, "eval_ttt.json")
     return metrics
