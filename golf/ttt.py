@@ -16,7 +16,7 @@ summation order) and the weights stay identical.
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.distributed as dist

@@ -9,8 +9,8 @@ import math
 
 import pytest
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 from golf.config import ModelConfig, QuantConfig, load_params, to_dict
 from golf.data import ByteTables, target_bytes

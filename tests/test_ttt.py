@@ -10,8 +10,8 @@ import sys
 
 import pytest
 import torch
-import torch.nn as nn
 from test_evaluate import GRULM, _golflm, _params, tables, write_artifact
+from torch import nn
 
 from golf.config import TTTConfig
 from golf.errors import GolfError
@@ -57,12 +57,12 @@ class Recorder(nn.Module):
 
 
 def cfg(**kw) -> TTTConfig:
-    base = dict(chunk_tokens=60, seq_len=8, stride=0, lr=0.05, momentum=0.9, epochs=1, batch_seqs=3,
-                params="all", grad_clip=1.0)
+    base = {"chunk_tokens": 60, "seq_len": 8, "stride": 0, "lr": 0.05, "momentum": 0.9, "epochs": 1, "batch_seqs": 3,
+            "params": "all", "grad_clip": 1.0}
     return TTTConfig(**{**base, **kw})
 
 
-@pytest.mark.parametrize("kw", [dict(), dict(stride=3, epochs=2), dict(chunk_tokens=20, seq_len=16, batch_seqs=1)])
+@pytest.mark.parametrize("kw", [{}, {"stride": 3, "epochs": 2}, {"chunk_tokens": 20, "seq_len": 16, "batch_seqs": 1}])
 def test_every_token_is_scored_before_any_update_that_trains_on_it(monkeypatch, kw):
     log: list = []
     real_step = torch.optim.SGD.step
