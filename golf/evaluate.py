@@ -98,10 +98,15 @@ def score_windows(model, tokens: torch.Tensor, tables: ByteTables, plan: Plan, s
     sums stay on the device. no_grad rather than inference_mode: TTT trains the same model afterwards, and
     module caches built under inference_mode could not be saved for backward."""
     sums = torch.zeros(3, dtype=torch.float64, device=device)
+    if not plan:
+        return sums
     offsets = torch.arange(seq_len + 1, device=tokens.device)
+    # one host->device copy for the whole plan: a copy per batch would wait for the previous batch's forward
+    all_starts = torch.tensor([s for s, _ in plan], device=tokens.device)  # (W,)
+    all_first = torch.tensor([f for _, f in plan], device=device)  # (W,)
     for i in range(0, len(plan), batch_seqs):
         part = plan[i:i + batch_seqs]
-        starts = torch.tensor([s for s, _ in part], device=tokens.device)
+        starts = all_starts[i:i + batch_seqs]  # (B,)
         win = tokens[starts[:, None] + offsets[None, :]].to(device, non_blocking=True)  # (B, L+1)
         x, y = win[:, :-1], win[:, 1:]  # (B, L)
         with autocast(device):
@@ -111,8 +116,7 @@ def score_windows(model, tokens: torch.Tensor, tables: ByteTables, plan: Plan, s
         logits, x_s, y_s = logits[:, f0:], x[:, f0:], y[:, f0:]  # (B, L-f0, ...)
         nll = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y_s.reshape(-1),
                               reduction="none").view(y_s.shape)  # (B, L-f0) fp32
-        first = torch.tensor([f for _, f in part], device=device)
-        keep = torch.arange(f0, seq_len, device=device)[None, :] >= first[:, None]  # (B, L-f0)
+        keep = torch.arange(f0, seq_len, device=device)[None, :] >= all_first[i:i + batch_seqs, None]  # (B, L-f0)
         sums[0] += torch.where(keep, nll.double(), 0.0).sum()
         sums[1] += (target_bytes(x_s, y_s, tables) * keep).sum()
         sums[2] += keep.sum()
@@ -175,7 +179,7 @@ def eval_bpb(model, val_tokens: torch.Tensor, tables: ByteTables, seq_len: int, 
 
 def _stateful_step(model, tokens, pos: list[int], T: int, states, tables, device, sums):
     """Score targets pos[r]+1 .. pos[r]+T of each row r with the carried states; return the new states."""
-    win = torch.stack([tokens[p:p + T + 1] for p in pos]).to(device)  # (R, T+1)
+    win = torch.stack([tokens[p:p + T + 1] for p in pos])  # (R, T+1), on the device already
     x, y = win[:, :-1], win[:, 1:]  # (R, T)
     with autocast(device):
         logits, states = model(x, states=states, return_states=True)  # (R, T, V)
@@ -202,6 +206,7 @@ def eval_stateful(model, val_tokens: torch.Tensor, tables: ByteTables, seq_len: 
     was_training = model.training
     model.eval()
     tables = tables.to(device)
+    tokens = val_tokens.to(device)  # windows are sliced on the device: no host copy per step
     n_targets = val_tokens.numel() - 1
     if n_targets < seq_len:
         raise GolfError(f"eval seq_len {seq_len} is longer than the validation set ({val_tokens.numel()} tokens)")
@@ -217,13 +222,13 @@ def eval_stateful(model, val_tokens: torch.Tensor, tables: ByteTables, seq_len: 
             states = None
             for off in range(0, common, seq_len):
                 T = min(seq_len, common - off)
-                states = _stateful_step(model, val_tokens, [s + off for s, _ in bounds], T, states, tables,
+                states = _stateful_step(model, tokens, [s + off for s, _ in bounds], T, states, tables,
                                         device, sums)
             for r, (s, e) in enumerate(bounds):
                 st, pos = _select_row(states, r), s + common
                 while pos < e:
                     T = min(seq_len, e - pos)
-                    st = _stateful_step(model, val_tokens, [pos], T, st, tables, device, sums)
+                    st = _stateful_step(model, tokens, [pos], T, st, tables, device, sums)
                     pos += T
     finally:
         model.train(was_training)

@@ -65,15 +65,16 @@ def _adapt_on_chunk(model, opt, params: list[torch.nn.Parameter], tokens: torch.
     L = min(cfg.seq_len, hi - lo + 1)
     starts = list(range(lo - 1, hi - L + 1, L))  # inputs tokens[s:s+L], targets s+1..s+L <= hi
     offsets = torch.arange(L + 1, device=tokens.device)
+    starts_t = torch.tensor(starts, device=tokens.device)  # one host->device copy per chunk
     steps = 0
     model.train()
     for _ in range(cfg.epochs):
         for b in range(0, len(starts), cfg.batch_seqs):
             batch = starts[b:b + cfg.batch_seqs]
-            mine = batch[rank::world]
+            mine = starts_t[b:b + cfg.batch_seqs][rank::world]  # this rank's share of the batch
             opt.zero_grad(set_to_none=False)
-            if mine:
-                win = tokens[torch.tensor(mine, device=tokens.device)[:, None] + offsets].to(device)  # (b, L+1)
+            if mine.numel():
+                win = tokens[mine[:, None] + offsets].to(device)  # (b, L+1)
                 with autocast(device):
                     logits = model(win[:, :-1])  # (b, L, V)
                 # summed over this rank's tokens / the whole batch's tokens: the all-reduced sum is the mean
