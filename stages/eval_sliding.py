@@ -6,6 +6,8 @@ eval_sliding.provenance.json beside it. Under torchrun the windows are split acr
 
 from __future__ import annotations
 
+import torch
+
 from golf import provenance
 from golf.config import Params
 from golf.evaluate import eval_bpb, eval_stateful, load_eval_inputs
@@ -20,6 +22,8 @@ def run(params: Params, seed: int) -> dict:
     ec = params.eval
     dinfo = init_distributed(resolve_device(ec.device).type)
     device = resolve_device(ec.device, dinfo.local_rank)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)  # NCCL all-reduces run on this rank's GPU
     run_dir = params.run_dir(seed)
     model, val, tables = load_eval_inputs(run_dir / "artifact", params.data_dir(), device, ec.max_tokens,
                                           ec.seq_len)
@@ -40,8 +44,9 @@ def run(params: Params, seed: int) -> dict:
         elif not model.supports_state:
             metrics["stateful_note"] = "not computed: attention-only model (no recurrent state to carry)"
         else:
-            bar.add_task("stateful", total=None)
+            task = bar.add_task("stateful", total=None)
             st = eval_stateful(model, val, tables, ec.seq_len, ec.batch_seqs, device=device)
+            bar.update(task, total=1, completed=1)
             metrics.update(stateful_val_loss=st["val_loss"], stateful_val_bpb=st["val_bpb"],
                            stateful_eval_s=st["eval_s"], stateful_segments=st["segments"])
     if not dinfo.is_main:

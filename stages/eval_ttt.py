@@ -6,6 +6,8 @@ keeps identical weights (gradients all-reduced); rank 0 writes."""
 
 from __future__ import annotations
 
+import torch
+
 from golf import provenance
 from golf.config import Params
 from golf.evaluate import load_eval_inputs
@@ -27,6 +29,8 @@ def run(params: Params, seed: int) -> dict:
         return metrics
     dinfo = init_distributed(resolve_device(tc.device).type)
     device = resolve_device(tc.device, dinfo.local_rank)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)  # NCCL all-reduces run on this rank's GPU
     model, val, tables = load_eval_inputs(run_dir / "artifact", params.data_dir(), device, tc.max_tokens,
                                           tc.seq_len, key="ttt.seq_len")
     with Progress(TextColumn(f"[bold]ttt[/bold] seed {seed} {{task.description}}"), BarColumn(),
