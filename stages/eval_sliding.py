@@ -7,6 +7,7 @@ eval_sliding.provenance.json beside it. Under torchrun the windows are split acr
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
 
 from golf import provenance
 from golf.config import Params
@@ -49,11 +50,14 @@ def run(params: Params, seed: int) -> dict:
             bar.update(task, total=1, completed=1)
             metrics.update(stateful_val_loss=st["val_loss"], stateful_val_bpb=st["val_bpb"],
                            stateful_eval_s=st["eval_s"], stateful_segments=st["segments"])
-    if not dinfo.is_main:
-        return {}  # rank 0 writes and reports
-    metrics_dir = run_dir / "metrics"
-    write_json_atomic(metrics_dir / "eval_sliding.provenance.json", provenance.collect(
-        "eval_sliding", ec, {"seed": seed, "artifact": str(run_dir / "artifact"), "world_size": dinfo.world_size,
-                             "kernel_paths": model.kernel_paths, "device_used": str(device)}))
-    write_metrics(metrics_dir, metrics, "eval_sliding.json")
-    return metrics
+    if dinfo.is_main:  # rank 0 writes and reports
+        metrics_dir = run_dir / "metrics"
+        write_json_atomic(metrics_dir / "eval_sliding.provenance.json", provenance.collect(
+            "eval_sliding", ec, {"seed": seed, "artifact": str(run_dir / "artifact"),
+                                 "world_size": dinfo.world_size, "kernel_paths": model.kernel_paths,
+                                 "device_used": str(device)}))
+        write_metrics(metrics_dir, metrics, "eval_sliding.json")
+    if dinfo.world_size > 1 and dist.is_initialized():  # leave together, after rank 0 has written
+        dist.barrier()
+        dist.destroy_process_group()
+    return metrics if dinfo.is_main else {}

@@ -7,13 +7,14 @@ keeps identical weights (gradients all-reduced); rank 0 writes."""
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
 
 from golf import provenance
 from golf.config import Params
 from golf.evaluate import load_eval_inputs
 from golf.io import write_json_atomic
 from golf.stage_io import write_metrics
-from golf.train import init_distributed, resolve_device
+from golf.train import init_distributed, is_main_process, resolve_device
 from golf.ttt import ttt_eval
 
 
@@ -25,7 +26,8 @@ def run(params: Params, seed: int) -> dict:
     metrics_dir = run_dir / "metrics"
     if not tc.enabled:
         metrics = {"enabled": False, "note": "ttt.enabled is false"}
-        write_metrics(metrics_dir, metrics, "eval_ttt.json")
+        if is_main_process():
+            write_metrics(metrics_dir, metrics, "eval_ttt.json")
         return metrics
     dinfo = init_distributed(resolve_device(tc.device).type)
     device = resolve_device(tc.device, dinfo.local_rank)
@@ -41,14 +43,16 @@ def run(params: Params, seed: int) -> dict:
 
         base = ttt_eval(model, val, tables, tc, device, adapt=False, progress=tracker("no-adapt chunks"))
         res = ttt_eval(model, val, tables, tc, device, adapt=True, progress=tracker("score-first TTT chunks"))
-    if not dinfo.is_main:
-        return {}
     metrics = dict(enabled=True, **res, no_adapt_val_loss=base["val_loss"], no_adapt_val_bpb=base["val_bpb"],
                    no_adapt_eval_s=base["eval_s"], gain_bpb=base["val_bpb"] - res["val_bpb"],
                    chunk_tokens=tc.chunk_tokens, seq_len=tc.seq_len, stride=tc.stride or tc.seq_len,
                    params=tc.params, lr=tc.lr, epochs=tc.epochs)
-    write_json_atomic(metrics_dir / "eval_ttt.provenance.json", provenance.collect(
-        "eval_ttt", tc, {"seed": seed, "artifact": str(run_dir / "artifact"), "world_size": dinfo.world_size,
-                         "kernel_paths": model.kernel_paths, "device_used": str(device)}))
-    write_metrics(metrics_dir, metrics, "eval_ttt.json")
-    return metrics
+    if dinfo.is_main:  # rank 0 writes and reports
+        write_json_atomic(metrics_dir / "eval_ttt.provenance.json", provenance.collect(
+            "eval_ttt", tc, {"seed": seed, "artifact": str(run_dir / "artifact"), "world_size": dinfo.world_size,
+                             "kernel_paths": model.kernel_paths, "device_used": str(device)}))
+        write_metrics(metrics_dir, metrics, "eval_ttt.json")
+    if dinfo.world_size > 1 and dist.is_initialized():  # leave together, after rank 0 has written
+        dist.barrier()
+        dist.destroy_process_group()
+    return metrics if dinfo.is_main else {}
