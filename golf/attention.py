@@ -1,27 +1,46 @@
 """GQA causal self-attention with RoPE. One wrapper over three kernels, chosen once at model build:
-FlashAttention-3 (`flash_attn_interface`), FlashAttention-2 (`flash_attn`), else PyTorch SDPA."""
+FlashAttention-3 (`flash_attn_interface`), FlashAttention-2 (`flash_attn`), else PyTorch SDPA.
+
+All three compute softmax(q kᵀ / sqrt(D) + causal mask) v with num_heads / num_kv_heads query heads per
+key/value head. Flash kernels take only bf16/fp16, so an fp32 forward (CPU tests, fp32 eval) uses SDPA on
+every path; RoPE tables are fp32 on every path (see rope_tables).
+"""
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
+import logging
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 from golf.errors import GolfError
+
+log = logging.getLogger(__name__)
+
+
+def _import_flash(module: str):
+    """flash_attn_func from `module`, or None when it is missing or does not import (e.g. built for another
+    torch/CUDA)."""
+    if importlib.util.find_spec(module) is None:
+        return None
+    try:
+        return importlib.import_module(module).flash_attn_func
+    except (ImportError, AttributeError) as e:
+        log.warning("%s found but failed to import: %s", module, e)
+        return None
 
 
 def resolve_attn_backend(requested: str, device: torch.device | str) -> tuple[str, object]:
     """("flash3" | "flash2", fn) when requested/auto and importable on CUDA, else ("sdpa", None)."""
     on_cuda = torch.device(device).type == "cuda"
     if on_cuda and requested in ("auto", "flash"):
-        if importlib.util.find_spec("flash_attn_interface") is not None:
-            from flash_attn_interface import flash_attn_func
-            return "flash3", flash_attn_func
-        if importlib.util.find_spec("flash_attn") is not None:
-            from flash_attn import flash_attn_func
-            return "flash2", flash_attn_func
+        for name, module in (("flash3", "flash_attn_interface"), ("flash2", "flash_attn")):
+            fn = _import_flash(module)
+            if fn is not None:
+                return name, fn
     if requested == "flash":
         raise GolfError("model.attn_backend is 'flash' but neither flash-attn 3 (flash_attn_interface) nor "
                         "flash-attn 2 is importable on a CUDA device here; use 'auto' or 'sdpa'")

@@ -88,7 +88,8 @@ class ModelConfig:
     logit_softcap: float = _spec(30.0, lo=0.0, doc="0 = no softcap")
     unet_skips: bool = _spec(True)
     # kernels
-    ssm_backend: str = _spec("auto", choices=("auto", "triton", "reference"))
+    ssm_backend: str = _spec("auto", choices=("auto", "triton", "fused", "reference"),
+                             doc="auto = triton on CUDA when mamba-ssm imports; fused also needs causal-conv1d")
     attn_backend: str = _spec("auto", choices=("auto", "flash", "sdpa"))
 
 

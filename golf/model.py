@@ -12,39 +12,42 @@ import logging
 from pathlib import Path
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 from golf.attention import GQAttention, resolve_attn_backend
 from golf.config import ModelConfig, section_from_dict, to_dict
 from golf.errors import GolfError
 from golf.io import atomic_path, read_json, write_json_atomic
-from golf.ssm import Mamba2Mixer, resolve_ssm_backend
+from golf.ssm import Mamba2Mixer, SSMKernels, resolve_ssm_backend
 
 log = logging.getLogger(__name__)
-
-SSM_DYNAMICS = ("A_log", "dt_bias", ".D", "conv1d.")
-
 
 class QATLinear(nn.Linear):
     """nn.Linear with optional int-k fake quantization of its weight (straight-through gradient).
 
-    The switch is a registered buffer, not a Python attribute: torch.compile traces `qat_on` as a tensor
-    input, so flipping it changes the compiled function's output without a recompile and cannot be
-    constant-folded away.
+    Fake quant: per output row, scale = max|w| / qmax with qmax = 2^(bits-1) - 1, w_q = round(w / scale) *
+    scale (the symmetric per-row grid golf.gptq stores). The switch is a registered buffer, not a Python
+    attribute: torch.compile traces `qat_on` as a tensor input, so flipping it changes the compiled
+    function's output without a recompile and cannot be constant-folded away.
     """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = False):
         super().__init__(in_features, out_features, bias=bias)
-        self.register_buffer("qat_on", torch.zeros(()), persistent=False)
+        self.register_buffer("qat_on", torch.zeros((), dtype=torch.bool), persistent=False)
         self.register_buffer("qat_qmax", torch.full((), 31.0), persistent=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def fake_quant_weight(self) -> torch.Tensor:
+        """The weight the forward uses: w_q when QAT is on (gradient straight through to w), else w."""
         w = self.weight
-        scale = (w.detach().abs().amax(dim=1, keepdim=True) / self.qat_qmax).clamp_min(1e-8)  # (out, 1)
-        w_q = torch.clamp(torch.round(w / scale), -self.qat_qmax, self.qat_qmax) * scale
-        w = w + (w_q - w).detach() * self.qat_on  # straight-through: forward sees w_q when on
-        return F.linear(x, w, self.bias)
+        qmax = self.qat_qmax.to(w.dtype)
+        scale = (w.detach().abs().amax(dim=1, keepdim=True) / qmax).clamp_min(1e-8)  # (out, 1)
+        w_q = torch.clamp(torch.round(w.detach() / scale), -qmax, qmax) * scale
+        # w_q + (w - w) is exactly w_q in the forward and has gradient 1 with respect to w
+        return torch.where(self.qat_on, w_q + (w - w.detach()), w)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.fake_quant_weight(), self.bias)
 
 
 class MLP(nn.Module):
@@ -77,12 +80,12 @@ class AttentionBlock(nn.Module):
 
 
 class MambaBlock(nn.Module):
-    def __init__(self, cfg: ModelConfig, ssm_backend: str, ssd_fn):
+    def __init__(self, cfg: ModelConfig, kernels: SSMKernels):
         super().__init__()
         d = cfg.d_model
         self.resid_mix = nn.Parameter(torch.stack([torch.ones(d), torch.zeros(d)]))
         self.mixer = Mamba2Mixer(d, cfg.d_state, cfg.d_conv, cfg.expand, cfg.headdim, cfg.ngroups,
-                                 cfg.chunk_size, QATLinear, ssm_backend, ssd_fn)
+                                 cfg.chunk_size, QATLinear, kernels)
         self.mixer_scale = nn.Parameter(torch.ones(d))
 
     def forward(self, x, x0, state=None, return_state=False):
@@ -119,18 +122,18 @@ class GolfLM(nn.Module):
     def __init__(self, cfg: ModelConfig, device: torch.device | str = "cpu"):
         super().__init__()
         self.cfg = cfg
-        ssm_path, ssd_fn = resolve_ssm_backend(cfg.ssm_backend, device) if "M" in cfg.layer_pattern \
-            else ("none", None)
+        kernels = resolve_ssm_backend(cfg.ssm_backend, device) if "M" in cfg.layer_pattern else None
         attn_path, flash_fn = resolve_attn_backend(cfg.attn_backend, device) if "A" in cfg.layer_pattern \
             else ("none", None)
-        self.kernel_paths = {"ssm": ssm_path, "attn": attn_path}
-        log.info("kernel paths: %s", self.kernel_paths)
+        self.kernel_paths = {"ssm": kernels.label if kernels else "none", "attn": attn_path}
+        log.info("kernel paths on %s: %s (requested ssm=%s, attn=%s)", device, self.kernel_paths,
+                 cfg.ssm_backend, cfg.attn_backend)
         d = cfg.d_model
         self.tok_emb = nn.Embedding(cfg.vocab_size, d)
         nn.init.normal_(self.tok_emb.weight, std=0.005)
         self.bigram = BigramHash(cfg.bigram_buckets, cfg.bigram_dim, d) if cfg.bigram_buckets else None
         self.blocks = nn.ModuleList(
-            MambaBlock(cfg, ssm_path, ssd_fn) if kind == "M" else AttentionBlock(cfg, attn_path, flash_fn)
+            MambaBlock(cfg, kernels) if kind == "M" else AttentionBlock(cfg, attn_path, flash_fn)
             for kind in cfg.layer_pattern)
         n = len(self.blocks)
         self.num_encoder = n // 2
@@ -143,8 +146,16 @@ class GolfLM(nn.Module):
 
     # ----------------------------------------------------------------------------------------------
     def forward(self, input_ids: torch.Tensor, states: dict | None = None, return_states: bool = False):
-        """input_ids (B, T) → logits (B, T, V) fp32. With return_states, also the recurrent state to
-        carry into the next window (SSM layers; attention layers see only the current window)."""
+        """input_ids (B, T) → logits (B, T, V) fp32, softcapped.
+
+        With return_states=True returns (logits, states) to pass as `states` with the next window of the
+        same rows: states = {"prev_token": (B,) last token (BigramHash's left context), "layers": one entry
+        per block: (conv_state (B, conv_dim, d_conv-1), ssm_state (B, H, P, N)) for M blocks, None for A
+        blocks, which see only the current window}. Running a sequence in pieces with carried states gives
+        the one-pass logits exactly for an M-only model (tests/test_model.py)."""
+        if not input_ids.is_cuda and self.kernel_paths["ssm"] not in ("reference", "none"):
+            raise GolfError(f"this model was built with the {self.kernel_paths['ssm']} SSM path but got a "
+                            f"{input_ids.device} tensor; rebuild it with model.ssm_backend=reference to run there")
         x = self.tok_emb(input_ids)  # (B, T, d)
         if self.bigram is not None:
             x = x + self.bigram(input_ids, None if states is None else states["prev_token"])
@@ -186,7 +197,7 @@ class GolfLM(nn.Module):
         scalars/dynamics (Adam). Every parameter lands in exactly one group."""
         groups: dict[str, list] = {"matrix": [], "mamba_matrix": [], "embed": [], "scalar": []}
         for name, p in self.named_parameters():
-            if name in ("tok_emb.weight", "bigram.emb.weight"):
+            if name in ("tok_emb.weight", "bigram.emb.weight", "lm_head.weight"):  # an untied head: Adam
                 groups["embed"].append((name, p))
             elif p.ndim == 2 and name.endswith(("in_proj.weight", "out_proj.weight")) and ".mixer." in name:
                 groups["mamba_matrix"].append((name, p))
@@ -198,9 +209,13 @@ class GolfLM(nn.Module):
         return groups
 
     def set_qat(self, enabled: bool, bits: int = 6) -> None:
+        """Switch int-`bits` fake quantization of every block linear on or off (in place, buffers only: a
+        compiled model sees the change without recompiling)."""
+        if not 2 <= bits <= 8:
+            raise ValueError(f"set_qat: bits must be in 2..8, got {bits}")
         for m in self.modules():
             if isinstance(m, QATLinear):
-                m.qat_on.fill_(1.0 if enabled else 0.0)
+                m.qat_on.fill_(bool(enabled))
                 m.qat_qmax.fill_(float(2 ** (bits - 1) - 1))
 
 
@@ -228,6 +243,9 @@ def load_model_config(path: str | Path) -> ModelConfig:
 
 
 def load_model(model_dir: str | Path, device: torch.device | str = "cpu") -> GolfLM:
+    """Rebuild a GolfLM from save_model's folder (config.json + model.safetensors); GolfError naming the
+    file when either is missing, unreadable or does not match the config."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     model_dir = Path(model_dir)
@@ -235,6 +253,14 @@ def load_model(model_dir: str | Path, device: torch.device | str = "cpu") -> Gol
     weights = model_dir / "model.safetensors"
     if not weights.is_file():
         raise GolfError(f"model weights {str(weights)!r} not found (run the train stage first)")
+    try:
+        state = load_file(str(weights), device=str(device))
+    except (SafetensorError, OSError) as e:
+        raise GolfError(f"model weights {str(weights)!r} are not a readable safetensors file: {e}") from None
     model = build_model(cfg, device)
-    model.load_state_dict(load_file(str(weights), device=str(device)))
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise GolfError(f"model weights {str(weights)!r} do not match {str(model_dir / 'config.json')!r}: "
+                        f"{str(e).splitlines()[0]}") from None
     return model

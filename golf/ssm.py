@@ -1,11 +1,14 @@
 """Mamba-2 mixer: a pure-PyTorch reference path (chunked SSD, runs anywhere) and a CUDA fast path
-(mamba-ssm's Triton SSD kernel). Both compute the same function; tests/test_ssm.py checks the reference
-against a naive step-by-step recurrence, and bench/parity_gpu.py checks fast against reference on GPU.
+(mamba-ssm's Triton kernels, causal-conv1d). Both compute the same function; tests/test_ssm.py checks the
+reference against a naive step-by-step recurrence, bench/parity_gpu.py and a GPU-marked test check the fast
+path against the reference.
 
-The SSD recurrence per head h (Dao & Gu, "Transformers are SSMs", 2024, section 6):
+The SSD recurrence per head h (Dao & Gu, "Transformers are SSMs", ICML 2024, section 6 / Mamba-2):
     state_t = exp(dt_t * A_h) * state_{t-1} + dt_t * x_t ⊗ B_t        state: (headdim, d_state)
     y_t     = state_t · C_t + D_h * x_t
-with A_h = -exp(A_log_h) and dt_t = softplus(dt_raw_t + dt_bias_h).
+with A_h = -exp(A_log_h) and dt_t = softplus(dt_raw_t + dt_bias_h). The mixer around it:
+    in_proj(u) → [z, xBC, dt];  xBC → causal depthwise conv (width d_conv) → SiLU → [x, B, C]
+    y = SSD(x, dt, A, B, C) + D x;  y = RMSNorm(y * SiLU(z)) * w  (per group);  out_proj(y)
 """
 
 from __future__ import annotations
@@ -16,14 +19,20 @@ import logging
 import math
 import sys
 import types
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 from golf.errors import GolfError
 
 log = logging.getLogger(__name__)
+
+NORM_EPS = 1e-5  # the gated RMSNorm's epsilon (mamba-ssm Mamba2's RMSNormGated default)
+DYNAMICS = ("A_log", "dt_bias", "D", "conv1d.weight", "conv1d.bias")  # kept fp32; never quantized
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -100,28 +109,78 @@ def ssd_naive(x, dt, A, B, C, initial_state=None):
     return torch.stack(ys, dim=1), state
 
 
+def gated_rms_norm_reference(y: torch.Tensor, z: torch.Tensor, weight: torch.Tensor, ngroups: int,
+                             eps: float = NORM_EPS) -> torch.Tensor:
+    """RMSNorm(y * SiLU(z)) per group of channels, times weight (Mamba-2's norm_before_gate=False).
+
+    y, z: (..., d). Computed in fp32 (fp64 stays fp64), returned in y's dtype, like the Triton kernel."""
+    ct = torch.promote_types(y.dtype, torch.float32)
+    g = y.to(ct) * F.silu(z.to(ct))  # (..., d)
+    g = g.unflatten(-1, (ngroups, -1))  # (..., G, d/G)
+    g = g * torch.rsqrt(g.square().mean(-1, keepdim=True) + eps)
+    return (g.flatten(-2) * weight.to(ct)).to(y.dtype)
+
+
+def causal_conv_silu_reference(xBC_t: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """Depthwise conv over a (B, C, T + W - 1) input already left-padded (or prefixed with carried state)
+    → SiLU → (B, C, T). Computed in fp32 with autocast off (causal-conv1d also accumulates in fp32), returned
+    in the input's dtype."""
+    ct = torch.promote_types(xBC_t.dtype, torch.float32)
+    with torch.autocast(xBC_t.device.type, enabled=False):
+        out = F.conv1d(xBC_t.to(ct), weight.to(ct), bias.to(ct), groups=xBC_t.shape[1])  # (B, C, T)
+        return F.silu(out).to(xBC_t.dtype)
+
+
 # --------------------------------------------------------------------------------------------------
-# Fast path: mamba-ssm's Triton SSD kernel
+# Fast path: which kernels exist here
 # --------------------------------------------------------------------------------------------------
 
 
-def _import_triton_ssd():
-    """mamba_chunk_scan_combined from mamba-ssm, or None.
+@dataclass(frozen=True)
+class SSMKernels:
+    """The mixer's kernels, decided once at model build.
+
+    path: "reference" (pure PyTorch), "triton" (mamba-ssm Triton SSD scan + Triton gated RMSNorm; the conv
+    from causal-conv1d when importable, else PyTorch) or "fused" (mamba_split_conv1d_scan_combined: conv,
+    scan and gated norm in one autograd function that recomputes the conv in backward; needs causal-conv1d).
+    """
+    path: str = "reference"
+    scan: Callable | None = None  # mamba_chunk_scan_combined
+    norm: Callable | None = None  # mamba-ssm layernorm_gated.rmsnorm_fn
+    conv: Callable | None = None  # causal_conv1d_fn
+    fused: Callable | None = None  # mamba_split_conv1d_scan_combined
+
+    @property
+    def label(self) -> str:
+        """For model.kernel_paths and logs, e.g. "triton+causal_conv1d"."""
+        return self.path + ("+causal_conv1d" if self.path == "triton" and self.conv is not None else "")
+
+
+def _import_mamba_triton() -> dict | None:
+    """mamba-ssm's Triton entry points ({"scan", "norm", "fused"}), or None when mamba-ssm is missing.
 
     mamba-ssm releases up to 2.3.2.post1 cannot be imported without their CUDA extension: the package
     __init__ imports ops/selective_scan_interface.py, which does an unguarded `import selective_scan_cuda`
-    (the Mamba-1 kernel, which we never use). The Triton SSD kernels themselves need no extension. So when
+    (the Mamba-1 kernel, which we never use). The Triton SSD kernels themselves need no extension, and the
+    subpackages on their import path (mamba_ssm.ops, .ops.triton, .utils) have empty __init__ files. So when
     the normal import fails for exactly that reason, we register a bare package object for `mamba_ssm`
-    (same __path__, __init__ not executed) and import only the Triton submodule we need.
+    (same __path__, its __init__ not executed) and import only the Triton submodules we need. Any other
+    import failure is logged and treated as "not available".
     """
-    if importlib.util.find_spec("mamba_ssm") is None or not torch.cuda.is_available():
+    if importlib.util.find_spec("mamba_ssm") is None:
         return None
+
+    def load() -> dict:
+        ssd = importlib.import_module("mamba_ssm.ops.triton.ssd_combined")
+        norm = importlib.import_module("mamba_ssm.ops.triton.layernorm_gated")
+        return {"scan": ssd.mamba_chunk_scan_combined, "fused": ssd.mamba_split_conv1d_scan_combined,
+                "norm": norm.rmsnorm_fn}
+
     try:
-        from mamba_ssm.ops.triton.ssd_combined import mamba_chunk_scan_combined
-        return mamba_chunk_scan_combined
+        return load()
     except ImportError as e:
         if "selective_scan_cuda" not in str(e):
-            log.warning("mamba-ssm found but its Triton SSD kernel failed to import: %s", e)
+            log.warning("mamba-ssm found but its Triton kernels failed to import: %s", e)
             return None
     for name in [m for m in sys.modules if m == "mamba_ssm" or m.startswith("mamba_ssm.")]:
         del sys.modules[name]  # drop the half-initialized package left by the failed import
@@ -131,21 +190,57 @@ def _import_triton_ssd():
     pkg.__spec__ = spec
     sys.modules["mamba_ssm"] = pkg
     try:
-        mod = importlib.import_module("mamba_ssm.ops.triton.ssd_combined")
-        return mod.mamba_chunk_scan_combined
+        return load()
     except ImportError as e:
-        log.warning("mamba-ssm Triton SSD kernel unavailable: %s", e)
+        log.warning("mamba-ssm Triton kernels unavailable: %s", e)
         return None
 
 
-def resolve_ssm_backend(requested: str, device: torch.device | str) -> tuple[str, object]:
-    """Decide the SSM path once, at model build: ("triton", fn) or ("reference", None)."""
+def _import_causal_conv1d() -> Callable | None:
+    if importlib.util.find_spec("causal_conv1d") is None:
+        return None
+    try:
+        from causal_conv1d import causal_conv1d_fn
+        return causal_conv1d_fn
+    except ImportError as e:  # e.g. a wheel built for another torch/CUDA
+        log.warning("causal-conv1d found but failed to import: %s", e)
+        return None
+
+
+def resolve_ssm_backend(requested: str, device: torch.device | str) -> SSMKernels:
+    """Decide the SSM kernels once, at model build.
+
+    "auto": the Triton path on CUDA when mamba-ssm imports, else the reference. "triton" / "fused": that path
+    or a GolfError (never a silent fallback). "reference": pure PyTorch everywhere."""
+    if requested == "reference":
+        return SSMKernels()
     on_cuda = torch.device(device).type == "cuda"
-    fn = _import_triton_ssd() if (on_cuda and requested in ("auto", "triton")) else None
-    if requested == "triton" and fn is None:
-        raise GolfError("model.ssm_backend is 'triton' but mamba-ssm's Triton SSD kernel is not usable here "
-                        "(needs CUDA and `pip install mamba-ssm`); use 'auto' or 'reference'")
-    return ("triton", fn) if fn is not None else ("reference", None)
+    mamba = _import_mamba_triton() if on_cuda else None
+    conv = _import_causal_conv1d() if (on_cuda and mamba is not None) else None
+    if requested == "fused":
+        if mamba is None or conv is None:
+            raise GolfError("model.ssm_backend is 'fused' but it needs a CUDA device with mamba-ssm's Triton "
+                            "kernels and causal-conv1d importable; use 'triton', 'auto' or 'reference'")
+        return SSMKernels("fused", mamba["scan"], mamba["norm"], conv, mamba["fused"])
+    if mamba is None:
+        if requested == "triton":
+            raise GolfError("model.ssm_backend is 'triton' but mamba-ssm's Triton SSD kernel is not usable here "
+                            "(needs CUDA and `pip install mamba-ssm`); use 'auto' or 'reference'")
+        return SSMKernels()
+    return SSMKernels("triton", mamba["scan"], mamba["norm"], conv)
+
+
+def _hi(t: torch.Tensor) -> torch.Tensor:
+    """At least fp32 (fp64 stays fp64: the float64 tests compare paths exactly)."""
+    return t.to(torch.promote_types(t.dtype, torch.float32))
+
+
+@torch.compiler.disable
+def _eager(fn: Callable, *args, **kwargs):
+    """Run a third-party kernel outside torch.compile's graph. Dynamo may or may not manage to trace
+    mamba-ssm's autotuned Triton launches inside their autograd.Functions; a clean graph break makes the
+    compiled model behave the same on every torch/triton version (the kernels are already fused)."""
+    return fn(*args, **kwargs)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -156,12 +251,14 @@ def resolve_ssm_backend(requested: str, device: torch.device | str) -> tuple[str
 class Mamba2Mixer(nn.Module):
     """in_proj → [z, xBC, dt]; causal depthwise conv + SiLU on xBC; SSD scan; gated RMSNorm; out_proj.
 
-    The dynamics parameters (A_log, dt_bias, D, conv1d) are kept out of every quantization step and stay
-    in fp32: training runs under autocast with fp32 master weights, so nothing casts them down.
+    Precision: the dynamics parameters (A_log, dt_bias, D, conv1d.*) stay fp32 even when the module is cast
+    to bf16/fp16 (`_apply` below restores them), are used in fp32 by both paths, and are kept out of every
+    quantization step (golf.gptq.is_ssm_dynamics). Training runs under bf16 autocast with fp32 master
+    weights, so there they are fp32 anyway.
     """
 
     def __init__(self, d_model: int, d_state: int, d_conv: int, expand: float, headdim: int, ngroups: int,
-                 chunk_size: int, linear_cls=nn.Linear, backend: str = "reference", ssd_fn=None):
+                 chunk_size: int, linear_cls=nn.Linear, kernels: SSMKernels | None = None):
         super().__init__()
         self.d_inner = int(expand * d_model)
         self.d_state, self.d_conv, self.headdim, self.ngroups = d_state, d_conv, headdim, ngroups
@@ -170,56 +267,97 @@ class Mamba2Mixer(nn.Module):
         self.conv_dim = self.d_inner + 2 * ngroups * d_state
         self.in_proj = linear_cls(d_model, 2 * self.d_inner + 2 * ngroups * d_state + self.nheads, bias=False)
         self.conv1d = nn.Conv1d(self.conv_dim, self.conv_dim, d_conv, groups=self.conv_dim, bias=True)
-        # A in [-16, -1], dt in [1e-3, 1e-1] log-uniform: the Mamba-2 reference defaults (mamba_ssm Mamba2:
-        # A_init_range=(1, 16), dt_min=0.001, dt_max=0.1); dt_bias is softplus⁻¹ of that dt.
+        # Mamba-2 defaults (Dao & Gu 2024; mamba_ssm Mamba2: A_init_range=(1, 16), dt_min=1e-3, dt_max=0.1):
+        # A = -uniform(1, 16); dt log-uniform in [1e-3, 1e-1], dt_bias = softplus⁻¹(dt) so that
+        # softplus(0 + dt_bias) = dt at init.
         self.A_log = nn.Parameter(torch.log(torch.empty(self.nheads).uniform_(1.0, 16.0)))
         dt = torch.exp(torch.rand(self.nheads) * (math.log(0.1) - math.log(1e-3)) + math.log(1e-3))
         self.dt_bias = nn.Parameter(dt + torch.log(-torch.expm1(-dt)))
         self.D = nn.Parameter(torch.ones(self.nheads))
         self.norm_weight = nn.Parameter(torch.ones(self.d_inner))
         self.out_proj = linear_cls(self.d_inner, d_model, bias=False)
-        self.backend, self._ssd_fn = backend, ssd_fn
+        self.kernels = kernels or SSMKernels()
+
+    # ----------------------------------------------------------------------------------------------
+    def _apply(self, fn, recurse=True):
+        """Casts (model.bfloat16(), .to(dtype)) skip the dynamics parameters; device moves still apply.
+
+        nn.Module._apply swaps each parameter's data for fn(data); we keep a handle on the fp32 data first
+        and, where fn produced a 16-bit float, put the fp32 values back (moved to the new device). No
+        rounding happens: the fp32 values are never passed through bf16."""
+        before = {n: p.data for n, p in self.named_parameters() if n in DYNAMICS}
+        super()._apply(fn, recurse)
+        for n, p in self.named_parameters():
+            old = before.get(n)
+            if old is not None and p.dtype in _LOW_PRECISION and old.dtype not in _LOW_PRECISION:
+                p.data = old.to(device=p.device)
+                if p.grad is not None:
+                    p.grad = p.grad.to(old.dtype)
+        return self
 
     def forward(self, u: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor] | None = None,
                 return_state: bool = False):
-        """u: (B, T, d_model). state: (conv_state (B, conv_dim, d_conv-1), ssm_state (B, H, P, N))."""
-        bsz, T, _ = u.shape
+        """u: (B, T, d_model) → (B, T, d_model).
+
+        state: (conv_state (B, conv_dim, d_conv-1): the last d_conv-1 pre-conv xBC inputs,
+                ssm_state (B, H, P, N) fp32) carried from the previous window, or None (zeros).
+        With return_state, also returns the state after the last position."""
+        k = self.kernels
         zxbcdt = self.in_proj(u)  # (B, T, 2*d_inner + 2*G*N + H)
-        z, xBC, dt = torch.split(zxbcdt, [self.d_inner, self.conv_dim, self.nheads], dim=-1)
-        xBC_t = xBC.transpose(1, 2)  # (B, conv_dim, T)
-        if state is not None:
-            xBC_t = torch.cat([state[0].to(xBC_t.dtype), xBC_t], dim=-1)  # carried left context
+        A = -torch.exp(_hi(self.A_log))  # (H,)
+        if k.path == "fused" and state is None and not return_state:
+            # conv + SiLU + scan + D + gated norm in one op; out_proj stays a module call so QAT and the
+            # Hessian hooks see it
+            y = _eager(k.fused, zxbcdt, self.conv1d.weight.squeeze(1), self.conv1d.bias, self.dt_bias, A,
+                       self.D, self.chunk_size, rmsnorm_weight=self.norm_weight, rmsnorm_eps=NORM_EPS,
+                       headdim=self.headdim, ngroups=self.ngroups, norm_before_gate=False)  # (B, T, d_inner)
+            return self.out_proj(y)
+        y, z, new_state = self._mix(zxbcdt, A, state, return_state)
+        if k.norm is not None:
+            y = _eager(k.norm, y, self.norm_weight, None, z=z, eps=NORM_EPS,
+                       group_size=self.d_inner // self.ngroups, norm_before_gate=False)
         else:
-            xBC_t = F.pad(xBC_t, (self.d_conv - 1, 0))
-        new_conv_state = xBC_t[..., -(self.d_conv - 1):] if return_state else None
-        xBC = F.silu(F.conv1d(xBC_t, self.conv1d.weight.to(xBC_t.dtype), self.conv1d.bias.to(xBC_t.dtype),
-                              groups=self.conv_dim)).transpose(1, 2)  # (B, T, conv_dim)
+            y = gated_rms_norm_reference(y, z, self.norm_weight, self.ngroups)
+        out = self.out_proj(y)  # (B, T, d_model)
+        return (out, new_state) if return_state else out
+
+    def _mix(self, zxbcdt: torch.Tensor, A: torch.Tensor, state, return_state: bool):
+        """Conv + scan (+ D skip). Returns y (B, T, d_inner) in the activations' dtype, z, and the new state."""
+        bsz, T, _ = zxbcdt.shape
+        k = self.kernels
+        z, xBC, dt = torch.split(zxbcdt, [self.d_inner, self.conv_dim, self.nheads], dim=-1)
+        new_conv_state = None
+        if k.conv is not None and state is None and not return_state:
+            # causal-conv1d wants the channel-last layout with strides divisible by 8: make xBC contiguous
+            # (its row stride inside zxbcdt is 2*d_inner + 2*G*N + H, e.g. 1612, not a multiple of 8)
+            xBC = _eager(k.conv, xBC.contiguous().transpose(1, 2), self.conv1d.weight.squeeze(1),
+                         self.conv1d.bias, activation="silu").transpose(1, 2)  # (B, T, conv_dim)
+        else:
+            xBC_t = xBC.transpose(1, 2)  # (B, conv_dim, T)
+            if state is not None:
+                xBC_t = torch.cat([state[0].to(xBC_t.dtype), xBC_t], dim=-1)  # carried left context
+            else:
+                xBC_t = F.pad(xBC_t, (self.d_conv - 1, 0))
+            if return_state:
+                new_conv_state = xBC_t[..., xBC_t.shape[-1] - (self.d_conv - 1):]  # (B, conv_dim, W-1)
+            xBC = causal_conv_silu_reference(xBC_t, self.conv1d.weight, self.conv1d.bias).transpose(1, 2)
         x, Bm, Cm = torch.split(xBC, [self.d_inner, self.ngroups * self.d_state, self.ngroups * self.d_state],
                                 dim=-1)
         x = x.reshape(bsz, T, self.nheads, self.headdim)  # (B, T, H, P)
         Bm = Bm.reshape(bsz, T, self.ngroups, self.d_state)  # (B, T, G, N)
         Cm = Cm.reshape(bsz, T, self.ngroups, self.d_state)
-        A = -torch.exp(self.A_log.float())  # (H,)
         init = state[1] if state is not None else None
-        if self.backend == "triton":
-            if not u.is_cuda:
-                raise GolfError("this model was built with the Triton SSM path but got a CPU tensor; "
-                                "rebuild it with model.ssm_backend=reference to run on CPU")
-            out = self._ssd_fn(x, dt, A, Bm, Cm, self.chunk_size, D=self.D.float(), dt_bias=self.dt_bias.float(),
-                               dt_softplus=True, initial_states=init, return_final_states=return_state)
-            y, final = (out if return_state else (out, None))
+        if k.scan is not None:
+            out = _eager(k.scan, x, dt, A, Bm, Cm, self.chunk_size, D=_hi(self.D), dt_bias=_hi(self.dt_bias),
+                         dt_softplus=True, initial_states=None if init is None else _hi(init),
+                         return_final_states=return_state)
+            y, final = out if return_state else (out, None)  # y: (B, T, H, P) in x's dtype
         else:
-            ct = torch.promote_types(x.dtype, torch.float32)  # fp32 scan for bf16 inputs, fp64 stays fp64
+            ct = torch.promote_types(x.dtype, torch.float32)  # fp32 scan for bf16 inputs; fp64 stays fp64
             dt_s = F.softplus(dt.to(ct) + self.dt_bias.to(ct))  # (B, T, H)
             y, final = ssd_reference(x.to(ct), dt_s, A.to(ct), Bm.to(ct), Cm.to(ct), self.chunk_size,
                                      None if init is None else init.to(ct))
+            # like the Triton kernel: D skip in fp32, result stored in the activations' dtype
             y = (y + x.to(ct) * self.D.to(ct)[:, None]).to(x.dtype)
-        y = y.reshape(bsz, T, self.d_inner)
-        # gated RMSNorm: normalize y * silu(z) (Mamba-2's norm_before_gate=False), learned gain
-        y = y * F.silu(z)
-        y = F.rms_norm(y.to(torch.promote_types(y.dtype, torch.float32)), (self.d_inner,)).to(y.dtype) \
-            * self.norm_weight.to(y.dtype)
-        out = self.out_proj(y)  # (B, T, d_model)
-        if return_state:
-            return out, (new_conv_state, final)
-        return out
+        new_state = (new_conv_state, final) if return_state else None
+        return y.reshape(bsz, T, self.d_inner), z, new_state
