@@ -1,0 +1,260 @@
+"""GPU parity and speed of the model's kernel paths (run on the H200; not part of CI).
+
+1. Parity: the Mamba-2 mixer of the seed config with each available fast path ("triton", "fused") against
+   the pure-PyTorch reference on the same weights and inputs, fp32 and bf16 autocast: relative L2 error of
+   the output, the input gradient and every parameter gradient; plus carried state vs one pass.
+2. Speed, forward+backward under bf16 autocast: one M block per SSM path and one A block (attention + MLP)
+   at 32 x 2048 tokens; the whole seed model (and the attention baseline) for one optimizer step of
+   --step-tokens tokens (micro-batches of --micro-tokens, as training accumulates) at seq 1024/2048/8192.
+
+    python bench/parity_gpu.py                       # everything, eager
+    python bench/parity_gpu.py --compile             # whole-model timings also with torch.compile
+    python bench/parity_gpu.py --skip-model          # parity + single blocks only (a minute or so)
+
+Prints a table per part; writes $OUT/parity_gpu.json when OUT is set. Every case is caught and reported on
+its own, so one failing kernel does not hide the others.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib.metadata
+import json
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from golf.config import load_params
+from golf.errors import GolfError
+from golf.model import build_model, count_params
+from golf.ssm import Mamba2Mixer, resolve_ssm_backend
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.float() - b.float()).norm() / b.float().norm().clamp_min(1e-30))
+
+
+def case(results: dict, key: str, fn) -> None:
+    """Run one case; record its result or its error under `key` and keep going."""
+    try:
+        results[key] = fn()
+    except Exception as e:  # a bench reports every failure and carries on
+        results[key] = {"error": repr(e)}
+        print(f"  {key}: FAILED {e!r}", flush=True)
+        traceback.print_exc(limit=3)
+    finally:
+        torch.cuda.empty_cache()
+
+
+def timed(step, iters: int, warmup: int) -> float:
+    """Seconds per call of step() (CUDA-synchronized), after warm-up calls (JIT, autotune, compile)."""
+    for _ in range(warmup):
+        step()
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(iters):
+        step()
+    torch.cuda.synchronize()
+    return (time.perf_counter() - t0) / iters
+
+
+# --------------------------------------------------------------------------------------------------
+# 1. parity
+# --------------------------------------------------------------------------------------------------
+
+
+def mixer_parity(mc, path: str, dtype: torch.dtype, batch: int, seqlen: int) -> dict:
+    dev = torch.device("cuda")
+    kernels = resolve_ssm_backend(path, dev)
+    torch.manual_seed(0)
+    args = (mc.d_model, mc.d_state, mc.d_conv, mc.expand, mc.headdim, mc.ngroups, mc.chunk_size)
+    ref = Mamba2Mixer(*args).to(dev)
+    torch.nn.init.normal_(ref.out_proj.weight, std=mc.d_model ** -0.5)  # zero at init: make it count
+    fast = Mamba2Mixer(*args, kernels=kernels).to(dev)
+    fast.load_state_dict(ref.state_dict())
+    u = torch.randn(batch, seqlen, mc.d_model, device=dev)
+    outs = {}
+    for name, m in (("ref", ref), ("fast", fast)):
+        x = u.clone().requires_grad_(True)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+            y = m(x)
+        y.float().square().mean().backward()
+        outs[name] = (y.detach(), x.grad.detach(), {k: p.grad.detach().clone() for k, p in m.named_parameters()})
+    r = {"path": kernels.label, "out": rel(outs["fast"][0], outs["ref"][0]),
+         "d_input": rel(outs["fast"][1], outs["ref"][1])}
+    r.update({f"d_{k}": rel(outs["fast"][2][k], outs["ref"][2][k]) for k in outs["ref"][2]})
+    with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+        full = fast(u)
+        half = seqlen // 2 + 3  # not a chunk boundary
+        a, st = fast(u[:, :half], return_state=True)
+        b = fast(u[:, half:], state=st)
+        ref_full = ref(u)
+    r["stateful_vs_one_pass"] = rel(torch.cat([a, b], 1), full)
+    r["stateful_vs_reference"] = rel(torch.cat([a, b], 1), ref_full)
+    return r
+
+
+def parity(results: dict, mc, paths: list[str]) -> None:
+    print("\n== mixer parity: fast vs reference (relative L2 error) ==", flush=True)
+    for path in paths:
+        for dtype in (torch.float32, torch.bfloat16):
+            key = f"parity/{path}/{str(dtype).split('.')[-1]}"
+            case(results, key, lambda path=path, dtype=dtype: mixer_parity(mc, path, dtype, 4, 1000))
+            r = results[key]
+            if "error" not in r:
+                worst = max((k for k in r if k.startswith("d_")), key=lambda k: r[k])
+                print(f"  {key:<28} {r['path']:<22} out {r['out']:.1e}  d_input {r['d_input']:.1e}  "
+                      f"worst grad {worst} {r[worst]:.1e}  stateful {r['stateful_vs_one_pass']:.1e}", flush=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# 2. speed
+# --------------------------------------------------------------------------------------------------
+
+
+def block_time(mc, kind: str, backend: str, batch: int, seqlen: int, iters: int) -> dict:
+    dev = torch.device("cuda")
+    cfg = dataclasses.replace(mc, layer_pattern=kind, ssm_backend=backend if kind == "M" else "auto",
+                              bigram_buckets=0, bigram_dim=0, unet_skips=False)
+    model = build_model(cfg, dev)
+    blk = model.blocks[0]
+    x = torch.randn(batch, seqlen, mc.d_model, device=dev, requires_grad=True)
+
+    def step():
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            y = blk(x, x)
+        y.float().sum().backward()
+
+    torch.cuda.reset_peak_memory_stats()
+    dt = timed(step, iters, 3)
+    return {"path": model.kernel_paths["ssm" if kind == "M" else "attn"], "ms": dt * 1e3,
+            "tok_per_s": batch * seqlen / dt, "peak_mem_mb": torch.cuda.max_memory_allocated() / 2**20}
+
+
+def blocks(results: dict, mc, ssm_paths: list[str], iters: int) -> None:
+    print("\n== one block, forward+backward, bf16 autocast, 32 x 2048 tokens ==", flush=True)
+    for kind, backend in [("M", p) for p in ssm_paths] + [("A", "auto")]:
+        key = f"block/{kind}/{backend}"
+        case(results, key, lambda kind=kind, backend=backend: block_time(mc, kind, backend, 32, 2048, iters))
+        r = results[key]
+        if "error" not in r:
+            print(f"  {key:<20} {r['path']:<22} {r['ms']:8.2f} ms  {r['tok_per_s'] / 1e6:7.2f} Mtok/s  "
+                  f"peak {r['peak_mem_mb']:8.0f} MB", flush=True)
+
+
+def model_time(mc, seqlen: int, step_tokens: int, micro_tokens: int, compiled: bool, iters: int) -> dict:
+    dev = torch.device("cuda")
+    torch.manual_seed(0)
+    model = build_model(mc, dev)
+    net = torch.compile(model) if compiled else model
+    micro = max(1, micro_tokens // seqlen)  # sequences per forward
+    accum = max(1, step_tokens // (micro * seqlen))
+    x = torch.randint(0, mc.vocab_size, (micro, seqlen), device=dev)
+
+    def step():
+        for _ in range(accum):
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                logits = net(x)
+            F.cross_entropy(logits.reshape(-1, logits.shape[-1]), x.reshape(-1)).backward()
+        model.zero_grad(set_to_none=True)
+
+    torch.cuda.reset_peak_memory_stats()
+    t0 = time.perf_counter()
+    step()  # first step: compile / autotune, reported separately
+    torch.cuda.synchronize()
+    first_s = time.perf_counter() - t0
+    dt = timed(step, iters, 1)
+    tokens = accum * micro * seqlen
+    return {"params": count_params(model), "kernel_paths": model.kernel_paths, "compiled": compiled,
+            "seq": seqlen, "micro_seqs": micro, "accum": accum, "step_tokens": tokens, "step_s": dt,
+            "tok_per_s": tokens / dt, "first_step_s": first_s, "peak_mem_mb": torch.cuda.max_memory_allocated() / 2**20}
+
+
+def whole_models(results: dict, configs: dict, seqs: list[int], step_tokens: int, micro_tokens: int,
+                 compile_modes: list[bool], iters: int) -> None:
+    print(f"\n== whole model, one optimizer step of {step_tokens} tokens (micro-batches of {micro_tokens}), "
+          "bf16 autocast ==", flush=True)
+    for name, mc in configs.items():
+        for compiled in compile_modes:
+            for seq in seqs:
+                key = f"model/{name}/{'compiled' if compiled else 'eager'}/seq{seq}"
+                case(results, key, lambda mc=mc, seq=seq, compiled=compiled:
+                     model_time(mc, seq, step_tokens, micro_tokens, compiled, iters))
+                r = results[key]
+                if "error" not in r:
+                    print(f"  {key:<36} {r['params']:>11,} params  {r['step_s'] * 1e3:8.1f} ms/step  "
+                          f"{r['tok_per_s'] / 1e6:6.3f} Mtok/s  first step {r['first_step_s']:6.1f} s  "
+                          f"peak {r['peak_mem_mb']:8.0f} MB  {r['kernel_paths']}", flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--config", default=str(REPO / "configs" / "hybrid_seed.yaml"))
+    ap.add_argument("--baseline", default=str(REPO / "configs" / "baseline_attn.yaml"),
+                    help="also time this config's whole model ('' = skip)")
+    ap.add_argument("--paths", default="reference,triton,fused", help="SSM paths for parity and block timing")
+    ap.add_argument("--seqs", default="1024,2048,8192")
+    ap.add_argument("--step-tokens", type=int, default=524288)
+    ap.add_argument("--micro-tokens", type=int, default=131072)
+    ap.add_argument("--iters", type=int, default=5)
+    ap.add_argument("--model-paths", default="auto", help="ssm_backend values for the whole-model timings")
+    ap.add_argument("--compile", action="store_true", help="whole-model timings with torch.compile too")
+    ap.add_argument("--skip-parity", action="store_true")
+    ap.add_argument("--skip-blocks", action="store_true")
+    ap.add_argument("--skip-model", action="store_true")
+    args = ap.parse_args()
+    if not torch.cuda.is_available():
+        sys.exit("parity_gpu.py needs a CUDA device")
+    torch.backends.cuda.matmul.allow_tf32 = True  # as in training
+    torch.backends.cudnn.allow_tf32 = True
+
+    mc = load_params(args.config).model
+    paths = [p for p in args.paths.split(",") if p]
+    available = []
+    for p in paths:
+        if p != "reference":
+            try:
+                resolve_ssm_backend(p, "cuda")
+            except GolfError as e:
+                print(f"SSM path {p!r} not available: {e}", flush=True)
+                continue
+        available.append(p)
+    results: dict = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__, "config": args.config,
+                     "available_ssm_paths": available, "args": vars(args)}
+    for dist in ("triton", "mamba-ssm", "causal-conv1d", "flash-attn", "flash-attn-3"):
+        try:  # metadata, not import: mamba-ssm's package __init__ may not import (see golf/ssm.py)
+            results[f"version/{dist}"] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            results[f"version/{dist}"] = None
+    print(json.dumps({k: v for k, v in results.items() if k != "args"}, indent=1), flush=True)
+
+    if not args.skip_parity:
+        parity(results, mc, [p for p in available if p != "reference"])
+    if not args.skip_blocks:
+        blocks(results, mc, available, args.iters * 4)
+    if not args.skip_model:
+        configs = {f"{Path(args.config).stem}[{b}]": dataclasses.replace(mc, ssm_backend=b)
+                   for b in args.model_paths.split(",") if b}
+        if args.baseline:
+            configs[Path(args.baseline).stem] = load_params(args.baseline).model
+        whole_models(results, configs, [int(s) for s in args.seqs.split(",")], args.step_tokens,
+                     args.micro_tokens, [False, True] if args.compile else [False], args.iters)
+
+    if os.environ.get("OUT"):
+        out = Path(os.environ["OUT"], "parity_gpu.json")
+        out.write_text(json.dumps(results, indent=2, default=str))
+        print(f"\nwrote {out}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
