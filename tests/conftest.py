@@ -68,3 +68,17 @@ def in_tiny(tiny_env, monkeypatch):
     root, params, overrides = tiny_env
     monkeypatch.chdir(root)
     return root, params, overrides
+
+
+def tiny_run_params(root: Path, overrides: list[str], name: str):
+    """Tiny params whose runs go to root/<name>/ (one folder per training variant in a test)."""
+    return load_params(REPO / "params.yaml", overrides + [f"runs_dir={root / name}"])
+
+
+def train_tiny(root: Path, overrides: list[str], seed: int, name: str, **kw):
+    """Train one seed of the tiny config in-process; returns (metrics, run_dir)."""
+    from golf.train import train
+
+    p = tiny_run_params(root, overrides, name)
+    rd = p.run_dir(seed)
+    return train(p, seed, rd / "train", rd / "ckpt", rd / "plots" / "train_curve.tsv", **kw), rd

@@ -11,20 +11,13 @@ import torch
 from safetensors.torch import load_file
 
 import golf.train
-from golf.config import ConfigError, TrainConfig, load_params
+from golf.config import ConfigError, TrainConfig
 from golf.errors import TrainingError
-from golf.train import CKPT_NAME, batch_layout, budget_progress, ema_decay_at, lr_scale, train
-from tests.conftest import REPO
+from golf.train import CKPT_NAME, batch_layout, budget_progress, ema_decay_at, lr_scale
+from tests.conftest import tiny_run_params, train_tiny
 
 
-def _params(root, overrides, name):
-    return load_params(REPO / "params.yaml", overrides + [f"runs_dir={root / name}"])
-
-
-def _train(root, overrides, seed, name, **kw):
-    p = _params(root, overrides, name)
-    rd = p.run_dir(seed)
-    return train(p, seed, rd / "train", rd / "ckpt", rd / "plots" / "train_curve.tsv", **kw), rd
+_params, _train = tiny_run_params, train_tiny
 
 
 def _weights(rd):
