@@ -52,8 +52,9 @@ class DataConfig:
     max_docs: int = _spec(0, lo=0, doc="cap on documents read per split (0 = all)")
     tokenizer_model: str = _spec("", doc="an existing SentencePiece model; empty = train one")
     vocab_size: int = _spec(1024, lo=260, hi=65535, doc="tokenizer vocabulary (uint16 shards)")
-    tokenizer_normalization: str = _spec("nmt_nfkc", choices=("nmt_nfkc", "identity"),
-                                         doc="nmt_nfkc = the challenge's recipe; identity = byte-lossless")
+    tokenizer_normalization: str = _spec("identity", choices=("identity", "nmt_nfkc"),
+                                         doc="identity = byte-lossless (BPB counts the original bytes); "
+                                             "nmt_nfkc = the challenge's recipe (NFKC, newlines to spaces)")
     tokenizer_train_bytes: int = _spec(40_000_000, lo=1, doc="text used to train the tokenizer")
     shard_tokens: int = _spec(100_000_000, lo=1024, doc="tokens per output shard")
     num_workers: int = _spec(0, lo=0, doc="tokenizer processes (0 = all cores)")

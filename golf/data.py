@@ -76,21 +76,42 @@ def write_shard(path: str | Path, tokens: np.ndarray) -> None:
             f.write(tokens.astype("<u2").tobytes())
 
 
+def glob_shards(folder: str | Path, split: str) -> list[Path]:
+    """Sorted `fineweb_{split}_*.bin` files of a folder (no manifest lookup); DataError if none."""
+    if split not in ("train", "val"):
+        raise DataError(f"split must be 'train' or 'val', got {split!r}")
+    folder = Path(folder)
+    shards = sorted(folder.glob(f"fineweb_{split}_*.bin"))
+    if not shards:
+        raise DataError(f"no {split} shards (fineweb_{split}_*.bin) in {str(folder)!r}")
+    return shards
+
+
 def list_shards(data_dir: str | Path, split: str) -> list[Path]:
-    """Sorted shards of one split in a prepared data folder (or the folder its manifest points at)."""
+    """Shards of one split of a prepared data folder, in stream order.
+
+    The manifest is the source of truth: it lists each split's files and, for adopted shards (source
+    fineweb/shards), the folder they live in. A listed file that is missing is an error, never skipped.
+    Without a manifest (a bare folder of shards) the folder is globbed.
+    """
     if split not in ("train", "val"):
         raise DataError(f"split must be 'train' or 'val', got {split!r}")
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise DataError(f"data folder {str(data_dir)!r} not found (run `python cli.py prepare` first)")
-    shard_dir = data_dir
-    manifest = data_dir / "manifest.json"
-    if manifest.is_file():
-        shard_dir = Path(load_manifest(data_dir).get("shards_dir") or data_dir)
-    shards = sorted(shard_dir.glob(f"fineweb_{split}_*.bin"))
-    if not shards:
-        raise DataError(f"no {split} shards (fineweb_{split}_*.bin) in {str(shard_dir)!r}")
-    return shards
+    if not (data_dir / "manifest.json").is_file():
+        return glob_shards(data_dir, split)
+    manifest = load_manifest(data_dir)
+    shard_dir = Path(manifest.get("shards_dir") or data_dir)
+    files = (manifest.get("splits") or {}).get(split, {}).get("files")
+    if not files:
+        return glob_shards(shard_dir, split)
+    paths = [shard_dir / name for name in files]
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise DataError(f"{len(missing)} {split} shard(s) listed in {str(data_dir / 'manifest.json')!r} are "
+                        f"missing, e.g. {missing[0]!r} (rerun `python cli.py prepare`)")
+    return paths
 
 
 def load_manifest(data_dir: str | Path) -> dict:
@@ -129,25 +150,51 @@ class TokenLoader:
     concatenated stream (every rank draws the same starts and takes its own slice, so ranks never overlap
     within a step). The generator state is the whole loader state: `state_dict()` after step k and
     `load_state_dict()` reproduce the exact batches that follow.
+
+    Shards are memory-mapped, not loaded: 80 official train shards are 16 GB as uint16 (64 GB as int64),
+    so only the windows of each batch are read and widened to int64.
     """
 
     def __init__(self, paths: Sequence[str | Path], seq_len: int, batch_seqs: int, rank: int = 0,
                  world_size: int = 1, seed: int = 0):
-        self.tokens = load_tokens(paths)  # (N,)
-        if self.tokens.numel() < seq_len + 1:
-            raise DataError(f"train shards hold {self.tokens.numel()} tokens, fewer than seq_len + 1 = "
-                            f"{seq_len + 1}")
+        if not paths:
+            raise DataError("no train shards given to the token loader")
+        if not 0 <= rank < world_size:
+            raise DataError(f"rank {rank} is outside world_size {world_size}")
+        self._maps: list[np.ndarray] = []
+        for p in paths:
+            n = read_shard_header(p)
+            if n:
+                self._maps.append(np.memmap(p, dtype="<u2", mode="r", offset=HEADER_BYTES, shape=(n,)))
+        self._ends = np.cumsum([m.size for m in self._maps]) if self._maps else np.zeros(1, np.int64)
+        self.num_tokens = int(self._ends[-1])
+        if self.num_tokens < seq_len + 1:
+            raise DataError(f"train shards {[str(p) for p in paths][:3]} hold {self.num_tokens} tokens, fewer "
+                            f"than seq_len + 1 = {seq_len + 1}")
         self.seq_len, self.batch_seqs = seq_len, batch_seqs
         self.rank, self.world_size = rank, world_size
         self.gen = torch.Generator().manual_seed(seed)
         self.batches_drawn = 0
 
+    def _window(self, start: int, length: int) -> np.ndarray:
+        """Tokens [start, start + length) of the concatenated stream; may span shard boundaries."""
+        i = int(np.searchsorted(self._ends, start, side="right"))
+        pieces, need = [], length
+        while need:
+            first = int(self._ends[i - 1]) if i else 0
+            local = start + (length - need) - first
+            piece = self._maps[i][local:local + need]
+            pieces.append(piece)
+            need -= piece.size
+            i += 1
+        return np.concatenate(pieces) if len(pieces) > 1 else pieces[0]
+
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        n_windows = self.tokens.numel() - self.seq_len - 1
+        n_windows = self.num_tokens - self.seq_len - 1
         starts = torch.randint(0, n_windows + 1, (self.batch_seqs * self.world_size,), generator=self.gen)
-        mine = starts[self.rank * self.batch_seqs:(self.rank + 1) * self.batch_seqs]
-        idx = mine[:, None] + torch.arange(self.seq_len + 1)[None, :]  # (B, T+1)
-        chunk = self.tokens[idx]
+        mine = starts[self.rank * self.batch_seqs:(self.rank + 1) * self.batch_seqs].tolist()
+        chunk = np.stack([self._window(s, self.seq_len + 1) for s in mine]).astype(np.int64)  # (B, T+1)
+        chunk = torch.from_numpy(chunk)
         self.batches_drawn += 1
         return chunk[:, :-1].contiguous(), chunk[:, 1:].contiguous()  # (B, T), (B, T)
 
@@ -201,7 +248,9 @@ def build_byte_tables(tokenizer, vocab_size: int) -> ByteTables:
         if piece.startswith("\u2581"):
             space[i] = True
             piece = piece[1:]
-        base[i] = len(piece.encode("utf-8"))
+        # SentencePiece decodes every "▁" as one space. The challenge's recipe never yields a piece with an
+        # inner "▁" (whitespace splits pieces), so this equals its table; it only guards other models.
+        base[i] = len(piece.replace("\u2581", " ").encode("utf-8"))
     return ByteTables(base, space, boundary)
 
 
