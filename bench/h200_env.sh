@@ -6,6 +6,11 @@
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 PYTHONUNBUFFERED=1
 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .carry/whl/*.whl || return 1
 export PYTHONPATH=/tmp/site:${PYTHONPATH:-}
+# causal-conv1d (25.9 MB) does not fit in one call's 64 MiB beside the corpus: an earlier call on the same warm
+# machine installs it into the ignored .gpu_site/ (kept between calls while the machine stays warm)
+if [ -d .carry_conv ]; then python3 -m pip install -q --no-index --no-deps --no-compile --target .gpu_site .carry_conv/*.whl; fi
+if [ -d .gpu_site ]; then export PYTHONPATH=$PWD/.gpu_site:$PYTHONPATH; fi
+python3 -c "import importlib.util as u; print('causal_conv1d:', bool(u.find_spec('causal_conv1d')))"
 GOLF_DATA_SETS=(
   "data.name=sp1024"
   "data.train_globs=[.carry/corpus/train_000.jsonl.xz,.carry/corpus/train_001.jsonl.xz,.carry/corpus/train_002.jsonl.xz,.carry/corpus/train_003.jsonl.xz]"

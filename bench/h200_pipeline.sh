@@ -17,7 +17,8 @@ if [ -n "${OUT:-}" ]; then
   mkdir -p "$OUT/m"
   cp runs/$SEED/metrics/*.json "$OUT/m/" 2>/dev/null
   cp runs/$SEED/plots/train_curve.tsv "$OUT/m/" 2>/dev/null
-  cp runs/$SEED/artifact/model.golf.xz "$OUT/" 2>/dev/null
+  cp -r runs/$SEED/artifact "$OUT/artifact" 2>/dev/null
+  mkdir -p "$OUT/data" && cp data/sp1024/manifest.json data/sp1024/tokenizer.model data/sp1024/fineweb_val_*.bin "$OUT/data/" 2>/dev/null
   cp reports/report.md "$OUT/m/" 2>/dev/null
 fi
 exit $rc
