@@ -16,22 +16,21 @@ import dataclasses
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from golf.config import TTTConfig  # noqa: E402
-from golf.evaluate import eval_bpb, eval_stateful, load_eval_inputs  # noqa: E402
-from golf.ttt import ttt_eval  # noqa: E402
+from golf.config import TTTConfig
+from golf.evaluate import eval_bpb, eval_stateful, load_eval_inputs
+from golf.ttt import ttt_eval
 
 # (seq_len, stride, batch_seqs)
 SLIDING = [(2048, 2048, 64), (2048, 64, 64), (2048, 128, 64), (2048, 256, 64), (1024, 64, 64)]
 STATEFUL = [(2048, 64), (1024, 64)]  # (seq_len, segments)
-TTT = [dict(), dict(lr=0.005), dict(lr=0.01), dict(stride=256), dict(lr=0.005, stride=256),
-       dict(params="norms", lr=0.01)]
+TTT = [{}, {"lr": 0.005}, {"lr": 0.01}, {"stride": 256}, {"lr": 0.005, "stride": 256},
+       {"params": "norms", "lr": 0.01}]
 
 
 def main() -> None:
@@ -39,7 +38,8 @@ def main() -> None:
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     max_tokens = int(os.environ.get("MAX_TOKENS", "0"))  # 0 = the whole val set; a cap for a CPU dry run
     model, val, tables = load_eval_inputs(artifact, data, dev, max_tokens, 2048)
-    out: dict = {"artifact": artifact, "val_tokens": int(val.numel()), "device": torch.cuda.get_device_name() if dev.type == "cuda" else "cpu",
+    device_name = torch.cuda.get_device_name() if dev.type == "cuda" else "cpu"
+    out: dict = {"artifact": artifact, "val_tokens": int(val.numel()), "device": device_name,
                  "torch": torch.__version__, "kernel_paths": model.kernel_paths, "results": []}
     eval_bpb(model, val[:64 * 2048 + 1], tables, 2048, 64)  # warm-up, not recorded
 
