@@ -55,12 +55,27 @@ def _guarded(fn: Callable[[], Any]) -> Any:
         raise typer.Exit(code=130) from None
 
 
+def _distributed(p, command: str, seed: int, params: Path, set_: Optional[List[str]]) -> None:
+    """Hand this command to torchrun when params.launch asks for more than one process; the launcher's exit
+    code becomes ours. Inside a torchrun worker (or with one process) this returns and the stage runs here."""
+    from golf.launch import relaunch_under_torchrun
+
+    args = [command, "--seed", str(seed), "--params", str(params)]
+    for s in set_ or []:
+        args += ["--set", s]
+    rc = relaunch_under_torchrun(p.launch, Path(__file__).resolve(), args)
+    if rc is not None:
+        raise typer.Exit(code=rc)
+
+
 def _stage(name: str):
     return importlib.import_module(f"stages.{name}")
 
 
 def _print_metrics(title: str, metrics: dict | None) -> None:
-    if not metrics:
+    import os
+
+    if not metrics or os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 reports
         return
     from rich.table import Table
 
@@ -83,6 +98,7 @@ def prepare(params: Path = ParamsOpt, set_: Optional[List[str]] = SetOpt) -> Non
 def train(seed: int = SeedOpt, params: Path = ParamsOpt, set_: Optional[List[str]] = SetOpt) -> None:
     """Train the model for one seed (resumes from the last checkpoint if interrupted)."""
     p = _guarded(lambda: _load(params, set_))
+    _distributed(p, "train", seed, params, set_)
     _print_metrics(f"train seed {seed}", _guarded(lambda: _stage("train").run(p, seed)))
 
 
@@ -90,6 +106,7 @@ def train(seed: int = SeedOpt, params: Path = ParamsOpt, set_: Optional[List[str
 def hessian(seed: int = SeedOpt, params: Path = ParamsOpt, set_: Optional[List[str]] = SetOpt) -> None:
     """Accumulate H = XᵀX for every linear layer over calibration tokens (never validation data)."""
     p = _guarded(lambda: _load(params, set_))
+    _distributed(p, "hessian", seed, params, set_)
     _print_metrics(f"hessian seed {seed}", _guarded(lambda: _stage("hessian").run(p, seed)))
 
 
@@ -118,6 +135,7 @@ def inspect(artifact: Path = typer.Argument(..., help="An artifact folder or its
 def eval_sliding(seed: int = SeedOpt, params: Path = ParamsOpt, set_: Optional[List[str]] = SetOpt) -> None:
     """Sliding-window BPB of the packaged artifact on the validation shards."""
     p = _guarded(lambda: _load(params, set_))
+    _distributed(p, "eval-sliding", seed, params, set_)
     _print_metrics(f"eval_sliding seed {seed}", _guarded(lambda: _stage("eval_sliding").run(p, seed)))
 
 
@@ -125,6 +143,7 @@ def eval_sliding(seed: int = SeedOpt, params: Path = ParamsOpt, set_: Optional[L
 def eval_ttt(seed: int = SeedOpt, params: Path = ParamsOpt, set_: Optional[List[str]] = SetOpt) -> None:
     """Legal score-first test-time training BPB of the packaged artifact."""
     p = _guarded(lambda: _load(params, set_))
+    _distributed(p, "eval-ttt", seed, params, set_)
     _print_metrics(f"eval_ttt seed {seed}", _guarded(lambda: _stage("eval_ttt").run(p, seed)))
 
 

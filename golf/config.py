@@ -196,6 +196,22 @@ class ReportConfig:
 
 
 @dataclass
+class LaunchConfig:
+    """How many processes run the distributed stages (train, hessian, eval_sliding, eval_ttt).
+
+    With more than one process in total, `python cli.py <stage>` relaunches itself under PyTorch's torchrun
+    (golf/launch.py), so the same command, and the same DVC stage, runs on one GPU or on several."""
+    nproc_per_node: int = _spec(1, lo=1, doc="processes per node, one per GPU (1 = a plain single process)")
+    nnodes: int = _spec(1, lo=1, doc="nodes; above 1 every node runs the same command and meets at rdzv_endpoint")
+    rdzv_endpoint: str = _spec("", doc="host:port of the c10d rendezvous; needed when nnodes > 1")
+    rdzv_id: str = _spec("golf", doc="rendezvous id shared by the nodes of one launch")
+
+    @property
+    def world_size(self) -> int:
+        return self.nproc_per_node * self.nnodes
+
+
+@dataclass
 class Params:
     seeds: list = _spec([1337, 42, 2024])
     runs_dir: str = _spec("runs")
@@ -208,6 +224,7 @@ class Params:
     eval: EvalConfig = field(default_factory=EvalConfig)
     ttt: TTTConfig = field(default_factory=TTTConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
+    launch: LaunchConfig = field(default_factory=LaunchConfig)
 
     def data_dir(self) -> Path:
         return Path("data") / self.data.name
@@ -323,6 +340,11 @@ def _cross_checks(p: Params, source: str) -> None:
         raise ConfigError(f"'seeds' in {source}: expected a non-empty list of integers, got {p.seeds!r}")
     if len(set(p.seeds)) != len(p.seeds):
         raise ConfigError(f"'seeds' in {source}: seeds must be distinct, got {p.seeds!r}")
+    if p.launch.nnodes > 1 and not p.launch.rdzv_endpoint:
+        raise ConfigError(f"'launch.rdzv_endpoint' in {source}: launch.nnodes is {p.launch.nnodes}, so the nodes "
+                          "need a rendezvous address (host:port reachable from every node)")
+    if p.launch.rdzv_endpoint and ":" not in p.launch.rdzv_endpoint:
+        raise ConfigError(f"'launch.rdzv_endpoint' in {source}: expected host:port, got {p.launch.rdzv_endpoint!r}")
     if p.eval.stride > p.eval.seq_len:
         raise ConfigError(f"'eval.stride' in {source}: must be <= eval.seq_len ({p.eval.seq_len}), "
                           f"got {p.eval.stride}")

@@ -460,6 +460,11 @@ def _train(params, seed, out_dir, ckpt_dir, curve_path, progress_cb, stop_after_
         save_model(model, mcfg, out_dir)
         _write_curve(curve_path, state.curve)
     if dinfo.world_size > 1 and dist.is_initialized():
+        # Leave together: every rank waits until rank 0 has written, and the DDP wrapper (its reducer holds
+        # the process group) goes before the group does. Without both, a gloo rank could hang at exit once
+        # its peer was gone (seen about one run in three on CPU).
+        dist.barrier()
+        del net
         dist.destroy_process_group()
     return metrics
 

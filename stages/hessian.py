@@ -8,6 +8,7 @@ Under torchrun every rank calibrates on its own share; rank 0 writes the all-red
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
 
 from golf.config import Params
 from golf.hessian import calibrate, save_hessians
@@ -21,6 +22,8 @@ def run(params: Params, seed: int) -> dict:
     kind = "cuda" if torch.cuda.is_available() and params.train.device != "cpu" else "cpu"
     dist_info = init_distributed(kind)
     device = resolve_device(params.train.device, dist_info.local_rank)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)  # NCCL all-reduces run on this rank's GPU
     model = load_model(run_dir / "train", device)
     autocast = torch.bfloat16 if params.train.dtype == "bf16" else None  # as the model was trained and is scored
     hess, info = calibrate(model, params.data_dir(), params.calib, device, autocast)
@@ -29,4 +32,7 @@ def run(params: Params, seed: int) -> dict:
         save_hessians(out_dir / "hessians.safetensors", hess, info["tokens"], info["samples"], info["source"])
         write_provenance(out_dir, "hessian", params.calib, {"seed": seed, "device": str(device), **info})
         write_metrics(run_dir / "metrics", info, "hessian.json")
+    if dist_info.world_size > 1 and dist.is_initialized():  # leave together, after rank 0 has written
+        dist.barrier()
+        dist.destroy_process_group()
     return info

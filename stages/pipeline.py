@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import importlib
-import os
 import importlib.util
+import os
 import subprocess
 import sys
 import time
@@ -14,8 +14,20 @@ from rich.console import Console
 
 from golf.config import Params
 from golf.errors import GolfError
+from golf.launch import DISTRIBUTED_STAGES
 
 PER_SEED_STAGES = ("train", "hessian", "quantize", "package", "eval_sliding", "eval_ttt")
+
+
+def _run_cli_stage(name: str, seed: int, params_path: Path, overrides: list[str]) -> None:
+    """One stage as `python cli.py <stage>` (which relaunches itself under torchrun per params.launch)."""
+    cmd = [sys.executable, str(Path(__file__).resolve().parents[1] / "cli.py"), name.replace("_", "-"),
+           "--seed", str(seed), "--params", str(params_path)]
+    for ov in overrides:
+        cmd += ["--set", ov]
+    proc = subprocess.run(cmd, check=False)
+    if proc.returncode != 0:
+        raise GolfError(f"stage {name} (seed {seed}) failed with exit code {proc.returncode} (output above)")
 
 
 def _dvc_usable() -> bool:
@@ -46,7 +58,10 @@ def run(params: Params, params_path: Path = Path("params.yaml"), overrides: list
         for seed in params.seeds:
             for name in PER_SEED_STAGES:
                 console.print(f"[bold]== {name} seed {seed}[/bold]")
-                importlib.import_module(f"stages.{name}").run(params, seed)
+                if params.launch.world_size > 1 and name in DISTRIBUTED_STAGES:
+                    _run_cli_stage(name, seed, params_path, overrides or [])  # torchrun, via the CLI
+                else:
+                    importlib.import_module(f"stages.{name}").run(params, seed)
         console.print("[bold]== report[/bold]")
         importlib.import_module("stages.report").run(params)
     report = Path("reports") / "report.md"

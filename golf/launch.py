@@ -1,0 +1,59 @@
+"""Run a stage on several processes: the CLI relaunches itself under torchrun when params ask for it.
+
+`python cli.py train --seed 1` with `launch.nproc_per_node: 4` in params.yaml becomes
+
+    python -m torch.distributed.run --standalone --nproc_per_node=4 cli.py train --seed 1
+
+(the same arguments, so --params/--set reach every rank). Each rank then finds torchrun's environment
+(RANK, WORLD_SIZE, LOCAL_RANK) and the stage initializes its process group from it (golf.train.init_distributed:
+NCCL on GPUs, gloo on CPU). With `launch.nnodes` > 1 every node runs the same command; torchrun's c10d
+rendezvous at `launch.rdzv_endpoint` assigns ranks. Because the launch comes from params, DVC stage commands
+stay `python cli.py <stage> --seed N` and a change of GPU count reruns the stages it affects.
+
+NCCL's NVLink multicast (NVLS) is turned off unless the caller set it: on the lent multi-GPU H200 machines it
+must stay off (the device tool's KINDS.md), and it brings nothing at this model size.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from golf.config import LaunchConfig
+
+DISTRIBUTED_STAGES = ("train", "hessian", "eval_sliding", "eval_ttt")
+MULTICAST_OFF = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"}
+
+
+def under_torchrun() -> bool:
+    """True inside a process that torchrun started (it always sets LOCAL_RANK and TORCHELASTIC_RUN_ID)."""
+    return "LOCAL_RANK" in os.environ or "TORCHELASTIC_RUN_ID" in os.environ
+
+
+def torchrun_command(cfg: LaunchConfig, script: str | Path, args: list[str]) -> list[str]:
+    """The torchrun command line that runs `script args` on cfg.world_size processes."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={cfg.nproc_per_node}"]
+    if cfg.nnodes == 1:
+        cmd.append("--standalone")  # a local rendezvous on a free port
+    else:
+        cmd += [f"--nnodes={cfg.nnodes}", "--rdzv_backend=c10d", f"--rdzv_endpoint={cfg.rdzv_endpoint}",
+                f"--rdzv_id={cfg.rdzv_id}"]
+    return [*cmd, str(script), *args]
+
+
+def launch_env() -> dict[str, str]:
+    """This process's environment with NVLink multicast off (where the caller did not decide otherwise)."""
+    env = dict(os.environ)
+    for key, value in MULTICAST_OFF.items():
+        env.setdefault(key, value)
+    return env
+
+
+def relaunch_under_torchrun(cfg: LaunchConfig, script: str | Path, args: list[str]) -> int | None:
+    """Run `script args` under torchrun and return its exit code, or None when this process should run the
+    stage itself (a single-process launch, or already a torchrun worker)."""
+    if cfg.world_size <= 1 or under_torchrun():
+        return None
+    return subprocess.run(torchrun_command(cfg, script, args), env=launch_env(), check=False).returncode
