@@ -1,0 +1,84 @@
+"""Where an attention block's time goes (issue 7: our eager A block measured 12.1 ms vs the anchor's 6.1 ms).
+
+One AttentionBlock (attention + MLP) of a config, forward+backward under bf16 autocast (as training runs it),
+profiled with torch.profiler: the top ops by device time, the dtypes and strides that reach SDPA, and which
+SDPA kernel ran (flash / efficient / cudnn / math shows in the op names).
+
+    python bench/profile_block.py [configs/hybrid_12.yaml] [batch] [seq]   # JSON to $OUT/profile_block.json
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.profiler import ProfilerActivity, profile
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from golf.config import load_params
+from golf.model import AttentionBlock
+
+
+def main() -> None:
+    cfg = load_params(sys.argv[1] if len(sys.argv) > 1 else "configs/hybrid_12.yaml").model
+    bsz = int(sys.argv[2]) if len(sys.argv) > 2 else 32
+    seq = int(sys.argv[3]) if len(sys.argv) > 3 else 2048
+    cuda = torch.cuda.is_available()
+    dev = torch.device("cuda" if cuda else "cpu")
+    block = AttentionBlock(cfg, "sdpa", None).to(dev)
+    x = torch.randn(bsz, seq, cfg.d_model, device=dev, requires_grad=True)  # fp32 residual stream
+    x0 = torch.randn(bsz, seq, cfg.d_model, device=dev)
+    seen: list[dict] = []
+    sdpa = F.scaled_dot_product_attention
+
+    def spy(q, k, v, *args, **kwargs):
+        if len(seen) < 1:
+            seen.append({"dtypes": [str(t.dtype) for t in (q, k, v)], "shapes": [list(t.shape) for t in (q, k, v)],
+                         "strides": [list(t.stride()) for t in (q, k, v)], "kwargs": sorted(kwargs)})
+        return sdpa(q, k, v, *args, **kwargs)
+
+    F.scaled_dot_product_attention = spy
+    ctx = torch.autocast(dev.type, dtype=torch.bfloat16)
+
+    def step():
+        with ctx:
+            y = block(x, x0)
+        y.float().square().mean().backward()
+
+    for _ in range(3):
+        step()
+    if cuda:
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(5):
+        step()
+    if cuda:
+        torch.cuda.synchronize()
+    ms = (time.perf_counter() - t0) / 5 * 1e3
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=acts) as prof:
+        for _ in range(3):
+            step()
+        if cuda:
+            torch.cuda.synchronize()
+    key = "device_time_total" if cuda else "cpu_time_total"
+    rows = []
+    for e in sorted(prof.key_averages(), key=lambda e: getattr(e, key, 0.0), reverse=True)[:30]:
+        rows.append({"op": e.key, "calls": e.count, "ms_per_step": getattr(e, key, 0.0) / 1e3 / 3})
+    out = {"device": torch.cuda.get_device_name() if cuda else "cpu", "torch": torch.__version__,
+           "batch": bsz, "seq": seq, "fwd_bwd_ms": ms, "sdpa_inputs": seen, "top_ops": rows}
+    print(json.dumps({k: v for k, v in out.items() if k != "top_ops"}, indent=1))
+    for r in rows:
+        print(f"{r['ms_per_step']:9.3f} ms  {r['calls'] // 3:5d}x  {r['op'][:90]}")
+    if os.environ.get("OUT"):
+        Path(os.environ["OUT"], "profile_block.json").write_text(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()
