@@ -103,3 +103,23 @@ def test_cli_stages_on_two_processes_match_one(tiny_env):
     assert prov["world_size"] == 1
     assert e1["tokens"] == e2["tokens"] and e1["bytes"] == e2["bytes"]
     assert abs(e1["val_bpb"] - e2["val_bpb"]) < 1e-6 and abs(e1["plain_val_bpb"] - e2["plain_val_bpb"]) < 1e-6
+
+
+def test_pipeline_hands_distributed_stages_to_the_cli(monkeypatch, tmp_path):
+    import stages.pipeline as pipeline
+    from golf.errors import GolfError
+
+    calls = []
+
+    class Done:
+        returncode = 0
+
+    monkeypatch.setattr(pipeline.subprocess, "run", lambda cmd, check: calls.append(cmd) or Done())
+    pipeline._run_cli_stage("eval_sliding", 3, tmp_path / "p.yaml", ["launch.nproc_per_node=2"])
+    cmd = calls[0]
+    assert cmd[0] == sys.executable and cmd[1].endswith("cli.py")
+    assert cmd[2:] == ["eval-sliding", "--seed", "3", "--params", str(tmp_path / "p.yaml"),
+                       "--set", "launch.nproc_per_node=2"]
+    Done.returncode = 1
+    with pytest.raises(GolfError, match="stage train \\(seed 3\\) failed with exit code 1"):
+        pipeline._run_cli_stage("train", 3, tmp_path / "p.yaml", [])
