@@ -115,8 +115,7 @@ def list_shards(data_dir: str | Path, split: str) -> list[Path]:
 
 
 def load_manifest(data_dir: str | Path) -> dict:
-    return read_json(Path(data_dir) / "manifest.json", "manifest", DataError,
-                     " (run `python cli.py prepare` first)")
+    return read_json(Path(data_dir) / "manifest.json", "manifest", DataError, " (run `python cli.py prepare`)")
 
 
 def tokenizer_path(data_dir: str | Path) -> Path:

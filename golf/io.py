@@ -85,11 +85,12 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
 
 def read_json(path: str | Path, what: str = "JSON file", error: type[Exception] = ValueError,
               hint: str = "") -> Any:
-    """Parse a JSON file; a missing or invalid file raises `error` naming the file (and `hint`, if given)."""
+    """Parse a JSON file; a missing, undecodable or invalid file raises `error` naming the file, followed by
+    `hint` (what to do about it) when given."""
     path = Path(path)
     if not path.is_file():
         raise error(f"{what} {str(path)!r} not found{hint}")
     try:
         return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise error(f"{what} {str(path)!r} is not valid JSON: {e}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise error(f"{what} {str(path)!r} is not valid JSON: {e}{hint}") from None

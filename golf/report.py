@@ -21,7 +21,6 @@ tokenizer, "nats per token" has no common meaning and the margin is this run's t
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +29,7 @@ from typing import Any
 from golf import plots, stats
 from golf.config import Params
 from golf.errors import GolfError
-from golf.io import atomic_dir, write_json_atomic, write_text_atomic
+from golf.io import atomic_dir, read_json, write_json_atomic, write_text_atomic
 
 
 @dataclass(frozen=True)
@@ -76,13 +75,9 @@ def _col(key: str) -> Column:
 def load_metrics(run_dir: Path, stage: str) -> dict:
     """runs/<seed>/metrics/<stage>.json as a dict; GolfError naming the file when missing or malformed."""
     path = Path(run_dir) / "metrics" / f"{stage}.json"
-    if not path.is_file():
-        raise GolfError(f"metrics file {str(path)!r} not found: run the {stage} stage for this seed first "
-                        f"(`python cli.py {CLI_NAME.get(stage, stage)} --seed {Path(run_dir).name}` or `dvc repro`)")
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise GolfError(f"metrics file {str(path)!r} is not valid JSON ({e}); rerun the {stage} stage") from None
+    data = read_json(path, "metrics file", GolfError,
+                     f": (re)run the {stage} stage for this seed (`python cli.py {CLI_NAME.get(stage, stage)} "
+                     f"--seed {Path(run_dir).name}` or `dvc repro`)")
     if not isinstance(data, dict):
         raise GolfError(f"metrics file {str(path)!r}: expected a JSON object, got {type(data).__name__}")
     return data
@@ -186,10 +181,7 @@ def load_reference(ref: str, column: str) -> dict:
     if not path.is_file():
         raise GolfError(f"report.reference {ref!r}: no such file or folder; expected a runs folder or a JSON "
                         'file such as {"name": "baseline", "val_bpb": [1.2244, 1.2251, 1.2239]}')
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise GolfError(f"report.reference {ref!r} is not valid JSON ({e})") from None
+    data = read_json(path, "report.reference", GolfError)
     if not isinstance(data, dict):
         raise GolfError(f"report.reference {ref!r}: expected a JSON object with a 'val_bpb' list")
     name = str(data.get("name") or path.name)
