@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 import lzma
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
+import torch
 
-from golf.config import load_params
+from golf.config import LaunchConfig, load_params
+from golf.launch import torchrun_command
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "golf" / "demo_data" / "wiki_demo.jsonl.xz"
@@ -82,3 +85,20 @@ def train_tiny(root: Path, overrides: list[str], seed: int, name: str, **kw):
     p = tiny_run_params(root, overrides, name)
     rd = p.run_dir(seed)
     return train(p, seed, rd / "train", rd / "ckpt", rd / "plots" / "train_curve.tsv", **kw), rd
+
+
+def run_two_rank_script(tmp_path: Path, name: str, body: str, expected_output: Path, timeout: int) -> None:
+    """Write `body` to tmp_path/name and run it on 2 CPU processes under torchrun (gloo, cwd tmp_path).
+    Skips where this machine has no usable gloo process group (the script then fails before writing
+    `expected_output`); any other failure fails the test with the workers' stderr."""
+    if not torch.distributed.is_available():
+        pytest.skip("torch.distributed unavailable")
+    script = tmp_path / name
+    script.write_text(body)
+    r = subprocess.run(torchrun_command(LaunchConfig(nproc_per_node=2), script, []), capture_output=True,
+                       text=True, timeout=timeout, cwd=tmp_path, env=dict(os.environ, OMP_NUM_THREADS="1"),
+                       check=False)
+    err = r.stderr.lower()
+    if r.returncode != 0 and "gloo" in err and "error" in err and not expected_output.exists():
+        pytest.skip(f"gloo process group unavailable here: {r.stderr[-300:]}")
+    assert r.returncode == 0, r.stderr[-2000:]

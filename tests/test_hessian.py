@@ -3,15 +3,13 @@ sequences, the distributed all-reduce (2 CPU processes), and the saved file."""
 
 import ast
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import REPO, run_two_rank_script
 from torch import nn
 
 import golf.data
@@ -29,7 +27,6 @@ from golf.hessian import (
     train_batches,
 )
 
-REPO = Path(__file__).resolve().parents[1]
 V = 64
 
 
@@ -191,17 +188,9 @@ dist.destroy_process_group()
 
 
 def test_distributed_calibration_all_reduces_hessians_and_counts(tmp_path):
-    if not torch.distributed.is_available():
-        pytest.skip("torch.distributed unavailable")
     out = tmp_path / "rank0.json"
-    script = tmp_path / "calib_dist.py"
-    script.write_text(_DIST_SCRIPT.format(repo=str(REPO), tests=str(REPO / "tests"), out=str(out)))
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                        str(script)], capture_output=True, text=True, timeout=180, env=env, cwd=tmp_path, check=False)
-    if r.returncode != 0 and "gloo" in r.stderr.lower() and "error" in r.stderr.lower() and not out.exists():
-        pytest.skip(f"gloo process group unavailable here: {r.stderr[-300:]}")
-    assert r.returncode == 0, r.stderr[-2000:]
+    run_two_rank_script(tmp_path, "calib_dist.py",
+                        _DIST_SCRIPT.format(repo=str(REPO), tests=str(REPO / "tests"), out=str(out)), out, 180)
     res = json.loads(out.read_text())
     torch.manual_seed(0)
     model = StandInLM()

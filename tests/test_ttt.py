@@ -4,9 +4,6 @@ score is the pre-update score (a model that memorizes), parameter subsets, torch
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -189,19 +186,12 @@ dist.destroy_process_group()
 
 
 def test_torchrun_two_ranks_match_one_process(tmp_path):
-    if not torch.distributed.is_available():
-        pytest.skip("torch.distributed unavailable")
-    from conftest import REPO
+    from conftest import REPO, run_two_rank_script
 
     out = tmp_path / "rank"
-    script = tmp_path / "ttt_dist.py"
-    script.write_text(_DIST_SCRIPT.format(repo=str(REPO), tests=str(REPO / "tests"), out=str(out)))
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                        str(script)], capture_output=True, text=True, timeout=240, cwd=tmp_path, check=False,
-                       env=dict(os.environ, OMP_NUM_THREADS="1"))
-    if r.returncode != 0 and "gloo" in r.stderr.lower() and not (tmp_path / "rank0").exists():
-        pytest.skip(f"gloo process group unavailable here: {r.stderr[-300:]}")
-    assert r.returncode == 0, r.stderr[-2000:]
+    run_two_rank_script(tmp_path, "ttt_dist.py",
+                        _DIST_SCRIPT.format(repo=str(REPO), tests=str(REPO / "tests"), out=str(out)),
+                        tmp_path / "rank0", 240)
     r0, r1 = (json.loads((tmp_path / f"rank{i}").read_text()) for i in (0, 1))
     assert r0["w"] == r1["w"]  # identical weights on every rank after adaptation
     toks = torch.randint(0, 40, (301,), generator=torch.Generator().manual_seed(6))
