@@ -72,14 +72,12 @@ def window_plan(n_tokens: int, seq_len: int, stride: int) -> Plan:
 # --------------------------------------------------------------------------------------------------
 
 
-def autocast(device: torch.device):
-    """bf16 autocast on CUDA (the model returns fp32 logits either way); nothing on CPU."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+def autocast(device: torch.device, dtype: torch.dtype | None = torch.bfloat16):
+    """Autocast to `dtype` on CUDA (bf16 unless told otherwise; the model returns fp32 logits either way);
+    nothing on CPU or for dtype None / fp32. Training, calibration and every eval run the model through this."""
+    if device.type == "cuda" and dtype is not None and dtype != torch.float32:
+        return torch.autocast("cuda", dtype=dtype)
     return contextlib.nullcontext()
-
-
-_autocast = autocast  # older name, kept for callers outside this module
 
 
 def dist_info() -> tuple[int, int]:

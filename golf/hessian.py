@@ -24,6 +24,7 @@ from torch import nn
 from golf.config import CalibConfig
 from golf.data import BOS_ID, TokenLoader, list_shards, read_shard_header
 from golf.errors import GolfError
+from golf.evaluate import autocast
 from golf.io import atomic_path
 
 HESSIAN_FORMAT = "golf-hessian-1"
@@ -48,12 +49,6 @@ def _exact_fp32_matmul():
         yield
     finally:
         torch.backends.cuda.matmul.allow_tf32 = old
-
-
-def _autocast(device: torch.device, dtype: torch.dtype | None):
-    if device.type == "cuda" and dtype is not None and dtype != torch.float32:
-        return torch.autocast("cuda", dtype=dtype)
-    return contextlib.nullcontext()
 
 
 @torch.no_grad()
@@ -85,7 +80,7 @@ def collect_hessians(model: nn.Module, batches: Iterable[torch.Tensor], device: 
         with _exact_fp32_matmul():
             for x in batches:
                 x = x.to(device)
-                with _autocast(device, autocast_dtype):
+                with autocast(device, autocast_dtype):
                     model(x)
                 n_tokens += x.numel()
     finally:
@@ -151,7 +146,7 @@ def sampled_batches(model: nn.Module, cfg: CalibConfig, device: torch.device | s
             b = min(cfg.batch_seqs, left)
             seq = torch.full((b, 1), BOS_ID, dtype=torch.long, device=device)  # (B, 1)
             while seq.shape[1] < cfg.seq_len:
-                with _autocast(device, autocast_dtype):
+                with autocast(device, autocast_dtype):
                     logits = model(seq)[:, -1].float()  # (B, V)
                 if cfg.temperature <= 0:
                     nxt = logits.argmax(-1, keepdim=True)

@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from golf.config import ConfigError, Params, to_dict
 from golf.data import TokenLoader, build_byte_tables, list_shards, load_tokens, tokenizer_path
 from golf.errors import TrainingError
-from golf.evaluate import eval_bpb
+from golf.evaluate import autocast, eval_bpb
 from golf.io import atomic_path, write_text_atomic
 from golf.model import build_model, count_params, save_model
 from golf.optim import build_optimizers
@@ -377,8 +377,7 @@ def _train(params, seed, out_dir, ckpt_dir, curve_path, progress_cb, stop_after_
     compiled = tcfg.compile and device.type == "cuda"
     if compiled:
         net = torch.compile(net)
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" and tcfg.dtype == "bf16"
-                else contextlib.nullcontext())
+    amp = autocast(device, torch.bfloat16 if tcfg.dtype == "bf16" else None)
     tokens_per_step = accum * micro * tcfg.seq_len * dinfo.world_size
 
     steps_this_call = 0
@@ -407,7 +406,7 @@ def _train(params, seed, out_dir, ckpt_dir, curve_path, progress_cb, stop_after_
                 sync = contextlib.nullcontext() if i == accum - 1 or net is model or not hasattr(net, "no_sync") \
                     else net.no_sync()
                 with sync:
-                    with autocast:
+                    with amp:
                         logits = net(x)  # (B, T, V) fp32
                     loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1)) / accum
                     loss.backward()
