@@ -92,6 +92,15 @@ def init_distributed(device_kind: str) -> DistInfo:
     return info
 
 
+def leave_distributed(info: DistInfo) -> None:
+    """End a torchrun stage together: every rank waits here until all have arrived (so rank 0 has written its
+    outputs), then the process group goes. Without the barrier a gloo rank could hang at exit once its peer
+    had left (seen about one run in three on CPU). A no-op for a single process."""
+    if info.world_size > 1 and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def is_main_process() -> bool:
     """Rank 0 of a torchrun launch, or a plain single process (the one that writes outputs)."""
     return int(os.environ.get("RANK", "0")) == 0
@@ -458,13 +467,8 @@ def _train(params, seed, out_dir, ckpt_dir, curve_path, progress_cb, stop_after_
     if dinfo.is_main:
         save_model(model, mcfg, out_dir)
         _write_curve(curve_path, state.curve)
-    if dinfo.world_size > 1 and dist.is_initialized():
-        # Leave together: every rank waits until rank 0 has written, and the DDP wrapper (its reducer holds
-        # the process group) goes before the group does. Without both, a gloo rank could hang at exit once
-        # its peer was gone (seen about one run in three on CPU).
-        dist.barrier()
-        del net
-        dist.destroy_process_group()
+    del net  # the DDP wrapper's reducer holds the process group: it goes first
+    leave_distributed(dinfo)
     return metrics
 
 

@@ -7,14 +7,13 @@ eval_sliding.provenance.json beside it. Under torchrun the windows are split acr
 from __future__ import annotations
 
 import torch
-import torch.distributed as dist
 
 from golf import provenance
 from golf.config import Params
 from golf.evaluate import eval_bpb, eval_stateful, load_eval_inputs
 from golf.io import write_json_atomic
 from golf.stage_io import write_metrics
-from golf.train import init_distributed, resolve_device
+from golf.train import init_distributed, leave_distributed, resolve_device
 
 
 def run(params: Params, seed: int) -> dict:
@@ -57,7 +56,5 @@ def run(params: Params, seed: int) -> dict:
                                  "world_size": dinfo.world_size, "kernel_paths": model.kernel_paths,
                                  "device_used": str(device)}))
         write_metrics(metrics_dir, metrics, "eval_sliding.json")
-    if dinfo.world_size > 1 and dist.is_initialized():  # leave together, after rank 0 has written
-        dist.barrier()
-        dist.destroy_process_group()
+    leave_distributed(dinfo)
     return metrics if dinfo.is_main else {}

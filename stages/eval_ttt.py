@@ -7,14 +7,13 @@ keeps identical weights (gradients all-reduced); rank 0 writes."""
 from __future__ import annotations
 
 import torch
-import torch.distributed as dist
 
 from golf import provenance
 from golf.config import Params
 from golf.evaluate import load_eval_inputs
 from golf.io import write_json_atomic
 from golf.stage_io import write_metrics
-from golf.train import init_distributed, is_main_process, resolve_device
+from golf.train import init_distributed, is_main_process, leave_distributed, resolve_device
 from golf.ttt import ttt_eval
 
 
@@ -52,7 +51,5 @@ def run(params: Params, seed: int) -> dict:
             "eval_ttt", tc, {"seed": seed, "artifact": str(run_dir / "artifact"), "world_size": dinfo.world_size,
                              "kernel_paths": model.kernel_paths, "device_used": str(device)}))
         write_metrics(metrics_dir, metrics, "eval_ttt.json")
-    if dinfo.world_size > 1 and dist.is_initialized():  # leave together, after rank 0 has written
-        dist.barrier()
-        dist.destroy_process_group()
+    leave_distributed(dinfo)
     return metrics if dinfo.is_main else {}

@@ -8,13 +8,12 @@ Under torchrun every rank calibrates on its own share; rank 0 writes the all-red
 from __future__ import annotations
 
 import torch
-import torch.distributed as dist
 
 from golf.config import Params
 from golf.hessian import calibrate, save_hessians
 from golf.model import load_model
 from golf.stage_io import write_metrics, write_provenance
-from golf.train import init_distributed, resolve_device
+from golf.train import init_distributed, leave_distributed, resolve_device
 
 
 def run(params: Params, seed: int) -> dict:
@@ -32,7 +31,5 @@ def run(params: Params, seed: int) -> dict:
         save_hessians(out_dir / "hessians.safetensors", hess, info["tokens"], info["samples"], info["source"])
         write_provenance(out_dir, "hessian", params.calib, {"seed": seed, "device": str(device), **info})
         write_metrics(run_dir / "metrics", info, "hessian.json")
-    if dist_info.world_size > 1 and dist.is_initialized():  # leave together, after rank 0 has written
-        dist.barrier()
-        dist.destroy_process_group()
+    leave_distributed(dist_info)
     return info
