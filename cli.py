@@ -58,11 +58,9 @@ def _guarded(fn: Callable[[], Any]) -> Any:
 def _distributed(p, command: str, seed: int, params: Path, set_: Optional[List[str]]) -> None:
     """Hand this command to torchrun when params.launch asks for more than one process; the launcher's exit
     code becomes ours. Inside a torchrun worker (or with one process) this returns and the stage runs here."""
-    from golf.launch import relaunch_under_torchrun
+    from golf.launch import relaunch_under_torchrun, stage_cli_args
 
-    args = [command, "--seed", str(seed), "--params", str(params)]
-    for s in set_ or []:
-        args += ["--set", s]
+    args = stage_cli_args(command, seed, params, set_ or [])
     rc = relaunch_under_torchrun(p.launch, Path(__file__).resolve(), args)
     if rc is not None:
         raise typer.Exit(code=rc)

@@ -5,8 +5,8 @@
     python -m torch.distributed.run --standalone --nproc_per_node=4 cli.py train --seed 1
 
 (the same arguments, so --params/--set reach every rank). Each rank then finds torchrun's environment
-(RANK, WORLD_SIZE, LOCAL_RANK) and the stage initializes its process group from it (golf.train.init_distributed:
-NCCL on GPUs, gloo on CPU). With `launch.nnodes` > 1 every node runs the same command; torchrun's c10d
+(RANK, WORLD_SIZE, LOCAL_RANK) and the stage initializes its process group from it
+(golf.train.init_distributed: NCCL on GPUs, gloo on CPU). With `launch.nnodes` > 1 every node runs the same command; torchrun's c10d
 rendezvous at `launch.rdzv_endpoint` assigns ranks. Because the launch comes from params, DVC stage commands
 stay `python cli.py <stage> --seed N` and a change of GPU count reruns the stages it affects.
 
@@ -24,7 +24,16 @@ from pathlib import Path
 from golf.config import LaunchConfig
 
 DISTRIBUTED_STAGES = ("train", "hessian", "eval_sliding", "eval_ttt")
-MULTICAST_OFF = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"}
+MULTICAST_OFF = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1",
+                 "NVSHMEM_DISABLE_NVLS": "1"}
+
+
+def stage_cli_args(command: str, seed: int, params_path: str | Path, overrides: list[str]) -> list[str]:
+    """`cli.py` arguments that rerun one per-seed stage command with the same params file and overrides."""
+    args = [command, "--seed", str(seed), "--params", str(params_path)]
+    for ov in overrides:
+        args += ["--set", ov]
+    return args
 
 
 def under_torchrun() -> bool:

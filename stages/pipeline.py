@@ -14,17 +14,15 @@ from rich.console import Console
 
 from golf.config import Params
 from golf.errors import GolfError
-from golf.launch import DISTRIBUTED_STAGES
+from golf.launch import DISTRIBUTED_STAGES, stage_cli_args
 
 PER_SEED_STAGES = ("train", "hessian", "quantize", "package", "eval_sliding", "eval_ttt")
 
 
 def _run_cli_stage(name: str, seed: int, params_path: Path, overrides: list[str]) -> None:
     """One stage as `python cli.py <stage>` (which relaunches itself under torchrun per params.launch)."""
-    cmd = [sys.executable, str(Path(__file__).resolve().parents[1] / "cli.py"), name.replace("_", "-"),
-           "--seed", str(seed), "--params", str(params_path)]
-    for ov in overrides:
-        cmd += ["--set", ov]
+    cli = Path(__file__).resolve().parents[1] / "cli.py"
+    cmd = [sys.executable, str(cli), *stage_cli_args(name.replace("_", "-"), seed, params_path, overrides)]
     proc = subprocess.run(cmd, check=False)
     if proc.returncode != 0:
         raise GolfError(f"stage {name} (seed {seed}) failed with exit code {proc.returncode} (output above)")
