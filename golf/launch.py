@@ -6,8 +6,8 @@
 
 (the same arguments, so --params/--set reach every rank). Each rank then finds torchrun's environment
 (RANK, WORLD_SIZE, LOCAL_RANK) and the stage initializes its process group from it
-(golf.train.init_distributed: NCCL on GPUs, gloo on CPU). With `launch.nnodes` > 1 every node runs the same command; torchrun's c10d
-rendezvous at `launch.rdzv_endpoint` assigns ranks. Because the launch comes from params, DVC stage commands
+(golf.train.init_distributed: NCCL on GPUs, gloo on CPU). With `launch.nnodes` > 1 every node runs the
+same command; torchrun's c10d rendezvous at `launch.rdzv_endpoint` assigns ranks. Because the launch comes from params, DVC stage commands
 stay `python cli.py <stage> --seed N` and a change of GPU count reruns the stages it affects.
 
 NCCL's NVLink multicast (NVLS) is turned off unless the caller set it: on the lent multi-GPU H200 machines it
