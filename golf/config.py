@@ -88,6 +88,9 @@ class ModelConfig:
     tie_embeddings: bool = _spec(True)
     logit_softcap: float = _spec(30.0, lo=0.0, doc="0 = no softcap")
     unet_skips: bool = _spec(True)
+    residual_dtype: str = _spec("autocast", choices=("autocast", "fp32"),
+                                doc="residual stream dtype under autocast: the autocast dtype (bf16, as the "
+                                    "challenge's baseline runs it) or fp32 (twice the memory traffic)")
     # kernels
     ssm_backend: str = _spec("auto", choices=("auto", "triton", "fused", "reference"),
                              doc="auto = triton on CUDA when mamba-ssm imports; fused also needs causal-conv1d")

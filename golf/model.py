@@ -145,8 +145,14 @@ class GolfLM(nn.Module):
                 nn.init.zeros_(p)
 
     # ----------------------------------------------------------------------------------------------
-    def forward(self, input_ids: torch.Tensor, states: dict | None = None, return_states: bool = False):
-        """input_ids (B, T) → logits (B, T, V) fp32, softcapped.
+    def forward(self, input_ids: torch.Tensor, states: dict | None = None, return_states: bool = False,
+                targets: torch.Tensor | None = None):
+        """input_ids (B, T) → logits (B, T, V) fp32, softcapped; with `targets` (B, T) the mean cross-entropy
+        instead (a compiled model then fuses softcap and loss and never writes the fp32 logits out).
+
+        Under autocast with model.residual_dtype "autocast" the residual stream between blocks is in the
+        autocast dtype (bf16), as in the challenge's baseline; with "fp32", or without autocast, it keeps the
+        embedding's dtype.
 
         With return_states=True returns (logits, states) to pass as `states` with the next window of the
         same rows: states = {"prev_token": (B,) last token (BigramHash's left context), "layers": one entry
@@ -160,6 +166,9 @@ class GolfLM(nn.Module):
         if self.bigram is not None:
             x = x + self.bigram(input_ids, None if states is None else states["prev_token"])
         x = F.rms_norm(x, (x.shape[-1],))
+        dev = x.device.type
+        if self.cfg.residual_dtype == "autocast" and torch.is_autocast_enabled(dev):
+            x = x.to(torch.get_autocast_dtype(dev))  # bf16 stream: every block's elementwise traffic halves
         x0 = x
         layer_states = states["layers"] if states is not None else [None] * len(self.blocks)
         new_states = []
@@ -179,13 +188,13 @@ class GolfLM(nn.Module):
         logits = F.linear(x, w.to(x.dtype)).float()  # (B, T, V)
         if self.cfg.logit_softcap > 0:
             logits = self.cfg.logit_softcap * torch.tanh(logits / self.cfg.logit_softcap)
+        if targets is not None:
+            if return_states:
+                raise ValueError("GolfLM.forward: targets and return_states are exclusive")
+            return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
         if return_states:
             return logits, {"prev_token": input_ids[:, -1], "layers": new_states}
         return logits
-
-    def loss(self, input_ids: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        logits = self(input_ids)
-        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
 
     @property
     def supports_state(self) -> bool:

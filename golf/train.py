@@ -39,7 +39,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 
 from golf.config import ConfigError, Params, to_dict
 from golf.data import TokenLoader, build_byte_tables, list_shards, load_tokens, tokenizer_path
@@ -407,20 +406,7 @@ def _train(params, seed, out_dir, ckpt_dir, curve_path, progress_cb, stop_after_
                     g["lr"] = g["initial_lr"] * scale
 
             t_step0 = clock() if steps_this_call == 0 else None
-            loss_sum = torch.zeros((), device=device)
-            for i in range(accum):
-                x, y = loader.next_batch()  # (B, T), (B, T)
-                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                # DDP: all-reduce gradients only on the last micro-batch of the step
-                sync = contextlib.nullcontext() if i == accum - 1 or net is model or not hasattr(net, "no_sync") \
-                    else net.no_sync()
-                with sync:
-                    with amp:
-                        logits = net(x)  # (B, T, V) fp32
-                    loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1)) / accum
-                    loss.backward()
-                loss_sum += loss.detach()
-            loss_local = loss_sum.item()  # also waits for the GPU, so the clock below is honest
+            loss_local = forward_backward(net, model, loader, accum, amp, device).item()  # waits for the GPU
             now = clock()
             if t_step0 is not None:  # a call's first step compiles and warms up: keep it off the budget
                 state.warmup_s = round(state.warmup_s + now - t_step0, 3)
@@ -431,15 +417,7 @@ def _train(params, seed, out_dir, ckpt_dir, curve_path, progress_cb, stop_after_
                     f"non-finite training loss ({loss_val}) at step {state.step + 1}; the last good checkpoint "
                     f"({ckpt_path}, step {_ckpt_step(ckpt_path)}) is kept. Lower the learning rates "
                     "(train.lr_*) or check the data.")
-            if tcfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip)
-            for opt in opts:
-                opt.step()
-            model.zero_grad(set_to_none=True)
-            if ema:
-                decay = ema_decay_at(state.step, tcfg.ema_decay)
-                with torch.no_grad():
-                    torch._foreach_lerp_(ema, [p.detach().float() for p in model.parameters()], 1 - decay)
+            optimizer_step(model, opts, tcfg.grad_clip, ema, ema_decay_at(state.step, tcfg.ema_decay))
             state.step += 1
             steps_this_call += 1
             state.tokens += tokens_per_step
@@ -490,6 +468,38 @@ def _ckpt_step(path: Path) -> str:
         return str(torch.load(path, map_location="cpu", weights_only=True)["state"]["step"])
     except _UNREADABLE:  # an error message must not fail on a bad file
         return "unreadable"
+
+
+def forward_backward(net, model, loader, accum: int, amp, device) -> torch.Tensor:
+    """One step's gradients: `accum` micro-batches from `loader` through `net` (the model, or its DDP /
+    compiled wrapper) under `amp`, each loss scaled by 1/accum so the gradients sum to the step's mean.
+    Under DDP the gradients are all-reduced on the last micro-batch only. Returns the step's mean loss as a
+    device tensor (reading it waits for the GPU)."""
+    loss_sum = torch.zeros((), device=device)
+    for i in range(accum):
+        x, y = loader.next_batch()  # (B, T), (B, T)
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        sync = contextlib.nullcontext() if i == accum - 1 or net is model or not hasattr(net, "no_sync") \
+            else net.no_sync()
+        with sync:
+            with amp:
+                loss = net(x, targets=y) / accum  # mean cross-entropy, fp32
+            loss.backward()
+        loss_sum += loss.detach()
+    return loss_sum
+
+
+def optimizer_step(model, opts, grad_clip: float, ema: list[torch.Tensor], ema_decay: float) -> None:
+    """Clip (grad_clip > 0), step every optimizer, clear the gradients, and move the fp32 EMA copy
+    (`ema`, one tensor per parameter; empty = no EMA) toward the weights by 1 - ema_decay."""
+    if grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    for opt in opts:
+        opt.step()
+    model.zero_grad(set_to_none=True)
+    if ema:
+        with torch.no_grad():
+            torch._foreach_lerp_(ema, [p.detach().float() for p in model.parameters()], 1 - ema_decay)
 
 
 def _finish(params, model, ema, state: TrainState, micro: int, accum: int, dinfo: DistInfo, device) -> dict:

@@ -205,3 +205,36 @@ def test_requested_fast_paths_missing_are_errors():
         build_model(ModelConfig(**{**TINY, "attn_backend": "flash"}))
     assert build_model(ModelConfig(**TINY)).kernel_paths == {"ssm": "reference", "attn": "sdpa"}
     assert build_model(ModelConfig(**{**TINY, "layer_pattern": "AA"})).kernel_paths["ssm"] == "none"
+
+
+@pytest.mark.parametrize("residual_dtype, expected", [("autocast", torch.bfloat16), ("fp32", torch.float32)])
+def test_residual_stream_dtype_under_autocast(residual_dtype, expected):
+    """Every block receives the stream in the configured dtype under bf16 autocast (CPU autocast stands in
+    for CUDA's); without autocast the stream stays fp32 whatever the setting."""
+    m = _randomized({**TINY, "residual_dtype": residual_dtype}, std=0.05)
+    ids = torch.randint(0, 300, (2, 24))
+    seen: list[torch.dtype] = []
+    hooks = [b.register_forward_pre_hook(lambda mod, args: seen.append(args[0].dtype)) for b in m.blocks]
+    with torch.no_grad():
+        ref = m(ids)
+        assert seen == [torch.float32] * len(m.blocks)
+        seen.clear()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = m(ids)
+    for h in hooks:
+        h.remove()
+    assert seen == [expected] * len(m.blocks)
+    assert out.dtype == torch.float32
+    assert ((out - ref).norm() / ref.norm()).item() < 0.05
+
+
+def test_forward_with_targets_is_the_mean_cross_entropy_of_the_logits():
+    m = _randomized(TINY, std=0.05)
+    ids, targets = torch.randint(0, 300, (2, 24)), torch.randint(0, 300, (2, 24))
+    with torch.no_grad():
+        logits = m(ids)
+        loss = m(ids, targets=targets)
+        with pytest.raises(ValueError, match="exclusive"):
+            m(ids, targets=targets, return_states=True)
+    expected = torch.nn.functional.cross_entropy(logits.reshape(-1, 300), targets.reshape(-1))
+    assert loss.shape == () and torch.allclose(loss, expected, rtol=1e-6, atol=1e-6)

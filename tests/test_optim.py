@@ -40,8 +40,50 @@ def test_newton_schulz_square_needs_more_steps_for_tiny_singular_values():
     s10 = torch.linalg.svdvals(newton_schulz(g, steps=10))
     assert (s5 > 0.6).float().mean() > 0.9 and s5.max() < 1.25  # the bulk is in the band after 5 steps
     assert s10.min() > 0.6 and s10.max() < 1.25  # every direction after 10
-    with pytest.raises(ValueError, match="2-D"):
-        newton_schulz(torch.randn(2, 3, 4))
+    with pytest.raises(ValueError, match="matrix"):
+        newton_schulz(torch.randn(12))
+
+
+def test_newton_schulz_of_a_stack_is_each_matrix_alone():
+    gen = torch.Generator().manual_seed(4)
+    for shape in [(3, 24, 40), (2, 40, 24)]:
+        stack = torch.randn(*shape, generator=gen) * torch.tensor([1.0, 1e-3, 50.0][:shape[0]])[:, None, None]
+        batched = newton_schulz(stack)
+        for i in range(shape[0]):
+            assert torch.allclose(batched[i], newton_schulz(stack[i]), rtol=1e-5, atol=1e-6)
+
+
+def _muon_reference_step(params, bufs, lr, mom, ns_steps, wd, nesterov=True):
+    """Muon one parameter at a time, as the algorithm is written (the batched optimizer must match it)."""
+    with torch.no_grad():
+        for p, buf in zip(params, bufs):
+            buf.mul_(mom).add_(p.grad)
+            update = p.grad + mom * buf if nesterov else buf
+            update = newton_schulz(update, ns_steps)
+            p.mul_(1 - lr * wd)
+            p.add_(update, alpha=-lr * max(1.0, p.shape[0] / p.shape[1]) ** 0.5)
+
+
+@pytest.mark.parametrize("nesterov", [True, False])
+def test_muon_batched_by_shape_equals_one_matrix_at_a_time(nesterov):
+    gen = torch.Generator().manual_seed(5)
+    shapes = [(16, 32), (32, 16), (16, 32), (8, 8), (32, 16), (16, 32)]  # three shapes, mixed order
+    init = [torch.randn(*s, generator=gen) for s in shapes]
+    fast = [torch.nn.Parameter(w.clone()) for w in init]
+    ref = [torch.nn.Parameter(w.clone()) for w in init]
+    ref_bufs = [torch.zeros_like(w) for w in init]
+    opt = Muon(fast, lr=0.02, momentum=0.9, ns_steps=5, weight_decay=0.1, nesterov=nesterov)
+    for _ in range(3):
+        grads = [torch.randn(*s, generator=gen) for s in shapes]
+        for p, q, g in zip(fast, ref, grads):
+            p.grad, q.grad = g.clone(), g.clone()
+        opt.step()
+        _muon_reference_step(ref, ref_bufs, 0.02, 0.9, 5, 0.1, nesterov)
+    for p, q, w in zip(fast, ref, init):
+        assert not torch.equal(p.detach(), w)
+        assert torch.allclose(p.detach(), q.detach(), rtol=1e-5, atol=1e-6)
+    for p, buf in zip(fast, ref_bufs):
+        assert torch.allclose(opt.state[p]["momentum_buffer"], buf, rtol=1e-6, atol=1e-6)
 
 
 def test_muon_reduces_a_quadratic():
