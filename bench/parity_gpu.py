@@ -4,12 +4,10 @@
    the pure-PyTorch reference on the same weights and inputs, fp32 and bf16 autocast: relative L2 error of
    the output, the input gradient and every parameter gradient; plus carried state vs one pass.
 2. Speed, forward+backward under bf16 autocast: one M block per SSM path and one A block (attention + MLP)
-   at 32 x 2048 tokens; the whole seed model (and the attention baseline) for one optimizer step of
-   --step-tokens tokens (micro-batches of --micro-tokens, as training accumulates) at seq 1024/2048/8192.
+   at 32 x 2048 tokens. Whole-model training throughput is bench/train_throughput.py's.
 
-    python bench/parity_gpu.py                       # everything, eager
-    python bench/parity_gpu.py --compile             # whole-model timings also with torch.compile
-    python bench/parity_gpu.py --skip-model          # parity + single blocks only (a minute or so)
+    python bench/parity_gpu.py                       # everything (a minute or so)
+    python bench/parity_gpu.py --skip-parity         # single-block timings only
 
 Prints a table per part; writes $OUT/parity_gpu.json when OUT is set. Every case is caught and reported on
 its own, so one failing kernel does not hide the others.
@@ -28,13 +26,12 @@ import traceback
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from golf.config import load_params
 from golf.errors import GolfError
-from golf.model import build_model, count_params
+from golf.model import build_model
 from golf.ssm import Mamba2Mixer, resolve_ssm_backend
 
 REPO = Path(__file__).resolve().parents[1]
@@ -128,7 +125,8 @@ def block_time(mc, kind: str, backend: str, batch: int, seqlen: int, iters: int)
                               bigram_buckets=0, bigram_dim=0, unet_skips=False)
     model = build_model(cfg, dev)
     blk = model.blocks[0]
-    x = torch.randn(batch, seqlen, mc.d_model, device=dev, requires_grad=True)
+    stream = torch.bfloat16 if mc.residual_dtype == "autocast" else torch.float32  # as training feeds blocks
+    x = torch.randn(batch, seqlen, mc.d_model, device=dev, dtype=stream, requires_grad=True)  # (B, T, d)
 
     def step():
         with torch.autocast("cuda", dtype=torch.bfloat16):
@@ -141,77 +139,32 @@ def block_time(mc, kind: str, backend: str, batch: int, seqlen: int, iters: int)
             "tok_per_s": batch * seqlen / dt, "peak_mem_mb": torch.cuda.max_memory_allocated() / 2**20}
 
 
-def blocks(results: dict, mc, ssm_paths: list[str], iters: int) -> None:
-    print("\n== one block, forward+backward, bf16 autocast, 32 x 2048 tokens ==", flush=True)
-    for kind, backend in [("M", p) for p in ssm_paths] + [("A", "auto")]:
-        key = f"block/{kind}/{backend}"
-        case(results, key, lambda kind=kind, backend=backend: block_time(mc, kind, backend, 32, 2048, iters))
+def blocks(results: dict, mc, ssm_paths: list[str], iters: int, chunk_sizes: list[int]) -> None:
+    """Time one M block per SSM path (and per SSD chunk size: the same function, computed in chunks of
+    that many tokens) and one A block."""
+    stream = "bf16" if mc.residual_dtype == "autocast" else "fp32"
+    print(f"\n== one block, forward+backward, bf16 autocast, {stream} residual stream, 32 x 2048 tokens ==",
+          flush=True)
+    cases = [("M", p, c) for p in ssm_paths for c in chunk_sizes] + [("A", "auto", mc.chunk_size)]
+    for kind, backend, chunk in cases:
+        key = f"block/{kind}/{backend}" + (f"/chunk{chunk}" if kind == "M" else "")
+        cfg = dataclasses.replace(mc, chunk_size=chunk)
+        case(results, key, lambda kind=kind, backend=backend, cfg=cfg: block_time(cfg, kind, backend, 32, 2048,
+                                                                                 iters))
         r = results[key]
         if "error" not in r:
-            print(f"  {key:<20} {r['path']:<22} {r['ms']:8.2f} ms  {r['tok_per_s'] / 1e6:7.2f} Mtok/s  "
+            print(f"  {key:<28} {r['path']:<22} {r['ms']:8.2f} ms  {r['tok_per_s'] / 1e6:7.2f} Mtok/s  "
                   f"peak {r['peak_mem_mb']:8.0f} MB", flush=True)
-
-
-def model_time(mc, seqlen: int, step_tokens: int, micro_tokens: int, compiled: bool, iters: int) -> dict:
-    dev = torch.device("cuda")
-    torch.manual_seed(0)
-    model = build_model(mc, dev)
-    net = torch.compile(model) if compiled else model
-    micro = max(1, micro_tokens // seqlen)  # sequences per forward
-    accum = max(1, step_tokens // (micro * seqlen))
-    x = torch.randint(0, mc.vocab_size, (micro, seqlen), device=dev)
-
-    def step():
-        for _ in range(accum):
-            with torch.autocast("cuda", dtype=torch.bfloat16):
-                logits = net(x)
-            F.cross_entropy(logits.reshape(-1, logits.shape[-1]), x.reshape(-1)).backward()
-        model.zero_grad(set_to_none=True)
-
-    torch.cuda.reset_peak_memory_stats()
-    t0 = time.perf_counter()
-    step()  # first step: compile / autotune, reported separately
-    torch.cuda.synchronize()
-    first_s = time.perf_counter() - t0
-    dt = timed(step, iters, 1)
-    tokens = accum * micro * seqlen
-    return {"params": count_params(model), "kernel_paths": model.kernel_paths, "compiled": compiled,
-            "seq": seqlen, "micro_seqs": micro, "accum": accum, "step_tokens": tokens, "step_s": dt,
-            "tok_per_s": tokens / dt, "first_step_s": first_s, "peak_mem_mb": torch.cuda.max_memory_allocated() / 2**20}
-
-
-def whole_models(results: dict, configs: dict, seqs: list[int], step_tokens: int, micro_tokens: int,
-                 compile_modes: list[bool], iters: int) -> None:
-    print(f"\n== whole model, one optimizer step of {step_tokens} tokens (micro-batches of {micro_tokens}), "
-          "bf16 autocast ==", flush=True)
-    for name, mc in configs.items():
-        for compiled in compile_modes:
-            for seq in seqs:
-                key = f"model/{name}/{'compiled' if compiled else 'eager'}/seq{seq}"
-                case(results, key, lambda mc=mc, seq=seq, compiled=compiled:
-                     model_time(mc, seq, step_tokens, micro_tokens, compiled, iters))
-                r = results[key]
-                if "error" not in r:
-                    print(f"  {key:<36} {r['params']:>11,} params  {r['step_s'] * 1e3:8.1f} ms/step  "
-                          f"{r['tok_per_s'] / 1e6:6.3f} Mtok/s  first step {r['first_step_s']:6.1f} s  "
-                          f"peak {r['peak_mem_mb']:8.0f} MB  {r['kernel_paths']}", flush=True)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--config", default=str(REPO / "configs" / "hybrid_seed.yaml"))
-    ap.add_argument("--baseline", default=str(REPO / "configs" / "baseline_attn.yaml"),
-                    help="also time this config's whole model ('' = skip)")
     ap.add_argument("--paths", default="reference,triton,fused", help="SSM paths for parity and block timing")
-    ap.add_argument("--seqs", default="1024,2048,8192")
-    ap.add_argument("--step-tokens", type=int, default=524288)
-    ap.add_argument("--micro-tokens", type=int, default=131072)
     ap.add_argument("--iters", type=int, default=5)
-    ap.add_argument("--model-paths", default="auto", help="ssm_backend values for the whole-model timings")
-    ap.add_argument("--compile", action="store_true", help="whole-model timings with torch.compile too")
+    ap.add_argument("--chunk-sizes", default="", help="SSD chunk sizes for the M-block timings (default: the config's)")
     ap.add_argument("--skip-parity", action="store_true")
     ap.add_argument("--skip-blocks", action="store_true")
-    ap.add_argument("--skip-model", action="store_true")
     args = ap.parse_args()
     if not torch.cuda.is_available():
         sys.exit("parity_gpu.py needs a CUDA device")
@@ -241,14 +194,8 @@ def main() -> None:
     if not args.skip_parity:
         parity(results, mc, [p for p in available if p != "reference"])
     if not args.skip_blocks:
-        blocks(results, mc, available, args.iters * 4)
-    if not args.skip_model:
-        configs = {f"{Path(args.config).stem}[{b}]": dataclasses.replace(mc, ssm_backend=b)
-                   for b in args.model_paths.split(",") if b}
-        if args.baseline:
-            configs[Path(args.baseline).stem] = load_params(args.baseline).model
-        whole_models(results, configs, [int(s) for s in args.seqs.split(",")], args.step_tokens,
-                     args.micro_tokens, [False, True] if args.compile else [False], args.iters)
+        chunks = [int(c) for c in args.chunk_sizes.split(",") if c] or [mc.chunk_size]
+        blocks(results, mc, available, args.iters * 4, chunks)
 
     if os.environ.get("OUT"):
         out = Path(os.environ["OUT"], "parity_gpu.json")

@@ -1,10 +1,10 @@
-"""Where an attention block's time goes (issue 7: our eager A block measured 12.1 ms vs the anchor's 6.1 ms).
+"""Where one block's time goes: an attention block (A: attention + MLP) or a Mamba-2 block (M) of a config,
+forward+backward under bf16 autocast with the residual stream in the config's dtype (as training runs it),
+profiled with torch.profiler: the top ops by device time and, for A, the dtypes and strides that reach SDPA
+(flash / efficient / cudnn / math shows in the op names). Written for issue 7: first for the A-block gap (closed
+by the bf16 stream, bench/RESULTS.md), now for the M block, which dominates the hybrid's step.
 
-One AttentionBlock (attention + MLP) of a config, forward+backward under bf16 autocast (as training runs it),
-profiled with torch.profiler: the top ops by device time, the dtypes and strides that reach SDPA, and which
-SDPA kernel ran (flash / efficient / cudnn / math shows in the op names).
-
-    python bench/profile_block.py [configs/hybrid_12.yaml] [batch] [seq]   # JSON to $OUT/profile_block.json
+    python bench/profile_block.py [configs/hybrid_12.yaml] [A|M] [batch] [seq]   # JSON to $OUT/profile_<kind>.json
 """
 
 from __future__ import annotations
@@ -22,18 +22,24 @@ from torch.profiler import ProfilerActivity, profile
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from golf.config import load_params
-from golf.model import AttentionBlock
+from golf.model import AttentionBlock, MambaBlock
+from golf.ssm import resolve_ssm_backend
 
 
 def main() -> None:
     cfg = load_params(sys.argv[1] if len(sys.argv) > 1 else "configs/hybrid_12.yaml").model
-    bsz = int(sys.argv[2]) if len(sys.argv) > 2 else 32
-    seq = int(sys.argv[3]) if len(sys.argv) > 3 else 2048
+    kind = sys.argv[2] if len(sys.argv) > 2 else "A"
+    if kind not in ("A", "M"):
+        raise SystemExit(f"block kind must be A or M, got {kind!r}")
+    bsz = int(sys.argv[3]) if len(sys.argv) > 3 else 32
+    seq = int(sys.argv[4]) if len(sys.argv) > 4 else 2048
     cuda = torch.cuda.is_available()
     dev = torch.device("cuda" if cuda else "cpu")
-    block = AttentionBlock(cfg, "sdpa", None).to(dev)
-    x = torch.randn(bsz, seq, cfg.d_model, device=dev, requires_grad=True)  # fp32 residual stream
-    x0 = torch.randn(bsz, seq, cfg.d_model, device=dev)
+    block = (AttentionBlock(cfg, "sdpa", None) if kind == "A"
+             else MambaBlock(cfg, resolve_ssm_backend(cfg.ssm_backend if cuda else "reference", dev))).to(dev)
+    stream = torch.bfloat16 if cfg.residual_dtype == "autocast" else torch.float32
+    x = torch.randn(bsz, seq, cfg.d_model, device=dev, dtype=stream, requires_grad=True)  # (B, T, d) residual
+    x0 = torch.randn(bsz, seq, cfg.d_model, device=dev, dtype=stream)
     seen: list[dict] = []
     sdpa = F.scaled_dot_product_attention
 
@@ -71,13 +77,14 @@ def main() -> None:
     rows = []
     for e in sorted(prof.key_averages(), key=lambda e: getattr(e, key, 0.0), reverse=True)[:30]:
         rows.append({"op": e.key, "calls": e.count, "ms_per_step": getattr(e, key, 0.0) / 1e3 / 3})
-    out = {"device": torch.cuda.get_device_name() if cuda else "cpu", "torch": torch.__version__,
+    out = {"device": torch.cuda.get_device_name() if cuda else "cpu", "torch": torch.__version__, "block": kind,
+           "kernel_path": block.mixer.kernels.label if kind == "M" else "sdpa", "stream_dtype": str(stream),
            "batch": bsz, "seq": seq, "fwd_bwd_ms": ms, "sdpa_inputs": seen, "top_ops": rows}
     print(json.dumps({k: v for k, v in out.items() if k != "top_ops"}, indent=1))
     for r in rows:
         print(f"{r['ms_per_step']:9.3f} ms  {r['calls'] // 3:5d}x  {r['op'][:90]}")
     if os.environ.get("OUT"):
-        Path(os.environ["OUT"], "profile_block.json").write_text(json.dumps(out, indent=1))
+        Path(os.environ["OUT"], f"profile_{kind}.json").write_text(json.dumps(out, indent=1))
 
 
 if __name__ == "__main__":
