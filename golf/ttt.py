@@ -57,6 +57,19 @@ def chunk_bounds(n_targets: int, chunk_tokens: int) -> list[tuple[int, int]]:
     return [(c + 1, min(c + chunk_tokens, n_targets)) for c in range(0, n_targets, chunk_tokens)]
 
 
+def _all_reduce_grads(params: list[torch.nn.Parameter]) -> None:
+    """Sum every parameter's gradient over the ranks in one collective (one flat buffer, not one call per
+    parameter). A rank whose share of a batch was empty contributes zeros."""
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+    grads = [p.grad for p in params]
+    flat = torch.cat([g.reshape(-1).float() for g in grads])  # (sum of numel,) fp32
+    dist.all_reduce(flat)
+    for g, part in zip(grads, flat.split([g.numel() for g in grads])):
+        g.copy_(part.view_as(g))
+
+
 def _adapt_on_chunk(model, opt, params: list[torch.nn.Parameter], tokens: torch.Tensor, lo: int, hi: int,
                     cfg: TTTConfig, device: torch.device, events: list | None) -> int:
     """SGD on targets lo..hi only (already scored): sequences of min(seq_len, chunk) tokens laid end to end
@@ -82,8 +95,7 @@ def _adapt_on_chunk(model, opt, params: list[torch.nn.Parameter], tokens: torch.
                                        reduction="sum") / (len(batch) * L)
                 loss.backward()
             if world > 1:
-                for p in params:
-                    dist.all_reduce(p.grad)
+                _all_reduce_grads(params)
             if cfg.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
             opt.step()
