@@ -148,7 +148,7 @@ class GolfLM(nn.Module):
     def forward(self, input_ids: torch.Tensor, states: dict | None = None, return_states: bool = False,
                 targets: torch.Tensor | None = None):
         """input_ids (B, T) → logits (B, T, V) fp32, softcapped; with `targets` (B, T) the mean cross-entropy
-        instead (a compiled model then fuses softcap and loss and never writes the fp32 logits out).
+        instead, so that a compiled model compiles the softcap and the loss into the same graph.
 
         Under autocast with model.residual_dtype "autocast" the residual stream between blocks is in the
         autocast dtype (bf16), as in the challenge's baseline; with "fp32", or without autocast, it keeps the
