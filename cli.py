@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import importlib
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, List, Optional
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -32,7 +33,7 @@ SetOpt = typer.Option(None, "--set", "-s", help="Override one setting: section.k
 SeedOpt = typer.Option(..., "--seed", help="Run seed; outputs go to runs/<seed>/.")
 
 
-def _load(params: Path, overrides: Optional[List[str]]):
+def _load(params: Path, overrides: list[str] | None):
     from golf.config import load_params
 
     return load_params(params, overrides or [])
@@ -55,7 +56,7 @@ def _guarded(fn: Callable[[], Any]) -> Any:
         raise typer.Exit(code=130) from None
 
 
-def _distributed(p, command: str, seed: int, params: Path, set_: Optional[List[str]]) -> None:
+def _distributed(p, command: str, seed: int, params: Path, set_: list[str] | None) -> None:
     """Hand this command to torchrun when params.launch asks for more than one process; the launcher's exit
     code becomes ours. Inside a torchrun worker (or with one process) this returns and the stage runs here."""
     from golf.launch import relaunch_under_torchrun, stage_cli_args
@@ -86,14 +87,14 @@ def _print_metrics(title: str, metrics: dict | None) -> None:
 
 
 @app.command()
-def prepare(params: Path = ParamsOpt, set_: Optional[List[str]] = SetOpt) -> None:
+def prepare(params: Path = ParamsOpt, set_: list[str] | None = SetOpt) -> None:
     """Tokenize a corpus (or fetch the official FineWeb export) into parameter-golf shards."""
     p = _guarded(lambda: _load(params, set_))
     _print_metrics("prepare", _guarded(lambda: _stage("prepare").run(p)))
 
 
 @app.command()
-def train(seed: int = SeedOpt, params: Path = ParamsOpt, set_: Optional[List[str]] = SetOpt) -> None:
+def train(seed: int = SeedOpt, params: Path = ParamsOpt, set_: list[str] | None = SetOpt) -> None:
     """Train the model for one seed (resumes from the last checkpoint if interrupted)."""
     p = _guarded(lambda: _load(params, set_))
     _distributed(p, "train", seed, params, set_)
@@ -101,7 +102,7 @@ def train(seed: int = SeedOpt, params: Path = ParamsOpt, set_: Optional[List[str
 
 
 @app.command()
-def hessian(seed: int = SeedOpt, params: Path = ParamsOpt, set_: Optional[List[str]] = SetOpt) -> None:
+def hessian(seed: int = SeedOpt, params: Path = ParamsOpt, set_: list[str] | None = SetOpt) -> None:
     """Accumulate H = XᵀX for every linear layer over calibration tokens (never validation data)."""
     p = _guarded(lambda: _load(params, set_))
     _distributed(p, "hessian", seed, params, set_)
@@ -109,14 +110,14 @@ def hessian(seed: int = SeedOpt, params: Path = ParamsOpt, set_: Optional[List[s
 
 
 @app.command()
-def quantize(seed: int = SeedOpt, params: Path = ParamsOpt, set_: Optional[List[str]] = SetOpt) -> None:
+def quantize(seed: int = SeedOpt, params: Path = ParamsOpt, set_: list[str] | None = SetOpt) -> None:
     """GPTQ-quantize the trained model with the calibration Hessians (int6 blocks, int8 embedding)."""
     p = _guarded(lambda: _load(params, set_))
     _print_metrics(f"quantize seed {seed}", _guarded(lambda: _stage("quantize").run(p, seed)))
 
 
 @app.command()
-def package(seed: int = SeedOpt, params: Path = ParamsOpt, set_: Optional[List[str]] = SetOpt) -> None:
+def package(seed: int = SeedOpt, params: Path = ParamsOpt, set_: list[str] | None = SetOpt) -> None:
     """Serialize and compress the quantized model with its code; fail if over the byte cap."""
     p = _guarded(lambda: _load(params, set_))
     _print_metrics(f"package seed {seed}", _guarded(lambda: _stage("package").run(p, seed)))
@@ -130,7 +131,7 @@ def inspect(artifact: Path = typer.Argument(..., help="An artifact folder or its
 
 
 @app.command("eval-sliding")
-def eval_sliding(seed: int = SeedOpt, params: Path = ParamsOpt, set_: Optional[List[str]] = SetOpt) -> None:
+def eval_sliding(seed: int = SeedOpt, params: Path = ParamsOpt, set_: list[str] | None = SetOpt) -> None:
     """Sliding-window BPB of the packaged artifact on the validation shards."""
     p = _guarded(lambda: _load(params, set_))
     _distributed(p, "eval-sliding", seed, params, set_)
@@ -138,7 +139,7 @@ def eval_sliding(seed: int = SeedOpt, params: Path = ParamsOpt, set_: Optional[L
 
 
 @app.command("eval-ttt")
-def eval_ttt(seed: int = SeedOpt, params: Path = ParamsOpt, set_: Optional[List[str]] = SetOpt) -> None:
+def eval_ttt(seed: int = SeedOpt, params: Path = ParamsOpt, set_: list[str] | None = SetOpt) -> None:
     """Legal score-first test-time training BPB of the packaged artifact."""
     p = _guarded(lambda: _load(params, set_))
     _distributed(p, "eval-ttt", seed, params, set_)
@@ -146,7 +147,7 @@ def eval_ttt(seed: int = SeedOpt, params: Path = ParamsOpt, set_: Optional[List[
 
 
 @app.command()
-def report(params: Path = ParamsOpt, set_: Optional[List[str]] = SetOpt) -> None:
+def report(params: Path = ParamsOpt, set_: list[str] | None = SetOpt) -> None:
     """Per-seed table, mean/std and Welch t-test against a reference; Markdown, JSON and PNG plots."""
     p = _guarded(lambda: _load(params, set_))
     _print_metrics("report", _guarded(lambda: _stage("report").run(p)))
@@ -154,14 +155,14 @@ def report(params: Path = ParamsOpt, set_: Optional[List[str]] = SetOpt) -> None
 
 @app.command()
 def export(out: Path = typer.Option(Path("submission"), "--out", help="Submission folder to write."),
-           params: Path = ParamsOpt, set_: Optional[List[str]] = SetOpt) -> None:
+           params: Path = ParamsOpt, set_: list[str] | None = SetOpt) -> None:
     """Write a submission folder in the challenge's format (README.md, submission.json, logs)."""
     p = _guarded(lambda: _load(params, set_))
     _print_metrics("export", _guarded(lambda: _stage("export").run(p, out)))
 
 
 @app.command()
-def pipeline(params: Path = ParamsOpt, set_: Optional[List[str]] = SetOpt,
+def pipeline(params: Path = ParamsOpt, set_: list[str] | None = SetOpt,
              no_dvc: bool = typer.Option(False, "--no-dvc", help="Run the stages in-process, without DVC.")) -> None:
     """Run every stage for every seed, then the report (`dvc repro` when DVC is set up)."""
     p = _guarded(lambda: _load(params, set_))

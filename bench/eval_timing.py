@@ -14,11 +14,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from golf.config import load_params  # noqa: E402
-from golf.data import ByteTables  # noqa: E402
-from golf.evaluate import eval_bpb, eval_stateful  # noqa: E402
-from golf.model import build_model  # noqa: E402
-from golf.ttt import ttt_eval  # noqa: E402
+from golf.config import load_params
+from golf.data import ByteTables
+from golf.evaluate import eval_bpb, eval_stateful
+from golf.model import build_model
+from golf.ttt import ttt_eval
 
 
 def main() -> None:
@@ -43,7 +43,7 @@ def main() -> None:
             fn()
             torch.cuda.synchronize()
             res[f"{name}_s"] = round(time.time() - t0, 2)
-        except Exception as e:  # report and continue with the next mode
+        except Exception as e:  # noqa: BLE001 -- report and continue with the next mode
             res[f"{name}_error"] = repr(e)
         print(name, res.get(f"{name}_s", res.get(f"{name}_error")), flush=True)
     if os.environ.get("OUT"):

@@ -45,7 +45,7 @@ def case(results: dict, key: str, fn) -> None:
     """Run one case; record its result or its error under `key` and keep going."""
     try:
         results[key] = fn()
-    except Exception as e:  # a bench reports every failure and carries on
+    except Exception as e:  # noqa: BLE001 -- a bench reports every failure and carries on
         results[key] = {"error": repr(e)}
         print(f"  {key}: FAILED {e!r}", flush=True)
         traceback.print_exc(limit=3)

@@ -7,9 +7,9 @@ little-endian uint16 tokens. File size must be exactly 1024 + 2N bytes.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -70,10 +70,9 @@ def write_shard(path: str | Path, tokens: np.ndarray) -> None:
         raise DataError(f"shard {str(path)!r}: token ids must fit uint16 (0..65535)")
     header = np.zeros(HEADER_INTS, dtype="<i4")
     header[0], header[1], header[2] = SHARD_MAGIC, SHARD_VERSION, tokens.size
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            f.write(header.tobytes())
-            f.write(tokens.astype("<u2").tobytes())
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        f.write(header.tobytes())
+        f.write(tokens.astype("<u2").tobytes())
 
 
 def glob_shards(folder: str | Path, split: str) -> list[Path]:
@@ -218,7 +217,7 @@ class ByteTables:
     has_leading_space: torch.Tensor  # (V,) bool: piece starts with "▁"
     is_boundary: torch.Tensor  # (V,) bool: control / unknown / unused tokens (BOS included)
 
-    def to(self, device: torch.device | str) -> "ByteTables":
+    def to(self, device: torch.device | str) -> ByteTables:
         return ByteTables(self.base_bytes.to(device), self.has_leading_space.to(device),
                           self.is_boundary.to(device))
 

@@ -18,9 +18,9 @@ import os
 import random
 import shutil
 import time
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -29,7 +29,6 @@ from golf.data import BOS_ID, list_shards, read_shard_header, shard_name, write_
 from golf.errors import DataError
 from golf.io import atomic_dir, write_bytes_atomic, write_json_atomic
 from golf.tokenizer import load_tokenizer, train_tokenizer
-
 
 # --------------------------------------------------------------------------------------------------
 # Reading corpora
@@ -60,7 +59,7 @@ def read_documents(path: Path, text_field: str, txt_separator: str) -> Iterator[
     stem = path.name.removesuffix(".xz").removesuffix(".gz")
     try:
         with _open_text(path) as f:
-            if stem.endswith(".jsonl") or stem.endswith(".json"):
+            if stem.endswith((".jsonl", ".json")):
                 for lineno, line in enumerate(f, 1):
                     if not line.strip():
                         continue
@@ -210,7 +209,7 @@ def prepare_corpus(cfg: DataConfig, out_dir: Path) -> dict:
                 path = tmp / shard_name(split, i)
                 write_shard(path, stream[start:start + cfg.shard_tokens])
                 files.append(path.name)
-            splits[split] = {"docs": len(docs), "tokens": int(len(stream)), "bytes": n_bytes, "files": files}
+            splits[split] = {"docs": len(docs), "tokens": len(stream), "bytes": n_bytes, "files": files}
         manifest = {
             "source": "corpus", "train_globs": cfg.train_globs, "val_globs": cfg.val_globs,
             "split_seed": cfg.split_seed, "val_fraction": cfg.val_fraction,
@@ -271,7 +270,7 @@ def prepare_fineweb(cfg: DataConfig, out_dir: Path) -> dict:
         patterns += [f"{rel_shards}/{shard_name('train', i)}" for i in range(cfg.fineweb_train_shards)]
         try:
             root = Path(snapshot_download(cfg.fineweb_repo, repo_type="dataset", allow_patterns=patterns))
-        except Exception as e:  # network, auth or missing repo: all are the user's to fix
+        except Exception as e:  # noqa: BLE001 -- network, auth or missing repo: all are the user's to fix
             raise DataError(f"download of {cfg.fineweb_repo!r} failed: {e}") from None
     shard_dir = root / rel_shards
     if not shard_dir.is_dir():

@@ -58,7 +58,7 @@ def collect(stage: str, config: Any = None, extra: dict[str, Any] | None = None)
     """Everything needed to trace an output back: stage, config, code version, libraries, device."""
     prov: dict[str, Any] = {
         "stage": stage,
-        "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "created_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "git": git_commit(),
         "versions": library_versions(),
         "device": device_info(),

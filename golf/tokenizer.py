@@ -20,8 +20,8 @@ shards were made with it (their BPB counts normalized bytes too).
 from __future__ import annotations
 
 import io
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from golf.errors import DataError
 

@@ -1,3 +1,4 @@
+import itertools
 import json
 import lzma
 from pathlib import Path
@@ -7,8 +8,15 @@ import pytest
 import sentencepiece as spm
 import torch
 
-from golf.data import (TokenLoader, build_byte_tables, list_shards, load_tokens, read_shard,
-                       target_bytes, write_shard)
+from golf.data import (
+    TokenLoader,
+    build_byte_tables,
+    list_shards,
+    load_tokens,
+    read_shard,
+    target_bytes,
+    write_shard,
+)
 from golf.errors import DataError
 from golf.tokenizer import load_tokenizer, train_tokenizer
 from tests.conftest import demo_docs
@@ -95,7 +103,7 @@ def test_token_loader_windows_span_shards_like_one_stream(tmp_path):
     stream = np.random.default_rng(1).integers(0, 1000, 700).astype(np.uint16)
     cuts = [0, 50, 50, 53, 400, 700]  # includes an empty shard and a 3-token shard
     paths = []
-    for i, (a, b) in enumerate(zip(cuts[:-1], cuts[1:])):
+    for i, (a, b) in enumerate(itertools.pairwise(cuts)):
         paths.append(tmp_path / f"fineweb_train_{i:06d}.bin")
         write_shard(paths[-1], stream[a:b])
     loader, gen = TokenLoader(paths, 40, 16, seed=7), torch.Generator().manual_seed(7)
@@ -148,7 +156,7 @@ def test_byte_count_over_the_shared_val_set():
 
 def test_inner_space_pieces_count_one_byte_per_space():
     class FakeSP:  # a model whose pieces contain inner "▁" (the recipe never makes one)
-        pieces = ["<pad>", "<s>", "</s>", "<unk>", "\u2581a\u2581\u2581b", "<0x41>"]
+        pieces = ("<pad>", "<s>", "</s>", "<unk>", "\u2581a\u2581\u2581b", "<0x41>")
 
         def vocab_size(self):
             return len(self.pieces)

@@ -106,8 +106,8 @@ def test_cli_stages_on_two_processes_match_one(tiny_env):
 
 
 def test_pipeline_hands_distributed_stages_to_the_cli(monkeypatch, tmp_path):
-    import stages.pipeline as pipeline
     from golf.errors import GolfError
+    from stages import pipeline
 
     calls = []
 

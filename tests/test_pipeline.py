@@ -33,7 +33,7 @@ def finished_runs(tiny_env):
 
 
 def test_stages_write_their_contract(finished_runs):
-    root, params, _ = finished_runs
+    _, params, _ = finished_runs
     rd = params.run_dir(1)
     for f in ("train", "hessian", "quantize", "package", "eval_sliding", "eval_ttt"):
         assert (rd / "metrics" / f"{f}.json").is_file()
@@ -49,7 +49,7 @@ def test_stages_write_their_contract(finished_runs):
 
 
 def test_report_and_export(finished_runs, monkeypatch, tmp_path):
-    root, params, ov = finished_runs
+    root, _, ov = finished_runs
     monkeypatch.chdir(root)
     ref = root / "ref.json"
     ref.write_text(json.dumps({"name": "baseline", "val_bpb": [9.0, 9.1, 9.2]}))
@@ -107,7 +107,7 @@ def test_dvc_repro_then_a_gptq_change_reruns_only_quantize_and_later(tmp_path):
     raw.update(d)
     (work / "params.yaml").write_text(yaml.safe_dump(raw))
     env = dict(os.environ, PATH=os.pathsep.join([os.path.dirname(sys.executable), os.environ["PATH"]]))
-    run = lambda *a: subprocess.run(list(a), cwd=work, capture_output=True, text=True, env=env)  # noqa: E731
+    run = lambda *a: subprocess.run(list(a), check=False, cwd=work, capture_output=True, text=True, env=env)
     for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
                 ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x"]):
         assert run(*cmd).returncode == 0

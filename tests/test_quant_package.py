@@ -6,9 +6,9 @@ import torch
 
 from golf.config import QuantConfig
 from golf.errors import ArtifactError
-from golf.gptq import dequantize, gptq_quantize, quantize_state_dict
+from golf.gptq import gptq_quantize, quantize_state_dict
 from golf.hessian import collect_hessians
-from golf.package import build_artifact, inspect_artifact, load_artifact, serialize, deserialize, MODEL_FILE
+from golf.package import MODEL_FILE, build_artifact, deserialize, inspect_artifact, load_artifact, serialize
 
 
 def _correlated(n=2048, d=64, seed=0):

@@ -16,7 +16,6 @@ from golf.errors import TrainingError
 from golf.train import CKPT_NAME, batch_layout, budget_progress, ema_decay_at, lr_scale
 from tests.conftest import tiny_run_params, train_tiny
 
-
 _params, _train = tiny_run_params, train_tiny
 
 

@@ -16,7 +16,6 @@ from golf.errors import TrainingError
 from golf.train import CKPT_NAME
 from tests.conftest import REPO, tiny_run_params, train_tiny
 
-
 _params, _train = tiny_run_params, train_tiny
 
 
