@@ -1,0 +1,112 @@
+"""Rebuild a report (per-seed table, Welch t-test, plots) from per-seed result folders kept under bench/results/
+(one folder per seed holding that seed's metrics JSON files and train_curve.tsv, as h200_pipeline.sh runs are
+stored), so that comparisons gathered over several sessions can be redone from committed files alone.
+
+    python bench/results_report.py -p configs/baseline_attn.yaml --metric eval_ttt \\
+        --runs 'bench/results/2026-11-29_c724ba99_baseline_attn_240s_seed*' \\
+        --reference bench/results/anchor_baseline_sp1024_h200_240s.json \\
+        --out bench/results/2026-11-29_c724ba99_baseline_attn_vs_anchor
+
+--reference is a JSON file of per-seed BPBs (golf/report.py) or a glob of result folders like --runs. Each
+folder's seed comes from its metrics' provenance (`seed`), else from a name ending in `seed<N>`. The folders
+are laid out as runs folders (<seed>/metrics/, <seed>/plots/) under --out while the report is built, then
+removed; --out receives report.md, report.json, summary.json and plots/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import glob
+import json
+import re
+import shutil
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from golf.config import load_params
+from golf.errors import GolfError
+from golf.report import build_report
+
+CURVE = "train_curve.tsv"
+
+
+def seed_of(folder: Path) -> int:
+    """The seed a result folder belongs to: a provenance file's `seed`, else the `seed<N>` name suffix."""
+    for prov in sorted(folder.glob("*.provenance.json")):
+        seed = json.loads(prov.read_text()).get("seed")
+        if isinstance(seed, int):
+            return seed
+    m = re.search(r"seed(\d+)$", folder.name)
+    if m is None:
+        raise GolfError(f"result folder {str(folder)!r}: no provenance file with a seed and no name ending in "
+                        "seed<N>; cannot tell which seed it holds")
+    return int(m.group(1))
+
+
+def common_label(folders: list[Path]) -> str:
+    """The folders' shared name without the seed suffix (e.g. 2026-11-29_c724ba99_hybrid_12_240s)."""
+    labels = {re.sub(r"_?seed\d+$", "", f.name) for f in folders}
+    return labels.pop() if len(labels) == 1 else "runs"
+
+
+def stage_runs(pattern: str, dest_root: Path) -> tuple[Path, list[int]]:
+    """Copy the result folders matching `pattern` into dest_root/<label>/<seed>/{metrics,plots}/."""
+    folders = sorted(Path(p) for p in glob.glob(pattern) if Path(p).is_dir())
+    if not folders:
+        raise GolfError(f"no result folders match {pattern!r}")
+    runs = dest_root / common_label(folders)
+    seeds: list[int] = []
+    for folder in folders:
+        seed = seed_of(folder)
+        if seed in seeds:
+            raise GolfError(f"{pattern!r} matches two folders of seed {seed}; narrow the pattern")
+        seeds.append(seed)
+        (runs / str(seed) / "metrics").mkdir(parents=True)
+        (runs / str(seed) / "plots").mkdir()
+        for f in folder.glob("*.json"):
+            shutil.copy2(f, runs / str(seed) / "metrics" / f.name)
+        if (folder / CURVE).is_file():
+            shutil.copy2(folder / CURVE, runs / str(seed) / "plots" / CURVE)
+    return runs, sorted(seeds)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("-p", "--params", required=True, help="the params file the runs used (its ttt/report settings)")
+    ap.add_argument("--runs", required=True, help="glob of this side's per-seed result folders")
+    ap.add_argument("--reference", default="", help="JSON of per-seed BPBs, or a glob of result folders")
+    ap.add_argument("--metric", default="", help="report.metric override (eval_sliding, eval_ttt, ...)")
+    ap.add_argument("--out", required=True, help="folder for report.md, report.json, summary.json, plots/")
+    args = ap.parse_args(argv)
+    out = Path(args.out).resolve()
+    staging = out / "staged_runs"
+    if staging.exists():
+        raise GolfError(f"{str(staging)!r} exists (a previous run stopped midway?); remove it first")
+    try:
+        runs, seeds = stage_runs(args.runs, staging / "mine")
+        sets = [f"runs_dir={runs.resolve()}", f"seeds={json.dumps(seeds)}"]
+        if args.reference:
+            ref = Path(args.reference).resolve()
+            if not ref.is_file():  # staged as staging/<label>: the report names the reference by that label
+                ref = Path(stage_runs(args.reference, staging)[0].name)
+            sets.append(f"report.reference={ref}")
+        if args.metric:
+            sets.append(f"report.metric={args.metric}")
+        params = load_params(args.params, sets)
+        with contextlib.chdir(staging):  # still inside the checkout: provenance finds the git commit
+            summary = build_report(params, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    print(json.dumps(summary, indent=1))
+    print(f"wrote {out / 'report.md'}")
+    return summary
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except GolfError as e:
+        sys.exit(f"error: {e}")
