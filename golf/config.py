@@ -111,6 +111,9 @@ class TrainConfig:
     lr_embed: float = _spec(0.05, lo=0.0)
     lr_scalar: float = _spec(0.04, lo=0.0)
     muon_momentum: float = _spec(0.95, lo=0.0, hi=1.0)
+    muon_momentum_warmup_steps: int = _spec(0, lo=0, doc="ramp Muon's momentum from muon_momentum_warmup_start "
+                                                          "to muon_momentum over these steps (0 = constant)")
+    muon_momentum_warmup_start: float = _spec(0.85, lo=0.0, hi=1.0)
     muon_ns_steps: int = _spec(5, lo=1, hi=20)
     weight_decay: float = _spec(0.0, lo=0.0)
     adam_beta1: float = _spec(0.9, lo=0.0, hi=1.0)

@@ -46,7 +46,7 @@ from golf.errors import TrainingError
 from golf.evaluate import autocast, eval_bpb
 from golf.io import atomic_path, write_text_atomic
 from golf.model import build_model, count_params, save_model
-from golf.optim import build_optimizers
+from golf.optim import Muon, build_optimizers
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +163,16 @@ def lr_scale(step: int, progress: float, warmup_steps: int, warmdown_frac: float
     if warmdown_frac > 0 and progress > 1 - warmdown_frac:
         scale = min(scale, max(0.0, (1 - progress) / warmdown_frac))
     return scale
+
+
+def muon_momentum_at(step: int, momentum: float, warmup_steps: int, warmup_start: float) -> float:
+    """Muon momentum at `step`: linear from warmup_start to momentum over warmup_steps, then constant. The
+    challenge's train_gpt.py ramps 0.85 → 0.95 over 500 steps (openai/parameter-golf, Hyperparameters
+    muon_momentum_warmup_*); 0 steps keeps the momentum constant."""
+    if warmup_steps <= 0:
+        return momentum
+    frac = min(step / warmup_steps, 1.0)
+    return (1 - frac) * warmup_start + frac * momentum
 
 
 def ema_decay_at(step: int, ema_decay: float) -> float:
@@ -401,9 +411,13 @@ def _train(params, seed, out_dir, ckpt_dir, curve_path, progress_cb, stop_after_
                 model.set_qat(True, tcfg.qat_bits)  # flips a buffer: the compiled graph sees it, no recompile
                 state.qat_started_step = state.step
             scale = lr_scale(state.step, progress, tcfg.warmup_steps, tcfg.warmdown_frac)
+            muon_mom = muon_momentum_at(state.step, tcfg.muon_momentum, tcfg.muon_momentum_warmup_steps,
+                                        tcfg.muon_momentum_warmup_start)
             for opt in opts:
                 for g in opt.param_groups:
                     g["lr"] = g["initial_lr"] * scale
+                    if isinstance(opt, Muon):
+                        g["momentum"] = muon_mom
 
             t_step0 = clock() if steps_this_call == 0 else None
             loss_local = forward_backward(net, model, loader, accum, amp, device).item()  # waits for the GPU

@@ -10,10 +10,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+import golf.optim
 import golf.train
 from golf.config import ConfigError, TrainConfig
 from golf.errors import TrainingError
-from golf.train import CKPT_NAME, batch_layout, budget_progress, ema_decay_at, lr_scale
+from golf.train import CKPT_NAME, batch_layout, budget_progress, ema_decay_at, lr_scale, muon_momentum_at
 from tests.conftest import tiny_run_params, train_tiny
 
 _params, _train = tiny_run_params, train_tiny
@@ -143,6 +144,27 @@ def test_schedule_functions():
     assert budget_progress(90, 6.0, 100, 60.0) == pytest.approx(0.9)  # steps ahead of time
     assert budget_progress(10, 90.0, 100, 60.0) == 1.0
     assert ema_decay_at(0, 0.997) == pytest.approx(0.1) and ema_decay_at(10 ** 6, 0.997) == 0.997
+
+
+def test_muon_momentum_warmup_schedule_and_loop(in_tiny, monkeypatch):
+    assert muon_momentum_at(0, 0.95, 0, 0.85) == 0.95  # no warmup: constant
+    assert muon_momentum_at(0, 0.95, 500, 0.85) == pytest.approx(0.85)
+    assert muon_momentum_at(250, 0.95, 500, 0.85) == pytest.approx(0.90)
+    assert muon_momentum_at(10 ** 6, 0.95, 500, 0.85) == pytest.approx(0.95)
+    seen: dict[int, list[float]] = {}
+    step = golf.optim.Muon.step
+
+    def spy(self, closure=None):
+        seen.setdefault(id(self), []).append(self.param_groups[0]["momentum"])
+        return step(self, closure)
+
+    monkeypatch.setattr(golf.optim.Muon, "step", spy)
+    root, _, ov = in_tiny
+    m, _ = _train(root, ov + ["train.muon_momentum=0.9", "train.muon_momentum_warmup_steps=4",
+                              "train.muon_momentum_warmup_start=0.5", "train.checkpoint_every=0"], 1, "mom")
+    assert m["steps"] == 6 and seen  # one list per Muon optimizer (block matrices, Mamba projections)
+    for momenta in seen.values():
+        assert momenta == pytest.approx([0.5, 0.6, 0.7, 0.8, 0.9, 0.9])
 
 
 def test_batch_layout_gives_exact_tokens_per_step():
