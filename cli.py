@@ -72,9 +72,9 @@ def _stage(name: str):
 
 
 def _print_metrics(title: str, metrics: dict | None) -> None:
-    import os
+    from golf.launch import is_main_process
 
-    if not metrics or os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 reports
+    if not metrics or not is_main_process():  # under torchrun, rank 0 reports
         return
     from rich.table import Table
 

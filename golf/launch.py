@@ -41,6 +41,11 @@ def under_torchrun() -> bool:
     return "LOCAL_RANK" in os.environ or "TORCHELASTIC_RUN_ID" in os.environ
 
 
+def is_main_process() -> bool:
+    """Rank 0 of a torchrun launch, or a plain single process (the one that writes outputs and reports)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def torchrun_command(cfg: LaunchConfig, script: str | Path, args: list[str]) -> list[str]:
     """The torchrun command line that runs `script args` on cfg.world_size processes."""
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={cfg.nproc_per_node}"]

@@ -100,11 +100,6 @@ def leave_distributed(info: DistInfo) -> None:
         dist.destroy_process_group()
 
 
-def is_main_process() -> bool:
-    """Rank 0 of a torchrun launch, or a plain single process (the one that writes outputs)."""
-    return int(os.environ.get("RANK", "0")) == 0
-
-
 def resolve_device(spec: str, local_rank: int = 0) -> torch.device:
     if spec == "auto":
         return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")

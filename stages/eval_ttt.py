@@ -12,8 +12,9 @@ from golf import provenance
 from golf.config import Params
 from golf.evaluate import load_eval_inputs
 from golf.io import write_json_atomic
+from golf.launch import is_main_process
 from golf.stage_io import write_metrics
-from golf.train import init_distributed, is_main_process, leave_distributed, resolve_device
+from golf.train import init_distributed, leave_distributed, resolve_device
 from golf.ttt import ttt_eval
 
 

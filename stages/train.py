@@ -7,8 +7,9 @@ from __future__ import annotations
 import time
 
 from golf.config import Params
+from golf.launch import is_main_process
 from golf.stage_io import write_metrics, write_provenance
-from golf.train import is_main_process, train
+from golf.train import train
 
 
 def run(params: Params, seed: int) -> dict:
