@@ -4,6 +4,9 @@
 #   .carry/whl/mamba_ssm-*.whl   (pure-Python build: MAMBA_SKIP_CUDA_BUILD=TRUE pip wheel ...)
 #   .carry/corpus/{train_00[0-3],val}.jsonl.xz and .carry/tok/corpus_1024_bpe.model
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 PYTHONUNBUFFERED=1
+# torch.compile and Triton caches in the ignored .gpu_cache/, which a warm machine keeps between calls: a second
+# seed of the same config reuses the compiled kernels (same kernels, less device time spent compiling)
+export TORCHINDUCTOR_CACHE_DIR=$PWD/.gpu_cache/inductor TRITON_CACHE_DIR=$PWD/.gpu_cache/triton
 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .carry/whl/*.whl || return 1
 export PYTHONPATH=/tmp/site:${PYTHONPATH:-}
 # causal-conv1d (25.9 MB) does not fit in one call's 64 MiB beside the corpus: an earlier call on the same warm
