@@ -345,6 +345,9 @@ def summary_metrics(report: dict) -> dict:
         out[f"{name}_t"] = t["plain"]["t"]
         out[f"{name}_p"] = t["plain"]["p"]
         out[f"{name}_margin_p"] = t["margin"]["p"]
+        out[f"{name}_diff"] = t["plain"]["diff"]
+        out[f"{name}_diff_ci_low"] = t["plain"]["ci_low"]
+        out[f"{name}_diff_ci_high"] = t["plain"]["ci_high"]
     return _jsonable(out)
 
 
@@ -458,6 +461,8 @@ def render_markdown(r: dict) -> str:
                 out.append(f"| {label} | {fmt(tt['mean_a'])} | {fmt(tt['mean_b'])} | {tt['t']:.3f} | "
                            f"{tt['df']:.2f} | {fmt(tt['p'], 'p')} | {verdict} |")
         out.append("")
+        if not p["note"]:
+            out += [_difference_line(p), ""]
     if r["warnings"]:
         out += ["## Warnings", ""] + [f"- {w}" for w in r["warnings"]] + [""]
     out += ["## Plots", "", "![training curves](plots/train_curves.png)", "",
@@ -467,6 +472,22 @@ def render_markdown(r: dict) -> str:
     dirty = " (uncommitted changes)" if g["dirty"] else ""
     out += [f"Code version {g['commit']}{dirty}, written {r['provenance']['created_utc']}.", ""]
     return "\n".join(out)
+
+
+def _difference_line(p: dict) -> str:
+    """How large the gap is: A - B with its confidence interval, which side is lower, and the opposite test."""
+    d, lo, hi = p["diff"], p["ci_low"], p["ci_high"]
+    level = f"{100 * p['ci_level']:.0f}%"
+    if d < 0:
+        side = "A is lower (better) in these seeds"
+    elif d > 0:
+        side = "B is lower (better) in these seeds"
+    else:
+        side = "the means are equal"
+    crosses = " The interval includes 0." if lo <= 0 <= hi else ""
+    return (f"Difference A - B: **{d:+.5f} BPB**, two-sided {level} confidence interval [{lo:+.5f}, {hi:+.5f}]"
+            f" (t with {p['df']:.2f} df); {side}.{crosses} One-sided p of the opposite H1 \"A > B\": "
+            f"{fmt(p['p_opposite'], 'p')}.")
 
 
 # --------------------------------------------------------------------------------------------------

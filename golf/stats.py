@@ -11,6 +11,10 @@ Welch (1947) does not assume equal variances:
     df = (v_a/n_a + v_b/n_b)^2 / ((v_a/n_a)^2/(n_a-1) + (v_b/n_b)^2/(n_b-1))     (Welch–Satterthwaite)
     p  = P(T_df <= t)
 
+Beside each test: the difference of means d = m_a - m_b (or m_a - ref) with its two-sided 95% confidence
+interval d ± q·se, q the 0.975 quantile of T_df and se the standard error in the t above. The interval says
+how large the gap is, where p only says whether it is below the margin.
+
 The p-values come from scipy (`ttest_ind(equal_var=False)`, `ttest_1samp`); `welch_t_df` is an independent
 implementation of t and df that the tests check against scipy. Cases where a t-test is not defined (fewer
 than 2 values on a side, zero variance on both sides) give a TTest whose fields are NaN and whose `note`
@@ -81,13 +85,26 @@ class TTest:
     df: float = float("nan")
     p: float = float("nan")
     note: str = ""     # why t/df/p are NaN, when they are
+    ci_level: float = 0.95
+    ci_low: float = float("nan")   # two-sided CI of diff (margin not applied); NaN when the test is not possible
+    ci_high: float = float("nan")
 
     @property
     def ok(self) -> bool:
         return not self.note
 
+    @property
+    def diff(self) -> float:
+        """mean A - mean B (negative: A is lower, i.e. better)."""
+        return self.mean_a - self.mean_b
+
+    @property
+    def p_opposite(self) -> float:
+        """One-sided p of the opposite H1, mean(a) > mean(b) - margin: P(T_df >= t) = 1 - p."""
+        return 1.0 - self.p
+
     def as_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "diff": self.diff, "p_opposite": self.p_opposite}
 
 
 def _clean(xs: Sequence[float], what: str) -> list[float]:
@@ -118,7 +135,16 @@ def welch_test(a: Sequence[float], b: Sequence[float], margin: float = 0.0) -> T
         warnings.simplefilter("ignore", RuntimeWarning)
         r = stats.ttest_ind([x - c for x in a], [x - c - margin for x in b], equal_var=False, alternative="less")
     res.t, res.df, res.p = float(r.statistic), float(r.df), float(r.pvalue)
+    _set_ci(res, math.sqrt(sample_var(a) / len(a) + sample_var(b) / len(b)))
     return res
+
+
+def _set_ci(res: TTest, se: float) -> None:
+    """The two-sided res.ci_level interval of res.diff: diff ± t_(df, (1+level)/2) · se."""
+    from scipy import stats
+
+    q = float(stats.t.ppf(0.5 + res.ci_level / 2, res.df))
+    res.ci_low, res.ci_high = res.diff - q * se, res.diff + q * se
 
 
 def one_sample_test(a: Sequence[float], reference: float, margin: float = 0.0) -> TTest:
@@ -138,6 +164,7 @@ def one_sample_test(a: Sequence[float], reference: float, margin: float = 0.0) -
         warnings.simplefilter("ignore", RuntimeWarning)
         r = stats.ttest_1samp([x - c for x in a], reference - margin - c, alternative="less")
     res.t, res.df, res.p = float(r.statistic), float(r.df), float(r.pvalue)
+    _set_ci(res, math.sqrt(sample_var(a) / len(a)))
     return res
 
 

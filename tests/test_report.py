@@ -123,6 +123,13 @@ def test_welch_against_another_runs_folder(project):
     md = (root / "reports" / "report.md").read_text()
     assert "Welch two-sample t-test, 3 seeds vs 4 seeds" in md and f"{ref.pvalue:.3g}" in md
     assert f"{t['plain']['df']:.2f}" in md and "**yes**" in md
+    ci = sps.ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
+    assert flat["vs_run_diff"] == pytest.approx(1.21 - 1.255, abs=1e-9)
+    assert (flat["vs_run_diff_ci_low"], flat["vs_run_diff_ci_high"]) == (pytest.approx(ci.low, abs=1e-9),
+                                                                       pytest.approx(ci.high, abs=1e-9))
+    assert (f"Difference A - B: **{1.21 - 1.255:+.5f} BPB**, two-sided 95% confidence interval "
+            f"[{ci.low:+.5f}, {ci.high:+.5f}]") in md
+    assert "A is lower (better) in these seeds" in md and "includes 0" not in md
     assert rep["warnings"] == []
 
 

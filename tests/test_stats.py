@@ -87,6 +87,37 @@ def test_own_welch_matches_scipy_on_random_samples():
         assert r.t == pytest.approx(t, rel=1e-7) and r.p == pytest.approx(float(ref.pvalue), rel=1e-6, abs=1e-12)
 
 
+def test_difference_and_its_confidence_interval_by_hand_and_against_scipy():
+    # a = [1, 2, 3], b = [3, 4, 5]: diff -2, se sqrt(2/3), df 4; t_(4, 0.975) = 2.7764451 (tables)
+    r = welch_test([1.0, 2.0, 3.0], [3.0, 4.0, 5.0])
+    half = 2.7764451052 * math.sqrt(2 / 3)
+    assert r.diff == -2.0 and r.ci_level == 0.95
+    assert (r.ci_low, r.ci_high) == (pytest.approx(-2 - half, rel=1e-9), pytest.approx(-2 + half, rel=1e-9))
+    assert r.p_opposite == pytest.approx(1 - (0.5 - 0.6 * math.sqrt(0.6)), rel=1e-9)  # H1 "a is higher"
+    assert r.as_dict()["diff"] == -2.0 and r.as_dict()["p_opposite"] == pytest.approx(r.p_opposite)
+    # one-sample, [1, 2, 3] vs 3: diff -1, se sqrt(1/3), df 2; t_(2, 0.975) = 4.3026527 (tables)
+    o = one_sample_test([1.0, 2.0, 3.0], 3.0)
+    half = 4.3026527297 * math.sqrt(1 / 3)
+    assert o.diff == -1.0 and (o.ci_low, o.ci_high) == (pytest.approx(-1 - half), pytest.approx(-1 + half))
+    # random BPB-like samples: scipy's own two-sided intervals (the margin does not move the interval)
+    rng = random.Random(3)
+    for _ in range(20):
+        a = [1.37 + rng.gauss(0, 0.01) for _ in range(rng.randint(2, 6))]
+        b = [1.39 + rng.gauss(0, 0.02) for _ in range(rng.randint(2, 6))]
+        ci = sps.ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
+        for margin in (0.0, 0.003):
+            w = welch_test(a, b, margin)
+            assert (w.ci_low, w.ci_high) == (pytest.approx(ci.low, abs=1e-9), pytest.approx(ci.high, abs=1e-9))
+        ci1 = sps.ttest_1samp(a, 1.38).confidence_interval(0.95)  # of the mean: shift by the reference
+        o = one_sample_test(a, 1.38)
+        assert (o.ci_low, o.ci_high) == (pytest.approx(ci1.low - 1.38, abs=1e-9), pytest.approx(ci1.high - 1.38, abs=1e-9))
+
+
+def test_tests_that_are_not_possible_have_no_interval():
+    r = welch_test([1.1], [1.2, 1.3])
+    assert not r.ok and math.isnan(r.ci_low) and math.isnan(r.ci_high)
+
+
 def test_one_sample_df2_p_by_hand():
     # [1, 2, 3] vs 3: t = (2 - 3) / (1 / sqrt 3) = -sqrt 3, df = 2
     # x = -sqrt(3) / sqrt(5): p = 1/2 - sqrt(3/5)/2 = 0.1127017
