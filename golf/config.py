@@ -77,6 +77,8 @@ class ModelConfig:
     headdim: int = _spec(64, lo=1)
     ngroups: int = _spec(1, lo=1)
     chunk_size: int = _spec(64, lo=1, doc="SSD chunk length")
+    in_proj_multiple: int = _spec(1, lo=1, hi=256, doc="pad Mamba in_proj's output features with zero rows to a "
+                                  "multiple of this (GEMM alignment; 1 = no padding)")
     # attention
     num_heads: int = _spec(8, lo=1)
     num_kv_heads: int = _spec(4, lo=1)

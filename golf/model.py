@@ -85,7 +85,7 @@ class MambaBlock(nn.Module):
         d = cfg.d_model
         self.resid_mix = nn.Parameter(torch.stack([torch.ones(d), torch.zeros(d)]))
         self.mixer = Mamba2Mixer(d, cfg.d_state, cfg.d_conv, cfg.expand, cfg.headdim, cfg.ngroups,
-                                 cfg.chunk_size, QATLinear, kernels)
+                                 cfg.chunk_size, QATLinear, kernels, cfg.in_proj_multiple)
         self.mixer_scale = nn.Parameter(torch.ones(d))
 
     def forward(self, x, x0, state=None, return_state=False):

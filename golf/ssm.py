@@ -258,14 +258,25 @@ class Mamba2Mixer(nn.Module):
     """
 
     def __init__(self, d_model: int, d_state: int, d_conv: int, expand: float, headdim: int, ngroups: int,
-                 chunk_size: int, linear_cls=nn.Linear, kernels: SSMKernels | None = None):
+                 chunk_size: int, linear_cls=nn.Linear, kernels: SSMKernels | None = None,
+                 in_proj_multiple: int = 1):
         super().__init__()
         self.d_inner = int(expand * d_model)
         self.d_state, self.d_conv, self.headdim, self.ngroups = d_state, d_conv, headdim, ngroups
         self.nheads = self.d_inner // headdim
         self.chunk_size = chunk_size
         self.conv_dim = self.d_inner + 2 * ngroups * d_state
-        self.in_proj = linear_cls(d_model, 2 * self.d_inner + 2 * ngroups * d_state + self.nheads, bias=False)
+        # in_proj's output, [z, xBC, dt], optionally followed by zero rows up to a multiple of in_proj_multiple:
+        # e.g. 1612 → 1664 features for d_model 512, expand 1.5, d_state 32, so that the GEMM's width is a
+        # multiple of 8/64 and cuBLAS can use aligned kernels (1612 gets 2-element-aligned ones, bench/RESULTS.md)
+        # and xBC's row stride suits causal-conv1d without a copy. The padding rows are never read: their
+        # gradient is exactly zero, so from zero init they stay zero under Muon, weight decay, EMA and QAT.
+        self.d_in_proj = 2 * self.d_inner + 2 * ngroups * d_state + self.nheads
+        self.in_proj_pad = -self.d_in_proj % in_proj_multiple
+        self.in_proj = linear_cls(d_model, self.d_in_proj + self.in_proj_pad, bias=False)
+        if self.in_proj_pad:
+            with torch.no_grad():
+                self.in_proj.weight[self.d_in_proj:].zero_()
         self.conv1d = nn.Conv1d(self.conv_dim, self.conv_dim, d_conv, groups=self.conv_dim, bias=True)
         # Mamba-2 defaults (Dao & Gu 2024; mamba_ssm Mamba2: A_init_range=(1, 16), dt_min=1e-3, dt_max=0.1):
         # A = -uniform(1, 16); dt log-uniform in [1e-3, 1e-1], dt_bias = softplus⁻¹(dt) so that
@@ -303,11 +314,14 @@ class Mamba2Mixer(nn.Module):
                 ssm_state (B, H, P, N) fp32) carried from the previous window, or None (zeros).
         With return_state, also returns the state after the last position."""
         k = self.kernels
-        zxbcdt = self.in_proj(u)  # (B, T, 2*d_inner + 2*G*N + H)
+        zxbcdt = self.in_proj(u)  # (B, T, d_in_proj + in_proj_pad)
         A = -torch.exp(_hi(self.A_log))  # (H,)
         if k.path == "fused" and state is None and not return_state:
             # conv + SiLU + scan + D + gated norm in one op; out_proj stays a module call so QAT and the
-            # Hessian hooks see it
+            # Hessian hooks see it. The fused op infers its layout from the last dim, so it gets exactly
+            # [z, xBC, dt] (a copy when in_proj is padded).
+            if self.in_proj_pad:
+                zxbcdt = zxbcdt[..., :self.d_in_proj].contiguous()  # (B, T, d_in_proj)
             y = _eager(k.fused, zxbcdt, self.conv1d.weight.squeeze(1), self.conv1d.bias, self.dt_bias, A,
                        self.D, self.chunk_size, rmsnorm_weight=self.norm_weight, rmsnorm_eps=NORM_EPS,
                        headdim=self.headdim, ngroups=self.ngroups, norm_before_gate=False)  # (B, T, d_inner)
@@ -325,12 +339,15 @@ class Mamba2Mixer(nn.Module):
         """Conv + scan (+ D skip). Returns y (B, T, d_inner) in the activations' dtype, z, and the new state."""
         bsz, T, _ = zxbcdt.shape
         k = self.kernels
-        z, xBC, dt = torch.split(zxbcdt, [self.d_inner, self.conv_dim, self.nheads], dim=-1)
+        z, xBC, dt, _ = torch.split(zxbcdt, [self.d_inner, self.conv_dim, self.nheads, self.in_proj_pad], dim=-1)
         new_conv_state = None
         if k.conv is not None and state is None and not return_state:
-            # causal-conv1d wants the channel-last layout with strides divisible by 8: make xBC contiguous
-            # (its row stride inside zxbcdt is 2*d_inner + 2*G*N + H, e.g. 1612, not a multiple of 8)
-            xBC = _eager(k.conv, xBC.contiguous().transpose(1, 2), self.conv1d.weight.squeeze(1),
+            # causal-conv1d's channel-last layout wants strides divisible by 8. xBC's row stride inside zxbcdt
+            # is in_proj's width: 1612 unpadded (not a multiple of 8: copy xBC out), 1664 with
+            # in_proj_multiple 64 (used in place, as mamba_ssm's Mamba2 passes its split of zxbcdt)
+            if xBC.stride(1) % 8 or xBC.storage_offset() % 8:
+                xBC = xBC.contiguous()
+            xBC = _eager(k.conv, xBC.transpose(1, 2), self.conv1d.weight.squeeze(1),
                          self.conv1d.bias, activation="silu").transpose(1, 2)  # (B, T, conv_dim)
         else:
             xBC_t = xBC.transpose(1, 2)  # (B, conv_dim, T)

@@ -268,6 +268,48 @@ def test_fast_path_glue_matches_reference(kernels):
     torch.testing.assert_close(torch.cat([a, b], 1), y_ref, rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("multiple", [8, 64])
+@pytest.mark.parametrize("kernels", [
+    SSMKernels(),
+    SSMKernels("triton", stand_in_scan, stand_in_norm, stand_in_conv),
+    SSMKernels("fused", stand_in_scan, stand_in_norm, stand_in_conv, stand_in_fused),
+], ids=["reference", "triton+causal_conv1d", "fused"])
+def test_padded_in_proj_is_the_same_mixer(kernels, multiple):
+    plain = _mixer(kernels=kernels)
+    padded = _mixer(kernels=kernels, in_proj_multiple=multiple)
+    n = plain.d_in_proj  # 2*32 + 2*2*4 + 4 = 84
+    assert padded.in_proj.weight.shape == (-(-n // multiple) * multiple, 16) and padded.in_proj_pad > 0
+    with torch.no_grad():
+        for (name, p), q in zip(plain.named_parameters(), padded.parameters()):
+            q.zero_()
+            q[:n].copy_(p) if name == "in_proj.weight" else q.copy_(p)
+    u = torch.randn(2, 27, 16, dtype=F64, requires_grad=True)
+    y = plain(u)
+    g = torch.autograd.grad(y.square().sum(), [u, *plain.parameters()])
+    y_pad = padded(u)  # with multiple 8 the stand-in conv's stride check passes on xBC in place (row stride 88)
+    g_pad = torch.autograd.grad(y_pad.square().sum(), [u, *padded.parameters()])
+    torch.testing.assert_close(y_pad, y, rtol=1e-12, atol=1e-12)
+    for (name, _), a, b in zip([("input", None), *plain.named_parameters()], g_pad, g):
+        if name == "in_proj.weight":
+            assert torch.count_nonzero(a[n:]) == 0  # the padding rows get exactly no gradient
+            a = a[:n]
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10, msg=name)
+    a, st = padded(u[:, :11], return_state=True)
+    b = padded(u[:, 11:], state=st)
+    torch.testing.assert_close(torch.cat([a, b], 1), y, rtol=1e-10, atol=1e-10)
+
+
+def test_padded_in_proj_starts_at_zero_in_the_model():
+    from golf.config import ModelConfig
+    from golf.model import build_model
+
+    cfg = ModelConfig(vocab_size=64, d_model=32, layer_pattern="MA", d_state=8, expand=2.0, headdim=16,
+                      chunk_size=8, num_heads=2, num_kv_heads=1, bigram_buckets=0, bigram_dim=0,
+                      in_proj_multiple=64, ssm_backend="reference")
+    w = build_model(cfg, "cpu").blocks[0].mixer.in_proj.weight  # 2*64 + 2*8 + 4 = 148 rows → 192
+    assert w.shape == (192, 32) and torch.count_nonzero(w[148:]) == 0 and torch.count_nonzero(w[:148]) > 0
+
+
 # --------------------------------------------------------------------------------------------------
 # The real kernels (CUDA machine with mamba-ssm)
 # --------------------------------------------------------------------------------------------------
@@ -281,14 +323,15 @@ def _rel(a, b):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("path", ["triton", "fused"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_fast_kernels_match_reference_on_gpu(path, dtype):
+@pytest.mark.parametrize("multiple", [1, 64])  # 64: padded in_proj, xBC passed to causal-conv1d in place
+def test_fast_kernels_match_reference_on_gpu(path, dtype, multiple):
     try:
         kernels = resolve_ssm_backend(path, "cuda")
     except GolfError as e:
         pytest.skip(str(e))
     torch.manual_seed(0)
-    ref = Mamba2Mixer(256, 32, 4, 1.5, 64, 1, 64).cuda()
-    fast = Mamba2Mixer(256, 32, 4, 1.5, 64, 1, 64, kernels=kernels).cuda()
+    ref = Mamba2Mixer(256, 32, 4, 1.5, 64, 1, 64, in_proj_multiple=multiple).cuda()
+    fast = Mamba2Mixer(256, 32, 4, 1.5, 64, 1, 64, kernels=kernels, in_proj_multiple=multiple).cuda()
     torch.nn.init.normal_(ref.out_proj.weight, std=0.02)
     fast.load_state_dict(ref.state_dict())
     u = torch.randn(2, 300, 256, device="cuda")

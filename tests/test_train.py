@@ -134,6 +134,22 @@ def test_qat_switches_on_at_its_step_fraction(in_tiny):
     assert m["qat_started_step"] == 3  # wallclock 0: progress = step / max_steps = 3 / 6
 
 
+def test_padded_in_proj_rows_stay_zero_through_training(in_tiny):
+    """Muon (with weight decay), Adam, EMA and QAT leave the never-read padding rows of in_proj at zero,
+    in the trained (EMA) weights and in the checkpoint; everything else trains."""
+    root, _, ov = in_tiny
+    m, rd = _train(root, ov + ["model.in_proj_multiple=64", "train.weight_decay=0.1", "train.qat_start_frac=0.5"],
+                   1, "padded")
+    assert m["qat_started_step"] == 3
+    w = _weights(rd)
+    ckpt = torch.load(rd / "ckpt" / CKPT_NAME, map_location="cpu", weights_only=False)
+    for name in ("blocks.0.mixer.in_proj.weight", "blocks.2.mixer.in_proj.weight"):  # pattern MAM
+        assert w[name].shape == (192, 32)  # 2*64 + 2*8 + 4 = 148 rows, padded to 192
+        assert torch.count_nonzero(w[name][148:]) == 0 and torch.count_nonzero(w[name][:148]) > 0
+        assert torch.count_nonzero(ckpt["model"][name][148:]) == 0
+    assert all(torch.isfinite(t).all() for t in w.values())
+
+
 def test_schedule_functions():
     assert lr_scale(0, 0.0, 10, 0.3) == pytest.approx(0.1)
     assert lr_scale(50, 0.5, 10, 0.3) == 1.0
