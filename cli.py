@@ -87,10 +87,13 @@ def _print_metrics(title: str, metrics: dict | None) -> None:
 
 
 @app.command()
-def prepare(params: Path = ParamsOpt, set_: list[str] | None = SetOpt) -> None:
-    """Tokenize a corpus (or fetch the official FineWeb export) into parameter-golf shards."""
+def prepare(params: Path = ParamsOpt, set_: list[str] | None = SetOpt,
+            force: bool = typer.Option(False, "--force", help="Re-tokenize even when the inputs are unchanged.")
+            ) -> None:
+    """Tokenize a corpus (or fetch the official FineWeb export) into parameter-golf shards; a corpus whose
+    settings, files, tokenizer and code are unchanged since the last run is not tokenized again."""
     p = _guarded(lambda: _load(params, set_))
-    _print_metrics("prepare", _guarded(lambda: _stage("prepare").run(p)))
+    _print_metrics("prepare", _guarded(lambda: _stage("prepare").run(p, force)))
 
 
 @app.command()

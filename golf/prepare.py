@@ -181,8 +181,58 @@ def sha256_file(path: Path) -> str:
 # --------------------------------------------------------------------------------------------------
 
 
-def prepare_corpus(cfg: DataConfig, out_dir: Path) -> dict:
+# What a corpus preparation's output depends on besides its config and input files: the code that reads,
+# splits, tokenizes and writes (a change there re-tokenizes even without DVC).
+_PREPARE_CODE = ("prepare.py", "tokenizer.py", "data.py")
+_NOT_AN_INPUT = ("name", "num_workers")  # the output folder, and a parallelism knob (same shards either way)
+
+
+def corpus_inputs_sha256(cfg: DataConfig) -> str:
+    """One hash of everything prepare_corpus's output depends on: the data settings (but the folder name and
+    worker count), every matched train/val file and the tokenizer model by content, and the code in
+    _PREPARE_CODE. Equal hashes mean the same shards would be written again."""
+    from golf.config import to_dict
+
+    settings = {k: v for k, v in to_dict(cfg).items() if k not in _NOT_AN_INPUT}
+    h = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
+    files = expand_globs(cfg.train_globs, "data.train_globs")
+    files += expand_globs(cfg.val_globs, "data.val_globs") if cfg.val_globs else []
+    if cfg.tokenizer_model:
+        files.append(Path(cfg.tokenizer_model))
+    code_dir = Path(__file__).resolve().parent
+    for f in [*files, *(code_dir / name for name in _PREPARE_CODE)]:
+        if not f.is_file():
+            raise DataError(f"prepare input {str(f)!r} is not a file")
+        h.update(f"{f.name}:{sha256_file(f)}\n".encode())
+    return h.hexdigest()
+
+
+def _up_to_date(out_dir: Path, inputs_sha256: str) -> dict | None:
+    """The manifest of a finished preparation of the same inputs whose shards are all intact, else None."""
+    path = out_dir / "manifest.json"
+    if not path.is_file():
+        return None
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    if not isinstance(manifest, dict) or manifest.get("inputs_sha256") != inputs_sha256:
+        return None
+    files = {**(manifest.get("sha256") or {}), "tokenizer.model": manifest.get("tokenizer_sha256")}
+    for name, digest in files.items():
+        f = out_dir / name
+        if not f.is_file() or sha256_file(f) != digest:
+            return None
+    return manifest
+
+
+def prepare_corpus(cfg: DataConfig, out_dir: Path, force: bool = False) -> dict:
+    """Read, split and tokenize the corpus into out_dir. Skipped (the existing manifest is returned, with
+    "up_to_date": true) when out_dir already holds intact shards made from the same inputs, unless force."""
     t0 = time.time()
+    inputs_sha256 = corpus_inputs_sha256(cfg)
+    if not force and (done := _up_to_date(out_dir, inputs_sha256)) is not None:
+        return {**done, "up_to_date": True, "seconds": round(time.time() - t0, 2)}
     train, val, info = load_split_docs(cfg)
     if cfg.tokenizer_model:
         sp = load_tokenizer(cfg.tokenizer_model, cfg.vocab_size)
@@ -216,7 +266,7 @@ def prepare_corpus(cfg: DataConfig, out_dir: Path) -> dict:
             "tokenizer_sha256": sha256_file(tmp / "tokenizer.model"),
             "tokenizer_trained": not cfg.tokenizer_model, "vocab_size": cfg.vocab_size,
             "splits": splits, "sha256": {f.name: sha256_file(f) for f in sorted(tmp.glob("*.bin"))},
-            **info,
+            "inputs_sha256": inputs_sha256, **info,
         }
         write_json_atomic(tmp / "manifest.json", manifest)
     manifest["seconds"] = round(time.time() - t0, 2)
@@ -278,9 +328,11 @@ def prepare_fineweb(cfg: DataConfig, out_dir: Path) -> dict:
     return _adopt_shards(cfg, shard_dir, root / rel_tok, out_dir, "fineweb")
 
 
-def prepare(cfg: DataConfig, out_dir: Path) -> dict:
+def prepare(cfg: DataConfig, out_dir: Path, force: bool = False) -> dict:
+    """data/<name>/ from cfg.source. A corpus is re-tokenized only when its inputs changed (or force); adopted
+    shards (fineweb, shards) are re-validated every time."""
     if cfg.source == "corpus":
-        return prepare_corpus(cfg, out_dir)
+        return prepare_corpus(cfg, out_dir, force)
     if cfg.source == "shards":
         return prepare_shards(cfg, out_dir)
     return prepare_fineweb(cfg, out_dir)

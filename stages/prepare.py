@@ -7,9 +7,9 @@ from golf.prepare import prepare
 from golf.stage_io import write_metrics, write_provenance
 
 
-def run(params: Params) -> dict:
+def run(params: Params, force: bool = False) -> dict:
     out_dir = params.data_dir()
-    manifest = prepare(params.data, out_dir)
+    manifest = prepare(params.data, out_dir, force)
     write_provenance(out_dir, "prepare", params.data)
     metrics = {"source": manifest["source"], "vocab_size": params.data.vocab_size}
     for split, info in manifest["splits"].items():
@@ -18,5 +18,6 @@ def run(params: Params) -> dict:
                 metrics[f"{split}_{key}"] = info[key]
     if "seconds" in manifest:
         metrics["seconds"] = manifest["seconds"]
+    metrics["up_to_date"] = bool(manifest.get("up_to_date"))  # true: same inputs, shards kept as they were
     write_metrics("metrics", metrics, "prepare.json")
     return metrics

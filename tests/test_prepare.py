@@ -25,6 +25,35 @@ def test_prepare_corpus_writes_shards_manifest(tmp_path):
     assert load_manifest(tmp_path / "out")["tokenizer_sha256"] == m["tokenizer_sha256"]
 
 
+def test_unchanged_corpus_is_not_tokenized_again(tmp_path):
+    corpus = write_jsonl(tmp_path / "c.jsonl", demo_docs(30))
+    base = [f"data.train_globs=[{corpus}]", "data.val_fraction=0.1"]
+    out = tmp_path / "out"
+    first = prepare(_cfg(tmp_path, *base), out)
+    assert "up_to_date" not in first and len(first["inputs_sha256"]) == 64
+    shard = list_shards(out, "train")[0]
+    stamp = shard.stat().st_mtime_ns
+    again = prepare(_cfg(tmp_path, *base, "data.num_workers=1"), out)  # workers do not change the shards
+    assert again["up_to_date"] is True and again["splits"] == first["splits"] and shard.stat().st_mtime_ns == stamp
+    assert "up_to_date" not in prepare(_cfg(tmp_path, *base), out, force=True)  # --force re-tokenizes
+    assert "up_to_date" not in prepare(_cfg(tmp_path, *base[:1], "data.val_fraction=0.2"), out)  # a setting
+    assert prepare(_cfg(tmp_path, *base[:1], "data.val_fraction=0.2"), out)["up_to_date"] is True
+    write_jsonl(corpus, demo_docs(31))  # the corpus's content changed
+    m = prepare(_cfg(tmp_path, *base[:1], "data.val_fraction=0.2"), out)
+    assert "up_to_date" not in m and m["splits"]["train"]["docs"] + m["splits"]["val"]["docs"] == 31
+    shard = list_shards(out, "val")[0]
+    shard.write_bytes(shard.read_bytes()[:-2])  # a damaged shard is never taken as up to date
+    assert "up_to_date" not in prepare(_cfg(tmp_path, *base[:1], "data.val_fraction=0.2"), out)
+
+
+def test_prepare_stage_reports_whether_it_tokenized(in_tiny):
+    from stages import prepare as prepare_stage
+
+    _, params, _ = in_tiny
+    assert prepare_stage.run(params)["up_to_date"] is True  # the session fixture prepared these inputs
+    assert prepare_stage.run(params, force=True)["up_to_date"] is False
+
+
 def test_prepare_txt_and_xz_sources_and_given_val(tmp_path):
     docs = demo_docs(20)
     txt = tmp_path / "c.txt"
