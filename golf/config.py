@@ -96,6 +96,9 @@ class ModelConfig:
     # kernels
     ssm_backend: str = _spec("auto", choices=("auto", "triton", "fused", "reference"),
                              doc="auto = triton on CUDA when mamba-ssm imports; fused also needs causal-conv1d")
+    ssm_compile: str = _spec("disable", choices=("disable", "trace"),
+                             doc="under torch.compile, run the SSM kernels outside the graph (disable) or let "
+                                 "Dynamo trace into them (trace)")
     attn_backend: str = _spec("auto", choices=("auto", "flash", "sdpa"))
 
 

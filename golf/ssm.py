@@ -149,6 +149,14 @@ class SSMKernels:
     norm: Callable | None = None  # mamba-ssm layernorm_gated.rmsnorm_fn
     conv: Callable | None = None  # causal_conv1d_fn
     fused: Callable | None = None  # mamba_split_conv1d_scan_combined
+    # model.ssm_compile: "disable" runs the kernels above outside torch.compile's graph (a clean graph break
+    # at each call); "trace" lets Dynamo trace into them (autograd.Function + Triton launches), breaking the
+    # graph itself wherever it cannot
+    compile_mode: str = "disable"
+
+    def call(self, fn: Callable, *args, **kwargs):
+        """Call one of the kernels above as compile_mode says."""
+        return fn(*args, **kwargs) if self.compile_mode == "trace" else _eager(fn, *args, **kwargs)
 
     @property
     def label(self) -> str:
@@ -207,11 +215,14 @@ def _import_causal_conv1d() -> Callable | None:
         return None
 
 
-def resolve_ssm_backend(requested: str, device: torch.device | str) -> SSMKernels:
+def resolve_ssm_backend(requested: str, device: torch.device | str, compile_mode: str = "disable") -> SSMKernels:
     """Decide the SSM kernels once, at model build.
 
     "auto": the Triton path on CUDA when mamba-ssm imports, else the reference. "triton" / "fused": that path
-    or a GolfError (never a silent fallback). "reference": pure PyTorch everywhere."""
+    or a GolfError (never a silent fallback). "reference": pure PyTorch everywhere. compile_mode: see
+    SSMKernels (the reference path is plain PyTorch and always traced)."""
+    if compile_mode not in ("disable", "trace"):
+        raise GolfError(f"model.ssm_compile must be 'disable' or 'trace', got {compile_mode!r}")
     if requested == "reference":
         return SSMKernels()
     on_cuda = torch.device(device).type == "cuda"
@@ -221,13 +232,13 @@ def resolve_ssm_backend(requested: str, device: torch.device | str) -> SSMKernel
         if mamba is None or conv is None:
             raise GolfError("model.ssm_backend is 'fused' but it needs a CUDA device with mamba-ssm's Triton "
                             "kernels and causal-conv1d importable; use 'triton', 'auto' or 'reference'")
-        return SSMKernels("fused", mamba["scan"], mamba["norm"], conv, mamba["fused"])
+        return SSMKernels("fused", mamba["scan"], mamba["norm"], conv, mamba["fused"], compile_mode)
     if mamba is None:
         if requested == "triton":
             raise GolfError("model.ssm_backend is 'triton' but mamba-ssm's Triton SSD kernel is not usable here "
                             "(needs CUDA and `pip install mamba-ssm`); use 'auto' or 'reference'")
         return SSMKernels()
-    return SSMKernels("triton", mamba["scan"], mamba["norm"], conv)
+    return SSMKernels("triton", mamba["scan"], mamba["norm"], conv, compile_mode=compile_mode)
 
 
 def _hi(t: torch.Tensor) -> torch.Tensor:
@@ -322,13 +333,13 @@ class Mamba2Mixer(nn.Module):
             # [z, xBC, dt] (a copy when in_proj is padded).
             if self.in_proj_pad:
                 zxbcdt = zxbcdt[..., :self.d_in_proj].contiguous()  # (B, T, d_in_proj)
-            y = _eager(k.fused, zxbcdt, self.conv1d.weight.squeeze(1), self.conv1d.bias, self.dt_bias, A,
+            y = k.call(k.fused, zxbcdt, self.conv1d.weight.squeeze(1), self.conv1d.bias, self.dt_bias, A,
                        self.D, self.chunk_size, rmsnorm_weight=self.norm_weight, rmsnorm_eps=NORM_EPS,
                        headdim=self.headdim, ngroups=self.ngroups, norm_before_gate=False)  # (B, T, d_inner)
             return self.out_proj(y)
         y, z, new_state = self._mix(zxbcdt, A, state, return_state)
         if k.norm is not None:
-            y = _eager(k.norm, y, self.norm_weight, None, z=z, eps=NORM_EPS,
+            y = k.call(k.norm, y, self.norm_weight, None, z=z, eps=NORM_EPS,
                        group_size=self.d_inner // self.ngroups, norm_before_gate=False)
         else:
             y = gated_rms_norm_reference(y, z, self.norm_weight, self.ngroups)
@@ -347,7 +358,7 @@ class Mamba2Mixer(nn.Module):
             # in_proj_multiple 64 (used in place, as mamba_ssm's Mamba2 passes its split of zxbcdt)
             if xBC.stride(1) % 8 or xBC.storage_offset() % 8:
                 xBC = xBC.contiguous()
-            xBC = _eager(k.conv, xBC.transpose(1, 2), self.conv1d.weight.squeeze(1),
+            xBC = k.call(k.conv, xBC.transpose(1, 2), self.conv1d.weight.squeeze(1),
                          self.conv1d.bias, activation="silu").transpose(1, 2)  # (B, T, conv_dim)
         else:
             xBC_t = xBC.transpose(1, 2)  # (B, conv_dim, T)
@@ -365,7 +376,7 @@ class Mamba2Mixer(nn.Module):
         Cm = Cm.reshape(bsz, T, self.ngroups, self.d_state)
         init = state[1] if state is not None else None
         if k.scan is not None:
-            out = _eager(k.scan, x, dt, A, Bm, Cm, self.chunk_size, D=_hi(self.D), dt_bias=_hi(self.dt_bias),
+            out = k.call(k.scan, x, dt, A, Bm, Cm, self.chunk_size, D=_hi(self.D), dt_bias=_hi(self.dt_bias),
                          dt_softplus=True, initial_states=None if init is None else _hi(init),
                          return_final_states=return_state)
             y, final = out if return_state else (out, None)  # y: (B, T, H, P) in x's dtype

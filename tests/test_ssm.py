@@ -299,6 +299,34 @@ def test_padded_in_proj_is_the_same_mixer(kernels, multiple):
     torch.testing.assert_close(torch.cat([a, b], 1), y, rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("mode,graphs", [("disable", "several"), ("trace", "one")])
+def test_ssm_compile_mode_keeps_kernels_out_of_the_graph_or_traces_them(mode, graphs):
+    """model.ssm_compile with traceable stand-in kernels: "disable" breaks the graph at every kernel call,
+    "trace" compiles the mixer as one graph; both give the eager output and gradients exactly."""
+    kernels = SSMKernels("triton", stand_in_scan, stand_in_norm, stand_in_conv, compile_mode=mode)
+    m = _mixer(kernels=kernels)
+    u = torch.randn(2, 27, 16, dtype=F64, requires_grad=True)
+    torch._dynamo.reset()
+    explained = torch._dynamo.explain(m)(u)
+    if graphs == "one":
+        assert explained.graph_count == 1 and explained.graph_break_count == 0
+    else:
+        assert explained.graph_break_count >= 3  # conv, scan, norm
+    torch._dynamo.reset()
+    y = torch.compile(m, backend="aot_eager")(u)
+    g = torch.autograd.grad(y.square().sum(), [u, *m.parameters()])
+    y_eager = m(u)
+    g_eager = torch.autograd.grad(y_eager.square().sum(), [u, *m.parameters()])
+    torch.testing.assert_close(y, y_eager, rtol=1e-12, atol=1e-12)
+    for a, b in zip(g, g_eager):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
+def test_ssm_compile_mode_is_checked():
+    with pytest.raises(GolfError, match="ssm_compile"):
+        resolve_ssm_backend("auto", "cpu", "fullgraph")
+
+
 def test_padded_in_proj_starts_at_zero_in_the_model():
     from golf.config import ModelConfig
     from golf.model import build_model
