@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from golf.config import DataConfig
+from golf.config import DataConfig, to_dict
 from golf.data import BOS_ID, list_shards, read_shard_header, shard_name, write_shard
 from golf.errors import DataError
 from golf.io import atomic_dir, write_bytes_atomic, write_json_atomic
@@ -191,8 +191,6 @@ def corpus_inputs_sha256(cfg: DataConfig) -> str:
     """One hash of everything prepare_corpus's output depends on: the data settings (but the folder name and
     worker count), every matched train/val file and the tokenizer model by content, and the code in
     _PREPARE_CODE. Equal hashes mean the same shards would be written again."""
-    from golf.config import to_dict
-
     settings = {k: v for k, v in to_dict(cfg).items() if k not in _NOT_AN_INPUT}
     h = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
     files = expand_globs(cfg.train_globs, "data.train_globs")

@@ -50,8 +50,11 @@ def test_prepare_stage_reports_whether_it_tokenized(in_tiny):
     from stages import prepare as prepare_stage
 
     _, params, _ = in_tiny
-    assert prepare_stage.run(params)["up_to_date"] is True  # the session fixture prepared these inputs
+    prov = params.data_dir() / "provenance.json"
     assert prepare_stage.run(params, force=True)["up_to_date"] is False
+    written = prov.read_text()
+    assert prepare_stage.run(params)["up_to_date"] is True
+    assert prov.read_text() == written  # kept shards keep the provenance of the run that wrote them
 
 
 def test_prepare_txt_and_xz_sources_and_given_val(tmp_path):
