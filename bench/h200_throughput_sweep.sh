@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Training-step throughput of several variants of one config in one device call (bench/train_throughput.py, one
+# process each; every JSON lands in $OUT). Needs only the wheels (and .gpu_site for causal-conv1d), no corpus:
+#   CONFIG=configs/hybrid_12.yaml STEPS=10 bash bench/h200_throughput_sweep.sh \
+#       "" "model.in_proj_multiple=64" "model.ssm_compile=trace" "model.in_proj_multiple=64 model.ssm_compile=trace"
+# Each argument is one variant: space-separated params overrides ("" = the config as it is). A variant that fails
+# or runs past PER_VARIANT_TIMEOUT seconds (default 150) is reported and the sweep goes on.
+set -uo pipefail
+source bench/h200_env.sh >/dev/null || exit 1
+CONFIG=${CONFIG:-configs/hybrid_12.yaml}; STEPS=${STEPS:-10}
+[ $# -gt 0 ] || set -- ""
+for variant in "$@"; do
+  sets=(); label=$(basename "$CONFIG" .yaml)
+  for s in $variant; do sets+=(--set "$s"); label+="__${s//[^A-Za-z0-9_.=-]/_}"; done
+  timeout "${PER_VARIANT_TIMEOUT:-150}" python3 bench/train_throughput.py "$CONFIG" --steps "$STEPS" \
+    "${sets[@]}" --label "$label" 2>&1 | tail -n 1
+  rc=${PIPESTATUS[0]}
+  [ "$rc" -eq 0 ] || echo "variant '$variant': exit code $rc"
+done
