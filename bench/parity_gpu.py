@@ -75,9 +75,9 @@ def mixer_parity(mc, path: str, dtype: torch.dtype, batch: int, seqlen: int) -> 
     kernels = resolve_ssm_backend(path, dev)
     torch.manual_seed(0)
     args = (mc.d_model, mc.d_state, mc.d_conv, mc.expand, mc.headdim, mc.ngroups, mc.chunk_size)
-    ref = Mamba2Mixer(*args).to(dev)
+    ref = Mamba2Mixer(*args, in_proj_multiple=mc.in_proj_multiple).to(dev)
     torch.nn.init.normal_(ref.out_proj.weight, std=mc.d_model ** -0.5)  # zero at init: make it count
-    fast = Mamba2Mixer(*args, kernels=kernels).to(dev)
+    fast = Mamba2Mixer(*args, kernels=kernels, in_proj_multiple=mc.in_proj_multiple).to(dev)
     fast.load_state_dict(ref.state_dict())
     u = torch.randn(batch, seqlen, mc.d_model, device=dev)
     outs = {}
@@ -165,13 +165,15 @@ def main() -> None:
     ap.add_argument("--chunk-sizes", default="", help="SSD chunk sizes for the M-block timings (default: the config's)")
     ap.add_argument("--skip-parity", action="store_true")
     ap.add_argument("--skip-blocks", action="store_true")
+    ap.add_argument("--set", dest="sets", action="append", default=[],
+                    help="params override, e.g. model.in_proj_multiple=64")
     args = ap.parse_args()
     if not torch.cuda.is_available():
         sys.exit("parity_gpu.py needs a CUDA device")
     torch.backends.cuda.matmul.allow_tf32 = True  # as in training
     torch.backends.cudnn.allow_tf32 = True
 
-    mc = load_params(args.config).model
+    mc = load_params(args.config, args.sets).model
     paths = [p for p in args.paths.split(",") if p]
     available = []
     for p in paths:
