@@ -246,6 +246,12 @@ def stand_in_fused(zxbcdt, conv1d_weight, conv1d_bias, dt_bias, A, D, chunk_size
     return y if outproj_weight is None else F.linear(y, outproj_weight, outproj_bias)
 
 
+def _out_and_grads(m, u):
+    """m(u) and the gradients of sum(m(u)²) w.r.t. u and every parameter of m, in named_parameters order."""
+    y = m(u)
+    return y, torch.autograd.grad(y.square().sum(), [u, *m.parameters()])
+
+
 @pytest.mark.parametrize("kernels", [
     SSMKernels("triton", stand_in_scan, stand_in_norm),
     SSMKernels("triton", stand_in_scan, stand_in_norm, stand_in_conv),
@@ -256,10 +262,8 @@ def test_fast_path_glue_matches_reference(kernels):
     fast = _mixer(kernels=kernels)
     fast.load_state_dict(ref.state_dict())
     u = torch.randn(2, 27, 16, dtype=F64, requires_grad=True)
-    y_ref = ref(u)
-    g_ref = torch.autograd.grad(y_ref.square().sum(), [u, *ref.parameters()])
-    y_fast = fast(u)
-    g_fast = torch.autograd.grad(y_fast.square().sum(), [u, *fast.parameters()])
+    y_ref, g_ref = _out_and_grads(ref, u)
+    y_fast, g_fast = _out_and_grads(fast, u)
     torch.testing.assert_close(y_fast, y_ref, rtol=1e-10, atol=1e-10)
     for a, b in zip(g_fast, g_ref):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
@@ -284,10 +288,9 @@ def test_padded_in_proj_is_the_same_mixer(kernels, multiple):
             q.zero_()
             q[:n].copy_(p) if name == "in_proj.weight" else q.copy_(p)
     u = torch.randn(2, 27, 16, dtype=F64, requires_grad=True)
-    y = plain(u)
-    g = torch.autograd.grad(y.square().sum(), [u, *plain.parameters()])
-    y_pad = padded(u)  # with multiple 8 the stand-in conv's stride check passes on xBC in place (row stride 88)
-    g_pad = torch.autograd.grad(y_pad.square().sum(), [u, *padded.parameters()])
+    y, g = _out_and_grads(plain, u)
+    # with multiple 8 the stand-in conv's stride check passes on xBC in place (row stride 88)
+    y_pad, g_pad = _out_and_grads(padded, u)
     torch.testing.assert_close(y_pad, y, rtol=1e-12, atol=1e-12)
     for (name, _), a, b in zip([("input", None), *plain.named_parameters()], g_pad, g):
         if name == "in_proj.weight":
@@ -313,10 +316,8 @@ def test_ssm_compile_mode_keeps_kernels_out_of_the_graph_or_traces_them(mode, gr
     else:
         assert explained.graph_break_count >= 3  # conv, scan, norm
     torch._dynamo.reset()
-    y = torch.compile(m, backend="aot_eager")(u)
-    g = torch.autograd.grad(y.square().sum(), [u, *m.parameters()])
-    y_eager = m(u)
-    g_eager = torch.autograd.grad(y_eager.square().sum(), [u, *m.parameters()])
+    y, g = _out_and_grads(torch.compile(m, backend="aot_eager"), u)  # the compiled module shares m's parameters
+    y_eager, g_eager = _out_and_grads(m, u)
     torch.testing.assert_close(y, y_eager, rtol=1e-12, atol=1e-12)
     for a, b in zip(g, g_eager):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
