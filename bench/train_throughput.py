@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -88,7 +89,9 @@ def main() -> None:
            "peak_mem_mb": round(torch.cuda.max_memory_allocated() / 2**20) if device.type == "cuda" else None}
     print(json.dumps(out))
     if os.environ.get("OUT"):
-        Path(os.environ["OUT"], f"throughput_{out['label']}.json").write_text(json.dumps(out, indent=1))
+        # the device returns only files named with [A-Za-z0-9_.-]: a label's '=' and spaces become '-'
+        file_label = re.sub(r"[^A-Za-z0-9_.-]", "-", out["label"])
+        Path(os.environ["OUT"], f"throughput_{file_label}.json").write_text(json.dumps(out, indent=1))
 
 
 if __name__ == "__main__":
