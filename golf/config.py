@@ -188,6 +188,9 @@ class TTTConfig:
     params: str = _spec("all", choices=("all", "norms", "ssm", "mlp"), doc="which parameters adapt")
     grad_clip: float = _spec(1.0, lo=0.0)
     max_tokens: int = _spec(0, lo=0)
+    score_no_adapt: bool = _spec(True, doc="also score the same windows without adaptation (no_adapt_val_bpb, gain_bpb): "
+                                           "one more pass over val; with eval's seq_len and stride it equals "
+                                           "eval_sliding's val_bpb")
     device: str = _spec("auto")
 
 

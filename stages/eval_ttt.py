@@ -1,7 +1,8 @@
 """eval_ttt: legal score-first test-time training BPB of the packaged artifact (golf/ttt.py): each chunk of
 the val stream is scored with the current weights, then adapted on. Also scores the same windows with no
-adaptation (no_adapt_val_bpb), so gain_bpb is TTT's effect alone. Writes runs/<seed>/metrics/eval_ttt.json
-(+ eval_ttt.provenance.json); with ttt.enabled false it writes {"enabled": false}. Under torchrun every rank
+adaptation (no_adapt_val_bpb), so gain_bpb is TTT's effect alone; ttt.score_no_adapt false skips that pass.
+Writes runs/<seed>/metrics/eval_ttt.json (+ eval_ttt.provenance.json); with ttt.enabled false it writes
+{"enabled": false}. Under torchrun every rank
 keeps identical weights (gradients all-reduced); rank 0 writes."""
 
 from __future__ import annotations
@@ -41,12 +42,16 @@ def run(params: Params, seed: int) -> dict:
             task = bar.add_task(name, total=None)
             return lambda done, total: bar.update(task, completed=done, total=total)
 
-        base = ttt_eval(model, val, tables, tc, device, adapt=False, progress=tracker("no-adapt chunks"))
+        base = (ttt_eval(model, val, tables, tc, device, adapt=False, progress=tracker("no-adapt chunks"))
+                if tc.score_no_adapt else None)
         res = ttt_eval(model, val, tables, tc, device, adapt=True, progress=tracker("score-first TTT chunks"))
-    metrics = dict(enabled=True, **res, no_adapt_val_loss=base["val_loss"], no_adapt_val_bpb=base["val_bpb"],
-                   no_adapt_eval_s=base["eval_s"], gain_bpb=base["val_bpb"] - res["val_bpb"],
-                   chunk_tokens=tc.chunk_tokens, seq_len=tc.seq_len, stride=tc.stride or tc.seq_len,
-                   params=tc.params, lr=tc.lr, epochs=tc.epochs)
+    metrics = dict(enabled=True, **res, chunk_tokens=tc.chunk_tokens, seq_len=tc.seq_len,
+                   stride=tc.stride or tc.seq_len, params=tc.params, lr=tc.lr, epochs=tc.epochs)
+    if base is not None:
+        metrics.update(no_adapt_val_loss=base["val_loss"], no_adapt_val_bpb=base["val_bpb"],
+                       no_adapt_eval_s=base["eval_s"], gain_bpb=base["val_bpb"] - res["val_bpb"])
+    else:
+        metrics["no_adapt_note"] = "not scored: ttt.score_no_adapt is false"
     if dinfo.is_main:  # rank 0 writes and reports
         write_json_atomic(metrics_dir / "eval_ttt.provenance.json", provenance.collect(
             "eval_ttt", tc, {"seed": seed, "artifact": str(run_dir / "artifact"), "world_size": dinfo.world_size,

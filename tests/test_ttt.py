@@ -228,6 +228,13 @@ def test_eval_ttt_stage_writes_score_and_baseline(in_tiny, tmp_path):
     assert saved == pytest.approx(json.loads(json.dumps(m)))
     assert json.loads((metrics_dir / "eval_ttt.provenance.json").read_text())["stage"] == "eval_ttt"
 
+    # without the no-adapt pass: the same TTT score, no baseline fields, and a note saying why
+    no_base = eval_ttt.run(_params(in_tiny, tmp_path, "ttt.lr=0.01", "ttt.score_no_adapt=false"), 1)
+    assert no_base["val_bpb"] == pytest.approx(saved["val_bpb"], rel=1e-9)
+    assert not {"no_adapt_val_bpb", "no_adapt_val_loss", "no_adapt_eval_s", "gain_bpb"} & set(no_base)
+    assert "score_no_adapt" in no_base["no_adapt_note"]
+    assert json.loads((metrics_dir / "eval_ttt.json").read_text()) == pytest.approx(json.loads(json.dumps(no_base)))
+
     off = _params(in_tiny, tmp_path, "ttt.enabled=false")
     assert eval_ttt.run(off, 1) == {"enabled": False, "note": "ttt.enabled is false"}
     assert json.loads((metrics_dir / "eval_ttt.json").read_text())["enabled"] is False
