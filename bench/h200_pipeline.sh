@@ -3,6 +3,8 @@
 # shared 1024 tokenizer, then train (wallclock from $WALL, default 240 s) → hessian → quantize → package →
 # eval_sliding → eval_ttt → report, in one process (Triton kernels compile once).
 #   CONFIG=configs/hybrid_seed.yaml SEED=1337 WALL=240 bash bench/h200_pipeline.sh
+# SAVE_GPU_CACHE=1 also returns the torch.compile/Triton caches as $OUT/gpu_cache.tgz.part*; unpack them here
+# with `cat gpu_cache.tgz.part* | tar xzf -` and carry `.gpu_cache` in a later session's first call.
 set -uo pipefail
 source bench/h200_env.sh || exit 1
 CONFIG=${CONFIG:-configs/hybrid_seed.yaml}; SEED=${SEED:-1337}; WALL=${WALL:-240}
@@ -17,5 +19,12 @@ rc=${PIPESTATUS[0]}
 if [ -n "${OUT:-}" ]; then  # one tarball: a device call returns only a few files
   tar czf "$OUT/run_$SEED.tgz" runs/$SEED/metrics runs/$SEED/plots runs/$SEED/artifact reports \
     data/sp1024/manifest.json data/sp1024/tokenizer.model data/sp1024/fineweb_val_000000.bin 2>/dev/null
+fi
+if [ -n "${OUT:-}" ] && [ "${SAVE_GPU_CACHE:-0}" = 1 ] && [ -d .gpu_cache ]; then
+  # the compile/Triton caches, for a later session's first call to carry back as .gpu_cache (a cold hybrid
+  # compile took 122 s of device time on 2026-11-29); the device returns files of at most 16 MiB, hence parts
+  du -sh .gpu_cache
+  tar czf - .gpu_cache | split -b 15M -d - "$OUT/gpu_cache.tgz.part"
+  ls -l "$OUT"/gpu_cache.tgz.part*
 fi
 exit $rc
