@@ -14,6 +14,25 @@ def test_shipped_params_load(path):
     assert len(p.seeds) == 3
 
 
+def _flat(params) -> dict:
+    from dataclasses import asdict
+
+    return {f"{sec}.{k}": v for sec, fields in asdict(params).items() if isinstance(fields, dict)
+            for k, v in fields.items()}
+
+
+@pytest.mark.parametrize("tuned, base, changed", [
+    ("hybrid_12_b262k", "hybrid_12", {"train.batch_tokens": 262144, "model.in_proj_multiple": 64,
+                                      "model.ssm_compile": "trace", "eval.stateful": False,
+                                      "ttt.score_no_adapt": False}),
+    ("baseline_attn_b262k", "baseline_attn", {"train.batch_tokens": 262144, "ttt.score_no_adapt": False}),
+])
+def test_budget_tuned_configs_change_only_what_they_say(tuned, base, changed):
+    # bench/RESULTS.md compares each tuned config with its base: any other difference would go unreported
+    a, b = _flat(load_params(REPO / "configs" / f"{tuned}.yaml")), _flat(load_params(REPO / "configs" / f"{base}.yaml"))
+    assert {k: a[k] for k in a if a[k] != b[k]} == changed
+
+
 @pytest.mark.parametrize("override, fragment", [
     ("train.lr_matrix=abc", "'train.lr_matrix'"),
     ("train.max_steps=1.5", "expected an integer"),
