@@ -108,6 +108,16 @@ def resolve_device(spec: str, local_rank: int = 0) -> torch.device:
     return torch.device(spec)
 
 
+def init_stage_process(device_spec: str) -> tuple[DistInfo, torch.device]:
+    """A stage's process setup: join torchrun's process group when launched under it, pick this rank's device
+    from the config's device spec, and make it the current CUDA device (NCCL all-reduces run on it)."""
+    dinfo = init_distributed(resolve_device(device_spec).type)
+    device = resolve_device(device_spec, dinfo.local_rank)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    return dinfo, device
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % (2 ** 32))
@@ -328,11 +338,9 @@ def train(params: Params, seed: int, out_dir: Path, ckpt_dir: Path, curve_path: 
     ends this call after that many steps with a checkpoint, as an interruption would (tests); `clock` is
     the budget clock (tests pass a fake one)."""
     tcfg = params.train
-    dinfo = init_distributed(resolve_device(tcfg.device).type)
-    device = resolve_device(tcfg.device, dinfo.local_rank)
+    dinfo, device = init_stage_process(tcfg.device)
     det_before = torch.are_deterministic_algorithms_enabled()
     if device.type == "cuda":
-        torch.cuda.set_device(device)
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     else:

@@ -6,24 +6,19 @@ eval_sliding.provenance.json beside it. Under torchrun the windows are split acr
 
 from __future__ import annotations
 
-import torch
-
 from golf import provenance
 from golf.config import Params
 from golf.evaluate import eval_bpb, eval_stateful, load_eval_inputs
 from golf.io import write_json_atomic
 from golf.stage_io import write_metrics
-from golf.train import init_distributed, leave_distributed, resolve_device
+from golf.train import init_stage_process, leave_distributed
 
 
 def run(params: Params, seed: int) -> dict:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     ec = params.eval
-    dinfo = init_distributed(resolve_device(ec.device).type)
-    device = resolve_device(ec.device, dinfo.local_rank)
-    if device.type == "cuda":
-        torch.cuda.set_device(device)  # NCCL all-reduces run on this rank's GPU
+    dinfo, device = init_stage_process(ec.device)
     run_dir = params.run_dir(seed)
     model, val, tables = load_eval_inputs(run_dir / "artifact", params.data_dir(), device, ec.max_tokens,
                                           ec.seq_len)

@@ -7,15 +7,13 @@ keeps identical weights (gradients all-reduced); rank 0 writes."""
 
 from __future__ import annotations
 
-import torch
-
 from golf import provenance
 from golf.config import Params
 from golf.evaluate import load_eval_inputs
 from golf.io import write_json_atomic
 from golf.launch import is_main_process
 from golf.stage_io import write_metrics
-from golf.train import init_distributed, leave_distributed, resolve_device
+from golf.train import init_stage_process, leave_distributed
 from golf.ttt import ttt_eval
 
 
@@ -30,10 +28,7 @@ def run(params: Params, seed: int) -> dict:
         if is_main_process():
             write_metrics(metrics_dir, metrics, "eval_ttt.json")
         return metrics
-    dinfo = init_distributed(resolve_device(tc.device).type)
-    device = resolve_device(tc.device, dinfo.local_rank)
-    if device.type == "cuda":
-        torch.cuda.set_device(device)  # NCCL all-reduces run on this rank's GPU
+    dinfo, device = init_stage_process(tc.device)
     model, val, tables = load_eval_inputs(run_dir / "artifact", params.data_dir(), device, tc.max_tokens,
                                           tc.seq_len, key="ttt.seq_len")
     with Progress(TextColumn(f"[bold]ttt[/bold] seed {seed} {{task.description}}"), BarColumn(),

@@ -13,16 +13,12 @@ from golf.config import Params
 from golf.hessian import calibrate, save_hessians
 from golf.model import load_model
 from golf.stage_io import write_metrics, write_provenance
-from golf.train import init_distributed, leave_distributed, resolve_device
+from golf.train import init_stage_process, leave_distributed
 
 
 def run(params: Params, seed: int) -> dict:
     run_dir = params.run_dir(seed)
-    kind = "cuda" if torch.cuda.is_available() and params.train.device != "cpu" else "cpu"
-    dist_info = init_distributed(kind)
-    device = resolve_device(params.train.device, dist_info.local_rank)
-    if device.type == "cuda":
-        torch.cuda.set_device(device)  # NCCL all-reduces run on this rank's GPU
+    dist_info, device = init_stage_process(params.train.device)
     model = load_model(run_dir / "train", device)
     autocast = torch.bfloat16 if params.train.dtype == "bf16" else None  # as the model was trained and is scored
     hess, info = calibrate(model, params.data_dir(), params.calib, device, autocast)
