@@ -2,8 +2,7 @@
 the val stream is scored with the current weights, then adapted on. Also scores the same windows with no
 adaptation (no_adapt_val_bpb), so gain_bpb is TTT's effect alone; ttt.score_no_adapt false skips that pass.
 Writes runs/<seed>/metrics/eval_ttt.json (+ eval_ttt.provenance.json); with ttt.enabled false it writes
-{"enabled": false}. Under torchrun every rank
-keeps identical weights (gradients all-reduced); rank 0 writes."""
+{"enabled": false}. Under torchrun every rank keeps identical weights (gradients all-reduced); rank 0 writes."""
 
 from __future__ import annotations
 
