@@ -47,9 +47,12 @@ def seed_of(folder: Path) -> int:
 
 
 def common_label(folders: list[Path]) -> str:
-    """The folders' shared name without the seed suffix (e.g. 2026-11-29_c724ba99_hybrid_12_240s)."""
+    """The folders' shared name without the seed suffix (e.g. 2026-11-29_c724ba99_hybrid_12_240s); when seeds
+    come from different dates or commits, the shared name without that prefix too (hybrid_12_240s)."""
     labels = {re.sub(r"_?seed\d+$", "", f.name) for f in folders}
-    return labels.pop() if len(labels) == 1 else "runs"
+    if len(labels) > 1:
+        labels = {re.sub(r"^\d{4}-\d{2}-\d{2}_(c[0-9a-f]{7,40}_)?", "", label) for label in labels}
+    return labels.pop() if len(labels) == 1 and "" not in labels else "runs"
 
 
 def stage_runs(pattern: str, dest_root: Path) -> tuple[Path, list[int]]:

@@ -21,6 +21,7 @@ tokenizer, "nats per token" has no common meaning and the margin is this run's t
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,6 +118,32 @@ def read_seed(run_dir: Path, ttt_enabled: bool) -> tuple[dict, dict, list[str]]:
     return row, files, warnings
 
 
+def result_commit(run_dir: Path, column: str) -> str | None:
+    """The git commit (with "+dirty" when the tree had uncommitted changes) that produced this seed's compared
+    BPB, from its stage's provenance file beside the metrics (eval_sliding's when that one has none); None
+    when no provenance was kept."""
+    metrics = Path(run_dir) / "metrics"
+    for stage in (_col(column).source, "eval_sliding"):
+        path = metrics / f"{stage}.provenance.json"
+        if path.is_file():
+            try:
+                git = json.loads(path.read_text()).get("git") or {}
+            except (OSError, ValueError, AttributeError):
+                continue
+            if git.get("commit"):
+                return str(git["commit"])[:12] + ("+dirty" if git.get("dirty") else "")
+    return None
+
+
+def _commits_line(who: str, commits: dict) -> str:
+    """'<who>: commit a (seeds 1, 2), commit b (seed 3)' grouped by commit, in seed order."""
+    by_commit: dict[str, list[str]] = {}
+    for seed, c in commits.items():
+        by_commit.setdefault(c or "unknown (no provenance file)", []).append(str(seed))
+    parts = [f"{c} ({'seed' if len(s) == 1 else 'seeds'} {', '.join(s)})" for c, s in by_commit.items()]
+    return f"{who}: " + "; ".join(parts) + "."
+
+
 def read_curve(path: Path) -> dict[str, list[float]] | None:
     """train_curve.tsv as columns (header names -> values; empty cells -> NaN); None when the file is missing."""
     path = Path(path)
@@ -177,7 +204,8 @@ def load_reference(ref: str, column: str) -> dict:
             tokens += int(m.get("tokens") or 0)
             n_bytes += int(m.get("bytes") or 0)
         return {"name": str(path), "kind": "runs folder", "seeds": seeds, "values": values,
-                "tokens": tokens, "bytes": n_bytes}
+                "tokens": tokens, "bytes": n_bytes,
+                "commits": {str(s): result_commit(path / str(s), column) for s in seeds}}
     if not path.is_file():
         raise GolfError(f"report.reference {ref!r}: no such file or folder; expected a runs folder or a JSON "
                         'file such as {"name": "baseline", "val_bpb": [1.2244, 1.2251, 1.2239]}')
@@ -202,7 +230,7 @@ def load_reference(ref: str, column: str) -> dict:
     if not values or not all(_positive(v) for v in values):
         raise GolfError(f"report.reference {ref!r}: per-seed val_bpb must be positive numbers, got {values!r}")
     return {"name": name, "kind": "JSON file", "seeds": seeds, "values": [float(v) for v in values],
-            "tokens": 0, "bytes": 0}
+            "tokens": 0, "bytes": 0, "commits": {}}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -264,10 +292,11 @@ def collect(params: Params) -> tuple[dict, dict[int, dict | None]]:
             warnings.append(f"the reference scored {ref['bytes'] // len(ref['seeds']):,} bytes per seed, this run "
                             f"{n_bytes // len(params.seeds):,}: they were not evaluated on the same text")
         tests["vs_run"] = {"reference": ref["name"], "reference_kind": ref["kind"], "reference_seeds": ref["seeds"],
-                           "reference_values": ref["values"], **_test_pair("welch", mine, ref["values"], margin_bpb)}
+                           "reference_values": ref["values"], "reference_commits": ref["commits"],
+                           **_test_pair("welch", mine, ref["values"], margin_bpb)}
     if rc.reference_bpb > 0:
         tests["vs_value"] = {"reference": f"fixed value {rc.reference_bpb}", "reference_kind": "value",
-                             "reference_seeds": [], "reference_values": [rc.reference_bpb],
+                             "reference_seeds": [], "reference_values": [rc.reference_bpb], "reference_commits": {},
                              **_test_pair("one_sample", mine, rc.reference_bpb, margin_bpb)}
 
     def loss(s: int, key: str) -> float:
@@ -294,6 +323,7 @@ def collect(params: Params) -> tuple[dict, dict[int, dict | None]]:
                             "eval_s": (files[s].get(_col(column).source) or {}).get("eval_s"),
                             "world_size": files[s]["train"].get("world_size", 1)} for s in params.seeds},
         "warnings": warnings,
+        "result_commits": {str(s): result_commit(params.run_dir(s), column) for s in params.seeds},
         "plots": [f"plots/{p}" for p in PLOTS],
         "provenance": provenance.collect("report", rc),
     }
@@ -451,7 +481,9 @@ def render_markdown(r: dict) -> str:
         versus = _seeds(p["n_b"]) if p["kind"] == "welch" else "a fixed value"
         out += [f"### vs {t['reference']} ({kind}, {_seeds(p['n_a'])} vs {versus})", ""]
         if p["kind"] == "welch":
-            out += [f"Reference values: {', '.join(fmt(v) for v in t['reference_values'])}.", ""]
+            seeds = t.get("reference_seeds") or []
+            named = f" (seeds {', '.join(map(str, seeds))})" if len(seeds) == len(t["reference_values"]) else ""
+            out += [f"Reference values{named}: {', '.join(fmt(v) for v in t['reference_values'])}.", ""]
         out += ["| H1 | mean A | mean B | t | df | one-sided p | p < alpha |", "|---|---:|---:|---:|---:|---:|---|"]
         for label, tt in (("A < B", p), (f"A < B - {t['margin']['margin']:.5f}", t["margin"])):
             if tt["note"]:
@@ -470,7 +502,12 @@ def render_markdown(r: dict) -> str:
             "![artifact size by part](plots/size_breakdown.png)", ""]
     g = r["provenance"]["git"]
     dirty = " (uncommitted changes)" if g["dirty"] else ""
-    out += [f"Code version {g['commit']}{dirty}, written {r['provenance']['created_utc']}.", ""]
+    out += [f"Report written by code version {g['commit']}{dirty}, {r['provenance']['created_utc']}.", ""]
+    if r.get("result_commits"):  # the code that produced the compared numbers, which may differ per seed
+        out += [_commits_line("Compared BPBs produced at", r["result_commits"]), ""]
+    for t in r["tests"].values():
+        if t.get("reference_commits"):
+            out += [_commits_line(f"Reference ({t['reference']}) produced at", t["reference_commits"]), ""]
     return "\n".join(out)
 
 

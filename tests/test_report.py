@@ -253,3 +253,26 @@ def test_reference_scored_on_other_text_is_flagged(project):
     rep = json.loads((root / "reports" / "report.json").read_text())
     assert any("not evaluated on the same text" in w for w in rep["warnings"])
     assert "## Warnings" in (root / "reports" / "report.md").read_text()
+
+
+def test_report_names_the_commits_that_produced_each_side(project):
+    """Seeds gathered over several sessions come from different commits: the report says which, per side."""
+    root, params = project
+
+    def stamp(rd: Path, commit: str, dirty: bool = False, stage: str = "eval_ttt") -> None:
+        (rd / "metrics" / f"{stage}.provenance.json").write_text(json.dumps({"git": {"commit": commit, "dirty": dirty}}))
+
+    stamp(root / "runs" / "1", "a" * 40)
+    stamp(root / "runs" / "2", "b" * 40, dirty=True)
+    stamp(root / "runs" / "3", "a" * 40)
+    for seed, bpb in ((7, 1.25), (8, 1.27)):
+        write_run(root / "baseline_runs", seed, bpb)
+    stamp(root / "baseline_runs" / "7", "c" * 40, stage="eval_sliding")  # TTT's own file missing: sliding's
+    run_report(params("report.reference=baseline_runs", "report.metric=eval_ttt"))
+    rep = json.loads((root / "reports" / "report.json").read_text())
+    assert rep["result_commits"] == {"1": "a" * 12, "2": "b" * 12 + "+dirty", "3": "a" * 12}
+    assert rep["tests"]["vs_run"]["reference_commits"] == {"7": "c" * 12, "8": None}
+    md = (root / "reports" / "report.md").read_text()
+    assert f"Compared BPBs produced at: {'a' * 12} (seeds 1, 3); {'b' * 12}+dirty (seed 2)." in md
+    assert f"produced at: {'c' * 12} (seed 7); unknown (no provenance file) (seed 8)." in md
+    assert "Reference values (seeds 7, 8): 1.24700, 1.26700." in md

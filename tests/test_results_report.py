@@ -53,3 +53,11 @@ def test_result_folders_as_reference_and_bad_inputs(tmp_path):
         results_report.main(["-p", str(REPO / "configs" / "baseline_attn.yaml"),
                              "--runs", str(tmp_path / "*_seed42"), "--out", str(tmp_path / "y")])
     assert not (tmp_path / "y" / "staged_runs").exists()
+
+
+def test_label_of_seeds_from_several_sessions(tmp_path):
+    names = ["2026-11-29_c34875c5_hybrid_12_b262k_240s_seed1337", "2026-11-29_c478e7a7_hybrid_12_b262k_240s_seed42"]
+    assert results_report.common_label([tmp_path / n for n in names]) == "hybrid_12_b262k_240s"
+    assert results_report.common_label([tmp_path / n for n in names[1:]]) == "2026-11-29_c478e7a7_hybrid_12_b262k_240s"
+    mixed = [tmp_path / names[0], tmp_path / "2026-11-29_c478e7a7_baseline_attn_240s_seed42"]
+    assert results_report.common_label(mixed) == "runs"  # different configs: no shared name
