@@ -3,8 +3,8 @@
 # shared 1024 tokenizer, then train (wallclock from $WALL, default 240 s) → hessian → quantize → package →
 # eval_sliding → eval_ttt → report, in one process (Triton kernels compile once).
 #   CONFIG=configs/hybrid_seed.yaml SEED=1337 WALL=240 bash bench/h200_pipeline.sh
-# SAVE_GPU_CACHE=1 also returns the torch.compile/Triton caches as $OUT/gpu_cache.tgz.part*; unpack them here
-# with `cat gpu_cache.tgz.part* | tar xzf -` and carry `.gpu_cache` in a later session's first call.
+# SAVE_GPU_CACHE=1 also returns the torch.compile/Triton caches as $OUT/gpu_cache.tgz.part*; copy them into the
+# ignored .carry_cache/ and carry that in a later session's first call (h200_env.sh unpacks them).
 set -uo pipefail
 source bench/h200_env.sh || exit 1
 CONFIG=${CONFIG:-configs/hybrid_seed.yaml}; SEED=${SEED:-1337}; WALL=${WALL:-240}
@@ -12,10 +12,19 @@ SETS=()
 for s in "${GOLF_DATA_SETS[@]}"; do SETS+=(--set "$s"); done
 SETS+=(--set "seeds=[$SEED]" --set "train.wallclock_s=$WALL" --set "package.compare_compressors=false")
 for s in ${EXTRA_SETS:-}; do SETS+=(--set "$s"); done  # e.g. EXTRA_SETS="eval.stride=256 ttt.lr=0.005"
-nproc; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+nproc; nvidia-smi --query-gpu=name,memory.total,driver_version,uuid,power.limit,clocks.max.sm --format=csv,noheader
+# clocks, power and temperature every 5 s while the stages run: lent machines differed by up to 13% in the
+# hybrid's step time (RESULTS, fifth block), and these samples tell a throttled GPU from a slower code path
+SAMPLER=""
+if [ -n "${OUT:-}" ]; then
+  nvidia-smi --query-gpu=timestamp,clocks.sm,clocks.mem,power.draw,temperature.gpu,utilization.gpu \
+    --format=csv -l 5 > "$OUT/gpu_samples_$SEED.csv" 2>&1 &
+  SAMPLER=$!
+fi
 time python3 cli.py prepare -p "$CONFIG" "${SETS[@]}" || exit 1
 time timeout "${PIPE_TIMEOUT:-520}" python3 cli.py pipeline --no-dvc -p "$CONFIG" "${SETS[@]}" 2>&1 | grep -v "━" 
 rc=${PIPESTATUS[0]}
+if [ -n "$SAMPLER" ]; then kill "$SAMPLER" 2>/dev/null; fi
 if [ -n "${OUT:-}" ]; then  # one tarball: a device call returns only a few files
   tar czf "$OUT/run_$SEED.tgz" runs/$SEED/metrics runs/$SEED/plots runs/$SEED/artifact reports \
     data/sp1024/manifest.json data/sp1024/tokenizer.model data/sp1024/fineweb_val_000000.bin 2>/dev/null
