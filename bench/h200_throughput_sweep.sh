@@ -3,6 +3,8 @@
 # process each; every JSON lands in $OUT). Needs only the wheels (and .gpu_site for causal-conv1d), no corpus:
 #   CONFIG=configs/hybrid_12.yaml STEPS=10 bash bench/h200_throughput_sweep.sh \
 #       "" "model.in_proj_multiple=64" "model.ssm_compile=trace" "model.in_proj_multiple=64 model.ssm_compile=trace"
+# PROFILE_STEPS=3 also profiles 3 more steps of each variant (device time by kernel family, top kernels: in the
+# JSON; the printed line is cut to 400 characters).
 # Each argument is one variant: space-separated params overrides ("" = the config as it is). A variant that fails
 # or runs past PER_VARIANT_TIMEOUT seconds (default 300) is reported and the sweep goes on. The first variant on a
 # fresh machine compiles and autotunes from cold caches: 150 s was not enough on 2026-11-29 (a cold 240 s
@@ -15,7 +17,7 @@ for variant in "$@"; do
   sets=(); label=$(basename "$CONFIG" .yaml)
   for s in $variant; do sets+=(--set "$s"); label+="__${s//[^A-Za-z0-9_.=-]/_}"; done
   timeout "${PER_VARIANT_TIMEOUT:-300}" python3 bench/train_throughput.py "$CONFIG" --steps "$STEPS" \
-    "${sets[@]}" --label "$label" 2>&1 | tail -n 1
+    --profile-steps "${PROFILE_STEPS:-0}" "${sets[@]}" --label "$label" 2>&1 | tail -n 1 | cut -c1-400
   rc=${PIPESTATUS[0]}
   [ "$rc" -eq 0 ] || echo "variant '$variant': exit code $rc"
 done

@@ -5,7 +5,10 @@ random tokens so that no data preparation is needed. Compare variants with --set
     python bench/train_throughput.py configs/baseline_attn.yaml --steps 12 --set model.residual_dtype=fp32
 
 Prints one JSON line and writes it to $OUT/throughput_<label>.json: first step (compile + warm-up) seconds,
-steady ms/step and tokens/s over the timed steps, peak memory.
+steady ms/step and tokens/s over the timed steps, peak memory. `--profile-steps K` then runs K more steps under
+torch.profiler and adds where the compiled step's device time goes: milliseconds per step by kernel family
+(GEMMs, attention, the SSD scan, causal conv, gated norm, inductor's fused kernels, eager elementwise, optimizer
+foreach kernels, copies) and the top kernels by name. On a machine without CUDA it reports CPU op times instead.
 """
 
 from __future__ import annotations
@@ -28,6 +31,53 @@ from golf.model import build_model, count_params
 from golf.optim import build_optimizers
 from golf.train import batch_layout, ema_decay_at, forward_backward, optimizer_step, seed_everything
 
+# Kernel families, first match wins: name patterns of cuBLAS/CUTLASS GEMMs, inductor's generated Triton kernels,
+# flash/SDPA attention, mamba-ssm's Triton SSD-scan and gated-norm kernels, causal-conv1d, PyTorch's foreach
+# (optimizer), copy/fill and eager elementwise/reduction kernels, NCCL. Inductor's come before the named kernels
+# because they spell out the ops they fuse (e.g. triton_red_fused_..._rms_norm_...); its templates (triton_tem_)
+# are matmuls.
+KERNEL_FAMILIES = (
+    ("gemm", r"^triton_tem_|gemm|cutlass|cublas|xmma|nvjet|s16816|s1688|splitK"),
+    ("inductor_fused", r"^triton_(poi|red|per)_"),
+    ("attention", r"flash|fmha|attention|sdpa"),
+    ("ssd_scan", r"^_?(chunk_cumsum|chunk_state|chunk_scan|state_passing|bmm_chunk)"),
+    ("gated_norm", r"^_?layer_norm_(fwd|bwd)|rms_?norm"),
+    ("causal_conv", r"causal_conv1d"),
+    ("optimizer_foreach", r"multi_tensor_apply|foreach"),
+    ("copy_fill", r"memcpy|memset|copy_kernel|fill_kernel|CatArrayBatchedCopy|direct_copy"),
+    ("elementwise_eager", r"elementwise_kernel|reduce_kernel|index_elementwise|unrolled_elementwise"),
+    ("nccl", r"nccl"),
+)
+
+
+def kernel_family(name: str) -> str:
+    """The family of a device kernel's name (KERNEL_FAMILIES), else "other"."""
+    for family, pattern in KERNEL_FAMILIES:
+        if re.search(pattern, name, flags=re.IGNORECASE):
+            return family
+    return "other"
+
+
+def summarize_profile(events: list[tuple[str, float]], steps: int, top: int = 25) -> dict:
+    """events: (kernel or op name, microseconds) of `steps` profiled steps → ms per step in total, by family and
+    for the `top` names (with their calls per step), largest first."""
+    total_us, by_family, by_name = 0.0, {}, {}
+    for name, us in events:
+        total_us += us
+        fam = kernel_family(name)
+        by_family[fam] = by_family.get(fam, 0.0) + us
+        t, n = by_name.get(name, (0.0, 0))
+        by_name[name] = (t + us, n + 1)
+
+    def per_step(us: float) -> float:
+        return round(us / 1e3 / steps, 3)
+
+    return {"ms_per_step": per_step(total_us),
+            "by_family_ms": {f: per_step(us) for f, us in sorted(by_family.items(), key=lambda kv: -kv[1])},
+            "top": [{"name": name[:160], "family": kernel_family(name), "ms_per_step": per_step(us),
+                     "calls_per_step": round(n / steps, 2)}
+                    for name, (us, n) in sorted(by_name.items(), key=lambda kv: -kv[1][0])[:top]]}
+
 
 class RandomTokens:
     """Stands in for golf.data.TokenLoader: next_batch() → (x, y), each (micro, seq_len) int64 on `device`."""
@@ -40,13 +90,36 @@ class RandomTokens:
         return seq[:, :-1], seq[:, 1:]
 
 
-def main() -> None:
+def profile_steps(step, first_index: int, steps: int, cuda: bool) -> dict:
+    """Run `steps` more training steps under torch.profiler: device kernels on CUDA (each kernel's own
+    duration), CPU ops' self time otherwise."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=activities) as prof:
+        for i in range(steps):
+            step(first_index + i)
+        if cuda:
+            torch.cuda.synchronize()
+    if cuda:
+        events = [(e.name, e.time_range.elapsed_us()) for e in prof.events() if e.device_type == DeviceType.CUDA]
+    else:
+        events = [(e.name, e.self_cpu_time_total) for e in prof.events() if e.device_type == DeviceType.CPU]
+    return {"steps": steps, "timeline": "device kernels" if cuda else "CPU ops (self time)",
+            **summarize_profile(events, steps)}
+
+
+def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("config")
     ap.add_argument("--steps", type=int, default=12, help="timed steps after 2 untimed ones")
     ap.add_argument("--set", dest="sets", action="append", default=[], help="params override, e.g. train.compile=false")
     ap.add_argument("--label", default="")
-    args = ap.parse_args()
+    ap.add_argument("--profile-steps", type=int, default=0, help="then profile this many more steps (0: none)")
+    args = ap.parse_args(argv)
+    if args.steps < 1 or args.profile_steps < 0:
+        ap.error(f"--steps must be >= 1 and --profile-steps >= 0, got {args.steps} and {args.profile_steps}")
     params = load_params(args.config, args.sets)
     tcfg = params.train
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -87,11 +160,14 @@ def main() -> None:
            "tokens_per_step": tokens, "first_step_s": round(first_s, 2), "ms_per_step": round(step_s * 1e3, 2),
            "tok_per_s": round(tokens / step_s), "last_loss": round(loss, 4),
            "peak_mem_mb": round(torch.cuda.max_memory_allocated() / 2**20) if device.type == "cuda" else None}
+    if args.profile_steps:
+        out["profile"] = profile_steps(step, 2 + args.steps, args.profile_steps, device.type == "cuda")
     print(json.dumps(out))
     if os.environ.get("OUT"):
         # the device returns only files named with [A-Za-z0-9_.-]: a label's '=' and spaces become '-'
         file_label = re.sub(r"[^A-Za-z0-9_.-]", "-", out["label"])
         Path(os.environ["OUT"], f"throughput_{file_label}.json").write_text(json.dumps(out, indent=1))
+    return out
 
 
 if __name__ == "__main__":
