@@ -204,6 +204,28 @@ def _import_mamba_triton() -> dict | None:
         return None
 
 
+def ssm_autotune_choices(prefix: str = "mamba_ssm.ops.triton.") -> dict[str, dict[str, str]]:
+    """The launch configs Triton's autotuner picked in this process for mamba-ssm's kernels:
+    {"<module>.<kernel>": {"<autotune key>": "<config>"}}, empty when none ran (CPU, reference path).
+
+    mamba-ssm autotunes its SSD kernels in every new process by timing candidate configs, and does not cache
+    the choice on disk; two runs of one config stepped 13% apart on two lent H200s (bench/RESULTS.md), and a
+    different pick is one candidate cause, so train.json keeps them. Found by duck typing (an object with a
+    `configs` list and a `cache` dict, as triton.runtime.autotuner.Autotuner has) so triton is not imported."""
+    found: dict[str, dict[str, str]] = {}
+    seen: set[int] = set()  # a kernel imported into another module is the same object: listed once
+    for modname, module in sorted(sys.modules.items()):
+        if not modname.startswith(prefix) or module is None:
+            continue
+        for attr, obj in sorted(vars(module).items()):
+            cache = getattr(obj, "cache", None)
+            if (isinstance(cache, dict) and cache and isinstance(getattr(obj, "configs", None), list)
+                    and id(obj) not in seen):
+                seen.add(id(obj))
+                found[f"{modname}.{attr}"] = {str(k): str(v) for k, v in cache.items()}
+    return found
+
+
 def _import_causal_conv1d() -> Callable | None:
     if importlib.util.find_spec("causal_conv1d") is None:
         return None

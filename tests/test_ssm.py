@@ -381,3 +381,32 @@ def test_fast_kernels_match_reference_on_gpu(path, dtype, multiple):
         a, st = fast(u[:, :137], return_state=True)
         b = fast(u[:, 137:], state=st)
     assert _rel(torch.cat([a, b], 1), full) < 1e-3
+
+
+def test_autotune_choices_are_read_from_loaded_mamba_modules(monkeypatch):
+    """Autotuner-like objects (a `configs` list, a filled `cache` dict) in mamba-ssm's Triton modules are
+    reported once each, with key and config as text; untouched kernels and other modules are left out."""
+    import types
+
+    class FakeAutotuner:
+        def __init__(self, cache):
+            self.configs, self.cache = ["c1", "c2"], cache
+
+    class FakeConfig:
+        def __str__(self):
+            return "BLOCK_SIZE_M: 64, num_warps: 4, num_stages: 3"
+
+    ran = FakeAutotuner({(2048, 64, "torch.bfloat16"): FakeConfig()})
+    scan = types.ModuleType("mamba_ssm.ops.triton.ssd_chunk_scan")
+    scan._chunk_scan_fwd_kernel = ran
+    scan._chunk_scan_bwd_dx_kernel = FakeAutotuner({})  # never launched: no choice to report
+    scan.helper = object()
+    combined = types.ModuleType("mamba_ssm.ops.triton.ssd_combined")
+    combined._chunk_scan_fwd_kernel = ran  # imported from the module above: the same kernel
+    other = types.ModuleType("some_other_lib")
+    other.kernel = FakeAutotuner({1: "x"})
+    for m in (scan, combined, other):
+        monkeypatch.setitem(sys.modules, m.__name__, m)
+    assert ssm.ssm_autotune_choices() == {
+        "mamba_ssm.ops.triton.ssd_chunk_scan._chunk_scan_fwd_kernel":
+            {"(2048, 64, 'torch.bfloat16')": "BLOCK_SIZE_M: 64, num_warps: 4, num_stages: 3"}}
