@@ -5,7 +5,8 @@
 #       "" "model.in_proj_multiple=64" "model.ssm_compile=trace" "model.in_proj_multiple=64 model.ssm_compile=trace"
 # PROFILE_STEPS=3 also profiles 3 more steps of each variant (device time by kernel family, top kernels: in the
 # JSON; the printed line is cut to 400 characters).
-# Each argument is one variant: space-separated params overrides ("" = the config as it is). A variant that fails
+# Each argument is one variant: space-separated params overrides ("" = the config as it is); a word
+# config=<file> runs that variant on another params file. The JSONs come back as $OUT/throughput.tgz. A variant that fails
 # or runs past PER_VARIANT_TIMEOUT seconds (default 300) is reported and the sweep goes on. The first variant on a
 # fresh machine compiles and autotunes from cold caches: 150 s was not enough on 2026-11-29 (a cold 240 s
 # pipeline spent 122 s in its compile warm-up).
@@ -14,10 +15,25 @@ source bench/h200_env.sh >/dev/null || exit 1
 CONFIG=${CONFIG:-configs/hybrid_12.yaml}; STEPS=${STEPS:-10}
 [ $# -gt 0 ] || set -- ""
 for variant in "$@"; do
-  sets=(); label=$(basename "$CONFIG" .yaml)
-  for s in $variant; do sets+=(--set "$s"); label+="__${s//[^A-Za-z0-9_.=-]/_}"; done
-  timeout "${PER_VARIANT_TIMEOUT:-300}" python3 bench/train_throughput.py "$CONFIG" --steps "$STEPS" \
+  sets=(); cfg=$CONFIG; label=""
+  for s in $variant; do
+    if [[ $s == config=* ]]; then cfg=${s#config=}; else sets+=(--set "$s"); label+="__${s//[^A-Za-z0-9_.=-]/_}"; fi
+  done
+  label="$(basename "$cfg" .yaml)$label"
+  timeout "${PER_VARIANT_TIMEOUT:-300}" python3 bench/train_throughput.py "$cfg" --steps "$STEPS" \
     --profile-steps "${PROFILE_STEPS:-0}" "${sets[@]}" --label "$label" 2>&1 | tail -n 1 | cut -c1-400
   rc=${PIPESTATUS[0]}
   [ "$rc" -eq 0 ] || echo "variant '$variant': exit code $rc"
 done
+if [ -n "${OUT:-}" ] && compgen -G "$OUT/throughput_*.json" > /dev/null; then
+  # one line per variant, then the JSONs as one tarball (a device call returns at most 8 files)
+  python3 - "$OUT"/throughput_*.json <<'PY'
+import json, sys
+for path in sys.argv[1:]:
+    r = json.load(open(path))
+    fams = ", ".join(f"{k} {v}" for k, v in list((r.get("profile") or {}).get("by_family_ms", {}).items())[:5])
+    print(f"{r['label']}: {r['ms_per_step']} ms/step, {r['tok_per_s']:,} tok/s, first step {r['first_step_s']} s"
+          + (f"; ms/step by family: {fams}" if fams else ""))
+PY
+  (cd "$OUT" && tar czf throughput.tgz throughput_*.json && rm -f throughput_*.json)
+fi
