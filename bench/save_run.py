@@ -5,8 +5,8 @@ result folder, named from its own provenance: <date>_c<commit>_<config>[__<extra
         --extra /work/.device/4/gpu_samples_2024.csv
 
 The folder gets what bench/results_report.py and RESULTS.md use: the seed's metrics JSON files (with the stages'
-provenance), plots/train_curve.tsv, the report's report.md, the artifact's provenance.json (as
-artifact.provenance.json) and any --log/--extra files. It is written next to its final name and renamed into
+provenance), plots/train_curve.tsv, the report's report.md, the artifact's and the train stage's provenance.json
+(as artifact.provenance.json, train.provenance.json) and any --log/--extra files. It is written next to its final name and renamed into
 place, so a failure leaves no half-filled folder; an existing folder of that name is an error, never replaced.
 """
 
@@ -100,6 +100,8 @@ def save_run(tgz: Path, results: Path = RESULTS, extra_files: list[Path] = ()) -
         for m in metrics:
             shutil.copy2(m, staged / m.name)
         shutil.copy2(prov_path, staged / "artifact.provenance.json")
+        if (seed_dir / "train" / "provenance.json").is_file():  # kernel paths, autotune picks (since 2026-11-29)
+            shutil.copy2(seed_dir / "train" / "provenance.json", staged / "train.provenance.json")
         for src in (seed_dir / "plots" / "train_curve.tsv", root / "reports" / "report.md"):
             if src.is_file():
                 shutil.copy2(src, staged / src.name)

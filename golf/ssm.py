@@ -210,7 +210,7 @@ def ssm_autotune_choices(prefix: str = "mamba_ssm.ops.triton.") -> dict[str, dic
 
     mamba-ssm autotunes its SSD kernels in every new process by timing candidate configs, and does not cache
     the choice on disk; two runs of one config stepped 13% apart on two lent H200s (bench/RESULTS.md), and a
-    different pick is one candidate cause, so train.json keeps them. Found by duck typing (an object with a
+    different pick is one candidate cause, so the train stage's provenance keeps them. Found by duck typing (an object with a
     `configs` list and a `cache` dict, as triton.runtime.autotuner.Autotuner has) so triton is not imported."""
     found: dict[str, dict[str, str]] = {}
     seen: set[int] = set()  # a kernel imported into another module is the same object: listed once

@@ -47,7 +47,6 @@ from golf.evaluate import autocast, eval_bpb
 from golf.io import atomic_path, write_text_atomic
 from golf.model import build_model, count_params, save_model
 from golf.optim import Muon, build_optimizers
-from golf.ssm import ssm_autotune_choices
 
 log = logging.getLogger(__name__)
 
@@ -541,7 +540,7 @@ def _finish(params, model, ema, state: TrainState, micro: int, accum: int, dinfo
         "kernel_paths": model.kernel_paths, "qat_started_step": state.qat_started_step,
         "params": count_params(model), "warmup_s": state.warmup_s, "ckpt_s": round(state.ckpt_s, 3),
         "resumed_from_step": state.resumed_from_step, "world_size": dinfo.world_size,
-        "micro_batch_seqs": micro, "grad_accum": accum, "ssm_autotune": ssm_autotune_choices(),
+        "micro_batch_seqs": micro, "grad_accum": accum,
     }
 
 

@@ -8,6 +8,7 @@ import time
 
 from golf.config import Params
 from golf.launch import is_main_process
+from golf.ssm import ssm_autotune_choices
 from golf.stage_io import write_metrics, write_provenance
 from golf.train import train
 
@@ -32,7 +33,10 @@ def run(params: Params, seed: int) -> dict:
     if "interrupted_at_step" in metrics:
         return metrics
     metrics["stage_s"] = round(time.time() - t0, 2)
+    # the launch configs mamba-ssm's autotuner picked in this process: provenance of the device run, kept
+    # out of the DVC metrics (bench/RESULTS.md: step times differed 13% between two lent machines)
     write_provenance(out_dir, "train", params, {"seed": seed, "kernel_paths": metrics["kernel_paths"],
-                                                "world_size": metrics["world_size"]})
+                                                "world_size": metrics["world_size"],
+                                                "ssm_autotune": ssm_autotune_choices()})
     write_metrics(run_dir / "metrics", metrics, "train.json")
     return metrics

@@ -34,11 +34,13 @@ def pack(tmp_path, seed=42, argv_extra=(), seeds_in_tar=(42,), drop_provenance=F
         prov["argv"] = [*prov["argv"], *argv_extra]
         if not drop_provenance:
             (rd / "artifact" / "provenance.json").write_text(json.dumps(prov))
+            (rd / "train").mkdir()
+            (rd / "train" / "provenance.json").write_text(json.dumps({"seed": s, "ssm_autotune": {"k": {"a": "b"}}}))
     (root / "reports").mkdir()
     shutil.copy2(FILED / "report.md", root / "reports" / "report.md")
     tgz = tmp_path / name
     with tarfile.open(tgz, "w:gz") as tar:
-        tar.add(root / "runs", "runs")
+        tar.add(root / "runs", "runs")  # (h200_pipeline.sh packs only the train stage's provenance.json)
         tar.add(root / "reports", "reports")
     return tgz
 
@@ -48,12 +50,14 @@ def test_files_a_run_under_its_provenance_name(tmp_path):
     log.write_text("pipeline done\n")
     dest = save_run.save_run(pack(tmp_path), tmp_path / "results", [log])
     assert dest.name == FILED.name  # the name the committed folder was given by hand
+    assert {f.name for f in dest.iterdir()} == {f.name for f in FILED.iterdir()} | {"train.provenance.json"}
     for f in FILED.iterdir():
         if f.name == "artifact.provenance.json":  # pack() rewrote it (same content, other layout)
             assert json.loads((dest / f.name).read_text()) == json.loads(f.read_text())
         elif f.name != "log.txt":
             assert (dest / f.name).read_bytes() == f.read_bytes(), f.name
     assert (dest / "log.txt").read_text() == "pipeline done\n"
+    assert json.loads((dest / "train.provenance.json").read_text())["ssm_autotune"] == {"k": {"a": "b"}}
     assert sorted(p.name for p in (tmp_path / "results").iterdir()) == [FILED.name]  # no temp folder left
 
 
