@@ -40,6 +40,12 @@ _LOW_PRECISION = (torch.float16, torch.bfloat16)
 # --------------------------------------------------------------------------------------------------
 
 
+def compute_dtype(t: torch.Tensor) -> torch.dtype:
+    """The dtype SSM math runs in for activations of t's dtype: fp32 for bf16/fp16/fp32, fp64 for fp64 (the
+    float64 tests compare paths exactly), as the Triton kernels accumulate."""
+    return torch.promote_types(t.dtype, torch.float32)
+
+
 def _segsum(a: torch.Tensor) -> torch.Tensor:
     """(..., L) log-decays → (..., L, L) with [i, j] = sum a[j+1..i] for i >= j, -inf above the diagonal."""
     L = a.shape[-1]
@@ -114,7 +120,7 @@ def gated_rms_norm_reference(y: torch.Tensor, z: torch.Tensor, weight: torch.Ten
     """RMSNorm(y * SiLU(z)) per group of channels, times weight (Mamba-2's norm_before_gate=False).
 
     y, z: (..., d). Computed in fp32 (fp64 stays fp64), returned in y's dtype, like the Triton kernel."""
-    ct = torch.promote_types(y.dtype, torch.float32)
+    ct = compute_dtype(y)
     g = y.to(ct) * F.silu(z.to(ct))  # (..., d)
     g = g.unflatten(-1, (ngroups, -1))  # (..., G, d/G)
     g = g * torch.rsqrt(g.square().mean(-1, keepdim=True) + eps)
@@ -125,7 +131,7 @@ def causal_conv_silu_reference(xBC_t: torch.Tensor, weight: torch.Tensor, bias: 
     """Depthwise conv over a (B, C, T + W - 1) input already left-padded (or prefixed with carried state)
     → SiLU → (B, C, T). Computed in fp32 with autocast off (causal-conv1d also accumulates in fp32), returned
     in the input's dtype."""
-    ct = torch.promote_types(xBC_t.dtype, torch.float32)
+    ct = compute_dtype(xBC_t)
     with torch.autocast(xBC_t.device.type, enabled=False):
         out = F.conv1d(xBC_t.to(ct), weight.to(ct), bias.to(ct), groups=xBC_t.shape[1])  # (B, C, T)
         return F.silu(out).to(xBC_t.dtype)
@@ -265,7 +271,7 @@ def resolve_ssm_backend(requested: str, device: torch.device | str, compile_mode
 
 def _hi(t: torch.Tensor) -> torch.Tensor:
     """At least fp32 (fp64 stays fp64: the float64 tests compare paths exactly)."""
-    return t.to(torch.promote_types(t.dtype, torch.float32))
+    return t.to(compute_dtype(t))
 
 
 @torch.compiler.disable
@@ -403,7 +409,7 @@ class Mamba2Mixer(nn.Module):
                          return_final_states=return_state)
             y, final = out if return_state else (out, None)  # y: (B, T, H, P) in x's dtype
         else:
-            ct = torch.promote_types(x.dtype, torch.float32)  # fp32 scan for bf16 inputs; fp64 stays fp64
+            ct = compute_dtype(x)  # fp32 scan for bf16 inputs; fp64 stays fp64
             dt_s = F.softplus(dt.to(ct) + self.dt_bias.to(ct))  # (B, T, H)
             y, final = ssd_reference(x.to(ct), dt_s, A.to(ct), Bm.to(ct), Cm.to(ct), self.chunk_size,
                                      None if init is None else init.to(ct))
