@@ -33,6 +33,7 @@ from golf.config import load_params
 from golf.errors import GolfError
 from golf.model import build_model
 from golf.ssm import Mamba2Mixer, resolve_ssm_backend
+from golf.train import enable_tf32
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -170,8 +171,7 @@ def main() -> None:
     args = ap.parse_args()
     if not torch.cuda.is_available():
         sys.exit("parity_gpu.py needs a CUDA device")
-    torch.backends.cuda.matmul.allow_tf32 = True  # as in training
-    torch.backends.cudnn.allow_tf32 = True
+    enable_tf32()  # as in training
 
     mc = load_params(args.config, args.sets).model
     paths = [p for p in args.paths.split(",") if p]

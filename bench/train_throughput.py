@@ -29,7 +29,14 @@ from golf.config import load_params
 from golf.evaluate import autocast
 from golf.model import build_model, count_params
 from golf.optim import build_optimizers
-from golf.train import batch_layout, ema_decay_at, forward_backward, optimizer_step, seed_everything
+from golf.train import (
+    batch_layout,
+    ema_decay_at,
+    enable_tf32,
+    forward_backward,
+    optimizer_step,
+    seed_everything,
+)
 
 # Kernel families, first match wins: name patterns of cuBLAS/CUTLASS GEMMs, inductor's generated Triton kernels,
 # flash/SDPA attention, mamba-ssm's Triton SSD-scan and gated-norm kernels, causal-conv1d, PyTorch's foreach
@@ -124,8 +131,7 @@ def main(argv: list[str] | None = None) -> dict:
     tcfg = params.train
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+        enable_tf32()
     seed_everything(0)
     model = build_model(params.model, device)
     opts = build_optimizers(model, tcfg)

@@ -118,6 +118,13 @@ def init_stage_process(device_spec: str) -> tuple[DistInfo, torch.device]:
     return dinfo, device
 
 
+def enable_tf32() -> None:
+    """TF32 for fp32 matmuls and convolutions on CUDA, as training runs (bf16 autocast covers the rest); the
+    bench scripts call it too, so that they time and compare what training runs."""
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % (2 ** 32))
@@ -341,8 +348,7 @@ def train(params: Params, seed: int, out_dir: Path, ckpt_dir: Path, curve_path: 
     dinfo, device = init_stage_process(tcfg.device)
     det_before = torch.are_deterministic_algorithms_enabled()
     if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+        enable_tf32()
     else:
         torch.use_deterministic_algorithms(True)
     try:
