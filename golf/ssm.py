@@ -214,10 +214,11 @@ def ssm_autotune_choices(prefix: str = "mamba_ssm.ops.triton.") -> dict[str, dic
     """The launch configs Triton's autotuner picked in this process for mamba-ssm's kernels:
     {"<module>.<kernel>": {"<autotune key>": "<config>"}}, empty when none ran (CPU, reference path).
 
-    mamba-ssm autotunes its SSD kernels in every new process by timing candidate configs, and does not cache
-    the choice on disk; two runs of one config stepped 13% apart on two lent H200s (bench/RESULTS.md), and a
-    different pick is one candidate cause, so the train stage's provenance keeps them. Found by duck typing (an object with a
-    `configs` list and a `cache` dict, as triton.runtime.autotuner.Autotuner has) so triton is not imported."""
+    mamba-ssm autotunes its SSD kernels in every new process by timing candidate configs (the saved Triton
+    cache held no autotuning results, bench/RESULTS.md); one config stepped 13% apart on two lent H200s, and a
+    different pick is one candidate cause, so the train stage's provenance keeps them. Found by duck typing
+    (an object with a `configs` list and a `cache` dict, as triton.runtime.autotuner.Autotuner has), so
+    triton is not imported."""
     found: dict[str, dict[str, str]] = {}
     seen: set[int] = set()  # a kernel imported into another module is the same object: listed once
     for modname, module in sorted(sys.modules.items()):
