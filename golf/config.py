@@ -33,6 +33,15 @@ def _spec(default: Any, *, lo: float | None = None, hi: float | None = None,
     return field(default=default, metadata=meta)
 
 
+def field_choices(section: type, name: str) -> tuple:
+    """The allowed values a section dataclass declares for one field (its _spec choices), so that code
+    checking a value passed around the config (e.g. to a kernel resolver) uses the same list."""
+    choices = {f.name: f for f in dataclasses.fields(section)}[name].metadata.get("choices")
+    if choices is None:
+        raise KeyError(f"{section.__name__}.{name} declares no choices")
+    return choices
+
+
 # --------------------------------------------------------------------------------------------------
 # Sections
 # --------------------------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from golf.config import ModelConfig, field_choices
 from golf.errors import GolfError
 
 log = logging.getLogger(__name__)
@@ -250,8 +251,9 @@ def resolve_ssm_backend(requested: str, device: torch.device | str, compile_mode
     "auto": the Triton path on CUDA when mamba-ssm imports, else the reference. "triton" / "fused": that path
     or a GolfError (never a silent fallback). "reference": pure PyTorch everywhere. compile_mode: see
     SSMKernels (the reference path is plain PyTorch and always traced)."""
-    if compile_mode not in ("disable", "trace"):
-        raise GolfError(f"model.ssm_compile must be 'disable' or 'trace', got {compile_mode!r}")
+    modes = field_choices(ModelConfig, "ssm_compile")  # direct callers (tests, bench) bypass config checks
+    if compile_mode not in modes:
+        raise GolfError(f"model.ssm_compile must be one of {list(modes)}, got {compile_mode!r}")
     if requested == "reference":
         return SSMKernels()
     on_cuda = torch.device(device).type == "cuda"

@@ -63,3 +63,11 @@ def test_type_error_in_file(tmp_path):
 def test_missing_file():
     with pytest.raises(ConfigError, match="not found"):
         load_params("nope.yaml")
+
+
+def test_field_choices_read_the_schema():
+    from golf.config import ModelConfig, field_choices
+
+    assert field_choices(ModelConfig, "ssm_compile") == ("disable", "trace")
+    with pytest.raises(KeyError, match="declares no choices"):
+        field_choices(ModelConfig, "d_model")
