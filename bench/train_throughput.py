@@ -1,6 +1,7 @@
 """Training throughput of one config on one GPU (issue 7): the real model, optimizers, torch.compile, bf16
-autocast and the training loop's own step (golf.train.forward_backward + optimizer_step, EMA included), on
-random tokens so that no data preparation is needed. Compare variants with --set, one process each:
+autocast and the training loop's own step (golf.train.train_step: forward_backward + optimizer_step, EMA
+included, each loss read as the loop reads it, one step late with train.host_runahead), on random tokens so
+that no data preparation is needed. Compare variants with --set, one process each:
 
     python bench/train_throughput.py configs/baseline_attn.yaml --steps 12 --set model.residual_dtype=fp32
 
@@ -33,9 +34,8 @@ from golf.train import (
     batch_layout,
     ema_decay_at,
     enable_tf32,
-    forward_backward,
-    optimizer_step,
     seed_everything,
+    train_step,
 )
 
 # Kernel families, first match wins: name patterns of cuBLAS/CUTLASS GEMMs, inductor's generated Triton kernels,
@@ -141,9 +141,16 @@ def main(argv: list[str] | None = None) -> dict:
     net = torch.compile(model) if tcfg.compile and device.type == "cuda" else model
     amp = autocast(device, torch.bfloat16 if tcfg.dtype == "bf16" else None)
 
+    inflight: list = []  # PendingLoss of launched steps, as in golf.train's loop
+
     def step(i: int) -> float:
-        loss = forward_backward(net, model, loader, accum, amp, device).item()  # waits for the device
-        optimizer_step(model, opts, tcfg.grad_clip, ema, ema_decay_at(i, tcfg.ema_decay))
+        """Launch step i and read the loss the training loop would read now: step i's, or with
+        train.host_runahead the one before it (so the host queues step i while the device runs step i-1)."""
+        inflight.append(train_step(net, model, loader, accum, amp, device, opts, tcfg.grad_clip, ema,
+                                   ema_decay_at(i, tcfg.ema_decay)))
+        loss = float("nan")
+        while len(inflight) > (1 if tcfg.host_runahead and i > 0 else 0):
+            loss = inflight.pop(0).value()
         return loss
 
     t0 = time.perf_counter()
@@ -163,7 +170,7 @@ def main(argv: list[str] | None = None) -> dict:
     out = {"label": args.label or Path(args.config).stem, "config": args.config, "sets": args.sets,
            "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu", "torch": torch.__version__,
            "kernel_paths": model.kernel_paths, "params": count_params(model), "micro": micro, "accum": accum,
-           "tokens_per_step": tokens, "first_step_s": round(first_s, 2), "ms_per_step": round(step_s * 1e3, 2),
+           "tokens_per_step": tokens, "host_runahead": tcfg.host_runahead, "first_step_s": round(first_s, 2), "ms_per_step": round(step_s * 1e3, 2),
            "tok_per_s": round(tokens / step_s), "last_loss": round(loss, 4),
            "peak_mem_mb": round(torch.cuda.max_memory_allocated() / 2**20) if device.type == "cuda" else None}
     if args.profile_steps:

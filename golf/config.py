@@ -140,6 +140,9 @@ class TrainConfig:
     log_every: int = _spec(50, lo=1)
     checkpoint_every: int = _spec(500, lo=0, doc="0 = only at the end")
     compile: bool = _spec(True, doc="torch.compile on CUDA")
+    host_runahead: bool = _spec(True, doc="launch step k+1 before reading step k's loss, so the host's kernel "
+                                          "launches overlap the GPU's work; the loss is checked one step late "
+                                          "(false: read every step's loss before the next step)")
     dtype: str = _spec("bf16", choices=("bf16", "fp32"))
     device: str = _spec("auto", doc="auto | cpu | cuda | cuda:N")
 

@@ -54,7 +54,7 @@ CKPT_NAME = "checkpoint.pt"
 CKPT_FORMAT = 2
 CURVE_HEADER = ("step", "tokens", "train_s", "lr_scale", "train_loss", "val_bpb")
 # train settings that do not change the trajectory: a checkpoint stays resumable when only these differ
-RESUME_FREE_KEYS = ("log_every", "checkpoint_every", "val_tokens", "compile", "device")
+RESUME_FREE_KEYS = ("log_every", "checkpoint_every", "val_tokens", "compile", "device", "host_runahead")
 
 
 # what torch.load of a damaged or foreign file raises
@@ -410,12 +410,52 @@ def _train(params, seed, out_dir, ckpt_dir, curve_path, progress_cb, stop_after_
     steps_this_call = 0
     saved_step = state.step if state.resumed_from_step >= 0 else -1  # the checkpoint on disk is this state
     t_start = clock() - state.elapsed_s  # the budget clock's origin: elapsed time survives a resume
-    elapsed = state.elapsed_s  # rank 0's, shared by every rank
+    elapsed = state.elapsed_s  # rank 0's, shared by every rank: when the last read step's loss was ready
+    # host_runahead: a launched step's loss is read after the next step is launched, so the host queues step k+1
+    # while the GPU runs step k (a call's first step is read at once: its compile time must be measured)
+    lag = 1 if tcfg.host_runahead else 0
+    inflight: list[LaunchedStep] = []  # launched, loss not yet read; oldest first
+    step_s = 0.0  # duration of the last step read in steady state: the estimate for each step still in flight
+
+    def read_oldest(steady: bool) -> bool:
+        """Read the oldest in-flight step's loss (waits for that step's backward only), advance the budget
+        clock, log it; True when a rank asked to stop."""
+        nonlocal t_start, elapsed, step_s
+        done = inflight.pop(0)
+        loss_local = done.loss.value()
+        now = clock()
+        if done.t_first is not None:  # a call's first step compiles and warms up: keep it off the budget
+            state.warmup_s = round(state.warmup_s + now - done.t_first, 3)
+            t_start += now - done.t_first
+        loss_val, new_elapsed, stop_req = _sync_step(loss_local, now - t_start, sigterm["set"], dinfo, device)
+        if not math.isfinite(loss_val):
+            raise TrainingError(
+                f"non-finite training loss ({loss_val}) at step {done.step}; the last good checkpoint "
+                f"({ckpt_path}, step {_ckpt_step(ckpt_path)}) is kept. Lower the learning rates "
+                "(train.lr_*) or check the data.")
+        if steady:
+            step_s = max(0.0, new_elapsed - elapsed)
+        elapsed = state.elapsed_s = new_elapsed
+        if done.step % tcfg.log_every == 0 or done.step == 1:
+            state.curve.append([done.step, done.tokens, round(elapsed, 3), round(done.lr_scale, 6),
+                                round(loss_val, 6), ""])
+        if progress_cb is not None and dinfo.is_main:
+            progress_cb(done.step, loss_val, done.tokens / max(elapsed, 1e-9),
+                        budget_progress(done.step, elapsed, tcfg.max_steps, tcfg.wallclock_s))
+        return stop_req
+
+    def drain() -> bool:
+        stop_req = False
+        while inflight:
+            stop_req |= read_oldest(steady=False)
+        return stop_req
+
     with _sigterm_flag() as sigterm:
         while True:
-            if state.step >= tcfg.max_steps or (tcfg.wallclock_s > 0 and elapsed >= tcfg.wallclock_s):
+            budget_elapsed = elapsed + len(inflight) * step_s  # when the steps in flight should be done
+            if state.step >= tcfg.max_steps or (tcfg.wallclock_s > 0 and budget_elapsed >= tcfg.wallclock_s):
                 break
-            progress = budget_progress(state.step, elapsed, tcfg.max_steps, tcfg.wallclock_s)
+            progress = budget_progress(state.step, budget_elapsed, tcfg.max_steps, tcfg.wallclock_s)
             if tcfg.qat_start_frac < 1.0 and progress >= tcfg.qat_start_frac and state.qat_started_step < 0:
                 model.set_qat(True, tcfg.qat_bits)  # flips a buffer: the compiled graph sees it, no recompile
                 state.qat_started_step = state.step
@@ -428,39 +468,32 @@ def _train(params, seed, out_dir, ckpt_dir, curve_path, progress_cb, stop_after_
                     if isinstance(opt, Muon):
                         g["momentum"] = muon_mom
 
-            t_step0 = clock() if steps_this_call == 0 else None
-            loss_local = forward_backward(net, model, loader, accum, amp, device).item()  # waits for the GPU
-            now = clock()
-            if t_step0 is not None:  # a call's first step compiles and warms up: keep it off the budget
-                state.warmup_s = round(state.warmup_s + now - t_step0, 3)
-                t_start += now - t_step0
-            loss_val, elapsed, stop_req = _sync_step(loss_local, now - t_start, sigterm["set"], dinfo, device)
-            if not math.isfinite(loss_val):
-                raise TrainingError(
-                    f"non-finite training loss ({loss_val}) at step {state.step + 1}; the last good checkpoint "
-                    f"({ckpt_path}, step {_ckpt_step(ckpt_path)}) is kept. Lower the learning rates "
-                    "(train.lr_*) or check the data.")
-            optimizer_step(model, opts, tcfg.grad_clip, ema, ema_decay_at(state.step, tcfg.ema_decay))
+            t_first = clock() if steps_this_call == 0 else None
+            # launched, not waited for: the update goes in before the loss is checked, and a non-finite loss
+            # stops the run when it is read (the checkpoint's own weight check keeps a bad update off disk)
+            loss = train_step(net, model, loader, accum, amp, device, opts, tcfg.grad_clip, ema,
+                              ema_decay_at(state.step, tcfg.ema_decay))
             state.step += 1
             steps_this_call += 1
             state.tokens += tokens_per_step
-            state.elapsed_s = elapsed
-            if state.step % tcfg.log_every == 0 or state.step == 1:
-                state.curve.append([state.step, state.tokens, round(elapsed, 3), round(scale, 6),
-                                    round(loss_val, 6), ""])
-            if progress_cb is not None and dinfo.is_main:
-                progress_cb(state.step, loss_val, state.tokens / max(elapsed, 1e-9),
-                            budget_progress(state.step, elapsed, tcfg.max_steps, tcfg.wallclock_s))
-            if tcfg.checkpoint_every and state.step % tcfg.checkpoint_every == 0:
+            inflight.append(LaunchedStep(state.step, state.tokens, scale, loss, t_first))
+            stop_req = False
+            while len(inflight) > (0 if steps_this_call == 1 else lag):
+                stop_req |= read_oldest(steady=True)
+            due = tcfg.checkpoint_every and state.step % tcfg.checkpoint_every == 0
+            last_of_call = stop_after_steps is not None and steps_this_call >= stop_after_steps
+            if stop_req or due or last_of_call:
+                stop_req |= drain()  # a checkpoint holds every launched step, each read and checked
                 checkpoint()
             if stop_req:
-                checkpoint()
                 raise TrainingInterrupted(f"training interrupted by SIGTERM after step {state.step}; checkpoint "
                                           f"{ckpt_path} written, rerun the same command to resume")
-            if stop_after_steps is not None and steps_this_call >= stop_after_steps:
-                checkpoint()
+            if last_of_call:
                 return {"interrupted_at_step": state.step}
-
+        if drain():  # SIGTERM while the last steps were in flight: stop here, as after any other step
+            checkpoint()
+            raise TrainingInterrupted(f"training interrupted by SIGTERM after step {state.step}; checkpoint "
+                                      f"{ckpt_path} written, rerun the same command to resume")
     if not state.curve or state.curve[-1][0] != state.step:
         state.curve.append([state.step, state.tokens, round(state.elapsed_s, 3), "", "", ""])
     checkpoint()
@@ -491,6 +524,46 @@ def _ckpt_step(path: Path) -> str:
         return str(torch.load(path, map_location="cpu", weights_only=True)["state"]["step"])
     except _UNREADABLE:  # an error message must not fail on a bad file
         return "unreadable"
+
+
+class PendingLoss:
+    """A step's loss on its way to the host: on CUDA it is copied into pinned memory behind the step's backward
+    and `value()` waits for that copy alone, not for the work queued after it (an optimizer step, the next
+    step's kernels), which `.item()` would wait for too. Elsewhere the value is already there."""
+
+    def __init__(self, loss: torch.Tensor):  # a 0-d tensor
+        self.event = None
+        if loss.is_cuda:
+            self.host = torch.empty((), dtype=loss.dtype, pin_memory=True)
+            self.host.copy_(loss.detach(), non_blocking=True)
+            self.event = torch.cuda.Event()
+            self.event.record()
+        else:
+            self.host = loss.detach()
+
+    def value(self) -> float:
+        if self.event is not None:
+            self.event.synchronize()
+        return float(self.host)
+
+
+@dataclass
+class LaunchedStep:
+    """A training step whose kernels are launched and whose loss is not read yet."""
+    step: int  # the step count after it (1 = the first step)
+    tokens: int  # tokens seen after it
+    lr_scale: float
+    loss: PendingLoss
+    t_first: float | None  # launch time when it is its call's first step (compile, warm-up), else None
+
+
+def train_step(net, model, loader, accum: int, amp, device, opts, grad_clip: float, ema: list[torch.Tensor],
+               ema_decay: float) -> PendingLoss:
+    """Launch one optimizer step (forward_backward, then optimizer_step) without waiting for the device; the
+    loss is read later through the returned PendingLoss."""
+    loss = PendingLoss(forward_backward(net, model, loader, accum, amp, device))
+    optimizer_step(model, opts, grad_clip, ema, ema_decay)
+    return loss
 
 
 def forward_backward(net, model, loader, accum: int, amp, device) -> torch.Tensor:

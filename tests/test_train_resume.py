@@ -125,23 +125,27 @@ golf.train.save_checkpoint = _save
 """
 
 
-def test_killed_then_terminated_cli_run_resumes_to_identical_weights(reference, in_tiny):
+@pytest.mark.parametrize("runahead, stop_step", [(True, 6), (False, 5)])
+def test_killed_then_terminated_cli_run_resumes_to_identical_weights(reference, in_tiny, runahead, stop_step):
     """SIGKILL inside the step-4 checkpoint write, rerun, SIGTERM after its step-4 checkpoint, rerun: the
-    final weights equal the uninterrupted run's."""
+    final weights equal the uninterrupted run's. The SIGTERM is seen when step 5's loss is read: at once
+    without host_runahead, after step 6 is launched with it; the checkpoint holds every launched step."""
     root, _, ov = in_tiny
+    ov = ov + [f"train.host_runahead={str(runahead).lower()}"]
     _, rf = reference
-    rd = root / "signals" / "1"
-    killed = _cli(root, "signals", ov, _KILL_IN_WRITE)
+    name = f"signals_{runahead}"
+    rd = root / name / "1"
+    killed = _cli(root, name, ov, _KILL_IN_WRITE)
     assert killed.returncode == -9, killed.stderr[-2000:]
     assert torch.load(rd / "ckpt" / CKPT_NAME, weights_only=True)["state"]["step"] == 2  # the old one survived
     assert not (rd / "train" / "model.safetensors").exists()
 
-    termed = _cli(root, "signals", ov, _TERM_AFTER_CKPT)  # resumes at 2; SIGTERM after the step-4 checkpoint
+    termed = _cli(root, name, ov, _TERM_AFTER_CKPT)  # resumes at 2; SIGTERM after the step-4 checkpoint
     assert termed.returncode == 2, termed.stderr[-2000:]
-    assert "interrupted by SIGTERM after step 5" in " ".join(termed.stderr.split())
-    assert torch.load(rd / "ckpt" / CKPT_NAME, weights_only=True)["state"]["step"] == 5  # step in flight saved
+    assert f"interrupted by SIGTERM after step {stop_step}" in " ".join(termed.stderr.split())
+    assert torch.load(rd / "ckpt" / CKPT_NAME, weights_only=True)["state"]["step"] == stop_step
     assert not (rd / "train" / "model.safetensors").exists()
 
-    rerun = _cli(root, "signals", ov)
+    rerun = _cli(root, name, ov)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert _same_weights(rf, rd)
