@@ -107,13 +107,22 @@ def build_optimizers(model, tcfg) -> list[Optimizer]:
                    {"params": [p for _, p in groups["scalar"]], "lr": tcfg.lr_scalar, "weight_decay": 0.0}]
     adam_groups = [g for g in adam_groups if g["params"]]
     if adam_groups:
-        # eps 1e-10: embeddings and gains see tiny second moments early on; the default 1e-8 would damp them
-        opts.append(torch.optim.AdamW(adam_groups, betas=(tcfg.adam_beta1, tcfg.adam_beta2), eps=1e-10,
-                                      fused=False))
+        opts.append(build_adamw(adam_groups, tcfg))
     for opt in opts:
         for g in opt.param_groups:
             g["initial_lr"] = g["lr"]
     return opts
+
+
+def build_adamw(groups: list[dict], tcfg, fused: bool | None = None) -> torch.optim.AdamW:
+    """AdamW over `groups`. On CUDA the fused kernel (the fast path: one multi-tensor launch per step, where
+    the hybrid's 87 embedding and scalar tensors otherwise cost the host a dozen foreach launches and a Python
+    loop over every tensor); elsewhere PyTorch's default, a per-tensor loop on CPU (the reference path, which
+    the CPU tests' bit-exact runs use). `fused` forces one or the other (tests/test_optim.py compares them)."""
+    if fused is None:
+        fused = all(p.is_cuda for g in groups for p in g["params"])
+    # eps 1e-10: embeddings and gains see tiny second moments early on; the default 1e-8 would damp them
+    return torch.optim.AdamW(groups, betas=(tcfg.adam_beta1, tcfg.adam_beta2), eps=1e-10, fused=fused)
 
 
 def _check_partition(model, groups: dict) -> None:

@@ -7,7 +7,7 @@ import torch
 
 from golf.config import TrainConfig, load_params
 from golf.model import build_model
-from golf.optim import GROUP_KEYS, Muon, build_optimizers, newton_schulz
+from golf.optim import GROUP_KEYS, Muon, build_adamw, build_optimizers, newton_schulz
 from tests.conftest import REPO
 
 
@@ -155,3 +155,31 @@ def test_a_parameter_missing_from_the_groups_is_an_error():
     model.param_groups = lambda: twice
     with pytest.raises(ValueError, match="groups 'embed' and 'scalar'|groups 'scalar' and 'embed'"):
         build_optimizers(model, TrainConfig())
+
+
+def test_fused_adamw_matches_the_reference_loop():
+    """The fused AdamW kernel (CUDA's fast path, run here on CPU) and PyTorch's per-tensor loop take the same
+    steps: two groups with their own lr and weight decay, lr changed between steps as the schedule does."""
+    model, tcfg = _tiny_model()
+    tcfg = dataclasses.replace(tcfg, lr_embed=0.05, lr_scalar=0.02)
+    groups = model.param_groups()
+    copies = {}
+    for fused in (False, True):
+        params = {n: torch.nn.Parameter(p.detach().clone()) for key in ("embed", "scalar") for n, p in groups[key]}
+        opt = build_adamw([{"params": [params[n] for n, _ in groups["embed"]], "lr": 0.05, "weight_decay": 0.1},
+                           {"params": [params[n] for n, _ in groups["scalar"]], "lr": 0.02, "weight_decay": 0.0}],
+                          tcfg, fused=fused)
+        assert opt.defaults["fused"] is fused
+        gen = torch.Generator().manual_seed(0)
+        for step in range(4):
+            for g in opt.param_groups:
+                g["lr"] *= 0.9
+            for p in params.values():
+                p.grad = torch.randn(p.shape, generator=gen)
+            opt.step()
+        copies[fused] = params
+    moved = 0
+    for n, p in copies[False].items():
+        torch.testing.assert_close(copies[True][n], p, rtol=1e-5, atol=1e-6, msg=n)
+        moved += int(not torch.equal(p, dict(groups["embed"] + groups["scalar"])[n]))
+    assert moved == len(copies[False])  # every tensor took steps
