@@ -11,6 +11,13 @@ Time that is not training is kept off the budget: the first step of every call (
 kernel and allocator initialisation: 3-5 s on CPU, minutes when compiling) and checkpoint writes. The
 challenge's script likewise runs warmup steps before starting its clock and stops it for validation.
 
+With train.host_runahead (the default) the loop launches step k+1 before it reads step k's loss (PendingLoss),
+so the host's kernel launches for the optimizer and the next forward overlap the device's work instead of
+leaving it idle (bench/RESULTS.md, sixth block: 24-29 ms of idle device per hybrid step on one lent H200).
+Budget decisions count the step still in flight at the last step's duration; a non-finite loss stops the run
+one step later; every checkpoint, SIGTERM stop and the end of training first read all launched steps. Under
+DDP the per-step all-reduce of loss and clock waits for the device, so ranks do not run ahead.
+
 Checkpoints (runs/<seed>/ckpt/checkpoint.pt, written atomically every `checkpoint_every` steps, at the end,
 and on SIGTERM) hold the model, EMA, optimizer and loader states, every RNG state, the step, the elapsed
 budget and the curve, plus a fingerprint of everything that determines the run (seed, model and training
@@ -444,6 +451,10 @@ def _train(params, seed, out_dir, ckpt_dir, curve_path, progress_cb, stop_after_
                         budget_progress(done.step, elapsed, tcfg.max_steps, tcfg.wallclock_s))
         return stop_req
 
+    def interrupted() -> TrainingInterrupted:
+        return TrainingInterrupted(f"training interrupted by SIGTERM after step {state.step}; checkpoint "
+                                   f"{ckpt_path} written, rerun the same command to resume")
+
     def drain() -> bool:
         stop_req = False
         while inflight:
@@ -486,14 +497,12 @@ def _train(params, seed, out_dir, ckpt_dir, curve_path, progress_cb, stop_after_
                 stop_req |= drain()  # a checkpoint holds every launched step, each read and checked
                 checkpoint()
             if stop_req:
-                raise TrainingInterrupted(f"training interrupted by SIGTERM after step {state.step}; checkpoint "
-                                          f"{ckpt_path} written, rerun the same command to resume")
+                raise interrupted()
             if last_of_call:
                 return {"interrupted_at_step": state.step}
         if drain():  # SIGTERM while the last steps were in flight: stop here, as after any other step
             checkpoint()
-            raise TrainingInterrupted(f"training interrupted by SIGTERM after step {state.step}; checkpoint "
-                                      f"{ckpt_path} written, rerun the same command to resume")
+            raise interrupted()
     if not state.curve or state.curve[-1][0] != state.step:
         state.curve.append([state.step, state.tokens, round(state.elapsed_s, 3), "", "", ""])
     checkpoint()
@@ -529,7 +538,8 @@ def _ckpt_step(path: Path) -> str:
 class PendingLoss:
     """A step's loss on its way to the host: on CUDA it is copied into pinned memory behind the step's backward
     and `value()` waits for that copy alone, not for the work queued after it (an optimizer step, the next
-    step's kernels), which `.item()` would wait for too. Elsewhere the value is already there."""
+    step's kernels), which `.item()` would wait for too. Elsewhere the value is there already (kept as a copy).
+    Either way the value is the loss when it was captured, whatever later writes to that tensor."""
 
     def __init__(self, loss: torch.Tensor):  # a 0-d tensor
         self.event = None
@@ -539,7 +549,7 @@ class PendingLoss:
             self.event = torch.cuda.Event()
             self.event.record()
         else:
-            self.host = loss.detach()
+            self.host = loss.detach().clone()
 
     def value(self) -> float:
         if self.event is not None:

@@ -68,6 +68,31 @@ def test_same_seed_identical_different_seed_differs(reference, in_tiny):
     assert any(not torch.equal(w1[k], w3[k]) for k in w1)
 
 
+def test_host_runahead_changes_when_losses_are_read_not_the_run(reference, in_tiny):
+    """Reading each loss one step late (the default) or at once gives the same weights, losses and curve."""
+    root, _, ov = in_tiny
+    m1, r1 = reference
+    seen = []
+    m2, r2 = _train(root, ov + ["train.host_runahead=false"], 1, "sync",
+                    progress_cb=lambda step, loss, *_: seen.append((step, loss)))
+    assert m1["val_bpb"] == m2["val_bpb"] and m1["steps"] == m2["steps"] == 6
+    w1, w2 = _weights(r1), _weights(r2)
+    assert all(torch.equal(w1[k], w2[k]) for k in w1)
+    rows = [[(r.split("\t")[0], r.split("\t")[4]) for r in (rd / "plots" / "train_curve.tsv").read_text().splitlines()]
+            for rd in (r1, r2)]
+    assert rows[0] == rows[1] and len(rows[0]) == 7
+    assert [s for s, _ in seen] == [1, 2, 3, 4, 5, 6]
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs CUDA"))])
+def test_pending_loss_reads_the_value_it_was_given(device):
+    loss = torch.tensor(2.5, device=device)
+    pending = golf.train.PendingLoss(loss)
+    loss.fill_(7.0)  # work queued after the capture does not change what was captured
+    assert pending.value() == 2.5 and (pending.event is None) == (device == "cpu")
+
+
 def test_non_finite_loss_names_the_step_and_keeps_the_last_good_checkpoint(in_tiny, monkeypatch):
     root, _, ov = in_tiny
     real_build = golf.train.build_model
