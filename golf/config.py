@@ -108,6 +108,10 @@ class ModelConfig:
     ssm_compile: str = _spec("disable", choices=("disable", "trace"),
                              doc="under torch.compile, run the SSM kernels outside the graph (disable) or let "
                                  "Dynamo trace into them (trace)")
+    gated_norm: str = _spec("kernel", choices=("kernel", "torch"),
+                            doc="the Mamba mixer's gated RMSNorm on the triton path: mamba-ssm's Triton kernel, or "
+                                "the PyTorch expression (golf.ssm.gated_rms_norm_reference) for torch.compile to "
+                                "fuse; the reference path always uses the latter, the fused path the former")
     attn_backend: str = _spec("auto", choices=("auto", "flash", "sdpa"))
 
 

@@ -147,8 +147,8 @@ def causal_conv_silu_reference(xBC_t: torch.Tensor, weight: torch.Tensor, bias: 
 class SSMKernels:
     """The mixer's kernels, decided once at model build.
 
-    path: "reference" (pure PyTorch), "triton" (mamba-ssm Triton SSD scan + Triton gated RMSNorm; the conv
-    from causal-conv1d when importable, else PyTorch) or "fused" (mamba_split_conv1d_scan_combined: conv,
+    path: "reference" (pure PyTorch), "triton" (mamba-ssm Triton SSD scan + Triton gated RMSNorm, or the
+    PyTorch norm with model.gated_norm "torch"; the conv from causal-conv1d when importable, else PyTorch) or "fused" (mamba_split_conv1d_scan_combined: conv,
     scan and gated norm in one autograd function that recomputes the conv in backward; needs causal-conv1d).
     """
     path: str = "reference"
@@ -167,8 +167,9 @@ class SSMKernels:
 
     @property
     def label(self) -> str:
-        """For model.kernel_paths and logs, e.g. "triton+causal_conv1d"."""
-        return self.path + ("+causal_conv1d" if self.path == "triton" and self.conv is not None else "")
+        """For model.kernel_paths and logs, e.g. "triton+causal_conv1d" or "triton+causal_conv1d+torch_norm"."""
+        extras = ("+causal_conv1d" if self.conv is not None else "") + ("+torch_norm" if self.norm is None else "")
+        return self.path + (extras if self.path == "triton" else "")
 
 
 def _import_mamba_triton() -> dict | None:
@@ -245,21 +246,27 @@ def _import_causal_conv1d() -> Callable | None:
         return None
 
 
-def resolve_ssm_backend(requested: str, device: torch.device | str, compile_mode: str = "disable") -> SSMKernels:
+def resolve_ssm_backend(requested: str, device: torch.device | str, compile_mode: str = "disable",
+                        gated_norm: str = "kernel") -> SSMKernels:
     """Decide the SSM kernels once, at model build.
 
     "auto": the Triton path on CUDA when mamba-ssm imports, else the reference. "triton" / "fused": that path
     or a GolfError (never a silent fallback). "reference": pure PyTorch everywhere. compile_mode: see
-    SSMKernels (the reference path is plain PyTorch and always traced)."""
-    modes = field_choices(ModelConfig, "ssm_compile")  # direct callers (tests, bench) bypass config checks
-    if compile_mode not in modes:
-        raise GolfError(f"model.ssm_compile must be one of {list(modes)}, got {compile_mode!r}")
+    SSMKernels (the reference path is plain PyTorch and always traced). gated_norm "torch" leaves the triton
+    path's gated RMSNorm to PyTorch (no `norm` kernel); the fused path has the norm inside its one op."""
+    # direct callers (tests, bench) bypass the config's checks
+    for key, value in (("ssm_compile", compile_mode), ("gated_norm", gated_norm)):
+        if value not in field_choices(ModelConfig, key):
+            raise GolfError(f"model.{key} must be one of {list(field_choices(ModelConfig, key))}, got {value!r}")
     if requested == "reference":
         return SSMKernels()
     on_cuda = torch.device(device).type == "cuda"
     mamba = _import_mamba_triton() if on_cuda else None
     conv = _import_causal_conv1d() if (on_cuda and mamba is not None) else None
     if requested == "fused":
+        if gated_norm == "torch":
+            raise GolfError("model.gated_norm 'torch' does not apply to model.ssm_backend 'fused', whose one op "
+                            "includes mamba-ssm's norm; use ssm_backend 'triton' or gated_norm 'kernel'")
         if mamba is None or conv is None:
             raise GolfError("model.ssm_backend is 'fused' but it needs a CUDA device with mamba-ssm's Triton "
                             "kernels and causal-conv1d importable; use 'triton', 'auto' or 'reference'")
@@ -269,7 +276,8 @@ def resolve_ssm_backend(requested: str, device: torch.device | str, compile_mode
             raise GolfError("model.ssm_backend is 'triton' but mamba-ssm's Triton SSD kernel is not usable here "
                             "(needs CUDA and `pip install mamba-ssm`); use 'auto' or 'reference'")
         return SSMKernels()
-    return SSMKernels("triton", mamba["scan"], mamba["norm"], conv, compile_mode=compile_mode)
+    norm = mamba["norm"] if gated_norm == "kernel" else None
+    return SSMKernels("triton", mamba["scan"], norm, conv, compile_mode=compile_mode)
 
 
 def _hi(t: torch.Tensor) -> torch.Tensor:

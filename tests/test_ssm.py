@@ -326,6 +326,25 @@ def test_ssm_compile_mode_keeps_kernels_out_of_the_graph_or_traces_them(mode, gr
 def test_ssm_compile_mode_is_checked():
     with pytest.raises(GolfError, match="ssm_compile"):
         resolve_ssm_backend("auto", "cpu", "fullgraph")
+    with pytest.raises(GolfError, match="model.gated_norm must be one of"):
+        resolve_ssm_backend("auto", "cpu", "disable", "apex")
+
+
+def test_gated_norm_torch_leaves_the_triton_path_without_a_norm_kernel(monkeypatch):
+    """With stand-ins for mamba-ssm and causal-conv1d (so this runs on CPU): gated_norm "torch" keeps the
+    Triton scan and drops only the norm kernel, the label says so, and the fused path refuses it."""
+    fake = {"scan": object(), "norm": object(), "fused": object()}
+    conv = object()
+    monkeypatch.setattr(ssm, "_import_mamba_triton", lambda: fake)
+    monkeypatch.setattr(ssm, "_import_causal_conv1d", lambda: conv)
+    kernel = resolve_ssm_backend("triton", "cuda", "trace", "kernel")
+    torch_norm = resolve_ssm_backend("triton", "cuda", "trace", "torch")
+    assert kernel.norm is fake["norm"] and kernel.label == "triton+causal_conv1d"
+    assert torch_norm.norm is None and torch_norm.scan is fake["scan"] and torch_norm.conv is conv
+    assert torch_norm.label == "triton+causal_conv1d+torch_norm"
+    assert resolve_ssm_backend("fused", "cuda", "trace", "kernel").fused is fake["fused"]
+    with pytest.raises(GolfError, match="gated_norm 'torch' does not apply to model.ssm_backend 'fused'"):
+        resolve_ssm_backend("fused", "cuda", "trace", "torch")
 
 
 def test_padded_in_proj_starts_at_zero_in_the_model():
@@ -350,12 +369,12 @@ def _rel(a, b):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-@pytest.mark.parametrize("path", ["triton", "fused"])
+@pytest.mark.parametrize("path, gated_norm", [("triton", "kernel"), ("fused", "kernel"), ("triton", "torch")])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("multiple", [1, 64])  # 64: padded in_proj, xBC passed to causal-conv1d in place
-def test_fast_kernels_match_reference_on_gpu(path, dtype, multiple):
+def test_fast_kernels_match_reference_on_gpu(path, gated_norm, dtype, multiple):
     try:
-        kernels = resolve_ssm_backend(path, "cuda")
+        kernels = resolve_ssm_backend(path, "cuda", gated_norm=gated_norm)
     except GolfError as e:
         pytest.skip(str(e))
     torch.manual_seed(0)
