@@ -13,6 +13,8 @@
 set -uo pipefail
 source bench/h200_env.sh >/dev/null || exit 1
 CONFIG=${CONFIG:-configs/hybrid_12.yaml}; STEPS=${STEPS:-10}
+# which lent GPU: the same code stepped 19% faster on one machine than another (RESULTS, sixth block)
+nvidia-smi --query-gpu=name,uuid,driver_version,power.limit,clocks.max.sm --format=csv,noheader 2>/dev/null
 [ $# -gt 0 ] || set -- ""
 for variant in "$@"; do
   sets=(); cfg=$CONFIG; label=""
