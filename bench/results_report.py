@@ -7,7 +7,9 @@ stored), so that comparisons gathered over several sessions can be redone from c
         --reference bench/results/anchor_baseline_sp1024_h200_240s.json \\
         --out bench/results/2026-11-29_c724ba99_baseline_attn_vs_anchor
 
---reference is a JSON file of per-seed BPBs (golf/report.py) or a glob of result folders like --runs. Each
+--reference is a JSON file of per-seed BPBs (golf/report.py) or a glob of result folders like --runs. Both
+--runs and --reference take several globs (seeds run under different names, e.g. an -S set and the named
+config it became); --runs-label / --reference-label then name the sides. Each
 folder's seed comes from its metrics' provenance (`seed`), else from a name ending in `seed<N>`. The folders
 are laid out as runs folders (<seed>/metrics/, <seed>/plots/) under --out while the report is built, then
 removed; --out receives report.md, report.json, summary.json and plots/.
@@ -55,17 +57,21 @@ def common_label(folders: list[Path]) -> str:
     return labels.pop() if len(labels) == 1 and "" not in labels else "runs"
 
 
-def stage_runs(pattern: str, dest_root: Path) -> tuple[Path, list[int]]:
-    """Copy the result folders matching `pattern` into dest_root/<label>/<seed>/{metrics,plots}/."""
-    folders = sorted(Path(p) for p in glob.glob(pattern) if Path(p).is_dir())
+def stage_runs(patterns: list[str], dest_root: Path, label: str = "") -> tuple[Path, list[int]]:
+    """Copy the result folders matching any of `patterns` into dest_root/<label>/<seed>/{metrics,plots}/;
+    `label` names the side in the report (default: the folders' common_label)."""
+    folders = sorted({Path(p) for pattern in patterns for p in glob.glob(pattern) if Path(p).is_dir()})
+    shown = " ".join(repr(p) for p in patterns)
     if not folders:
-        raise GolfError(f"no result folders match {pattern!r}")
-    runs = dest_root / common_label(folders)
+        raise GolfError(f"no result folders match {shown}")
+    if label and not re.fullmatch(r"[A-Za-z0-9_.=-]+", label):
+        raise GolfError(f"label {label!r}: expected letters, digits and _ . = - only (it names a folder)")
+    runs = dest_root / (label or common_label(folders))
     seeds: list[int] = []
     for folder in folders:
         seed = seed_of(folder)
         if seed in seeds:
-            raise GolfError(f"{pattern!r} matches two folders of seed {seed}; narrow the pattern")
+            raise GolfError(f"{shown} match two folders of seed {seed}; narrow the pattern")
         seeds.append(seed)
         (runs / str(seed) / "metrics").mkdir(parents=True)
         (runs / str(seed) / "plots").mkdir()
@@ -79,8 +85,12 @@ def stage_runs(pattern: str, dest_root: Path) -> tuple[Path, list[int]]:
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("-p", "--params", required=True, help="the params file the runs used (its ttt/report settings)")
-    ap.add_argument("--runs", required=True, help="glob of this side's per-seed result folders")
-    ap.add_argument("--reference", default="", help="JSON of per-seed BPBs, or a glob of result folders")
+    ap.add_argument("--runs", required=True, nargs="+", help="glob(s) of this side's per-seed result folders")
+    ap.add_argument("--runs-label", default="", help="this side's name in the report (default: the folders' "
+                                                     "shared name)")
+    ap.add_argument("--reference", default=[], nargs="+",
+                    help="JSON of per-seed BPBs, or glob(s) of result folders")
+    ap.add_argument("--reference-label", default="", help="the reference's name when it is result folders")
     ap.add_argument("--metric", default="", help="report.metric override (eval_sliding, eval_ttt, ...)")
     ap.add_argument("--out", required=True, help="folder for report.md, report.json, summary.json, plots/")
     args = ap.parse_args(argv)
@@ -89,12 +99,12 @@ def main(argv: list[str] | None = None) -> dict:
     if staging.exists():
         raise GolfError(f"{str(staging)!r} exists (a previous run stopped midway?); remove it first")
     try:
-        runs, seeds = stage_runs(args.runs, staging / "mine")
+        runs, seeds = stage_runs(args.runs, staging / "mine", args.runs_label)
         sets = [f"runs_dir={runs.resolve()}", f"seeds={json.dumps(seeds)}"]
         if args.reference:
-            ref = Path(args.reference).resolve()
-            if not ref.is_file():  # staged as staging/<label>: the report names the reference by that label
-                ref = Path(stage_runs(args.reference, staging)[0].name)
+            ref = Path(args.reference[0]).resolve()
+            if len(args.reference) > 1 or not ref.is_file():  # staged as staging/<label>: named by that label
+                ref = Path(stage_runs(args.reference, staging, args.reference_label)[0].name)
             sets.append(f"report.reference={ref}")
         if args.metric:
             sets.append(f"report.metric={args.metric}")

@@ -55,6 +55,25 @@ def test_result_folders_as_reference_and_bad_inputs(tmp_path):
     assert not (tmp_path / "y" / "staged_runs").exists()
 
 
+def test_several_globs_per_side_with_labels(tmp_path):
+    """Seeds filed under different names (an -S set, and the named config it became) join one side."""
+    out = tmp_path / "cmp"
+    hybrid = "*_hybrid_12_b262k__train.batch_tokens=131072_240s_seed"
+    results_report.main(["-p", str(REPO / "configs" / "hybrid_12_b131k.yaml"), "--metric", "eval_ttt",
+                         "--runs", str(RESULTS / f"{hybrid}1337"), str(RESULTS / f"{hybrid}42"),
+                         "--runs-label", "hybrid_12_b131k_240s",
+                         "--reference", str(RESULTS / "*_c34875c5_baseline_attn_b262k_240s_seed*"),
+                         str(RESULTS / "*_c478e7a7_baseline_attn_b262k_240s_seed*"),
+                         "--reference-label", "baseline_attn_b262k_240s", "--out", str(out)])
+    report = json.loads((out / "report.json").read_text())
+    assert report["seeds"] == [42, 1337]
+    assert report["tests"]["vs_run"]["reference"] == "baseline_attn_b262k_240s"
+    assert report["tests"]["vs_run"]["reference_seeds"] == [42, 1337, 2024]
+    with pytest.raises(GolfError, match="label 'a/b'"):
+        results_report.main(["-p", str(REPO / "configs" / "hybrid_12.yaml"), "--runs", BASELINE,
+                             "--runs-label", "a/b", "--out", str(tmp_path / "z")])
+
+
 def test_label_of_seeds_from_several_sessions(tmp_path):
     names = ["2026-11-29_c34875c5_hybrid_12_b262k_240s_seed1337", "2026-11-29_c478e7a7_hybrid_12_b262k_240s_seed42"]
     assert results_report.common_label([tmp_path / n for n in names]) == "hybrid_12_b262k_240s"
