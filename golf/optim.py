@@ -34,18 +34,21 @@ def newton_schulz(g: torch.Tensor, steps: int = 5, eps: float = 1e-7,
         raise ValueError(f"newton_schulz expects a matrix or a stack of matrices, got shape {tuple(g.shape)}")
     a, b, c = NS_COEFFS
     dtype = dtype or (torch.bfloat16 if g.is_cuda else torch.float32)
-    x = g.to(dtype)
+    x = g.to(dtype).reshape(-1, *g.shape[-2:])  # (n, rows, cols)
     transposed = x.shape[-2] > x.shape[-1]
     if transposed:  # iterate on the wide orientation: the Gram matrix X Xᵀ is then the smaller one
         x = x.mT
     # Frobenius norm >= spectral norm, so every singular value starts <= 1
     x = x / (torch.linalg.vector_norm(x, dim=(-2, -1), keepdim=True) + eps)
     for _ in range(steps):
-        gram = x @ x.mT  # (..., r, r), r = min(rows, cols)
-        x = a * x + (b * gram + c * gram @ gram) @ x
+        # three batched matmuls per step, the scalar terms folded into them: the optimizer runs eagerly, so
+        # each op is a kernel launch the host pays for (a written-out form is tests/test_optim.py's reference)
+        gram = torch.bmm(x, x.mT)  # (n, r, r), r = min(rows, cols)
+        poly = torch.baddbmm(gram, gram, gram, beta=b, alpha=c)  # b A + c A²
+        x = torch.baddbmm(x, poly, x, beta=a)  # a X + (b A + c A²) X
     if transposed:
         x = x.mT
-    return x.to(g.dtype)
+    return x.reshape(g.shape).to(g.dtype)
 
 
 class Muon(Optimizer):

@@ -5,6 +5,7 @@ import dataclasses
 import pytest
 import torch
 
+import golf.optim
 from golf.config import TrainConfig, load_params
 from golf.model import build_model
 from golf.optim import GROUP_KEYS, Muon, build_adamw, build_optimizers, newton_schulz
@@ -42,6 +43,23 @@ def test_newton_schulz_square_needs_more_steps_for_tiny_singular_values():
     assert s10.min() > 0.6 and s10.max() < 1.25  # every direction after 10
     with pytest.raises(ValueError, match="matrix"):
         newton_schulz(torch.randn(12))
+
+
+def _newton_schulz_written_out(g: torch.Tensor, steps: int) -> torch.Tensor:
+    """The quintic iteration X <- a X + (b A + c A^2) X, A = X X^T, as the module doc writes it (fp32)."""
+    a, b, c = golf.optim.NS_COEFFS
+    x = g.float().mT if g.shape[-2] > g.shape[-1] else g.float()
+    x = x / (x.norm() + 1e-7)
+    for _ in range(steps):
+        gram = x @ x.mT
+        x = a * x + (b * gram + c * (gram @ gram)) @ x
+    return x.mT if g.shape[-2] > g.shape[-1] else x
+
+
+@pytest.mark.parametrize("shape", [(24, 40), (40, 24), (16, 16)])
+def test_newton_schulz_matches_the_written_out_iteration(shape):
+    g = torch.randn(*shape, generator=torch.Generator().manual_seed(6))
+    torch.testing.assert_close(newton_schulz(g, steps=5), _newton_schulz_written_out(g, 5), rtol=1e-4, atol=1e-5)
 
 
 def test_newton_schulz_of_a_stack_is_each_matrix_alone():
