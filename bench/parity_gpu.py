@@ -8,6 +8,7 @@
 
     python bench/parity_gpu.py                       # everything (a minute or so)
     python bench/parity_gpu.py --skip-parity         # single-block timings only
+    python bench/parity_gpu.py --set model.gated_norm=torch --skip-blocks   # the triton path's PyTorch norm
 
 Prints a table per part; writes $OUT/parity_gpu.json when OUT is set. Every case is caught and reported on
 its own, so one failing kernel does not hide the others.
@@ -73,7 +74,8 @@ def timed(step, iters: int, warmup: int) -> float:
 
 def mixer_parity(mc, path: str, dtype: torch.dtype, batch: int, seqlen: int) -> dict:
     dev = torch.device("cuda")
-    kernels = resolve_ssm_backend(path, dev)
+    gated_norm = mc.gated_norm if path == "triton" else "kernel"  # the fused op has its own norm
+    kernels = resolve_ssm_backend(path, dev, gated_norm=gated_norm)
     torch.manual_seed(0)
     args = (mc.d_model, mc.d_state, mc.d_conv, mc.expand, mc.headdim, mc.ngroups, mc.chunk_size)
     ref = Mamba2Mixer(*args, in_proj_multiple=mc.in_proj_multiple).to(dev)
@@ -123,6 +125,7 @@ def parity(results: dict, mc, paths: list[str]) -> None:
 def block_time(mc, kind: str, backend: str, batch: int, seqlen: int, iters: int) -> dict:
     dev = torch.device("cuda")
     cfg = dataclasses.replace(mc, layer_pattern=kind, ssm_backend=backend if kind == "M" else "auto",
+                              gated_norm=mc.gated_norm if backend == "triton" else "kernel",
                               bigram_buckets=0, bigram_dim=0, unet_skips=False)
     model = build_model(cfg, dev)
     blk = model.blocks[0]
