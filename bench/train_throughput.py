@@ -170,7 +170,8 @@ def main(argv: list[str] | None = None) -> dict:
     out = {"label": args.label or Path(args.config).stem, "config": args.config, "sets": args.sets,
            "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu", "torch": torch.__version__,
            "kernel_paths": model.kernel_paths, "params": count_params(model), "micro": micro, "accum": accum,
-           "tokens_per_step": tokens, "host_runahead": tcfg.host_runahead, "first_step_s": round(first_s, 2), "ms_per_step": round(step_s * 1e3, 2),
+           "tokens_per_step": tokens, "host_runahead": tcfg.host_runahead, "first_step_s": round(first_s, 2),
+           "ms_per_step": round(step_s * 1e3, 2),
            "tok_per_s": round(tokens / step_s), "last_loss": round(loss, 4),
            "peak_mem_mb": round(torch.cuda.max_memory_allocated() / 2**20) if device.type == "cuda" else None}
     if args.profile_steps:

@@ -148,8 +148,9 @@ class SSMKernels:
     """The mixer's kernels, decided once at model build.
 
     path: "reference" (pure PyTorch), "triton" (mamba-ssm Triton SSD scan + Triton gated RMSNorm, or the
-    PyTorch norm with model.gated_norm "torch"; the conv from causal-conv1d when importable, else PyTorch) or "fused" (mamba_split_conv1d_scan_combined: conv,
-    scan and gated norm in one autograd function that recomputes the conv in backward; needs causal-conv1d).
+    PyTorch norm with model.gated_norm "torch"; the conv from causal-conv1d when importable, else PyTorch) or
+    "fused" (mamba_split_conv1d_scan_combined: conv, scan and gated norm in one autograd function that
+    recomputes the conv in backward; needs causal-conv1d).
     """
     path: str = "reference"
     scan: Callable | None = None  # mamba_chunk_scan_combined
