@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Short training runs of several variants in one device call, on the carried corpus: the train stage alone (no
+# hessian, quantize or eval stages), each ending with its exact pre-quant val BPB. Cheaper than full pipelines
+# for ranking settings that change what is learned (learning rates, warmdown, EMA, batch): several variants fit in
+# one call where a 240-s pipeline takes a whole one. A shorter budget's ranking need not hold at 240 s; confirm
+# the winner with bench/h200_pipeline.sh.
+#   CONFIG=configs/hybrid_12_b131k.yaml SEED=1337 WALL=90 bash bench/h200_train_sweep.sh \
+#       "" "train.lr_mamba=0.02" "train.lr_matrix=0.03 train.lr_mamba=0.02"
+# Each argument is one variant, as in h200_throughput_sweep.sh: space-separated params overrides ("" = the config
+# as it is), a word config=<file> switching the params file. Carry `.carry` (corpus, tokenizer, mamba-ssm wheel),
+# as for h200_pipeline.sh. Variant <label> trains under runs_sweep/<label>/<seed>/; a variant that fails or runs
+# past PER_VARIANT_TIMEOUT seconds (default 300) is reported and the sweep goes on. Prints one line per variant
+# (steps, tok/s, pre-quant val BPB); returns every variant's metrics, curve and log as $OUT/train_sweep.tgz.
+set -uo pipefail
+source bench/h200_env.sh >/dev/null || exit 1
+CONFIG=${CONFIG:-configs/hybrid_12_b131k.yaml}; SEED=${SEED:-1337}; WALL=${WALL:-90}
+nvidia-smi --query-gpu=name,uuid,driver_version,power.limit,clocks.max.sm --format=csv,noheader 2>/dev/null
+DATA_SETS=()
+for s in "${GOLF_DATA_SETS[@]}"; do DATA_SETS+=(--set "$s"); done
+python3 cli.py prepare -p "$CONFIG" "${DATA_SETS[@]}" > /dev/null || { echo "prepare failed"; exit 1; }
+[ $# -gt 0 ] || set -- ""
+mkdir -p runs_sweep
+for variant in "$@"; do
+  sets=(); cfg=$CONFIG; label=""
+  for s in $variant; do
+    if [[ $s == config=* ]]; then cfg=${s#config=}; else sets+=(--set "$s"); label+="__${s//[^A-Za-z0-9_.=-]/_}"; fi
+  done
+  label="$(basename "$cfg" .yaml)$label"
+  dir="runs_sweep/$label"
+  timeout "${PER_VARIANT_TIMEOUT:-300}" python3 cli.py train -p "$cfg" --seed "$SEED" "${DATA_SETS[@]}" \
+    --set "train.wallclock_s=$WALL" --set "runs_dir=$dir" "${sets[@]}" > "$dir.log" 2>&1
+  rc=$?
+  python3 - "$dir/$SEED/metrics/train.json" "$label" "$rc" <<'PY'
+import json, sys
+path, label, rc = sys.argv[1], sys.argv[2], int(sys.argv[3])
+try:
+    m = json.load(open(path))
+except (OSError, ValueError):
+    print(f"{label}: no metrics (exit code {rc}); see its log")
+else:
+    print(f"{label}: {m['steps']} steps, {m['tok_per_s']:,.0f} tok/s, warm-up {m['warmup_s']} s, "
+          f"pre-quant val_bpb {m['val_bpb']:.5f}" + ("" if rc == 0 else f" (exit code {rc})"))
+PY
+done
+if [ -n "${OUT:-}" ]; then  # one tarball: a device call returns only a few files
+  tar czf "$OUT/train_sweep.tgz" runs_sweep/*.log runs_sweep/*/"$SEED"/metrics runs_sweep/*/"$SEED"/plots \
+    runs_sweep/*/"$SEED"/train/provenance.json 2>/dev/null
+fi
