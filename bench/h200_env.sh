@@ -26,3 +26,12 @@ GOLF_DATA_SETS=(
   "data.tokenizer_model=.carry/tok/corpus_1024_bpe.model"
 )
 export GOLF_DATA_SETS
+# One sweep variant (bench/h200_*_sweep.sh): space-separated params overrides, a word config=<file> switching the
+# params file. Sets VARIANT_CFG, VARIANT_SETS (--set pairs) and VARIANT_LABEL (<config>__<override>...).
+parse_variant() {  # parse_variant "<variant>" <default config>
+  VARIANT_CFG=$2; VARIANT_SETS=(); local s label=""
+  for s in $1; do
+    if [[ $s == config=* ]]; then VARIANT_CFG=${s#config=}; else VARIANT_SETS+=(--set "$s"); label+="__${s//[^A-Za-z0-9_.=-]/_}"; fi
+  done
+  VARIANT_LABEL="$(basename "$VARIANT_CFG" .yaml)$label"
+}

@@ -17,13 +17,9 @@ CONFIG=${CONFIG:-configs/hybrid_12.yaml}; STEPS=${STEPS:-10}
 nvidia-smi --query-gpu=name,uuid,driver_version,power.limit,clocks.max.sm --format=csv,noheader 2>/dev/null
 [ $# -gt 0 ] || set -- ""
 for variant in "$@"; do
-  sets=(); cfg=$CONFIG; label=""
-  for s in $variant; do
-    if [[ $s == config=* ]]; then cfg=${s#config=}; else sets+=(--set "$s"); label+="__${s//[^A-Za-z0-9_.=-]/_}"; fi
-  done
-  label="$(basename "$cfg" .yaml)$label"
-  timeout "${PER_VARIANT_TIMEOUT:-300}" python3 bench/train_throughput.py "$cfg" --steps "$STEPS" \
-    --profile-steps "${PROFILE_STEPS:-0}" "${sets[@]}" --label "$label" 2>&1 | tail -n 1 | cut -c1-400
+  parse_variant "$variant" "$CONFIG"
+  timeout "${PER_VARIANT_TIMEOUT:-300}" python3 bench/train_throughput.py "$VARIANT_CFG" --steps "$STEPS" \
+    --profile-steps "${PROFILE_STEPS:-0}" "${VARIANT_SETS[@]}" --label "$VARIANT_LABEL" 2>&1 | tail -n 1 | cut -c1-400
   rc=${PIPESTATUS[0]}
   [ "$rc" -eq 0 ] || echo "variant '$variant': exit code $rc"
 done

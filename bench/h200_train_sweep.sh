@@ -21,16 +21,12 @@ python3 cli.py prepare -p "$CONFIG" "${DATA_SETS[@]}" > /dev/null || { echo "pre
 [ $# -gt 0 ] || set -- ""
 mkdir -p runs_sweep
 for variant in "$@"; do
-  sets=(); cfg=$CONFIG; label=""
-  for s in $variant; do
-    if [[ $s == config=* ]]; then cfg=${s#config=}; else sets+=(--set "$s"); label+="__${s//[^A-Za-z0-9_.=-]/_}"; fi
-  done
-  label="$(basename "$cfg" .yaml)$label"
-  dir="runs_sweep/$label"
-  timeout "${PER_VARIANT_TIMEOUT:-300}" python3 cli.py train -p "$cfg" --seed "$SEED" "${DATA_SETS[@]}" \
-    --set "train.wallclock_s=$WALL" --set "runs_dir=$dir" "${sets[@]}" > "$dir.log" 2>&1
+  parse_variant "$variant" "$CONFIG"
+  dir="runs_sweep/$VARIANT_LABEL"
+  timeout "${PER_VARIANT_TIMEOUT:-300}" python3 cli.py train -p "$VARIANT_CFG" --seed "$SEED" "${DATA_SETS[@]}" \
+    --set "train.wallclock_s=$WALL" --set "runs_dir=$dir" "${VARIANT_SETS[@]}" > "$dir.log" 2>&1
   rc=$?
-  python3 - "$dir/$SEED/metrics/train.json" "$label" "$rc" <<'PY'
+  python3 - "$dir/$SEED/metrics/train.json" "$VARIANT_LABEL" "$rc" <<'PY'
 import json, sys
 path, label, rc = sys.argv[1], sys.argv[2], int(sys.argv[3])
 try:
