@@ -34,6 +34,7 @@ from golf.train import (
     batch_layout,
     ema_decay_at,
     enable_tf32,
+    loss_read_lag,
     seed_everything,
     train_step,
 )
@@ -149,7 +150,7 @@ def main(argv: list[str] | None = None) -> dict:
         inflight.append(train_step(net, model, loader, accum, amp, device, opts, tcfg.grad_clip, ema,
                                    ema_decay_at(i, tcfg.ema_decay)))
         loss = float("nan")
-        while len(inflight) > (1 if tcfg.host_runahead and i > 0 else 0):
+        while len(inflight) > loss_read_lag(tcfg.host_runahead, first_of_call=i == 0):
             loss = inflight.pop(0).value()
         return loss
 

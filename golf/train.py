@@ -418,9 +418,6 @@ def _train(params, seed, out_dir, ckpt_dir, curve_path, progress_cb, stop_after_
     saved_step = state.step if state.resumed_from_step >= 0 else -1  # the checkpoint on disk is this state
     t_start = clock() - state.elapsed_s  # the budget clock's origin: elapsed time survives a resume
     elapsed = state.elapsed_s  # rank 0's, shared by every rank: when the last read step's loss was ready
-    # host_runahead: a launched step's loss is read after the next step is launched, so the host queues step k+1
-    # while the GPU runs step k (a call's first step is read at once: its compile time must be measured)
-    lag = 1 if tcfg.host_runahead else 0
     inflight: list[LaunchedStep] = []  # launched, loss not yet read; oldest first
     step_s = 0.0  # duration of the last step read in steady state: the estimate for each step still in flight
 
@@ -489,7 +486,7 @@ def _train(params, seed, out_dir, ckpt_dir, curve_path, progress_cb, stop_after_
             state.tokens += tokens_per_step
             inflight.append(LaunchedStep(state.step, state.tokens, scale, loss, t_first))
             stop_req = False
-            while len(inflight) > (0 if steps_this_call == 1 else lag):
+            while len(inflight) > loss_read_lag(tcfg.host_runahead, first_of_call=steps_this_call == 1):
                 stop_req |= read_oldest(steady=True)
             due = tcfg.checkpoint_every and state.step % tcfg.checkpoint_every == 0
             last_of_call = stop_after_steps is not None and steps_this_call >= stop_after_steps
@@ -555,6 +552,13 @@ class PendingLoss:
         if self.event is not None:
             self.event.synchronize()
         return float(self.host)
+
+
+def loss_read_lag(host_runahead: bool, first_of_call: bool) -> int:
+    """How many launched steps may stay unread after launching one: 1 with host_runahead, so the host queues
+    step k+1 while the device runs step k; 0 without it, and for a call's first step, whose compile and
+    warm-up time must be measured when it ends."""
+    return 1 if host_runahead and not first_of_call else 0
 
 
 @dataclass
