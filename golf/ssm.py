@@ -257,8 +257,9 @@ def resolve_ssm_backend(requested: str, device: torch.device | str, compile_mode
     path's gated RMSNorm to PyTorch (no `norm` kernel); the fused path has the norm inside its one op."""
     # direct callers (tests, bench) bypass the config's checks
     for key, value in (("ssm_compile", compile_mode), ("gated_norm", gated_norm)):
-        if value not in field_choices(ModelConfig, key):
-            raise GolfError(f"model.{key} must be one of {list(field_choices(ModelConfig, key))}, got {value!r}")
+        allowed = field_choices(ModelConfig, key)
+        if value not in allowed:
+            raise GolfError(f"model.{key} must be one of {list(allowed)}, got {value!r}")
     if requested == "reference":
         return SSMKernels()
     on_cuda = torch.device(device).type == "cuda"
