@@ -26,6 +26,8 @@ GOLF_DATA_SETS=(
   "data.tokenizer_model=.carry/tok/corpus_1024_bpe.model"
 )
 export GOLF_DATA_SETS
+GOLF_DATA_ARGS=()  # the same as cli.py arguments
+for s in "${GOLF_DATA_SETS[@]}"; do GOLF_DATA_ARGS+=(--set "$s"); done
 # One sweep variant (bench/h200_*_sweep.sh): space-separated params overrides, a word config=<file> switching the
 # params file. Sets VARIANT_CFG, VARIANT_SETS (--set pairs) and VARIANT_LABEL (<config>__<override>...).
 parse_variant() {  # parse_variant "<variant>" <default config>

@@ -8,8 +8,7 @@
 set -uo pipefail
 source bench/h200_env.sh || exit 1
 CONFIG=${CONFIG:-configs/hybrid_seed.yaml}; SEED=${SEED:-1337}; WALL=${WALL:-240}
-SETS=()
-for s in "${GOLF_DATA_SETS[@]}"; do SETS+=(--set "$s"); done
+SETS=("${GOLF_DATA_ARGS[@]}")
 SETS+=(--set "seeds=[$SEED]" --set "train.wallclock_s=$WALL" --set "package.compare_compressors=false")
 for s in ${EXTRA_SETS:-}; do SETS+=(--set "$s"); done  # e.g. EXTRA_SETS="eval.stride=256 ttt.lr=0.005"
 nproc; nvidia-smi --query-gpu=name,memory.total,driver_version,uuid,power.limit,clocks.max.sm --format=csv,noheader

@@ -15,15 +15,13 @@ set -uo pipefail
 source bench/h200_env.sh >/dev/null || exit 1
 CONFIG=${CONFIG:-configs/hybrid_12_b131k.yaml}; SEED=${SEED:-1337}; WALL=${WALL:-90}
 nvidia-smi --query-gpu=name,uuid,driver_version,power.limit,clocks.max.sm --format=csv,noheader 2>/dev/null
-DATA_SETS=()
-for s in "${GOLF_DATA_SETS[@]}"; do DATA_SETS+=(--set "$s"); done
-python3 cli.py prepare -p "$CONFIG" "${DATA_SETS[@]}" > /dev/null || { echo "prepare failed"; exit 1; }
+python3 cli.py prepare -p "$CONFIG" "${GOLF_DATA_ARGS[@]}" > /dev/null || { echo "prepare failed"; exit 1; }
 [ $# -gt 0 ] || set -- ""
 mkdir -p runs_sweep
 for variant in "$@"; do
   parse_variant "$variant" "$CONFIG"
   dir="runs_sweep/$VARIANT_LABEL"
-  timeout "${PER_VARIANT_TIMEOUT:-300}" python3 cli.py train -p "$VARIANT_CFG" --seed "$SEED" "${DATA_SETS[@]}" \
+  timeout "${PER_VARIANT_TIMEOUT:-300}" python3 cli.py train -p "$VARIANT_CFG" --seed "$SEED" "${GOLF_DATA_ARGS[@]}" \
     --set "train.wallclock_s=$WALL" --set "runs_dir=$dir" "${VARIANT_SETS[@]}" > "$dir.log" 2>&1
   rc=$?
   python3 - "$dir/$SEED/metrics/train.json" "$VARIANT_LABEL" "$rc" <<'PY'

@@ -9,7 +9,7 @@ N=${N:-2}; WALL=${WALL:-60}; CONFIG=${CONFIG:-configs/hybrid_12.yaml}; SEED=${SE
 SETS=()
 if [ -z "${LOCAL:-}" ]; then
   source bench/h200_env.sh || exit 1
-  for s in "${GOLF_DATA_SETS[@]}"; do SETS+=(--set "$s"); done
+  SETS=("${GOLF_DATA_ARGS[@]}")
 fi
 SETS+=(--set "seeds=[$SEED]" --set "train.wallclock_s=$WALL" --set "package.compare_compressors=false")
 for s in ${EXTRA_SETS:-}; do SETS+=(--set "$s"); done
