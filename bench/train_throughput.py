@@ -1,7 +1,9 @@
 """Training throughput of one config on one GPU (issue 7): the real model, optimizers, torch.compile, bf16
 autocast and the training loop's own step (golf.train.train_step: forward_backward + optimizer_step, EMA
 included, each loss read as the loop reads it, one step late with train.host_runahead), on random tokens so
-that no data preparation is needed. Compare variants with --set, one process each:
+that no data preparation is needed. `--tokens pinned` / `--tokens pageable` feed the step from golf.data's
+TokenLoader instead (over a synthetic shard written to a temporary folder), as the training loop does, with
+the batches in page-locked or ordinary host memory. Compare variants with --set, one process each:
 
     python bench/train_throughput.py configs/baseline_attn.yaml --steps 12 --set model.residual_dtype=fp32
 
@@ -19,14 +21,17 @@ import json
 import os
 import re
 import sys
+import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from golf.config import load_params
+from golf.data import TokenLoader, write_shard
 from golf.evaluate import autocast
 from golf.model import build_model, count_params
 from golf.optim import build_optimizers
@@ -98,6 +103,23 @@ class RandomTokens:
         return seq[:, :-1], seq[:, 1:]
 
 
+class HostBatches:
+    """golf.data.TokenLoader over one synthetic shard of 8M random tokens in `folder`: the training loop's own
+    host-side batch path (memory-mapped windows widened to int64, then forward_backward's host-to-device copy
+    from pageable memory), or with `pinned` each batch copied into page-locked memory first, which lets that
+    copy be queued without the wait for the stream that a pageable source costs (CUDA runtime docs, "API
+    synchronization behavior"). On 2026-11-29 the two stepped alike (RESULTS, seventh block)."""
+
+    def __init__(self, folder: Path, vocab: int, micro: int, seq_len: int, pinned: bool):
+        shard = folder / "fineweb_train_000000.bin"
+        write_shard(shard, np.random.default_rng(0).integers(0, vocab, 1 << 23).astype(np.uint16))
+        self.loader, self.pinned = TokenLoader([shard], seq_len, micro, seed=0), pinned
+
+    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = self.loader.next_batch()  # (B, T), (B, T) int64 in pageable memory
+        return (x.pin_memory(), y.pin_memory()) if self.pinned else (x, y)
+
+
 def profile_steps(step, first_index: int, steps: int, cuda: bool) -> dict:
     """Run `steps` more training steps under torch.profiler: device kernels on CUDA (each kernel's own
     duration), CPU ops' self time otherwise."""
@@ -125,9 +147,13 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--set", dest="sets", action="append", default=[], help="params override, e.g. train.compile=false")
     ap.add_argument("--label", default="")
     ap.add_argument("--profile-steps", type=int, default=0, help="then profile this many more steps (0: none)")
+    ap.add_argument("--tokens", choices=("random", "pinned", "pageable"), default="random",
+                    help="batches drawn on the device (random), or by TokenLoader in pinned / pageable host memory")
     args = ap.parse_args(argv)
     if args.steps < 1 or args.profile_steps < 0:
         ap.error(f"--steps must be >= 1 and --profile-steps >= 0, got {args.steps} and {args.profile_steps}")
+    if args.tokens == "pinned" and not torch.cuda.is_available():
+        ap.error("--tokens pinned needs CUDA (page-locked batches serve host-to-device copies); use pageable")
     params = load_params(args.config, args.sets)
     tcfg = params.train
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -138,7 +164,12 @@ def main(argv: list[str] | None = None) -> dict:
     opts = build_optimizers(model, tcfg)
     ema = [p.detach().clone().float() for p in model.parameters()] if tcfg.ema_decay > 0 else []
     micro, accum = batch_layout(tcfg, 1)
-    loader = RandomTokens(params.model.vocab_size, micro, tcfg.seq_len, device)
+    shard_dir = tempfile.TemporaryDirectory()
+    if args.tokens == "random":
+        loader = RandomTokens(params.model.vocab_size, micro, tcfg.seq_len, device)
+    else:
+        loader = HostBatches(Path(shard_dir.name), params.model.vocab_size, micro, tcfg.seq_len,
+                             pinned=args.tokens == "pinned")
     net = torch.compile(model) if tcfg.compile and device.type == "cuda" else model
     amp = autocast(device, torch.bfloat16 if tcfg.dtype == "bf16" else None)
 
@@ -171,12 +202,14 @@ def main(argv: list[str] | None = None) -> dict:
     out = {"label": args.label or Path(args.config).stem, "config": args.config, "sets": args.sets,
            "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu", "torch": torch.__version__,
            "kernel_paths": model.kernel_paths, "params": count_params(model), "micro": micro, "accum": accum,
-           "tokens_per_step": tokens, "host_runahead": tcfg.host_runahead, "first_step_s": round(first_s, 2),
+           "tokens_per_step": tokens, "token_source": args.tokens, "host_runahead": tcfg.host_runahead,
+           "first_step_s": round(first_s, 2),
            "ms_per_step": round(step_s * 1e3, 2),
            "tok_per_s": round(tokens / step_s), "last_loss": round(loss, 4),
            "peak_mem_mb": round(torch.cuda.max_memory_allocated() / 2**20) if device.type == "cuda" else None}
     if args.profile_steps:
         out["profile"] = profile_steps(step, 2 + args.steps, args.profile_steps, device.type == "cuda")
+    shard_dir.cleanup()
     print(json.dumps(out))
     if os.environ.get("OUT"):
         # the device returns only files named with [A-Za-z0-9_.-]: a label's '=' and spaces become '-'

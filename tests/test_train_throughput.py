@@ -4,7 +4,9 @@ import json
 import sys
 
 import pytest
+import torch
 
+from golf.data import read_shard
 from tests.conftest import REPO
 
 sys.path.insert(0, str(REPO / "bench"))
@@ -59,3 +61,27 @@ def test_cpu_run_with_profile_writes_its_json(tmp_path, monkeypatch):
     assert json.loads((tmp_path / "throughput_demo-x-1.json").read_text())["profile"]["steps"] == 1
     with pytest.raises(SystemExit):
         tt.main([str(REPO / "params.yaml"), "--steps", "0"])
+
+
+def test_host_batches_are_the_token_loaders_windows(tmp_path):
+    batches = tt.HostBatches(tmp_path, vocab=100, micro=4, seq_len=16, pinned=False)
+    x, y = batches.next_batch()
+    assert x.shape == y.shape == (4, 16) and x.dtype == torch.int64 and not x.is_pinned()
+    assert torch.equal(x[:, 1:], y[:, :-1]) and int(x.max()) < 100  # next-token targets from the shard
+    shard = read_shard(tmp_path / "fineweb_train_000000.bin")
+    row = x[0].numpy()
+    starts = [i for i in range(shard.size - 16) if (shard[i:i + 16] == row).all()]
+    assert starts, "the batch's first window is not a window of the shard"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
+def test_pinned_host_batches_need_cuda(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        tt.main([str(REPO / "params.yaml"), "--steps", "1", "--tokens", "pinned"])
+    assert "--tokens pinned needs CUDA" in capsys.readouterr().err
+
+
+def test_cpu_run_on_host_batches(tmp_path, monkeypatch):
+    monkeypatch.setenv("OUT", str(tmp_path))
+    out = tt.main([str(REPO / "params.yaml"), "--steps", "1", "--tokens", "pageable", "--label", "host"])
+    assert out["token_source"] == "pageable" and out["ms_per_step"] > 0 and out["last_loss"] > 0
