@@ -26,7 +26,7 @@ rc=${PIPESTATUS[0]}
 if [ -n "$SAMPLER" ]; then kill "$SAMPLER" 2>/dev/null; fi
 if [ -n "${OUT:-}" ]; then  # one tarball: a device call returns only a few files
   tar czf "$OUT/run_$SEED.tgz" runs/$SEED/metrics runs/$SEED/plots runs/$SEED/artifact \
-    runs/$SEED/train/provenance.json reports \
+    runs/$SEED/train/provenance.json runs/$SEED/train/profile.json reports \
     data/sp1024/manifest.json data/sp1024/tokenizer.model data/sp1024/fineweb_val_000000.bin 2>/dev/null
 fi
 if [ -n "${OUT:-}" ] && [ "${SAVE_GPU_CACHE:-0}" = 1 ] && [ -d .gpu_cache ]; then

@@ -10,7 +10,8 @@
 # as it is), a word config=<file> switching the params file. Carry `.carry` (corpus, tokenizer, mamba-ssm wheel),
 # as for h200_pipeline.sh. Variant <label> trains under runs_sweep/<label>/<seed>/; a variant that fails or runs
 # past PER_VARIANT_TIMEOUT seconds (default 300) is reported and the sweep goes on. Prints one line per variant
-# (steps, tok/s, pre-quant val BPB); returns every variant's metrics, curve and log as $OUT/train_sweep.tgz.
+# (steps, tok/s, pre-quant val BPB); returns every variant's metrics, curve and log as $OUT/train_sweep.tgz, with
+# train/profile.json for a variant that sets train.profile_steps (the loop's own steps under torch.profiler).
 set -uo pipefail
 source bench/h200_env.sh >/dev/null || exit 1
 CONFIG=${CONFIG:-configs/hybrid_12_b131k.yaml}; SEED=${SEED:-1337}; WALL=${WALL:-90}
@@ -35,8 +36,10 @@ else:
     print(f"{label}: {m['steps']} steps, {m['tok_per_s']:,.0f} tok/s, warm-up {m['warmup_s']} s, "
           f"pre-quant val_bpb {m['val_bpb']:.5f}" + ("" if rc == 0 else f" (exit code {rc})"))
 PY
+  prof="$dir/$SEED/train/profile.json"
+  if [ -f "$prof" ]; then python3 -c "import json, sys; p = json.load(open(sys.argv[1])); print('  profile:', {k: p.get(k) for k in ('first_step', 'steps', 'wall_ms_per_step', 'device_busy_ms_per_step', 'device_busy_frac')}, 'host calls:', [(c['name'], c['ms_per_step']) for c in p.get('host_runtime_calls', [])[:4]])" "$prof"; fi
 done
 if [ -n "${OUT:-}" ]; then  # one tarball: a device call returns only a few files
   tar czf "$OUT/train_sweep.tgz" runs_sweep/*.log runs_sweep/*/"$SEED"/metrics runs_sweep/*/"$SEED"/plots \
-    runs_sweep/*/"$SEED"/train/provenance.json 2>/dev/null
+    runs_sweep/*/"$SEED"/train/provenance.json runs_sweep/*/"$SEED"/train/profile.json 2>/dev/null
 fi

@@ -11,7 +11,9 @@ Prints one JSON line and writes it to $OUT/throughput_<label>.json: first step (
 steady ms/step and tokens/s over the timed steps, peak memory. `--profile-steps K` then runs K more steps under
 torch.profiler and adds where the compiled step's device time goes: milliseconds per step by kernel family
 (GEMMs, attention, the SSD scan, causal conv, gated norm, inductor's fused kernels, eager elementwise, optimizer
-foreach kernels, copies) and the top kernels by name. On a machine without CUDA it reports CPU op times instead.
+foreach kernels, copies), the top kernels by name, the share of wall time the device was busy and the host's
+CUDA runtime calls (golf.profiling; the training loop profiles itself with train.profile_steps). On a machine
+without CUDA it reports CPU op times instead.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from golf.data import TokenLoader, write_shard
 from golf.evaluate import autocast
 from golf.model import build_model, count_params
 from golf.optim import build_optimizers
+from golf.profiling import StepWindowProfiler
 from golf.train import (
     batch_layout,
     ema_decay_at,
@@ -43,53 +46,6 @@ from golf.train import (
     seed_everything,
     train_step,
 )
-
-# Kernel families, first match wins: name patterns of cuBLAS/CUTLASS GEMMs, inductor's generated Triton kernels,
-# flash/SDPA attention, mamba-ssm's Triton SSD-scan and gated-norm kernels, causal-conv1d, PyTorch's foreach
-# (optimizer), copy/fill and eager elementwise/reduction kernels, NCCL. Inductor's come before the named kernels
-# because they spell out the ops they fuse (e.g. triton_red_fused_..._rms_norm_...); its templates (triton_tem_)
-# are matmuls.
-KERNEL_FAMILIES = (
-    ("gemm", r"^triton_tem_|gemm|cutlass|cublas|xmma|nvjet|s16816|s1688|splitK"),
-    ("inductor_fused", r"^triton_(poi|red|per)_"),
-    ("attention", r"flash|fmha|attention|sdpa"),
-    ("ssd_scan", r"^_?(chunk_cumsum|chunk_state|chunk_scan|state_passing|bmm_chunk)"),
-    ("gated_norm", r"^_?layer_norm_(fwd|bwd)|rms_?norm"),
-    ("causal_conv", r"causal_conv1d"),
-    ("optimizer_foreach", r"multi_tensor_apply|foreach"),
-    ("copy_fill", r"memcpy|memset|copy_kernel|fill_kernel|CatArrayBatchedCopy|direct_copy"),
-    ("elementwise_eager", r"elementwise_kernel|reduce_kernel|index_elementwise|unrolled_elementwise"),
-    ("nccl", r"nccl"),
-)
-
-
-def kernel_family(name: str) -> str:
-    """The family of a device kernel's name (KERNEL_FAMILIES), else "other"."""
-    for family, pattern in KERNEL_FAMILIES:
-        if re.search(pattern, name, flags=re.IGNORECASE):
-            return family
-    return "other"
-
-
-def summarize_profile(events: list[tuple[str, float]], steps: int, top: int = 25) -> dict:
-    """events: (kernel or op name, microseconds) of `steps` profiled steps → ms per step in total, by family and
-    for the `top` names (with their calls per step), largest first."""
-    total_us, by_family, by_name = 0.0, {}, {}
-    for name, us in events:
-        total_us += us
-        fam = kernel_family(name)
-        by_family[fam] = by_family.get(fam, 0.0) + us
-        t, n = by_name.get(name, (0.0, 0))
-        by_name[name] = (t + us, n + 1)
-
-    def per_step(us: float) -> float:
-        return round(us / 1e3 / steps, 3)
-
-    return {"ms_per_step": per_step(total_us),
-            "by_family_ms": {f: per_step(us) for f, us in sorted(by_family.items(), key=lambda kv: -kv[1])},
-            "top": [{"name": name[:160], "family": kernel_family(name), "ms_per_step": per_step(us),
-                     "calls_per_step": round(n / steps, 2)}
-                    for name, (us, n) in sorted(by_name.items(), key=lambda kv: -kv[1][0])[:top]]}
 
 
 class RandomTokens:
@@ -120,24 +76,15 @@ class HostBatches:
         return (x.pin_memory(), y.pin_memory()) if self.pinned else (x, y)
 
 
-def profile_steps(step, first_index: int, steps: int, cuda: bool) -> dict:
-    """Run `steps` more training steps under torch.profiler: device kernels on CUDA (each kernel's own
-    duration), CPU ops' self time otherwise."""
-    from torch.autograd import DeviceType
-    from torch.profiler import ProfilerActivity, profile
-
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
-    with profile(activities=activities) as prof:
-        for i in range(steps):
-            step(first_index + i)
-        if cuda:
-            torch.cuda.synchronize()
-    if cuda:
-        events = [(e.name, e.time_range.elapsed_us()) for e in prof.events() if e.device_type == DeviceType.CUDA]
-    else:
-        events = [(e.name, e.self_cpu_time_total) for e in prof.events() if e.device_type == DeviceType.CPU]
-    return {"steps": steps, "timeline": "device kernels" if cuda else "CPU ops (self time)",
-            **summarize_profile(events, steps)}
+def profile_steps(step, first_index: int, steps: int, device: torch.device) -> dict:
+    """Run `steps` more training steps under torch.profiler (golf.profiling: device kernels by family, device
+    busy share and the host's CUDA runtime calls on CUDA; CPU ops' self time otherwise)."""
+    window = StepWindowProfiler(first_index, steps, device)
+    for i in range(steps):
+        window.before_step(first_index + i)
+        step(first_index + i)
+    window.after_read(first_index + steps - 1)  # waits for the device: the window ends with its last step
+    return window.summary
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -208,7 +155,7 @@ def main(argv: list[str] | None = None) -> dict:
            "tok_per_s": round(tokens / step_s), "last_loss": round(loss, 4),
            "peak_mem_mb": round(torch.cuda.max_memory_allocated() / 2**20) if device.type == "cuda" else None}
     if args.profile_steps:
-        out["profile"] = profile_steps(step, 2 + args.steps, args.profile_steps, device.type == "cuda")
+        out["profile"] = profile_steps(step, 2 + args.steps, args.profile_steps, device)
     shard_dir.cleanup()
     print(json.dumps(out))
     if os.environ.get("OUT"):

@@ -147,6 +147,10 @@ class TrainConfig:
     host_runahead: bool = _spec(True, doc="launch step k+1 before reading step k's loss, so the host's kernel "
                                           "launches overlap the GPU's work; the loss is checked one step late "
                                           "(false: read every step's loss before the next step)")
+    profile_steps: int = _spec(0, lo=0, doc="profile this many of the loop's steps with torch.profiler (0 = off): "
+                                            "kernel time by family, device busy share, host CUDA calls in "
+                                            "runs/<seed>/train/profile.json; its overhead is on the budget")
+    profile_first_step: int = _spec(200, lo=1, doc="the first profiled step (after compile and autotuning)")
     dtype: str = _spec("bf16", choices=("bf16", "fp32"))
     device: str = _spec("auto", doc="auto | cpu | cuda | cuda:N")
 

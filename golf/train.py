@@ -54,6 +54,7 @@ from golf.evaluate import autocast, eval_bpb
 from golf.io import atomic_path, write_text_atomic
 from golf.model import build_model, count_params, save_model
 from golf.optim import Muon, build_optimizers
+from golf.profiling import StepWindowProfiler
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,8 @@ CKPT_NAME = "checkpoint.pt"
 CKPT_FORMAT = 2
 CURVE_HEADER = ("step", "tokens", "train_s", "lr_scale", "train_loss", "val_bpb")
 # train settings that do not change the trajectory: a checkpoint stays resumable when only these differ
-RESUME_FREE_KEYS = ("log_every", "checkpoint_every", "val_tokens", "compile", "device", "host_runahead")
+RESUME_FREE_KEYS = ("log_every", "checkpoint_every", "val_tokens", "compile", "device", "host_runahead",
+                    "profile_steps", "profile_first_step")
 
 
 # what torch.load of a damaged or foreign file raises
@@ -446,6 +448,7 @@ def _train(params, seed, out_dir, ckpt_dir, curve_path, progress_cb, stop_after_
         if progress_cb is not None and dinfo.is_main:
             progress_cb(done.step, loss_val, done.tokens / max(elapsed, 1e-9),
                         budget_progress(done.step, elapsed, tcfg.max_steps, tcfg.wallclock_s))
+        window.after_read(done.step)
         return stop_req
 
     def interrupted() -> TrainingInterrupted:
@@ -458,7 +461,9 @@ def _train(params, seed, out_dir, ckpt_dir, curve_path, progress_cb, stop_after_
             stop_req |= read_oldest(steady=False)
         return stop_req
 
-    with _sigterm_flag() as sigterm:
+    # train.profile_steps: torch.profiler over a window of the loop's own steps (rank 0), summary in the metrics
+    window = StepWindowProfiler(tcfg.profile_first_step, tcfg.profile_steps if dinfo.is_main else 0, device)
+    with _sigterm_flag() as sigterm, contextlib.closing(window):
         while True:
             budget_elapsed = elapsed + len(inflight) * step_s  # when the steps in flight should be done
             if state.step >= tcfg.max_steps or (tcfg.wallclock_s > 0 and budget_elapsed >= tcfg.wallclock_s):
@@ -477,6 +482,7 @@ def _train(params, seed, out_dir, ckpt_dir, curve_path, progress_cb, stop_after_
                         g["momentum"] = muon_mom
 
             t_first = clock() if steps_this_call == 0 else None
+            window.before_step(state.step + 1)
             # launched, not waited for: the update goes in before the loss is checked, and a non-finite loss
             # stops the run when it is read (the checkpoint's own weight check keeps a bad update off disk)
             loss = train_step(net, model, loader, accum, amp, device, opts, tcfg.grad_clip, ema,
@@ -504,6 +510,8 @@ def _train(params, seed, out_dir, ckpt_dir, curve_path, progress_cb, stop_after_
         state.curve.append([state.step, state.tokens, round(state.elapsed_s, 3), "", "", ""])
     checkpoint()
     metrics = _finish(params, model, ema, state, micro, accum, dinfo, device)
+    if window.summary is not None:
+        metrics["profile"] = window.summary
     if dinfo.is_main:
         save_model(model, mcfg, out_dir)
         _write_curve(curve_path, state.curve)

@@ -1,5 +1,6 @@
-"""train: one seed → runs/<seed>/train/ (EMA weights, config.json, provenance.json), resumable through
-runs/<seed>/ckpt/; metrics in runs/<seed>/metrics/train.json, curve in runs/<seed>/plots/train_curve.tsv.
+"""train: one seed → runs/<seed>/train/ (EMA weights, config.json, provenance.json; profile.json with
+train.profile_steps), resumable through runs/<seed>/ckpt/; metrics in runs/<seed>/metrics/train.json, curve in
+runs/<seed>/plots/train_curve.tsv.
 Under torchrun every rank trains; only rank 0 shows progress and writes files."""
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ def run(params: Params, seed: int) -> dict:
     if "interrupted_at_step" in metrics:
         return metrics
     metrics["stage_s"] = round(time.time() - t0, 2)
+    profile = metrics.pop("profile", None)  # train.profile_steps: beside the weights, out of the DVC metrics
+    if profile is not None:
+        write_metrics(out_dir, profile, "profile.json")
     # the launch configs mamba-ssm's autotuner picked in this process: provenance of the device run, kept
     # out of the DVC metrics (bench/RESULTS.md: step times differed 13% between two lent machines)
     write_provenance(out_dir, "train", params, {"seed": seed, "kernel_paths": metrics["kernel_paths"],

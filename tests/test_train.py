@@ -84,6 +84,25 @@ def test_host_runahead_changes_when_losses_are_read_not_the_run(reference, in_ti
     assert [s for s, _ in seen] == [1, 2, 3, 4, 5, 6]
 
 
+def test_profiled_window_is_written_beside_the_weights_and_changes_nothing(reference, in_tiny):
+    """train.profile_steps profiles steps 3-4 of the real loop; the run is the reference run all the same."""
+    root, _, ov = in_tiny
+    from stages import train as train_stage
+
+    m1, r1 = reference
+    p = _params(root, ov + ["train.profile_steps=2", "train.profile_first_step=3"], "profiled")
+    m2 = train_stage.run(p, 1)
+    r2 = p.run_dir(1)
+    assert m1["val_bpb"] == m2["val_bpb"] and "profile" not in m2
+    assert "profile" not in json.loads((r2 / "metrics" / "train.json").read_text())
+    w1, w2 = _weights(r1), _weights(r2)
+    assert all(torch.equal(w1[k], w2[k]) for k in w1)
+    prof = json.loads((r2 / "train" / "profile.json").read_text())
+    assert prof["steps"] == 2 and prof["first_step"] == 3 and prof["timeline"] == "CPU ops (self time)"
+    assert prof["wall_ms_per_step"] > 0 and any(t["name"] == "aten::mm" for t in prof["top"])
+    assert not (r1 / "train" / "profile.json").exists()  # off by default
+
+
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
     not torch.cuda.is_available(), reason="needs CUDA"))])
 def test_pending_loss_reads_the_value_it_was_given(device):

@@ -1,0 +1,80 @@
+"""golf.profiling: kernel families, the per-step summary, device busy time and the step-window profiler."""
+
+import pytest
+import torch
+
+from golf.profiling import StepWindowProfiler, busy_us, kernel_family, summarize_profile
+
+
+@pytest.mark.parametrize("name, family", [
+    ("sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n_tilesize128x128x64", "gemm"),
+    ("cutlass_80_tensorop_bf16_s16816gemm_relu_bf16_64x64_64x4_tn_align2", "gemm"),
+    ("triton_tem_fused_mm_0", "gemm"),
+    ("triton_red_fused__to_copy_add_mean_mul_pow_rms_norm_rsqrt_3", "inductor_fused"),
+    ("triton_poi_fused_add_mul_silu_12", "inductor_fused"),
+    ("pytorch_flash::flash_fwd_kernel<Flash_fwd_kernel_traits<64, 128>>", "attention"),
+    ("_chunk_scan_chunk_state_bwd_dx_kernel", "ssd_scan"),
+    ("_state_passing_fwd_kernel", "ssd_scan"),
+    ("_bmm_chunk_fwd_kernel", "ssd_scan"),
+    ("_layer_norm_fwd_1pass_kernel", "gated_norm"),
+    ("void causal_conv1d_channellast_fwd_kernel<Causal_conv1d_channellast_fwd_kernel_traits<128, 4>>", "causal_conv"),
+    ("void at::native::(anonymous namespace)::multi_tensor_apply_kernel<...>", "optimizer_foreach"),
+    ("Memcpy DtoD (Device -> Device)", "copy_fill"),
+    ("void at::native::vectorized_elementwise_kernel<4, at::native::CUDAFunctor_add<float>>", "elementwise_eager"),
+    ("ncclDevKernel_AllReduce_Sum_f32_RING_LL", "nccl"),
+    ("some_unknown_kernel", "other"),
+])
+def test_kernel_families(name, family):
+    assert kernel_family(name) == family
+
+
+def test_profile_summary_per_step_and_ranking():
+    events = [("triton_poi_fused_add_0", 100.0), ("_chunk_scan_fwd_kernel", 300.0), ("triton_poi_fused_add_0", 100.0),
+              ("nvjet_tst_128x256_64x4_2x1_v_bz_coopA_TNT", 600.0), ("mystery", 50.0)]
+    s = summarize_profile(events, steps=2, top=2)
+    assert s["ms_per_step"] == pytest.approx(1150 / 1e3 / 2)
+    assert s["by_family_ms"] == {"gemm": 0.3, "ssd_scan": 0.15, "inductor_fused": 0.1, "other": 0.025}
+    assert list(s["by_family_ms"]) == ["gemm", "ssd_scan", "inductor_fused", "other"]  # largest first
+    assert [t["name"] for t in s["top"]] == ["nvjet_tst_128x256_64x4_2x1_v_bz_coopA_TNT", "_chunk_scan_fwd_kernel"]
+    assert s["top"][0]["calls_per_step"] == 0.5
+    by_name = {t["name"]: t for t in summarize_profile(events, steps=2)["top"]}
+    assert by_name["triton_poi_fused_add_0"]["calls_per_step"] == 1.0
+    assert by_name["triton_poi_fused_add_0"]["ms_per_step"] == pytest.approx(0.1)
+
+
+def test_busy_time_is_the_union_of_kernel_intervals():
+    assert busy_us([]) == 0.0
+    assert busy_us([(0, 10), (20, 25)]) == 15  # a 10 us gap: idle
+    assert busy_us([(0, 10), (5, 12), (11, 11.5), (30, 31)]) == 13  # overlaps counted once, nested ones not at all
+    assert busy_us([(5, 12), (0, 10)]) == 12  # order does not matter
+
+
+def test_step_window_profiles_exactly_its_steps_on_cpu():
+    ticks = iter(range(100))
+    window = StepWindowProfiler(first_step=3, steps=2, device=torch.device("cpu"), clock=lambda: float(next(ticks)))
+    a = torch.randn(64, 64)
+    for step in range(1, 7):
+        window.before_step(step)
+        if step in (3, 4):
+            a = a @ a  # only the window's steps run a matmul
+        else:
+            a = a + 1
+        window.after_read(step)
+        assert (window.summary is None) == (step < 4)
+    s = window.summary
+    assert s["steps"] == 2 and s["first_step"] == 3 and s["timeline"] == "CPU ops (self time)"
+    assert s["wall_ms_per_step"] == pytest.approx(1e3 / 2)  # the fake clock ticked once between start and stop
+    names = {t["name"] for t in s["top"]}
+    assert "aten::mm" in names and "aten::add" not in names
+
+
+def test_step_window_off_and_unfinished():
+    off = StepWindowProfiler(first_step=1, steps=0, device=torch.device("cpu"))
+    off.before_step(1)
+    off.after_read(1)
+    assert off.summary is None and off._prof is None
+    cut = StepWindowProfiler(first_step=1, steps=5, device=torch.device("cpu"))
+    cut.before_step(1)
+    cut.after_read(1)
+    cut.close()  # training ended inside the window
+    assert cut.summary is None and cut._prof is None
