@@ -26,7 +26,7 @@ def _flat(params) -> dict:
                                       "model.ssm_compile": "trace", "eval.stateful": False,
                                       "ttt.score_no_adapt": False}),
     ("baseline_attn_b262k", "baseline_attn", {"train.batch_tokens": 262144, "ttt.score_no_adapt": False}),
-    ("hybrid_12_b131k", "hybrid_12_b262k", {"train.batch_tokens": 131072}),
+    ("hybrid_12_b131k", "hybrid_12_b262k", {"train.batch_tokens": 131072, "model.gated_norm": "torch"}),
     ("baseline_attn_b131k", "baseline_attn_b262k", {"train.batch_tokens": 131072}),
 ])
 def test_budget_tuned_configs_change_only_what_they_say(tuned, base, changed):
