@@ -37,7 +37,7 @@ else:
           f"pre-quant val_bpb {m['val_bpb']:.5f}" + ("" if rc == 0 else f" (exit code {rc})"))
 PY
   prof="$dir/$SEED/train/profile.json"
-  if [ -f "$prof" ]; then python3 -c "import json, sys; p = json.load(open(sys.argv[1])); print('  profile:', {k: p.get(k) for k in ('first_step', 'steps', 'wall_ms_per_step', 'device_busy_ms_per_step', 'device_busy_frac')}, 'host calls:', [(c['name'], c['ms_per_step']) for c in p.get('host_runtime_calls', [])[:4]])" "$prof"; fi
+  if [ -f "$prof" ]; then python3 -c "import json, sys; p = json.load(open(sys.argv[1])); print('  profile:', {k: p.get(k) for k in ('first_step', 'steps', 'wall_ms_per_step', 'device_busy_ms_per_step', 'device_busy_frac')}, 'host ms/step by phase:', p.get('host_ranges_ms'), 'host calls:', [(c['name'], c['ms_per_step']) for c in p.get('host_runtime_calls', [])[:4]])" "$prof"; fi
 done
 if [ -n "${OUT:-}" ]; then  # one tarball: a device call returns only a few files
   tar czf "$OUT/train_sweep.tgz" runs_sweep/*.log runs_sweep/*/"$SEED"/metrics runs_sweep/*/"$SEED"/plots \

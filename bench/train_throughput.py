@@ -83,7 +83,7 @@ def profile_steps(step, first_index: int, steps: int, device: torch.device) -> d
     for i in range(steps):
         window.before_step(first_index + i)
         step(first_index + i)
-    window.after_read(first_index + steps - 1)  # waits for the device: the window ends with its last step
+    window.close()  # all its steps launched: waits for the device, then summarizes
     return window.summary
 
 

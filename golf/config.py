@@ -150,7 +150,8 @@ class TrainConfig:
     profile_steps: int = _spec(0, lo=0, doc="profile this many of the loop's steps with torch.profiler (0 = off): "
                                             "kernel time by family, device busy share, host CUDA calls in "
                                             "runs/<seed>/train/profile.json; its overhead is on the budget")
-    profile_first_step: int = _spec(200, lo=1, doc="the first profiled step (after compile and autotuning)")
+    profile_first_step: int = _spec(250, lo=1, doc="the first profiled step: after compile and autotuning, and with "
+                                                   "the window clear of checkpoint steps (train.checkpoint_every)")
     dtype: str = _spec("bf16", choices=("bf16", "fp32"))
     device: str = _spec("auto", doc="auto | cpu | cuda | cuda:N")
 

@@ -6,9 +6,11 @@ itself (`train.profile_steps`): on 2026-11-29 the loop stepped at ~119 ms where 
 budget bookkeeping, checkpoints, progress) or which wait keeps the device idle.
 
 On CUDA a window's summary holds the device kernels' time by family (KERNEL_FAMILIES) and by name, how much
-of the window's wall time the device was busy (the union of kernel intervals), and the host's CUDA runtime
+of the window's wall time the device was busy (the union of kernel intervals), the host's CUDA runtime
 calls by time (a long cudaStreamSynchronize or cudaEventSynchronize is the host waiting for the device; a
-long cudaLaunchKernel total is the host launching). On CPU it holds the ops' self time instead.
+long cudaLaunchKernel total is the host launching), and the host's time per step inside each phase of the
+step (golf.train's `golf/...` ranges: batch, forward, backward, optimizer, ema, read_loss). On CPU it holds
+the ops' self time instead of the kernels.
 """
 
 from __future__ import annotations
@@ -80,32 +82,38 @@ def busy_us(intervals: list[tuple[float, float]]) -> float:
 
 class StepWindowProfiler:
     """Profiles steps [first_step, first_step + steps) of a loop that calls `before_step(k)` before launching
-    step k (k counts from 1) and `after_read(k)` once step k's result is read. When the window's last step
-    is read it synchronizes the device, stops, and `summary` holds the window (None before; `steps` = 0 makes
-    both calls no-ops).
+    step k (k counts from 1): it starts before step first_step is launched and, before step first_step + steps
+    is launched, waits for the device, stops, and sets `summary` (None until then; `steps` = 0 turns it off).
+    The window thus holds exactly `steps` launches and the device work they queued, whatever the loop reads
+    meanwhile (with run-ahead it reads each step's loss after launching the next). `close()` ends a window the
+    loop left open: a summary when all its steps were launched (training ended on its last step), else none.
 
-    Wall time runs from launching the first step of the window to the device finishing its last, so with the
-    loop's run-ahead the step before the window may still be running at the start; over tens of steps that
-    is a small share."""
+    With run-ahead the step before the window may still be running on the device when it starts; over tens
+    of steps that is a small share of the wall time."""
 
     def __init__(self, first_step: int, steps: int, device: torch.device, clock=time.perf_counter):
         self.first_step, self.steps, self.device, self.clock = first_step, steps, device, clock
         self.summary: dict | None = None
         self._prof = None
         self._t0 = 0.0
+        self._last_launched = 0
 
     def before_step(self, step: int) -> None:
-        if self.steps and step == self.first_step and self._prof is None and self.summary is None:
+        if not self.steps:
+            return
+        if step == self.first_step and self._prof is None and self.summary is None:
             from torch.profiler import ProfilerActivity, profile
 
             cuda = self.device.type == "cuda"
             self._prof = profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else []))
             self._prof.start()
             self._t0 = self.clock()
+        elif self._prof is not None and step == self.first_step + self.steps:
+            self._finish()
+        if self._prof is not None:
+            self._last_launched = step
 
-    def after_read(self, step: int) -> None:
-        if self._prof is None or step != self.first_step + self.steps - 1:
-            return
+    def _finish(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         wall_s = self.clock() - self._t0
@@ -115,10 +123,26 @@ class StepWindowProfiler:
         self._prof = None
 
     def close(self) -> None:
-        """Stops a window the loop left unfinished (training ended inside it); no summary then."""
-        if self._prof is not None:
+        if self._prof is None:
+            return
+        if self._last_launched == self.first_step + self.steps - 1:
+            self._finish()
+        else:
             self._prof.stop()
             self._prof = None
+
+
+def host_ranges(events, steps: int) -> dict:
+    """Host milliseconds per step inside each `golf/...` record_function range the training step opens (batch,
+    forward, backward, optimizer, ema, read_loss): with the device busy, the host's launch work per phase; the
+    window's wall time minus their sum is the loop's own bookkeeping."""
+    from torch.autograd import DeviceType
+
+    totals: dict[str, float] = {}
+    for e in events:
+        if e.name.startswith("golf/") and e.device_type == DeviceType.CPU:
+            totals[e.name] = totals.get(e.name, 0.0) + e.cpu_time_total
+    return {name: round(us / 1e3 / steps, 3) for name, us in sorted(totals.items(), key=lambda kv: -kv[1])}
 
 
 def summarize_window(prof, steps: int, wall_s: float, cuda: bool) -> dict:
@@ -126,11 +150,14 @@ def summarize_window(prof, steps: int, wall_s: float, cuda: bool) -> dict:
     from torch.autograd import DeviceType
 
     events = list(prof.events())
-    out = {"steps": steps, "wall_ms_per_step": round(wall_s * 1e3 / steps, 3)}
+    out = {"steps": steps, "wall_ms_per_step": round(wall_s * 1e3 / steps, 3),
+           "host_ranges_ms": host_ranges(events, steps)}
     if not cuda:
         cpu = [(e.name, e.self_cpu_time_total) for e in events if e.device_type == DeviceType.CPU]
         return {**out, "timeline": "CPU ops (self time)", **summarize_profile(cpu, steps)}
-    kernels = [e for e in events if e.device_type == DeviceType.CUDA]
+    # device-side spans of record_function ranges (Optimizer.step, golf/...) cover kernels and the gaps between
+    # them: not kernels, so left out of the sums and of the busy time
+    kernels = [e for e in events if e.device_type == DeviceType.CUDA and not getattr(e, "is_user_annotation", False)]
     device = summarize_profile([(e.name, e.time_range.elapsed_us()) for e in kernels], steps)
     busy = busy_us([(e.time_range.start, e.time_range.end) for e in kernels])
     runtime = [(e.name, e.cpu_time_total) for e in events

@@ -46,6 +46,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
+from torch.profiler import record_function
 
 from golf.config import ConfigError, Params, to_dict
 from golf.data import TokenLoader, build_byte_tables, list_shards, load_tokens, tokenizer_path
@@ -428,7 +429,8 @@ def _train(params, seed, out_dir, ckpt_dir, curve_path, progress_cb, stop_after_
         clock, log it; True when a rank asked to stop."""
         nonlocal t_start, elapsed, step_s
         done = inflight.pop(0)
-        loss_local = done.loss.value()
+        with record_function("golf/read_loss"):  # the host waiting for that step's backward
+            loss_local = done.loss.value()
         now = clock()
         if done.t_first is not None:  # a call's first step compiles and warms up: keep it off the budget
             state.warmup_s = round(state.warmup_s + now - done.t_first, 3)
@@ -448,7 +450,6 @@ def _train(params, seed, out_dir, ckpt_dir, curve_path, progress_cb, stop_after_
         if progress_cb is not None and dinfo.is_main:
             progress_cb(done.step, loss_val, done.tokens / max(elapsed, 1e-9),
                         budget_progress(done.step, elapsed, tcfg.max_steps, tcfg.wallclock_s))
-        window.after_read(done.step)
         return stop_req
 
     def interrupted() -> TrainingInterrupted:
@@ -595,14 +596,16 @@ def forward_backward(net, model, loader, accum: int, amp, device) -> torch.Tenso
     device tensor (reading it waits for the GPU)."""
     loss_sum = torch.zeros((), device=device)
     for i in range(accum):
-        x, y = loader.next_batch()  # (B, T), (B, T)
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        with record_function("golf/batch"):  # host-side ranges, named in train.profile_steps' summary
+            x, y = loader.next_batch()  # (B, T), (B, T)
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         sync = contextlib.nullcontext() if i == accum - 1 or net is model or not hasattr(net, "no_sync") \
             else net.no_sync()
         with sync:
-            with amp:
+            with amp, record_function("golf/forward"):
                 loss = net(x, targets=y) / accum  # mean cross-entropy, fp32
-            loss.backward()
+            with record_function("golf/backward"):
+                loss.backward()
         loss_sum += loss.detach()
     return loss_sum
 
@@ -610,13 +613,15 @@ def forward_backward(net, model, loader, accum: int, amp, device) -> torch.Tenso
 def optimizer_step(model, opts, grad_clip: float, ema: list[torch.Tensor], ema_decay: float) -> None:
     """Clip (grad_clip > 0), step every optimizer, clear the gradients, and move the fp32 EMA copy
     (`ema`, one tensor per parameter; empty = no EMA) toward the weights by 1 - ema_decay."""
-    if grad_clip > 0:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-    for opt in opts:
-        opt.step()
-    model.zero_grad(set_to_none=True)
+    with record_function("golf/optimizer"):
+        if grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        for opt in opts:
+            opt.step()
+        model.zero_grad(set_to_none=True)
     if ema:
-        with torch.no_grad():  # no detach needed; fp32 weights as they are (a .float() per tensor is one more op)
+        # no detach needed; fp32 weights as they are (a .float() per tensor is one more op)
+        with torch.no_grad(), record_function("golf/ema"):
             weights = [p if p.dtype == torch.float32 else p.float() for p in model.parameters()]
             torch._foreach_lerp_(ema, weights, 1 - ema_decay)
 

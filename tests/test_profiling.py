@@ -55,26 +55,33 @@ def test_step_window_profiles_exactly_its_steps_on_cpu():
     a = torch.randn(64, 64)
     for step in range(1, 7):
         window.before_step(step)
+        assert (window.summary is None) == (step < 5)  # done before step 5 is launched
         if step in (3, 4):
-            a = a @ a  # only the window's steps run a matmul
+            with torch.profiler.record_function("golf/forward"):
+                a = a @ a  # only the window's steps run a matmul
         else:
             a = a + 1
-        window.after_read(step)
-        assert (window.summary is None) == (step < 4)
     s = window.summary
     assert s["steps"] == 2 and s["first_step"] == 3 and s["timeline"] == "CPU ops (self time)"
     assert s["wall_ms_per_step"] == pytest.approx(1e3 / 2)  # the fake clock ticked once between start and stop
     names = {t["name"] for t in s["top"]}
     assert "aten::mm" in names and "aten::add" not in names
+    assert list(s["host_ranges_ms"]) == ["golf/forward"] and s["host_ranges_ms"]["golf/forward"] > 0
 
 
-def test_step_window_off_and_unfinished():
+def test_step_window_off_unfinished_and_ended_on_its_last_step():
     off = StepWindowProfiler(first_step=1, steps=0, device=torch.device("cpu"))
-    off.before_step(1)
-    off.after_read(1)
+    for step in (1, 2):
+        off.before_step(step)
+    off.close()
     assert off.summary is None and off._prof is None
     cut = StepWindowProfiler(first_step=1, steps=5, device=torch.device("cpu"))
-    cut.before_step(1)
-    cut.after_read(1)
-    cut.close()  # training ended inside the window
+    for step in (1, 2):
+        cut.before_step(step)
+    cut.close()  # training ended inside the window: no summary
     assert cut.summary is None and cut._prof is None
+    ended = StepWindowProfiler(first_step=2, steps=2, device=torch.device("cpu"))
+    for step in (1, 2, 3):
+        ended.before_step(step)
+    ended.close()  # training ended on the window's last step: its steps were all launched
+    assert ended.summary is not None and ended.summary["steps"] == 2 and ended._prof is None

@@ -100,6 +100,9 @@ def test_profiled_window_is_written_beside_the_weights_and_changes_nothing(refer
     prof = json.loads((r2 / "train" / "profile.json").read_text())
     assert prof["steps"] == 2 and prof["first_step"] == 3 and prof["timeline"] == "CPU ops (self time)"
     assert prof["wall_ms_per_step"] > 0 and any(t["name"] == "aten::mm" for t in prof["top"])
+    assert set(prof["host_ranges_ms"]) == {"golf/batch", "golf/forward", "golf/backward", "golf/optimizer",
+                                           "golf/ema", "golf/read_loss"}
+    assert sum(prof["host_ranges_ms"].values()) <= prof["wall_ms_per_step"] * 1.05  # phases inside the window
     assert not (r1 / "train" / "profile.json").exists()  # off by default
 
 
