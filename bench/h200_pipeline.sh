@@ -7,6 +7,7 @@
 # ignored .carry_cache/ and carry that in a later session's first call (h200_env.sh unpacks them).
 set -uo pipefail
 source bench/h200_env.sh || exit 1
+require_causal_conv1d || exit 3
 CONFIG=${CONFIG:-configs/hybrid_seed.yaml}; SEED=${SEED:-1337}; WALL=${WALL:-240}
 SETS=("${GOLF_DATA_ARGS[@]}")
 SETS+=(--set "seeds=[$SEED]" --set "train.wallclock_s=$WALL" --set "package.compare_compressors=false")

@@ -14,6 +14,7 @@
 # train/profile.json for a variant that sets train.profile_steps (the loop's own steps under torch.profiler).
 set -uo pipefail
 source bench/h200_env.sh >/dev/null || exit 1
+require_causal_conv1d || exit 3
 CONFIG=${CONFIG:-configs/hybrid_12_b131k.yaml}; SEED=${SEED:-1337}; WALL=${WALL:-90}
 nvidia-smi --query-gpu=name,uuid,driver_version,power.limit,clocks.max.sm --format=csv,noheader 2>/dev/null
 python3 cli.py prepare -p "$CONFIG" "${GOLF_DATA_ARGS[@]}" > /dev/null || { echo "prepare failed"; exit 1; }
