@@ -111,8 +111,8 @@ def main(argv: list[str] | None = None) -> dict:
     opts = build_optimizers(model, tcfg)
     ema = [p.detach().clone().float() for p in model.parameters()] if tcfg.ema_decay > 0 else []
     micro, accum = batch_layout(tcfg, 1)
-    shard_dir = tempfile.TemporaryDirectory()
-    if args.tokens == "random":
+    shard_dir = None if args.tokens == "random" else tempfile.TemporaryDirectory()  # the synthetic shard's
+    if shard_dir is None:
         loader = RandomTokens(params.model.vocab_size, micro, tcfg.seq_len, device)
     else:
         loader = HostBatches(Path(shard_dir.name), params.model.vocab_size, micro, tcfg.seq_len,
@@ -156,7 +156,8 @@ def main(argv: list[str] | None = None) -> dict:
            "peak_mem_mb": round(torch.cuda.max_memory_allocated() / 2**20) if device.type == "cuda" else None}
     if args.profile_steps:
         out["profile"] = profile_steps(step, 2 + args.steps, args.profile_steps, device)
-    shard_dir.cleanup()
+    if shard_dir is not None:
+        shard_dir.cleanup()
     print(json.dumps(out))
     if os.environ.get("OUT"):
         # the device returns only files named with [A-Za-z0-9_.-]: a label's '=' and spaces become '-'
