@@ -40,6 +40,7 @@ from golf.optim import build_optimizers
 from golf.profiling import StepWindowProfiler
 from golf.train import (
     batch_layout,
+    compile_for_training,
     ema_decay_at,
     enable_tf32,
     loss_read_lag,
@@ -117,7 +118,7 @@ def main(argv: list[str] | None = None) -> dict:
     else:
         loader = HostBatches(Path(shard_dir.name), params.model.vocab_size, micro, tcfg.seq_len,
                              pinned=args.tokens == "pinned")
-    net = torch.compile(model) if tcfg.compile and device.type == "cuda" else model
+    net = compile_for_training(model, tcfg, device)
     amp = autocast(device, torch.bfloat16 if tcfg.dtype == "bf16" else None)
 
     inflight: list = []  # PendingLoss of launched steps, as in golf.train's loop

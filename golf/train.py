@@ -411,9 +411,7 @@ def _train(params, seed, out_dir, ckpt_dir, curve_path, progress_cb, stop_after_
     if dinfo.world_size > 1:
         net = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
-    compiled = tcfg.compile and device.type == "cuda"
-    if compiled:
-        net = torch.compile(net)
+    net = compile_for_training(net, tcfg, device)
     amp = autocast(device, torch.bfloat16 if tcfg.dtype == "bf16" else None)
     tokens_per_step = accum * micro * tcfg.seq_len * dinfo.world_size
 
@@ -578,6 +576,14 @@ class LaunchedStep:
     lr_scale: float
     loss: PendingLoss
     t_first: float | None  # launch time when it is its call's first step (compile, warm-up), else None
+
+
+def compile_for_training(net, tcfg, device: torch.device):
+    """`net` under torch.compile (train.compile_mode) when train.compile is on and the device is CUDA, else as it
+    is: the CPU runs stay eager (the reference path, bit-exact tests)."""
+    if not (tcfg.compile and device.type == "cuda"):
+        return net
+    return torch.compile(net, mode=None if tcfg.compile_mode == "default" else tcfg.compile_mode)
 
 
 def train_step(net, model, loader, accum: int, amp, device, opts, grad_clip: float, ema: list[torch.Tensor],

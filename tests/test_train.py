@@ -198,6 +198,18 @@ def test_padded_in_proj_rows_stay_zero_through_training(in_tiny):
     assert all(torch.isfinite(t).all() for t in w.values())
 
 
+@pytest.mark.parametrize("mode, expected", [("default", None), ("reduce-overhead", "reduce-overhead")])
+def test_compile_for_training_passes_the_mode_on_cuda_only(monkeypatch, mode, expected):
+    seen = []
+    monkeypatch.setattr(golf.train.torch, "compile", lambda net, mode=None: seen.append(mode) or ("compiled", net))
+    tcfg = TrainConfig(compile=True, compile_mode=mode)
+    assert golf.train.compile_for_training("net", tcfg, torch.device("cuda")) == ("compiled", "net")
+    assert seen == [expected]
+    assert golf.train.compile_for_training("net", tcfg, torch.device("cpu")) == "net"  # eager reference on CPU
+    off = TrainConfig(compile=False, compile_mode=mode)
+    assert golf.train.compile_for_training("net", off, torch.device("cuda")) == "net" and seen == [expected]
+
+
 def test_schedule_functions():
     assert lr_scale(0, 0.0, 10, 0.3) == pytest.approx(0.1)
     assert lr_scale(50, 0.5, 10, 0.3) == 1.0
