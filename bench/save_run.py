@@ -6,7 +6,8 @@ result folder, named from its own provenance: <date>_c<commit>_<config>[__<extra
 
 The folder gets what bench/results_report.py and RESULTS.md use: the seed's metrics JSON files (with the stages'
 provenance), plots/train_curve.tsv, the report's report.md, the artifact's and the train stage's provenance.json
-(as artifact.provenance.json, train.provenance.json) and any --log/--extra files. It is written next to its final name and renamed into
+(as artifact.provenance.json, train.provenance.json), the train stage's profile.json when the run profiled
+(train.profile.json) and any --log/--extra files. It is written next to its final name and renamed into
 place, so a failure leaves no half-filled folder; an existing folder of that name is an error, never replaced.
 """
 
@@ -100,8 +101,11 @@ def save_run(tgz: Path, results: Path = RESULTS, extra_files: list[Path] = ()) -
         for m in metrics:
             shutil.copy2(m, staged / m.name)
         shutil.copy2(prov_path, staged / "artifact.provenance.json")
-        if (seed_dir / "train" / "provenance.json").is_file():  # kernel paths, autotune picks (since 2026-11-29)
-            shutil.copy2(seed_dir / "train" / "provenance.json", staged / "train.provenance.json")
+        # the train stage's provenance (kernel paths, autotune picks; since 2026-11-29) and, with
+        # train.profile_steps, its profile of the loop's own steps
+        for name in ("provenance.json", "profile.json"):
+            if (seed_dir / "train" / name).is_file():
+                shutil.copy2(seed_dir / "train" / name, staged / f"train.{name}")
         for src in (seed_dir / "plots" / "train_curve.tsv", root / "reports" / "report.md"):
             if src.is_file():
                 shutil.copy2(src, staged / src.name)

@@ -17,7 +17,8 @@ import save_run
 FILED = REPO / "bench" / "results" / "2026-11-29_c478e7a7_hybrid_12_b262k_240s_seed42"
 
 
-def pack(tmp_path, seed=42, argv_extra=(), seeds_in_tar=(42,), drop_provenance=False, name="run.tgz"):
+def pack(tmp_path, seed=42, argv_extra=(), seeds_in_tar=(42,), drop_provenance=False, name="run.tgz",
+         profile=None):
     """A run_<seed>.tgz laid out as h200_pipeline.sh writes it, rebuilt from a committed result folder."""
     root = tmp_path / f"tree_{name}"
     for s in seeds_in_tar:
@@ -36,11 +37,13 @@ def pack(tmp_path, seed=42, argv_extra=(), seeds_in_tar=(42,), drop_provenance=F
             (rd / "artifact" / "provenance.json").write_text(json.dumps(prov))
             (rd / "train").mkdir()
             (rd / "train" / "provenance.json").write_text(json.dumps({"seed": s, "ssm_autotune": {"k": {"a": "b"}}}))
+            if profile is not None:  # a run with train.profile_steps
+                (rd / "train" / "profile.json").write_text(json.dumps(profile))
     (root / "reports").mkdir()
     shutil.copy2(FILED / "report.md", root / "reports" / "report.md")
     tgz = tmp_path / name
     with tarfile.open(tgz, "w:gz") as tar:
-        tar.add(root / "runs", "runs")  # (h200_pipeline.sh packs only the train stage's provenance.json)
+        tar.add(root / "runs", "runs")  # (h200_pipeline.sh packs only the train stage's provenance.json and profile.json)
         tar.add(root / "reports", "reports")
     return tgz
 
@@ -59,6 +62,13 @@ def test_files_a_run_under_its_provenance_name(tmp_path):
     assert (dest / "log.txt").read_text() == "pipeline done\n"
     assert json.loads((dest / "train.provenance.json").read_text())["ssm_autotune"] == {"k": {"a": "b"}}
     assert sorted(p.name for p in (tmp_path / "results").iterdir()) == [FILED.name]  # no temp folder left
+
+
+def test_a_profiled_run_keeps_its_profile(tmp_path):
+    profile = {"steps": 20, "first_step": 250, "wall_ms_per_step": 119.0}
+    dest = save_run.save_run(pack(tmp_path, profile=profile), tmp_path / "results")
+    assert json.loads((dest / "train.profile.json").read_text()) == profile
+    assert (dest / "train.provenance.json").is_file()
 
 
 def test_extra_sets_go_into_the_name(tmp_path):
