@@ -43,7 +43,8 @@ def pack(tmp_path, seed=42, argv_extra=(), seeds_in_tar=(42,), drop_provenance=F
     shutil.copy2(FILED / "report.md", root / "reports" / "report.md")
     tgz = tmp_path / name
     with tarfile.open(tgz, "w:gz") as tar:
-        tar.add(root / "runs", "runs")  # (h200_pipeline.sh packs only the train stage's provenance.json and profile.json)
+        # h200_pipeline.sh packs only the train stage's provenance.json and profile.json, not its weights
+        tar.add(root / "runs", "runs")
         tar.add(root / "reports", "reports")
     return tgz
 
