@@ -161,7 +161,7 @@ def summarize_window(prof, steps: int, wall_s: float, cuda: bool) -> dict:
     device = summarize_profile([(e.name, e.time_range.elapsed_us()) for e in kernels], steps)
     busy = busy_us([(e.time_range.start, e.time_range.end) for e in kernels])
     runtime = [(e.name, e.cpu_time_total) for e in events
-               if e.device_type == DeviceType.CPU and e.name.startswith(("cuda", "cu"))]
+               if e.device_type == DeviceType.CPU and e.name.startswith("cu")]  # cudaLaunchKernel, cuLaunchKernel, ...
     host = summarize_profile(runtime, steps, top=10)
     return {**out, "timeline": "device kernels", "device_busy_ms_per_step": round(busy / 1e3 / steps, 3),
             "device_busy_frac": round(busy / 1e6 / wall_s, 4) if wall_s > 0 else None,
