@@ -30,9 +30,15 @@ require_causal_conv1d() {
        "released). Run the install call first (carry .carry_conv), or set ALLOW_CONV_FALLBACK=1." >&2
   return 3
 }
+# The train shards carried: all four by default. A call that must carry causal-conv1d and the gpu cache too has
+# room for one (TRAIN_SHARDS="000"): its data goes to its own folder (data/sp1024_000), never mistaken for the
+# full set, and is fine for a profile or a throughput run, not for a scored pipeline.
+TRAIN_SHARDS=${TRAIN_SHARDS:-000 001 002 003}
+GOLF_DATA_NAME=sp1024; [ "$TRAIN_SHARDS" = "000 001 002 003" ] || GOLF_DATA_NAME="sp1024_${TRAIN_SHARDS// /_}"
+_train_globs=""; for _s in $TRAIN_SHARDS; do _train_globs+="${_train_globs:+,}.carry/corpus/train_$_s.jsonl.xz"; done
 GOLF_DATA_SETS=(
-  "data.name=sp1024"
-  "data.train_globs=[.carry/corpus/train_000.jsonl.xz,.carry/corpus/train_001.jsonl.xz,.carry/corpus/train_002.jsonl.xz,.carry/corpus/train_003.jsonl.xz]"
+  "data.name=$GOLF_DATA_NAME"
+  "data.train_globs=[$_train_globs]"
   "data.val_globs=[.carry/corpus/val.jsonl.xz]"
   "data.tokenizer_model=.carry/tok/corpus_1024_bpe.model"
 )

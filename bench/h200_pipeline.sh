@@ -8,6 +8,8 @@
 set -uo pipefail
 source bench/h200_env.sh || exit 1
 require_causal_conv1d || exit 3
+# a scored run trains on every carried shard (TRAIN_SHARDS is for profile and throughput calls)
+[ "$GOLF_DATA_NAME" = sp1024 ] || { echo "error: a scored pipeline needs all four train shards, not TRAIN_SHARDS='$TRAIN_SHARDS'" >&2; exit 2; }
 CONFIG=${CONFIG:-configs/hybrid_seed.yaml}; SEED=${SEED:-1337}; WALL=${WALL:-240}
 SETS=("${GOLF_DATA_ARGS[@]}")
 SETS+=(--set "seeds=[$SEED]" --set "train.wallclock_s=$WALL" --set "package.compare_compressors=false")
