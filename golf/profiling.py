@@ -89,7 +89,11 @@ class StepWindowProfiler:
     loop left open: a summary when all its steps were launched (training ended on its last step), else none.
 
     With run-ahead the step before the window may still be running on the device when it starts; over tens
-    of steps that is a small share of the wall time."""
+    of steps that is a small share of the wall time.
+
+    `before_step` returns the seconds it spent on the profiler itself (starting it; stopping it and summarizing
+    once the device is done), which a budgeted loop keeps off its clock: 9 s in a 60-s training run on
+    2026-11-29, before the loop did so (bench/RESULTS.md, eighth block). The summary's `overhead_s` totals them."""
 
     def __init__(self, first_step: int, steps: int, device: torch.device, clock=time.perf_counter):
         self.first_step, self.steps, self.device, self.clock = first_step, steps, device, clock
@@ -97,30 +101,39 @@ class StepWindowProfiler:
         self._prof = None
         self._t0 = 0.0
         self._last_launched = 0
+        self._overhead_s = 0.0  # spent starting the profiler
 
-    def before_step(self, step: int) -> None:
+    def before_step(self, step: int) -> float:
         if not self.steps:
-            return
+            return 0.0
+        spent = 0.0
         if step == self.first_step and self._prof is None and self.summary is None:
             from torch.profiler import ProfilerActivity, profile
 
+            t_begin = self.clock()
             cuda = self.device.type == "cuda"
             self._prof = profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else []))
             self._prof.start()
             self._t0 = self.clock()
+            spent = self._overhead_s = self._t0 - t_begin
         elif self._prof is not None and step == self.first_step + self.steps:
-            self._finish()
+            spent = self._finish()
         if self._prof is not None:
             self._last_launched = step
+        return spent
 
-    def _finish(self) -> None:
+    def _finish(self) -> float:
+        """Stop, summarize; the seconds spent after the window's device work ended."""
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
-        wall_s = self.clock() - self._t0
+        t_end = self.clock()
         self._prof.stop()
-        self.summary = summarize_window(self._prof, self.steps, wall_s, self.device.type == "cuda")
+        self.summary = summarize_window(self._prof, self.steps, t_end - self._t0, self.device.type == "cuda")
         self.summary["first_step"] = self.first_step
         self._prof = None
+        spent = self.clock() - t_end
+        self.summary["overhead_s"] = round(self._overhead_s + spent, 3)
+        return spent
 
     def close(self) -> None:
         if self._prof is None:

@@ -461,7 +461,8 @@ def _train(params, seed, out_dir, ckpt_dir, curve_path, progress_cb, stop_after_
         return stop_req
 
     # train.profile_steps: torch.profiler over a window of the loop's own steps (rank 0), summary in the metrics
-    window = StepWindowProfiler(tcfg.profile_first_step, tcfg.profile_steps if dinfo.is_main else 0, device)
+    window = StepWindowProfiler(tcfg.profile_first_step, tcfg.profile_steps if dinfo.is_main else 0, device,
+                                clock=clock)
     with _sigterm_flag() as sigterm, contextlib.closing(window):
         while True:
             budget_elapsed = elapsed + len(inflight) * step_s  # when the steps in flight should be done
@@ -480,8 +481,8 @@ def _train(params, seed, out_dir, ckpt_dir, curve_path, progress_cb, stop_after_
                     if isinstance(opt, Muon):
                         g["momentum"] = muon_mom
 
+            t_start += window.before_step(state.step + 1)  # the profiler's own time is off the budget
             t_first = clock() if steps_this_call == 0 else None
-            window.before_step(state.step + 1)
             # launched, not waited for: the update goes in before the loss is checked, and a non-finite loss
             # stops the run when it is read (the checkpoint's own weight check keeps a bad update off disk)
             loss = train_step(net, model, loader, accum, amp, device, opts, tcfg.grad_clip, ema,

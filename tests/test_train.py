@@ -176,6 +176,30 @@ def test_wallclock_budget_drives_warmdown_qat_and_stop(in_tiny):
     assert all(a > b for a, b in itertools.pairwise(scales[10:])) and scales[-1] == pytest.approx(0.1)
 
 
+def test_profiler_time_is_kept_off_the_wallclock_budget(in_tiny, monkeypatch):
+    """A profile window whose summary takes 5 s (of a fake clock that advances a second per reading) costs the
+    20-s budget no steps beyond the few clock readings of the window's own bookkeeping (2 s here); on
+    2026-11-29 summarizing 20 GPU steps took 9 s of a 60-s run's budget before the loop kept it off."""
+    import golf.profiling
+
+    root, _, ov = in_tiny
+    ticks = iter(range(10 ** 6))
+    real_summary = golf.profiling.summarize_window
+
+    def slow_summary(*args, **kwargs):
+        for _ in range(5):
+            next(ticks)
+        return real_summary(*args, **kwargs)
+
+    monkeypatch.setattr(golf.profiling, "summarize_window", slow_summary)
+    m, _ = _train(root, ov + ["train.wallclock_s=20", "train.max_steps=1000", "train.checkpoint_every=0",
+                              "train.profile_steps=2", "train.profile_first_step=5"],
+                  1, "clock_prof", clock=lambda: float(next(ticks)))
+    prof = m["profile"]
+    assert prof["overhead_s"] == 7  # 1 tick starting, 5 summarizing, 1 for the reading that ends the summary
+    assert m["steps"] == 18 and m["train_s"] == 20  # 20 without a window; 7 when the loop counted those 7 s
+
+
 def test_qat_switches_on_at_its_step_fraction(in_tiny):
     root, _, ov = in_tiny
     m, _ = _train(root, ov + ["train.qat_start_frac=0.5", "train.checkpoint_every=0"], 1, "qat")
