@@ -4,6 +4,23 @@
 #   .carry/whl/mamba_ssm-*.whl   (pure-Python build: MAMBA_SKIP_CUDA_BUILD=TRUE pip wheel ...)
 #   .carry/corpus/{train_00[0-3],val}.jsonl.xz and .carry/tok/corpus_1024_bpe.model
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 PYTHONUNBUFFERED=1
+# The train shards carried: all four by default. A call that must carry causal-conv1d and the gpu cache too has
+# room for one (TRAIN_SHARDS="000"): its data goes to its own folder (data/sp1024_000), never mistaken for the
+# full set, and is fine for a profile or a throughput run, not for a scored pipeline.
+TRAIN_SHARDS=${TRAIN_SHARDS:-000 001 002 003}
+GOLF_DATA_NAME=sp1024; [ "$TRAIN_SHARDS" = "000 001 002 003" ] || GOLF_DATA_NAME="sp1024_${TRAIN_SHARDS// /_}"
+_train_globs=""; for _s in $TRAIN_SHARDS; do _train_globs+="${_train_globs:+,}.carry/corpus/train_$_s.jsonl.xz"; done
+GOLF_DATA_SETS=(
+  "data.name=$GOLF_DATA_NAME"
+  "data.train_globs=[$_train_globs]"
+  "data.val_globs=[.carry/corpus/val.jsonl.xz]"
+  "data.tokenizer_model=.carry/tok/corpus_1024_bpe.model"
+)
+export GOLF_DATA_SETS
+GOLF_DATA_ARGS=()  # the same as cli.py arguments
+for s in "${GOLF_DATA_SETS[@]}"; do GOLF_DATA_ARGS+=(--set "$s"); done
+# GOLF_ENV_DATA_ONLY=1: the data settings above alone, nothing unpacked or installed (tests/test_h200_env.py)
+if [ "${GOLF_ENV_DATA_ONLY:-0}" = 1 ]; then return 0; fi
 # torch.compile and Triton caches in the ignored .gpu_cache/, which a warm machine keeps between calls: a second
 # seed of the same config reuses the compiled kernels (same kernels, less device time spent compiling)
 export TORCHINDUCTOR_CACHE_DIR=$PWD/.gpu_cache/inductor TRITON_CACHE_DIR=$PWD/.gpu_cache/triton
@@ -30,21 +47,6 @@ require_causal_conv1d() {
        "released). Run the install call first (carry .carry_conv), or set ALLOW_CONV_FALLBACK=1." >&2
   return 3
 }
-# The train shards carried: all four by default. A call that must carry causal-conv1d and the gpu cache too has
-# room for one (TRAIN_SHARDS="000"): its data goes to its own folder (data/sp1024_000), never mistaken for the
-# full set, and is fine for a profile or a throughput run, not for a scored pipeline.
-TRAIN_SHARDS=${TRAIN_SHARDS:-000 001 002 003}
-GOLF_DATA_NAME=sp1024; [ "$TRAIN_SHARDS" = "000 001 002 003" ] || GOLF_DATA_NAME="sp1024_${TRAIN_SHARDS// /_}"
-_train_globs=""; for _s in $TRAIN_SHARDS; do _train_globs+="${_train_globs:+,}.carry/corpus/train_$_s.jsonl.xz"; done
-GOLF_DATA_SETS=(
-  "data.name=$GOLF_DATA_NAME"
-  "data.train_globs=[$_train_globs]"
-  "data.val_globs=[.carry/corpus/val.jsonl.xz]"
-  "data.tokenizer_model=.carry/tok/corpus_1024_bpe.model"
-)
-export GOLF_DATA_SETS
-GOLF_DATA_ARGS=()  # the same as cli.py arguments
-for s in "${GOLF_DATA_SETS[@]}"; do GOLF_DATA_ARGS+=(--set "$s"); done
 # One sweep variant (bench/h200_*_sweep.sh): space-separated params overrides, a word config=<file> switching the
 # params file. Sets VARIANT_CFG, VARIANT_SETS (--set pairs) and VARIANT_LABEL (<config>__<override>...).
 parse_variant() {  # parse_variant "<variant>" <default config>
