@@ -146,13 +146,15 @@ class TrainConfig:
     compile: bool = _spec(True, doc="torch.compile on CUDA")
     compile_mode: str = _spec("default", choices=("default", "reduce-overhead", "max-autotune-no-cudagraphs"),
                               doc="torch.compile's mode; reduce-overhead replays the compiled graphs as CUDA graphs "
-                                  "(fewer host launches; not measured on the H200 yet)")
+                                  "(fewer host launches; for the hybrid 100.9 against 97.3 ms per step on one "
+                                  "H200, bench/RESULTS.md eighth block)")
     host_runahead: bool = _spec(True, doc="launch step k+1 before reading step k's loss, so the host's kernel "
                                           "launches overlap the GPU's work; the loss is checked one step late "
                                           "(false: read every step's loss before the next step)")
     profile_steps: int = _spec(0, lo=0, doc="profile this many of the loop's steps with torch.profiler (0 = off): "
                                             "kernel time by family, device busy share, host CUDA calls in "
-                                            "runs/<seed>/train/profile.json; its overhead is on the budget")
+                                            "runs/<seed>/train/profile.json; the profiler's start and summary are kept "
+                                            "off the budget")
     profile_first_step: int = _spec(250, lo=1, doc="the first profiled step: after compile and autotuning, and with "
                                                    "the window clear of checkpoint steps (train.checkpoint_every)")
     dtype: str = _spec("bf16", choices=("bf16", "fp32"))

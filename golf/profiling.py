@@ -1,9 +1,10 @@
 """Where a training step's time goes: torch.profiler over a window of steps, summarised by kernel family.
 
 Used by bench/train_throughput.py (the step alone, on random or host-loaded tokens) and by the training loop
-itself (`train.profile_steps`): on 2026-11-29 the loop stepped at ~119 ms where the bench stepped at ~97 ms
-(bench/RESULTS.md, seventh block), and only a profile of the real loop says which of its extra work (data,
-budget bookkeeping, checkpoints, progress) or which wait keeps the device idle.
+itself (`train.profile_steps`), which says whether the loop's own extra work (data, budget bookkeeping,
+checkpoints, progress) or a wait keeps the device idle. On 2026-11-29 it showed the loop stepping as fast as the
+bench on one machine (97.6 against 97.3 ms, device busy 95.7%), with the host's launch work about as long as the
+device's: a slower host alone made another machine's loop step at ~119 ms (bench/RESULTS.md, eighth block).
 
 On CUDA a window's summary holds the device kernels' time by family (KERNEL_FAMILIES) and by name, how much
 of the window's wall time the device was busy (the union of kernel intervals), the host's CUDA runtime

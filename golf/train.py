@@ -8,7 +8,8 @@ Schedules run on the budget "progress" p in [0, 1]:
     reproducible on CPU (same seed → same weights, interrupted + resumed = uninterrupted); a time-driven
     schedule cannot be, since no two runs see the same clock.
 Time that is not training is kept off the budget: the first step of every call (torch.compile, lazy
-kernel and allocator initialisation: 3-5 s on CPU, minutes when compiling) and checkpoint writes. The
+kernel and allocator initialisation: 3-5 s on CPU, minutes when compiling), checkpoint writes and the
+profiler's own start and summary (train.profile_steps). The
 challenge's script likewise runs warmup steps before starting its clock and stops it for validation.
 
 With train.host_runahead (the default) the loop launches step k+1 before it reads step k's loss (PendingLoss),
