@@ -24,7 +24,7 @@ def run(params: Params, seed: int) -> dict:
     pc = params.package
     prov = provenance.collect("package", pc, {"seed": seed})
     metrics = build_artifact(run_dir / "artifact", tensors, spec, model_config, pc.compressor, pc.cap_bytes,
-                             pc.compare_compressors, provenance=prov)
+                             pc.compare_compressors, provenance=prov, byte_planes=pc.byte_planes)
     metrics["secs"] = round(time.time() - t0, 3)
     write_metrics(run_dir / "metrics", metrics, "package.json")
     return metrics
