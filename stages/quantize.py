@@ -13,6 +13,7 @@ from golf.config import Params, to_dict
 from golf.gptq import quantize_model, save_quantized
 from golf.hessian import load_hessians
 from golf.model import load_model
+from golf.size_target import COLUMN_WEIGHTS_FILE, column_weights, save_column_weights
 from golf.stage_io import write_metrics, write_provenance
 from golf.train import resolve_device
 
@@ -26,6 +27,8 @@ def run(params: Params, seed: int) -> dict:
     tensors, spec, report = quantize_model(model, hessians, params.quant, device)
     out_dir = run_dir / "quant"
     save_quantized(out_dir / "quantized.safetensors", tensors, spec, to_dict(model.cfg))
+    # diag(H) per layer: package.target_bytes weighs each code's error by it, without the Hessians
+    save_column_weights(out_dir / COLUMN_WEIGHTS_FILE, column_weights(hessians))
     write_provenance(out_dir, "quantize", params.quant,
                      {"seed": seed, "device": str(device), "hessian_tokens": int(hmeta.get("tokens", 0))})
     errs = [v["rel_err"] for v in report.values()]
