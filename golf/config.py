@@ -418,6 +418,17 @@ def _cross_checks(p: Params, source: str) -> None:
                           f"got {p.eval.stride}")
 
 
+def train_budget_s(p: Params) -> float:
+    """The training loop's wallclock budget: train.wallclock_s less calib.reserve_s, the time the calibration
+    (hessian + GPTQ) may take inside the challenge's training budget. 0 (steps only) stays 0."""
+    if p.train.wallclock_s <= 0 or p.calib.reserve_s <= 0:
+        return p.train.wallclock_s
+    if p.calib.reserve_s >= p.train.wallclock_s:
+        raise ConfigError(f"'calib.reserve_s': must be below train.wallclock_s ({p.train.wallclock_s:g} s), got "
+                          f"{p.calib.reserve_s:g}")
+    return p.train.wallclock_s - p.calib.reserve_s
+
+
 def params_from_dict(raw: Any, source: str = "<dict>") -> Params:
     p = _build(Params, raw, "", source)
     _cross_checks(p, source)
