@@ -49,3 +49,13 @@ def test_names_and_bit_widths():
     assert group_bits("blocks.0.mixer.in_proj.weight", 6, 8, per) == 6
     assert group_bits("tok_emb.weight", 6, 8, per) == 8
     assert set(BIT_GROUPS) < set(SIZE_GROUPS)
+
+
+def test_the_seed_fit_config_loads_with_its_levers():
+    from golf.config import train_budget_s
+
+    p = load_params(REPO / "configs" / "hybrid_seed_fit.yaml")
+    assert p.model.layer_pattern == "MMMMMMMMMMMMAAAMMM" and p.model.in_proj_multiple == 64
+    assert p.package.target_bytes == 15_900_000 <= p.package.cap_bytes and p.package.compressor == "auto"
+    assert (p.quant.bits_mamba_in, p.quant.bits_mlp) == (5, 5) and p.train.weight_decay_matrix == 0.04
+    assert train_budget_s(p) == p.train.wallclock_s - 20.0
