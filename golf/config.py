@@ -133,7 +133,15 @@ class TrainConfig:
                                                           "to muon_momentum over these steps (0 = constant)")
     muon_momentum_warmup_start: float = _spec(0.85, lo=0.0, hi=1.0)
     muon_ns_steps: int = _spec(5, lo=1, hi=20)
-    weight_decay: float = _spec(0.0, lo=0.0)
+    weight_decay: float = _spec(0.0, lo=0.0, doc="decoupled weight decay of the Muon matrices and the embeddings "
+                                                  "(p <- p*(1 - lr*wd), lr as scheduled), unless a group's own key "
+                                                  "below is set")
+    weight_decay_matrix: float = _spec(-1.0, lo=-1.0, doc="the Muon matrices' decay (attention, MLP, bigram proj, "
+                                                           "Mamba in_proj/out_proj); negative = train.weight_decay")
+    weight_decay_embed: float = _spec(-1.0, lo=-1.0, doc="the embeddings' decay (tok_emb, bigram.emb, untied "
+                                                          "lm_head); negative = train.weight_decay")
+    weight_decay_scalar: float = _spec(0.0, lo=0.0, doc="the scalars' decay (gains, mixes, Mamba dynamics); 0 = "
+                                                         "none, their scale is meaningful")
     adam_beta1: float = _spec(0.9, lo=0.0, hi=1.0)
     adam_beta2: float = _spec(0.95, lo=0.0, hi=1.0)
     grad_clip: float = _spec(0.0, lo=0.0, doc="0 = off")
@@ -169,6 +177,10 @@ class CalibConfig:
     batch_seqs: int = _spec(16, lo=1)
     temperature: float = _spec(0.8, lo=0.0, doc="source=self sampling temperature")
     seed: int = _spec(0)
+    reserve_s: float = _spec(20.0, lo=0.0, doc="seconds of train.wallclock_s left unused by training for the "
+                                               "calibration (hessian + GPTQ), which the challenge counts inside the "
+                                               "training budget; their measured sum over this fails the quantize "
+                                               "stage (0 = no reserve, no check)")
 
 
 @dataclass
@@ -180,13 +192,29 @@ class QuantConfig:
     act_order: bool = _spec(True)
     clip_search: bool = _spec(True)
     clip_ratios: list = _spec([1.0, 0.95, 0.9, 0.85, 0.8, 0.75], doc="per-row clip candidates (fraction of max |w|)")
+    clip_mode: str = _spec("search", choices=("search", "sigma"),
+                           doc="search: each row keeps the best of clip_ratios (clip_search); sigma: each row is "
+                               "clipped at clip_sigmas standard deviations of its weights (or its max |w| if less)")
+    clip_sigmas: float = _spec(4.0, lo=0.1, doc="clip_mode sigma: the clip in row standard deviations")
+    bits_mamba_in: int = _spec(0, lo=0, hi=8, doc="bit width of Mamba in_proj (0 = quant.bits); groups: "
+                                                   "golf/param_groups.py")
+    bits_mamba_out: int = _spec(0, lo=0, hi=8, doc="bit width of Mamba out_proj (0 = quant.bits)")
+    bits_attn: int = _spec(0, lo=0, hi=8, doc="bit width of attention q/k/v/o (0 = quant.bits)")
+    bits_mlp: int = _spec(0, lo=0, hi=8, doc="bit width of the MLPs (0 = quant.bits)")
+    bits_other: int = _spec(0, lo=0, hi=8, doc="bit width of other quantized matrices, e.g. bigram proj "
+                                                "(0 = quant.bits)")
     float_max_numel: int = _spec(65536, lo=0, doc="tensors this small stay float")
     float_dtype: str = _spec("fp16", choices=("fp16", "bf16", "fp32"))
 
 
 @dataclass
 class PackageConfig:
-    compressor: str = _spec("lzma", choices=("lzma", "zstd", "brotli"))
+    compressor: str = _spec("lzma", choices=("lzma", "zstd", "brotli", "auto"),
+                            doc="auto: every compressor with and without byte planes, the smallest kept")
+    byte_planes: bool = _spec(False, doc="store each multi-byte tensor as byte planes (all low bytes, then all "
+                                         "high bytes) before compressing; auto tries both")
+    target_bytes: int = _spec(0, lo=0, doc="when the artifact is over this, zero the cheapest quantized +-1 codes "
+                                           "(Hessian-weighted) until it fits (0 = off)")
     cap_bytes: int = _spec(16_000_000, lo=1)
     compare_compressors: bool = _spec(True, doc="also record zstd-22 and brotli-11 sizes")
 
@@ -388,6 +416,17 @@ def _cross_checks(p: Params, source: str) -> None:
     if p.eval.stride > p.eval.seq_len:
         raise ConfigError(f"'eval.stride' in {source}: must be <= eval.seq_len ({p.eval.seq_len}), "
                           f"got {p.eval.stride}")
+
+
+def train_budget_s(p: Params) -> float:
+    """The training loop's wallclock budget: train.wallclock_s less calib.reserve_s, the time the calibration
+    (hessian + GPTQ) may take inside the challenge's training budget. 0 (steps only) stays 0."""
+    if p.train.wallclock_s <= 0 or p.calib.reserve_s <= 0:
+        return p.train.wallclock_s
+    if p.calib.reserve_s >= p.train.wallclock_s:
+        raise ConfigError(f"'calib.reserve_s': must be below train.wallclock_s ({p.train.wallclock_s:g} s), got "
+                          f"{p.calib.reserve_s:g}")
+    return p.train.wallclock_s - p.calib.reserve_s
 
 
 def params_from_dict(raw: Any, source: str = "<dict>") -> Params:

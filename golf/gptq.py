@@ -12,9 +12,13 @@ the upper Cholesky factor of H⁻¹, so later columns compensate for earlier one
   of the matrix with one matmul per block (same result, far fewer small kernels);
 - dead inputs (diag H = 0: never non-zero on the calibration tokens) get a unit diagonal, so their column
   is plain round-to-nearest and feeds no error to others; their weights are kept, not zeroed;
-- clip search: every candidate clip ratio r gives per-row scales r * max|w_row| / qmax. Rows are
-  independent, so all candidates are solved in ONE pass over a (R*out, in) stack and each row keeps the
-  candidate with the least tr((W-Q) H (W-Q)ᵀ) row term.
+- clip search (quant.clip_mode: search): every candidate clip ratio r gives per-row scales
+  r * max|w_row| / qmax. Rows are independent, so all candidates are solved in ONE pass over a (R*out, in)
+  stack and each row keeps the candidate with the least tr((W-Q) H (W-Q)ᵀ) row term;
+- sigma clip (quant.clip_mode: sigma): one candidate per row, min(k * std(w_row), max|w_row|) / qmax, k =
+  quant.clip_sigmas: a clip that follows the row's spread rather than its single largest weight;
+- bit width per tensor group (quant.bits_<group>, groups in golf/param_groups.py): e.g. int5 Mamba in_proj
+  and MLP, int6 elsewhere, int8 embeddings; the spec records each tensor's width.
 
 Scales are rounded to fp16 before the solve, so what GPTQ optimizes is exactly what gets stored.
 Codes are int8 containers holding values in [-qmax, qmax] (int6: [-31, 31]); golf.package.dequantize
@@ -44,6 +48,7 @@ from golf.config import QuantConfig
 from golf.errors import GolfError
 from golf.io import atomic_path
 from golf.package import dequantize  # noqa: F401  (the inverse lives with the artifact loader; re-exported)
+from golf.param_groups import BIT_GROUPS, group_bits
 
 # Used when the caller cannot tell which state-dict entries are embeddings (no model at hand).
 EMBEDDING_KEYS = ("tok_emb.weight", "bigram.emb.weight")
@@ -67,6 +72,15 @@ def _fp16_scales(amax: torch.Tensor, ratios: list[float], qmax: int) -> torch.Te
     r = torch.tensor(ratios, dtype=torch.float32, device=amax.device)[:, None]  # (R, 1)
     s = (amax[None, :] * r / qmax).clamp(FP16_TINY, FP16_MAX)
     return s.half().float().clamp_min(FP16_TINY)
+
+
+def row_amax(w: torch.Tensor, clip_sigmas: float | None) -> torch.Tensor:
+    """Per-row clip magnitude: max |w| of each row, or, with clip_sigmas = k, min(k * std(row), max |w|).
+    w (out, in) → (out,)."""
+    amax = w.abs().amax(1)
+    if clip_sigmas is None:
+        return amax
+    return torch.minimum(amax, clip_sigmas * w.std(1, correction=0))
 
 
 def rtn(w: torch.Tensor, scale: torch.Tensor, qmax: int) -> torch.Tensor:
@@ -133,9 +147,10 @@ class QuantResult:
 
 
 def gptq_quantize(w: torch.Tensor, h: torch.Tensor, bits: int, block_size: int = 128, damp_frac: float = 0.01,
-                  act_order: bool = True, clip_ratios: list[float] | None = None, source: str = "layer"
-                  ) -> QuantResult:
-    """GPTQ of one weight w (out, in) against its input Hessian h (in, in), float32 math throughout."""
+                  act_order: bool = True, clip_ratios: list[float] | None = None, source: str = "layer",
+                  clip_sigmas: float | None = None) -> QuantResult:
+    """GPTQ of one weight w (out, in) against its input Hessian h (in, in), float32 math throughout.
+    clip_sigmas (k): one clip per row at min(k·std, max|w|), instead of the clip_ratios candidates."""
     w = w.detach().float()
     h_true = h.detach().float().to(w.device)
     out_f, n = w.shape
@@ -144,10 +159,10 @@ def gptq_quantize(w: torch.Tensor, h: torch.Tensor, bits: int, block_size: int =
     if not torch.isfinite(h_true).all():
         raise GolfError(f"GPTQ: Hessian of {source} has non-finite entries (bad calibration run)")
     qmax = qmax_for(bits)
-    ratios = list(clip_ratios) if clip_ratios else [1.0]
+    ratios = list(clip_ratios) if clip_ratios and clip_sigmas is None else [1.0]
     diag = h_true.diagonal()
     dead = diag <= 0  # (in,)
-    amax = w.abs().amax(1)  # (out,)
+    amax = row_amax(w, clip_sigmas)  # (out,)
     denom = float(row_error(w, torch.zeros_like(w), h_true).sum())
     scales = _fp16_scales(amax, ratios, qmax)  # (R, out)
     if bool(dead.all()) or denom <= 0:
@@ -173,20 +188,22 @@ def gptq_quantize(w: torch.Tensor, h: torch.Tensor, bits: int, block_size: int =
     rows = torch.arange(out_f, device=w.device)
     codes, scale, best_err = codes[best, rows], scales[best, rows], err[best, rows]
 
-    rtn_s = scales[0] if ratios[0] == 1.0 else _fp16_scales(amax, [1.0], qmax)[0]
+    rtn_s = scales[0] if ratios[0] == 1.0 and clip_sigmas is None else _fp16_scales(w.abs().amax(1), [1.0], qmax)[0]
     rtn_err = row_error(w, rtn(w, rtn_s, qmax).float() * rtn_s[:, None], h_true)
     ratio_t = torch.tensor(ratios, device=w.device)
     return QuantResult(codes.contiguous(), scale, (float(best_err.sum()) / denom) ** 0.5,
                        (float(rtn_err.sum()) / denom) ** 0.5, float(ratio_t[best].mean()), int(dead.sum()))
 
 
-def rtn_quantize(w: torch.Tensor, bits: int, clip_ratios: list[float] | None = None
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-row round-to-nearest; with several clip ratios, each row keeps the one of least squared error.
-    w (out, in) → (int8 codes (out, in), fp16-valued float32 scales (out,))."""
+def rtn_quantize(w: torch.Tensor, bits: int, clip_ratios: list[float] | None = None,
+                 clip_sigmas: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-row round-to-nearest; with several clip ratios, each row keeps the one of least squared error;
+    with clip_sigmas, one clip per row (row_amax). w (out, in) → (int8 codes (out, in), fp16-valued float32
+    scales (out,))."""
     w = w.detach().float()
     qmax = qmax_for(bits)
-    scales = _fp16_scales(w.abs().amax(1), list(clip_ratios) if clip_ratios else [1.0], qmax)  # (R, out)
+    ratios = list(clip_ratios) if clip_ratios and clip_sigmas is None else [1.0]
+    scales = _fp16_scales(row_amax(w, clip_sigmas), ratios, qmax)  # (R, out)
     codes, scale, _ = _rtn_search(w, scales, qmax)
     return codes, scale
 
@@ -221,7 +238,12 @@ def quantize_state_dict(state: dict[str, torch.Tensor], hessians: dict[str, torc
     report has, per GPTQ layer, the relative output error estimated through H and the time taken."""
     float_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[cfg.float_dtype]
     embeds = set(EMBEDDING_KEYS) if embed_names is None else set(embed_names)
-    clips = cfg.clip_ratios if cfg.clip_search else None
+    sigmas = cfg.clip_sigmas if cfg.clip_mode == "sigma" else None
+    clips = cfg.clip_ratios if cfg.clip_search and sigmas is None else None
+    per_group = {g: getattr(cfg, f"bits_{g}") for g in BIT_GROUPS}
+    bad = {g: b for g, b in per_group.items() if b == 1}
+    if bad:
+        raise GolfError(f"quant.bits_{next(iter(bad))}: 1 bit leaves no levels; expected 0 (= quant.bits) or 2..8")
     tensors, spec, report = {}, {}, {}
     for name in sorted(state):
         t = state[name].detach()
@@ -234,21 +256,23 @@ def quantize_state_dict(state: dict[str, torch.Tensor], hessians: dict[str, torc
             tensors[name] = t.to(float_dtype).cpu().contiguous()
             spec[name] = {"kind": "float", "dtype": cfg.float_dtype, "shape": shape, "why": "small"}
         elif name in embeds:
-            codes, scale = rtn_quantize(t.to(device), cfg.embed_bits, clips)
+            codes, scale = rtn_quantize(t.to(device), cfg.embed_bits, clips, sigmas)
             _store_int(tensors, name, codes, scale)
             spec[name] = {"kind": "int", "bits": cfg.embed_bits, "shape": shape, "method": "rtn"}
         elif name.endswith(".weight") and module in hessians:
             t0 = time.time()
-            res = gptq_quantize(t.to(device), hessians[module].to(device), cfg.bits, cfg.block_size,
-                                cfg.damp_frac, cfg.act_order, clips, source=module)
+            bits = group_bits(name, cfg.bits, cfg.embed_bits, per_group)
+            res = gptq_quantize(t.to(device), hessians[module].to(device), bits, cfg.block_size,
+                                cfg.damp_frac, cfg.act_order, clips, source=module, clip_sigmas=sigmas)
             _store_int(tensors, name, res.codes, res.scale)
-            spec[name] = {"kind": "int", "bits": cfg.bits, "shape": shape, "method": "gptq"}
+            spec[name] = {"kind": "int", "bits": bits, "shape": shape, "method": "gptq"}
             report[module] = {"rel_err": res.rel_err, "rtn_rel_err": res.rtn_rel_err, "clip_mean": res.clip_mean,
                               "dead_cols": res.dead_cols, "shape": shape, "secs": round(time.time() - t0, 4)}
         else:  # a large matrix without a Hessian (not an nn.Linear input we saw): round-to-nearest
-            codes, scale = rtn_quantize(t.to(device), cfg.bits, clips)
+            bits = group_bits(name, cfg.bits, cfg.embed_bits, per_group)
+            codes, scale = rtn_quantize(t.to(device), bits, clips, sigmas)
             _store_int(tensors, name, codes, scale)
-            spec[name] = {"kind": "int", "bits": cfg.bits, "shape": shape, "method": "rtn"}
+            spec[name] = {"kind": "int", "bits": bits, "shape": shape, "method": "rtn"}
     return tensors, spec, report
 
 

@@ -179,11 +179,13 @@ def calibrate(model: nn.Module, data_dir: str | Path, cfg: CalibConfig, device: 
 
 
 def save_hessians(path: str | Path, hess: dict[str, torch.Tensor], n_tokens: int, n_sequences: int,
-                  source: str = "train") -> None:
-    """safetensors keyed by module name (atomic), the counts in its metadata."""
+                  source: str = "train", secs: float | None = None) -> None:
+    """safetensors keyed by module name (atomic), the counts (and the calibration's seconds) in its metadata."""
     from safetensors.torch import save_file
 
     meta = {"format": HESSIAN_FORMAT, "tokens": str(n_tokens), "sequences": str(n_sequences), "source": source}
+    if secs is not None:
+        meta["secs"] = repr(float(secs))
     with atomic_path(path) as tmp:
         save_file({k: v.detach().cpu().contiguous() for k, v in hess.items()}, str(tmp), metadata=meta)
 
@@ -207,3 +209,22 @@ def load_hessians(path: str | Path, device: torch.device | str = "cpu") -> tuple
         if h.ndim != 2 or h.shape[0] != h.shape[1] or h.dtype != torch.float32:
             raise GolfError(f"Hessians {str(path)!r}: {k!r} is {h.dtype} {list(h.shape)}, expected a square fp32 matrix")
     return out, meta
+
+
+def calibration_budget(hessian_s: float | None, gptq_s: float, reserve_s: float, wallclock_s: float) -> dict:
+    """The challenge counts calibration inside the training budget: the train stage leaves calib.reserve_s of
+    train.wallclock_s unused, and hessian + GPTQ seconds must fit in it. Returns the record for the metrics;
+    GolfError when they do not fit (checked only with a reserve and a wallclock budget)."""
+    rec = {"hessian_s": hessian_s, "gptq_s": round(gptq_s, 3), "reserve_s": reserve_s,
+           "checked": reserve_s > 0 and wallclock_s > 0}
+    if hessian_s is not None:
+        rec["calib_s"] = round(hessian_s + gptq_s, 3)
+    if rec["checked"]:
+        if hessian_s is None:
+            raise GolfError("the Hessians record no calibration seconds (an older hessian stage): run the hessian "
+                            "stage again so that calib.reserve_s can be checked")
+        if rec["calib_s"] > reserve_s:
+            raise GolfError(f"calibration took {rec['calib_s']:.1f} s (hessian {hessian_s:.1f} s + GPTQ {gptq_s:.1f} s), "
+                            f"over calib.reserve_s = {reserve_s:g} s of the training budget: raise calib.reserve_s "
+                            "or calibrate on fewer sequences (calib.num_sequences)")
+    return rec

@@ -11,9 +11,11 @@ rather than converge exactly to 1. The update is scaled by sqrt(max(1, rows/cols
 reference, so tall matrices get an RMS update comparable to square ones.
 
 Groups (from `GolfLM.param_groups()`): "matrix" → Muon at lr_matrix, "mamba_matrix" → Muon at lr_mamba,
-"embed" → AdamW at lr_embed, "scalar" → AdamW at lr_scalar. Weight decay (`train.weight_decay`) is
-decoupled (p ← p·(1 − lr·wd)) and applies to the Muon matrices and the embeddings, never to the scalars
-(norm gains, SSM dynamics A_log/D/dt_bias, conv weights), whose scale is meaningful.
+"embed" → AdamW at lr_embed, "scalar" → AdamW at lr_scalar. Weight decay is decoupled (p ← p·(1 − lr·wd),
+lr as the schedule sets it) and per group (`weight_decays`): train.weight_decay_matrix for both Muon groups,
+train.weight_decay_embed for the embeddings (each negative = train.weight_decay), train.weight_decay_scalar
+for the scalars (norm gains, SSM dynamics A_log/D/dt_bias, conv weights), 0 by default: their scale is
+meaningful. The compressed artifact's size tracks the weights' RMS, which decay keeps down.
 """
 
 from __future__ import annotations
@@ -100,14 +102,15 @@ def build_optimizers(model, tcfg) -> list[Optimizer]:
     so the training loop can scale it by the schedule."""
     groups = model.param_groups()
     _check_partition(model, groups)
+    wd = weight_decays(tcfg)
     opts: list[Optimizer] = []
     for key, lr in (("matrix", tcfg.lr_matrix), ("mamba_matrix", tcfg.lr_mamba)):
         params = [p for _, p in groups[key]]
         if params:
             opts.append(Muon(params, lr=lr, momentum=tcfg.muon_momentum, ns_steps=tcfg.muon_ns_steps,
-                             weight_decay=tcfg.weight_decay))
-    adam_groups = [{"params": [p for _, p in groups["embed"]], "lr": tcfg.lr_embed, "weight_decay": tcfg.weight_decay},
-                   {"params": [p for _, p in groups["scalar"]], "lr": tcfg.lr_scalar, "weight_decay": 0.0}]
+                             weight_decay=wd[key]))
+    adam_groups = [{"params": [p for _, p in groups["embed"]], "lr": tcfg.lr_embed, "weight_decay": wd["embed"]},
+                   {"params": [p for _, p in groups["scalar"]], "lr": tcfg.lr_scalar, "weight_decay": wd["scalar"]}]
     adam_groups = [g for g in adam_groups if g["params"]]
     if adam_groups:
         opts.append(build_adamw(adam_groups, tcfg))
@@ -115,6 +118,17 @@ def build_optimizers(model, tcfg) -> list[Optimizer]:
         for g in opt.param_groups:
             g["initial_lr"] = g["lr"]
     return opts
+
+
+def weight_decays(tcfg) -> dict[str, float]:
+    """The decoupled weight decay of each optimizer group (module doc): a negative per-group value means
+    train.weight_decay, so configs that set only train.weight_decay train as before."""
+    def pick(v: float) -> float:
+        return tcfg.weight_decay if v < 0 else v
+
+    matrix = pick(tcfg.weight_decay_matrix)
+    return {"matrix": matrix, "mamba_matrix": matrix, "embed": pick(tcfg.weight_decay_embed),
+            "scalar": tcfg.weight_decay_scalar}
 
 
 def build_adamw(groups: list[dict], tcfg, fused: bool | None = None) -> torch.optim.AdamW:

@@ -6,6 +6,9 @@ Container (before compression), all little-endian:
     H bytes  UTF-8 JSON: {"format": 1, "model_config": {...}, "spec": {...},
                           "tensors": [{"name", "dtype", "shape", "offset", "nbytes"}, ...]}
     payload  raw tensor bytes, back to back in the order of "tensors" (offsets 0, n0, n0+n1, ...)
+Format 2 is the same with each tensor of k-byte elements stored as k byte planes (every element's byte 0,
+then every byte 1, ...; package.byte_planes): the exponent-and-sign bytes of fp16 scales then sit
+together, which the compressors' context models code more tightly.
 Loading parses JSON and copies raw bytes into tensors of four whitelisted dtypes after checking every
 entry against the real data size: nothing is ever executed, so an untrusted artifact is safe to load.
 A malformed, truncated or oversized artifact raises ArtifactError naming the file and the problem.
@@ -22,6 +25,7 @@ from __future__ import annotations
 import ast
 import json
 import lzma
+import os
 import shutil
 import struct
 import time
@@ -38,6 +42,7 @@ from golf.io import atomic_dir, write_json_atomic
 
 MAGIC = b"GOLFART1"
 FORMAT_VERSION = 1
+PLANES_FORMAT = 2  # format 1 with multi-byte tensors stored as byte planes
 MODEL_FILES = {"lzma": "model.golf.xz", "zstd": "model.golf.zst", "brotli": "model.golf.br"}
 MODEL_FILE = MODEL_FILES["lzma"]
 MAX_RAW_BYTES = 1 << 30  # a 16 MB artifact that inflates past 1 GiB is hostile (decompression bomb)
@@ -55,8 +60,17 @@ _ORDER = {"int8": 0, "float16": 1, "bfloat16": 2, "float32": 3}
 # --------------------------------------------------------------------------------------------------
 
 
-def serialize(tensors: dict[str, torch.Tensor], spec: dict, model_config: dict) -> bytes:
-    """Deterministic bytes: tensors grouped by dtype, then by name; JSON with sorted keys."""
+def _planes(raw: bytes, itemsize: int, inverse: bool = False) -> bytes:
+    """Little-endian elements (n, k) as k byte planes (k, n), or back (inverse)."""
+    if itemsize == 1:
+        return bytes(raw)
+    a = np.frombuffer(raw, dtype=np.uint8)
+    return (a.reshape(itemsize, -1).T if inverse else a.reshape(-1, itemsize).T).tobytes()
+
+
+def serialize(tensors: dict[str, torch.Tensor], spec: dict, model_config: dict, byte_planes: bool = False) -> bytes:
+    """Deterministic bytes: tensors grouped by dtype, then by name; JSON with sorted keys. byte_planes: format 2
+    (each multi-byte tensor as byte planes); otherwise format 1."""
     entries, chunks, offset = [], [], 0
     for name in sorted(tensors, key=lambda n: (_ORDER.get(_NAME_OF.get(tensors[n].dtype, ""), 9), n)):
         t = tensors[name].detach().cpu().contiguous()
@@ -64,11 +78,13 @@ def serialize(tensors: dict[str, torch.Tensor], spec: dict, model_config: dict) 
             raise ArtifactError(f"tensor {name!r} has dtype {t.dtype}, not one of {sorted(_DTYPES)}")
         arr = t.view(torch.int16).numpy() if t.dtype == torch.bfloat16 else t.numpy()
         raw = arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
+        if byte_planes:
+            raw = _planes(raw, t.element_size())
         entries.append({"name": name, "dtype": _NAME_OF[t.dtype], "shape": list(t.shape), "offset": offset,
                         "nbytes": len(raw)})
         chunks.append(raw)
         offset += len(raw)
-    header = json.dumps({"format": FORMAT_VERSION, "model_config": model_config, "spec": spec,
+    header = json.dumps({"format": PLANES_FORMAT if byte_planes else FORMAT_VERSION, "model_config": model_config, "spec": spec,
                          "tensors": entries}, sort_keys=True, separators=(",", ":")).encode("utf-8")
     return MAGIC + struct.pack("<Q", len(header)) + header + b"".join(chunks)
 
@@ -90,8 +106,10 @@ def deserialize(blob: bytes, source: str = "<bytes>") -> tuple[dict[str, torch.T
         raise ArtifactError(f"{source}: header is not valid JSON ({e})") from None
     if not isinstance(header, dict) or set(header) != {"format", "model_config", "spec", "tensors"}:
         raise ArtifactError(f"{source}: header must be an object with keys format, model_config, spec, tensors")
-    if header["format"] != FORMAT_VERSION:
-        raise ArtifactError(f"{source}: unsupported artifact format {header['format']!r}, expected {FORMAT_VERSION}")
+    if header["format"] not in (FORMAT_VERSION, PLANES_FORMAT):
+        raise ArtifactError(f"{source}: unsupported artifact format {header['format']!r}, expected "
+                            f"{FORMAT_VERSION} or {PLANES_FORMAT}")
+    planes = header["format"] == PLANES_FORMAT
     if not isinstance(header["tensors"], list) or not isinstance(header["spec"], dict) \
             or not isinstance(header["model_config"], dict):
         raise ArtifactError(f"{source}: header fields have the wrong types")
@@ -120,7 +138,10 @@ def deserialize(blob: bytes, source: str = "<bytes>") -> tuple[dict[str, torch.T
         if offset + nbytes > len(payload):
             raise ArtifactError(f"{source}: tensor {name!r} lies outside the data ({offset + nbytes} > "
                                 f"{len(payload)} payload bytes; truncated artifact?)")
-        arr = np.frombuffer(payload[offset:offset + nbytes], dtype=np.dtype(_NP[dtype]).newbyteorder("<"))
+        chunk = payload[offset:offset + nbytes]
+        if planes:
+            chunk = _planes(chunk, _DTYPES[dtype].itemsize, inverse=True)
+        arr = np.frombuffer(chunk, dtype=np.dtype(_NP[dtype]).newbyteorder("<"))
         t = torch.from_numpy(arr.astype(_NP[dtype]))  # a native-order copy: no view into the blob
         tensors[name] = (t.view(torch.bfloat16) if dtype == "bfloat16" else t).reshape(shape)
         offset += nbytes
@@ -337,34 +358,78 @@ def code_files(roots: tuple[str, ...] = EVAL_ROOTS) -> list[Path]:
     return sorted(here / f"{m}.py" for m in seen)
 
 
-def build_artifact(out_dir: str | Path, tensors: dict[str, torch.Tensor], spec: dict, model_config: dict,
-                   compressor: str = "lzma", cap_bytes: int = 16_000_000, compare: bool = True,
-                   provenance: dict | None = None) -> dict:
-    """Write out_dir/ (compressed model + code + provenance) atomically; return size metrics.
+COMPRESSORS = tuple(MODEL_FILES)  # package.compressor also takes "auto": the smallest of every candidate
 
-    total_bytes = compressed model bytes + code bytes. Over cap_bytes: ArtifactError naming the sizes,
-    and nothing is written. The compressed bytes are read back and compared bit for bit before writing."""
-    out_dir = Path(out_dir)
-    if compressor not in MODEL_FILES:
-        raise ArtifactError(f"package.compressor {compressor!r}: expected one of {sorted(MODEL_FILES)}")
-    check_stored(tensors, spec, "quantized model")
-    raw = serialize(tensors, spec, model_config)
-    methods = [compressor] + [m for m in MODEL_FILES if compare and m != compressor]
+
+def _label(method: str, byte_planes: bool) -> str:
+    return f"{method}+planes" if byte_planes else method
+
+
+def compress_candidates(tensors: dict[str, torch.Tensor], spec: dict, model_config: dict, compressor: str = "lzma",
+                        byte_planes: bool = False, compare: bool = True
+                        ) -> tuple[str, dict[str, bytes | None], dict[str, float], dict[bool, bytes]]:
+    """Compress the container every way asked: (chosen label, blob per label, seconds per label, raw
+    container per layout). A label is a compressor name, "+planes" for the byte-plane layout. "auto" tries
+    every compressor in both layouts and chooses the smallest; otherwise `compressor` in the given layout is
+    chosen and `compare` adds the other compressors' sizes (same layout) for the record."""
+    if compressor != "auto" and compressor not in MODEL_FILES:
+        raise ArtifactError(f"package.compressor {compressor!r}: expected one of {sorted(MODEL_FILES)} or auto")
+    layouts = (False, True) if compressor == "auto" else (byte_planes,)
+    raws = {bp: serialize(tensors, spec, model_config, bp) for bp in layouts}
+    if compressor == "auto":
+        jobs = [(m, bp) for bp in layouts for m in MODEL_FILES]
+    else:
+        jobs = [(compressor, byte_planes)] + [(m, byte_planes) for m in MODEL_FILES if compare and m != compressor]
     secs: dict[str, float] = {}
 
-    def timed(m: str) -> bytes | None:
+    def timed(job: tuple[str, bool]) -> bytes | None:
         t0 = time.time()
-        out = compress(raw, m)
-        secs[m] = round(time.time() - t0, 2)
+        out = compress(raws[job[1]], job[0])
+        secs[_label(*job)] = round(time.time() - t0, 2)
         return out
 
     # The compressors release the GIL: the comparison sizes cost no wall time beyond the slowest one.
-    with ThreadPoolExecutor(max_workers=len(methods)) as pool:
-        results = dict(zip(methods, pool.map(timed, methods)))
-    blob = results[compressor]
-    if blob is None:
-        raise ArtifactError(f"package.compressor {compressor!r}: its Python library is not installed")
-    back, _, _ = deserialize(decompress(blob, compressor, "freshly compressed model"))
+    with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
+        results = dict(zip([_label(*j) for j in jobs], pool.map(timed, jobs)))
+    if compressor == "auto":
+        sized = {k: len(v) for k, v in results.items() if v is not None}
+        chosen = min(sized, key=lambda k: (sized[k], k))
+    else:
+        chosen = _label(compressor, byte_planes)
+        if results[chosen] is None:
+            raise ArtifactError(f"package.compressor {compressor!r}: its Python library is not installed")
+    return chosen, results, secs, raws
+
+
+def remove_artifact(out_dir: str | Path) -> bool:
+    """Take a previous artifact out of the way (renamed aside, then deleted), so that a failed package can
+    never leave an older model for a later eval to score. Only a folder holding a model file is removed."""
+    out_dir = Path(out_dir)
+    if not out_dir.is_dir() or not any((out_dir / f).is_file() for f in MODEL_FILES.values()):
+        return False
+    aside = out_dir.with_name(f".{out_dir.name}.stale-{os.getpid()}")
+    if aside.exists():
+        shutil.rmtree(aside)
+    os.replace(out_dir, aside)  # atomic: the old artifact is gone from its path at once
+    shutil.rmtree(aside, ignore_errors=True)
+    return True
+
+
+def build_artifact(out_dir: str | Path, tensors: dict[str, torch.Tensor], spec: dict, model_config: dict,
+                   compressor: str = "lzma", cap_bytes: int = 16_000_000, compare: bool = True,
+                   provenance: dict | None = None, byte_planes: bool = False, extra_metrics: dict | None = None
+                   ) -> dict:
+    """Write out_dir/ (compressed model + code + provenance) atomically; return size metrics.
+
+    total_bytes = compressed model bytes + code bytes. Over cap_bytes: ArtifactError naming the sizes;
+    nothing is written and a previous artifact in out_dir is removed (a later eval must not score a stale
+    model). The compressed bytes are read back and compared bit for bit before writing."""
+    out_dir = Path(out_dir)
+    check_stored(tensors, spec, "quantized model")
+    chosen, results, secs, raws = compress_candidates(tensors, spec, model_config, compressor, byte_planes, compare)
+    method, planes = chosen.removesuffix("+planes"), chosen.endswith("+planes")
+    blob = results[chosen]
+    back, _, _ = deserialize(decompress(blob, method, "freshly compressed model"))
     if set(back) != set(tensors) or not all(back[k].dtype == tensors[k].dtype and back[k].shape == tensors[k].shape
                                             and torch.equal(_bits(back[k]), _bits(tensors[k])) for k in tensors):
         raise ArtifactError("the compressed model does not read back bit for bit (a bug: please report)")
@@ -375,18 +440,23 @@ def build_artifact(out_dir: str | Path, tensors: dict[str, torch.Tensor], spec: 
     groups_raw, groups = group_sizes(tensors, model_bytes)
     n_params = sum(int(np.prod(s["shape"])) for s in spec.values())
     metrics = {"model_bytes": model_bytes, "code_bytes": code_bytes, "total_bytes": total, "cap_bytes": cap_bytes,
-               "under_cap": total <= cap_bytes, "headroom_bytes": cap_bytes - total, "raw_bytes": len(raw),
-               "compressor": compressor, "model_file": MODEL_FILES[compressor],
-               "compressed": {m: (len(results[m]) if results[m] is not None else "unavailable") for m in methods},
+               "under_cap": total <= cap_bytes, "headroom_bytes": cap_bytes - total, "raw_bytes": len(raws[planes]),
+               "compressor": method, "model_file": MODEL_FILES[method],
+               "compressed": {k: (len(v) if v is not None else "unavailable") for k, v in results.items()},
                "compress_secs": secs, "groups": groups, "groups_raw_bytes": groups_raw, "params": n_params,
                "bits_per_param": round(8 * model_bytes / max(n_params, 1), 4),
                "code_files": [f.name for f in files]}
+    if compressor == "auto" or byte_planes:
+        metrics["byte_planes"] = planes
+    metrics.update(extra_metrics or {})
     if total > cap_bytes:
+        removed = remove_artifact(out_dir)
         raise ArtifactError(f"artifact would be {total:,} bytes ({model_bytes:,} compressed model + {code_bytes:,} "
-                            f"code), over the cap of {cap_bytes:,} bytes (package.cap_bytes); shrink the model "
-                            "or quantize harder")
+                            f"code), over the cap of {cap_bytes:,} bytes (package.cap_bytes); shrink the model, "
+                            "quantize harder or set package.target_bytes"
+                            + ("; the previous artifact was removed" if removed else ""))
     with atomic_dir(out_dir) as tmp:
-        (tmp / MODEL_FILES[compressor]).write_bytes(blob)
+        (tmp / MODEL_FILES[method]).write_bytes(blob)
         (tmp / "code").mkdir()
         for f in files:
             shutil.copyfile(f, tmp / "code" / f.name)

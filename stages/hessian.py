@@ -24,7 +24,8 @@ def run(params: Params, seed: int) -> dict:
     hess, info = calibrate(model, params.data_dir(), params.calib, device, autocast)
     if dist_info.is_main:
         out_dir = run_dir / "hessian"
-        save_hessians(out_dir / "hessians.safetensors", hess, info["tokens"], info["samples"], info["source"])
+        save_hessians(out_dir / "hessians.safetensors", hess, info["tokens"], info["samples"], info["source"],
+                      info["secs"])
         write_provenance(out_dir, "hessian", params.calib, {"seed": seed, "device": str(device), **info})
         write_metrics(run_dir / "metrics", info, "hessian.json")
     leave_distributed(dist_info)

@@ -2,7 +2,10 @@
 
 Reads runs/<seed>/quant/quantized.safetensors; writes runs/<seed>/artifact/ (compressed model, code/*.py,
 provenance.json) and runs/<seed>/metrics/package.json. Over params.package.cap_bytes it fails with an
-ArtifactError naming the sizes and writes no artifact.
+ArtifactError naming the sizes, writes no artifact and removes a previous one. With package.target_bytes > 0
+the cheapest quantized ±1 codes are zeroed first until the artifact fits the target (golf/size_target.py;
+it reads runs/<seed>/quant/column_weights.safetensors); metrics["size_target"] says how many and the
+estimated cost.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from golf import provenance
 from golf.config import Params
 from golf.gptq import load_quantized
 from golf.package import build_artifact, inspect_artifact
+from golf.size_target import COLUMN_WEIGHTS_FILE, load_column_weights, shrink_for_package
 from golf.stage_io import write_metrics
 
 
@@ -23,8 +27,14 @@ def run(params: Params, seed: int) -> dict:
     tensors, spec, model_config = load_quantized(run_dir / "quant" / "quantized.safetensors")
     pc = params.package
     prov = provenance.collect("package", pc, {"seed": seed})
-    metrics = build_artifact(run_dir / "artifact", tensors, spec, model_config, pc.compressor, pc.cap_bytes,
-                             pc.compare_compressors, provenance=prov)
+    compressor, planes, extra = pc.compressor, pc.byte_planes, {}
+    if pc.target_bytes > 0:
+        col_weights = load_column_weights(run_dir / "quant" / COLUMN_WEIGHTS_FILE)
+        tensors, info, compressor, planes = shrink_for_package(tensors, spec, model_config, col_weights,
+                                                               pc.target_bytes, pc.compressor, pc.byte_planes)
+        extra = {"size_target": info}
+    metrics = build_artifact(run_dir / "artifact", tensors, spec, model_config, compressor, pc.cap_bytes,
+                             pc.compare_compressors, provenance=prov, byte_planes=planes, extra_metrics=extra)
     metrics["secs"] = round(time.time() - t0, 3)
     write_metrics(run_dir / "metrics", metrics, "package.json")
     return metrics

@@ -5,9 +5,10 @@ Under torchrun every rank trains; only rank 0 shows progress and writes files.""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
-from golf.config import Params
+from golf.config import Params, train_budget_s
 from golf.launch import is_main_process
 from golf.ssm import ssm_autotune_choices
 from golf.stage_io import write_metrics, write_provenance
@@ -17,6 +18,8 @@ from golf.train import train
 def run(params: Params, seed: int) -> dict:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+    # the calibration's reserve comes off the loop's budget (golf.config.train_budget_s)
+    params = dataclasses.replace(params, train=dataclasses.replace(params.train, wallclock_s=train_budget_s(params)))
     run_dir = params.run_dir(seed)
     out_dir = run_dir / "train"
     main = is_main_process()

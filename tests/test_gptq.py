@@ -183,3 +183,47 @@ def test_quantized_file_round_trip_and_foreign_file(tmp_path):
         load_quantized(tmp_path / "bad.safetensors")
     with pytest.raises(GolfError, match="not found"):
         load_quantized(tmp_path / "missing.safetensors")
+
+
+def test_sigma_clip_clips_each_row_at_k_standard_deviations():
+    from golf.gptq import row_amax
+
+    x, _ = _correlated(seed=7)
+    torch.manual_seed(7)
+    w = torch.distributions.StudentT(2.0).sample((48, 64))  # heavy tails: k·std is below max |w| in most rows
+    k = 2.5
+    want = torch.minimum(w.abs().amax(1), k * w.std(1, correction=0))
+    assert torch.equal(row_amax(w, k), want) and torch.equal(row_amax(w, None), w.abs().amax(1))
+    assert (want < w.abs().amax(1)).sum() > 24
+    res = gptq_quantize(w, x.T @ x, 4, 16, 0.01, True, [1.0, 0.5], clip_sigmas=k)  # ratios ignored
+    torch.testing.assert_close(res.scale, (want / 7).half().float())
+    assert int(res.codes.abs().max()) <= 7
+    codes, scale = rtn_quantize(w, 4, [1.0, 0.5], clip_sigmas=k)
+    torch.testing.assert_close(scale, (want / 7).half().float())
+    assert torch.equal(codes, rtn(w, scale, 7))
+
+
+def test_bit_width_per_group_is_stored_and_decodes():
+    """quant.bits_<group>: each group at its own width on its own grid; 0 keeps quant.bits."""
+    from golf.package import check_stored
+
+    torch.manual_seed(0)
+    state = {"blocks.0.mixer.in_proj.weight": torch.randn(96, 32), "blocks.0.mixer.out_proj.weight": torch.randn(32, 48),
+             "blocks.1.attn.q_proj.weight": torch.randn(32, 32), "blocks.1.mlp.fc.weight": torch.randn(64, 32),
+             "bigram.proj.weight": torch.randn(32, 40), "tok_emb.weight": torch.randn(64, 32)}
+    cfg = QuantConfig(float_max_numel=100, bits=6, embed_bits=7, bits_mamba_in=5, bits_mlp=3, bits_attn=0,
+                      bits_mamba_out=4, bits_other=8, clip_search=False)
+    tensors, spec, _ = quantize_state_dict(state, {}, cfg)
+    want = {"blocks.0.mixer.in_proj.weight": 5, "blocks.0.mixer.out_proj.weight": 4, "blocks.1.attn.q_proj.weight": 6,
+            "blocks.1.mlp.fc.weight": 3, "bigram.proj.weight": 8, "tok_emb.weight": 7}
+    for name, bits in want.items():
+        assert spec[name]["bits"] == bits, name
+        q = tensors[name + ".q"]
+        assert int(q.abs().max()) == 2 ** (bits - 1) - 1, name  # the row maxima land on ±qmax
+    check_stored(tensors, spec)
+    state_back = dequantize(tensors, spec)
+    for name in want:  # round-to-nearest on each row's own grid: at most half a step off
+        step = tensors[name + ".scale"].float()[:, None]
+        assert ((state_back[name] - state[name]).abs() <= 0.5 * step * 1.01).all(), name
+    with pytest.raises(GolfError, match="bits_mlp"):
+        quantize_state_dict(state, {}, QuantConfig(float_max_numel=100, bits_mlp=1))

@@ -201,3 +201,48 @@ def test_fused_adamw_matches_the_reference_loop():
         torch.testing.assert_close(copies[True][n], p, rtol=1e-5, atol=1e-6, msg=n)
         moved += int(not torch.equal(p, dict(groups["embed"] + groups["scalar"])[n]))
     assert moved == len(copies[False])  # every tensor took steps
+
+
+def test_weight_decay_per_group_is_decoupled_and_follows_the_schedule():
+    """Each group decays at its own rate, p <- p*(1 - lr*wd) with the lr the schedule set; a negative group
+    value falls back to train.weight_decay (old configs: matrices and embeddings, never the scalars)."""
+    from golf.optim import weight_decays
+
+    _, tcfg = _tiny_model()
+    old = dataclasses.replace(tcfg, weight_decay=0.3)
+    assert weight_decays(old) == {"matrix": 0.3, "mamba_matrix": 0.3, "embed": 0.3, "scalar": 0.0}
+    tcfg = dataclasses.replace(tcfg, weight_decay=0.3, weight_decay_matrix=0.5, weight_decay_embed=0.25,
+                               weight_decay_scalar=0.125, lr_matrix=0.1, lr_mamba=0.2, lr_embed=0.4, lr_scalar=0.8)
+    model, _ = _tiny_model()
+    groups = model.param_groups()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    opts = build_optimizers(model, tcfg)
+    sched = 0.5  # what the training loop does to every group's lr
+    for opt in opts:
+        for g in opt.param_groups:
+            g["lr"] = g["initial_lr"] * sched
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)  # Muon's update of a zero gradient is zero; Adam's is 0/(0+eps) = 0
+    for opt in opts:
+        opt.step()
+    want = {"matrix": 1 - 0.1 * sched * 0.5, "mamba_matrix": 1 - 0.2 * sched * 0.5,
+            "embed": 1 - 0.4 * sched * 0.25, "scalar": 1 - 0.8 * sched * 0.125}
+    for key, factor in want.items():
+        assert groups[key]
+        for n, p in groups[key]:
+            torch.testing.assert_close(p.detach(), before[n] * factor, msg=n)
+
+
+def test_grad_clip_bounds_the_global_gradient_norm():
+    """train.grad_clip: the optimizer step sees gradients of total norm grad_clip when they were larger."""
+    from golf.train import optimizer_step
+
+    model, _ = _tiny_model()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    sgd = torch.optim.SGD(model.parameters(), lr=1.0)
+    gen = torch.Generator().manual_seed(1)
+    for p in model.parameters():
+        p.grad = 10 * torch.randn(p.shape, generator=gen)
+    optimizer_step(model, [sgd], 0.5, [], 0.0)
+    step = torch.sqrt(sum(((before[n] - p.detach()) ** 2).sum() for n, p in model.named_parameters()))
+    assert step.item() == pytest.approx(0.5, rel=1e-4)

@@ -85,14 +85,23 @@ def test_every_compressor_round_trips_and_sizes_are_recorded(tmp_path, monkeypat
     assert build_artifact(tmp_path / "y", tensors, spec, CFG)["compressed"]["brotli"] == "unavailable"
 
 
-def test_over_the_cap_names_the_sizes_and_keeps_the_old_artifact(tmp_path):
+def test_over_the_cap_names_the_sizes_and_removes_the_old_artifact(tmp_path):
+    """A package over the cap must not leave the previous artifact for a later eval to score."""
     tensors, spec = _stored()
     build_artifact(tmp_path / "art", tensors, spec, CFG)
-    before = (tmp_path / "art" / MODEL_FILE).read_bytes()
+    assert open_artifact(tmp_path / "art").model_bytes > 0
     with pytest.raises(ArtifactError, match=r"over the cap of 1,000 bytes") as e:
         build_artifact(tmp_path / "art", tensors, spec, CFG, cap_bytes=1000)
-    assert "compressed model" in str(e.value) and "code" in str(e.value)
-    assert (tmp_path / "art" / MODEL_FILE).read_bytes() == before
+    assert "compressed model" in str(e.value) and "previous artifact was removed" in str(e.value)
+    assert not (tmp_path / "art").exists() and list(tmp_path.iterdir()) == []  # no stale copy aside either
+    with pytest.raises(ArtifactError, match="run the package stage first"):
+        open_artifact(tmp_path / "art")
+    mine = tmp_path / "mine"  # a folder without a model file is not an artifact: never removed
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    with pytest.raises(ArtifactError, match="over the cap"):
+        build_artifact(mine, tensors, spec, CFG, cap_bytes=1000)
+    assert (mine / "notes.txt").read_text() == "keep"
     with pytest.raises(ArtifactError):
         build_artifact(tmp_path / "new", tensors, spec, CFG, cap_bytes=1000)
     assert not (tmp_path / "new").exists()
@@ -333,3 +342,43 @@ def test_stages_chain_and_quantize_reruns_from_cached_hessians(in_tiny, tmp_path
                                 data=dataclasses.replace(params.data, name="no_such_data"))
     q2 = quantize.run(other, seed)
     assert q2["gptq_layers"] == q["gptq_layers"] and (rd / "quant" / "quantized.safetensors").read_bytes() != first
+
+
+def test_default_container_and_lzma_blob_are_unchanged():
+    """package.compressor lzma without byte planes writes the same bytes as before these options existed
+    (sha256 of this fixed input, recorded from the earlier code)."""
+    import hashlib
+
+    from golf.package import compress
+
+    tensors, spec = _stored()
+    raw = serialize(tensors, spec, CFG)
+    assert hashlib.sha256(raw).hexdigest() == "9e79e649d5d2245a78fac0e22a20a59e5de383bc32c33c197efc168735c067a7"
+    assert hashlib.sha256(compress(raw, "lzma")).hexdigest() == \
+        "8b3e57fd66d54e66bca878a7e0357db7218879a2da789b3329b4ec3a636360ff"
+
+
+def test_byte_planes_round_trip_and_auto_keeps_the_smallest(tmp_path):
+    from golf.package import deserialize
+
+    tensors, spec = _stored()
+    flat, planes = serialize(tensors, spec, CFG), serialize(tensors, spec, CFG, byte_planes=True)
+    assert flat != planes and len(flat) == len(planes)
+    back, _, _ = deserialize(planes)
+    assert set(back) == set(tensors) and all(_same_bits(back[k], tensors[k]) for k in tensors)
+    scale = tensors["blocks.0.attn.q_proj.weight.scale"]  # fp16 (40,): 40 low bytes, then 40 high bytes
+    header, payload = _split(planes)
+    e = _entry(header, "blocks.0.attn.q_proj.weight.scale")
+    raw = scale.numpy().astype("<f2").tobytes()
+    assert payload[e["offset"]:e["offset"] + e["nbytes"]] == raw[0::2] + raw[1::2]
+    m = build_artifact(tmp_path / "auto", tensors, spec, CFG, compressor="auto")
+    sizes = m["compressed"]
+    assert set(sizes) == {"lzma", "zstd", "brotli", "lzma+planes", "zstd+planes", "brotli+planes"}
+    label = min(sizes, key=lambda k: (sizes[k], k))
+    assert m["model_bytes"] == sizes[label] and m["compressor"] == label.removesuffix("+planes")
+    assert m["byte_planes"] == label.endswith("+planes")
+    art = open_artifact(tmp_path / "auto")
+    assert all(_same_bits(art.tensors[k], tensors[k]) for k in tensors)
+    m = build_artifact(tmp_path / "br", tensors, spec, CFG, compressor="brotli", byte_planes=True, compare=False)
+    assert m["compressed"].keys() == {"brotli+planes"} and m["byte_planes"] is True
+    assert all(_same_bits(open_artifact(tmp_path / "br").tensors[k], tensors[k]) for k in tensors)
