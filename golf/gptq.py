@@ -48,7 +48,7 @@ from golf.config import QuantConfig
 from golf.errors import GolfError
 from golf.io import atomic_path
 from golf.package import dequantize  # noqa: F401  (the inverse lives with the artifact loader; re-exported)
-from golf.param_groups import BIT_GROUPS, group_bits
+from golf.param_groups import group_bits, quant_group_bits
 
 # Used when the caller cannot tell which state-dict entries are embeddings (no model at hand).
 EMBEDDING_KEYS = ("tok_emb.weight", "bigram.emb.weight")
@@ -240,7 +240,7 @@ def quantize_state_dict(state: dict[str, torch.Tensor], hessians: dict[str, torc
     embeds = set(EMBEDDING_KEYS) if embed_names is None else set(embed_names)
     sigmas = cfg.clip_sigmas if cfg.clip_mode == "sigma" else None
     clips = cfg.clip_ratios if cfg.clip_search and sigmas is None else None
-    per_group = {g: getattr(cfg, f"bits_{g}") for g in BIT_GROUPS}
+    per_group = quant_group_bits(cfg)
     bad = {g: b for g, b in per_group.items() if b == 1}
     if bad:
         raise GolfError(f"quant.bits_{next(iter(bad))}: 1 bit leaves no levels; expected 0 (= quant.bits) or 2..8")

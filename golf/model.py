@@ -218,15 +218,18 @@ class GolfLM(nn.Module):
                 groups["scalar"].append((name, p))
         return groups
 
-    def set_qat(self, enabled: bool, bits: int = 6) -> None:
+    def set_qat(self, enabled: bool, bits: int = 6, module_bits: dict[str, int] | None = None) -> None:
         """Switch int-`bits` fake quantization of every block linear on or off (in place, buffers only: a
-        compiled model sees the change without recompiling)."""
-        if not 2 <= bits <= 8:
-            raise ValueError(f"set_qat: bits must be in 2..8, got {bits}")
-        for m in self.modules():
+        compiled model sees the change without recompiling). `module_bits` gives some linears (by module
+        name) their own width, as quant.bits_<group> stores them (golf.param_groups.qat_module_bits)."""
+        module_bits = module_bits or {}
+        for name, m in self.named_modules():
             if isinstance(m, QATLinear):
+                b = module_bits.get(name, bits)
+                if not 2 <= b <= 8:
+                    raise ValueError(f"set_qat: bits must be in 2..8, got {b} for {name or 'the model'}")
                 m.qat_on.fill_(bool(enabled))
-                m.qat_qmax.fill_(float(2 ** (bits - 1) - 1))
+                m.qat_qmax.fill_(float(2 ** (b - 1) - 1))
 
 
 def build_model(cfg: ModelConfig, device: torch.device | str = "cpu") -> GolfLM:

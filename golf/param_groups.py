@@ -81,3 +81,17 @@ def group_bits(name: str, bits: int, embed_bits: int, per_group: dict[str, int])
     if g == "embed":
         return embed_bits
     return per_group.get(g) or bits
+
+
+def quant_group_bits(quant_cfg) -> dict[str, int]:
+    """quant.bits_<group> of a QuantConfig as {group: bits}; 0 means the default width."""
+    return {g: getattr(quant_cfg, f"bits_{g}") for g in BIT_GROUPS}
+
+
+def qat_module_bits(model, qat_bits: int, quant_cfg) -> dict[str, int]:
+    """The fake-quant width of each QAT linear of `model` (modules with a `qat_qmax` buffer), by module
+    name: the width its weight is stored at (quant.bits_<group>), or `qat_bits` where its group has none.
+    Training at the stored width keeps the int5 groups' quantization gap as small as the int6 ones'."""
+    per_group = quant_group_bits(quant_cfg)
+    return {name: per_group.get(size_group(f"{name}.weight")) or qat_bits
+            for name, m in model.named_modules() if hasattr(m, "qat_qmax")}

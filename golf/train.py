@@ -56,6 +56,7 @@ from golf.evaluate import autocast, eval_bpb
 from golf.io import atomic_path, write_text_atomic
 from golf.model import build_model, count_params, save_model
 from golf.optim import Muon, build_optimizers
+from golf.param_groups import qat_module_bits
 from golf.profiling import StepWindowProfiler
 
 log = logging.getLogger(__name__)
@@ -385,8 +386,9 @@ def _train(params, seed, out_dir, ckpt_dir, curve_path, progress_cb, stop_after_
     state = TrainState()
     if ckpt_path.is_file():
         state = load_checkpoint(ckpt_path, model, ema, opts, loader, fingerprint, device) or TrainState()
+    qat_bits = qat_module_bits(model, tcfg.qat_bits, params.quant)  # each linear at its stored width
     if state.qat_started_step >= 0:
-        model.set_qat(True, tcfg.qat_bits)
+        model.set_qat(True, tcfg.qat_bits, qat_bits)
 
     def checkpoint() -> None:
         """Rank 0 writes; the write time is kept off the budget (t_start moves forward by it)."""
@@ -471,7 +473,7 @@ def _train(params, seed, out_dir, ckpt_dir, curve_path, progress_cb, stop_after_
                 break
             progress = budget_progress(state.step, budget_elapsed, tcfg.max_steps, tcfg.wallclock_s)
             if tcfg.qat_start_frac < 1.0 and progress >= tcfg.qat_start_frac and state.qat_started_step < 0:
-                model.set_qat(True, tcfg.qat_bits)  # flips a buffer: the compiled graph sees it, no recompile
+                model.set_qat(True, tcfg.qat_bits, qat_bits)  # flips a buffer: the compiled graph sees it, no recompile
                 state.qat_started_step = state.step
             scale = lr_scale(state.step, progress, tcfg.warmup_steps, tcfg.warmdown_frac)
             muon_mom = muon_momentum_at(state.step, tcfg.muon_momentum, tcfg.muon_momentum_warmup_steps,

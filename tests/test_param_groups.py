@@ -59,3 +59,21 @@ def test_the_seed_fit_config_loads_with_its_levers():
     assert p.package.target_bytes == 15_900_000 <= p.package.cap_bytes and p.package.compressor == "auto"
     assert (p.quant.bits_mamba_in, p.quant.bits_mlp) == (5, 5) and p.train.weight_decay_matrix == 0.04
     assert train_budget_s(p) == p.train.wallclock_s - 20.0
+
+
+def test_qat_trains_each_linear_at_its_stored_width():
+    """QAT fake-quantizes a group at quant.bits_<group> (int5 in_proj/MLP: qmax 15), the rest at train.qat_bits."""
+    from golf.param_groups import qat_module_bits
+    params = load_params(REPO / "params.yaml", ["quant.bits_mamba_in=5", "quant.bits_mlp=4"])
+    model = build_model(params.model, "cpu")
+    bits = qat_module_bits(model, 6, params.quant)
+    model.set_qat(True, 6, bits)
+    qmax = {n: float(m.qat_qmax) for n, m in model.named_modules() if hasattr(m, "qat_qmax")}
+    assert qmax and set(qmax) == set(bits)
+    for name, q in qmax.items():
+        want = {"mamba_in": 15.0, "mlp": 7.0}.get(size_group(f"{name}.weight"), 31.0)
+        assert q == want, name
+        assert bool(dict(model.named_modules())[name].qat_on)
+    assert {15.0, 7.0, 31.0} <= set(qmax.values())  # the demo model has all three kinds
+    with pytest.raises(ValueError, match="bits must be in 2..8"):
+        model.set_qat(True, 6, {next(iter(bits)): 1})
