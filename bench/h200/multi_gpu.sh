@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # Issue 8's measurement on a lent multi-GPU machine (nvidia-h200-x2 / -x4): training tokens/s on 1 and N GPUs
 # at the same per-GPU batch, and the eval BPB of one artifact scored on 1 and on N processes.
-#   N=2 WALL=60 CONFIG=configs/hybrid_12.yaml bash bench/multi_gpu.sh      # results: $OUT/multi_gpu.tgz
-# LOCAL=1 skips the GPU machine's setup (bench/h200_env.sh) and its corpus settings, for a CPU dry run with
+#   N=2 WALL=60 CONFIG=configs/hybrid_12.yaml bash bench/h200/multi_gpu.sh      # results: $OUT/multi_gpu.tgz
+# LOCAL=1 skips the GPU machine's setup (bench/h200/h200_env.sh) and its corpus settings, for a CPU dry run with
 # params.yaml (e.g. LOCAL=1 N=2 WALL=10 CONFIG=params.yaml EXTRA_SETS="train.device=cpu eval.device=cpu").
 set -uo pipefail
 N=${N:-2}; WALL=${WALL:-60}; CONFIG=${CONFIG:-configs/hybrid_12.yaml}; SEED=${SEED:-1337}
 SETS=()
 if [ -z "${LOCAL:-}" ]; then
-  source bench/h200_env.sh || exit 1
+  source bench/h200/h200_env.sh || exit 1
   SETS=("${GOLF_DATA_ARGS[@]}")
 fi
 SETS+=(--set "seeds=[$SEED]" --set "train.wallclock_s=$WALL" --set "package.compare_compressors=false")
