@@ -34,19 +34,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from golf.config import load_params
 from golf.data import TokenLoader, write_shard
-from golf.evaluate import autocast
 from golf.model import build_model, count_params
 from golf.optim import build_optimizers
 from golf.profiling import StepWindowProfiler
-from golf.train import (
-    batch_layout,
-    compile_for_training,
-    ema_decay_at,
-    enable_tf32,
-    loss_read_lag,
-    seed_everything,
-    train_step,
-)
+from golf.runtime import autocast, enable_tf32, seed_everything
+from golf.train import batch_layout, compile_for_training, ema_decay_at, loss_read_lag, train_step
 
 
 class RandomTokens:

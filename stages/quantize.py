@@ -13,8 +13,8 @@ from golf.config import Params, to_dict
 from golf.gptq import quantize_model, save_quantized
 from golf.hessian import load_hessians
 from golf.model import load_model
+from golf.runtime import resolve_device
 from golf.stage_io import write_metrics, write_provenance
-from golf.train import resolve_device
 
 
 def run(params: Params, seed: int) -> dict:
