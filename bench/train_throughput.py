@@ -1,4 +1,4 @@
-"""Training throughput of one config on one GPU (issue 7): the real model, optimizers, torch.compile, bf16
+"""Training throughput of one config on one GPU: the real model, optimizers, torch.compile, bf16
 autocast and the training loop's own step (golf.train.train_step: forward_backward + optimizer_step, EMA
 included, each loss read as the loop reads it, one step late with train.host_runahead), on random tokens so
 that no data preparation is needed. `--tokens pinned` / `--tokens pageable` feed the step from golf.data's

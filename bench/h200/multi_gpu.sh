@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 8's measurement on a lent multi-GPU machine (nvidia-h200-x2 / -x4): training tokens/s on 1 and N GPUs
+# Multi-GPU scaling on a lent multi-GPU machine (nvidia-h200-x2 / -x4): training tokens/s on 1 and N GPUs
 # at the same per-GPU batch, and the eval BPB of one artifact scored on 1 and on N processes.
 #   N=2 WALL=60 CONFIG=configs/hybrid_12.yaml bash bench/h200/multi_gpu.sh      # results: $OUT/multi_gpu.tgz
 # LOCAL=1 skips the GPU machine's setup (bench/h200/h200_env.sh) and its corpus settings, for a CPU dry run with
