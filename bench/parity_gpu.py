@@ -33,8 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from golf.config import load_params
 from golf.errors import GolfError
 from golf.model import build_model
+from golf.runtime import enable_tf32
 from golf.ssm import Mamba2Mixer, resolve_ssm_backend
-from golf.train import enable_tf32
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -1,8 +1,8 @@
 """Where one block's time goes: an attention block (A: attention + MLP) or a Mamba-2 block (M) of a config,
 forward+backward under bf16 autocast with the residual stream in the config's dtype (as training runs it),
 profiled with torch.profiler: the top ops by device time and, for A, the dtypes and strides that reach SDPA
-(flash / efficient / cudnn / math shows in the op names). Written for issue 7: first for the A-block gap (closed
-by the bf16 stream, bench/RESULTS.md), now for the M block, which dominates the hybrid's step.
+(flash / efficient / cudnn / math shows in the op names): which kernels a block's step spends its time in, and
+whether attention reaches a fused SDPA kernel.
 
     python bench/profile_block.py [configs/hybrid_12.yaml] [A|M] [batch] [seq]   # JSON to $OUT/profile_<kind>.json
 """

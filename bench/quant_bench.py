@@ -27,7 +27,7 @@ from golf.gptq import quantize_model
 from golf.hessian import calibrate, collect_hessians
 from golf.model import build_model, count_params, load_model
 from golf.package import build_artifact
-from golf.train import resolve_device
+from golf.runtime import resolve_device
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""File one device run's tarball (`run_<seed>.tgz` from bench/h200_pipeline.sh) under bench/results/ as a per-seed
+"""File one device run's tarball (`run_<seed>.tgz` from bench/h200/h200_pipeline.sh) under bench/results/ as a per-seed
 result folder, named from its own provenance: <date>_c<commit>_<config>[__<extra sets>]_<wall>s_seed<seed>.
 
     python bench/save_run.py /work/.device/4/run_2024.tgz --log /work/.device/4/log.txt \\
@@ -117,7 +117,7 @@ def save_run(tgz: Path, results: Path = RESULTS, extra_files: list[Path] = ()) -
 
 def main(argv: list[str] | None = None) -> list[Path]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("tgz", nargs="+", type=Path, help="run_<seed>.tgz files from bench/h200_pipeline.sh")
+    ap.add_argument("tgz", nargs="+", type=Path, help="run_<seed>.tgz files from bench/h200/h200_pipeline.sh")
     ap.add_argument("--results", type=Path, default=RESULTS, help="where result folders live (bench/results)")
     ap.add_argument("--log", type=Path, action="append", default=[], help="the call's log, copied as is")
     ap.add_argument("--extra", type=Path, action="append", default=[], help="any other file to keep beside it")

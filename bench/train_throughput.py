@@ -1,4 +1,4 @@
-"""Training throughput of one config on one GPU (issue 7): the real model, optimizers, torch.compile, bf16
+"""Training throughput of one config on one GPU: the real model, optimizers, torch.compile, bf16
 autocast and the training loop's own step (golf.train.train_step: forward_backward + optimizer_step, EMA
 included, each loss read as the loop reads it, one step late with train.host_runahead), on random tokens so
 that no data preparation is needed. `--tokens pinned` / `--tokens pageable` feed the step from golf.data's
@@ -34,19 +34,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from golf.config import load_params
 from golf.data import TokenLoader, write_shard
-from golf.evaluate import autocast
 from golf.model import build_model, count_params
 from golf.optim import build_optimizers
 from golf.profiling import StepWindowProfiler
-from golf.train import (
-    batch_layout,
-    compile_for_training,
-    ema_decay_at,
-    enable_tf32,
-    loss_read_lag,
-    seed_everything,
-    train_step,
-)
+from golf.runtime import autocast, enable_tf32, seed_everything
+from golf.train import batch_layout, compile_for_training, ema_decay_at, loss_read_lag, train_step
 
 
 class RandomTokens:

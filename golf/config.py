@@ -207,6 +207,9 @@ class QuantConfig:
     float_dtype: str = _spec("fp16", choices=("fp16", "bf16", "fp32"))
 
 
+CAP_BYTES = 16_000_000  # the challenge's limit on code + compressed model
+
+
 @dataclass
 class PackageConfig:
     compressor: str = _spec("lzma", choices=("lzma", "zstd", "brotli", "auto"),
@@ -215,7 +218,7 @@ class PackageConfig:
                                          "high bytes) before compressing; auto tries both")
     target_bytes: int = _spec(0, lo=0, doc="when the artifact is over this, zero the cheapest quantized +-1 codes "
                                            "(Hessian-weighted) until it fits (0 = off)")
-    cap_bytes: int = _spec(16_000_000, lo=1)
+    cap_bytes: int = _spec(CAP_BYTES, lo=1)
     compare_compressors: bool = _spec(True, doc="also record zstd-22 and brotli-11 sizes")
 
 
@@ -304,10 +307,6 @@ class Params:
 # --------------------------------------------------------------------------------------------------
 # Validation
 # --------------------------------------------------------------------------------------------------
-
-_SCALAR_TYPES = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
-                 list: "a list", dict: "a mapping"}
-
 
 def _coerce(value: Any, typ: type, key: str, source: str) -> Any:
     """Check one value against a field type. ints are accepted for floats; bools never for numbers."""

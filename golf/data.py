@@ -211,7 +211,7 @@ class TokenLoader:
 
 @dataclass
 class ByteTables:
-    """Per-token byte accounting for exact BPB (see DESIGN.md 'Data and BPB')."""
+    """Per-token UTF-8 byte counts for exact BPB (golf.data.target_bytes)."""
 
     base_bytes: torch.Tensor  # (V,) int16: UTF-8 length of the piece without its leading "▁"
     has_leading_space: torch.Tensor  # (V,) bool: piece starts with "▁"

@@ -24,20 +24,15 @@ from torch import nn
 from golf.config import CalibConfig
 from golf.data import BOS_ID, TokenLoader, list_shards, read_shard_header
 from golf.errors import GolfError
-from golf.evaluate import autocast
 from golf.io import atomic_path
+from golf.runtime import autocast
+from golf.runtime import rank_world as _dist_world
 
 HESSIAN_FORMAT = "golf-hessian-1"
 
 
 def linear_modules(model: nn.Module) -> dict[str, nn.Linear]:
     return {name: m for name, m in model.named_modules() if isinstance(m, nn.Linear)}
-
-
-def _dist_world() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
 
 
 @contextlib.contextmanager

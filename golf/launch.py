@@ -6,7 +6,7 @@
 
 (the same arguments, so --params/--set reach every rank). Each rank then finds torchrun's environment
 (RANK, WORLD_SIZE, LOCAL_RANK) and the stage initializes its process group from it
-(golf.train.init_distributed: NCCL on GPUs, gloo on CPU). With `launch.nnodes` > 1 every node runs the
+(golf.runtime.init_distributed: NCCL on GPUs, gloo on CPU). With `launch.nnodes` > 1 every node runs the
 same command; torchrun's c10d rendezvous at `launch.rdzv_endpoint` assigns ranks. Because the launch comes from params, DVC stage commands
 stay `python cli.py <stage> --seed N` and a change of GPU count reruns the stages it affects.
 
@@ -43,7 +43,9 @@ def under_torchrun() -> bool:
 
 def is_main_process() -> bool:
     """Rank 0 of a torchrun launch, or a plain single process (the one that writes outputs and reports)."""
-    return int(os.environ.get("RANK", "0")) == 0
+    from golf.runtime import env_dist_info  # torch only when asked: the launching process does not need it
+
+    return env_dist_info().is_main
 
 
 def torchrun_command(cfg: LaunchConfig, script: str | Path, args: list[str]) -> list[str]:

@@ -1,4 +1,5 @@
-"""Provenance written beside every output: resolved config, git commit, library versions, device."""
+"""Provenance written beside every output: resolved config, git commit, library versions, device, and the
+process-wide matmul settings (TF32, float32 matmul precision, deterministic algorithms) in force."""
 
 from __future__ import annotations
 
@@ -55,13 +56,18 @@ def device_info() -> dict[str, Any]:
 
 
 def collect(stage: str, config: Any = None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Everything needed to trace an output back: stage, config, code version, libraries, device."""
+    """Everything needed to trace an output back: stage, config, code version, libraries, device, the matmul
+    settings in force when it is called (a stage that changes them for its own work, as train does, passes
+    the ones it used in `extra`)."""
+    from golf.runtime import matmul_settings
+
     prov: dict[str, Any] = {
         "stage": stage,
         "created_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "git": git_commit(),
         "versions": library_versions(),
         "device": device_info(),
+        "matmul": matmul_settings(),
         "argv": sys.argv,
     }
     if config is not None:

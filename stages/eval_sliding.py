@@ -10,8 +10,8 @@ from golf import provenance
 from golf.config import Params
 from golf.evaluate import eval_bpb, eval_stateful, load_eval_inputs
 from golf.io import write_json_atomic
+from golf.runtime import init_stage_process, leave_distributed
 from golf.stage_io import write_metrics
-from golf.train import init_stage_process, leave_distributed
 
 
 def run(params: Params, seed: int) -> dict:

@@ -11,8 +11,8 @@ from golf.config import Params
 from golf.evaluate import load_eval_inputs
 from golf.io import write_json_atomic
 from golf.launch import is_main_process
+from golf.runtime import init_stage_process, leave_distributed
 from golf.stage_io import write_metrics
-from golf.train import init_stage_process, leave_distributed
 from golf.ttt import ttt_eval
 
 

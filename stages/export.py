@@ -1,7 +1,7 @@
 """export: a submission folder in the challenge's records format, written as a whole (atomic).
 
     <out>/README.md          what it is, results per seed, mean, how to reproduce
-    <out>/submission.json    records-style fields (golf/report.py `submission` lists them and the source)
+    <out>/submission.json    records-style fields (golf/submission.py `submission` lists them and the source)
     <out>/report.md, report.json, summary.json, plots/   the same report the report stage writes
     <out>/params.yaml        the resolved settings
     <out>/logs/<seed>/       stage metrics, train_curve.tsv, train and artifact provenance
@@ -20,7 +20,8 @@ import yaml
 from golf import provenance
 from golf.config import Params, to_dict
 from golf.io import atomic_dir, write_text_atomic
-from golf.report import STAGE_FILES, collect, submission, submission_readme, write_report
+from golf.report import STAGE_FILES, collect, write_report
+from golf.submission import submission, submission_readme
 
 
 def _provenance(path: Path) -> dict | None:

@@ -12,8 +12,8 @@ import torch
 from golf.config import Params
 from golf.hessian import calibrate, save_hessians
 from golf.model import load_model
+from golf.runtime import init_stage_process, leave_distributed
 from golf.stage_io import write_metrics, write_provenance
-from golf.train import init_stage_process, leave_distributed
 
 
 def run(params: Params, seed: int) -> dict:

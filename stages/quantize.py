@@ -15,9 +15,9 @@ from golf.errors import GolfError
 from golf.gptq import quantize_model, save_quantized
 from golf.hessian import calibration_budget, load_hessians
 from golf.model import load_model
+from golf.runtime import resolve_device
 from golf.size_target import COLUMN_WEIGHTS_FILE, column_weights, save_column_weights
 from golf.stage_io import write_metrics, write_provenance
-from golf.train import resolve_device
 
 
 def run(params: Params, seed: int) -> dict:

@@ -37,13 +37,14 @@ def run(params: Params, seed: int) -> dict:
     if "interrupted_at_step" in metrics:
         return metrics
     metrics["stage_s"] = round(time.time() - t0, 2)
+    matmul = metrics.pop("matmul")  # the settings training ran with (restored since): provenance, not metrics
     profile = metrics.pop("profile", None)  # train.profile_steps: beside the weights, out of the DVC metrics
     if profile is not None:
         write_metrics(out_dir, profile, "profile.json")
     # the launch configs mamba-ssm's autotuner picked in this process: provenance of the device run, kept
     # out of the DVC metrics (bench/RESULTS.md: step times differed 13% between two lent machines)
     write_provenance(out_dir, "train", params, {"seed": seed, "kernel_paths": metrics["kernel_paths"],
-                                                "world_size": metrics["world_size"],
+                                                "world_size": metrics["world_size"], "matmul": matmul,
                                                 "ssm_autotune": ssm_autotune_choices()})
     write_metrics(run_dir / "metrics", metrics, "train.json")
     return metrics

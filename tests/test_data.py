@@ -127,7 +127,7 @@ def _scored_and_original_bytes(sp, docs):
 
 
 def test_byte_count_equals_utf8_length_of_val_documents():
-    """DESIGN: the BPB byte count equals the UTF-8 length of the original documents (default tokenizer)."""
+    """The BPB byte count equals the UTF-8 length of the original documents (default tokenizer)."""
     train, val = demo_docs(60)[:40], demo_docs(60)[40:]
     val += ["line one\n\nline  two\tend\r\n", "caf\u00e9 \u2026 \u00bd \ufb01 \u00a0x \U0001f600 \u4e2d\u6587"]
     sp = spm.SentencePieceProcessor(model_proto=train_tokenizer(train, 400))  # default settings

@@ -1,4 +1,4 @@
-"""bench/h200_env.sh's data settings (the part that needs no GPU machine): which carried shards a call trains
+"""bench/h200/h200_env.sh's data settings (the part that needs no GPU machine): which carried shards a call trains
 on and where their prepared data goes; the settings must load as golf params."""
 
 import subprocess
@@ -15,7 +15,7 @@ def _data_sets(train_shards: str | None) -> list[str]:
     env = {"PATH": "/usr/bin:/bin", "GOLF_ENV_DATA_ONLY": "1"}
     if train_shards is not None:
         env["TRAIN_SHARDS"] = train_shards
-    script = 'source bench/h200_env.sh && printf "%s\\n" "${GOLF_DATA_SETS[@]}"'
+    script = 'source bench/h200/h200_env.sh && printf "%s\\n" "${GOLF_DATA_SETS[@]}"'
     out = subprocess.run(["bash", "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
     return out.stdout.splitlines()
 

@@ -83,7 +83,7 @@ def test_corrupt_checkpoint_is_a_clear_error(in_tiny):
 def test_checkpoint_from_other_settings_is_not_resumed(in_tiny, caplog):
     root, _, ov = in_tiny
     _train(root, ov, 1, "changed", stop_after_steps=3)
-    with caplog.at_level(logging.WARNING, logger="golf.train"):
+    with caplog.at_level(logging.WARNING, logger="golf.checkpoint"):
         m, _ = _train(root, ov + ["train.lr_matrix=0.03"], 1, "changed")
     assert m["resumed_from_step"] == -1 and m["steps"] == 6
     assert "train.lr_matrix: 0.02 -> 0.03" in caplog.text and "starting over" in caplog.text

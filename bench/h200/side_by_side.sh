@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # Two whole pipelines at once on a two-GPU machine (nvidia-h200-x2), one per GPU, on the carried corpus: two seeds
 # of one config, or the two sides of a comparison, run under the same host and at the same commit.
-#   WALL=240 bash bench/h200_side_by_side.sh "configs/a.yaml 1337" "configs/b.yaml 1337 train.lr_matrix=0.03"
+#   WALL=240 bash bench/h200/side_by_side.sh "configs/a.yaml 1337" "configs/b.yaml 1337 train.lr_matrix=0.03"
 # Each argument: a params file, a seed, then any --set overrides. Returns $OUT/run_<i>_<seed>.tgz (the layout of
-# bench/h200_pipeline.sh's run_<seed>.tgz, for bench/save_run.py), gpu_samples.csv and the logs.
+# bench/h200/h200_pipeline.sh's run_<seed>.tgz, for bench/save_run.py), gpu_samples.csv and the logs.
 set -uo pipefail
-source bench/h200_env.sh || exit 1
+source bench/h200/h200_env.sh || exit 1
 require_causal_conv1d || exit 3
 [ "$GOLF_DATA_NAME" = sp1024 ] || { echo "error: a scored pipeline needs all four train shards" >&2; exit 2; }
-[ $# -ge 1 ] || { echo "usage: bench/h200_side_by_side.sh \"<config> <seed> [key=value ...]\" ..." >&2; exit 2; }
+[ $# -ge 1 ] || { echo "usage: bench/h200/side_by_side.sh \"<config> <seed> [key=value ...]\" ..." >&2; exit 2; }
 WALL=${WALL:-240}
 nvidia-smi --query-gpu=index,name,uuid,power.limit,clocks.max.sm --format=csv,noheader
 SAMPLER=""

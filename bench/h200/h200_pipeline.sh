@@ -2,11 +2,11 @@
 # One seed of the full pipeline on the lent H200 (bench/RESULTS.md): prepare the shared corpus with the
 # shared 1024 tokenizer, then train (wallclock from $WALL, default 240 s) → hessian → quantize → package →
 # eval_sliding → eval_ttt → report, in one process (Triton kernels compile once).
-#   CONFIG=configs/hybrid_seed.yaml SEED=1337 WALL=240 bash bench/h200_pipeline.sh
+#   CONFIG=configs/hybrid_seed.yaml SEED=1337 WALL=240 bash bench/h200/h200_pipeline.sh
 # SAVE_GPU_CACHE=1 also returns the torch.compile/Triton caches as $OUT/gpu_cache.tgz.part*; copy them into the
 # ignored .carry_cache/ and carry that in a later session's first call (h200_env.sh unpacks them).
 set -uo pipefail
-source bench/h200_env.sh || exit 1
+source bench/h200/h200_env.sh || exit 1
 require_causal_conv1d || exit 3
 # a scored run trains on every carried shard (TRAIN_SHARDS is for profile and throughput calls)
 [ "$GOLF_DATA_NAME" = sp1024 ] || { echo "error: a scored pipeline needs all four train shards, not TRAIN_SHARDS='$TRAIN_SHARDS'" >&2; exit 2; }

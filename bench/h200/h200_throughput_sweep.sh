@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Training-step throughput of several variants of one config in one device call (bench/train_throughput.py, one
 # process each; every JSON lands in $OUT). Needs only the wheels (and .gpu_site for causal-conv1d), no corpus:
-#   CONFIG=configs/hybrid_12.yaml STEPS=10 bash bench/h200_throughput_sweep.sh \
+#   CONFIG=configs/hybrid_12.yaml STEPS=10 bash bench/h200/h200_throughput_sweep.sh \
 #       "" "model.in_proj_multiple=64" "model.ssm_compile=trace" "model.in_proj_multiple=64 model.ssm_compile=trace"
 # PROFILE_STEPS=3 also profiles 3 more steps of each variant (device time by kernel family, top kernels: in the
 # JSON; the printed line is cut to 400 characters).
@@ -11,7 +11,7 @@
 # fresh machine compiles and autotunes from cold caches: 150 s was not enough on 2026-11-29 (a cold 240 s
 # pipeline spent 122 s in its compile warm-up).
 set -uo pipefail
-source bench/h200_env.sh >/dev/null || exit 1
+source bench/h200/h200_env.sh >/dev/null || exit 1
 CONFIG=${CONFIG:-configs/hybrid_12.yaml}; STEPS=${STEPS:-10}
 # which lent GPU: the same code stepped 19% faster on one machine than another (RESULTS, sixth block)
 nvidia-smi --query-gpu=name,uuid,driver_version,power.limit,clocks.max.sm --format=csv,noheader 2>/dev/null

@@ -24,7 +24,7 @@ if [ "${GOLF_ENV_DATA_ONLY:-0}" = 1 ]; then return 0; fi
 # torch.compile and Triton caches in the ignored .gpu_cache/, which a warm machine keeps between calls: a second
 # seed of the same config reuses the compiled kernels (same kernels, less device time spent compiling)
 export TORCHINDUCTOR_CACHE_DIR=$PWD/.gpu_cache/inductor TRITON_CACHE_DIR=$PWD/.gpu_cache/triton
-# caches saved by an earlier session (`SAVE_GPU_CACHE=1 bash bench/h200_pipeline.sh`) travel compressed as
+# caches saved by an earlier session (`SAVE_GPU_CACHE=1 bash bench/h200/h200_pipeline.sh`) travel compressed as
 # .carry_cache/gpu_cache.tgz.part* (21 MiB on 2026-11-29; unpacked, 160 MiB would not fit a call's carry)
 if [ ! -d .gpu_cache ] && compgen -G ".carry_cache/gpu_cache.tgz.part*" > /dev/null; then
   cat .carry_cache/gpu_cache.tgz.part* | tar xzf - && echo "gpu cache: unpacked $(du -sh .gpu_cache | cut -f1)"
@@ -47,7 +47,7 @@ require_causal_conv1d() {
        "released). Run the install call first (carry .carry_conv), or set ALLOW_CONV_FALLBACK=1." >&2
   return 3
 }
-# One sweep variant (bench/h200_*_sweep.sh): space-separated params overrides, a word config=<file> switching the
+# One sweep variant (bench/h200/h200_*_sweep.sh): space-separated params overrides, a word config=<file> switching the
 # params file. Sets VARIANT_CFG, VARIANT_SETS (--set pairs) and VARIANT_LABEL (<config>__<override>...).
 parse_variant() {  # parse_variant "<variant>" <default config>
   VARIANT_CFG=$2; VARIANT_SETS=(); local s label=""

@@ -3,8 +3,8 @@
 # hessian, quantize or eval stages), each ending with its exact pre-quant val BPB. Cheaper than full pipelines
 # for ranking settings that change what is learned (learning rates, warmdown, EMA, batch): several variants fit in
 # one call where a 240-s pipeline takes a whole one. A shorter budget's ranking need not hold at 240 s; confirm
-# the winner with bench/h200_pipeline.sh.
-#   CONFIG=configs/hybrid_12_b131k.yaml SEED=1337 WALL=90 bash bench/h200_train_sweep.sh \
+# the winner with bench/h200/h200_pipeline.sh.
+#   CONFIG=configs/hybrid_12_b131k.yaml SEED=1337 WALL=90 bash bench/h200/h200_train_sweep.sh \
 #       "" "train.lr_mamba=0.02" "train.lr_matrix=0.03 train.lr_mamba=0.02"
 # Each argument is one variant, as in h200_throughput_sweep.sh: space-separated params overrides ("" = the config
 # as it is), a word config=<file> switching the params file. Carry `.carry` (corpus, tokenizer, mamba-ssm wheel),
@@ -13,7 +13,7 @@
 # (steps, tok/s, pre-quant val BPB); returns every variant's metrics, curve and log as $OUT/train_sweep.tgz, with
 # train/profile.json for a variant that sets train.profile_steps (the loop's own steps under torch.profiler).
 set -uo pipefail
-source bench/h200_env.sh >/dev/null || exit 1
+source bench/h200/h200_env.sh >/dev/null || exit 1
 require_causal_conv1d || exit 3
 CONFIG=${CONFIG:-configs/hybrid_12_b131k.yaml}; SEED=${SEED:-1337}; WALL=${WALL:-90}
 nvidia-smi --query-gpu=name,uuid,driver_version,power.limit,clocks.max.sm --format=csv,noheader 2>/dev/null

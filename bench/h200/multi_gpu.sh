@@ -1,18 +1,18 @@
 #!/usr/bin/env bash
 # Training on 1 and on N GPUs at the SAME global batch (train.batch_tokens), step-driven so both runs follow one
 # schedule: tokens/s, the speed-up, and how far the two loss curves part over the first STEPS steps.
-#   N=2 STEPS=200 CONFIGS="configs/hybrid_12_b131k.yaml configs/baseline_attn_b131k.yaml" bash bench/multi_gpu.sh
+#   N=2 STEPS=200 CONFIGS="configs/hybrid_12_b131k.yaml configs/baseline_attn_b131k.yaml" bash bench/h200/multi_gpu.sh
 # The 1-GPU runs of the configs go side by side, one per GPU (CUDA_VISIBLE_DEVICES), when there are as many GPUs
 # as configs; the N-GPU runs follow one after another. Results: runs_multi/multi_gpu.json and $OUT/multi_gpu.tgz.
-# LOCAL=1 skips the GPU machine's setup (bench/h200_env.sh) and its corpus settings, for a CPU dry run with
+# LOCAL=1 skips the GPU machine's setup (bench/h200/h200_env.sh) and its corpus settings, for a CPU dry run with
 # params.yaml (e.g. LOCAL=1 N=2 STEPS=20 CONFIGS=params.yaml EXTRA_SETS="train.device=cpu").
-# One artifact scored on 1 and N processes: bench/eval_parity.sh.
+# One artifact scored on 1 and N processes: bench/h200/eval_parity.sh.
 set -uo pipefail
 N=${N:-2}; STEPS=${STEPS:-200}; SEED=${SEED:-1337}
 CONFIGS=${CONFIGS:-configs/hybrid_12_b131k.yaml configs/baseline_attn_b131k.yaml}
 SETS=()
 if [ -z "${LOCAL:-}" ]; then
-  source bench/h200_env.sh || exit 1
+  source bench/h200/h200_env.sh || exit 1
   require_causal_conv1d || exit 3
   SETS=("${GOLF_DATA_ARGS[@]}")
   nvidia-smi --query-gpu=name,uuid,power.limit,clocks.max.sm --format=csv,noheader

@@ -2,12 +2,12 @@
 # One packaged artifact scored by eval-sliding and eval-ttt on several process counts: the BPBs must agree to 1e-5
 # (the sums are all-reduced in float64) and the seconds say what the extra GPUs buy. Run after a pipeline, on the
 # same params and overrides:
-#   CONFIG=configs/hybrid_12_b131k.yaml SEED=1337 NPROCS="2 1" bash bench/eval_parity.sh
+#   CONFIG=configs/hybrid_12_b131k.yaml SEED=1337 NPROCS="2 1" bash bench/h200/eval_parity.sh
 # Results: runs/<seed>/eval_parity/*.json, a summary in eval_parity.json, and $OUT/eval_parity.tgz.
 set -uo pipefail
 CONFIG=${CONFIG:-configs/hybrid_12_b131k.yaml}; SEED=${SEED:-1337}; NPROCS=${NPROCS:-1 2}
 SETS=()
-if [ -z "${LOCAL:-}" ]; then source bench/h200_env.sh || exit 1; SETS=("${GOLF_DATA_ARGS[@]}"); fi
+if [ -z "${LOCAL:-}" ]; then source bench/h200/h200_env.sh || exit 1; SETS=("${GOLF_DATA_ARGS[@]}"); fi
 SETS+=(--set "seeds=[$SEED]")
 for s in ${EXTRA_SETS:-}; do SETS+=(--set "$s"); done
 RUNS=$(python3 -c "from golf.config import load_params as l; print(l('$CONFIG').runs_dir)")

@@ -1,0 +1,40 @@
+"""bench/standings.py: the standings table is built from the committed result folders and agrees with the
+Welch reports that compared the same seeds."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+spec = importlib.util.spec_from_file_location("standings", REPO / "bench" / "standings.py")
+standings = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(standings)
+
+# each config's Welch report (its `runs` side), built by bench/results_report.py from the same folders
+REPORTS = {"hybrid_12_b131k": "2026-11-29_hybrid_12_b131k_vs_baseline_attn_b131k",
+           "hybrid_12_b262k": "2026-11-29_b262k_hybrid_12_vs_baseline_attn",
+           "hybrid_12": "2026-11-29_3seed_hybrid_12_vs_baseline_attn",
+           "baseline_attn": "2026-11-29_3seed_baseline_attn_vs_anchor"}
+
+
+@pytest.mark.parametrize("config", sorted(REPORTS))
+def test_rows_match_the_welch_reports(config):
+    row = standings.group_row(config, standings.GROUPS[config])
+    summary = json.loads((standings.RESULTS / REPORTS[config] / "report.json").read_text())["summary"]
+    assert row["n"] == 3
+    for key in ("artifact_bytes", "steps", *standings.STAGES):
+        assert math.isclose(row[key]["mean"], summary[key]["mean"], rel_tol=1e-12), key
+        assert math.isclose(row[key]["std"], summary[key]["std"], rel_tol=1e-9), key
+
+
+def test_table_has_one_row_per_config_best_ttt_first():
+    rows = [standings.group_row(n, p) for n, p in standings.GROUPS.items()]
+    lines = standings.markdown(rows).splitlines()
+    assert len(lines) == 2 + len(standings.GROUPS)
+    ttt = [float(line.split("|")[9].split("±")[0]) for line in lines[2:]]
+    assert ttt == sorted(ttt)
