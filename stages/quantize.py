@@ -12,11 +12,13 @@ import time
 from golf.config import Params, to_dict
 from golf.gptq import quantize_model, save_quantized
 from golf.hessian import load_hessians
+from golf.locks import locks_run_folder
 from golf.model import load_model
 from golf.stage_io import write_metrics, write_provenance
 from golf.train import resolve_device
 
 
+@locks_run_folder
 def run(params: Params, seed: int) -> dict:
     t0 = time.time()
     run_dir = params.run_dir(seed)
