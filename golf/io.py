@@ -73,7 +73,12 @@ def write_text_atomic(path: str | Path, text: str) -> None:
 
 
 def write_json_atomic(path: str | Path, obj: Any) -> None:
-    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+    """Strict JSON: NaN and infinities are refused (they are not JSON, and a NaN metric is a failed run)."""
+    try:
+        text = json.dumps(obj, indent=2, sort_keys=True, default=_json_default, allow_nan=False)
+    except ValueError as e:
+        raise OutputError(f"refusing to write {str(path)!r}: a value is not a finite number ({e})") from None
+    write_text_atomic(path, text + "\n")
 
 
 def _json_default(o: Any) -> Any:
