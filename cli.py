@@ -18,6 +18,7 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 app = typer.Typer(
     add_completion=False,
@@ -46,10 +47,10 @@ def _guarded(fn: Callable[[], Any]) -> Any:
     try:
         return fn()
     except GolfError as e:
-        console.print(f"[bold red]error:[/bold red] {e}")
+        console.print(f"[bold red]error:[/bold red] {escape(str(e))}")  # messages quote inputs: no markup
         raise typer.Exit(code=2) from None
     except FileNotFoundError as e:
-        console.print(f"[bold red]error:[/bold red] {e}")
+        console.print(f"[bold red]error:[/bold red] {escape(str(e))}")
         raise typer.Exit(code=2) from None
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/yellow]")
@@ -130,7 +131,7 @@ def package(seed: int = SeedOpt, params: Path = ParamsOpt, set_: list[str] | Non
 def inspect(artifact: Path = typer.Argument(..., help="An artifact folder or its model file.")) -> None:
     """Print an artifact's size breakdown by tensor group."""
     text = _guarded(lambda: _stage("package").inspect(artifact))
-    Console().print(text)
+    Console().print(text, markup=False, highlight=False)  # artifact strings are shown as written
 
 
 @app.command("eval-sliding")

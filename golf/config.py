@@ -9,6 +9,8 @@ through the same checks.
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -301,6 +303,7 @@ class Params:
         return Path("data") / self.data.name
 
     def run_dir(self, seed: int) -> Path:
+        check_seed(seed, "--seed")
         return Path(self.runs_dir) / str(seed)
 
 
@@ -308,28 +311,61 @@ class Params:
 # Validation
 # --------------------------------------------------------------------------------------------------
 
+_INT64 = 2 ** 63
+
+
+def _short(value: Any) -> str:
+    """repr of a value for an error line, cut to 80 characters (a crafted value must not flood the terminal)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 200:
+        return f"an integer of about {int(value.bit_length() * math.log10(2)) + 1} digits"  # repr may refuse it
+    try:
+        text = repr(value)
+    except ValueError:  # an integer inside a list, past Python's digit limit
+        return "a value holding an integer too long to print"
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def check_seed(seed: Any, key: str = "seed", source: str = "the command line") -> None:
+    """A run seed must be an integer that torch and numpy accept as a seed: 0 <= seed < 2**63."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < _INT64:
+        raise ConfigError(f"{key!r} in {source}: expected a seed in 0..2**63-1, got {_short(seed)}")
+
+
+def check_plain_name(value: str, key: str, source: str) -> None:
+    """A setting used as one folder or file name: no separators, no '..', not empty, not hidden."""
+    if not value or value in (".", "..") or "/" in value or "\\" in value or "\0" in value or value.startswith("."):
+        raise ConfigError(f"{key!r} in {source}: expected a plain folder name (no '/', '..', leading '.' or "
+                          f"absolute path), got {value!r}")
+
+
 def _coerce(value: Any, typ: type, key: str, source: str) -> Any:
     """Check one value against a field type. ints are accepted for floats; bools never for numbers."""
     where = f"{key!r} in {source}"
     if typ is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
+            raise ConfigError(f"{where}: expected a number, got {_short(value)}")
+        if isinstance(value, int) and not -_INT64 <= value < _INT64:
+            raise ConfigError(f"{where}: expected a number within 64 bits, got {_short(value)}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{where}: expected a finite number, got {_short(value)}")
         return float(value)
     if typ is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+            raise ConfigError(f"{where}: expected an integer, got {_short(value)}")
+        if not -_INT64 <= value < _INT64:
+            raise ConfigError(f"{where}: expected a 64-bit integer, got {_short(value)}")
         return value
     if typ is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+            raise ConfigError(f"{where}: expected true or false, got {_short(value)}")
         return value
     if typ is str:
         if not isinstance(value, str):
-            raise ConfigError(f"{where}: expected a string, got {value!r}")
+            raise ConfigError(f"{where}: expected a string, got {_short(value)}")
         return value
     if typ is list:
         if not isinstance(value, list):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
+            raise ConfigError(f"{where}: expected a list, got {_short(value)}")
         return list(value)
     raise ConfigError(f"{where}: unsupported field type {typ}")  # a schema bug, not user input
 
@@ -404,7 +440,12 @@ def _cross_checks(p: Params, source: str) -> None:
         raise ConfigError(f"'model.vocab_size' in {source}: must equal data.vocab_size "
                           f"({p.data.vocab_size}), got {m.vocab_size}")
     if not p.seeds or any(isinstance(s, bool) or not isinstance(s, int) for s in p.seeds):
-        raise ConfigError(f"'seeds' in {source}: expected a non-empty list of integers, got {p.seeds!r}")
+        raise ConfigError(f"'seeds' in {source}: expected a non-empty list of integers, got {_short(p.seeds)}")
+    for s in p.seeds:
+        check_seed(s, "seeds", source)
+    check_plain_name(p.data.name, "data.name", source)
+    if not p.runs_dir or ".." in Path(p.runs_dir).parts:
+        raise ConfigError(f"'runs_dir' in {source}: expected a folder path without '..', got {p.runs_dir!r}")
     if len(set(p.seeds)) != len(p.seeds):
         raise ConfigError(f"'seeds' in {source}: seeds must be distinct, got {p.seeds!r}")
     if p.launch.nnodes > 1 and not p.launch.rdzv_endpoint:
@@ -434,6 +475,45 @@ def params_from_dict(raw: Any, source: str = "<dict>") -> Params:
     return p
 
 
+class _ParamsLoader(yaml.SafeLoader):
+    """PyYAML's safe loader with two fixes. Floats: its YAML 1.1 resolver reads `3e-4` (no dot) as a
+    string; here any decimal with an exponent is a float, as in YAML 1.2. Mappings: a repeated key (or
+    section) is an error naming it and its line, where PyYAML keeps the last one silently."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: dict = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                if isinstance(key, (str, int, float, bool)) and key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {_short(key)} (first on line {seen[key]})", key_node.start_mark)
+                if isinstance(key, (str, int, float, bool)):
+                    seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep)
+
+
+_ParamsLoader.yaml_implicit_resolvers = {
+    ch: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:float"]
+    for ch, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_ParamsLoader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"""^(?:
+    [-+]?[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+
+    |[-+]?\.[0-9][0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""", re.VERBOSE), list("-+0123456789."))
+
+
+def yaml_load(text: str) -> Any:
+    """Parse params YAML with _ParamsLoader; errors keep PyYAML's types (YAMLError, or ValueError for an
+    integer past Python's 4,300-digit conversion limit)."""
+    return yaml.load(text, Loader=_ParamsLoader)
+
+
+def _one_line(e: Exception) -> str:
+    return " ".join(str(e).split())[:300]
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """`section.key=value` → (["section", "key"], value parsed as YAML)."""
     if "=" not in text:
@@ -443,9 +523,9 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not path:
         raise ConfigError(f"override {text!r}: empty key")
     try:
-        parsed = yaml.safe_load(value) if value.strip() else ""
-    except yaml.YAMLError as e:
-        raise ConfigError(f"override {text!r}: value is not valid YAML ({e})") from None
+        parsed = yaml_load(value) if value.strip() else ""
+    except (yaml.YAMLError, ValueError) as e:
+        raise ConfigError(f"override {_short(text)}: value is not valid YAML ({_one_line(e)})") from None
     return path, parsed
 
 
@@ -454,9 +534,11 @@ def load_raw(path: str | Path) -> dict:
     if not path.is_file():
         raise ConfigError(f"params file {str(path)!r} not found")
     try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise ConfigError(f"params file {str(path)!r} is not valid YAML: {e}") from None
+        raw = yaml_load(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"params file {str(path)!r} is not UTF-8 text: {e}") from None
+    except (yaml.YAMLError, ValueError) as e:
+        raise ConfigError(f"params file {str(path)!r} is not valid YAML: {_one_line(e)}") from None
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):

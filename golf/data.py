@@ -61,6 +61,22 @@ def read_shard(path: str | Path) -> np.ndarray:
     return np.fromfile(path, dtype="<u2", count=n, offset=HEADER_BYTES)
 
 
+def check_shard_ids(path: str | Path, vocab_size: int, block: int = 1 << 24) -> int:
+    """Every token id of a shard is < vocab_size (an id past the embedding would crash train and eval with
+    an index error, a device-side assert on GPU). Reads the shard in blocks through a memory map: one
+    vectorised max per 16M tokens. Returns the token count."""
+    n = read_shard_header(path)
+    tokens = np.memmap(path, dtype="<u2", mode="r", offset=HEADER_BYTES, shape=(n,)) if n else np.zeros(0, "<u2")
+    for start in range(0, n, block):
+        chunk = tokens[start:start + block]
+        top = int(chunk.max())
+        if top >= vocab_size:
+            at = start + int(np.argmax(chunk >= vocab_size))
+            raise DataError(f"shard {str(path)!r} holds token id {top} (first out-of-range id at token {at}), "
+                            f"but the vocabulary has {vocab_size} ids (data.vocab_size)")
+    return n
+
+
 def write_shard(path: str | Path, tokens: np.ndarray) -> None:
     """Write tokens (any int array with values < 65536) as a shard, atomically."""
     tokens = np.asarray(tokens)

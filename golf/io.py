@@ -7,6 +7,7 @@ later stage would accept.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -14,6 +15,22 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from golf.errors import GolfError
+
+# A folder golf writes as a whole (export --out, data/<name>/) holds this file, so a later run may replace
+# it; a non-empty folder without it is the user's and is never replaced.
+OUTPUT_MARKER = ".golf_output"
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+class OutputError(GolfError):
+    """An output folder that golf must not replace, cannot write, or a disk that filled up while writing."""
+
+
+def _no_space(e: OSError, path: Path) -> OutputError:
+    return OutputError(f"no space left writing {str(path)!r} ({os.strerror(e.errno)}); nothing was replaced "
+                       "and the partial file was removed")
 
 
 @contextlib.contextmanager
@@ -30,6 +47,11 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             os.fsync(f.fileno())
         os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; give the file normal permissions
         os.replace(tmp_path, path)
+    except OSError as e:
+        tmp_path.unlink(missing_ok=True)
+        if e.errno in _NO_SPACE:
+            raise _no_space(e, path) from None
+        raise
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
@@ -51,7 +73,12 @@ def write_text_atomic(path: str | Path, text: str) -> None:
 
 
 def write_json_atomic(path: str | Path, obj: Any) -> None:
-    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+    """Strict JSON: NaN and infinities are refused (they are not JSON, and a NaN metric is a failed run)."""
+    try:
+        text = json.dumps(obj, indent=2, sort_keys=True, default=_json_default, allow_nan=False)
+    except ValueError as e:
+        raise OutputError(f"refusing to write {str(path)!r}: a value is not a finite number ({e})") from None
+    write_text_atomic(path, text + "\n")
 
 
 def _json_default(o: Any) -> Any:
@@ -79,9 +106,47 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, path)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if e.errno in _NO_SPACE:
+            raise _no_space(e, path) from None
+        raise
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def check_replaceable(path: str | Path, what: str, recognised: tuple[str, ...] = ()) -> None:
+    """Refuse to replace `path` unless it is absent, empty, or an earlier output of golf: a folder holding
+    OUTPUT_MARKER (or one of `recognised`, files only golf's own output of this kind holds). `what` names
+    the setting or option that chose the path."""
+    path = Path(path)
+    if not path.exists() and not path.is_symlink():
+        return
+    if path.is_symlink() or not path.is_dir():
+        raise OutputError(f"{what} {str(path)!r} exists and is not a folder; golf replaces only folders it wrote")
+    if (path / OUTPUT_MARKER).is_file() or any((path / r).is_file() for r in recognised):
+        return
+    if any(path.iterdir()):
+        raise OutputError(f"{what} {str(path)!r} is a non-empty folder that golf did not write; refusing to "
+                          "replace it (choose a new or empty folder)")
+
+
+def mark_output(folder: str | Path, what: str) -> None:
+    """Write OUTPUT_MARKER into a folder golf is writing as a whole, so that a later run may replace it."""
+    write_json_atomic(Path(folder) / OUTPUT_MARKER, {"written_by": "golf", "what": what})
+
+
+def check_writable(folder: str | Path, what: str) -> None:
+    """Fail in one line now, before a long computation, when `folder` cannot be created or written."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder, prefix=".write_probe."):
+            pass
+    except OSError as e:
+        raise OutputError(f"{what} {str(folder)!r} is not writable ({e.strerror or e}); nothing was "
+                          "computed") from None
 
 
 def read_json(path: str | Path, what: str = "JSON file", error: type[Exception] = ValueError,

@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from golf import artifact_checks
 from golf.config import ModelConfig, section_from_dict
 from golf.errors import ArtifactError
 from golf.io import atomic_dir, write_json_atomic
@@ -102,7 +103,7 @@ def deserialize(blob: bytes, source: str = "<bytes>") -> tuple[dict[str, torch.T
         raise ArtifactError(f"{source}: header length {hlen} runs past the end of the data ({len(blob)} bytes)")
     try:
         header = json.loads(blob[16:16 + hlen].decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:  # ValueError: JSON errors, 4,300+-digit ints
         raise ArtifactError(f"{source}: header is not valid JSON ({e})") from None
     if not isinstance(header, dict) or set(header) != {"format", "model_config", "spec", "tensors"}:
         raise ArtifactError(f"{source}: header must be an object with keys format, model_config, spec, tensors")
@@ -495,13 +496,16 @@ def open_artifact(path: str | Path) -> Artifact:
     """Read, decompress and check an artifact folder (or its model file). ArtifactError on any defect."""
     mpath, method = _model_path(Path(path))
     blob = mpath.read_bytes()
-    raw = decompress(blob, method, str(mpath))
+    raw = decompress(blob, method, str(mpath), artifact_checks.MAX_RAW_BYTES)
     tensors, spec, mcfg = deserialize(raw, str(mpath))
+    artifact_checks.check_model_config(mcfg, str(mpath))
     try:
         cfg = section_from_dict(ModelConfig, mcfg, f"{mpath} model_config")
     except Exception as e:  # noqa: BLE001 (ConfigError, or a type error from a crafted config)
         raise ArtifactError(f"artifact {str(mpath)!r}: bad model config: {e}") from None
+    artifact_checks.check_spec(spec, str(mpath))
     check_stored(tensors, spec, str(mpath))
+    artifact_checks.check_finite(tensors, str(mpath))
     return Artifact(cfg, tensors, spec, mpath, method, len(blob), len(raw))
 
 
@@ -516,6 +520,7 @@ def load_model_from_artifact(path: str | Path, device: torch.device | str = "cpu
     from golf.model import build_model
 
     art = open_artifact(path)
+    artifact_checks.check_against_model(art.config, art.spec, str(art.model_path))  # before allocating a model
     model = build_model(art.config, device)
     state = dequantize(art.tensors, art.spec, str(art.model_path))
     try:

@@ -16,6 +16,7 @@ import json
 import lzma
 import os
 import random
+import re
 import shutil
 import time
 from collections.abc import Iterator
@@ -25,9 +26,9 @@ from pathlib import Path
 import numpy as np
 
 from golf.config import DataConfig, to_dict
-from golf.data import BOS_ID, list_shards, read_shard_header, shard_name, write_shard
+from golf.data import BOS_ID, check_shard_ids, list_shards, shard_name, write_shard
 from golf.errors import DataError
-from golf.io import atomic_dir, write_bytes_atomic, write_json_atomic
+from golf.io import atomic_dir, check_replaceable, mark_output, write_bytes_atomic, write_json_atomic
 from golf.tokenizer import load_tokenizer, train_tokenizer
 
 # --------------------------------------------------------------------------------------------------
@@ -43,6 +44,9 @@ def expand_globs(patterns: list[str], what: str) -> list[Path]:
             raise DataError(f"{what}: {pat!r} matches no file")
         files.extend(Path(m) for m in matched)
     return files
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _open_text(path: Path):
@@ -70,6 +74,9 @@ def read_documents(path: Path, text_field: str, txt_separator: str) -> Iterator[
                     if not isinstance(obj, dict) or not isinstance(obj.get(text_field), str):
                         raise DataError(f"{str(path)!r} line {lineno}: expected an object with a string "
                                         f"field {text_field!r} (params data.text_field)")
+                    if _SURROGATE.search(obj[text_field]):  # JSON's \udXXX escapes can encode half a pair
+                        raise DataError(f"{str(path)!r} line {lineno}: field {text_field!r} holds a lone UTF-16 "
+                                        "surrogate escape (not Unicode text)")
                     yield obj[text_field]
             else:
                 for doc in f.read().split(txt_separator):
@@ -247,6 +254,7 @@ def prepare_corpus(cfg: DataConfig, out_dir: Path, force: bool = False) -> dict:
                                       num_threads=os.cpu_count() or 1)
     workers = cfg.num_workers or os.cpu_count() or 1
     with atomic_dir(out_dir) as tmp:
+        mark_output(tmp, "prepare")
         write_bytes_atomic(tmp / "tokenizer.model", model_bytes)
         load_tokenizer(tmp / "tokenizer.model", cfg.vocab_size)  # vocab check on what we wrote
         splits = {}
@@ -273,13 +281,18 @@ def prepare_corpus(cfg: DataConfig, out_dir: Path, force: bool = False) -> dict:
 
 def _adopt_shards(cfg: DataConfig, shard_dir: Path, tok: Path, out_dir: Path, source: str) -> dict:
     """Validate an existing shard folder and record it in data/<name>/ (shards are not copied)."""
+    if shard_dir.resolve() == out_dir.resolve() or out_dir.resolve() in shard_dir.resolve().parents:
+        raise DataError(f"shard folder {str(shard_dir)!r} lies inside the output folder {str(out_dir)!r}, which "
+                        "prepare replaces; point data.shards_dir elsewhere or change data.name")
     train = list_shards(shard_dir, "train")
     val = list_shards(shard_dir, "val")
     load_tokenizer(tok, cfg.vocab_size)
     splits = {}
     for split, files in (("train", train), ("val", val)):
-        splits[split] = {"tokens": sum(read_shard_header(f) for f in files), "files": [f.name for f in files]}
+        splits[split] = {"tokens": sum(check_shard_ids(f, cfg.vocab_size) for f in files),
+                         "files": [f.name for f in files]}
     with atomic_dir(out_dir) as tmp:
+        mark_output(tmp, "prepare")
         shutil.copyfile(tok, tmp / "tokenizer.model")
         manifest = {"source": source, "shards_dir": str(shard_dir.resolve()), "vocab_size": cfg.vocab_size,
                     "tokenizer_sha256": sha256_file(tok), "splits": splits,
@@ -328,7 +341,9 @@ def prepare_fineweb(cfg: DataConfig, out_dir: Path) -> dict:
 
 def prepare(cfg: DataConfig, out_dir: Path, force: bool = False) -> dict:
     """data/<name>/ from cfg.source. A corpus is re-tokenized only when its inputs changed (or force); adopted
-    shards (fineweb, shards) are re-validated every time."""
+    shards (fineweb, shards) are re-validated every time. A non-empty out_dir that prepare did not write
+    (no marker, no manifest.json) is never replaced."""
+    check_replaceable(out_dir, "data.name folder", recognised=("manifest.json",))
     if cfg.source == "corpus":
         return prepare_corpus(cfg, out_dir, force)
     if cfg.source == "shards":

@@ -20,12 +20,36 @@ shards were made with it (their BPB counts normalized bytes too).
 from __future__ import annotations
 
 import io
-from collections.abc import Iterable
+import logging
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from golf.errors import DataError
 
 NORMALIZATIONS = ("identity", "nmt_nfkc")
+# SentencePiece's trainer drops every sentence over max_sentence_length bytes; a sample made only of such
+# documents (one long document at the front of the corpus) leaves it nothing, and it fails with an internal
+# check ("!sentences_.empty()"). Longer documents are cut into pieces of at most this many bytes instead.
+MAX_SENTENCE_BYTES = 100_000
+log = logging.getLogger(__name__)
+
+
+def split_long(text: str, limit: int = MAX_SENTENCE_BYTES) -> Iterator[str]:
+    """`text` in pieces of at most `limit` UTF-8 bytes, cut at the last space or newline of each piece
+    (or, with none in its last quarter, at a character boundary); the pieces concatenate to `text`."""
+    data = text.encode("utf-8")
+    start = 0
+    while len(data) - start > limit:
+        end = start + limit
+        cut = max(data.rfind(b" ", end - limit // 4, end), data.rfind(b"\n", end - limit // 4, end))
+        if cut > start:
+            end = cut + 1
+        else:
+            while data[end] & 0xC0 == 0x80:  # a UTF-8 continuation byte: step back to the character's start
+                end -= 1
+        yield data[start:end].decode("utf-8")
+        start = end
+    yield data[start:].decode("utf-8")
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int, normalization: str = "identity",
@@ -42,15 +66,29 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, normalization: str = 
     # identity without remove_extra_whitespaces=False would still collapse whitespace runs and strip ends
     extra = {"remove_extra_whitespaces": False} if normalization == "identity" else {}
     model = io.BytesIO()
+    split_docs = 0
+
+    def sentences() -> Iterator[str]:
+        nonlocal split_docs
+        for text in texts:
+            if len(text) * 4 > MAX_SENTENCE_BYTES and len(text.encode("utf-8")) > MAX_SENTENCE_BYTES:
+                split_docs += 1
+                yield from split_long(text)
+            else:
+                yield text
+
     try:
         spm.SentencePieceTrainer.train(
-            sentence_iterator=iter(texts), model_writer=model, model_type="bpe", vocab_size=vocab_size,
+            sentence_iterator=sentences(), model_writer=model, model_type="bpe", vocab_size=vocab_size,
             character_coverage=0.999, byte_fallback=True, split_digits=True,
             normalization_rule_name=normalization, add_dummy_prefix=False, pad_id=0, bos_id=1, eos_id=2,
             unk_id=3, hard_vocab_limit=False, input_sentence_size=2_000_000, shuffle_input_sentence=True,
-            max_sentence_length=100_000, num_threads=num_threads, minloglevel=2, **extra)
+            max_sentence_length=MAX_SENTENCE_BYTES, num_threads=num_threads, minloglevel=2, **extra)
     except RuntimeError as e:
         raise DataError(f"SentencePiece training failed (vocab_size {vocab_size}): {e}") from None
+    if split_docs:
+        log.warning("%d document(s) longer than %d bytes split for tokenizer training (SentencePiece's "
+                    "max_sentence_length); the shards hold them whole", split_docs, MAX_SENTENCE_BYTES)
     return model.getvalue()
 
 

@@ -10,10 +10,12 @@ from golf import provenance
 from golf.config import Params
 from golf.evaluate import eval_bpb, eval_stateful, load_eval_inputs
 from golf.io import write_json_atomic
+from golf.locks import locks_run_folder
 from golf.runtime import init_stage_process, leave_distributed
 from golf.stage_io import write_metrics
 
 
+@locks_run_folder
 def run(params: Params, seed: int) -> dict:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 

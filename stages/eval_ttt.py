@@ -11,11 +11,13 @@ from golf.config import Params
 from golf.evaluate import load_eval_inputs
 from golf.io import write_json_atomic
 from golf.launch import is_main_process
+from golf.locks import locks_run_folder
 from golf.runtime import init_stage_process, leave_distributed
 from golf.stage_io import write_metrics
 from golf.ttt import ttt_eval
 
 
+@locks_run_folder
 def run(params: Params, seed: int) -> dict:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 

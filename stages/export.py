@@ -19,7 +19,7 @@ import yaml
 
 from golf import provenance
 from golf.config import Params, to_dict
-from golf.io import atomic_dir, write_text_atomic
+from golf.io import atomic_dir, check_replaceable, mark_output, write_text_atomic
 from golf.report import STAGE_FILES, collect, write_report
 from golf.submission import submission, submission_readme
 
@@ -33,10 +33,12 @@ def _provenance(path: Path) -> dict | None:
 
 def run(params: Params, out_dir: Path) -> dict:
     out_dir = Path(out_dir)
+    check_replaceable(out_dir, "export --out")  # a user's own folder is never replaced; an earlier export may be
     report, curves = collect(params)
     train_prov = {s: _provenance(params.run_dir(s) / "train" / "provenance.json") for s in params.seeds}
     sub = submission(report, params, train_prov, provenance.collect("export", params.report))
     with atomic_dir(out_dir) as tmp:
+        mark_output(tmp, "export")
         write_report(report, curves, tmp)
         # key order as in the challenge's records (not sorted)
         write_text_atomic(tmp / "submission.json", json.dumps(sub, indent=2) + "\n")

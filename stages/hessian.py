@@ -11,11 +11,13 @@ import torch
 
 from golf.config import Params
 from golf.hessian import calibrate, save_hessians
+from golf.locks import locks_run_folder
 from golf.model import load_model
 from golf.runtime import init_stage_process, leave_distributed
 from golf.stage_io import write_metrics, write_provenance
 
 
+@locks_run_folder
 def run(params: Params, seed: int) -> dict:
     run_dir = params.run_dir(seed)
     dist_info, device = init_stage_process(params.train.device)

@@ -16,11 +16,13 @@ from pathlib import Path
 from golf import provenance
 from golf.config import Params
 from golf.gptq import load_quantized
+from golf.locks import locks_run_folder
 from golf.package import build_artifact, inspect_artifact
 from golf.size_target import COLUMN_WEIGHTS_FILE, load_column_weights, shrink_for_package
 from golf.stage_io import write_metrics
 
 
+@locks_run_folder
 def run(params: Params, seed: int) -> dict:
     t0 = time.time()
     run_dir = params.run_dir(seed)

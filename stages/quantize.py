@@ -14,12 +14,14 @@ from golf.config import Params, to_dict
 from golf.errors import GolfError
 from golf.gptq import quantize_model, save_quantized
 from golf.hessian import calibration_budget, load_hessians
+from golf.locks import locks_run_folder
 from golf.model import load_model
 from golf.runtime import resolve_device
 from golf.size_target import COLUMN_WEIGHTS_FILE, column_weights, save_column_weights
 from golf.stage_io import write_metrics, write_provenance
 
 
+@locks_run_folder
 def run(params: Params, seed: int) -> dict:
     t0 = time.time()
     run_dir = params.run_dir(seed)

@@ -10,11 +10,13 @@ import time
 
 from golf.config import Params, train_budget_s
 from golf.launch import is_main_process
+from golf.locks import locks_run_folder
 from golf.ssm import ssm_autotune_choices
 from golf.stage_io import write_metrics, write_provenance
 from golf.train import train
 
 
+@locks_run_folder
 def run(params: Params, seed: int) -> dict:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 

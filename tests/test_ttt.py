@@ -59,7 +59,13 @@ def cfg(**kw) -> TTTConfig:
     return TTTConfig(**{**base, **kw})
 
 
-@pytest.mark.parametrize("kw", [{}, {"stride": 3, "epochs": 2}, {"chunk_tokens": 20, "seq_len": 16, "batch_seqs": 1}])
+# the production geometry is a chunk that is a multiple of seq_len (32,768 = 16 x 2,048): there a training
+# window shifted by one token reaches exactly one target into the next, still unscored, chunk
+PRODUCTION_GEOMETRY = [{"chunk_tokens": 64, "seq_len": 8}, {"chunk_tokens": 32, "seq_len": 16, "batch_seqs": 2}]
+
+
+@pytest.mark.parametrize("kw", [{}, {"stride": 3, "epochs": 2}, {"chunk_tokens": 20, "seq_len": 16, "batch_seqs": 1},
+                                *PRODUCTION_GEOMETRY])
 def test_every_token_is_scored_before_any_update_that_trains_on_it(monkeypatch, kw):
     log: list = []
     real_step = torch.optim.SGD.step
@@ -97,10 +103,11 @@ def test_every_token_is_scored_before_any_update_that_trains_on_it(monkeypatch, 
     assert trained_max < last_chunk_start  # the last chunk is scored but never trained on
 
 
-def test_events_log_agrees_with_the_order():
+@pytest.mark.parametrize("kw", [{}, *PRODUCTION_GEOMETRY])
+def test_events_log_agrees_with_the_order(kw):
     events: list = []
     toks = torch.randint(0, 40, (300,), generator=torch.Generator().manual_seed(2))
-    ttt_eval(GRULM(), toks, tables(), cfg(), CPU, events=events)
+    ttt_eval(GRULM(), toks, tables(), cfg(**kw), CPU, events=events)
     scored = set()
     assert [e for e in events if e[0] == "score"][-1][2] == 299
     for kind, lo, hi in events:
