@@ -25,6 +25,7 @@ import lzma
 import shutil
 import struct
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -339,8 +340,9 @@ def code_files(roots: tuple[str, ...] = EVAL_ROOTS) -> list[Path]:
 
 def build_artifact(out_dir: str | Path, tensors: dict[str, torch.Tensor], spec: dict, model_config: dict,
                    compressor: str = "lzma", cap_bytes: int = 16_000_000, compare: bool = True,
-                   provenance: dict | None = None) -> dict:
+                   provenance: dict | None = None, progress: Callable[[int, int], None] | None = None) -> dict:
     """Write out_dir/ (compressed model + code + provenance) atomically; return size metrics.
+    progress(steps done, steps) after serializing, each compressor, the read-back check and the write.
 
     total_bytes = compressed model bytes + code bytes. Over cap_bytes: ArtifactError naming the sizes,
     and nothing is written. The compressed bytes are read back and compared bit for bit before writing."""
@@ -348,14 +350,23 @@ def build_artifact(out_dir: str | Path, tensors: dict[str, torch.Tensor], spec: 
     if compressor not in MODEL_FILES:
         raise ArtifactError(f"package.compressor {compressor!r}: expected one of {sorted(MODEL_FILES)}")
     check_stored(tensors, spec, "quantized model")
-    raw = serialize(tensors, spec, model_config)
     methods = [compressor] + [m for m in MODEL_FILES if compare and m != compressor]
+    steps = [0, len(methods) + 3]
+
+    def tick() -> None:
+        steps[0] += 1
+        if progress is not None:
+            progress(*steps)
+
+    raw = serialize(tensors, spec, model_config)
+    tick()
     secs: dict[str, float] = {}
 
     def timed(m: str) -> bytes | None:
         t0 = time.time()
         out = compress(raw, m)
         secs[m] = round(time.time() - t0, 2)
+        tick()
         return out
 
     # The compressors release the GIL: the comparison sizes cost no wall time beyond the slowest one.
@@ -368,6 +379,7 @@ def build_artifact(out_dir: str | Path, tensors: dict[str, torch.Tensor], spec: 
     if set(back) != set(tensors) or not all(back[k].dtype == tensors[k].dtype and back[k].shape == tensors[k].shape
                                             and torch.equal(_bits(back[k]), _bits(tensors[k])) for k in tensors):
         raise ArtifactError("the compressed model does not read back bit for bit (a bug: please report)")
+    tick()
     files = code_files()
     code_bytes = sum(f.stat().st_size for f in files)
     model_bytes = len(blob)
@@ -392,6 +404,7 @@ def build_artifact(out_dir: str | Path, tensors: dict[str, torch.Tensor], spec: 
             shutil.copyfile(f, tmp / "code" / f.name)
         if provenance is not None:
             write_json_atomic(tmp / "provenance.json", provenance)
+    tick()
     return metrics
 
 

@@ -57,6 +57,7 @@ from golf.io import atomic_path, write_text_atomic
 from golf.model import build_model, count_params, save_model
 from golf.optim import Muon, build_optimizers
 from golf.profiling import StepWindowProfiler
+from golf.progress import note as progress_note
 
 log = logging.getLogger(__name__)
 
@@ -510,6 +511,7 @@ def _train(params, seed, out_dir, ckpt_dir, curve_path, progress_cb, stop_after_
     if not state.curve or state.curve[-1][0] != state.step:
         state.curve.append([state.step, state.tokens, round(state.elapsed_s, 3), "", "", ""])
     checkpoint()
+    progress_note(f"final validation after step {state.step} (EMA weights, val shards)")
     metrics = _finish(params, model, ema, state, micro, accum, dinfo, device)
     if window.summary is not None:
         metrics["profile"] = window.summary

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from golf import provenance
+from golf import progress, provenance
 from golf.config import Params
 from golf.gptq import load_quantized
 from golf.package import build_artifact, inspect_artifact
@@ -23,8 +23,9 @@ def run(params: Params, seed: int) -> dict:
     tensors, spec, model_config = load_quantized(run_dir / "quant" / "quantized.safetensors")
     pc = params.package
     prov = provenance.collect("package", pc, {"seed": seed})
-    metrics = build_artifact(run_dir / "artifact", tensors, spec, model_config, pc.compressor, pc.cap_bytes,
-                             pc.compare_compressors, provenance=prov)
+    with progress.bars(f"package seed {seed}") as bar:
+        metrics = build_artifact(run_dir / "artifact", tensors, spec, model_config, pc.compressor, pc.cap_bytes,
+                                 pc.compare_compressors, provenance=prov, progress=bar.tracker("steps"))
     metrics["secs"] = round(time.time() - t0, 3)
     write_metrics(run_dir / "metrics", metrics, "package.json")
     return metrics

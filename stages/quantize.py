@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 
+from golf import progress
 from golf.config import Params, to_dict
 from golf.gptq import quantize_model, save_quantized
 from golf.hessian import load_hessians
@@ -23,7 +24,9 @@ def run(params: Params, seed: int) -> dict:
     device = resolve_device(params.train.device)
     model = load_model(run_dir / "train", "cpu")
     hessians, hmeta = load_hessians(run_dir / "hessian" / "hessians.safetensors")
-    tensors, spec, report = quantize_model(model, hessians, params.quant, device)
+    with progress.bars(f"quantize seed {seed}") as bar:
+        tensors, spec, report = quantize_model(model, hessians, params.quant, device,
+                                               progress=bar.tracker("weights (elements)"))
     out_dir = run_dir / "quant"
     save_quantized(out_dir / "quantized.safetensors", tensors, spec, to_dict(model.cfg))
     write_provenance(out_dir, "quantize", params.quant,
