@@ -8,9 +8,10 @@ Layout under the output folder (default compare/<A>_vs_<B>/):
     runs/<B>/<seed>/...          side B's
     report/                      report.md, report.json, summary.json, plots/ (golf/report.py)
 
-Each (side, seed) runs train → hessian → quantize → package → eval_sliding → eval_ttt in a fresh process
-(`cli.py seed-stages`), so neither side inherits the other's warm caches (torch.compile, the CUDA allocator,
-Triton's autotuning). On one device the runs are interleaved A, B, A, B, ... so that drift of the machine
+Each (side, seed) runs train → hessian → quantize → package → eval_sliding → eval_ttt. With CUDA devices
+visible each runs in a fresh process (`cli.py seed-stages`), so neither side inherits the other's warm caches
+(torch.compile's, the CUDA allocator's, Triton's autotuning); without CUDA (no compile, no autotuning here) they
+run in this process, which saves a torch import per run. On one device the runs are interleaved A, B, A, B, ... so that drift of the machine
 (clocks, other load) hits both sides alike; with two or more visible CUDA devices and one process per run
 (launch.nproc_per_node 1), each seed's A and B run side by side, A on the first device and B on the second
 (CUDA_VISIBLE_DEVICES). Both sides read their own data/<name>/ (prepared first); two configs that name the same
@@ -52,18 +53,14 @@ def run_seed(params: Params, seed: int, params_path: Path, overrides: Sequence[s
              announce: Callable[[str], None] | None = None) -> dict[str, dict]:
     """train … eval_ttt for one seed, each stage with its log (runs/<seed>/logs/<stage>.log); a stage that
     params.launch spreads over several processes goes through `cli.py <stage>` (torchrun). Metrics by stage."""
-    from golf.launch import DISTRIBUTED_STAGES, stage_cli_args
+    from golf.launch import DISTRIBUTED_STAGES
 
     out: dict[str, dict] = {}
     for name in PER_SEED_STAGES:
         if announce is not None:
             announce(f"{name} seed {seed}")
-        if params.launch.world_size > 1 and name in DISTRIBUTED_STAGES:
-            cmd = [sys.executable, str(CLI), *stage_cli_args(name.replace("_", "-"), seed, params_path,
-                                                             list(overrides))]
-            rc = subprocess.run(cmd, check=False).returncode  # writes its own log
-            if rc != 0:
-                raise GolfError(f"stage {name} (seed {seed}) failed with exit code {rc} (output above)")
+        if params.launch.world_size > 1 and name in DISTRIBUTED_STAGES:  # torchrun via the CLI; it logs itself
+            importlib.import_module("stages.pipeline")._run_cli_stage(name, seed, params_path, list(overrides))
             continue
         command = f"golf {name.replace('_', '-')} --seed {seed} --params {params_path}" + "".join(
             f" --set {o}" for o in overrides)
@@ -184,9 +181,11 @@ def _worker(side: Side, seed: int, gpu: str | None) -> subprocess.Popen:
 
 
 def compare(a: Path, b: Path, seeds_text: str, out_dir: Path | None = None, overrides: Sequence[str] = (),
-            metric: str = "", parallel: bool | None = None, say: Callable[[str], None] = print) -> dict:
+            metric: str = "", parallel: bool | None = None, say: Callable[[str], None] = print,
+            fresh_processes: bool | None = None) -> dict:
     """Run both sides for every seed, then the report; returns the report's summary plus where things are.
-    parallel: None = side by side when two CUDA devices are visible, True/False to force."""
+    parallel: None = side by side when two CUDA devices are visible, True/False to force. fresh_processes:
+    None = a process per (side, seed) when CUDA devices are visible, else in this process."""
     a, b = Path(a), Path(b)
     out_dir = Path(out_dir) if out_dir is not None else Path("compare") / f"{_label(a)}_vs_{_label(b)}"
     _check_out(out_dir)
@@ -195,6 +194,8 @@ def compare(a: Path, b: Path, seeds_text: str, out_dir: Path | None = None, over
     single_process = all(s.params.launch.world_size == 1 for s in sides)
     if parallel is None:
         parallel = len(gpus) >= 2 and single_process
+    if fresh_processes is None:
+        fresh_processes = bool(gpus)
     if parallel and (len(gpus) < 2 or not single_process):
         raise GolfError("compare side by side needs two visible CUDA devices and launch.nproc_per_node 1 in both "
                         f"configs (visible: {len(gpus)})")
@@ -225,10 +226,13 @@ def compare(a: Path, b: Path, seeds_text: str, out_dir: Path | None = None, over
         if parallel:
             say(f"== seed {seed}: {sides[0].label} and {sides[1].label} side by side")
             wait([(s, seed, _worker(s, seed, gpu)) for s, gpu in zip(sides, gpus[:2])])
-        else:
-            for s in sides:
-                say(f"== {s.label} seed {seed}")
+            continue
+        for s in sides:
+            say(f"== {s.label} seed {seed}")
+            if fresh_processes:
                 wait([(s, seed, _worker(s, seed, None))])
+            else:
+                run_seed(s.params, seed, s.params_path, s.overrides, announce=lambda text: say(f"== {text}"))
     say("== report")
     a_side, b_side = sides
     summary = welch_report(a_side.params_path, Path(a_side.params.runs_dir), seeds, Path(b_side.params.runs_dir),
