@@ -194,7 +194,7 @@ class Tracker:
         frac = self.fraction()
         finished = frac is not None and frac >= 1.0
         due = (now - self._last_line_t >= self.group.interval_s
-               or (frac is not None and frac - self._last_line_frac >= self.group.fraction_step) or finished)
+               or (frac is not None and frac - self._last_line_frac >= self.group.fraction_step - 1e-9) or finished)
         if due and not (finished and self._last_line_frac >= 1.0):
             self._last_line_t, self._last_line_frac = now, frac if frac is not None else 0.0
             self.group._plain(self.line())
