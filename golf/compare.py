@@ -115,20 +115,22 @@ def parse_seeds(text: str, params: Params) -> list[int]:
     """'3' → the first 3 of the config's `seeds`; '1,2,5' → those seeds."""
     text = text.strip()
     try:
-        if "," not in text:
-            n = int(text)
-            if n < 1:
-                raise ValueError
-            if n > len(params.seeds):
-                raise ConfigError(f"--seeds {n}: the first config lists only {len(params.seeds)} seeds "
-                                  f"({params.seeds}); give them explicitly, e.g. --seeds 1,2,3,4")
-            return list(params.seeds[:n])
         seeds = [int(s) for s in text.split(",") if s.strip()]
     except ValueError:
+        seeds = []
+    if not seeds or (len(seeds) == 1 and "," not in text and seeds[0] < 1):
         raise ConfigError(f"--seeds {text!r}: expected a count (e.g. 3) or a comma-separated list of seeds "
-                          "(e.g. 1,2,3)") from None
-    if not seeds or len(set(seeds)) != len(seeds):
+                          "(e.g. 1,2,3)")
+    if "," not in text:  # a count
+        n = seeds[0]
+        if n > len(params.seeds):
+            raise ConfigError(f"--seeds {n}: the first config lists only {len(params.seeds)} seeds "
+                              f"({params.seeds}); give them explicitly, e.g. --seeds 1,2,3,4")
+        seeds = list(params.seeds[:n])
+    elif len(set(seeds)) != len(seeds):
         raise ConfigError(f"--seeds {text!r}: expected distinct seeds")
+    if len(seeds) < 2:
+        raise ConfigError(f"--seeds {text!r}: the Welch t-test needs at least 2 seeds per side")
     return seeds
 
 
@@ -177,6 +179,10 @@ def _worker(side: Side, seed: int, gpu: str | None) -> subprocess.Popen:
     env = dict(os.environ)
     if gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = gpu
+    return _start(cmd, env)
+
+
+def _start(cmd: list[str], env: dict[str, str]) -> subprocess.Popen:
     return subprocess.Popen(cmd, env=env)
 
 

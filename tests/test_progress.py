@@ -38,21 +38,21 @@ def test_plain_lines_also_come_on_a_timer():
 
 def test_disabled_bars_print_and_log_nothing(tmp_path):
     out = io.StringIO()
-    with progress.stage_log(tmp_path / "x.log", "golf x"):
-        with progress.bars("rank 1", enabled=False, terminal=False, stream=out) as bar:
-            bar.tracker("t")(5, 5)
-            bar.note("phase")
+    with (progress.stage_log(tmp_path / "x.log", "golf x"),
+          progress.bars("rank 1", enabled=False, terminal=False, stream=out) as bar):
+        bar.tracker("t")(5, 5)
+        bar.note("phase")
     assert out.getvalue() == ""
     assert "rank 1" not in (tmp_path / "x.log").read_text()
 
 
 def test_terminal_mode_draws_a_rich_bar_and_still_logs_plain_lines(tmp_path):
     out = io.StringIO()
-    with progress.stage_log(tmp_path / "s.log", "golf s"):
-        with progress.bars("quantize seed 3", terminal=True, stream=out) as bar:
-            tick = bar.tracker("weights")
-            for done in range(0, 101, 25):
-                tick(done, 100)
+    with (progress.stage_log(tmp_path / "s.log", "golf s"),
+          progress.bars("quantize seed 3", terminal=True, stream=out) as bar):
+        tick = bar.tracker("weights")
+        for done in range(0, 101, 25):
+            tick(done, 100)
     assert "quantize seed 3" in out.getvalue() and "weights" in out.getvalue()
     assert "quantize seed 3 weights:" not in out.getvalue()  # the bar, not the plain lines, went to the stream
     assert "quantize seed 3 weights: 100% (100/100)" in (tmp_path / "s.log").read_text()
@@ -62,9 +62,8 @@ def test_stage_log_appends_a_header_per_run_and_records_failures(tmp_path):
     path = tmp_path / "runs" / "1" / "logs" / "train.log"
     with progress.stage_log(path, "golf train --seed 1"):
         progress.log("hello")
-    with pytest.raises(ValueError, match="boom"):
-        with progress.stage_log(path, "golf train --seed 1 --set x=2"):
-            raise ValueError("boom")
+    with pytest.raises(ValueError, match="boom"), progress.stage_log(path, "golf train --seed 1 --set x=2"):
+        raise ValueError("boom")
     text = path.read_text().splitlines()
     headers = [line for line in text if line.startswith("=== ")]
     assert len(headers) == 2
