@@ -305,7 +305,7 @@ def params_show(section: str | None = typer.Argument(None, help="One section (e.
         return
     from rich.table import Table
 
-    table = Table(title=f"{params}" + (f" [{section}]" if section else ""), title_justify="left")
+    table = Table(title=_esc(f"{params}" + (f" [{section}]" if section else "")), title_justify="left")
     table.add_column("key", no_wrap=True)
     for col in ("value", "default", "allowed", "doc"):
         table.add_column(col, overflow="fold")
