@@ -23,7 +23,7 @@ def run(params: Params, seed: int | None, artifact: Path | None = None, metrics_
     run_dir = params.run_dir(seed)
     artifact = Path(artifact) if artifact is not None else run_dir / "artifact"
     model, val, tables = load_eval_inputs(artifact, params.data_dir(), device, ec.max_tokens, ec.seq_len)
-    with progress.bars(f"eval seed {seed}", enabled=dinfo.is_main) as bar:
+    with progress.bars(f"eval seed {seed}" if seed is not None else "eval", enabled=dinfo.is_main) as bar:
         tracker = bar.tracker
         sliding = eval_bpb(model, val, tables, ec.seq_len, ec.batch_seqs, stride=ec.stride, device=device,
                            progress=tracker(f"sliding (stride {ec.stride}) windows"))

@@ -32,7 +32,7 @@ def run(params: Params, seed: int | None, artifact: Path | None = None, metrics_
     dinfo, device = init_stage_process(tc.device)
     model, val, tables = load_eval_inputs(artifact, params.data_dir(), device, tc.max_tokens, tc.seq_len,
                                           key="ttt.seq_len")
-    with progress.bars(f"ttt seed {seed}", enabled=dinfo.is_main) as bar:
+    with progress.bars(f"ttt seed {seed}" if seed is not None else "ttt", enabled=dinfo.is_main) as bar:
         tracker = bar.tracker
         base = (ttt_eval(model, val, tables, tc, device, adapt=False, progress=tracker("no-adapt chunks"))
                 if tc.score_no_adapt else None)
