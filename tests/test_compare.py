@@ -14,8 +14,8 @@ from golf import compare as cmp
 from golf.config import ConfigError, load_params, to_dict
 from golf.errors import GolfError
 
-FAST = ["train.max_steps=2", "train.val_tokens=512", "ttt.enabled=false", "eval.max_tokens=1024", "eval.stride=16",
-        "eval.stateful=false", "calib.num_sequences=4", "package.compare_compressors=false"]
+FAST = ["train.max_steps=2", "train.val_tokens=512", "ttt.enabled=false", "eval.max_tokens=512", "eval.stride=32",
+        "eval.stateful=false", "calib.num_sequences=4", "quant.clip_search=false", "package.compare_compressors=false"]
 
 
 def _configs(root: Path, overrides: list[str]) -> tuple[Path, Path]:
@@ -49,6 +49,10 @@ def test_compare_runs_both_sides_interleaved_and_writes_the_welch_report(in_tiny
                 assert log.startswith("=== ") and f"golf {stage.replace('_', '-')} --seed {seed}" in log
                 assert " done in " in log
             assert "final validation after step 2" in (rd / "logs" / "train.log").read_text()
+            for stage, bar in (("train", "budget"), ("hessian", "calibration sequences"),
+                               ("quantize", "weights (elements)"), ("package", "steps"),
+                               ("eval_sliding", "plain windows")):  # each loop's progress reached its end
+                assert f" seed {seed} {bar}: 100%" in (rd / "logs" / f"{stage}.log").read_text(), stage
     report = json.loads((out / "report" / "report.json").read_text())
     test = report["tests"]["vs_run"]
     assert report["seeds"] == seeds and test["reference"] == "B" and test["reference_seeds"] == seeds
