@@ -18,7 +18,6 @@ removed; --out receives report.md, report.json, summary.json and plots/.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import glob
 import json
 import re
@@ -28,9 +27,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from golf.config import load_params
+from golf.compare import welch_report
 from golf.errors import GolfError
-from golf.report import build_report
 
 CURVE = "train_curve.tsv"
 
@@ -100,17 +98,12 @@ def main(argv: list[str] | None = None) -> dict:
         raise GolfError(f"{str(staging)!r} exists (a previous run stopped midway?); remove it first")
     try:
         runs, seeds = stage_runs(args.runs, staging / "mine", args.runs_label)
-        sets = [f"runs_dir={runs.resolve()}", f"seeds={json.dumps(seeds)}"]
+        reference = None
         if args.reference:
-            ref = Path(args.reference[0]).resolve()
-            if len(args.reference) > 1 or not ref.is_file():  # staged as staging/<label>: named by that label
-                ref = Path(stage_runs(args.reference, staging, args.reference_label)[0].name)
-            sets.append(f"report.reference={ref}")
-        if args.metric:
-            sets.append(f"report.metric={args.metric}")
-        params = load_params(args.params, sets)
-        with contextlib.chdir(staging):  # still inside the checkout: provenance finds the git commit
-            summary = build_report(params, out)
+            reference = Path(args.reference[0]).resolve()
+            if len(args.reference) > 1 or not reference.is_file():  # staged as staging/<label>: named by that label
+                reference = stage_runs(args.reference, staging, args.reference_label)[0]
+        summary = welch_report(args.params, runs, seeds, reference, out, args.metric)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     print(json.dumps(summary, indent=1))

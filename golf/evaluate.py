@@ -254,8 +254,8 @@ def load_eval_inputs(artifact_dir: str | Path, data_dir: str | Path, device: tor
     from golf.package import load_model_from_artifact
 
     artifact_dir = Path(artifact_dir)
-    if not artifact_dir.is_dir():
-        raise ArtifactError(f"artifact folder {str(artifact_dir)!r} not found (run the package stage first)")
+    if not artifact_dir.exists():  # a folder or its model file (open_artifact takes either)
+        raise ArtifactError(f"artifact {str(artifact_dir)!r} not found (run the package stage first)")
     model = load_model_from_artifact(artifact_dir, device)
     val = load_tokens(list_shards(data_dir, "val"), max_tokens)
     if val.numel() - 1 < seq_len:

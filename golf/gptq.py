@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -229,13 +230,15 @@ def embedding_names(model: torch.nn.Module) -> set[str]:
 
 
 def quantize_state_dict(state: dict[str, torch.Tensor], hessians: dict[str, torch.Tensor], cfg: QuantConfig,
-                        device: torch.device | str = "cpu", embed_names: set[str] | None = None
+                        device: torch.device | str = "cpu", embed_names: set[str] | None = None,
+                        progress: Callable[[int, int], None] | None = None
                         ) -> tuple[dict[str, torch.Tensor], dict, dict]:
     """Quantize a state dict. Returns (tensors to store, per-tensor spec, per-layer report).
 
     Stored tensors: `<name>.q` (int8 codes) + `<name>.scale` (fp16, one per row) for quantized matrices,
     `<name>` itself for float ones. The spec (JSON-able) says how each original tensor was stored; the
-    report has, per GPTQ layer, the relative output error estimated through H and the time taken."""
+    report has, per GPTQ layer, the relative output error estimated through H and the time taken.
+    progress(elements done, all elements) is called after each tensor."""
     float_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[cfg.float_dtype]
     embeds = set(EMBEDDING_KEYS) if embed_names is None else set(embed_names)
     sigmas = cfg.clip_sigmas if cfg.clip_mode == "sigma" else None
@@ -245,8 +248,12 @@ def quantize_state_dict(state: dict[str, torch.Tensor], hessians: dict[str, torc
     if bad:
         raise GolfError(f"quant.bits_{next(iter(bad))}: 1 bit leaves no levels; expected 0 (= quant.bits) or 2..8")
     tensors, spec, report = {}, {}, {}
+    total, done = sum(t.numel() for t in state.values()), 0
     for name in sorted(state):
         t = state[name].detach()
+        if progress is not None:
+            progress(done, total)
+            done += t.numel()
         module = name.removesuffix(".weight")
         shape = list(t.shape)
         if is_ssm_dynamics(name):
@@ -273,6 +280,8 @@ def quantize_state_dict(state: dict[str, torch.Tensor], hessians: dict[str, torc
             codes, scale = rtn_quantize(t.to(device), bits, clips, sigmas)
             _store_int(tensors, name, codes, scale)
             spec[name] = {"kind": "int", "bits": bits, "shape": shape, "method": "rtn"}
+    if progress is not None:
+        progress(total, total)
     return tensors, spec, report
 
 
@@ -285,9 +294,10 @@ def _store_int(tensors: dict, name: str, codes: torch.Tensor, scale: torch.Tenso
 
 
 def quantize_model(model: torch.nn.Module, hessians: dict[str, torch.Tensor], cfg: QuantConfig,
-                   device: torch.device | str = "cpu") -> tuple[dict[str, torch.Tensor], dict, dict]:
+                   device: torch.device | str = "cpu", progress: Callable[[int, int], None] | None = None
+                   ) -> tuple[dict[str, torch.Tensor], dict, dict]:
     """`quantize_state_dict` of a model, its embeddings found by module type."""
-    return quantize_state_dict(model.state_dict(), hessians, cfg, device, embedding_names(model))
+    return quantize_state_dict(model.state_dict(), hessians, cfg, device, embedding_names(model), progress)
 
 
 # --------------------------------------------------------------------------------------------------

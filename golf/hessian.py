@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import torch
@@ -25,6 +25,7 @@ from golf.config import CalibConfig
 from golf.data import BOS_ID, TokenLoader, list_shards, read_shard_header
 from golf.errors import GolfError
 from golf.io import atomic_path
+from golf.progress import counted
 from golf.runtime import autocast
 from golf.runtime import rank_world as _dist_world
 
@@ -156,9 +157,11 @@ def sampled_batches(model: nn.Module, cfg: CalibConfig, device: torch.device | s
 
 
 def calibrate(model: nn.Module, data_dir: str | Path, cfg: CalibConfig, device: torch.device | str,
-              autocast_dtype: torch.dtype | None = None) -> tuple[dict[str, torch.Tensor], dict]:
+              autocast_dtype: torch.dtype | None = None,
+              progress: Callable[[int, int], None] | None = None) -> tuple[dict[str, torch.Tensor], dict]:
     """Hessians of every linear layer over cfg.num_sequences calibration sequences (all ranks together).
-    Returns (hessians, info) with info = layers, samples (sequences), tokens, secs, source, seq_len."""
+    Returns (hessians, info) with info = layers, samples (sequences), tokens, secs, source, seq_len.
+    progress(sequences done, this rank's sequences) is called after each batch."""
     t0 = time.time()
     rank, world = _dist_world()
     if cfg.source == "train":
@@ -167,6 +170,8 @@ def calibrate(model: nn.Module, data_dir: str | Path, cfg: CalibConfig, device: 
         batches = sampled_batches(model, cfg, device, rank, world, autocast_dtype)
     else:
         raise GolfError(f"calib.source {cfg.source!r}: expected 'train' or 'self'")
+    if progress is not None:
+        batches = counted(batches, _my_share(cfg.num_sequences, rank, world), progress)
     hess, n_tokens = collect_hessians(model, batches, device, autocast_dtype)
     info = {"layers": len(hess), "samples": n_tokens // cfg.seq_len, "tokens": n_tokens, "source": cfg.source,
             "seq_len": cfg.seq_len, "world_size": world, "secs": round(time.time() - t0, 3)}

@@ -58,7 +58,9 @@ def locks_run_folder(fn: Callable[..., Any]) -> Callable[..., Any]:
     stage = fn.__module__.rsplit(".", 1)[-1]
 
     @functools.wraps(fn)
-    def run(params: Any, seed: int, *args: Any, **kwargs: Any) -> Any:
+    def run(params: Any, seed: int | None, *args: Any, **kwargs: Any) -> Any:
+        if seed is None:  # an eval of an artifact given by path (--artifact): no run folder is written
+            return fn(params, seed, *args, **kwargs)
         run_dir = params.run_dir(seed)  # also checks the seed
         if not is_main_process():
             return fn(params, seed, *args, **kwargs)

@@ -28,7 +28,9 @@ import lzma
 import os
 import shutil
 import struct
+import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +39,7 @@ import numpy as np
 import torch
 
 from golf import artifact_checks
-from golf.config import ModelConfig, section_from_dict
+from golf.config import CAP_BYTES, ModelConfig, section_from_dict
 from golf.errors import ArtifactError
 from golf.io import atomic_dir, write_json_atomic
 
@@ -367,12 +369,13 @@ def _label(method: str, byte_planes: bool) -> str:
 
 
 def compress_candidates(tensors: dict[str, torch.Tensor], spec: dict, model_config: dict, compressor: str = "lzma",
-                        byte_planes: bool = False, compare: bool = True
+                        byte_planes: bool = False, compare: bool = True, on_done: Callable[[], None] | None = None
                         ) -> tuple[str, dict[str, bytes | None], dict[str, float], dict[bool, bytes]]:
     """Compress the container every way asked: (chosen label, blob per label, seconds per label, raw
     container per layout). A label is a compressor name, "+planes" for the byte-plane layout. "auto" tries
     every compressor in both layouts and chooses the smallest; otherwise `compressor` in the given layout is
-    chosen and `compare` adds the other compressors' sizes (same layout) for the record."""
+    chosen and `compare` adds the other compressors' sizes (same layout) for the record. on_done() after each
+    compression (from a worker thread)."""
     if compressor != "auto" and compressor not in MODEL_FILES:
         raise ArtifactError(f"package.compressor {compressor!r}: expected one of {sorted(MODEL_FILES)} or auto")
     layouts = (False, True) if compressor == "auto" else (byte_planes,)
@@ -387,6 +390,8 @@ def compress_candidates(tensors: dict[str, torch.Tensor], spec: dict, model_conf
         t0 = time.time()
         out = compress(raws[job[1]], job[0])
         secs[_label(*job)] = round(time.time() - t0, 2)
+        if on_done is not None:
+            on_done()
         return out
 
     # The compressors release the GIL: the comparison sizes cost no wall time beyond the slowest one.
@@ -417,23 +422,36 @@ def remove_artifact(out_dir: str | Path) -> bool:
 
 
 def build_artifact(out_dir: str | Path, tensors: dict[str, torch.Tensor], spec: dict, model_config: dict,
-                   compressor: str = "lzma", cap_bytes: int = 16_000_000, compare: bool = True,
-                   provenance: dict | None = None, byte_planes: bool = False, extra_metrics: dict | None = None
-                   ) -> dict:
+                   compressor: str = "lzma", cap_bytes: int = CAP_BYTES, compare: bool = True,
+                   provenance: dict | None = None, byte_planes: bool = False, extra_metrics: dict | None = None,
+                   progress: Callable[[int, int], None] | None = None) -> dict:
     """Write out_dir/ (compressed model + code + provenance) atomically; return size metrics.
+    progress(steps done, steps) after each compression, the read-back check and the write.
 
     total_bytes = compressed model bytes + code bytes. Over cap_bytes: ArtifactError naming the sizes;
     nothing is written and a previous artifact in out_dir is removed (a later eval must not score a stale
     model). The compressed bytes are read back and compared bit for bit before writing."""
     out_dir = Path(out_dir)
     check_stored(tensors, spec, "quantized model")
-    chosen, results, secs, raws = compress_candidates(tensors, spec, model_config, compressor, byte_planes, compare)
+    n_jobs = 2 * len(MODEL_FILES) if compressor == "auto" else (len(MODEL_FILES) if compare else 1)
+    steps = [0, n_jobs + 2]
+    lock = threading.Lock()
+
+    def tick() -> None:
+        with lock:
+            steps[0] += 1
+            if progress is not None:
+                progress(*steps)
+
+    chosen, results, secs, raws = compress_candidates(tensors, spec, model_config, compressor, byte_planes, compare,
+                                                      on_done=tick)
     method, planes = chosen.removesuffix("+planes"), chosen.endswith("+planes")
     blob = results[chosen]
     back, _, _ = deserialize(decompress(blob, method, "freshly compressed model"))
     if set(back) != set(tensors) or not all(back[k].dtype == tensors[k].dtype and back[k].shape == tensors[k].shape
                                             and torch.equal(_bits(back[k]), _bits(tensors[k])) for k in tensors):
         raise ArtifactError("the compressed model does not read back bit for bit (a bug: please report)")
+    tick()
     files = code_files()
     code_bytes = sum(f.stat().st_size for f in files)
     model_bytes = len(blob)
@@ -463,6 +481,7 @@ def build_artifact(out_dir: str | Path, tensors: dict[str, torch.Tensor], spec: 
             shutil.copyfile(f, tmp / "code" / f.name)
         if provenance is not None:
             write_json_atomic(tmp / "provenance.json", provenance)
+    tick()
     return metrics
 
 

@@ -56,6 +56,7 @@ from golf.model import build_model, count_params, save_model
 from golf.optim import Muon, build_optimizers
 from golf.param_groups import qat_module_bits
 from golf.profiling import StepWindowProfiler
+from golf.progress import note as progress_note
 from golf.runtime import (
     DistInfo,
     autocast,
@@ -340,6 +341,7 @@ class TrainLoop:
         if not state.curve or state.curve[-1][0] != state.step:
             state.curve.append([state.step, state.tokens, round(state.elapsed_s, 3), "", "", ""])
         self.checkpoint()
+        progress_note(f"final validation after step {state.step} (EMA weights, val shards)")
         metrics = _finish(self.params, self.model, self.ema, state, self.micro, self.accum, self.dinfo,
                           self.device)
         if self.window.summary is not None:

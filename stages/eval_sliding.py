@@ -6,7 +6,9 @@ eval_sliding.provenance.json beside it. Under torchrun the windows are split acr
 
 from __future__ import annotations
 
-from golf import provenance
+from pathlib import Path
+
+from golf import progress, provenance
 from golf.config import Params
 from golf.evaluate import eval_bpb, eval_stateful, load_eval_inputs
 from golf.io import write_json_atomic
@@ -16,20 +18,15 @@ from golf.stage_io import write_metrics
 
 
 @locks_run_folder
-def run(params: Params, seed: int) -> dict:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
+def run(params: Params, seed: int | None, artifact: Path | None = None, metrics_dir: Path | None = None) -> dict:
+    """`artifact` (a folder or model file) and `metrics_dir` replace runs/<seed>/artifact and runs/<seed>/metrics."""
     ec = params.eval
     dinfo, device = init_stage_process(ec.device)
-    run_dir = params.run_dir(seed)
-    model, val, tables = load_eval_inputs(run_dir / "artifact", params.data_dir(), device, ec.max_tokens,
-                                          ec.seq_len)
-    with Progress(TextColumn(f"[bold]eval[/bold] seed {seed} {{task.description}}"), BarColumn(),
-                  MofNCompleteColumn(), TimeElapsedColumn(), disable=not dinfo.is_main) as bar:
-        def tracker(name: str):
-            task = bar.add_task(name, total=None)
-            return lambda done, total: bar.update(task, completed=done, total=total)
-
+    run_dir = params.run_dir(seed) if seed is not None else None  # None: an artifact given by path
+    artifact = Path(artifact) if artifact is not None else run_dir / "artifact"
+    model, val, tables = load_eval_inputs(artifact, params.data_dir(), device, ec.max_tokens, ec.seq_len)
+    with progress.bars(f"eval seed {seed}" if seed is not None else "eval", enabled=dinfo.is_main) as bar:
+        tracker = bar.tracker
         sliding = eval_bpb(model, val, tables, ec.seq_len, ec.batch_seqs, stride=ec.stride, device=device,
                            progress=tracker(f"sliding (stride {ec.stride}) windows"))
         plain = eval_bpb(model, val, tables, ec.seq_len, ec.batch_seqs, device=device,
@@ -41,15 +38,15 @@ def run(params: Params, seed: int) -> dict:
         elif not model.supports_state:
             metrics["stateful_note"] = "not computed: attention-only model (no recurrent state to carry)"
         else:
-            task = bar.add_task("stateful", total=None)
+            stateful = tracker("stateful (one pass)")
             st = eval_stateful(model, val, tables, ec.seq_len, ec.batch_seqs, device=device)
-            bar.update(task, total=1, completed=1)
+            stateful(1, 1)
             metrics.update(stateful_val_loss=st["val_loss"], stateful_val_bpb=st["val_bpb"],
                            stateful_eval_s=st["eval_s"], stateful_segments=st["segments"])
     if dinfo.is_main:  # rank 0 writes and reports
-        metrics_dir = run_dir / "metrics"
+        metrics_dir = Path(metrics_dir) if metrics_dir is not None else run_dir / "metrics"
         write_json_atomic(metrics_dir / "eval_sliding.provenance.json", provenance.collect(
-            "eval_sliding", ec, {"seed": seed, "artifact": str(run_dir / "artifact"),
+            "eval_sliding", ec, {"seed": seed, "artifact": str(artifact),
                                  "world_size": dinfo.world_size, "kernel_paths": model.kernel_paths,
                                  "device_used": str(device)}))
         write_metrics(metrics_dir, metrics, "eval_sliding.json")

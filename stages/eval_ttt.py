@@ -6,7 +6,9 @@ Writes runs/<seed>/metrics/eval_ttt.json (+ eval_ttt.provenance.json); with ttt.
 
 from __future__ import annotations
 
-from golf import provenance
+from pathlib import Path
+
+from golf import progress, provenance
 from golf.config import Params
 from golf.evaluate import load_eval_inputs
 from golf.io import write_json_atomic
@@ -18,26 +20,22 @@ from golf.ttt import ttt_eval
 
 
 @locks_run_folder
-def run(params: Params, seed: int) -> dict:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
+def run(params: Params, seed: int | None, artifact: Path | None = None, metrics_dir: Path | None = None) -> dict:
+    """`artifact` (a folder or model file) and `metrics_dir` replace runs/<seed>/artifact and runs/<seed>/metrics."""
     tc = params.ttt
-    run_dir = params.run_dir(seed)
-    metrics_dir = run_dir / "metrics"
+    run_dir = params.run_dir(seed) if seed is not None else None  # None: an artifact given by path
+    artifact = Path(artifact) if artifact is not None else run_dir / "artifact"
+    metrics_dir = Path(metrics_dir) if metrics_dir is not None else run_dir / "metrics"
     if not tc.enabled:
         metrics = {"enabled": False, "note": "ttt.enabled is false"}
         if is_main_process():
             write_metrics(metrics_dir, metrics, "eval_ttt.json")
         return metrics
     dinfo, device = init_stage_process(tc.device)
-    model, val, tables = load_eval_inputs(run_dir / "artifact", params.data_dir(), device, tc.max_tokens,
-                                          tc.seq_len, key="ttt.seq_len")
-    with Progress(TextColumn(f"[bold]ttt[/bold] seed {seed} {{task.description}}"), BarColumn(),
-                  MofNCompleteColumn(), TimeElapsedColumn(), disable=not dinfo.is_main) as bar:
-        def tracker(name: str):
-            task = bar.add_task(name, total=None)
-            return lambda done, total: bar.update(task, completed=done, total=total)
-
+    model, val, tables = load_eval_inputs(artifact, params.data_dir(), device, tc.max_tokens, tc.seq_len,
+                                          key="ttt.seq_len")
+    with progress.bars(f"ttt seed {seed}" if seed is not None else "ttt", enabled=dinfo.is_main) as bar:
+        tracker = bar.tracker
         base = (ttt_eval(model, val, tables, tc, device, adapt=False, progress=tracker("no-adapt chunks"))
                 if tc.score_no_adapt else None)
         res = ttt_eval(model, val, tables, tc, device, adapt=True, progress=tracker("score-first TTT chunks"))
@@ -50,7 +48,7 @@ def run(params: Params, seed: int) -> dict:
         metrics["no_adapt_note"] = "not scored: ttt.score_no_adapt is false"
     if dinfo.is_main:  # rank 0 writes and reports
         write_json_atomic(metrics_dir / "eval_ttt.provenance.json", provenance.collect(
-            "eval_ttt", tc, {"seed": seed, "artifact": str(run_dir / "artifact"), "world_size": dinfo.world_size,
+            "eval_ttt", tc, {"seed": seed, "artifact": str(artifact), "world_size": dinfo.world_size,
                              "kernel_paths": model.kernel_paths, "device_used": str(device)}))
         write_metrics(metrics_dir, metrics, "eval_ttt.json")
     leave_distributed(dinfo)

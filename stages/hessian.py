@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 
+from golf import progress
 from golf.config import Params
 from golf.hessian import calibrate, save_hessians
 from golf.locks import locks_run_folder
@@ -23,7 +24,9 @@ def run(params: Params, seed: int) -> dict:
     dist_info, device = init_stage_process(params.train.device)
     model = load_model(run_dir / "train", device)
     autocast = torch.bfloat16 if params.train.dtype == "bf16" else None  # as the model was trained and is scored
-    hess, info = calibrate(model, params.data_dir(), params.calib, device, autocast)
+    with progress.bars(f"hessian seed {seed}", enabled=dist_info.is_main) as bar:
+        hess, info = calibrate(model, params.data_dir(), params.calib, device, autocast,
+                               progress=bar.tracker("calibration sequences"))
     if dist_info.is_main:
         out_dir = run_dir / "hessian"
         save_hessians(out_dir / "hessians.safetensors", hess, info["tokens"], info["samples"], info["source"],

@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from golf import provenance
+from golf import progress, provenance
 from golf.config import Params
 from golf.gptq import load_quantized
 from golf.locks import locks_run_folder
@@ -35,8 +35,10 @@ def run(params: Params, seed: int) -> dict:
         tensors, info, compressor, planes = shrink_for_package(tensors, spec, model_config, col_weights,
                                                                pc.target_bytes, pc.compressor, pc.byte_planes)
         extra = {"size_target": info}
-    metrics = build_artifact(run_dir / "artifact", tensors, spec, model_config, compressor, pc.cap_bytes,
-                             pc.compare_compressors, provenance=prov, byte_planes=planes, extra_metrics=extra)
+    with progress.bars(f"package seed {seed}") as bar:
+        metrics = build_artifact(run_dir / "artifact", tensors, spec, model_config, compressor, pc.cap_bytes,
+                                 pc.compare_compressors, provenance=prov, byte_planes=planes, extra_metrics=extra,
+                                 progress=bar.tracker("steps"))
     metrics["secs"] = round(time.time() - t0, 3)
     write_metrics(run_dir / "metrics", metrics, "package.json")
     return metrics

@@ -12,11 +12,11 @@ from pathlib import Path
 
 from rich.console import Console
 
+from golf import progress
+from golf.compare import run_seed
 from golf.config import Params
 from golf.errors import GolfError
-from golf.launch import DISTRIBUTED_STAGES, stage_cli_args
-
-PER_SEED_STAGES = ("train", "hessian", "quantize", "package", "eval_sliding", "eval_ttt")
+from golf.launch import stage_cli_args
 
 
 def _run_cli_stage(name: str, seed: int, params_path: Path, overrides: list[str]) -> None:
@@ -52,16 +52,13 @@ def run(params: Params, params_path: Path = Path("params.yaml"), overrides: list
     else:
         for name in ("prepare",):
             console.print(f"[bold]== {name}[/bold]")
-            importlib.import_module(f"stages.{name}").run(params)
-        for seed in params.seeds:
-            for name in PER_SEED_STAGES:
-                console.print(f"[bold]== {name} seed {seed}[/bold]")
-                if params.launch.world_size > 1 and name in DISTRIBUTED_STAGES:
-                    _run_cli_stage(name, seed, params_path, overrides or [])  # torchrun, via the CLI
-                else:
-                    importlib.import_module(f"stages.{name}").run(params, seed)
+            with progress.stage_log(progress.log_path(params, name), f"golf {name} (pipeline --no-dvc)"):
+                importlib.import_module(f"stages.{name}").run(params)
+        for seed in params.seeds:  # each stage with its log; torchrun (via the CLI) where params.launch asks
+            run_seed(params, seed, params_path, overrides or [], lambda s: console.print(f"[bold]== {s}[/bold]"))
         console.print("[bold]== report[/bold]")
-        importlib.import_module("stages.report").run(params)
+        with progress.stage_log(progress.log_path(params, "report"), "golf report (pipeline --no-dvc)"):
+            importlib.import_module("stages.report").run(params)
     report = Path("reports") / "report.md"
     console.print(f"[green]pipeline done in {time.time() - t0:.0f} s; report: {report.resolve()}[/green]")
     return {"seconds": round(time.time() - t0, 1), "report": str(report), "seeds": len(params.seeds),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 
+from golf import progress
 from golf.config import Params, to_dict
 from golf.errors import GolfError
 from golf.gptq import quantize_model, save_quantized
@@ -29,7 +30,9 @@ def run(params: Params, seed: int) -> dict:
     model = load_model(run_dir / "train", "cpu")
     hessians, hmeta = load_hessians(run_dir / "hessian" / "hessians.safetensors")
     t_gptq = time.time()
-    tensors, spec, report = quantize_model(model, hessians, params.quant, device)
+    with progress.bars(f"quantize seed {seed}") as bar:
+        tensors, spec, report = quantize_model(model, hessians, params.quant, device,
+                                               progress=bar.tracker("weights (elements)"))
     gptq_s = time.time() - t_gptq
     out_dir = run_dir / "quant"
     hess_s = float(hmeta["secs"]) if "secs" in hmeta else None

@@ -8,9 +8,11 @@ from __future__ import annotations
 import dataclasses
 import time
 
+from golf import progress
 from golf.config import Params, train_budget_s
 from golf.launch import is_main_process
 from golf.locks import locks_run_folder
+from golf.runtime import resolve_device
 from golf.ssm import ssm_autotune_choices
 from golf.stage_io import write_metrics, write_provenance
 from golf.train import train
@@ -18,20 +20,19 @@ from golf.train import train
 
 @locks_run_folder
 def run(params: Params, seed: int) -> dict:
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
     # the calibration's reserve comes off the loop's budget (golf.config.train_budget_s)
     params = dataclasses.replace(params, train=dataclasses.replace(params.train, wallclock_s=train_budget_s(params)))
     run_dir = params.run_dir(seed)
     out_dir = run_dir / "train"
     main = is_main_process()
     t0 = time.time()
-    with Progress(TextColumn(f"[bold]train[/bold] seed {seed}"), BarColumn(), TextColumn("{task.fields[info]}"),
-                  TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), disable=not main) as bar:
-        task = bar.add_task("train", total=1.0, info="")
+    with progress.bars(f"train seed {seed}", enabled=main) as bar:
+        track = bar.tracker("budget", total=1.0)
+        compiles = params.train.compile and resolve_device(params.train.device).type == "cuda"
+        bar.note("first step: torch.compile compiles the model now" if compiles else "first step")
 
-        def on_step(step: int, loss: float, tok_s: float, progress: float) -> None:
-            bar.update(task, completed=progress, info=f"step {step} loss {loss:.4f} {tok_s:,.0f} tok/s")
+        def on_step(step: int, loss: float, tok_s: float, budget: float) -> None:
+            track.update(budget, info=f"step {step} loss {loss:.4f} {tok_s:,.0f} tok/s")
 
         metrics = train(params, seed, out_dir, run_dir / "ckpt", run_dir / "plots" / "train_curve.tsv", on_step)
     if not main:

@@ -45,7 +45,10 @@ def test_second_writer_of_a_run_folder_gets_one_line(in_tiny, tmp_path, stage):
         assert r.exit_code == 2, r.output
         text = " ".join(r.output.split())
         assert f"is in use by train (pid {holder.pid})" in text and "Traceback" not in r.output
-        assert sorted(p.name for p in run_dir.iterdir()) == [LOCK_FILE]  # the second one wrote nothing
+        # the second one wrote no output: only its stage log, which records the refusal
+        assert sorted(p.name for p in run_dir.iterdir()) == sorted([LOCK_FILE, "logs"])
+        log = (run_dir / "logs" / f"{stage.replace('-', '_')}.log").read_text()
+        assert "is in use by train" in " ".join(log.split())
     finally:
         holder.kill()
         holder.wait()

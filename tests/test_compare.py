@@ -1,0 +1,141 @@
+"""golf compare: both configs' pipelines per seed (interleaved on one device, side by side on two GPUs), each
+side in its own runs folder, the Welch report of A against B; seed parsing and the checks before anything runs."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from golf import compare as cmp
+from golf.config import ConfigError, load_params, to_dict
+from golf.errors import GolfError
+
+FAST = ["train.max_steps=2", "train.val_tokens=512", "ttt.enabled=false", "eval.max_tokens=512", "eval.stride=32",
+        "eval.stateful=false", "calib.num_sequences=4", "quant.clip_search=false", "package.compare_compressors=false"]
+
+
+def _configs(root: Path, overrides: list[str]) -> tuple[Path, Path]:
+    """A.yaml (the tiny hybrid) and B.yaml (the same without its attention layer), complete params files."""
+    from conftest import REPO
+
+    d = to_dict(load_params(REPO / "params.yaml", [*overrides, *FAST]))
+    (root / "A.yaml").write_text(yaml.safe_dump(d, sort_keys=False))
+    d["model"]["layer_pattern"] = "MM"
+    (root / "B.yaml").write_text(yaml.safe_dump(d, sort_keys=False))
+    return root / "A.yaml", root / "B.yaml"
+
+
+def test_compare_runs_both_sides_interleaved_and_writes_the_welch_report(in_tiny, tmp_path):
+    root, _, overrides = in_tiny
+    a, b = _configs(tmp_path, overrides)
+    said: list[str] = []
+    out = tmp_path / "cmp"
+    result = cmp.compare(a, b, "2", out, say=said.append, fresh_processes=False)
+
+    seeds = load_params(a).seeds[:2]
+    order = [s for s in said if s.startswith(("== A seed", "== B seed"))]
+    assert order == [f"== {side} seed {seed}" for seed in seeds for side in ("A", "B")]  # A, B, A, B
+    for side, pattern in (("A", "MAM"), ("B", "MM")):
+        for seed in seeds:
+            rd = out / "runs" / side / str(seed)
+            cfg = json.loads((rd / "train" / "config.json").read_text())
+            assert cfg["layer_pattern"] == pattern
+            for stage in cmp.PER_SEED_STAGES:
+                log = (rd / "logs" / f"{stage}.log").read_text()
+                assert log.startswith("=== ") and f"golf {stage.replace('_', '-')} --seed {seed}" in log
+                assert " done in " in log
+            assert "final validation after step 2" in (rd / "logs" / "train.log").read_text()
+            for stage, bar in (("train", "budget"), ("hessian", "calibration sequences"),
+                               ("quantize", "weights (elements)"), ("package", "steps"),
+                               ("eval_sliding", "plain windows")):  # each loop's progress reached its end
+                assert f" seed {seed} {bar}: 100%" in (rd / "logs" / f"{stage}.log").read_text(), stage
+    report = json.loads((out / "report" / "report.json").read_text())
+    test = report["tests"]["vs_run"]
+    assert report["seeds"] == seeds and test["reference"] == "B" and test["reference_seeds"] == seeds
+    a_bpb = [report["rows"][str(s)]["sliding_bpb"] for s in seeds]
+    b_bpb = [json.loads((out / "runs" / "B" / str(s) / "metrics" / "eval_sliding.json").read_text())["val_bpb"]
+             for s in seeds]
+    assert test["reference_values"] == pytest.approx(b_bpb)
+    assert test["plain"]["diff"] == pytest.approx(sum(a_bpb) / 2 - sum(b_bpb) / 2)
+    assert result["vs_run_p"] == pytest.approx(test["plain"]["p"])
+    assert (out / "report" / "report.md").is_file() and (out / "report" / "plots" / "train_curves.png").is_file()
+    meta = json.loads((out / "compare.json").read_text())
+    assert meta["seeds"] == seeds and meta["placement"].startswith("interleaved")
+    assert not (root / "runs").exists()  # nothing went to the configs' own runs folder
+
+
+class _FakeProc:
+    def __init__(self, cmd, env):
+        self.cmd, self.env = cmd, env
+
+    def wait(self) -> int:
+        return 0
+
+
+def _fake_workers(monkeypatch, in_tiny, tmp_path):
+    """compare with the per-run processes and the report recorded instead of run (placement only)."""
+    procs: list[_FakeProc] = []
+    monkeypatch.setattr(cmp, "_start", lambda cmd, env: procs.append(_FakeProc(cmd, env)) or procs[-1])
+    monkeypatch.setattr(cmp, "welch_report", lambda *a, **k: {"vs_run_p": 0.5})
+    return procs, _configs(tmp_path, in_tiny[2])
+
+
+def test_two_gpus_run_each_seed_side_by_side_one_process_per_gpu(monkeypatch, in_tiny, tmp_path):
+    procs, (a, b) = _fake_workers(monkeypatch, in_tiny, tmp_path)
+    monkeypatch.setattr(cmp, "visible_gpus", lambda: ["3", "5"])
+    cmp.compare(a, b, "1,7", tmp_path / "cmp", ["train.max_steps=3"], say=lambda s: None)
+    assert [(p.cmd[p.cmd.index("--seed") + 1], p.env["CUDA_VISIBLE_DEVICES"]) for p in procs] == [
+        ("1", "3"), ("1", "5"), ("7", "3"), ("7", "5")]
+    first = procs[0].cmd
+    assert first[2] == "seed-stages" and first[first.index("--params") + 1] == str(a)
+    sets = [first[i + 1] for i, x in enumerate(first) if x == "--set"]
+    assert sets[0] == "train.max_steps=3" and f"runs_dir={(tmp_path / 'cmp' / 'runs' / 'A').resolve()}" in sets
+    assert "seeds=[1, 7]" in sets
+    assert str(b) in procs[1].cmd
+
+
+def test_one_gpu_interleaves_fresh_processes(monkeypatch, in_tiny, tmp_path):
+    procs, (a, b) = _fake_workers(monkeypatch, in_tiny, tmp_path)
+    monkeypatch.setattr(cmp, "visible_gpus", lambda: ["0"])
+    cmp.compare(a, b, "2", tmp_path / "cmp", say=lambda s: None)
+    assert [Path(p.cmd[p.cmd.index("--params") + 1]).stem for p in procs] == ["A", "B", "A", "B"]
+    assert all(p.env.get("CUDA_VISIBLE_DEVICES") == os.environ.get("CUDA_VISIBLE_DEVICES") for p in procs)
+    with pytest.raises(GolfError, match="two visible CUDA devices"):
+        cmp.compare(a, b, "2", tmp_path / "cmp", parallel=True, say=lambda s: None)
+
+
+def test_seeds_a_count_or_a_list():
+    p = load_params_default()
+    assert cmp.parse_seeds("2", p) == p.seeds[:2]
+    assert cmp.parse_seeds("5, 9,11", p) == [5, 9, 11]
+    with pytest.raises(ConfigError, match=f"lists only {len(p.seeds)} seeds"):
+        cmp.parse_seeds(str(len(p.seeds) + 1), p)
+    for bad in ("0", "1", "7", "x", "1,1", "1,a", ""):
+        with pytest.raises(ConfigError, match="--seeds"):
+            cmp.parse_seeds(bad, p)
+
+
+def load_params_default():
+    from conftest import REPO
+
+    return load_params(REPO / "params.yaml")
+
+
+def test_checks_before_anything_runs(in_tiny, tmp_path):
+    a, b = _configs(tmp_path, in_tiny[2])
+    mine = tmp_path / "my_folder"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    with pytest.raises(GolfError, match="not a comparison folder"):
+        cmp.compare(a, b, "2", mine, say=lambda s: None)
+    assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
+    d = yaml.safe_load(b.read_text())
+    d["data"]["val_fraction"] = 0.2
+    b.write_text(yaml.safe_dump(d))
+    with pytest.raises(ConfigError, match="both write data/tiny/ but with different settings"):
+        cmp.compare(a, b, "2", tmp_path / "new", say=lambda s: None)
+    assert not (tmp_path / "new").exists()
