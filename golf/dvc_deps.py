@@ -5,7 +5,7 @@ list leaves stale outputs that DVC calls up to date. Here a stage's code depende
 
   * stages/<stage>.py and every module of golf/ (or stages/) it imports, followed transitively through the
     source (parsed with ast, never imported: imports inside functions count too, so the set is a superset
-    of what one run executes);
+    of what one run executes); empty files (a bare package __init__.py) are left out;
   * for the package stage, the files it copies into the artifact (golf.package.code_files(), the
     evaluation code counted in the size), and what those import.
 
@@ -103,7 +103,9 @@ def derived_deps(root: Path = REPO, stages: list[str] | None = None) -> dict[str
         start = [entry] + (_artifact_code(root) if stage == "package" else [])
         if (root / "stages" / "__init__.py").is_file():  # cli.py imports it as stages.<stage>
             start.append(root / "stages" / "__init__.py")
-        out[stage] = sorted(str(p.resolve().relative_to(root)) for p in import_closure(root, start))
+        # an empty file (a bare package __init__) runs nothing, and DVC warns about empty deps at every stage
+        out[stage] = sorted(str(p.resolve().relative_to(root)) for p in import_closure(root, start)
+                            if p.stat().st_size > 0)
     return out
 
 
