@@ -1,4 +1,5 @@
-"""report: every seed's metrics -> reports/report.md, report.json, summary.json (DVC metrics), plots/*.png.
+"""report: every seed's metrics -> reports/report.md, report.json, summary.json, plots/*.png, and the DVC
+metrics file metrics/summary.json (golf/summary.py).
 
 Reads runs/<seed>/metrics/{train,quantize,package,eval_sliding,eval_ttt}.json and plots/train_curve.tsv for
 each of params.seeds, plus params.report.reference (another runs folder or a JSON of per-seed BPBs) and/or
@@ -11,10 +12,13 @@ from pathlib import Path
 
 from golf.config import Params
 from golf.report import collect, write_report
+from golf.summary import write_summary
 
 REPORTS_DIR = Path("reports")
 
 
 def run(params: Params) -> dict:
     report, curves = collect(params)  # every input is read and checked before anything is written
-    return write_report(report, curves, REPORTS_DIR)
+    out = write_report(report, curves, REPORTS_DIR)
+    write_summary(report)  # metrics/summary.json, the file DVC experiments compare
+    return out

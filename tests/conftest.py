@@ -17,6 +17,12 @@ from golf.config import LaunchConfig, load_params
 from golf.launch import torchrun_command
 
 REPO = Path(__file__).resolve().parents[1]
+
+# One intra-op thread per process: the tests' tensors are tiny, so a second thread buys no speed, and on a
+# shared 2-core machine its spin-waiting made the suite 3-4x slower (tests/test_ttt.py: 270 s -> 84 s wall
+# under load). Subprocesses (the CLI, torchrun ranks) inherit it through the environment.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 DEMO = REPO / "golf" / "demo_data" / "wiki_demo.jsonl.xz"
 
 

@@ -114,6 +114,12 @@ def test_dvc_repro_then_a_gptq_change_reruns_only_quantize_and_later(tmp_path):
     r = run(sys.executable, "-m", "dvc", "repro")
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert (work / "reports" / "report.md").is_file()
+    # the one DVC metrics file: tracked by git (experiments keep it), flat, the stage JSONs are not metrics
+    summary = json.loads((work / "metrics" / "summary.json").read_text())
+    assert summary["slide"] == summary["slide_1"] and 0 < summary["ttt_1"] < 20 and summary["steps_1"] == 6
+    assert run("git", "check-ignore", "-q", "metrics/summary.json").returncode == 1  # 1: not ignored
+    r = run(sys.executable, "-m", "dvc", "metrics", "show", "--json")
+    assert r.returncode == 0 and "metrics/summary.json" in r.stdout and "runs/" not in r.stdout, r.stdout[-2000:]
     text = (work / "params.yaml").read_text().replace("damp_frac: 0.01", "damp_frac: 0.02")
     (work / "params.yaml").write_text(text)
     r = run(sys.executable, "-m", "dvc", "status", "--json")

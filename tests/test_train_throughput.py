@@ -13,12 +13,17 @@ from tests.conftest import REPO
 sys.path.insert(0, str(REPO / "bench"))
 import train_throughput as tt
 
+# the demo's params at the tiny size of tests/conftest.py (the timer and profiler do not depend on the size)
+TINY = ["--set", "model.d_model=32", "--set", "model.headdim=16", "--set", "model.num_heads=2",
+        "--set", "model.num_kv_heads=1", "--set", "model.bigram_dim=8", "--set", "model.chunk_size=8",
+        "--set", "train.seq_len=32", "--set", "train.batch_tokens=256", "--set", "train.micro_batch_seqs=8"]
+
 
 def test_cpu_run_with_profile_writes_its_json(tmp_path, monkeypatch):
     monkeypatch.setenv("OUT", str(tmp_path))
     out = tt.main([str(REPO / "params.yaml"), "--steps", "1", "--profile-steps", "1", "--label", "demo x=1",
-                   "--set", "train.max_steps=5"])
-    assert out["ms_per_step"] > 0 and out["tok_per_s"] > 0 and out["tokens_per_step"] == 8192
+                   "--set", "train.max_steps=5", *TINY])
+    assert out["ms_per_step"] > 0 and out["tok_per_s"] > 0 and out["tokens_per_step"] == 256
     prof = out["profile"]
     assert prof["timeline"] == "CPU ops (self time)" and prof["steps"] == 1
     assert prof["ms_per_step"] == pytest.approx(sum(prof["by_family_ms"].values()), rel=1e-2, abs=0.05)
@@ -48,5 +53,5 @@ def test_pinned_host_batches_need_cuda(tmp_path, capsys):
 
 def test_cpu_run_on_host_batches(tmp_path, monkeypatch):
     monkeypatch.setenv("OUT", str(tmp_path))
-    out = tt.main([str(REPO / "params.yaml"), "--steps", "1", "--tokens", "pageable", "--label", "host"])
+    out = tt.main([str(REPO / "params.yaml"), "--steps", "1", "--tokens", "pageable", "--label", "host", *TINY])
     assert out["token_source"] == "pageable" and out["ms_per_step"] > 0 and out["last_loss"] > 0
