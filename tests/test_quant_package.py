@@ -4,7 +4,7 @@ import pickle
 import pytest
 import torch
 
-from golf.config import QuantConfig
+from golf.config import CAP_BYTES, QuantConfig
 from golf.errors import ArtifactError
 from golf.gptq import gptq_quantize, quantize_state_dict
 from golf.hessian import collect_hessians
@@ -61,7 +61,7 @@ def test_artifact_roundtrip_is_bit_exact_and_malformed_artifacts_fail(tmp_path):
     tensors, spec, _ = quantize_state_dict(m.state_dict(), {}, QuantConfig(float_max_numel=100))
     cfg = {"vocab_size": 300, "d_model": 32, "layer_pattern": "A", "num_heads": 2, "num_kv_heads": 1,
            "bigram_buckets": 0, "bigram_dim": 0}
-    metrics = build_artifact(tmp_path / "art", tensors, spec, cfg, "lzma", 16_000_000, True)
+    metrics = build_artifact(tmp_path / "art", tensors, spec, cfg, "lzma", CAP_BYTES, True)
     assert metrics["under_cap"] and metrics["total_bytes"] == metrics["model_bytes"] + metrics["code_bytes"]
     _, back, spec2 = load_artifact(tmp_path / "art")
     assert spec2 == spec and set(back) == set(tensors)
