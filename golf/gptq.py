@@ -48,20 +48,30 @@ import torch
 from golf.config import QuantConfig
 from golf.errors import GolfError
 from golf.io import atomic_path
-from golf.package import dequantize  # noqa: F401  (the inverse lives with the artifact loader; re-exported)
-from golf.param_groups import group_bits, quant_group_bits
+from golf.param_groups import BIT_GROUPS, is_embedding, is_mamba_dynamics, size_group
 
-# Used when the caller cannot tell which state-dict entries are embeddings (no model at hand).
-EMBEDDING_KEYS = ("tok_emb.weight", "bigram.emb.weight")
 FP16_TINY = 2.0 ** -24  # the smallest positive fp16 (subnormal): scales never round to 0
 FP16_MAX = 65504.0
 QUANT_FORMAT = "golf-quant-1"
 
 
-def is_ssm_dynamics(name: str) -> bool:
-    """A_log, dt_bias, D and conv1d.* of a Mamba mixer: they set the recurrence, so they stay fp32."""
-    parts = name.split(".")
-    return parts[-1] in ("A_log", "dt_bias", "D") or "conv1d" in parts[:-1]
+def group_bits(name: str, bits: int, embed_bits: int, per_group: dict[str, int]) -> int:
+    """A quantized matrix's width: embed_bits for embeddings, else per_group[its group] or `bits` (0 or unset)."""
+    g = size_group(name)
+    return embed_bits if g == "embed" else per_group.get(g) or bits
+
+
+def quant_group_bits(quant_cfg) -> dict[str, int]:
+    """quant.bits_<group> as {group: bits}; 0 means the default width."""
+    return {g: getattr(quant_cfg, f"bits_{g}") for g in BIT_GROUPS}
+
+
+def qat_module_bits(model, qat_bits: int, quant_cfg) -> dict[str, int]:
+    """Each QAT linear's fake-quant width (by module name): its stored width quant.bits_<group>, else
+    `qat_bits`; training at the stored width keeps the int5 groups' quantization gap small."""
+    per_group = quant_group_bits(quant_cfg)
+    return {name: per_group.get(size_group(f"{name}.weight")) or qat_bits
+            for name, m in model.named_modules() if hasattr(m, "qat_qmax")}
 
 
 def qmax_for(bits: int) -> int:
@@ -240,7 +250,7 @@ def quantize_state_dict(state: dict[str, torch.Tensor], hessians: dict[str, torc
     report has, per GPTQ layer, the relative output error estimated through H and the time taken.
     progress(elements done, all elements) is called after each tensor."""
     float_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[cfg.float_dtype]
-    embeds = set(EMBEDDING_KEYS) if embed_names is None else set(embed_names)
+    embeds = {n for n in state if is_embedding(n)} if embed_names is None else set(embed_names)
     sigmas = cfg.clip_sigmas if cfg.clip_mode == "sigma" else None
     clips = cfg.clip_ratios if cfg.clip_search and sigmas is None else None
     per_group = quant_group_bits(cfg)
@@ -256,7 +266,7 @@ def quantize_state_dict(state: dict[str, torch.Tensor], hessians: dict[str, torc
             done += t.numel()
         module = name.removesuffix(".weight")
         shape = list(t.shape)
-        if is_ssm_dynamics(name):
+        if is_mamba_dynamics(name):  # they set the recurrence: kept fp32
             tensors[name] = t.float().cpu().contiguous()
             spec[name] = {"kind": "float", "dtype": "fp32", "shape": shape, "why": "ssm_dynamics"}
         elif t.ndim != 2 or t.numel() <= cfg.float_max_numel:

@@ -19,6 +19,7 @@ from golf.attention import GQAttention, resolve_attn_backend
 from golf.config import ModelConfig, section_from_dict, to_dict
 from golf.errors import GolfError
 from golf.io import atomic_path, read_json, write_json_atomic
+from golf.param_groups import OPTIM_GROUPS, optim_group
 from golf.ssm import Mamba2Mixer, SSMKernels, resolve_ssm_backend
 
 log = logging.getLogger(__name__)
@@ -32,10 +33,14 @@ class QATLinear(nn.Linear):
     function's output without a recompile and cannot be constant-folded away.
     """
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = False):
+    def __init__(self, in_features: int, out_features: int, bias: bool = False, bits: int = 6):
         super().__init__(in_features, out_features, bias=bias)
         self.register_buffer("qat_on", torch.zeros((), dtype=torch.bool), persistent=False)
-        self.register_buffer("qat_qmax", torch.full((), 31.0), persistent=False)
+        self.register_buffer("qat_qmax", torch.empty(()), persistent=False)
+        self.set_bits(bits)
+
+    def set_bits(self, bits: int) -> None:
+        self.qat_qmax.fill_(float(2 ** (bits - 1) - 1))
 
     def fake_quant_weight(self) -> torch.Tensor:
         """The weight the forward uses: w_q when QAT is on (gradient straight through to w), else w."""
@@ -203,25 +208,16 @@ class GolfLM(nn.Module):
 
     # ----------------------------------------------------------------------------------------------
     def param_groups(self) -> dict[str, list[tuple[str, nn.Parameter]]]:
-        """Optimizer groups: block matrices (Muon), Mamba projections (Muon, own lr), embeddings and
-        scalars/dynamics (Adam). Every parameter lands in exactly one group."""
-        groups: dict[str, list] = {"matrix": [], "mamba_matrix": [], "embed": [], "scalar": []}
+        """Optimizer groups (golf.param_groups.optim_group): every parameter in exactly one."""
+        groups: dict[str, list] = {g: [] for g in OPTIM_GROUPS}
         for name, p in self.named_parameters():
-            if name in ("tok_emb.weight", "bigram.emb.weight", "lm_head.weight"):  # an untied head: Adam
-                groups["embed"].append((name, p))
-            elif p.ndim == 2 and name.endswith(("in_proj.weight", "out_proj.weight")) and ".mixer." in name:
-                groups["mamba_matrix"].append((name, p))
-            elif p.ndim == 2 and name.endswith(".weight") and "skip_weights" not in name \
-                    and "resid_mix" not in name:
-                groups["matrix"].append((name, p))
-            else:
-                groups["scalar"].append((name, p))
+            groups[optim_group(name, p.ndim)].append((name, p))
         return groups
 
     def set_qat(self, enabled: bool, bits: int = 6, module_bits: dict[str, int] | None = None) -> None:
         """Switch int-`bits` fake quantization of every block linear on or off (in place, buffers only: a
         compiled model sees the change without recompiling). `module_bits` gives some linears (by module
-        name) their own width, as quant.bits_<group> stores them (golf.param_groups.qat_module_bits)."""
+        name) their own width, as quant.bits_<group> stores them (golf.gptq.qat_module_bits)."""
         module_bits = module_bits or {}
         for name, m in self.named_modules():
             if isinstance(m, QATLinear):
@@ -229,7 +225,7 @@ class GolfLM(nn.Module):
                 if not 2 <= b <= 8:
                     raise ValueError(f"set_qat: bits must be in 2..8, got {b} for {name or 'the model'}")
                 m.qat_on.fill_(bool(enabled))
-                m.qat_qmax.fill_(float(2 ** (b - 1) - 1))
+                m.set_bits(b)
 
 
 def build_model(cfg: ModelConfig, device: torch.device | str = "cpu") -> GolfLM:

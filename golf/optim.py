@@ -23,8 +23,9 @@ from __future__ import annotations
 import torch
 from torch.optim import Optimizer
 
+from golf.param_groups import OPTIM_GROUPS
+
 NS_COEFFS = (3.4445, -4.7750, 2.0315)
-GROUP_KEYS = ("matrix", "mamba_matrix", "embed", "scalar")
 
 
 def newton_schulz(g: torch.Tensor, steps: int = 5, eps: float = 1e-7,
@@ -144,11 +145,11 @@ def build_adamw(groups: list[dict], tcfg, fused: bool | None = None) -> torch.op
 
 def _check_partition(model, groups: dict) -> None:
     """Each trainable parameter in exactly one of the four groups (a silent miss would never train)."""
-    unknown = set(groups) - set(GROUP_KEYS)
+    unknown = set(groups) - set(OPTIM_GROUPS)
     if unknown:
-        raise ValueError(f"param_groups() returned unknown group(s) {sorted(unknown)}; expected {GROUP_KEYS}")
+        raise ValueError(f"param_groups() returned unknown group(s) {sorted(unknown)}; expected {OPTIM_GROUPS}")
     seen: dict[int, str] = {}
-    for key in GROUP_KEYS:
+    for key in OPTIM_GROUPS:
         for name, p in groups.get(key, []):
             if id(p) in seen:
                 raise ValueError(f"parameter {name!r} is in optimizer groups {seen[id(p)]!r} and {key!r}")

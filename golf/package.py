@@ -42,12 +42,12 @@ from golf import artifact_checks
 from golf.config import CAP_BYTES, ModelConfig, section_from_dict
 from golf.errors import ArtifactError
 from golf.io import atomic_dir, write_json_atomic
+from golf.param_groups import size_group
 
 MAGIC = b"GOLFART1"
 FORMAT_VERSION = 1
 PLANES_FORMAT = 2  # format 1 with multi-byte tensors stored as byte planes
 MODEL_FILES = {"lzma": "model.golf.xz", "zstd": "model.golf.zst", "brotli": "model.golf.br"}
-MODEL_FILE = MODEL_FILES["lzma"]
 MAX_RAW_BYTES = 1 << 30  # a 16 MB artifact that inflates past 1 GiB is hostile (decompression bomb)
 MAX_HEADER_BYTES = 64 << 20
 # The golf modules that load and score an artifact; their imports of other golf modules are followed.
@@ -284,26 +284,6 @@ def dequantize(tensors: dict[str, torch.Tensor], spec: dict, source: str = "<ten
     return out
 
 
-def tensor_group(name: str) -> str:
-    """Size-report group of a stored tensor name."""
-    base = name.removesuffix(".q").removesuffix(".scale")
-    parts = base.split(".")
-    if parts[-1] in ("A_log", "dt_bias", "D") or "conv1d" in parts[:-1]:
-        return "ssm_dynamics"
-    if base.startswith(("tok_emb.", "bigram.emb.", "lm_head.")):
-        return "embeddings"
-    matrix = base.endswith(("_proj.weight", "qkv.weight", ".fc.weight", ".proj.weight"))
-    if ".mixer." in base and matrix:
-        return "mamba"
-    if ".attn." in base and matrix:
-        return "attention"
-    if ".mlp." in base and matrix:
-        return "mlp"
-    if base.startswith("bigram.") and matrix:
-        return "bigram_proj"
-    return "norms_scalars"
-
-
 def _bits(t: torch.Tensor) -> torch.Tensor:
     """A tensor's raw bytes as a flat uint8 tensor, for bit-for-bit comparison and byte statistics."""
     return t.detach().cpu().contiguous().reshape(-1).view(torch.uint8)
@@ -318,7 +298,7 @@ def group_sizes(tensors: dict[str, torch.Tensor], model_bytes: int) -> tuple[dic
     raw: dict[str, int] = {}
     counts: dict[str, np.ndarray] = {}
     for name, t in tensors.items():
-        g = tensor_group(name)
+        g = size_group(name)
         b = _bits(t).numpy()
         raw[g] = raw.get(g, 0) + b.size
         counts[g] = counts.get(g, 0) + np.bincount(b, minlength=256)
@@ -528,12 +508,6 @@ def open_artifact(path: str | Path) -> Artifact:
     return Artifact(cfg, tensors, spec, mpath, method, len(blob), len(raw))
 
 
-def load_artifact(path: str | Path) -> tuple[ModelConfig, dict[str, torch.Tensor], dict]:
-    """(model config, stored quantized tensors, spec) of an artifact folder or its model file."""
-    art = open_artifact(path)
-    return art.config, art.tensors, art.spec
-
-
 def load_model_from_artifact(path: str | Path, device: torch.device | str = "cpu"):
     """The dequantized GolfLM exactly as the artifact stores it (eval mode). Eval stages load only this."""
     from golf.model import build_model
@@ -557,7 +531,7 @@ def inspect_artifact(path: str | Path) -> str:
     groups: dict[str, list] = {}  # group -> [params, [raw bytes of each stored tensor]]
     for name in sorted(art.tensors):
         t = art.tensors[name]
-        g = groups.setdefault(tensor_group(name), [0, []])
+        g = groups.setdefault(size_group(name), [0, []])
         g[0] += 0 if name.endswith(".scale") else t.numel()
         g[1].append(_bits(t).numpy().tobytes())
     kinds: dict[str, int] = {}

@@ -28,11 +28,11 @@ from torch import nn
 
 from golf.config import ModelConfig, field_choices
 from golf.errors import GolfError
+from golf.param_groups import is_mamba_dynamics
 
 log = logging.getLogger(__name__)
 
 NORM_EPS = 1e-5  # the gated RMSNorm's epsilon (mamba-ssm Mamba2's RMSNormGated default)
-DYNAMICS = ("A_log", "dt_bias", "D", "conv1d.weight", "conv1d.bias")  # kept fp32; never quantized
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
@@ -99,21 +99,6 @@ def ssd_reference(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.T
     y = y + torch.einsum("bclhn,bchpn,bhcl->bclhp", Cc, states, torch.exp(a_cum))
     y = y.reshape(b, c * chunk_size, h, p)[:, :l]
     return y, final_state
-
-
-def ssd_naive(x, dt, A, B, C, initial_state=None):
-    """Step-by-step recurrence (slow; for tests). Shapes as in ssd_reference."""
-    b, l, h, p = x.shape
-    g = B.shape[2]
-    B = B.repeat_interleave(h // g, dim=2)
-    C = C.repeat_interleave(h // g, dim=2)
-    state = initial_state if initial_state is not None else x.new_zeros(b, h, p, B.shape[-1])
-    ys = []
-    for t in range(l):
-        da = torch.exp(dt[:, t] * A)  # (b, h)
-        state = state * da[..., None, None] + torch.einsum("bhp,bhn->bhpn", x[:, t] * dt[:, t, :, None], B[:, t])
-        ys.append(torch.einsum("bhpn,bhn->bhp", state, C[:, t]))
-    return torch.stack(ys, dim=1), state
 
 
 def gated_rms_norm_reference(y: torch.Tensor, z: torch.Tensor, weight: torch.Tensor, ngroups: int,
@@ -305,7 +290,7 @@ class Mamba2Mixer(nn.Module):
 
     Precision: the dynamics parameters (A_log, dt_bias, D, conv1d.*) stay fp32 even when the module is cast
     to bf16/fp16 (`_apply` below restores them), are used in fp32 by both paths, and are kept out of every
-    quantization step (golf.gptq.is_ssm_dynamics). Training runs under bf16 autocast with fp32 master
+    quantization step (golf.param_groups.is_mamba_dynamics). Training runs under bf16 autocast with fp32 master
     weights, so there they are fp32 anyway.
     """
 
@@ -348,7 +333,7 @@ class Mamba2Mixer(nn.Module):
         nn.Module._apply swaps each parameter's data for fn(data); we keep a handle on the fp32 data first
         and, where fn produced a 16-bit float, put the fp32 values back (moved to the new device). No
         rounding happens: the fp32 values are never passed through bf16."""
-        before = {n: p.data for n, p in self.named_parameters() if n in DYNAMICS}
+        before = {n: p.data for n, p in self.named_parameters() if is_mamba_dynamics(n)}
         super()._apply(fn, recurse)
         for n, p in self.named_parameters():
             old = before.get(n)

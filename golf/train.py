@@ -51,10 +51,10 @@ from golf.config import ConfigError, Params
 from golf.data import TokenLoader, build_byte_tables, list_shards, load_tokens, tokenizer_path
 from golf.errors import TrainingError
 from golf.evaluate import eval_bpb
+from golf.gptq import qat_module_bits
 from golf.io import write_text_atomic
 from golf.model import build_model, count_params, save_model
 from golf.optim import Muon, build_optimizers
-from golf.param_groups import qat_module_bits
 from golf.profiling import StepWindowProfiler
 from golf.progress import note as progress_note
 from golf.runtime import (

@@ -26,27 +26,14 @@ from golf.config import TTTConfig
 from golf.data import ByteTables
 from golf.errors import GolfError
 from golf.evaluate import autocast, dist_info, finish, score_windows, span_plan
-
-# which parameters adapt, by name (GolfLM naming; see golf/model.py)
-_NORM_KEYS = ("_scale", "resid_mix", "skip_weights", "norm", "q_gain")
+from golf.param_groups import TTT_SUBSETS, ttt_subset
 
 
 def adapt_params(model, which: str) -> list[tuple[str, torch.nn.Parameter]]:
-    """The parameters TTT updates: "all"; "norms" (per-channel gains and mixes: *_scale, resid_mix,
-    skip_weights, norm weights, q_gain); "ssm" (everything inside the Mamba mixers, `.mixer.`); "mlp"
-    (the attention blocks' MLPs, `.mlp.`)."""
-    def wanted(name: str) -> bool:
-        if which == "all":
-            return True
-        if which == "norms":
-            return any(k in name for k in _NORM_KEYS)
-        if which == "ssm":
-            return ".mixer." in name
-        if which == "mlp":
-            return ".mlp." in name
-        raise GolfError(f"ttt.params: expected one of all, norms, ssm, mlp, got {which!r}")
-
-    chosen = [(n, p) for n, p in model.named_parameters() if wanted(n)]
+    """The parameters TTT updates, ttt.params `which` of golf.param_groups.TTT_SUBSETS."""
+    if which not in TTT_SUBSETS:
+        raise GolfError(f"ttt.params: expected one of {', '.join(TTT_SUBSETS)}, got {which!r}")
+    chosen = [(n, p) for n, p in model.named_parameters() if ttt_subset(n, which)]
     if not chosen:
         raise GolfError(f"ttt.params {which!r} selects no parameters of this model")
     return chosen

@@ -15,6 +15,7 @@ import torch
 
 from golf.config import LaunchConfig, load_params
 from golf.launch import torchrun_command
+from golf.package import MODEL_FILES, open_artifact
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -24,6 +25,13 @@ REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 DEMO = REPO / "golf" / "demo_data" / "wiki_demo.jsonl.xz"
+MODEL_FILE = MODEL_FILES["lzma"]  # the model file of an artifact packed with the default compressor
+
+
+def load_artifact(path: Path):
+    """(model config, stored quantized tensors, spec) of an artifact folder or its model file."""
+    art = open_artifact(path)
+    return art.config, art.tensors, art.spec
 
 
 def demo_docs(n: int) -> list[str]:

@@ -21,13 +21,12 @@ from golf.gptq import quantize_model
 from golf.io import write_json_atomic
 from golf.package import (
     MAGIC,
-    MODEL_FILE,
     build_artifact,
     inspect_artifact,
-    load_artifact,
     load_model_from_artifact,
     serialize,
 )
+from tests.conftest import MODEL_FILE, load_artifact
 from tests.test_package import TINY, _trained_like
 
 

@@ -11,7 +11,7 @@ from torch._dynamo.testing import CompileCounterWithBackend
 from golf.config import ModelConfig, load_params
 from golf.errors import GolfError
 from golf.model import QATLinear, build_model, count_params, load_model, save_model
-from golf.ssm import DYNAMICS
+from golf.param_groups import MAMBA_DYNAMICS
 
 TINY = {"vocab_size": 300, "d_model": 32, "layer_pattern": "MAMM", "d_state": 8, "expand": 2.0, "headdim": 16,
         "chunk_size": 8, "num_heads": 2, "num_kv_heads": 1, "mlp_mult": 2.0, "bigram_buckets": 64, "bigram_dim": 8}
@@ -145,7 +145,7 @@ def test_bf16_cast_keeps_dynamics_fp32_and_runs():
         m.bfloat16()
         out = m(ids)
     for n, p in m.named_parameters():
-        assert p.dtype == (torch.float32 if n.rsplit(".mixer.", 1)[-1] in DYNAMICS else torch.bfloat16), n
+        assert p.dtype == (torch.float32 if n.rsplit(".mixer.", 1)[-1] in MAMBA_DYNAMICS else torch.bfloat16), n
     assert out.dtype == torch.float32
     assert ((out - ref).norm() / ref.norm()).item() < 0.05
 

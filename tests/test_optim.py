@@ -8,7 +8,8 @@ import torch
 import golf.optim
 from golf.config import TrainConfig, load_params
 from golf.model import build_model
-from golf.optim import GROUP_KEYS, Muon, build_adamw, build_optimizers, newton_schulz
+from golf.optim import Muon, build_adamw, build_optimizers, newton_schulz
+from golf.param_groups import OPTIM_GROUPS
 from tests.conftest import REPO
 
 
@@ -138,10 +139,10 @@ def test_muon_weight_decay_is_decoupled_and_rejects_non_matrices():
 def test_every_parameter_in_exactly_one_group_and_optimizer():
     model, tcfg = _tiny_model()
     groups = model.param_groups()
-    assert set(groups) == set(GROUP_KEYS)
-    ids = [id(p) for key in GROUP_KEYS for _, p in groups[key]]
+    assert set(groups) == set(OPTIM_GROUPS)
+    ids = [id(p) for key in OPTIM_GROUPS for _, p in groups[key]]
     assert len(ids) == len(set(ids)) and set(ids) == {id(p) for p in model.parameters()}
-    names = {key: {n for n, _ in groups[key]} for key in GROUP_KEYS}
+    names = {key: {n for n, _ in groups[key]} for key in OPTIM_GROUPS}
     assert any("in_proj" in n for n in names["mamba_matrix"]) and any("out_proj" in n for n in names["mamba_matrix"])
     assert any(n.endswith("A_log") for n in names["scalar"]) and any("conv1d" in n for n in names["scalar"])
     assert "tok_emb.weight" in names["embed"]

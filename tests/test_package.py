@@ -24,18 +24,17 @@ from golf.hessian import collect_hessians
 from golf.model import build_model, load_model, save_model
 from golf.package import (
     MAGIC,
-    MODEL_FILE,
     build_artifact,
     code_files,
     decompress,
     dequantize,
     group_sizes,
     inspect_artifact,
-    load_artifact,
     load_model_from_artifact,
     open_artifact,
     serialize,
 )
+from tests.conftest import MODEL_FILE, load_artifact
 
 REPO = Path(__file__).resolve().parents[1]
 CFG = {"vocab_size": 300, "d_model": 32, "layer_pattern": "A", "num_heads": 2, "num_kv_heads": 1,
@@ -237,11 +236,11 @@ def test_groups_sum_to_the_model_bytes_and_inspect_shows_them(tmp_path):
     tensors, spec = _stored()
     raw, shares = group_sizes(tensors, 12345)
     assert sum(shares.values()) == 12345 and set(raw) == set(shares)
-    assert {"attention", "embeddings", "ssm_dynamics", "norms_scalars"} <= set(shares)
+    assert {"attn", "embed", "mamba_dynamics", "other"} <= set(shares)  # golf.param_groups.size_group
     m = build_artifact(tmp_path / "art", tensors, spec, CFG)
     assert sum(m["groups"].values()) == m["model_bytes"]
     text = inspect_artifact(tmp_path / "art")
-    assert "attention" in text and "embeddings" in text and f"{m['total_bytes']:,}" in text
+    assert "\nattn " in text and "\nembed " in text and f"{m['total_bytes']:,}" in text
 
 
 # --------------------------------------------------------------------------------------------------

@@ -1,39 +1,96 @@
-"""golf/param_groups.py: every parameter of every shipped config in exactly one group, agreeing with the
-optimizer's grouping, on meta-device models (no memory, no init cost)."""
+"""golf/param_groups.py: every parameter of every shipped config in exactly one group of each
+classification (size, optimizer, TTT subsets), checked against what the model's module structure says each
+parameter is, on meta-device models (no memory, no init cost)."""
 
 from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
 
-from golf.config import load_params
-from golf.model import build_model
-from golf.param_groups import BIT_GROUPS, OPTIM_GROUPS, SIZE_GROUPS, group_bits, optim_group, size_group
+from golf.attention import GQAttention
+from golf.config import TTTConfig, field_choices, load_params
+from golf.gptq import group_bits
+from golf.model import MLP, build_model
+from golf.param_groups import (
+    BIT_GROUPS,
+    OPTIM_GROUPS,
+    SIZE_GROUPS,
+    TTT_SUBSETS,
+    optim_group,
+    size_group,
+    ttt_subset,
+)
+from golf.ssm import Mamba2Mixer
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIGS = sorted(REPO.glob("configs/*.yaml")) + [REPO / "params.yaml"]
+CONFIGS = [(p, []) for p in sorted(REPO.glob("configs/*.yaml")) + [REPO / "params.yaml"]]
+CONFIGS.append((REPO / "params.yaml", ["model.tie_embeddings=false"]))  # an untied lm_head: no shipped config
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
-def test_every_parameter_of_every_config_lands_in_one_group(path):
-    cfg = load_params(path).model
+def _by_structure(model: nn.Module) -> dict[str, tuple[str, str]]:
+    """(size group, optimizer group) of each parameter from the module that owns it, not from its name."""
+    out = {}
+    for mod_name, mod in model.named_modules():
+        parent = model.get_submodule(mod_name.rpartition(".")[0]) if mod_name else None
+        for pname, p in mod.named_parameters(recurse=False):
+            name = f"{mod_name}.{pname}" if mod_name else pname
+            if isinstance(mod, nn.Embedding) or (parent is model and mod_name == "lm_head"):
+                g = "embed"
+            elif isinstance(parent, Mamba2Mixer) and isinstance(mod, nn.Linear):
+                g = {"in_proj": "mamba_in", "out_proj": "mamba_out"}[mod_name.rpartition(".")[2]]
+            elif isinstance(parent, Mamba2Mixer) or (isinstance(mod, Mamba2Mixer) and pname != "norm_weight"):
+                g = "mamba_dynamics"  # the conv and A_log / dt_bias / D: all the mixer owns but its gain
+            elif isinstance(parent, GQAttention) and isinstance(mod, nn.Linear):
+                g = "attn"
+            elif isinstance(parent, MLP) and isinstance(mod, nn.Linear):
+                g = "mlp"
+            else:
+                g = "other"
+            if g == "embed":
+                opt = "embed"
+            elif g in ("mamba_in", "mamba_out"):
+                opt = "mamba_matrix"
+            elif isinstance(mod, nn.Linear) and pname == "weight":
+                opt = "matrix"
+            else:
+                opt = "scalar"
+            out[name] = (g, opt)
+    return out
+
+
+@pytest.mark.parametrize("path,overrides", CONFIGS, ids=lambda c: c.name if isinstance(c, Path) else ",".join(c))
+def test_every_parameter_of_every_config_lands_in_one_group_of_each_classification(path, overrides):
+    cfg = load_params(path, overrides).model
     with torch.device("meta"):
         model = build_model(cfg, "meta")
+    names = [n for n, _ in model.named_parameters()]
+    expected = _by_structure(model)
+    assert sorted(expected) == sorted(names)
     model_groups = {n: key for key, items in model.param_groups().items() for n, _ in items}
-    seen = {g: 0 for g in SIZE_GROUPS}
+    assert sorted(model_groups) == sorted(names)  # the optimizer's grouping: each parameter once
+    seen = dict.fromkeys(SIZE_GROUPS, 0)
     for name, p in model.named_parameters():
-        g = size_group(name)
-        assert g in SIZE_GROUPS, name
-        seen[g] += 1
-        assert optim_group(name, p.ndim) == model_groups[name], name
-        assert optim_group(name, p.ndim) in OPTIM_GROUPS
-    assert seen["embed"] >= 1 and seen["other"] >= 1
-    if "M" in cfg.layer_pattern:
-        n_m = cfg.layer_pattern.count("M")
-        assert seen["mamba_in"] == seen["mamba_out"] == n_m and seen["mamba_dynamics"] == 5 * n_m  # A_log dt_bias D conv w/b
-    if "A" in cfg.layer_pattern:
-        n_a = cfg.layer_pattern.count("A")
-        assert seen["attn"] == 4 * n_a and seen["mlp"] == 2 * n_a
+        assert (size_group(name), optim_group(name, p.ndim)) == expected[name], name
+        assert model_groups[name] == optim_group(name, p.ndim) in OPTIM_GROUPS
+        seen[size_group(name)] += 1
+    assert seen["embed"] == 1 + (cfg.bigram_buckets > 0) + (not cfg.tie_embeddings)
+    n_m, n_a = cfg.layer_pattern.count("M"), cfg.layer_pattern.count("A")
+    assert seen["mamba_in"] == seen["mamba_out"] == n_m and seen["mamba_dynamics"] == 5 * n_m  # A_log dt_bias D conv w/b
+    assert seen["attn"] == 4 * n_a and seen["mlp"] == 2 * n_a
+
+    # TTT subsets (ttt.params), as golf/ttt.py and the README describe them
+    subset = {w: {n for n in names if ttt_subset(n, w)} for w in TTT_SUBSETS}
+    owned_by = {t: {f"{m}.{n}" for m, mod in model.named_modules() if isinstance(mod, t)
+                    for n, _ in mod.named_parameters()} for t in (Mamba2Mixer, MLP)}
+    assert subset["all"] == set(names)
+    assert subset["ssm"] == owned_by[Mamba2Mixer]  # everything inside the Mamba mixers
+    assert subset["mlp"] == owned_by[MLP]  # the attention blocks' MLPs
+    gains = {n for n in names if expected[n][1] == "scalar" and expected[n][0] != "mamba_dynamics"}
+    assert subset["norms"] == gains  # per-channel gains and mixes: the scalars but the SSM dynamics
+    assert all(model.get_parameter(n).ndim <= 2 and model.get_parameter(n).shape[-1] <= cfg.d_model * cfg.expand
+               for n in gains)
+    assert set(TTT_SUBSETS) == set(field_choices(TTTConfig, "params"))
 
 
 def test_names_and_bit_widths():
@@ -63,7 +120,7 @@ def test_the_seed_fit_config_loads_with_its_levers():
 
 def test_qat_trains_each_linear_at_its_stored_width():
     """QAT fake-quantizes a group at quant.bits_<group> (int5 in_proj/MLP: qmax 15), the rest at train.qat_bits."""
-    from golf.param_groups import qat_module_bits
+    from golf.gptq import qat_module_bits
     params = load_params(REPO / "params.yaml", ["quant.bits_mamba_in=5", "quant.bits_mlp=4"])
     model = build_model(params.model, "cpu")
     bits = qat_module_bits(model, 6, params.quant)

@@ -4,11 +4,12 @@ import pickle
 import pytest
 import torch
 
-from golf.config import QuantConfig
+from golf.config import CAP_BYTES, QuantConfig
 from golf.errors import ArtifactError
 from golf.gptq import gptq_quantize, quantize_state_dict
 from golf.hessian import collect_hessians
-from golf.package import MODEL_FILE, build_artifact, deserialize, inspect_artifact, load_artifact, serialize
+from golf.package import build_artifact, deserialize, inspect_artifact, serialize
+from tests.conftest import MODEL_FILE, load_artifact
 
 
 def _correlated(n=2048, d=64, seed=0):
@@ -60,13 +61,13 @@ def test_artifact_roundtrip_is_bit_exact_and_malformed_artifacts_fail(tmp_path):
     tensors, spec, _ = quantize_state_dict(m.state_dict(), {}, QuantConfig(float_max_numel=100))
     cfg = {"vocab_size": 300, "d_model": 32, "layer_pattern": "A", "num_heads": 2, "num_kv_heads": 1,
            "bigram_buckets": 0, "bigram_dim": 0}
-    metrics = build_artifact(tmp_path / "art", tensors, spec, cfg, "lzma", 16_000_000, True)
+    metrics = build_artifact(tmp_path / "art", tensors, spec, cfg, "lzma", CAP_BYTES, True)
     assert metrics["under_cap"] and metrics["total_bytes"] == metrics["model_bytes"] + metrics["code_bytes"]
     _, back, spec2 = load_artifact(tmp_path / "art")
     assert spec2 == spec and set(back) == set(tensors)
     assert all(torch.equal(back[k], tensors[k]) and back[k].dtype == tensors[k].dtype for k in tensors)
     assert serialize(tensors, spec, cfg) == serialize(back, spec2, cfg)  # deterministic
-    assert "embeddings" in inspect_artifact(tmp_path / "art") or "norms_scalars" in inspect_artifact(tmp_path / "art")
+    assert "\nmamba_dynamics " in inspect_artifact(tmp_path / "art")  # A_log
     blob = (tmp_path / "art" / MODEL_FILE).read_bytes()
     (tmp_path / "art" / MODEL_FILE).write_bytes(blob[: len(blob) // 2])
     with pytest.raises(ArtifactError, match="truncated or corrupt"):

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from scipy import stats as sps
 
-from golf.config import load_params
+from golf.config import CAP_BYTES, load_params
 from golf.errors import GolfError
 from golf.report import load_reference, read_curve
 
@@ -35,7 +35,7 @@ def write_run(runs: Path, seed: int, sliding: float, *, ttt: bool = True, statef
                   "val_loss": pre * math.log(2) / 0.4, "val_bpb": pre, "peak_mem_mb": 1.0, "kernel_paths": {}})
     put("quantize", {"layers": {}, "secs": 3.0, "mean_rel_err": 0.01})
     put("package", {"model_bytes": sum(GROUPS.values()), "code_bytes": 90_000 + seed,
-                    "total_bytes": sum(GROUPS.values()) + 90_000 + seed, "cap_bytes": 16_000_000, "under_cap": True,
+                    "total_bytes": sum(GROUPS.values()) + 90_000 + seed, "cap_bytes": CAP_BYTES, "under_cap": True,
                     "compressed": {}, "groups": GROUPS})
     es = {"val_loss": sliding * math.log(2) / 0.4, "val_bpb": sliding, "tokens": TOKENS, "bytes": BYTES,
           "eval_s": 80.0, "plain_val_loss": (sliding + 0.024) * math.log(2) / 0.4, "plain_val_bpb": sliding + 0.024}

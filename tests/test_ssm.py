@@ -12,13 +12,12 @@ import torch.nn.functional as F
 
 from golf import ssm
 from golf.errors import GolfError
+from golf.param_groups import MAMBA_DYNAMICS
 from golf.ssm import (
-    DYNAMICS,
     Mamba2Mixer,
     SSMKernels,
     gated_rms_norm_reference,
     resolve_ssm_backend,
-    ssd_naive,
     ssd_reference,
 )
 
@@ -34,6 +33,21 @@ def _ssd_inputs(seed, b=2, l=37, h=4, p=3, g=2, n=5):
     C = torch.randn(b, l, g, n, generator=gen, dtype=F64)
     s0 = torch.randn(b, h, p, n, generator=gen, dtype=F64)
     return x, dt, A, B, C, s0
+
+
+def ssd_naive(x, dt, A, B, C, initial_state=None):
+    """Step-by-step recurrence (slow): the oracle for the chunked scan. Shapes as in ssd_reference."""
+    b, l, h, p = x.shape
+    g = B.shape[2]
+    B = B.repeat_interleave(h // g, dim=2)
+    C = C.repeat_interleave(h // g, dim=2)
+    state = initial_state if initial_state is not None else x.new_zeros(b, h, p, B.shape[-1])
+    ys = []
+    for t in range(l):
+        da = torch.exp(dt[:, t] * A)  # (b, h)
+        state = state * da[..., None, None] + torch.einsum("bhp,bhn->bhpn", x[:, t] * dt[:, t, :, None], B[:, t])
+        ys.append(torch.einsum("bhpn,bhn->bhp", state, C[:, t]))
+    return torch.stack(ys, dim=1), state
 
 
 @pytest.mark.parametrize("chunk", [1, 4, 8, 16, 64])  # 37 tokens: never a multiple of the chunk (but 1)
@@ -119,7 +133,7 @@ def test_dynamics_stay_fp32_when_the_mixer_is_cast_to_bf16():
     before = {n: p.detach().clone() for n, p in m.named_parameters()}
     m.bfloat16()
     for n, p in m.named_parameters():
-        if n in DYNAMICS:
+        if n in MAMBA_DYNAMICS:
             assert p.dtype == torch.float32, n
             assert torch.equal(p, before[n]), n  # restored bit for bit, never rounded through bf16
         else:
