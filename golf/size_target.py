@@ -261,8 +261,12 @@ def fit_to_target(tensors: dict[str, torch.Tensor], cand: Candidates, target_byt
                             for k in (0, -1, 1)]
                 else:
                     aims = [center + k * spread for k in (0, -1, 1)]
-                wanted += [(n_at(aims[0], lo, hi), aims[0]), (n_at(aims[0], lo, hi, False), aims[0])]
-                wanted += [(n_at(a, lo, hi), a) for a in aims[1:]] + [(n_at(a, lo, hi, False), a) for a in aims[1:]]
+                by_model = [(n_at(a, lo, hi), a) for a in aims]
+                hedges = [(n_at(a, lo, hi, False), a) for a in aims]
+                # the count-space hedge goes second only when it falls outside the model's spread of counts,
+                # i.e. when the model's shape is in doubt
+                doubt = abs(hedges[0][0] - by_model[0][0]) > abs(by_model[1][0] - by_model[2][0])
+                wanted += [by_model[0], hedges[0], *by_model[1:], *hedges[1:]] if doubt else by_model + hedges
             top = hi - 1 if hi is not None else n_all
             points: dict[int, float] = {}
             for p, aim in wanted:

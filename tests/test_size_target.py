@@ -106,7 +106,7 @@ def test_fit_without_any_fitting_round_measures_every_candidate_once_more():
     out, info, _ = fit_to_target(tensors, cand, 9_990, measure, 10_000, max_rounds=1)
     assert n_all not in sizes[:3] and sizes[3:].count(n_all) == 1  # round 1: the model's guesses, none fit
     assert info["rounds"] == 2 and info["measures"] == len(sizes) <= 6 and info["size_after"] == 9_000
-    assert not info["within_slack"] and info["zeroed"] == n_all
+    assert not info["within_slack"] and info["zeroed"] == n_all and all((out[k].abs() != 1).all() for k in cand.per_tensor)
 
 
 def test_real_compressor_fit_is_under_target_and_within_slack_of_the_brute_force_minimum():
@@ -131,7 +131,7 @@ def test_real_compressor_fit_is_under_target_and_within_slack_of_the_brute_force
     assert len(calls) == info["measures"] <= 9
 
 
-def test_package_stage_meets_its_target(in_tiny, tmp_path):
+def test_package_stage_meets_its_target(in_tiny, tmp_path, monkeypatch):
     from golf.model import save_model
     from stages import hessian, package, quantize
     from tests.test_package import _trained_like
@@ -144,8 +144,47 @@ def test_package_stage_meets_its_target(in_tiny, tmp_path):
     quantize.run(params, seed)
     plain = package.run(params, seed)
     target = plain["total_bytes"] - 20  # the tiny model has ~1,000 ±1 codes, worth ~130 bytes in all
+    calls = _counting_compress(monkeypatch)
     p = package.run(dataclasses.replace(params, package=dataclasses.replace(params.package, target_bytes=target)), seed)
     st = p["size_target"]
     assert p["total_bytes"] <= target and st["zeroed"] > 0 and st["size_before"] == plain["total_bytes"]
+    assert len(calls) == len(st["sizes_before"]) + st["measures"]  # the sweep, the search; the write none
+    assert 1 <= st["rounds"] <= 3 and st["slack_bytes"] == int(0.001 * target)
+    assert set(p["phase_secs"]) == {"load", "sweep", "search", "write"} and set(plain["phase_secs"]) == {"load", "write"}
     assert json.loads((params.run_dir(seed) / "metrics" / "package.json").read_text())["size_target"]["zeroed"] == \
         st["zeroed"]
+
+
+def _counting_compress(monkeypatch):
+    import golf.package as gp
+
+    calls, real = [], gp.compress
+    monkeypatch.setattr(gp, "compress", lambda data, method: calls.append(method) or real(data, method))
+    return calls
+
+
+def test_precompressed_artifact_writes_the_same_bytes_without_compressing_again(tmp_path, monkeypatch):
+    from golf.package import MODEL_FILES, build_artifact
+
+    tensors, spec, _ = _quantized()
+    again = build_artifact(tmp_path / "again", tensors, spec, {}, "zstd", compare=False, byte_planes=True)
+    blob = compress(serialize(tensors, spec, {}, True), "zstd")
+    calls = _counting_compress(monkeypatch)
+    pre = build_artifact(tmp_path / "pre", tensors, spec, {}, "zstd", compare=False, byte_planes=True,
+                         precompressed=blob)
+    assert calls == []  # nothing compressed: the blob is read back, checked and written
+    f = MODEL_FILES["zstd"]
+    assert (tmp_path / "pre" / f).read_bytes() == (tmp_path / "again" / f).read_bytes() == blob
+    assert {k: v for k, v in pre.items() if k != "compress_secs"} == \
+        {k: v for k, v in again.items() if k != "compress_secs"}
+    compared = build_artifact(tmp_path / "cmp", tensors, spec, {}, "zstd", compare=True, byte_planes=True,
+                              precompressed=blob)
+    assert sorted(calls) == ["brotli", "lzma"] and set(compared["compressed"]) == {"zstd+planes", "lzma+planes",
+                                                                                  "brotli+planes"}
+    other, _, _ = _quantized(5)
+    with pytest.raises(ArtifactError, match="does not read back bit for bit"):
+        build_artifact(tmp_path / "bad", tensors, spec, {}, "zstd", compare=False, byte_planes=True,
+                       precompressed=compress(serialize(other, spec, {}, True), "zstd"))
+    assert not (tmp_path / "bad").exists()
+    with pytest.raises(ArtifactError, match="precompressed model needs its compressor"):
+        build_artifact(tmp_path / "auto", tensors, spec, {}, "auto", precompressed=blob)
