@@ -181,16 +181,20 @@ def fit_to_target(tensors: dict[str, torch.Tensor], cand: Candidates, target_byt
     """Zero the fewest cheapest ±1 codes, within a slack, so that measure(tensors) <= target_bytes.
 
     "Fewest within the slack": the search stops at the first count n whose measured size s fits with
-    s >= target_bytes - slack (slack = slack_frac · target_bytes bytes), so it zeroes at most the codes worth
-    `slack` bytes more than the true minimum, or at the exact minimum if it brackets it to one code first.
-    It measures at most `per_round` counts per round in parallel threads and at most `max_rounds` rounds;
-    when none of those counts fits, one more round measures zeroing every candidate with two counts below it
-    and the smallest fitting one is kept. The result then fits but may exceed the slack (info["within_slack"]).
+    s >= target_bytes - slack (slack = slack_frac · target_bytes bytes), or once it has bracketed the
+    smallest fitting count to one code. Where the size falls with the count, this zeroes at most the codes
+    worth `slack` bytes more than the true minimum. It measures at most `per_round` counts per round, in
+    parallel threads, and at most `max_rounds` rounds that hold a fitting count; when none of them fit, one
+    more round measures zeroing every candidate (with per_round - 1 counts below it) and the smallest
+    fitting count is kept, which fits but may miss the slack (info["within_slack"] False).
 
-    The counts to measure come from CodeEntropy (the bytes an order-0 model predicts zeroing n codes saves):
-    round 1 aims at target - slack/2 under three guesses of the model's real-bytes ratio, later rounds
-    interpolate in predicted-saving space between the measured counts around the target (or extrapolate
-    from the largest one when none fits yet). Every size in info is a real measure.
+    The counts come from CodeEntropy (the bytes an order-0 model predicts zeroing n codes saves). Round 1
+    aims at target - slack/2 under three guesses of the ratio of real to predicted bytes; it includes every
+    candidate only when the model says that fewer may not do (then a miss is the ArtifactError at once).
+    Later rounds aim inside the window from the measured counts around the target: interpolated in
+    predicted-saving space (the model calibrated on them), with count-space interpolation as a hedge, or,
+    when nothing fits yet, extrapolated with the ratio measured at the largest count. Every size in info is
+    a real measure; info["measured"] has them all.
 
     measure(tensors) returns the size, or (size, payload): the payload of the chosen count (e.g. its
     compressed bytes) is returned so that the caller need not compute it again. size_now = measure of the
