@@ -29,6 +29,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from golf.config import load_params, to_dict
+from golf.errors import ArtifactError
 from golf.gptq import embedding_names, quantize_model
 from golf.hessian import collect_hessians
 from golf.model import build_model, count_params
@@ -89,8 +90,14 @@ def main() -> None:
             target = target or int(args.target_frac * m["total_bytes"])
         res["target_bytes"] = target
         t0 = time.time()
-        out, info, method, planes, blob = shrink_for_package(tensors, spec, mcfg, col_weights, target, pc.compressor,
-                                                             pc.byte_planes, compare=pc.compare_compressors)
+        try:
+            out, info, method, planes, blob = shrink_for_package(tensors, spec, mcfg, col_weights, target,
+                                                                 pc.compressor, pc.byte_planes,
+                                                                 compare=pc.compare_compressors)
+        except ArtifactError as e:  # the target is out of reach of this model: say so with the seconds spent
+            res.update(error=str(e), target_package_s=round(time.time() - t0, 2))
+            print(json.dumps(res, indent=2))
+            raise SystemExit(2) from None
         t1 = time.time()
         m = build_artifact(Path(tmp) / "target", out, spec, mcfg, method, cap_bytes=10 ** 12, compare=False,
                            byte_planes=planes, precompressed=blob)
