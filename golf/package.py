@@ -349,13 +349,15 @@ def _label(method: str, byte_planes: bool) -> str:
 
 
 def compress_candidates(tensors: dict[str, torch.Tensor], spec: dict, model_config: dict, compressor: str = "lzma",
-                        byte_planes: bool = False, compare: bool = True, on_done: Callable[[], None] | None = None
+                        byte_planes: bool = False, compare: bool = True, on_done: Callable[[], None] | None = None,
+                        done: dict[str, bytes] | None = None
                         ) -> tuple[str, dict[str, bytes | None], dict[str, float], dict[bool, bytes]]:
     """Compress the container every way asked: (chosen label, blob per label, seconds per label, raw
     container per layout). A label is a compressor name, "+planes" for the byte-plane layout. "auto" tries
     every compressor in both layouts and chooses the smallest; otherwise `compressor` in the given layout is
     chosen and `compare` adds the other compressors' sizes (same layout) for the record. on_done() after each
-    compression (from a worker thread)."""
+    compression (from a worker thread). done: blobs by label already compressed (not compressed again, no
+    seconds recorded)."""
     if compressor != "auto" and compressor not in MODEL_FILES:
         raise ArtifactError(f"package.compressor {compressor!r}: expected one of {sorted(MODEL_FILES)} or auto")
     layouts = (False, True) if compressor == "auto" else (byte_planes,)
@@ -364,6 +366,8 @@ def compress_candidates(tensors: dict[str, torch.Tensor], spec: dict, model_conf
         jobs = [(m, bp) for bp in layouts for m in MODEL_FILES]
     else:
         jobs = [(compressor, byte_planes)] + [(m, byte_planes) for m in MODEL_FILES if compare and m != compressor]
+    done = done or {}
+    jobs = [j for j in jobs if _label(*j) not in done]
     secs: dict[str, float] = {}
 
     def timed(job: tuple[str, bool]) -> bytes | None:
@@ -375,8 +379,8 @@ def compress_candidates(tensors: dict[str, torch.Tensor], spec: dict, model_conf
         return out
 
     # The compressors release the GIL: the comparison sizes cost no wall time beyond the slowest one.
-    with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
-        results = dict(zip([_label(*j) for j in jobs], pool.map(timed, jobs)))
+    with ThreadPoolExecutor(max_workers=max(len(jobs), 1)) as pool:
+        results = {**done, **dict(zip([_label(*j) for j in jobs], pool.map(timed, jobs)))}
     if compressor == "auto":
         sized = {k: len(v) for k, v in results.items() if v is not None}
         chosen = min(sized, key=lambda k: (sized[k], k))
@@ -404,16 +408,24 @@ def remove_artifact(out_dir: str | Path) -> bool:
 def build_artifact(out_dir: str | Path, tensors: dict[str, torch.Tensor], spec: dict, model_config: dict,
                    compressor: str = "lzma", cap_bytes: int = CAP_BYTES, compare: bool = True,
                    provenance: dict | None = None, byte_planes: bool = False, extra_metrics: dict | None = None,
-                   progress: Callable[[int, int], None] | None = None) -> dict:
+                   progress: Callable[[int, int], None] | None = None, precompressed: bytes | None = None) -> dict:
     """Write out_dir/ (compressed model + code + provenance) atomically; return size metrics.
     progress(steps done, steps) after each compression, the read-back check and the write.
+
+    precompressed: these tensors' container already compressed by `compressor` (not auto) in the
+    `byte_planes` layout (e.g. by the size-target search): it is written instead of compressing again, after
+    the same read-back check; `compare` then compresses only the other compressors.
 
     total_bytes = compressed model bytes + code bytes. Over cap_bytes: ArtifactError naming the sizes;
     nothing is written and a previous artifact in out_dir is removed (a later eval must not score a stale
     model). The compressed bytes are read back and compared bit for bit before writing."""
     out_dir = Path(out_dir)
     check_stored(tensors, spec, "quantized model")
+    if precompressed is not None and compressor not in MODEL_FILES:
+        raise ArtifactError(f"build_artifact: a precompressed model needs its compressor, one of "
+                            f"{sorted(MODEL_FILES)}, not {compressor!r}")
     n_jobs = 2 * len(MODEL_FILES) if compressor == "auto" else (len(MODEL_FILES) if compare else 1)
+    n_jobs -= precompressed is not None
     steps = [0, n_jobs + 2]
     lock = threading.Lock()
 
@@ -423,8 +435,9 @@ def build_artifact(out_dir: str | Path, tensors: dict[str, torch.Tensor], spec: 
             if progress is not None:
                 progress(*steps)
 
+    done = None if precompressed is None else {_label(compressor, byte_planes): precompressed}
     chosen, results, secs, raws = compress_candidates(tensors, spec, model_config, compressor, byte_planes, compare,
-                                                      on_done=tick)
+                                                      on_done=tick, done=done)
     method, planes = chosen.removesuffix("+planes"), chosen.endswith("+planes")
     blob = results[chosen]
     back, _, _ = deserialize(decompress(blob, method, "freshly compressed model"))

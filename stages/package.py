@@ -4,8 +4,10 @@ Reads runs/<seed>/quant/quantized.safetensors; writes runs/<seed>/artifact/ (com
 provenance.json) and runs/<seed>/metrics/package.json. Over params.package.cap_bytes it fails with an
 ArtifactError naming the sizes, writes no artifact and removes a previous one. With package.target_bytes > 0
 the cheapest quantized ±1 codes are zeroed first until the artifact fits the target (golf/size_target.py;
-it reads runs/<seed>/quant/column_weights.safetensors); metrics["size_target"] says how many and the
-estimated cost.
+it reads runs/<seed>/quant/column_weights.safetensors); metrics["size_target"] says how many, the estimated
+cost, the search's slack and rounds and (sizes_before) every compressor's size on the untouched model; the
+search's last compression is the one written. metrics["phase_secs"]: seconds of loading, the compressor sweep
+and the search (with a target) and the write (with the compressions it still does).
 """
 
 from __future__ import annotations
@@ -29,16 +31,22 @@ def run(params: Params, seed: int) -> dict:
     tensors, spec, model_config = load_quantized(run_dir / "quant" / "quantized.safetensors")
     pc = params.package
     prov = provenance.collect("package", pc, {"seed": seed})
-    compressor, planes, extra = pc.compressor, pc.byte_planes, {}
+    compressor, planes, extra, compare, blob = pc.compressor, pc.byte_planes, {}, pc.compare_compressors, None
+    phases = {"load": round(time.time() - t0, 2)}
     if pc.target_bytes > 0:
         col_weights = load_column_weights(run_dir / "quant" / COLUMN_WEIGHTS_FILE)
-        tensors, info, compressor, planes = shrink_for_package(tensors, spec, model_config, col_weights,
-                                                               pc.target_bytes, pc.compressor, pc.byte_planes)
-        extra = {"size_target": info}
+        tensors, info, compressor, planes, blob = shrink_for_package(
+            tensors, spec, model_config, col_weights, pc.target_bytes, pc.compressor, pc.byte_planes,
+            compare=pc.compare_compressors)
+        extra, compare = {"size_target": info}, False  # the comparison sizes are in size_target.sizes_before
+        phases.update(info["secs"])
+    t_write = time.time()
     with progress.bars(f"package seed {seed}") as bar:
         metrics = build_artifact(run_dir / "artifact", tensors, spec, model_config, compressor, pc.cap_bytes,
-                                 pc.compare_compressors, provenance=prov, byte_planes=planes, extra_metrics=extra,
-                                 progress=bar.tracker("steps"))
+                                 compare, provenance=prov, byte_planes=planes, extra_metrics=extra,
+                                 progress=bar.tracker("steps"), precompressed=blob)
+    phases["write"] = round(time.time() - t_write, 2)
+    metrics["phase_secs"] = phases
     metrics["secs"] = round(time.time() - t0, 3)
     write_metrics(run_dir / "metrics", metrics, "package.json")
     return metrics
