@@ -250,8 +250,8 @@ def load_eval_inputs(artifact_dir: str | Path, data_dir: str | Path, device: tor
                      seq_len: int, key: str = "eval.seq_len"):
     """(model, val tokens, byte tables) for an eval stage: the model ONLY from the packaged artifact (what
     is scored is what would be submitted), the val shards (max_tokens cap, 0 = all), the tokenizer's bytes."""
+    from golf.artifact import load_model_from_artifact
     from golf.errors import ArtifactError
-    from golf.package import load_model_from_artifact
 
     artifact_dir = Path(artifact_dir)
     if not artifact_dir.exists():  # a folder or its model file (open_artifact takes either)

@@ -21,7 +21,7 @@ the upper Cholesky factor of H⁻¹, so later columns compensate for earlier one
   and MLP, int6 elsewhere, int8 embeddings; the spec records each tensor's width.
 
 Scales are rounded to fp16 before the solve, so what GPTQ optimizes is exactly what gets stored.
-Codes are int8 containers holding values in [-qmax, qmax] (int6: [-31, 31]); golf.package.dequantize
+Codes are int8 containers holding values in [-qmax, qmax] (int6: [-31, 31]); golf.artifact.dequantize
 turns the stored form back into floats (codes * per-row scale).
 
 Tensors that are not block matrices are handled by `quantize_state_dict`: embeddings get per-row int8

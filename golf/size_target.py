@@ -17,7 +17,7 @@ them after its read-back check instead of compressing the model again.
 
 The per-column weights diag(H) come from the quantize stage (`column_weights.safetensors` beside the
 quantized model), so packaging needs no Hessians and no model. This module is not part of the artifact's
-code (golf.package does not import it).
+code (no evaluation module imports it).
 """
 
 from __future__ import annotations

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from golf.artifact import MODEL_FILES, open_artifact
 from golf.config import LaunchConfig, load_params
 from golf.launch import torchrun_command
-from golf.package import MODEL_FILES, open_artifact
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -5,6 +5,7 @@ import pytest
 import torch
 from torch import nn
 
+from golf.artifact import dequantize
 from golf.config import QuantConfig
 from golf.errors import GolfError
 from golf.gptq import (
@@ -17,7 +18,6 @@ from golf.gptq import (
     save_quantized,
 )
 from golf.hessian import collect_hessians
-from golf.package import dequantize
 
 
 def _correlated(n=4096, d=64, out=48, seed=0):
@@ -205,7 +205,7 @@ def test_sigma_clip_clips_each_row_at_k_standard_deviations():
 
 def test_bit_width_per_group_is_stored_and_decodes():
     """quant.bits_<group>: each group at its own width on its own grid; 0 keeps quant.bits."""
-    from golf.package import check_stored
+    from golf.artifact import check_stored
 
     torch.manual_seed(0)
     state = {"blocks.0.mixer.in_proj.weight": torch.randn(96, 32), "blocks.0.mixer.out_proj.weight": torch.randn(32, 48),

@@ -15,17 +15,12 @@ import torch
 from typer.testing import CliRunner
 
 from golf import artifact_checks
+from golf.artifact import MAGIC, load_model_from_artifact
 from golf.config import QuantConfig, to_dict
 from golf.errors import ArtifactError, GolfError
 from golf.gptq import quantize_model
 from golf.io import write_json_atomic
-from golf.package import (
-    MAGIC,
-    build_artifact,
-    inspect_artifact,
-    load_model_from_artifact,
-    serialize,
-)
+from golf.package import build_artifact, inspect_artifact, serialize
 from tests.conftest import MODEL_FILE, load_artifact
 from tests.test_package import TINY, _trained_like
 

@@ -17,23 +17,13 @@ import torch
 
 import golf.hessian
 import golf.train
+from golf.artifact import MAGIC, decompress, dequantize, load_model_from_artifact, open_artifact
 from golf.config import ModelConfig, QuantConfig, to_dict
 from golf.errors import ArtifactError
 from golf.gptq import quantize_model, quantize_state_dict
 from golf.hessian import collect_hessians
 from golf.model import build_model, load_model, save_model
-from golf.package import (
-    MAGIC,
-    build_artifact,
-    code_files,
-    decompress,
-    dequantize,
-    group_sizes,
-    inspect_artifact,
-    load_model_from_artifact,
-    open_artifact,
-    serialize,
-)
+from golf.package import build_artifact, code_files, group_sizes, inspect_artifact, serialize
 from tests.conftest import MODEL_FILE, load_artifact
 
 REPO = Path(__file__).resolve().parents[1]
@@ -209,7 +199,7 @@ def test_crafted_pickle_artifacts_are_rejected_and_nothing_runs(tmp_path):
             load_model_from_artifact(d)
     assert not sentinel.exists()
     # and structurally: the loader module has no way to unpickle or evaluate anything
-    tree = ast.parse((REPO / "golf" / "package.py").read_text())
+    tree = ast.parse((REPO / "golf" / "artifact.py").read_text())
     names = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
     modules = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names} | \
         {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
@@ -222,9 +212,9 @@ def test_crafted_pickle_artifacts_are_rejected_and_nothing_runs(tmp_path):
 
 def test_artifact_code_is_the_import_closure_of_the_eval_modules(tmp_path):
     names = {f.name for f in code_files()}
-    assert {"__init__.py", "package.py", "model.py", "ssm.py", "attention.py", "config.py", "errors.py", "io.py",
+    assert {"__init__.py", "artifact.py", "model.py", "ssm.py", "attention.py", "config.py", "errors.py", "io.py",
             "data.py", "evaluate.py"} <= names
-    assert not {"train.py", "gptq.py", "hessian.py", "optim.py", "report.py"} & names
+    assert not {"package.py", "train.py", "gptq.py", "hessian.py", "optim.py", "report.py"} & names
     tensors, spec = _stored()
     m = build_artifact(tmp_path / "art", tensors, spec, CFG, provenance={"stage": "package"})
     copied = sorted((tmp_path / "art" / "code").iterdir())
@@ -288,7 +278,7 @@ def test_the_artifact_code_alone_loads_the_model(tmp_path):
     site = tmp_path / "site"
     site.mkdir()
     (site / "golf").symlink_to(tmp_path / "art" / "code", target_is_directory=True)
-    script = ("import sys, torch, golf; from golf.package import load_model_from_artifact; "
+    script = ("import sys, torch, golf; from golf.artifact import load_model_from_artifact; "
               f"m = load_model_from_artifact({str(tmp_path / 'art')!r}); "
               "ids = torch.arange(64).reshape(2, 32) % 128; "
               "print(golf.__file__); print(repr(float(m(ids).double().sum())))")
@@ -358,7 +348,7 @@ def test_default_container_and_lzma_blob_are_unchanged():
 
 
 def test_byte_planes_round_trip_and_auto_keeps_the_smallest(tmp_path):
-    from golf.package import deserialize
+    from golf.artifact import deserialize
 
     tensors, spec = _stored()
     flat, planes = serialize(tensors, spec, CFG), serialize(tensors, spec, CFG, byte_planes=True)

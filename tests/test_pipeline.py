@@ -11,9 +11,9 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
+from golf.artifact import load_model_from_artifact
 from golf.config import load_params
 from golf.model import load_model
-from golf.package import load_model_from_artifact
 from tests.conftest import REPO, demo_docs, tiny_overrides, write_jsonl
 
 

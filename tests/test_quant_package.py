@@ -4,11 +4,12 @@ import pickle
 import pytest
 import torch
 
+from golf.artifact import deserialize
 from golf.config import CAP_BYTES, QuantConfig
 from golf.errors import ArtifactError
 from golf.gptq import gptq_quantize, quantize_state_dict
 from golf.hessian import collect_hessians
-from golf.package import build_artifact, deserialize, inspect_artifact, serialize
+from golf.package import build_artifact, inspect_artifact, serialize
 from tests.conftest import MODEL_FILE, load_artifact
 
 

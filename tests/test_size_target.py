@@ -164,7 +164,8 @@ def _counting_compress(monkeypatch):
 
 
 def test_precompressed_artifact_writes_the_same_bytes_without_compressing_again(tmp_path, monkeypatch):
-    from golf.package import MODEL_FILES, build_artifact
+    from golf.artifact import MODEL_FILES
+    from golf.package import build_artifact
 
     tensors, spec, _ = _quantized()
     again = build_artifact(tmp_path / "again", tensors, spec, {}, "zstd", compare=False, byte_planes=True)
