@@ -151,7 +151,6 @@ def code_files(roots: tuple[str, ...] = EVAL_ROOTS) -> list[Path]:
     return sorted(here / f"{m}.py" for m in seen)
 
 
-COMPRESSORS = tuple(MODEL_FILES)  # package.compressor also takes "auto": the smallest of every candidate
 
 
 def _label(method: str, byte_planes: bool) -> str:
