@@ -151,8 +151,6 @@ def code_files(roots: tuple[str, ...] = EVAL_ROOTS) -> list[Path]:
     return sorted(here / f"{m}.py" for m in seen)
 
 
-
-
 def _label(method: str, byte_planes: bool) -> str:
     return f"{method}+planes" if byte_planes else method
 
