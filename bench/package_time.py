@@ -16,8 +16,6 @@ Writes $OUT/package_time.json when OUT is set, and prints the same JSON.
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
 import os
 import sys
 import tempfile
@@ -28,11 +26,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from quant_bench import emit, random_model, random_token_batches  # bench/ is sys.path[0] for a script here
+
 from golf.config import load_params, to_dict
 from golf.errors import ArtifactError
 from golf.gptq import embedding_names, quantize_model
 from golf.hessian import collect_hessians
-from golf.model import build_model, count_params
+from golf.model import count_params
 from golf.package import build_artifact
 from golf.size_target import column_weights, shrink_for_package
 
@@ -51,23 +51,14 @@ def main() -> None:
     p = load_params(args.params)
     pc = p.package
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model_cfg = dataclasses.replace(p.model, ssm_backend="auto" if device.type == "cuda" else "reference",
-                                    attn_backend="auto" if device.type == "cuda" else "sdpa")
-    torch.manual_seed(0)
-    model = build_model(model_cfg, device)
-    with torch.no_grad():
-        for _, prm in model.named_parameters():
-            if prm.ndim == 2:
-                prm.add_(torch.randn_like(prm) * 0.02)
+    model = random_model(p.model, device)
     res = {"config": args.params, "params": count_params(model), "compressor": pc.compressor,
            "byte_planes": pc.byte_planes, "compare_compressors": pc.compare_compressors, "cpu_count": os.cpu_count(),
            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"}
     t0 = time.time()
     hess = {}
     if args.calib_seqs:
-        g = torch.Generator().manual_seed(0)
-        batches = [torch.randint(0, p.model.vocab_size, (min(args.calib_seqs, p.calib.batch_seqs), p.calib.seq_len),
-                                 generator=g) for _ in range(-(-args.calib_seqs // p.calib.batch_seqs))]
+        batches = random_token_batches(p.model.vocab_size, args.calib_seqs, p.calib.batch_seqs, p.calib.seq_len)
         hess, _ = collect_hessians(model, batches, device, torch.bfloat16 if device.type == "cuda" else None)
     tensors, spec, _ = quantize_model(model, hess, p.quant, device)
     res["quantize_s"] = round(time.time() - t0, 2)
@@ -96,7 +87,7 @@ def main() -> None:
                                                                  compare=pc.compare_compressors)
         except ArtifactError as e:  # the target is out of reach of this model: say so with the seconds spent
             res.update(error=str(e), target_package_s=round(time.time() - t0, 2))
-            print(json.dumps(res, indent=2))
+            emit(res, "package_time.json")
             raise SystemExit(2) from None
         t1 = time.time()
         m = build_artifact(Path(tmp) / "target", out, spec, mcfg, method, cap_bytes=10 ** 12, compare=False,
@@ -109,10 +100,7 @@ def main() -> None:
     res["total_bytes"] = m["total_bytes"]
     res["chosen"] = f"{method}{'+planes' if planes else ''}"
     res["fits"] = m["total_bytes"] <= target
-    text = json.dumps(res, indent=2)
-    print(text)
-    if os.environ.get("OUT"):
-        Path(os.environ["OUT"], "package_time.json").write_text(text + "\n")
+    emit(res, "package_time.json")
 
 
 if __name__ == "__main__":

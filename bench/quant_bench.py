@@ -30,6 +30,36 @@ from golf.package import build_artifact
 from golf.runtime import resolve_device
 
 
+def random_model(model_cfg, device: torch.device):
+    """The config's model with random weights: its zero-initialized projections perturbed (N(0, 0.02) added to
+    every matrix), on the fast kernels on CUDA and the reference paths elsewhere. Shared with package_time.py."""
+    cfg = dataclasses.replace(model_cfg, ssm_backend="auto" if device.type == "cuda" else "reference",
+                              attn_backend="auto" if device.type == "cuda" else "sdpa")
+    torch.manual_seed(0)
+    model = build_model(cfg, device)
+    with torch.no_grad():
+        for _, prm in model.named_parameters():
+            if prm.ndim == 2:
+                prm.add_(torch.randn_like(prm) * 0.02)
+    return model
+
+
+def random_token_batches(vocab_size: int, n_seqs: int, batch_seqs: int, seq_len: int) -> list[torch.Tensor]:
+    """Calibration batches of random tokens: ceil(n_seqs / batch_seqs) batches of (min(batch_seqs, n_seqs),
+    seq_len), seeded."""
+    g = torch.Generator().manual_seed(0)
+    b = min(batch_seqs, n_seqs)
+    return [torch.randint(0, vocab_size, (b, seq_len), generator=g) for _ in range(-(-n_seqs // batch_seqs))]
+
+
+def emit(res: dict, name: str) -> None:
+    """Print the result JSON, and write it as $OUT/<name> when OUT is set (a device call returns $OUT)."""
+    text = json.dumps(res, indent=2)
+    print(text)
+    if os.environ.get("OUT"):
+        Path(os.environ["OUT"], name).write_text(text + "\n")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--params", default="configs/hybrid_seed.yaml")
@@ -43,17 +73,7 @@ def main() -> None:
     p = load_params(args.params)
     calib = p.calib if not args.calib_seqs else dataclasses.replace(p.calib, num_sequences=args.calib_seqs)
     device = resolve_device(args.device)
-    model_cfg = dataclasses.replace(p.model, ssm_backend="auto" if device.type == "cuda" else "reference",
-                                    attn_backend="auto" if device.type == "cuda" else "sdpa")
-    if args.model_dir:
-        model = load_model(args.model_dir, device)
-    else:
-        torch.manual_seed(0)
-        model = build_model(model_cfg, device)
-        with torch.no_grad():
-            for _, prm in model.named_parameters():
-                if prm.ndim == 2:
-                    prm.add_(torch.randn_like(prm) * 0.02)
+    model = load_model(args.model_dir, device) if args.model_dir else random_model(p.model, device)
     autocast = torch.bfloat16 if device.type == "cuda" else None
     res = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
            "config": args.params, "params": count_params(model), "calib_sequences": calib.num_sequences,
@@ -67,10 +87,7 @@ def main() -> None:
     if args.data_dir:
         hess, _ = calibrate(model, args.data_dir, calib, device, autocast)
     else:
-        g = torch.Generator().manual_seed(0)
-        n_b = -(-calib.num_sequences // calib.batch_seqs)
-        batches = [torch.randint(0, p.model.vocab_size, (calib.batch_seqs, calib.seq_len), generator=g)
-                   for _ in range(n_b)]
+        batches = random_token_batches(p.model.vocab_size, calib.num_sequences, calib.batch_seqs, calib.seq_len)
         hess, _ = collect_hessians(model, batches, device, autocast)
     sync()
     res["hessian_s"] = round(time.time() - t0, 2)
@@ -93,10 +110,7 @@ def main() -> None:
     res.update({k: m[k] for k in ("model_bytes", "code_bytes", "total_bytes", "raw_bytes", "compressed",
                                   "compress_secs", "groups", "bits_per_param")})
     res["total_s"] = round(res["hessian_s"] + res["quantize_s"] + res["package_s"], 2)
-    text = json.dumps(res, indent=2)
-    print(text)
-    if os.environ.get("OUT"):
-        Path(os.environ["OUT"], "quant_bench.json").write_text(text + "\n")
+    emit(res, "quant_bench.json")
 
 
 if __name__ == "__main__":
