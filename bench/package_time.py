@@ -67,7 +67,7 @@ def main() -> None:
     col_weights = column_weights(hess) if hess else {  # (in,) log-normal stand-ins for diag(H)
         n: torch.randn(s["shape"][1], generator=g).exp() for n, s in spec.items()
         if s["kind"] == "int" and n not in embeds}
-    res["int_codes"] = sum(tensors[n + ".q"].numel() for n in col_weights)
+    res["int_codes"] = sum(tensors[n + ".q"].numel() for n in col_weights if n + ".q" in tensors)  # small layers stay float
     mcfg = to_dict(model.cfg)
 
     with tempfile.TemporaryDirectory() as tmp:
