@@ -40,7 +40,6 @@ MAGIC = b"GOLFART1"
 FORMAT_VERSION = 1
 PLANES_FORMAT = 2  # format 1 with multi-byte tensors stored as byte planes
 MODEL_FILES = {"lzma": "model.golf.xz", "zstd": "model.golf.zst", "brotli": "model.golf.br"}
-MAX_RAW_BYTES = 1 << 30  # a 16 MB artifact that inflates past 1 GiB is hostile (decompression bomb)
 MAX_HEADER_BYTES = 64 << 20
 DTYPES = {"int8": torch.int8, "float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 _NP = {"int8": np.int8, "float16": np.float16, "bfloat16": np.int16, "float32": np.float32}  # bf16 via int16
@@ -128,8 +127,9 @@ def deserialize(blob: bytes, source: str = "<bytes>") -> tuple[dict[str, torch.T
 # --------------------------------------------------------------------------------------------------
 
 
-def decompress(blob: bytes, method: str, source: str, max_bytes: int = MAX_RAW_BYTES) -> bytes:
-    """Inverse of compress, refusing truncated streams, trailing bytes and output over max_bytes."""
+def decompress(blob: bytes, method: str, source: str, max_bytes: int = artifact_checks.MAX_RAW_BYTES) -> bytes:
+    """Inverse of compress, refusing truncated streams, trailing bytes and output over max_bytes (by default
+    the one bound on an artifact's raw container, so the package stage's read-back refuses what a loader would)."""
     too_big = f"{source}: decompresses to more than {max_bytes:,} bytes (refused)"
     truncated = f"{source}: the {method} stream is incomplete (truncated or corrupt artifact)"
     if method == "lzma":
@@ -264,7 +264,7 @@ def open_artifact(path: str | Path) -> Artifact:
     """Read, decompress and check an artifact folder (or its model file). ArtifactError on any defect."""
     mpath, method = _model_path(Path(path))
     blob = mpath.read_bytes()
-    raw = decompress(blob, method, str(mpath), artifact_checks.MAX_RAW_BYTES)
+    raw = decompress(blob, method, str(mpath))
     tensors, spec, mcfg = deserialize(raw, str(mpath))
     artifact_checks.check_model_config(mcfg, str(mpath))
     try:
