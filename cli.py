@@ -109,6 +109,12 @@ def _logged(p, stage: str, seed: int | None, fn: Callable[[], Any], log_path: Pa
         return result
 
 
+def _run_stage(p, stage: str, seed: int | None, *run_args: Any) -> None:
+    """stages/<stage>.run(p, *run_args) with its log open and its metrics printed, user errors as one line."""
+    title = stage if seed is None else f"{stage} seed {seed}"
+    _print_metrics(title, _guarded(lambda: _logged(p, stage, seed, lambda: _stage(stage).run(p, *run_args))))
+
+
 def _distributed(p, command: str, seed: int, params: Path, set_: list[str] | None) -> None:
     """Hand this command to torchrun when params.launch asks for more than one process; the launcher's exit
     code becomes ours. Inside a torchrun worker (or with one process) this returns and the stage runs here."""
@@ -146,7 +152,7 @@ def prepare(params: Path = ParamsOpt, set_: list[str] | None = SetOpt,
     """Tokenize a corpus (or fetch the official FineWeb export) into parameter-golf shards; a corpus whose
     settings, files, tokenizer and code are unchanged since the last run is not tokenized again."""
     p = _guarded(lambda: _load(params, set_))
-    _print_metrics("prepare", _guarded(lambda: _logged(p, "prepare", None, lambda: _stage("prepare").run(p, force))))
+    _run_stage(p, "prepare", None, force)
 
 
 @app.command()
@@ -154,7 +160,7 @@ def train(seed: int = SeedOpt, params: Path = ParamsOpt, set_: list[str] | None 
     """Train the model for one seed (resumes from the last checkpoint if interrupted)."""
     p = _guarded(lambda: _load(params, set_))
     _distributed(p, "train", seed, params, set_)
-    _print_metrics(f"train seed {seed}", _guarded(lambda: _logged(p, "train", seed, lambda: _stage("train").run(p, seed))))
+    _run_stage(p, "train", seed, seed)
 
 
 @app.command()
@@ -162,21 +168,21 @@ def hessian(seed: int = SeedOpt, params: Path = ParamsOpt, set_: list[str] | Non
     """Accumulate H = XᵀX for every linear layer over calibration tokens (never validation data)."""
     p = _guarded(lambda: _load(params, set_))
     _distributed(p, "hessian", seed, params, set_)
-    _print_metrics(f"hessian seed {seed}", _guarded(lambda: _logged(p, "hessian", seed, lambda: _stage("hessian").run(p, seed))))
+    _run_stage(p, "hessian", seed, seed)
 
 
 @app.command()
 def quantize(seed: int = SeedOpt, params: Path = ParamsOpt, set_: list[str] | None = SetOpt) -> None:
     """GPTQ-quantize the trained model with the calibration Hessians (int6 blocks, int8 embedding)."""
     p = _guarded(lambda: _load(params, set_))
-    _print_metrics(f"quantize seed {seed}", _guarded(lambda: _logged(p, "quantize", seed, lambda: _stage("quantize").run(p, seed))))
+    _run_stage(p, "quantize", seed, seed)
 
 
 @app.command()
 def package(seed: int = SeedOpt, params: Path = ParamsOpt, set_: list[str] | None = SetOpt) -> None:
     """Serialize and compress the quantized model with its code; fail if over the byte cap."""
     p = _guarded(lambda: _load(params, set_))
-    _print_metrics(f"package seed {seed}", _guarded(lambda: _logged(p, "package", seed, lambda: _stage("package").run(p, seed))))
+    _run_stage(p, "package", seed, seed)
 
 
 @app.command()
@@ -202,8 +208,7 @@ def _eval(stage: str, seed: int | None, params: Path, set_: list[str] | None, ar
         raise typer.Exit(code=2)
     if artifact is None:
         _distributed(p, command, seed, params, set_)
-        _print_metrics(f"{stage} seed {seed}", _guarded(lambda: _logged(p, stage, seed,
-                                                                         lambda: _stage(stage).run(p, seed))))
+        _run_stage(p, stage, seed, seed)
         return
     if p.launch.world_size > 1:
         error_line(f"{command} --artifact runs in one process; set launch.nproc_per_node=1 (got "
@@ -236,7 +241,7 @@ def eval_ttt(seed: int | None = typer.Option(None, "--seed", help="Run seed: sco
 def report(params: Path = ParamsOpt, set_: list[str] | None = SetOpt) -> None:
     """Per-seed table, mean/std and Welch t-test against a reference; Markdown, JSON and PNG plots."""
     p = _guarded(lambda: _load(params, set_))
-    _print_metrics("report", _guarded(lambda: _logged(p, "report", None, lambda: _stage("report").run(p))))
+    _run_stage(p, "report", None)
 
 
 @app.command()
@@ -244,7 +249,7 @@ def export(out: Path = typer.Option(Path("submission"), "--out", help="Submissio
            params: Path = ParamsOpt, set_: list[str] | None = SetOpt) -> None:
     """Write a submission folder in the challenge's format (README.md, submission.json, logs)."""
     p = _guarded(lambda: _load(params, set_))
-    _print_metrics("export", _guarded(lambda: _logged(p, "export", None, lambda: _stage("export").run(p, out))))
+    _run_stage(p, "export", None, out)
 
 
 @app.command()
