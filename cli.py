@@ -39,14 +39,14 @@ def version_string() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
     from golf import __version__
-    from golf.provenance import git_commit
+    from golf.provenance import commit_label, git_commit
 
     try:
         v = version("golf")
     except PackageNotFoundError:  # running from a checkout that was never pip-installed
         v = __version__
-    g = git_commit(Path(__file__).resolve().parent)
-    commit = "" if g["commit"] == "unknown" else f" (commit {g['commit'][:12]}{'+dirty' if g['dirty'] else ''})"
+    label = commit_label(git_commit(Path(__file__).resolve().parent))
+    commit = "" if label == "unknown" else f" (commit {label})"
     return f"golf {v}{commit}"
 
 

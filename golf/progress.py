@@ -80,10 +80,9 @@ def log_path(params: Any, stage: str, seed: int | None = None) -> Path:
 
 
 def _commit() -> str:
-    from golf.provenance import git_commit
+    from golf.provenance import commit_label, git_commit
 
-    g = git_commit(Path(__file__).resolve().parent)
-    return g["commit"][:12] + ("+dirty" if g["dirty"] else "") if g["commit"] != "unknown" else "unknown"
+    return commit_label(git_commit(Path(__file__).resolve().parent))
 
 
 class StageLog:

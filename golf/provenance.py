@@ -29,6 +29,13 @@ def git_commit(cwd: str | Path | None = None) -> dict[str, Any]:
         return {"commit": "unknown", "dirty": None}
 
 
+def commit_label(git: dict[str, Any]) -> str:
+    """A git_commit() record as a short label: the first 12 hex digits, '+dirty' for uncommitted changes;
+    'unknown' outside a git checkout."""
+    commit = str(git.get("commit") or "unknown")
+    return "unknown" if commit == "unknown" else commit[:12] + ("+dirty" if git.get("dirty") else "")
+
+
 def library_versions() -> dict[str, str]:
     out = {}
     for name in _LIBRARIES:

@@ -31,6 +31,7 @@ from golf import plots, stats
 from golf.config import CAP_BYTES, Params
 from golf.errors import GolfError
 from golf.io import atomic_dir, read_json, write_json_atomic, write_text_atomic
+from golf.provenance import commit_label
 
 
 @dataclass(frozen=True)
@@ -131,7 +132,7 @@ def result_commit(run_dir: Path, column: str) -> str | None:
             except (OSError, ValueError, AttributeError):
                 continue
             if git.get("commit"):
-                return str(git["commit"])[:12] + ("+dirty" if git.get("dirty") else "")
+                return commit_label(git)
     return None
 
 
