@@ -53,14 +53,14 @@ def run_seed(params: Params, seed: int, params_path: Path, overrides: Sequence[s
              announce: Callable[[str], None] | None = None) -> dict[str, dict]:
     """train … eval_ttt for one seed, each stage with its log (runs/<seed>/logs/<stage>.log); a stage that
     params.launch spreads over several processes goes through `cli.py <stage>` (torchrun). Metrics by stage."""
-    from golf.launch import DISTRIBUTED_STAGES
+    from golf.launch import DISTRIBUTED_STAGES, run_cli_stage
 
     out: dict[str, dict] = {}
     for name in PER_SEED_STAGES:
         if announce is not None:
             announce(f"{name} seed {seed}")
         if params.launch.world_size > 1 and name in DISTRIBUTED_STAGES:  # torchrun via the CLI; it logs itself
-            importlib.import_module("stages.pipeline")._run_cli_stage(name, seed, params_path, list(overrides))
+            run_cli_stage(name, seed, params_path, list(overrides))
             continue
         command = f"golf {name.replace('_', '-')} --seed {seed} --params {params_path}" + "".join(
             f" --set {o}" for o in overrides)

@@ -36,6 +36,17 @@ def stage_cli_args(command: str, seed: int, params_path: str | Path, overrides: 
     return args
 
 
+def run_cli_stage(name: str, seed: int, params_path: str | Path, overrides: list[str]) -> None:
+    """One per-seed stage as `python cli.py <stage>` in a new process, which relaunches itself under torchrun
+    per params.launch (how the in-process pipeline and `golf compare` run a multi-process stage)."""
+    from golf.errors import GolfError
+
+    cli = Path(__file__).resolve().parents[1] / "cli.py"
+    cmd = [sys.executable, str(cli), *stage_cli_args(name.replace("_", "-"), seed, params_path, overrides)]
+    proc = subprocess.run(cmd, check=False)
+    if proc.returncode != 0:
+        raise GolfError(f"stage {name} (seed {seed}) failed with exit code {proc.returncode} (output above)")
+
 def under_torchrun() -> bool:
     """True inside a process that torchrun started (it always sets LOCAL_RANK and TORCHELASTIC_RUN_ID)."""
     return "LOCAL_RANK" in os.environ or "TORCHELASTIC_RUN_ID" in os.environ

@@ -16,16 +16,6 @@ from golf import progress
 from golf.compare import run_seed
 from golf.config import Params
 from golf.errors import GolfError
-from golf.launch import stage_cli_args
-
-
-def _run_cli_stage(name: str, seed: int, params_path: Path, overrides: list[str]) -> None:
-    """One stage as `python cli.py <stage>` (which relaunches itself under torchrun per params.launch)."""
-    cli = Path(__file__).resolve().parents[1] / "cli.py"
-    cmd = [sys.executable, str(cli), *stage_cli_args(name.replace("_", "-"), seed, params_path, overrides)]
-    proc = subprocess.run(cmd, check=False)
-    if proc.returncode != 0:
-        raise GolfError(f"stage {name} (seed {seed}) failed with exit code {proc.returncode} (output above)")
 
 
 def _dvc_usable() -> bool:

@@ -105,20 +105,20 @@ def test_cli_stages_on_two_processes_match_one(tiny_env):
 
 
 def test_pipeline_hands_distributed_stages_to_the_cli(monkeypatch, tmp_path):
+    from golf import launch
     from golf.errors import GolfError
-    from stages import pipeline
 
     calls = []
 
     class Done:
         returncode = 0
 
-    monkeypatch.setattr(pipeline.subprocess, "run", lambda cmd, check: calls.append(cmd) or Done())
-    pipeline._run_cli_stage("eval_sliding", 3, tmp_path / "p.yaml", ["launch.nproc_per_node=2"])
+    monkeypatch.setattr(launch.subprocess, "run", lambda cmd, check: calls.append(cmd) or Done())
+    launch.run_cli_stage("eval_sliding", 3, tmp_path / "p.yaml", ["launch.nproc_per_node=2"])
     cmd = calls[0]
     assert cmd[0] == sys.executable and cmd[1].endswith("cli.py")
     assert cmd[2:] == ["eval-sliding", "--seed", "3", "--params", str(tmp_path / "p.yaml"),
                        "--set", "launch.nproc_per_node=2"]
     Done.returncode = 1
     with pytest.raises(GolfError, match="stage train \\(seed 3\\) failed with exit code 1"):
-        pipeline._run_cli_stage("train", 3, tmp_path / "p.yaml", [])
+        launch.run_cli_stage("train", 3, tmp_path / "p.yaml", [])
