@@ -32,6 +32,8 @@ def _configs(root: Path, overrides: list[str]) -> tuple[Path, Path]:
 def test_compare_runs_both_sides_interleaved_and_writes_the_welch_report(in_tiny, tmp_path):
     root, _, overrides = in_tiny
     a, b = _configs(tmp_path, overrides)
+    # the tiny env is shared by the session: other tests may have left runs there; compare must add nothing
+    own_runs_before = sorted((root / "runs").rglob("*")) if (root / "runs").exists() else None
     said: list[str] = []
     out = tmp_path / "cmp"
     result = cmp.compare(a, b, "2", out, say=said.append, fresh_processes=False)
@@ -65,7 +67,8 @@ def test_compare_runs_both_sides_interleaved_and_writes_the_welch_report(in_tiny
     assert (out / "report" / "report.md").is_file() and (out / "report" / "plots" / "train_curves.png").is_file()
     meta = json.loads((out / "compare.json").read_text())
     assert meta["seeds"] == seeds and meta["placement"].startswith("interleaved")
-    assert not (root / "runs").exists()  # nothing went to the configs' own runs folder
+    own_runs_after = sorted((root / "runs").rglob("*")) if (root / "runs").exists() else None
+    assert own_runs_after == own_runs_before  # nothing went to the configs' own runs folder
 
 
 class _FakeProc:
