@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from golf.errors import GolfError
+from golf.param_groups import BIT_GROUPS
 
 
 class ConfigError(GolfError, ValueError):
@@ -446,6 +447,9 @@ def _cross_checks(p: Params, source: str) -> None:
     check_plain_name(p.data.name, "data.name", source)
     if not p.runs_dir or ".." in Path(p.runs_dir).parts:
         raise ConfigError(f"'runs_dir' in {source}: expected a folder path without '..', got {p.runs_dir!r}")
+    for key in (f"bits_{g}" for g in BIT_GROUPS):
+        if getattr(p.quant, key) == 1:  # found at load time, not after training, when quantize would refuse it
+            raise ConfigError(f"'quant.{key}' in {source}: 1 bit leaves no levels; expected 0 (= quant.bits) or 2..8")
     if len(set(p.seeds)) != len(p.seeds):
         raise ConfigError(f"'seeds' in {source}: seeds must be distinct, got {p.seeds!r}")
     if p.launch.nnodes > 1 and not p.launch.rdzv_endpoint:

@@ -88,3 +88,8 @@ def test_params_yaml_lists_every_setting():
                if f.name not in (raw.get(section.name) or {})]
     assert missing == []
 
+
+
+def test_a_one_bit_group_width_is_refused_when_params_load():
+    with pytest.raises(ConfigError, match=r"'quant.bits_mlp' in .*1 bit leaves no levels"):
+        load_params(REPO / "params.yaml", ["quant.bits_mlp=1"])
