@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Source this on the GPU machine (lent H200, no network): install carried wheels and tokenize the carried
 # corpus into data/sp1024 with the shared 1024-token tokenizer. Expects, carried in .carry/:
-#   .carry/whl/mamba_ssm-*.whl   (pure-Python build: MAMBA_SKIP_CUDA_BUILD=TRUE pip wheel ...)
+#   .carry/whl/mamba_ssm-*.whl   (pure-Python build: MAMBA_SKIP_CUDA_BUILD=TRUE pip wheel ...), brotli, zstandard
 #   .carry/corpus/{train_00[0-3],val}.jsonl.xz and .carry/tok/corpus_1024_bpe.model
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 PYTHONUNBUFFERED=1
 # The train shards carried: all four by default. A call that must carry causal-conv1d and the gpu cache too has
@@ -29,7 +29,15 @@ export TORCHINDUCTOR_CACHE_DIR=$PWD/.gpu_cache/inductor TRITON_CACHE_DIR=$PWD/.g
 if [ ! -d .gpu_cache ] && compgen -G ".carry_cache/gpu_cache.tgz.part*" > /dev/null; then
   cat .carry_cache/gpu_cache.tgz.part* | tar xzf - && echo "gpu cache: unpacked $(du -sh .gpu_cache | cut -f1)"
 fi
-python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .carry/whl/*.whl || return 1
+# .carry/whl: mamba-ssm (pure Python) plus brotli and zstandard, which the image lacks (package.compressor auto
+# compares all three). A call that carries the whole corpus has no room left for them: an earlier call on the same
+# warm machine installs them into /tmp/site, kept while the machine stays warm.
+if compgen -G ".carry/whl/*.whl" > /dev/null; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site .carry/whl/*.whl || return 1
+elif [ ! -d /tmp/site/mamba_ssm ]; then
+  echo "error: no .carry/whl carried and nothing installed in /tmp/site (a fresh machine): carry .carry/whl" >&2
+  return 1
+fi
 export PYTHONPATH=/tmp/site:${PYTHONPATH:-}
 # causal-conv1d (25.9 MB) does not fit in one call's 64 MiB beside the corpus: an earlier call on the same warm
 # machine installs it into the ignored .gpu_site/ (kept between calls while the machine stays warm)
