@@ -28,8 +28,9 @@ from golf.errors import GolfError
 from golf.io import read_json
 
 RESULTS = Path(__file__).resolve().parent / "results"
-# --set overrides every h200_pipeline.sh run passes (its data location, seed and budget): not part of the name
-STANDARD_SETS = ("data.", "seeds=", "train.wallclock_s=", "package.compare_compressors=")
+# --set overrides every h200_pipeline.sh / side_by_side.sh run passes (its data location, seed, budget and runs
+# folder): not part of the name
+STANDARD_SETS = ("data.", "seeds=", "train.wallclock_s=", "package.compare_compressors=", "runs_dir=")
 
 
 def _seed_dir(root: Path, tgz: Path) -> Path:
