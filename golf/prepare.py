@@ -19,7 +19,7 @@ import random
 import re
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -29,6 +29,7 @@ from golf.config import DataConfig, to_dict
 from golf.data import BOS_ID, check_shard_ids, list_shards, shard_name, write_shard
 from golf.errors import DataError
 from golf.io import atomic_dir, check_replaceable, mark_output, write_bytes_atomic, write_json_atomic
+from golf.progress import Bars
 from golf.tokenizer import load_tokenizer, train_tokenizer
 
 # --------------------------------------------------------------------------------------------------
@@ -152,25 +153,30 @@ def _encode_batch(docs: list[str]) -> list[np.ndarray]:
     return out
 
 
-def tokenize_docs(docs: list[str], model_bytes: bytes, workers: int, label: str) -> tuple[np.ndarray, int]:
-    """All documents as one uint16 stream (BOS before each document) and the docs' UTF-8 byte count."""
-    from rich.progress import Progress
-
+def tokenize_docs(docs: list[str], model_bytes: bytes, workers: int,
+                  tick: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, int]:
+    """All documents as one uint16 stream (BOS before each document) and the docs' UTF-8 byte count.
+    tick(documents done, total) after each batch of 64."""
     batches = [docs[i:i + 64] for i in range(0, len(docs), 64)]
     parts: list[np.ndarray] = []
-    with Progress(transient=True) as progress:
-        task = progress.add_task(f"tokenizing {label}", total=len(docs))
-        if workers <= 1:
-            _init_worker(model_bytes)
-            results = map(_encode_batch, batches)
-            for b, res in zip(batches, results):
+    done = 0
+
+    def advance(n: int) -> None:
+        nonlocal done
+        done += n
+        if tick is not None:
+            tick(done, len(docs))
+
+    if workers <= 1:
+        _init_worker(model_bytes)
+        for b in batches:
+            parts.extend(_encode_batch(b))
+            advance(len(b))
+    else:
+        with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(model_bytes,)) as ex:
+            for b, res in zip(batches, ex.map(_encode_batch, batches)):
                 parts.extend(res)
-                progress.advance(task, len(b))
-        else:
-            with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(model_bytes,)) as ex:
-                for b, res in zip(batches, ex.map(_encode_batch, batches)):
-                    parts.extend(res)
-                    progress.advance(task, len(b))
+                advance(len(b))
     stream = np.concatenate(parts) if parts else np.zeros(0, np.uint16)
     return stream, sum(len(d.encode("utf-8")) for d in docs)
 
@@ -231,13 +237,16 @@ def _up_to_date(out_dir: Path, inputs_sha256: str) -> dict | None:
     return manifest
 
 
-def prepare_corpus(cfg: DataConfig, out_dir: Path, force: bool = False) -> dict:
+def prepare_corpus(cfg: DataConfig, out_dir: Path, force: bool = False, bar: Bars | None = None) -> dict:
     """Read, split and tokenize the corpus into out_dir. Skipped (the existing manifest is returned, with
-    "up_to_date": true) when out_dir already holds intact shards made from the same inputs, unless force."""
+    "up_to_date": true) when out_dir already holds intact shards made from the same inputs, unless force.
+    bar: where the phases and the tokenizing progress are shown (golf.progress)."""
+    note = bar.note if bar is not None else (lambda text: None)
     t0 = time.time()
     inputs_sha256 = corpus_inputs_sha256(cfg)
     if not force and (done := _up_to_date(out_dir, inputs_sha256)) is not None:
         return {**done, "up_to_date": True, "seconds": round(time.time() - t0, 2)}
+    note("reading and splitting the documents")
     train, val, info = load_split_docs(cfg)
     if cfg.tokenizer_model:
         sp = load_tokenizer(cfg.tokenizer_model, cfg.vocab_size)
@@ -250,6 +259,7 @@ def prepare_corpus(cfg: DataConfig, out_dir: Path, force: bool = False) -> dict:
             budget -= len(d)
             if budget <= 0:
                 break
+        note(f"training the {cfg.vocab_size}-token tokenizer on {len(sample):,} documents")
         model_bytes = train_tokenizer(sample, cfg.vocab_size, cfg.tokenizer_normalization,
                                       num_threads=os.cpu_count() or 1)
     workers = cfg.num_workers or os.cpu_count() or 1
@@ -259,13 +269,15 @@ def prepare_corpus(cfg: DataConfig, out_dir: Path, force: bool = False) -> dict:
         load_tokenizer(tmp / "tokenizer.model", cfg.vocab_size)  # vocab check on what we wrote
         splits = {}
         for split, docs in (("train", train), ("val", val)):
-            stream, n_bytes = tokenize_docs(docs, model_bytes, workers, split)
+            tick = bar.tracker(f"tokenizing {split} (documents)", len(docs)) if bar is not None else None
+            stream, n_bytes = tokenize_docs(docs, model_bytes, workers, tick)
             files = []
             for i, start in enumerate(range(0, max(len(stream), 1), cfg.shard_tokens)):
                 path = tmp / shard_name(split, i)
                 write_shard(path, stream[start:start + cfg.shard_tokens])
                 files.append(path.name)
             splits[split] = {"docs": len(docs), "tokens": len(stream), "bytes": n_bytes, "files": files}
+        note("checksumming the shards")
         manifest = {
             "source": "corpus", "train_globs": cfg.train_globs, "val_globs": cfg.val_globs,
             "split_seed": cfg.split_seed, "val_fraction": cfg.val_fraction,
@@ -339,13 +351,15 @@ def prepare_fineweb(cfg: DataConfig, out_dir: Path) -> dict:
     return _adopt_shards(cfg, shard_dir, root / rel_tok, out_dir, "fineweb")
 
 
-def prepare(cfg: DataConfig, out_dir: Path, force: bool = False) -> dict:
+def prepare(cfg: DataConfig, out_dir: Path, force: bool = False, bar: Bars | None = None) -> dict:
     """data/<name>/ from cfg.source. A corpus is re-tokenized only when its inputs changed (or force); adopted
     shards (fineweb, shards) are re-validated every time. A non-empty out_dir that prepare did not write
     (no marker, no manifest.json) is never replaced."""
     check_replaceable(out_dir, "data.name folder", recognised=("manifest.json",))
     if cfg.source == "corpus":
-        return prepare_corpus(cfg, out_dir, force)
+        return prepare_corpus(cfg, out_dir, force, bar)
+    if bar is not None:
+        bar.note(f"checking the {cfg.source} shards")
     if cfg.source == "shards":
         return prepare_shards(cfg, out_dir)
     return prepare_fineweb(cfg, out_dir)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from golf import progress
 from golf.config import Params
 from golf.prepare import prepare
 from golf.stage_io import write_metrics, write_provenance
@@ -9,7 +10,8 @@ from golf.stage_io import write_metrics, write_provenance
 
 def run(params: Params, force: bool = False) -> dict:
     out_dir = params.data_dir()
-    manifest = prepare(params.data, out_dir, force)
+    with progress.bars("prepare") as bar:
+        manifest = prepare(params.data, out_dir, force, bar)
     if not manifest.get("up_to_date"):  # kept shards keep the provenance of the run that wrote them
         write_provenance(out_dir, "prepare", params.data)
     metrics = {"source": manifest["source"], "vocab_size": params.data.vocab_size}

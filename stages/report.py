@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from golf import progress
 from golf.config import Params
 from golf.report import collect, write_report
 from golf.summary import write_summary
@@ -18,7 +19,12 @@ REPORTS_DIR = Path("reports")
 
 
 def run(params: Params) -> dict:
-    report, curves = collect(params)  # every input is read and checked before anything is written
-    out = write_report(report, curves, REPORTS_DIR)
-    write_summary(report)  # metrics/summary.json, the file DVC experiments compare
+    with progress.bars("report") as bar:
+        steps = bar.tracker("steps", 3)
+        report, curves = collect(params)  # every input is read and checked before anything is written
+        steps(1, 3)
+        out = write_report(report, curves, REPORTS_DIR)  # tables, Welch tests, plots
+        steps(2, 3)
+        write_summary(report)  # metrics/summary.json, the file DVC experiments compare
+        steps(3, 3)
     return out

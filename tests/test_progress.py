@@ -105,3 +105,35 @@ def test_log_paths_sit_outside_the_dvc_output_folders(tiny_env):
     _, params, _ = tiny_env
     assert progress.log_path(params, "train", 3) == params.run_dir(3) / "logs" / "train.log"
     assert str(progress.log_path(params, "prepare")) == "logs/prepare.log"
+
+
+def test_prepare_shows_its_phases_and_a_tokenizing_bar(tmp_path, capsys):
+    from golf.config import load_params
+    from golf.prepare import prepare
+    from tests.conftest import REPO, demo_docs, tiny_overrides, write_jsonl
+
+    corpus = write_jsonl(tmp_path / "corpus.jsonl", demo_docs(40))
+    params = load_params(REPO / "params.yaml", tiny_overrides(tmp_path, corpus))
+    out = io.StringIO()
+    with progress.bars("prepare", terminal=False, stream=out) as bar:
+        prepare(params.data, tmp_path / "data", bar=bar)
+    text = out.getvalue()
+    assert "prepare: reading and splitting the documents" in text
+    assert "prepare: training the" in text and "tokenizer" in text  # tiny_overrides trains its own tokenizer
+    for split in ("train", "val"):
+        assert re.search(rf"prepare tokenizing {split} \(documents\): 100% \(\d+/\d+\)", text), text
+    assert "prepare: checksumming the shards" in text
+
+
+def test_report_stage_counts_its_three_steps(in_tiny, monkeypatch, capsys):
+    from stages import report
+
+    monkeypatch.setenv("GOLF_PROGRESS", "plain")
+    _, params, _ = in_tiny
+    monkeypatch.setattr(report, "collect", lambda p: ({"fake": True}, {}))
+    monkeypatch.setattr(report, "write_report", lambda r, c, d: {"written": True})
+    seen = []
+    monkeypatch.setattr(report, "write_summary", lambda r: seen.append(r))
+    assert report.run(params) == {"written": True} and seen == [{"fake": True}]
+    err = capsys.readouterr().err
+    assert "report steps:  33% (1/3)" in err and "report steps: 100% (3/3)" in err
