@@ -60,7 +60,7 @@ def _ssm_why(requested: str, on_cuda: bool, label: str) -> str:
     if not on_cuda:
         return f"model.ssm_backend is {requested!r} but the device is not CUDA: the pure-PyTorch reference runs"
     if not _installed("mamba_ssm"):
-        return "mamba-ssm is not installed (pip install -e '.[gpu]'): the pure-PyTorch reference runs"
+        return "mamba-ssm is not installed (README 'GPU install'): the pure-PyTorch reference runs"
     return "mamba-ssm is installed but its Triton kernels do not import (see the warning above): the reference runs"
 
 
