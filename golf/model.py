@@ -1,6 +1,6 @@
-"""The hybrid language model: token + BigramHash embeddings, a stack of Mamba-2 (`M`) and attention+MLP
-(`A`) blocks in the order of `model.layer_pattern`, U-Net skips between the two halves, a tied head with
-a logit softcap.
+"""The hybrid language model: token + BigramHash embeddings, a stack of Mamba-2 (`M`, with an MLP of its own
+when model.mamba_mlp_mult > 0) and attention+MLP (`A`) blocks in the order of `model.layer_pattern`, U-Net
+skips between the two halves, a tied head with a logit softcap.
 
 With layer_pattern `AAAAAAAAA`, MLP 2x and no BigramHash this is the challenge's naive baseline
 (openai/parameter-golf train_gpt.py): 17,059,912 parameters, checked by tests/test_model.py.
