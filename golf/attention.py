@@ -64,7 +64,11 @@ def rope_tables(seq_len: int, head_dim: int, base: float, device: torch.device, 
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """x: (B, T, H, D); rotate pairs (first half, second half) in at least fp32, return in x's dtype."""
+    """x: (B, T, H, D); rotate pairs (first half, second half) of its first R = 2 * cos.shape[-1] dims in at
+    least fp32, return in x's dtype. R < D is partial RoPE: the last D - R dims pass through unrotated."""
+    r = 2 * cos.shape[-1]
+    if r < x.shape[-1]:
+        return torch.cat([apply_rope(x[..., :r], cos, sin), x[..., r:]], dim=-1)
     d = x.shape[-1] // 2
     xf = x.to(torch.promote_types(x.dtype, cos.dtype))
     x1, x2 = xf[..., :d], xf[..., d:]
@@ -73,13 +77,19 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 
 
 class GQAttention(nn.Module):
-    """Causal GQA: num_heads query heads share num_kv_heads key/value heads; QK RMS-normed, per-head gain."""
+    """Causal GQA: num_heads query heads share num_kv_heads key/value heads; QK RMS-normed, per-head gain.
+
+    rope_dims (model.rope_dims): RoPE rotates the first rope_dims dims of each q/k head, with frequencies
+    base^(-2i/rope_dims) as if the head were that wide; the rest carry no position (0 = the whole head)."""
 
     def __init__(self, d_model: int, num_heads: int, num_kv_heads: int, rope_base: float,
-                 linear_cls=nn.Linear, backend: str = "sdpa", flash_fn=None):
+                 linear_cls=nn.Linear, backend: str = "sdpa", flash_fn=None, rope_dims: int = 0):
         super().__init__()
         self.num_heads, self.num_kv_heads = num_heads, num_kv_heads
         self.head_dim = d_model // num_heads
+        self.rope_dims = rope_dims or self.head_dim
+        if self.rope_dims % 2 or not 0 < self.rope_dims <= self.head_dim:
+            raise ValueError(f"GQAttention: rope_dims must be even and in 1..{self.head_dim}, got {rope_dims}")
         kv_dim = num_kv_heads * self.head_dim
         self.q_proj = linear_cls(d_model, d_model, bias=False)
         self.k_proj = linear_cls(d_model, kv_dim, bias=False)
@@ -96,7 +106,7 @@ class GQAttention(nn.Module):
         v = self.v_proj(x).view(bsz, T, self.num_kv_heads, self.head_dim)
         q = F.rms_norm(q, (self.head_dim,))
         k = F.rms_norm(k, (self.head_dim,))
-        cos, sin = rope_tables(T, self.head_dim, self.rope_base, x.device, dtype=q.dtype)  # fp32 for bf16 q
+        cos, sin = rope_tables(T, self.rope_dims, self.rope_base, x.device, dtype=q.dtype)  # (T, R/2) fp32
         q = apply_rope(q, cos, sin) * self.q_gain.to(q.dtype)[None, None, :, None]
         k = apply_rope(k, cos, sin)
         if self.backend in ("flash3", "flash2") and q.dtype in (torch.bfloat16, torch.float16):

@@ -96,6 +96,12 @@ class ModelConfig:
     num_kv_heads: int = _spec(4, lo=1)
     rope_base: float = _spec(10000.0, lo=1.0)
     mlp_mult: float = _spec(3.0, lo=0.5, hi=16.0)
+    rope_dims: int = _spec(0, lo=0, doc="partial RoPE: rotate only the first rope_dims dims of each attention head "
+                                        "(even, <= d_model/num_heads; 0 = the whole head)")
+    mlp_act: str = _spec("relu2", choices=("relu2", "leaky_relu2"),
+                         doc="every MLP's activation: relu(x)^2, or leaky_relu(x, negative_slope 0.5)^2")
+    mamba_mlp_mult: float = _spec(0.0, lo=0.0, hi=16.0, doc="each Mamba block also gets its own MLP after the mixer "
+                                                             "(pre-norm residual, hidden = mult * d_model; 0 = none)")
     # embeddings / head
     bigram_buckets: int = _spec(2048, lo=0, doc="BigramHash buckets (0 = off)")
     bigram_dim: int = _spec(128, lo=0)
@@ -427,6 +433,12 @@ def _cross_checks(p: Params, source: str) -> None:
                           f"got {m.num_heads}")
     if "A" in m.layer_pattern and (m.d_model // m.num_heads) % 2:
         raise ConfigError(f"'model.num_heads' in {source}: head dim d_model/num_heads must be even for RoPE")
+    if m.rope_dims % 2 or m.rope_dims > m.d_model // m.num_heads:
+        raise ConfigError(f"'model.rope_dims' in {source}: expected an even number <= the attention head dim "
+                          f"d_model/num_heads ({m.d_model // m.num_heads}), or 0 for all, got {m.rope_dims}")
+    if 0 < m.mamba_mlp_mult and int(m.mamba_mlp_mult * m.d_model) < 1:
+        raise ConfigError(f"'model.mamba_mlp_mult' in {source}: expected 0 (off) or a multiple giving at least one "
+                          f"hidden unit (mult * d_model >= 1, d_model {m.d_model}), got {m.mamba_mlp_mult}")
     d_inner = m.expand * m.d_model
     if "M" in m.layer_pattern:
         if d_inner != int(d_inner):

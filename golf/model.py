@@ -1,6 +1,6 @@
-"""The hybrid language model: token + BigramHash embeddings, a stack of Mamba-2 (`M`) and attention+MLP
-(`A`) blocks in the order of `model.layer_pattern`, U-Net skips between the two halves, a tied head with
-a logit softcap.
+"""The hybrid language model: token + BigramHash embeddings, a stack of Mamba-2 (`M`, with an MLP of its own
+when model.mamba_mlp_mult > 0) and attention+MLP (`A`) blocks in the order of `model.layer_pattern`, U-Net
+skips between the two halves, a tied head with a logit softcap.
 
 With layer_pattern `AAAAAAAAA`, MLP 2x and no BigramHash this is the challenge's naive baseline
 (openai/parameter-golf train_gpt.py): 17,059,912 parameters, checked by tests/test_model.py.
@@ -56,14 +56,23 @@ class QATLinear(nn.Linear):
 
 
 class MLP(nn.Module):
-    def __init__(self, d_model: int, mult: float):
+    """proj(act(fc(x))), hidden = int(mult * d_model). act (model.mlp_act): relu2 = relu(h)², the challenge
+    baseline's; leaky_relu2 = leaky_relu(h, 0.5)², which keeps a gradient (and a small positive output) for
+    negative pre-activations."""
+
+    def __init__(self, d_model: int, mult: float, act: str = "relu2"):
         super().__init__()
         hidden = int(mult * d_model)
         self.fc = QATLinear(d_model, hidden)
         self.proj = QATLinear(hidden, d_model)
+        if act not in ("relu2", "leaky_relu2"):
+            raise ValueError(f"MLP: act must be relu2 or leaky_relu2, got {act!r}")
+        self.act = act
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(F.relu(self.fc(x)).square())  # relu²
+        h = self.fc(x)  # (..., hidden)
+        h = F.relu(h) if self.act == "relu2" else F.leaky_relu(h, negative_slope=0.5)
+        return self.proj(h.square())
 
 
 class AttentionBlock(nn.Module):
@@ -72,8 +81,8 @@ class AttentionBlock(nn.Module):
         d = cfg.d_model
         self.resid_mix = nn.Parameter(torch.stack([torch.ones(d), torch.zeros(d)]))  # (2, d): x vs x0
         self.attn = GQAttention(d, cfg.num_heads, cfg.num_kv_heads, cfg.rope_base, QATLinear, attn_backend,
-                                flash_fn)
-        self.mlp = MLP(d, cfg.mlp_mult)
+                                flash_fn, cfg.rope_dims)
+        self.mlp = MLP(d, cfg.mlp_mult, cfg.mlp_act)
         self.attn_scale = nn.Parameter(torch.ones(d))
         self.mlp_scale = nn.Parameter(torch.ones(d))
 
@@ -85,6 +94,9 @@ class AttentionBlock(nn.Module):
 
 
 class MambaBlock(nn.Module):
+    """Pre-norm residual Mamba-2 mixer; with model.mamba_mlp_mult > 0 also a pre-norm residual MLP after it
+    (as in an attention block; per token, so it adds nothing to the carried state)."""
+
     def __init__(self, cfg: ModelConfig, kernels: SSMKernels):
         super().__init__()
         d = cfg.d_model
@@ -92,14 +104,21 @@ class MambaBlock(nn.Module):
         self.mixer = Mamba2Mixer(d, cfg.d_state, cfg.d_conv, cfg.expand, cfg.headdim, cfg.ngroups,
                                  cfg.chunk_size, QATLinear, kernels, cfg.in_proj_multiple)
         self.mixer_scale = nn.Parameter(torch.ones(d))
+        # None when off: no parameters and no draws from the init RNG, so the default model is unchanged
+        self.mlp = MLP(d, cfg.mamba_mlp_mult, cfg.mlp_act) if cfg.mamba_mlp_mult > 0 else None
+        self.mlp_scale = nn.Parameter(torch.ones(d)) if self.mlp is not None else None
 
     def forward(self, x, x0, state=None, return_state=False):
         x = self.resid_mix[0].to(x.dtype) * x + self.resid_mix[1].to(x.dtype) * x0
         h = F.rms_norm(x, (x.shape[-1],))
         if return_state:
             y, new_state = self.mixer(h, state, return_state=True)
-            return x + self.mixer_scale.to(x.dtype) * y, new_state
-        return x + self.mixer_scale.to(x.dtype) * self.mixer(h, state)
+        else:
+            y, new_state = self.mixer(h, state), None
+        x = x + self.mixer_scale.to(x.dtype) * y
+        if self.mlp is not None:
+            x = x + self.mlp_scale.to(x.dtype) * self.mlp(F.rms_norm(x, (x.shape[-1],)))
+        return (x, new_state) if return_state else x
 
 
 class BigramHash(nn.Module):

@@ -25,19 +25,20 @@ def _attn(seed=0, d=64, h=4, kv=2):
 
 
 def naive_attention(a: GQAttention, x: torch.Tensor) -> torch.Tensor:
-    """Written out: per query head h, key/value head h // (H / Hkv); RoPE by explicit 2x2 rotations."""
+    """Written out: per query head h, key/value head h // (H / Hkv); RoPE by explicit 2x2 rotations of the
+    first R = a.rope_dims dims of each head (pairs i, i + R/2), the rest left as they are."""
     B, T, d = x.shape
-    H, Hkv, D = a.num_heads, a.num_kv_heads, a.head_dim
+    H, Hkv, D, R = a.num_heads, a.num_kv_heads, a.head_dim, a.rope_dims
     q = F.rms_norm((x @ a.q_proj.weight.T).view(B, T, H, D), (D,))
     k = F.rms_norm((x @ a.k_proj.weight.T).view(B, T, Hkv, D), (D,))
     v = (x @ a.v_proj.weight.T).view(B, T, Hkv, D)
     pos = torch.arange(T, dtype=torch.float64)[:, None]
-    ang = pos * a.rope_base ** (-torch.arange(0, D, 2, dtype=torch.float64) / D)  # (T, D/2)
+    ang = pos * a.rope_base ** (-torch.arange(0, R, 2, dtype=torch.float64) / R)  # (T, R/2)
     c, s = ang.cos().to(x.dtype)[None, :, None], ang.sin().to(x.dtype)[None, :, None]
 
     def rot(t):
-        t1, t2 = t[..., :D // 2], t[..., D // 2:]
-        return torch.cat([t1 * c + t2 * s, t2 * c - t1 * s], -1)
+        t1, t2 = t[..., :R // 2], t[..., R // 2:R]
+        return torch.cat([t1 * c + t2 * s, t2 * c - t1 * s, t[..., R:]], -1)
 
     q, k = rot(q) * a.q_gain[None, None, :, None], rot(k)
     out = torch.empty(B, T, H, D, dtype=x.dtype)

@@ -30,6 +30,8 @@ def analytic_count(c: ModelConfig) -> int:
              + di  # gated-norm weight
              + di * d  # out_proj
              + 2 * d + d)  # resid_mix (2, d) + mixer_scale
+    if c.mamba_mlp_mult > 0:
+        mamba += 2 * d * int(c.mamba_mlp_mult * d) + d  # its own MLP fc + proj, mlp_scale
     hd = d // c.num_heads
     kv = c.num_kv_heads * hd
     hidden = int(c.mlp_mult * d)
@@ -121,8 +123,10 @@ def test_qat_switch_works_under_compile_without_recompiling():
     assert torch.equal(off_again, off) and torch.equal(off, eager_off)
 
 
-def test_model_state_carry_equals_one_pass_for_ssm_only():
-    m = _randomized({**TINY, "layer_pattern": "MMM"}, std=0.1).double()
+@pytest.mark.parametrize("mamba_mlp_mult", [0.0, 2.0])
+def test_model_state_carry_equals_one_pass_for_ssm_only(mamba_mlp_mult):
+    m = _randomized({**TINY, "layer_pattern": "MMM", "mamba_mlp_mult": mamba_mlp_mult}, std=0.1).double()
+    assert (m.blocks[0].mlp is not None) == (mamba_mlp_mult > 0)
     ids = torch.randint(0, 300, (2, 40))
     full = m(ids)
     a, st = m(ids[:, :17], return_states=True)

@@ -26,6 +26,8 @@ from golf.ssm import Mamba2Mixer
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = [(p, []) for p in sorted(REPO.glob("configs/*.yaml")) + [REPO / "params.yaml"]]
 CONFIGS.append((REPO / "params.yaml", ["model.tie_embeddings=false"]))  # an untied lm_head: no shipped config
+CONFIGS += [(REPO / "params.yaml", [o]) for o in  # the architecture levers (tests/test_arch_levers.py), each on
+            ("model.mamba_mlp_mult=2.0", "model.rope_dims=16", "model.mlp_act=leaky_relu2")]
 
 
 def _by_structure(model: nn.Module) -> dict[str, tuple[str, str]]:
@@ -77,7 +79,7 @@ def test_every_parameter_of_every_config_lands_in_one_group_of_each_classificati
     assert seen["embed"] == 1 + (cfg.bigram_buckets > 0) + (not cfg.tie_embeddings)
     n_m, n_a = cfg.layer_pattern.count("M"), cfg.layer_pattern.count("A")
     assert seen["mamba_in"] == seen["mamba_out"] == n_m and seen["mamba_dynamics"] == 5 * n_m  # A_log dt_bias D conv w/b
-    assert seen["attn"] == 4 * n_a and seen["mlp"] == 2 * n_a
+    assert seen["attn"] == 4 * n_a and seen["mlp"] == 2 * (n_a + n_m * (cfg.mamba_mlp_mult > 0))
 
     # TTT subsets (ttt.params), as golf/ttt.py and the README describe them
     subset = {w: {n for n in names if ttt_subset(n, w)} for w in TTT_SUBSETS}
@@ -85,7 +87,7 @@ def test_every_parameter_of_every_config_lands_in_one_group_of_each_classificati
                     for n, _ in mod.named_parameters()} for t in (Mamba2Mixer, MLP)}
     assert subset["all"] == set(names)
     assert subset["ssm"] == owned_by[Mamba2Mixer]  # everything inside the Mamba mixers
-    assert subset["mlp"] == owned_by[MLP]  # the attention blocks' MLPs
+    assert subset["mlp"] == owned_by[MLP]  # every block's MLP (Mamba blocks' too with model.mamba_mlp_mult)
     gains = {n for n in names if expected[n][1] == "scalar" and expected[n][0] != "mamba_dynamics"}
     assert subset["norms"] == gains  # per-channel gains and mixes: the scalars but the SSM dynamics
     assert all(model.get_parameter(n).ndim <= 2 and model.get_parameter(n).shape[-1] <= cfg.d_model * cfg.expand
