@@ -251,7 +251,10 @@ class TTTConfig:
     momentum: float = _spec(0.9, lo=0.0, hi=1.0)
     epochs: int = _spec(1, lo=1)
     batch_seqs: int = _spec(16, lo=1)
-    params: str = _spec("all", choices=("all", "norms", "ssm", "mlp"), doc="which parameters adapt")
+    params: str = _spec("all", choices=("all", "norms", "ssm", "mlp", "dynamics", "dynamics_norms"),
+                        doc="which parameters adapt (dynamics: the Mamba mixers' A_log, dt_bias, D and conv)")
+    lr_schedule: str = _spec("constant", choices=("constant", "cosine"),
+                             doc="cosine: the learning rate falls from ttt.lr to 0 over the adapted chunks")
     grad_clip: float = _spec(1.0, lo=0.0)
     max_tokens: int = _spec(0, lo=0)
     score_no_adapt: bool = _spec(True, doc="also score the same windows without adaptation (no_adapt_val_bpb, gain_bpb): "

@@ -10,7 +10,12 @@ EMBEDDING_NAMES = ("tok_emb.weight", "bigram.emb.weight", "lm_head.weight")
 MAMBA_DYNAMICS = ("A_log", "dt_bias", "D", "conv1d.weight", "conv1d.bias")  # a mixer's names; kept fp32
 _NORM_KEYS = ("_scale", "resid_mix", "skip_weights", "norm", "q_gain")
 TTT_SUBSETS = {"all": lambda n: True, "norms": lambda n: any(k in n for k in _NORM_KEYS),
-               "ssm": lambda n: ".mixer." in n, "mlp": lambda n: ".mlp." in n}
+               "ssm": lambda n: ".mixer." in n, "mlp": lambda n: ".mlp." in n,
+               # the Mamba mixers' dynamics (decay, step size, skip, conv): a few thousand numbers that set how
+               # far back each head remembers, adapted alone or with the norms and gains
+               "dynamics": lambda n: ".mixer." in n and is_mamba_dynamics(n),
+               "dynamics_norms": lambda n: ((".mixer." in n and is_mamba_dynamics(n))
+                                            or any(k in n for k in _NORM_KEYS))}
 
 
 def is_embedding(name: str) -> bool:

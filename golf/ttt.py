@@ -15,6 +15,7 @@ summation order) and the weights stay identical.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 
@@ -37,6 +38,15 @@ def adapt_params(model, which: str) -> list[tuple[str, torch.nn.Parameter]]:
     if not chosen:
         raise GolfError(f"ttt.params {which!r} selects no parameters of this model")
     return chosen
+
+
+def chunk_lr(cfg: TTTConfig, i: int, n_adapted: int) -> float:
+    """The learning rate for adapting on chunk i of the n_adapted chunks that are adapted on (every chunk but the
+    last): ttt.lr throughout, or with lr_schedule "cosine" a half cosine from ttt.lr at the first chunk down to 0
+    after the last, so early chunks move the weights most and later ones only refine them."""
+    if cfg.lr_schedule == "constant" or n_adapted <= 0:
+        return cfg.lr
+    return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * i / n_adapted))
 
 
 def chunk_bounds(n_targets: int, chunk_tokens: int) -> list[tuple[int, int]]:
@@ -135,6 +145,8 @@ def ttt_eval(model, val_tokens: torch.Tensor, tables: ByteTables, cfg: TTTConfig
                 events.append(("score", lo, hi))
             # 2. only now adapt on it; the last chunk would help nothing later
             if adapt and i < len(chunks) - 1:
+                for group in opt.param_groups:
+                    group["lr"] = chunk_lr(cfg, i, len(chunks) - 1)
                 steps += _adapt_on_chunk(model, opt, params, tokens, lo, hi, cfg, device, events)
             if progress is not None:
                 progress(i + 1, len(chunks))

@@ -3,6 +3,7 @@ score is the pre-update score (a model that memorizes), parameter subsets, torch
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import pytest
@@ -10,10 +11,11 @@ import torch
 from test_evaluate import GRULM, _golflm, _params, tables, write_artifact
 from torch import nn
 
+from golf import ttt as ttt_mod
 from golf.config import TTTConfig
 from golf.errors import GolfError
 from golf.evaluate import eval_bpb
-from golf.ttt import adapt_params, ttt_eval
+from golf.ttt import adapt_params, chunk_lr, ttt_eval
 
 CPU = torch.device("cpu")
 VB = 256  # vocab of the tests whose tokens are all distinct (a token id identifies its position)
@@ -161,6 +163,44 @@ def test_only_the_chosen_parameters_adapt(which, key):
     changed = {n for n, p in m.named_parameters() if not torch.equal(p, before[n])}
     assert changed and changed <= chosen
     assert all(p.requires_grad and p.grad is None for p in m.parameters())  # the model is left as found
+
+
+@pytest.mark.parametrize("which", ["dynamics", "dynamics_norms"])
+def test_the_dynamics_subsets_adapt_the_mixers_dynamics(which):
+    m = _golflm("MAM", bigram=16)
+    chosen = {n for n, _ in adapt_params(m, which)}
+    dynamics = {n for n in chosen if n.rsplit("mixer.", 1)[-1] in ("A_log", "dt_bias", "D", "conv1d.weight",
+                                                                     "conv1d.bias")}
+    assert len(dynamics) == 2 * 5  # two M blocks, five dynamics tensors each
+    norms = {n for n, _ in adapt_params(m, "norms")}
+    assert chosen == (dynamics if which == "dynamics" else dynamics | norms)
+    before = {n: p.detach().clone() for n, p in m.named_parameters()}
+    toks = torch.randint(0, 40, (200,), generator=torch.Generator().manual_seed(5))
+    ttt_eval(m, toks, tables(), cfg(params=which, lr=0.5), CPU)
+    changed = {n for n, p in m.named_parameters() if not torch.equal(p, before[n])}
+    assert changed & dynamics and changed <= chosen
+
+
+def test_cosine_schedule_falls_from_lr_to_zero_over_the_adapted_chunks():
+    c = cfg(lr=0.2, lr_schedule="cosine")
+    lrs = [chunk_lr(c, i, 4) for i in range(4)]
+    assert lrs[0] == pytest.approx(0.2) and lrs[2] == pytest.approx(0.1)
+    assert all(a > b > 0 for a, b in itertools.pairwise(lrs))
+    assert [chunk_lr(cfg(lr=0.2), i, 4) for i in range(4)] == [0.2] * 4  # constant: the default
+
+
+def test_cosine_schedule_reaches_the_optimizer(monkeypatch):
+    seen = []
+    real = ttt_mod._adapt_on_chunk
+
+    def spy(model, opt, *args, **kw):
+        seen.append(opt.param_groups[0]["lr"])
+        return real(model, opt, *args, **kw)
+
+    monkeypatch.setattr(ttt_mod, "_adapt_on_chunk", spy)
+    toks = torch.randint(0, 40, (241,), generator=torch.Generator().manual_seed(5))
+    ttt_eval(GRULM(), toks, tables(), cfg(lr=0.1, lr_schedule="cosine"), CPU)  # 4 chunks of 60: 3 adapted
+    assert seen == pytest.approx([0.1, 0.075, 0.025])
 
 
 def test_bad_settings_fail_clearly():
