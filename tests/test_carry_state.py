@@ -201,24 +201,26 @@ def test_resume_restores_positions_and_states_to_identical_weights(carried_refer
     assert zeroed["resumed_from_step"] == 3 and not _same_weights(rf, rz)
 
 
-def test_a_compiled_stateful_loss_does_not_recompile_as_states_are_carried(in_tiny, monkeypatch):
+def test_a_compiled_stateful_loss_does_not_recompile_as_states_are_carried(in_tiny):
     """What the GPU's torch.compile sees, traced on the CPU (aot_eager: Dynamo and AOTAutograd, no Inductor):
     the carried buffers keep their shapes, dtypes and strides, so steps after the first reuse its graph."""
     _, params, _ = in_tiny
     torch.manual_seed(0)
     model = build_model(params.model)
-    loader = StreamLoader(list_shards(params.data_dir(), "train"), 32, 4, 1, seed=0)
+    loader = StreamLoader(list_shards(params.data_dir(), "train"), 32, 4, 2, seed=0)  # two micro batches
     streams = CarriedStreams(loader, model, DistInfo(), torch.device("cpu"))
     torch._dynamo.reset()
-    monkeypatch.setattr(torch._dynamo.config, "error_on_recompile", True)
-    net = torch.compile(StatefulLoss(model), backend="aot_eager")
-    for _ in range(3):
-        x, y, states = streams.next_batch()
-        loss, new = net(x, y, states)
-        loss.backward()
-        streams.keep(new)
-        assert torch.isfinite(loss)
-    torch._dynamo.reset()
+    try:
+        with torch._dynamo.config.patch(error_on_recompile=True):
+            net = torch.compile(StatefulLoss(model), backend="aot_eager")
+            for _ in range(3 * 2):
+                x, y, states = streams.next_batch()
+                loss, new = net(x, y, states)
+                loss.backward()
+                streams.keep(new)
+                assert torch.isfinite(loss)
+    finally:
+        torch._dynamo.reset()
 
 
 _DDP_SCRIPT = """
