@@ -10,6 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from golf import provenance
 from golf.checkpoint import run_fingerprint
 from golf.config import ConfigError, TrainConfig, load_params
 from golf.data import StreamLoader, TokenLoader, list_shards, write_shard
@@ -116,6 +117,7 @@ def test_carry_state_is_in_the_fingerprint_so_a_checkpoint_of_the_other_setting_
     off, on = tiny_run_params(root, ov, "fp"), tiny_run_params(root, ov + CARRY, "fp")
     assert run_fingerprint(off, 1, 1, 8, 1, [])["train"]["carry_state"] is False
     assert run_fingerprint(on, 1, 1, 8, 1, [])["train"]["carry_state"] is True
+    assert provenance.collect("train", on)["config"]["train"]["carry_state"] is True  # the stage's provenance.json
     part, _ = train_tiny(root, ov, 1, "fp", stop_after_steps=2)
     assert part == {"interrupted_at_step": 2}
     with caplog.at_level(logging.WARNING, logger="golf.checkpoint"):
