@@ -176,6 +176,10 @@ class TrainConfig:
                                                    "the window clear of checkpoint steps (train.checkpoint_every)")
     dtype: str = _spec("bf16", choices=("bf16", "fp32"))
     device: str = _spec("auto", doc="auto | cpu | cuda | cuda:N")
+    carry_state: bool = _spec(False, doc="each batch row continues its own stream of the train shards and starts from "
+                                         "the Mamba state (and BigramHash previous token) its last window ended "
+                                         "with, detached, as the stateful eval reads; false = random windows from a "
+                                         "zero state. Needs an M block")
 
 
 @dataclass
@@ -472,6 +476,9 @@ def _cross_checks(p: Params, source: str) -> None:
                           "need a rendezvous address (host:port reachable from every node)")
     if p.launch.rdzv_endpoint and ":" not in p.launch.rdzv_endpoint:
         raise ConfigError(f"'launch.rdzv_endpoint' in {source}: expected host:port, got {p.launch.rdzv_endpoint!r}")
+    if p.train.carry_state and "M" not in m.layer_pattern:
+        raise ConfigError(f"'train.carry_state' in {source}: carries the Mamba blocks' recurrent state, but "
+                          f"model.layer_pattern {m.layer_pattern!r} has no 'M' block (attention has no state to carry)")
     if p.eval.stride > p.eval.seq_len:
         raise ConfigError(f"'eval.stride' in {source}: must be <= eval.seq_len ({p.eval.seq_len}), "
                           f"got {p.eval.stride}")

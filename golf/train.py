@@ -19,6 +19,12 @@ step still in flight at the last step's duration; a non-finite loss stops the ru
 checkpoint, SIGTERM stop and the end of training first read all launched steps. Under DDP the per-step
 all-reduce of loss and clock waits for the device, so ranks do not run ahead.
 
+With train.carry_state each batch row continues its own stream of the train data (golf.data.StreamLoader) and
+starts from the recurrent state its previous window ended with (CarriedStreams): the Mamba blocks' conv and SSM
+states and the BigramHash previous token, detached, so the gradient stays within a window (truncated backprop
+through time). Each micro batch of a step has its own rows and states; a checkpoint holds every rank's states and
+the streams' positions, so a resumed run continues as the uninterrupted one would.
+
 Checkpoints are written every `checkpoint_every` steps, at the end and on SIGTERM. Training's global torch
 settings (TF32 on CUDA, deterministic algorithms on CPU) hold only while train() runs (golf.runtime).
 """
@@ -37,6 +43,8 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
 from torch.profiler import record_function
 
 from golf.checkpoint import (
@@ -48,7 +56,7 @@ from golf.checkpoint import (
     save_checkpoint,
 )
 from golf.config import ConfigError, Params
-from golf.data import TokenLoader, build_byte_tables, list_shards, load_tokens, tokenizer_path
+from golf.data import StreamLoader, TokenLoader, build_byte_tables, list_shards, load_tokens, tokenizer_path
 from golf.errors import TrainingError
 from golf.evaluate import eval_bpb
 from golf.gptq import qat_module_bits
@@ -66,6 +74,7 @@ from golf.runtime import (
     seed_everything,
     training_precision,
 )
+from golf.ssm import Mamba2Mixer
 
 CURVE_HEADER = ("step", "tokens", "train_s", "lr_scale", "train_loss", "val_bpb")
 
@@ -180,7 +189,11 @@ class TrainLoop:
         self.opts = build_optimizers(self.model, tcfg)
         self.ema = [p.detach().clone().float() for p in self.model.parameters()] if tcfg.ema_decay > 0 else []
         train_files = list_shards(params.data_dir(), "train")  # never the val shards
-        self.loader = TokenLoader(train_files, tcfg.seq_len, self.micro, dinfo.rank, dinfo.world_size, seed=seed)
+        if tcfg.carry_state:  # the streams and their states are what a checkpoint saves as the loader's state
+            self.loader = CarriedStreams(StreamLoader(train_files, tcfg.seq_len, self.micro, self.accum, dinfo.rank,
+                                                      dinfo.world_size, seed=seed), self.model, dinfo, device)
+        else:
+            self.loader = TokenLoader(train_files, tcfg.seq_len, self.micro, dinfo.rank, dinfo.world_size, seed=seed)
         self.fingerprint = run_fingerprint(params, seed, dinfo.world_size, self.micro, self.accum,
                                            train_files + [tokenizer_path(params.data_dir())])
         self.state: TrainState = resume_or_start(ckpt_path, self.model, self.ema, self.opts, self.loader,
@@ -190,10 +203,11 @@ class TrainLoop:
             self.model.set_qat(True, tcfg.qat_bits, self.qat_bits)
         self.matmul = matmul_settings()  # what this run's matmuls use (provenance)
 
-        net = self.model
+        # with carried state the model runs inside StatefulLoss, so that the loss stays in the compiled graph
+        net = StatefulLoss(self.model) if tcfg.carry_state else self.model
         if dinfo.world_size > 1:
             net = torch.nn.parallel.DistributedDataParallel(
-                self.model, device_ids=[device.index] if device.type == "cuda" else None)
+                net, device_ids=[device.index] if device.type == "cuda" else None)
         self.net = compile_for_training(net, tcfg, device)
         self.amp = autocast(device, torch.bfloat16 if tcfg.dtype == "bf16" else None)
         self.tokens_per_step = self.accum * self.micro * tcfg.seq_len * dinfo.world_size
@@ -279,6 +293,8 @@ class TrainLoop:
             raise TrainingError(f"non-finite weights after step {state.step}; the last good checkpoint "
                                 f"({self.ckpt_path}, step {checkpoint_step(self.ckpt_path)}) is kept. Lower the "
                                 "learning rates (train.lr_*).")
+        if isinstance(self.loader, CarriedStreams):
+            self.loader.gather()  # every rank's carried states to rank 0 (a collective: before ranks part)
         if not self.dinfo.is_main:
             return
         t0 = self.clock()
@@ -443,7 +459,10 @@ def forward_backward(net, model, loader, accum: int, amp, device) -> torch.Tenso
     """One step's gradients: `accum` micro-batches from `loader` through `net` (the model, or its DDP /
     compiled wrapper) under `amp`, each loss scaled by 1/accum so the gradients sum to the step's mean.
     Under DDP the gradients are all-reduced on the last micro-batch only. Returns the step's mean loss as a
-    device tensor (reading it waits for the GPU)."""
+    device tensor (reading it waits for the GPU). A CarriedStreams `loader` (train.carry_state) goes to
+    forward_backward_carried."""
+    if isinstance(loader, CarriedStreams):
+        return forward_backward_carried(net, loader, accum, amp, device)
     loss_sum = torch.zeros((), device=device)
     for i in range(accum):
         with record_function("golf/batch"):  # host-side ranges, named in train.profile_steps' summary
@@ -458,6 +477,131 @@ def forward_backward(net, model, loader, accum: int, amp, device) -> torch.Tenso
                 loss.backward()
         loss_sum += loss.detach()
     return loss_sum
+
+
+def forward_backward_carried(net, streams: CarriedStreams, accum: int, amp, device) -> torch.Tensor:
+    """forward_backward with carried state: `net` wraps StatefulLoss; each micro batch takes its rows' states
+    from `streams` and hands back the states its rows end with, once its backward is done."""
+    loss_sum = torch.zeros((), device=device)
+    for i in range(accum):
+        with record_function("golf/batch"):
+            x, y, states = streams.next_batch()  # (B, T), (B, T) on the device; states as GolfLM.forward takes them
+        sync = contextlib.nullcontext() if i == accum - 1 or not hasattr(net, "no_sync") else net.no_sync()
+        with sync:
+            with amp, record_function("golf/forward"):
+                loss, new_states = net(x, y, states)
+                loss = loss / accum
+            with record_function("golf/backward"):
+                loss.backward()
+        streams.keep(new_states)
+        loss_sum += loss.detach()
+    return loss_sum
+
+
+class StatefulLoss(nn.Module):
+    """The model's mean cross-entropy from carried states: (x (B, T), targets (B, T), states) → (loss, the
+    states after the last position). GolfLM.forward returns states only with logits, so the loss is taken here,
+    inside whatever compiles or wraps this module (DDP, torch.compile), as GolfLM's own `targets` path does it."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor, targets: torch.Tensor, states: dict):
+        logits, new_states = self.model(x, states=states, return_states=True)  # (B, T, V)
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+        return loss, new_states
+
+
+class CarriedStreams:
+    """A StreamLoader and the recurrent state each of this rank's rows carries from one window to the next.
+
+    One state per micro batch, in GolfLM.forward's `states` layout: {"prev_token": (B,) int64, -1 = none (the
+    BigramHash's "no previous token", as a fresh window has), "layers": per block, (conv_state (B, conv_dim,
+    d_conv-1), ssm_state (B, H, P, N)) for an M block, None for an A block}. The tensors are fixed fp32 / int64
+    buffers, zero at the start: every step passes tensors of the same shapes, dtypes and strides (one compiled
+    graph, no recompile on step 2), and a zero state gives what no state gives (a zero-padded conv, a scan from
+    zero). `keep` copies a micro batch's returned states into them after its backward (the copy detaches: no
+    gradient crosses steps); `next_batch` zeroes the rows whose stream restarts, outside any compiled region,
+    deciding on the loader's host-side flags, never on tensor values.
+
+    Checkpointing: `gather()` (every rank) collects the states of all streams on rank 0, ordered by stream; its
+    state_dict() is the loader's plus those; load_state_dict() gives each rank back its own rows.
+    """
+
+    def __init__(self, loader: StreamLoader, model: nn.Module, dinfo: DistInfo, device: torch.device):
+        self.loader, self.dinfo, self.device = loader, dinfo, device
+        B = loader.batch_seqs
+        self.states = []
+        for _ in range(loader.accum):
+            layers = []
+            for block in model.blocks:
+                m = getattr(block, "mixer", None)
+                layers.append(None if not isinstance(m, Mamba2Mixer) else (
+                    torch.zeros(B, m.conv_dim, m.d_conv - 1, device=device),  # (B, conv_dim, W-1)
+                    torch.zeros(B, m.nheads, m.headdim, m.d_state, device=device)))  # (B, H, P, N)
+            self.states.append({"prev_token": torch.full((B,), -1, dtype=torch.int64, device=device),
+                                "layers": layers})
+        self.micro = 0  # the micro batch whose states next_batch handed out last
+        self.gathered: list[torch.Tensor] | None = None
+
+    @property
+    def batches_drawn(self) -> int:
+        return self.loader.batches_drawn
+
+    def _flat(self, micro: int) -> list[torch.Tensor]:
+        st = self.states[micro]
+        return [st["prev_token"]] + [t for layer in st["layers"] if layer is not None for t in layer]
+
+    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        """x, y (B, T) on the device and the states this micro batch's rows start from (zero where a stream
+        starts or restarts)."""
+        self.micro = self.loader.batches_drawn % self.loader.accum
+        x, y, restart = self.loader.next_batch()  # (B, T), (B, T), (B,) bool
+        if bool(restart.any()):  # host-side flags; row indices, not a mask: a masked write would wait on the GPU
+            rows = restart.nonzero().flatten().to(self.device, non_blocking=True)
+            with torch.no_grad():
+                for t in self._flat(self.micro):
+                    t.index_fill_(0, rows, -1 if t.dtype == torch.int64 else 0)
+        return x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True), self.states[self.micro]
+
+    def keep(self, new_states: dict) -> None:
+        """The states the last micro batch's rows ended with: copied (detached, in fp32) into its buffers."""
+        new = [new_states["prev_token"]] + [t for layer in new_states["layers"] if layer is not None for t in layer]
+        with torch.no_grad():
+            for buf, t in zip(self._flat(self.micro), new, strict=True):
+                if buf.shape != t.shape:  # a shape bug would otherwise broadcast silently
+                    raise TrainingError(f"carried state of shape {tuple(t.shape)}, expected {tuple(buf.shape)}")
+                buf.copy_(t.detach())
+
+    def gather(self) -> None:
+        """Every stream's states on rank 0 (self.gathered, one tensor per state tensor, streams first in
+        StreamLoader's order: micro batch, rank, row). A collective under DDP: every rank calls it."""
+        world = self.dinfo.world_size
+        per_micro = []
+        for micro in range(self.loader.accum):
+            parts = []
+            for t in self._flat(micro):
+                if world > 1:
+                    got = [torch.empty_like(t) for _ in range(world)]
+                    dist.all_gather(got, t.contiguous())
+                    t = torch.cat(got)  # (world * B, ...): rank-major, as StreamLoader numbers the streams
+                parts.append(t.cpu())  # a copy, on the host: the device keeps no second set of states
+            per_micro.append(parts)
+        self.gathered = [torch.cat(ts) for ts in zip(*per_micro, strict=True)]  # (num_streams, ...) each
+
+    def state_dict(self) -> dict:
+        if self.gathered is None:
+            raise TrainingError("CarriedStreams.state_dict() before gather()")
+        return {"streams": self.loader.state_dict(), "states": self.gathered}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.loader.load_state_dict(state["streams"])
+        for micro in range(self.loader.accum):
+            mine = self.loader.rows(micro)
+            with torch.no_grad():
+                for buf, saved in zip(self._flat(micro), state["states"], strict=True):
+                    buf.copy_(saved[mine])
 
 
 def optimizer_step(model, opts, grad_clip: float, ema: list[torch.Tensor], ema_decay: float) -> None:
