@@ -76,15 +76,41 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return torch.cat([x1 * c + x2 * s, x2 * c - x1 * s], dim=-1).to(x.dtype)
 
 
+def exclude_self_value(out: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """XSA: remove from each head's attention output its component along the token's own value vector.
+
+    out: (B, T, H, D) attention output, v: (B, T, Hkv, D) the values it attended over, H a multiple of Hkv with
+    query head h reading KV head h // (H / Hkv) (the grouping of SDPA's enable_gqa and of flash-attn). With
+    u_t = v_t / |v_t| per KV head: out_t <- out_t - (out_t . u_t) u_t, so what a token passes on is only what
+    it gathered from the other tokens' values, orthogonal to its own. A zero value vector leaves out_t as it
+    is (F.normalize's eps). Computed in at least fp32, returned in out's dtype; it needs only the kernel's
+    output and v, so every attention backend gets the same step.
+
+    From "Exclusive Self Attention" (Shuangfei Zhai, arXiv:2603.09078, 2026), as Parameter Golf records apply
+    it after the attention kernel (openai/parameter-golf PR #287; e.g.
+    records/track_10min_16mb/2026-03-23_LeakyReLU_LegalTTT_ParallelMuon, on the last 4 of 11 layers).
+    """
+    B, T, H, D = out.shape
+    Hkv = v.shape[2]
+    dt = torch.promote_types(out.dtype, torch.float32)
+    o = out.to(dt).reshape(B, T, Hkv, H // Hkv, D)  # (B, T, Hkv, G, D): the G query heads of each KV head
+    u = F.normalize(v.to(dt), dim=-1).unsqueeze(3)  # (B, T, Hkv, 1, D)
+    o = o - (o * u).sum(dim=-1, keepdim=True) * u
+    return o.reshape(B, T, H, D).to(out.dtype)
+
+
 class GQAttention(nn.Module):
     """Causal GQA: num_heads query heads share num_kv_heads key/value heads; QK RMS-normed, per-head gain.
 
     rope_dims (model.rope_dims): RoPE rotates the first rope_dims dims of each q/k head, with frequencies
-    base^(-2i/rope_dims) as if the head were that wide; the rest carry no position (0 = the whole head)."""
+    base^(-2i/rope_dims) as if the head were that wide; the rest carry no position (0 = the whole head).
+    xsa (model.xsa): the attention output goes through exclude_self_value before o_proj."""
 
     def __init__(self, d_model: int, num_heads: int, num_kv_heads: int, rope_base: float,
-                 linear_cls=nn.Linear, backend: str = "sdpa", flash_fn=None, rope_dims: int = 0):
+                 linear_cls=nn.Linear, backend: str = "sdpa", flash_fn=None, rope_dims: int = 0,
+                 xsa: bool = False):
         super().__init__()
+        self.xsa = xsa
         self.num_heads, self.num_kv_heads = num_heads, num_kv_heads
         self.head_dim = d_model // num_heads
         self.rope_dims = rope_dims or self.head_dim
@@ -115,4 +141,6 @@ class GQAttention(nn.Module):
         else:
             out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
                                                  is_causal=True, enable_gqa=True).transpose(1, 2)
+        if self.xsa:
+            out = exclude_self_value(out, v)  # (B, T, H, D)
         return self.o_proj(out.reshape(bsz, T, -1))

@@ -102,9 +102,15 @@ class ModelConfig:
                          doc="every MLP's activation: relu(x)^2, or leaky_relu(x, negative_slope 0.5)^2")
     mamba_mlp_mult: float = _spec(0.0, lo=0.0, hi=16.0, doc="each Mamba block also gets its own MLP after the mixer "
                                                              "(pre-norm residual, hidden = mult * d_model; 0 = none)")
+    xsa: bool = _spec(False, doc="exclusive self-attention: every attention head's output loses its component along "
+                                 "the token's own value vector (needs an attention layer)")
+    ln_scale: bool = _spec(False, doc="multiply every block's pre-norm outputs by 1/sqrt(layer index + 1), layer "
+                                      "index from 0 over model.layer_pattern (Mamba and attention blocks alike)")
     # embeddings / head
     bigram_buckets: int = _spec(2048, lo=0, doc="BigramHash buckets (0 = off)")
     bigram_dim: int = _spec(128, lo=0)
+    smear_gate: bool = _spec(False, doc="SmearGate: each token embedding moves toward the previous token's by a "
+                                        "learned per-channel share sigmoid(g), g starting at -4 (a 1.8% blend)")
     tie_embeddings: bool = _spec(True)
     logit_softcap: float = _spec(30.0, lo=0.0, doc="0 = no softcap")
     unet_skips: bool = _spec(True)
@@ -446,6 +452,9 @@ def _cross_checks(p: Params, source: str) -> None:
     if 0 < m.mamba_mlp_mult and int(m.mamba_mlp_mult * m.d_model) < 1:
         raise ConfigError(f"'model.mamba_mlp_mult' in {source}: expected 0 (off) or a multiple giving at least one "
                           f"hidden unit (mult * d_model >= 1, d_model {m.d_model}), got {m.mamba_mlp_mult}")
+    if m.xsa and "A" not in m.layer_pattern:
+        raise ConfigError(f"'model.xsa' in {source}: XSA acts on attention layers, but model.layer_pattern "
+                          f"{m.layer_pattern!r} has no 'A'; set model.xsa to false")
     d_inner = m.expand * m.d_model
     if "M" in m.layer_pattern:
         if d_inner != int(d_inner):

@@ -1,6 +1,8 @@
 """The hybrid language model: token + BigramHash embeddings, a stack of Mamba-2 (`M`, with an MLP of its own
 when model.mamba_mlp_mult > 0) and attention+MLP (`A`) blocks in the order of `model.layer_pattern`, U-Net
-skips between the two halves, a tied head with a logit softcap.
+skips between the two halves, a tied head with a logit softcap. Options off by default: SmearGate on the token
+embeddings (model.smear_gate), XSA in the attention layers (model.xsa, golf.attention.exclude_self_value),
+depth-damped pre-norms (model.ln_scale).
 
 With layer_pattern `AAAAAAAAA`, MLP 2x and no BigramHash this is the challenge's naive baseline
 (openai/parameter-golf train_gpt.py): 17,059,912 parameters, checked by tests/test_model.py.
@@ -9,6 +11,7 @@ With layer_pattern `AAAAAAAAA`, MLP 2x and no BigramHash this is the challenge's
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 
 import torch
@@ -23,6 +26,21 @@ from golf.param_groups import OPTIM_GROUPS, optim_group
 from golf.ssm import Mamba2Mixer, SSMKernels, resolve_ssm_backend
 
 log = logging.getLogger(__name__)
+
+SMEAR_GATE_INIT = -4.0  # model.smear_gate's initial gate logit: sigmoid(-4) = 0.018, nearly no blend
+
+
+def pre_norm(x: torch.Tensor, scale: float) -> torch.Tensor:
+    """A block's pre-norm: rms_norm over the channels, times `scale` (model.ln_scale's 1/sqrt(layer + 1); 1.0
+    when off, and then no multiply at all, so the default model computes exactly what it did before)."""
+    h = F.rms_norm(x, (x.shape[-1],))
+    return h if scale == 1.0 else h * scale
+
+
+def ln_scale_factor(cfg: ModelConfig, layer_idx: int) -> float:
+    """model.ln_scale: the pre-norm factor of the block at `layer_idx` (0-based over model.layer_pattern)."""
+    return 1.0 / math.sqrt(layer_idx + 1) if cfg.ln_scale else 1.0
+
 
 class QATLinear(nn.Linear):
     """nn.Linear with optional int-k fake quantization of its weight (straight-through gradient).
@@ -76,30 +94,36 @@ class MLP(nn.Module):
 
 
 class AttentionBlock(nn.Module):
-    def __init__(self, cfg: ModelConfig, attn_backend: str, flash_fn):
+    """Pre-norm residual attention, then a pre-norm residual MLP; `layer_idx` (its place in
+    model.layer_pattern) sets model.ln_scale's factor on both pre-norms."""
+
+    def __init__(self, cfg: ModelConfig, attn_backend: str, flash_fn, layer_idx: int = 0):
         super().__init__()
         d = cfg.d_model
+        self.norm_scale = ln_scale_factor(cfg, layer_idx)  # a plain float: no state-dict entry
         self.resid_mix = nn.Parameter(torch.stack([torch.ones(d), torch.zeros(d)]))  # (2, d): x vs x0
         self.attn = GQAttention(d, cfg.num_heads, cfg.num_kv_heads, cfg.rope_base, QATLinear, attn_backend,
-                                flash_fn, cfg.rope_dims)
+                                flash_fn, cfg.rope_dims, cfg.xsa)
         self.mlp = MLP(d, cfg.mlp_mult, cfg.mlp_act)
         self.attn_scale = nn.Parameter(torch.ones(d))
         self.mlp_scale = nn.Parameter(torch.ones(d))
 
     def forward(self, x, x0, state=None, return_state=False):
         x = self.resid_mix[0].to(x.dtype) * x + self.resid_mix[1].to(x.dtype) * x0
-        x = x + self.attn_scale.to(x.dtype) * self.attn(F.rms_norm(x, (x.shape[-1],)))
-        x = x + self.mlp_scale.to(x.dtype) * self.mlp(F.rms_norm(x, (x.shape[-1],)))
+        x = x + self.attn_scale.to(x.dtype) * self.attn(pre_norm(x, self.norm_scale))
+        x = x + self.mlp_scale.to(x.dtype) * self.mlp(pre_norm(x, self.norm_scale))
         return (x, None) if return_state else x
 
 
 class MambaBlock(nn.Module):
     """Pre-norm residual Mamba-2 mixer; with model.mamba_mlp_mult > 0 also a pre-norm residual MLP after it
-    (as in an attention block; per token, so it adds nothing to the carried state)."""
+    (as in an attention block; per token, so it adds nothing to the carried state). `layer_idx` sets
+    model.ln_scale's factor on both pre-norms."""
 
-    def __init__(self, cfg: ModelConfig, kernels: SSMKernels):
+    def __init__(self, cfg: ModelConfig, kernels: SSMKernels, layer_idx: int = 0):
         super().__init__()
         d = cfg.d_model
+        self.norm_scale = ln_scale_factor(cfg, layer_idx)
         self.resid_mix = nn.Parameter(torch.stack([torch.ones(d), torch.zeros(d)]))
         self.mixer = Mamba2Mixer(d, cfg.d_state, cfg.d_conv, cfg.expand, cfg.headdim, cfg.ngroups,
                                  cfg.chunk_size, QATLinear, kernels, cfg.in_proj_multiple)
@@ -110,14 +134,14 @@ class MambaBlock(nn.Module):
 
     def forward(self, x, x0, state=None, return_state=False):
         x = self.resid_mix[0].to(x.dtype) * x + self.resid_mix[1].to(x.dtype) * x0
-        h = F.rms_norm(x, (x.shape[-1],))
+        h = pre_norm(x, self.norm_scale)
         if return_state:
             y, new_state = self.mixer(h, state, return_state=True)
         else:
             y, new_state = self.mixer(h, state), None
         x = x + self.mixer_scale.to(x.dtype) * y
         if self.mlp is not None:
-            x = x + self.mlp_scale.to(x.dtype) * self.mlp(F.rms_norm(x, (x.shape[-1],)))
+            x = x + self.mlp_scale.to(x.dtype) * self.mlp(pre_norm(x, self.norm_scale))
         return (x, new_state) if return_state else x
 
 
@@ -157,9 +181,11 @@ class GolfLM(nn.Module):
         self.tok_emb = nn.Embedding(cfg.vocab_size, d)
         nn.init.normal_(self.tok_emb.weight, std=0.005)
         self.bigram = BigramHash(cfg.bigram_buckets, cfg.bigram_dim, d) if cfg.bigram_buckets else None
+        # model.smear_gate: per-channel gate logits (d,); None when off (no parameter, no init draw)
+        self.smear_gate = nn.Parameter(torch.full((d,), SMEAR_GATE_INIT)) if cfg.smear_gate else None
         self.blocks = nn.ModuleList(
-            MambaBlock(cfg, kernels) if kind == "M" else AttentionBlock(cfg, attn_path, flash_fn)
-            for kind in cfg.layer_pattern)
+            MambaBlock(cfg, kernels, i) if kind == "M" else AttentionBlock(cfg, attn_path, flash_fn, i)
+            for i, kind in enumerate(cfg.layer_pattern))
         n = len(self.blocks)
         self.num_encoder = n // 2
         self.num_skips = min(self.num_encoder, n - self.num_encoder) if cfg.unet_skips else 0
@@ -170,6 +196,27 @@ class GolfLM(nn.Module):
                 nn.init.zeros_(p)
 
     # ----------------------------------------------------------------------------------------------
+    def smear(self, emb: torch.Tensor, prev_first: torch.Tensor | None) -> torch.Tensor:
+        """SmearGate (model.smear_gate): e_t <- e_t + sigmoid(g) * (e_{t-1} - e_t) on the token embeddings
+        emb (B, T, d), before BigramHash is added and the stream is normed; g (d,) starts at SMEAR_GATE_INIT,
+        so the model starts next to the one without the gate, and sigmoid keeps each channel a convex blend of
+        the two tokens. e_{-1} is the embedding of prev_first (B,), the carried token before the window
+        (states["prev_token"]); with none (or a negative id) position 0 keeps its own embedding.
+
+        The idea is the Parameter Golf records' SmearGate (openai/parameter-golf,
+        records/track_10min_16mb/2026-03-19_OrthoInit_Int6_MLP3x_BigramHash_SmearGate). Those blend the normed
+        sum of token and bigram embeddings, start at sigmoid(0) = a half blend, and blend position 0 with
+        zeros; here the blend is on the token embedding alone, so that one carried token id gives the previous
+        position's input exactly and a window run in pieces scores as in one pass."""
+        if prev_first is None:
+            first = emb[:, :1]  # (B, 1, d): no previous token, no blend
+        else:
+            carried = self.tok_emb(prev_first.clamp_min(0))  # (B, d)
+            first = torch.where((prev_first >= 0)[:, None], carried.to(emb.dtype), emb[:, 0])[:, None]
+        prev = torch.cat([first, emb[:, :-1]], dim=1)  # (B, T, d): e_{t-1}
+        g = torch.sigmoid(self.smear_gate).to(emb.dtype)  # (d,)
+        return emb + g * (prev - emb)
+
     def forward(self, input_ids: torch.Tensor, states: dict | None = None, return_states: bool = False,
                 targets: torch.Tensor | None = None):
         """input_ids (B, T) → logits (B, T, V) fp32, softcapped; with `targets` (B, T) the mean cross-entropy
@@ -180,16 +227,20 @@ class GolfLM(nn.Module):
         embedding's dtype.
 
         With return_states=True returns (logits, states) to pass as `states` with the next window of the
-        same rows: states = {"prev_token": (B,) last token (BigramHash's left context), "layers": one entry
-        per block: (conv_state (B, conv_dim, d_conv-1), ssm_state (B, H, P, N)) for M blocks, None for A
-        blocks, which see only the current window}. Running a sequence in pieces with carried states gives
-        the one-pass logits exactly for an M-only model (tests/test_model.py)."""
+        same rows: states = {"prev_token": (B,) last token (BigramHash's and SmearGate's left context),
+        "layers": one entry per block: (conv_state (B, conv_dim, d_conv-1), ssm_state (B, H, P, N)) for M
+        blocks, None for A blocks, which see only the current window}. Running a sequence in pieces with
+        carried states gives the one-pass logits exactly for an M-only model (tests/test_model.py;
+        tests/test_seed_features.py with SmearGate and LN scale on)."""
         if not input_ids.is_cuda and self.kernel_paths["ssm"] not in ("reference", "none"):
             raise GolfError(f"this model was built with the {self.kernel_paths['ssm']} SSM path but got a "
                             f"{input_ids.device} tensor; rebuild it with model.ssm_backend=reference to run there")
+        prev_first = None if states is None else states["prev_token"]
         x = self.tok_emb(input_ids)  # (B, T, d)
+        if self.smear_gate is not None:
+            x = self.smear(x, prev_first)
         if self.bigram is not None:
-            x = x + self.bigram(input_ids, None if states is None else states["prev_token"])
+            x = x + self.bigram(input_ids, prev_first)
         x = F.rms_norm(x, (x.shape[-1],))
         dev = x.device.type
         if self.cfg.residual_dtype == "autocast" and torch.is_autocast_enabled(dev):

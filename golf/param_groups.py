@@ -8,7 +8,7 @@ SIZE_GROUPS = ("embed", "mamba_in", "mamba_out", "attn", "mlp", "mamba_dynamics"
 BIT_GROUPS = ("mamba_in", "mamba_out", "attn", "mlp", "other")  # quant.bits_<group>; embed: quant.embed_bits
 EMBEDDING_NAMES = ("tok_emb.weight", "bigram.emb.weight", "lm_head.weight")
 MAMBA_DYNAMICS = ("A_log", "dt_bias", "D", "conv1d.weight", "conv1d.bias")  # a mixer's names; kept fp32
-_NORM_KEYS = ("_scale", "resid_mix", "skip_weights", "norm", "q_gain")
+_NORM_KEYS = ("_scale", "resid_mix", "skip_weights", "norm", "q_gain", "smear_gate")
 TTT_SUBSETS = {"all": lambda n: True, "norms": lambda n: any(k in n for k in _NORM_KEYS),
                "ssm": lambda n: ".mixer." in n, "mlp": lambda n: ".mlp." in n,
                # the Mamba mixers' dynamics (decay, step size, skip, conv): a few thousand numbers that set how

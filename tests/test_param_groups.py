@@ -28,6 +28,8 @@ CONFIGS = [(p, []) for p in sorted(REPO.glob("configs/*.yaml")) + [REPO / "param
 CONFIGS.append((REPO / "params.yaml", ["model.tie_embeddings=false"]))  # an untied lm_head: no shipped config
 CONFIGS += [(REPO / "params.yaml", [o]) for o in  # the architecture levers (tests/test_arch_levers.py), each on
             ("model.mamba_mlp_mult=2.0", "model.rope_dims=16", "model.mlp_act=leaky_relu2")]
+CONFIGS += [(REPO / "params.yaml", [o]) for o in  # the seed's features (tests/test_seed_features.py), each on
+            ("model.smear_gate=true", "model.xsa=true", "model.ln_scale=true")]
 
 
 def _by_structure(model: nn.Module) -> dict[str, tuple[str, str]]:
