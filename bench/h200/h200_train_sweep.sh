@@ -12,6 +12,7 @@
 # past PER_VARIANT_TIMEOUT seconds (default 300) is reported and the sweep goes on. Prints one line per variant
 # (steps, tok/s, pre-quant val BPB); returns every variant's metrics, curve and log as $OUT/train_sweep.tgz, with
 # train/profile.json for a variant that sets train.profile_steps (the loop's own steps under torch.profiler).
+# GPUS=2 (nvidia-h200-x2) runs two variants at a time, one per GPU: half the call time for a sweep.
 set -uo pipefail
 source bench/h200/h200_env.sh >/dev/null || exit 1
 require_causal_conv1d || exit 3
@@ -20,26 +21,38 @@ nvidia-smi --query-gpu=name,uuid,driver_version,power.limit,clocks.max.sm --form
 python3 cli.py prepare -p "$CONFIG" "${GOLF_DATA_ARGS[@]}" > /dev/null || { echo "prepare failed"; exit 1; }
 [ $# -gt 0 ] || set -- ""
 mkdir -p runs_sweep
-for variant in "$@"; do
+run_variant() {  # run_variant <gpu> "<variant>"
+  local gpu=$1 variant=$2 dir rc prof
   parse_variant "$variant" "$CONFIG"
   dir="runs_sweep/$VARIANT_LABEL"
-  timeout "${PER_VARIANT_TIMEOUT:-300}" python3 cli.py train -p "$VARIANT_CFG" --seed "$SEED" "${GOLF_DATA_ARGS[@]}" \
-    --set "train.wallclock_s=$WALL" --set "runs_dir=$dir" "${VARIANT_SETS[@]}" > "$dir.log" 2>&1
+  CUDA_VISIBLE_DEVICES=$gpu timeout "${PER_VARIANT_TIMEOUT:-300}" python3 cli.py train -p "$VARIANT_CFG" \
+    --seed "$SEED" "${GOLF_DATA_ARGS[@]}" --set "train.wallclock_s=$WALL" --set "runs_dir=$dir" "${VARIANT_SETS[@]}" \
+    > "$dir.log" 2>&1
   rc=$?
-  python3 - "$dir/$SEED/metrics/train.json" "$VARIANT_LABEL" "$rc" <<'PY'
+  python3 - "$dir/$SEED/metrics/train.json" "$VARIANT_LABEL" "$rc" "$gpu" <<'PY'
 import json, sys
-path, label, rc = sys.argv[1], sys.argv[2], int(sys.argv[3])
+path, label, rc, gpu = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 try:
     m = json.load(open(path))
 except (OSError, ValueError):
-    print(f"{label}: no metrics (exit code {rc}); see its log")
+    print(f"{label} (GPU {gpu}): no metrics (exit code {rc}); see its log")
 else:
-    print(f"{label}: {m['steps']} steps, {m['tok_per_s']:,.0f} tok/s, warm-up {m['warmup_s']} s, "
+    print(f"{label} (GPU {gpu}): {m['steps']} steps, {m['tok_per_s']:,.0f} tok/s, warm-up {m['warmup_s']} s, "
           f"pre-quant val_bpb {m['val_bpb']:.5f}" + ("" if rc == 0 else f" (exit code {rc})"))
 PY
   prof="$dir/$SEED/train/profile.json"
   if [ -f "$prof" ]; then python3 -c "import json, sys; p = json.load(open(sys.argv[1])); print('  profile:', {k: p.get(k) for k in ('first_step', 'steps', 'wall_ms_per_step', 'device_busy_ms_per_step', 'device_busy_frac')}, 'host ms/step by phase:', p.get('host_ranges_ms'), 'host calls:', [(c['name'], c['ms_per_step']) for c in p.get('host_runtime_calls', [])[:4]])" "$prof"; fi
+}
+# GPUS=2 on a two-GPU machine: variant i runs on GPU i % 2, the two lanes at once (same host, same commit)
+GPUS=${GPUS:-1}
+variants=("$@"); pids=()
+for lane in $(seq 0 $((GPUS - 1))); do
+  ( for i in "${!variants[@]}"; do
+      [ $((i % GPUS)) = "$lane" ] && run_variant "$lane" "${variants[$i]}"
+    done; true ) &
+  pids+=($!)
 done
+for p in "${pids[@]}"; do wait "$p"; done
 if [ -n "${OUT:-}" ]; then  # one tarball: a device call returns only a few files
   tar czf "$OUT/train_sweep.tgz" runs_sweep/*.log runs_sweep/*/"$SEED"/metrics runs_sweep/*/"$SEED"/plots \
     runs_sweep/*/"$SEED"/train/provenance.json runs_sweep/*/"$SEED"/train/profile.json 2>/dev/null
