@@ -6,13 +6,14 @@ golf::ssd_scan (the SSD chunk scan with softplus(dt + dt_bias) and the D skip), 
 golf::gated_rmsnorm (norm_before_gate=False), each with a backward op. On CUDA they call the forward and
 backward functions that the libraries' own autograd.Functions call (mamba_ssm.ops.triton.ssd_combined
 MambaChunkScanCombinedFn, layernorm_gated LayerNormFn, causal_conv1d CausalConv1dFn), bound by
-golf.ssm.resolve_ssm_backend; on CPU golf's reference math, backward by torch.func.vjp of it (torch.autograd
-does not record inside an op's kernel), so tests/test_ssm_opaque.py checks the plumbing without a GPU.
+golf.ssm.resolve_ssm_backend; on CPU golf's reference math, backward by torch.autograd through it, so
+tests/test_ssm_opaque.py checks the plumbing without a GPU.
 An op's outputs are new tensors with the dtype and strides its fake kernel gives (an op cannot return None:
 an absent final state is an empty tensor).
 """
 
-# custom_op infers each op's schema from its annotations: typing.Optional is the spelling every torch 2.x reads
+# custom_op infers each op's schema from its annotations; typing.Optional is the spelling every torch 2.x reads
+from concurrent.futures import ThreadPoolExecutor
 from typing import Optional
 
 import torch
@@ -35,6 +36,24 @@ def _cuda(key: str):
         raise RuntimeError(f"golf's opaque SSM ops on CUDA need {key!r}, bound when a model is built with "
                            "model.ssm_compile 'opaque' (golf.ssm.resolve_ssm_backend)")
     return _CUDA[key]
+
+
+_AUTOGRAD_THREAD = ThreadPoolExecutor(1, thread_name_prefix="golf-ssm-ops-cpu-backward")
+
+
+def _autograd(fn, inputs: tuple, cotangents: tuple) -> list[Tensor]:
+    """The gradients of fn's outputs (weighted by cotangents; an output whose cotangent is None is left out)
+    w.r.t. inputs, by torch.autograd, for the CPU backward kernels. An op's kernel runs with autograd's
+    dispatch keys excluded (thread-local state torch sets around it), so nothing would be recorded there;
+    a worker thread starts from the default state. (torch.func.vjp would run in place, but breaks under the
+    dispatch modes torch.library.opcheck runs kernels in.)"""
+    def work():
+        leaves = [t.detach().requires_grad_(True) for t in inputs]
+        outs = fn(*leaves)
+        pairs = [(o, c.to(o.dtype)) for o, c in zip(outs, cotangents) if c is not None]
+        grads = torch.autograd.grad([o for o, _ in pairs], leaves, [c for _, c in pairs], allow_unused=True)
+        return [torch.zeros_like(t) if g is None else g for g, t in zip(grads, leaves)]
+    return _AUTOGRAD_THREAD.submit(work).result()
 
 
 def _like(t: Tensor, dtype: torch.dtype | None = None) -> Tensor:
@@ -89,8 +108,7 @@ def ssd_scan_bwd(dy: Tensor, dfinal: Optional[Tensor], x: Tensor, dt: Tensor, A:
     """Gradients for x, dt, A, B, C, D, dt_bias and the initial state (empty without one). y is the forward's
     output (mamba-ssm's backward takes it)."""
     inputs = (x, dt, A, B, C, D, dt_bias) + ((initial_state,) if initial_state is not None else ())
-    (y_ref, final), vjp = torch.func.vjp(lambda *t: ssd_scan_reference(*t[:7], chunk_size, *t[7:]), *inputs)
-    grads = vjp((dy.to(y_ref.dtype), torch.zeros_like(final) if dfinal is None else dfinal.to(final.dtype)))
+    grads = _autograd(lambda *t: ssd_scan_reference(*t[:7], chunk_size, *t[7:]), inputs, (dy, dfinal))
     return _scan_grads(grads, inputs, x)
 
 
@@ -190,8 +208,7 @@ def _(x, weight, bias):
 @torch.library.custom_op("golf::causal_conv1d_silu_bwd", mutates_args=(), device_types="cpu")
 def causal_conv1d_silu_bwd(x: Tensor, weight: Tensor, bias: Tensor, dout: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Gradients for x (channel-last like the forward's output), weight and bias."""
-    _, vjp = torch.func.vjp(_conv_reference, x, weight, bias)
-    dx, dw, db = vjp(dout)
+    dx, dw, db = _autograd(lambda *t: (_conv_reference(*t),), (x, weight, bias), (dout,))
     return _new_channel_last(x).copy_(dx), _like(dw, weight.dtype), _like(db, bias.dtype)
 
 
@@ -273,8 +290,7 @@ def gated_rmsnorm_bwd(dy: Tensor, x: Tensor, z: Tensor, weight: Tensor, rstd: Te
                       group_size: int) -> tuple[Tensor, Tensor, Tensor]:
     """Gradients for x, z (contiguous, their dtypes) and weight."""
     n = x.shape[-1]
-    out, vjp = torch.func.vjp(lambda *t: gated_rms_norm_reference(*t, n // group_size, eps), x, z, weight)
-    dx, dz, dw = vjp(dy.to(out.dtype))
+    dx, dz, dw = _autograd(lambda *t: (gated_rms_norm_reference(*t, n // group_size, eps),), (x, z, weight), (dy,))
     return _like(dx, x.dtype), _like(dz, z.dtype), _like(dw, weight.dtype)
 
 
