@@ -304,7 +304,7 @@ def gated_rmsnorm_bwd_cuda(fns: dict, dy, x, z, weight, rstd, eps, group_size):
     # is_rms_norm) → dx, dw, db (None without bias), dz
     dx, dw, _, dz = fns["norm_bwd"](_rows(dy), _rows(x), weight.contiguous(), None, eps, None, rstd, _rows(z),
                                     group_size, False, True)
-    return _like(dx.view(x.shape), x.dtype), _like(dz.view(z.shape), z.dtype), _like(dw, weight.dtype)
+    return _like(dx.reshape(x.shape), x.dtype), _like(dz.reshape(z.shape), z.dtype), _like(dw, weight.dtype)
 
 
 @gated_rmsnorm_bwd.register_kernel("cuda")
