@@ -1,14 +1,17 @@
 """GPU parity and speed of the model's kernel paths (run on the H200; not part of CI).
 
-1. Parity: the Mamba-2 mixer of the seed config with each available fast path ("triton", "fused") against
-   the pure-PyTorch reference on the same weights and inputs, fp32 and bf16 autocast: relative L2 error of
-   the output, the input gradient and every parameter gradient; plus carried state vs one pass.
+1. Parity: the Mamba-2 mixer of the seed config with each available fast path ("triton", "fused",
+   "triton-opaque": the triton kernels as golf's custom ops, model.ssm_compile opaque, eager and
+   "triton-opaque-compiled" under torch.compile(fullgraph=True)) against the pure-PyTorch reference on the
+   same weights and inputs, fp32 and bf16 autocast: relative L2 error of the output, the input gradient and
+   every parameter gradient; plus carried state vs one pass.
 2. Speed, forward+backward under bf16 autocast: one M block per SSM path and one A block (attention + MLP)
    at 32 x 2048 tokens. Whole-model training throughput is bench/train_throughput.py's.
 
     python bench/parity_gpu.py                       # everything (a minute or so)
     python bench/parity_gpu.py --skip-parity         # single-block timings only
     python bench/parity_gpu.py --set model.gated_norm=torch --skip-blocks   # the triton path's PyTorch norm
+    python bench/parity_gpu.py --paths triton-opaque,triton-opaque-compiled --skip-blocks   # opaque ops alone
 
 Prints a table per part; writes $OUT/parity_gpu.json when OUT is set. Every case is caught and reported on
 its own, so one failing kernel does not hide the others.
@@ -72,10 +75,18 @@ def timed(step, iters: int, warmup: int) -> float:
 # --------------------------------------------------------------------------------------------------
 
 
+def resolve_path(path: str, dev, gated_norm: str):
+    """A --paths entry's kernels: "reference", "triton", "fused", or "triton-opaque" (its "-compiled" suffix
+    is mixer_parity's business). The fused op has its own norm, so gated_norm applies to the triton paths."""
+    base = path.removesuffix("-compiled")
+    if base == "triton-opaque":
+        return resolve_ssm_backend("triton", dev, "opaque", gated_norm)
+    return resolve_ssm_backend(base, dev, gated_norm=gated_norm if base == "triton" else "kernel")
+
+
 def mixer_parity(mc, path: str, dtype: torch.dtype, batch: int, seqlen: int) -> dict:
     dev = torch.device("cuda")
-    gated_norm = mc.gated_norm if path == "triton" else "kernel"  # the fused op has its own norm
-    kernels = resolve_ssm_backend(path, dev, gated_norm=gated_norm)
+    kernels = resolve_path(path, dev, mc.gated_norm)
     torch.manual_seed(0)
     args = (mc.d_model, mc.d_state, mc.d_conv, mc.expand, mc.headdim, mc.ngroups, mc.chunk_size)
     ref = Mamba2Mixer(*args, in_proj_multiple=mc.in_proj_multiple).to(dev)
@@ -83,14 +94,17 @@ def mixer_parity(mc, path: str, dtype: torch.dtype, batch: int, seqlen: int) -> 
     fast = Mamba2Mixer(*args, kernels=kernels, in_proj_multiple=mc.in_proj_multiple).to(dev)
     fast.load_state_dict(ref.state_dict())
     u = torch.randn(batch, seqlen, mc.d_model, device=dev)
+    torch._dynamo.reset()
+    fast_run = torch.compile(fast, fullgraph=True) if path.endswith("-compiled") else fast  # shares fast's weights
     outs = {}
-    for name, m in (("ref", ref), ("fast", fast)):
+    for name, m, run in (("ref", ref, ref), ("fast", fast, fast_run)):
         x = u.clone().requires_grad_(True)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
-            y = m(x)
+            y = run(x)
         y.float().square().mean().backward()
         outs[name] = (y.detach(), x.grad.detach(), {k: p.grad.detach().clone() for k, p in m.named_parameters()})
-    r = {"path": kernels.label, "out": rel(outs["fast"][0], outs["ref"][0]),
+    r = {"path": kernels.label + (", compiled" if fast_run is not fast else ""),
+         "out": rel(outs["fast"][0], outs["ref"][0]),
          "d_input": rel(outs["fast"][1], outs["ref"][1])}
     r.update({f"d_{k}": rel(outs["fast"][2][k], outs["ref"][2][k]) for k in outs["ref"][2]})
     with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
@@ -123,9 +137,13 @@ def parity(results: dict, mc, paths: list[str]) -> None:
 
 
 def block_time(mc, kind: str, backend: str, batch: int, seqlen: int, iters: int) -> dict:
+    """One block, eager (an opaque path's time here is its kernels plus the ops' dispatch, not what
+    torch.compile makes of it: bench/train_throughput.py measures that)."""
     dev = torch.device("cuda")
-    cfg = dataclasses.replace(mc, layer_pattern=kind, ssm_backend=backend if kind == "M" else "auto",
-                              gated_norm=mc.gated_norm if backend == "triton" else "kernel",
+    opaque = backend.startswith("triton-opaque")
+    cfg = dataclasses.replace(mc, layer_pattern=kind, ssm_backend=("triton" if opaque else backend) if kind == "M"
+                              else "auto", ssm_compile="opaque" if opaque else "disable",  # eager: = "trace"
+                              gated_norm=mc.gated_norm if backend == "triton" or opaque else "kernel",
                               bigram_buckets=0, bigram_dim=0, unet_skips=False)
     model = build_model(cfg, dev)
     blk = model.blocks[0]
@@ -164,7 +182,9 @@ def blocks(results: dict, mc, ssm_paths: list[str], iters: int, chunk_sizes: lis
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--config", default=str(REPO / "configs" / "hybrid_seed.yaml"))
-    ap.add_argument("--paths", default="reference,triton,fused", help="SSM paths for parity and block timing")
+    ap.add_argument("--paths", default="reference,triton,fused,triton-opaque,triton-opaque-compiled",
+                    help="SSM paths for parity and block timing (triton-opaque: model.ssm_compile opaque; "
+                         "-compiled: the mixer under torch.compile(fullgraph=True), parity only)")
     ap.add_argument("--iters", type=int, default=5)
     ap.add_argument("--chunk-sizes", default="", help="SSD chunk sizes for the M-block timings (default: the config's)")
     ap.add_argument("--skip-parity", action="store_true")
@@ -182,7 +202,7 @@ def main() -> None:
     for p in paths:
         if p != "reference":
             try:
-                resolve_ssm_backend(p, "cuda")
+                resolve_path(p, "cuda", mc.gated_norm)
             except GolfError as e:
                 print(f"SSM path {p!r} not available: {e}", flush=True)
                 continue
@@ -200,7 +220,7 @@ def main() -> None:
         parity(results, mc, [p for p in available if p != "reference"])
     if not args.skip_blocks:
         chunks = [int(c) for c in args.chunk_sizes.split(",") if c] or [mc.chunk_size]
-        blocks(results, mc, available, args.iters * 4, chunks)
+        blocks(results, mc, [p for p in available if not p.endswith("-compiled")], args.iters * 4, chunks)
 
     if os.environ.get("OUT"):
         out = Path(os.environ["OUT"], "parity_gpu.json")

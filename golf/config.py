@@ -120,9 +120,10 @@ class ModelConfig:
     # kernels
     ssm_backend: str = _spec("auto", choices=("auto", "triton", "fused", "reference"),
                              doc="auto = triton on CUDA when mamba-ssm imports; fused also needs causal-conv1d")
-    ssm_compile: str = _spec("disable", choices=("disable", "trace"),
-                             doc="under torch.compile, run the SSM kernels outside the graph (disable) or let "
-                                 "Dynamo trace into them (trace)")
+    ssm_compile: str = _spec("disable", choices=("disable", "trace", "opaque"),
+                             doc="under torch.compile, run the SSM kernels outside the graph (disable), let "
+                                 "Dynamo trace into them (trace), or call them as golf's custom ops, one graph "
+                                 "node each, so the model can compile as one graph (opaque; triton path only)")
     gated_norm: str = _spec("kernel", choices=("kernel", "torch"),
                             doc="the Mamba mixer's gated RMSNorm on the triton path: mamba-ssm's Triton kernel, or "
                                 "the PyTorch expression (golf.ssm.gated_rms_norm_reference) for torch.compile to "

@@ -101,6 +101,20 @@ def ssd_reference(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.T
     return y, final_state
 
 
+def ssd_scan_reference(x: torch.Tensor, dt_raw: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
+                       D: torch.Tensor, dt_bias: torch.Tensor, chunk_size: int,
+                       initial_state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The mixer's whole scan as the Triton kernel computes it: dt = softplus(dt_raw + dt_bias), the SSD scan
+    and the D skip in fp32 (fp64 stays fp64), y stored in x's dtype. Shapes as in ssd_reference, dt_raw like
+    dt, D and dt_bias (h,). Returns y (b, l, h, p) in x's dtype and the final state (b, h, p, n) in the
+    compute dtype."""
+    ct = compute_dtype(x)  # fp32 scan for bf16 inputs; fp64 stays fp64
+    dt = F.softplus(dt_raw.to(ct) + dt_bias.to(ct))  # (b, l, h)
+    y, final = ssd_reference(x.to(ct), dt, A.to(ct), B.to(ct), C.to(ct), chunk_size,
+                             None if initial_state is None else initial_state.to(ct))
+    return (y + x.to(ct) * D.to(ct)[:, None]).to(x.dtype), final
+
+
 def gated_rms_norm_reference(y: torch.Tensor, z: torch.Tensor, weight: torch.Tensor, ngroups: int,
                              eps: float = NORM_EPS) -> torch.Tensor:
     """RMSNorm(y * SiLU(z)) per group of channels, times weight (Mamba-2's norm_before_gate=False).
@@ -144,17 +158,20 @@ class SSMKernels:
     fused: Callable | None = None  # mamba_split_conv1d_scan_combined
     # model.ssm_compile: "disable" runs the kernels above outside torch.compile's graph (a clean graph break
     # at each call); "trace" lets Dynamo trace into them (autograd.Function + Triton launches), breaking the
-    # graph itself wherever it cannot
+    # graph itself wherever it cannot; "opaque": scan, conv and norm are golf.ssm_ops' wrappers of the same
+    # kernels as custom operators, which Dynamo puts in its graph as single nodes
     compile_mode: str = "disable"
 
     def call(self, fn: Callable, *args, **kwargs):
         """Call one of the kernels above as compile_mode says."""
-        return fn(*args, **kwargs) if self.compile_mode == "trace" else _eager(fn, *args, **kwargs)
+        return fn(*args, **kwargs) if self.compile_mode in ("trace", "opaque") else _eager(fn, *args, **kwargs)
 
     @property
     def label(self) -> str:
-        """For model.kernel_paths and logs, e.g. "triton+causal_conv1d" or "triton+causal_conv1d+torch_norm"."""
+        """For model.kernel_paths and logs, e.g. "triton+causal_conv1d", "triton+causal_conv1d+torch_norm" or
+        "triton+causal_conv1d+opaque" (the kernels as golf's custom ops)."""
         extras = ("+causal_conv1d" if self.conv is not None else "") + ("+torch_norm" if self.norm is None else "")
+        extras += "+opaque" if self.compile_mode == "opaque" else ""
         return self.path + (extras if self.path == "triton" else "")
 
 
@@ -176,7 +193,12 @@ def _import_mamba_triton() -> dict | None:
         ssd = importlib.import_module("mamba_ssm.ops.triton.ssd_combined")
         norm = importlib.import_module("mamba_ssm.ops.triton.layernorm_gated")
         return {"scan": ssd.mamba_chunk_scan_combined, "fused": ssd.mamba_split_conv1d_scan_combined,
-                "norm": norm.rmsnorm_fn}
+                "norm": norm.rmsnorm_fn,
+                # the forward/backward functions that MambaChunkScanCombinedFn and LayerNormFn call (private
+                # names, as of 2.3.2.post1): model.ssm_compile "opaque" wraps these (golf/ssm_ops.py)
+                "scan_fwd": getattr(ssd, "_mamba_chunk_scan_combined_fwd", None),
+                "scan_bwd": getattr(ssd, "_mamba_chunk_scan_combined_bwd", None),
+                "norm_fwd": getattr(norm, "_layer_norm_fwd", None), "norm_bwd": getattr(norm, "_layer_norm_bwd", None)}
 
     try:
         return load()
@@ -232,14 +254,28 @@ def _import_causal_conv1d() -> Callable | None:
         return None
 
 
+def _import_causal_conv1d_ops() -> dict | None:
+    """causal-conv1d's forward op and backward function, which its CausalConv1dFn calls (module
+    causal_conv1d.cpp_functions, 1.7.0), for model.ssm_compile "opaque"; None when that module is missing."""
+    try:
+        from causal_conv1d import cpp_functions
+        return {"conv_fwd": cpp_functions._causal_conv1d_fwd_cpp, "conv_bwd": cpp_functions.causal_conv1d_bwd_function}
+    except (ImportError, AttributeError) as e:
+        log.warning("causal-conv1d's cpp_functions unavailable (%s): model.ssm_compile 'opaque' uses the PyTorch "
+                    "conv", e)
+        return None
+
+
 def resolve_ssm_backend(requested: str, device: torch.device | str, compile_mode: str = "disable",
                         gated_norm: str = "kernel") -> SSMKernels:
     """Decide the SSM kernels once, at model build.
 
     "auto": the Triton path on CUDA when mamba-ssm imports, else the reference. "triton" / "fused": that path
     or a GolfError (never a silent fallback). "reference": pure PyTorch everywhere. compile_mode: see
-    SSMKernels (the reference path is plain PyTorch and always traced). gated_norm "torch" leaves the triton
-    path's gated RMSNorm to PyTorch (no `norm` kernel); the fused path has the norm inside its one op."""
+    SSMKernels (the reference path is plain PyTorch and always traced, also under "opaque": as a custom op it
+    would only hide its math from inductor; the ops' CPU kernels are tested through SSMKernels built by hand,
+    tests/test_ssm_opaque.py). gated_norm "torch" leaves the triton path's gated RMSNorm to PyTorch (no `norm`
+    kernel); the fused path has the norm inside its one op, and no opaque form."""
     # direct callers (tests, bench) bypass the config's checks
     for key, value in (("ssm_compile", compile_mode), ("gated_norm", gated_norm)):
         allowed = field_choices(ModelConfig, key)
@@ -251,6 +287,9 @@ def resolve_ssm_backend(requested: str, device: torch.device | str, compile_mode
     mamba = _import_mamba_triton() if on_cuda else None
     conv = _import_causal_conv1d() if (on_cuda and mamba is not None) else None
     if requested == "fused":
+        if compile_mode == "opaque":
+            raise GolfError("model.ssm_compile 'opaque' wraps the triton path's kernels; model.ssm_backend 'fused' "
+                            "has no opaque form: use ssm_backend 'triton' or 'auto', or ssm_compile 'trace'")
         if gated_norm == "torch":
             raise GolfError("model.gated_norm 'torch' does not apply to model.ssm_backend 'fused', whose one op "
                             "includes mamba-ssm's norm; use ssm_backend 'triton' or gated_norm 'kernel'")
@@ -264,7 +303,26 @@ def resolve_ssm_backend(requested: str, device: torch.device | str, compile_mode
                             "(needs CUDA and `pip install mamba-ssm`); use 'auto' or 'reference'")
         return SSMKernels()
     norm = mamba["norm"] if gated_norm == "kernel" else None
+    if compile_mode == "opaque":
+        return _opaque_kernels(mamba, conv is not None, gated_norm)
     return SSMKernels("triton", mamba["scan"], norm, conv, compile_mode=compile_mode)
+
+
+def _opaque_kernels(mamba: dict, with_conv: bool, gated_norm: str) -> SSMKernels:
+    """The triton path with every kernel a golf custom op (golf/ssm_ops.py), its CUDA kernels bound to
+    mamba-ssm's and causal-conv1d's functions. The conv falls back to PyTorch (traced) when causal-conv1d
+    lacks the functions the op calls."""
+    from golf import ssm_ops
+
+    keys = ["scan_fwd", "scan_bwd"] + (["norm_fwd", "norm_bwd"] if gated_norm == "kernel" else [])
+    missing = [k for k in keys if mamba.get(k) is None]
+    if missing:
+        raise GolfError(f"model.ssm_compile 'opaque' calls mamba-ssm's internal functions ({', '.join(missing)} "
+                        "missing here; mamba-ssm 2.3.2.post1 has them): use ssm_compile 'trace' or 'disable'")
+    conv_ops = _import_causal_conv1d_ops() if with_conv else None
+    ssm_ops.bind_cuda({k: mamba[k] for k in keys} | (conv_ops or {}))
+    return SSMKernels("triton", ssm_ops.scan, ssm_ops.norm if gated_norm == "kernel" else None,
+                      ssm_ops.conv if conv_ops else None, compile_mode="opaque")
 
 
 def _hi(t: torch.Tensor) -> torch.Tensor:
@@ -407,11 +465,6 @@ class Mamba2Mixer(nn.Module):
                          return_final_states=return_state)
             y, final = out if return_state else (out, None)  # y: (B, T, H, P) in x's dtype
         else:
-            ct = compute_dtype(x)  # fp32 scan for bf16 inputs; fp64 stays fp64
-            dt_s = F.softplus(dt.to(ct) + self.dt_bias.to(ct))  # (B, T, H)
-            y, final = ssd_reference(x.to(ct), dt_s, A.to(ct), Bm.to(ct), Cm.to(ct), self.chunk_size,
-                                     None if init is None else init.to(ct))
-            # like the Triton kernel: D skip in fp32, result stored in the activations' dtype
-            y = (y + x.to(ct) * self.D.to(ct)[:, None]).to(x.dtype)
+            y, final = ssd_scan_reference(x, dt, A, Bm, Cm, self.D, self.dt_bias, self.chunk_size, init)
         new_state = (new_conv_state, final) if return_state else None
         return y.reshape(bsz, T, self.d_inner), z, new_state

@@ -72,7 +72,7 @@ def test_missing_file():
 def test_field_choices_read_the_schema():
     from golf.config import ModelConfig, field_choices
 
-    assert field_choices(ModelConfig, "ssm_compile") == ("disable", "trace")
+    assert field_choices(ModelConfig, "ssm_compile") == ("disable", "trace", "opaque")
     with pytest.raises(KeyError, match="declares no choices"):
         field_choices(ModelConfig, "d_model")
 
