@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import lzma
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -283,7 +283,10 @@ def load_model_from_artifact(path: str | Path, device: torch.device | str = "cpu
 
     art = open_artifact(path)
     artifact_checks.check_against_model(art.config, art.spec, str(art.model_path))  # before allocating a model
-    model = build_model(art.config, device)
+    # model.ssm_compile only shapes how training compiles; "opaque" needs golf/ssm_ops.py, which artifacts
+    # do not ship (golf.package.TRAINING_ONLY): scoring calls the same kernels directly
+    cfg = replace(art.config, ssm_compile="disable") if art.config.ssm_compile == "opaque" else art.config
+    model = build_model(cfg, device)
     state = dequantize(art.tensors, art.spec, str(art.model_path))
     try:
         model.load_state_dict({k: v.to(device) for k, v in state.items()}, strict=True)

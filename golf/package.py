@@ -42,6 +42,11 @@ from golf.param_groups import size_group
 
 # The golf modules that load and score an artifact; their imports of other golf modules are followed.
 EVAL_ROOTS = ("artifact", "model", "evaluate", "ttt")
+# Modules only training reaches, though a shipped module names them: golf.ssm imports ssm_ops only for
+# model.ssm_compile "opaque" (the SSM kernels as custom ops for a fully compiled training step), and an
+# artifact's model is built with "disable" (golf.artifact.load_model_from_artifact), so its ~22 KB stay out
+# of every artifact's byte count.
+TRAINING_ONLY = ("ssm_ops",)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -134,7 +139,7 @@ def code_files(roots: tuple[str, ...] = EVAL_ROOTS) -> list[Path]:
     todo, seen = ["__init__", *roots], set()
     while todo:
         mod = todo.pop()
-        if mod in seen:
+        if mod in seen or mod in TRAINING_ONLY:
             continue
         path = here / f"{mod}.py"
         if not path.is_file():

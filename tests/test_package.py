@@ -16,6 +16,7 @@ import pytest
 import torch
 
 import golf.hessian
+import golf.model
 import golf.train
 from golf.artifact import MAGIC, decompress, dequantize, load_model_from_artifact, open_artifact
 from golf.config import ModelConfig, QuantConfig, to_dict
@@ -292,6 +293,21 @@ def test_the_artifact_code_alone_loads_the_model(tmp_path):
         expected = float(load_model_from_artifact(tmp_path / "art")(torch.arange(64).reshape(2, 32) % 128)
                          .double().sum())
     assert float(total) == pytest.approx(expected, rel=1e-6)
+
+
+def test_an_opaque_trained_model_loads_from_code_without_ssm_ops(tmp_path, monkeypatch):
+    # model.ssm_compile "opaque" is a training setting: the artifact does not ship golf/ssm_ops.py, and its model
+    # is built with "disable" (the same kernels, called directly)
+    assert "ssm_ops.py" not in {f.name for f in code_files()}
+    cfg = dataclasses.replace(TINY, ssm_compile="opaque")
+    tensors, spec, _ = quantize_model(_trained_like(cfg), {}, QuantConfig(float_max_numel=256))
+    build_artifact(tmp_path / "art", tensors, spec, to_dict(cfg))
+    assert open_artifact(tmp_path / "art").config.ssm_compile == "opaque"  # the record says how it trained
+    built = []
+    real = golf.model.build_model
+    monkeypatch.setattr(golf.model, "build_model", lambda c, d: built.append(c) or real(c, d))
+    load_model_from_artifact(tmp_path / "art")
+    assert [c.ssm_compile for c in built] == ["disable"]
 
 
 def test_stages_chain_and_quantize_reruns_from_cached_hessians(in_tiny, tmp_path, monkeypatch):
