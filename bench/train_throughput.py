@@ -33,7 +33,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from golf.config import load_params
-from golf.data import TokenLoader, write_shard
+from golf.data import write_shard
+from golf.loaders import TokenLoader
 from golf.model import build_model, count_params
 from golf.optim import build_optimizers
 from golf.profiling import StepWindowProfiler
@@ -42,7 +43,7 @@ from golf.train import batch_layout, compile_for_training, ema_decay_at, loss_re
 
 
 class RandomTokens:
-    """Stands in for golf.data.TokenLoader: next_batch() → (x, y), each (micro, seq_len) int64 on `device`."""
+    """Stands in for golf.loaders.TokenLoader: next_batch() → (x, y), each (micro, seq_len) int64 on `device`."""
 
     def __init__(self, vocab: int, micro: int, seq_len: int, device: torch.device):
         self.vocab, self.shape, self.device = vocab, (micro, seq_len), device
@@ -53,7 +54,7 @@ class RandomTokens:
 
 
 class HostBatches:
-    """golf.data.TokenLoader over one synthetic shard of 8M random tokens in `folder`: the training loop's own
+    """golf.loaders.TokenLoader over one synthetic shard of 8M random tokens in `folder`: the training loop's own
     host-side batch path (memory-mapped windows widened to int64, then forward_backward's host-to-device copy
     from pageable memory), or with `pinned` each batch copied into page-locked memory first, which lets that
     copy be queued without the wait for the stream that a pageable source costs (CUDA runtime docs, "API

@@ -22,9 +22,10 @@ import torch.distributed as dist
 from torch import nn
 
 from golf.config import CalibConfig
-from golf.data import BOS_ID, TokenLoader, list_shards, read_shard_header
+from golf.data import BOS_ID, list_shards, read_shard_header
 from golf.errors import GolfError
 from golf.io import atomic_path
+from golf.loaders import TokenLoader
 from golf.progress import counted
 from golf.runtime import autocast
 from golf.runtime import rank_world as _dist_world

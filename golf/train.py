@@ -19,7 +19,7 @@ step still in flight at the last step's duration; a non-finite loss stops the ru
 checkpoint, SIGTERM stop and the end of training first read all launched steps. Under DDP the per-step
 all-reduce of loss and clock waits for the device, so ranks do not run ahead.
 
-With train.carry_state each batch row continues its own stream of the train data (golf.data.StreamLoader) and
+With train.carry_state each batch row continues its own stream of the train data (golf.loaders.StreamLoader) and
 starts from the recurrent state its previous window ended with (CarriedStreams): the Mamba blocks' conv and SSM
 states and the BigramHash previous token, detached, so the gradient stays within a window (truncated backprop
 through time). Each micro batch of a step has its own rows and states; a checkpoint holds every rank's states and
@@ -56,11 +56,12 @@ from golf.checkpoint import (
     save_checkpoint,
 )
 from golf.config import ConfigError, Params
-from golf.data import StreamLoader, TokenLoader, build_byte_tables, list_shards, load_tokens, tokenizer_path
+from golf.data import build_byte_tables, list_shards, load_tokens, tokenizer_path
 from golf.errors import TrainingError
 from golf.evaluate import eval_bpb
 from golf.gptq import qat_module_bits
 from golf.io import write_text_atomic
+from golf.loaders import StreamLoader, TokenLoader
 from golf.model import build_model, count_params, save_model
 from golf.optim import Muon, build_optimizers
 from golf.profiling import StepWindowProfiler

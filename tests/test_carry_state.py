@@ -1,4 +1,4 @@
-"""train.carry_state: every batch row reads its own contiguous stream (golf.data.StreamLoader) and starts from the
+"""train.carry_state: every batch row reads its own contiguous stream (golf.loaders.StreamLoader) and starts from the
 recurrent state its previous window ended with (golf.train.CarriedStreams), detached; checkpoints keep the
 streams and their states, so a resumed run ends with the uninterrupted run's weights."""
 
@@ -13,8 +13,9 @@ from safetensors.torch import load_file
 from golf import provenance
 from golf.checkpoint import run_fingerprint
 from golf.config import ConfigError, TrainConfig, load_params
-from golf.data import StreamLoader, TokenLoader, list_shards, write_shard
+from golf.data import list_shards, write_shard
 from golf.errors import DataError
+from golf.loaders import StreamLoader, TokenLoader
 from golf.model import build_model
 from golf.runtime import DistInfo
 from golf.train import CarriedStreams, StatefulLoss

@@ -9,7 +9,6 @@ import sentencepiece as spm
 import torch
 
 from golf.data import (
-    TokenLoader,
     build_byte_tables,
     list_shards,
     load_tokens,
@@ -18,6 +17,7 @@ from golf.data import (
     write_shard,
 )
 from golf.errors import DataError
+from golf.loaders import TokenLoader
 from golf.tokenizer import load_tokenizer, train_tokenizer
 from tests.conftest import demo_docs
 
