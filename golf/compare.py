@@ -17,6 +17,12 @@ run in this process, which saves a torch import per run. On one device the runs 
 (CUDA_VISIBLE_DEVICES). Both sides read their own data/<name>/ (prepared first); two configs that name the same
 data folder must agree on its settings.
 
+A comparison resumes: run again with the same configs, overrides and --out, it keeps every (side, seed) whose
+last stage (eval_ttt) already wrote its metrics and runs the rest (an interrupted seed starts over, train from
+its checkpoint), so a study longer than one sitting, or one cut off, finishes in later runs; more seeds can be
+added the same way. compare.json records the settings (each side's resolved params, hashed); an --out folder
+holding a comparison of other settings is refused.
+
 The report is golf/report.py's, built by `welch_report` (shared with bench/results_report.py): side A's seeds
 with side B's runs folder as report.reference, so the one-sided Welch t-test asks whether A's BPB is lower.
 """
@@ -25,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import hashlib
 import importlib
 import json
 import os
@@ -38,7 +45,7 @@ from pathlib import Path
 from golf import progress
 from golf.config import ConfigError, Params, load_params, to_dict
 from golf.errors import GolfError
-from golf.io import write_json_atomic
+from golf.io import read_json, write_json_atomic
 
 PER_SEED_STAGES = ("train", "hessian", "quantize", "package", "eval_sliding", "eval_ttt")
 CLI = Path(__file__).resolve().parents[1] / "cli.py"
@@ -172,6 +179,21 @@ def _check_out(out_dir: Path) -> None:
                         "choose a new folder")
 
 
+def _settings(a: Path, b: Path, sides: list[Side], overrides: Sequence[str]) -> dict:
+    """What makes two runs the same comparison: the configs, the overrides and each side's resolved params
+    (hashed; seeds left out, so a later run may add seeds, and the runs folders, which follow --out)."""
+    def digest(p: Params) -> str:
+        d = {k: v for k, v in to_dict(p).items() if k not in ("seeds", "runs_dir")}
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+    return {"a": str(a), "b": str(b), "overrides": list(overrides),
+            "params_sha256": {s.label: digest(s.params) for s in sides}}
+
+
+def _done(side: Side, seed: int) -> bool:
+    """Whether this side's seed ran to its last stage in an earlier run of the same comparison."""
+    return (side.params.run_dir(seed) / "metrics" / f"{PER_SEED_STAGES[-1]}.json").is_file()
+
+
 def _worker(side: Side, seed: int, gpu: str | None) -> subprocess.Popen:
     cmd = [sys.executable, str(CLI), "seed-stages", "--seed", str(seed), "--params", str(side.params_path)]
     for o in side.overrides:
@@ -208,10 +230,19 @@ def compare(a: Path, b: Path, seeds_text: str, out_dir: Path | None = None, over
     placement = (f"side by side: {sides[0].label} on CUDA device {gpus[0]}, {sides[1].label} on {gpus[1]}"
                  if parallel else "interleaved on one device: " + ", ".join(
                      f"{s.label} seed {seed}" for seed in seeds for s in sides))
-    write_json_atomic(out_dir / "compare.json", {
+    settings = _settings(a, b, sides, overrides)
+    now = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+    meta_path = out_dir / "compare.json"
+    earlier = read_json(meta_path, "compare.json", GolfError) if meta_path.is_file() else None
+    if earlier is not None and earlier.get("settings") != settings:
+        raise GolfError(f"--out {str(out_dir)!r} holds a comparison of other settings (configs, --set or their "
+                        "contents changed since); choose a new folder, or rerun with the same ones to resume it")
+    write_json_atomic(meta_path, {
         "a": str(a), "b": str(b), "labels": [s.label for s in sides], "seeds": seeds, "overrides": list(overrides),
-        "placement": placement, "started_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")})
-    say(f"compare {sides[0].label} vs {sides[1].label}, seeds {seeds}; {placement}")
+        "placement": placement, "settings": settings,
+        "started_utc": earlier["started_utc"] if earlier else now, **({"resumed_utc": now} if earlier else {})})
+    say(f"compare {sides[0].label} vs {sides[1].label}, seeds {seeds}; {placement}"
+        + ("; resuming the comparison in this folder" if earlier else ""))
 
     prepared: set[str] = set()
     for s in sides:
@@ -229,11 +260,19 @@ def compare(a: Path, b: Path, seeds_text: str, out_dir: Path | None = None, over
                                 f"{s.params.run_dir(seed) / 'logs'}")
 
     for seed in seeds:
+        kept = [s for s in sides if _done(s, seed)]
+        for s in kept:
+            say(f"== {s.label} seed {seed}: done in an earlier run, kept")
         if parallel:
-            say(f"== seed {seed}: {sides[0].label} and {sides[1].label} side by side")
-            wait([(s, seed, _worker(s, seed, gpu)) for s, gpu in zip(sides, gpus[:2])])
+            todo = [(s, gpu) for s, gpu in zip(sides, gpus[:2]) if not any(s is k for k in kept)]
+            if todo:
+                say(f"== seed {seed}: " + " and ".join(s.label for s, _ in todo) + " side by side"
+                    if len(todo) == 2 else f"== {todo[0][0].label} seed {seed}")
+                wait([(s, seed, _worker(s, seed, gpu)) for s, gpu in todo])
             continue
         for s in sides:
+            if any(s is k for k in kept):
+                continue
             say(f"== {s.label} seed {seed}")
             if fresh_processes:
                 wait([(s, seed, _worker(s, seed, None))])

@@ -101,6 +101,30 @@ def test_two_gpus_run_each_seed_side_by_side_one_process_per_gpu(monkeypatch, in
     assert str(b) in procs[1].cmd
 
 
+def test_a_comparison_resumes_keeping_the_seeds_already_done(monkeypatch, in_tiny, tmp_path):
+    procs, (a, b) = _fake_workers(monkeypatch, in_tiny, tmp_path)
+    monkeypatch.setattr(cmp, "visible_gpus", lambda: ["3", "5"])
+    out = tmp_path / "cmp"
+    cmp.compare(a, b, "1,7", out, ["train.max_steps=3"], say=lambda s: None)
+    assert len(procs) == 4
+    first = json.loads((out / "compare.json").read_text())
+    # an earlier run finished A seed 1 and both sides of seed 7 (their last stage wrote its metrics)
+    for side, seed in (("A", 1), ("A", 7), ("B", 7)):
+        (out / "runs" / side / str(seed) / "metrics").mkdir(parents=True)
+        (out / "runs" / side / str(seed) / "metrics" / "eval_ttt.json").write_text("{}")
+    procs.clear()
+    said: list[str] = []
+    cmp.compare(a, b, "1,7", out, ["train.max_steps=3"], say=said.append)
+    assert [(p.cmd[p.cmd.index("--seed") + 1], p.env["CUDA_VISIBLE_DEVICES"], Path(p.cmd[p.cmd.index("--params") + 1]).stem)
+            for p in procs] == [("1", "5", "B")]  # only what was missing, on B's own GPU
+    assert "== A seed 1: done in an earlier run, kept" in said and any("resuming" in s for s in said)
+    again = json.loads((out / "compare.json").read_text())
+    assert again["started_utc"] == first["started_utc"] and "resumed_utc" in again
+    with pytest.raises(GolfError, match="other settings"):  # another --set is another comparison
+        cmp.compare(a, b, "1,7", out, ["train.max_steps=4"], say=lambda s: None)
+    assert json.loads((out / "compare.json").read_text()) == again  # the refused run changed nothing
+
+
 def test_one_gpu_interleaves_fresh_processes(monkeypatch, in_tiny, tmp_path):
     procs, (a, b) = _fake_workers(monkeypatch, in_tiny, tmp_path)
     monkeypatch.setattr(cmp, "visible_gpus", lambda: ["0"])
