@@ -208,14 +208,11 @@ def test_an_optimizer_step_trains_the_mamba_block_mlp():
 # Stored and loaded
 # ------------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("lever", LEVERS)
-def test_a_model_with_each_lever_round_trips_through_the_artifact(tmp_path, lever):
-    cfg = dataclasses.replace(TINY, layer_pattern="MAM", **LEVERS[lever])
-    model = _perturbed(cfg)
-    ids = _ids()
+def check_artifact_round_trip(tmp_path, cfg: ModelConfig, model, ids: torch.Tensor):
+    """GPTQ (Hessians from `ids`) -> package -> load: the artifact records `cfg`, the loaded model's logits equal
+    those of a model built here from the dequantized weights, and differ from `model`'s only by quantization.
+    Returns (the loaded model, the Hessians)."""
     hess, _ = collect_hessians(model, [ids], "cpu")
-    if lever == "mamba_mlp":
-        assert {"blocks.0.mlp.fc", "blocks.2.mlp.proj"} <= set(hess)  # GPTQ sees the new linears
     tensors, spec, _ = quantize_model(model, hess, QuantConfig(float_max_numel=256))
     build_artifact(tmp_path / "art", tensors, spec, to_dict(cfg))
     art = open_artifact(tmp_path / "art")
@@ -227,6 +224,15 @@ def test_a_model_with_each_lever_round_trips_through_the_artifact(tmp_path, leve
         got, want, original = loaded(ids), reference.eval()(ids), model(ids)
     assert torch.equal(got, want)
     assert 0 < (got - original).abs().max() < 0.1 * original.std()  # quantized, and still the same model
+    return loaded, hess
+
+
+@pytest.mark.parametrize("lever", LEVERS)
+def test_a_model_with_each_lever_round_trips_through_the_artifact(tmp_path, lever):
+    cfg = dataclasses.replace(TINY, layer_pattern="MAM", **LEVERS[lever])
+    _, hess = check_artifact_round_trip(tmp_path, cfg, _perturbed(cfg), _ids())
+    if lever == "mamba_mlp":
+        assert {"blocks.0.mlp.fc", "blocks.2.mlp.proj"} <= set(hess)  # GPTQ sees the new linears
 
 
 @pytest.mark.parametrize("change, match", [

@@ -14,16 +14,13 @@ import torch
 import torch.nn.functional as F
 from torch._dynamo.testing import CompileCounterWithBackend
 
-from golf.artifact import dequantize, load_model_from_artifact, open_artifact
 from golf.attention import GQAttention, exclude_self_value
-from golf.config import ConfigError, QuantConfig, load_params, to_dict
-from golf.gptq import quantize_model
-from golf.hessian import collect_hessians
+from golf.config import ConfigError, load_params
 from golf.model import SMEAR_GATE_INIT, AttentionBlock, MambaBlock, build_model
 from golf.optim import build_optimizers
-from golf.package import build_artifact
 from golf.param_groups import optim_group, size_group, ttt_subset
-from tests.test_arch_levers import BEFORE, TINY
+from tests import test_arch_levers as arch_levers
+from tests.test_arch_levers import BEFORE, TINY, _ids
 from tests.test_attention import naive_attention
 from tests.test_model import analytic_count
 from tests.test_param_groups import REPO
@@ -33,21 +30,13 @@ ALL_ON = {k: v for opt in FEATURES.values() for k, v in opt.items()}
 
 
 def _perturbed(cfg, seed: int = 0, std: float = 0.05, gate: float | None = 0.0):
-    """A GolfLM whose zero-initialized projections are perturbed, so every branch changes the logits; the
-    SmearGate logits (when on) set to `gate` (0: a half blend, far from the near-identity init)."""
-    torch.manual_seed(seed)
-    model = build_model(cfg, "cpu")
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.ndim == 2:
-                p.add_(torch.randn_like(p) * std)
-        if model.smear_gate is not None and gate is not None:
+    """test_arch_levers' perturbed GolfLM, with the SmearGate logits (when on) set to `gate` (0: a half blend, far
+    from the near-identity init; None: left at the init)."""
+    model = arch_levers._perturbed(cfg, seed, std)
+    if model.smear_gate is not None and gate is not None:
+        with torch.no_grad():
             model.smear_gate.fill_(gate)
-    return model.eval()
-
-
-def _ids(seed: int = 1, shape=(2, 24)) -> torch.Tensor:
-    return torch.randint(0, 128, shape, generator=torch.Generator().manual_seed(seed))
+    return model
 
 
 def _todays_forward(model, ids: torch.Tensor) -> torch.Tensor:
@@ -331,19 +320,7 @@ def test_a_mamba_model_run_in_pieces_with_carried_states_scores_as_in_one_pass(f
 def test_a_model_with_each_feature_round_trips_through_the_artifact(tmp_path, feature):
     cfg = dataclasses.replace(TINY, layer_pattern="MAM", **FEATURES[feature])
     model = _perturbed(cfg)
-    ids = _ids()
-    hess, _ = collect_hessians(model, [ids], "cpu")
-    tensors, spec, _ = quantize_model(model, hess, QuantConfig(float_max_numel=256))
-    build_artifact(tmp_path / "art", tensors, spec, to_dict(cfg))
-    art = open_artifact(tmp_path / "art")
-    assert art.config == cfg
-    loaded = load_model_from_artifact(tmp_path / "art")
-    reference = build_model(cfg)  # the dequantized weights in a model built here
-    reference.load_state_dict(dequantize(art.tensors, art.spec), strict=True)
-    with torch.no_grad():
-        got, want, original = loaded(ids), reference.eval()(ids), model(ids)
-    assert torch.equal(got, want)
-    assert 0 < (got - original).abs().max() < 0.1 * original.std()  # quantized, and still the same model
+    loaded, _ = arch_levers.check_artifact_round_trip(tmp_path, cfg, model, _ids())
     if feature == "smear_gate":
         assert torch.equal(loaded.smear_gate, model.smear_gate)  # a 32-float vector stays float (fp16: 0 exact)
 
