@@ -396,12 +396,19 @@ def test_fast_kernels_match_reference_on_gpu(path, gated_norm, dtype, multiple):
     fast = Mamba2Mixer(256, 32, 4, 1.5, 64, 1, 64, kernels=kernels, in_proj_multiple=multiple).cuda()
     torch.nn.init.normal_(ref.out_proj.weight, std=0.02)
     fast.load_state_dict(ref.state_dict())
+    assert_gpu_mixer_matches_reference(ref, fast, fast, dtype)
+
+
+def assert_gpu_mixer_matches_reference(ref: Mamba2Mixer, fast: Mamba2Mixer, run, dtype: torch.dtype) -> None:
+    """`fast` (same weights as `ref`, run through `run`: itself or a compiled wrapper) against the reference
+    mixer on CUDA: output, input gradient and every parameter's gradient of mean(y²), under bf16 autocast when
+    dtype is bfloat16; then a window run in two pieces with carried state against one pass."""
     u = torch.randn(2, 300, 256, device="cuda")
     res = {}
-    for name, m in (("ref", ref), ("fast", fast)):
+    for name, m, call in (("ref", ref, ref), ("fast", fast, run)):
         x = u.clone().requires_grad_(True)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
-            y = m(x)
+            y = call(x)
         y.float().square().mean().backward()
         res[name] = (y.detach(), x.grad, {n: p.grad.clone() for n, p in m.named_parameters()})
     tol = 2e-3 if dtype == torch.float32 else 3e-2

@@ -10,7 +10,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from test_ssm import _mixer, _out_and_grads, _ssd_inputs
+from test_ssm import _mixer, _out_and_grads, _rel, _ssd_inputs, assert_gpu_mixer_matches_reference
 
 from golf import ssm, ssm_ops
 from golf.config import ModelConfig
@@ -485,10 +485,6 @@ def test_opcheck_on_gpu(i, dtype):
     torch.library.opcheck(op, args, rtol=tol, atol=tol)
 
 
-def _rel(a, b):
-    return float((a.float() - b.float()).norm() / b.float().norm().clamp_min(1e-30))
-
-
 @pytest.mark.gpu
 @pytest.mark.parametrize("gated_norm", ["kernel", "torch"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
@@ -503,24 +499,7 @@ def test_opaque_mixer_matches_reference_on_gpu(gated_norm, dtype, multiple, comp
     op.load_state_dict(ref.state_dict())
     torch._dynamo.reset()
     run = torch.compile(op, fullgraph=True) if compiled else op
-    u = torch.randn(2, 300, 256, device="cuda")
-    res = {}
-    for name, m in (("ref", ref), ("op", run)):
-        x = u.clone().requires_grad_(True)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
-            y = m(x)
-        y.float().square().mean().backward()
-        res[name] = (y.detach(), x.grad, {n: p.grad.clone() for n, p in (ref if name == "ref" else op).named_parameters()})
-    tol = 2e-3 if dtype == torch.float32 else 3e-2
-    assert _rel(res["op"][0], res["ref"][0]) < tol
-    assert _rel(res["op"][1], res["ref"][1]) < tol
-    for n in ("in_proj.weight", "out_proj.weight", "A_log", "dt_bias", "D", "conv1d.weight", "norm_weight"):
-        assert _rel(res["op"][2][n], res["ref"][2][n]) < 5 * tol, n
-    with torch.no_grad():
-        full = op(u)
-        a, st = op(u[:, :137], return_state=True)
-        b = op(u[:, 137:], state=st)
-    assert _rel(torch.cat([a, b], 1), full) < 1e-3
+    assert_gpu_mixer_matches_reference(ref, op, run, dtype)
     torch._dynamo.reset()
 
 
