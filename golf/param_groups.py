@@ -9,13 +9,22 @@ BIT_GROUPS = ("mamba_in", "mamba_out", "attn", "mlp", "other")  # quant.bits_<gr
 EMBEDDING_NAMES = ("tok_emb.weight", "bigram.emb.weight", "lm_head.weight")
 MAMBA_DYNAMICS = ("A_log", "dt_bias", "D", "conv1d.weight", "conv1d.bias")  # a mixer's names; kept fp32
 _NORM_KEYS = ("_scale", "resid_mix", "skip_weights", "norm", "q_gain", "smear_gate")
-TTT_SUBSETS = {"all": lambda n: True, "norms": lambda n: any(k in n for k in _NORM_KEYS),
-               "ssm": lambda n: ".mixer." in n, "mlp": lambda n: ".mlp." in n,
-               # the Mamba mixers' dynamics (decay, step size, skip, conv): a few thousand numbers that set how
-               # far back each head remembers, adapted alone or with the norms and gains
-               "dynamics": lambda n: ".mixer." in n and is_mamba_dynamics(n),
-               "dynamics_norms": lambda n: ((".mixer." in n and is_mamba_dynamics(n))
-                                            or any(k in n for k in _NORM_KEYS))}
+
+
+def _is_norm(name: str) -> bool:
+    """A per-channel gain or mix: the TTT "norms" subset."""
+    return any(k in name for k in _NORM_KEYS)
+
+
+def _is_mixer_dynamics(name: str) -> bool:
+    """A Mamba mixer's dynamics in the whole model (decay, step size, skip, conv): a few thousand numbers that set
+    how far back each head remembers."""
+    return ".mixer." in name and is_mamba_dynamics(name)
+
+
+TTT_SUBSETS = {"all": lambda n: True, "norms": _is_norm, "ssm": lambda n: ".mixer." in n,
+               "mlp": lambda n: ".mlp." in n, "dynamics": _is_mixer_dynamics,
+               "dynamics_norms": lambda n: _is_mixer_dynamics(n) or _is_norm(n)}
 
 
 def is_embedding(name: str) -> bool:
