@@ -260,18 +260,19 @@ def compare(a: Path, b: Path, seeds_text: str, out_dir: Path | None = None, over
                                 f"{s.params.run_dir(seed) / 'logs'}")
 
     for seed in seeds:
-        kept = [s for s in sides if _done(s, seed)]
-        for s in kept:
-            say(f"== {s.label} seed {seed}: done in an earlier run, kept")
+        kept = {s.label for s in sides if _done(s, seed)}
+        for s in sides:
+            if s.label in kept:
+                say(f"== {s.label} seed {seed}: done in an earlier run, kept")
         if parallel:
-            todo = [(s, gpu) for s, gpu in zip(sides, gpus[:2]) if not any(s is k for k in kept)]
+            todo = [(s, gpu) for s, gpu in zip(sides, gpus[:2]) if s.label not in kept]
             if todo:
                 say(f"== seed {seed}: " + " and ".join(s.label for s, _ in todo) + " side by side"
                     if len(todo) == 2 else f"== {todo[0][0].label} seed {seed}")
                 wait([(s, seed, _worker(s, seed, gpu)) for s, gpu in todo])
             continue
         for s in sides:
-            if any(s is k for k in kept):
+            if s.label in kept:
                 continue
             say(f"== {s.label} seed {seed}")
             if fresh_processes:
