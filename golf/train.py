@@ -514,6 +514,11 @@ class StatefulLoss(nn.Module):
         return loss, new_states
 
 
+def _flat_states(states: dict) -> list[torch.Tensor]:
+    """GolfLM.forward's `states` as one list: the previous token (B,), then each M block's conv and SSM state."""
+    return [states["prev_token"]] + [t for layer in states["layers"] if layer is not None for t in layer]
+
+
 class CarriedStreams:
     """A StreamLoader and the recurrent state each of this rank's rows carries from one window to the next.
 
@@ -551,8 +556,7 @@ class CarriedStreams:
         return self.loader.batches_drawn
 
     def _flat(self, micro: int) -> list[torch.Tensor]:
-        st = self.states[micro]
-        return [st["prev_token"]] + [t for layer in st["layers"] if layer is not None for t in layer]
+        return _flat_states(self.states[micro])
 
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor, dict]:
         """x, y (B, T) on the device and the states this micro batch's rows start from (zero where a stream
@@ -568,9 +572,8 @@ class CarriedStreams:
 
     def keep(self, new_states: dict) -> None:
         """The states the last micro batch's rows ended with: copied (detached, in fp32) into its buffers."""
-        new = [new_states["prev_token"]] + [t for layer in new_states["layers"] if layer is not None for t in layer]
         with torch.no_grad():
-            for buf, t in zip(self._flat(self.micro), new, strict=True):
+            for buf, t in zip(self._flat(self.micro), _flat_states(new_states), strict=True):
                 if buf.shape != t.shape:  # a shape bug would otherwise broadcast silently
                     raise TrainingError(f"carried state of shape {tuple(t.shape)}, expected {tuple(buf.shape)}")
                 buf.copy_(t.detach())
