@@ -55,6 +55,19 @@ require_causal_conv1d() {
        "released). Run the install call first (carry .carry_conv), or set ALLOW_CONV_FALLBACK=1." >&2
   return 3
 }
+# run_in_lanes <lanes> <function> <item>...: item i goes to lane i % lanes, each lane runs its items in order,
+# the lanes at once; the function is called as <function> <lane> <item>, the lane being the GPU index
+# (levers.sh, h200_train_sweep.sh). Returns when every lane is done.
+run_in_lanes() {
+  local lanes=$1 fn=$2 lane i pids=()
+  shift 2
+  local items=("$@")
+  for lane in $(seq 0 $((lanes - 1))); do
+    ( for i in "${!items[@]}"; do [ $((i % lanes)) = "$lane" ] && "$fn" "$lane" "${items[$i]}"; done; true ) &
+    pids+=($!)
+  done
+  for i in "${pids[@]}"; do wait "$i"; done
+}
 # One sweep variant (bench/h200/h200_*_sweep.sh): space-separated params overrides, a word config=<file> switching the
 # params file. Sets VARIANT_CFG, VARIANT_SETS (--set pairs) and VARIANT_LABEL (<config>__<override>...).
 parse_variant() {  # parse_variant "<variant>" <default config>

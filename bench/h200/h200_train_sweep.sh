@@ -44,15 +44,7 @@ PY
   if [ -f "$prof" ]; then python3 -c "import json, sys; p = json.load(open(sys.argv[1])); print('  profile:', {k: p.get(k) for k in ('first_step', 'steps', 'wall_ms_per_step', 'device_busy_ms_per_step', 'device_busy_frac')}, 'host ms/step by phase:', p.get('host_ranges_ms'), 'host calls:', [(c['name'], c['ms_per_step']) for c in p.get('host_runtime_calls', [])[:4]])" "$prof"; fi
 }
 # GPUS=2 on a two-GPU machine: variant i runs on GPU i % 2, the two lanes at once (same host, same commit)
-GPUS=${GPUS:-1}
-variants=("$@"); pids=()
-for lane in $(seq 0 $((GPUS - 1))); do
-  ( for i in "${!variants[@]}"; do
-      [ $((i % GPUS)) = "$lane" ] && run_variant "$lane" "${variants[$i]}"
-    done; true ) &
-  pids+=($!)
-done
-for p in "${pids[@]}"; do wait "$p"; done
+run_in_lanes "${GPUS:-1}" run_variant "$@"
 if [ -n "${OUT:-}" ]; then  # one tarball: a device call returns only a few files
   tar czf "$OUT/train_sweep.tgz" runs_sweep/*.log runs_sweep/*/"$SEED"/metrics runs_sweep/*/"$SEED"/plots \
     runs_sweep/*/"$SEED"/train/provenance.json runs_sweep/*/"$SEED"/train/profile.json 2>/dev/null

@@ -36,12 +36,7 @@ run_variant() {  # run_variant <gpu> "<name>|<overrides>"
   echo "$name done"
 }
 mkdir -p runs_lever
-pids=()
-for lane in $(seq 0 $((LANES - 1))); do
-  ( for i in "${!VARIANTS[@]}"; do [ $((i % LANES)) = "$lane" ] && run_variant "$lane" "${VARIANTS[$i]}"; done; true ) &
-  pids+=($!)
-done
-for p in "${pids[@]}"; do wait "$p"; done
+run_in_lanes "$LANES" run_variant "${VARIANTS[@]}"
 python3 - "$SEED" "${VARIANTS[@]}" <<'PY' | tee "${OUT:-runs_lever}/levers.json"
 import json, sys
 from pathlib import Path
