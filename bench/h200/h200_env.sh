@@ -32,10 +32,14 @@ fi
 # .carry/whl: mamba-ssm (pure Python) plus brotli and zstandard, which the image lacks (package.compressor auto
 # compares all three). A call that carries the whole corpus has no room left for them: an earlier call on the same
 # warm machine installs them into /tmp/site, kept while the machine stays warm.
-if compgen -G ".carry/whl/*.whl" > /dev/null; then
+# A machine where bench/h200/gpu_install.sh ran (the README's install, into the image's Python) needs neither.
+if python3 -c "import importlib.util as u, sys; sys.exit(u.find_spec('mamba_ssm') is None)"; then
+  :
+elif compgen -G ".carry/whl/*.whl" > /dev/null; then
   python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site .carry/whl/*.whl || return 1
 elif [ ! -d /tmp/site/mamba_ssm ]; then
-  echo "error: no .carry/whl carried and nothing installed in /tmp/site (a fresh machine): carry .carry/whl" >&2
+  echo "error: no .carry/whl carried, nothing installed in /tmp/site and no mamba-ssm installed (a fresh machine):" \
+       "carry .carry/whl, or run bench/h200/gpu_install.sh" >&2
   return 1
 fi
 export PYTHONPATH=/tmp/site:${PYTHONPATH:-}
