@@ -101,6 +101,40 @@ def test_two_gpus_run_each_seed_side_by_side_one_process_per_gpu(monkeypatch, in
     assert str(b) in procs[1].cmd
 
 
+def test_side_by_side_end_to_end_with_real_workers(monkeypatch, in_tiny, tmp_path):
+    """The two-GPU path through to the report, on CPU: real `seed-stages` processes (CUDA_VISIBLE_DEVICES 0 for
+    A, 1 for B, which a CPU run ignores), each seed's B started while its A still runs, then the Welch report
+    from both sides' own runs folders."""
+    overrides = in_tiny[2]
+    a, b = _configs(tmp_path, overrides)
+    monkeypatch.setattr(cmp, "visible_gpus", lambda: ["0", "1"])
+    real_start, started = cmp._start, []
+
+    def start(cmd, env):
+        # (side, seed, device, whether the previous process of this seed was still running when this one began)
+        running = bool(started) and started[-1][3].poll() is None
+        proc = real_start(cmd, env)
+        started.append((Path(cmd[cmd.index("--params") + 1]).stem, cmd[cmd.index("--seed") + 1],
+                        env["CUDA_VISIBLE_DEVICES"], proc, running))
+        return proc
+
+    monkeypatch.setattr(cmp, "_start", start)
+    out = tmp_path / "cmp"
+    result = cmp.compare(a, b, "2", out, say=lambda s: None)
+    seeds = [str(s) for s in load_params(a).seeds[:2]]
+    assert [(side, seed, dev) for side, seed, dev, _, _ in started] == [
+        ("A", seeds[0], "0"), ("B", seeds[0], "1"), ("A", seeds[1], "0"), ("B", seeds[1], "1")]
+    assert [running for *_, running in started] == [False, True, False, True]  # B of a seed beside its A
+    meta = json.loads((out / "compare.json").read_text())
+    assert meta["placement"] == "side by side: A on CUDA device 0, B on 1"
+    report = json.loads((out / "report" / "report.json").read_text())
+    test = report["tests"]["vs_run"]
+    b_bpb = [json.loads((out / "runs" / "B" / s / "metrics" / "eval_sliding.json").read_text())["val_bpb"]
+             for s in seeds]
+    assert test["reference"] == "B" and test["reference_values"] == pytest.approx(b_bpb)
+    assert result["vs_run_p"] == pytest.approx(test["plain"]["p"])
+
+
 def test_a_comparison_resumes_keeping_the_seeds_already_done(monkeypatch, in_tiny, tmp_path):
     procs, (a, b) = _fake_workers(monkeypatch, in_tiny, tmp_path)
     monkeypatch.setattr(cmp, "visible_gpus", lambda: ["3", "5"])
