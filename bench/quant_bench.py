@@ -105,7 +105,7 @@ def main() -> None:
     t0 = time.time()
     with tempfile.TemporaryDirectory() as tmp:
         m = build_artifact(Path(tmp) / "artifact", tensors, spec, to_dict(model.cfg), p.package.compressor,
-                           cap_bytes=10 ** 12, compare=not args.no_compare)
+                           cap_bytes=10 ** 12, compare=not args.no_compare, segments=p.package.segments)
     res["package_s"] = round(time.time() - t0, 2)
     res.update({k: m[k] for k in ("model_bytes", "code_bytes", "total_bytes", "raw_bytes", "compressed",
                                   "compress_secs", "groups", "bits_per_param")})

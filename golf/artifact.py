@@ -19,6 +19,14 @@ quantized matrices, `<name>` for tensors kept in float. The spec says, per model
 and its bit width. The artifact folder holds the compressed container (model.golf.xz; .zst / .br with
 the other compressors), code/*.py (the golf modules that load and score it, counted in the size; put
 them in a folder named golf/ to import them) and provenance.json.
+
+The compressed model is one stream of its compressor, or (package.segments > 1 and a container of at least
+two MiB) the container cut into n byte ranges compressed independently, so that packaging can compress them
+on n cores:
+    8 bytes  magic b"GOLFSEGS"
+    4 bytes  n (uint32)
+    8n bytes each segment's compressed length (uint64)
+    the n compressed streams, back to back; decompressed and joined in order they are the container.
 """
 
 from __future__ import annotations
@@ -37,6 +45,7 @@ from golf.config import ModelConfig, section_from_dict
 from golf.errors import ArtifactError
 
 MAGIC = b"GOLFART1"
+SEGMENTS_MAGIC = b"GOLFSEGS"  # a model file of independently compressed byte ranges of the container
 FORMAT_VERSION = 1
 PLANES_FORMAT = 2  # format 1 with multi-byte tensors stored as byte planes
 MODEL_FILES = {"lzma": "model.golf.xz", "zstd": "model.golf.zst", "brotli": "model.golf.br"}
@@ -128,9 +137,32 @@ def deserialize(blob: bytes, source: str = "<bytes>") -> tuple[dict[str, torch.T
 
 
 def decompress(blob: bytes, method: str, source: str, max_bytes: int = artifact_checks.MAX_RAW_BYTES) -> bytes:
-    """Inverse of compress, refusing truncated streams, trailing bytes and output over max_bytes (by default
-    the one bound on an artifact's raw container, so the package stage's read-back refuses what a loader would)."""
-    too_big = f"{source}: decompresses to more than {max_bytes:,} bytes (refused)"
+    """Inverse of golf.package.compress, one stream or segments (module docstring), refusing truncated streams,
+    trailing bytes and output over max_bytes (by default the one bound on an artifact's raw container, so the
+    package stage's read-back refuses what a loader would)."""
+    if not blob.startswith(SEGMENTS_MAGIC):
+        return _decompress_stream(blob, method, source, max_bytes)
+    head = len(SEGMENTS_MAGIC) + 4
+    n = struct.unpack_from("<I", blob, len(SEGMENTS_MAGIC))[0] if len(blob) >= head else 0
+    if n < 1 or len(blob) < head + 8 * n:
+        raise ArtifactError(f"{source}: segmented model file with a truncated or corrupt segment table")
+    lengths = struct.unpack_from(f"<{n}Q", blob, head)
+    pos = head + 8 * n
+    if pos + sum(lengths) != len(blob):
+        raise ArtifactError(f"{source}: its {n} segments add up to {pos + sum(lengths):,} bytes, the file has "
+                            f"{len(blob):,} (truncated or corrupt artifact)")
+    parts: list[bytes] = []
+    for i, length in enumerate(lengths):
+        parts.append(_decompress_stream(blob[pos:pos + length], method, f"{source} (segment {i + 1} of {n})",
+                                        max_bytes - sum(map(len, parts)), bound=max_bytes))
+        pos += length
+    return b"".join(parts)
+
+
+def _decompress_stream(blob: bytes, method: str, source: str, max_bytes: int, bound: int | None = None) -> bytes:
+    """One compressed stream, at most max_bytes out; bound: the limit the refusal names (a segment's max_bytes
+    is what the earlier segments left of the whole container's bound)."""
+    too_big = f"{source}: decompresses to more than {max_bytes if bound is None else bound:,} bytes (refused)"
     truncated = f"{source}: the {method} stream is incomplete (truncated or corrupt artifact)"
     if method == "lzma":
         d = lzma.LZMADecompressor(format=lzma.FORMAT_XZ)

@@ -240,6 +240,9 @@ class PackageConfig:
                                            "(Hessian-weighted) until it fits (0 = off)")
     cap_bytes: int = _spec(CAP_BYTES, lo=1)
     compare_compressors: bool = _spec(True, doc="also record zstd-22 and brotli-11 sizes")
+    segments: int = _spec(16, lo=1, hi=256, doc="compress the container as this many byte ranges at once, one per "
+                                                "core (at least 1 MiB each, so a small model stays one stream); "
+                                                "the bytes do not depend on the machine")
 
 
 @dataclass

@@ -305,24 +305,25 @@ def fit_to_target(tensors: dict[str, torch.Tensor], cand: Candidates, target_byt
 
 def shrink_for_package(tensors: dict[str, torch.Tensor], spec: dict, model_config: dict,
                        col_weights: dict[str, torch.Tensor], target_bytes: int, compressor: str, byte_planes: bool,
-                       compare: bool = False, slack_frac: float = 0.001
+                       compare: bool = False, slack_frac: float = 0.001, segments: int = 1
                        ) -> tuple[dict[str, torch.Tensor], dict, str, bool, bytes]:
     """The package stage's size targeting: (tensors, info, compressor, byte_planes, compressed model) where
     the compressor and layout are the ones measured (with compressor auto: the smallest on the untouched
     model, kept for the search) and the compressed model is those tensors' container compressed that way
     (for build_artifact's `precompressed`). compare: also compress the untouched model with the other
     compressors, in parallel with the first compression, for info["sizes_before"]. info["secs"]: seconds of
-    the compressor sweep and of the search."""
+    the compressor sweep and of the search. segments: package.segments, for every compression here."""
     from golf.package import code_files, compress, compress_candidates, serialize
 
     t0 = time.time()
     code_bytes = sum(f.stat().st_size for f in code_files())
-    chosen, results, _, _ = compress_candidates(tensors, spec, model_config, compressor, byte_planes, compare=compare)
+    chosen, results, _, _ = compress_candidates(tensors, spec, model_config, compressor, byte_planes, compare=compare,
+                                                segments=segments)
     method, planes = chosen.removesuffix("+planes"), chosen.endswith("+planes")
     t_sweep = time.time() - t0
 
     def measure(t: dict[str, torch.Tensor]) -> tuple[int, bytes]:
-        blob = compress(serialize(t, spec, model_config, planes), method)
+        blob = compress(serialize(t, spec, model_config, planes), method, segments)
         return len(blob) + code_bytes, blob
 
     cand = find_candidates(tensors, spec, col_weights)

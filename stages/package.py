@@ -37,14 +37,14 @@ def run(params: Params, seed: int) -> dict:
         col_weights = load_column_weights(run_dir / "quant" / COLUMN_WEIGHTS_FILE)
         tensors, info, compressor, planes, blob = shrink_for_package(
             tensors, spec, model_config, col_weights, pc.target_bytes, pc.compressor, pc.byte_planes,
-            compare=pc.compare_compressors)
+            compare=pc.compare_compressors, segments=pc.segments)
         extra, compare = {"size_target": info}, False  # the comparison sizes are in size_target.sizes_before
         phases.update(info["secs"])
     t_write = time.time()
     with progress.bars(f"package seed {seed}") as bar:
         metrics = build_artifact(run_dir / "artifact", tensors, spec, model_config, compressor, pc.cap_bytes,
                                  compare, provenance=prov, byte_planes=planes, extra_metrics=extra,
-                                 progress=bar.tracker("steps"), precompressed=blob)
+                                 progress=bar.tracker("steps"), precompressed=blob, segments=pc.segments)
     phases["write"] = round(time.time() - t_write, 2)
     metrics["phase_secs"] = phases
     metrics["secs"] = round(time.time() - t0, 3)

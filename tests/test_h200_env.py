@@ -35,3 +35,32 @@ def test_a_subset_of_shards_gets_its_own_data_folder(shards, name):
     params = load_params(ROOT / "configs/hybrid_12_b131k.yaml", sets)
     assert params.data.name == name  # never data/sp1024, the full set's folder
     assert params.data.train_globs == [f".carry/corpus/train_{s}.jsonl.xz" for s in shards.split()]
+
+
+def _lever_variants(part: str, tmp_path: Path) -> list[str]:
+    """bench/h200/lever_pairs.sh's variants for PART, as it hands them to the sweep (a stub printing its
+    arguments stands in for h200_train_sweep.sh)."""
+    stub = tmp_path / "sweep.sh"
+    stub.write_text('printf "%s\\n" "GPUS=$GPUS" "$@"\n')
+    env = {"PATH": "/usr/bin:/bin", "PART": part, "SWEEP": str(stub)}
+    out = subprocess.run(["bash", "bench/h200/lever_pairs.sh"], cwd=ROOT, env=env, capture_output=True, text=True,
+                         check=False)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0] == "GPUS=2"
+    return lines[1:]
+
+
+def test_lever_pairs_put_the_hybrid_on_gpu_0_and_attention_on_gpu_1_with_valid_settings(tmp_path):
+    every = _lever_variants("all", tmp_path)
+    parts = [_lever_variants(str(k), tmp_path) for k in (1, 2, 3, 4)]
+    assert [len(p) for p in parts] == [6, 6, 6, 6] and [v for p in parts for v in p] == every  # 4 slices
+    for i, variant in enumerate(every):
+        words = variant.split()
+        assert words[0] == ("config=configs/hybrid_seed_fit.yaml" if i % 2 == 0 else "config=configs/attn_fit.yaml")
+        params = load_params(ROOT / words[0].removeprefix("config="), words[1:])  # each override is a real setting
+        assert ("M" in params.model.layer_pattern) == (i % 2 == 0)
+    assert every[:2] == ["config=configs/hybrid_seed_fit.yaml", "config=configs/attn_fit.yaml"]  # the bases first
+    bad = subprocess.run(["bash", "bench/h200/lever_pairs.sh"], cwd=ROOT, capture_output=True, text=True, check=False,
+                         env={"PATH": "/usr/bin:/bin", "PART": "5", "SWEEP": "/bin/false"})
+    assert bad.returncode == 2 and "PART must be 1, 2, 3, 4 or all, not '5'" in bad.stderr

@@ -387,3 +387,64 @@ def test_byte_planes_round_trip_and_auto_keeps_the_smallest(tmp_path):
     m = build_artifact(tmp_path / "br", tensors, spec, CFG, compressor="brotli", byte_planes=True, compare=False)
     assert m["compressed"].keys() == {"brotli+planes"} and m["byte_planes"] is True
     assert all(_same_bits(open_artifact(tmp_path / "br").tensors[k], tensors[k]) for k in tensors)
+
+
+def _segmented_input(monkeypatch):
+    """A container of several segments: the segment floor lowered to 1 KiB, so the small test model cuts into
+    a few pieces (the real floor, 1 MiB, would need a multi-MB model and seconds per compression)."""
+    import golf.package as gp
+
+    monkeypatch.setattr(gp, "MIN_SEGMENT_BYTES", 1024)
+    tensors, spec = _stored()
+    raw = serialize(tensors, spec, CFG)
+    return gp, tensors, spec, raw
+
+
+@pytest.mark.parametrize("method", ["lzma", "zstd", "brotli"])
+def test_segments_round_trip_and_their_bytes_do_not_depend_on_the_cores(monkeypatch, method):
+    import threading
+
+    from golf.artifact import SEGMENTS_MAGIC
+
+    gp, _, _, raw = _segmented_input(monkeypatch)
+    n = len(raw) // 1024
+    assert 2 <= n < 16 and gp.segment_bounds(len(raw), 16) == [len(raw) * i // n for i in range(n + 1)]
+    assert gp.segment_bounds(len(raw), 3)[1:3] == [len(raw) // 3, 2 * len(raw) // 3]
+    assert gp.segment_bounds(1023, 16) == [0, 1023]  # under the floor: one stream
+    blob = gp.compress(raw, method, segments=16)
+    assert blob.startswith(SEGMENTS_MAGIC) and struct.unpack_from("<I", blob, 8)[0] == n
+    lengths = struct.unpack_from(f"<{n}Q", blob, 12)
+    assert 12 + 8 * n + sum(lengths) == len(blob)
+    assert decompress(blob, method, "segmented") == raw
+    monkeypatch.setattr(gp, "_COMPRESS_SLOTS", threading.BoundedSemaphore(1))  # one core: the same bytes
+    assert gp.compress(raw, method, segments=16) == blob
+    assert gp.compress(raw, method, segments=1) == gp.compress(raw, method)  # 1: one plain stream
+    assert not gp.compress(raw, method, segments=1).startswith(SEGMENTS_MAGIC)
+
+
+def test_a_segmented_artifact_loads_and_its_defects_are_named(tmp_path, monkeypatch):
+    gp, tensors, spec, _ = _segmented_input(monkeypatch)
+    m = build_artifact(tmp_path / "art", tensors, spec, CFG, segments=4, compare=False)
+    path = tmp_path / "art" / MODEL_FILE
+    blob = path.read_bytes()
+    assert m["model_bytes"] == len(blob) and struct.unpack_from("<I", blob, 8)[0] == 4
+    _, back, _ = load_artifact(tmp_path / "art")
+    assert all(_same_bits(back[k], tensors[k]) for k in tensors)
+    lengths = struct.unpack_from("<4Q", blob, 12)
+    second = 12 + 32 + lengths[0]  # where segment 2's stream starts
+    corrupt = bytearray(blob)
+    corrupt[second:second + 8] = b"\0" * 8
+    for bad, match in ((blob[:10], "segment table"), (blob[:20], "segment table"),
+                       (blob[:-1], "segments add up to"), (blob + b"x", "segments add up to"),
+                       (bytes(corrupt), "segment 2 of 4")):
+        path.write_bytes(bad)
+        with pytest.raises(ArtifactError, match=match) as e:
+            load_artifact(tmp_path / "art")
+        assert MODEL_FILE in str(e.value)
+    # the output bound holds over the segments together, not per segment
+    two = gp.SEGMENTS_MAGIC + struct.pack("<I", 2)
+    parts = [lzma.compress(b"\0" * 600, format=lzma.FORMAT_XZ)] * 2
+    bomb = two + struct.pack("<2Q", *map(len, parts)) + b"".join(parts)
+    assert len(decompress(bomb, "lzma", "two", max_bytes=1200)) == 1200
+    with pytest.raises(ArtifactError, match=r"two \(segment 2 of 2\): decompresses to more than 1,000 bytes"):
+        decompress(bomb, "lzma", "two", max_bytes=1000)

@@ -159,7 +159,8 @@ def _counting_compress(monkeypatch):
     import golf.package as gp
 
     calls, real = [], gp.compress
-    monkeypatch.setattr(gp, "compress", lambda data, method: calls.append(method) or real(data, method))
+    monkeypatch.setattr(gp, "compress", lambda data, method, segments=1: calls.append(method) or real(data, method,
+                                                                                                   segments))
     return calls
 
 

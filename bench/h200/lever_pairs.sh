@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Issue 23's lever table, a slice per device call: each lever as a 90-s training run on both sides at once,
+# the hybrid (HYBRID, default configs/hybrid_seed_fit.yaml) on GPU 0 and attention-only (ATTN, default
+# configs/attn_fit.yaml) on GPU 1, through bench/h200/h200_train_sweep.sh (GPUS=2: variant i on GPU i % 2). Both
+# sides get the same runs; where a lever exists on one side only, the other side's row is its nearest analogue.
+# PART=1..4 picks three pairs (about 7 minutes of call time on a warm machine: a changed model compiles anew, 45-60 s
+# of warm-up on 2026-11-30); PART=all runs every pair.
+#   PART=1 bash bench/h200/lever_pairs.sh      # carry .carry (corpus) as for h200_train_sweep.sh
+set -uo pipefail
+HYBRID=${HYBRID:-configs/hybrid_seed_fit.yaml}; ATTN=${ATTN:-configs/attn_fit.yaml}
+# "hybrid overrides | attention overrides" ("" = the config as it is)
+PAIRS=(
+  " | "
+  "model.rope_dims=16 | model.rope_dims=16"
+  "model.xsa=true | model.xsa=true"
+  "model.mlp_act=leaky_relu2 | model.mlp_act=leaky_relu2"
+  "model.smear_gate=true | model.smear_gate=true"
+  "model.ln_scale=true | model.ln_scale=true"
+  "train.warmdown_frac=0.5 | train.warmdown_frac=0.5"
+  "train.qat_start_frac=0.7 | train.qat_start_frac=0.7"
+  "train.batch_tokens=65536 | train.batch_tokens=65536"
+  # Mamba blocks with their own MLP, fewer of them (7 M + 3 A: 26.80M params, hybrid_seed_fit 26.72M) | attention
+  # fewer and wider (10 layers, MLP 3.5x: 27.09M, attn_fit 26.83M)
+  "model.layer_pattern=MMMAMMAMMA model.mamba_mlp_mult=2.75 | model.layer_pattern=AAAAAAAAAA model.mlp_mult=3.5"
+  # state carried across consecutive training windows (Mamba only) | attention's nearest: half the context
+  "train.carry_state=true | train.seq_len=1024"
+  "train.ema_decay=0.99 | train.ema_decay=0.99"
+)
+case "${PART:-all}" in
+  all) pick=("${PAIRS[@]}") ;;
+  [1-4]) pick=("${PAIRS[@]:$(( (PART - 1) * 3 )):3}") ;;
+  *) echo "error: PART must be 1, 2, 3, 4 or all, not '${PART}'" >&2; exit 2 ;;
+esac
+variants=()
+for pair in "${pick[@]}"; do
+  read -ra h <<< "${pair%%|*}"; read -ra a <<< "${pair#*|}"  # the words of each side's overrides
+  variants+=("$(echo "config=$HYBRID" "${h[@]}")" "$(echo "config=$ATTN" "${a[@]}")")
+done
+GPUS=2 CONFIG=$HYBRID bash "${SWEEP:-bench/h200/h200_train_sweep.sh}" "${variants[@]}"  # SWEEP: tests/test_h200_env.py
