@@ -139,7 +139,7 @@ def _print_metrics(title: str, metrics: dict | None) -> None:
 
     table = Table(title=title, show_header=False)
     for k, v in metrics.items():
-        if isinstance(v, (dict, list)):
+        if v is None or isinstance(v, (dict, list)):
             continue
         table.add_row(str(k), f"{v:.6g}" if isinstance(v, float) else str(v))
     Console().print(table)

@@ -119,7 +119,8 @@ class Side:
 
 
 def parse_seeds(text: str, params: Params) -> list[int]:
-    """'3' → the first 3 of the config's `seeds`; '1,2,5' → those seeds."""
+    """'3' → the first 3 of the config's `seeds`; '1,2,5' → those seeds. One seed runs, but reports nothing
+    (compare resumes: a later call with more seeds adds to it)."""
     text = text.strip()
     try:
         seeds = [int(s) for s in text.split(",") if s.strip()]
@@ -136,8 +137,6 @@ def parse_seeds(text: str, params: Params) -> list[int]:
         seeds = list(params.seeds[:n])
     elif len(set(seeds)) != len(seeds):
         raise ConfigError(f"--seeds {text!r}: expected distinct seeds")
-    if len(seeds) < 2:
-        raise ConfigError(f"--seeds {text!r}: the Welch t-test needs at least 2 seeds per side")
     return seeds
 
 
@@ -279,8 +278,12 @@ def compare(a: Path, b: Path, seeds_text: str, out_dir: Path | None = None, over
                 wait([(s, seed, _worker(s, seed, None))])
             else:
                 run_seed(s.params, seed, s.params_path, s.overrides, announce=lambda text: say(f"== {text}"))
-    say("== report")
     a_side, b_side = sides
+    if len(seeds) < 2:  # a first seed, e.g. one per device call: the report comes with a rerun with more seeds
+        say(f"== no report: the Welch t-test needs at least 2 seeds per side; rerun with --seeds 2 (or a longer "
+            f"list) and --out {str(out_dir)!r} to add seeds, keeping this one")
+        return {"report": None, "a": a_side.label, "b": b_side.label, "seeds": len(seeds)}
+    say("== report")
     summary = welch_report(a_side.params_path, Path(a_side.params.runs_dir), seeds, Path(b_side.params.runs_dir),
                            out_dir / "report", metric, overrides)
     return {"report": str(out_dir / "report" / "report.md"), "a": a_side.label, "b": b_side.label,

@@ -159,6 +159,26 @@ def test_a_comparison_resumes_keeping_the_seeds_already_done(monkeypatch, in_tin
     assert json.loads((out / "compare.json").read_text()) == again  # the refused run changed nothing
 
 
+def test_one_seed_per_call_then_more_seeds_and_the_report(monkeypatch, in_tiny, tmp_path):
+    """A 240-s pair per device call: --seeds 1 runs one seed and says how to go on; the rerun with 2 seeds
+    runs only the second seed, then reports."""
+    procs, (a, b) = _fake_workers(monkeypatch, in_tiny, tmp_path)
+    monkeypatch.setattr(cmp, "visible_gpus", lambda: ["0", "1"])
+    out, said = tmp_path / "cmp", []
+    first = cmp.compare(a, b, "1", out, say=said.append)
+    assert first["report"] is None and first["seeds"] == 1 and len(procs) == 2
+    assert any(s.startswith("== no report: the Welch t-test needs at least 2 seeds") and "--seeds 2" in s
+               for s in said)
+    seed = procs[0].cmd[procs[0].cmd.index("--seed") + 1]
+    for side in ("A", "B"):  # what the two workers of the first call would have left
+        (out / "runs" / side / seed / "metrics").mkdir(parents=True)
+        (out / "runs" / side / seed / "metrics" / "eval_ttt.json").write_text("{}")
+    procs.clear()
+    second = cmp.compare(a, b, "2", out, say=lambda s: None)
+    assert len(procs) == 2 and all(p.cmd[p.cmd.index("--seed") + 1] != seed for p in procs)
+    assert second["report"].endswith("report.md") and second["vs_run_p"] == 0.5
+
+
 def test_one_gpu_interleaves_fresh_processes(monkeypatch, in_tiny, tmp_path):
     procs, (a, b) = _fake_workers(monkeypatch, in_tiny, tmp_path)
     monkeypatch.setattr(cmp, "visible_gpus", lambda: ["0"])
@@ -175,7 +195,8 @@ def test_seeds_a_count_or_a_list():
     assert cmp.parse_seeds("5, 9,11", p) == [5, 9, 11]
     with pytest.raises(ConfigError, match=f"lists only {len(p.seeds)} seeds"):
         cmp.parse_seeds(str(len(p.seeds) + 1), p)
-    for bad in ("0", "1", "7", "x", "1,1", "1,a", ""):
+    assert cmp.parse_seeds("1", p) == p.seeds[:1] and cmp.parse_seeds("4,", p) == [4]  # one seed: no report yet
+    for bad in ("0", "7", "x", "1,1", "1,a", ""):
         with pytest.raises(ConfigError, match="--seeds"):
             cmp.parse_seeds(bad, p)
 
