@@ -46,9 +46,9 @@ from golf import progress
 from golf.config import ConfigError, Params, load_params, to_dict
 from golf.errors import GolfError
 from golf.io import read_json, write_json_atomic
+from golf.launch import CLI
 
 PER_SEED_STAGES = ("train", "hessian", "quantize", "package", "eval_sliding", "eval_ttt")
-CLI = Path(__file__).resolve().parents[1] / "cli.py"
 
 
 # --------------------------------------------------------------------------------------------------

@@ -23,6 +23,8 @@ from pathlib import Path
 
 from golf.config import LaunchConfig
 
+CLI = Path(__file__).resolve().parents[1] / "cli.py"  # the project's command line, run in new processes
+
 DISTRIBUTED_STAGES = ("train", "hessian", "eval_sliding", "eval_ttt")
 MULTICAST_OFF = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1",
                  "NVSHMEM_DISABLE_NVLS": "1"}
@@ -41,11 +43,11 @@ def run_cli_stage(name: str, seed: int, params_path: str | Path, overrides: list
     per params.launch (how the in-process pipeline and `golf compare` run a multi-process stage)."""
     from golf.errors import GolfError
 
-    cli = Path(__file__).resolve().parents[1] / "cli.py"
-    cmd = [sys.executable, str(cli), *stage_cli_args(name.replace("_", "-"), seed, params_path, overrides)]
+    cmd = [sys.executable, str(CLI), *stage_cli_args(name.replace("_", "-"), seed, params_path, overrides)]
     proc = subprocess.run(cmd, check=False)
     if proc.returncode != 0:
         raise GolfError(f"stage {name} (seed {seed}) failed with exit code {proc.returncode} (output above)")
+
 
 def under_torchrun() -> bool:
     """True inside a process that torchrun started (it always sets LOCAL_RANK and TORCHELASTIC_RUN_ID)."""
