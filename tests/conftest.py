@@ -13,6 +13,14 @@ from pathlib import Path
 import pytest
 import torch
 
+# Triton kernels (golf/ssd_kernel.py, tests/test_ssd_kernel.py) can run on a machine without CUDA only in
+# Triton's interpreter, and triton.jit picks interpreted or compiled when a kernel is defined, for triton's own
+# helper kernels too (defined when triton is first imported, which importing golf.ssm does through torch, during
+# collection). So the switch has to be set here, before any test module is imported; it changes nothing else on
+# such a machine (nothing else runs a Triton kernel there). With CUDA the kernels compile and run on the GPU.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 from golf.artifact import MODEL_FILES, open_artifact
 from golf.config import LaunchConfig, load_params
 from golf.launch import torchrun_command

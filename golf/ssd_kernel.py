@@ -1,0 +1,454 @@
+"""golf's own fused Triton kernels for the Mamba-2 SSD scan, forward and backward (issue 22: "a fused kernel of
+our own specialised to headdim 64, d_state 32"). Not wired into the model: `ssd_scan` has the call signature of
+mamba-ssm's mamba_chunk_scan_combined as golf.ssm.Mamba2Mixer calls it, so it can be slotted into
+SSMKernels.scan once it has been timed on a GPU (bench/ssd_kernel_bench.py).
+
+What it computes, per batch b and head h, exactly golf.ssm.ssd_scan_reference (x: (b, l, h, p), dt: (b, l, h)
+raw, A, D, dt_bias: (h,), B, C: (b, l, g, n) shared by the h // g heads of a group):
+    dt_t    = softplus(dt_t + dt_bias_h)       (softplus and dt_bias optional, as in mamba-ssm)
+    S_t     = exp(dt_t A_h) S_{t-1} + dt_t x_t ⊗ B_t        S: (p, n), S_{-1} = initial_states or 0
+    y_t     = S_t C_t + D_h x_t                              stored in x's dtype
+and the final state S_{l-1} (in the compute dtype: fp32, fp64 for fp64 inputs). Chunked as in ssd_reference:
+within a chunk of positions i, j with cs = cumsum(dt A) over the chunk,
+    y_i = sum_{j<=i} (C_i·B_j) exp(cs_i - cs_j) dt_j x_j + exp(cs_i) S_in C_i
+    S_out = exp(cs_last) S_in + sum_j exp(cs_last - cs_j) dt_j x_j ⊗ B_j
+
+Layout. Forward: one program per (head, batch), heads of one batch adjacent in the grid (they read the same
+B, C rows, which then come from L2), walking the chunks in order with the running state (p × n) in registers:
+x, B, C, dt are read once and y written once. Backward: (1) the forward kernel again with the outputs off,
+storing the state entering each chunk ((b, chunks, h, p, n) in the compute dtype; recomputed rather than saved in
+forward, as mamba-ssm does, so training holds no extra activation and the forward stays at its floor), then
+(2) one program per (head, batch) walking the chunks in reverse with the state gradient in registers, computing
+every per-chunk gradient there (dx, ddt, dB, dC, and per-program partial sums for dA and dD). dA, dD and
+ddt_bias are finished in PyTorch (sums over batch, and over (b, l) of the raw dt gradient). The head-sum of dB
+and dC for g < h is done with fp32 atomics by default (head_sum="atomic": one (b, l, g, n) buffer that stays
+in L2, instead of writing and re-reading a (b, l, h, n) buffer per gradient, 12x the bytes of dB at the
+production shapes; the summation order across heads varies run to run), or deterministically by
+head_sum="sum" (a per-head buffer summed in PyTorch).
+
+Dots (tl.dot) take their operands in the input dtype (bf16 at the production shapes, accumulating in fp32, as
+mamba-ssm's kernels do) unless dot_dtype says otherwise; fp32 inputs dot in fp32, which on a GPU means TF32
+unless TRITON_F32_DEFAULT says "ieee".
+
+Limits. p (headdim), n (d_state) and chunk_size may be any size: each is padded to a power of two >= 16 (tl.dot
+needs that) and masked, so sizes that already are powers of two >= 16 (the production 64, 32, 64) waste no
+lanes. Sequence lengths need not divide chunk_size (the tail is masked as dt = 0, as the reference pads). D is
+per head (h,), not per (h, p). Runs on CUDA tensors, or on CPU tensors under Triton's interpreter
+(TRITON_INTERPRET=1 set before this module is imported; tests/test_ssd_kernel.py). No seq_idx, z or cu_seqlens.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+from triton.runtime.interpreter import InterpretedFunction
+
+HEAD_SUMS = ("atomic", "sum")
+
+
+# --------------------------------------------------------------------------------------------------
+# Kernels
+# --------------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _softplus(z):
+    # log1p(exp(z)) without a log1p intrinsic (Triton's interpreter has none): log(w) * u / (w - 1) with
+    # w = 1 + u is accurate to a few ulp even where 1 + u rounds (Goldberg 1991, "What every computer scientist
+    # should know about floating-point arithmetic", theorem 4); log(1 + u) alone loses ~1e-4 relative at the
+    # usual dt ~ 1e-3. Above 20 it is z itself, as torch's softplus (threshold 20).
+    u = tl.exp(z)
+    w = 1.0 + u
+    sp = tl.where(w == 1.0, u, tl.log(w) * u / (w - 1.0))
+    return tl.where(z > 20.0, z, sp)
+
+
+@triton.jit
+def _chunk_dt(dt_base, sdt_l, dtb, A, pos, valid, SOFTPLUS: tl.constexpr, ACC: tl.constexpr):
+    """One chunk's dt (after softplus and bias; 0 outside the sequence), the pre-softplus value z, and the
+    cumulative log-decay cs = cumsum(dt * A). All (BL,)."""
+    z = tl.load(dt_base + pos * sdt_l, mask=valid, other=0.0).to(ACC) + dtb
+    dtv = _softplus(z) if SOFTPLUS else z
+    dtv = tl.where(valid, dtv, 0.0)  # dt = 0 on padding: no decay, no input (as ssd_reference pads)
+    cs = tl.cumsum(dtv * A, axis=0)
+    return dtv, z, cs
+
+
+@triton.jit
+def _ssd_fwd_kernel(
+    x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, dtb_ptr, init_ptr, y_ptr, final_ptr, states_ptr,
+    seqlen, nchunks, chunk_size, heads_per_group, hdim, dstate,
+    sx_b, sx_l, sx_h, sx_p,
+    sdt_b, sdt_l, sdt_h,
+    sB_b, sB_l, sB_g, sB_n,
+    sC_b, sC_l, sC_g, sC_n,
+    sy_b, sy_l, sy_h, sy_p,
+    si_b, si_h, si_p, si_n,
+    sf_b, sf_h, sf_p, sf_n,
+    ss_b, ss_c, ss_h, ss_p, ss_n,
+    BL: tl.constexpr, BP: tl.constexpr, BN: tl.constexpr,
+    SOFTPLUS: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_INIT: tl.constexpr,
+    COMPUTE_Y: tl.constexpr, STORE_FINAL: tl.constexpr, STORE_STATES: tl.constexpr,
+    ACC: tl.constexpr, DOT: tl.constexpr,
+):
+    pid_h = tl.program_id(0)
+    pid_b = tl.program_id(1).to(tl.int64)  # int64: batch offsets of (b, l, h, p) tensors pass 2**31
+    g = pid_h // heads_per_group
+    t = tl.arange(0, BL)
+    pp = tl.arange(0, BP)
+    nn = tl.arange(0, BN)
+    pmask = pp < hdim
+    nmask = nn < dstate
+    pn_mask = pmask[:, None] & nmask[None, :]
+
+    x_base = x_ptr + pid_b * sx_b + pid_h * sx_h
+    dt_base = dt_ptr + pid_b * sdt_b + pid_h * sdt_h
+    B_base = B_ptr + pid_b * sB_b + g * sB_g
+    C_base = C_ptr + pid_b * sC_b + g * sC_g
+    y_base = y_ptr + pid_b * sy_b + pid_h * sy_h
+    A = tl.load(A_ptr + pid_h).to(ACC)
+    dtb = tl.load(dtb_ptr + pid_h).to(ACC) if HAS_BIAS else 0.0
+    Dh = tl.load(D_ptr + pid_h).to(ACC) if HAS_D else 0.0
+    causal = t[:, None] >= t[None, :]  # (BL, BL) [i, j]: j <= i
+
+    if HAS_INIT:
+        S = tl.load(init_ptr + pid_b * si_b + pid_h * si_h + pp[:, None] * si_p + nn[None, :] * si_n,
+                    mask=pn_mask, other=0.0).to(ACC)  # (BP, BN)
+    else:
+        S = tl.zeros((BP, BN), dtype=ACC)
+
+    for c in range(nchunks):
+        pos = c * chunk_size + t  # (BL,) positions of this chunk; lanes past chunk_size are padding
+        valid = (t < chunk_size) & (pos < seqlen)
+        dtv, _, cs = _chunk_dt(dt_base, sdt_l, dtb, A, pos, valid, SOFTPLUS, ACC)
+        cs_last = tl.sum(tl.where(t == BL - 1, cs, 0.0), axis=0)
+        lp_mask = valid[:, None] & pmask[None, :]
+        ln_mask = valid[:, None] & nmask[None, :]
+        xc = tl.load(x_base + pos[:, None] * sx_l + pp[None, :] * sx_p, mask=lp_mask, other=0.0).to(ACC)
+        Bc = tl.load(B_base + pos[:, None] * sB_l + nn[None, :] * sB_n, mask=ln_mask, other=0.0).to(ACC)
+        if STORE_STATES:  # the state entering chunk c, for the backward
+            tl.store(states_ptr + pid_b * ss_b + c * ss_c + pid_h * ss_h + pp[:, None] * ss_p + nn[None, :] * ss_n,
+                     S, mask=pn_mask)
+        if COMPUTE_Y:
+            Cc = tl.load(C_base + pos[:, None] * sC_l + nn[None, :] * sC_n, mask=ln_mask, other=0.0).to(ACC)
+            CB = tl.dot(Cc.to(DOT), tl.trans(Bc).to(DOT), out_dtype=ACC)  # (BL, BL) C_i·B_j
+            decay = tl.exp(tl.where(causal, cs[:, None] - cs[None, :], float("-inf")))  # 0 above the diagonal
+            M = CB * decay * dtv[None, :]
+            y = tl.dot(M.to(DOT), xc.to(DOT), out_dtype=ACC)  # (BL, BP) within the chunk
+            y += tl.exp(cs)[:, None] * tl.dot(Cc.to(DOT), tl.trans(S).to(DOT), out_dtype=ACC)  # carried state
+            if HAS_D:
+                y += Dh * xc
+            tl.store(y_base + pos[:, None] * sy_l + pp[None, :] * sy_p, y.to(y_ptr.dtype.element_ty), mask=lp_mask)
+        w = tl.exp(cs_last - cs) * dtv  # (BL,) weight of x_j ⊗ B_j in the state at the chunk's end
+        S = tl.exp(cs_last) * S + tl.dot(tl.trans(xc * w[:, None]).to(DOT), Bc.to(DOT), out_dtype=ACC)
+
+    if STORE_FINAL:
+        tl.store(final_ptr + pid_b * sf_b + pid_h * sf_h + pp[:, None] * sf_p + nn[None, :] * sf_n, S,
+                 mask=pn_mask)
+
+
+@triton.jit
+def _ssd_bwd_kernel(
+    x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, dtb_ptr, dy_ptr, states_ptr, dfinal_ptr,
+    dx_ptr, ddt_ptr, dB_ptr, dC_ptr, dA_ptr, dD_ptr, dinit_ptr,
+    seqlen, nchunks, chunk_size, heads_per_group, hdim, dstate,
+    sx_b, sx_l, sx_h, sx_p,
+    sdt_b, sdt_l, sdt_h,
+    sB_b, sB_l, sB_g, sB_n,
+    sC_b, sC_l, sC_g, sC_n,
+    sdy_b, sdy_l, sdy_h, sdy_p,
+    ss_b, ss_c, ss_h, ss_p, ss_n,
+    sdf_b, sdf_h, sdf_p, sdf_n,
+    sdx_b, sdx_l, sdx_h, sdx_p,
+    sddt_b, sddt_l, sddt_h,
+    sdB_b, sdB_l, sdB_k, sdB_n,
+    sdC_b, sdC_l, sdC_k, sdC_n,
+    sdi_b, sdi_h, sdi_p, sdi_n,
+    BL: tl.constexpr, BP: tl.constexpr, BN: tl.constexpr,
+    SOFTPLUS: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_DFINAL: tl.constexpr,
+    STORE_DINIT: tl.constexpr, HEAD_ATOMIC: tl.constexpr, ACC: tl.constexpr, DOT: tl.constexpr,
+):
+    pid_h = tl.program_id(0)
+    pid_b = tl.program_id(1).to(tl.int64)
+    nheads = tl.num_programs(0)
+    g = pid_h // heads_per_group
+    # dB, dC: one (b, l, g, n) buffer that the group's heads add into (HEAD_ATOMIC), or a per-head (b, l, h, n)
+    # one (summed over the group in PyTorch; also the g == h case, where there is nothing to sum)
+    k = g if HEAD_ATOMIC else pid_h
+    t = tl.arange(0, BL)
+    pp = tl.arange(0, BP)
+    nn = tl.arange(0, BN)
+    pmask = pp < hdim
+    nmask = nn < dstate
+    pn_mask = pmask[:, None] & nmask[None, :]
+
+    x_base = x_ptr + pid_b * sx_b + pid_h * sx_h
+    dt_base = dt_ptr + pid_b * sdt_b + pid_h * sdt_h
+    B_base = B_ptr + pid_b * sB_b + g * sB_g
+    C_base = C_ptr + pid_b * sC_b + g * sC_g
+    dy_base = dy_ptr + pid_b * sdy_b + pid_h * sdy_h
+    st_base = states_ptr + pid_b * ss_b + pid_h * ss_h
+    dx_base = dx_ptr + pid_b * sdx_b + pid_h * sdx_h
+    ddt_base = ddt_ptr + pid_b * sddt_b + pid_h * sddt_h
+    dB_base = dB_ptr + pid_b * sdB_b + k * sdB_k
+    dC_base = dC_ptr + pid_b * sdC_b + k * sdC_k
+    A = tl.load(A_ptr + pid_h).to(ACC)
+    dtb = tl.load(dtb_ptr + pid_h).to(ACC) if HAS_BIAS else 0.0
+    Dh = tl.load(D_ptr + pid_h).to(ACC) if HAS_D else 0.0
+    causal = t[:, None] >= t[None, :]
+
+    if HAS_DFINAL:  # dS: the loss's gradient w.r.t. the state at the end of the current chunk
+        dS = tl.load(dfinal_ptr + pid_b * sdf_b + pid_h * sdf_h + pp[:, None] * sdf_p + nn[None, :] * sdf_n,
+                     mask=pn_mask, other=0.0).to(ACC)
+    else:
+        dS = tl.zeros((BP, BN), dtype=ACC)
+    dA_acc = tl.zeros((BL,), dtype=ACC)
+    dD_acc = tl.zeros((BP,), dtype=ACC)
+
+    for ci in range(nchunks):
+        c = nchunks - 1 - ci
+        pos = c * chunk_size + t
+        valid = (t < chunk_size) & (pos < seqlen)
+        dtv, z, cs = _chunk_dt(dt_base, sdt_l, dtb, A, pos, valid, SOFTPLUS, ACC)
+        is_last = t == BL - 1
+        cs_last = tl.sum(tl.where(is_last, cs, 0.0), axis=0)
+        lp_mask = valid[:, None] & pmask[None, :]
+        ln_mask = valid[:, None] & nmask[None, :]
+        xc = tl.load(x_base + pos[:, None] * sx_l + pp[None, :] * sx_p, mask=lp_mask, other=0.0).to(ACC)
+        dy = tl.load(dy_base + pos[:, None] * sdy_l + pp[None, :] * sdy_p, mask=lp_mask, other=0.0).to(ACC)
+        Bc = tl.load(B_base + pos[:, None] * sB_l + nn[None, :] * sB_n, mask=ln_mask, other=0.0).to(ACC)
+        Cc = tl.load(C_base + pos[:, None] * sC_l + nn[None, :] * sC_n, mask=ln_mask, other=0.0).to(ACC)
+        S0 = tl.load(st_base + c * ss_c + pp[:, None] * ss_p + nn[None, :] * ss_n, mask=pn_mask, other=0.0)
+        S0 = S0.to(ACC)  # (BP, BN) the state entering chunk c (forward)
+
+        decay = tl.exp(tl.where(causal, cs[:, None] - cs[None, :], float("-inf")))  # (BL, BL) [i, j]
+        CB = tl.dot(Cc.to(DOT), tl.trans(Bc).to(DOT), out_dtype=ACC)  # C_i·B_j
+        G = tl.dot(dy.to(DOT), tl.trans(xc).to(DOT), out_dtype=ACC)  # dy_i·x_j
+        e_end = tl.exp(cs_last - cs)  # (BL,) decay from j to the chunk's end
+        e_in = tl.exp(cs)  # (BL,) decay from the chunk's start to i
+
+        # x enters as xd_j = dt_j x_j: its gradient from the outputs i >= j and from the state at the end
+        BdS = tl.dot(Bc.to(DOT), tl.trans(dS).to(DOT), out_dtype=ACC)  # (BL, BP) dS B_j
+        dxd = tl.dot(tl.trans(CB * decay).to(DOT), dy.to(DOT), out_dtype=ACC) + e_end[:, None] * BdS
+        dx = dxd * dtv[:, None]
+        if HAS_D:
+            dx += Dh * dy
+            dD_acc += tl.sum(dy * xc, axis=0)
+        tl.store(dx_base + pos[:, None] * sdx_l + pp[None, :] * sdx_p, dx.to(dx_ptr.dtype.element_ty), mask=lp_mask)
+
+        Gd = G * decay * dtv[None, :]  # (BL, BL) [i, j]: dy_i·xd_j exp(cs_i - cs_j)
+        dB = tl.dot(tl.trans(Gd).to(DOT), Cc.to(DOT), out_dtype=ACC)
+        dB += (e_end * dtv)[:, None] * tl.dot(xc.to(DOT), dS.to(DOT), out_dtype=ACC)
+        dyS = tl.dot(dy.to(DOT), S0.to(DOT), out_dtype=ACC)  # (BL, BN) dy_i S_in
+        dC = tl.dot(Gd.to(DOT), Bc.to(DOT), out_dtype=ACC) + e_in[:, None] * dyS
+        dB_ptrs = dB_base + pos[:, None] * sdB_l + nn[None, :] * sdB_n
+        dC_ptrs = dC_base + pos[:, None] * sdC_l + nn[None, :] * sdC_n
+        if HEAD_ATOMIC:
+            tl.atomic_add(dB_ptrs, dB, mask=ln_mask)
+            tl.atomic_add(dC_ptrs, dC, mask=ln_mask)
+        else:
+            tl.store(dB_ptrs, dB, mask=ln_mask)
+            tl.store(dC_ptrs, dC, mask=ln_mask)
+
+        # the gradient w.r.t. cs: exp(cs_i - cs_j) within the chunk, exp(cs_i) on the carried state's read-out,
+        # exp(cs_last - cs_j) and exp(cs_last) in the state at the chunk's end
+        T = Gd * CB  # (BL, BL) each term of y_i·dy_i within the chunk
+        dcs = tl.sum(T, axis=1) - tl.sum(T, axis=0)
+        dcs += e_in * tl.sum(Cc * dyS, axis=1)
+        u = e_end * dtv * tl.sum(xc * BdS, axis=1)  # (BL,) <dS, exp(cs_last - cs_j) xd_j ⊗ B_j>
+        dcs -= u
+        dcs += tl.where(is_last, tl.sum(u, axis=0) + tl.exp(cs_last) * tl.sum(tl.sum(dS * S0, axis=1), axis=0), 0.0)
+        da = tl.cumsum(dcs, axis=0, reverse=True)  # cs_t = sum_{s<=t} a_s: da_s = sum_{t>=s} dcs_t
+        ddt = tl.sum(dxd * xc, axis=1) + A * da
+        dA_acc += dtv * da
+        if SOFTPLUS:
+            ddt = tl.where(z > 20.0, ddt, ddt / (1.0 + tl.exp(-z)))  # softplus' = sigmoid (1 past threshold 20)
+        tl.store(ddt_base + pos * sddt_l, ddt, mask=valid)
+
+        # the state gradient entering chunk c: through the decay across the chunk and the read-outs C_i
+        dS = tl.exp(cs_last) * dS + tl.dot(tl.trans(dy * e_in[:, None]).to(DOT), Cc.to(DOT), out_dtype=ACC)
+
+    tl.store(dA_ptr + pid_b * nheads + pid_h, tl.sum(dA_acc, axis=0))
+    if HAS_D:
+        tl.store(dD_ptr + pid_b * nheads + pid_h, tl.sum(dD_acc, axis=0))
+    if STORE_DINIT:
+        tl.store(dinit_ptr + pid_b * sdi_b + pid_h * sdi_h + pp[:, None] * sdi_p + nn[None, :] * sdi_n, dS,
+                 mask=pn_mask)
+
+
+# --------------------------------------------------------------------------------------------------
+# Launchers
+# --------------------------------------------------------------------------------------------------
+
+
+_TL_DTYPES = {torch.float64: tl.float64, torch.float32: tl.float32, torch.bfloat16: tl.bfloat16,
+              torch.float16: tl.float16}
+
+
+def interpreted() -> bool:
+    """Whether this module's kernels run in Triton's CPU interpreter (TRITON_INTERPRET=1 at import)."""
+    return isinstance(_ssd_fwd_kernel, InterpretedFunction)
+
+
+def _block(size: int) -> int:
+    """size padded to a power of two >= 16 (tl.dot's smallest tile)."""
+    return max(16, triton.next_power_of_2(size))
+
+
+def _compute_dtype(x: torch.Tensor) -> torch.dtype:
+    return torch.float64 if x.dtype == torch.float64 else torch.float32  # as golf.ssm.compute_dtype
+
+
+def _check(x, dt, A, B, C, chunk_size, D, dt_bias, initial_states, dot_dtype) -> None:
+    """One ValueError line for the first input that is not what the kernels take."""
+    if x.dim() != 4:
+        raise ValueError(f"ssd_scan: x must be (batch, seqlen, nheads, headdim), got shape {tuple(x.shape)}")
+    b, l, h, p = x.shape
+    if B.dim() != 4 or B.shape[:2] != (b, l) or h % B.shape[2]:
+        raise ValueError(f"ssd_scan: B must be (batch, seqlen, ngroups, dstate) = ({b}, {l}, g, n) with nheads {h} "
+                         f"divisible by g, got {tuple(B.shape)}")
+    g, n = B.shape[2], B.shape[3]
+    expected = {"dt": (dt, (b, l, h)), "A": (A, (h,)), "C": (C, (b, l, g, n)), "D": (D, (h,)),
+                "dt_bias": (dt_bias, (h,)), "initial_states": (initial_states, (b, h, p, n))}
+    for name, (t, shape) in expected.items():
+        if t is not None and tuple(t.shape) != shape:
+            raise ValueError(f"ssd_scan: {name} must have shape {shape}, got {tuple(t.shape)}")
+    if not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"ssd_scan: chunk_size must be a positive int, got {chunk_size!r}")
+    for name, t in (("x", x), ("dt", dt), ("A", A), ("B", B), ("C", C), ("D", D), ("dt_bias", dt_bias),
+                    ("initial_states", initial_states)):
+        if t is None:
+            continue
+        if t.dtype not in _TL_DTYPES:
+            raise ValueError(f"ssd_scan: {name} must be a float64/32/16 or bfloat16 tensor, got {t.dtype}")
+        if t.device != x.device:
+            raise ValueError(f"ssd_scan: {name} is on {t.device} but x is on {x.device}: all inputs on one device")
+    if dot_dtype is not None and dot_dtype not in _TL_DTYPES:
+        raise ValueError(f"ssd_scan: dot_dtype must be None or one of {list(_TL_DTYPES)}, got {dot_dtype}")
+    if x.device.type != "cuda" and not interpreted():
+        raise ValueError(f"ssd_scan: the Triton kernels need CUDA tensors (x is on {x.device}); on a CPU they run "
+                         "only in Triton's interpreter (TRITON_INTERPRET=1 before golf.ssd_kernel is imported)")
+
+
+def _dot_dtype(x: torch.Tensor, dot_dtype: torch.dtype | None):
+    return _TL_DTYPES[dot_dtype or (x.dtype if x.dtype in (torch.bfloat16, torch.float16) else _compute_dtype(x))]
+
+
+def _strides(t: torch.Tensor | None, ndim: int) -> tuple[int, ...]:
+    return tuple(t.stride()) if t is not None else (0,) * ndim
+
+
+def ssd_scan_fwd(x, dt, A, B, C, chunk_size, D=None, dt_bias=None, dt_softplus=False, initial_states=None,
+                 compute_y=True, return_final_states=False, return_states=False, dot_dtype=None, num_warps=4):
+    """The forward kernel. Returns (y or None, final state or None, states entering each chunk or None):
+    y (b, l, h, p) in x's dtype, final (b, h, p, n) and states (b, chunks, h, p, n) in the compute dtype."""
+    b, l, h, p = x.shape
+    g, n = B.shape[2], B.shape[3]
+    nchunks = triton.cdiv(l, chunk_size)
+    acc = _compute_dtype(x)
+    y = torch.empty(b, l, h, p, dtype=x.dtype, device=x.device) if compute_y else None
+    final = torch.empty(b, h, p, n, dtype=acc, device=x.device) if return_final_states else None
+    states = torch.empty(b, nchunks, h, p, n, dtype=acc, device=x.device) if return_states else None
+    dummy = x  # pointer for absent optional tensors (never read: the constexpr flags turn their loads off)
+    _ssd_fwd_kernel[(h, b)](
+        x, dt, A, B, C, D if D is not None else dummy, dt_bias if dt_bias is not None else dummy,
+        initial_states if initial_states is not None else dummy, y if y is not None else dummy,
+        final if final is not None else dummy, states if states is not None else dummy,
+        l, nchunks, chunk_size, h // g, p, n,
+        *x.stride(), *dt.stride(), *B.stride(), *C.stride(), *_strides(y, 4), *_strides(initial_states, 4),
+        *_strides(final, 4), *_strides(states, 5),
+        BL=_block(chunk_size), BP=_block(p), BN=_block(n),
+        SOFTPLUS=dt_softplus, HAS_D=D is not None, HAS_BIAS=dt_bias is not None,
+        HAS_INIT=initial_states is not None, COMPUTE_Y=compute_y, STORE_FINAL=return_final_states,
+        STORE_STATES=return_states, ACC=_TL_DTYPES[acc], DOT=_dot_dtype(x, dot_dtype), num_warps=num_warps)
+    return y, final, states
+
+
+def ssd_scan_bwd(dy, dfinal, x, dt, A, B, C, chunk_size, D=None, dt_bias=None, dt_softplus=False,
+                 initial_states=None, head_sum="atomic", dot_dtype=None, num_warps=4):
+    """Gradients (dx, ddt, dA, dB, dC, dD, ddt_bias, dinitial_states), each in its input's dtype (None for an
+    absent D, dt_bias or initial_states). dy: (b, l, h, p) or None (zeros); dfinal: (b, h, p, n) or None."""
+    if head_sum not in HEAD_SUMS:
+        raise ValueError(f"ssd_scan: head_sum must be one of {list(HEAD_SUMS)}, got {head_sum!r}")
+    b, l, h, p = x.shape
+    g, n = B.shape[2], B.shape[3]
+    hpg = h // g
+    acc = _compute_dtype(x)
+    nchunks = triton.cdiv(l, chunk_size)
+    if dy is None:
+        dy = torch.zeros_like(x)
+    # the state entering each chunk, recomputed (reads x, B, dt again; writes (b, chunks, h, p, n))
+    _, _, states = ssd_scan_fwd(x, dt, A, B, C, chunk_size, D, dt_bias, dt_softplus, initial_states,
+                                compute_y=False, return_states=True, dot_dtype=dot_dtype, num_warps=num_warps)
+    atomic = head_sum == "atomic" and hpg > 1
+    dx = torch.empty(b, l, h, p, dtype=x.dtype, device=x.device)
+    ddt = torch.empty(b, l, h, dtype=acc, device=x.device)
+    k = g if (atomic or hpg == 1) else h
+    dB = (torch.zeros if atomic else torch.empty)(b, l, k, n, dtype=acc, device=x.device)
+    dC = (torch.zeros if atomic else torch.empty)(b, l, k, n, dtype=acc, device=x.device)
+    dA_part = torch.empty(b, h, dtype=acc, device=x.device)
+    dD_part = torch.empty(b, h, dtype=acc, device=x.device) if D is not None else None
+    dinit = torch.empty(b, h, p, n, dtype=acc, device=x.device) if initial_states is not None else None
+    dummy = x
+    _ssd_bwd_kernel[(h, b)](
+        x, dt, A, B, C, D if D is not None else dummy, dt_bias if dt_bias is not None else dummy, dy, states,
+        dfinal if dfinal is not None else dummy, dx, ddt, dB, dC, dA_part,
+        dD_part if dD_part is not None else dummy, dinit if dinit is not None else dummy,
+        l, nchunks, chunk_size, hpg, p, n,
+        *x.stride(), *dt.stride(), *B.stride(), *C.stride(), *dy.stride(), *states.stride(),
+        *_strides(dfinal, 4), *dx.stride(), *ddt.stride(), *dB.stride(), *dC.stride(), *_strides(dinit, 4),
+        BL=_block(chunk_size), BP=_block(p), BN=_block(n),
+        SOFTPLUS=dt_softplus, HAS_D=D is not None, HAS_BIAS=dt_bias is not None, HAS_DFINAL=dfinal is not None,
+        STORE_DINIT=dinit is not None, HEAD_ATOMIC=atomic, ACC=_TL_DTYPES[acc], DOT=_dot_dtype(x, dot_dtype),
+        num_warps=num_warps)
+    if k != g:  # per-head partial gradients of the group's shared B, C
+        dB = dB.view(b, l, g, hpg, n).sum(3)
+        dC = dC.view(b, l, g, hpg, n).sum(3)
+    ddt_bias = ddt.sum((0, 1)).to(dt_bias.dtype) if dt_bias is not None else None  # ddt is w.r.t. dt + dt_bias
+    return (dx, ddt.to(dt.dtype), dA_part.sum(0).to(A.dtype), dB.to(B.dtype), dC.to(C.dtype),
+            dD_part.sum(0).to(D.dtype) if D is not None else None, ddt_bias,
+            dinit.to(initial_states.dtype) if dinit is not None else None)
+
+
+# --------------------------------------------------------------------------------------------------
+# Autograd
+# --------------------------------------------------------------------------------------------------
+
+
+class _SSDScanFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, dt, A, B, C, chunk_size, D, dt_bias, initial_states, dt_softplus, return_final_states,
+                head_sum, dot_dtype, num_warps):
+        y, final, _ = ssd_scan_fwd(x, dt, A, B, C, chunk_size, D, dt_bias, dt_softplus, initial_states,
+                                   return_final_states=return_final_states, dot_dtype=dot_dtype,
+                                   num_warps=num_warps)
+        ctx.save_for_backward(x, dt, A, B, C, D, dt_bias, initial_states)
+        ctx.opts = (chunk_size, dt_softplus, head_sum, dot_dtype, num_warps)
+        ctx.set_materialize_grads(False)  # an unused output gets None, not a tensor of zeros to read
+        return (y, final) if return_final_states else y
+
+    @staticmethod
+    def backward(ctx, dy, dfinal=None):
+        x, dt, A, B, C, D, dt_bias, initial_states = ctx.saved_tensors
+        chunk_size, dt_softplus, head_sum, dot_dtype, num_warps = ctx.opts
+        dx, ddt, dA, dB, dC, dD, ddt_bias, dinit = ssd_scan_bwd(
+            dy, dfinal, x, dt, A, B, C, chunk_size, D, dt_bias, dt_softplus, initial_states, head_sum=head_sum,
+            dot_dtype=dot_dtype, num_warps=num_warps)
+        return dx, ddt, dA, dB, dC, None, dD, ddt_bias, dinit, None, None, None, None, None
+
+
+def ssd_scan(x, dt, A, B, C, chunk_size, D=None, dt_bias=None, dt_softplus=False, initial_states=None,
+             return_final_states=False, *, head_sum="atomic", dot_dtype=None, num_warps=4):
+    """mamba_chunk_scan_combined's call as golf's mixer makes it (no z, seq_idx, cu_seqlens; D per head), on
+    golf's kernels, differentiable w.r.t. x, dt, A, B, C, D, dt_bias and initial_states.
+
+    x (b, l, h, p), dt (b, l, h) before softplus, A (h,), B, C (b, l, g, n), D and dt_bias (h,) or None,
+    initial_states (b, h, p, n) or None. Returns y (b, l, h, p) in x's dtype, and with return_final_states
+    (y, final state (b, h, p, n) in fp32, fp64 for fp64 x). head_sum: "atomic" or "sum" (module docstring);
+    dot_dtype: the tl.dot operand dtype (default: x's dtype; fp32 for fp32 x); num_warps: per program."""
+    _check(x, dt, A, B, C, chunk_size, D, dt_bias, initial_states, dot_dtype)
+    if head_sum not in HEAD_SUMS:
+        raise ValueError(f"ssd_scan: head_sum must be one of {list(HEAD_SUMS)}, got {head_sum!r}")
+    return _SSDScanFn.apply(x, dt, A, B, C, chunk_size, D, dt_bias, initial_states, dt_softplus,
+                            return_final_states, head_sum, dot_dtype, num_warps)

@@ -1,0 +1,227 @@
+"""golf's fused Triton SSD kernels (golf/ssd_kernel.py) against the PyTorch reference, on the CPU through
+Triton's interpreter (TRITON_INTERPRET=1): the forward's y and final state, and every gradient (x, dt, A, B, C,
+D, dt_bias, initial_states) against torch.autograd through golf.ssm.ssd_scan_reference. The kernels compute in
+fp64 for fp64 inputs, so most cases compare at ~1e-12 relative: a wrong decay, an off-by-one in the causal mask
+or a missing term is off by orders of magnitude more. Small shapes keep the interpreter fast; one case uses the
+production tiles (headdim 64, d_state 32, chunk 64)."""
+
+import importlib
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+pytest.importorskip("triton", reason="triton is not installed: the interpreter parity tests need it")
+
+from golf.ssm import ssd_reference, ssd_scan_reference
+
+F64 = torch.float64
+
+
+@pytest.fixture(scope="module")
+def sk():
+    """golf.ssd_kernel, its kernels interpreted on the CPU (tests/conftest.py sets TRITON_INTERPRET=1 where there
+    is no CUDA) or compiled for a CUDA device; the tests' tensors go to DEVICE."""
+    mod = importlib.import_module("golf.ssd_kernel")
+    if not mod.interpreted() and not torch.cuda.is_available():
+        pytest.skip("no CUDA device and TRITON_INTERPRET is not 1: Triton's kernels cannot run here")
+    return mod
+
+
+@pytest.fixture(scope="module")
+def device(sk):
+    return "cpu" if sk.interpreted() else "cuda"
+
+
+def _inputs(seed, b, l, h, p, g, n, dtype=F64, init=True):
+    """Mamba-2-like inputs: dt = softplus(dt_raw + dt_bias) around 0.01-0.1, A in [-4, -0.5], so that
+    the state decays by ~e^-1 to e^-10 across a chunk and what passes between chunks still matters."""
+    gen = torch.Generator().manual_seed(seed)
+
+    def rand(*shape):
+        return torch.rand(*shape, generator=gen, dtype=F64)
+
+    def randn(*shape):
+        return torch.randn(*shape, generator=gen, dtype=F64)
+
+    dt0 = torch.exp(rand(h) * (torch.log(torch.tensor(0.1)) - torch.log(torch.tensor(0.01))) + torch.log(
+        torch.tensor(0.01)))
+    t = {"x": randn(b, l, h, p), "dt": 0.5 * randn(b, l, h), "A": -(0.5 + 3.5 * rand(h)),
+         "B": randn(b, l, g, n), "C": randn(b, l, g, n), "D": randn(h), "dt_bias": torch.log(torch.expm1(dt0)),
+         "initial_states": randn(b, h, p, n) if init else None}
+    return {k: (v.to(dtype) if v is not None else None) for k, v in t.items()}
+
+
+def _loss_weights(seed, y_shape, final_shape):
+    gen = torch.Generator().manual_seed(seed + 1000)
+    return torch.randn(*y_shape, generator=gen, dtype=F64), torch.randn(*final_shape, generator=gen, dtype=F64)
+
+
+def _run(fn, inputs, wy, wf, use_y=True, use_final=True, device="cpu"):
+    """fn's y and final state, and the gradients of sum(y * wy) + sum(final * wf) w.r.t. every input, with
+    the inputs on `device`; results on the CPU."""
+    leaves = {k: v.detach().to(device).requires_grad_(True) for k, v in inputs.items() if v is not None}
+    y, final = fn(**leaves)
+    loss = 0
+    if use_y:
+        loss = loss + (y.to(F64) * wy.to(device)).sum()
+    if use_final:
+        loss = loss + (final.to(F64) * wf.to(device)).sum()
+    loss.backward()
+    grads = {k: (v.grad if v.grad is not None else torch.zeros_like(v)).cpu() for k, v in leaves.items()}
+    return y.detach().cpu(), final.detach().cpu(), grads  # no grad: the output does not depend on it (D, final)
+
+
+def _reference(chunk):
+    def fn(x, dt, A, B, C, D, dt_bias, initial_states=None):
+        return ssd_scan_reference(x, dt, A, B, C, D, dt_bias, chunk, initial_states)
+    return fn
+
+
+def _kernel(sk, chunk, **opts):
+    def fn(x, dt, A, B, C, D, dt_bias, initial_states=None):
+        return sk.ssd_scan(x, dt, A, B, C, chunk, D=D, dt_bias=dt_bias, dt_softplus=True,
+                           initial_states=initial_states, return_final_states=True, **opts)
+    return fn
+
+
+def _assert_close(name, got, want, tol):
+    """max |got - want| within tol times the largest |want| (a relative error that ignores tiny entries)."""
+    assert got.shape == want.shape, f"{name}: shape {tuple(got.shape)} != {tuple(want.shape)}"
+    assert torch.isfinite(got).all(), f"{name}: non-finite values"
+    scale = want.abs().max().item()
+    err = (got.to(F64) - want.to(F64)).abs().max().item()
+    assert err <= tol * max(scale, 1e-30), f"{name}: max abs error {err:.3e} vs magnitude {scale:.3e} (tol {tol})"
+
+
+CASES = {
+    # b, l, h, p, g, n, chunk, with initial state, head_sum
+    "multi_chunk_with_init": (2, 128, 2, 16, 1, 16, 32, True, "atomic"),
+    "no_init": (2, 96, 2, 16, 1, 16, 32, False, "atomic"),
+    "ragged_length": (2, 100, 2, 16, 1, 16, 32, True, "atomic"),  # 100 = 3 chunks of 32 + 4
+    "groups_head_sum": (2, 64, 4, 16, 2, 16, 16, True, "sum"),  # 2 heads per group, summed in PyTorch
+    "groups_atomic": (1, 64, 4, 16, 2, 16, 16, True, "atomic"),
+    "one_head_per_group": (1, 64, 2, 16, 2, 16, 32, True, "atomic"),  # nothing to sum: stored directly
+    "odd_sizes": (2, 70, 3, 24, 1, 8, 24, True, "atomic"),  # headdim, d_state, chunk padded to 32, 16, 32
+    "production_tiles": (1, 192, 2, 64, 1, 32, 64, True, "atomic"),  # headdim 64, d_state 32, chunk 64
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_fp64_forward_and_gradients_match_reference(sk, device, case):
+    b, l, h, p, g, n, chunk, init, head_sum = CASES[case]
+    inputs = _inputs(len(case), b, l, h, p, g, n, init=init)
+    wy, wf = _loss_weights(len(case), (b, l, h, p), (b, h, p, n))
+    y, final, grads = _run(_kernel(sk, chunk, head_sum=head_sum), inputs, wy, wf, device=device)
+    y_ref, final_ref, grads_ref = _run(_reference(chunk), inputs, wy, wf)
+    assert y.dtype == F64 and final.dtype == F64
+    _assert_close("y", y, y_ref, 1e-12)
+    _assert_close("final state", final, final_ref, 1e-12)
+    assert grads.keys() == grads_ref.keys()
+    for k in grads_ref:
+        _assert_close(f"d{k}", grads[k], grads_ref[k], 1e-10)
+
+
+@pytest.mark.parametrize("use_y,use_final", [(True, False), (False, True)], ids=["y_only", "final_only"])
+def test_gradients_from_one_output_only(sk, device, use_y, use_final):
+    """The backward with no gradient for the final state (dfinal None), or none for y (dy None)."""
+    inputs = _inputs(5, 2, 96, 2, 16, 1, 16)
+    wy, wf = _loss_weights(5, (2, 96, 2, 16), (2, 2, 16, 16))
+    _, _, grads = _run(_kernel(sk, 32), inputs, wy, wf, use_y, use_final, device)
+    _, _, grads_ref = _run(_reference(32), inputs, wy, wf, use_y, use_final)
+    for k in grads_ref:
+        _assert_close(f"d{k}", grads[k], grads_ref[k], 1e-10)
+
+
+def test_fp32_matches_fp64_reference(sk, device):
+    """fp32 inputs (fp32 state and dots, as the kernels run on a GPU for fp32) at the production tiles."""
+    inputs = _inputs(7, 2, 128, 2, 64, 1, 32)
+    wy, wf = _loss_weights(7, (2, 128, 2, 64), (2, 2, 64, 32))
+    y, final, grads = _run(_kernel(sk, 64), {k: v.float() for k, v in inputs.items()}, wy, wf, device=device)
+    y_ref, final_ref, grads_ref = _run(_reference(64), inputs, wy, wf)
+    assert y.dtype == torch.float32 and final.dtype == torch.float32
+    _assert_close("y", y, y_ref, 2e-5)
+    _assert_close("final state", final, final_ref, 2e-5)
+    for k in grads_ref:
+        assert grads[k].dtype == torch.float32, k
+        _assert_close(f"d{k}", grads[k], grads_ref[k], 1e-4)
+
+
+def test_bf16_activations_keep_their_dtypes(sk, device):
+    """bf16 x, B, C (fp32 dt, A, D, dt_bias), as the mixer calls the scan: y and dx, dB, dC come back in bf16,
+    the final state in fp32, within bf16 rounding of the reference on the same bf16 inputs. The dots run in
+    fp32 here: Triton's interpreter miscomputes bf16 tl.dot (it is exercised by bench/ssd_kernel_bench.py on a
+    GPU against mamba-ssm)."""
+    inputs = _inputs(9, 2, 96, 2, 16, 1, 16)
+    for k in ("x", "B", "C"):
+        inputs[k] = inputs[k].bfloat16()
+    inputs["dt"], inputs["A"] = inputs["dt"].float(), inputs["A"].float()
+    inputs["D"], inputs["dt_bias"] = inputs["D"].float(), inputs["dt_bias"].float()
+    inputs["initial_states"] = inputs["initial_states"].float()
+    wy, wf = _loss_weights(9, (2, 96, 2, 16), (2, 2, 16, 16))
+    y, final, grads = _run(_kernel(sk, 32, dot_dtype=torch.float32), inputs, wy, wf, device=device)
+    y_ref, final_ref, grads_ref = _run(_reference(32), inputs, wy, wf)
+    assert y.dtype == torch.bfloat16 and final.dtype == torch.float32
+    _assert_close("y", y, y_ref, 1e-2)  # both round the same fp32 result to bf16: at most an ulp apart
+    _assert_close("final state", final, final_ref, 1e-5)
+    for k in grads_ref:
+        assert grads[k].dtype == inputs[k].dtype, k
+        _assert_close(f"d{k}", grads[k], grads_ref[k], 1e-2 if inputs[k].dtype == torch.bfloat16 else 1e-5)
+
+
+def test_without_softplus_bias_and_skip_matches_ssd_reference(sk, device):
+    """dt_softplus=False, no D, no dt_bias: the bare SSD scan, against ssd_reference with the same dt."""
+    inputs = _inputs(11, 2, 80, 2, 16, 1, 16)
+    dt = F.softplus(inputs["dt"])
+    args = {k: inputs[k] for k in ("x", "A", "B", "C", "initial_states")} | {"dt": dt}
+    wy, wf = _loss_weights(11, (2, 80, 2, 16), (2, 2, 16, 16))
+
+    def kern(x, dt, A, B, C, initial_states):
+        return sk.ssd_scan(x, dt, A, B, C, 32, initial_states=initial_states, return_final_states=True)
+
+    def ref(x, dt, A, B, C, initial_states):
+        return ssd_reference(x, dt, A, B, C, 32, initial_states)
+
+    y, final, grads = _run(kern, args, wy, wf, device=device)
+    y_ref, final_ref, grads_ref = _run(ref, args, wy, wf)
+    _assert_close("y", y, y_ref, 1e-12)
+    _assert_close("final state", final, final_ref, 1e-12)
+    for k in grads_ref:
+        _assert_close(f"d{k}", grads[k], grads_ref[k], 1e-10)
+
+
+def test_returns_y_alone_without_final_states(sk, device):
+    inputs = _inputs(13, 1, 64, 2, 16, 1, 16, init=False)
+    on = {k: v.to(device) for k, v in inputs.items() if v is not None}
+    y = sk.ssd_scan(on["x"], on["dt"], on["A"], on["B"], on["C"], 32, D=on["D"], dt_bias=on["dt_bias"],
+                    dt_softplus=True).cpu()
+    y_ref, _ = ssd_scan_reference(inputs["x"], inputs["dt"], inputs["A"], inputs["B"], inputs["C"], inputs["D"],
+                                  inputs["dt_bias"], 32)
+    assert isinstance(y, torch.Tensor)
+    _assert_close("y", y, y_ref, 1e-12)
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"x": torch.zeros(2, 64, 2)}, "x must be (batch, seqlen, nheads, headdim)"),
+    ({"B": torch.zeros(2, 64, 3, 16, dtype=F64)}, "B must be (batch, seqlen, ngroups, dstate)"),
+    ({"C": torch.zeros(2, 64, 1, 8, dtype=F64)}, "C must have shape (2, 64, 1, 16)"),
+    ({"dt": torch.zeros(2, 63, 2, dtype=F64)}, "dt must have shape (2, 64, 2)"),
+    ({"D": torch.zeros(2, 16, dtype=F64)}, "D must have shape (2,)"),
+    ({"initial_states": torch.zeros(2, 2, 16, 8, dtype=F64)}, "initial_states must have shape (2, 2, 16, 16)"),
+    ({"A": torch.zeros(2, dtype=torch.int64)}, "A must be a float64/32/16 or bfloat16 tensor"),
+    ({"chunk_size": 0}, "chunk_size must be a positive int"),
+    ({"head_sum": "tree"}, "head_sum must be one of"),
+])
+def test_bad_input_is_one_clear_error(sk, change, message):
+    args = {k: v for k, v in _inputs(1, 2, 64, 2, 16, 1, 16).items()} | {"chunk_size": 32, "dt_softplus": True}
+    args |= change
+    with pytest.raises(ValueError, match="ssd_scan: " + message.replace("(", r"\(").replace(")", r"\)")):
+        sk.ssd_scan(**args)
+
+
+def test_cpu_tensors_outside_the_interpreter_are_refused(sk, monkeypatch):
+    """Compiled (not interpreted) kernels on CPU tensors: one clear error instead of a Triton crash."""
+    monkeypatch.setattr(sk, "interpreted", lambda: False)
+    args = _inputs(1, 1, 32, 2, 16, 1, 16)
+    with pytest.raises(ValueError, match="need CUDA tensors"):
+        sk.ssd_scan(**args, chunk_size=32)
