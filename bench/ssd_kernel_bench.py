@@ -1,0 +1,226 @@
+"""golf's fused SSD scan (golf/ssd_kernel.py) against mamba-ssm's mamba_chunk_scan_combined on a CUDA device:
+parity first, then forward and forward+backward time per call, against the memory floor (issue 22).
+
+Defaults are the production shapes of hybrid_12_b131k: b=64 sequences of l=2048, h=12 heads of headdim p=64,
+g=1 group, d_state n=32, chunk 64; x, B, C in bf16, dt (raw), A, D, dt_bias in fp32; dt_softplus=True, no
+initial or final state (as in training).
+
+1. Parity. Every implementation's y and gradients (x, dt, A, B, C, D, dt_bias for one random dy) on the first
+   --ref-b sequences against golf.ssm.ssd_scan_reference in fp32 (the same bf16 inputs), and each golf variant
+   against mamba-ssm on the whole batch: max |a - b| / max |b| per tensor. A golf variant off by more than
+   --tol from mamba-ssm (or from the reference without mamba-ssm) is not timed.
+2. Time: triton.testing.do_bench (warm-up first, so mamba-ssm's autotuning is done), median ms per call.
+   Floor: the bytes each call must move (forward: read x, B, C, dt, write y; backward: read x, B, C, dt, dy,
+   write dx, dB, dC, ddt) at --bw TB/s.
+
+    python bench/ssd_kernel_bench.py                         # production shapes, golf with 4 and 8 warps
+    python bench/ssd_kernel_bench.py --b 8 --l 1024 --head-sums atomic,sum --json $OUT/ssd_kernel.json
+
+mamba-ssm is imported lazily (golf.ssm._import_mamba_triton), so --help works anywhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import importlib.metadata
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+GRADS = ("x", "dt", "A", "B", "C", "D", "dt_bias")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    for name, default, what in (("b", 64, "batch (sequences)"), ("l", 2048, "sequence length"),
+                                ("h", 12, "heads"), ("p", 64, "headdim"), ("g", 1, "groups of B, C"),
+                                ("n", 32, "d_state"), ("chunk", 64, "chunk size")):
+        ap.add_argument(f"--{name}", type=int, default=default, help=f"{what} (default {default})")
+    ap.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], default="bf16", help="x, B, C dtype (default bf16)")
+    ap.add_argument("--num-warps", default="4,8", help="golf kernel variants: warps per program (default 4,8)")
+    ap.add_argument("--head-sums", default="atomic", help="golf kernel variants: dB/dC head sum, atomic and/or sum")
+    ap.add_argument("--ref-b", type=int, default=2, help="sequences checked against the fp32 reference (default 2)")
+    ap.add_argument("--tol", type=float, default=0.05, help="largest relative difference to mamba-ssm (default 0.05)")
+    ap.add_argument("--bw", type=float, default=4.0, help="memory bandwidth for the floor, TB/s (default 4.0)")
+    ap.add_argument("--warmup", type=int, default=50, help="do_bench warm-up, ms (default 50)")
+    ap.add_argument("--rep", type=int, default=200, help="do_bench repetitions, ms (default 200)")
+    ap.add_argument("--no-mamba", action="store_true", help="time golf's kernel alone")
+    ap.add_argument("--device", default="cuda", help="cuda (default); cpu is a dry run of this script in Triton's "
+                    "interpreter (TRITON_INTERPRET=1, tiny shapes, --no-mamba), timed with a wall clock")
+    ap.add_argument("--json", type=Path, help="also write the results here")
+    return ap.parse_args(argv)
+
+
+def make_inputs(a: argparse.Namespace, b: int, seed: int = 0) -> dict:
+    """Mamba-2-like inputs: dt_bias = softplus^-1 of dt in [1e-3, 1e-1], A = -[1, 16] (Mamba2's init)."""
+    gen = torch.Generator(device=a.device).manual_seed(seed)
+    act = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[a.dtype]
+
+    def randn(*shape, dtype=torch.float32):
+        return torch.randn(*shape, generator=gen, device=a.device).to(dtype)
+
+    def rand(*shape):
+        return torch.rand(*shape, generator=gen, device=a.device)
+
+    dt0 = torch.exp(rand(a.h) * (math.log(0.1) - math.log(1e-3)) + math.log(1e-3))  # (h,) log-uniform
+    return {"x": randn(b, a.l, a.h, a.p, dtype=act), "dt": 0.5 * randn(b, a.l, a.h),
+            "A": -(1 + 15 * rand(a.h)), "B": randn(b, a.l, a.g, a.n, dtype=act),
+            "C": randn(b, a.l, a.g, a.n, dtype=act), "D": torch.ones(a.h, device=a.device),
+            "dt_bias": dt0 + torch.log(-torch.expm1(-dt0))}  # softplus(dt_bias) = dt0
+
+
+def call(scan, inp: dict, chunk: int):
+    return scan(inp["x"], inp["dt"], inp["A"], inp["B"], inp["C"], chunk, D=inp["D"], dt_bias=inp["dt_bias"],
+                dt_softplus=True)
+
+
+def outputs(scan, inp: dict, dy: torch.Tensor, chunk: int) -> dict:
+    """y and the gradients of sum(y * dy), in fp32."""
+    leaves = {k: v.detach().clone().requires_grad_(True) for k, v in inp.items()}
+    y = call(scan, leaves, chunk)
+    y.backward(dy)
+    return {"y": y.detach().float()} | {k: leaves[k].grad.float() for k in GRADS}
+
+
+def rel_errs(got: dict, want: dict) -> dict:
+    return {k: float((got[k] - want[k]).abs().max() / want[k].abs().max().clamp_min(1e-30)) for k in want}
+
+
+def reference_scan(x, dt, A, B, C, chunk, D, dt_bias, dt_softplus):
+    from golf.ssm import ssd_scan_reference
+    return ssd_scan_reference(x, dt, A, B, C, D, dt_bias, chunk)[0]
+
+
+def floor_ms(a: argparse.Namespace, act_bytes: int) -> dict:
+    x = a.b * a.l * a.h * a.p * act_bytes  # x, y, dy, dx
+    bc = a.b * a.l * a.g * a.n * act_bytes  # B, C, dB, dC each
+    dt = a.b * a.l * a.h * 4  # dt, ddt (fp32)
+    fwd = 2 * x + 2 * bc + dt
+    bwd = 3 * x + 4 * bc + 2 * dt  # read x, dy, B, C, dt; write dx, dB, dC, ddt
+    return {"fwd_bytes": fwd, "fwd_bwd_bytes": fwd + bwd, "fwd_ms": fwd / (a.bw * 1e9),
+            "fwd_bwd_ms": (fwd + bwd) / (a.bw * 1e9)}
+
+
+def _wall_clock(fn, warmup, rep, grad_to_none=(), return_mode="median"):
+    """do_bench's stand-in for --device cpu: one warm-up call, then the median of three."""
+    fn()
+    times = []
+    for _ in range(3):
+        for t in grad_to_none:
+            t.grad = None
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1e3)
+    return sorted(times)[1]
+
+
+def time_ms(scan, inp: dict, dy: torch.Tensor, a: argparse.Namespace) -> dict:
+    from triton.testing import do_bench
+    do_bench = do_bench if a.device == "cuda" else _wall_clock
+    with torch.no_grad():
+        fwd = do_bench(lambda: call(scan, inp, a.chunk), warmup=a.warmup, rep=a.rep, return_mode="median")
+    leaves = {k: v.detach().clone().requires_grad_(True) for k, v in inp.items()}
+    both = do_bench(lambda: call(scan, leaves, a.chunk).backward(dy), warmup=a.warmup, rep=a.rep,
+                    grad_to_none=list(leaves.values()), return_mode="median")
+    return {"fwd_ms": fwd, "fwd_bwd_ms": both}
+
+
+def table(rows: list[list], header: list[str]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(str(c) for c in r) + " |" for r in rows])
+
+
+def main(argv=None) -> int:
+    a = parse_args(argv)
+    if a.device == "cuda" and not torch.cuda.is_available():
+        print("error: this benchmark needs a CUDA device (--device cpu: a dry run in Triton's interpreter)",
+              file=sys.stderr)
+        return 2
+    from golf import ssd_kernel
+    from golf.ssm import _import_mamba_triton
+
+    impls = {}
+    if not a.no_mamba:
+        mamba = _import_mamba_triton()
+        if mamba is None:
+            print("error: mamba-ssm's Triton kernels are not importable here (or pass --no-mamba)", file=sys.stderr)
+            return 2
+        impls["mamba-ssm"] = mamba["scan"]
+    for hs in a.head_sums.split(","):
+        for w in a.num_warps.split(","):
+            impls[f"golf {hs} w{w}"] = functools.partial(ssd_kernel.ssd_scan, head_sum=hs, num_warps=int(w))
+
+    result = {"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items()},
+              "device": torch.cuda.get_device_name() if a.device == "cuda" else a.device, "versions": {}, "parity_vs_reference": {},
+              "parity_vs_mamba": {}, "timing": {}, "errors": {}}
+    for pkg in ("torch", "triton", "mamba_ssm"):
+        try:
+            result["versions"][pkg] = importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            result["versions"][pkg] = None
+
+    # 1. parity
+    inp = make_inputs(a, a.b)
+    dy = torch.randn(a.b, a.l, a.h, a.p, device=a.device).to(inp["x"].dtype)
+    small = {k: (v[: a.ref_b] if v.dim() > 1 else v) for k, v in inp.items()}
+    ref = outputs(reference_scan, small, dy[: a.ref_b], a.chunk)
+    full = {}
+    for name, scan in impls.items():
+        try:
+            result["parity_vs_reference"][name] = rel_errs(outputs(scan, small, dy[: a.ref_b], a.chunk), ref)
+            full[name] = outputs(scan, inp, dy, a.chunk)
+        except Exception as e:  # noqa: BLE001 -- report a failing kernel and carry on with the others
+            result["errors"][name] = repr(e)
+            print(f"{name}: FAILED {e!r}", file=sys.stderr)
+    base = "mamba-ssm" if "mamba-ssm" in full else None
+    for name, out in full.items():
+        if name != base and base is not None:
+            result["parity_vs_mamba"][name] = rel_errs(out, full[base])
+    del full
+    cols = ["y"] + [f"d{k}" for k in GRADS]
+    for title, errs in ((f"vs fp32 reference (first {a.ref_b} sequences)", result["parity_vs_reference"]),
+                        ("vs mamba-ssm (whole batch)", result["parity_vs_mamba"])):
+        if errs:
+            print(f"\nparity {title}: max |a - b| / max |b|\n")
+            print(table([[n] + [f"{e[k]:.1e}" for k in ["y", *GRADS]] for n, e in errs.items()], ["impl", *cols]))
+
+    # 2. time
+    floor = floor_ms(a, inp["x"].element_size())
+    result["floor"] = floor
+    rows = []
+    for name, scan in impls.items():
+        if name in result["errors"]:
+            continue
+        errs = result["parity_vs_mamba"].get(name) or result["parity_vs_reference"].get(name, {})
+        if name != "mamba-ssm" and max(errs.values(), default=0) > a.tol:
+            result["errors"][name] = f"parity: a relative difference above --tol {a.tol}, not timed"
+            print(f"{name}: not timed (parity above --tol {a.tol})", file=sys.stderr)
+            continue
+        try:
+            t = time_ms(scan, inp, dy, a)
+        except Exception as e:  # noqa: BLE001
+            result["errors"][name] = repr(e)
+            print(f"{name}: timing FAILED {e!r}", file=sys.stderr)
+            continue
+        result["timing"][name] = t
+        rows.append([name, f"{t['fwd_ms']:.3f}", f"{t['fwd_ms'] / floor['fwd_ms']:.1f}x",
+                     f"{t['fwd_bwd_ms']:.3f}", f"{t['fwd_bwd_ms'] / floor['fwd_bwd_ms']:.1f}x"])
+    rows.append(["memory floor", f"{floor['fwd_ms']:.3f}", "1.0x", f"{floor['fwd_bwd_ms']:.3f}", "1.0x"])
+    print(f"\n{result['device']}, b={a.b} l={a.l} h={a.h} p={a.p} g={a.g} n={a.n} chunk={a.chunk} {a.dtype}, "
+          f"floor at {a.bw} TB/s\n")
+    print(table(rows, ["impl", "fwd ms", "fwd / floor", "fwd+bwd ms", "fwd+bwd / floor"]))
+    if a.json:
+        a.json.parent.mkdir(parents=True, exist_ok=True)
+        a.json.write_text(json.dumps(result, indent=1))
+    return 1 if result["errors"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
