@@ -43,17 +43,22 @@ def parse_args(argv=None) -> argparse.Namespace:
                                 ("h", 12, "heads"), ("p", 64, "headdim"), ("g", 1, "groups of B, C"),
                                 ("n", 32, "d_state"), ("chunk", 64, "chunk size")):
         ap.add_argument(f"--{name}", type=int, default=default, help=f"{what} (default {default})")
-    ap.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], default="bf16", help="x, B, C dtype (default bf16)")
+    ap.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], default="bf16",
+                    help="x, B, C dtype (default bf16)")
     ap.add_argument("--num-warps", default="4,8", help="golf kernel variants: warps per program (default 4,8)")
-    ap.add_argument("--head-sums", default="atomic", help="golf kernel variants: dB/dC head sum, atomic and/or sum")
-    ap.add_argument("--ref-b", type=int, default=2, help="sequences checked against the fp32 reference (default 2)")
-    ap.add_argument("--tol", type=float, default=0.05, help="largest relative difference to mamba-ssm (default 0.05)")
+    ap.add_argument("--head-sums", default="atomic",
+                    help="golf kernel variants: dB/dC head sum, atomic and/or sum (default atomic)")
+    ap.add_argument("--ref-b", type=int, default=2,
+                    help="sequences checked against the fp32 reference (default 2)")
+    ap.add_argument("--tol", type=float, default=0.05,
+                    help="largest relative difference to mamba-ssm (default 0.05)")
     ap.add_argument("--bw", type=float, default=4.0, help="memory bandwidth for the floor, TB/s (default 4.0)")
     ap.add_argument("--warmup", type=int, default=50, help="do_bench warm-up, ms (default 50)")
     ap.add_argument("--rep", type=int, default=200, help="do_bench repetitions, ms (default 200)")
     ap.add_argument("--no-mamba", action="store_true", help="time golf's kernel alone")
-    ap.add_argument("--device", default="cuda", help="cuda (default); cpu is a dry run of this script in Triton's "
-                    "interpreter (TRITON_INTERPRET=1, tiny shapes, --no-mamba), timed with a wall clock")
+    ap.add_argument("--device", default="cuda",
+                    help="cuda (default); cpu is a dry run of this script in Triton's interpreter "
+                    "(TRITON_INTERPRET=1, tiny shapes, --dtype fp32, --no-mamba), timed with a wall clock")
     ap.add_argument("--json", type=Path, help="also write the results here")
     return ap.parse_args(argv)
 
@@ -150,7 +155,8 @@ def main(argv=None) -> int:
     if not a.no_mamba:
         mamba = _import_mamba_triton()
         if mamba is None:
-            print("error: mamba-ssm's Triton kernels are not importable here (or pass --no-mamba)", file=sys.stderr)
+            print("error: mamba-ssm's Triton kernels are not importable here (or pass --no-mamba)",
+                  file=sys.stderr)
             return 2
         impls["mamba-ssm"] = mamba["scan"]
     for hs in a.head_sums.split(","):
@@ -158,8 +164,8 @@ def main(argv=None) -> int:
             impls[f"golf {hs} w{w}"] = functools.partial(ssd_kernel.ssd_scan, head_sum=hs, num_warps=int(w))
 
     result = {"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items()},
-              "device": torch.cuda.get_device_name() if a.device == "cuda" else a.device, "versions": {}, "parity_vs_reference": {},
-              "parity_vs_mamba": {}, "timing": {}, "errors": {}}
+              "device": torch.cuda.get_device_name() if a.device == "cuda" else a.device, "versions": {},
+              "parity_vs_reference": {}, "parity_vs_mamba": {}, "timing": {}, "errors": {}}
     for pkg in ("torch", "triton", "mamba_ssm"):
         try:
             result["versions"][pkg] = importlib.metadata.version(pkg)
@@ -189,7 +195,8 @@ def main(argv=None) -> int:
                         ("vs mamba-ssm (whole batch)", result["parity_vs_mamba"])):
         if errs:
             print(f"\nparity {title}: max |a - b| / max |b|\n")
-            print(table([[n] + [f"{e[k]:.1e}" for k in ["y", *GRADS]] for n, e in errs.items()], ["impl", *cols]))
+            rows = [[n] + [f"{e[k]:.1e}" for k in ["y", *GRADS]] for n, e in errs.items()]
+            print(table(rows, ["impl", *cols]))
 
     # 2. time
     floor = floor_ms(a, inp["x"].element_size())

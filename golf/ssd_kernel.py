@@ -27,8 +27,9 @@ production shapes; the summation order across heads varies run to run), or deter
 head_sum="sum" (a per-head buffer summed in PyTorch).
 
 Dots (tl.dot) take their operands in the input dtype (bf16 at the production shapes, accumulating in fp32, as
-mamba-ssm's kernels do) unless dot_dtype says otherwise; fp32 inputs dot in fp32, which on a GPU means TF32
-unless TRITON_F32_DEFAULT says "ieee".
+mamba-ssm's kernels do) unless dot_dtype says otherwise; fp32 and fp64 inputs dot at full precision (Triton's
+"ieee"), and dot_dtype="tf32" rounds fp32 operands to TF32 on a GPU (Triton's default for fp32, which mamba-ssm's
+kernels get).
 
 Limits. p (headdim), n (d_state) and chunk_size may be any size: each is padded to a power of two >= 16 (tl.dot
 needs that) and masked, so sizes that already are powers of two >= 16 (the production 64, 32, 64) waste no
@@ -65,6 +66,12 @@ def _softplus(z):
 
 
 @triton.jit
+def _mm(a, b, ACC: tl.constexpr, DOT: tl.constexpr, PREC: tl.constexpr):
+    """a @ b with operands cast to DOT, accumulated in ACC."""
+    return tl.dot(a.to(DOT), b.to(DOT), out_dtype=ACC, input_precision=PREC)
+
+
+@triton.jit
 def _chunk_dt(dt_base, sdt_l, dtb, A, pos, valid, SOFTPLUS: tl.constexpr, ACC: tl.constexpr):
     """One chunk's dt (after softplus and bias; 0 outside the sequence), the pre-softplus value z, and the
     cumulative log-decay cs = cumsum(dt * A). All (BL,)."""
@@ -90,7 +97,7 @@ def _ssd_fwd_kernel(
     BL: tl.constexpr, BP: tl.constexpr, BN: tl.constexpr,
     SOFTPLUS: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_INIT: tl.constexpr,
     COMPUTE_Y: tl.constexpr, STORE_FINAL: tl.constexpr, STORE_STATES: tl.constexpr,
-    ACC: tl.constexpr, DOT: tl.constexpr,
+    ACC: tl.constexpr, DOT: tl.constexpr, PREC: tl.constexpr,
 ):
     pid_h = tl.program_id(0)
     pid_b = tl.program_id(1).to(tl.int64)  # int64: batch offsets of (b, l, h, p) tensors pass 2**31
@@ -128,20 +135,21 @@ def _ssd_fwd_kernel(
         xc = tl.load(x_base + pos[:, None] * sx_l + pp[None, :] * sx_p, mask=lp_mask, other=0.0).to(ACC)
         Bc = tl.load(B_base + pos[:, None] * sB_l + nn[None, :] * sB_n, mask=ln_mask, other=0.0).to(ACC)
         if STORE_STATES:  # the state entering chunk c, for the backward
-            tl.store(states_ptr + pid_b * ss_b + c * ss_c + pid_h * ss_h + pp[:, None] * ss_p + nn[None, :] * ss_n,
-                     S, mask=pn_mask)
+            st_ptrs = states_ptr + pid_b * ss_b + c * ss_c + pid_h * ss_h + pp[:, None] * ss_p + nn[None, :] * ss_n
+            tl.store(st_ptrs, S, mask=pn_mask)
         if COMPUTE_Y:
             Cc = tl.load(C_base + pos[:, None] * sC_l + nn[None, :] * sC_n, mask=ln_mask, other=0.0).to(ACC)
-            CB = tl.dot(Cc.to(DOT), tl.trans(Bc).to(DOT), out_dtype=ACC)  # (BL, BL) C_i·B_j
+            CB = _mm(Cc, tl.trans(Bc), ACC, DOT, PREC)  # (BL, BL) C_i·B_j
             decay = tl.exp(tl.where(causal, cs[:, None] - cs[None, :], float("-inf")))  # 0 above the diagonal
             M = CB * decay * dtv[None, :]
-            y = tl.dot(M.to(DOT), xc.to(DOT), out_dtype=ACC)  # (BL, BP) within the chunk
-            y += tl.exp(cs)[:, None] * tl.dot(Cc.to(DOT), tl.trans(S).to(DOT), out_dtype=ACC)  # carried state
+            y = _mm(M, xc, ACC, DOT, PREC)  # (BL, BP) within the chunk
+            y += tl.exp(cs)[:, None] * _mm(Cc, tl.trans(S), ACC, DOT, PREC)  # carried state
             if HAS_D:
                 y += Dh * xc
-            tl.store(y_base + pos[:, None] * sy_l + pp[None, :] * sy_p, y.to(y_ptr.dtype.element_ty), mask=lp_mask)
+            y_ptrs = y_base + pos[:, None] * sy_l + pp[None, :] * sy_p
+            tl.store(y_ptrs, y.to(y_ptr.dtype.element_ty), mask=lp_mask)
         w = tl.exp(cs_last - cs) * dtv  # (BL,) weight of x_j ⊗ B_j in the state at the chunk's end
-        S = tl.exp(cs_last) * S + tl.dot(tl.trans(xc * w[:, None]).to(DOT), Bc.to(DOT), out_dtype=ACC)
+        S = tl.exp(cs_last) * S + _mm(tl.trans(xc * w[:, None]), Bc, ACC, DOT, PREC)
 
     if STORE_FINAL:
         tl.store(final_ptr + pid_b * sf_b + pid_h * sf_h + pp[:, None] * sf_p + nn[None, :] * sf_n, S,
@@ -168,6 +176,7 @@ def _ssd_bwd_kernel(
     BL: tl.constexpr, BP: tl.constexpr, BN: tl.constexpr,
     SOFTPLUS: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_DFINAL: tl.constexpr,
     STORE_DINIT: tl.constexpr, HEAD_ATOMIC: tl.constexpr, ACC: tl.constexpr, DOT: tl.constexpr,
+    PREC: tl.constexpr,
 ):
     pid_h = tl.program_id(0)
     pid_b = tl.program_id(1).to(tl.int64)
@@ -223,25 +232,26 @@ def _ssd_bwd_kernel(
         S0 = S0.to(ACC)  # (BP, BN) the state entering chunk c (forward)
 
         decay = tl.exp(tl.where(causal, cs[:, None] - cs[None, :], float("-inf")))  # (BL, BL) [i, j]
-        CB = tl.dot(Cc.to(DOT), tl.trans(Bc).to(DOT), out_dtype=ACC)  # C_i·B_j
-        G = tl.dot(dy.to(DOT), tl.trans(xc).to(DOT), out_dtype=ACC)  # dy_i·x_j
+        CB = _mm(Cc, tl.trans(Bc), ACC, DOT, PREC)  # C_i·B_j
+        G = _mm(dy, tl.trans(xc), ACC, DOT, PREC)  # dy_i·x_j
         e_end = tl.exp(cs_last - cs)  # (BL,) decay from j to the chunk's end
         e_in = tl.exp(cs)  # (BL,) decay from the chunk's start to i
 
         # x enters as xd_j = dt_j x_j: its gradient from the outputs i >= j and from the state at the end
-        BdS = tl.dot(Bc.to(DOT), tl.trans(dS).to(DOT), out_dtype=ACC)  # (BL, BP) dS B_j
-        dxd = tl.dot(tl.trans(CB * decay).to(DOT), dy.to(DOT), out_dtype=ACC) + e_end[:, None] * BdS
+        BdS = _mm(Bc, tl.trans(dS), ACC, DOT, PREC)  # (BL, BP) dS B_j
+        dxd = _mm(tl.trans(CB * decay), dy, ACC, DOT, PREC) + e_end[:, None] * BdS
         dx = dxd * dtv[:, None]
         if HAS_D:
             dx += Dh * dy
             dD_acc += tl.sum(dy * xc, axis=0)
-        tl.store(dx_base + pos[:, None] * sdx_l + pp[None, :] * sdx_p, dx.to(dx_ptr.dtype.element_ty), mask=lp_mask)
+        dx_ptrs = dx_base + pos[:, None] * sdx_l + pp[None, :] * sdx_p
+        tl.store(dx_ptrs, dx.to(dx_ptr.dtype.element_ty), mask=lp_mask)
 
         Gd = G * decay * dtv[None, :]  # (BL, BL) [i, j]: dy_i·xd_j exp(cs_i - cs_j)
-        dB = tl.dot(tl.trans(Gd).to(DOT), Cc.to(DOT), out_dtype=ACC)
-        dB += (e_end * dtv)[:, None] * tl.dot(xc.to(DOT), dS.to(DOT), out_dtype=ACC)
-        dyS = tl.dot(dy.to(DOT), S0.to(DOT), out_dtype=ACC)  # (BL, BN) dy_i S_in
-        dC = tl.dot(Gd.to(DOT), Bc.to(DOT), out_dtype=ACC) + e_in[:, None] * dyS
+        dB = _mm(tl.trans(Gd), Cc, ACC, DOT, PREC)
+        dB += (e_end * dtv)[:, None] * _mm(xc, dS, ACC, DOT, PREC)
+        dyS = _mm(dy, S0, ACC, DOT, PREC)  # (BL, BN) dy_i S_in
+        dC = _mm(Gd, Bc, ACC, DOT, PREC) + e_in[:, None] * dyS
         dB_ptrs = dB_base + pos[:, None] * sdB_l + nn[None, :] * sdB_n
         dC_ptrs = dC_base + pos[:, None] * sdC_l + nn[None, :] * sdC_n
         if HEAD_ATOMIC:
@@ -258,16 +268,17 @@ def _ssd_bwd_kernel(
         dcs += e_in * tl.sum(Cc * dyS, axis=1)
         u = e_end * dtv * tl.sum(xc * BdS, axis=1)  # (BL,) <dS, exp(cs_last - cs_j) xd_j ⊗ B_j>
         dcs -= u
-        dcs += tl.where(is_last, tl.sum(u, axis=0) + tl.exp(cs_last) * tl.sum(tl.sum(dS * S0, axis=1), axis=0), 0.0)
+        d_last = tl.sum(u, axis=0) + tl.exp(cs_last) * tl.sum(tl.sum(dS * S0, axis=1), axis=0)  # via cs_last
+        dcs += tl.where(is_last, d_last, 0.0)
         da = tl.cumsum(dcs, axis=0, reverse=True)  # cs_t = sum_{s<=t} a_s: da_s = sum_{t>=s} dcs_t
         ddt = tl.sum(dxd * xc, axis=1) + A * da
         dA_acc += dtv * da
         if SOFTPLUS:
-            ddt = tl.where(z > 20.0, ddt, ddt / (1.0 + tl.exp(-z)))  # softplus' = sigmoid (1 past threshold 20)
+            ddt = tl.where(z > 20.0, ddt, ddt / (1.0 + tl.exp(-z)))  # softplus' = sigmoid (1 past 20)
         tl.store(ddt_base + pos * sddt_l, ddt, mask=valid)
 
         # the state gradient entering chunk c: through the decay across the chunk and the read-outs C_i
-        dS = tl.exp(cs_last) * dS + tl.dot(tl.trans(dy * e_in[:, None]).to(DOT), Cc.to(DOT), out_dtype=ACC)
+        dS = tl.exp(cs_last) * dS + _mm(tl.trans(dy * e_in[:, None]), Cc, ACC, DOT, PREC)
 
     tl.store(dA_ptr + pid_b * nheads + pid_h, tl.sum(dA_acc, axis=0))
     if HAS_D:
@@ -306,8 +317,8 @@ def _check(x, dt, A, B, C, chunk_size, D, dt_bias, initial_states, dot_dtype) ->
         raise ValueError(f"ssd_scan: x must be (batch, seqlen, nheads, headdim), got shape {tuple(x.shape)}")
     b, l, h, p = x.shape
     if B.dim() != 4 or B.shape[:2] != (b, l) or h % B.shape[2]:
-        raise ValueError(f"ssd_scan: B must be (batch, seqlen, ngroups, dstate) = ({b}, {l}, g, n) with nheads {h} "
-                         f"divisible by g, got {tuple(B.shape)}")
+        raise ValueError(f"ssd_scan: B must be (batch, seqlen, ngroups, dstate) = ({b}, {l}, g, n) with nheads "
+                         f"{h} divisible by g, got {tuple(B.shape)}")
     g, n = B.shape[2], B.shape[3]
     expected = {"dt": (dt, (b, l, h)), "A": (A, (h,)), "C": (C, (b, l, g, n)), "D": (D, (h,)),
                 "dt_bias": (dt_bias, (h,)), "initial_states": (initial_states, (b, h, p, n))}
@@ -323,16 +334,21 @@ def _check(x, dt, A, B, C, chunk_size, D, dt_bias, initial_states, dot_dtype) ->
         if t.dtype not in _TL_DTYPES:
             raise ValueError(f"ssd_scan: {name} must be a float64/32/16 or bfloat16 tensor, got {t.dtype}")
         if t.device != x.device:
-            raise ValueError(f"ssd_scan: {name} is on {t.device} but x is on {x.device}: all inputs on one device")
-    if dot_dtype is not None and dot_dtype not in _TL_DTYPES:
-        raise ValueError(f"ssd_scan: dot_dtype must be None or one of {list(_TL_DTYPES)}, got {dot_dtype}")
+            raise ValueError(f"ssd_scan: {name} is on {t.device} but x is on {x.device}: one device for all")
+    if dot_dtype is not None and dot_dtype != "tf32" and dot_dtype not in _TL_DTYPES:
+        raise ValueError(f"ssd_scan: dot_dtype must be None, 'tf32' or one of {list(_TL_DTYPES)}, "
+                         f"got {dot_dtype}")
     if x.device.type != "cuda" and not interpreted():
-        raise ValueError(f"ssd_scan: the Triton kernels need CUDA tensors (x is on {x.device}); on a CPU they run "
-                         "only in Triton's interpreter (TRITON_INTERPRET=1 before golf.ssd_kernel is imported)")
+        raise ValueError(f"ssd_scan: the Triton kernels need CUDA tensors (x is on {x.device}); on a CPU they "
+                         "run only in Triton's interpreter (TRITON_INTERPRET=1 before triton is imported)")
 
 
-def _dot_dtype(x: torch.Tensor, dot_dtype: torch.dtype | None):
-    return _TL_DTYPES[dot_dtype or (x.dtype if x.dtype in (torch.bfloat16, torch.float16) else _compute_dtype(x))]
+def _dot(x: torch.Tensor, dot_dtype) -> dict:
+    """The kernels' DOT (tl.dot's operand dtype) and PREC (its input_precision) for x and dot_dtype."""
+    if dot_dtype == "tf32":
+        return {"DOT": tl.float32, "PREC": "tf32"}
+    dtype = dot_dtype or (x.dtype if x.dtype in (torch.bfloat16, torch.float16) else _compute_dtype(x))
+    return {"DOT": _TL_DTYPES[dtype], "PREC": "ieee"}  # ieee: fp32 operands not rounded to TF32
 
 
 def _strides(t: torch.Tensor | None, ndim: int) -> tuple[int, ...]:
@@ -361,7 +377,7 @@ def ssd_scan_fwd(x, dt, A, B, C, chunk_size, D=None, dt_bias=None, dt_softplus=F
         BL=_block(chunk_size), BP=_block(p), BN=_block(n),
         SOFTPLUS=dt_softplus, HAS_D=D is not None, HAS_BIAS=dt_bias is not None,
         HAS_INIT=initial_states is not None, COMPUTE_Y=compute_y, STORE_FINAL=return_final_states,
-        STORE_STATES=return_states, ACC=_TL_DTYPES[acc], DOT=_dot_dtype(x, dot_dtype), num_warps=num_warps)
+        STORE_STATES=return_states, ACC=_TL_DTYPES[acc], **_dot(x, dot_dtype), num_warps=num_warps)
     return y, final, states
 
 
@@ -400,7 +416,7 @@ def ssd_scan_bwd(dy, dfinal, x, dt, A, B, C, chunk_size, D=None, dt_bias=None, d
         *_strides(dfinal, 4), *dx.stride(), *ddt.stride(), *dB.stride(), *dC.stride(), *_strides(dinit, 4),
         BL=_block(chunk_size), BP=_block(p), BN=_block(n),
         SOFTPLUS=dt_softplus, HAS_D=D is not None, HAS_BIAS=dt_bias is not None, HAS_DFINAL=dfinal is not None,
-        STORE_DINIT=dinit is not None, HEAD_ATOMIC=atomic, ACC=_TL_DTYPES[acc], DOT=_dot_dtype(x, dot_dtype),
+        STORE_DINIT=dinit is not None, HEAD_ATOMIC=atomic, ACC=_TL_DTYPES[acc], **_dot(x, dot_dtype),
         num_warps=num_warps)
     if k != g:  # per-head partial gradients of the group's shared B, C
         dB = dB.view(b, l, g, hpg, n).sum(3)
@@ -446,7 +462,8 @@ def ssd_scan(x, dt, A, B, C, chunk_size, D=None, dt_bias=None, dt_softplus=False
     x (b, l, h, p), dt (b, l, h) before softplus, A (h,), B, C (b, l, g, n), D and dt_bias (h,) or None,
     initial_states (b, h, p, n) or None. Returns y (b, l, h, p) in x's dtype, and with return_final_states
     (y, final state (b, h, p, n) in fp32, fp64 for fp64 x). head_sum: "atomic" or "sum" (module docstring);
-    dot_dtype: the tl.dot operand dtype (default: x's dtype; fp32 for fp32 x); num_warps: per program."""
+    dot_dtype: the tl.dot operand dtype, or "tf32" (default: x's dtype, full-precision fp32 for fp32 x);
+    num_warps: per program."""
     _check(x, dt, A, B, C, chunk_size, D, dt_bias, initial_states, dot_dtype)
     if head_sum not in HEAD_SUMS:
         raise ValueError(f"ssd_scan: head_sum must be one of {list(HEAD_SUMS)}, got {head_sum!r}")

@@ -211,6 +211,7 @@ def test_returns_y_alone_without_final_states(sk, device):
     ({"A": torch.zeros(2, dtype=torch.int64)}, "A must be a float64/32/16 or bfloat16 tensor"),
     ({"chunk_size": 0}, "chunk_size must be a positive int"),
     ({"head_sum": "tree"}, "head_sum must be one of"),
+    ({"dot_dtype": torch.int8}, "dot_dtype must be None, 'tf32' or one of"),
 ])
 def test_bad_input_is_one_clear_error(sk, change, message):
     args = {k: v for k, v in _inputs(1, 2, 64, 2, 16, 1, 16).items()} | {"chunk_size": 32, "dt_softplus": True}
