@@ -7,14 +7,18 @@ initial or final state (as in training).
 
 1. Parity. Every implementation's y and gradients (x, dt, A, B, C, D, dt_bias for one random dy) on the first
    --ref-b sequences against golf.ssm.ssd_scan_reference in fp32 (the same bf16 inputs), and each golf variant
-   against mamba-ssm on the whole batch: max |a - b| / max |b| per tensor. A golf variant off by more than
-   --tol from mamba-ssm (or from the reference without mamba-ssm) is not timed.
+   against mamba-ssm on the whole batch: max |a - b| / max |b| per tensor. A golf variant is timed only if
+   each of its errors against the reference is within --tol or twice mamba-ssm's (both round in bf16, so
+   they need not agree more closely with each other than each does with the reference).
 2. Time: triton.testing.do_bench (warm-up first, so mamba-ssm's autotuning is done), median ms per call.
    Floor: the bytes each call must move (forward: read x, B, C, dt, write y; backward: read x, B, C, dt, dy,
    write dx, dB, dC, ddt) at --bw TB/s.
 
     python bench/ssd_kernel_bench.py                         # production shapes, golf with 4 and 8 warps
-    python bench/ssd_kernel_bench.py --b 8 --l 1024 --head-sums atomic,sum --json $OUT/ssd_kernel.json
+    python bench/ssd_kernel_bench.py --head-sums atomic,sum --json $OUT/ssd_kernel.json
+
+On a lent H200 (bench/README.md): carry .carry/whl (mamba-ssm's pure-Python wheel) and run
+`source bench/h200/h200_env.sh && python3 bench/ssd_kernel_bench.py --json $OUT/ssd_kernel.json`; no corpus needed.
 
 mamba-ssm is imported lazily (golf.ssm._import_mamba_triton), so --help works anywhere.
 """
@@ -51,7 +55,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--ref-b", type=int, default=2,
                     help="sequences checked against the fp32 reference (default 2)")
     ap.add_argument("--tol", type=float, default=0.05,
-                    help="largest relative difference to mamba-ssm (default 0.05)")
+                    help="largest relative error against the reference, unless mamba-ssm's is larger "
+                    "(default 0.05)")
     ap.add_argument("--bw", type=float, default=4.0, help="memory bandwidth for the floor, TB/s (default 4.0)")
     ap.add_argument("--warmup", type=int, default=50, help="do_bench warm-up, ms (default 50)")
     ap.add_argument("--rep", type=int, default=200, help="do_bench repetitions, ms (default 200)")
@@ -205,10 +210,11 @@ def main(argv=None) -> int:
     for name, scan in impls.items():
         if name in result["errors"]:
             continue
-        errs = result["parity_vs_mamba"].get(name) or result["parity_vs_reference"].get(name, {})
-        if name != "mamba-ssm" and max(errs.values(), default=0) > a.tol:
-            result["errors"][name] = f"parity: a relative difference above --tol {a.tol}, not timed"
-            print(f"{name}: not timed (parity above --tol {a.tol})", file=sys.stderr)
+        errs, mamba_errs = result["parity_vs_reference"][name], result["parity_vs_reference"].get("mamba-ssm", {})
+        off = [k for k, e in errs.items() if e > max(a.tol, 2 * mamba_errs.get(k, 0.0))]
+        if name != "mamba-ssm" and off:
+            result["errors"][name] = f"parity: {off} off the reference by more than --tol and 2x mamba-ssm's"
+            print(f"{name}: not timed, {result['errors'][name]}", file=sys.stderr)
             continue
         try:
             t = time_ms(scan, inp, dy, a)
