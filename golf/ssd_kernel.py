@@ -17,8 +17,9 @@ Layout. Forward: one program per (head, batch), heads of one batch adjacent in t
 B, C rows, which then come from L2), walking the chunks in order with the running state (p × n) in registers:
 x, B, C, dt are read once and y written once. Backward: (1) the forward kernel again with the outputs off,
 storing the state entering each chunk ((b, chunks, h, p, n) in the compute dtype; recomputed rather than saved in
-forward, as mamba-ssm does, so training holds no extra activation and the forward stays at its floor), then
-(2) one program per (head, batch) walking the chunks in reverse with the state gradient in registers, computing
+forward, as mamba-ssm's backward does (ssd_combined.py _mamba_chunk_scan_combined_bwd calls _chunk_state_fwd and
+_state_passing_fwd again, mamba-ssm 2.x), so training holds no extra activation and the forward stays at its
+floor), then (2) one program per (head, batch) walking the chunks in reverse with the state gradient in registers, computing
 every per-chunk gradient there (dx, ddt, dB, dC, and per-program partial sums for dA and dD). dA, dD and
 ddt_bias are finished in PyTorch (sums over batch, and over (b, l) of the raw dt gradient). The head-sum of dB
 and dC for g < h is done with fp32 atomics by default (head_sum="atomic": one (b, l, g, n) buffer that stays
@@ -26,8 +27,9 @@ in L2, instead of writing and re-reading a (b, l, h, n) buffer per gradient, 12x
 production shapes; the summation order across heads varies run to run), or deterministically by
 head_sum="sum" (a per-head buffer summed in PyTorch).
 
-Dots (tl.dot) take their operands in the input dtype (bf16 at the production shapes, accumulating in fp32, as
-mamba-ssm's kernels do) unless dot_dtype says otherwise; fp32 and fp64 inputs dot at full precision (Triton's
+Dots (tl.dot) take their operands in the input dtype (bf16 at the production shapes, accumulating in fp32; the
+states and state gradients too, as mamba-ssm's backward casts them to x's dtype "since [they] will be used in
+matmul", same file) unless dot_dtype says otherwise; fp32 and fp64 inputs dot at full precision (Triton's
 "ieee"), and dot_dtype="tf32" rounds fp32 operands to TF32 on a GPU (Triton's default for fp32, which mamba-ssm's
 kernels get).
 
@@ -35,7 +37,11 @@ Limits. p (headdim), n (d_state) and chunk_size may be any size: each is padded 
 needs that) and masked, so sizes that already are powers of two >= 16 (the production 64, 32, 64) waste no
 lanes. Sequence lengths need not divide chunk_size (the tail is masked as dt = 0, as the reference pads). D is
 per head (h,), not per (h, p). Runs on CUDA tensors, or on CPU tensors under Triton's interpreter
-(TRITON_INTERPRET=1 set before this module is imported; tests/test_ssd_kernel.py). No seq_idx, z or cu_seqlens.
+(TRITON_INTERPRET=1 set before triton is first imported; tests/conftest.py). No seq_idx, z or cu_seqlens.
+num_warps (default 4) is the one launch knob: the backward holds several (chunk × chunk) fp32 tiles per program,
+so 8 warps may spill less. As written (2026-11-30) it has been checked only in the interpreter against the
+reference (tests/test_ssd_kernel.py); compiling, parity against mamba-ssm and timing on a GPU are
+bench/ssd_kernel_bench.py's.
 """
 
 from __future__ import annotations

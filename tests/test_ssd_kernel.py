@@ -133,6 +133,34 @@ def test_gradients_from_one_output_only(sk, device, use_y, use_final):
         _assert_close(f"d{k}", grads[k], grads_ref[k], 1e-10)
 
 
+def test_strided_views_as_the_mixer_passes_them(sk, device):
+    """x, B, C, dt as views into one packed (b, l, width) tensor, as Mamba2Mixer splits in_proj's output: the
+    kernels read them through their strides (no copy), with the same result and gradients."""
+    b, l, h, p, n = 2, 80, 2, 16, 16
+    inputs = _inputs(17, b, l, h, p, 1, n)
+    wy, wf = _loss_weights(17, (b, l, h, p), (b, h, p, n))
+    packed = torch.cat([inputs["x"].reshape(b, l, h * p), inputs["B"].reshape(b, l, n),
+                        inputs["C"].reshape(b, l, n), inputs["dt"], torch.zeros(b, l, 5, dtype=F64)], dim=-1)
+    rest = {k: inputs[k] for k in ("A", "D", "dt_bias", "initial_states")}
+
+    def views(fn):
+        def run(packed, **rest):
+            x, B, C, dt, _ = torch.split(packed, [h * p, n, n, h, 5], dim=-1)
+            assert not x.is_contiguous() and not dt.is_contiguous()
+            return fn(x=x.reshape(b, l, h, p), dt=dt, B=B.reshape(b, l, 1, n), C=C.reshape(b, l, 1, n), **rest)
+        return run
+
+    y, final, grads = _run(views(_kernel(sk, 32)), {"packed": packed} | rest, wy, wf, device=device)
+    y_ref, final_ref, grads_ref = _run(_reference(32), inputs, wy, wf)
+    _assert_close("y", y, y_ref, 1e-12)
+    _assert_close("final state", final, final_ref, 1e-12)
+    want = torch.cat([grads_ref["x"].reshape(b, l, h * p), grads_ref["B"].reshape(b, l, n),
+                      grads_ref["C"].reshape(b, l, n), grads_ref["dt"], torch.zeros(b, l, 5, dtype=F64)], dim=-1)
+    _assert_close("d(packed)", grads["packed"], want, 1e-10)
+    for k in rest:
+        _assert_close(f"d{k}", grads[k], grads_ref[k], 1e-10)
+
+
 def test_fp32_matches_fp64_reference(sk, device):
     """fp32 inputs (fp32 state and dots, as the kernels run on a GPU for fp32) at the production tiles."""
     inputs = _inputs(7, 2, 128, 2, 64, 1, 32)
