@@ -470,8 +470,8 @@ def ssd_scan(x, dt, A, B, C, chunk_size, D=None, dt_bias=None, dt_softplus=False
     (y, final state (b, h, p, n) in fp32, fp64 for fp64 x). head_sum: "atomic" or "sum" (module docstring);
     dot_dtype: the tl.dot operand dtype, or "tf32" (default: x's dtype, full-precision fp32 for fp32 x);
     num_warps: per program."""
-    _check(x, dt, A, B, C, chunk_size, D, dt_bias, initial_states, dot_dtype)
-    if head_sum not in HEAD_SUMS:
+    if head_sum not in HEAD_SUMS:  # before _check, whose last check is the device's
         raise ValueError(f"ssd_scan: head_sum must be one of {list(HEAD_SUMS)}, got {head_sum!r}")
+    _check(x, dt, A, B, C, chunk_size, D, dt_bias, initial_states, dot_dtype)
     return _SSDScanFn.apply(x, dt, A, B, C, chunk_size, D, dt_bias, initial_states, dt_softplus,
                             return_final_states, head_sum, dot_dtype, num_warps)
