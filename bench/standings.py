@@ -27,7 +27,8 @@ RESULTS = Path(__file__).resolve().parent / "results"
 # configuration -> its seeds' result folders, as in the Welch report that compared it (RESULTS.md below the
 # table gives each report's command). A seed run under an override that a config later adopted counts for it.
 GROUPS: dict[str, list[str]] = {
-    "hybrid_seed_fit": ["2026-11-30_c747dd4e_hybrid_seed_fit_240s_seed*"],
+    "attn_fit": ["2026-11-30_cb2d9b3d_attn_fit_240s_seed*"],
+    "hybrid_seed_fit": ["2026-11-30_cb2d9b3d_hybrid_seed_fit_240s_seed*"],
     "hybrid_12_b131k": ["2026-11-29_cf4fc0f9_hybrid_12_b131k__model.gated_norm=torch_240s_seed1337",
                         "2026-11-29_c2ba2c39_hybrid_12_b131k_240s_seed*"],
     "baseline_attn_b131k": ["2026-11-29_cc917d2e_baseline_attn_b262k__train.batch_tokens=131072_240s_seed1337",
