@@ -3,7 +3,7 @@
 # the hybrid (HYBRID, default configs/hybrid_seed_fit.yaml) on GPU 0 and attention-only (ATTN, default
 # configs/attn_fit.yaml) on GPU 1, through bench/h200/h200_train_sweep.sh (GPUS=2: variant i on GPU i % 2). Both
 # sides get the same runs; where a lever exists on one side only, the other side's row is its nearest analogue.
-# PART=1..4 picks three pairs (about 7 minutes of call time on a warm machine: a changed model compiles anew, 45-60 s
+# PART=1..6 picks three pairs (about 7 minutes of call time on a warm machine: a changed model compiles anew, 45-60 s
 # of warm-up on 2026-11-30); PART=all runs every pair.
 #   PART=1 bash bench/h200/lever_pairs.sh      # carry .carry (corpus) as for h200_train_sweep.sh
 set -uo pipefail
@@ -25,11 +25,21 @@ PAIRS=(
   # state carried across consecutive training windows (Mamba only) | attention's nearest: half the context
   "train.carry_state=true | train.seq_len=1024"
   "train.ema_decay=0.99 | train.ema_decay=0.99"
+  # mixer shapes | attention's own: a smaller SSM state (26.22M params) | fewer, wider heads (4 of 128)
+  "model.d_state=16 | model.num_heads=4 model.num_kv_heads=2"
+  # fewer, wider SSM heads (6 of 128) | fewer KV heads (2; 25.39M params)
+  "model.headdim=128 | model.num_kv_heads=2"
+  # the 3 attention layers spread out (every sixth) | attention deeper and narrower (12 layers, MLP 2.5x: 26.05M)
+  "model.layer_pattern=MMMMMAMMMMMAMMMMMA | model.layer_pattern=AAAAAAAAAAAA model.mlp_mult=2.5"
+  # the training levers both configs carry, each off
+  "train.weight_decay_matrix=0.0 train.weight_decay_embed=0.0 | train.weight_decay_matrix=0.0 train.weight_decay_embed=0.0"
+  "train.muon_momentum_warmup_steps=0 | train.muon_momentum_warmup_steps=0"
+  "train.grad_clip=0.0 | train.grad_clip=0.0"
 )
 case "${PART:-all}" in
   all) pick=("${PAIRS[@]}") ;;
-  [1-4]) pick=("${PAIRS[@]:$(( (PART - 1) * 3 )):3}") ;;
-  *) echo "error: PART must be 1, 2, 3, 4 or all, not '${PART}'" >&2; exit 2 ;;
+  [1-6]) pick=("${PAIRS[@]:$(( (PART - 1) * 3 )):3}") ;;
+  *) echo "error: PART must be 1, 2, 3, 4, 5, 6 or all, not '${PART}'" >&2; exit 2 ;;
 esac
 variants=()
 for pair in "${pick[@]}"; do
