@@ -163,6 +163,88 @@ def _ssd_fwd_kernel(
 
 
 @triton.jit
+def _chunk_bwd(
+    c, S0, dS, x_base, dt_base, B_base, C_base, dy_base, dx_base, ddt_base, dB_base, dC_base, A, dtb, Dh,
+    seqlen, chunk_size, hdim, dstate,
+    sx_l, sx_p, sdt_l, sB_l, sB_n, sC_l, sC_n, sdy_l, sdy_p, sdx_l, sdx_p, sddt_l, sdB_l, sdB_n, sdC_l, sdC_n,
+    BL: tl.constexpr, BP: tl.constexpr, BN: tl.constexpr,
+    SOFTPLUS: tl.constexpr, HAS_D: tl.constexpr, HEAD_ATOMIC: tl.constexpr, ACC: tl.constexpr,
+    DOT: tl.constexpr, PREC: tl.constexpr,
+):
+    """Every gradient of chunk c of one (batch, head), given the state entering the chunk S0 and the loss's
+    gradient w.r.t. the state leaving it dS (both (BP, BN) in ACC): stores dx, ddt and dB, dC (added into a
+    group-shared buffer under HEAD_ATOMIC) for the chunk's positions, and returns (dtv * da (BL,), the chunk's
+    sum of dy * x (BP,), the state gradient entering the chunk (BP, BN)) for the dA and dD sums and the walk's
+    recurrence (the split design's chunk kernel drops the last: the compiler removes its dot)."""
+    t = tl.arange(0, BL)
+    pp = tl.arange(0, BP)
+    nn = tl.arange(0, BN)
+    pmask = pp < hdim
+    nmask = nn < dstate
+    causal = t[:, None] >= t[None, :]
+
+    pos = c * chunk_size + t
+    valid = (t < chunk_size) & (pos < seqlen)
+    dtv, z, cs = _chunk_dt(dt_base, sdt_l, dtb, A, pos, valid, SOFTPLUS, ACC)
+    is_last = t == BL - 1
+    cs_last = tl.sum(tl.where(is_last, cs, 0.0), axis=0)
+    lp_mask = valid[:, None] & pmask[None, :]
+    ln_mask = valid[:, None] & nmask[None, :]
+    xc = tl.load(x_base + pos[:, None] * sx_l + pp[None, :] * sx_p, mask=lp_mask, other=0.0).to(ACC)
+    dy = tl.load(dy_base + pos[:, None] * sdy_l + pp[None, :] * sdy_p, mask=lp_mask, other=0.0).to(ACC)
+    Bc = tl.load(B_base + pos[:, None] * sB_l + nn[None, :] * sB_n, mask=ln_mask, other=0.0).to(ACC)
+    Cc = tl.load(C_base + pos[:, None] * sC_l + nn[None, :] * sC_n, mask=ln_mask, other=0.0).to(ACC)
+
+    decay = tl.exp(tl.where(causal, cs[:, None] - cs[None, :], float("-inf")))  # (BL, BL) [i, j]
+    CB = _mm(Cc, tl.trans(Bc), ACC, DOT, PREC)  # C_i·B_j
+    G = _mm(dy, tl.trans(xc), ACC, DOT, PREC)  # dy_i·x_j
+    e_end = tl.exp(cs_last - cs)  # (BL,) decay from j to the chunk's end
+    e_in = tl.exp(cs)  # (BL,) decay from the chunk's start to i
+
+    # x enters as xd_j = dt_j x_j: its gradient from the outputs i >= j and from the state at the end
+    BdS = _mm(Bc, tl.trans(dS), ACC, DOT, PREC)  # (BL, BP) dS B_j
+    dxd = _mm(tl.trans(CB * decay), dy, ACC, DOT, PREC) + e_end[:, None] * BdS
+    dx = dxd * dtv[:, None]
+    if HAS_D:
+        dx += Dh * dy
+    dx_ptrs = dx_base + pos[:, None] * sdx_l + pp[None, :] * sdx_p
+    tl.store(dx_ptrs, dx.to(dx_base.dtype.element_ty), mask=lp_mask)
+
+    Gd = G * decay * dtv[None, :]  # (BL, BL) [i, j]: dy_i·xd_j exp(cs_i - cs_j)
+    dB = _mm(tl.trans(Gd), Cc, ACC, DOT, PREC)
+    dB += (e_end * dtv)[:, None] * _mm(xc, dS, ACC, DOT, PREC)
+    dyS = _mm(dy, S0, ACC, DOT, PREC)  # (BL, BN) dy_i S_in
+    dC = _mm(Gd, Bc, ACC, DOT, PREC) + e_in[:, None] * dyS
+    dB_ptrs = dB_base + pos[:, None] * sdB_l + nn[None, :] * sdB_n
+    dC_ptrs = dC_base + pos[:, None] * sdC_l + nn[None, :] * sdC_n
+    if HEAD_ATOMIC:
+        tl.atomic_add(dB_ptrs, dB, mask=ln_mask)
+        tl.atomic_add(dC_ptrs, dC, mask=ln_mask)
+    else:
+        tl.store(dB_ptrs, dB, mask=ln_mask)
+        tl.store(dC_ptrs, dC, mask=ln_mask)
+
+    # the gradient w.r.t. cs: exp(cs_i - cs_j) within the chunk, exp(cs_i) on the carried state's read-out,
+    # exp(cs_last - cs_j) and exp(cs_last) in the state at the chunk's end
+    T = Gd * CB  # (BL, BL) each term of y_i·dy_i within the chunk
+    dcs = tl.sum(T, axis=1) - tl.sum(T, axis=0)
+    dcs += e_in * tl.sum(Cc * dyS, axis=1)
+    u = e_end * dtv * tl.sum(xc * BdS, axis=1)  # (BL,) <dS, exp(cs_last - cs_j) xd_j ⊗ B_j>
+    dcs -= u
+    d_last = tl.sum(u, axis=0) + tl.exp(cs_last) * tl.sum(tl.sum(dS * S0, axis=1), axis=0)  # via cs_last
+    dcs += tl.where(is_last, d_last, 0.0)
+    da = tl.cumsum(dcs, axis=0, reverse=True)  # cs_t = sum_{s<=t} a_s: da_s = sum_{t>=s} dcs_t
+    ddt = tl.sum(dxd * xc, axis=1) + A * da
+    if SOFTPLUS:
+        ddt = tl.where(z > 20.0, ddt, ddt / (1.0 + tl.exp(-z)))  # softplus' = sigmoid (1 past 20)
+    tl.store(ddt_base + pos * sddt_l, ddt, mask=valid)
+
+    # the state gradient entering chunk c: through the decay across the chunk and the read-outs C_i
+    dS_in = tl.exp(cs_last) * dS + _mm(tl.trans(dy * e_in[:, None]), Cc, ACC, DOT, PREC)
+    return dtv * da, tl.sum(dy * xc, axis=0), dS_in
+
+
+@triton.jit
 def _ssd_bwd_kernel(
     x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, dtb_ptr, dy_ptr, states_ptr, dfinal_ptr,
     dx_ptr, ddt_ptr, dB_ptr, dC_ptr, dA_ptr, dD_ptr, dinit_ptr,
@@ -184,6 +266,8 @@ def _ssd_bwd_kernel(
     STORE_DINIT: tl.constexpr, HEAD_ATOMIC: tl.constexpr, ACC: tl.constexpr, DOT: tl.constexpr,
     PREC: tl.constexpr,
 ):
+    """bwd="walk": one program per (head, batch) walking the chunks in reverse, the state gradient dS carried
+    in registers from one chunk's _chunk_bwd to the next."""
     pid_h = tl.program_id(0)
     pid_b = tl.program_id(1).to(tl.int64)
     nheads = tl.num_programs(0)
@@ -191,27 +275,14 @@ def _ssd_bwd_kernel(
     # dB, dC: one (b, l, g, n) buffer that the group's heads add into (HEAD_ATOMIC), or a per-head (b, l, h, n)
     # one (summed over the group in PyTorch; also the g == h case, where there is nothing to sum)
     k = g if HEAD_ATOMIC else pid_h
-    t = tl.arange(0, BL)
     pp = tl.arange(0, BP)
     nn = tl.arange(0, BN)
-    pmask = pp < hdim
-    nmask = nn < dstate
-    pn_mask = pmask[:, None] & nmask[None, :]
+    pn_mask = (pp < hdim)[:, None] & (nn < dstate)[None, :]
 
-    x_base = x_ptr + pid_b * sx_b + pid_h * sx_h
-    dt_base = dt_ptr + pid_b * sdt_b + pid_h * sdt_h
-    B_base = B_ptr + pid_b * sB_b + g * sB_g
-    C_base = C_ptr + pid_b * sC_b + g * sC_g
-    dy_base = dy_ptr + pid_b * sdy_b + pid_h * sdy_h
     st_base = states_ptr + pid_b * ss_b + pid_h * ss_h
-    dx_base = dx_ptr + pid_b * sdx_b + pid_h * sdx_h
-    ddt_base = ddt_ptr + pid_b * sddt_b + pid_h * sddt_h
-    dB_base = dB_ptr + pid_b * sdB_b + k * sdB_k
-    dC_base = dC_ptr + pid_b * sdC_b + k * sdC_k
     A = tl.load(A_ptr + pid_h).to(ACC)
     dtb = tl.load(dtb_ptr + pid_h).to(ACC) if HAS_BIAS else 0.0
     Dh = tl.load(D_ptr + pid_h).to(ACC) if HAS_D else 0.0
-    causal = t[:, None] >= t[None, :]
 
     if HAS_DFINAL:  # dS: the loss's gradient w.r.t. the state at the end of the current chunk
         dS = tl.load(dfinal_ptr + pid_b * sdf_b + pid_h * sdf_h + pp[:, None] * sdf_p + nn[None, :] * sdf_n,
@@ -223,68 +294,19 @@ def _ssd_bwd_kernel(
 
     for ci in range(nchunks):
         c = nchunks - 1 - ci
-        pos = c * chunk_size + t
-        valid = (t < chunk_size) & (pos < seqlen)
-        dtv, z, cs = _chunk_dt(dt_base, sdt_l, dtb, A, pos, valid, SOFTPLUS, ACC)
-        is_last = t == BL - 1
-        cs_last = tl.sum(tl.where(is_last, cs, 0.0), axis=0)
-        lp_mask = valid[:, None] & pmask[None, :]
-        ln_mask = valid[:, None] & nmask[None, :]
-        xc = tl.load(x_base + pos[:, None] * sx_l + pp[None, :] * sx_p, mask=lp_mask, other=0.0).to(ACC)
-        dy = tl.load(dy_base + pos[:, None] * sdy_l + pp[None, :] * sdy_p, mask=lp_mask, other=0.0).to(ACC)
-        Bc = tl.load(B_base + pos[:, None] * sB_l + nn[None, :] * sB_n, mask=ln_mask, other=0.0).to(ACC)
-        Cc = tl.load(C_base + pos[:, None] * sC_l + nn[None, :] * sC_n, mask=ln_mask, other=0.0).to(ACC)
         S0 = tl.load(st_base + c * ss_c + pp[:, None] * ss_p + nn[None, :] * ss_n, mask=pn_mask, other=0.0)
         S0 = S0.to(ACC)  # (BP, BN) the state entering chunk c (forward)
-
-        decay = tl.exp(tl.where(causal, cs[:, None] - cs[None, :], float("-inf")))  # (BL, BL) [i, j]
-        CB = _mm(Cc, tl.trans(Bc), ACC, DOT, PREC)  # C_i·B_j
-        G = _mm(dy, tl.trans(xc), ACC, DOT, PREC)  # dy_i·x_j
-        e_end = tl.exp(cs_last - cs)  # (BL,) decay from j to the chunk's end
-        e_in = tl.exp(cs)  # (BL,) decay from the chunk's start to i
-
-        # x enters as xd_j = dt_j x_j: its gradient from the outputs i >= j and from the state at the end
-        BdS = _mm(Bc, tl.trans(dS), ACC, DOT, PREC)  # (BL, BP) dS B_j
-        dxd = _mm(tl.trans(CB * decay), dy, ACC, DOT, PREC) + e_end[:, None] * BdS
-        dx = dxd * dtv[:, None]
+        dA_c, dD_c, dS = _chunk_bwd(
+            c, S0, dS, x_ptr + pid_b * sx_b + pid_h * sx_h, dt_ptr + pid_b * sdt_b + pid_h * sdt_h,
+            B_ptr + pid_b * sB_b + g * sB_g, C_ptr + pid_b * sC_b + g * sC_g,
+            dy_ptr + pid_b * sdy_b + pid_h * sdy_h, dx_ptr + pid_b * sdx_b + pid_h * sdx_h,
+            ddt_ptr + pid_b * sddt_b + pid_h * sddt_h, dB_ptr + pid_b * sdB_b + k * sdB_k,
+            dC_ptr + pid_b * sdC_b + k * sdC_k, A, dtb, Dh, seqlen, chunk_size, hdim, dstate,
+            sx_l, sx_p, sdt_l, sB_l, sB_n, sC_l, sC_n, sdy_l, sdy_p, sdx_l, sdx_p, sddt_l, sdB_l, sdB_n, sdC_l,
+            sdC_n, BL, BP, BN, SOFTPLUS, HAS_D, HEAD_ATOMIC, ACC, DOT, PREC)
+        dA_acc += dA_c
         if HAS_D:
-            dx += Dh * dy
-            dD_acc += tl.sum(dy * xc, axis=0)
-        dx_ptrs = dx_base + pos[:, None] * sdx_l + pp[None, :] * sdx_p
-        tl.store(dx_ptrs, dx.to(dx_ptr.dtype.element_ty), mask=lp_mask)
-
-        Gd = G * decay * dtv[None, :]  # (BL, BL) [i, j]: dy_i·xd_j exp(cs_i - cs_j)
-        dB = _mm(tl.trans(Gd), Cc, ACC, DOT, PREC)
-        dB += (e_end * dtv)[:, None] * _mm(xc, dS, ACC, DOT, PREC)
-        dyS = _mm(dy, S0, ACC, DOT, PREC)  # (BL, BN) dy_i S_in
-        dC = _mm(Gd, Bc, ACC, DOT, PREC) + e_in[:, None] * dyS
-        dB_ptrs = dB_base + pos[:, None] * sdB_l + nn[None, :] * sdB_n
-        dC_ptrs = dC_base + pos[:, None] * sdC_l + nn[None, :] * sdC_n
-        if HEAD_ATOMIC:
-            tl.atomic_add(dB_ptrs, dB, mask=ln_mask)
-            tl.atomic_add(dC_ptrs, dC, mask=ln_mask)
-        else:
-            tl.store(dB_ptrs, dB, mask=ln_mask)
-            tl.store(dC_ptrs, dC, mask=ln_mask)
-
-        # the gradient w.r.t. cs: exp(cs_i - cs_j) within the chunk, exp(cs_i) on the carried state's read-out,
-        # exp(cs_last - cs_j) and exp(cs_last) in the state at the chunk's end
-        T = Gd * CB  # (BL, BL) each term of y_i·dy_i within the chunk
-        dcs = tl.sum(T, axis=1) - tl.sum(T, axis=0)
-        dcs += e_in * tl.sum(Cc * dyS, axis=1)
-        u = e_end * dtv * tl.sum(xc * BdS, axis=1)  # (BL,) <dS, exp(cs_last - cs_j) xd_j ⊗ B_j>
-        dcs -= u
-        d_last = tl.sum(u, axis=0) + tl.exp(cs_last) * tl.sum(tl.sum(dS * S0, axis=1), axis=0)  # via cs_last
-        dcs += tl.where(is_last, d_last, 0.0)
-        da = tl.cumsum(dcs, axis=0, reverse=True)  # cs_t = sum_{s<=t} a_s: da_s = sum_{t>=s} dcs_t
-        ddt = tl.sum(dxd * xc, axis=1) + A * da
-        dA_acc += dtv * da
-        if SOFTPLUS:
-            ddt = tl.where(z > 20.0, ddt, ddt / (1.0 + tl.exp(-z)))  # softplus' = sigmoid (1 past 20)
-        tl.store(ddt_base + pos * sddt_l, ddt, mask=valid)
-
-        # the state gradient entering chunk c: through the decay across the chunk and the read-outs C_i
-        dS = tl.exp(cs_last) * dS + _mm(tl.trans(dy * e_in[:, None]), Cc, ACC, DOT, PREC)
+            dD_acc += dD_c
 
     tl.store(dA_ptr + pid_b * nheads + pid_h, tl.sum(dA_acc, axis=0))
     if HAS_D:
