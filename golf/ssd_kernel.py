@@ -52,6 +52,7 @@ import triton.language as tl
 from triton.runtime.interpreter import InterpretedFunction
 
 HEAD_SUMS = ("atomic", "sum")
+BWDS = ("walk", "split")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -316,6 +317,151 @@ def _ssd_bwd_kernel(
                  mask=pn_mask)
 
 
+
+@triton.jit
+def _ssd_bwd_pass_kernel(
+    x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, dtb_ptr, init_ptr, dy_ptr, dfinal_ptr, states_ptr, dstates_ptr,
+    dinit_ptr,
+    seqlen, nchunks, chunk_size, heads_per_group, hdim, dstate,
+    sx_b, sx_l, sx_h, sx_p,
+    sdt_b, sdt_l, sdt_h,
+    sB_b, sB_l, sB_g, sB_n,
+    sC_b, sC_l, sC_g, sC_n,
+    si_b, si_h, si_p, si_n,
+    sdy_b, sdy_l, sdy_h, sdy_p,
+    sdf_b, sdf_h, sdf_p, sdf_n,
+    ss_b, ss_c, ss_h, ss_p, ss_n,
+    sds_b, sds_c, sds_h, sds_p, sds_n,
+    sdi_b, sdi_h, sdi_p, sdi_n,
+    BL: tl.constexpr, BP: tl.constexpr, BN: tl.constexpr,
+    SOFTPLUS: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_INIT: tl.constexpr, HAS_DFINAL: tl.constexpr,
+    STORE_DINIT: tl.constexpr, ACC: tl.constexpr, DOT: tl.constexpr, PREC: tl.constexpr,
+):
+    """bwd="split", step 1: the two sequential recurrences, each one (p × n) update per chunk, in one launch of
+    grid (h, 2, b). Role 0 (program_id(1) == 0) walks forward: stores the state entering each chunk,
+        S_in(c) (S_in(0) = initial state or 0);  S <- exp(cs_last) S + sum_j exp(cs_last - cs_j) dt_j x_j ⊗ B_j
+    role 1 walks backward: stores the loss's gradient w.r.t. the state leaving each chunk,
+        dS_out(c) (dS_out(last) = dfinal or 0);  dS <- exp(cs_last) dS + sum_i exp(cs_i) dy_i ⊗ C_i
+    and the gradient w.r.t. the initial state (the dS entering chunk 0). The two need nothing of each other, so
+    they run side by side, 2 h b programs instead of h b for each in turn: both chains are short (one load,
+    one dot, one update a chunk) but serial, so more of them in flight is what hides their latency."""
+    pid_h = tl.program_id(0)
+    role = tl.program_id(1)
+    pid_b = tl.program_id(2).to(tl.int64)
+    g = pid_h // heads_per_group
+    t = tl.arange(0, BL)
+    pp = tl.arange(0, BP)
+    nn = tl.arange(0, BN)
+    pmask = pp < hdim
+    nmask = nn < dstate
+    pn_mask = pmask[:, None] & nmask[None, :]
+    dt_base = dt_ptr + pid_b * sdt_b + pid_h * sdt_h
+    A = tl.load(A_ptr + pid_h).to(ACC)
+    dtb = tl.load(dtb_ptr + pid_h).to(ACC) if HAS_BIAS else 0.0
+
+    if role == 0:
+        x_base = x_ptr + pid_b * sx_b + pid_h * sx_h
+        B_base = B_ptr + pid_b * sB_b + g * sB_g
+        st_base = states_ptr + pid_b * ss_b + pid_h * ss_h + pp[:, None] * ss_p + nn[None, :] * ss_n
+        if HAS_INIT:
+            S = tl.load(init_ptr + pid_b * si_b + pid_h * si_h + pp[:, None] * si_p + nn[None, :] * si_n,
+                        mask=pn_mask, other=0.0).to(ACC)  # (BP, BN)
+        else:
+            S = tl.zeros((BP, BN), dtype=ACC)
+        for c in range(nchunks):
+            pos = c * chunk_size + t
+            valid = (t < chunk_size) & (pos < seqlen)
+            dtv, _, cs = _chunk_dt(dt_base, sdt_l, dtb, A, pos, valid, SOFTPLUS, ACC)
+            cs_last = tl.sum(tl.where(t == BL - 1, cs, 0.0), axis=0)
+            tl.store(st_base + c * ss_c, S.to(states_ptr.dtype.element_ty), mask=pn_mask)
+            xc = tl.load(x_base + pos[:, None] * sx_l + pp[None, :] * sx_p, mask=valid[:, None] & pmask[None, :],
+                         other=0.0).to(ACC)  # (BL, BP)
+            Bc = tl.load(B_base + pos[:, None] * sB_l + nn[None, :] * sB_n, mask=valid[:, None] & nmask[None, :],
+                         other=0.0).to(ACC)  # (BL, BN)
+            w = tl.exp(cs_last - cs) * dtv  # (BL,) weight of x_j ⊗ B_j in the state at the chunk's end
+            S = tl.exp(cs_last) * S + _mm(tl.trans(xc * w[:, None]), Bc, ACC, DOT, PREC)
+    else:
+        dy_base = dy_ptr + pid_b * sdy_b + pid_h * sdy_h
+        C_base = C_ptr + pid_b * sC_b + g * sC_g
+        ds_base = dstates_ptr + pid_b * sds_b + pid_h * sds_h + pp[:, None] * sds_p + nn[None, :] * sds_n
+        if HAS_DFINAL:
+            dS = tl.load(dfinal_ptr + pid_b * sdf_b + pid_h * sdf_h + pp[:, None] * sdf_p + nn[None, :] * sdf_n,
+                         mask=pn_mask, other=0.0).to(ACC)  # (BP, BN)
+        else:
+            dS = tl.zeros((BP, BN), dtype=ACC)
+        for ci in range(nchunks):
+            c = nchunks - 1 - ci
+            pos = c * chunk_size + t
+            valid = (t < chunk_size) & (pos < seqlen)
+            _, _, cs = _chunk_dt(dt_base, sdt_l, dtb, A, pos, valid, SOFTPLUS, ACC)
+            cs_last = tl.sum(tl.where(t == BL - 1, cs, 0.0), axis=0)
+            tl.store(ds_base + c * sds_c, dS.to(dstates_ptr.dtype.element_ty), mask=pn_mask)
+            dy = tl.load(dy_base + pos[:, None] * sdy_l + pp[None, :] * sdy_p,
+                         mask=valid[:, None] & pmask[None, :], other=0.0).to(ACC)  # (BL, BP)
+            Cc = tl.load(C_base + pos[:, None] * sC_l + nn[None, :] * sC_n, mask=valid[:, None] & nmask[None, :],
+                         other=0.0).to(ACC)  # (BL, BN)
+            dS = tl.exp(cs_last) * dS + _mm(tl.trans(dy * tl.exp(cs)[:, None]), Cc, ACC, DOT, PREC)
+        if STORE_DINIT:
+            tl.store(dinit_ptr + pid_b * sdi_b + pid_h * sdi_h + pp[:, None] * sdi_p + nn[None, :] * sdi_n, dS,
+                     mask=pn_mask)
+
+
+@triton.jit
+def _ssd_bwd_chunk_kernel(
+    x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, dtb_ptr, dy_ptr, states_ptr, dstates_ptr,
+    dx_ptr, ddt_ptr, dB_ptr, dC_ptr, dA_ptr, dD_ptr,
+    seqlen, chunk_size, nheads, heads_per_group, hdim, dstate,
+    sx_b, sx_l, sx_h, sx_p,
+    sdt_b, sdt_l, sdt_h,
+    sB_b, sB_l, sB_g, sB_n,
+    sC_b, sC_l, sC_g, sC_n,
+    sdy_b, sdy_l, sdy_h, sdy_p,
+    ss_b, ss_c, ss_h, ss_p, ss_n,
+    sds_b, sds_c, sds_h, sds_p, sds_n,
+    sdx_b, sdx_l, sdx_h, sdx_p,
+    sddt_b, sddt_l, sddt_h,
+    sdB_b, sdB_l, sdB_k, sdB_n,
+    sdC_b, sdC_l, sdC_k, sdC_n,
+    sp_b, sp_c, sp_h,
+    BL: tl.constexpr, BP: tl.constexpr, BN: tl.constexpr,
+    SOFTPLUS: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, HEAD_ATOMIC: tl.constexpr,
+    ACC: tl.constexpr, DOT: tl.constexpr, PREC: tl.constexpr,
+):
+    """bwd="split", step 2: one program per (batch, chunk, head), grid (chunks * h, b) with the heads of one
+    chunk adjacent (they read the same B, C rows, and under HEAD_ATOMIC add into the same dB, dC rows, in L2).
+    With the chunk's S_in and dS_out from step 1 nothing is left to wait for: every gradient of the chunk is
+    _chunk_bwd's, the walk's own per-chunk math, and dA, dD leave as per-(b, chunk, h) partial sums
+    (dA_ptr, dD_ptr: (b, chunks, h)), summed in PyTorch."""
+    pid = tl.program_id(0)
+    pid_h = pid % nheads
+    c = pid // nheads
+    pid_b = tl.program_id(1).to(tl.int64)
+    g = pid_h // heads_per_group
+    k = g if HEAD_ATOMIC else pid_h  # dB, dC buffer: as in _ssd_bwd_kernel
+    pp = tl.arange(0, BP)
+    nn = tl.arange(0, BN)
+    pn_mask = (pp < hdim)[:, None] & (nn < dstate)[None, :]
+    A = tl.load(A_ptr + pid_h).to(ACC)
+    dtb = tl.load(dtb_ptr + pid_h).to(ACC) if HAS_BIAS else 0.0
+    Dh = tl.load(D_ptr + pid_h).to(ACC) if HAS_D else 0.0
+
+    S0 = tl.load(states_ptr + pid_b * ss_b + c * ss_c + pid_h * ss_h + pp[:, None] * ss_p + nn[None, :] * ss_n,
+                 mask=pn_mask, other=0.0).to(ACC)  # (BP, BN) state entering the chunk
+    dS = tl.load(dstates_ptr + pid_b * sds_b + c * sds_c + pid_h * sds_h + pp[:, None] * sds_p
+                 + nn[None, :] * sds_n, mask=pn_mask, other=0.0).to(ACC)  # (BP, BN) gradient of the state leaving it
+    dA_c, dD_c, _ = _chunk_bwd(
+        c, S0, dS, x_ptr + pid_b * sx_b + pid_h * sx_h, dt_ptr + pid_b * sdt_b + pid_h * sdt_h,
+        B_ptr + pid_b * sB_b + g * sB_g, C_ptr + pid_b * sC_b + g * sC_g,
+        dy_ptr + pid_b * sdy_b + pid_h * sdy_h, dx_ptr + pid_b * sdx_b + pid_h * sdx_h,
+        ddt_ptr + pid_b * sddt_b + pid_h * sddt_h, dB_ptr + pid_b * sdB_b + k * sdB_k,
+        dC_ptr + pid_b * sdC_b + k * sdC_k, A, dtb, Dh, seqlen, chunk_size, hdim, dstate,
+        sx_l, sx_p, sdt_l, sB_l, sB_n, sC_l, sC_n, sdy_l, sdy_p, sdx_l, sdx_p, sddt_l, sdB_l, sdB_n, sdC_l, sdC_n,
+        BL, BP, BN, SOFTPLUS, HAS_D, HEAD_ATOMIC, ACC, DOT, PREC)
+    tl.store(dA_ptr + pid_b * sp_b + c * sp_c + pid_h * sp_h, tl.sum(dA_c, axis=0))
+    if HAS_D:
+        tl.store(dD_ptr + pid_b * sp_b + c * sp_c + pid_h * sp_h, tl.sum(dD_c, axis=0))
+
+
 # --------------------------------------------------------------------------------------------------
 # Launchers
 # --------------------------------------------------------------------------------------------------
@@ -409,12 +555,28 @@ def ssd_scan_fwd(x, dt, A, B, C, chunk_size, D=None, dt_bias=None, dt_softplus=F
     return y, final, states
 
 
-def ssd_scan_bwd(dy, dfinal, x, dt, A, B, C, chunk_size, D=None, dt_bias=None, dt_softplus=False,
-                 initial_states=None, head_sum="atomic", dot_dtype=None, num_warps=4):
-    """Gradients (dx, ddt, dA, dB, dC, dD, ddt_bias, dinitial_states), each in its input's dtype (None for an
-    absent D, dt_bias or initial_states). dy: (b, l, h, p) or None (zeros); dfinal: (b, h, p, n) or None."""
+def _check_opts(head_sum, bwd, states_dtype) -> None:
+    """One ValueError line for a bad backward option (checked before _check, whose last check is the device's,
+    so that bad options give the same first error on every machine)."""
     if head_sum not in HEAD_SUMS:
         raise ValueError(f"ssd_scan: head_sum must be one of {list(HEAD_SUMS)}, got {head_sum!r}")
+    if bwd not in BWDS:
+        raise ValueError(f"ssd_scan: bwd must be one of {list(BWDS)}, got {bwd!r}")
+    if states_dtype is not None and (bwd != "split" or states_dtype not in _TL_DTYPES):
+        raise ValueError(f"ssd_scan: states_dtype must be None or, with bwd='split', one of {list(_TL_DTYPES)}; "
+                         f"got {states_dtype!r} with bwd={bwd!r}")
+
+
+def ssd_scan_bwd(dy, dfinal, x, dt, A, B, C, chunk_size, D=None, dt_bias=None, dt_softplus=False,
+                 initial_states=None, head_sum="atomic", dot_dtype=None, num_warps=4, *, bwd="walk",
+                 states_dtype=None):
+    """Gradients (dx, ddt, dA, dB, dC, dD, ddt_bias, dinitial_states), each in its input's dtype (None for an
+    absent D, dt_bias or initial_states). dy: (b, l, h, p) or None (zeros); dfinal: (b, h, p, n) or None.
+    bwd: "walk" (one program per (head, batch) walking the chunks in reverse) or "split" (two sequential passes
+    for the states and state gradients, then one program per (batch, chunk, head)); module docstring.
+    states_dtype (bwd="split" only): the dtype of the per-chunk states and state gradients stored between the
+    split's two launches; default the dot dtype (bf16 for bf16 inputs), which they are cast to for the dots."""
+    _check_opts(head_sum, bwd, states_dtype)
     b, l, h, p = x.shape
     g, n = B.shape[2], B.shape[3]
     hpg = h // g
@@ -422,30 +584,61 @@ def ssd_scan_bwd(dy, dfinal, x, dt, A, B, C, chunk_size, D=None, dt_bias=None, d
     nchunks = triton.cdiv(l, chunk_size)
     if dy is None:
         dy = torch.zeros_like(x)
-    # the state entering each chunk, recomputed (reads x, B, dt again; writes (b, chunks, h, p, n))
-    _, _, states = ssd_scan_fwd(x, dt, A, B, C, chunk_size, D, dt_bias, dt_softplus, initial_states,
-                                compute_y=False, return_states=True, dot_dtype=dot_dtype, num_warps=num_warps)
     atomic = head_sum == "atomic" and hpg > 1
     dx = torch.empty(b, l, h, p, dtype=x.dtype, device=x.device)
     ddt = torch.empty(b, l, h, dtype=acc, device=x.device)
     k = g if (atomic or hpg == 1) else h
     dB = (torch.zeros if atomic else torch.empty)(b, l, k, n, dtype=acc, device=x.device)
     dC = (torch.zeros if atomic else torch.empty)(b, l, k, n, dtype=acc, device=x.device)
-    dA_part = torch.empty(b, h, dtype=acc, device=x.device)
-    dD_part = torch.empty(b, h, dtype=acc, device=x.device) if D is not None else None
     dinit = torch.empty(b, h, p, n, dtype=acc, device=x.device) if initial_states is not None else None
-    dummy = x
-    _ssd_bwd_kernel[(h, b)](
-        x, dt, A, B, C, D if D is not None else dummy, dt_bias if dt_bias is not None else dummy, dy, states,
-        dfinal if dfinal is not None else dummy, dx, ddt, dB, dC, dA_part,
-        dD_part if dD_part is not None else dummy, dinit if dinit is not None else dummy,
-        l, nchunks, chunk_size, hpg, p, n,
-        *x.stride(), *dt.stride(), *B.stride(), *C.stride(), *dy.stride(), *states.stride(),
-        *_strides(dfinal, 4), *dx.stride(), *ddt.stride(), *dB.stride(), *dC.stride(), *_strides(dinit, 4),
-        BL=_block(chunk_size), BP=_block(p), BN=_block(n),
-        SOFTPLUS=dt_softplus, HAS_D=D is not None, HAS_BIAS=dt_bias is not None, HAS_DFINAL=dfinal is not None,
-        STORE_DINIT=dinit is not None, HEAD_ATOMIC=atomic, ACC=_TL_DTYPES[acc], **_dot(x, dot_dtype),
-        num_warps=num_warps)
+    dummy = x  # pointer for absent optional tensors (never read: the constexpr flags turn their loads off)
+    consts = dict(BL=_block(chunk_size), BP=_block(p), BN=_block(n), SOFTPLUS=dt_softplus,
+                  HAS_BIAS=dt_bias is not None, ACC=_TL_DTYPES[acc], **_dot(x, dot_dtype), num_warps=num_warps)
+    if bwd == "walk":
+        # the state entering each chunk, recomputed (reads x, B, dt again; writes (b, chunks, h, p, n))
+        _, _, states = ssd_scan_fwd(x, dt, A, B, C, chunk_size, D, dt_bias, dt_softplus, initial_states,
+                                    compute_y=False, return_states=True, dot_dtype=dot_dtype,
+                                    num_warps=num_warps)
+        dA_part = torch.empty(b, h, dtype=acc, device=x.device)
+        dD_part = torch.empty(b, h, dtype=acc, device=x.device) if D is not None else None
+        _ssd_bwd_kernel[(h, b)](
+            x, dt, A, B, C, D if D is not None else dummy, dt_bias if dt_bias is not None else dummy, dy, states,
+            dfinal if dfinal is not None else dummy, dx, ddt, dB, dC, dA_part,
+            dD_part if dD_part is not None else dummy, dinit if dinit is not None else dummy,
+            l, nchunks, chunk_size, hpg, p, n,
+            *x.stride(), *dt.stride(), *B.stride(), *C.stride(), *dy.stride(), *states.stride(),
+            *_strides(dfinal, 4), *dx.stride(), *ddt.stride(), *dB.stride(), *dC.stride(), *_strides(dinit, 4),
+            HAS_D=D is not None, HAS_DFINAL=dfinal is not None, STORE_DINIT=dinit is not None,
+            HEAD_ATOMIC=atomic, **consts)
+    else:
+        # 1. S_in and dS_out of every chunk, (b, chunks, h, p, n) each, by the two recurrences side by side;
+        # stored in the dot dtype by default: the chunk kernel casts them to it for every dot that reads them,
+        # so at bf16 this halves their bytes (written once, read once) and changes only the one elementwise
+        # term that reads them, exp(cs_last) <dS_out, S_in> in the dA and ddt gradients (module docstring)
+        sdt = states_dtype or {v: k for k, v in _TL_DTYPES.items()}[consts["DOT"]]
+        states = torch.empty(b, nchunks, h, p, n, dtype=sdt, device=x.device)
+        dstates = torch.empty(b, nchunks, h, p, n, dtype=sdt, device=x.device)
+        _ssd_bwd_pass_kernel[(h, 2, b)](
+            x, dt, A, B, C, dt_bias if dt_bias is not None else dummy,
+            initial_states if initial_states is not None else dummy, dy, dfinal if dfinal is not None else dummy,
+            states, dstates, dinit if dinit is not None else dummy,
+            l, nchunks, chunk_size, hpg, p, n,
+            *x.stride(), *dt.stride(), *B.stride(), *C.stride(), *_strides(initial_states, 4), *dy.stride(),
+            *_strides(dfinal, 4), *states.stride(), *dstates.stride(), *_strides(dinit, 4),
+            HAS_INIT=initial_states is not None, HAS_DFINAL=dfinal is not None, STORE_DINIT=dinit is not None,
+            **consts)
+        # 2. every chunk's gradients at once; dA and dD as per-(b, chunk, h) partial sums
+        dA_part = torch.empty(b, nchunks, h, dtype=acc, device=x.device)
+        dD_part = torch.empty(b, nchunks, h, dtype=acc, device=x.device) if D is not None else None
+        _ssd_bwd_chunk_kernel[(nchunks * h, b)](
+            x, dt, A, B, C, D if D is not None else dummy, dt_bias if dt_bias is not None else dummy, dy, states,
+            dstates, dx, ddt, dB, dC, dA_part, dD_part if dD_part is not None else dummy,
+            l, chunk_size, h, hpg, p, n,
+            *x.stride(), *dt.stride(), *B.stride(), *C.stride(), *dy.stride(), *states.stride(),
+            *dstates.stride(), *dx.stride(), *ddt.stride(), *dB.stride(), *dC.stride(), *dA_part.stride(),
+            HAS_D=D is not None, HEAD_ATOMIC=atomic, **consts)
+        dA_part = dA_part.flatten(0, 1)  # (b * chunks, h), summed over its first dimension below as the walk's
+        dD_part = dD_part.flatten(0, 1) if D is not None else None
     if k != g:  # per-head partial gradients of the group's shared B, C
         dB = dB.view(b, l, g, hpg, n).sum(3)
         dC = dC.view(b, l, g, hpg, n).sum(3)
@@ -463,27 +656,28 @@ def ssd_scan_bwd(dy, dfinal, x, dt, A, B, C, chunk_size, D=None, dt_bias=None, d
 class _SSDScanFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, dt, A, B, C, chunk_size, D, dt_bias, initial_states, dt_softplus, return_final_states,
-                head_sum, dot_dtype, num_warps):
+                head_sum, dot_dtype, num_warps, bwd, states_dtype):
         y, final, _ = ssd_scan_fwd(x, dt, A, B, C, chunk_size, D, dt_bias, dt_softplus, initial_states,
                                    return_final_states=return_final_states, dot_dtype=dot_dtype,
                                    num_warps=num_warps)
         ctx.save_for_backward(x, dt, A, B, C, D, dt_bias, initial_states)
-        ctx.opts = (chunk_size, dt_softplus, head_sum, dot_dtype, num_warps)
+        ctx.opts = (chunk_size, dt_softplus, head_sum, dot_dtype, num_warps, bwd, states_dtype)
         ctx.set_materialize_grads(False)  # an unused output gets None, not a tensor of zeros to read
         return (y, final) if return_final_states else y
 
     @staticmethod
     def backward(ctx, dy, dfinal=None):
         x, dt, A, B, C, D, dt_bias, initial_states = ctx.saved_tensors
-        chunk_size, dt_softplus, head_sum, dot_dtype, num_warps = ctx.opts
+        chunk_size, dt_softplus, head_sum, dot_dtype, num_warps, bwd, states_dtype = ctx.opts
         dx, ddt, dA, dB, dC, dD, ddt_bias, dinit = ssd_scan_bwd(
             dy, dfinal, x, dt, A, B, C, chunk_size, D, dt_bias, dt_softplus, initial_states, head_sum=head_sum,
-            dot_dtype=dot_dtype, num_warps=num_warps)
-        return dx, ddt, dA, dB, dC, None, dD, ddt_bias, dinit, None, None, None, None, None
+            dot_dtype=dot_dtype, num_warps=num_warps, bwd=bwd, states_dtype=states_dtype)
+        return dx, ddt, dA, dB, dC, None, dD, ddt_bias, dinit, None, None, None, None, None, None, None
 
 
 def ssd_scan(x, dt, A, B, C, chunk_size, D=None, dt_bias=None, dt_softplus=False, initial_states=None,
-             return_final_states=False, *, head_sum="atomic", dot_dtype=None, num_warps=4):
+             return_final_states=False, *, head_sum="atomic", dot_dtype=None, num_warps=4, bwd="walk",
+             states_dtype=None):
     """mamba_chunk_scan_combined's call as golf's mixer makes it (no z, seq_idx, cu_seqlens; D per head), on
     golf's kernels, differentiable w.r.t. x, dt, A, B, C, D, dt_bias and initial_states.
 
@@ -491,9 +685,9 @@ def ssd_scan(x, dt, A, B, C, chunk_size, D=None, dt_bias=None, dt_softplus=False
     initial_states (b, h, p, n) or None. Returns y (b, l, h, p) in x's dtype, and with return_final_states
     (y, final state (b, h, p, n) in fp32, fp64 for fp64 x). head_sum: "atomic" or "sum" (module docstring);
     dot_dtype: the tl.dot operand dtype, or "tf32" (default: x's dtype, full-precision fp32 for fp32 x);
-    num_warps: per program."""
-    if head_sum not in HEAD_SUMS:  # before _check, whose last check is the device's
-        raise ValueError(f"ssd_scan: head_sum must be one of {list(HEAD_SUMS)}, got {head_sum!r}")
+    num_warps: per program (every kernel of the call); bwd: the backward's design, "walk" (default) or "split",
+    and states_dtype the split's stored state dtype (ssd_scan_bwd; module docstring)."""
+    _check_opts(head_sum, bwd, states_dtype)  # before _check, whose last check is the device's
     _check(x, dt, A, B, C, chunk_size, D, dt_bias, initial_states, dot_dtype)
     return _SSDScanFn.apply(x, dt, A, B, C, chunk_size, D, dt_bias, initial_states, dt_softplus,
-                            return_final_states, head_sum, dot_dtype, num_warps)
+                            return_final_states, head_sum, dot_dtype, num_warps, bwd, states_dtype)
