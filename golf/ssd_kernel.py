@@ -15,17 +15,43 @@ within a chunk of positions i, j with cs = cumsum(dt A) over the chunk,
 
 Layout. Forward: one program per (head, batch), heads of one batch adjacent in the grid (they read the same
 B, C rows, which then come from L2), walking the chunks in order with the running state (p × n) in registers:
-x, B, C, dt are read once and y written once. Backward: (1) the forward kernel again with the outputs off,
-storing the state entering each chunk ((b, chunks, h, p, n) in the compute dtype; recomputed rather than saved in
-forward, as mamba-ssm's backward does (ssd_combined.py _mamba_chunk_scan_combined_bwd calls _chunk_state_fwd and
-_state_passing_fwd again, mamba-ssm 2.x), so training holds no extra activation and the forward stays at its
-floor), then (2) one program per (head, batch) walking the chunks in reverse with the state gradient in registers, computing
-every per-chunk gradient there (dx, ddt, dB, dC, and per-program partial sums for dA and dD). dA, dD and
-ddt_bias are finished in PyTorch (sums over batch, and over (b, l) of the raw dt gradient). The head-sum of dB
-and dC for g < h is done with fp32 atomics by default (head_sum="atomic": one (b, l, g, n) buffer that stays
-in L2, instead of writing and re-reading a (b, l, h, n) buffer per gradient, 12x the bytes of dB at the
-production shapes; the summation order across heads varies run to run), or deterministically by
-head_sum="sum" (a per-head buffer summed in PyTorch).
+x, B, C, dt are read once and y written once. The backward comes in two designs (bwd=), the same math per
+chunk (_chunk_bwd) and the same results to rounding:
+
+bwd="walk" (default): (1) the forward kernel again with the outputs off, storing the state entering each chunk
+((b, chunks, h, p, n) in the compute dtype; recomputed rather than saved in forward, as mamba-ssm's backward
+does (ssd_combined.py _mamba_chunk_scan_combined_bwd calls _chunk_state_fwd and _state_passing_fwd again,
+mamba-ssm 2.x), so training holds no extra activation and the forward stays at its floor), then (2) one program
+per (head, batch) walking the chunks in reverse with the state gradient in registers, computing every per-chunk
+gradient there (dx, ddt, dB, dC, and per-program partial sums for dA and dD). Few programs (h b: 768 at the
+production shapes on an H200's 132 SMs), each a long chain of dependent dots: latency-bound (3.4 ms of the
+3.9 ms forward+backward measured on an H200, 2026-11-30).
+
+bwd="split": only the state-gradient recurrence is sequential, and it is cheap (one p × n update a chunk), so
+(1) one launch of grid (h, 2, b) runs both recurrences side by side (_ssd_bwd_pass_kernel): programs of role 0
+walk forward storing the state entering each chunk S_in (the walk's recompute), programs of role 1 walk
+backward storing the loss's gradient w.r.t. the state leaving each chunk dS_out (and the initial state's
+gradient). Neither needs the other, so they share a launch rather than one being folded into the other's
+program: twice the programs in flight for the same two serial chains. (2) One program per (batch, chunk,
+head) (_ssd_bwd_chunk_kernel; b × chunks × h = 24,576 at the production shapes) computes every gradient of its
+chunk from its S_in and dS_out with no dependence on any other program; dA and dD leave as (b, chunks, h)
+partial sums. S_in and dS_out are stored in the dot dtype by default (states_dtype=None; bf16 at the production
+shapes, as mamba-ssm stores them in x's dtype for its chunk kernels: _state_passing_bwd's states_dtype and
+dstates_dtype, same file): every dot that reads them casts them to it anyway, so the one thing it changes is
+the elementwise term exp(cs_last) <dS_out, S_in> of the dA and ddt gradients, which mamba-ssm keeps in fp32. In
+the interpreter, with bf16 dots emulated (operands rounded to bf16, products in fp32) at production tiles, the
+bf16-stored split's errors against the fp64 reference matched the walk's (dt 3.8e-3, dA 5e-4 vs 2e-3, dB, dC
+4e-3): the dots' bf16 rounding dominates. fp32 and fp64 inputs store at full precision. Bytes: at the
+production shapes (bf16, b=64 l=2048 h=12 p=64 n=32 chunk 64) the walk moves ~1.29 GB in its backward
+(recompute included), the split ~1.50 GB: dy, C and dt are read a second time (+216 MB, ~54 us at 4 TB/s)
+while the states now round-trip twice (S_in and dS_out) but in bf16, the walk's one fp32 round-trip in bytes;
+states_dtype=torch.float32 adds 403 MB more.
+
+Both designs finish dA, dD and ddt_bias in PyTorch (sums over batch (and chunks), and over (b, l) of the raw dt
+gradient). The head-sum of dB and dC for g < h is done with fp32 atomics by default (head_sum="atomic": one
+(b, l, g, n) buffer that stays in L2, instead of writing and re-reading a (b, l, h, n) buffer per gradient, 12x
+the bytes of dB at the production shapes; the summation order across heads varies run to run), or
+deterministically by head_sum="sum" (a per-head buffer summed in PyTorch).
 
 Dots (tl.dot) take their operands in the input dtype (bf16 at the production shapes, accumulating in fp32; the
 states and state gradients too, as mamba-ssm's backward casts them to x's dtype "since [they] will be used in
@@ -39,9 +65,10 @@ lanes. Sequence lengths need not divide chunk_size (the tail is masked as dt = 0
 per head (h,), not per (h, p). Runs on CUDA tensors, or on CPU tensors under Triton's interpreter
 (TRITON_INTERPRET=1 set before triton is first imported; tests/conftest.py). No seq_idx, z or cu_seqlens.
 num_warps (default 4) is the one launch knob: the backward holds several (chunk × chunk) fp32 tiles per program,
-so 8 warps may spill less. As written (2026-11-30) it has been checked only in the interpreter against the
-reference (tests/test_ssd_kernel.py); compiling, parity against mamba-ssm and timing on a GPU are
-bench/ssd_kernel_bench.py's.
+so 8 warps may spill less. The walk was compiled, checked against mamba-ssm and timed on an H200 on
+2026-11-30 (bench/ssd_kernel_bench.py); the split (added the same day) has been checked only in the interpreter against the
+reference and the walk (tests/test_ssd_kernel.py): compiling it, its parity on a GPU and its timing are
+bench/ssd_kernel_bench.py's (--bwds walk,split).
 """
 
 from __future__ import annotations
