@@ -66,9 +66,9 @@ per head (h,), not per (h, p). Runs on CUDA tensors, or on CPU tensors under Tri
 (TRITON_INTERPRET=1 set before triton is first imported; tests/conftest.py). No seq_idx, z or cu_seqlens.
 num_warps (default 4) is the one launch knob: the backward holds several (chunk × chunk) fp32 tiles per program,
 so 8 warps may spill less. The walk was compiled, checked against mamba-ssm and timed on an H200 on
-2026-11-30 (bench/ssd_kernel_bench.py); the split (added the same day) has been checked only in the interpreter against the
-reference and the walk (tests/test_ssd_kernel.py): compiling it, its parity on a GPU and its timing are
-bench/ssd_kernel_bench.py's (--bwds walk,split).
+2026-11-30 (bench/ssd_kernel_bench.py); the split (added the same day) has been checked only in the
+interpreter, against the reference and the walk (tests/test_ssd_kernel.py): compiling it, its parity on a GPU
+and its timing are bench/ssd_kernel_bench.py's (--bwds walk,split).
 """
 
 from __future__ import annotations
@@ -474,8 +474,9 @@ def _ssd_bwd_chunk_kernel(
 
     S0 = tl.load(states_ptr + pid_b * ss_b + c * ss_c + pid_h * ss_h + pp[:, None] * ss_p + nn[None, :] * ss_n,
                  mask=pn_mask, other=0.0).to(ACC)  # (BP, BN) state entering the chunk
+    # (BP, BN) the loss's gradient w.r.t. the state leaving the chunk
     dS = tl.load(dstates_ptr + pid_b * sds_b + c * sds_c + pid_h * sds_h + pp[:, None] * sds_p
-                 + nn[None, :] * sds_n, mask=pn_mask, other=0.0).to(ACC)  # (BP, BN) gradient of the state leaving it
+                 + nn[None, :] * sds_n, mask=pn_mask, other=0.0).to(ACC)
     dA_c, dD_c, _ = _chunk_bwd(
         c, S0, dS, x_ptr + pid_b * sx_b + pid_h * sx_h, dt_ptr + pid_b * sdt_b + pid_h * sdt_h,
         B_ptr + pid_b * sB_b + g * sB_g, C_ptr + pid_b * sC_b + g * sC_g,
