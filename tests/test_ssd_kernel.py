@@ -364,8 +364,11 @@ def test_bench_script_dry_run(sk, device, tmp_path, monkeypatch):
                      "--n", "16", "--chunk", "32", "--num-warps", "4", "--json", str(out)])
     result = json.loads(out.read_text())
     assert rc == 0, result["errors"]
-    for errs in (result["parity_vs_reference"]["golf atomic w4"], result["parity_vs_mamba"]["golf atomic w4"]):
-        assert set(errs) == {"y", "x", "dt", "A", "B", "C", "D", "dt_bias"} and max(errs.values()) < 1e-4, errs
-    assert set(result["timing"]) == {"mamba-ssm", "golf atomic w4"}
-    assert set(result["timing"]["golf atomic w4"]) == {"fwd_ms", "fwd_bwd_ms"}
+    golf = ["golf atomic w4 bwd=walk", "golf atomic w4 bwd=split"]
+    for name in golf:  # both backward designs by default, each gated on parity and timed
+        for errs in (result["parity_vs_reference"][name], result["parity_vs_mamba"][name]):
+            assert set(errs) == {"y", "x", "dt", "A", "B", "C", "D", "dt_bias"} and max(errs.values()) < 1e-4, errs
+        assert set(result["timing"][name]) == {"fwd_ms", "fwd_bwd_ms"}
+    assert set(result["timing"]) == {"mamba-ssm", *golf}
+    assert bench.main(["--device", device, "--bwds", "walk,scan"]) == 2  # an unknown design: refused up front
     assert result["floor"]["fwd_bwd_bytes"] > result["floor"]["fwd_bytes"] > 0
