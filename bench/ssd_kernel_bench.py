@@ -12,9 +12,16 @@ initial or final state (as in training).
    they need not agree more closely with each other than each does with the reference).
 2. Time: triton.testing.do_bench (warm-up first, so mamba-ssm's autotuning is done), median ms per call.
    Floor: the bytes each call must move (forward: read x, B, C, dt, write y; backward: read x, B, C, dt, dy,
-   write dx, dB, dC, ddt) at --bw TB/s.
+   write dx, dB, dC, ddt) at --bw TB/s. "bwd ms" is fwd+bwd less fwd.
 
-    python bench/ssd_kernel_bench.py                         # production shapes, golf with 4 and 8 warps
+golf's variants: --bwds (its two backward designs, golf/ssd_kernel.py's module docstring): "walk" (one program
+per (head, batch) walking the chunks in reverse) and "split" (the states and state gradients of every chunk by
+two sequential passes side by side, then one program per (batch, chunk, head)), × --head-sums × --num-warps;
+--split-states fp32 adds split variants storing those states in fp32 instead of the dot dtype (bf16). Rows are
+labelled "golf <head sum> w<warps> bwd=<design>[ states=fp32]"; the forward is the same kernel in every golf row.
+
+    python bench/ssd_kernel_bench.py                         # production shapes: walk and split, 4 and 8 warps
+    python bench/ssd_kernel_bench.py --bwds split --num-warps 4 --split-states dot,fp32
     python bench/ssd_kernel_bench.py --head-sums atomic,sum --json $OUT/ssd_kernel.json
 
 On a lent H200 (bench/README.md): carry .carry/whl (mamba-ssm's pure-Python wheel) and run
@@ -52,6 +59,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--num-warps", default="4,8", help="golf kernel variants: warps per program (default 4,8)")
     ap.add_argument("--head-sums", default="atomic",
                     help="golf kernel variants: dB/dC head sum, atomic and/or sum (default atomic)")
+    ap.add_argument("--bwds", default="walk,split",
+                    help="golf kernel variants: backward design, walk and/or split (default walk,split)")
+    ap.add_argument("--split-states", default="dot",
+                    help="golf split variants: the stored states' dtype, dot (the dot dtype: bf16 for bf16) "
+                    "and/or fp32 (default dot)")
     ap.add_argument("--ref-b", type=int, default=2,
                     help="sequences checked against the fp32 reference (default 2)")
     ap.add_argument("--tol", type=float, default=0.05,
@@ -156,6 +168,13 @@ def main(argv=None) -> int:
     from golf import ssd_kernel
     from golf.ssm import _import_mamba_triton
 
+    states = {"dot": None, "fp32": torch.float32}
+    for name, values, known in (("--bwds", a.bwds, ssd_kernel.BWDS), ("--split-states", a.split_states, states),
+                                ("--head-sums", a.head_sums, ssd_kernel.HEAD_SUMS)):
+        if not set(values.split(",")) <= set(known):
+            print(f"error: {name} takes a comma-separated list of {list(known)}, got {values!r}", file=sys.stderr)
+            return 2
+
     impls = {}
     if not a.no_mamba:
         mamba = _import_mamba_triton()
@@ -164,9 +183,13 @@ def main(argv=None) -> int:
                   file=sys.stderr)
             return 2
         impls["mamba-ssm"] = mamba["scan"]
-    for hs in a.head_sums.split(","):
-        for w in a.num_warps.split(","):
-            impls[f"golf {hs} w{w}"] = functools.partial(ssd_kernel.ssd_scan, head_sum=hs, num_warps=int(w))
+    for bwd in a.bwds.split(","):
+        for hs in a.head_sums.split(","):
+            for w in a.num_warps.split(","):
+                for st in a.split_states.split(",") if bwd == "split" else ["dot"]:
+                    label = f"golf {hs} w{w} bwd={bwd}" + ("" if st == "dot" else f" states={st}")
+                    impls[label] = functools.partial(ssd_kernel.ssd_scan, head_sum=hs, num_warps=int(w), bwd=bwd,
+                                                     states_dtype=states[st])
 
     result = {"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items()},
               "device": torch.cuda.get_device_name() if a.device == "cuda" else a.device, "versions": {},
@@ -224,11 +247,15 @@ def main(argv=None) -> int:
             continue
         result["timing"][name] = t
         rows.append([name, f"{t['fwd_ms']:.3f}", f"{t['fwd_ms'] / floor['fwd_ms']:.1f}x",
-                     f"{t['fwd_bwd_ms']:.3f}", f"{t['fwd_bwd_ms'] / floor['fwd_bwd_ms']:.1f}x"])
-    rows.append(["memory floor", f"{floor['fwd_ms']:.3f}", "1.0x", f"{floor['fwd_bwd_ms']:.3f}", "1.0x"])
+                     f"{t['fwd_bwd_ms']:.3f}", f"{t['fwd_bwd_ms'] / floor['fwd_bwd_ms']:.1f}x",
+                     f"{t['fwd_bwd_ms'] - t['fwd_ms']:.3f}"])
+    rows.append(["memory floor", f"{floor['fwd_ms']:.3f}", "1.0x", f"{floor['fwd_bwd_ms']:.3f}", "1.0x",
+                 f"{floor['fwd_bwd_ms'] - floor['fwd_ms']:.3f}"])
     print(f"\n{result['device']}, b={a.b} l={a.l} h={a.h} p={a.p} g={a.g} n={a.n} chunk={a.chunk} {a.dtype}, "
           f"floor at {a.bw} TB/s\n")
-    print(table(rows, ["impl", "fwd ms", "fwd / floor", "fwd+bwd ms", "fwd+bwd / floor"]))
+    print(table(rows, ["impl", "fwd ms", "fwd / floor", "fwd+bwd ms", "fwd+bwd / floor", "bwd ms"]))
+    print("\nbwd=walk: one program per (head, batch) walks the chunks in reverse; bwd=split: states and state "
+          "gradients by two sequential passes, then one program per (batch, chunk, head) (golf/ssd_kernel.py)")
     if a.json:
         a.json.parent.mkdir(parents=True, exist_ok=True)
         a.json.write_text(json.dumps(result, indent=1))

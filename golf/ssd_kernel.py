@@ -15,17 +15,43 @@ within a chunk of positions i, j with cs = cumsum(dt A) over the chunk,
 
 Layout. Forward: one program per (head, batch), heads of one batch adjacent in the grid (they read the same
 B, C rows, which then come from L2), walking the chunks in order with the running state (p × n) in registers:
-x, B, C, dt are read once and y written once. Backward: (1) the forward kernel again with the outputs off,
-storing the state entering each chunk ((b, chunks, h, p, n) in the compute dtype; recomputed rather than saved in
-forward, as mamba-ssm's backward does (ssd_combined.py _mamba_chunk_scan_combined_bwd calls _chunk_state_fwd and
-_state_passing_fwd again, mamba-ssm 2.x), so training holds no extra activation and the forward stays at its
-floor), then (2) one program per (head, batch) walking the chunks in reverse with the state gradient in registers, computing
-every per-chunk gradient there (dx, ddt, dB, dC, and per-program partial sums for dA and dD). dA, dD and
-ddt_bias are finished in PyTorch (sums over batch, and over (b, l) of the raw dt gradient). The head-sum of dB
-and dC for g < h is done with fp32 atomics by default (head_sum="atomic": one (b, l, g, n) buffer that stays
-in L2, instead of writing and re-reading a (b, l, h, n) buffer per gradient, 12x the bytes of dB at the
-production shapes; the summation order across heads varies run to run), or deterministically by
-head_sum="sum" (a per-head buffer summed in PyTorch).
+x, B, C, dt are read once and y written once. The backward comes in two designs (bwd=), the same math per
+chunk (_chunk_bwd) and the same results to rounding:
+
+bwd="walk" (default): (1) the forward kernel again with the outputs off, storing the state entering each chunk
+((b, chunks, h, p, n) in the compute dtype; recomputed rather than saved in forward, as mamba-ssm's backward
+does (ssd_combined.py _mamba_chunk_scan_combined_bwd calls _chunk_state_fwd and _state_passing_fwd again,
+mamba-ssm 2.x), so training holds no extra activation and the forward stays at its floor), then (2) one program
+per (head, batch) walking the chunks in reverse with the state gradient in registers, computing every per-chunk
+gradient there (dx, ddt, dB, dC, and per-program partial sums for dA and dD). Few programs (h b: 768 at the
+production shapes on an H200's 132 SMs), each a long chain of dependent dots: latency-bound (3.4 ms of the
+3.9 ms forward+backward measured on an H200, 2026-11-30).
+
+bwd="split": only the state-gradient recurrence is sequential, and it is cheap (one p × n update a chunk), so
+(1) one launch of grid (h, 2, b) runs both recurrences side by side (_ssd_bwd_pass_kernel): programs of role 0
+walk forward storing the state entering each chunk S_in (the walk's recompute), programs of role 1 walk
+backward storing the loss's gradient w.r.t. the state leaving each chunk dS_out (and the initial state's
+gradient). Neither needs the other, so they share a launch rather than one being folded into the other's
+program: twice the programs in flight for the same two serial chains. (2) One program per (batch, chunk,
+head) (_ssd_bwd_chunk_kernel; b × chunks × h = 24,576 at the production shapes) computes every gradient of its
+chunk from its S_in and dS_out with no dependence on any other program; dA and dD leave as (b, chunks, h)
+partial sums. S_in and dS_out are stored in the dot dtype by default (states_dtype=None; bf16 at the production
+shapes, as mamba-ssm stores them in x's dtype for its chunk kernels: _state_passing_bwd's states_dtype and
+dstates_dtype, same file): every dot that reads them casts them to it anyway, so the one thing it changes is
+the elementwise term exp(cs_last) <dS_out, S_in> of the dA and ddt gradients, which mamba-ssm keeps in fp32. In
+the interpreter, with bf16 dots emulated (operands rounded to bf16, products in fp32) at production tiles, the
+bf16-stored split's errors against the fp64 reference matched the walk's (dt 3.8e-3, dA 5e-4 vs 2e-3, dB, dC
+4e-3): the dots' bf16 rounding dominates. fp32 and fp64 inputs store at full precision. Bytes: at the
+production shapes (bf16, b=64 l=2048 h=12 p=64 n=32 chunk 64) the walk moves ~1.29 GB in its backward
+(recompute included), the split ~1.50 GB: dy, C and dt are read a second time (+216 MB, ~54 us at 4 TB/s)
+while the states now round-trip twice (S_in and dS_out) but in bf16, the walk's one fp32 round-trip in bytes;
+states_dtype=torch.float32 adds 403 MB more.
+
+Both designs finish dA, dD and ddt_bias in PyTorch (sums over batch (and chunks), and over (b, l) of the raw dt
+gradient). The head-sum of dB and dC for g < h is done with fp32 atomics by default (head_sum="atomic": one
+(b, l, g, n) buffer that stays in L2, instead of writing and re-reading a (b, l, h, n) buffer per gradient, 12x
+the bytes of dB at the production shapes; the summation order across heads varies run to run), or
+deterministically by head_sum="sum" (a per-head buffer summed in PyTorch).
 
 Dots (tl.dot) take their operands in the input dtype (bf16 at the production shapes, accumulating in fp32; the
 states and state gradients too, as mamba-ssm's backward casts them to x's dtype "since [they] will be used in
@@ -39,9 +65,10 @@ lanes. Sequence lengths need not divide chunk_size (the tail is masked as dt = 0
 per head (h,), not per (h, p). Runs on CUDA tensors, or on CPU tensors under Triton's interpreter
 (TRITON_INTERPRET=1 set before triton is first imported; tests/conftest.py). No seq_idx, z or cu_seqlens.
 num_warps (default 4) is the one launch knob: the backward holds several (chunk × chunk) fp32 tiles per program,
-so 8 warps may spill less. As written (2026-11-30) it has been checked only in the interpreter against the
-reference (tests/test_ssd_kernel.py); compiling, parity against mamba-ssm and timing on a GPU are
-bench/ssd_kernel_bench.py's.
+so 8 warps may spill less. The walk was compiled, checked against mamba-ssm and timed on an H200 on
+2026-11-30 (bench/ssd_kernel_bench.py); the split (added the same day) has been checked only in the
+interpreter, against the reference and the walk (tests/test_ssd_kernel.py): compiling it, its parity on a GPU
+and its timing are bench/ssd_kernel_bench.py's (--bwds walk,split).
 """
 
 from __future__ import annotations
@@ -52,6 +79,7 @@ import triton.language as tl
 from triton.runtime.interpreter import InterpretedFunction
 
 HEAD_SUMS = ("atomic", "sum")
+BWDS = ("walk", "split")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -163,6 +191,88 @@ def _ssd_fwd_kernel(
 
 
 @triton.jit
+def _chunk_bwd(
+    c, S0, dS, x_base, dt_base, B_base, C_base, dy_base, dx_base, ddt_base, dB_base, dC_base, A, dtb, Dh,
+    seqlen, chunk_size, hdim, dstate,
+    sx_l, sx_p, sdt_l, sB_l, sB_n, sC_l, sC_n, sdy_l, sdy_p, sdx_l, sdx_p, sddt_l, sdB_l, sdB_n, sdC_l, sdC_n,
+    BL: tl.constexpr, BP: tl.constexpr, BN: tl.constexpr,
+    SOFTPLUS: tl.constexpr, HAS_D: tl.constexpr, HEAD_ATOMIC: tl.constexpr, ACC: tl.constexpr,
+    DOT: tl.constexpr, PREC: tl.constexpr,
+):
+    """Every gradient of chunk c of one (batch, head), given the state entering the chunk S0 and the loss's
+    gradient w.r.t. the state leaving it dS (both (BP, BN) in ACC): stores dx, ddt and dB, dC (added into a
+    group-shared buffer under HEAD_ATOMIC) for the chunk's positions, and returns (dtv * da (BL,), the chunk's
+    sum of dy * x (BP,), the state gradient entering the chunk (BP, BN)) for the dA and dD sums and the walk's
+    recurrence (the split design's chunk kernel drops the last: the compiler removes its dot)."""
+    t = tl.arange(0, BL)
+    pp = tl.arange(0, BP)
+    nn = tl.arange(0, BN)
+    pmask = pp < hdim
+    nmask = nn < dstate
+    causal = t[:, None] >= t[None, :]
+
+    pos = c * chunk_size + t
+    valid = (t < chunk_size) & (pos < seqlen)
+    dtv, z, cs = _chunk_dt(dt_base, sdt_l, dtb, A, pos, valid, SOFTPLUS, ACC)
+    is_last = t == BL - 1
+    cs_last = tl.sum(tl.where(is_last, cs, 0.0), axis=0)
+    lp_mask = valid[:, None] & pmask[None, :]
+    ln_mask = valid[:, None] & nmask[None, :]
+    xc = tl.load(x_base + pos[:, None] * sx_l + pp[None, :] * sx_p, mask=lp_mask, other=0.0).to(ACC)
+    dy = tl.load(dy_base + pos[:, None] * sdy_l + pp[None, :] * sdy_p, mask=lp_mask, other=0.0).to(ACC)
+    Bc = tl.load(B_base + pos[:, None] * sB_l + nn[None, :] * sB_n, mask=ln_mask, other=0.0).to(ACC)
+    Cc = tl.load(C_base + pos[:, None] * sC_l + nn[None, :] * sC_n, mask=ln_mask, other=0.0).to(ACC)
+
+    decay = tl.exp(tl.where(causal, cs[:, None] - cs[None, :], float("-inf")))  # (BL, BL) [i, j]
+    CB = _mm(Cc, tl.trans(Bc), ACC, DOT, PREC)  # C_i·B_j
+    G = _mm(dy, tl.trans(xc), ACC, DOT, PREC)  # dy_i·x_j
+    e_end = tl.exp(cs_last - cs)  # (BL,) decay from j to the chunk's end
+    e_in = tl.exp(cs)  # (BL,) decay from the chunk's start to i
+
+    # x enters as xd_j = dt_j x_j: its gradient from the outputs i >= j and from the state at the end
+    BdS = _mm(Bc, tl.trans(dS), ACC, DOT, PREC)  # (BL, BP) dS B_j
+    dxd = _mm(tl.trans(CB * decay), dy, ACC, DOT, PREC) + e_end[:, None] * BdS
+    dx = dxd * dtv[:, None]
+    if HAS_D:
+        dx += Dh * dy
+    dx_ptrs = dx_base + pos[:, None] * sdx_l + pp[None, :] * sdx_p
+    tl.store(dx_ptrs, dx.to(dx_base.dtype.element_ty), mask=lp_mask)
+
+    Gd = G * decay * dtv[None, :]  # (BL, BL) [i, j]: dy_i·xd_j exp(cs_i - cs_j)
+    dB = _mm(tl.trans(Gd), Cc, ACC, DOT, PREC)
+    dB += (e_end * dtv)[:, None] * _mm(xc, dS, ACC, DOT, PREC)
+    dyS = _mm(dy, S0, ACC, DOT, PREC)  # (BL, BN) dy_i S_in
+    dC = _mm(Gd, Bc, ACC, DOT, PREC) + e_in[:, None] * dyS
+    dB_ptrs = dB_base + pos[:, None] * sdB_l + nn[None, :] * sdB_n
+    dC_ptrs = dC_base + pos[:, None] * sdC_l + nn[None, :] * sdC_n
+    if HEAD_ATOMIC:
+        tl.atomic_add(dB_ptrs, dB, mask=ln_mask)
+        tl.atomic_add(dC_ptrs, dC, mask=ln_mask)
+    else:
+        tl.store(dB_ptrs, dB, mask=ln_mask)
+        tl.store(dC_ptrs, dC, mask=ln_mask)
+
+    # the gradient w.r.t. cs: exp(cs_i - cs_j) within the chunk, exp(cs_i) on the carried state's read-out,
+    # exp(cs_last - cs_j) and exp(cs_last) in the state at the chunk's end
+    T = Gd * CB  # (BL, BL) each term of y_i·dy_i within the chunk
+    dcs = tl.sum(T, axis=1) - tl.sum(T, axis=0)
+    dcs += e_in * tl.sum(Cc * dyS, axis=1)
+    u = e_end * dtv * tl.sum(xc * BdS, axis=1)  # (BL,) <dS, exp(cs_last - cs_j) xd_j ⊗ B_j>
+    dcs -= u
+    d_last = tl.sum(u, axis=0) + tl.exp(cs_last) * tl.sum(tl.sum(dS * S0, axis=1), axis=0)  # via cs_last
+    dcs += tl.where(is_last, d_last, 0.0)
+    da = tl.cumsum(dcs, axis=0, reverse=True)  # cs_t = sum_{s<=t} a_s: da_s = sum_{t>=s} dcs_t
+    ddt = tl.sum(dxd * xc, axis=1) + A * da
+    if SOFTPLUS:
+        ddt = tl.where(z > 20.0, ddt, ddt / (1.0 + tl.exp(-z)))  # softplus' = sigmoid (1 past 20)
+    tl.store(ddt_base + pos * sddt_l, ddt, mask=valid)
+
+    # the state gradient entering chunk c: through the decay across the chunk and the read-outs C_i
+    dS_in = tl.exp(cs_last) * dS + _mm(tl.trans(dy * e_in[:, None]), Cc, ACC, DOT, PREC)
+    return dtv * da, tl.sum(dy * xc, axis=0), dS_in
+
+
+@triton.jit
 def _ssd_bwd_kernel(
     x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, dtb_ptr, dy_ptr, states_ptr, dfinal_ptr,
     dx_ptr, ddt_ptr, dB_ptr, dC_ptr, dA_ptr, dD_ptr, dinit_ptr,
@@ -184,6 +294,8 @@ def _ssd_bwd_kernel(
     STORE_DINIT: tl.constexpr, HEAD_ATOMIC: tl.constexpr, ACC: tl.constexpr, DOT: tl.constexpr,
     PREC: tl.constexpr,
 ):
+    """bwd="walk": one program per (head, batch) walking the chunks in reverse, the state gradient dS carried
+    in registers from one chunk's _chunk_bwd to the next."""
     pid_h = tl.program_id(0)
     pid_b = tl.program_id(1).to(tl.int64)
     nheads = tl.num_programs(0)
@@ -191,27 +303,14 @@ def _ssd_bwd_kernel(
     # dB, dC: one (b, l, g, n) buffer that the group's heads add into (HEAD_ATOMIC), or a per-head (b, l, h, n)
     # one (summed over the group in PyTorch; also the g == h case, where there is nothing to sum)
     k = g if HEAD_ATOMIC else pid_h
-    t = tl.arange(0, BL)
     pp = tl.arange(0, BP)
     nn = tl.arange(0, BN)
-    pmask = pp < hdim
-    nmask = nn < dstate
-    pn_mask = pmask[:, None] & nmask[None, :]
+    pn_mask = (pp < hdim)[:, None] & (nn < dstate)[None, :]
 
-    x_base = x_ptr + pid_b * sx_b + pid_h * sx_h
-    dt_base = dt_ptr + pid_b * sdt_b + pid_h * sdt_h
-    B_base = B_ptr + pid_b * sB_b + g * sB_g
-    C_base = C_ptr + pid_b * sC_b + g * sC_g
-    dy_base = dy_ptr + pid_b * sdy_b + pid_h * sdy_h
     st_base = states_ptr + pid_b * ss_b + pid_h * ss_h
-    dx_base = dx_ptr + pid_b * sdx_b + pid_h * sdx_h
-    ddt_base = ddt_ptr + pid_b * sddt_b + pid_h * sddt_h
-    dB_base = dB_ptr + pid_b * sdB_b + k * sdB_k
-    dC_base = dC_ptr + pid_b * sdC_b + k * sdC_k
     A = tl.load(A_ptr + pid_h).to(ACC)
     dtb = tl.load(dtb_ptr + pid_h).to(ACC) if HAS_BIAS else 0.0
     Dh = tl.load(D_ptr + pid_h).to(ACC) if HAS_D else 0.0
-    causal = t[:, None] >= t[None, :]
 
     if HAS_DFINAL:  # dS: the loss's gradient w.r.t. the state at the end of the current chunk
         dS = tl.load(dfinal_ptr + pid_b * sdf_b + pid_h * sdf_h + pp[:, None] * sdf_p + nn[None, :] * sdf_n,
@@ -223,68 +322,19 @@ def _ssd_bwd_kernel(
 
     for ci in range(nchunks):
         c = nchunks - 1 - ci
-        pos = c * chunk_size + t
-        valid = (t < chunk_size) & (pos < seqlen)
-        dtv, z, cs = _chunk_dt(dt_base, sdt_l, dtb, A, pos, valid, SOFTPLUS, ACC)
-        is_last = t == BL - 1
-        cs_last = tl.sum(tl.where(is_last, cs, 0.0), axis=0)
-        lp_mask = valid[:, None] & pmask[None, :]
-        ln_mask = valid[:, None] & nmask[None, :]
-        xc = tl.load(x_base + pos[:, None] * sx_l + pp[None, :] * sx_p, mask=lp_mask, other=0.0).to(ACC)
-        dy = tl.load(dy_base + pos[:, None] * sdy_l + pp[None, :] * sdy_p, mask=lp_mask, other=0.0).to(ACC)
-        Bc = tl.load(B_base + pos[:, None] * sB_l + nn[None, :] * sB_n, mask=ln_mask, other=0.0).to(ACC)
-        Cc = tl.load(C_base + pos[:, None] * sC_l + nn[None, :] * sC_n, mask=ln_mask, other=0.0).to(ACC)
         S0 = tl.load(st_base + c * ss_c + pp[:, None] * ss_p + nn[None, :] * ss_n, mask=pn_mask, other=0.0)
         S0 = S0.to(ACC)  # (BP, BN) the state entering chunk c (forward)
-
-        decay = tl.exp(tl.where(causal, cs[:, None] - cs[None, :], float("-inf")))  # (BL, BL) [i, j]
-        CB = _mm(Cc, tl.trans(Bc), ACC, DOT, PREC)  # C_i·B_j
-        G = _mm(dy, tl.trans(xc), ACC, DOT, PREC)  # dy_i·x_j
-        e_end = tl.exp(cs_last - cs)  # (BL,) decay from j to the chunk's end
-        e_in = tl.exp(cs)  # (BL,) decay from the chunk's start to i
-
-        # x enters as xd_j = dt_j x_j: its gradient from the outputs i >= j and from the state at the end
-        BdS = _mm(Bc, tl.trans(dS), ACC, DOT, PREC)  # (BL, BP) dS B_j
-        dxd = _mm(tl.trans(CB * decay), dy, ACC, DOT, PREC) + e_end[:, None] * BdS
-        dx = dxd * dtv[:, None]
+        dA_c, dD_c, dS = _chunk_bwd(
+            c, S0, dS, x_ptr + pid_b * sx_b + pid_h * sx_h, dt_ptr + pid_b * sdt_b + pid_h * sdt_h,
+            B_ptr + pid_b * sB_b + g * sB_g, C_ptr + pid_b * sC_b + g * sC_g,
+            dy_ptr + pid_b * sdy_b + pid_h * sdy_h, dx_ptr + pid_b * sdx_b + pid_h * sdx_h,
+            ddt_ptr + pid_b * sddt_b + pid_h * sddt_h, dB_ptr + pid_b * sdB_b + k * sdB_k,
+            dC_ptr + pid_b * sdC_b + k * sdC_k, A, dtb, Dh, seqlen, chunk_size, hdim, dstate,
+            sx_l, sx_p, sdt_l, sB_l, sB_n, sC_l, sC_n, sdy_l, sdy_p, sdx_l, sdx_p, sddt_l, sdB_l, sdB_n, sdC_l,
+            sdC_n, BL, BP, BN, SOFTPLUS, HAS_D, HEAD_ATOMIC, ACC, DOT, PREC)
+        dA_acc += dA_c
         if HAS_D:
-            dx += Dh * dy
-            dD_acc += tl.sum(dy * xc, axis=0)
-        dx_ptrs = dx_base + pos[:, None] * sdx_l + pp[None, :] * sdx_p
-        tl.store(dx_ptrs, dx.to(dx_ptr.dtype.element_ty), mask=lp_mask)
-
-        Gd = G * decay * dtv[None, :]  # (BL, BL) [i, j]: dy_i·xd_j exp(cs_i - cs_j)
-        dB = _mm(tl.trans(Gd), Cc, ACC, DOT, PREC)
-        dB += (e_end * dtv)[:, None] * _mm(xc, dS, ACC, DOT, PREC)
-        dyS = _mm(dy, S0, ACC, DOT, PREC)  # (BL, BN) dy_i S_in
-        dC = _mm(Gd, Bc, ACC, DOT, PREC) + e_in[:, None] * dyS
-        dB_ptrs = dB_base + pos[:, None] * sdB_l + nn[None, :] * sdB_n
-        dC_ptrs = dC_base + pos[:, None] * sdC_l + nn[None, :] * sdC_n
-        if HEAD_ATOMIC:
-            tl.atomic_add(dB_ptrs, dB, mask=ln_mask)
-            tl.atomic_add(dC_ptrs, dC, mask=ln_mask)
-        else:
-            tl.store(dB_ptrs, dB, mask=ln_mask)
-            tl.store(dC_ptrs, dC, mask=ln_mask)
-
-        # the gradient w.r.t. cs: exp(cs_i - cs_j) within the chunk, exp(cs_i) on the carried state's read-out,
-        # exp(cs_last - cs_j) and exp(cs_last) in the state at the chunk's end
-        T = Gd * CB  # (BL, BL) each term of y_i·dy_i within the chunk
-        dcs = tl.sum(T, axis=1) - tl.sum(T, axis=0)
-        dcs += e_in * tl.sum(Cc * dyS, axis=1)
-        u = e_end * dtv * tl.sum(xc * BdS, axis=1)  # (BL,) <dS, exp(cs_last - cs_j) xd_j ⊗ B_j>
-        dcs -= u
-        d_last = tl.sum(u, axis=0) + tl.exp(cs_last) * tl.sum(tl.sum(dS * S0, axis=1), axis=0)  # via cs_last
-        dcs += tl.where(is_last, d_last, 0.0)
-        da = tl.cumsum(dcs, axis=0, reverse=True)  # cs_t = sum_{s<=t} a_s: da_s = sum_{t>=s} dcs_t
-        ddt = tl.sum(dxd * xc, axis=1) + A * da
-        dA_acc += dtv * da
-        if SOFTPLUS:
-            ddt = tl.where(z > 20.0, ddt, ddt / (1.0 + tl.exp(-z)))  # softplus' = sigmoid (1 past 20)
-        tl.store(ddt_base + pos * sddt_l, ddt, mask=valid)
-
-        # the state gradient entering chunk c: through the decay across the chunk and the read-outs C_i
-        dS = tl.exp(cs_last) * dS + _mm(tl.trans(dy * e_in[:, None]), Cc, ACC, DOT, PREC)
+            dD_acc += dD_c
 
     tl.store(dA_ptr + pid_b * nheads + pid_h, tl.sum(dA_acc, axis=0))
     if HAS_D:
@@ -292,6 +342,152 @@ def _ssd_bwd_kernel(
     if STORE_DINIT:
         tl.store(dinit_ptr + pid_b * sdi_b + pid_h * sdi_h + pp[:, None] * sdi_p + nn[None, :] * sdi_n, dS,
                  mask=pn_mask)
+
+
+
+@triton.jit
+def _ssd_bwd_pass_kernel(
+    x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, dtb_ptr, init_ptr, dy_ptr, dfinal_ptr, states_ptr, dstates_ptr,
+    dinit_ptr,
+    seqlen, nchunks, chunk_size, heads_per_group, hdim, dstate,
+    sx_b, sx_l, sx_h, sx_p,
+    sdt_b, sdt_l, sdt_h,
+    sB_b, sB_l, sB_g, sB_n,
+    sC_b, sC_l, sC_g, sC_n,
+    si_b, si_h, si_p, si_n,
+    sdy_b, sdy_l, sdy_h, sdy_p,
+    sdf_b, sdf_h, sdf_p, sdf_n,
+    ss_b, ss_c, ss_h, ss_p, ss_n,
+    sds_b, sds_c, sds_h, sds_p, sds_n,
+    sdi_b, sdi_h, sdi_p, sdi_n,
+    BL: tl.constexpr, BP: tl.constexpr, BN: tl.constexpr,
+    SOFTPLUS: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_INIT: tl.constexpr, HAS_DFINAL: tl.constexpr,
+    STORE_DINIT: tl.constexpr, ACC: tl.constexpr, DOT: tl.constexpr, PREC: tl.constexpr,
+):
+    """bwd="split", step 1: the two sequential recurrences, each one (p × n) update per chunk, in one launch of
+    grid (h, 2, b). Role 0 (program_id(1) == 0) walks forward: stores the state entering each chunk,
+        S_in(c) (S_in(0) = initial state or 0);  S <- exp(cs_last) S + sum_j exp(cs_last - cs_j) dt_j x_j ⊗ B_j
+    role 1 walks backward: stores the loss's gradient w.r.t. the state leaving each chunk,
+        dS_out(c) (dS_out(last) = dfinal or 0);  dS <- exp(cs_last) dS + sum_i exp(cs_i) dy_i ⊗ C_i
+    and the gradient w.r.t. the initial state (the dS entering chunk 0). The two need nothing of each other, so
+    they run side by side, 2 h b programs instead of h b for each in turn: both chains are short (one load,
+    one dot, one update a chunk) but serial, so more of them in flight is what hides their latency."""
+    pid_h = tl.program_id(0)
+    role = tl.program_id(1)
+    pid_b = tl.program_id(2).to(tl.int64)
+    g = pid_h // heads_per_group
+    t = tl.arange(0, BL)
+    pp = tl.arange(0, BP)
+    nn = tl.arange(0, BN)
+    pmask = pp < hdim
+    nmask = nn < dstate
+    pn_mask = pmask[:, None] & nmask[None, :]
+    dt_base = dt_ptr + pid_b * sdt_b + pid_h * sdt_h
+    A = tl.load(A_ptr + pid_h).to(ACC)
+    dtb = tl.load(dtb_ptr + pid_h).to(ACC) if HAS_BIAS else 0.0
+
+    if role == 0:
+        x_base = x_ptr + pid_b * sx_b + pid_h * sx_h
+        B_base = B_ptr + pid_b * sB_b + g * sB_g
+        st_base = states_ptr + pid_b * ss_b + pid_h * ss_h + pp[:, None] * ss_p + nn[None, :] * ss_n
+        if HAS_INIT:
+            S = tl.load(init_ptr + pid_b * si_b + pid_h * si_h + pp[:, None] * si_p + nn[None, :] * si_n,
+                        mask=pn_mask, other=0.0).to(ACC)  # (BP, BN)
+        else:
+            S = tl.zeros((BP, BN), dtype=ACC)
+        for c in range(nchunks):
+            pos = c * chunk_size + t
+            valid = (t < chunk_size) & (pos < seqlen)
+            dtv, _, cs = _chunk_dt(dt_base, sdt_l, dtb, A, pos, valid, SOFTPLUS, ACC)
+            cs_last = tl.sum(tl.where(t == BL - 1, cs, 0.0), axis=0)
+            tl.store(st_base + c * ss_c, S.to(states_ptr.dtype.element_ty), mask=pn_mask)
+            xc = tl.load(x_base + pos[:, None] * sx_l + pp[None, :] * sx_p, mask=valid[:, None] & pmask[None, :],
+                         other=0.0).to(ACC)  # (BL, BP)
+            Bc = tl.load(B_base + pos[:, None] * sB_l + nn[None, :] * sB_n, mask=valid[:, None] & nmask[None, :],
+                         other=0.0).to(ACC)  # (BL, BN)
+            w = tl.exp(cs_last - cs) * dtv  # (BL,) weight of x_j ⊗ B_j in the state at the chunk's end
+            S = tl.exp(cs_last) * S + _mm(tl.trans(xc * w[:, None]), Bc, ACC, DOT, PREC)
+    else:
+        dy_base = dy_ptr + pid_b * sdy_b + pid_h * sdy_h
+        C_base = C_ptr + pid_b * sC_b + g * sC_g
+        ds_base = dstates_ptr + pid_b * sds_b + pid_h * sds_h + pp[:, None] * sds_p + nn[None, :] * sds_n
+        if HAS_DFINAL:
+            dS = tl.load(dfinal_ptr + pid_b * sdf_b + pid_h * sdf_h + pp[:, None] * sdf_p + nn[None, :] * sdf_n,
+                         mask=pn_mask, other=0.0).to(ACC)  # (BP, BN)
+        else:
+            dS = tl.zeros((BP, BN), dtype=ACC)
+        for ci in range(nchunks):
+            c = nchunks - 1 - ci
+            pos = c * chunk_size + t
+            valid = (t < chunk_size) & (pos < seqlen)
+            _, _, cs = _chunk_dt(dt_base, sdt_l, dtb, A, pos, valid, SOFTPLUS, ACC)
+            cs_last = tl.sum(tl.where(t == BL - 1, cs, 0.0), axis=0)
+            tl.store(ds_base + c * sds_c, dS.to(dstates_ptr.dtype.element_ty), mask=pn_mask)
+            dy = tl.load(dy_base + pos[:, None] * sdy_l + pp[None, :] * sdy_p,
+                         mask=valid[:, None] & pmask[None, :], other=0.0).to(ACC)  # (BL, BP)
+            Cc = tl.load(C_base + pos[:, None] * sC_l + nn[None, :] * sC_n, mask=valid[:, None] & nmask[None, :],
+                         other=0.0).to(ACC)  # (BL, BN)
+            dS = tl.exp(cs_last) * dS + _mm(tl.trans(dy * tl.exp(cs)[:, None]), Cc, ACC, DOT, PREC)
+        if STORE_DINIT:
+            tl.store(dinit_ptr + pid_b * sdi_b + pid_h * sdi_h + pp[:, None] * sdi_p + nn[None, :] * sdi_n, dS,
+                     mask=pn_mask)
+
+
+@triton.jit
+def _ssd_bwd_chunk_kernel(
+    x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, dtb_ptr, dy_ptr, states_ptr, dstates_ptr,
+    dx_ptr, ddt_ptr, dB_ptr, dC_ptr, dA_ptr, dD_ptr,
+    seqlen, chunk_size, nheads, heads_per_group, hdim, dstate,
+    sx_b, sx_l, sx_h, sx_p,
+    sdt_b, sdt_l, sdt_h,
+    sB_b, sB_l, sB_g, sB_n,
+    sC_b, sC_l, sC_g, sC_n,
+    sdy_b, sdy_l, sdy_h, sdy_p,
+    ss_b, ss_c, ss_h, ss_p, ss_n,
+    sds_b, sds_c, sds_h, sds_p, sds_n,
+    sdx_b, sdx_l, sdx_h, sdx_p,
+    sddt_b, sddt_l, sddt_h,
+    sdB_b, sdB_l, sdB_k, sdB_n,
+    sdC_b, sdC_l, sdC_k, sdC_n,
+    sp_b, sp_c, sp_h,
+    BL: tl.constexpr, BP: tl.constexpr, BN: tl.constexpr,
+    SOFTPLUS: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, HEAD_ATOMIC: tl.constexpr,
+    ACC: tl.constexpr, DOT: tl.constexpr, PREC: tl.constexpr,
+):
+    """bwd="split", step 2: one program per (batch, chunk, head), grid (chunks * h, b) with the heads of one
+    chunk adjacent (they read the same B, C rows, and under HEAD_ATOMIC add into the same dB, dC rows, in L2).
+    With the chunk's S_in and dS_out from step 1 nothing is left to wait for: every gradient of the chunk is
+    _chunk_bwd's, the walk's own per-chunk math, and dA, dD leave as per-(b, chunk, h) partial sums
+    (dA_ptr, dD_ptr: (b, chunks, h)), summed in PyTorch."""
+    pid = tl.program_id(0)
+    pid_h = pid % nheads
+    c = pid // nheads
+    pid_b = tl.program_id(1).to(tl.int64)
+    g = pid_h // heads_per_group
+    k = g if HEAD_ATOMIC else pid_h  # dB, dC buffer: as in _ssd_bwd_kernel
+    pp = tl.arange(0, BP)
+    nn = tl.arange(0, BN)
+    pn_mask = (pp < hdim)[:, None] & (nn < dstate)[None, :]
+    A = tl.load(A_ptr + pid_h).to(ACC)
+    dtb = tl.load(dtb_ptr + pid_h).to(ACC) if HAS_BIAS else 0.0
+    Dh = tl.load(D_ptr + pid_h).to(ACC) if HAS_D else 0.0
+
+    S0 = tl.load(states_ptr + pid_b * ss_b + c * ss_c + pid_h * ss_h + pp[:, None] * ss_p + nn[None, :] * ss_n,
+                 mask=pn_mask, other=0.0).to(ACC)  # (BP, BN) state entering the chunk
+    # (BP, BN) the loss's gradient w.r.t. the state leaving the chunk
+    dS = tl.load(dstates_ptr + pid_b * sds_b + c * sds_c + pid_h * sds_h + pp[:, None] * sds_p
+                 + nn[None, :] * sds_n, mask=pn_mask, other=0.0).to(ACC)
+    dA_c, dD_c, _ = _chunk_bwd(
+        c, S0, dS, x_ptr + pid_b * sx_b + pid_h * sx_h, dt_ptr + pid_b * sdt_b + pid_h * sdt_h,
+        B_ptr + pid_b * sB_b + g * sB_g, C_ptr + pid_b * sC_b + g * sC_g,
+        dy_ptr + pid_b * sdy_b + pid_h * sdy_h, dx_ptr + pid_b * sdx_b + pid_h * sdx_h,
+        ddt_ptr + pid_b * sddt_b + pid_h * sddt_h, dB_ptr + pid_b * sdB_b + k * sdB_k,
+        dC_ptr + pid_b * sdC_b + k * sdC_k, A, dtb, Dh, seqlen, chunk_size, hdim, dstate,
+        sx_l, sx_p, sdt_l, sB_l, sB_n, sC_l, sC_n, sdy_l, sdy_p, sdx_l, sdx_p, sddt_l, sdB_l, sdB_n, sdC_l, sdC_n,
+        BL, BP, BN, SOFTPLUS, HAS_D, HEAD_ATOMIC, ACC, DOT, PREC)
+    tl.store(dA_ptr + pid_b * sp_b + c * sp_c + pid_h * sp_h, tl.sum(dA_c, axis=0))
+    if HAS_D:
+        tl.store(dD_ptr + pid_b * sp_b + c * sp_c + pid_h * sp_h, tl.sum(dD_c, axis=0))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -387,12 +583,28 @@ def ssd_scan_fwd(x, dt, A, B, C, chunk_size, D=None, dt_bias=None, dt_softplus=F
     return y, final, states
 
 
-def ssd_scan_bwd(dy, dfinal, x, dt, A, B, C, chunk_size, D=None, dt_bias=None, dt_softplus=False,
-                 initial_states=None, head_sum="atomic", dot_dtype=None, num_warps=4):
-    """Gradients (dx, ddt, dA, dB, dC, dD, ddt_bias, dinitial_states), each in its input's dtype (None for an
-    absent D, dt_bias or initial_states). dy: (b, l, h, p) or None (zeros); dfinal: (b, h, p, n) or None."""
+def _check_opts(head_sum, bwd, states_dtype) -> None:
+    """One ValueError line for a bad backward option (checked before _check, whose last check is the device's,
+    so that bad options give the same first error on every machine)."""
     if head_sum not in HEAD_SUMS:
         raise ValueError(f"ssd_scan: head_sum must be one of {list(HEAD_SUMS)}, got {head_sum!r}")
+    if bwd not in BWDS:
+        raise ValueError(f"ssd_scan: bwd must be one of {list(BWDS)}, got {bwd!r}")
+    if states_dtype is not None and (bwd != "split" or states_dtype not in _TL_DTYPES):
+        raise ValueError(f"ssd_scan: states_dtype must be None or, with bwd='split', one of {list(_TL_DTYPES)}; "
+                         f"got {states_dtype!r} with bwd={bwd!r}")
+
+
+def ssd_scan_bwd(dy, dfinal, x, dt, A, B, C, chunk_size, D=None, dt_bias=None, dt_softplus=False,
+                 initial_states=None, head_sum="atomic", dot_dtype=None, num_warps=4, *, bwd="walk",
+                 states_dtype=None):
+    """Gradients (dx, ddt, dA, dB, dC, dD, ddt_bias, dinitial_states), each in its input's dtype (None for an
+    absent D, dt_bias or initial_states). dy: (b, l, h, p) or None (zeros); dfinal: (b, h, p, n) or None.
+    bwd: "walk" (one program per (head, batch) walking the chunks in reverse) or "split" (two sequential passes
+    for the states and state gradients, then one program per (batch, chunk, head)); module docstring.
+    states_dtype (bwd="split" only): the dtype of the per-chunk states and state gradients stored between the
+    split's two launches; default the dot dtype (bf16 for bf16 inputs), which they are cast to for the dots."""
+    _check_opts(head_sum, bwd, states_dtype)
     b, l, h, p = x.shape
     g, n = B.shape[2], B.shape[3]
     hpg = h // g
@@ -400,30 +612,61 @@ def ssd_scan_bwd(dy, dfinal, x, dt, A, B, C, chunk_size, D=None, dt_bias=None, d
     nchunks = triton.cdiv(l, chunk_size)
     if dy is None:
         dy = torch.zeros_like(x)
-    # the state entering each chunk, recomputed (reads x, B, dt again; writes (b, chunks, h, p, n))
-    _, _, states = ssd_scan_fwd(x, dt, A, B, C, chunk_size, D, dt_bias, dt_softplus, initial_states,
-                                compute_y=False, return_states=True, dot_dtype=dot_dtype, num_warps=num_warps)
     atomic = head_sum == "atomic" and hpg > 1
     dx = torch.empty(b, l, h, p, dtype=x.dtype, device=x.device)
     ddt = torch.empty(b, l, h, dtype=acc, device=x.device)
     k = g if (atomic or hpg == 1) else h
     dB = (torch.zeros if atomic else torch.empty)(b, l, k, n, dtype=acc, device=x.device)
     dC = (torch.zeros if atomic else torch.empty)(b, l, k, n, dtype=acc, device=x.device)
-    dA_part = torch.empty(b, h, dtype=acc, device=x.device)
-    dD_part = torch.empty(b, h, dtype=acc, device=x.device) if D is not None else None
     dinit = torch.empty(b, h, p, n, dtype=acc, device=x.device) if initial_states is not None else None
-    dummy = x
-    _ssd_bwd_kernel[(h, b)](
-        x, dt, A, B, C, D if D is not None else dummy, dt_bias if dt_bias is not None else dummy, dy, states,
-        dfinal if dfinal is not None else dummy, dx, ddt, dB, dC, dA_part,
-        dD_part if dD_part is not None else dummy, dinit if dinit is not None else dummy,
-        l, nchunks, chunk_size, hpg, p, n,
-        *x.stride(), *dt.stride(), *B.stride(), *C.stride(), *dy.stride(), *states.stride(),
-        *_strides(dfinal, 4), *dx.stride(), *ddt.stride(), *dB.stride(), *dC.stride(), *_strides(dinit, 4),
-        BL=_block(chunk_size), BP=_block(p), BN=_block(n),
-        SOFTPLUS=dt_softplus, HAS_D=D is not None, HAS_BIAS=dt_bias is not None, HAS_DFINAL=dfinal is not None,
-        STORE_DINIT=dinit is not None, HEAD_ATOMIC=atomic, ACC=_TL_DTYPES[acc], **_dot(x, dot_dtype),
-        num_warps=num_warps)
+    dummy = x  # pointer for absent optional tensors (never read: the constexpr flags turn their loads off)
+    consts = dict(BL=_block(chunk_size), BP=_block(p), BN=_block(n), SOFTPLUS=dt_softplus,
+                  HAS_BIAS=dt_bias is not None, ACC=_TL_DTYPES[acc], **_dot(x, dot_dtype), num_warps=num_warps)
+    if bwd == "walk":
+        # the state entering each chunk, recomputed (reads x, B, dt again; writes (b, chunks, h, p, n))
+        _, _, states = ssd_scan_fwd(x, dt, A, B, C, chunk_size, D, dt_bias, dt_softplus, initial_states,
+                                    compute_y=False, return_states=True, dot_dtype=dot_dtype,
+                                    num_warps=num_warps)
+        dA_part = torch.empty(b, h, dtype=acc, device=x.device)
+        dD_part = torch.empty(b, h, dtype=acc, device=x.device) if D is not None else None
+        _ssd_bwd_kernel[(h, b)](
+            x, dt, A, B, C, D if D is not None else dummy, dt_bias if dt_bias is not None else dummy, dy, states,
+            dfinal if dfinal is not None else dummy, dx, ddt, dB, dC, dA_part,
+            dD_part if dD_part is not None else dummy, dinit if dinit is not None else dummy,
+            l, nchunks, chunk_size, hpg, p, n,
+            *x.stride(), *dt.stride(), *B.stride(), *C.stride(), *dy.stride(), *states.stride(),
+            *_strides(dfinal, 4), *dx.stride(), *ddt.stride(), *dB.stride(), *dC.stride(), *_strides(dinit, 4),
+            HAS_D=D is not None, HAS_DFINAL=dfinal is not None, STORE_DINIT=dinit is not None,
+            HEAD_ATOMIC=atomic, **consts)
+    else:
+        # 1. S_in and dS_out of every chunk, (b, chunks, h, p, n) each, by the two recurrences side by side;
+        # stored in the dot dtype by default: the chunk kernel casts them to it for every dot that reads them,
+        # so at bf16 this halves their bytes (written once, read once) and changes only the one elementwise
+        # term that reads them, exp(cs_last) <dS_out, S_in> in the dA and ddt gradients (module docstring)
+        sdt = states_dtype or {v: k for k, v in _TL_DTYPES.items()}[consts["DOT"]]
+        states = torch.empty(b, nchunks, h, p, n, dtype=sdt, device=x.device)
+        dstates = torch.empty(b, nchunks, h, p, n, dtype=sdt, device=x.device)
+        _ssd_bwd_pass_kernel[(h, 2, b)](
+            x, dt, A, B, C, dt_bias if dt_bias is not None else dummy,
+            initial_states if initial_states is not None else dummy, dy, dfinal if dfinal is not None else dummy,
+            states, dstates, dinit if dinit is not None else dummy,
+            l, nchunks, chunk_size, hpg, p, n,
+            *x.stride(), *dt.stride(), *B.stride(), *C.stride(), *_strides(initial_states, 4), *dy.stride(),
+            *_strides(dfinal, 4), *states.stride(), *dstates.stride(), *_strides(dinit, 4),
+            HAS_INIT=initial_states is not None, HAS_DFINAL=dfinal is not None, STORE_DINIT=dinit is not None,
+            **consts)
+        # 2. every chunk's gradients at once; dA and dD as per-(b, chunk, h) partial sums
+        dA_part = torch.empty(b, nchunks, h, dtype=acc, device=x.device)
+        dD_part = torch.empty(b, nchunks, h, dtype=acc, device=x.device) if D is not None else None
+        _ssd_bwd_chunk_kernel[(nchunks * h, b)](
+            x, dt, A, B, C, D if D is not None else dummy, dt_bias if dt_bias is not None else dummy, dy, states,
+            dstates, dx, ddt, dB, dC, dA_part, dD_part if dD_part is not None else dummy,
+            l, chunk_size, h, hpg, p, n,
+            *x.stride(), *dt.stride(), *B.stride(), *C.stride(), *dy.stride(), *states.stride(),
+            *dstates.stride(), *dx.stride(), *ddt.stride(), *dB.stride(), *dC.stride(), *dA_part.stride(),
+            HAS_D=D is not None, HEAD_ATOMIC=atomic, **consts)
+        dA_part = dA_part.flatten(0, 1)  # (b * chunks, h), summed over its first dimension below as the walk's
+        dD_part = dD_part.flatten(0, 1) if D is not None else None
     if k != g:  # per-head partial gradients of the group's shared B, C
         dB = dB.view(b, l, g, hpg, n).sum(3)
         dC = dC.view(b, l, g, hpg, n).sum(3)
@@ -441,27 +684,28 @@ def ssd_scan_bwd(dy, dfinal, x, dt, A, B, C, chunk_size, D=None, dt_bias=None, d
 class _SSDScanFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, dt, A, B, C, chunk_size, D, dt_bias, initial_states, dt_softplus, return_final_states,
-                head_sum, dot_dtype, num_warps):
+                head_sum, dot_dtype, num_warps, bwd, states_dtype):
         y, final, _ = ssd_scan_fwd(x, dt, A, B, C, chunk_size, D, dt_bias, dt_softplus, initial_states,
                                    return_final_states=return_final_states, dot_dtype=dot_dtype,
                                    num_warps=num_warps)
         ctx.save_for_backward(x, dt, A, B, C, D, dt_bias, initial_states)
-        ctx.opts = (chunk_size, dt_softplus, head_sum, dot_dtype, num_warps)
+        ctx.opts = (chunk_size, dt_softplus, head_sum, dot_dtype, num_warps, bwd, states_dtype)
         ctx.set_materialize_grads(False)  # an unused output gets None, not a tensor of zeros to read
         return (y, final) if return_final_states else y
 
     @staticmethod
     def backward(ctx, dy, dfinal=None):
         x, dt, A, B, C, D, dt_bias, initial_states = ctx.saved_tensors
-        chunk_size, dt_softplus, head_sum, dot_dtype, num_warps = ctx.opts
+        chunk_size, dt_softplus, head_sum, dot_dtype, num_warps, bwd, states_dtype = ctx.opts
         dx, ddt, dA, dB, dC, dD, ddt_bias, dinit = ssd_scan_bwd(
             dy, dfinal, x, dt, A, B, C, chunk_size, D, dt_bias, dt_softplus, initial_states, head_sum=head_sum,
-            dot_dtype=dot_dtype, num_warps=num_warps)
-        return dx, ddt, dA, dB, dC, None, dD, ddt_bias, dinit, None, None, None, None, None
+            dot_dtype=dot_dtype, num_warps=num_warps, bwd=bwd, states_dtype=states_dtype)
+        return dx, ddt, dA, dB, dC, None, dD, ddt_bias, dinit, None, None, None, None, None, None, None
 
 
 def ssd_scan(x, dt, A, B, C, chunk_size, D=None, dt_bias=None, dt_softplus=False, initial_states=None,
-             return_final_states=False, *, head_sum="atomic", dot_dtype=None, num_warps=4):
+             return_final_states=False, *, head_sum="atomic", dot_dtype=None, num_warps=4, bwd="walk",
+             states_dtype=None):
     """mamba_chunk_scan_combined's call as golf's mixer makes it (no z, seq_idx, cu_seqlens; D per head), on
     golf's kernels, differentiable w.r.t. x, dt, A, B, C, D, dt_bias and initial_states.
 
@@ -469,9 +713,9 @@ def ssd_scan(x, dt, A, B, C, chunk_size, D=None, dt_bias=None, dt_softplus=False
     initial_states (b, h, p, n) or None. Returns y (b, l, h, p) in x's dtype, and with return_final_states
     (y, final state (b, h, p, n) in fp32, fp64 for fp64 x). head_sum: "atomic" or "sum" (module docstring);
     dot_dtype: the tl.dot operand dtype, or "tf32" (default: x's dtype, full-precision fp32 for fp32 x);
-    num_warps: per program."""
-    if head_sum not in HEAD_SUMS:  # before _check, whose last check is the device's
-        raise ValueError(f"ssd_scan: head_sum must be one of {list(HEAD_SUMS)}, got {head_sum!r}")
+    num_warps: per program (every kernel of the call); bwd: the backward's design, "walk" (default) or "split",
+    and states_dtype the split's stored state dtype (ssd_scan_bwd; module docstring)."""
+    _check_opts(head_sum, bwd, states_dtype)  # before _check, whose last check is the device's
     _check(x, dt, A, B, C, chunk_size, D, dt_bias, initial_states, dot_dtype)
     return _SSDScanFn.apply(x, dt, A, B, C, chunk_size, D, dt_bias, initial_states, dt_softplus,
-                            return_final_states, head_sum, dot_dtype, num_warps)
+                            return_final_states, head_sum, dot_dtype, num_warps, bwd, states_dtype)

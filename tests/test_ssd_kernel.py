@@ -3,9 +3,11 @@ Triton's interpreter (TRITON_INTERPRET=1): the forward's y and final state, and 
 D, dt_bias, initial_states) against torch.autograd through golf.ssm.ssd_scan_reference. The kernels compute in
 fp64 for fp64 inputs, so most cases compare at ~1e-12 relative: a wrong decay, an off-by-one in the causal mask
 or a missing term is off by orders of magnitude more. Small shapes keep the interpreter fast; one case uses the
-production tiles (headdim 64, d_state 32, chunk 64)."""
+production tiles (headdim 64, d_state 32, chunk 64). Every gradient test runs for both backward designs
+(bwd="walk" and bwd="split"), and one compares the two directly."""
 
 import importlib
+import re
 
 import pytest
 import torch
@@ -16,6 +18,7 @@ pytest.importorskip("triton", reason="triton is not installed: the interpreter p
 from golf.ssm import ssd_reference, ssd_scan_reference
 
 F64 = torch.float64
+BWDS = ["walk", "split"]  # golf.ssd_kernel.BWDS, spelled out so that collection does not import triton
 
 
 @pytest.fixture(scope="module")
@@ -107,12 +110,13 @@ CASES = {
 }
 
 
+@pytest.mark.parametrize("bwd", BWDS)
 @pytest.mark.parametrize("case", list(CASES))
-def test_fp64_forward_and_gradients_match_reference(sk, device, case):
+def test_fp64_forward_and_gradients_match_reference(sk, device, case, bwd):
     b, l, h, p, g, n, chunk, init, head_sum = CASES[case]
     inputs = _inputs(len(case), b, l, h, p, g, n, init=init)
     wy, wf = _loss_weights(len(case), (b, l, h, p), (b, h, p, n))
-    y, final, grads = _run(_kernel(sk, chunk, head_sum=head_sum), inputs, wy, wf, device=device)
+    y, final, grads = _run(_kernel(sk, chunk, head_sum=head_sum, bwd=bwd), inputs, wy, wf, device=device)
     y_ref, final_ref, grads_ref = _run(_reference(chunk), inputs, wy, wf)
     assert y.dtype == F64 and final.dtype == F64
     _assert_close("y", y, y_ref, 1e-12)
@@ -122,18 +126,20 @@ def test_fp64_forward_and_gradients_match_reference(sk, device, case):
         _assert_close(f"d{k}", grads[k], grads_ref[k], 1e-10)
 
 
+@pytest.mark.parametrize("bwd", BWDS)
 @pytest.mark.parametrize("use_y,use_final", [(True, False), (False, True)], ids=["y_only", "final_only"])
-def test_gradients_from_one_output_only(sk, device, use_y, use_final):
+def test_gradients_from_one_output_only(sk, device, use_y, use_final, bwd):
     """The backward with no gradient for the final state (dfinal None), or none for y (dy None)."""
     inputs = _inputs(5, 2, 96, 2, 16, 1, 16)
     wy, wf = _loss_weights(5, (2, 96, 2, 16), (2, 2, 16, 16))
-    _, _, grads = _run(_kernel(sk, 32), inputs, wy, wf, use_y, use_final, device)
+    _, _, grads = _run(_kernel(sk, 32, bwd=bwd), inputs, wy, wf, use_y, use_final, device)
     _, _, grads_ref = _run(_reference(32), inputs, wy, wf, use_y, use_final)
     for k in grads_ref:
         _assert_close(f"d{k}", grads[k], grads_ref[k], 1e-10)
 
 
-def test_strided_views_as_the_mixer_passes_them(sk, device):
+@pytest.mark.parametrize("bwd", BWDS)
+def test_strided_views_as_the_mixer_passes_them(sk, device, bwd):
     """x, B, C, dt as views into one packed (b, l, width) tensor, as Mamba2Mixer splits in_proj's output: the
     kernels read them through their strides (no copy), with the same result and gradients."""
     b, l, h, p, n = 2, 80, 2, 16, 16
@@ -150,7 +156,7 @@ def test_strided_views_as_the_mixer_passes_them(sk, device):
             return fn(x=x.reshape(b, l, h, p), dt=dt, B=B.reshape(b, l, 1, n), C=C.reshape(b, l, 1, n), **rest)
         return run
 
-    y, final, grads = _run(views(_kernel(sk, 32)), {"packed": packed} | rest, wy, wf, device=device)
+    y, final, grads = _run(views(_kernel(sk, 32, bwd=bwd)), {"packed": packed} | rest, wy, wf, device=device)
     y_ref, final_ref, grads_ref = _run(_reference(32), inputs, wy, wf)
     _assert_close("y", y, y_ref, 1e-12)
     _assert_close("final state", final, final_ref, 1e-12)
@@ -161,11 +167,14 @@ def test_strided_views_as_the_mixer_passes_them(sk, device):
         _assert_close(f"d{k}", grads[k], grads_ref[k], 1e-10)
 
 
-def test_fp32_matches_fp64_reference(sk, device):
-    """fp32 inputs (fp32 state and dots, as the kernels run on a GPU for fp32) at the production tiles."""
+@pytest.mark.parametrize("bwd", BWDS)
+def test_fp32_matches_fp64_reference(sk, device, bwd):
+    """fp32 inputs (fp32 state and dots, as the kernels run on a GPU for fp32; the split stores its states in
+    fp32) at the production tiles."""
     inputs = _inputs(7, 2, 128, 2, 64, 1, 32)
     wy, wf = _loss_weights(7, (2, 128, 2, 64), (2, 2, 64, 32))
-    y, final, grads = _run(_kernel(sk, 64), {k: v.float() for k, v in inputs.items()}, wy, wf, device=device)
+    y, final, grads = _run(_kernel(sk, 64, bwd=bwd), {k: v.float() for k, v in inputs.items()}, wy, wf,
+                           device=device)
     y_ref, final_ref, grads_ref = _run(_reference(64), inputs, wy, wf)
     assert y.dtype == torch.float32 and final.dtype == torch.float32
     _assert_close("y", y, y_ref, 2e-5)
@@ -175,7 +184,8 @@ def test_fp32_matches_fp64_reference(sk, device):
         _assert_close(f"d{k}", grads[k], grads_ref[k], 1e-4)
 
 
-def test_bf16_activations_keep_their_dtypes(sk, device):
+@pytest.mark.parametrize("bwd", BWDS)
+def test_bf16_activations_keep_their_dtypes(sk, device, bwd):
     """bf16 x, B, C (fp32 dt, A, D, dt_bias), as the mixer calls the scan: y and dx, dB, dC come back in bf16,
     the final state in fp32, within bf16 rounding of the reference on the same bf16 inputs. The dots run in
     fp32 here: Triton's interpreter miscomputes bf16 tl.dot (it is exercised by bench/ssd_kernel_bench.py on a
@@ -187,7 +197,7 @@ def test_bf16_activations_keep_their_dtypes(sk, device):
     inputs["D"], inputs["dt_bias"] = inputs["D"].float(), inputs["dt_bias"].float()
     inputs["initial_states"] = inputs["initial_states"].float()
     wy, wf = _loss_weights(9, (2, 96, 2, 16), (2, 2, 16, 16))
-    y, final, grads = _run(_kernel(sk, 32, dot_dtype=torch.float32), inputs, wy, wf, device=device)
+    y, final, grads = _run(_kernel(sk, 32, dot_dtype=torch.float32, bwd=bwd), inputs, wy, wf, device=device)
     y_ref, final_ref, grads_ref = _run(_reference(32), inputs, wy, wf)
     assert y.dtype == torch.bfloat16 and final.dtype == torch.float32
     _assert_close("y", y, y_ref, 1e-2)  # both round the same fp32 result to bf16: at most an ulp apart
@@ -197,7 +207,8 @@ def test_bf16_activations_keep_their_dtypes(sk, device):
         _assert_close(f"d{k}", grads[k], grads_ref[k], 1e-2 if inputs[k].dtype == torch.bfloat16 else 1e-5)
 
 
-def test_without_softplus_bias_and_skip_matches_ssd_reference(sk, device):
+@pytest.mark.parametrize("bwd", BWDS)
+def test_without_softplus_bias_and_skip_matches_ssd_reference(sk, device, bwd):
     """dt_softplus=False, no D, no dt_bias: the bare SSD scan, against ssd_reference with the same dt."""
     inputs = _inputs(11, 2, 80, 2, 16, 1, 16)
     dt = F.softplus(inputs["dt"])
@@ -205,7 +216,7 @@ def test_without_softplus_bias_and_skip_matches_ssd_reference(sk, device):
     wy, wf = _loss_weights(11, (2, 80, 2, 16), (2, 2, 16, 16))
 
     def kern(x, dt, A, B, C, initial_states):
-        return sk.ssd_scan(x, dt, A, B, C, 32, initial_states=initial_states, return_final_states=True)
+        return sk.ssd_scan(x, dt, A, B, C, 32, initial_states=initial_states, return_final_states=True, bwd=bwd)
 
     def ref(x, dt, A, B, C, initial_states):
         return ssd_reference(x, dt, A, B, C, 32, initial_states)
@@ -229,7 +240,62 @@ def test_returns_y_alone_without_final_states(sk, device):
     _assert_close("y", y, y_ref, 1e-12)
 
 
-@pytest.mark.parametrize("change,message", [
+
+WALK_VS_SPLIT = {
+    # b, l, h, p, g, n, chunk, D, dt_bias and softplus, initial state, dfinal, head_sum
+    "everything_groups_atomic": (1, 72, 4, 16, 2, 16, 16, True, True, True, "atomic"),  # 4 chunks + 8
+    "everything_groups_sum": (2, 40, 4, 16, 2, 16, 16, True, True, True, "sum"),
+    "bare_odd_sizes": (1, 70, 3, 24, 1, 8, 24, False, False, False, "atomic"),
+    "one_partial_chunk": (2, 20, 2, 16, 1, 16, 32, True, True, True, "atomic"),  # a single chunk of 20 of 32
+}
+
+
+@pytest.mark.parametrize("case", list(WALK_VS_SPLIT))
+def test_split_backward_matches_walk(sk, device, case):
+    """ssd_scan_bwd called directly (random dy and dfinal, as autograd would pass them) with each design: the
+    same per-chunk math from the same state and state gradient, so in fp64 the two agree to rounding (they sum
+    dA and dD in different orders, and the split carries its state gradients through memory), far closer than
+    either is to the reference; the same outputs are None."""
+    b, l, h, p, g, n, chunk, full, init, dfinal, head_sum = WALK_VS_SPLIT[case]
+    t = _inputs(len(case), b, l, h, p, g, n, init=init)
+    gen = torch.Generator().manual_seed(len(case) + 7)
+    dy = torch.randn(b, l, h, p, generator=gen, dtype=F64)
+    df = torch.randn(b, h, p, n, generator=gen, dtype=F64) if dfinal else None
+    if not full:  # the bare scan: softplus'd dt, no D, no dt_bias
+        t["dt"], t["D"], t["dt_bias"] = F.softplus(t["dt"]), None, None
+    on = {k: (v.to(device) if v is not None else None) for k, v in t.items()}
+
+    def bwd(design):
+        return sk.ssd_scan_bwd(dy.to(device), df.to(device) if df is not None else None, on["x"], on["dt"],
+                               on["A"], on["B"], on["C"], chunk, on["D"], on["dt_bias"], full,
+                               on["initial_states"], head_sum, bwd=design)
+
+    names = ["dx", "ddt", "dA", "dB", "dC", "dD", "ddt_bias", "dinitial_states"]
+    for name, w, s in zip(names, bwd("walk"), bwd("split"), strict=True):
+        assert (w is None) == (s is None), name
+        if w is not None:
+            assert s.dtype == w.dtype == F64, name
+            _assert_close(name, s.cpu(), w.cpu(), 1e-13)
+
+
+def test_split_with_bf16_stored_states(sk, device):
+    """The split's states and state gradients stored in bf16 (its default for bf16 inputs, where they are also
+    the dots' operands) with fp32 inputs and dots at the production tiles: the stores round and the loads widen
+    (the interpreter cannot run bf16 dots, so this is the part of the bf16 path it can check), and the result
+    stays within bf16's rounding of the reference."""
+    inputs = _inputs(19, 2, 128, 2, 64, 1, 32)
+    wy, wf = _loss_weights(19, (2, 128, 2, 64), (2, 2, 64, 32))
+    _, _, grads = _run(_kernel(sk, 64, bwd="split", states_dtype=torch.bfloat16),
+                       {k: v.float() for k, v in inputs.items()}, wy, wf, device=device)
+    _, _, grads_ref = _run(_reference(64), inputs, wy, wf)
+    errs = {}
+    for k in grads_ref:
+        _assert_close(f"d{k}", grads[k], grads_ref[k], 2e-2)
+        errs[k] = ((grads[k].double() - grads_ref[k]).abs().max() / grads_ref[k].abs().max()).item()
+    # the stored rounding is visible where the states enter (not a silent fp32 store): dC reads S_in, dB dS_out
+    assert errs["C"] > 1e-4 and errs["B"] > 1e-4, errs
+
+BAD_INPUTS = [
     ({"x": torch.zeros(2, 64, 2)}, "x must be (batch, seqlen, nheads, headdim)"),
     ({"B": torch.zeros(2, 64, 3, 16, dtype=F64)}, "B must be (batch, seqlen, ngroups, dstate)"),
     ({"C": torch.zeros(2, 64, 1, 8, dtype=F64)}, "C must have shape (2, 64, 1, 16)"),
@@ -240,12 +306,31 @@ def test_returns_y_alone_without_final_states(sk, device):
     ({"chunk_size": 0}, "chunk_size must be a positive int"),
     ({"head_sum": "tree"}, "head_sum must be one of"),
     ({"dot_dtype": torch.int8}, "dot_dtype must be None, 'tf32' or one of"),
-])
-def test_bad_input_is_one_clear_error(sk, change, message):
+    ({"bwd": "tree"}, "bwd must be one of ['walk', 'split']"),
+    ({"states_dtype": torch.bfloat16}, "states_dtype must be None or, with bwd='split', one of"),  # walk's
+    ({"bwd": "split", "states_dtype": torch.int8}, "states_dtype must be None or, with bwd='split', one of"),
+]
+
+
+@pytest.mark.parametrize("change,message", BAD_INPUTS, ids=["+".join(c) for c, _ in BAD_INPUTS])
+@pytest.mark.parametrize("compiled", [False, True], ids=["as_here", "as_on_cuda"])
+def test_bad_input_is_one_clear_error(sk, monkeypatch, change, message, compiled):
+    """Each bad input gets its own one-line error, the same on every machine: as_on_cuda runs with compiled
+    kernels (interpreted() False, as on a CUDA machine) and the CPU tensors they refuse, so every value check
+    has to come before the device check for its own message to be the first."""
+    if compiled:
+        monkeypatch.setattr(sk, "interpreted", lambda: False)
     args = {k: v for k, v in _inputs(1, 2, 64, 2, 16, 1, 16).items()} | {"chunk_size": 32, "dt_softplus": True}
     args |= change
-    with pytest.raises(ValueError, match="ssd_scan: " + message.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(ValueError, match="ssd_scan: " + re.escape(message)):
         sk.ssd_scan(**args)
+
+
+def test_bad_backward_option_of_ssd_scan_bwd(sk):
+    inputs = _inputs(1, 1, 32, 2, 16, 1, 16)
+    with pytest.raises(ValueError, match=re.escape("ssd_scan: bwd must be one of ['walk', 'split'], got 'tree'")):
+        sk.ssd_scan_bwd(None, None, inputs["x"], inputs["dt"], inputs["A"], inputs["B"], inputs["C"], 32,
+                        bwd="tree")
 
 
 def test_cpu_tensors_outside_the_interpreter_are_refused(sk, monkeypatch):
@@ -279,8 +364,11 @@ def test_bench_script_dry_run(sk, device, tmp_path, monkeypatch):
                      "--n", "16", "--chunk", "32", "--num-warps", "4", "--json", str(out)])
     result = json.loads(out.read_text())
     assert rc == 0, result["errors"]
-    for errs in (result["parity_vs_reference"]["golf atomic w4"], result["parity_vs_mamba"]["golf atomic w4"]):
-        assert set(errs) == {"y", "x", "dt", "A", "B", "C", "D", "dt_bias"} and max(errs.values()) < 1e-4, errs
-    assert set(result["timing"]) == {"mamba-ssm", "golf atomic w4"}
-    assert set(result["timing"]["golf atomic w4"]) == {"fwd_ms", "fwd_bwd_ms"}
+    golf = ["golf atomic w4 bwd=walk", "golf atomic w4 bwd=split"]
+    for name in golf:  # both backward designs by default, each gated on parity and timed
+        for errs in (result["parity_vs_reference"][name], result["parity_vs_mamba"][name]):
+            assert set(errs) == {"y", "x", "dt", "A", "B", "C", "D", "dt_bias"} and max(errs.values()) < 1e-4, errs
+        assert set(result["timing"][name]) == {"fwd_ms", "fwd_bwd_ms"}
+    assert set(result["timing"]) == {"mamba-ssm", *golf}
+    assert bench.main(["--device", device, "--bwds", "walk,scan"]) == 2  # an unknown design: refused up front
     assert result["floor"]["fwd_bwd_bytes"] > result["floor"]["fwd_bytes"] > 0
