@@ -4,8 +4,10 @@ config and backend choice (with stand-ins for mamba-ssm and causal-conv1d, as te
 the mixer and a small model with golf's scan against the reference path in float64 (outputs, every gradient,
 carried state in and out), the opaque ops' adapters against the ops' CPU kernels (values, dtypes, shapes,
 strides, the empty tensors), and the opaque mixer, eager and compiled as one graph, with golf's kernels running
-inside the ops. Not here: Dynamo tracing into golf's Triton launches (ssm_compile "trace" compiled; in the
-interpreter Dynamo would trace the interpreter itself) and anything of a real GPU run."""
+inside the ops. Not on a CPU: Dynamo tracing into golf's Triton launches (ssm_compile "trace" compiled; in the
+interpreter Dynamo would trace the interpreter itself), and the GPU-marked tests at the end (on a CUDA machine with
+mamba-ssm: the mixer in every mode, eager and compiled, bf16 and fp32, against the reference; opcheck of the
+scan ops running golf's kernels)."""
 
 from __future__ import annotations
 
@@ -16,14 +18,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_ssm import _mixer, _out_and_grads, stand_in_conv, stand_in_norm
-from test_ssm_opaque import STAND_INS, _golf_ops, _scan_args, _tiny_model
+from test_ssm import _mixer, _out_and_grads, assert_gpu_mixer_matches_reference, stand_in_conv, stand_in_norm
+from test_ssm_opaque import STAND_INS, _golf_ops, _opcheck_cases, _scan_args, _tiny_model
 
 from golf import ssm, ssm_ops
 from golf.config import ConfigError, ModelConfig, field_choices, load_params
 from golf.errors import GolfError
 from golf.model import GolfLM, build_model
-from golf.ssm import SSMKernels, resolve_ssm_backend
+from golf.ssm import Mamba2Mixer, SSMKernels, resolve_ssm_backend
 
 REPO = Path(__file__).resolve().parents[1]
 PARAMS = REPO / "params.yaml"
@@ -393,3 +395,48 @@ def test_opaque_mixer_with_golf_compiles_as_one_graph(golf_in_the_scan_ops, devi
         assert name in _golf_ops(graphs[kind])
     if device == "cpu":
         assert set(golf_in_the_scan_ops) == {(ssm_ops.ssd_scan, "golf"), (ssm_ops.ssd_scan_bwd, "golf")}
+
+
+# --------------------------------------------------------------------------------------------------
+# The real kernels (CUDA machine with mamba-ssm)
+# --------------------------------------------------------------------------------------------------
+
+
+def _cuda_golf(mode: str, gated_norm: str = "kernel") -> SSMKernels:
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    try:
+        return resolve_ssm_backend("triton", "cuda", mode, gated_norm, "golf")
+    except GolfError as e:
+        pytest.skip(str(e))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("mode, compiled", [("disable", False), ("disable", True), ("trace", True),
+                                            ("opaque", False), ("opaque", True)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_golf_scan_mixer_matches_reference_on_gpu(mode, compiled, dtype):
+    """The production mixer shape (headdim 64, d_state 32, chunk 64, in_proj padded to 64) with golf's scan in
+    each model.ssm_compile mode; compiled as one graph under "opaque", with graph breaks allowed otherwise."""
+    kernels = _cuda_golf(mode)
+    assert kernels.label.startswith("triton+golf_scan")
+    torch.manual_seed(0)
+    ref = Mamba2Mixer(256, 32, 4, 1.5, 64, 1, 64, in_proj_multiple=64).cuda()
+    fast = Mamba2Mixer(256, 32, 4, 1.5, 64, 1, 64, kernels=kernels, in_proj_multiple=64).cuda()
+    torch.nn.init.normal_(ref.out_proj.weight, std=0.02)
+    fast.load_state_dict(ref.state_dict())
+    torch._dynamo.reset()
+    run = torch.compile(fast, fullgraph=mode == "opaque") if compiled else fast
+    assert_gpu_mixer_matches_reference(ref, fast, run, dtype)
+    torch._dynamo.reset()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("i", range(4))  # tests/test_ssm_opaque.py's cases of golf::ssd_scan and its backward
+def test_golf_scan_ops_opcheck_on_gpu(i, dtype):
+    """The scan ops' fake kernels against golf's kernels' real outputs (shapes, dtypes, strides)."""
+    _cuda_golf("opaque", "torch")
+    op, args = _opcheck_cases("cuda", dtype)[i]
+    tol = 1e-3 if dtype == torch.float32 else 3e-2  # AOT vs eager runs of kernels with atomic adds
+    torch.library.opcheck(op, (*args, "golf"), rtol=tol, atol=tol)
