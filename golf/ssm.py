@@ -322,7 +322,7 @@ def _import_golf_scan() -> dict:
     """golf's own SSD kernels (golf.ssm_ops.golf_scan_kernels), or a GolfError saying what is missing.
     Imported only here, for model.ssm_scan "golf": golf/ssd_kernel.py imports triton at module top, which a
     CPU install may lack; and through golf.ssm_ops, which artifacts do not ship (golf.package.TRAINING_ONLY),
-    so that its ~25 KB stay out of every artifact's code bytes too."""
+    so that its ~27 KB stay out of every artifact's code bytes too."""
     try:
         from golf import ssm_ops
 
