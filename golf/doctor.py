@@ -108,7 +108,7 @@ def diagnose(params: Params) -> Diagnosis:
     diag = Diagnosis(versions, str(device), _cuda_info())
     if "M" in mc.layer_pattern:
         try:
-            kernels = resolve_ssm_backend(mc.ssm_backend, device, mc.ssm_compile, mc.gated_norm)
+            kernels = resolve_ssm_backend(mc.ssm_backend, device, mc.ssm_compile, mc.gated_norm, mc.ssm_scan)
             label = kernels.label
             diag.paths.append(PathChoice("ssm", label, _ssm_why(mc.ssm_backend, on_cuda, label)))
             conv, why = _conv_why(label)

@@ -146,13 +146,13 @@ def causal_conv_silu_reference(xBC_t: torch.Tensor, weight: torch.Tensor, bias: 
 class SSMKernels:
     """The mixer's kernels, decided once at model build.
 
-    path: "reference" (pure PyTorch), "triton" (mamba-ssm Triton SSD scan + Triton gated RMSNorm, or the
-    PyTorch norm with model.gated_norm "torch"; the conv from causal-conv1d when importable, else PyTorch) or
-    "fused" (mamba_split_conv1d_scan_combined: conv, scan and gated norm in one autograd function that
-    recomputes the conv in backward; needs causal-conv1d).
+    path: "reference" (pure PyTorch), "triton" (mamba-ssm Triton SSD scan, or golf's own with model.ssm_scan
+    "golf", + Triton gated RMSNorm, or the PyTorch norm with model.gated_norm "torch"; the conv from
+    causal-conv1d when importable, else PyTorch) or "fused" (mamba_split_conv1d_scan_combined: conv, scan and
+    gated norm in one autograd function that recomputes the conv in backward; needs causal-conv1d).
     """
     path: str = "reference"
-    scan: Callable | None = None  # mamba_chunk_scan_combined
+    scan: Callable | None = None  # mamba_chunk_scan_combined, or golf.ssd_kernel.ssd_scan
     norm: Callable | None = None  # mamba-ssm layernorm_gated.rmsnorm_fn
     conv: Callable | None = None  # causal_conv1d_fn
     fused: Callable | None = None  # mamba_split_conv1d_scan_combined
@@ -161,6 +161,7 @@ class SSMKernels:
     # graph itself wherever it cannot; "opaque": scan, conv and norm are golf.ssm_ops' wrappers of the same
     # kernels as custom operators, which Dynamo puts in its graph as single nodes
     compile_mode: str = "disable"
+    scan_kernel: str = "mamba"  # model.ssm_scan: whose kernels `scan` runs, "mamba" (mamba-ssm's) or "golf"
 
     def call(self, fn: Callable, *args, **kwargs):
         """Call one of the kernels above as compile_mode says."""
@@ -168,9 +169,11 @@ class SSMKernels:
 
     @property
     def label(self) -> str:
-        """For model.kernel_paths and logs, e.g. "triton+causal_conv1d", "triton+causal_conv1d+torch_norm" or
-        "triton+causal_conv1d+opaque" (the kernels as golf's custom ops)."""
-        extras = ("+causal_conv1d" if self.conv is not None else "") + ("+torch_norm" if self.norm is None else "")
+        """For model.kernel_paths and logs, e.g. "triton+causal_conv1d", "triton+causal_conv1d+torch_norm",
+        "triton+causal_conv1d+opaque" (the kernels as golf's custom ops) or "triton+golf_scan+causal_conv1d"
+        (golf's own SSD scan kernels, model.ssm_scan "golf")."""
+        extras = "+golf_scan" if self.scan_kernel == "golf" else ""
+        extras += ("+causal_conv1d" if self.conv is not None else "") + ("+torch_norm" if self.norm is None else "")
         extras += "+opaque" if self.compile_mode == "opaque" else ""
         return self.path + (extras if self.path == "triton" else "")
 
@@ -267,7 +270,7 @@ def _import_causal_conv1d_ops() -> dict | None:
 
 
 def resolve_ssm_backend(requested: str, device: torch.device | str, compile_mode: str = "disable",
-                        gated_norm: str = "kernel") -> SSMKernels:
+                        gated_norm: str = "kernel", scan: str = "mamba") -> SSMKernels:
     """Decide the SSM kernels once, at model build.
 
     "auto": the Triton path on CUDA when mamba-ssm imports, else the reference. "triton" / "fused": that path
@@ -275,9 +278,11 @@ def resolve_ssm_backend(requested: str, device: torch.device | str, compile_mode
     SSMKernels (the reference path is plain PyTorch and always traced, also under "opaque": as a custom op it
     would only hide its math from inductor; the ops' CPU kernels are tested through SSMKernels built by hand,
     tests/test_ssm_opaque.py). gated_norm "torch" leaves the triton path's gated RMSNorm to PyTorch (no `norm`
-    kernel); the fused path has the norm inside its one op, and no opaque form."""
+    kernel); the fused path has the norm inside its one op, and no opaque form. scan (model.ssm_scan) "golf"
+    runs golf's own SSD kernels (golf/ssd_kernel.py) in the triton path's scan, under every compile_mode; the
+    fused path refuses it, the reference path ignores it (as gated_norm)."""
     # direct callers (tests, bench) bypass the config's checks
-    for key, value in (("ssm_compile", compile_mode), ("gated_norm", gated_norm)):
+    for key, value in (("ssm_compile", compile_mode), ("gated_norm", gated_norm), ("ssm_scan", scan)):
         allowed = field_choices(ModelConfig, key)
         if value not in allowed:
             raise GolfError(f"model.{key} must be one of {list(allowed)}, got {value!r}")
@@ -293,6 +298,9 @@ def resolve_ssm_backend(requested: str, device: torch.device | str, compile_mode
         if gated_norm == "torch":
             raise GolfError("model.gated_norm 'torch' does not apply to model.ssm_backend 'fused', whose one op "
                             "includes mamba-ssm's norm; use ssm_backend 'triton' or gated_norm 'kernel'")
+        if scan == "golf":
+            raise GolfError("model.ssm_scan 'golf' does not apply to model.ssm_backend 'fused', whose one op "
+                            "includes mamba-ssm's scan; use ssm_backend 'triton' or ssm_scan 'mamba'")
         if mamba is None or conv is None:
             raise GolfError("model.ssm_backend is 'fused' but it needs a CUDA device with mamba-ssm's Triton "
                             "kernels and causal-conv1d importable; use 'triton', 'auto' or 'reference'")
@@ -303,26 +311,45 @@ def resolve_ssm_backend(requested: str, device: torch.device | str, compile_mode
                             "(needs CUDA and `pip install mamba-ssm`); use 'auto' or 'reference'")
         return SSMKernels()
     norm = mamba["norm"] if gated_norm == "kernel" else None
+    golf = _import_golf_scan() if scan == "golf" else None
     if compile_mode == "opaque":
-        return _opaque_kernels(mamba, conv is not None, gated_norm)
-    return SSMKernels("triton", mamba["scan"], norm, conv, compile_mode=compile_mode)
+        return _opaque_kernels(mamba, conv is not None, gated_norm, golf)
+    return SSMKernels("triton", golf["scan"] if golf else mamba["scan"], norm, conv, compile_mode=compile_mode,
+                      scan_kernel=scan)
 
 
-def _opaque_kernels(mamba: dict, with_conv: bool, gated_norm: str) -> SSMKernels:
+def _import_golf_scan() -> dict:
+    """golf's own SSD kernels (golf.ssm_ops.golf_scan_kernels), or a GolfError saying what is missing.
+    Imported only here, for model.ssm_scan "golf": golf/ssd_kernel.py imports triton at module top, which a
+    CPU install may lack; and through golf.ssm_ops, which artifacts do not ship (golf.package.TRAINING_ONLY),
+    so that its ~27 KB stay out of every artifact's code bytes too."""
+    try:
+        from golf import ssm_ops
+
+        return ssm_ops.golf_scan_kernels()
+    except ImportError as e:  # triton missing, or golf/ssm_ops.py (training code) in an artifact's code
+        raise GolfError(f"model.ssm_scan is 'golf' but golf's Triton scan kernels do not import here ({e}): they "
+                        "need triton (`pip install triton`) and golf/ssd_kernel.py, golf/ssm_ops.py (training code, "
+                        "which artifacts do not ship); use model.ssm_scan 'mamba'") from None
+
+
+def _opaque_kernels(mamba: dict, with_conv: bool, gated_norm: str, golf: dict | None = None) -> SSMKernels:
     """The triton path with every kernel a golf custom op (golf/ssm_ops.py), its CUDA kernels bound to
-    mamba-ssm's and causal-conv1d's functions. The conv falls back to PyTorch (traced) when causal-conv1d
-    lacks the functions the op calls."""
+    mamba-ssm's and causal-conv1d's functions, the scan's to golf's own when `golf` (_import_golf_scan) is
+    given. The conv falls back to PyTorch (traced) when causal-conv1d lacks the functions the op calls."""
     from golf import ssm_ops
 
-    keys = ["scan_fwd", "scan_bwd"] + (["norm_fwd", "norm_bwd"] if gated_norm == "kernel" else [])
+    keys = ([] if golf else ["scan_fwd", "scan_bwd"]) + (["norm_fwd", "norm_bwd"] if gated_norm == "kernel" else [])
     missing = [k for k in keys if mamba.get(k) is None]
     if missing:
         raise GolfError(f"model.ssm_compile 'opaque' calls mamba-ssm's internal functions ({', '.join(missing)} "
                         "missing here; mamba-ssm 2.3.2.post1 has them): use ssm_compile 'trace' or 'disable'")
     conv_ops = _import_causal_conv1d_ops() if with_conv else None
-    ssm_ops.bind_cuda({k: mamba[k] for k in keys} | (conv_ops or {}))
-    return SSMKernels("triton", ssm_ops.scan, ssm_ops.norm if gated_norm == "kernel" else None,
-                      ssm_ops.conv if conv_ops else None, compile_mode="opaque")
+    golf_ops = {"golf_scan_fwd": golf["scan_fwd"], "golf_scan_bwd": golf["scan_bwd"]} if golf else {}
+    ssm_ops.bind_cuda({k: mamba[k] for k in keys} | golf_ops | (conv_ops or {}))
+    return SSMKernels("triton", ssm_ops.scan_golf if golf else ssm_ops.scan,
+                      ssm_ops.norm if gated_norm == "kernel" else None, ssm_ops.conv if conv_ops else None,
+                      compile_mode="opaque", scan_kernel="golf" if golf else "mamba")
 
 
 def _hi(t: torch.Tensor) -> torch.Tensor:

@@ -7,7 +7,12 @@ golf::gated_rmsnorm (norm_before_gate=False), each with a backward op. On CUDA t
 backward functions that the libraries' own autograd.Functions call (mamba_ssm.ops.triton.ssd_combined
 MambaChunkScanCombinedFn, layernorm_gated LayerNormFn, causal_conv1d CausalConv1dFn), bound by
 golf.ssm.resolve_ssm_backend; on CPU golf's reference math, backward by torch.autograd through it, so
-tests/test_ssm_opaque.py checks the plumbing without a GPU.
+tests/test_ssm_opaque.py checks the plumbing without a GPU. The scan ops' `kernel` argument says whose
+forward and backward their CUDA kernels call: mamba-ssm's, or golf's own (golf/ssd_kernel.py, model.ssm_scan
+"golf"; tests/test_ssm_golf_scan.py).
+
+This module is training-only (golf.package.TRAINING_ONLY: artifacts do not ship it), so golf.ssm imports golf's
+own scan kernels through golf_scan_kernels() here, which keeps golf/ssd_kernel.py out of artifacts too.
 An op's outputs are new tensors with the dtype and strides its fake kernel gives (an op cannot return None:
 an absent final state is an empty tensor).
 """
@@ -22,13 +27,30 @@ from torch import Tensor
 from golf.ssm import causal_conv_silu_reference, compute_dtype, gated_rms_norm_reference, ssd_scan_reference
 
 # filled by bind_cuda(): {"scan_fwd", "scan_bwd"} from mamba-ssm, optionally {"norm_fwd", "norm_bwd"} and
-# {"conv_fwd", "conv_bwd"} from causal-conv1d
+# {"conv_fwd", "conv_bwd"} from causal-conv1d; {"golf_scan_fwd", "golf_scan_bwd"} from golf.ssd_kernel
 _CUDA: dict = {}
+SCAN_KERNELS = ("mamba", "golf")  # golf::ssd_scan's `kernel` argument (model.ssm_scan)
 
 
 def bind_cuda(fns: dict) -> None:
     """The library functions the CUDA kernels below call (keys as in _CUDA's comment)."""
     _CUDA.update(fns)
+
+
+def golf_scan_kernels() -> dict:
+    """golf's own SSD kernels (model.ssm_scan "golf"): {"scan": the autograd function with
+    mamba_chunk_scan_combined's call, "scan_fwd", "scan_bwd": the forward and backward it calls}. ImportError
+    where triton is missing (golf.ssd_kernel imports it at module top)."""
+    import golf.ssd_kernel as sk
+
+    return {"scan": sk.ssd_scan, "scan_fwd": sk.ssd_scan_fwd, "scan_bwd": sk.ssd_scan_bwd}
+
+
+def _is_golf(kernel: str) -> bool:
+    """Whether the scan ops' `kernel` names golf's kernels (else mamba-ssm's); a ValueError for neither."""
+    if kernel not in SCAN_KERNELS:
+        raise ValueError(f"golf::ssd_scan's kernel must be one of {list(SCAN_KERNELS)}, got {kernel!r}")
+    return kernel == "golf"
 
 
 def _cuda(key: str):
@@ -64,7 +86,8 @@ def _like(t: Tensor, dtype: torch.dtype | None = None) -> Tensor:
 # --------------------------------------------------------------------------------------------------
 # SSD scan: x (b, l, h, p), dt (b, l, h) before softplus, A, D, dt_bias (h,), B, C (b, l, g, n),
 # initial_state (b, h, p, n) or None → y (b, l, h, p) in x's dtype, final state (b, h, p, n) in
-# compute_dtype(x) when return_final_state, else an empty tensor
+# compute_dtype(x) when return_final_state, else an empty tensor. kernel: "mamba" or "golf", whose kernels
+# the CUDA kernels call (SCAN_KERNELS); the CPU kernels are golf's reference for both
 # --------------------------------------------------------------------------------------------------
 
 
@@ -75,13 +98,13 @@ def _final(final: Tensor, keep: bool, x: Tensor) -> Tensor:
 @torch.library.custom_op("golf::ssd_scan", mutates_args=(), device_types="cpu")
 def ssd_scan(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor, dt_bias: Tensor,
              initial_state: Optional[Tensor], chunk_size: int,  # noqa: UP045
-             return_final_state: bool) -> tuple[Tensor, Tensor]:
+             return_final_state: bool, kernel: str = "mamba") -> tuple[Tensor, Tensor]:
     y, final = ssd_scan_reference(x, dt, A, B, C, D, dt_bias, chunk_size, initial_state)
     return _like(y), _final(final, return_final_state, x)
 
 
 @ssd_scan.register_fake
-def _(x, dt, A, B, C, D, dt_bias, initial_state, chunk_size, return_final_state):
+def _(x, dt, A, B, C, D, dt_bias, initial_state, chunk_size, return_final_state, kernel="mamba"):
     b, _, h, p = x.shape
     shape = (b, h, p, B.shape[-1]) if return_final_state else (0,)
     return torch.empty_like(x, memory_format=torch.contiguous_format), x.new_empty(shape, dtype=compute_dtype(x))
@@ -95,8 +118,19 @@ def ssd_scan_mamba(fns: dict, x, dt, A, B, C, D, dt_bias, initial_state, chunk_s
     return _like(y), _final(final, return_final_state, x)
 
 
+def ssd_scan_golf(fns: dict, x, dt, A, B, C, D, dt_bias, initial_state, chunk_size, return_final_state):
+    """The CUDA kernel with golf's forward (golf.ssd_kernel.ssd_scan_fwd) passed in: the same outputs."""
+    # ssd_scan_fwd → y, final state (None unless asked for), states entering each chunk (None: not asked for)
+    y, final, _ = fns["scan_fwd"](x, dt, A, B, C, chunk_size, D=D, dt_bias=dt_bias, dt_softplus=True,
+                                  initial_states=initial_state, return_final_states=return_final_state)
+    return _like(y), _final(final, return_final_state, x)
+
+
 @ssd_scan.register_kernel("cuda")
-def _(x, dt, A, B, C, D, dt_bias, initial_state, chunk_size, return_final_state):
+def _ssd_scan_cuda(x, dt, A, B, C, D, dt_bias, initial_state, chunk_size, return_final_state, kernel="mamba"):
+    if _is_golf(kernel):
+        return ssd_scan_golf({"scan_fwd": _cuda("golf_scan_fwd")}, x, dt, A, B, C, D, dt_bias, initial_state,
+                             chunk_size, return_final_state)
     return ssd_scan_mamba({"scan_fwd": _cuda("scan_fwd")}, x, dt, A, B, C, D, dt_bias, initial_state,
                           chunk_size, return_final_state)
 
@@ -104,9 +138,10 @@ def _(x, dt, A, B, C, D, dt_bias, initial_state, chunk_size, return_final_state)
 @torch.library.custom_op("golf::ssd_scan_bwd", mutates_args=(), device_types="cpu")
 def ssd_scan_bwd(dy: Tensor, dfinal: Optional[Tensor], x: Tensor, dt: Tensor, A: Tensor, B: Tensor,  # noqa: UP045
                  C: Tensor, D: Tensor, dt_bias: Tensor, initial_state: Optional[Tensor],  # noqa: UP045
-                 y: Tensor, chunk_size: int) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+                 y: Tensor, chunk_size: int,
+                 kernel: str = "mamba") -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Gradients for x, dt, A, B, C, D, dt_bias and the initial state (empty without one). y is the forward's
-    output (mamba-ssm's backward takes it)."""
+    output (mamba-ssm's backward takes it; golf's recomputes what it needs from the inputs)."""
     inputs = (x, dt, A, B, C, D, dt_bias) + ((initial_state,) if initial_state is not None else ())
     grads = _autograd(lambda *t: ssd_scan_reference(*t[:7], chunk_size, *t[7:]), inputs, (dy, dfinal))
     return _scan_grads(grads, inputs, x)
@@ -118,7 +153,7 @@ def _scan_grads(grads, inputs, x):
 
 
 @ssd_scan_bwd.register_fake
-def _(dy, dfinal, x, dt, A, B, C, D, dt_bias, initial_state, y, chunk_size):
+def _(dy, dfinal, x, dt, A, B, C, D, dt_bias, initial_state, y, chunk_size, kernel="mamba"):
     inputs = (x, dt, A, B, C, D, dt_bias) + ((initial_state,) if initial_state is not None else ())
     return _scan_grads([torch.empty_like(t, memory_format=torch.contiguous_format) for t in inputs], inputs, x)
 
@@ -133,16 +168,29 @@ def ssd_scan_bwd_mamba(fns: dict, dy, dfinal, x, dt, A, B, C, D, dt_bias, initia
     return _scan_grads(grads, inputs, x)
 
 
+def ssd_scan_bwd_golf(fns: dict, dy, dfinal, x, dt, A, B, C, D, dt_bias, initial_state, y, chunk_size):
+    """The CUDA kernel with golf's backward (golf.ssd_kernel.ssd_scan_bwd) passed in; y is not read."""
+    # ssd_scan_bwd → dx, ddt, dA, dB, dC, dD, ddt_bias, dinitial_states (None without initial states), each in
+    # its input's dtype; dfinal may be None (no gradient reaches the final state)
+    grads = fns["scan_bwd"](dy, dfinal, x, dt, A, B, C, chunk_size, D=D, dt_bias=dt_bias, dt_softplus=True,
+                            initial_states=initial_state)
+    inputs = (x, dt, A, B, C, D, dt_bias) + ((initial_state,) if initial_state is not None else ())
+    return _scan_grads(grads[:len(inputs)], inputs, x)
+
+
 @ssd_scan_bwd.register_kernel("cuda")
-def _(dy, dfinal, x, dt, A, B, C, D, dt_bias, initial_state, y, chunk_size):
+def _ssd_scan_bwd_cuda(dy, dfinal, x, dt, A, B, C, D, dt_bias, initial_state, y, chunk_size, kernel="mamba"):
+    if _is_golf(kernel):
+        return ssd_scan_bwd_golf({"scan_bwd": _cuda("golf_scan_bwd")}, dy, dfinal, x, dt, A, B, C, D, dt_bias,
+                                 initial_state, y, chunk_size)
     return ssd_scan_bwd_mamba({"scan_bwd": _cuda("scan_bwd")}, dy, dfinal, x, dt, A, B, C, D, dt_bias,
                               initial_state, y, chunk_size)
 
 
 def _ssd_setup(ctx, inputs, output):
-    x, dt, A, B, C, D, dt_bias, initial_state, chunk_size, _ = inputs
+    x, dt, A, B, C, D, dt_bias, initial_state, chunk_size, _, kernel = inputs
     ctx.save_for_backward(x, dt, A, B, C, D, dt_bias, initial_state, output[0])
-    ctx.chunk_size = chunk_size
+    ctx.chunk_size, ctx.kernel = chunk_size, kernel
     ctx.set_materialize_grads(False)  # an unused final state gets no zero gradient
 
 
@@ -152,8 +200,9 @@ def _ssd_backward(ctx, dy, dfinal):
         dy = torch.zeros_like(y)
     if dfinal is not None and dfinal.numel() == 0:
         dfinal = None
-    g = torch.ops.golf.ssd_scan_bwd(dy, dfinal, x, dt, A, B, C, D, dt_bias, initial_state, y, ctx.chunk_size)
-    return (*g[:7], g[7] if initial_state is not None else None, None, None)
+    g = torch.ops.golf.ssd_scan_bwd(dy, dfinal, x, dt, A, B, C, D, dt_bias, initial_state, y, ctx.chunk_size,
+                                    ctx.kernel)
+    return (*g[:7], g[7] if initial_state is not None else None, None, None, None)
 
 
 ssd_scan.register_autograd(_ssd_backward, setup_context=_ssd_setup)
@@ -334,13 +383,21 @@ gated_rmsnorm.register_autograd(_norm_backward, setup_context=_norm_setup)
 
 
 def scan(x, dt, A, B, C, chunk_size, D=None, dt_bias=None, dt_softplus=False, initial_states=None,
-         return_final_states=False):
-    """mamba_chunk_scan_combined as the mixer calls it (D, dt_bias, dt_softplus; no z, seq_idx) as golf::ssd_scan."""
+         return_final_states=False, kernel="mamba"):
+    """mamba_chunk_scan_combined as the mixer calls it (D, dt_bias, dt_softplus; no z, seq_idx) as golf::ssd_scan,
+    on CUDA with mamba-ssm's kernels, or golf's own with kernel="golf"."""
     if D is None or dt_bias is None or not dt_softplus:
         raise ValueError("golf::ssd_scan computes softplus(dt + dt_bias) and the D skip: pass D, dt_bias and "
                          "dt_softplus=True")
-    y, final = torch.ops.golf.ssd_scan(x, dt, A, B, C, D, dt_bias, initial_states, chunk_size, return_final_states)
+    _is_golf(kernel)
+    y, final = torch.ops.golf.ssd_scan(x, dt, A, B, C, D, dt_bias, initial_states, chunk_size, return_final_states,
+                                       kernel)
     return (y, final) if return_final_states else y
+
+
+def scan_golf(*args, **kwargs):
+    """scan with golf's own kernels on CUDA (model.ssm_scan "golf")."""
+    return scan(*args, kernel="golf", **kwargs)
 
 
 def conv(x, weight, bias, activation=None):

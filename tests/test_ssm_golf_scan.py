@@ -1,0 +1,442 @@
+"""model.ssm_scan "golf": golf's own Triton SSD kernels (golf/ssd_kernel.py) as the triton path's scan, under
+every model.ssm_compile mode. On CPU the kernels run in Triton's interpreter (tests/conftest.py): the setting's
+config and backend choice (with stand-ins for mamba-ssm and causal-conv1d, as tests/test_ssm_opaque.py does),
+the mixer and a small model with golf's scan against the reference path in float64 (outputs, every gradient,
+carried state in and out), the opaque ops' adapters against the ops' CPU kernels (values, dtypes, shapes,
+strides, the empty tensors), and the opaque mixer, eager and compiled as one graph, with golf's kernels running
+inside the ops. Not on a CPU: Dynamo tracing into golf's Triton launches (ssm_compile "trace" compiled; in the
+interpreter Dynamo would trace the interpreter itself), and the GPU-marked tests at the end (on a CUDA machine with
+mamba-ssm: the mixer in every mode, eager and compiled, bf16 and fp32, against the reference; opcheck of the
+scan ops running golf's kernels)."""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from test_ssm import _mixer, _out_and_grads, assert_gpu_mixer_matches_reference, stand_in_conv, stand_in_norm
+from test_ssm_opaque import STAND_INS, _golf_ops, _opcheck_cases, _scan_args, _tiny_model
+
+from golf import ssm, ssm_ops
+from golf.config import ConfigError, ModelConfig, field_choices, load_params
+from golf.errors import GolfError
+from golf.model import GolfLM, build_model
+from golf.ssm import Mamba2Mixer, SSMKernels, resolve_ssm_backend
+
+REPO = Path(__file__).resolve().parents[1]
+PARAMS = REPO / "params.yaml"
+F64 = torch.float64
+FUSED_REFUSAL = "model.ssm_scan 'golf' does not apply to model.ssm_backend 'fused'"
+
+
+@pytest.fixture(scope="module")
+def sk():
+    """golf.ssd_kernel, its kernels interpreted on the CPU (TRITON_INTERPRET=1 where there is no CUDA) or compiled
+    for a CUDA device."""
+    pytest.importorskip("triton", reason="triton is not installed: golf's scan kernels (golf/ssd_kernel.py) need it")
+    mod = importlib.import_module("golf.ssd_kernel")
+    if not mod.interpreted() and not torch.cuda.is_available():
+        pytest.skip("no CUDA device and TRITON_INTERPRET is not 1: Triton's kernels cannot run here")
+    return mod
+
+
+@pytest.fixture(scope="module")
+def device(sk):
+    """Where golf's kernels run: the CPU in the interpreter, else the GPU."""
+    return "cpu" if sk.interpreted() else "cuda"
+
+
+def _golf(sk, **options):
+    """golf's kernels as golf.ssm_ops binds them; options (e.g. dot_dtype) go to the forward and backward."""
+    return {"scan_fwd": functools.partial(sk.ssd_scan_fwd, **options),
+            "scan_bwd": functools.partial(sk.ssd_scan_bwd, **options)}
+
+
+# --------------------------------------------------------------------------------------------------
+# The setting
+# --------------------------------------------------------------------------------------------------
+
+
+def test_ssm_scan_loads_from_params_and_defaults_to_mamba():
+    assert field_choices(ModelConfig, "ssm_scan") == ("mamba", "golf")
+    assert ModelConfig().ssm_scan == "mamba" and load_params(PARAMS).model.ssm_scan == "mamba"
+    assert load_params(PARAMS, ["model.ssm_scan=golf"]).model.ssm_scan == "golf"
+
+
+def test_a_bad_ssm_scan_is_one_config_error():
+    with pytest.raises(ConfigError) as e:
+        load_params(PARAMS, ["model.ssm_scan=fast"])
+    msg = str(e.value)
+    assert "'model.ssm_scan'" in msg and "params.yaml" in msg and "expected one of ['mamba', 'golf']" in msg
+    assert "\n" not in msg
+    with pytest.raises(GolfError, match=r"model.ssm_scan must be one of \['mamba', 'golf'\], got 'fast'"):
+        resolve_ssm_backend("auto", "cpu", scan="fast")  # direct callers bypass the config
+
+
+# --------------------------------------------------------------------------------------------------
+# The backend choice
+# --------------------------------------------------------------------------------------------------
+
+
+def test_golf_scan_has_no_effect_on_the_reference_path():
+    assert resolve_ssm_backend("reference", "cuda", scan="golf") == SSMKernels()
+    cfg = ModelConfig(vocab_size=64, d_model=32, layer_pattern="MA", d_state=8, expand=2.0, headdim=16,
+                      chunk_size=8, num_heads=2, num_kv_heads=1, bigram_buckets=0, bigram_dim=0,
+                      ssm_backend="reference", ssm_scan="golf")
+    assert build_model(cfg, "cpu").kernel_paths["ssm"] == "reference"
+    if not torch.cuda.is_available():  # "auto" on a CPU: the reference path, the setting inert
+        assert resolve_ssm_backend("auto", "cpu", "opaque", scan="golf") == SSMKernels()
+
+
+def test_fused_with_golf_scan_is_refused_everywhere():
+    """Before any import probe: the same one line on a CPU, from the model and from `golf doctor`."""
+    with pytest.raises(GolfError, match=FUSED_REFUSAL) as e:
+        resolve_ssm_backend("fused", "cpu", scan="golf")
+    assert "\n" not in str(e.value) and "ssm_scan 'mamba'" in str(e.value)
+    with pytest.raises(GolfError, match=FUSED_REFUSAL):
+        build_model(ModelConfig(ssm_backend="fused", ssm_scan="golf"), "cpu")
+    from golf.doctor import diagnose
+
+    diag = diagnose(load_params(PARAMS, ["model.ssm_backend=fused", "model.ssm_scan=golf", "train.device=cpu"]))
+    [choice] = [p for p in diag.paths if p.part == "ssm"]
+    assert choice.path == "error" and FUSED_REFUSAL in choice.why
+
+
+@pytest.fixture
+def fake_libraries(monkeypatch):
+    """mamba-ssm and causal-conv1d present (stand-ins; tests/test_ssm_opaque.py), a fresh table of bound CUDA
+    functions."""
+    fake = {"scan": object(), "norm": object(), "fused": object(), **{k: STAND_INS[k] for k in
+                                                                      ("scan_fwd", "scan_bwd", "norm_fwd", "norm_bwd")}}
+    monkeypatch.setattr(ssm, "_import_mamba_triton", lambda: fake)
+    monkeypatch.setattr(ssm, "_import_causal_conv1d", lambda: object())
+    monkeypatch.setattr(ssm, "_import_causal_conv1d_ops", lambda: {k: STAND_INS[k] for k in ("conv_fwd", "conv_bwd")})
+    monkeypatch.setattr(ssm_ops, "_CUDA", {})
+    return fake
+
+
+@pytest.mark.parametrize("mode", ["disable", "trace"])
+def test_triton_path_runs_golfs_scan_and_its_label_says_so(fake_libraries, sk, mode):
+    k = resolve_ssm_backend("triton", "cuda", mode, "kernel", "golf")
+    assert k.scan is sk.ssd_scan and k.norm is fake_libraries["norm"] and k.compile_mode == mode
+    assert k.label == "triton+golf_scan+causal_conv1d"
+    torch_norm = resolve_ssm_backend("auto", "cuda", mode, "torch", "golf")
+    assert torch_norm.scan is sk.ssd_scan and torch_norm.label == "triton+golf_scan+causal_conv1d+torch_norm"
+    mamba = resolve_ssm_backend("triton", "cuda", mode)  # the default is unchanged
+    assert mamba.scan is fake_libraries["scan"] and mamba.label == "triton+causal_conv1d"
+
+
+def test_opaque_binds_golfs_kernels_to_the_scan_ops(fake_libraries, sk):
+    """The scan ops' CUDA kernels get golf's forward and backward; mamba-ssm's scan functions are not needed
+    (its norm functions still are, for gated_norm "kernel")."""
+    del fake_libraries["scan_fwd"], fake_libraries["scan_bwd"]
+    k = resolve_ssm_backend("auto", "cuda", "opaque", "kernel", "golf")
+    assert (k.scan, k.norm, k.conv) == (ssm_ops.scan_golf, ssm_ops.norm, ssm_ops.conv)
+    assert k.label == "triton+golf_scan+causal_conv1d+opaque"
+    assert ssm_ops._CUDA["golf_scan_fwd"] is sk.ssd_scan_fwd and ssm_ops._CUDA["golf_scan_bwd"] is sk.ssd_scan_bwd
+    assert "scan_fwd" not in ssm_ops._CUDA
+    assert resolve_ssm_backend("triton", "cuda", "opaque", "torch", "golf").label == \
+        "triton+golf_scan+causal_conv1d+torch_norm+opaque"
+
+
+def test_the_model_records_the_golf_scan_in_its_kernel_paths(fake_libraries, sk):
+    """GolfLM passes model.ssm_scan to the resolver; its kernel_paths (train metrics and provenance) name it."""
+    cfg = ModelConfig(vocab_size=64, d_model=32, layer_pattern="MM", d_state=8, expand=2.0, headdim=16,
+                      chunk_size=8, bigram_buckets=0, bigram_dim=0, ssm_backend="triton", ssm_scan="golf")
+    model = GolfLM(cfg, "cuda")  # built on the CPU; only the resolver is asked about CUDA
+    assert model.kernel_paths == {"ssm": "triton+golf_scan+causal_conv1d", "attn": "none"}
+    assert all(b.mixer.kernels.scan is sk.ssd_scan for b in model.blocks)
+
+
+def test_golf_scan_without_its_kernels_is_one_clear_error(fake_libraries, monkeypatch):
+    """As where triton is missing (golf.ssd_kernel fails to import): never the mamba-ssm scan instead."""
+    monkeypatch.setitem(sys.modules, "golf.ssd_kernel", None)
+    for mode in ("disable", "opaque"):
+        with pytest.raises(GolfError, match="model.ssm_scan is 'golf' but golf's Triton scan kernels do not import "
+                                            "here") as e:
+            resolve_ssm_backend("triton", "cuda", mode, scan="golf")
+        assert "pip install triton" in str(e.value) and "\n" not in str(e.value)
+    assert resolve_ssm_backend("triton", "cuda").scan is fake_libraries["scan"]  # mamba needs no golf kernels
+
+
+# --------------------------------------------------------------------------------------------------
+# The mixer and a model with golf's scan (disable / trace: golf.ssd_kernel.ssd_scan called as the scan)
+# --------------------------------------------------------------------------------------------------
+
+
+def _golf_kernels(sk, mode, with_conv_and_norm):
+    if with_conv_and_norm:  # the conv and norm as the libraries compute them (tests/test_ssm.py's stand-ins)
+        return SSMKernels("triton", sk.ssd_scan, stand_in_norm, stand_in_conv, compile_mode=mode, scan_kernel="golf")
+    return SSMKernels("triton", sk.ssd_scan, compile_mode=mode, scan_kernel="golf")  # PyTorch conv and norm
+
+
+def _assert_mixer_matches_reference(ref, fast, device):
+    """fast (same weights as ref): output and every gradient of one pass, then two windows with the state
+    carried (train.carry_state, stateful eval) against one pass: output, final state, and the gradients that
+    reach the carried state in and leave through the final state out."""
+    u = torch.randn(2, 27, 16, dtype=F64, generator=torch.Generator().manual_seed(1)).to(device).requires_grad_()
+    y_ref, g_ref = _out_and_grads(ref, u)
+    y, g = _out_and_grads(fast, u)
+    torch.testing.assert_close(y, y_ref, rtol=1e-10, atol=1e-10)
+    for (name, _), a, b in zip([("input", None), *ref.named_parameters()], g, g_ref):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9, msg=name)
+    u = u.detach()
+    a, st = fast(u[:, :11], return_state=True)
+    assert st[1].dtype == F64 and st[1].shape == (2, fast.nheads, fast.headdim, fast.d_state)
+    b, st2 = fast(u[:, 11:], state=st, return_state=True)
+    _, st_ref = ref(u, return_state=True)
+    torch.testing.assert_close(torch.cat([a, b], 1), y_ref, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(st2[1], st_ref[1], rtol=1e-10, atol=1e-10)
+    grads = []
+    for m in (fast, ref):
+        conv_s, ssm_s = st[0].detach(), st[1].detach().requires_grad_(True)
+        out, (_, final) = m(u[:, 11:], state=(conv_s, ssm_s), return_state=True)
+        grads.append(torch.autograd.grad(out.square().sum() + final.square().sum(), ssm_s)[0])
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("mode, libs", [("disable", True), ("trace", False)], ids=["disable+libs", "trace+torch"])
+def test_mixer_with_golfs_scan_matches_reference(sk, device, mode, libs):
+    ref = _mixer().to(device)
+    fast = _mixer(kernels=_golf_kernels(sk, mode, libs)).to(device)
+    fast.load_state_dict(ref.state_dict())
+    _assert_mixer_matches_reference(ref, fast, device)
+
+
+def test_mixer_with_golfs_scan_in_fp32(sk, device):
+    """fp32 throughout (fp32 dots, as on a GPU with dot_dtype unset): within fp32 rounding of the reference."""
+    ref = _mixer().to(device).float()
+    fast = _mixer(kernels=_golf_kernels(sk, "disable", True)).to(device).float()
+    fast.load_state_dict(ref.state_dict())
+    u = torch.randn(2, 27, 16, generator=torch.Generator().manual_seed(2)).to(device).requires_grad_()
+    y_ref, g_ref = _out_and_grads(ref, u)
+    y, g = _out_and_grads(fast, u)
+    assert y.dtype == torch.float32
+    torch.testing.assert_close(y, y_ref, rtol=1e-4, atol=1e-5)
+    for (name, _), a, b in zip([("input", None), *ref.named_parameters()], g, g_ref):
+        assert a.dtype == b.dtype, name
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4, msg=name)
+
+
+def test_model_with_golfs_scan_matches_reference(sk, device):
+    """A small M/A/M model (tests/test_ssm_opaque.py): loss and every parameter's gradient, then the stateful
+    eval's carried states through the whole model."""
+    ref, fast = _tiny_model(None).to(device), _tiny_model(_golf_kernels(sk, "disable", False)).to(device)
+    ids = torch.randint(0, 64, (2, 24), generator=torch.Generator().manual_seed(1)).to(device)
+    loss_ref, loss = ref(ids, targets=ids), fast(ids, targets=ids)
+    torch.testing.assert_close(loss, loss_ref, rtol=1e-12, atol=1e-12)
+    g_ref = torch.autograd.grad(loss_ref, list(ref.parameters()))
+    g = torch.autograd.grad(loss, list(fast.parameters()))
+    for (name, _), a, b in zip(ref.named_parameters(), g, g_ref):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10, msg=name)
+    with torch.no_grad():
+        _, states = fast(ids[:, :10], return_states=True)
+        _, states_ref = ref(ids[:, :10], return_states=True)
+        torch.testing.assert_close(fast(ids[:, 10:], states=states), ref(ids[:, 10:], states=states_ref),
+                                   rtol=1e-10, atol=1e-10)
+
+
+# --------------------------------------------------------------------------------------------------
+# opaque: the scan ops' adapters for golf's kernels against the ops' CPU kernels (golf's reference)
+# --------------------------------------------------------------------------------------------------
+
+
+def _assert_like(a, b, tol, name):
+    """Same dtype, shape and strides (what the fake kernels promise), values within tol."""
+    assert a.dtype == b.dtype and a.shape == b.shape and a.stride() == b.stride(), (name, a.dtype, b.dtype,
+                                                                                     a.shape, b.shape)
+    torch.testing.assert_close(a, b, rtol=tol, atol=tol, msg=name)
+
+
+GRADS = ["x", "dt", "A", "B", "C", "D", "dt_bias", "initial_state"]
+
+
+@pytest.mark.parametrize("with_init", [False, True])
+@pytest.mark.parametrize("with_final", [False, True])
+def test_golf_adapters_match_the_ops_cpu_kernels(sk, device, with_init, with_final):
+    """Forward: y and the final state (an empty tensor without return_final_state). Backward from dy and, with
+    the final state out, its gradient (None otherwise, as the op's autograd passes it): every gradient, the
+    initial state's empty without one."""
+    x, dt, A, B, C, D, dt_bias, s0 = _scan_args(p=16, n=16)
+    init = s0 if with_init else None
+    args = (x, dt, A, B, C, D, dt_bias, init, 8, with_final)
+    to = functools.partial(_to, device)
+    golf, ref = ssm_ops.ssd_scan_golf(_golf(sk), *to(args)), torch.ops.golf.ssd_scan(*args)
+    for name, a, b in zip(["y", "final"], golf, ref):
+        _assert_like(a.cpu(), b, 1e-11, name)
+    assert golf[1].shape == (s0.shape if with_final else (0,))
+    gen = torch.Generator().manual_seed(3)
+    dy, dfinal = torch.randn(x.shape, generator=gen, dtype=F64), torch.randn(s0.shape, generator=gen, dtype=F64)
+    bwd = (dy, dfinal if with_final else None, x, dt, A, B, C, D, dt_bias, init, ref[0], 8)
+    golf, ref = ssm_ops.ssd_scan_bwd_golf(_golf(sk), *to(bwd)), torch.ops.golf.ssd_scan_bwd(*bwd)
+    assert len(golf) == 8
+    for name, a, b in zip(GRADS, golf, ref):
+        _assert_like(a.cpu(), b, 1e-9, name)
+    assert (golf[7].numel() == 0) == (not with_init)
+
+
+def _to(device, tensors):
+    return tuple(t.to(device) if isinstance(t, torch.Tensor) else t for t in tensors)
+
+
+def test_golf_adapters_keep_the_ops_dtypes_under_bf16_autocast(sk, device):
+    """As the mixer calls the op under autocast: bf16 x, dt, B, C; fp32 A, D, dt_bias and state. y comes back in
+    bf16, the final state in fp32, every gradient in its input's dtype, within bf16 rounding of the CPU kernels.
+    fp32 dots: Triton's interpreter miscomputes bf16 tl.dot (tests/test_ssd_kernel.py)."""
+    x, dt, A, B, C, D, dt_bias, s0 = _scan_args(dtype=torch.float32, p=16, n=16)
+    args = (x.bfloat16(), dt.bfloat16(), A, B.bfloat16(), C.bfloat16(), D, dt_bias, s0, 8, True)
+    fns = _golf(sk, dot_dtype=torch.float32) if device == "cpu" else _golf(sk)
+    golf, ref = ssm_ops.ssd_scan_golf(fns, *_to(device, args)), torch.ops.golf.ssd_scan(*args)
+    assert golf[0].dtype == torch.bfloat16 and golf[1].dtype == torch.float32
+    for name, a, b in zip(["y", "final"], golf, ref):
+        _assert_like(a.cpu(), b, 3e-2 if name == "y" else 1e-4, name)
+    dy = torch.randn(x.shape, generator=torch.Generator().manual_seed(4)).bfloat16()
+    bwd = (dy, None, *args[:8], ref[0], 8)
+    golf, ref = ssm_ops.ssd_scan_bwd_golf(fns, *_to(device, bwd)), torch.ops.golf.ssd_scan_bwd(*bwd)
+    assert [g.dtype for g in golf] == [t.dtype for t in args[:8]]
+    for name, a, b in zip(GRADS, golf, ref):
+        rel = float((a.cpu().double() - b.double()).norm() / b.double().norm())
+        assert a.shape == b.shape and a.stride() == b.stride() and rel < 3e-2, (name, rel)
+
+
+def test_scan_ops_cuda_kernels_dispatch_on_kernel(sk, device, monkeypatch):
+    """The ops' CUDA kernels (called here on CPU tensors) run golf's functions for kernel "golf", mamba-ssm's
+    bound ones for "mamba", and refuse anything else."""
+    monkeypatch.setattr(ssm_ops, "_CUDA", {"golf_scan_fwd": sk.ssd_scan_fwd, "golf_scan_bwd": sk.ssd_scan_bwd})
+    x, dt, A, B, C, D, dt_bias, s0 = _to(device, _scan_args(p=16, n=16))
+    args = (x, dt, A, B, C, D, dt_bias, s0, 8, True)
+    for a, b in zip(ssm_ops._ssd_scan_cuda(*args, "golf"), ssm_ops.ssd_scan_golf(_golf(sk), *args)):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    bwd = (torch.ones_like(x), None, x, dt, A, B, C, D, dt_bias, s0, x, 8)
+    for a, b in zip(ssm_ops._ssd_scan_bwd_cuda(*bwd, "golf"), ssm_ops.ssd_scan_bwd_golf(_golf(sk), *bwd)):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    with pytest.raises(RuntimeError, match="need 'scan_fwd'"):  # mamba-ssm's, which are not bound here
+        ssm_ops._ssd_scan_cuda(*args, "mamba")
+    with pytest.raises(RuntimeError, match="need 'scan_bwd'"):
+        ssm_ops._ssd_scan_bwd_cuda(*bwd, "mamba")
+    with pytest.raises(ValueError, match=r"kernel must be one of \['mamba', 'golf'\], got 'triton'"):
+        ssm_ops._ssd_scan_cuda(*args, "triton")
+    with pytest.raises(ValueError, match="kernel must be one of"):
+        ssm_ops.scan(x, dt, A, B, C, 8, D=D, dt_bias=dt_bias, dt_softplus=True, kernel="triton")
+
+
+# --------------------------------------------------------------------------------------------------
+# opaque: the mixer with golf's kernels inside the scan ops
+# --------------------------------------------------------------------------------------------------
+
+
+def _opaque_golf(device):
+    """The opaque path with golf's scan; the conv and norm ops on a CPU (their CPU kernels are the reference),
+    PyTorch's on a GPU (their CUDA kernels would need mamba-ssm and causal-conv1d bound)."""
+    cpu = device == "cpu"
+    return SSMKernels("triton", ssm_ops.scan_golf, ssm_ops.norm if cpu else None, ssm_ops.conv if cpu else None,
+                      compile_mode="opaque", scan_kernel="golf")
+
+
+@pytest.fixture
+def golf_in_the_scan_ops(sk, device, monkeypatch):
+    """The scan ops run their CUDA kernels with golf's functions bound. On a CPU, where the ops' CPU kernels are
+    the reference, those CUDA kernels stand in for them (the ops' table of device kernels, restored after the
+    test), so that golf's kernels run inside the ops in the interpreter."""
+    monkeypatch.setattr(ssm_ops, "_CUDA", {"golf_scan_fwd": sk.ssd_scan_fwd, "golf_scan_bwd": sk.ssd_scan_bwd})
+    calls = []  # (op, its kernel argument) per call on a CPU
+    if device == "cpu":
+        for op, kernel in ((ssm_ops.ssd_scan, ssm_ops._ssd_scan_cuda),
+                           (ssm_ops.ssd_scan_bwd, ssm_ops._ssd_scan_bwd_cuda)):
+            monkeypatch.setitem(op._backend_fns, "cpu",
+                                lambda *a, _op=op, _k=kernel, **kw: calls.append((_op, a[-1])) or _k(*a, **kw))
+    return calls
+
+
+def test_opaque_mixer_runs_golfs_kernels_in_the_ops(golf_in_the_scan_ops, device):
+    ref = _mixer().to(device)
+    op = _mixer(kernels=_opaque_golf(device)).to(device)
+    op.load_state_dict(ref.state_dict())
+    _assert_mixer_matches_reference(ref, op, device)
+    if device == "cpu":  # forward and backward went through the CUDA kernels, each call with kernel "golf"
+        assert set(golf_in_the_scan_ops) == {(ssm_ops.ssd_scan, "golf"), (ssm_ops.ssd_scan_bwd, "golf")}
+
+
+def test_opaque_mixer_with_golf_compiles_as_one_graph(golf_in_the_scan_ops, device):
+    """fullgraph=True with AOT autograd: the forward graph calls golf.ssd_scan with kernel "golf", the backward
+    graph golf.ssd_scan_bwd with it (the op's autograd passes it on), and the compiled output and gradients are
+    the eager reference mixer's."""
+    from functorch.compile import make_boxed_func
+    from torch._dynamo.backends.common import aot_autograd
+
+    ref = _mixer().to(device)
+    op = _mixer(kernels=_opaque_golf(device)).to(device)
+    op.load_state_dict(ref.state_dict())
+    graphs = {}
+
+    def capture(kind):
+        def compiler(gm, example_inputs):
+            graphs[kind] = gm
+            return make_boxed_func(gm.forward)
+        return compiler
+
+    u = torch.randn(2, 27, 16, dtype=F64, generator=torch.Generator().manual_seed(5)).to(device).requires_grad_()
+    torch._dynamo.reset()
+    compiled = torch.compile(op, backend=aot_autograd(fw_compiler=capture("fw"), bw_compiler=capture("bw")),
+                             fullgraph=True)
+    y, g = _out_and_grads(compiled, u)
+    y_ref, g_ref = _out_and_grads(ref, u)
+    torch._dynamo.reset()
+    torch.testing.assert_close(y, y_ref, rtol=1e-10, atol=1e-10)
+    for (name, _), a, b in zip([("input", None), *ref.named_parameters()], g, g_ref):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9, msg=name)
+    for kind, name in (("fw", "golf.ssd_scan.default"), ("bw", "golf.ssd_scan_bwd.default")):
+        [node] = [n for n in graphs[kind].graph.nodes if str(n.target) == name]
+        assert node.args[-1] == "golf", (kind, node.args)
+        assert name in _golf_ops(graphs[kind])
+    if device == "cpu":
+        assert set(golf_in_the_scan_ops) == {(ssm_ops.ssd_scan, "golf"), (ssm_ops.ssd_scan_bwd, "golf")}
+
+
+# --------------------------------------------------------------------------------------------------
+# The real kernels (CUDA machine with mamba-ssm)
+# --------------------------------------------------------------------------------------------------
+
+
+def _cuda_golf(mode: str, gated_norm: str = "kernel") -> SSMKernels:
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    try:
+        return resolve_ssm_backend("triton", "cuda", mode, gated_norm, "golf")
+    except GolfError as e:
+        pytest.skip(str(e))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("mode, compiled", [("disable", False), ("disable", True), ("trace", True),
+                                            ("opaque", False), ("opaque", True)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_golf_scan_mixer_matches_reference_on_gpu(mode, compiled, dtype):
+    """The production mixer shape (headdim 64, d_state 32, chunk 64, in_proj padded to 64) with golf's scan in
+    each model.ssm_compile mode; compiled as one graph under "opaque", with graph breaks allowed otherwise."""
+    kernels = _cuda_golf(mode)
+    assert kernels.label.startswith("triton+golf_scan")
+    torch.manual_seed(0)
+    ref = Mamba2Mixer(256, 32, 4, 1.5, 64, 1, 64, in_proj_multiple=64).cuda()
+    fast = Mamba2Mixer(256, 32, 4, 1.5, 64, 1, 64, kernels=kernels, in_proj_multiple=64).cuda()
+    torch.nn.init.normal_(ref.out_proj.weight, std=0.02)
+    fast.load_state_dict(ref.state_dict())
+    torch._dynamo.reset()
+    run = torch.compile(fast, fullgraph=mode == "opaque") if compiled else fast
+    assert_gpu_mixer_matches_reference(ref, fast, run, dtype)
+    torch._dynamo.reset()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("i", range(4))  # tests/test_ssm_opaque.py's cases of golf::ssd_scan and its backward
+def test_golf_scan_ops_opcheck_on_gpu(i, dtype):
+    """The scan ops' fake kernels against golf's kernels' real outputs (shapes, dtypes, strides)."""
+    _cuda_golf("opaque", "torch")
+    op, args = _opcheck_cases("cuda", dtype)[i]
+    tol = 1e-3 if dtype == torch.float32 else 3e-2  # AOT vs eager runs of kernels with atomic adds
+    torch.library.opcheck(op, (*args, "golf"), rtol=tol, atol=tol)
