@@ -316,8 +316,14 @@ def load_model_from_artifact(path: str | Path, device: torch.device | str = "cpu
     art = open_artifact(path)
     artifact_checks.check_against_model(art.config, art.spec, str(art.model_path))  # before allocating a model
     # model.ssm_compile only shapes how training compiles; "opaque" needs golf/ssm_ops.py, which artifacts
-    # do not ship (golf.package.TRAINING_ONLY): scoring calls the same kernels directly
-    cfg = replace(art.config, ssm_compile="disable") if art.config.ssm_compile == "opaque" else art.config
+    # do not ship (golf.package.TRAINING_ONLY): scoring calls the same kernels directly. model.ssm_scan "golf"
+    # / "golf_split" is golf's own SSD kernels, reached through ssm_ops too: scoring runs mamba-ssm's scan, the
+    # same function (bench/ssd_kernel_bench.py checks their parity), and no artifact carries the kernels' code
+    cfg = art.config
+    if cfg.ssm_compile == "opaque":
+        cfg = replace(cfg, ssm_compile="disable")
+    if cfg.ssm_scan != "mamba":
+        cfg = replace(cfg, ssm_scan="mamba")
     model = build_model(cfg, device)
     state = dequantize(art.tensors, art.spec, str(art.model_path))
     try:

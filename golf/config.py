@@ -128,10 +128,11 @@ class ModelConfig:
                             doc="the Mamba mixer's gated RMSNorm on the triton path: mamba-ssm's Triton kernel, or "
                                 "the PyTorch expression (golf.ssm.gated_rms_norm_reference) for torch.compile to "
                                 "fuse; the reference path always uses the latter, the fused path the former")
-    ssm_scan: str = _spec("mamba", choices=("mamba", "golf"),
+    ssm_scan: str = _spec("mamba", choices=("mamba", "golf", "golf_split"),
                           doc="the Mamba mixer's SSD scan on the triton path, under every ssm_compile mode: "
-                              "mamba-ssm's mamba_chunk_scan_combined, or golf's own fused Triton kernel "
-                              "(golf/ssd_kernel.py, needs triton); the fused path is mamba-ssm's one op (golf: an "
+                              "mamba-ssm's mamba_chunk_scan_combined, or golf's own fused Triton kernels "
+                              "(golf/ssd_kernel.py, needs triton) with the backward walking the chunks (golf) or "
+                              "split over them (golf_split); the fused path is mamba-ssm's one op (golf: an "
                               "error), the reference path always uses golf.ssm.ssd_scan_reference (no effect there)")
     attn_backend: str = _spec("auto", choices=("auto", "flash", "sdpa"))
 

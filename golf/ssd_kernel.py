@@ -1,7 +1,9 @@
 """golf's own fused Triton kernels for the Mamba-2 SSD scan, forward and backward (issue 22: "a fused kernel of
-our own specialised to headdim 64, d_state 32"). Not wired into the model: `ssd_scan` has the call signature of
-mamba-ssm's mamba_chunk_scan_combined as golf.ssm.Mamba2Mixer calls it, so it can be slotted into
-SSMKernels.scan once it has been timed on a GPU (bench/ssd_kernel_bench.py).
+our own specialised to headdim 64, d_state 32"). `ssd_scan` has the call signature of mamba-ssm's
+mamba_chunk_scan_combined as golf.ssm.Mamba2Mixer calls it; model.ssm_scan "golf" (the walking backward) or
+"golf_split" selects it on the triton path (golf.ssm.resolve_ssm_backend; golf::ssd_scan under ssm_compile
+"opaque"). On an H200 it ran 1.66x faster forward and 1.32x forward+backward than mamba-ssm's per layer call
+(bench/ssd_kernel_bench.py, bench/RESULTS.md 2026-11-30); training with it has not been timed yet.
 
 What it computes, per batch b and head h, exactly golf.ssm.ssd_scan_reference (x: (b, l, h, p), dt: (b, l, h)
 raw, A, D, dt_bias: (h,), B, C: (b, l, g, n) shared by the h // g heads of a group):

@@ -172,7 +172,7 @@ class SSMKernels:
         """For model.kernel_paths and logs, e.g. "triton+causal_conv1d", "triton+causal_conv1d+torch_norm",
         "triton+causal_conv1d+opaque" (the kernels as golf's custom ops) or "triton+golf_scan+causal_conv1d"
         (golf's own SSD scan kernels, model.ssm_scan "golf")."""
-        extras = "+golf_scan" if self.scan_kernel == "golf" else ""
+        extras = {"mamba": "", "golf": "+golf_scan", "golf_split": "+golf_split_scan"}[self.scan_kernel]
         extras += ("+causal_conv1d" if self.conv is not None else "") + ("+torch_norm" if self.norm is None else "")
         extras += "+opaque" if self.compile_mode == "opaque" else ""
         return self.path + (extras if self.path == "triton" else "")
@@ -298,8 +298,8 @@ def resolve_ssm_backend(requested: str, device: torch.device | str, compile_mode
         if gated_norm == "torch":
             raise GolfError("model.gated_norm 'torch' does not apply to model.ssm_backend 'fused', whose one op "
                             "includes mamba-ssm's norm; use ssm_backend 'triton' or gated_norm 'kernel'")
-        if scan == "golf":
-            raise GolfError("model.ssm_scan 'golf' does not apply to model.ssm_backend 'fused', whose one op "
+        if scan != "mamba":
+            raise GolfError(f"model.ssm_scan {scan!r} does not apply to model.ssm_backend 'fused', whose one op "
                             "includes mamba-ssm's scan; use ssm_backend 'triton' or ssm_scan 'mamba'")
         if mamba is None or conv is None:
             raise GolfError("model.ssm_backend is 'fused' but it needs a CUDA device with mamba-ssm's Triton "
@@ -311,29 +311,30 @@ def resolve_ssm_backend(requested: str, device: torch.device | str, compile_mode
                             "(needs CUDA and `pip install mamba-ssm`); use 'auto' or 'reference'")
         return SSMKernels()
     norm = mamba["norm"] if gated_norm == "kernel" else None
-    golf = _import_golf_scan() if scan == "golf" else None
+    golf = _import_golf_scan(scan) if scan != "mamba" else None
     if compile_mode == "opaque":
-        return _opaque_kernels(mamba, conv is not None, gated_norm, golf)
+        return _opaque_kernels(mamba, conv is not None, gated_norm, golf, scan)
     return SSMKernels("triton", golf["scan"] if golf else mamba["scan"], norm, conv, compile_mode=compile_mode,
                       scan_kernel=scan)
 
 
-def _import_golf_scan() -> dict:
+def _import_golf_scan(scan: str = "golf") -> dict:
     """golf's own SSD kernels (golf.ssm_ops.golf_scan_kernels), or a GolfError saying what is missing.
-    Imported only here, for model.ssm_scan "golf": golf/ssd_kernel.py imports triton at module top, which a
+    Imported only here, for model.ssm_scan "golf" / "golf_split": golf/ssd_kernel.py imports triton at module top, which a
     CPU install may lack; and through golf.ssm_ops, which artifacts do not ship (golf.package.TRAINING_ONLY),
     so that its ~27 KB stay out of every artifact's code bytes too."""
     try:
         from golf import ssm_ops
 
-        return ssm_ops.golf_scan_kernels()
+        return ssm_ops.golf_scan_kernels(scan)
     except ImportError as e:  # triton missing, or golf/ssm_ops.py (training code) in an artifact's code
-        raise GolfError(f"model.ssm_scan is 'golf' but golf's Triton scan kernels do not import here ({e}): they "
+        raise GolfError(f"model.ssm_scan is {scan!r} but golf's Triton scan kernels do not import here ({e}): they "
                         "need triton (`pip install triton`) and golf/ssd_kernel.py, golf/ssm_ops.py (training code, "
                         "which artifacts do not ship); use model.ssm_scan 'mamba'") from None
 
 
-def _opaque_kernels(mamba: dict, with_conv: bool, gated_norm: str, golf: dict | None = None) -> SSMKernels:
+def _opaque_kernels(mamba: dict, with_conv: bool, gated_norm: str, golf: dict | None = None,
+                    scan: str = "mamba") -> SSMKernels:
     """The triton path with every kernel a golf custom op (golf/ssm_ops.py), its CUDA kernels bound to
     mamba-ssm's and causal-conv1d's functions, the scan's to golf's own when `golf` (_import_golf_scan) is
     given. The conv falls back to PyTorch (traced) when causal-conv1d lacks the functions the op calls."""
@@ -345,11 +346,12 @@ def _opaque_kernels(mamba: dict, with_conv: bool, gated_norm: str, golf: dict | 
         raise GolfError(f"model.ssm_compile 'opaque' calls mamba-ssm's internal functions ({', '.join(missing)} "
                         "missing here; mamba-ssm 2.3.2.post1 has them): use ssm_compile 'trace' or 'disable'")
     conv_ops = _import_causal_conv1d_ops() if with_conv else None
-    golf_ops = {"golf_scan_fwd": golf["scan_fwd"], "golf_scan_bwd": golf["scan_bwd"]} if golf else {}
+    golf_ops = {"golf_scan_fwd": golf["scan_fwd"], ssm_ops._bwd_key(scan): golf["scan_bwd"]} if golf else {}
     ssm_ops.bind_cuda({k: mamba[k] for k in keys} | golf_ops | (conv_ops or {}))
-    return SSMKernels("triton", ssm_ops.scan_golf if golf else ssm_ops.scan,
+    op = {"mamba": ssm_ops.scan, "golf": ssm_ops.scan_golf, "golf_split": ssm_ops.scan_golf_split}[scan]
+    return SSMKernels("triton", op,
                       ssm_ops.norm if gated_norm == "kernel" else None, ssm_ops.conv if conv_ops else None,
-                      compile_mode="opaque", scan_kernel="golf" if golf else "mamba")
+                      compile_mode="opaque", scan_kernel=scan)
 
 
 def _hi(t: torch.Tensor) -> torch.Tensor:

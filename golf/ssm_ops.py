@@ -18,6 +18,7 @@ an absent final state is an empty tensor).
 """
 
 # custom_op infers each op's schema from its annotations; typing.Optional is the spelling every torch 2.x reads
+import functools
 from concurrent.futures import ThreadPoolExecutor
 from typing import Optional
 
@@ -29,7 +30,7 @@ from golf.ssm import causal_conv_silu_reference, compute_dtype, gated_rms_norm_r
 # filled by bind_cuda(): {"scan_fwd", "scan_bwd"} from mamba-ssm, optionally {"norm_fwd", "norm_bwd"} and
 # {"conv_fwd", "conv_bwd"} from causal-conv1d; {"golf_scan_fwd", "golf_scan_bwd"} from golf.ssd_kernel
 _CUDA: dict = {}
-SCAN_KERNELS = ("mamba", "golf")  # golf::ssd_scan's `kernel` argument (model.ssm_scan)
+SCAN_KERNELS = ("mamba", "golf", "golf_split")  # golf::ssd_scan's `kernel` argument (model.ssm_scan)
 
 
 def bind_cuda(fns: dict) -> None:
@@ -37,20 +38,30 @@ def bind_cuda(fns: dict) -> None:
     _CUDA.update(fns)
 
 
-def golf_scan_kernels() -> dict:
-    """golf's own SSD kernels (model.ssm_scan "golf"): {"scan": the autograd function with
-    mamba_chunk_scan_combined's call, "scan_fwd", "scan_bwd": the forward and backward it calls}. ImportError
-    where triton is missing (golf.ssd_kernel imports it at module top)."""
+def golf_scan_kernels(kernel: str = "golf") -> dict:
+    """golf's own SSD kernels (model.ssm_scan "golf", or "golf_split": the backward split over chunks,
+    golf.ssd_kernel's bwd="split"): {"scan": the autograd function with mamba_chunk_scan_combined's call,
+    "scan_fwd", "scan_bwd": the forward and backward it calls}. ImportError where triton is missing
+    (golf.ssd_kernel imports it at module top)."""
     import golf.ssd_kernel as sk
 
-    return {"scan": sk.ssd_scan, "scan_fwd": sk.ssd_scan_fwd, "scan_bwd": sk.ssd_scan_bwd}
+    if kernel != "golf_split":  # the walk is ssd_kernel's default backward
+        return {"scan": sk.ssd_scan, "scan_fwd": sk.ssd_scan_fwd, "scan_bwd": sk.ssd_scan_bwd}
+    return {"scan": functools.partial(sk.ssd_scan, bwd="split"), "scan_fwd": sk.ssd_scan_fwd,
+            "scan_bwd": functools.partial(sk.ssd_scan_bwd, bwd="split")}
+
+
+def _bwd_key(kernel: str) -> str:
+    """The bound backward for golf's kernels: one key per backward design, so models built with either in one
+    process keep their own."""
+    return "golf_split_scan_bwd" if kernel == "golf_split" else "golf_scan_bwd"
 
 
 def _is_golf(kernel: str) -> bool:
     """Whether the scan ops' `kernel` names golf's kernels (else mamba-ssm's); a ValueError for neither."""
     if kernel not in SCAN_KERNELS:
         raise ValueError(f"golf::ssd_scan's kernel must be one of {list(SCAN_KERNELS)}, got {kernel!r}")
-    return kernel == "golf"
+    return kernel != "mamba"
 
 
 def _cuda(key: str):
@@ -181,7 +192,7 @@ def ssd_scan_bwd_golf(fns: dict, dy, dfinal, x, dt, A, B, C, D, dt_bias, initial
 @ssd_scan_bwd.register_kernel("cuda")
 def _ssd_scan_bwd_cuda(dy, dfinal, x, dt, A, B, C, D, dt_bias, initial_state, y, chunk_size, kernel="mamba"):
     if _is_golf(kernel):
-        return ssd_scan_bwd_golf({"scan_bwd": _cuda("golf_scan_bwd")}, dy, dfinal, x, dt, A, B, C, D, dt_bias,
+        return ssd_scan_bwd_golf({"scan_bwd": _cuda(_bwd_key(kernel))}, dy, dfinal, x, dt, A, B, C, D, dt_bias,
                                  initial_state, y, chunk_size)
     return ssd_scan_bwd_mamba({"scan_bwd": _cuda("scan_bwd")}, dy, dfinal, x, dt, A, B, C, D, dt_bias,
                               initial_state, y, chunk_size)
@@ -398,6 +409,11 @@ def scan(x, dt, A, B, C, chunk_size, D=None, dt_bias=None, dt_softplus=False, in
 def scan_golf(*args, **kwargs):
     """scan with golf's own kernels on CUDA (model.ssm_scan "golf")."""
     return scan(*args, kernel="golf", **kwargs)
+
+
+def scan_golf_split(*args, **kwargs):
+    """scan with golf's own kernels on CUDA, the backward split over chunks (model.ssm_scan "golf_split")."""
+    return scan(*args, kernel="golf_split", **kwargs)
 
 
 def conv(x, weight, bias, activation=None):

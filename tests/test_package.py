@@ -310,6 +310,22 @@ def test_an_opaque_trained_model_loads_from_code_without_ssm_ops(tmp_path, monke
     assert [c.ssm_compile for c in built] == ["disable"]
 
 
+def test_a_golf_scan_trained_model_loads_from_code_without_the_golf_kernels(tmp_path, monkeypatch):
+    # model.ssm_scan "golf" / "golf_split" is a kernel choice reached through golf/ssm_ops.py (not shipped): the
+    # artifact records it, and its model is built with mamba-ssm's scan, the same function
+    assert not {"ssm_ops.py", "ssd_kernel.py"} & {f.name for f in code_files()}
+    real, built = golf.model.build_model, []
+    monkeypatch.setattr(golf.model, "build_model", lambda c, d: built.append(c) or real(c, d))
+    for scan in ("golf", "golf_split"):
+        cfg = dataclasses.replace(TINY, ssm_scan=scan, ssm_compile="opaque")
+        tensors, spec, _ = quantize_model(_trained_like(cfg), {}, QuantConfig(float_max_numel=256))
+        build_artifact(tmp_path / scan, tensors, spec, to_dict(cfg))
+        assert open_artifact(tmp_path / scan).config.ssm_scan == scan
+        built.clear()
+        load_model_from_artifact(tmp_path / scan)
+        assert [(c.ssm_scan, c.ssm_compile) for c in built] == [("mamba", "disable")]
+
+
 def test_stages_chain_and_quantize_reruns_from_cached_hessians(in_tiny, tmp_path, monkeypatch):
     _, params, _ = in_tiny
     params = dataclasses.replace(params, runs_dir=str(tmp_path / "runs"))

@@ -62,7 +62,7 @@ def _golf(sk, **options):
 
 
 def test_ssm_scan_loads_from_params_and_defaults_to_mamba():
-    assert field_choices(ModelConfig, "ssm_scan") == ("mamba", "golf")
+    assert field_choices(ModelConfig, "ssm_scan") == ("mamba", "golf", "golf_split")
     assert ModelConfig().ssm_scan == "mamba" and load_params(PARAMS).model.ssm_scan == "mamba"
     assert load_params(PARAMS, ["model.ssm_scan=golf"]).model.ssm_scan == "golf"
 
@@ -71,9 +71,9 @@ def test_a_bad_ssm_scan_is_one_config_error():
     with pytest.raises(ConfigError) as e:
         load_params(PARAMS, ["model.ssm_scan=fast"])
     msg = str(e.value)
-    assert "'model.ssm_scan'" in msg and "params.yaml" in msg and "expected one of ['mamba', 'golf']" in msg
+    assert "'model.ssm_scan'" in msg and "params.yaml" in msg and "expected one of ['mamba', 'golf', 'golf_split']" in msg
     assert "\n" not in msg
-    with pytest.raises(GolfError, match=r"model.ssm_scan must be one of \['mamba', 'golf'\], got 'fast'"):
+    with pytest.raises(GolfError, match=r"model.ssm_scan must be one of \['mamba', 'golf', 'golf_split'\], got 'fast'"):
         resolve_ssm_backend("auto", "cpu", scan="fast")  # direct callers bypass the config
 
 
@@ -141,6 +141,22 @@ def test_opaque_binds_golfs_kernels_to_the_scan_ops(fake_libraries, sk):
     assert "scan_fwd" not in ssm_ops._CUDA
     assert resolve_ssm_backend("triton", "cuda", "opaque", "torch", "golf").label == \
         "triton+golf_scan+causal_conv1d+torch_norm+opaque"
+
+
+def test_golf_split_runs_the_split_backward_on_every_mode_beside_the_walk(fake_libraries, sk):
+    """model.ssm_scan "golf_split": the same forward, ssd_kernel's bwd="split"; under opaque it is bound under
+    its own key, so a model built with "golf" in the same process keeps the walk."""
+    k = resolve_ssm_backend("triton", "cuda", "trace", "kernel", "golf_split")
+    assert k.scan.func is sk.ssd_scan and k.scan.keywords == {"bwd": "split"}
+    assert k.label == "triton+golf_split_scan+causal_conv1d"
+    walk = resolve_ssm_backend("auto", "cuda", "opaque", "kernel", "golf")
+    split = resolve_ssm_backend("auto", "cuda", "opaque", "kernel", "golf_split")
+    assert (walk.scan, split.scan) == (ssm_ops.scan_golf, ssm_ops.scan_golf_split)
+    assert split.label == "triton+golf_split_scan+causal_conv1d+opaque"
+    assert ssm_ops._CUDA["golf_scan_bwd"] is sk.ssd_scan_bwd  # the walk, still bound after the split's build
+    assert ssm_ops._CUDA["golf_split_scan_bwd"].keywords == {"bwd": "split"}
+    with pytest.raises(GolfError, match="model.ssm_scan 'golf_split' does not apply to model.ssm_backend 'fused'"):
+        resolve_ssm_backend("fused", "cpu", scan="golf_split")
 
 
 def test_the_model_records_the_golf_scan_in_its_kernel_paths(fake_libraries, sk):
@@ -314,11 +330,16 @@ def test_scan_ops_cuda_kernels_dispatch_on_kernel(sk, device, monkeypatch):
     bwd = (torch.ones_like(x), None, x, dt, A, B, C, D, dt_bias, s0, x, 8)
     for a, b in zip(ssm_ops._ssd_scan_bwd_cuda(*bwd, "golf"), ssm_ops.ssd_scan_bwd_golf(_golf(sk), *bwd)):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+    monkeypatch.setitem(ssm_ops._CUDA, "golf_split_scan_bwd", functools.partial(sk.ssd_scan_bwd, bwd="split"))
+    split = ssm_ops._ssd_scan_bwd_cuda(*bwd, "golf_split")
+    for a, b in zip(split, sk.ssd_scan_bwd(*bwd[:2], *bwd[2:7], 8, D=D, dt_bias=dt_bias, dt_softplus=True,
+                                           initial_states=s0, bwd="split")):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
     with pytest.raises(RuntimeError, match="need 'scan_fwd'"):  # mamba-ssm's, which are not bound here
         ssm_ops._ssd_scan_cuda(*args, "mamba")
     with pytest.raises(RuntimeError, match="need 'scan_bwd'"):
         ssm_ops._ssd_scan_bwd_cuda(*bwd, "mamba")
-    with pytest.raises(ValueError, match=r"kernel must be one of \['mamba', 'golf'\], got 'triton'"):
+    with pytest.raises(ValueError, match=r"kernel must be one of \['mamba', 'golf', 'golf_split'\], got 'triton'"):
         ssm_ops._ssd_scan_cuda(*args, "triton")
     with pytest.raises(ValueError, match="kernel must be one of"):
         ssm_ops.scan(x, dt, A, B, C, 8, D=D, dt_bias=dt_bias, dt_softplus=True, kernel="triton")
