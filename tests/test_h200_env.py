@@ -1,7 +1,9 @@
 """bench/h200/h200_env.sh's data settings (the part that needs no GPU machine): which carried shards a call trains
 on and where their prepared data goes; the settings must load as golf params."""
 
+import shutil
 import subprocess
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -64,3 +66,40 @@ def test_lever_pairs_put_the_hybrid_on_gpu_0_and_attention_on_gpu_1_with_valid_s
     bad = subprocess.run(["bash", "bench/h200/lever_pairs.sh"], cwd=ROOT, capture_output=True, text=True, check=False,
                          env={"PATH": "/usr/bin:/bin", "PART": "7", "SWEEP": "/bin/false"})
     assert bad.returncode == 2 and "PART must be 1, 2, 3, 4, 5, 6 or all, not '7'" in bad.stderr
+
+
+def test_compare_call_passes_the_settings_and_packs_each_sides_newest_seed(tmp_path):
+    """bench/h200/compare_call.sh with a stub `golf` that writes what compare would: both sides get the data sets,
+    the budget and EXTRA_SETS; each side's seed comes back as run_<side>_<seed>.tgz laid out as save_run.py reads
+    it (runs/<seed>/...)."""
+    (tmp_path / "bench" / "h200").mkdir(parents=True)
+    for name in ("compare_call.sh", "h200_env.sh"):
+        shutil.copy(ROOT / "bench" / "h200" / name, tmp_path / "bench" / "h200" / name)
+    stub_bin = tmp_path / "bin"
+    stub_bin.mkdir()
+    (stub_bin / "golf").write_text(
+        '#!/usr/bin/env bash\nprintf "%s\\n" "$@" > args.txt\n'
+        'for side in hybrid_seed_fit attn_fit; do for seed in 42 1337; do d=compare/t/runs/$side/$seed\n'
+        '  mkdir -p $d/metrics $d/plots $d/artifact $d/train $d/logs\n'
+        '  echo "{}" > $d/metrics/eval_ttt.json; echo x > $d/artifact/model.golf.xz; echo "{}" > $d/train/provenance.json\n'
+        '  sleep 0.05; done; done\n')
+    (stub_bin / "golf").chmod(0o755)
+    out = tmp_path / "out"
+    out.mkdir()
+    env = {"PATH": f"{stub_bin}:/usr/bin:/bin", "GOLF_ENV_DATA_ONLY": "1", "OUT": str(out), "CMP": "compare/t",
+           "SEEDS": "2", "EXTRA_SETS": "model.ssm_scan=golf train.seq_len=1024"}
+    res = subprocess.run(["bash", "bench/h200/compare_call.sh"], cwd=tmp_path, env=env, capture_output=True,
+                         text=True, check=False)
+    assert res.returncode == 0, res.stderr
+    args = (tmp_path / "args.txt").read_text().splitlines()
+    assert args[:7] == ["compare", "configs/hybrid_seed_fit.yaml", "configs/attn_fit.yaml", "--seeds", "2", "--out",
+                        "compare/t"]
+    assert "train.wallclock_s=240" in args and "--set=data.name=sp1024" in args
+    assert args[-4:] == ["--set", "model.ssm_scan=golf", "--set", "train.seq_len=1024"]
+    for side in ("hybrid_seed_fit", "attn_fit"):  # seed 1337's metrics were written last: the newest
+        assert not (out / f"run_{side}_42.tgz").exists()
+        with tarfile.open(out / f"run_{side}_1337.tgz") as tar:
+            names = set(tar.getnames())
+        assert {"runs/1337/metrics/eval_ttt.json", "runs/1337/artifact/model.golf.xz",
+                "runs/1337/train/provenance.json"} <= names
+        assert not any(n.startswith("runs/42") or "compare/" in n for n in names)
