@@ -5,10 +5,14 @@ profiled with torch.profiler: the top ops by device time and, for A, the dtypes 
 whether attention reaches a fused SDPA kernel.
 
     python bench/profile_block.py [configs/hybrid_12.yaml] [A|M] [batch] [seq]   # JSON to $OUT/profile_<kind>.json
+    python bench/profile_block.py configs/hybrid_seed_fit.yaml M 64 2048 --set model.ssm_scan=golf
+
+The M block gets the config's SSM kernels (model.ssm_backend, gated_norm, ssm_scan; eager, no torch.compile).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
@@ -27,16 +31,20 @@ from golf.ssm import resolve_ssm_backend
 
 
 def main() -> None:
-    cfg = load_params(sys.argv[1] if len(sys.argv) > 1 else "configs/hybrid_12.yaml").model
-    kind = sys.argv[2] if len(sys.argv) > 2 else "A"
-    if kind not in ("A", "M"):
-        raise SystemExit(f"block kind must be A or M, got {kind!r}")
-    bsz = int(sys.argv[3]) if len(sys.argv) > 3 else 32
-    seq = int(sys.argv[4]) if len(sys.argv) > 4 else 2048
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("config", nargs="?", default="configs/hybrid_12.yaml")
+    ap.add_argument("kind", nargs="?", default="A", choices=("A", "M"), help="attention+MLP (A) or Mamba-2 (M)")
+    ap.add_argument("batch", nargs="?", type=int, default=32)
+    ap.add_argument("seq", nargs="?", type=int, default=2048)
+    ap.add_argument("--set", dest="sets", action="append", default=[], help="params override, e.g. model.ssm_scan=golf")
+    args = ap.parse_args()
+    cfg = load_params(args.config, args.sets).model
+    kind, bsz, seq = args.kind, args.batch, args.seq
     cuda = torch.cuda.is_available()
     dev = torch.device("cuda" if cuda else "cpu")
-    block = (AttentionBlock(cfg, "sdpa", None) if kind == "A"
-             else MambaBlock(cfg, resolve_ssm_backend(cfg.ssm_backend if cuda else "reference", dev))).to(dev)
+    kernels = resolve_ssm_backend(cfg.ssm_backend if cuda else "reference", dev, gated_norm=cfg.gated_norm,
+                                  scan=cfg.ssm_scan) if kind == "M" else None
+    block = (AttentionBlock(cfg, "sdpa", None) if kind == "A" else MambaBlock(cfg, kernels)).to(dev)
     stream = torch.bfloat16 if cfg.residual_dtype == "autocast" else torch.float32
     x = torch.randn(bsz, seq, cfg.d_model, device=dev, dtype=stream, requires_grad=True)  # (B, T, d) residual
     x0 = torch.randn(bsz, seq, cfg.d_model, device=dev, dtype=stream)
