@@ -55,8 +55,8 @@ def _lever_variants(part: str, tmp_path: Path) -> list[str]:
 
 def test_lever_pairs_put_the_hybrid_on_gpu_0_and_attention_on_gpu_1_with_valid_settings(tmp_path):
     every = _lever_variants("all", tmp_path)
-    parts = [_lever_variants(str(k), tmp_path) for k in (1, 2, 3, 4, 5, 6)]
-    assert [len(p) for p in parts] == [6] * 6 and [v for p in parts for v in p] == every  # 6 slices
+    parts = [_lever_variants(str(k), tmp_path) for k in range(1, 8)]
+    assert [len(p) for p in parts] == [6] * 6 + [2] and [v for p in parts for v in p] == every  # 7 slices
     for i, variant in enumerate(every):
         words = variant.split()
         assert words[0] == ("config=configs/hybrid_seed_fit.yaml" if i % 2 == 0 else "config=configs/attn_fit.yaml")
@@ -64,8 +64,8 @@ def test_lever_pairs_put_the_hybrid_on_gpu_0_and_attention_on_gpu_1_with_valid_s
         assert ("M" in params.model.layer_pattern) == (i % 2 == 0)
     assert every[:2] == ["config=configs/hybrid_seed_fit.yaml", "config=configs/attn_fit.yaml"]  # the bases first
     bad = subprocess.run(["bash", "bench/h200/lever_pairs.sh"], cwd=ROOT, capture_output=True, text=True, check=False,
-                         env={"PATH": "/usr/bin:/bin", "PART": "7", "SWEEP": "/bin/false"})
-    assert bad.returncode == 2 and "PART must be 1, 2, 3, 4, 5, 6 or all, not '7'" in bad.stderr
+                         env={"PATH": "/usr/bin:/bin", "PART": "8", "SWEEP": "/bin/false"})
+    assert bad.returncode == 2 and "PART must be 1 to 7 or all, not '8'" in bad.stderr
 
 
 def test_compare_call_passes_the_settings_and_packs_each_sides_newest_seed(tmp_path):
