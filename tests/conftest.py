@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import importlib
 import json
 import lzma
 import os
@@ -26,6 +27,25 @@ from golf.config import LaunchConfig, load_params
 from golf.launch import torchrun_command
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def sk():
+    """golf.ssd_kernel (golf's own SSD kernels; tests/test_ssd_kernel.py, tests/test_ssm_golf_scan.py), its
+    kernels interpreted on the CPU (TRITON_INTERPRET=1 above, where there is no CUDA) or compiled for a CUDA
+    device."""
+    pytest.importorskip("triton", reason="triton is not installed: golf's scan kernels (golf/ssd_kernel.py) need it")
+    mod = importlib.import_module("golf.ssd_kernel")
+    if not mod.interpreted() and not torch.cuda.is_available():
+        pytest.skip("no CUDA device and TRITON_INTERPRET is not 1: Triton's kernels cannot run here")
+    return mod
+
+
+@pytest.fixture(scope="module")
+def device(sk):
+    """Where golf's SSD kernels run, and so the tensors of the tests that call them: the CPU in the interpreter,
+    else the GPU."""
+    return "cpu" if sk.interpreted() else "cuda"
 
 # One intra-op thread per process: the tests' tensors are tiny, so a second thread buys no speed, and on a
 # shared 2-core machine its spin-waiting made the suite 3-4x slower (tests/test_ttt.py: 270 s -> 84 s wall

@@ -6,7 +6,6 @@ or a missing term is off by orders of magnitude more. Small shapes keep the inte
 production tiles (headdim 64, d_state 32, chunk 64). Every gradient test runs for both backward designs
 (bwd="walk" and bwd="split"), and one compares the two directly."""
 
-import importlib
 import re
 
 import pytest
@@ -19,21 +18,6 @@ from golf.ssm import ssd_reference, ssd_scan_reference
 
 F64 = torch.float64
 BWDS = ["walk", "split"]  # golf.ssd_kernel.BWDS, spelled out so that collection does not import triton
-
-
-@pytest.fixture(scope="module")
-def sk():
-    """golf.ssd_kernel, its kernels interpreted on the CPU (tests/conftest.py sets TRITON_INTERPRET=1 where there
-    is no CUDA) or compiled for a CUDA device; the tests' tensors go to DEVICE."""
-    mod = importlib.import_module("golf.ssd_kernel")
-    if not mod.interpreted() and not torch.cuda.is_available():
-        pytest.skip("no CUDA device and TRITON_INTERPRET is not 1: Triton's kernels cannot run here")
-    return mod
-
-
-@pytest.fixture(scope="module")
-def device(sk):
-    return "cpu" if sk.interpreted() else "cuda"
 
 
 def _inputs(seed, b, l, h, p, g, n, dtype=F64, init=True):

@@ -12,16 +12,16 @@ scan ops running golf's kernels)."""
 from __future__ import annotations
 
 import functools
-import importlib
 import sys
 from pathlib import Path
 
 import pytest
+import test_ssm_opaque
 import torch
 from test_ssm import _mixer, _out_and_grads, assert_gpu_mixer_matches_reference, stand_in_conv, stand_in_norm
-from test_ssm_opaque import STAND_INS, _golf_ops, _opcheck_cases, _scan_args, _tiny_model
+from test_ssm_opaque import _golf_ops, _opcheck_cases, _scan_args, _tiny_model
 
-from golf import ssm, ssm_ops
+from golf import ssm_ops
 from golf.config import ConfigError, ModelConfig, field_choices, load_params
 from golf.errors import GolfError
 from golf.model import GolfLM, build_model
@@ -30,24 +30,8 @@ from golf.ssm import Mamba2Mixer, SSMKernels, resolve_ssm_backend
 REPO = Path(__file__).resolve().parents[1]
 PARAMS = REPO / "params.yaml"
 F64 = torch.float64
+fake_libraries = test_ssm_opaque.fake_libraries  # the fixture: mamba-ssm and causal-conv1d as stand-ins
 FUSED_REFUSAL = "model.ssm_scan 'golf' does not apply to model.ssm_backend 'fused'"
-
-
-@pytest.fixture(scope="module")
-def sk():
-    """golf.ssd_kernel, its kernels interpreted on the CPU (TRITON_INTERPRET=1 where there is no CUDA) or compiled
-    for a CUDA device."""
-    pytest.importorskip("triton", reason="triton is not installed: golf's scan kernels (golf/ssd_kernel.py) need it")
-    mod = importlib.import_module("golf.ssd_kernel")
-    if not mod.interpreted() and not torch.cuda.is_available():
-        pytest.skip("no CUDA device and TRITON_INTERPRET is not 1: Triton's kernels cannot run here")
-    return mod
-
-
-@pytest.fixture(scope="module")
-def device(sk):
-    """Where golf's kernels run: the CPU in the interpreter, else the GPU."""
-    return "cpu" if sk.interpreted() else "cuda"
 
 
 def _golf(sk, **options):
@@ -104,19 +88,6 @@ def test_fused_with_golf_scan_is_refused_everywhere():
     diag = diagnose(load_params(PARAMS, ["model.ssm_backend=fused", "model.ssm_scan=golf", "train.device=cpu"]))
     [choice] = [p for p in diag.paths if p.part == "ssm"]
     assert choice.path == "error" and FUSED_REFUSAL in choice.why
-
-
-@pytest.fixture
-def fake_libraries(monkeypatch):
-    """mamba-ssm and causal-conv1d present (stand-ins; tests/test_ssm_opaque.py), a fresh table of bound CUDA
-    functions."""
-    fake = {"scan": object(), "norm": object(), "fused": object(), **{k: STAND_INS[k] for k in
-                                                                      ("scan_fwd", "scan_bwd", "norm_fwd", "norm_bwd")}}
-    monkeypatch.setattr(ssm, "_import_mamba_triton", lambda: fake)
-    monkeypatch.setattr(ssm, "_import_causal_conv1d", lambda: object())
-    monkeypatch.setattr(ssm, "_import_causal_conv1d_ops", lambda: {k: STAND_INS[k] for k in ("conv_fwd", "conv_bwd")})
-    monkeypatch.setattr(ssm_ops, "_CUDA", {})
-    return fake
 
 
 @pytest.mark.parametrize("mode", ["disable", "trace"])
