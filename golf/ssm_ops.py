@@ -9,7 +9,7 @@ MambaChunkScanCombinedFn, layernorm_gated LayerNormFn, causal_conv1d CausalConv1
 golf.ssm.resolve_ssm_backend; on CPU golf's reference math, backward by torch.autograd through it, so
 tests/test_ssm_opaque.py checks the plumbing without a GPU. The scan ops' `kernel` argument says whose
 forward and backward their CUDA kernels call: mamba-ssm's, or golf's own (golf/ssd_kernel.py, model.ssm_scan
-"golf"; tests/test_ssm_golf_scan.py).
+"golf" or "golf_split"; tests/test_ssm_golf_scan.py).
 
 This module is training-only (golf.package.TRAINING_ONLY: artifacts do not ship it), so golf.ssm imports golf's
 own scan kernels through golf_scan_kernels() here, which keeps golf/ssd_kernel.py out of artifacts too.
@@ -28,7 +28,8 @@ from torch import Tensor
 from golf.ssm import causal_conv_silu_reference, compute_dtype, gated_rms_norm_reference, ssd_scan_reference
 
 # filled by bind_cuda(): {"scan_fwd", "scan_bwd"} from mamba-ssm, optionally {"norm_fwd", "norm_bwd"} and
-# {"conv_fwd", "conv_bwd"} from causal-conv1d; {"golf_scan_fwd", "golf_scan_bwd"} from golf.ssd_kernel
+# {"conv_fwd", "conv_bwd"} from causal-conv1d; {"golf_scan_fwd", "golf_scan_bwd" or "golf_split_scan_bwd"} from
+# golf.ssd_kernel
 _CUDA: dict = {}
 SCAN_KERNELS = ("mamba", "golf", "golf_split")  # golf::ssd_scan's `kernel` argument (model.ssm_scan)
 
@@ -97,8 +98,8 @@ def _like(t: Tensor, dtype: torch.dtype | None = None) -> Tensor:
 # --------------------------------------------------------------------------------------------------
 # SSD scan: x (b, l, h, p), dt (b, l, h) before softplus, A, D, dt_bias (h,), B, C (b, l, g, n),
 # initial_state (b, h, p, n) or None → y (b, l, h, p) in x's dtype, final state (b, h, p, n) in
-# compute_dtype(x) when return_final_state, else an empty tensor. kernel: "mamba" or "golf", whose kernels
-# the CUDA kernels call (SCAN_KERNELS); the CPU kernels are golf's reference for both
+# compute_dtype(x) when return_final_state, else an empty tensor. kernel: "mamba", "golf" or "golf_split", whose
+# kernels the CUDA kernels call (SCAN_KERNELS); the CPU kernels are golf's reference for all
 # --------------------------------------------------------------------------------------------------
 
 
@@ -396,7 +397,7 @@ gated_rmsnorm.register_autograd(_norm_backward, setup_context=_norm_setup)
 def scan(x, dt, A, B, C, chunk_size, D=None, dt_bias=None, dt_softplus=False, initial_states=None,
          return_final_states=False, kernel="mamba"):
     """mamba_chunk_scan_combined as the mixer calls it (D, dt_bias, dt_softplus; no z, seq_idx) as golf::ssd_scan,
-    on CUDA with mamba-ssm's kernels, or golf's own with kernel="golf"."""
+    on CUDA with mamba-ssm's kernels, or golf's own with kernel="golf" (or "golf_split")."""
     if D is None or dt_bias is None or not dt_softplus:
         raise ValueError("golf::ssd_scan computes softplus(dt + dt_bias) and the D skip: pass D, dt_bias and "
                          "dt_softplus=True")
