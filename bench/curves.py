@@ -9,7 +9,7 @@ time (what the budget buys).
     python bench/curves.py --a 'bench/results/2026-11-30_cb2d9b3d_hybrid_seed_fit_240s_seed*' \\
         --b 'bench/results/2026-11-30_cb2d9b3d_attn_fit_240s_seed*' --steps 250,500,750,1000 --seconds 30,60,100,150
 
-Each value is the mean over the folders of one side of the logged training losses within --step-window steps
+Also each folder's milliseconds per step between two logged steps (--pace). Each value is the mean over the folders of one side of the logged training losses within --step-window steps
 (or --second-window seconds) of the point; a folder without a logged loss there is an error, never a silent gap.
 Prints a markdown table per view and, with --json, writes them.
 """
@@ -54,6 +54,14 @@ def loss_at(curves: dict[str, list], column: int, point: float, window: float) -
     return statistics.fmean(means)
 
 
+def pace(rows: list, first: int, last: int, name: str) -> float:
+    """Milliseconds per step between two logged steps of one curve."""
+    at = {r[0]: r[1] for r in rows}
+    if first not in at or last not in at or last <= first:
+        raise SystemExit(f"error: --pace {first},{last}: {name} did not log both steps (or they are out of order)")
+    return (at[last] - at[first]) / (last - first) * 1000
+
+
 def _numbers(name: str, text: str) -> list[float]:
     try:
         return [float(v) for v in text.split(",") if v.strip()]
@@ -69,14 +77,23 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--seconds", default="30,60,100,150", help="elapsed training seconds to compare at")
     ap.add_argument("--step-window", type=float, default=50.0, help="logged steps within this many of a point")
     ap.add_argument("--second-window", type=float, default=6.0, help="logged steps within this many seconds")
+    ap.add_argument("--pace", default="250,1250", help="FIRST,LAST: each folder's ms per step between two logged steps")
     ap.add_argument("--json", default=None, help="write both tables here")
     args = ap.parse_args(argv)
+    steps, seconds = _numbers("--steps", args.steps), _numbers("--seconds", args.seconds)
+    pace_points = _numbers("--pace", args.pace)
+    if len(pace_points) != 2:
+        raise SystemExit(f"error: --pace must be two steps FIRST,LAST, got {args.pace!r}")
+    first, last = (int(v) for v in pace_points)
     sides = {}
     for label, pattern in (("a", args.a), ("b", args.b)):
         sides[label] = {str(f): load_curve(f) for f in folders(pattern)}
     out: dict = {"a": sorted(sides["a"]), "b": sorted(sides["b"]), "per_step": [], "per_second": []}
-    for view, column, points, window in (("per_step", 0, _numbers("--steps", args.steps), args.step_window),
-                                         ("per_second", 1, _numbers("--seconds", args.seconds), args.second_window)):
+    out["ms_per_step"] = {name: pace(rows, first, last, name) for side in sides.values() for name, rows in side.items()}
+    print(f"\nms per step, steps {first}-{last}: " + ", ".join(f"{Path(n).name} {v:.1f}"
+                                                            for n, v in out["ms_per_step"].items()))
+    for view, column, points, window in (("per_step", 0, steps, args.step_window),
+                                         ("per_second", 1, seconds, args.second_window)):
         for point in points:
             a, b = (loss_at(sides[s], column, point, window) for s in ("a", "b"))
             out[view].append({"at": point, "a": a, "b": b, "a_minus_b": a - b})
@@ -90,4 +107,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    sys.exit(main() and 0)
+    main()

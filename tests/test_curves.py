@@ -33,19 +33,24 @@ def test_a_side_that_learns_more_per_step_but_steps_slower(tmp_path):
         _folder(tmp_path, f"b_seed{seed}", 100, lambda s: 3.1 - s / 1000, "plots")
     out_json = tmp_path / "c.json"
     out = curves.main(["--a", str(tmp_path / "a_seed*"), "--b", str(tmp_path / "b_seed*"), "--steps", "500",
-                       "--seconds", "60", "--step-window", "0", "--second-window", "0", "--json", str(out_json)])
+                       "--seconds", "60", "--step-window", "0", "--second-window", "0", "--pace", "100,900",
+                       "--json", str(out_json)])
     assert json.loads(out_json.read_text()) == out
     [step], [second] = out["per_step"], out["per_second"]
     assert step["a_minus_b"] == pytest.approx(-0.1)
     assert second["a"] == pytest.approx(3.0 - 0.4) and second["b"] == pytest.approx(3.1 - 0.6)
     assert second["a_minus_b"] == pytest.approx(0.1)
     assert len(out["a"]) == len(out["b"]) == 2
+    assert sorted(round(v, 6) for v in out["ms_per_step"].values()) == [100.0, 100.0, 150.0, 150.0]
 
 
 @pytest.mark.parametrize("argv,message", [
     (["--a", "{tmp}/none*", "--b", "{tmp}/b*"], "no result folder matches"),
-    (["--a", "{tmp}/a*", "--b", "{tmp}/b*", "--steps", "5000"], "logged no training loss within 50.0 of step 5000"),
+    (["--a", "{tmp}/a*", "--b", "{tmp}/b*", "--steps", "5000", "--pace", "100,900"],
+     "logged no training loss within 50.0 of step 5000"),
     (["--a", "{tmp}/a*", "--b", "{tmp}/b*", "--seconds", "ten"], "--seconds must be comma-separated numbers"),
+    (["--a", "{tmp}/a*", "--b", "{tmp}/b*", "--pace", "250,1250"], "did not log both steps"),
+    (["--a", "{tmp}/a*", "--b", "{tmp}/b*", "--pace", "250"], "--pace must be two steps FIRST,LAST"),
 ])
 def test_bad_input_is_one_clear_error(tmp_path, argv, message):
     _folder(tmp_path, "a1", 150, lambda s: 3.0)
