@@ -21,7 +21,6 @@ import csv
 import glob
 import json
 import statistics
-import sys
 from pathlib import Path
 
 
