@@ -1,0 +1,271 @@
+"""golf's Triton causal depthwise conv1d + bias + SiLU (golf/conv_kernel.py) against causal-conv1d's
+causal_conv1d_fn(x, weight, bias, activation="silu") on a CUDA device: parity first, then forward and
+forward+backward time per call, against the memory floor.
+
+Defaults are the production shapes of golf's Mamba-2 mixer: x a (B, C, T) channel-last view of a bf16
+(b=64, t=2048, row) tensor's first c=832 channels (768 + 2 * 32), for each --row-strides value (832: a
+contiguous (B, T, C) tensor; 1664: the mixer's slice of in_proj's output), weight (C, 4) and bias (C,) in
+--wdtype (fp32 default, as training keeps them), dout channel-last like x.
+
+1. Parity. out and the gradients (x, weight, bias for one random dout) of every implementation on the first
+   --ref-b sequences against golf.ssm.causal_conv_silu_reference in fp32 (the same bf16 inputs), and golf's
+   against causal_conv1d_fn on the whole batch: max |a - b| / max |b| per tensor. golf is timed only if each of
+   its errors against the reference is within --tol or twice causal_conv1d_fn's.
+2. Time: triton.testing.do_bench, median ms per call. Floor: the bytes each call must move at --bw TB/s
+   (forward: read x, write out; backward: read x, dout, write dx; the (C, W) parameters are negligible).
+   "bwd ms" is fwd+bwd less fwd.
+
+golf's variants: --block-t, --block-c, --tiles (time tiles per backward program), --num-warps, each a
+comma-separated list; rows are labelled "golf row=<row stride>", plus " bt.. bc.. tiles.. w.." when more than
+one variant is asked for.
+
+    python bench/conv_kernel_bench.py                                  # production shapes, rows 832 and 1664
+    python bench/conv_kernel_bench.py --block-t 32,64 --block-c 64,128 --num-warps 4,8 --json $OUT/conv.json
+
+On a lent H200 (bench/README.md): carry causal-conv1d's wheel if it is not installed there and run
+`source bench/h200/h200_env.sh && python3 bench/conv_kernel_bench.py --json $OUT/conv_kernel.json`; no corpus
+needed. --device cpu is a dry run in Triton's interpreter (TRITON_INTERPRET=1 before triton is imported; tiny
+shapes, --dtype fp32), timed with a wall clock.
+
+causal-conv1d and triton are imported lazily, so --help works anywhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import itertools
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+GRADS = ("dx", "dweight", "dbias")
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    for name, default, what in (("b", 64, "batch (sequences)"), ("t", 2048, "sequence length"),
+                                ("c", 832, "channels"), ("w", 4, "conv width")):
+        ap.add_argument(f"--{name}", type=int, default=default, help=f"{what} (default {default})")
+    ap.add_argument("--row-strides", default="832,1664",
+                    help="x's stride over time, each >= c: one row of results each (default 832,1664)")
+    ap.add_argument("--dtype", choices=list(DTYPES), default="bf16", help="x dtype (default bf16)")
+    ap.add_argument("--wdtype", choices=list(DTYPES), default="fp32", help="weight, bias dtype (default fp32)")
+    ap.add_argument("--block-t", default="64", help="golf variants: time tile (default 64)")
+    ap.add_argument("--block-c", default="128", help="golf variants: channel tile (default 128)")
+    ap.add_argument("--tiles", default="8", help="golf variants: time tiles per backward program (default 8)")
+    ap.add_argument("--num-warps", default="4", help="golf variants: warps per program (default 4)")
+    ap.add_argument("--ref-b", type=int, default=2, help="sequences checked against the fp32 reference (default 2)")
+    ap.add_argument("--tol", type=float, default=0.02,
+                    help="largest relative error against the reference, unless causal_conv1d_fn's is larger "
+                    "(default 0.02)")
+    ap.add_argument("--bw", type=float, default=4.0, help="memory bandwidth for the floor, TB/s (default 4.0)")
+    ap.add_argument("--warmup", type=int, default=25, help="do_bench warm-up, ms (default 25)")
+    ap.add_argument("--rep", type=int, default=100, help="do_bench repetitions, ms (default 100)")
+    ap.add_argument("--no-ref", action="store_true", help="time golf's kernel alone (no causal_conv1d_fn)")
+    ap.add_argument("--device", default="cuda",
+                    help="cuda (default); cpu is a dry run in Triton's interpreter (tiny shapes, --dtype fp32)")
+    ap.add_argument("--json", type=Path, help="also write the results here")
+    return ap.parse_args(argv)
+
+
+def import_causal_conv1d():
+    """causal_conv1d_fn, or None where causal-conv1d is not importable (its rows are then skipped)."""
+    try:
+        from causal_conv1d import causal_conv1d_fn
+    except Exception:  # noqa: BLE001 -- missing, or built for another torch: skip its rows either way
+        return None
+    return causal_conv1d_fn
+
+
+def make_inputs(a: argparse.Namespace, row: int, b: int, seed: int = 0) -> dict:
+    """x: (b, c, t) channel-last view of a (b, t, row) tensor; weight, bias as nn.Conv1d's init (uniform in
+    +-1/sqrt(W)); dout channel-last."""
+    gen = torch.Generator(device=a.device).manual_seed(seed)
+    act, par = DTYPES[a.dtype], DTYPES[a.wdtype]
+    base = torch.randn(b, a.t, row, generator=gen, device=a.device).to(act)
+    bound = a.w ** -0.5
+    weight = ((torch.rand(a.c, a.w, generator=gen, device=a.device) * 2 - 1) * bound).to(par)
+    bias = ((torch.rand(a.c, generator=gen, device=a.device) * 2 - 1) * bound).to(par)
+    dout = torch.randn(b, a.t, a.c, generator=gen, device=a.device).to(act).transpose(1, 2)
+    return {"x": base[:, :, : a.c].transpose(1, 2), "weight": weight, "bias": bias, "dout": dout}
+
+
+def reference_conv(x, weight, bias=None, activation=None):
+    from golf.ssm import causal_conv_silu_reference
+    return causal_conv_silu_reference(F.pad(x.float(), (weight.shape[1] - 1, 0)), weight.float()[:, None],
+                                      bias.float())
+
+
+def _leaves(inp: dict) -> tuple:
+    return tuple(inp[k].detach().requires_grad_(True) for k in ("x", "weight", "bias"))  # x keeps its strides
+
+
+def outputs(fn, inp: dict) -> dict:
+    """out and the gradients of sum(out * dout), in fp32."""
+    x, w, b = _leaves(inp)
+    out = fn(x, w, b, activation="silu")
+    out.backward(inp["dout"].to(out.dtype))
+    return {"out": out.detach().float(), "dx": x.grad.float(), "dweight": w.grad.float(), "dbias": b.grad.float()}
+
+
+def rel_errs(got: dict, want: dict) -> dict:
+    return {k: float((got[k] - want[k]).abs().max() / want[k].abs().max().clamp_min(1e-30)) for k in want}
+
+
+def floor_ms(a: argparse.Namespace, act_bytes: int) -> dict:
+    act = a.b * a.t * a.c * act_bytes  # one activation: x, out, dout or dx
+    fwd, bwd = 2 * act, 3 * act
+    return {"fwd_bytes": fwd, "fwd_bwd_bytes": fwd + bwd, "fwd_ms": fwd / (a.bw * 1e9),
+            "fwd_bwd_ms": (fwd + bwd) / (a.bw * 1e9)}
+
+
+def _wall_clock(fn, warmup, rep, grad_to_none=(), return_mode="median"):
+    """do_bench's stand-in for --device cpu: one warm-up call, then the median of three."""
+    fn()
+    times = []
+    for _ in range(3):
+        for t in grad_to_none:
+            t.grad = None
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1e3)
+    return sorted(times)[1]
+
+
+def time_ms(fn, inp: dict, a: argparse.Namespace) -> dict:
+    if a.device == "cuda":
+        from triton.testing import do_bench
+    else:
+        do_bench = _wall_clock
+    with torch.no_grad():
+        fwd = do_bench(lambda: fn(inp["x"], inp["weight"], inp["bias"], activation="silu"), warmup=a.warmup,
+                       rep=a.rep, return_mode="median")
+    x, w, b = _leaves(inp)
+    both = do_bench(lambda: fn(x, w, b, activation="silu").backward(inp["dout"]), warmup=a.warmup, rep=a.rep,
+                    grad_to_none=[x, w, b], return_mode="median")
+    return {"fwd_ms": fwd, "fwd_bwd_ms": both}
+
+
+def table(rows: list[list], header: list[str]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(str(c) for c in r) + " |" for r in rows])
+
+
+def _ints(text: str) -> list[int] | None:
+    try:
+        return [int(v) for v in text.split(",")]
+    except ValueError:
+        return None
+
+
+def main(argv=None) -> int:
+    a = parse_args(argv)
+    if a.device == "cuda" and not torch.cuda.is_available():
+        print("error: this benchmark needs a CUDA device (--device cpu: a dry run in Triton's interpreter)",
+              file=sys.stderr)
+        return 2
+    lists = {}
+    for name in ("row_strides", "block_t", "block_c", "tiles", "num_warps"):
+        vals = _ints(getattr(a, name))
+        if not vals or min(vals) < 1:
+            print(f"error: --{name.replace('_', '-')} takes a comma-separated list of positive ints, "
+                  f"got {getattr(a, name)!r}", file=sys.stderr)
+            return 2
+        lists[name] = vals
+    if min(lists["row_strides"]) < a.c:
+        print(f"error: --row-strides must each be >= --c {a.c}, got {a.row_strides!r}", file=sys.stderr)
+        return 2
+    from golf import conv_kernel
+
+    ref_fn = None if a.no_ref else import_causal_conv1d()
+    if ref_fn is None and not a.no_ref:
+        print("causal_conv1d_fn is not importable here: its rows are skipped", file=sys.stderr)
+    variants = list(itertools.product(lists["block_t"], lists["block_c"], lists["tiles"], lists["num_warps"]))
+
+    def golf_fn(bt, bc, tl, nw):
+        def fn(x, weight, bias=None, activation=None):
+            return conv_kernel.causal_conv1d_silu(x, weight, bias, block_t=bt, block_c=bc, tiles=tl, num_warps=nw)
+        return fn
+
+    result = {"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items()},
+              "device": torch.cuda.get_device_name() if a.device == "cuda" else a.device, "versions": {},
+              "parity_vs_reference": {}, "parity_vs_causal_conv1d": {}, "timing": {}, "errors": {}}
+    for pkg in ("torch", "triton", "causal_conv1d"):
+        try:
+            result["versions"][pkg] = importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            result["versions"][pkg] = None
+    floor = floor_ms(a, DTYPES[a.dtype].itemsize)
+    result["floor"] = floor
+    rows = []
+    for row in lists["row_strides"]:
+        impls = {} if ref_fn is None else {f"causal_conv1d row={row}": ref_fn}
+        for v in variants:
+            suffix = f" bt{v[0]} bc{v[1]} tiles{v[2]} w{v[3]}" if len(variants) > 1 else ""
+            impls[f"golf row={row}{suffix}"] = golf_fn(*v)
+        base = f"causal_conv1d row={row}"
+
+        # 1. parity
+        inp = make_inputs(a, row, a.b)
+        small = {k: (v[: a.ref_b] if k in ("x", "dout") else v) for k, v in inp.items()}
+        ref = outputs(reference_conv, small)
+        full = {}
+        for name, fn in impls.items():
+            try:
+                result["parity_vs_reference"][name] = rel_errs(outputs(fn, small), ref)
+                full[name] = outputs(fn, inp)
+            except Exception as e:  # noqa: BLE001 -- report a failing kernel and carry on with the others
+                result["errors"][name] = repr(e)
+                print(f"{name}: FAILED {e!r}", file=sys.stderr)
+        for name, out in full.items():
+            if name != base and base in full:
+                result["parity_vs_causal_conv1d"][name] = rel_errs(out, full[base])
+        del full
+
+        # 2. time
+        for name, fn in impls.items():
+            if name in result["errors"]:
+                continue
+            errs, theirs = result["parity_vs_reference"][name], result["parity_vs_reference"].get(base, {})
+            off = [k for k, e in errs.items() if e > max(a.tol, 2 * theirs.get(k, 0.0))]
+            if name != base and off:
+                result["errors"][name] = f"parity: {off} off the reference by more than --tol and 2x causal_conv1d's"
+                print(f"{name}: not timed, {result['errors'][name]}", file=sys.stderr)
+                continue
+            try:
+                t = time_ms(fn, inp, a)
+            except Exception as e:  # noqa: BLE001
+                result["errors"][name] = repr(e)
+                print(f"{name}: timing FAILED {e!r}", file=sys.stderr)
+                continue
+            result["timing"][name] = t
+            rows.append([name, f"{t['fwd_ms']:.3f}", f"{t['fwd_ms'] / floor['fwd_ms']:.1f}x",
+                         f"{t['fwd_bwd_ms']:.3f}", f"{t['fwd_bwd_ms'] / floor['fwd_bwd_ms']:.1f}x",
+                         f"{t['fwd_bwd_ms'] - t['fwd_ms']:.3f}"])
+    rows.append(["memory floor", f"{floor['fwd_ms']:.3f}", "1.0x", f"{floor['fwd_bwd_ms']:.3f}", "1.0x",
+                 f"{floor['fwd_bwd_ms'] - floor['fwd_ms']:.3f}"])
+    cols = ["out", *GRADS]
+    for title, errs in ((f"vs fp32 reference (first {a.ref_b} sequences)", result["parity_vs_reference"]),
+                        ("vs causal_conv1d_fn (whole batch)", result["parity_vs_causal_conv1d"])):
+        if errs:
+            print(f"\nparity {title}: max |a - b| / max |b|\n")
+            print(table([[n] + [f"{e[k]:.1e}" for k in cols] for n, e in errs.items()], ["impl", *cols]))
+    print(f"\n{result['device']}, b={a.b} t={a.t} c={a.c} w={a.w} x {a.dtype}, weight/bias {a.wdtype}, "
+          f"floor at {a.bw} TB/s\n")
+    print(table(rows, ["impl", "fwd ms", "fwd / floor", "fwd+bwd ms", "fwd+bwd / floor", "bwd ms"]))
+    if a.json:
+        a.json.parent.mkdir(parents=True, exist_ok=True)
+        a.json.write_text(json.dumps(result, indent=1))
+    return 1 if result["errors"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

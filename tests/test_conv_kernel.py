@@ -1,0 +1,229 @@
+"""golf's Triton causal depthwise conv1d + bias + SiLU (golf/conv_kernel.py) against the PyTorch reference, on
+the CPU through Triton's interpreter (TRITON_INTERPRET=1, tests/conftest.py): the output and every gradient (x,
+weight, bias) against torch.autograd through golf.ssm.causal_conv_silu_reference on the zero-left-padded input
+(what causal_conv1d_fn(x, weight, bias, activation="silu") computes). fp64 inputs compute in fp64, so those
+cases compare at ~1e-12 relative: a tap off by one in time, a missing bias or a wrong SiLU derivative is off by
+orders of magnitude more. Shapes are small and the tiles smaller (so that T and C are not multiples of them,
+and the backward's programs walk several time tiles) to keep the interpreter fast."""
+
+import re
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+pytest.importorskip("triton", reason="triton is not installed: the interpreter parity tests need it")
+
+from golf.ssm import causal_conv_silu_reference
+
+F64 = torch.float64
+SMALL = {"block_t": 8, "block_c": 8, "tiles": 2}  # small tiles: T, C below span several of each
+
+
+@pytest.fixture(scope="module")
+def ck():
+    """golf.conv_kernel, its kernels interpreted on the CPU (no CUDA) or compiled for a CUDA device."""
+    import importlib
+
+    pytest.importorskip("triton", reason="triton is not installed: golf's conv kernels (golf/conv_kernel.py) "
+                        "need it")
+    mod = importlib.import_module("golf.conv_kernel")
+    if not mod.interpreted() and not torch.cuda.is_available():
+        pytest.skip("no CUDA device and TRITON_INTERPRET is not 1: Triton's kernels cannot run here")
+    return mod
+
+
+@pytest.fixture(scope="module")
+def device(ck):
+    """Where golf's conv kernels run, and so the tests' tensors: the CPU in the interpreter, else the GPU."""
+    return "cpu" if ck.interpreted() else "cuda"
+
+
+def _inputs(seed, b, c, t, w, dtype=F64, wdtype=None, bias=True, row=None, offset=0, device="cpu"):
+    """x as the mixer passes it: a (B, C, T) transpose view of channels [offset, offset + c) of a (B, T, row)
+    tensor (row stride `row`, default c: contiguous channel-last); weight (C, W), bias (C,) or None. Pre-
+    activations of order 1, so that SiLU's curvature matters."""
+    gen = torch.Generator().manual_seed(seed)
+    row = row or c
+    base = torch.randn(b, t, row, generator=gen, dtype=F64)
+    x = base[:, :, offset:offset + c].transpose(1, 2)  # (B, C, T), stride over channels 1, over time `row`
+    weight = torch.randn(c, w, generator=gen, dtype=F64) / w ** 0.5
+    b_ = 0.5 * torch.randn(c, generator=gen, dtype=F64) if bias else None
+    dout = torch.randn(b, c, t, generator=gen, dtype=F64)
+    wdtype = wdtype or dtype
+    return (x.to(dtype).to(device), weight.to(wdtype).to(device),
+            b_.to(wdtype).to(device) if bias else None, dout.to(device))
+
+
+def _reference(x, weight, bias):
+    """causal_conv1d_fn's math through golf.ssm's reference: zero-pad W - 1 steps on the left."""
+    w = weight.shape[1]
+    if bias is None:
+        bias = torch.zeros(weight.shape[0], dtype=weight.dtype, device=weight.device)
+    return causal_conv_silu_reference(F.pad(x, (w - 1, 0)), weight[:, None], bias)
+
+
+def _run(fn, x, weight, bias, dout):
+    """fn's output and the gradients of sum(out * dout) w.r.t. x, weight, bias (leaves keep x's strides)."""
+    leaves = [t.detach().requires_grad_(True) if t is not None else None for t in (x, weight, bias)]
+    out = fn(*leaves)
+    (out.to(F64) * dout.to(F64)).sum().backward()
+    grads = [t.grad.detach().cpu() if t is not None else None for t in leaves]
+    return out.detach().cpu(), grads
+
+
+def _assert_close(name, got, want, tol):
+    """max |got - want| within tol times the largest |want|."""
+    assert got.shape == want.shape, f"{name}: shape {tuple(got.shape)} != {tuple(want.shape)}"
+    assert torch.isfinite(got).all(), f"{name}: non-finite values"
+    scale = want.abs().max().item()
+    err = (got.to(F64) - want.to(F64)).abs().max().item()
+    assert err <= tol * max(scale, 1e-30), f"{name}: max |err| {err:.3e} > {tol:g} x max |want| {scale:.3e}"
+
+
+def _compare(ck, inputs, tol, **opts):
+    x, weight, bias, dout = inputs
+    got, ggot = _run(lambda *a: ck.causal_conv1d_silu(*a, **opts), x, weight, bias, dout)
+    want, gwant = _run(_reference, x, weight, bias, dout)
+    _assert_close("out", got, want, tol)
+    for name, g, r in zip(("dx", "dweight", "dbias"), ggot, gwant):
+        if r is None:
+            assert g is None, f"{name}: a gradient for an absent input"
+        else:
+            _assert_close(name, g, r, tol)
+    return got, ggot
+
+
+# (b, c, t, w, row, offset, bias, opts): T, C not multiples of the tiles; row > c: a slice of a wider tensor
+CASES = {
+    "w4_sliced_ragged": (2, 20, 37, 4, 52, 7, True, SMALL),
+    "w4_contiguous_channel_last": (2, 16, 32, 4, None, 0, True, SMALL),
+    "w3_no_bias": (1, 12, 29, 3, 40, 5, False, SMALL),
+    "w2": (2, 9, 21, 2, None, 0, True, SMALL),
+    "t_shorter_than_width": (2, 10, 2, 4, 24, 3, True, SMALL),
+    "one_tile_per_program": (1, 24, 40, 4, 32, 8, True, {"block_t": 16, "block_c": 16, "tiles": 1}),
+    "defaults": (1, 140, 70, 4, 160, 4, True, {}),  # the default tiles (64 x 128), C and T beyond one tile
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_fp64_matches_reference(ck, device, case):
+    b, c, t, w, row, offset, bias, opts = CASES[case]
+    _compare(ck, _inputs(1, b, c, t, w, bias=bias, row=row, offset=offset, device=device), 1e-12, **opts)
+
+
+def test_fp32_matches_reference(ck, device):
+    _compare(ck, _inputs(2, 2, 20, 37, 4, dtype=torch.float32, row=52, offset=7, device=device), 1e-5, **SMALL)
+
+
+@pytest.mark.parametrize("wdtype", [torch.float32, torch.bfloat16])
+def test_bf16_keeps_dtypes(ck, device, wdtype):
+    """bf16 x with fp32 (as in training) or bf16 parameters: out and dx in bf16, dweight and dbias in the
+    parameters' dtype, channel-last out; values within bf16 rounding of the fp32 reference on the same inputs."""
+    x, weight, bias, dout = _inputs(3, 2, 20, 37, 4, dtype=torch.bfloat16, wdtype=wdtype, row=52, offset=7,
+                                    device=device)
+    got, (dx, dw, db) = _run(lambda *a: ck.causal_conv1d_silu(*a, **SMALL), x, weight, bias, dout)
+    assert (got.dtype, dx.dtype, dw.dtype, db.dtype) == (torch.bfloat16, torch.bfloat16, wdtype, wdtype)
+    want, (rdx, rdw, rdb) = _run(_reference, x.float(), weight.float(), bias.float(), dout)
+    for name, g, r in (("out", got, want), ("dx", dx, rdx), ("dweight", dw, rdw), ("dbias", db, rdb)):
+        _assert_close(name, g.float(), r, 2e-2)
+
+
+def test_layout_and_strided_dout(ck, device):
+    """out and dx are channel-last (stride over channels 1), whatever x's layout; conv_bwd takes a dout of any
+    strides (here plain contiguous (B, C, T)) and gives the same gradients as with a channel-last one."""
+    x, weight, bias, dout = _inputs(4, 2, 12, 19, 4, device=device)
+    x_plain = x.contiguous()  # (B, C, T) contiguous: time is the fast axis
+    out = ck.conv_fwd(x_plain, weight, bias, block_t=8, block_c=8)
+    assert out.stride() == (12 * 19, 1, 12)
+    torch.testing.assert_close(out, ck.conv_fwd(x, weight, bias, block_t=8, block_c=8), rtol=0, atol=0)
+    dout_cl = dout.transpose(1, 2).contiguous().transpose(1, 2)
+    a = ck.conv_bwd(x_plain, weight, bias, dout.contiguous(), **SMALL)
+    b = ck.conv_bwd(x, weight, bias, dout_cl, **SMALL)
+    assert a[0].stride() == (12 * 19, 1, 12)
+    for g, h in zip(a, b):
+        torch.testing.assert_close(g, h, rtol=0, atol=0)
+
+
+def test_weight_grads_deterministic(ck, device):
+    """dweight and dbias are per-program partial sums reduced in PyTorch, not atomics: bitwise repeatable."""
+    x, weight, bias, dout = _inputs(5, 2, 12, 21, 4, dtype=torch.float32, device=device)
+    a = ck.conv_bwd(x, weight, bias, dout.float(), **SMALL)
+    b = ck.conv_bwd(x, weight, bias, dout.float(), **SMALL)
+    for g, h in zip(a, b):
+        assert torch.equal(g, h)
+
+
+def test_empty_sequence(ck, device):
+    x, weight, bias, dout = _inputs(6, 2, 8, 1, 4, device=device)
+    x0, d0 = x[..., :0], dout[..., :0]
+    assert ck.conv_fwd(x0, weight, bias).shape == (2, 8, 0)
+    dx, dw, db = ck.conv_bwd(x0, weight, bias, d0)
+    assert dx.shape == (2, 8, 0) and not dw.any() and not db.any()
+
+
+BAD = [
+    ("x", lambda x, w, b: (x[0], w, b), "x must be (batch, channels, seqlen), got shape (8, 16)"),
+    ("weight shape", lambda x, w, b: (x, w[:4], b), "weight must be (channels, width) = (8, W), got shape (4, 4)"),
+    ("weight 3-d", lambda x, w, b: (x, w[:, None], b), "weight must be (channels, width) = (8, W), got shape (8, 1, 4)"),
+    ("width", lambda x, w, b: (x, torch.cat([w, w], 1), b), "width must be one of [2, 3, 4], got 8"),
+    ("bias", lambda x, w, b: (x, w, b[:3]), "bias must be None or (8,), got shape (3,)"),
+    ("dtype", lambda x, w, b: (x.to(torch.int32), w, b), "x must be a float64/32/16 or bfloat16 tensor, got torch.int32"),
+]
+
+
+@pytest.mark.parametrize("what, change, message", BAD, ids=[b[0] for b in BAD])
+def test_bad_inputs_one_clear_error(ck, device, what, change, message):
+    x, weight, bias, _ = _inputs(7, 2, 8, 16, 4, device=device)
+    with pytest.raises(ValueError, match="causal_conv1d_silu: " + re.escape(message)):
+        ck.causal_conv1d_silu(*change(x, weight, bias))
+
+
+def test_bad_tiles(ck, device):
+    x, weight, bias, dout = _inputs(7, 2, 8, 16, 4, device=device)
+    with pytest.raises(ValueError, match=re.escape("causal_conv1d_silu: block_t must be a power of two, got 12")):
+        ck.causal_conv1d_silu(x, weight, bias, block_t=12)
+    with pytest.raises(ValueError, match=re.escape("causal_conv1d_silu: dout must have x's shape (2, 8, 16)")):
+        ck.conv_bwd(x, weight, bias, dout[..., :3])
+
+
+def test_cpu_tensors_need_the_interpreter(ck):
+    if ck.interpreted():
+        pytest.skip("the interpreter runs CPU tensors")
+    x, weight, bias, _ = _inputs(7, 2, 8, 16, 4)
+    with pytest.raises(ValueError, match="need CUDA tensors"):
+        ck.causal_conv1d_silu(x, weight, bias)
+
+
+def test_bench_script_dry_run(ck, device, tmp_path, monkeypatch):
+    """bench/conv_kernel_bench.py end to end at tiny fp32 shapes (on the CPU: its --device cpu dry run in the
+    interpreter), with the PyTorch reference standing in for causal_conv1d_fn: golf's kernel passes the parity
+    gate against both and is timed, for both row strides, and the JSON says so."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "conv_kernel_bench.py"
+    spec = importlib.util.spec_from_file_location("conv_kernel_bench", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+
+    def stand_in(x, weight, bias=None, activation=None):
+        assert activation == "silu"
+        return _reference(x, weight, bias)
+
+    monkeypatch.setattr(bench, "import_causal_conv1d", lambda: stand_in)
+    out = tmp_path / "bench.json"
+    rc = bench.main(["--device", device, "--dtype", "fp32", "--b", "2", "--t", "20", "--c", "12",
+                     "--row-strides", "12,20", "--block-t", "16", "--block-c", "16", "--tiles", "1",
+                     "--json", str(out)])
+    result = json.loads(out.read_text())
+    assert rc == 0, result["errors"]
+    for row in ("12", "20"):
+        for errs in (result["parity_vs_reference"][f"golf row={row}"],
+                     result["parity_vs_causal_conv1d"][f"golf row={row}"]):
+            assert set(errs) == {"out", "dx", "dweight", "dbias"} and max(errs.values()) < 1e-5, errs
+        for name in (f"golf row={row}", f"causal_conv1d row={row}"):
+            assert set(result["timing"][name]) == {"fwd_ms", "fwd_bwd_ms"}
+    assert result["floor"]["fwd_bwd_bytes"] > result["floor"]["fwd_bytes"] > 0
+    assert bench.main(["--device", device, "--row-strides", "8"]) == 2  # narrower than C: refused up front
