@@ -37,13 +37,15 @@ import importlib.metadata
 import itertools
 import json
 import sys
-import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # kernel_bench, also when a test loads this file
+
+from kernel_bench import TIMING_HEADER, bencher, off_reference, rel_errs, table, timing_row
 
 GRADS = ("dx", "dweight", "dbias")
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -116,8 +118,6 @@ def outputs(fn, inp: dict) -> dict:
     return {"out": out.detach().float(), "dx": x.grad.float(), "dweight": w.grad.float(), "dbias": b.grad.float()}
 
 
-def rel_errs(got: dict, want: dict) -> dict:
-    return {k: float((got[k] - want[k]).abs().max() / want[k].abs().max().clamp_min(1e-30)) for k in want}
 
 
 def floor_ms(a: argparse.Namespace, act_bytes: int) -> dict:
@@ -127,24 +127,10 @@ def floor_ms(a: argparse.Namespace, act_bytes: int) -> dict:
             "fwd_bwd_ms": (fwd + bwd) / (a.bw * 1e9)}
 
 
-def _wall_clock(fn, warmup, rep, grad_to_none=(), return_mode="median"):
-    """do_bench's stand-in for --device cpu: one warm-up call, then the median of three."""
-    fn()
-    times = []
-    for _ in range(3):
-        for t in grad_to_none:
-            t.grad = None
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1e3)
-    return sorted(times)[1]
 
 
 def time_ms(fn, inp: dict, a: argparse.Namespace) -> dict:
-    if a.device == "cuda":
-        from triton.testing import do_bench
-    else:
-        do_bench = _wall_clock
+    do_bench = bencher(a.device)
     with torch.no_grad():
         fwd = do_bench(lambda: fn(inp["x"], inp["weight"], inp["bias"], activation="silu"), warmup=a.warmup,
                        rep=a.rep, return_mode="median")
@@ -154,9 +140,6 @@ def time_ms(fn, inp: dict, a: argparse.Namespace) -> dict:
     return {"fwd_ms": fwd, "fwd_bwd_ms": both}
 
 
-def table(rows: list[list], header: list[str]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(str(c) for c in r) + " |" for r in rows])
 
 
 def _ints(text: str) -> list[int] | None:
@@ -235,7 +218,7 @@ def main(argv=None) -> int:
             if name in result["errors"]:
                 continue
             errs, theirs = result["parity_vs_reference"][name], result["parity_vs_reference"].get(base, {})
-            off = [k for k, e in errs.items() if e > max(a.tol, 2 * theirs.get(k, 0.0))]
+            off = off_reference(errs, theirs, a.tol)
             if name != base and off:
                 result["errors"][name] = f"parity: {off} off the reference by more than --tol and 2x causal_conv1d's"
                 print(f"{name}: not timed, {result['errors'][name]}", file=sys.stderr)
@@ -247,11 +230,8 @@ def main(argv=None) -> int:
                 print(f"{name}: timing FAILED {e!r}", file=sys.stderr)
                 continue
             result["timing"][name] = t
-            rows.append([name, f"{t['fwd_ms']:.3f}", f"{t['fwd_ms'] / floor['fwd_ms']:.1f}x",
-                         f"{t['fwd_bwd_ms']:.3f}", f"{t['fwd_bwd_ms'] / floor['fwd_bwd_ms']:.1f}x",
-                         f"{t['fwd_bwd_ms'] - t['fwd_ms']:.3f}"])
-    rows.append(["memory floor", f"{floor['fwd_ms']:.3f}", "1.0x", f"{floor['fwd_bwd_ms']:.3f}", "1.0x",
-                 f"{floor['fwd_bwd_ms'] - floor['fwd_ms']:.3f}"])
+            rows.append(timing_row(name, t, floor))
+    rows.append(timing_row("memory floor", floor, floor))
     cols = ["out", *GRADS]
     for title, errs in ((f"vs fp32 reference (first {a.ref_b} sequences)", result["parity_vs_reference"]),
                         ("vs causal_conv1d_fn (whole batch)", result["parity_vs_causal_conv1d"])):
@@ -260,7 +240,7 @@ def main(argv=None) -> int:
             print(table([[n] + [f"{e[k]:.1e}" for k in cols] for n, e in errs.items()], ["impl", *cols]))
     print(f"\n{result['device']}, b={a.b} t={a.t} c={a.c} w={a.w} x {a.dtype}, weight/bias {a.wdtype}, "
           f"floor at {a.bw} TB/s\n")
-    print(table(rows, ["impl", "fwd ms", "fwd / floor", "fwd+bwd ms", "fwd+bwd / floor", "bwd ms"]))
+    print(table(rows, TIMING_HEADER))
     if a.json:
         a.json.parent.mkdir(parents=True, exist_ok=True)
         a.json.write_text(json.dumps(result, indent=1))

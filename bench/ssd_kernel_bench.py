@@ -38,12 +38,14 @@ import importlib.metadata
 import json
 import math
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # kernel_bench, also when a test loads this file
+
+from kernel_bench import TIMING_HEADER, bencher, off_reference, rel_errs, table, timing_row
 
 GRADS = ("x", "dt", "A", "B", "C", "D", "dt_bias")
 
@@ -111,8 +113,6 @@ def outputs(scan, inp: dict, dy: torch.Tensor, chunk: int) -> dict:
     return {"y": y.detach().float()} | {k: leaves[k].grad.float() for k in GRADS}
 
 
-def rel_errs(got: dict, want: dict) -> dict:
-    return {k: float((got[k] - want[k]).abs().max() / want[k].abs().max().clamp_min(1e-30)) for k in want}
 
 
 def reference_scan(x, dt, A, B, C, chunk, D, dt_bias, dt_softplus):
@@ -130,22 +130,10 @@ def floor_ms(a: argparse.Namespace, act_bytes: int) -> dict:
             "fwd_bwd_ms": (fwd + bwd) / (a.bw * 1e9)}
 
 
-def _wall_clock(fn, warmup, rep, grad_to_none=(), return_mode="median"):
-    """do_bench's stand-in for --device cpu: one warm-up call, then the median of three."""
-    fn()
-    times = []
-    for _ in range(3):
-        for t in grad_to_none:
-            t.grad = None
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1e3)
-    return sorted(times)[1]
 
 
 def time_ms(scan, inp: dict, dy: torch.Tensor, a: argparse.Namespace) -> dict:
-    from triton.testing import do_bench
-    do_bench = do_bench if a.device == "cuda" else _wall_clock
+    do_bench = bencher(a.device)
     with torch.no_grad():
         fwd = do_bench(lambda: call(scan, inp, a.chunk), warmup=a.warmup, rep=a.rep, return_mode="median")
     leaves = {k: v.detach().clone().requires_grad_(True) for k, v in inp.items()}
@@ -154,9 +142,6 @@ def time_ms(scan, inp: dict, dy: torch.Tensor, a: argparse.Namespace) -> dict:
     return {"fwd_ms": fwd, "fwd_bwd_ms": both}
 
 
-def table(rows: list[list], header: list[str]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(str(c) for c in r) + " |" for r in rows])
 
 
 def main(argv=None) -> int:
@@ -234,7 +219,7 @@ def main(argv=None) -> int:
         if name in result["errors"]:
             continue
         errs, mamba_errs = result["parity_vs_reference"][name], result["parity_vs_reference"].get("mamba-ssm", {})
-        off = [k for k, e in errs.items() if e > max(a.tol, 2 * mamba_errs.get(k, 0.0))]
+        off = off_reference(errs, mamba_errs, a.tol)
         if name != "mamba-ssm" and off:
             result["errors"][name] = f"parity: {off} off the reference by more than --tol and 2x mamba-ssm's"
             print(f"{name}: not timed, {result['errors'][name]}", file=sys.stderr)
@@ -246,14 +231,11 @@ def main(argv=None) -> int:
             print(f"{name}: timing FAILED {e!r}", file=sys.stderr)
             continue
         result["timing"][name] = t
-        rows.append([name, f"{t['fwd_ms']:.3f}", f"{t['fwd_ms'] / floor['fwd_ms']:.1f}x",
-                     f"{t['fwd_bwd_ms']:.3f}", f"{t['fwd_bwd_ms'] / floor['fwd_bwd_ms']:.1f}x",
-                     f"{t['fwd_bwd_ms'] - t['fwd_ms']:.3f}"])
-    rows.append(["memory floor", f"{floor['fwd_ms']:.3f}", "1.0x", f"{floor['fwd_bwd_ms']:.3f}", "1.0x",
-                 f"{floor['fwd_bwd_ms'] - floor['fwd_ms']:.3f}"])
+        rows.append(timing_row(name, t, floor))
+    rows.append(timing_row("memory floor", floor, floor))
     print(f"\n{result['device']}, b={a.b} l={a.l} h={a.h} p={a.p} g={a.g} n={a.n} chunk={a.chunk} {a.dtype}, "
           f"floor at {a.bw} TB/s\n")
-    print(table(rows, ["impl", "fwd ms", "fwd / floor", "fwd+bwd ms", "fwd+bwd / floor", "bwd ms"]))
+    print(table(rows, TIMING_HEADER))
     print("\nbwd=walk: one program per (head, batch) walks the chunks in reverse; bwd=split: states and state "
           "gradients by two sequential passes, then one program per (batch, chunk, head) (golf/ssd_kernel.py)")
     if a.json:

@@ -1,0 +1,54 @@
+"""What golf's kernel benchmarks share (bench/ssd_kernel_bench.py, bench/conv_kernel_bench.py): the timer, the
+relative error of a parity check, and the markdown table."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+
+def rel_errs(got: dict, want: dict) -> dict:
+    """max |got - want| / max |want| per tensor name (the scale-free error the benchmarks gate on)."""
+    return {k: float((got[k] - want[k]).abs().max() / want[k].abs().max().clamp_min(1e-30)) for k in want}
+
+
+def wall_clock(fn, warmup, rep, grad_to_none=(), return_mode="median"):
+    """triton.testing.do_bench's stand-in for a CPU dry run: one warm-up call, then the median of three (ms)."""
+    fn()
+    times = []
+    for _ in range(3):
+        for t in grad_to_none:
+            t.grad = None
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1e3)
+    return sorted(times)[1]
+
+
+def bencher(device: str) -> Callable:
+    """do_bench on CUDA (its warm-up also runs autotuning, so no tuning lands in the timed calls), else the
+    wall clock above."""
+    if device == "cuda":
+        from triton.testing import do_bench
+        return do_bench
+    return wall_clock
+
+
+def table(rows: list[list], header: list[str]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(str(c) for c in r) + " |" for r in rows])
+
+
+def off_reference(errs: dict, base_errs: dict, tol: float) -> list[str]:
+    """The tensors whose error against the reference exceeds both tol and twice the baseline library's own
+    (both round in low precision, so they need not agree with each other more closely than each does with it)."""
+    return [k for k, e in errs.items() if e > max(tol, 2 * base_errs.get(k, 0.0))]
+
+
+TIMING_HEADER = ["impl", "fwd ms", "fwd / floor", "fwd+bwd ms", "fwd+bwd / floor", "bwd ms"]
+
+
+def timing_row(name: str, t: dict, floor: dict) -> list[str]:
+    """A TIMING_HEADER row: t and floor hold fwd_ms and fwd_bwd_ms."""
+    return [name, f"{t['fwd_ms']:.3f}", f"{t['fwd_ms'] / floor['fwd_ms']:.1f}x", f"{t['fwd_bwd_ms']:.3f}",
+            f"{t['fwd_bwd_ms'] / floor['fwd_bwd_ms']:.1f}x", f"{t['fwd_bwd_ms'] - t['fwd_ms']:.3f}"]
