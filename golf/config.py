@@ -134,6 +134,12 @@ class ModelConfig:
                               "(golf/ssd_kernel.py, needs triton) with the backward walking the chunks (golf) or "
                               "split over them (golf_split); the fused path is mamba-ssm's one op (golf: an "
                               "error), the reference path always uses golf.ssm.ssd_scan_reference (no effect there)")
+    ssm_conv: str = _spec("causal_conv1d", choices=("causal_conv1d", "golf"),
+                          doc="the Mamba mixer's causal depthwise conv + SiLU on the triton path, under every "
+                              "ssm_compile mode: causal-conv1d's causal_conv1d_fn where it imports (else the "
+                              "PyTorch conv), or golf's own Triton kernels (golf/conv_kernel.py, needs triton); the "
+                              "fused path is mamba-ssm's one op with causal-conv1d's conv inside (golf: an error), "
+                              "the reference path always uses golf.ssm.causal_conv_silu_reference (no effect there)")
     attn_backend: str = _spec("auto", choices=("auto", "flash", "sdpa"))
 
 

@@ -67,6 +67,8 @@ def _ssm_why(requested: str, on_cuda: bool, label: str) -> str:
 def _conv_why(ssm_label: str) -> tuple[str, str]:
     if ssm_label == "fused":
         return "causal_conv1d (inside the fused op)", "model.ssm_backend 'fused' runs conv, scan and norm as one op"
+    if "golf_conv" in ssm_label:
+        return "golf", "model.ssm_conv 'golf': golf's own Triton kernels (golf/conv_kernel.py) on the Triton SSM path"
     if "causal_conv1d" in ssm_label:
         return "causal_conv1d", "causal-conv1d imports on a CUDA device with the Triton SSM path"
     if ssm_label.startswith("reference"):
@@ -108,7 +110,8 @@ def diagnose(params: Params) -> Diagnosis:
     diag = Diagnosis(versions, str(device), _cuda_info())
     if "M" in mc.layer_pattern:
         try:
-            kernels = resolve_ssm_backend(mc.ssm_backend, device, mc.ssm_compile, mc.gated_norm, mc.ssm_scan)
+            kernels = resolve_ssm_backend(mc.ssm_backend, device, mc.ssm_compile, mc.gated_norm, mc.ssm_scan,
+                                          mc.ssm_conv)
             label = kernels.label
             diag.paths.append(PathChoice("ssm", label, _ssm_why(mc.ssm_backend, on_cuda, label)))
             conv, why = _conv_why(label)

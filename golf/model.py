@@ -170,7 +170,8 @@ class GolfLM(nn.Module):
     def __init__(self, cfg: ModelConfig, device: torch.device | str = "cpu"):
         super().__init__()
         self.cfg = cfg
-        kernels = (resolve_ssm_backend(cfg.ssm_backend, device, cfg.ssm_compile, cfg.gated_norm, cfg.ssm_scan)
+        kernels = (resolve_ssm_backend(cfg.ssm_backend, device, cfg.ssm_compile, cfg.gated_norm, cfg.ssm_scan,
+                                       cfg.ssm_conv)
                    if "M" in cfg.layer_pattern else None)
         attn_path, flash_fn = resolve_attn_backend(cfg.attn_backend, device) if "A" in cfg.layer_pattern \
             else ("none", None)

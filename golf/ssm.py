@@ -148,13 +148,14 @@ class SSMKernels:
 
     path: "reference" (pure PyTorch), "triton" (mamba-ssm Triton SSD scan, or golf's own with model.ssm_scan
     "golf", + Triton gated RMSNorm, or the PyTorch norm with model.gated_norm "torch"; the conv from
-    causal-conv1d when importable, else PyTorch) or "fused" (mamba_split_conv1d_scan_combined: conv, scan and
-    gated norm in one autograd function that recomputes the conv in backward; needs causal-conv1d).
+    causal-conv1d when importable, else PyTorch, or golf's own with model.ssm_conv "golf") or "fused"
+    (mamba_split_conv1d_scan_combined: conv, scan and gated norm in one autograd function that recomputes the
+    conv in backward; needs causal-conv1d).
     """
     path: str = "reference"
     scan: Callable | None = None  # mamba_chunk_scan_combined, or golf.ssd_kernel.ssd_scan
     norm: Callable | None = None  # mamba-ssm layernorm_gated.rmsnorm_fn
-    conv: Callable | None = None  # causal_conv1d_fn
+    conv: Callable | None = None  # causal_conv1d_fn, or golf's (golf.ssm_ops.golf_conv_kernels' "conv")
     fused: Callable | None = None  # mamba_split_conv1d_scan_combined
     # model.ssm_compile: "disable" runs the kernels above outside torch.compile's graph (a clean graph break
     # at each call); "trace" lets Dynamo trace into them (autograd.Function + Triton launches), breaking the
@@ -162,6 +163,7 @@ class SSMKernels:
     # kernels as custom operators, which Dynamo puts in its graph as single nodes
     compile_mode: str = "disable"
     scan_kernel: str = "mamba"  # model.ssm_scan: whose kernels `scan` runs, "mamba" (mamba-ssm's) or "golf"
+    conv_kernel: str = "causal_conv1d"  # model.ssm_conv: whose kernels `conv` runs, causal-conv1d's or "golf"
 
     def call(self, fn: Callable, *args, **kwargs):
         """Call one of the kernels above as compile_mode says."""
@@ -170,10 +172,13 @@ class SSMKernels:
     @property
     def label(self) -> str:
         """For model.kernel_paths and logs, e.g. "triton+causal_conv1d", "triton+causal_conv1d+torch_norm",
-        "triton+causal_conv1d+opaque" (the kernels as golf's custom ops) or "triton+golf_scan+causal_conv1d"
-        (golf's own SSD scan kernels, model.ssm_scan "golf")."""
+        "triton+causal_conv1d+opaque" (the kernels as golf's custom ops), "triton+golf_scan+causal_conv1d"
+        (golf's own SSD scan kernels, model.ssm_scan "golf") or "triton+golf_conv" (golf's own conv kernels,
+        model.ssm_conv "golf")."""
         extras = {"mamba": "", "golf": "+golf_scan", "golf_split": "+golf_split_scan"}[self.scan_kernel]
-        extras += ("+causal_conv1d" if self.conv is not None else "") + ("+torch_norm" if self.norm is None else "")
+        if self.conv is not None:
+            extras += {"causal_conv1d": "+causal_conv1d", "golf": "+golf_conv"}[self.conv_kernel]
+        extras += "+torch_norm" if self.norm is None else ""
         extras += "+opaque" if self.compile_mode == "opaque" else ""
         return self.path + (extras if self.path == "triton" else "")
 
@@ -270,7 +275,7 @@ def _import_causal_conv1d_ops() -> dict | None:
 
 
 def resolve_ssm_backend(requested: str, device: torch.device | str, compile_mode: str = "disable",
-                        gated_norm: str = "kernel", scan: str = "mamba") -> SSMKernels:
+                        gated_norm: str = "kernel", scan: str = "mamba", conv: str = "causal_conv1d") -> SSMKernels:
     """Decide the SSM kernels once, at model build.
 
     "auto": the Triton path on CUDA when mamba-ssm imports, else the reference. "triton" / "fused": that path
@@ -280,9 +285,12 @@ def resolve_ssm_backend(requested: str, device: torch.device | str, compile_mode
     tests/test_ssm_opaque.py). gated_norm "torch" leaves the triton path's gated RMSNorm to PyTorch (no `norm`
     kernel); the fused path has the norm inside its one op, and no opaque form. scan (model.ssm_scan) "golf"
     runs golf's own SSD kernels (golf/ssd_kernel.py) in the triton path's scan, under every compile_mode; the
-    fused path refuses it, the reference path ignores it (as gated_norm)."""
+    fused path refuses it, the reference path ignores it (as gated_norm). conv (model.ssm_conv) "golf" likewise
+    runs golf's own conv kernels (golf/conv_kernel.py) as the triton path's conv, whether or not causal-conv1d
+    imports; "causal_conv1d" is causal-conv1d's where it imports, else PyTorch's."""
     # direct callers (tests, bench) bypass the config's checks
-    for key, value in (("ssm_compile", compile_mode), ("gated_norm", gated_norm), ("ssm_scan", scan)):
+    for key, value in (("ssm_compile", compile_mode), ("gated_norm", gated_norm), ("ssm_scan", scan),
+                       ("ssm_conv", conv)):
         allowed = field_choices(ModelConfig, key)
         if value not in allowed:
             raise GolfError(f"model.{key} must be one of {list(allowed)}, got {value!r}")
@@ -290,7 +298,8 @@ def resolve_ssm_backend(requested: str, device: torch.device | str, compile_mode
         return SSMKernels()
     on_cuda = torch.device(device).type == "cuda"
     mamba = _import_mamba_triton() if on_cuda else None
-    conv = _import_causal_conv1d() if (on_cuda and mamba is not None) else None
+    # golf's conv needs no causal-conv1d (the fused path, which does, refuses golf's conv below)
+    cc1d = _import_causal_conv1d() if (on_cuda and mamba is not None and conv == "causal_conv1d") else None
     if requested == "fused":
         if compile_mode == "opaque":
             raise GolfError("model.ssm_compile 'opaque' wraps the triton path's kernels; model.ssm_backend 'fused' "
@@ -301,10 +310,13 @@ def resolve_ssm_backend(requested: str, device: torch.device | str, compile_mode
         if scan != "mamba":
             raise GolfError(f"model.ssm_scan {scan!r} does not apply to model.ssm_backend 'fused', whose one op "
                             "includes mamba-ssm's scan; use ssm_backend 'triton' or ssm_scan 'mamba'")
-        if mamba is None or conv is None:
+        if conv != "causal_conv1d":
+            raise GolfError(f"model.ssm_conv {conv!r} does not apply to model.ssm_backend 'fused', whose one op "
+                            "includes causal-conv1d's conv; use ssm_backend 'triton' or ssm_conv 'causal_conv1d'")
+        if mamba is None or cc1d is None:
             raise GolfError("model.ssm_backend is 'fused' but it needs a CUDA device with mamba-ssm's Triton "
                             "kernels and causal-conv1d importable; use 'triton', 'auto' or 'reference'")
-        return SSMKernels("fused", mamba["scan"], mamba["norm"], conv, mamba["fused"], compile_mode)
+        return SSMKernels("fused", mamba["scan"], mamba["norm"], cc1d, mamba["fused"], compile_mode)
     if mamba is None:
         if requested == "triton":
             raise GolfError("model.ssm_backend is 'triton' but mamba-ssm's Triton SSD kernel is not usable here "
@@ -312,10 +324,12 @@ def resolve_ssm_backend(requested: str, device: torch.device | str, compile_mode
         return SSMKernels()
     norm = mamba["norm"] if gated_norm == "kernel" else None
     golf = _import_golf_scan(scan) if scan != "mamba" else None
+    golf_conv = _import_golf_conv() if conv == "golf" else None
     if compile_mode == "opaque":
-        return _opaque_kernels(mamba, conv is not None, gated_norm, golf, scan)
-    return SSMKernels("triton", golf["scan"] if golf else mamba["scan"], norm, conv, compile_mode=compile_mode,
-                      scan_kernel=scan)
+        return _opaque_kernels(mamba, cc1d is not None, gated_norm, golf, scan, golf_conv)
+    return SSMKernels("triton", golf["scan"] if golf else mamba["scan"], norm,
+                      golf_conv["conv"] if golf_conv else cc1d, compile_mode=compile_mode, scan_kernel=scan,
+                      conv_kernel=conv)
 
 
 def _import_golf_scan(scan: str = "golf") -> dict:
@@ -333,11 +347,25 @@ def _import_golf_scan(scan: str = "golf") -> dict:
                         "which artifacts do not ship); use model.ssm_scan 'mamba'") from None
 
 
+def _import_golf_conv() -> dict:
+    """golf's own conv kernels (golf.ssm_ops.golf_conv_kernels), or a GolfError saying what is missing; imported
+    only here, for model.ssm_conv "golf", through golf.ssm_ops for the reasons _import_golf_scan gives."""
+    try:
+        from golf import ssm_ops
+
+        return ssm_ops.golf_conv_kernels()
+    except ImportError as e:  # triton missing, or golf/ssm_ops.py (training code) in an artifact's code
+        raise GolfError(f"model.ssm_conv is 'golf' but golf's Triton conv kernels do not import here ({e}): they "
+                        "need triton (`pip install triton`) and golf/conv_kernel.py, golf/ssm_ops.py (training code, "
+                        "which artifacts do not ship); use model.ssm_conv 'causal_conv1d'") from None
+
+
 def _opaque_kernels(mamba: dict, with_conv: bool, gated_norm: str, golf: dict | None = None,
-                    scan: str = "mamba") -> SSMKernels:
+                    scan: str = "mamba", golf_conv: dict | None = None) -> SSMKernels:
     """The triton path with every kernel a golf custom op (golf/ssm_ops.py), its CUDA kernels bound to
     mamba-ssm's and causal-conv1d's functions, the scan's to golf's own when `golf` (_import_golf_scan) is
-    given. The conv falls back to PyTorch (traced) when causal-conv1d lacks the functions the op calls."""
+    given, the conv's to golf's own when `golf_conv` (_import_golf_conv) is. Without golf_conv, the conv falls
+    back to PyTorch (traced) when causal-conv1d lacks the functions the op calls."""
     from golf import ssm_ops
 
     keys = ([] if golf else ["scan_fwd", "scan_bwd"]) + (["norm_fwd", "norm_bwd"] if gated_norm == "kernel" else [])
@@ -345,13 +373,17 @@ def _opaque_kernels(mamba: dict, with_conv: bool, gated_norm: str, golf: dict | 
     if missing:
         raise GolfError(f"model.ssm_compile 'opaque' calls mamba-ssm's internal functions ({', '.join(missing)} "
                         "missing here; mamba-ssm 2.3.2.post1 has them): use ssm_compile 'trace' or 'disable'")
-    conv_ops = _import_causal_conv1d_ops() if with_conv else None
+    if golf_conv:
+        conv_ops = {"golf_conv_fwd": golf_conv["conv_fwd"], "golf_conv_bwd": golf_conv["conv_bwd"]}
+        conv_op = ssm_ops.conv_golf
+    else:
+        conv_ops = _import_causal_conv1d_ops() if with_conv else None
+        conv_op = ssm_ops.conv if conv_ops else None
     golf_ops = {"golf_scan_fwd": golf["scan_fwd"], ssm_ops._bwd_key(scan): golf["scan_bwd"]} if golf else {}
     ssm_ops.bind_cuda({k: mamba[k] for k in keys} | golf_ops | (conv_ops or {}))
     op = {"mamba": ssm_ops.scan, "golf": ssm_ops.scan_golf, "golf_split": ssm_ops.scan_golf_split}[scan]
-    return SSMKernels("triton", op,
-                      ssm_ops.norm if gated_norm == "kernel" else None, ssm_ops.conv if conv_ops else None,
-                      compile_mode="opaque", scan_kernel=scan)
+    return SSMKernels("triton", op, ssm_ops.norm if gated_norm == "kernel" else None, conv_op,
+                      compile_mode="opaque", scan_kernel=scan, conv_kernel="golf" if golf_conv else "causal_conv1d")
 
 
 def _hi(t: torch.Tensor) -> torch.Tensor:
@@ -468,8 +500,9 @@ class Mamba2Mixer(nn.Module):
         if k.conv is not None and state is None and not return_state:
             # causal-conv1d's channel-last layout wants strides divisible by 8. xBC's row stride inside zxbcdt
             # is in_proj's width: 1612 unpadded (not a multiple of 8: copy xBC out), 1664 with
-            # in_proj_multiple 64 (used in place, as mamba_ssm's Mamba2 passes its split of zxbcdt)
-            if xBC.stride(1) % 8 or xBC.storage_offset() % 8:
+            # in_proj_multiple 64 (used in place, as mamba_ssm's Mamba2 passes its split of zxbcdt). golf's
+            # kernels (model.ssm_conv "golf") take any strides: no copy
+            if k.conv_kernel == "causal_conv1d" and (xBC.stride(1) % 8 or xBC.storage_offset() % 8):
                 xBC = xBC.contiguous()
             xBC = k.call(k.conv, xBC.transpose(1, 2), self.conv1d.weight.squeeze(1),
                          self.conv1d.bias, activation="silu").transpose(1, 2)  # (B, T, conv_dim)

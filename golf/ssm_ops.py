@@ -9,10 +9,12 @@ MambaChunkScanCombinedFn, layernorm_gated LayerNormFn, causal_conv1d CausalConv1
 golf.ssm.resolve_ssm_backend; on CPU golf's reference math, backward by torch.autograd through it, so
 tests/test_ssm_opaque.py checks the plumbing without a GPU. The scan ops' `kernel` argument says whose
 forward and backward their CUDA kernels call: mamba-ssm's, or golf's own (golf/ssd_kernel.py, model.ssm_scan
-"golf" or "golf_split"; tests/test_ssm_golf_scan.py).
+"golf" or "golf_split"; tests/test_ssm_golf_scan.py); the conv ops' `kernel` argument likewise: causal-conv1d's,
+or golf's own (golf/conv_kernel.py, model.ssm_conv "golf"; tests/test_ssm_golf_conv.py).
 
 This module is training-only (golf.package.TRAINING_ONLY: artifacts do not ship it), so golf.ssm imports golf's
-own scan kernels through golf_scan_kernels() here, which keeps golf/ssd_kernel.py out of artifacts too.
+own scan and conv kernels through golf_scan_kernels() and golf_conv_kernels() here, which keeps
+golf/ssd_kernel.py and golf/conv_kernel.py out of artifacts too.
 An op's outputs are new tensors with the dtype and strides its fake kernel gives (an op cannot return None:
 an absent final state is an empty tensor).
 """
@@ -29,9 +31,10 @@ from golf.ssm import causal_conv_silu_reference, compute_dtype, gated_rms_norm_r
 
 # filled by bind_cuda(): {"scan_fwd", "scan_bwd"} from mamba-ssm, optionally {"norm_fwd", "norm_bwd"} and
 # {"conv_fwd", "conv_bwd"} from causal-conv1d; {"golf_scan_fwd", "golf_scan_bwd" or "golf_split_scan_bwd"} from
-# golf.ssd_kernel
+# golf.ssd_kernel; {"golf_conv_fwd", "golf_conv_bwd"} from golf.conv_kernel
 _CUDA: dict = {}
 SCAN_KERNELS = ("mamba", "golf", "golf_split")  # golf::ssd_scan's `kernel` argument (model.ssm_scan)
+CONV_KERNELS = ("causal_conv1d", "golf")  # golf::causal_conv1d_silu's `kernel` argument (model.ssm_conv)
 
 
 def bind_cuda(fns: dict) -> None:
@@ -52,6 +55,30 @@ def golf_scan_kernels(kernel: str = "golf") -> dict:
             "scan_bwd": functools.partial(sk.ssd_scan_bwd, bwd="split")}
 
 
+def golf_conv_kernels() -> dict:
+    """golf's own causal conv1d + SiLU kernels (model.ssm_conv "golf"): {"conv": causal_conv1d_fn's call as the
+    mixer makes it (conv_golf_fn around golf.conv_kernel.causal_conv1d_silu), "conv_fwd", "conv_bwd": the
+    forward and backward that function calls}. ImportError where triton is missing (golf.conv_kernel imports it
+    at module top)."""
+    import golf.conv_kernel as ck
+
+    return {"conv": functools.partial(conv_golf_fn, ck.causal_conv1d_silu), "conv_fwd": ck.conv_fwd,
+            "conv_bwd": ck.conv_bwd}
+
+
+def conv_golf_fn(fn, x, weight, bias=None, activation=None):
+    """causal_conv1d_fn(x, weight, bias, activation="silu") as the mixer calls it, on golf's kernels (fn:
+    golf.conv_kernel.causal_conv1d_silu, bound by golf_conv_kernels): model.ssm_conv "golf" under ssm_compile
+    "disable" and "trace"."""
+    _silu_only(activation)
+    return fn(x, weight, bias)
+
+
+def _silu_only(activation) -> None:
+    if activation != "silu":
+        raise ValueError(f"golf::causal_conv1d_silu applies SiLU: pass activation='silu', got {activation!r}")
+
+
 def _bwd_key(kernel: str) -> str:
     """The bound backward for golf's kernels: one key per backward design, so models built with either in one
     process keep their own."""
@@ -63,6 +90,13 @@ def _is_golf(kernel: str) -> bool:
     if kernel not in SCAN_KERNELS:
         raise ValueError(f"golf::ssd_scan's kernel must be one of {list(SCAN_KERNELS)}, got {kernel!r}")
     return kernel != "mamba"
+
+
+def _is_golf_conv(kernel: str) -> bool:
+    """Whether the conv ops' `kernel` names golf's kernels (else causal-conv1d's); a ValueError for neither."""
+    if kernel not in CONV_KERNELS:
+        raise ValueError(f"golf::causal_conv1d_silu's kernel must be one of {list(CONV_KERNELS)}, got {kernel!r}")
+    return kernel == "golf"
 
 
 def _cuda(key: str):
@@ -222,7 +256,8 @@ ssd_scan.register_autograd(_ssd_backward, setup_context=_ssd_setup)
 
 # --------------------------------------------------------------------------------------------------
 # Causal depthwise conv + SiLU: x (B, C, T) → (B, C, T) in x's dtype, channel-last (a transposed
-# contiguous (B, T, C), as the mixer uses it); weight (C, W), bias (C,) of one dtype
+# contiguous (B, T, C), as the mixer uses it); weight (C, W), bias (C,) of one dtype. kernel: "causal_conv1d" or
+# "golf", whose kernels the CUDA kernels call (CONV_KERNELS); the CPU kernels are golf's reference for both
 # --------------------------------------------------------------------------------------------------
 
 
@@ -244,12 +279,12 @@ def _conv_reference(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
 
 
 @torch.library.custom_op("golf::causal_conv1d_silu", mutates_args=(), device_types="cpu")
-def causal_conv1d_silu(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+def causal_conv1d_silu(x: Tensor, weight: Tensor, bias: Tensor, kernel: str = "causal_conv1d") -> Tensor:
     return _new_channel_last(x).copy_(_conv_reference(x, weight, bias))
 
 
 @causal_conv1d_silu.register_fake
-def _(x, weight, bias):
+def _(x, weight, bias, kernel="causal_conv1d"):
     return _new_channel_last(x)
 
 
@@ -261,20 +296,29 @@ def causal_conv1d_silu_cuda(fns: dict, x, weight, bias):
     return out
 
 
+def causal_conv1d_silu_golf(fns: dict, x, weight, bias):
+    """The CUDA kernel with golf's forward (golf.conv_kernel.conv_fwd, any strides) passed in: the same output,
+    channel-last in x's dtype."""
+    return fns["conv_fwd"](x, weight, bias)
+
+
 @causal_conv1d_silu.register_kernel("cuda")
-def _(x, weight, bias):
+def _causal_conv1d_silu_cuda(x, weight, bias, kernel="causal_conv1d"):
+    if _is_golf_conv(kernel):
+        return causal_conv1d_silu_golf({"conv_fwd": _cuda("golf_conv_fwd")}, x, weight, bias)
     return causal_conv1d_silu_cuda({"conv_fwd": _cuda("conv_fwd")}, x, weight, bias)
 
 
 @torch.library.custom_op("golf::causal_conv1d_silu_bwd", mutates_args=(), device_types="cpu")
-def causal_conv1d_silu_bwd(x: Tensor, weight: Tensor, bias: Tensor, dout: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+def causal_conv1d_silu_bwd(x: Tensor, weight: Tensor, bias: Tensor, dout: Tensor,
+                           kernel: str = "causal_conv1d") -> tuple[Tensor, Tensor, Tensor]:
     """Gradients for x (channel-last like the forward's output), weight and bias."""
     dx, dw, db = _autograd(lambda *t: (_conv_reference(*t),), (x, weight, bias), (dout,))
     return _new_channel_last(x).copy_(dx), _like(dw, weight.dtype), _like(db, bias.dtype)
 
 
 @causal_conv1d_silu_bwd.register_fake
-def _(x, weight, bias, dout):
+def _(x, weight, bias, dout, kernel="causal_conv1d"):
     return _new_channel_last(x), torch.empty_like(weight, memory_format=torch.contiguous_format), \
         torch.empty_like(bias, memory_format=torch.contiguous_format)
 
@@ -288,17 +332,28 @@ def causal_conv1d_silu_bwd_cuda(fns: dict, x, weight, bias, dout):
     return dx, _like(dw, weight.dtype), _like(db, bias.dtype)
 
 
+def causal_conv1d_silu_bwd_golf(fns: dict, x, weight, bias, dout):
+    """The CUDA kernel with golf's backward (golf.conv_kernel.conv_bwd, any strides) passed in."""
+    # conv_bwd → dx (channel-last, x's dtype), dweight (a transposed view), dbias, in their parameters' dtypes
+    dx, dw, db = fns["conv_bwd"](x, weight, bias, dout)
+    return dx, _like(dw, weight.dtype), _like(db, bias.dtype)
+
+
 @causal_conv1d_silu_bwd.register_kernel("cuda")
-def _(x, weight, bias, dout):
+def _causal_conv1d_silu_bwd_cuda(x, weight, bias, dout, kernel="causal_conv1d"):
+    if _is_golf_conv(kernel):
+        return causal_conv1d_silu_bwd_golf({"conv_bwd": _cuda("golf_conv_bwd")}, x, weight, bias, dout)
     return causal_conv1d_silu_bwd_cuda({"conv_bwd": _cuda("conv_bwd")}, x, weight, bias, dout)
 
 
 def _conv_setup(ctx, inputs, output):
-    ctx.save_for_backward(*inputs)
+    x, weight, bias, kernel = inputs
+    ctx.save_for_backward(x, weight, bias)
+    ctx.kernel = kernel
 
 
 def _conv_backward(ctx, dout):
-    return torch.ops.golf.causal_conv1d_silu_bwd(*ctx.saved_tensors, dout)
+    return (*torch.ops.golf.causal_conv1d_silu_bwd(*ctx.saved_tensors, dout, ctx.kernel), None)
 
 
 causal_conv1d_silu.register_autograd(_conv_backward, setup_context=_conv_setup)
@@ -417,11 +472,17 @@ def scan_golf_split(*args, **kwargs):
     return scan(*args, kernel="golf_split", **kwargs)
 
 
-def conv(x, weight, bias, activation=None):
-    """causal_conv1d_fn(x, weight, bias, activation="silu") as golf::causal_conv1d_silu."""
-    if activation != "silu":
-        raise ValueError("golf::causal_conv1d_silu applies SiLU: pass activation='silu'")
-    return torch.ops.golf.causal_conv1d_silu(x, weight, bias)
+def conv(x, weight, bias, activation=None, kernel="causal_conv1d"):
+    """causal_conv1d_fn(x, weight, bias, activation="silu") as golf::causal_conv1d_silu, on CUDA with
+    causal-conv1d's kernels, or golf's own with kernel="golf"."""
+    _silu_only(activation)
+    _is_golf_conv(kernel)
+    return torch.ops.golf.causal_conv1d_silu(x, weight, bias, kernel)
+
+
+def conv_golf(*args, **kwargs):
+    """conv with golf's own kernels on CUDA (model.ssm_conv "golf")."""
+    return conv(*args, kernel="golf", **kwargs)
 
 
 def norm(x, weight, bias, z=None, eps=1e-6, group_size=None, norm_before_gate=True):
