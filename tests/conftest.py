@@ -42,6 +42,18 @@ def sk():
 
 
 @pytest.fixture(scope="module")
+def ck():
+    """golf.conv_kernel (golf's own conv kernels; tests/test_conv_kernel.py, tests/test_ssm_golf_conv.py), its
+    kernels interpreted on the CPU (no CUDA) or compiled for a CUDA device."""
+    pytest.importorskip("triton", reason="triton is not installed: golf's conv kernels (golf/conv_kernel.py) "
+                        "need it")
+    mod = importlib.import_module("golf.conv_kernel")
+    if not mod.interpreted() and not torch.cuda.is_available():
+        pytest.skip("no CUDA device and TRITON_INTERPRET is not 1: Triton's kernels cannot run here")
+    return mod
+
+
+@pytest.fixture(scope="module")
 def device(sk):
     """Where golf's SSD kernels run, and so the tensors of the tests that call them: the CPU in the interpreter,
     else the GPU."""

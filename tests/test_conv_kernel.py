@@ -21,19 +21,6 @@ SMALL = {"block_t": 8, "block_c": 8, "tiles": 2}  # small tiles: T, C below span
 
 
 @pytest.fixture(scope="module")
-def ck():
-    """golf.conv_kernel, its kernels interpreted on the CPU (no CUDA) or compiled for a CUDA device."""
-    import importlib
-
-    pytest.importorskip("triton", reason="triton is not installed: golf's conv kernels (golf/conv_kernel.py) "
-                        "need it")
-    mod = importlib.import_module("golf.conv_kernel")
-    if not mod.interpreted() and not torch.cuda.is_available():
-        pytest.skip("no CUDA device and TRITON_INTERPRET is not 1: Triton's kernels cannot run here")
-    return mod
-
-
-@pytest.fixture(scope="module")
 def device(ck):
     """Where golf's conv kernels run, and so the tests' tensors: the CPU in the interpreter, else the GPU."""
     return "cpu" if ck.interpreted() else "cuda"

@@ -326,6 +326,20 @@ def test_a_golf_scan_trained_model_loads_from_code_without_the_golf_kernels(tmp_
         assert [(c.ssm_scan, c.ssm_compile) for c in built] == [("mamba", "disable")]
 
 
+def test_a_golf_conv_trained_model_loads_from_code_without_the_golf_kernels(tmp_path, monkeypatch):
+    # model.ssm_conv "golf" is a kernel choice reached through golf/ssm_ops.py (not shipped): the artifact records
+    # it, and its model is built with causal-conv1d's conv (PyTorch's where it is missing), the same function
+    assert not {"ssm_ops.py", "conv_kernel.py"} & {f.name for f in code_files()}
+    real, built = golf.model.build_model, []
+    monkeypatch.setattr(golf.model, "build_model", lambda c, d: built.append(c) or real(c, d))
+    cfg = dataclasses.replace(TINY, ssm_conv="golf", ssm_scan="golf", ssm_compile="opaque")
+    tensors, spec, _ = quantize_model(_trained_like(cfg), {}, QuantConfig(float_max_numel=256))
+    build_artifact(tmp_path / "art", tensors, spec, to_dict(cfg))
+    assert open_artifact(tmp_path / "art").config.ssm_conv == "golf"
+    load_model_from_artifact(tmp_path / "art")
+    assert [(c.ssm_conv, c.ssm_scan, c.ssm_compile) for c in built] == [("causal_conv1d", "mamba", "disable")]
+
+
 def test_stages_chain_and_quantize_reruns_from_cached_hessians(in_tiny, tmp_path, monkeypatch):
     _, params, _ = in_tiny
     params = dataclasses.replace(params, runs_dir=str(tmp_path / "runs"))
