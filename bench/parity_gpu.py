@@ -75,21 +75,21 @@ def timed(step, iters: int, warmup: int) -> float:
 # --------------------------------------------------------------------------------------------------
 
 
-def resolve_path(path: str, dev, gated_norm: str, scan: str = "mamba"):
+def resolve_path(path: str, dev, gated_norm: str, scan: str = "mamba", conv: str = "causal_conv1d"):
     """A --paths entry's kernels: "reference", "triton", "fused", or "triton-opaque" (its "-compiled" suffix
-    is mixer_parity's business). The fused op has its own norm and scan, so gated_norm and scan (the config's
-    model.ssm_scan: mamba-ssm's scan or golf's own kernels) apply to the triton paths."""
+    is mixer_parity's business). The fused op has its own norm, scan and conv, so gated_norm, scan and conv (the
+    config's model.ssm_scan / ssm_conv: the libraries' kernels or golf's own) apply to the triton paths."""
     base = path.removesuffix("-compiled")
     if base == "triton-opaque":
-        return resolve_ssm_backend("triton", dev, "opaque", gated_norm, scan)
+        return resolve_ssm_backend("triton", dev, "opaque", gated_norm, scan, conv)
     if base == "triton":
-        return resolve_ssm_backend(base, dev, gated_norm=gated_norm, scan=scan)
+        return resolve_ssm_backend(base, dev, gated_norm=gated_norm, scan=scan, conv=conv)
     return resolve_ssm_backend(base, dev)
 
 
 def mixer_parity(mc, path: str, dtype: torch.dtype, batch: int, seqlen: int) -> dict:
     dev = torch.device("cuda")
-    kernels = resolve_path(path, dev, mc.gated_norm, mc.ssm_scan)
+    kernels = resolve_path(path, dev, mc.gated_norm, mc.ssm_scan, mc.ssm_conv)
     torch.manual_seed(0)
     args = (mc.d_model, mc.d_state, mc.d_conv, mc.expand, mc.headdim, mc.ngroups, mc.chunk_size)
     ref = Mamba2Mixer(*args, in_proj_multiple=mc.in_proj_multiple).to(dev)
@@ -205,7 +205,7 @@ def main() -> None:
     for p in paths:
         if p != "reference":
             try:
-                resolve_path(p, "cuda", mc.gated_norm, mc.ssm_scan)
+                resolve_path(p, "cuda", mc.gated_norm, mc.ssm_scan, mc.ssm_conv)
             except GolfError as e:
                 print(f"SSM path {p!r} not available: {e}", flush=True)
                 continue

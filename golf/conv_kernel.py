@@ -1,7 +1,8 @@
 """golf's own Triton kernels for the Mamba-2 mixer's causal depthwise conv1d + bias + SiLU, forward and backward.
 `causal_conv1d_silu(x, weight, bias)` has the call of causal-conv1d's causal_conv1d_fn(x, weight, bias,
-activation="silu") as golf.ssm.Mamba2Mixer makes it (no seq_idx, initial or final states). It is not wired into
-the model: bench/conv_kernel_bench.py times it against causal_conv1d_fn on a CUDA device.
+activation="silu") as golf.ssm.Mamba2Mixer makes it (no seq_idx, initial or final states); model.ssm_conv "golf"
+selects it on the triton path (golf.ssm.resolve_ssm_backend; golf::causal_conv1d_silu under ssm_compile
+"opaque"). bench/conv_kernel_bench.py times it against causal_conv1d_fn on a CUDA device (not yet run).
 
 What it computes, per batch b, channel c and time t (W the kernel width, x zero before t = 0, exactly
 golf.ssm.causal_conv_silu_reference on F.pad(x, (W - 1, 0))):

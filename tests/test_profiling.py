@@ -16,8 +16,11 @@ from golf.profiling import StepWindowProfiler, busy_us, kernel_family, summarize
     ("_chunk_scan_chunk_state_bwd_dx_kernel", "ssd_scan"),
     ("_state_passing_fwd_kernel", "ssd_scan"),
     ("_bmm_chunk_fwd_kernel", "ssd_scan"),
+    ("_ssd_fwd_kernel", "ssd_scan"),  # golf's own (golf/ssd_kernel.py)
+    ("_ssd_bwd_chunk_kernel", "ssd_scan"),
     ("_layer_norm_fwd_1pass_kernel", "gated_norm"),
     ("void causal_conv1d_channellast_fwd_kernel<Causal_conv1d_channellast_fwd_kernel_traits<128, 4>>", "causal_conv"),
+    ("_conv_bwd_kernel", "causal_conv"),  # golf's own (golf/conv_kernel.py)
     ("void at::native::(anonymous namespace)::multi_tensor_apply_kernel<...>", "optimizer_foreach"),
     ("Memcpy DtoD (Device -> Device)", "copy_fill"),
     ("void at::native::vectorized_elementwise_kernel<4, at::native::CUDAFunctor_add<float>>", "elementwise_eager"),
