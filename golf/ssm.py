@@ -323,8 +323,8 @@ def resolve_ssm_backend(requested: str, device: torch.device | str, compile_mode
                             "(needs CUDA and `pip install mamba-ssm`); use 'auto' or 'reference'")
         return SSMKernels()
     norm = mamba["norm"] if gated_norm == "kernel" else None
-    golf = _import_golf_scan(scan) if scan != "mamba" else None
-    golf_conv = _import_golf_conv() if conv == "golf" else None
+    golf = _import_golf_kernels("ssm_scan", scan) if scan != "mamba" else None
+    golf_conv = _import_golf_kernels("ssm_conv", conv) if conv == "golf" else None
     if compile_mode == "opaque":
         return _opaque_kernels(mamba, cc1d is not None, gated_norm, golf, scan, golf_conv)
     return SSMKernels("triton", golf["scan"] if golf else mamba["scan"], norm,
@@ -332,39 +332,31 @@ def resolve_ssm_backend(requested: str, device: torch.device | str, compile_mode
                       conv_kernel=conv)
 
 
-def _import_golf_scan(scan: str = "golf") -> dict:
-    """golf's own SSD kernels (golf.ssm_ops.golf_scan_kernels), or a GolfError saying what is missing.
-    Imported only here, for model.ssm_scan "golf" / "golf_split": golf/ssd_kernel.py imports triton at module top, which a
-    CPU install may lack; and through golf.ssm_ops, which artifacts do not ship (golf.package.TRAINING_ONLY),
-    so that its ~27 KB stay out of every artifact's code bytes too."""
+# model.ssm_scan / ssm_conv: what golf's own kernels replace, the file they live in, the libraries' choice
+_GOLF_KERNELS = {"ssm_scan": ("scan", "ssd_kernel.py", "mamba"), "ssm_conv": ("conv", "conv_kernel.py", "causal_conv1d")}
+
+
+def _import_golf_kernels(setting: str, value: str) -> dict:
+    """golf's own kernels for model.<setting> = value (golf.ssm_ops.golf_scan_kernels / golf_conv_kernels), or a
+    GolfError saying what is missing. Imported only here: golf/ssd_kernel.py and golf/conv_kernel.py import triton
+    at module top, which a CPU install may lack; and through golf.ssm_ops, which artifacts do not ship
+    (golf.package.TRAINING_ONLY), so that their code stays out of every artifact's code bytes too."""
+    what, module_file, default = _GOLF_KERNELS[setting]
     try:
         from golf import ssm_ops
 
-        return ssm_ops.golf_scan_kernels(scan)
+        return ssm_ops.golf_scan_kernels(value) if setting == "ssm_scan" else ssm_ops.golf_conv_kernels()
     except ImportError as e:  # triton missing, or golf/ssm_ops.py (training code) in an artifact's code
-        raise GolfError(f"model.ssm_scan is {scan!r} but golf's Triton scan kernels do not import here ({e}): they "
-                        "need triton (`pip install triton`) and golf/ssd_kernel.py, golf/ssm_ops.py (training code, "
-                        "which artifacts do not ship); use model.ssm_scan 'mamba'") from None
-
-
-def _import_golf_conv() -> dict:
-    """golf's own conv kernels (golf.ssm_ops.golf_conv_kernels), or a GolfError saying what is missing; imported
-    only here, for model.ssm_conv "golf", through golf.ssm_ops for the reasons _import_golf_scan gives."""
-    try:
-        from golf import ssm_ops
-
-        return ssm_ops.golf_conv_kernels()
-    except ImportError as e:  # triton missing, or golf/ssm_ops.py (training code) in an artifact's code
-        raise GolfError(f"model.ssm_conv is 'golf' but golf's Triton conv kernels do not import here ({e}): they "
-                        "need triton (`pip install triton`) and golf/conv_kernel.py, golf/ssm_ops.py (training code, "
-                        "which artifacts do not ship); use model.ssm_conv 'causal_conv1d'") from None
+        raise GolfError(f"model.{setting} is {value!r} but golf's Triton {what} kernels do not import here ({e}): "
+                        f"they need triton (`pip install triton`) and golf/{module_file}, golf/ssm_ops.py (training "
+                        f"code, which artifacts do not ship); use model.{setting} {default!r}") from None
 
 
 def _opaque_kernels(mamba: dict, with_conv: bool, gated_norm: str, golf: dict | None = None,
                     scan: str = "mamba", golf_conv: dict | None = None) -> SSMKernels:
     """The triton path with every kernel a golf custom op (golf/ssm_ops.py), its CUDA kernels bound to
-    mamba-ssm's and causal-conv1d's functions, the scan's to golf's own when `golf` (_import_golf_scan) is
-    given, the conv's to golf's own when `golf_conv` (_import_golf_conv) is. Without golf_conv, the conv falls
+    mamba-ssm's and causal-conv1d's functions, the scan's to golf's own when `golf` (_import_golf_kernels) is
+    given, the conv's to golf's own when `golf_conv` is. Without golf_conv, the conv falls
     back to PyTorch (traced) when causal-conv1d lacks the functions the op calls."""
     from golf import ssm_ops
 

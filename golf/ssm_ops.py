@@ -85,18 +85,16 @@ def _bwd_key(kernel: str) -> str:
     return "golf_split_scan_bwd" if kernel == "golf_split" else "golf_scan_bwd"
 
 
-def _is_golf(kernel: str) -> bool:
-    """Whether the scan ops' `kernel` names golf's kernels (else mamba-ssm's); a ValueError for neither."""
-    if kernel not in SCAN_KERNELS:
-        raise ValueError(f"golf::ssd_scan's kernel must be one of {list(SCAN_KERNELS)}, got {kernel!r}")
-    return kernel != "mamba"
+def _is_golf(kernel: str, choices: tuple[str, ...] = SCAN_KERNELS, op: str = "golf::ssd_scan") -> bool:
+    """Whether an op's `kernel` names golf's kernels (else the library's, choices[0]: the scan ops' mamba-ssm,
+    the conv ops' causal-conv1d); a ValueError for none of the choices."""
+    if kernel not in choices:
+        raise ValueError(f"{op}'s kernel must be one of {list(choices)}, got {kernel!r}")
+    return kernel != choices[0]
 
 
 def _is_golf_conv(kernel: str) -> bool:
-    """Whether the conv ops' `kernel` names golf's kernels (else causal-conv1d's); a ValueError for neither."""
-    if kernel not in CONV_KERNELS:
-        raise ValueError(f"golf::causal_conv1d_silu's kernel must be one of {list(CONV_KERNELS)}, got {kernel!r}")
-    return kernel == "golf"
+    return _is_golf(kernel, CONV_KERNELS, "golf::causal_conv1d_silu")
 
 
 def _cuda(key: str):
