@@ -19,66 +19,21 @@ from test_ssm import _mixer, _out_and_grads, assert_gpu_mixer_matches_reference
 from test_ssm_golf_scan import _assert_like, _assert_mixer_matches_reference
 
 from golf import ssm_ops
-from golf.config import ConfigError, ModelConfig, field_choices, load_params
+from golf.config import ModelConfig
 from golf.errors import GolfError
-from golf.model import GolfLM, build_model
+from golf.model import GolfLM
 from golf.ssm import Mamba2Mixer, SSMKernels, resolve_ssm_backend
 
 REPO = Path(__file__).resolve().parents[1]
 PARAMS = REPO / "params.yaml"
 F64 = torch.float64
 fake_libraries = test_ssm_opaque.fake_libraries  # the fixture: mamba-ssm and causal-conv1d as stand-ins
-FUSED_REFUSAL = "model.ssm_conv 'golf' does not apply to model.ssm_backend 'fused'"
 
 
 # --------------------------------------------------------------------------------------------------
-# The setting
+# The backend choice (the setting's config, its reference-path and fused-path rules: tests/test_ssm_golf_scan.py,
+# parametrized over model.ssm_scan and model.ssm_conv)
 # --------------------------------------------------------------------------------------------------
-
-
-def test_ssm_conv_loads_from_params_and_defaults_to_causal_conv1d():
-    assert field_choices(ModelConfig, "ssm_conv") == ("causal_conv1d", "golf")
-    assert ModelConfig().ssm_conv == "causal_conv1d" and load_params(PARAMS).model.ssm_conv == "causal_conv1d"
-    assert load_params(PARAMS, ["model.ssm_conv=golf"]).model.ssm_conv == "golf"
-
-
-def test_a_bad_ssm_conv_is_one_config_error():
-    with pytest.raises(ConfigError) as e:
-        load_params(PARAMS, ["model.ssm_conv=fast"])
-    msg = str(e.value)
-    assert "'model.ssm_conv'" in msg and "params.yaml" in msg and "expected one of ['causal_conv1d', 'golf']" in msg
-    assert "\n" not in msg
-    with pytest.raises(GolfError, match=r"model.ssm_conv must be one of \['causal_conv1d', 'golf'\], got 'fast'"):
-        resolve_ssm_backend("auto", "cpu", conv="fast")  # direct callers bypass the config
-
-
-# --------------------------------------------------------------------------------------------------
-# The backend choice
-# --------------------------------------------------------------------------------------------------
-
-
-def test_golf_conv_has_no_effect_on_the_reference_path():
-    assert resolve_ssm_backend("reference", "cuda", conv="golf") == SSMKernels()
-    cfg = ModelConfig(vocab_size=64, d_model=32, layer_pattern="MA", d_state=8, expand=2.0, headdim=16,
-                      chunk_size=8, num_heads=2, num_kv_heads=1, bigram_buckets=0, bigram_dim=0,
-                      ssm_backend="reference", ssm_conv="golf")
-    assert build_model(cfg, "cpu").kernel_paths["ssm"] == "reference"
-    if not torch.cuda.is_available():  # "auto" on a CPU: the reference path, the setting inert
-        assert resolve_ssm_backend("auto", "cpu", "opaque", conv="golf") == SSMKernels()
-
-
-def test_fused_with_golf_conv_is_refused_everywhere():
-    """Before any import probe: the same one line on a CPU, from the model and from `golf doctor`."""
-    with pytest.raises(GolfError, match=FUSED_REFUSAL) as e:
-        resolve_ssm_backend("fused", "cpu", conv="golf")
-    assert "\n" not in str(e.value) and "ssm_conv 'causal_conv1d'" in str(e.value)
-    with pytest.raises(GolfError, match=FUSED_REFUSAL):
-        build_model(ModelConfig(ssm_backend="fused", ssm_conv="golf"), "cpu")
-    from golf.doctor import diagnose
-
-    diag = diagnose(load_params(PARAMS, ["model.ssm_backend=fused", "model.ssm_conv=golf", "train.device=cpu"]))
-    [choice] = [p for p in diag.paths if p.part == "ssm"]
-    assert choice.path == "error" and FUSED_REFUSAL in choice.why
 
 
 def _is_golf_conv_fn(conv, ck) -> bool:

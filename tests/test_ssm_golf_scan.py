@@ -12,6 +12,7 @@ scan ops running golf's kernels)."""
 from __future__ import annotations
 
 import functools
+import re
 import sys
 from pathlib import Path
 
@@ -31,7 +32,6 @@ REPO = Path(__file__).resolve().parents[1]
 PARAMS = REPO / "params.yaml"
 F64 = torch.float64
 fake_libraries = test_ssm_opaque.fake_libraries  # the fixture: mamba-ssm and causal-conv1d as stand-ins
-FUSED_REFUSAL = "model.ssm_scan 'golf' does not apply to model.ssm_backend 'fused'"
 
 
 def _golf(sk, **options):
@@ -41,53 +41,63 @@ def _golf(sk, **options):
 
 
 # --------------------------------------------------------------------------------------------------
-# The setting
+# The settings: model.ssm_scan and model.ssm_conv (tests/test_ssm_golf_conv.py), each choosing golf's own kernels
 # --------------------------------------------------------------------------------------------------
 
+# (setting, resolve_ssm_backend's keyword, its choices, the libraries' choice: the default)
+SETTINGS = [("ssm_scan", "scan", ("mamba", "golf", "golf_split"), "mamba"),
+            ("ssm_conv", "conv", ("causal_conv1d", "golf"), "causal_conv1d")]
+SETTING_IDS = ["ssm_scan", "ssm_conv"]
 
-def test_ssm_scan_loads_from_params_and_defaults_to_mamba():
-    assert field_choices(ModelConfig, "ssm_scan") == ("mamba", "golf", "golf_split")
-    assert ModelConfig().ssm_scan == "mamba" and load_params(PARAMS).model.ssm_scan == "mamba"
-    assert load_params(PARAMS, ["model.ssm_scan=golf"]).model.ssm_scan == "golf"
+
+@pytest.mark.parametrize("setting,kw,choices,default", SETTINGS, ids=SETTING_IDS)
+def test_the_setting_loads_from_params_and_defaults_to_the_library(setting, kw, choices, default):
+    assert field_choices(ModelConfig, setting) == choices
+    assert getattr(ModelConfig(), setting) == default and getattr(load_params(PARAMS).model, setting) == default
+    assert getattr(load_params(PARAMS, [f"model.{setting}=golf"]).model, setting) == "golf"
 
 
-def test_a_bad_ssm_scan_is_one_config_error():
+@pytest.mark.parametrize("setting,kw,choices,default", SETTINGS, ids=SETTING_IDS)
+def test_a_bad_value_is_one_config_error(setting, kw, choices, default):
     with pytest.raises(ConfigError) as e:
-        load_params(PARAMS, ["model.ssm_scan=fast"])
+        load_params(PARAMS, [f"model.{setting}=fast"])
     msg = str(e.value)
-    assert "'model.ssm_scan'" in msg and "params.yaml" in msg and "expected one of ['mamba', 'golf', 'golf_split']" in msg
+    assert f"'model.{setting}'" in msg and "params.yaml" in msg and f"expected one of {list(choices)}" in msg
     assert "\n" not in msg
-    with pytest.raises(GolfError, match=r"model.ssm_scan must be one of \['mamba', 'golf', 'golf_split'\], got 'fast'"):
-        resolve_ssm_backend("auto", "cpu", scan="fast")  # direct callers bypass the config
+    with pytest.raises(GolfError, match=re.escape(f"model.{setting} must be one of {list(choices)}, got 'fast'")):
+        resolve_ssm_backend("auto", "cpu", **{kw: "fast"})  # direct callers bypass the config
+
+
+@pytest.mark.parametrize("setting,kw,choices,default", SETTINGS, ids=SETTING_IDS)
+def test_golf_kernels_have_no_effect_on_the_reference_path(setting, kw, choices, default):
+    assert resolve_ssm_backend("reference", "cuda", **{kw: "golf"}) == SSMKernels()
+    cfg = ModelConfig(vocab_size=64, d_model=32, layer_pattern="MA", d_state=8, expand=2.0, headdim=16,
+                      chunk_size=8, num_heads=2, num_kv_heads=1, bigram_buckets=0, bigram_dim=0,
+                      ssm_backend="reference", **{setting: "golf"})
+    assert build_model(cfg, "cpu").kernel_paths["ssm"] == "reference"
+    if not torch.cuda.is_available():  # "auto" on a CPU: the reference path, the setting inert
+        assert resolve_ssm_backend("auto", "cpu", "opaque", **{kw: "golf"}) == SSMKernels()
+
+
+@pytest.mark.parametrize("setting,kw,choices,default", SETTINGS, ids=SETTING_IDS)
+def test_fused_with_golf_kernels_is_refused_everywhere(setting, kw, choices, default):
+    """Before any import probe: the same one line on a CPU, from the model and from `golf doctor`."""
+    refusal = f"model.{setting} 'golf' does not apply to model.ssm_backend 'fused'"
+    with pytest.raises(GolfError, match=refusal) as e:
+        resolve_ssm_backend("fused", "cpu", **{kw: "golf"})
+    assert "\n" not in str(e.value) and f"{setting} '{default}'" in str(e.value)
+    with pytest.raises(GolfError, match=refusal):
+        build_model(ModelConfig(ssm_backend="fused", **{setting: "golf"}), "cpu")
+    from golf.doctor import diagnose
+
+    diag = diagnose(load_params(PARAMS, ["model.ssm_backend=fused", f"model.{setting}=golf", "train.device=cpu"]))
+    [choice] = [p for p in diag.paths if p.part == "ssm"]
+    assert choice.path == "error" and refusal in choice.why
 
 
 # --------------------------------------------------------------------------------------------------
 # The backend choice
 # --------------------------------------------------------------------------------------------------
-
-
-def test_golf_scan_has_no_effect_on_the_reference_path():
-    assert resolve_ssm_backend("reference", "cuda", scan="golf") == SSMKernels()
-    cfg = ModelConfig(vocab_size=64, d_model=32, layer_pattern="MA", d_state=8, expand=2.0, headdim=16,
-                      chunk_size=8, num_heads=2, num_kv_heads=1, bigram_buckets=0, bigram_dim=0,
-                      ssm_backend="reference", ssm_scan="golf")
-    assert build_model(cfg, "cpu").kernel_paths["ssm"] == "reference"
-    if not torch.cuda.is_available():  # "auto" on a CPU: the reference path, the setting inert
-        assert resolve_ssm_backend("auto", "cpu", "opaque", scan="golf") == SSMKernels()
-
-
-def test_fused_with_golf_scan_is_refused_everywhere():
-    """Before any import probe: the same one line on a CPU, from the model and from `golf doctor`."""
-    with pytest.raises(GolfError, match=FUSED_REFUSAL) as e:
-        resolve_ssm_backend("fused", "cpu", scan="golf")
-    assert "\n" not in str(e.value) and "ssm_scan 'mamba'" in str(e.value)
-    with pytest.raises(GolfError, match=FUSED_REFUSAL):
-        build_model(ModelConfig(ssm_backend="fused", ssm_scan="golf"), "cpu")
-    from golf.doctor import diagnose
-
-    diag = diagnose(load_params(PARAMS, ["model.ssm_backend=fused", "model.ssm_scan=golf", "train.device=cpu"]))
-    [choice] = [p for p in diag.paths if p.part == "ssm"]
-    assert choice.path == "error" and FUSED_REFUSAL in choice.why
 
 
 @pytest.mark.parametrize("mode", ["disable", "trace"])
