@@ -16,7 +16,11 @@ import pytest
 import test_ssm_opaque
 import torch
 from test_ssm import _mixer, _out_and_grads, assert_gpu_mixer_matches_reference
-from test_ssm_golf_scan import _assert_like, _assert_mixer_matches_reference
+from test_ssm_golf_scan import (
+    _assert_like,
+    _assert_mixer_matches_reference,
+    assert_opaque_mixer_compiles_with_golf,
+)
 
 from golf import ssm_ops
 from golf.config import ModelConfig
@@ -236,36 +240,9 @@ def test_opaque_mixer_runs_golfs_conv_in_the_ops(golf_in_the_conv_ops, device):
 
 
 def test_opaque_mixer_with_golf_conv_compiles_as_one_graph(golf_in_the_conv_ops, device):
-    """fullgraph=True with AOT autograd: the forward graph calls golf.causal_conv1d_silu with kernel "golf", the
-    backward graph golf.causal_conv1d_silu_bwd with it (the op's autograd passes it on), and the compiled output
-    and gradients are the eager reference mixer's."""
-    from functorch.compile import make_boxed_func
-    from torch._dynamo.backends.common import aot_autograd
-
-    ref = _mixer().to(device)
-    op = _mixer(kernels=OPAQUE_GOLF_CONV).to(device)
-    op.load_state_dict(ref.state_dict())
-    graphs = {}
-
-    def capture(kind):
-        def compiler(gm, example_inputs):
-            graphs[kind] = gm
-            return make_boxed_func(gm.forward)
-        return compiler
-
-    u = torch.randn(2, 27, 16, dtype=F64, generator=torch.Generator().manual_seed(5)).to(device).requires_grad_()
-    torch._dynamo.reset()
-    compiled = torch.compile(op, backend=aot_autograd(fw_compiler=capture("fw"), bw_compiler=capture("bw")),
-                             fullgraph=True)
-    y, g = _out_and_grads(compiled, u)
-    y_ref, g_ref = _out_and_grads(ref, u)
-    torch._dynamo.reset()
-    torch.testing.assert_close(y, y_ref, rtol=1e-10, atol=1e-10)
-    for (name, _), a, b in zip([("input", None), *ref.named_parameters()], g, g_ref):
-        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9, msg=name)
-    for kind, name in (("fw", "golf.causal_conv1d_silu.default"), ("bw", "golf.causal_conv1d_silu_bwd.default")):
-        [node] = [n for n in graphs[kind].graph.nodes if str(n.target) == name]
-        assert node.args[-1] == "golf", (kind, node.args)
+    """The conv ops: golf.causal_conv1d_silu forward, its _bwd backward (assert_opaque_mixer_compiles_with_golf)."""
+    assert_opaque_mixer_compiles_with_golf(OPAQUE_GOLF_CONV, device, ("golf.causal_conv1d_silu.default",
+                                                                      "golf.causal_conv1d_silu_bwd.default"))
     if device == "cpu":
         assert set(golf_in_the_conv_ops) == GOLF_CALLS
 

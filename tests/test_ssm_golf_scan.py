@@ -20,7 +20,7 @@ import pytest
 import test_ssm_opaque
 import torch
 from test_ssm import _mixer, _out_and_grads, assert_gpu_mixer_matches_reference, stand_in_conv, stand_in_norm
-from test_ssm_opaque import _golf_ops, _opcheck_cases, _scan_args, _tiny_model
+from test_ssm_opaque import _golf_ops, _opcheck_cases, _scan_args, _tiny_model, compile_capturing_graphs
 
 from golf import ssm_ops
 from golf.config import ConfigError, ModelConfig, field_choices, load_params
@@ -363,38 +363,31 @@ def test_opaque_mixer_runs_golfs_kernels_in_the_ops(golf_in_the_scan_ops, device
         assert set(golf_in_the_scan_ops) == {(ssm_ops.ssd_scan, "golf"), (ssm_ops.ssd_scan_bwd, "golf")}
 
 
-def test_opaque_mixer_with_golf_compiles_as_one_graph(golf_in_the_scan_ops, device):
-    """fullgraph=True with AOT autograd: the forward graph calls golf.ssd_scan with kernel "golf", the backward
-    graph golf.ssd_scan_bwd with it (the op's autograd passes it on), and the compiled output and gradients are
-    the eager reference mixer's."""
-    from functorch.compile import make_boxed_func
-    from torch._dynamo.backends.common import aot_autograd
-
+def assert_opaque_mixer_compiles_with_golf(kernels: SSMKernels, device, ops: tuple[str, str]) -> None:
+    """fullgraph=True with AOT autograd: the mixer with `kernels` (opaque, golf's kernels bound) compiles to a
+    forward graph calling ops[0] with kernel "golf" and a backward graph calling ops[1] with it (the op's
+    autograd passes it on), and the compiled output and gradients are the eager reference mixer's."""
     ref = _mixer().to(device)
-    op = _mixer(kernels=_opaque_golf(device)).to(device)
+    op = _mixer(kernels=kernels).to(device)
     op.load_state_dict(ref.state_dict())
-    graphs = {}
-
-    def capture(kind):
-        def compiler(gm, example_inputs):
-            graphs[kind] = gm
-            return make_boxed_func(gm.forward)
-        return compiler
-
+    compiled, graphs = compile_capturing_graphs(op)
     u = torch.randn(2, 27, 16, dtype=F64, generator=torch.Generator().manual_seed(5)).to(device).requires_grad_()
-    torch._dynamo.reset()
-    compiled = torch.compile(op, backend=aot_autograd(fw_compiler=capture("fw"), bw_compiler=capture("bw")),
-                             fullgraph=True)
     y, g = _out_and_grads(compiled, u)
     y_ref, g_ref = _out_and_grads(ref, u)
     torch._dynamo.reset()
     torch.testing.assert_close(y, y_ref, rtol=1e-10, atol=1e-10)
     for (name, _), a, b in zip([("input", None), *ref.named_parameters()], g, g_ref):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9, msg=name)
-    for kind, name in (("fw", "golf.ssd_scan.default"), ("bw", "golf.ssd_scan_bwd.default")):
+    for kind, name in zip(("fw", "bw"), ops):
         [node] = [n for n in graphs[kind].graph.nodes if str(n.target) == name]
         assert node.args[-1] == "golf", (kind, node.args)
         assert name in _golf_ops(graphs[kind])
+
+
+def test_opaque_mixer_with_golf_compiles_as_one_graph(golf_in_the_scan_ops, device):
+    """The scan ops: golf.ssd_scan forward, golf.ssd_scan_bwd backward (assert_opaque_mixer_compiles_with_golf)."""
+    assert_opaque_mixer_compiles_with_golf(_opaque_golf(device), device,
+                                           ("golf.ssd_scan.default", "golf.ssd_scan_bwd.default"))
     if device == "cpu":
         assert set(golf_in_the_scan_ops) == {(ssm_ops.ssd_scan, "golf"), (ssm_ops.ssd_scan_bwd, "golf")}
 

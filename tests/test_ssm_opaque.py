@@ -6,6 +6,7 @@ and the backend choice. On a CUDA machine with mamba-ssm: opcheck against the re
 mixer (eager, compiled, CUDA graphs) against the reference."""
 
 import math
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -338,18 +339,12 @@ def _golf_ops(gm: torch.fx.GraphModule) -> list[str]:
     return sorted(str(n.target) for n in gm.graph.nodes if n.op == "call_function" and str(n.target).startswith("golf."))
 
 
-def test_opaque_mixer_is_one_graph_with_one_node_per_kernel_call():
-    """Dynamo's one graph calls each op once; AOT autograd's forward graph has the three ops, its backward
-    graph the three backward ops (and neither anything of the kernels' insides)."""
+def compile_capturing_graphs(m: torch.nn.Module) -> tuple[Callable, dict]:
+    """torch.compile(m, fullgraph=True) through AOT autograd, keeping its FX graphs: (compiled, graphs), graphs
+    getting "fw" and "bw" on the compiled module's first forward and backward."""
     from functorch.compile import make_boxed_func
     from torch._dynamo.backends.common import aot_autograd
 
-    m = _mixer(kernels=OPAQUE)
-    u = torch.randn(2, 27, 16, dtype=F64, requires_grad=True)
-    torch._dynamo.reset()
-    explained = torch._dynamo.explain(m)(u)
-    assert explained.graph_count == 1 and explained.graph_break_count == 0
-    assert _golf_ops(explained.graphs[0]) == ["golf.causal_conv1d_silu", "golf.gated_rmsnorm", "golf.ssd_scan"]
     graphs = {}
 
     def capture(kind):
@@ -359,8 +354,21 @@ def test_opaque_mixer_is_one_graph_with_one_node_per_kernel_call():
         return compiler
 
     torch._dynamo.reset()
-    y = torch.compile(m, backend=aot_autograd(fw_compiler=capture("fw"), bw_compiler=capture("bw")),
-                      fullgraph=True)(u)
+    return torch.compile(m, backend=aot_autograd(fw_compiler=capture("fw"), bw_compiler=capture("bw")),
+                         fullgraph=True), graphs
+
+
+def test_opaque_mixer_is_one_graph_with_one_node_per_kernel_call():
+    """Dynamo's one graph calls each op once; AOT autograd's forward graph has the three ops, its backward
+    graph the three backward ops (and neither anything of the kernels' insides)."""
+    m = _mixer(kernels=OPAQUE)
+    u = torch.randn(2, 27, 16, dtype=F64, requires_grad=True)
+    torch._dynamo.reset()
+    explained = torch._dynamo.explain(m)(u)
+    assert explained.graph_count == 1 and explained.graph_break_count == 0
+    assert _golf_ops(explained.graphs[0]) == ["golf.causal_conv1d_silu", "golf.gated_rmsnorm", "golf.ssd_scan"]
+    compiled, graphs = compile_capturing_graphs(m)
+    y = compiled(u)
     y.square().sum().backward()
     assert _golf_ops(graphs["fw"]) == ["golf.causal_conv1d_silu.default", "golf.gated_rmsnorm.default",
                                        "golf.ssd_scan.default"]
