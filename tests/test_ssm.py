@@ -391,12 +391,19 @@ def test_fast_kernels_match_reference_on_gpu(path, gated_norm, dtype, multiple):
         kernels = resolve_ssm_backend(path, "cuda", gated_norm=gated_norm)
     except GolfError as e:
         pytest.skip(str(e))
+    ref, fast = gpu_mixer_pair(kernels, multiple)
+    assert_gpu_mixer_matches_reference(ref, fast, fast, dtype)
+
+
+def gpu_mixer_pair(kernels: SSMKernels, in_proj_multiple: int = 64) -> tuple[Mamba2Mixer, Mamba2Mixer]:
+    """(reference, fast): the production mixer shape (d_model 256 here, d_state 32, expand 1.5, headdim 64, chunk
+    64) on CUDA, on the reference path and on `kernels`, with the same weights (out_proj non-zero)."""
     torch.manual_seed(0)
-    ref = Mamba2Mixer(256, 32, 4, 1.5, 64, 1, 64, in_proj_multiple=multiple).cuda()
-    fast = Mamba2Mixer(256, 32, 4, 1.5, 64, 1, 64, kernels=kernels, in_proj_multiple=multiple).cuda()
+    ref = Mamba2Mixer(256, 32, 4, 1.5, 64, 1, 64, in_proj_multiple=in_proj_multiple).cuda()
+    fast = Mamba2Mixer(256, 32, 4, 1.5, 64, 1, 64, kernels=kernels, in_proj_multiple=in_proj_multiple).cuda()
     torch.nn.init.normal_(ref.out_proj.weight, std=0.02)
     fast.load_state_dict(ref.state_dict())
-    assert_gpu_mixer_matches_reference(ref, fast, fast, dtype)
+    return ref, fast
 
 
 def assert_gpu_mixer_matches_reference(ref: Mamba2Mixer, fast: Mamba2Mixer, run, dtype: torch.dtype) -> None:

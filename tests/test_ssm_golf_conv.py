@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import test_ssm_opaque
 import torch
-from test_ssm import _mixer, _out_and_grads, assert_gpu_mixer_matches_reference
+from test_ssm import _mixer, _out_and_grads, assert_gpu_mixer_matches_reference, gpu_mixer_pair
 from test_ssm_golf_scan import (
     _assert_like,
     _assert_mixer_matches_reference,
@@ -26,7 +26,7 @@ from golf import ssm_ops
 from golf.config import ModelConfig
 from golf.errors import GolfError
 from golf.model import GolfLM
-from golf.ssm import Mamba2Mixer, SSMKernels, resolve_ssm_backend
+from golf.ssm import SSMKernels, resolve_ssm_backend
 
 REPO = Path(__file__).resolve().parents[1]
 PARAMS = REPO / "params.yaml"
@@ -266,11 +266,7 @@ def test_golf_conv_mixer_matches_reference_on_gpu(mode, compiled, dtype):
     except GolfError as e:
         pytest.skip(str(e))
     assert "+golf_conv" in kernels.label
-    torch.manual_seed(0)
-    ref = Mamba2Mixer(256, 32, 4, 1.5, 64, 1, 64, in_proj_multiple=64).cuda()
-    fast = Mamba2Mixer(256, 32, 4, 1.5, 64, 1, 64, kernels=kernels, in_proj_multiple=64).cuda()
-    torch.nn.init.normal_(ref.out_proj.weight, std=0.02)
-    fast.load_state_dict(ref.state_dict())
+    ref, fast = gpu_mixer_pair(kernels)
     torch._dynamo.reset()
     run = torch.compile(fast, fullgraph=mode == "opaque") if compiled else fast
     assert_gpu_mixer_matches_reference(ref, fast, run, dtype)

@@ -19,14 +19,21 @@ from pathlib import Path
 import pytest
 import test_ssm_opaque
 import torch
-from test_ssm import _mixer, _out_and_grads, assert_gpu_mixer_matches_reference, stand_in_conv, stand_in_norm
+from test_ssm import (
+    _mixer,
+    _out_and_grads,
+    assert_gpu_mixer_matches_reference,
+    gpu_mixer_pair,
+    stand_in_conv,
+    stand_in_norm,
+)
 from test_ssm_opaque import _golf_ops, _opcheck_cases, _scan_args, _tiny_model, compile_capturing_graphs
 
 from golf import ssm_ops
 from golf.config import ConfigError, ModelConfig, field_choices, load_params
 from golf.errors import GolfError
 from golf.model import GolfLM, build_model
-from golf.ssm import Mamba2Mixer, SSMKernels, resolve_ssm_backend
+from golf.ssm import SSMKernels, resolve_ssm_backend
 
 REPO = Path(__file__).resolve().parents[1]
 PARAMS = REPO / "params.yaml"
@@ -415,11 +422,7 @@ def test_golf_scan_mixer_matches_reference_on_gpu(mode, compiled, dtype):
     each model.ssm_compile mode; compiled as one graph under "opaque", with graph breaks allowed otherwise."""
     kernels = _cuda_golf(mode)
     assert kernels.label.startswith("triton+golf_scan")
-    torch.manual_seed(0)
-    ref = Mamba2Mixer(256, 32, 4, 1.5, 64, 1, 64, in_proj_multiple=64).cuda()
-    fast = Mamba2Mixer(256, 32, 4, 1.5, 64, 1, 64, kernels=kernels, in_proj_multiple=64).cuda()
-    torch.nn.init.normal_(ref.out_proj.weight, std=0.02)
-    fast.load_state_dict(ref.state_dict())
+    ref, fast = gpu_mixer_pair(kernels)
     torch._dynamo.reset()
     run = torch.compile(fast, fullgraph=mode == "opaque") if compiled else fast
     assert_gpu_mixer_matches_reference(ref, fast, run, dtype)

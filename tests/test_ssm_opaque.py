@@ -11,14 +11,20 @@ from collections.abc import Callable
 import pytest
 import torch
 import torch.nn.functional as F
-from test_ssm import _mixer, _out_and_grads, _rel, _ssd_inputs, assert_gpu_mixer_matches_reference
+from test_ssm import (
+    _mixer,
+    _out_and_grads,
+    _rel,
+    _ssd_inputs,
+    assert_gpu_mixer_matches_reference,
+    gpu_mixer_pair,
+)
 
 from golf import ssm, ssm_ops
 from golf.config import ModelConfig
 from golf.errors import GolfError
 from golf.model import build_model
 from golf.ssm import (
-    Mamba2Mixer,
     SSMKernels,
     causal_conv_silu_reference,
     gated_rms_norm_reference,
@@ -500,11 +506,7 @@ def test_opcheck_on_gpu(i, dtype):
 @pytest.mark.parametrize("compiled", [False, True])
 def test_opaque_mixer_matches_reference_on_gpu(gated_norm, dtype, multiple, compiled):
     kernels = _cuda_opaque(gated_norm)
-    torch.manual_seed(0)
-    ref = Mamba2Mixer(256, 32, 4, 1.5, 64, 1, 64, in_proj_multiple=multiple).cuda()
-    op = Mamba2Mixer(256, 32, 4, 1.5, 64, 1, 64, kernels=kernels, in_proj_multiple=multiple).cuda()
-    torch.nn.init.normal_(ref.out_proj.weight, std=0.02)
-    op.load_state_dict(ref.state_dict())
+    ref, op = gpu_mixer_pair(kernels, multiple)
     torch._dynamo.reset()
     run = torch.compile(op, fullgraph=True) if compiled else op
     assert_gpu_mixer_matches_reference(ref, op, run, dtype)
