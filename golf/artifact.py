@@ -321,13 +321,8 @@ def load_model_from_artifact(path: str | Path, device: torch.device | str = "cpu
     # same function (bench/ssd_kernel_bench.py checks their parity), and no artifact carries the kernels' code.
     # model.ssm_conv "golf" (golf's own conv kernels, also reached through ssm_ops): scoring runs causal-conv1d's
     # conv where it imports (else PyTorch's), the same function (bench/conv_kernel_bench.py checks their parity)
-    cfg = art.config
-    if cfg.ssm_compile == "opaque":
-        cfg = replace(cfg, ssm_compile="disable")
-    if cfg.ssm_scan != "mamba":
-        cfg = replace(cfg, ssm_scan="mamba")
-    if cfg.ssm_conv != "causal_conv1d":
-        cfg = replace(cfg, ssm_conv="causal_conv1d")
+    cfg = replace(art.config, ssm_scan="mamba", ssm_conv="causal_conv1d",
+                  ssm_compile="disable" if art.config.ssm_compile == "opaque" else art.config.ssm_compile)
     model = build_model(cfg, device)
     state = dequantize(art.tensors, art.spec, str(art.model_path))
     try:
