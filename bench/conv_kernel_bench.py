@@ -11,7 +11,8 @@ contiguous (B, T, C) tensor; 1664: the mixer's slice of in_proj's output), weigh
    --ref-b sequences against golf.ssm.causal_conv_silu_reference in fp32 (the same bf16 inputs), and golf's
    against causal_conv1d_fn on the whole batch: max |a - b| / max |b| per tensor. golf is timed only if each of
    its errors against the reference is within --tol or twice causal_conv1d_fn's.
-2. Time: triton.testing.do_bench, median ms per call. Floor: the bytes each call must move at --bw TB/s
+2. Time: triton.testing.do_bench, median ms per call, and device time per call (kernel_bench.device_ms, what
+   a training step pays). Floor: the bytes each call must move at --bw TB/s
    (forward: read x, write out; backward: read x, dout, write dx; the (C, W) parameters are negligible).
    "bwd ms" is fwd+bwd less fwd.
 
@@ -45,7 +46,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # kernel_bench, also when a test loads this file
 
-from kernel_bench import TIMING_HEADER, bencher, off_reference, rel_errs, table, timing_row
+from kernel_bench import TIMING_HEADER, bencher, device_ms, off_reference, rel_errs, table, timing_row
 
 GRADS = ("dx", "dweight", "dbias")
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -137,7 +138,11 @@ def time_ms(fn, inp: dict, a: argparse.Namespace) -> dict:
     x, w, b = _leaves(inp)
     both = do_bench(lambda: fn(x, w, b, activation="silu").backward(inp["dout"]), warmup=a.warmup, rep=a.rep,
                     grad_to_none=[x, w, b], return_mode="median")
-    return {"fwd_ms": fwd, "fwd_bwd_ms": both}
+    with torch.no_grad():
+        fwd_dev = device_ms(lambda: fn(inp["x"], inp["weight"], inp["bias"], activation="silu"), a.device)
+    both_dev = device_ms(lambda: fn(x, w, b, activation="silu").backward(inp["dout"]), a.device,
+                         grad_to_none=[x, w, b])
+    return {"fwd_ms": fwd, "fwd_bwd_ms": both, "fwd_device_ms": fwd_dev, "fwd_bwd_device_ms": both_dev}
 
 
 

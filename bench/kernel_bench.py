@@ -1,5 +1,6 @@
-"""What golf's kernel benchmarks share (bench/ssd_kernel_bench.py, bench/conv_kernel_bench.py): the timer, the
-relative error of a parity check, and the markdown table."""
+"""What golf's kernel benchmarks share (bench/ssd_kernel_bench.py, bench/conv_kernel_bench.py): the timers (wall
+time per call, and device time per call, the one a training step pays), the relative error of a parity check,
+and the markdown table."""
 
 from __future__ import annotations
 
@@ -34,6 +35,31 @@ def bencher(device: str) -> Callable:
     return wall_clock
 
 
+def device_ms(fn, device: str, reps: int = 20, grad_to_none=()) -> float:
+    """Device time per call (ms): the kernels `fn` launches, summed over `reps` calls under torch.profiler.
+    A training step with host run-ahead pays this, not the wall time do_bench measures, which also counts the
+    host's launch gaps whenever the host is slower than the device (mamba-ssm's Python wrappers launch about
+    twenty kernels per forward + backward; RESULTS, 2026-11-30 fifth block: its scan took 2.35 ms per layer call
+    in a step's profile against 5.16 ms under do_bench). On a CPU dry run, the CPU ops' self time instead."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from golf.profiling import summarize_window
+
+    cuda = device == "cuda"
+    fn()  # warm: compiles, autotunes
+    if cuda:
+        torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])) as prof:
+        for _ in range(reps):
+            for t in grad_to_none:
+                t.grad = None
+            fn()
+        if cuda:
+            torch.cuda.synchronize()
+    return summarize_window(prof, reps, 0.0, cuda)["ms_per_step"]
+
+
 def table(rows: list[list], header: list[str]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     return "\n".join(lines + ["| " + " | ".join(str(c) for c in r) + " |" for r in rows])
@@ -45,10 +71,13 @@ def off_reference(errs: dict, base_errs: dict, tol: float) -> list[str]:
     return [k for k, e in errs.items() if e > max(tol, 2 * base_errs.get(k, 0.0))]
 
 
-TIMING_HEADER = ["impl", "fwd ms", "fwd / floor", "fwd+bwd ms", "fwd+bwd / floor", "bwd ms"]
+TIMING_HEADER = ["impl", "fwd ms", "fwd / floor", "fwd+bwd ms", "fwd+bwd / floor", "bwd ms", "fwd device ms",
+                 "fwd+bwd device ms"]
 
 
 def timing_row(name: str, t: dict, floor: dict) -> list[str]:
-    """A TIMING_HEADER row: t and floor hold fwd_ms and fwd_bwd_ms."""
+    """A TIMING_HEADER row: t and floor hold fwd_ms and fwd_bwd_ms (do_bench's), t also the device times
+    (device_ms; "-" where absent, as for the floor)."""
+    dev = [f"{t[k]:.3f}" if k in t else "-" for k in ("fwd_device_ms", "fwd_bwd_device_ms")]
     return [name, f"{t['fwd_ms']:.3f}", f"{t['fwd_ms'] / floor['fwd_ms']:.1f}x", f"{t['fwd_bwd_ms']:.3f}",
-            f"{t['fwd_bwd_ms'] / floor['fwd_bwd_ms']:.1f}x", f"{t['fwd_bwd_ms'] - t['fwd_ms']:.3f}"]
+            f"{t['fwd_bwd_ms'] / floor['fwd_bwd_ms']:.1f}x", f"{t['fwd_bwd_ms'] - t['fwd_ms']:.3f}", *dev]

@@ -10,8 +10,9 @@ initial or final state (as in training).
    against mamba-ssm on the whole batch: max |a - b| / max |b| per tensor. A golf variant is timed only if
    each of its errors against the reference is within --tol or twice mamba-ssm's (both round in bf16, so
    they need not agree more closely with each other than each does with the reference).
-2. Time: triton.testing.do_bench (warm-up first, so mamba-ssm's autotuning is done), median ms per call.
-   Floor: the bytes each call must move (forward: read x, B, C, dt, write y; backward: read x, B, C, dt, dy,
+2. Time: triton.testing.do_bench (warm-up first, so mamba-ssm's autotuning is done), median ms per call, and
+   the device time per call from torch.profiler (kernel_bench.device_ms: what a training step pays; do_bench's
+   wall time also counts host launch gaps, which made mamba-ssm look 2x slower than in a step). Floor: the bytes each call must move (forward: read x, B, C, dt, write y; backward: read x, B, C, dt, dy,
    write dx, dB, dC, ddt) at --bw TB/s. "bwd ms" is fwd+bwd less fwd.
 
 golf's variants: --bwds (its two backward designs, golf/ssd_kernel.py's module docstring): "walk" (one program
@@ -45,7 +46,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # kernel_bench, also when a test loads this file
 
-from kernel_bench import TIMING_HEADER, bencher, off_reference, rel_errs, table, timing_row
+from kernel_bench import TIMING_HEADER, bencher, device_ms, off_reference, rel_errs, table, timing_row
 
 GRADS = ("x", "dt", "A", "B", "C", "D", "dt_bias")
 
@@ -139,52 +140,17 @@ def time_ms(scan, inp: dict, dy: torch.Tensor, a: argparse.Namespace) -> dict:
     leaves = {k: v.detach().clone().requires_grad_(True) for k, v in inp.items()}
     both = do_bench(lambda: call(scan, leaves, a.chunk).backward(dy), warmup=a.warmup, rep=a.rep,
                     grad_to_none=list(leaves.values()), return_mode="median")
-    return {"fwd_ms": fwd, "fwd_bwd_ms": both}
+    with torch.no_grad():
+        fwd_dev = device_ms(lambda: call(scan, inp, a.chunk), a.device)
+    both_dev = device_ms(lambda: call(scan, leaves, a.chunk).backward(dy), a.device,
+                         grad_to_none=list(leaves.values()))
+    return {"fwd_ms": fwd, "fwd_bwd_ms": both, "fwd_device_ms": fwd_dev, "fwd_bwd_device_ms": both_dev}
 
 
 
 
-def main(argv=None) -> int:
-    a = parse_args(argv)
-    if a.device == "cuda" and not torch.cuda.is_available():
-        print("error: this benchmark needs a CUDA device (--device cpu: a dry run in Triton's interpreter)",
-              file=sys.stderr)
-        return 2
-    from golf import ssd_kernel
-    from golf.ssm import _import_mamba_triton
-
-    states = {"dot": None, "fp32": torch.float32}
-    for name, values, known in (("--bwds", a.bwds, ssd_kernel.BWDS), ("--split-states", a.split_states, states),
-                                ("--head-sums", a.head_sums, ssd_kernel.HEAD_SUMS)):
-        if not set(values.split(",")) <= set(known):
-            print(f"error: {name} takes a comma-separated list of {list(known)}, got {values!r}", file=sys.stderr)
-            return 2
-
-    impls = {}
-    if not a.no_mamba:
-        mamba = _import_mamba_triton()
-        if mamba is None:
-            print("error: mamba-ssm's Triton kernels are not importable here (or pass --no-mamba)",
-                  file=sys.stderr)
-            return 2
-        impls["mamba-ssm"] = mamba["scan"]
-    for bwd in a.bwds.split(","):
-        for hs in a.head_sums.split(","):
-            for w in a.num_warps.split(","):
-                for st in a.split_states.split(",") if bwd == "split" else ["dot"]:
-                    label = f"golf {hs} w{w} bwd={bwd}" + ("" if st == "dot" else f" states={st}")
-                    impls[label] = functools.partial(ssd_kernel.ssd_scan, head_sum=hs, num_warps=int(w), bwd=bwd,
-                                                     states_dtype=states[st])
-
-    result = {"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items()},
-              "device": torch.cuda.get_device_name() if a.device == "cuda" else a.device, "versions": {},
-              "parity_vs_reference": {}, "parity_vs_mamba": {}, "timing": {}, "errors": {}}
-    for pkg in ("torch", "triton", "mamba_ssm"):
-        try:
-            result["versions"][pkg] = importlib.metadata.version(pkg)
-        except importlib.metadata.PackageNotFoundError:
-            result["versions"][pkg] = None
-
+def measure(a: argparse.Namespace, impls: dict, result: dict) -> None:
+    """Parity, then timing, of every implementation, into `result` (main writes it out even if this raises)."""
     # 1. parity
     inp = make_inputs(a, a.b)
     dy = torch.randn(a.b, a.l, a.h, a.p, device=a.device).to(inp["x"].dtype)
@@ -238,6 +204,54 @@ def main(argv=None) -> int:
     print(table(rows, TIMING_HEADER))
     print("\nbwd=walk: one program per (head, batch) walks the chunks in reverse; bwd=split: states and state "
           "gradients by two sequential passes, then one program per (batch, chunk, head) (golf/ssd_kernel.py)")
+
+
+def main(argv=None) -> int:
+    a = parse_args(argv)
+    if a.device == "cuda" and not torch.cuda.is_available():
+        print("error: this benchmark needs a CUDA device (--device cpu: a dry run in Triton's interpreter)",
+              file=sys.stderr)
+        return 2
+    from golf import ssd_kernel
+    from golf.ssm import _import_mamba_triton
+
+    states = {"dot": None, "fp32": torch.float32}
+    for name, values, known in (("--bwds", a.bwds, ssd_kernel.BWDS), ("--split-states", a.split_states, states),
+                                ("--head-sums", a.head_sums, ssd_kernel.HEAD_SUMS)):
+        if not set(values.split(",")) <= set(known):
+            print(f"error: {name} takes a comma-separated list of {list(known)}, got {values!r}", file=sys.stderr)
+            return 2
+
+    impls = {}
+    if not a.no_mamba:
+        mamba = _import_mamba_triton()
+        if mamba is None:
+            print("error: mamba-ssm's Triton kernels are not importable here (or pass --no-mamba)",
+                  file=sys.stderr)
+            return 2
+        impls["mamba-ssm"] = mamba["scan"]
+    for bwd in a.bwds.split(","):
+        for hs in a.head_sums.split(","):
+            for w in a.num_warps.split(","):
+                for st in a.split_states.split(",") if bwd == "split" else ["dot"]:
+                    label = f"golf {hs} w{w} bwd={bwd}" + ("" if st == "dot" else f" states={st}")
+                    impls[label] = functools.partial(ssd_kernel.ssd_scan, head_sum=hs, num_warps=int(w), bwd=bwd,
+                                                     states_dtype=states[st])
+
+    result = {"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items()},
+              "device": torch.cuda.get_device_name() if a.device == "cuda" else a.device, "versions": {},
+              "parity_vs_reference": {}, "parity_vs_mamba": {}, "timing": {}, "errors": {}}
+    for pkg in ("torch", "triton", "mamba_ssm"):
+        try:
+            result["versions"][pkg] = importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            result["versions"][pkg] = None
+
+    try:
+        measure(a, impls, result)
+    except Exception as e:  # noqa: BLE001 -- a CUDA fault poisons every later call: keep what was measured
+        result["errors"]["fatal"] = repr(e)
+        print(f"stopped: {e!r}", file=sys.stderr)
     if a.json:
         a.json.parent.mkdir(parents=True, exist_ok=True)
         a.json.write_text(json.dumps(result, indent=1))

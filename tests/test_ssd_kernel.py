@@ -328,7 +328,8 @@ def test_cpu_tensors_outside_the_interpreter_are_refused(sk, monkeypatch):
 def test_bench_script_dry_run(sk, device, tmp_path, monkeypatch):
     """bench/ssd_kernel_bench.py end to end at tiny fp32 shapes (on the CPU: its --device cpu dry run in the
     interpreter), with the PyTorch reference standing in for mamba-ssm's scan: golf's kernel passes the parity
-    gate against both and is timed, and the JSON says so."""
+    gate against both and is timed (wall and device time), and the JSON says so; a device fault midway still
+    leaves a JSON with what was measured before it."""
     import importlib.util
     import json
     from pathlib import Path
@@ -352,7 +353,19 @@ def test_bench_script_dry_run(sk, device, tmp_path, monkeypatch):
     for name in golf:  # both backward designs by default, each gated on parity and timed
         for errs in (result["parity_vs_reference"][name], result["parity_vs_mamba"][name]):
             assert set(errs) == {"y", "x", "dt", "A", "B", "C", "D", "dt_bias"} and max(errs.values()) < 1e-4, errs
-        assert set(result["timing"][name]) == {"fwd_ms", "fwd_bwd_ms"}
+        assert set(result["timing"][name]) == {"fwd_ms", "fwd_bwd_ms", "fwd_device_ms", "fwd_bwd_device_ms"}
+        assert result["timing"][name]["fwd_bwd_device_ms"] > result["timing"][name]["fwd_device_ms"] > 0
     assert set(result["timing"]) == {"mamba-ssm", *golf}
     assert bench.main(["--device", device, "--bwds", "walk,scan"]) == 2  # an unknown design: refused up front
+
+    def device_fault(*args, **kwargs):  # what a CUDA fault does to every call after it
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    monkeypatch.setattr(bench, "floor_ms", device_fault)  # the first call after the parity phase
+    out2 = tmp_path / "fault.json"
+    assert bench.main(["--device", device, "--dtype", "fp32", "--b", "1", "--l", "32", "--h", "1", "--p", "16",
+                       "--n", "16", "--chunk", "32", "--num-warps", "4", "--bwds", "walk", "--json", str(out2)]) == 1
+    fault = json.loads(out2.read_text())  # written anyway, with the parity measured before the fault
+    assert "illegal memory access" in fault["errors"]["fatal"]
+    assert set(fault["parity_vs_reference"]) == {"mamba-ssm", "golf atomic w4 bwd=walk"} and not fault["timing"]
     assert result["floor"]["fwd_bwd_bytes"] > result["floor"]["fwd_bytes"] > 0
