@@ -104,13 +104,15 @@ class GQAttention(nn.Module):
 
     rope_dims (model.rope_dims): RoPE rotates the first rope_dims dims of each q/k head, with frequencies
     base^(-2i/rope_dims) as if the head were that wide; the rest carry no position (0 = the whole head).
+    rope (model.rope): false leaves q and k unrotated (NoPE): the layer sees position only through the causal
+    mask and whatever earlier layers wrote into the residual stream (a hybrid's Mamba layers are recurrent).
     xsa (model.xsa): the attention output goes through exclude_self_value before o_proj."""
 
     def __init__(self, d_model: int, num_heads: int, num_kv_heads: int, rope_base: float,
                  linear_cls=nn.Linear, backend: str = "sdpa", flash_fn=None, rope_dims: int = 0,
-                 xsa: bool = False):
+                 xsa: bool = False, rope: bool = True):
         super().__init__()
-        self.xsa = xsa
+        self.xsa, self.rope = xsa, rope
         self.num_heads, self.num_kv_heads = num_heads, num_kv_heads
         self.head_dim = d_model // num_heads
         self.rope_dims = rope_dims or self.head_dim
@@ -132,9 +134,10 @@ class GQAttention(nn.Module):
         v = self.v_proj(x).view(bsz, T, self.num_kv_heads, self.head_dim)
         q = F.rms_norm(q, (self.head_dim,))
         k = F.rms_norm(k, (self.head_dim,))
-        cos, sin = rope_tables(T, self.rope_dims, self.rope_base, x.device, dtype=q.dtype)  # (T, R/2) fp32
-        q = apply_rope(q, cos, sin) * self.q_gain.to(q.dtype)[None, None, :, None]
-        k = apply_rope(k, cos, sin)
+        if self.rope:
+            cos, sin = rope_tables(T, self.rope_dims, self.rope_base, x.device, dtype=q.dtype)  # (T, R/2) fp32
+            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        q = q * self.q_gain.to(q.dtype)[None, None, :, None]
         if self.backend in ("flash3", "flash2") and q.dtype in (torch.bfloat16, torch.float16):
             out = self._flash_fn(q, k, v, causal=True)  # (B, T, H, D); GQA handled by the kernel
             out = out[0] if isinstance(out, tuple) else out

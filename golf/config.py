@@ -98,6 +98,8 @@ class ModelConfig:
     mlp_mult: float = _spec(3.0, lo=0.5, hi=16.0)
     rope_dims: int = _spec(0, lo=0, doc="partial RoPE: rotate only the first rope_dims dims of each attention head "
                                         "(even, <= d_model/num_heads; 0 = the whole head)")
+    rope: bool = _spec(True, doc="RoPE in the attention layers; false: no positional encoding (NoPE), position "
+                                 "then comes from the causal mask and, in a hybrid, the Mamba layers' recurrence")
     mlp_act: str = _spec("relu2", choices=("relu2", "leaky_relu2"),
                          doc="every MLP's activation: relu(x)^2, or leaky_relu(x, negative_slope 0.5)^2")
     mamba_mlp_mult: float = _spec(0.0, lo=0.0, hi=16.0, doc="each Mamba block also gets its own MLP after the mixer "
@@ -462,6 +464,9 @@ def _cross_checks(p: Params, source: str) -> None:
                           f"got {m.num_heads}")
     if "A" in m.layer_pattern and (m.d_model // m.num_heads) % 2:
         raise ConfigError(f"'model.num_heads' in {source}: head dim d_model/num_heads must be even for RoPE")
+    if not m.rope and m.rope_dims:
+        raise ConfigError(f"'model.rope_dims' in {source}: applies only with model.rope true (RoPE on); expected 0 "
+                          f"with model.rope false, got {m.rope_dims}")
     if m.rope_dims % 2 or m.rope_dims > m.d_model // m.num_heads:
         raise ConfigError(f"'model.rope_dims' in {source}: expected an even number <= the attention head dim "
                           f"d_model/num_heads ({m.d_model // m.num_heads}), or 0 for all, got {m.rope_dims}")

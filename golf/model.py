@@ -103,7 +103,7 @@ class AttentionBlock(nn.Module):
         self.norm_scale = ln_scale_factor(cfg, layer_idx)  # a plain float: no state-dict entry
         self.resid_mix = nn.Parameter(torch.stack([torch.ones(d), torch.zeros(d)]))  # (2, d): x vs x0
         self.attn = GQAttention(d, cfg.num_heads, cfg.num_kv_heads, cfg.rope_base, QATLinear, attn_backend,
-                                flash_fn, cfg.rope_dims, cfg.xsa)
+                                flash_fn, cfg.rope_dims, cfg.xsa, cfg.rope)
         self.mlp = MLP(d, cfg.mlp_mult, cfg.mlp_act)
         self.attn_scale = nn.Parameter(torch.ones(d))
         self.mlp_scale = nn.Parameter(torch.ones(d))

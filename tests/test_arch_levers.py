@@ -1,7 +1,7 @@
 """The architecture levers of issue 23, each a model.* setting that is off by default: model.mamba_mlp_mult
-(an MLP in every Mamba block), model.rope_dims (partial RoPE) and model.mlp_act (leaky_relu2). Off builds
-today's model exactly; on, each is checked against its written-out definition, sorted by golf/param_groups.py
-like the blocks' other weights, and carried through quantize -> package -> load."""
+(an MLP in every Mamba block), model.rope_dims (partial RoPE), model.rope (false: NoPE) and model.mlp_act
+(leaky_relu2). Off builds today's model exactly; on, each is checked against its written-out definition,
+sorted by golf/param_groups.py like the blocks' other weights, and carried through quantize -> package -> load."""
 
 from __future__ import annotations
 
@@ -66,7 +66,7 @@ def _ids(seed: int = 1, shape=(2, 24)) -> torch.Tensor:
 def test_the_defaults_build_todays_model_and_spelled_out_off_is_the_same_model():
     default = _perturbed(TINY)
     assert [(k, tuple(v.shape)) for k, v in default.state_dict().items()] == BEFORE
-    explicit = _perturbed(dataclasses.replace(TINY, mamba_mlp_mult=0.0, rope_dims=0, mlp_act="relu2"))
+    explicit = _perturbed(dataclasses.replace(TINY, mamba_mlp_mult=0.0, rope_dims=0, rope=True, mlp_act="relu2"))
     full_head = _perturbed(dataclasses.replace(TINY, rope_dims=TINY.d_model // TINY.num_heads))
     ids = _ids()
     with torch.no_grad():
@@ -82,6 +82,7 @@ def test_the_defaults_build_todays_model_and_spelled_out_off_is_the_same_model()
     ("model.rope_dims=7", "'model.rope_dims'.*expected an even number <= the attention head dim.*got 7"),
     ("model.rope_dims=34", "'model.rope_dims'.*d_model/num_heads \\(32\\).*got 34"),
     ("model.rope_dims=-2", "'model.rope_dims'.*expected a value >= 0"),
+    ("model.rope=false model.rope_dims=16", "'model.rope_dims'.*only with model.rope true.*got 16"),
     ("model.mlp_act=gelu", "'model.mlp_act'.*expected one of \\['relu2', 'leaky_relu2'\\]"),
     ("model.mamba_mlp_mult=-1", "'model.mamba_mlp_mult'.*expected a value >= 0"),
     ("model.mamba_mlp_mult=17", "'model.mamba_mlp_mult'.*expected a value <= 16"),
@@ -89,7 +90,7 @@ def test_the_defaults_build_todays_model_and_spelled_out_off_is_the_same_model()
 ])
 def test_bad_lever_values_are_one_config_error_line(override, match):
     with pytest.raises(ConfigError, match=match) as e:
-        load_params(REPO / "params.yaml", [override])
+        load_params(REPO / "params.yaml", override.split())
     assert "\n" not in str(e.value) and "params.yaml" in str(e.value)
 
 
@@ -136,6 +137,29 @@ def test_partial_rope_attention_matches_the_written_out_definition(rope_dims):
     assert a.rope_dims == rope_dims
     x = torch.randn(2, 19, 32, dtype=torch.float64)
     torch.testing.assert_close(a(x), naive_attention(a, x), rtol=1e-10, atol=1e-10)
+
+
+def test_nope_attention_matches_the_written_out_definition_and_ignores_the_order_of_the_past():
+    """model.rope false: q and k unrotated. Then a causal layer's last output sees the earlier tokens as a set:
+    permuting them changes nothing there, while with RoPE it does."""
+    torch.manual_seed(0)
+    nope = GQAttention(32, 2, 1, 10000.0, rope=False).double()
+    rope = GQAttention(32, 2, 1, 10000.0).double()
+    rope.load_state_dict(nope.state_dict())  # the same weights: RoPE is the only difference
+    for a in (nope, rope):
+        torch.nn.init.normal_(a.o_proj.weight, std=32 ** -0.5)
+    x = torch.randn(2, 19, 32, dtype=torch.float64)
+    torch.testing.assert_close(nope(x), naive_attention(nope, x), rtol=1e-10, atol=1e-10)
+    perm = torch.cat([torch.randperm(18), torch.tensor([18])])  # shuffle the past, keep the last token last
+    torch.testing.assert_close(nope(x[:, perm])[:, -1], nope(x)[:, -1], rtol=1e-10, atol=1e-10)
+    assert not torch.allclose(rope(x[:, perm])[:, -1], rope(x)[:, -1], rtol=1e-6, atol=1e-6)
+
+
+def test_nope_reaches_every_attention_layer_from_params():
+    p = load_params(REPO / "params.yaml", ["model.rope=false"])
+    assert p.model.rope is False and load_params(REPO / "params.yaml").model.rope is True
+    model = build_model(dataclasses.replace(TINY, rope=False, layer_pattern="AMA"))
+    assert [m.rope for m in model.modules() if isinstance(m, GQAttention)] == [False, False]
 
 
 def test_partial_rope_leaves_the_other_dims_without_position():

@@ -26,7 +26,8 @@ def _attn(seed=0, d=64, h=4, kv=2):
 
 def naive_attention(a: GQAttention, x: torch.Tensor) -> torch.Tensor:
     """Written out: per query head h, key/value head h // (H / Hkv); RoPE by explicit 2x2 rotations of the
-    first R = a.rope_dims dims of each head (pairs i, i + R/2), the rest left as they are."""
+    first R = a.rope_dims dims of each head (pairs i, i + R/2), the rest left as they are; no rotation at all
+    when a.rope is false (NoPE)."""
     B, T, d = x.shape
     H, Hkv, D, R = a.num_heads, a.num_kv_heads, a.head_dim, a.rope_dims
     q = F.rms_norm((x @ a.q_proj.weight.T).view(B, T, H, D), (D,))
@@ -40,7 +41,9 @@ def naive_attention(a: GQAttention, x: torch.Tensor) -> torch.Tensor:
         t1, t2 = t[..., :R // 2], t[..., R // 2:R]
         return torch.cat([t1 * c + t2 * s, t2 * c - t1 * s, t[..., R:]], -1)
 
-    q, k = rot(q) * a.q_gain[None, None, :, None], rot(k)
+    if a.rope:
+        q, k = rot(q), rot(k)
+    q = q * a.q_gain[None, None, :, None]
     out = torch.empty(B, T, H, D, dtype=x.dtype)
     mask = torch.ones(T, T, dtype=torch.bool).tril()
     for h in range(H):

@@ -39,12 +39,12 @@ def test_a_subset_of_shards_gets_its_own_data_folder(shards, name):
     assert params.data.train_globs == [f".carry/corpus/train_{s}.jsonl.xz" for s in shards.split()]
 
 
-def _lever_variants(part: str, tmp_path: Path) -> list[str]:
+def _lever_variants(part: str, tmp_path: Path, **side_sets: str) -> list[str]:
     """bench/h200/lever_pairs.sh's variants for PART, as it hands them to the sweep (a stub printing its
-    arguments stands in for h200_train_sweep.sh)."""
+    arguments stands in for h200_train_sweep.sh); side_sets: HYBRID_SETS / ATTN_SETS."""
     stub = tmp_path / "sweep.sh"
     stub.write_text('printf "%s\\n" "GPUS=$GPUS" "$@"\n')
-    env = {"PATH": "/usr/bin:/bin", "PART": part, "SWEEP": str(stub)}
+    env = {"PATH": "/usr/bin:/bin", "PART": part, "SWEEP": str(stub), **side_sets}
     out = subprocess.run(["bash", "bench/h200/lever_pairs.sh"], cwd=ROOT, env=env, capture_output=True, text=True,
                          check=False)
     assert out.returncode == 0, out.stderr
@@ -66,6 +66,21 @@ def test_lever_pairs_put_the_hybrid_on_gpu_0_and_attention_on_gpu_1_with_valid_s
     bad = subprocess.run(["bash", "bench/h200/lever_pairs.sh"], cwd=ROOT, capture_output=True, text=True, check=False,
                          env={"PATH": "/usr/bin:/bin", "PART": "8", "SWEEP": "/bin/false"})
     assert bad.returncode == 2 and "PART must be 1 to 7 or all, not '8'" in bad.stderr
+
+
+def test_lever_pairs_fixed_step_runs_give_each_side_its_own_settings(tmp_path):
+    """HYBRID_SETS / ATTN_SETS reach every run of their side, before the lever's own overrides, as real settings
+    (the fixed-step protocol: each side's step count, no wall-clock budget)."""
+    plain = _lever_variants("2", tmp_path)
+    fixed = _lever_variants("2", tmp_path, HYBRID_SETS="train.max_steps=480",
+                            ATTN_SETS="train.max_steps=620 train.log_every=20")
+    assert len(fixed) == len(plain) == 6
+    for i, (p, f) in enumerate(zip(plain, fixed)):
+        cfg, *lever = p.split()
+        extra = ["train.max_steps=480"] if i % 2 == 0 else ["train.max_steps=620", "train.log_every=20"]
+        assert f.split() == [cfg, *extra, *lever]
+        params = load_params(ROOT / cfg.removeprefix("config="), [*extra, *lever, "train.wallclock_s=0"])
+        assert params.train.max_steps == (480 if i % 2 == 0 else 620) and params.train.wallclock_s == 0
 
 
 def test_compare_call_passes_the_settings_and_packs_each_sides_newest_seed(tmp_path):

@@ -6,6 +6,10 @@
 # PART=1..7 picks three pairs, PART 7 one (about 7 minutes of call time on a warm machine: a changed model compiles anew, 45-60 s
 # of warm-up on 2026-11-30); PART=all runs every pair.
 #   PART=1 bash bench/h200/lever_pairs.sh      # carry .carry (corpus) as for h200_train_sweep.sh
+# HYBRID_SETS / ATTN_SETS: overrides added to every run of that side. Fixed-step runs, immune to the hybrid's
+# process-to-process step spread (up to 16% at 90 s, RESULTS fifth block), give each side its base's step count
+# at 90 s and no wall-clock budget; the schedules then follow steps (golf.train.budget_progress):
+#   WALL=0 HYBRID_SETS="train.max_steps=480" ATTN_SETS="train.max_steps=620" PART=2 bash bench/h200/lever_pairs.sh
 set -uo pipefail
 HYBRID=${HYBRID:-configs/hybrid_seed_fit.yaml}; ATTN=${ATTN:-configs/attn_fit.yaml}
 # "hybrid overrides | attention overrides" ("" = the config as it is)
@@ -46,6 +50,6 @@ esac
 variants=()
 for pair in "${pick[@]}"; do
   read -ra h <<< "${pair%%|*}"; read -ra a <<< "${pair#*|}"  # the words of each side's overrides
-  variants+=("$(echo "config=$HYBRID" "${h[@]}")" "$(echo "config=$ATTN" "${a[@]}")")
+  variants+=("$(echo "config=$HYBRID" ${HYBRID_SETS:-} "${h[@]}")" "$(echo "config=$ATTN" ${ATTN_SETS:-} "${a[@]}")")
 done
 GPUS=2 CONFIG=$HYBRID bash "${SWEEP:-bench/h200/h200_train_sweep.sh}" "${variants[@]}"  # SWEEP: tests/test_h200_env.py
