@@ -251,10 +251,12 @@ def check_artifact_round_trip(tmp_path, cfg: ModelConfig, model, ids: torch.Tens
     return loaded, hess
 
 
-@pytest.mark.parametrize("lever", LEVERS)
+@pytest.mark.parametrize("lever", [*LEVERS, "nope"])
 def test_a_model_with_each_lever_round_trips_through_the_artifact(tmp_path, lever):
-    cfg = dataclasses.replace(TINY, layer_pattern="MAM", **LEVERS[lever])
-    _, hess = check_artifact_round_trip(tmp_path, cfg, _perturbed(cfg), _ids())
+    # NoPE is not in LEVERS: it excludes rope_dims, which the all-levers-on test below sets
+    cfg = dataclasses.replace(TINY, layer_pattern="MAM", **{**LEVERS, "nope": {"rope": False}}[lever])
+    loaded, hess = check_artifact_round_trip(tmp_path, cfg, _perturbed(cfg), _ids())
+    assert loaded.blocks[1].attn.rope is cfg.rope and loaded.blocks[1].attn.rope_dims == (cfg.rope_dims or 16)
     if lever == "mamba_mlp":
         assert {"blocks.0.mlp.fc", "blocks.2.mlp.proj"} <= set(hess)  # GPTQ sees the new linears
 
