@@ -3,7 +3,7 @@
 # the hybrid (HYBRID, default configs/hybrid_seed_fit.yaml) on GPU 0 and attention-only (ATTN, default
 # configs/attn_fit.yaml) on GPU 1, through bench/h200/h200_train_sweep.sh (GPUS=2: variant i on GPU i % 2). Both
 # sides get the same runs; where a lever exists on one side only, the other side's row is its nearest analogue.
-# PART=1..7 picks three pairs, PART 7 one (about 7 minutes of call time on a warm machine: a changed model compiles anew, 45-60 s
+# PART=1..7 picks three pairs, PART 7 two (about 7 minutes of call time on a warm machine: a changed model compiles anew, 45-60 s
 # of warm-up on 2026-11-30); PART=all runs every pair.
 #   PART=1 bash bench/h200/lever_pairs.sh      # carry .carry (corpus) as for h200_train_sweep.sh
 # HYBRID_SETS / ATTN_SETS: overrides added to every run of that side. Fixed-step runs, immune to the hybrid's
@@ -41,6 +41,8 @@ PAIRS=(
   "train.grad_clip=0.0 | train.grad_clip=0.0"
   # the longest context of the issue (the 90-s sweep of 2026-11-30 ran 4,096 and 8,192): 8 sequences a step
   "train.seq_len=16384 | train.seq_len=16384"
+  # no positional encoding in the attention layers (NoPE): the hybrid's Mamba layers carry position
+  "model.rope=false | model.rope=false"
 )
 case "${PART:-all}" in
   all) pick=("${PAIRS[@]}") ;;
