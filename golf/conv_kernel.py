@@ -30,36 +30,44 @@ W time-shifted (BLOCK_T, BLOCK_C) tiles of x it needs (rows t - W + 1 .. t; the 
 L1/L2, so DRAM sees x about once), adds the W taps and the bias, applies SiLU and stores. Nothing is saved for
 backward but the inputs (x, weight, bias): the backward recomputes pre.
 
-Backward: two kernels, default tile 32 x 64 at 4 warps (16 fp32 values per thread per tile, so the first
-kernel's ~7 live tiles fit in registers), and a scratch dpre of (B, T, C) in the compute dtype.
+Backward: two kernels and a scratch dpre of (B, T, C) in the compute dtype; default tile 32 x 64 at 8 warps
+(each (BT, BC) fp32 tile is then 8 values per thread), channels contiguous in every load and store (x and dout
+copied channel-last where needed, above; the taps read from a (W, C) contiguous copy of the weight).
   A. _conv_bwd_dpre_kernel, grid (cdiv(T, BLOCK_T * tiles), cdiv(C, BLOCK_C), B): each program walks `tiles`
      consecutive time tiles (default 8, 256 rows). Per tile it loads the W shifted x tiles once, forms pre,
-     loads dout, stores dpre = dout silu'(pre) (one sigmoid per element), and adds the tile's column sums of
-     dpre and of dpre x[t - s] (s = 0 .. W - 1) to (BLOCK_C,) vectors, using the same x tiles. At the end the
-     program writes them as one row of a (B * cdiv(T, BLOCK_T * tiles), W + 1, C) partial-sum buffer (taps,
-     then dbias), summed in PyTorch: deterministic (no atomics; the same bits run to run) and small (production
-     shapes: 512 rows * 5 * 832 fp32 = 8.5 MB).
+     loads dout, stores dpre = dout silu'(pre) (one sigmoid per element), and adds dpre and dpre x[t - s]
+     (s = 0 .. W - 1, the same x tiles) into W + 1 (BT, BC) accumulators, reduced over rows once at the end
+     into one row of a (B * cdiv(T, BLOCK_T * tiles), W + 1, C) partial-sum buffer (taps, then dbias), summed
+     in PyTorch: deterministic (no atomics; the same bits run to run) and small (production shapes: 512 rows
+     * 5 * 832 fp32 = 8.5 MB).
   B. _conv_bwd_dx_kernel, grid (cdiv(T, BLOCK_T), cdiv(C, BLOCK_C), B): dx[t] = sum_j w[W - 1 - j] dpre[t + j]
      from W shifted loads of the scratch (zero at or past T; overlapping rows again from L1/L2), stored in x's
      dtype.
+Registers, from ptxas -v on the Triton 3.9 PTX for sm_90a (bf16 x, W = 4, no GPU run): A 128 per thread at
+the default tile (149 fp16, 152 fp32 x), B 62, no spills, every global load and store vectorized. A at 32 x 64
+with 4 warps, or 64 x 64 or 32 x 128 with 8, uses 228 to 237 (fewer programs per SM); at the forward's 64 x 128
+it spills (976 bytes per thread at 8 warps, 10 KB at 4), which is why the backward has its own defaults. (The
+single fused backward kernel described below, compiled the same way at its 64 x 128 tile and 4 warps with
+channel strides of 1: 255 registers and 2.4 KB of spill stores per thread.)
 DRAM traffic (bf16 x at the production shapes, one activation A = 218 MB): read x and dout (2A), write and
-read back the fp32 scratch (4A), write dx (A): about 7A = 1.5 GB, against the 3A of a single fused pass. The
-scratch is what lets each dpre be computed once: a register tile cannot be shifted along time in Triton, so a
-single fused kernel must recompute pre W times per tile with W shifted loads each and hold several large fp32
-tiles at once. Such a fused backward (64 x 128 tiles, 4 warps) measured 2026-11-30 on an H200 with
-bench/conv_kernel_bench.py (b=64 T=2048 C=832 W=4 bf16 channel-last) took 4.9 ms against causal-conv1d's 0.62
-ms and a 0.164 ms memory floor (forward 0.163 ms against causal-conv1d's 0.134), and about 20 ms per call inside
-the compiled hybrid model. GPU timing of this two-kernel backward is not yet measured; at 4 TB/s its traffic
-is about 0.4 ms. `tiles` trades the partial-sum buffer's size (and its
-reduction) against the number of programs in kernel A; it does not affect dx, nor (beyond rounding order) the
-weight gradients.
+read back the fp32 scratch (4A), write dx (A): about 7A = 1.5 GB, against the 3A of a single fused pass (plus
+2A for each of x and dout that needs its channel-last copy). The scratch is what lets each dpre be computed
+once: a register tile cannot be shifted along time in Triton, so a single fused kernel must recompute pre W
+times per tile with W shifted loads each and hold several large fp32 tiles at once. Such a fused backward
+(64 x 128 tiles, 4 warps) measured 2026-11-30 on an H200 with bench/conv_kernel_bench.py (b=64 T=2048 C=832
+W=4 bf16 channel-last) took 4.9 ms against causal-conv1d's 0.62 ms and a 0.164 ms memory floor (forward 0.163
+ms against causal-conv1d's 0.134), and about 20 ms per call inside the compiled hybrid model. GPU timing of
+this two-kernel backward is not yet measured; its traffic at 4 TB/s is about 0.4 ms. `tiles` trades the
+partial-sum buffer's size (and its reduction in PyTorch) against the number of programs of kernel A; it does
+not affect dx, nor (beyond rounding order) the weight gradients.
 
 Limits. W (the width) 2, 3 or 4, as causal-conv1d. No seq_idx, initial_states, return_final_states or
 activations other than SiLU. Runs on CUDA tensors, or on CPU tensors under Triton's interpreter
-(TRITON_INTERPRET=1 set before triton is first imported; tests/conftest.py). Checked only in the interpreter
-(tests/test_conv_kernel.py) for this backward; its compiled register use, GPU parity against causal_conv1d_fn
-and timing are bench/conv_kernel_bench.py's, not yet run. The backward allocates the scratch per call (an
-fp32 activation, 436 MB at the production shapes), transient in PyTorch's caching allocator.
+(TRITON_INTERPRET=1 set before triton is first imported; tests/conftest.py). This backward is checked in the
+interpreter (tests/test_conv_kernel.py) and its register use by compiling it offline (above); its GPU parity
+against causal_conv1d_fn and timing are bench/conv_kernel_bench.py's, not yet run. The backward allocates the
+scratch per call (an fp32 activation, 436 MB at the production shapes), transient in PyTorch's caching
+allocator.
 """
 
 from __future__ import annotations
@@ -124,49 +132,54 @@ def _x_shift(x_base, t, s: tl.constexpr, c, cmask, T, sx_t, ACC: tl.constexpr):
 
 
 @triton.jit
-def _w_shift(w_ptr, c, cmask, s: tl.constexpr, W: tl.constexpr, sw_c, sw_k, ACC: tl.constexpr):
-    """The tap that multiplies x[t - s] in pre[t], i.e. w[:, W - 1 - s] (zeros for s >= W)."""
+def _w_shift(wt_ptr, c, cmask, s: tl.constexpr, W: tl.constexpr, C, ACC: tl.constexpr):
+    """The tap that multiplies x[t - s] in pre[t], i.e. w[:, W - 1 - s] (zeros for s >= W), from the (W, C)
+    contiguous copy of the weight."""
     if s < W:
-        return tl.load(w_ptr + c * sw_c + (W - 1 - s) * sw_k, mask=cmask, other=0.0).to(ACC)
+        return tl.load(wt_ptr + (W - 1 - s) * C + c, mask=cmask, other=0.0).to(ACC)
     else:
         return tl.zeros(c.shape, dtype=ACC)
 
 
 @triton.jit
-def _conv_bwd_dpre_kernel(x_ptr, w_ptr, b_ptr, dout_ptr, dpre_ptr, part_ptr,
+def _conv_bwd_dpre_kernel(x_ptr, wt_ptr, b_ptr, dout_ptr, dpre_ptr, part_ptr,
                           T, C, tiles,
-                          sx_b, sx_t, sw_c, sw_k, sd_b, sd_t, sg_b, sg_t, sp_r, sp_k,
+                          sx_b, sx_t, sd_b, sd_t, sg_b, sg_t, sp_r, sp_k,
                           W: tl.constexpr, HAS_BIAS: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr,
                           ACC: tl.constexpr):
     """Kernel A: dpre = dout silu'(pre) to the scratch, and this program's partial dweight and dbias. x, dout and
-    the scratch are channel-last (stride over channels 1, so every row of a tile is one coalesced load)."""
+    the scratch are channel-last (stride over channels 1, so every row of a tile is one coalesced load); wt is
+    the (W, C) contiguous copy of the weight, so that each tap is a contiguous vector over channels too."""
     pid_g = tl.program_id(0)
     pid_c = tl.program_id(1)
     b = tl.program_id(2).to(tl.int64)
     c = pid_c * BC + tl.arange(0, BC)  # (BC,)
     cmask = c < C
-    if HAS_BIAS:
-        bias = tl.load(b_ptr + c, mask=cmask, other=0.0).to(ACC)
-    else:
-        bias = tl.zeros((BC,), dtype=ACC)
-    # the W taps, indexed by the time shift s they apply to (s = W - 1 - k); unused shifts are zero and their
-    # loads and products are compiled out (s >= W below is a compile-time test)
-    w0 = _w_shift(w_ptr, c, cmask, 0, W, sw_c, sw_k, ACC)
-    w1 = _w_shift(w_ptr, c, cmask, 1, W, sw_c, sw_k, ACC)
-    w2 = _w_shift(w_ptr, c, cmask, 2, W, sw_c, sw_k, ACC)
-    w3 = _w_shift(w_ptr, c, cmask, 3, W, sw_c, sw_k, ACC)
     x_base = x_ptr + b * sx_b
     d_base = dout_ptr + b * sd_b
     g_base = dpre_ptr + b * sg_b
-    # per-program sums over its rows, reduced per tile to (BC,) vectors: small register footprint
-    dw0 = tl.zeros((BC,), dtype=ACC)
-    dw1 = tl.zeros((BC,), dtype=ACC)
-    dw2 = tl.zeros((BC,), dtype=ACC)
-    dw3 = tl.zeros((BC,), dtype=ACC)
-    db = tl.zeros((BC,), dtype=ACC)
+    # dweight (by shift s) and dbias summed elementwise over the program's tiles and reduced over rows once at
+    # the end: at the default 32 x 64 tile and 8 warps a (BT, BC) tile is 8 values per thread, no more than a
+    # (BC,) vector replicated across the rows' threads, and no cross-warp reduction runs per tile
+    dw0 = tl.zeros((BT, BC), dtype=ACC)
+    dw1 = tl.zeros((BT, BC), dtype=ACC)
+    dw2 = tl.zeros((BT, BC), dtype=ACC)
+    dw3 = tl.zeros((BT, BC), dtype=ACC)
+    db = tl.zeros((BT, BC), dtype=ACC)
     for i in range(tiles):
         t = (pid_g * tiles + i) * BT + tl.arange(0, BT)  # (BT,)
         m = (t < T)[:, None] & cmask[None, :]
+        # bias and the W taps (indexed by the time shift s they apply to, s = W - 1 - k; unused shifts are zero
+        # and compiled out) are loaded per tile, not kept from before the loop: L1 hits, where keeping them
+        # holds 5 more (BC,) vectors through the loop (ptxas for sm_90: 168 registers per thread against 128)
+        if HAS_BIAS:
+            bias = tl.load(b_ptr + c, mask=cmask, other=0.0).to(ACC)
+        else:
+            bias = tl.zeros((BC,), dtype=ACC)
+        w0 = _w_shift(wt_ptr, c, cmask, 0, W, C, ACC)
+        w1 = _w_shift(wt_ptr, c, cmask, 1, W, C, ACC)
+        w2 = _w_shift(wt_ptr, c, cmask, 2, W, C, ACC)
+        w3 = _w_shift(wt_ptr, c, cmask, 3, W, C, ACC)
         # the W shifted x tiles, each loaded once and used for pre and for dweight
         x0 = _x_shift(x_base, t, 0, c, cmask, T, sx_t, ACC)
         x1 = _x_shift(x_base, t, 1, c, cmask, T, sx_t, ACC)
@@ -181,30 +194,30 @@ def _conv_bwd_dpre_kernel(x_ptr, w_ptr, b_ptr, dout_ptr, dpre_ptr, part_ptr,
         sig = 1.0 / (1.0 + tl.exp(-pre))
         dpre = dout * sig * (1.0 + pre * (1.0 - sig))  # 0 at rows t >= T (dout masked to 0)
         tl.store(g_base + t[:, None] * sg_t + c[None, :], dpre, mask=m)
-        db += tl.sum(dpre, axis=0)
-        dw0 += tl.sum(dpre * x0, axis=0)
-        dw1 += tl.sum(dpre * x1, axis=0)
+        db += dpre
+        dw0 += dpre * x0
+        dw1 += dpre * x1
         if W >= 3:
-            dw2 += tl.sum(dpre * x2, axis=0)
+            dw2 += dpre * x2
         if W >= 4:
-            dw3 += tl.sum(dpre * x3, axis=0)
+            dw3 += dpre * x3
     p_base = part_ptr + (b * tl.num_programs(0) + pid_g) * sp_r + c  # [row, k, c]; k = W - 1 - s, row W dbias
-    tl.store(p_base + (W - 1) * sp_k, dw0, mask=cmask)
-    tl.store(p_base + (W - 2) * sp_k, dw1, mask=cmask)
+    tl.store(p_base + (W - 1) * sp_k, tl.sum(dw0, axis=0), mask=cmask)
+    tl.store(p_base + (W - 2) * sp_k, tl.sum(dw1, axis=0), mask=cmask)
     if W >= 3:
-        tl.store(p_base + (W - 3) * sp_k, dw2, mask=cmask)
+        tl.store(p_base + (W - 3) * sp_k, tl.sum(dw2, axis=0), mask=cmask)
     if W >= 4:
-        tl.store(p_base + (W - 4) * sp_k, dw3, mask=cmask)
-    tl.store(p_base + W * sp_k, db, mask=cmask)
+        tl.store(p_base + (W - 4) * sp_k, tl.sum(dw3, axis=0), mask=cmask)
+    tl.store(p_base + W * sp_k, tl.sum(db, axis=0), mask=cmask)
 
 
 @triton.jit
-def _conv_bwd_dx_kernel(dpre_ptr, w_ptr, dx_ptr,
+def _conv_bwd_dx_kernel(dpre_ptr, wt_ptr, dx_ptr,
                         T, C,
-                        sg_b, sg_t, sw_c, sw_k, sdx_b, sdx_t,
+                        sg_b, sg_t, sdx_b, sdx_t,
                         W: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr, ACC: tl.constexpr):
     """Kernel B: dx[t] = sum_j w[:, W - 1 - j] dpre[t + j] (dpre = 0 at t + j >= T), stored in dx's dtype. The
-    scratch and dx are channel-last."""
+    scratch and dx are channel-last; wt is the (W, C) contiguous copy of the weight."""
     pid_t = tl.program_id(0)
     pid_c = tl.program_id(1)
     b = tl.program_id(2).to(tl.int64)
@@ -216,7 +229,7 @@ def _conv_bwd_dx_kernel(dpre_ptr, w_ptr, dx_ptr,
     for j in tl.static_range(W):  # W shifted loads of the scratch: the overlapping rows come from L1/L2
         s = t + j
         g = tl.load(g_base + s[:, None] * sg_t + c[None, :], mask=(s < T)[:, None] & cmask[None, :], other=0.0)
-        wk = tl.load(w_ptr + c * sw_c + (W - 1 - j) * sw_k, mask=cmask, other=0.0).to(ACC)  # (BC,)
+        wk = tl.load(wt_ptr + (W - 1 - j) * C + c, mask=cmask, other=0.0).to(ACC)  # (BC,)
         dx += wk[None, :] * g
     m = (t < T)[:, None] & cmask[None, :]
     tl.store(dx_ptr + b * sdx_b + t[:, None] * sdx_t + c[None, :], dx.to(dx_ptr.dtype.element_ty), mask=m)
@@ -309,13 +322,13 @@ def conv_fwd(x, weight, bias=None, *, block_t=64, block_c=128, num_warps=4):
     return out
 
 
-def conv_bwd(x, weight, bias, dout, *, block_t=32, block_c=64, tiles=8, num_warps=4):
+def conv_bwd(x, weight, bias, dout, *, block_t=32, block_c=64, tiles=8, num_warps=8):
     """(dx, dweight, dbias) of sum(out * dout) for out = conv_fwd(x, weight, bias): dx (B, C, T) in x's dtype,
     channel-last; dweight (C, W) and dbias (C,) in their parameter's dtype (None for an absent bias), reduced
     in the compute dtype. x and dout any strides (copied channel-last first where they are not). block_t x
-    block_c: the tile of both backward kernels; tiles: time tiles walked by one program of the first (dpre and
-    the weight-gradient partial sums), which sets the partial-sum buffer's rows, B * cdiv(T, block_t * tiles)
-    (module docstring)."""
+    block_c: the tile of both backward kernels, num_warps their warps per program; tiles: time tiles walked by
+    one program of the first (dpre and the weight-gradient partial sums), which sets the partial-sum buffer's
+    rows, B * cdiv(T, block_t * tiles) (module docstring)."""
     _check_blocks(block_t, block_c, tiles)
     _check(x, weight, bias, dout)
     bsz, c, t = x.shape
@@ -327,17 +340,18 @@ def conv_bwd(x, weight, bias, dout, *, block_t=32, block_c=64, tiles=8, num_warp
     if dx.numel():
         x, dout = _as_channel_last(x), _as_channel_last(dout)
         dpre = torch.empty(bsz, t, c, dtype=acc, device=x.device)  # scratch, (B, T, C) contiguous
+        wt = weight.t().contiguous()  # (W, C): tap loads vectorize over channels (weight's rows are W wide)
         has_bias = bias is not None
         _conv_bwd_dpre_kernel[(groups, triton.cdiv(c, block_c), bsz)](
-            x, weight, bias if has_bias else weight, dout, dpre, part,
+            x, wt, bias if has_bias else wt, dout, dpre, part,
             t, c, tiles,
-            x.stride(0), x.stride(2), *weight.stride(), dout.stride(0), dout.stride(2), dpre.stride(0),
+            x.stride(0), x.stride(2), dout.stride(0), dout.stride(2), dpre.stride(0),
             dpre.stride(1), part.stride(0), part.stride(1),
             W=w, HAS_BIAS=has_bias, BT=block_t, BC=block_c, ACC=_TL_DTYPES[acc], num_warps=num_warps)
         _conv_bwd_dx_kernel[(triton.cdiv(t, block_t), triton.cdiv(c, block_c), bsz)](
-            dpre, weight, dx,
+            dpre, wt, dx,
             t, c,
-            dpre.stride(0), dpre.stride(1), *weight.stride(), dx.stride(0), dx.stride(2),
+            dpre.stride(0), dpre.stride(1), dx.stride(0), dx.stride(2),
             W=w, BT=block_t, BC=block_c, ACC=_TL_DTYPES[acc], num_warps=num_warps)
     red = part.sum(0)  # (W + 1, C), deterministic
     dweight = red[:w].t().to(weight.dtype)
@@ -365,12 +379,13 @@ class _ConvSiluFn(torch.autograd.Function):
         return dx, dweight, dbias, None
 
 
-def causal_conv1d_silu(x, weight, bias=None, *, block_t=None, block_c=None, tiles=8, num_warps=4):
+def causal_conv1d_silu(x, weight, bias=None, *, block_t=None, block_c=None, tiles=8, num_warps=None):
     """causal_conv1d_fn(x, weight, bias, activation="silu") as golf's mixer calls it, on golf's kernels,
     differentiable w.r.t. x, weight and bias. x (B, C, T) (a channel-last view for speed), weight (C, W) with W
-    in 2..4, bias (C,) or None. Returns (B, C, T) in x's dtype, channel-last. block_t, block_c: the tile of the
-    forward and backward kernels alike, None for each one's default (conv_fwd 64 x 128, conv_bwd 32 x 64);
-    tiles: time tiles per program of the backward's first kernel; num_warps: per program (module docstring)."""
+    in 2..4, bias (C,) or None. Returns (B, C, T) in x's dtype, channel-last. block_t, block_c (the tile) and
+    num_warps (per program) apply to the forward and backward kernels alike; None takes each one's default
+    (conv_fwd 64 x 128 at 4 warps, conv_bwd 32 x 64 at 8). tiles: time tiles per program of the backward's
+    first kernel (module docstring)."""
     _check_blocks(block_t, block_c, tiles, optional=True)
     _check(x, weight, bias)
     opts = {"block_t": block_t, "block_c": block_c, "tiles": tiles, "num_warps": num_warps}
