@@ -171,8 +171,9 @@ def test_backward_layouts_give_channel_last_results(ck, device, layout):
 @pytest.mark.parametrize("block_t, tiles, t", [(8, 1, 45), (8, 3, 45), (8, 5, 45), (4, 4, 61), (16, 2, 15)])
 def test_tiles_per_program_exact_fp64(ck, device, block_t, tiles, t):
     """The backward's first kernel walking several time tiles per program, with T not a multiple of the tile nor
-    of a program's span (the last program's trailing tiles lie wholly past T, its first one partly): fp64
-    gradients at ~1e-12 of the reference; dx does not depend on tiles (its kernel reads dpre only), bit for bit."""
+    of a program's span (the last program's last tile partly past T; with 5 tiles of 8 rows over 45, its last
+    four wholly past): fp64 gradients at ~1e-12 of the reference; dx does not depend on tiles (its kernel reads
+    dpre only), bit for bit."""
     opts = {"block_t": block_t, "block_c": 8, "tiles": tiles}
     inputs = _inputs(9, 2, 20, t, 4, row=28, offset=5, device=device)
     _compare(ck, inputs, 1e-12, **opts)
