@@ -16,9 +16,11 @@ contiguous (B, T, C) tensor; 1664: the mixer's slice of in_proj's output), weigh
    (forward: read x, write out; backward: read x, dout, write dx; the (C, W) parameters are negligible).
    "bwd ms" is fwd+bwd less fwd.
 
-golf's variants: --block-t, --block-c, --tiles (time tiles per backward program), --num-warps, each a
-comma-separated list; rows are labelled "golf row=<row stride>", plus " bt.. bc.. tiles.. w.." when more than
-one variant is asked for.
+golf's variants: --block-t, --block-c, --tiles (time tiles per program of the backward's first kernel),
+--num-warps, each a comma-separated list; block and warp values apply to the forward and backward kernels
+alike, and left out each kernel keeps its own default (forward 64 x 128 at 4 warps, backward 32 x 64 at 8:
+golf/conv_kernel.py). Rows are labelled "golf row=<row stride>", plus " bt.. bc.. tiles.. w.." ("-" for a
+kernel default) when more than one variant is asked for.
 
     python bench/conv_kernel_bench.py                                  # production shapes, rows 832 and 1664
     python bench/conv_kernel_bench.py --block-t 32,64 --block-c 64,128 --num-warps 4,8 --json $OUT/conv.json
@@ -61,10 +63,12 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="x's stride over time, each >= c: one row of results each (default 832,1664)")
     ap.add_argument("--dtype", choices=list(DTYPES), default="bf16", help="x dtype (default bf16)")
     ap.add_argument("--wdtype", choices=list(DTYPES), default="fp32", help="weight, bias dtype (default fp32)")
-    ap.add_argument("--block-t", default="64", help="golf variants: time tile (default 64)")
-    ap.add_argument("--block-c", default="128", help="golf variants: channel tile (default 128)")
-    ap.add_argument("--tiles", default="8", help="golf variants: time tiles per backward program (default 8)")
-    ap.add_argument("--num-warps", default="4", help="golf variants: warps per program (default 4)")
+    ap.add_argument("--block-t", help="golf variants: time tile (default: each kernel's own, 64 fwd, 32 bwd)")
+    ap.add_argument("--block-c", help="golf variants: channel tile (default: each kernel's own, 128 fwd, 64 bwd)")
+    ap.add_argument("--tiles", default="8",
+                    help="golf variants: time tiles per program of the backward's first kernel (default 8)")
+    ap.add_argument("--num-warps", help="golf variants: warps per program (default: each kernel's own, 4 fwd, "
+                    "8 bwd)")
     ap.add_argument("--ref-b", type=int, default=2, help="sequences checked against the fp32 reference (default 2)")
     ap.add_argument("--tol", type=float, default=0.02,
                     help="largest relative error against the reference, unless causal_conv1d_fn's is larger "
@@ -162,6 +166,9 @@ def main(argv=None) -> int:
         return 2
     lists = {}
     for name in ("row_strides", "block_t", "block_c", "tiles", "num_warps"):
+        if getattr(a, name) is None:  # left out: the kernels' own defaults
+            lists[name] = [None]
+            continue
         vals = _ints(getattr(a, name))
         if not vals or min(vals) < 1:
             print(f"error: --{name.replace('_', '-')} takes a comma-separated list of positive ints, "
@@ -197,7 +204,8 @@ def main(argv=None) -> int:
     for row in lists["row_strides"]:
         impls = {} if ref_fn is None else {f"causal_conv1d row={row}": ref_fn}
         for v in variants:
-            suffix = f" bt{v[0]} bc{v[1]} tiles{v[2]} w{v[3]}" if len(variants) > 1 else ""
+            bt, bc, tl, nw = ("-" if n is None else n for n in v)
+            suffix = f" bt{bt} bc{bc} tiles{tl} w{nw}" if len(variants) > 1 else ""
             impls[f"golf row={row}{suffix}"] = golf_fn(*v)
         base = f"causal_conv1d row={row}"
 

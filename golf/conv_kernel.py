@@ -2,7 +2,7 @@
 `causal_conv1d_silu(x, weight, bias)` has the call of causal-conv1d's causal_conv1d_fn(x, weight, bias,
 activation="silu") as golf.ssm.Mamba2Mixer makes it (no seq_idx, initial or final states); model.ssm_conv "golf"
 selects it on the triton path (golf.ssm.resolve_ssm_backend; golf::causal_conv1d_silu under ssm_compile
-"opaque"). bench/conv_kernel_bench.py times it against causal_conv1d_fn on a CUDA device (not yet run).
+"opaque"). bench/conv_kernel_bench.py times it against causal_conv1d_fn on a CUDA device.
 
 What it computes, per batch b, channel c and time t (W the kernel width, x zero before t = 0, exactly
 golf.ssm.causal_conv_silu_reference on F.pad(x, (W - 1, 0))):
@@ -16,31 +16,58 @@ Backward, for dout = dL/dout:
 All arithmetic in fp32 (fp64 for fp64 x, so that the tests compare exactly), whatever x's, weight's and bias's
 dtypes; out and dx in x's dtype, dweight and dbias in their parameter's dtype.
 
-Layout. x (B, C, T) may have any strides (they are passed to the kernels), but the fast one is channel-last:
-a transpose view of a (B, T, C) tensor, stride over channels 1, over time C or wider (the mixer's xBC is a
-slice of in_proj's output, row stride 1664 at the production shapes). Channels are then the contiguous axis of
-every load. out and dx are allocated channel-last contiguous ((B, T, C) transposed), as causal-conv1d's are.
+Layout. x (B, C, T) may have any strides, but the fast one is channel-last: a transpose view of a (B, T, C)
+tensor, stride over channels 1, over time C or wider (the mixer's xBC is a slice of in_proj's output, row stride
+1664 at the production shapes). Channels are then the contiguous axis of every load. The forward passes x's
+strides to its kernel as they are. The backward first makes a channel-last copy of x or dout where its stride
+over channels is not 1 (inside a compiled model dout can arrive as a plain (B, C, T) tensor, time the fast
+axis): one extra read and write of that tensor, far cheaper than tile loads whose every element is its own
+memory transaction; its kernels then take channels as contiguous (stride 1 at compile time, so loads can be
+vectorized). out and dx are allocated channel-last contiguous ((B, T, C) transposed), as causal-conv1d's are.
 
-Forward: grid (cdiv(T, BLOCK_T), cdiv(C, BLOCK_C), B); each program loads the W time-shifted
-(BLOCK_T, BLOCK_C) tiles of x it needs (rows t - W + 1 .. t; the overlapping rows come from L1/L2, so DRAM
-sees x about once), adds the W taps and the bias, applies SiLU and stores. Nothing is saved for backward but
-the inputs (x, weight, bias): the backward recomputes pre.
+Forward: grid (cdiv(T, BLOCK_T), cdiv(C, BLOCK_C), B), default tile 64 x 128 at 4 warps; each program loads the
+W time-shifted (BLOCK_T, BLOCK_C) tiles of x it needs (rows t - W + 1 .. t; the overlapping rows come from
+L1/L2, so DRAM sees x about once), adds the W taps and the bias, applies SiLU and stores. Nothing is saved for
+backward but the inputs (x, weight, bias): the backward recomputes pre.
 
-Backward: grid (cdiv(T, BLOCK_T * tiles), cdiv(C, BLOCK_C), B); each program walks `tiles` consecutive time
-tiles. For a tile of rows t it needs dpre at rows t + j, j = 0 .. W - 1: it recomputes pre (and dpre) for each
-of the W shifts from shifted loads of x and dout (2W - 1 distinct x tiles, W dout tiles, again mostly cache
-hits), so SiLU's sigmoid is evaluated W times per element (compute the memory-bound kernel can afford; a
-register tile cannot be shifted along time in Triton, and storing dpre would cost DRAM bytes). dx is stored
-once. dweight and dbias are accumulated per program in registers over its tiles and written as partial sums
-to a (B * time-groups, W + 1, C) buffer in the compute dtype, summed in PyTorch: deterministic (no atomics;
-the same bits run to run), and small (at the production shapes, 64 * 4 * 5 * 832 fp32 = 4.3 MB against the
-218 MB of one bf16 activation).
+Backward: two kernels and a scratch dpre of (B, T, C) in the compute dtype; default tile 32 x 64 at 8 warps
+(each (BT, BC) fp32 tile is then 8 values per thread), channels contiguous in every load and store (x and dout
+copied channel-last where needed, above; the taps read from a (W, C) contiguous copy of the weight).
+  A. _conv_bwd_dpre_kernel, grid (cdiv(T, BLOCK_T * tiles), cdiv(C, BLOCK_C), B): each program walks `tiles`
+     consecutive time tiles (default 8, 256 rows). Per tile it loads the W shifted x tiles once, forms pre,
+     loads dout, stores dpre = dout silu'(pre) (one sigmoid per element), and adds dpre and dpre x[t - s]
+     (s = 0 .. W - 1, the same x tiles) into W + 1 (BT, BC) accumulators, reduced over rows once at the end
+     into one row of a (B * cdiv(T, BLOCK_T * tiles), W + 1, C) partial-sum buffer (taps, then dbias), summed
+     in PyTorch: deterministic (no atomics; the same bits run to run) and small (production shapes: 512 rows
+     * 5 * 832 fp32 = 8.5 MB).
+  B. _conv_bwd_dx_kernel, grid (cdiv(T, BLOCK_T), cdiv(C, BLOCK_C), B): dx[t] = sum_j w[W - 1 - j] dpre[t + j]
+     from W shifted loads of the scratch (zero at or past T; overlapping rows again from L1/L2), stored in x's
+     dtype.
+Registers, from ptxas -v on the Triton 3.9 PTX for sm_90a (bf16 x, W = 4, no GPU run): A 128 per thread at
+the default tile (149 fp16, 152 fp32 x), B 62, no spills, every global load and store vectorized. A at 32 x 64
+with 4 warps, or 64 x 64 or 32 x 128 with 8, uses 228 to 237 (fewer programs per SM); at the forward's 64 x 128
+it spills (976 bytes per thread at 8 warps, 10 KB at 4), which is why the backward has its own defaults. (The
+single fused backward kernel described below, compiled the same way at its 64 x 128 tile and 4 warps with
+channel strides of 1: 255 registers and 2.4 KB of spill stores per thread.)
+DRAM traffic (bf16 x at the production shapes, one activation A = 218 MB): read x and dout (2A), write and
+read back the fp32 scratch (4A), write dx (A): about 7A = 1.5 GB, against the 3A of a single fused pass (plus
+2A for each of x and dout that needs its channel-last copy). The scratch is what lets each dpre be computed
+once: a register tile cannot be shifted along time in Triton, so a single fused kernel must recompute pre W
+times per tile with W shifted loads each and hold several large fp32 tiles at once. Such a fused backward
+(64 x 128 tiles, 4 warps) measured 2026-11-30 on an H200 with bench/conv_kernel_bench.py (b=64 T=2048 C=832
+W=4 bf16 channel-last) took 4.9 ms against causal-conv1d's 0.62 ms and a 0.164 ms memory floor (forward 0.163
+ms against causal-conv1d's 0.134), and about 20 ms per call inside the compiled hybrid model. GPU timing of
+this two-kernel backward is not yet measured; its traffic at 4 TB/s is about 0.4 ms. `tiles` trades the
+partial-sum buffer's size (and its reduction in PyTorch) against the number of programs of kernel A; it does
+not affect dx, nor (beyond rounding order) the weight gradients.
 
 Limits. W (the width) 2, 3 or 4, as causal-conv1d. No seq_idx, initial_states, return_final_states or
 activations other than SiLU. Runs on CUDA tensors, or on CPU tensors under Triton's interpreter
-(TRITON_INTERPRET=1 set before triton is first imported; tests/conftest.py). Checked only in the interpreter
-(tests/test_conv_kernel.py); compiling it, GPU parity against causal_conv1d_fn and its timing are
-bench/conv_kernel_bench.py's, not yet run.
+(TRITON_INTERPRET=1 set before triton is first imported; tests/conftest.py). This backward is checked in the
+interpreter (tests/test_conv_kernel.py) and its register use by compiling it offline (above); its GPU parity
+against causal_conv1d_fn and timing are bench/conv_kernel_bench.py's, not yet run. The backward allocates the
+scratch per call (an fp32 activation, 436 MB at the production shapes), transient in PyTorch's caching
+allocator.
 """
 
 from __future__ import annotations
@@ -97,51 +124,115 @@ def _conv_fwd_kernel(x_ptr, w_ptr, b_ptr, out_ptr,
 
 
 @triton.jit
-def _conv_bwd_kernel(x_ptr, w_ptr, b_ptr, dout_ptr, dx_ptr, part_ptr,
-                     T, C, tiles,
-                     sx_b, sx_c, sx_t, sw_c, sw_k, sd_b, sd_c, sd_t, sdx_b, sdx_c, sdx_t, sp_r, sp_k,
-                     W: tl.constexpr, BW: tl.constexpr, HAS_BIAS: tl.constexpr, BT: tl.constexpr,
-                     BC: tl.constexpr, ACC: tl.constexpr):
+def _x_shift(x_base, t, s: tl.constexpr, c, cmask, T, sx_t, ACC: tl.constexpr):
+    """x[t - s] on the (BT, BC) tile of rows t (channels contiguous; zero before t = 0 and at or past T)."""
+    ts = t - s
+    m = ((ts >= 0) & (ts < T))[:, None] & cmask[None, :]
+    return tl.load(x_base + ts[:, None] * sx_t + c[None, :], mask=m, other=0.0).to(ACC)
+
+
+@triton.jit
+def _w_shift(wt_ptr, c, cmask, s: tl.constexpr, W: tl.constexpr, C, ACC: tl.constexpr):
+    """The tap that multiplies x[t - s] in pre[t], i.e. w[:, W - 1 - s] (zeros for s >= W), from the (W, C)
+    contiguous copy of the weight."""
+    if s < W:
+        return tl.load(wt_ptr + (W - 1 - s) * C + c, mask=cmask, other=0.0).to(ACC)
+    else:
+        return tl.zeros(c.shape, dtype=ACC)
+
+
+@triton.jit
+def _conv_bwd_dpre_kernel(x_ptr, wt_ptr, b_ptr, dout_ptr, dpre_ptr, part_ptr,
+                          T, C, tiles,
+                          sx_b, sx_t, sd_b, sd_t, sg_b, sg_t, sp_r, sp_k,
+                          W: tl.constexpr, HAS_BIAS: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr,
+                          ACC: tl.constexpr):
+    """Kernel A: dpre = dout silu'(pre) to the scratch, and this program's partial dweight and dbias. x, dout and
+    the scratch are channel-last (stride over channels 1, so every row of a tile is one coalesced load); wt is
+    the (W, C) contiguous copy of the weight, so that each tap is a contiguous vector over channels too."""
     pid_g = tl.program_id(0)
     pid_c = tl.program_id(1)
     b = tl.program_id(2).to(tl.int64)
     c = pid_c * BC + tl.arange(0, BC)  # (BC,)
     cmask = c < C
-    if HAS_BIAS:
-        bias = tl.load(b_ptr + c, mask=cmask, other=0.0).to(ACC)
-    else:
-        bias = tl.zeros((BC,), dtype=ACC)
     x_base = x_ptr + b * sx_b
     d_base = dout_ptr + b * sd_b
-    kk = tl.arange(0, BW)  # (BW,) tap index of the dweight tile
-    dw = tl.zeros((BW, BC), dtype=ACC)  # partial dweight, transposed: [k, c]
-    db = tl.zeros((BC,), dtype=ACC)
+    g_base = dpre_ptr + b * sg_b
+    # dweight (by shift s) and dbias summed elementwise over the program's tiles and reduced over rows once at
+    # the end: at the default 32 x 64 tile and 8 warps a (BT, BC) tile is 8 values per thread, no more than a
+    # (BC,) vector replicated across the rows' threads, and no cross-warp reduction runs per tile
+    dw0 = tl.zeros((BT, BC), dtype=ACC)
+    dw1 = tl.zeros((BT, BC), dtype=ACC)
+    dw2 = tl.zeros((BT, BC), dtype=ACC)
+    dw3 = tl.zeros((BT, BC), dtype=ACC)
+    db = tl.zeros((BT, BC), dtype=ACC)
     for i in range(tiles):
         t = (pid_g * tiles + i) * BT + tl.arange(0, BT)  # (BT,)
-        dx = tl.zeros((BT, BC), dtype=ACC)
-        for j in tl.static_range(W):  # dpre at rows t + j, which dx[t] takes with tap W - 1 - j
-            s = t + j
-            pre = _pre(x_base, w_ptr, bias, s, c, cmask, T, sx_c, sx_t, sw_c, sw_k, W, ACC)  # (BT, BC)
-            m = (s < T)[:, None] & cmask[None, :]
-            dout = tl.load(d_base + s[:, None] * sd_t + c[None, :] * sd_c, mask=m, other=0.0).to(ACC)
-            sig = 1.0 / (1.0 + tl.exp(-pre))
-            dpre = dout * sig * (1.0 + pre * (1.0 - sig))  # 0 where s >= T (dout masked to 0)
-            wk = tl.load(w_ptr + c * sw_c + (W - 1 - j) * sw_k, mask=cmask, other=0.0).to(ACC)  # (BC,)
-            dx += wk[None, :] * dpre
-            if j == 0:  # this tile's own dpre: its share of dweight and dbias
-                db += tl.sum(dpre, axis=0)
-                for k in tl.static_range(W):
-                    ts = t - (W - 1 - k)
-                    mx = ((ts >= 0) & (ts < T))[:, None] & cmask[None, :]
-                    xv = tl.load(x_base + ts[:, None] * sx_t + c[None, :] * sx_c, mask=mx, other=0.0).to(ACC)
-                    dw += tl.where(kk[:, None] == k, tl.sum(dpre * xv, axis=0)[None, :], 0.0)
         m = (t < T)[:, None] & cmask[None, :]
-        tl.store(dx_ptr + b * sdx_b + t[:, None] * sdx_t + c[None, :] * sdx_c, dx.to(dx_ptr.dtype.element_ty),
-                 mask=m)
-    row = b * tl.num_programs(0) + pid_g
-    p_base = part_ptr + row * sp_r
-    tl.store(p_base + kk[:, None] * sp_k + c[None, :], dw, mask=(kk < W)[:, None] & cmask[None, :])
-    tl.store(p_base + W * sp_k + c, db, mask=cmask)
+        # bias and the W taps (indexed by the time shift s they apply to, s = W - 1 - k; unused shifts are zero
+        # and compiled out) are loaded per tile, not kept from before the loop: L1 hits, where keeping them
+        # holds 5 more (BC,) vectors through the loop (ptxas for sm_90: 168 registers per thread against 128)
+        if HAS_BIAS:
+            bias = tl.load(b_ptr + c, mask=cmask, other=0.0).to(ACC)
+        else:
+            bias = tl.zeros((BC,), dtype=ACC)
+        w0 = _w_shift(wt_ptr, c, cmask, 0, W, C, ACC)
+        w1 = _w_shift(wt_ptr, c, cmask, 1, W, C, ACC)
+        w2 = _w_shift(wt_ptr, c, cmask, 2, W, C, ACC)
+        w3 = _w_shift(wt_ptr, c, cmask, 3, W, C, ACC)
+        # the W shifted x tiles, each loaded once and used for pre and for dweight
+        x0 = _x_shift(x_base, t, 0, c, cmask, T, sx_t, ACC)
+        x1 = _x_shift(x_base, t, 1, c, cmask, T, sx_t, ACC)
+        pre = bias[None, :] + w0[None, :] * x0 + w1[None, :] * x1
+        if W >= 3:
+            x2 = _x_shift(x_base, t, 2, c, cmask, T, sx_t, ACC)
+            pre += w2[None, :] * x2
+        if W >= 4:
+            x3 = _x_shift(x_base, t, 3, c, cmask, T, sx_t, ACC)
+            pre += w3[None, :] * x3
+        dout = tl.load(d_base + t[:, None] * sd_t + c[None, :], mask=m, other=0.0).to(ACC)
+        sig = 1.0 / (1.0 + tl.exp(-pre))
+        dpre = dout * sig * (1.0 + pre * (1.0 - sig))  # 0 at rows t >= T (dout masked to 0)
+        tl.store(g_base + t[:, None] * sg_t + c[None, :], dpre, mask=m)
+        db += dpre
+        dw0 += dpre * x0
+        dw1 += dpre * x1
+        if W >= 3:
+            dw2 += dpre * x2
+        if W >= 4:
+            dw3 += dpre * x3
+    p_base = part_ptr + (b * tl.num_programs(0) + pid_g) * sp_r + c  # [row, k, c]; k = W - 1 - s, row W dbias
+    tl.store(p_base + (W - 1) * sp_k, tl.sum(dw0, axis=0), mask=cmask)
+    tl.store(p_base + (W - 2) * sp_k, tl.sum(dw1, axis=0), mask=cmask)
+    if W >= 3:
+        tl.store(p_base + (W - 3) * sp_k, tl.sum(dw2, axis=0), mask=cmask)
+    if W >= 4:
+        tl.store(p_base + (W - 4) * sp_k, tl.sum(dw3, axis=0), mask=cmask)
+    tl.store(p_base + W * sp_k, tl.sum(db, axis=0), mask=cmask)
+
+
+@triton.jit
+def _conv_bwd_dx_kernel(dpre_ptr, wt_ptr, dx_ptr,
+                        T, C,
+                        sg_b, sg_t, sdx_b, sdx_t,
+                        W: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr, ACC: tl.constexpr):
+    """Kernel B: dx[t] = sum_j w[:, W - 1 - j] dpre[t + j] (dpre = 0 at t + j >= T), stored in dx's dtype. The
+    scratch and dx are channel-last; wt is the (W, C) contiguous copy of the weight."""
+    pid_t = tl.program_id(0)
+    pid_c = tl.program_id(1)
+    b = tl.program_id(2).to(tl.int64)
+    t = pid_t * BT + tl.arange(0, BT)  # (BT,)
+    c = pid_c * BC + tl.arange(0, BC)  # (BC,)
+    cmask = c < C
+    g_base = dpre_ptr + b * sg_b
+    dx = tl.zeros((BT, BC), dtype=ACC)
+    for j in tl.static_range(W):  # W shifted loads of the scratch: the overlapping rows come from L1/L2
+        s = t + j
+        g = tl.load(g_base + s[:, None] * sg_t + c[None, :], mask=(s < T)[:, None] & cmask[None, :], other=0.0)
+        wk = tl.load(wt_ptr + (W - 1 - j) * C + c, mask=cmask, other=0.0).to(ACC)  # (BC,)
+        dx += wk[None, :] * g
+    m = (t < T)[:, None] & cmask[None, :]
+    tl.store(dx_ptr + b * sdx_b + t[:, None] * sdx_t + c[None, :], dx.to(dx_ptr.dtype.element_ty), mask=m)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -186,8 +277,11 @@ def _check(x, weight, bias, dout=None) -> None:
                          "they run only in Triton's interpreter (TRITON_INTERPRET=1 before triton is imported)")
 
 
-def _check_blocks(block_t, block_c, tiles) -> None:
+def _check_blocks(block_t, block_c, tiles, optional=False) -> None:
+    """optional: None also accepted for block_t and block_c (each kernel's own default)."""
     for name, v in (("block_t", block_t), ("block_c", block_c)):
+        if optional and v is None:
+            continue
         if not isinstance(v, int) or v < 1 or v & (v - 1):
             raise ValueError(f"causal_conv1d_silu: {name} must be a power of two, got {v!r}")
     if not isinstance(tiles, int) or tiles < 1:
@@ -197,6 +291,16 @@ def _check_blocks(block_t, block_c, tiles) -> None:
 def _new_channel_last(x: torch.Tensor) -> torch.Tensor:
     b, c, t = x.shape
     return x.new_empty(b, t, c).transpose(1, 2)  # (B, C, T), stride over channels 1
+
+
+def _as_channel_last(x: torch.Tensor) -> torch.Tensor:
+    """x itself where its channels are already the contiguous axis, else a channel-last copy. The backward's
+    kernels read whole rows of channels per time step: with any other layout each element of a tile is a
+    separate memory transaction (a 16x or worse slowdown), so one extra read and write of the tensor is the
+    cheaper way."""
+    if x.stride(1) == 1 or x.shape[1] == 1:
+        return x
+    return _new_channel_last(x).copy_(x)
 
 
 def conv_fwd(x, weight, bias=None, *, block_t=64, block_c=128, num_warps=4):
@@ -218,10 +322,13 @@ def conv_fwd(x, weight, bias=None, *, block_t=64, block_c=128, num_warps=4):
     return out
 
 
-def conv_bwd(x, weight, bias, dout, *, block_t=64, block_c=128, tiles=8, num_warps=4):
+def conv_bwd(x, weight, bias, dout, *, block_t=32, block_c=64, tiles=8, num_warps=8):
     """(dx, dweight, dbias) of sum(out * dout) for out = conv_fwd(x, weight, bias): dx (B, C, T) in x's dtype,
     channel-last; dweight (C, W) and dbias (C,) in their parameter's dtype (None for an absent bias), reduced
-    in the compute dtype. tiles: time tiles of block_t rows walked by one program (module docstring)."""
+    in the compute dtype. x and dout any strides (copied channel-last first where they are not). block_t x
+    block_c: the tile of both backward kernels, num_warps their warps per program; tiles: time tiles walked by
+    one program of the first (dpre and the weight-gradient partial sums), which sets the partial-sum buffer's
+    rows, B * cdiv(T, block_t * tiles) (module docstring)."""
     _check_blocks(block_t, block_c, tiles)
     _check(x, weight, bias, dout)
     bsz, c, t = x.shape
@@ -231,13 +338,21 @@ def conv_bwd(x, weight, bias, dout, *, block_t=64, block_c=128, tiles=8, num_war
     groups = triton.cdiv(t, block_t * tiles)
     part = torch.zeros(bsz * groups, w + 1, c, dtype=acc, device=x.device)  # [row, k, c]; row W is dbias
     if dx.numel():
-        grid = (groups, triton.cdiv(c, block_c), bsz)
-        _conv_bwd_kernel[grid](
-            x, weight, bias if bias is not None else weight, dout, dx, part,
+        x, dout = _as_channel_last(x), _as_channel_last(dout)
+        dpre = torch.empty(bsz, t, c, dtype=acc, device=x.device)  # scratch, (B, T, C) contiguous
+        wt = weight.t().contiguous()  # (W, C): tap loads vectorize over channels (weight's rows are W wide)
+        has_bias = bias is not None
+        _conv_bwd_dpre_kernel[(groups, triton.cdiv(c, block_c), bsz)](
+            x, wt, bias if has_bias else wt, dout, dpre, part,
             t, c, tiles,
-            *x.stride(), *weight.stride(), *dout.stride(), *dx.stride(), part.stride(0), part.stride(1),
-            W=w, BW=triton.next_power_of_2(w), HAS_BIAS=bias is not None, BT=block_t, BC=block_c,
-            ACC=_TL_DTYPES[acc], num_warps=num_warps)
+            x.stride(0), x.stride(2), dout.stride(0), dout.stride(2), dpre.stride(0),
+            dpre.stride(1), part.stride(0), part.stride(1),
+            W=w, HAS_BIAS=has_bias, BT=block_t, BC=block_c, ACC=_TL_DTYPES[acc], num_warps=num_warps)
+        _conv_bwd_dx_kernel[(triton.cdiv(t, block_t), triton.cdiv(c, block_c), bsz)](
+            dpre, wt, dx,
+            t, c,
+            dpre.stride(0), dpre.stride(1), dx.stride(0), dx.stride(2),
+            W=w, BT=block_t, BC=block_c, ACC=_TL_DTYPES[acc], num_warps=num_warps)
     red = part.sum(0)  # (W + 1, C), deterministic
     dweight = red[:w].t().to(weight.dtype)
     dbias = red[w].to(bias.dtype) if bias is not None else None
@@ -253,8 +368,8 @@ class _ConvSiluFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, opts):
         ctx.save_for_backward(x, weight, bias)
-        ctx.opts = opts
-        fwd = {k: v for k, v in opts.items() if k != "tiles"}
+        ctx.opts = {k: v for k, v in opts.items() if v is not None}  # None: conv_bwd's own default
+        fwd = {k: v for k, v in ctx.opts.items() if k != "tiles"}
         return conv_fwd(x, weight, bias, **fwd)
 
     @staticmethod
@@ -264,12 +379,14 @@ class _ConvSiluFn(torch.autograd.Function):
         return dx, dweight, dbias, None
 
 
-def causal_conv1d_silu(x, weight, bias=None, *, block_t=64, block_c=128, tiles=8, num_warps=4):
+def causal_conv1d_silu(x, weight, bias=None, *, block_t=None, block_c=None, tiles=8, num_warps=None):
     """causal_conv1d_fn(x, weight, bias, activation="silu") as golf's mixer calls it, on golf's kernels,
     differentiable w.r.t. x, weight and bias. x (B, C, T) (a channel-last view for speed), weight (C, W) with W
-    in 2..4, bias (C,) or None. Returns (B, C, T) in x's dtype, channel-last. block_t, block_c: the tile;
-    tiles: time tiles per backward program; num_warps: per program (module docstring)."""
-    _check_blocks(block_t, block_c, tiles)
+    in 2..4, bias (C,) or None. Returns (B, C, T) in x's dtype, channel-last. block_t, block_c (the tile) and
+    num_warps (per program) apply to the forward and backward kernels alike; None takes each one's default
+    (conv_fwd 64 x 128 at 4 warps, conv_bwd 32 x 64 at 8). tiles: time tiles per program of the backward's
+    first kernel (module docstring)."""
+    _check_blocks(block_t, block_c, tiles, optional=True)
     _check(x, weight, bias)
     opts = {"block_t": block_t, "block_c": block_c, "tiles": tiles, "num_warps": num_warps}
     return _ConvSiluFn.apply(x, weight, bias, opts)

@@ -132,6 +132,57 @@ def test_layout_and_strided_dout(ck, device):
         torch.testing.assert_close(g, h, rtol=0, atol=0)
 
 
+def _layouts(x, dout):
+    """The same values as x and dout in layouts whose channels are not the contiguous axis (the backward copies
+    them channel-last first): plain contiguous (B, C, T); channels strided by 2 (every other channel of a wider
+    channel-last tensor); batch innermost ((T, C, B) contiguous, permuted)."""
+    b, c, t = x.shape
+
+    def every_other(v):
+        wide = v.new_zeros(b, t, 2 * c)
+        wide[:, :, ::2] = v.transpose(1, 2)
+        return wide[:, :, ::2].transpose(1, 2)
+
+    def batch_innermost(v):
+        return v.permute(2, 1, 0).contiguous().permute(2, 1, 0)
+
+    return {"bct_contiguous": (x.contiguous(), dout.contiguous()),
+            "channel_stride_2": (every_other(x), every_other(dout)),
+            "batch_innermost": (batch_innermost(x), batch_innermost(dout)),
+            "x_only": (x.contiguous(), dout), "dout_only": (x, dout.contiguous())}
+
+
+@pytest.mark.parametrize("layout", ["bct_contiguous", "channel_stride_2", "batch_innermost", "x_only", "dout_only"])
+def test_backward_layouts_give_channel_last_results(ck, device, layout):
+    """conv_bwd and the autograd path on x and dout whose channel stride is not 1 give bit for bit the results
+    of channel-last ones (and so of the reference)."""
+    x, weight, bias, dout = _inputs(8, 2, 12, 27, 4, row=20, offset=3, device=device)
+    xo, do = _layouts(x, dout)[layout]
+    assert torch.equal(xo, x) and torch.equal(do, dout)
+    assert xo.stride(1) != 1 or do.stride(1) != 1  # at least one takes the copy
+    want = ck.conv_bwd(x, weight, bias, dout, **SMALL)
+    got = ck.conv_bwd(xo, weight, bias, do, **SMALL)
+    assert got[0].stride() == (12 * 27, 1, 12)
+    for g, h in zip(got, want):
+        assert torch.equal(g, h)
+    _compare(ck, (xo, weight, bias, do), 1e-12, **SMALL)
+
+
+@pytest.mark.parametrize("block_t, tiles, t", [(8, 1, 45), (8, 3, 45), (8, 5, 45), (4, 4, 61), (16, 2, 15)])
+def test_tiles_per_program_exact_fp64(ck, device, block_t, tiles, t):
+    """The backward's first kernel walking several time tiles per program, with T not a multiple of the tile nor
+    of a program's span (the last program's last tile partly past T; with 5 tiles of 8 rows over 45, its last
+    four wholly past): fp64 gradients at ~1e-12 of the reference; dx does not depend on tiles (its kernel reads
+    dpre only), bit for bit."""
+    opts = {"block_t": block_t, "block_c": 8, "tiles": tiles}
+    inputs = _inputs(9, 2, 20, t, 4, row=28, offset=5, device=device)
+    _compare(ck, inputs, 1e-12, **opts)
+    x, weight, bias, dout = inputs
+    dx, _, _ = ck.conv_bwd(x, weight, bias, dout, **opts)
+    dx1, _, _ = ck.conv_bwd(x, weight, bias, dout, **{**opts, "tiles": 1})
+    assert torch.equal(dx, dx1)
+
+
 def test_weight_grads_deterministic(ck, device):
     """dweight and dbias are per-program partial sums reduced in PyTorch, not atomics: bitwise repeatable."""
     x, weight, bias, dout = _inputs(5, 2, 12, 21, 4, dtype=torch.float32, device=device)
@@ -172,6 +223,15 @@ def test_bad_tiles(ck, device):
         ck.causal_conv1d_silu(x, weight, bias, block_t=12)
     with pytest.raises(ValueError, match=re.escape("causal_conv1d_silu: dout must have x's shape (2, 8, 16)")):
         ck.conv_bwd(x, weight, bias, dout[..., :3])
+    with pytest.raises(ValueError, match=re.escape("causal_conv1d_silu: tiles must be a positive int, got 0")):
+        ck.causal_conv1d_silu(x, weight, bias, tiles=0)
+    with pytest.raises(ValueError, match=re.escape("causal_conv1d_silu: tiles must be a positive int, got 2.0")):
+        ck.conv_bwd(x, weight, bias, dout, tiles=2.0)
+    # None (each kernel's default tile) is causal_conv1d_silu's alone: conv_fwd and conv_bwd take a size
+    with pytest.raises(ValueError, match=re.escape("causal_conv1d_silu: block_c must be a power of two, got None")):
+        ck.conv_bwd(x, weight, bias, dout, block_c=None)
+    with pytest.raises(ValueError, match=re.escape("causal_conv1d_silu: block_c must be a power of two, got 48")):
+        ck.causal_conv1d_silu(x, weight, bias, block_c=48)
 
 
 def test_cpu_tensors_need_the_interpreter(ck):
