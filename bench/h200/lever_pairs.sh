@@ -3,7 +3,7 @@
 # the hybrid (HYBRID, default configs/hybrid_seed_fit.yaml) on GPU 0 and attention-only (ATTN, default
 # configs/attn_fit.yaml) on GPU 1, through bench/h200/h200_train_sweep.sh (GPUS=2: variant i on GPU i % 2). Both
 # sides get the same runs; where a lever exists on one side only, the other side's row is its nearest analogue.
-# PART=1..7 picks three pairs, PART 7 two (about 7 minutes of call time on a warm machine: a changed model compiles anew, 45-60 s
+# PART=1..7 picks three pairs (about 7 minutes of call time on a warm machine: a changed model compiles anew, 45-60 s
 # of warm-up on 2026-11-30); PART=all runs every pair.
 #   PART=1 bash bench/h200/lever_pairs.sh      # carry .carry (corpus) as for h200_train_sweep.sh
 # HYBRID_SETS / ATTN_SETS: overrides added to every run of that side. Fixed-step runs, immune to the hybrid's
@@ -43,6 +43,9 @@ PAIRS=(
   "train.seq_len=16384 | train.seq_len=16384"
   # no positional encoding in the attention layers (NoPE): the hybrid's Mamba layers carry position
   "model.rope=false | model.rope=false"
+  # a narrower mixer, its parameters moved into MLPs: the SSM at expand 1 (8 heads of 64) with an MLP in each
+  # Mamba block (26.70M) | 2 KV heads and MLP 3.25x (26.83M, attn_fit's count)
+  "model.expand=1.0 model.mamba_mlp_mult=0.75 | model.num_kv_heads=2 model.mlp_mult=3.25"
 )
 case "${PART:-all}" in
   all) pick=("${PAIRS[@]}") ;;
