@@ -57,6 +57,7 @@ def test_lever_pairs_put_the_hybrid_on_gpu_0_and_attention_on_gpu_1_with_valid_s
     every = _lever_variants("all", tmp_path)
     parts = [_lever_variants(str(k), tmp_path) for k in range(1, 8)]
     assert [len(p) for p in parts] == [6] * 7 and [v for p in parts for v in p] == every  # 7 slices
+    assert len(set(every)) == len(every)  # each run its own label, so its own runs_sweep/<label> folder
     for i, variant in enumerate(every):
         words = variant.split()
         assert words[0] == ("config=configs/hybrid_seed_fit.yaml" if i % 2 == 0 else "config=configs/attn_fit.yaml")
