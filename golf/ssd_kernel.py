@@ -2,8 +2,11 @@
 our own specialised to headdim 64, d_state 32"). `ssd_scan` has the call signature of mamba-ssm's
 mamba_chunk_scan_combined as golf.ssm.Mamba2Mixer calls it; model.ssm_scan "golf" (the walking backward) or
 "golf_split" selects it on the triton path (golf.ssm.resolve_ssm_backend; golf::ssd_scan under ssm_compile
-"opaque"). On an H200 it ran 1.66x faster forward and 1.32x forward+backward than mamba-ssm's per layer call
-(bench/ssd_kernel_bench.py, bench/RESULTS.md 2026-11-30); training with it has not been timed yet.
+"opaque"). In hybrid_seed_fit's training step on an H200 it is slower than mamba-ssm's chunk-parallel kernels:
+4.71 ms ("golf") and 3.19 ms ("golf_split") of device time per layer call, forward and backward, against 2.35 ms
+(bench/RESULTS.md, 2026-11-30 fifth block; an earlier wall-clock bench of the call alone had ranked it faster,
+timing mamba-ssm's host launches too). One program per (head, batch) walking the chunks leaves too little work in
+flight at these shapes; a faster kernel would keep mamba-ssm's parallelism over chunks and fuse its passes.
 
 What it computes, per batch b and head h, exactly golf.ssm.ssd_scan_reference (x: (b, l, h, p), dt: (b, l, h)
 raw, A, D, dt_bias: (h,), B, C: (b, l, g, n) shared by the h // g heads of a group):
