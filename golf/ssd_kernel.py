@@ -5,8 +5,9 @@ mamba_chunk_scan_combined as golf.ssm.Mamba2Mixer calls it; model.ssm_scan "golf
 "opaque"). In hybrid_seed_fit's training step on an H200 it is slower than mamba-ssm's chunk-parallel kernels:
 4.71 ms ("golf") and 3.19 ms ("golf_split") of device time per layer call, forward and backward, against 2.35 ms
 (bench/RESULTS.md, 2026-11-30 fifth block; an earlier wall-clock bench of the call alone had ranked it faster,
-timing mamba-ssm's host launches too). One program per (head, batch) walking the chunks leaves too little work in
-flight at these shapes; a faster kernel would keep mamba-ssm's parallelism over chunks and fuse its passes.
+timing mamba-ssm's host launches too). The likely reason: a program per (head, batch) walks its chunks one after
+another, while mamba-ssm's kernels work on all chunks at once; a faster kernel would keep that parallelism and
+fuse the passes.
 
 What it computes, per batch b and head h, exactly golf.ssm.ssd_scan_reference (x: (b, l, h, p), dt: (b, l, h)
 raw, A, D, dt_bias: (h,), B, C: (b, l, g, n) shared by the h // g heads of a group):
