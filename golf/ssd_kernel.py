@@ -85,6 +85,7 @@ import triton.language as tl
 from triton.runtime.interpreter import InterpretedFunction
 
 HEAD_SUMS = ("atomic", "sum")
+FWDS = ("walk", "split")
 BWDS = ("walk", "split")
 
 
@@ -123,6 +124,23 @@ def _chunk_dt(dt_base, sdt_l, dtb, A, pos, valid, SOFTPLUS: tl.constexpr, ACC: t
 
 
 @triton.jit
+def _chunk_y(xc, Bc, Cc, S, dtv, cs, Dh, BL: tl.constexpr, HAS_D: tl.constexpr, ACC: tl.constexpr,
+             DOT: tl.constexpr, PREC: tl.constexpr):
+    """One chunk's y (BL, BP) in ACC, from its x (BL, BP), B, C (BL, BN), dt and cs (BL,) and the state entering
+    it S (BP, BN): both forwards' per-chunk math."""
+    t = tl.arange(0, BL)
+    causal = t[:, None] >= t[None, :]  # (BL, BL) [i, j]: j <= i
+    CB = _mm(Cc, tl.trans(Bc), ACC, DOT, PREC)  # (BL, BL) C_i·B_j
+    decay = tl.exp(tl.where(causal, cs[:, None] - cs[None, :], float("-inf")))  # 0 above the diagonal
+    M = CB * decay * dtv[None, :]
+    y = _mm(M, xc, ACC, DOT, PREC)  # (BL, BP) within the chunk
+    y += tl.exp(cs)[:, None] * _mm(Cc, tl.trans(S), ACC, DOT, PREC)  # carried state
+    if HAS_D:
+        y += Dh * xc
+    return y
+
+
+@triton.jit
 def _ssd_fwd_kernel(
     x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, dtb_ptr, init_ptr, y_ptr, final_ptr, states_ptr,
     seqlen, nchunks, chunk_size, heads_per_group, hdim, dstate,
@@ -157,7 +175,6 @@ def _ssd_fwd_kernel(
     A = tl.load(A_ptr + pid_h).to(ACC)
     dtb = tl.load(dtb_ptr + pid_h).to(ACC) if HAS_BIAS else 0.0
     Dh = tl.load(D_ptr + pid_h).to(ACC) if HAS_D else 0.0
-    causal = t[:, None] >= t[None, :]  # (BL, BL) [i, j]: j <= i
 
     if HAS_INIT:
         S = tl.load(init_ptr + pid_b * si_b + pid_h * si_h + pp[:, None] * si_p + nn[None, :] * si_n,
@@ -179,13 +196,7 @@ def _ssd_fwd_kernel(
             tl.store(st_ptrs, S, mask=pn_mask)
         if COMPUTE_Y:
             Cc = tl.load(C_base + pos[:, None] * sC_l + nn[None, :] * sC_n, mask=ln_mask, other=0.0).to(ACC)
-            CB = _mm(Cc, tl.trans(Bc), ACC, DOT, PREC)  # (BL, BL) C_i·B_j
-            decay = tl.exp(tl.where(causal, cs[:, None] - cs[None, :], float("-inf")))  # 0 above the diagonal
-            M = CB * decay * dtv[None, :]
-            y = _mm(M, xc, ACC, DOT, PREC)  # (BL, BP) within the chunk
-            y += tl.exp(cs)[:, None] * _mm(Cc, tl.trans(S), ACC, DOT, PREC)  # carried state
-            if HAS_D:
-                y += Dh * xc
+            y = _chunk_y(xc, Bc, Cc, S, dtv, cs, Dh, BL, HAS_D, ACC, DOT, PREC)
             y_ptrs = y_base + pos[:, None] * sy_l + pp[None, :] * sy_p
             tl.store(y_ptrs, y.to(y_ptr.dtype.element_ty), mask=lp_mask)
         w = tl.exp(cs_last - cs) * dtv  # (BL,) weight of x_j ⊗ B_j in the state at the chunk's end
@@ -194,6 +205,56 @@ def _ssd_fwd_kernel(
     if STORE_FINAL:
         tl.store(final_ptr + pid_b * sf_b + pid_h * sf_h + pp[:, None] * sf_p + nn[None, :] * sf_n, S,
                  mask=pn_mask)
+
+
+@triton.jit
+def _ssd_fwd_chunk_kernel(
+    x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, dtb_ptr, states_ptr, y_ptr,
+    seqlen, chunk_size, nheads, heads_per_group, hdim, dstate,
+    sx_b, sx_l, sx_h, sx_p,
+    sdt_b, sdt_l, sdt_h,
+    sB_b, sB_l, sB_g, sB_n,
+    sC_b, sC_l, sC_g, sC_n,
+    ss_b, ss_c, ss_h, ss_p, ss_n,
+    sy_b, sy_l, sy_h, sy_p,
+    BL: tl.constexpr, BP: tl.constexpr, BN: tl.constexpr,
+    SOFTPLUS: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr,
+    ACC: tl.constexpr, DOT: tl.constexpr, PREC: tl.constexpr,
+):
+    """fwd="split", step 2: one program per (batch, chunk, head), grid (chunks * h, b) with the heads of one
+    chunk adjacent (they read the same B, C rows, from L2), each computing its chunk's y from the state
+    entering the chunk (S_in, stored by _ssd_bwd_pass_kernel's role 0) exactly as the walk forward's loop body
+    does (_chunk_y)."""
+    pid = tl.program_id(0)
+    pid_h = pid % nheads
+    c = pid // nheads
+    pid_b = tl.program_id(1).to(tl.int64)  # int64: batch offsets of (b, l, h, p) tensors pass 2**31
+    g = pid_h // heads_per_group
+    t = tl.arange(0, BL)
+    pp = tl.arange(0, BP)
+    nn = tl.arange(0, BN)
+    pmask = pp < hdim
+    nmask = nn < dstate
+    A = tl.load(A_ptr + pid_h).to(ACC)
+    dtb = tl.load(dtb_ptr + pid_h).to(ACC) if HAS_BIAS else 0.0
+    Dh = tl.load(D_ptr + pid_h).to(ACC) if HAS_D else 0.0
+
+    pos = c * chunk_size + t
+    valid = (t < chunk_size) & (pos < seqlen)
+    dtv, _, cs = _chunk_dt(dt_ptr + pid_b * sdt_b + pid_h * sdt_h, sdt_l, dtb, A, pos, valid, SOFTPLUS, ACC)
+    lp_mask = valid[:, None] & pmask[None, :]
+    ln_mask = valid[:, None] & nmask[None, :]
+    xc = tl.load(x_ptr + pid_b * sx_b + pid_h * sx_h + pos[:, None] * sx_l + pp[None, :] * sx_p, mask=lp_mask,
+                 other=0.0).to(ACC)
+    Bc = tl.load(B_ptr + pid_b * sB_b + g * sB_g + pos[:, None] * sB_l + nn[None, :] * sB_n, mask=ln_mask,
+                 other=0.0).to(ACC)
+    Cc = tl.load(C_ptr + pid_b * sC_b + g * sC_g + pos[:, None] * sC_l + nn[None, :] * sC_n, mask=ln_mask,
+                 other=0.0).to(ACC)
+    S = tl.load(states_ptr + pid_b * ss_b + c * ss_c + pid_h * ss_h + pp[:, None] * ss_p + nn[None, :] * ss_n,
+                mask=pmask[:, None] & nmask[None, :], other=0.0).to(ACC)  # (BP, BN) the state entering the chunk
+    y = _chunk_y(xc, Bc, Cc, S, dtv, cs, Dh, BL, HAS_D, ACC, DOT, PREC)
+    tl.store(y_ptr + pid_b * sy_b + pid_h * sy_h + pos[:, None] * sy_l + pp[None, :] * sy_p,
+             y.to(y_ptr.dtype.element_ty), mask=lp_mask)
 
 
 @triton.jit
@@ -354,7 +415,7 @@ def _ssd_bwd_kernel(
 @triton.jit
 def _ssd_bwd_pass_kernel(
     x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, dtb_ptr, init_ptr, dy_ptr, dfinal_ptr, states_ptr, dstates_ptr,
-    dinit_ptr,
+    dinit_ptr, final_ptr,
     seqlen, nchunks, chunk_size, heads_per_group, hdim, dstate,
     sx_b, sx_l, sx_h, sx_p,
     sdt_b, sdt_l, sdt_h,
@@ -366,20 +427,26 @@ def _ssd_bwd_pass_kernel(
     ss_b, ss_c, ss_h, ss_p, ss_n,
     sds_b, sds_c, sds_h, sds_p, sds_n,
     sdi_b, sdi_h, sdi_p, sdi_n,
+    sf_b, sf_h, sf_p, sf_n,
     BL: tl.constexpr, BP: tl.constexpr, BN: tl.constexpr,
     SOFTPLUS: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_INIT: tl.constexpr, HAS_DFINAL: tl.constexpr,
-    STORE_DINIT: tl.constexpr, ACC: tl.constexpr, DOT: tl.constexpr, PREC: tl.constexpr,
+    STORE_DINIT: tl.constexpr, STORE_FINAL: tl.constexpr, FIRST_ROLE: tl.constexpr, ACC: tl.constexpr,
+    DOT: tl.constexpr, PREC: tl.constexpr,
 ):
-    """bwd="split", step 1: the two sequential recurrences, each one (p × n) update per chunk, in one launch of
-    grid (h, 2, b). Role 0 (program_id(1) == 0) walks forward: stores the state entering each chunk,
+    """The two sequential recurrences of the split designs, each one (p × n) update per chunk. Role 0 walks
+    forward: stores the state entering each chunk (and, under STORE_FINAL, the state leaving the last one, in
+    ACC),
         S_in(c) (S_in(0) = initial state or 0);  S <- exp(cs_last) S + sum_j exp(cs_last - cs_j) dt_j x_j ⊗ B_j
     role 1 walks backward: stores the loss's gradient w.r.t. the state leaving each chunk,
         dS_out(c) (dS_out(last) = dfinal or 0);  dS <- exp(cs_last) dS + sum_i exp(cs_i) dy_i ⊗ C_i
-    and the gradient w.r.t. the initial state (the dS entering chunk 0). The two need nothing of each other, so
-    they run side by side, 2 h b programs instead of h b for each in turn: both chains are short (one load,
-    one dot, one update a chunk) but serial, so more of them in flight is what hides their latency."""
+    and the gradient w.r.t. the initial state (the dS entering chunk 0). A program's role is
+    program_id(1) + FIRST_ROLE, so one kernel serves three launches: grid (h, 2, b) from 0, the split backward
+    computing both (they need nothing of each other, so they run side by side, 2 h b programs instead of h b
+    for each in turn: both chains are short (one load, one dot, one update a chunk) but serial, so more of
+    them in flight is what hides their latency); grid (h, 1, b) from 0, the split forward's first step; grid
+    (h, 1, b) from 1, the split backward given the split forward's S_in."""
     pid_h = tl.program_id(0)
-    role = tl.program_id(1)
+    role = tl.program_id(1) + FIRST_ROLE
     pid_b = tl.program_id(2).to(tl.int64)
     g = pid_h // heads_per_group
     t = tl.arange(0, BL)
@@ -413,6 +480,9 @@ def _ssd_bwd_pass_kernel(
                          other=0.0).to(ACC)  # (BL, BN)
             w = tl.exp(cs_last - cs) * dtv  # (BL,) weight of x_j ⊗ B_j in the state at the chunk's end
             S = tl.exp(cs_last) * S + _mm(tl.trans(xc * w[:, None]), Bc, ACC, DOT, PREC)
+        if STORE_FINAL:
+            tl.store(final_ptr + pid_b * sf_b + pid_h * sf_h + pp[:, None] * sf_p + nn[None, :] * sf_n, S,
+                     mask=pn_mask)
     else:
         dy_base = dy_ptr + pid_b * sdy_b + pid_h * sdy_h
         C_base = C_ptr + pid_b * sC_b + g * sC_g
@@ -563,18 +633,73 @@ def _strides(t: torch.Tensor | None, ndim: int) -> tuple[int, ...]:
     return tuple(t.stride()) if t is not None else (0,) * ndim
 
 
+def _states_dtype(states_dtype, dot: dict) -> torch.dtype:
+    """The split designs' stored (b, chunks, h, p, n) states: states_dtype, by default the dot dtype (module
+    docstring)."""
+    return states_dtype or {v: k for k, v in _TL_DTYPES.items()}[dot["DOT"]]
+
+
+def _pass(first_role, nroles, x, dt, A, B, C, chunk_size, dt_bias, initial_states, dy, dfinal, states, dstates,
+          dinit, final, consts) -> None:
+    """_ssd_bwd_pass_kernel on grid (h, nroles, b), roles first_role .. first_role + nroles - 1 (0: S_in into
+    `states` and the final state into `final` if not None; 1: dS_out into `dstates` and the initial state's
+    gradient into `dinit` if not None). A role's tensors may be None when it does not run."""
+    b, l, h, p = x.shape
+    g, n = B.shape[2], B.shape[3]
+    dummy = x  # pointer for absent tensors (never read or written: the role and the constexpr flags skip them)
+    _ssd_bwd_pass_kernel[(h, nroles, b)](
+        x, dt, A, B, C, dt_bias if dt_bias is not None else dummy,
+        initial_states if initial_states is not None else dummy, dy if dy is not None else dummy,
+        dfinal if dfinal is not None else dummy, states if states is not None else dummy,
+        dstates if dstates is not None else dummy, dinit if dinit is not None else dummy,
+        final if final is not None else dummy,
+        l, triton.cdiv(l, chunk_size), chunk_size, h // g, p, n,
+        *x.stride(), *dt.stride(), *B.stride(), *C.stride(), *_strides(initial_states, 4), *_strides(dy, 4),
+        *_strides(dfinal, 4), *_strides(states, 5), *_strides(dstates, 5), *_strides(dinit, 4),
+        *_strides(final, 4),
+        HAS_INIT=initial_states is not None, HAS_DFINAL=dfinal is not None, STORE_DINIT=dinit is not None,
+        STORE_FINAL=final is not None, FIRST_ROLE=first_role, **consts)
+
+
+def _consts(x, chunk_size, n, dt_softplus, dt_bias, dot_dtype, num_warps) -> dict:
+    """The launch arguments every kernel takes alike."""
+    return dict(BL=_block(chunk_size), BP=_block(x.shape[3]), BN=_block(n), SOFTPLUS=dt_softplus,
+                HAS_BIAS=dt_bias is not None, ACC=_TL_DTYPES[_compute_dtype(x)], **_dot(x, dot_dtype),
+                num_warps=num_warps)
+
+
 def ssd_scan_fwd(x, dt, A, B, C, chunk_size, D=None, dt_bias=None, dt_softplus=False, initial_states=None,
-                 compute_y=True, return_final_states=False, return_states=False, dot_dtype=None, num_warps=4):
-    """The forward kernel. Returns (y or None, final state or None, states entering each chunk or None):
-    y (b, l, h, p) in x's dtype, final (b, h, p, n) and states (b, chunks, h, p, n) in the compute dtype."""
+                 compute_y=True, return_final_states=False, return_states=False, dot_dtype=None, num_warps=4, *,
+                 fwd="walk", states_dtype=None):
+    """The forward. Returns (y or None, final state or None, states entering each chunk or None): y (b, l, h, p)
+    in x's dtype, final (b, h, p, n) in the compute dtype, states (b, chunks, h, p, n) in the compute dtype
+    (fwd="walk") or in the split's stored states dtype (fwd="split": states_dtype, default the dot dtype; the
+    split backward takes them as its `states`). fwd: "walk" (one program per (head, batch) walking the chunks)
+    or "split" (the state recurrence alone, then one program per (batch, chunk, head)); module docstring."""
+    _check_opts(fwd=fwd, states_dtype=states_dtype)
     b, l, h, p = x.shape
     g, n = B.shape[2], B.shape[3]
     nchunks = triton.cdiv(l, chunk_size)
     acc = _compute_dtype(x)
     y = torch.empty(b, l, h, p, dtype=x.dtype, device=x.device) if compute_y else None
     final = torch.empty(b, h, p, n, dtype=acc, device=x.device) if return_final_states else None
-    states = torch.empty(b, nchunks, h, p, n, dtype=acc, device=x.device) if return_states else None
+    consts = _consts(x, chunk_size, n, dt_softplus, dt_bias, dot_dtype, num_warps)
     dummy = x  # pointer for absent optional tensors (never read: the constexpr flags turn their loads off)
+    if fwd == "split":
+        # 1. S_in of every chunk (and the final state), by the one sequential recurrence, the split backward's
+        # role 0; stored in the dot dtype by default, what the y kernel's one dot that reads it casts it to
+        states = torch.empty(b, nchunks, h, p, n, dtype=_states_dtype(states_dtype, consts), device=x.device)
+        _pass(0, 1, x, dt, A, B, C, chunk_size, dt_bias, initial_states, None, None, states, None, None, final,
+              consts)
+        # 2. every chunk's y at once
+        if compute_y:
+            _ssd_fwd_chunk_kernel[(nchunks * h, b)](
+                x, dt, A, B, C, D if D is not None else dummy, dt_bias if dt_bias is not None else dummy, states, y,
+                l, chunk_size, h, h // g, p, n,
+                *x.stride(), *dt.stride(), *B.stride(), *C.stride(), *states.stride(), *y.stride(),
+                HAS_D=D is not None, **consts)
+        return y, final, states if return_states else None
+    states = torch.empty(b, nchunks, h, p, n, dtype=acc, device=x.device) if return_states else None
     _ssd_fwd_kernel[(h, b)](
         x, dt, A, B, C, D if D is not None else dummy, dt_bias if dt_bias is not None else dummy,
         initial_states if initial_states is not None else dummy, y if y is not None else dummy,
@@ -582,40 +707,48 @@ def ssd_scan_fwd(x, dt, A, B, C, chunk_size, D=None, dt_bias=None, dt_softplus=F
         l, nchunks, chunk_size, h // g, p, n,
         *x.stride(), *dt.stride(), *B.stride(), *C.stride(), *_strides(y, 4), *_strides(initial_states, 4),
         *_strides(final, 4), *_strides(states, 5),
-        BL=_block(chunk_size), BP=_block(p), BN=_block(n),
-        SOFTPLUS=dt_softplus, HAS_D=D is not None, HAS_BIAS=dt_bias is not None,
-        HAS_INIT=initial_states is not None, COMPUTE_Y=compute_y, STORE_FINAL=return_final_states,
-        STORE_STATES=return_states, ACC=_TL_DTYPES[acc], **_dot(x, dot_dtype), num_warps=num_warps)
+        HAS_D=D is not None, HAS_INIT=initial_states is not None, COMPUTE_Y=compute_y,
+        STORE_FINAL=return_final_states, STORE_STATES=return_states, **consts)
     return y, final, states
 
 
-def _check_opts(head_sum, bwd, states_dtype) -> None:
-    """One ValueError line for a bad backward option (checked before _check, whose last check is the device's,
-    so that bad options give the same first error on every machine)."""
+def _check_opts(head_sum="atomic", bwd="walk", states_dtype=None, fwd="walk") -> None:
+    """One ValueError line for a bad option (checked before _check, whose last check is the device's, so that
+    bad options give the same first error on every machine)."""
     if head_sum not in HEAD_SUMS:
         raise ValueError(f"ssd_scan: head_sum must be one of {list(HEAD_SUMS)}, got {head_sum!r}")
+    if fwd not in FWDS:
+        raise ValueError(f"ssd_scan: fwd must be one of {list(FWDS)}, got {fwd!r}")
     if bwd not in BWDS:
         raise ValueError(f"ssd_scan: bwd must be one of {list(BWDS)}, got {bwd!r}")
-    if states_dtype is not None and (bwd != "split" or states_dtype not in _TL_DTYPES):
-        raise ValueError(f"ssd_scan: states_dtype must be None or, with bwd='split', one of {list(_TL_DTYPES)}; "
-                         f"got {states_dtype!r} with bwd={bwd!r}")
+    if states_dtype is not None and ("split" not in (fwd, bwd) or states_dtype not in _TL_DTYPES):
+        raise ValueError(f"ssd_scan: states_dtype must be None or, with fwd='split' or bwd='split', one of "
+                         f"{list(_TL_DTYPES)}; got {states_dtype!r} with fwd={fwd!r}, bwd={bwd!r}")
 
 
 def ssd_scan_bwd(dy, dfinal, x, dt, A, B, C, chunk_size, D=None, dt_bias=None, dt_softplus=False,
                  initial_states=None, head_sum="atomic", dot_dtype=None, num_warps=4, *, bwd="walk",
-                 states_dtype=None):
+                 states_dtype=None, states=None):
     """Gradients (dx, ddt, dA, dB, dC, dD, ddt_bias, dinitial_states), each in its input's dtype (None for an
     absent D, dt_bias or initial_states). dy: (b, l, h, p) or None (zeros); dfinal: (b, h, p, n) or None.
     bwd: "walk" (one program per (head, batch) walking the chunks in reverse) or "split" (two sequential passes
     for the states and state gradients, then one program per (batch, chunk, head)); module docstring.
     states_dtype (bwd="split" only): the dtype of the per-chunk states and state gradients stored between the
-    split's two launches; default the dot dtype (bf16 for bf16 inputs), which they are cast to for the dots."""
+    split's two launches; default the dot dtype (bf16 for bf16 inputs), which they are cast to for the dots.
+    states (bwd="split" only): the states entering each chunk (b, chunks, h, p, n) as the split forward stored
+    them (ssd_scan_fwd(fwd="split", return_states=True)), so that the first pass runs only its backward
+    recurrence instead of recomputing them."""
     _check_opts(head_sum, bwd, states_dtype)
     b, l, h, p = x.shape
     g, n = B.shape[2], B.shape[3]
     hpg = h // g
     acc = _compute_dtype(x)
     nchunks = triton.cdiv(l, chunk_size)
+    if states is not None and (bwd != "split" or tuple(states.shape) != (b, nchunks, h, p, n)
+                               or states.device != x.device):
+        raise ValueError(f"ssd_scan: states (the split forward's S_in) must be a ({b}, {nchunks}, {h}, {p}, {n}) "
+                         f"tensor on {x.device}, with bwd='split'; got {tuple(states.shape)} on {states.device} "
+                         f"with bwd={bwd!r}")
     if dy is None:
         dy = torch.zeros_like(x)
     atomic = head_sum == "atomic" and hpg > 1
@@ -626,8 +759,7 @@ def ssd_scan_bwd(dy, dfinal, x, dt, A, B, C, chunk_size, D=None, dt_bias=None, d
     dC = (torch.zeros if atomic else torch.empty)(b, l, k, n, dtype=acc, device=x.device)
     dinit = torch.empty(b, h, p, n, dtype=acc, device=x.device) if initial_states is not None else None
     dummy = x  # pointer for absent optional tensors (never read: the constexpr flags turn their loads off)
-    consts = dict(BL=_block(chunk_size), BP=_block(p), BN=_block(n), SOFTPLUS=dt_softplus,
-                  HAS_BIAS=dt_bias is not None, ACC=_TL_DTYPES[acc], **_dot(x, dot_dtype), num_warps=num_warps)
+    consts = _consts(x, chunk_size, n, dt_softplus, dt_bias, dot_dtype, num_warps)
     if bwd == "walk":
         # the state entering each chunk, recomputed (reads x, B, dt again; writes (b, chunks, h, p, n))
         _, _, states = ssd_scan_fwd(x, dt, A, B, C, chunk_size, D, dt_bias, dt_softplus, initial_states,
@@ -645,22 +777,20 @@ def ssd_scan_bwd(dy, dfinal, x, dt, A, B, C, chunk_size, D=None, dt_bias=None, d
             HAS_D=D is not None, HAS_DFINAL=dfinal is not None, STORE_DINIT=dinit is not None,
             HEAD_ATOMIC=atomic, **consts)
     else:
-        # 1. S_in and dS_out of every chunk, (b, chunks, h, p, n) each, by the two recurrences side by side;
-        # stored in the dot dtype by default: the chunk kernel casts them to it for every dot that reads them,
-        # so at bf16 this halves their bytes (written once, read once) and changes only the one elementwise
-        # term that reads them, exp(cs_last) <dS_out, S_in> in the dA and ddt gradients (module docstring)
-        sdt = states_dtype or {v: k for k, v in _TL_DTYPES.items()}[consts["DOT"]]
-        states = torch.empty(b, nchunks, h, p, n, dtype=sdt, device=x.device)
+        # 1. S_in and dS_out of every chunk, (b, chunks, h, p, n) each, by the two recurrences side by side
+        # (only dS_out's when the split forward's S_in are given); stored in the dot dtype by default: the chunk
+        # kernel casts them to it for every dot that reads them, so at bf16 this halves their bytes (written
+        # once, read once) and changes only the one elementwise term that reads them, exp(cs_last)
+        # <dS_out, S_in> in the dA and ddt gradients (module docstring)
+        sdt = _states_dtype(states_dtype, consts)
         dstates = torch.empty(b, nchunks, h, p, n, dtype=sdt, device=x.device)
-        _ssd_bwd_pass_kernel[(h, 2, b)](
-            x, dt, A, B, C, dt_bias if dt_bias is not None else dummy,
-            initial_states if initial_states is not None else dummy, dy, dfinal if dfinal is not None else dummy,
-            states, dstates, dinit if dinit is not None else dummy,
-            l, nchunks, chunk_size, hpg, p, n,
-            *x.stride(), *dt.stride(), *B.stride(), *C.stride(), *_strides(initial_states, 4), *dy.stride(),
-            *_strides(dfinal, 4), *states.stride(), *dstates.stride(), *_strides(dinit, 4),
-            HAS_INIT=initial_states is not None, HAS_DFINAL=dfinal is not None, STORE_DINIT=dinit is not None,
-            **consts)
+        if states is None:
+            states = torch.empty(b, nchunks, h, p, n, dtype=sdt, device=x.device)
+            _pass(0, 2, x, dt, A, B, C, chunk_size, dt_bias, initial_states, dy, dfinal, states, dstates, dinit,
+                  None, consts)
+        else:
+            _pass(1, 1, x, dt, A, B, C, chunk_size, dt_bias, initial_states, dy, dfinal, None, dstates, dinit,
+                  None, consts)
         # 2. every chunk's gradients at once; dA and dD as per-(b, chunk, h) partial sums
         dA_part = torch.empty(b, nchunks, h, dtype=acc, device=x.device)
         dD_part = torch.empty(b, nchunks, h, dtype=acc, device=x.device) if D is not None else None
@@ -682,6 +812,7 @@ def ssd_scan_bwd(dy, dfinal, x, dt, A, B, C, chunk_size, D=None, dt_bias=None, d
             dinit.to(initial_states.dtype) if dinit is not None else None)
 
 
+
 # --------------------------------------------------------------------------------------------------
 # Autograd
 # --------------------------------------------------------------------------------------------------
@@ -690,27 +821,33 @@ def ssd_scan_bwd(dy, dfinal, x, dt, A, B, C, chunk_size, D=None, dt_bias=None, d
 class _SSDScanFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, dt, A, B, C, chunk_size, D, dt_bias, initial_states, dt_softplus, return_final_states,
-                head_sum, dot_dtype, num_warps, bwd, states_dtype):
-        y, final, _ = ssd_scan_fwd(x, dt, A, B, C, chunk_size, D, dt_bias, dt_softplus, initial_states,
-                                   return_final_states=return_final_states, dot_dtype=dot_dtype,
-                                   num_warps=num_warps)
-        ctx.save_for_backward(x, dt, A, B, C, D, dt_bias, initial_states)
+                head_sum, dot_dtype, num_warps, fwd, bwd, states_dtype):
+        # fwd="split" stores every chunk's S_in anyway; with bwd="split" they are kept for the backward, whose
+        # first pass then runs only the state-gradient recurrence (an activation of (b, chunks, h, p, n) in the
+        # states dtype held from forward to backward, instead of recomputing it there)
+        keep = fwd == "split" and bwd == "split"
+        y, final, states = ssd_scan_fwd(x, dt, A, B, C, chunk_size, D, dt_bias, dt_softplus, initial_states,
+                                        return_final_states=return_final_states, return_states=keep,
+                                        dot_dtype=dot_dtype, num_warps=num_warps, fwd=fwd,
+                                        states_dtype=states_dtype if fwd == "split" else None)
+        ctx.save_for_backward(x, dt, A, B, C, D, dt_bias, initial_states, states)
         ctx.opts = (chunk_size, dt_softplus, head_sum, dot_dtype, num_warps, bwd, states_dtype)
         ctx.set_materialize_grads(False)  # an unused output gets None, not a tensor of zeros to read
         return (y, final) if return_final_states else y
 
     @staticmethod
     def backward(ctx, dy, dfinal=None):
-        x, dt, A, B, C, D, dt_bias, initial_states = ctx.saved_tensors
+        x, dt, A, B, C, D, dt_bias, initial_states, states = ctx.saved_tensors
         chunk_size, dt_softplus, head_sum, dot_dtype, num_warps, bwd, states_dtype = ctx.opts
         dx, ddt, dA, dB, dC, dD, ddt_bias, dinit = ssd_scan_bwd(
             dy, dfinal, x, dt, A, B, C, chunk_size, D, dt_bias, dt_softplus, initial_states, head_sum=head_sum,
-            dot_dtype=dot_dtype, num_warps=num_warps, bwd=bwd, states_dtype=states_dtype)
-        return dx, ddt, dA, dB, dC, None, dD, ddt_bias, dinit, None, None, None, None, None, None, None
+            dot_dtype=dot_dtype, num_warps=num_warps, bwd=bwd,
+            states_dtype=states_dtype if bwd == "split" else None, states=states)
+        return dx, ddt, dA, dB, dC, None, dD, ddt_bias, dinit, None, None, None, None, None, None, None, None
 
 
 def ssd_scan(x, dt, A, B, C, chunk_size, D=None, dt_bias=None, dt_softplus=False, initial_states=None,
-             return_final_states=False, *, head_sum="atomic", dot_dtype=None, num_warps=4, bwd="walk",
+             return_final_states=False, *, head_sum="atomic", dot_dtype=None, num_warps=4, fwd="walk", bwd="walk",
              states_dtype=None):
     """mamba_chunk_scan_combined's call as golf's mixer makes it (no z, seq_idx, cu_seqlens; D per head), on
     golf's kernels, differentiable w.r.t. x, dt, A, B, C, D, dt_bias and initial_states.
@@ -719,9 +856,10 @@ def ssd_scan(x, dt, A, B, C, chunk_size, D=None, dt_bias=None, dt_softplus=False
     initial_states (b, h, p, n) or None. Returns y (b, l, h, p) in x's dtype, and with return_final_states
     (y, final state (b, h, p, n) in fp32, fp64 for fp64 x). head_sum: "atomic" or "sum" (module docstring);
     dot_dtype: the tl.dot operand dtype, or "tf32" (default: x's dtype, full-precision fp32 for fp32 x);
-    num_warps: per program (every kernel of the call); bwd: the backward's design, "walk" (default) or "split",
-    and states_dtype the split's stored state dtype (ssd_scan_bwd; module docstring)."""
-    _check_opts(head_sum, bwd, states_dtype)  # before _check, whose last check is the device's
+    num_warps: per program (every kernel of the call); fwd and bwd: the forward's and the backward's design,
+    "walk" (default) or "split" (with both "split" the backward reuses the forward's stored states), and
+    states_dtype the splits' stored state dtype (ssd_scan_fwd, ssd_scan_bwd; module docstring)."""
+    _check_opts(head_sum, bwd, states_dtype, fwd)  # before _check, whose last check is the device's
     _check(x, dt, A, B, C, chunk_size, D, dt_bias, initial_states, dot_dtype)
     return _SSDScanFn.apply(x, dt, A, B, C, chunk_size, D, dt_bias, initial_states, dt_softplus,
-                            return_final_states, head_sum, dot_dtype, num_warps, bwd, states_dtype)
+                            return_final_states, head_sum, dot_dtype, num_warps, fwd, bwd, states_dtype)

@@ -4,7 +4,8 @@ D, dt_bias, initial_states) against torch.autograd through golf.ssm.ssd_scan_ref
 fp64 for fp64 inputs, so most cases compare at ~1e-12 relative: a wrong decay, an off-by-one in the causal mask
 or a missing term is off by orders of magnitude more. Small shapes keep the interpreter fast; one case uses the
 production tiles (headdim 64, d_state 32, chunk 64). Every gradient test runs for both backward designs
-(bwd="walk" and bwd="split"), and one compares the two directly."""
+(bwd="walk" and bwd="split") and the split forward (fwd="split"; the reference parity test for all four
+pairings, the others with the split backward that reuses its states), and two compare the designs directly."""
 
 import re
 
@@ -18,6 +19,11 @@ from golf.ssm import ssd_reference, ssd_scan_reference
 
 F64 = torch.float64
 BWDS = ["walk", "split"]  # golf.ssd_kernel.BWDS, spelled out so that collection does not import triton
+# (fwd, bwd) pairings: every one for the reference parity test, the three that matter elsewhere (the walk
+# forward with either backward, and golf_split's split forward whose states the split backward reuses)
+ALL_PAIRS = [(f, b) for f in ("walk", "split") for b in BWDS]
+PAIRS = [("walk", "walk"), ("walk", "split"), ("split", "split")]
+PAIR_IDS = {"argnames": "fwd,bwd", "ids": lambda v: v}
 
 
 def _inputs(seed, b, l, h, p, g, n, dtype=F64, init=True):
@@ -94,13 +100,14 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("bwd", BWDS)
+@pytest.mark.parametrize(argvalues=ALL_PAIRS, **PAIR_IDS)
 @pytest.mark.parametrize("case", list(CASES))
-def test_fp64_forward_and_gradients_match_reference(sk, device, case, bwd):
+def test_fp64_forward_and_gradients_match_reference(sk, device, case, fwd, bwd):
     b, l, h, p, g, n, chunk, init, head_sum = CASES[case]
     inputs = _inputs(len(case), b, l, h, p, g, n, init=init)
     wy, wf = _loss_weights(len(case), (b, l, h, p), (b, h, p, n))
-    y, final, grads = _run(_kernel(sk, chunk, head_sum=head_sum, bwd=bwd), inputs, wy, wf, device=device)
+    y, final, grads = _run(_kernel(sk, chunk, head_sum=head_sum, fwd=fwd, bwd=bwd), inputs, wy, wf,
+                           device=device)
     y_ref, final_ref, grads_ref = _run(_reference(chunk), inputs, wy, wf)
     assert y.dtype == F64 and final.dtype == F64
     _assert_close("y", y, y_ref, 1e-12)
@@ -110,20 +117,20 @@ def test_fp64_forward_and_gradients_match_reference(sk, device, case, bwd):
         _assert_close(f"d{k}", grads[k], grads_ref[k], 1e-10)
 
 
-@pytest.mark.parametrize("bwd", BWDS)
+@pytest.mark.parametrize(argvalues=PAIRS, **PAIR_IDS)
 @pytest.mark.parametrize("use_y,use_final", [(True, False), (False, True)], ids=["y_only", "final_only"])
-def test_gradients_from_one_output_only(sk, device, use_y, use_final, bwd):
+def test_gradients_from_one_output_only(sk, device, use_y, use_final, fwd, bwd):
     """The backward with no gradient for the final state (dfinal None), or none for y (dy None)."""
     inputs = _inputs(5, 2, 96, 2, 16, 1, 16)
     wy, wf = _loss_weights(5, (2, 96, 2, 16), (2, 2, 16, 16))
-    _, _, grads = _run(_kernel(sk, 32, bwd=bwd), inputs, wy, wf, use_y, use_final, device)
+    _, _, grads = _run(_kernel(sk, 32, fwd=fwd, bwd=bwd), inputs, wy, wf, use_y, use_final, device)
     _, _, grads_ref = _run(_reference(32), inputs, wy, wf, use_y, use_final)
     for k in grads_ref:
         _assert_close(f"d{k}", grads[k], grads_ref[k], 1e-10)
 
 
-@pytest.mark.parametrize("bwd", BWDS)
-def test_strided_views_as_the_mixer_passes_them(sk, device, bwd):
+@pytest.mark.parametrize(argvalues=PAIRS, **PAIR_IDS)
+def test_strided_views_as_the_mixer_passes_them(sk, device, fwd, bwd):
     """x, B, C, dt as views into one packed (b, l, width) tensor, as Mamba2Mixer splits in_proj's output: the
     kernels read them through their strides (no copy), with the same result and gradients."""
     b, l, h, p, n = 2, 80, 2, 16, 16
@@ -140,7 +147,8 @@ def test_strided_views_as_the_mixer_passes_them(sk, device, bwd):
             return fn(x=x.reshape(b, l, h, p), dt=dt, B=B.reshape(b, l, 1, n), C=C.reshape(b, l, 1, n), **rest)
         return run
 
-    y, final, grads = _run(views(_kernel(sk, 32, bwd=bwd)), {"packed": packed} | rest, wy, wf, device=device)
+    y, final, grads = _run(views(_kernel(sk, 32, fwd=fwd, bwd=bwd)), {"packed": packed} | rest, wy, wf,
+                           device=device)
     y_ref, final_ref, grads_ref = _run(_reference(32), inputs, wy, wf)
     _assert_close("y", y, y_ref, 1e-12)
     _assert_close("final state", final, final_ref, 1e-12)
@@ -151,13 +159,13 @@ def test_strided_views_as_the_mixer_passes_them(sk, device, bwd):
         _assert_close(f"d{k}", grads[k], grads_ref[k], 1e-10)
 
 
-@pytest.mark.parametrize("bwd", BWDS)
-def test_fp32_matches_fp64_reference(sk, device, bwd):
+@pytest.mark.parametrize(argvalues=PAIRS, **PAIR_IDS)
+def test_fp32_matches_fp64_reference(sk, device, fwd, bwd):
     """fp32 inputs (fp32 state and dots, as the kernels run on a GPU for fp32; the split stores its states in
     fp32) at the production tiles."""
     inputs = _inputs(7, 2, 128, 2, 64, 1, 32)
     wy, wf = _loss_weights(7, (2, 128, 2, 64), (2, 2, 64, 32))
-    y, final, grads = _run(_kernel(sk, 64, bwd=bwd), {k: v.float() for k, v in inputs.items()}, wy, wf,
+    y, final, grads = _run(_kernel(sk, 64, fwd=fwd, bwd=bwd), {k: v.float() for k, v in inputs.items()}, wy, wf,
                            device=device)
     y_ref, final_ref, grads_ref = _run(_reference(64), inputs, wy, wf)
     assert y.dtype == torch.float32 and final.dtype == torch.float32
@@ -168,8 +176,8 @@ def test_fp32_matches_fp64_reference(sk, device, bwd):
         _assert_close(f"d{k}", grads[k], grads_ref[k], 1e-4)
 
 
-@pytest.mark.parametrize("bwd", BWDS)
-def test_bf16_activations_keep_their_dtypes(sk, device, bwd):
+@pytest.mark.parametrize(argvalues=PAIRS, **PAIR_IDS)
+def test_bf16_activations_keep_their_dtypes(sk, device, fwd, bwd):
     """bf16 x, B, C (fp32 dt, A, D, dt_bias), as the mixer calls the scan: y and dx, dB, dC come back in bf16,
     the final state in fp32, within bf16 rounding of the reference on the same bf16 inputs. The dots run in
     fp32 here: Triton's interpreter miscomputes bf16 tl.dot (it is exercised by bench/ssd_kernel_bench.py on a
@@ -181,7 +189,8 @@ def test_bf16_activations_keep_their_dtypes(sk, device, bwd):
     inputs["D"], inputs["dt_bias"] = inputs["D"].float(), inputs["dt_bias"].float()
     inputs["initial_states"] = inputs["initial_states"].float()
     wy, wf = _loss_weights(9, (2, 96, 2, 16), (2, 2, 16, 16))
-    y, final, grads = _run(_kernel(sk, 32, dot_dtype=torch.float32, bwd=bwd), inputs, wy, wf, device=device)
+    y, final, grads = _run(_kernel(sk, 32, dot_dtype=torch.float32, fwd=fwd, bwd=bwd), inputs, wy, wf,
+                           device=device)
     y_ref, final_ref, grads_ref = _run(_reference(32), inputs, wy, wf)
     assert y.dtype == torch.bfloat16 and final.dtype == torch.float32
     _assert_close("y", y, y_ref, 1e-2)  # both round the same fp32 result to bf16: at most an ulp apart
@@ -191,8 +200,8 @@ def test_bf16_activations_keep_their_dtypes(sk, device, bwd):
         _assert_close(f"d{k}", grads[k], grads_ref[k], 1e-2 if inputs[k].dtype == torch.bfloat16 else 1e-5)
 
 
-@pytest.mark.parametrize("bwd", BWDS)
-def test_without_softplus_bias_and_skip_matches_ssd_reference(sk, device, bwd):
+@pytest.mark.parametrize(argvalues=PAIRS, **PAIR_IDS)
+def test_without_softplus_bias_and_skip_matches_ssd_reference(sk, device, fwd, bwd):
     """dt_softplus=False, no D, no dt_bias: the bare SSD scan, against ssd_reference with the same dt."""
     inputs = _inputs(11, 2, 80, 2, 16, 1, 16)
     dt = F.softplus(inputs["dt"])
@@ -200,7 +209,8 @@ def test_without_softplus_bias_and_skip_matches_ssd_reference(sk, device, bwd):
     wy, wf = _loss_weights(11, (2, 80, 2, 16), (2, 2, 16, 16))
 
     def kern(x, dt, A, B, C, initial_states):
-        return sk.ssd_scan(x, dt, A, B, C, 32, initial_states=initial_states, return_final_states=True, bwd=bwd)
+        return sk.ssd_scan(x, dt, A, B, C, 32, initial_states=initial_states, return_final_states=True, fwd=fwd,
+                           bwd=bwd)
 
     def ref(x, dt, A, B, C, initial_states):
         return ssd_reference(x, dt, A, B, C, 32, initial_states)
@@ -213,11 +223,12 @@ def test_without_softplus_bias_and_skip_matches_ssd_reference(sk, device, bwd):
         _assert_close(f"d{k}", grads[k], grads_ref[k], 1e-10)
 
 
-def test_returns_y_alone_without_final_states(sk, device):
+@pytest.mark.parametrize("fwd", ["walk", "split"])
+def test_returns_y_alone_without_final_states(sk, device, fwd):
     inputs = _inputs(13, 1, 64, 2, 16, 1, 16, init=False)
     on = {k: v.to(device) for k, v in inputs.items() if v is not None}
     y = sk.ssd_scan(on["x"], on["dt"], on["A"], on["B"], on["C"], 32, D=on["D"], dt_bias=on["dt_bias"],
-                    dt_softplus=True).cpu()
+                    dt_softplus=True, fwd=fwd).cpu()
     y_ref, _ = ssd_scan_reference(inputs["x"], inputs["dt"], inputs["A"], inputs["B"], inputs["C"], inputs["D"],
                                   inputs["dt_bias"], 32)
     assert isinstance(y, torch.Tensor)
@@ -234,44 +245,94 @@ WALK_VS_SPLIT = {
 }
 
 
-@pytest.mark.parametrize("case", list(WALK_VS_SPLIT))
-def test_split_backward_matches_walk(sk, device, case):
-    """ssd_scan_bwd called directly (random dy and dfinal, as autograd would pass them) with each design: the
-    same per-chunk math from the same state and state gradient, so in fp64 the two agree to rounding (they sum
-    dA and dD in different orders, and the split carries its state gradients through memory), far closer than
-    either is to the reference; the same outputs are None."""
+def _walk_vs_split_inputs(case, device):
+    """WALK_VS_SPLIT[case]'s inputs on `device` (and the case's chunk, softplus, head_sum), with random dy and
+    dfinal (None where the case has none) as autograd would pass them."""
     b, l, h, p, g, n, chunk, full, init, dfinal, head_sum = WALK_VS_SPLIT[case]
     t = _inputs(len(case), b, l, h, p, g, n, init=init)
     gen = torch.Generator().manual_seed(len(case) + 7)
-    dy = torch.randn(b, l, h, p, generator=gen, dtype=F64)
-    df = torch.randn(b, h, p, n, generator=gen, dtype=F64) if dfinal else None
+    dy = torch.randn(b, l, h, p, generator=gen, dtype=F64).to(device)
+    df = torch.randn(b, h, p, n, generator=gen, dtype=F64).to(device) if dfinal else None
     if not full:  # the bare scan: softplus'd dt, no D, no dt_bias
         t["dt"], t["D"], t["dt_bias"] = F.softplus(t["dt"]), None, None
     on = {k: (v.to(device) if v is not None else None) for k, v in t.items()}
+    return on, dy, df, chunk, full, head_sum
 
-    def bwd(design):
-        return sk.ssd_scan_bwd(dy.to(device), df.to(device) if df is not None else None, on["x"], on["dt"],
-                               on["A"], on["B"], on["C"], chunk, on["D"], on["dt_bias"], full,
-                               on["initial_states"], head_sum, bwd=design)
 
+def _forward(sk, on, chunk, full, fwd):
+    """ssd_scan_fwd called directly with design fwd: (y, final state, states entering each chunk)."""
+    return sk.ssd_scan_fwd(on["x"], on["dt"], on["A"], on["B"], on["C"], chunk, on["D"], on["dt_bias"], full,
+                           on["initial_states"], return_final_states=True, return_states=True, fwd=fwd)
+
+
+@pytest.mark.parametrize("case", list(WALK_VS_SPLIT))
+def test_split_forward_matches_walk(sk, device, case):
+    """ssd_scan_fwd called directly with each design: the split's state recurrence and per-chunk y are the
+    walk's own math (in fp64 the split stores its states in fp64, its default dot dtype there), so y, the final
+    state and the states entering each chunk agree to rounding, initial states, a ragged tail and the bare scan
+    included."""
+    on, _, _, chunk, full, _ = _walk_vs_split_inputs(case, device)
+    for name, w, s in zip(["y", "final state", "states"], _forward(sk, on, chunk, full, "walk"),
+                          _forward(sk, on, chunk, full, "split"), strict=True):
+        assert s.dtype == w.dtype == F64 and s.shape == w.shape, name
+        _assert_close(name, s.cpu(), w.cpu(), 1e-14)
+
+
+@pytest.mark.parametrize("case", list(WALK_VS_SPLIT))
+def test_split_backward_matches_walk(sk, device, case):
+    """ssd_scan_bwd called directly (random dy and dfinal, as autograd would pass them) with each design, and
+    the split given the split forward's states (as ssd_scan passes them with fwd and bwd "split"): the same
+    per-chunk math from the same state and state gradient, so in fp64 the three agree to rounding (they sum dA
+    and dD in different orders, and the split carries its state gradients through memory), far closer than any
+    is to the reference; the same outputs are None."""
+    on, dy, df, chunk, full, head_sum = _walk_vs_split_inputs(case, device)
+
+    def bwd(design, states=None):
+        return sk.ssd_scan_bwd(dy, df, on["x"], on["dt"], on["A"], on["B"], on["C"], chunk, on["D"], on["dt_bias"],
+                               full, on["initial_states"], head_sum, bwd=design, states=states)
+
+    states = _forward(sk, on, chunk, full, "split")[2]
     names = ["dx", "ddt", "dA", "dB", "dC", "dD", "ddt_bias", "dinitial_states"]
-    for name, w, s in zip(names, bwd("walk"), bwd("split"), strict=True):
-        assert (w is None) == (s is None), name
+    for name, w, s, r in zip(names, bwd("walk"), bwd("split"), bwd("split", states), strict=True):
+        assert (w is None) == (s is None) == (r is None), name
         if w is not None:
-            assert s.dtype == w.dtype == F64, name
+            assert s.dtype == w.dtype == r.dtype == F64, name
             _assert_close(name, s.cpu(), w.cpu(), 1e-13)
+            _assert_close(f"{name} (the forward's states)", r.cpu(), w.cpu(), 1e-13)
 
 
-def test_split_with_bf16_stored_states(sk, device):
+@pytest.mark.parametrize(argvalues=ALL_PAIRS, **PAIR_IDS)
+def test_split_backward_reuses_the_split_forwards_states(sk, device, monkeypatch, fwd, bwd):
+    """Through ssd_scan: the split backward's first pass runs both recurrences (roles 0 and 1) unless the
+    forward was the split too, whose stored S_in it then takes (role 1 alone); the split forward runs role 0
+    alone. The walks launch no pass."""
+    launches = []
+    real = sk._pass
+    monkeypatch.setattr(sk, "_pass", lambda first, nroles, *a: launches.append((first, nroles)) or real(
+        first, nroles, *a))
+    inputs = _inputs(3, 1, 40, 2, 16, 1, 16)
+    wy, wf = _loss_weights(3, (1, 40, 2, 16), (1, 2, 16, 16))
+    _run(_kernel(sk, 16, fwd=fwd, bwd=bwd), inputs, wy, wf, device=device)
+    want = {"split": [(0, 1)], "walk": []}[fwd] + {("split", "split"): [(1, 1)], ("walk", "split"): [(0, 2)]}.get(
+        (fwd, bwd), [])
+    assert launches == want
+
+
+@pytest.mark.parametrize("fwd", ["walk", "split"])
+def test_split_with_bf16_stored_states(sk, device, fwd):
     """The split's states and state gradients stored in bf16 (its default for bf16 inputs, where they are also
     the dots' operands) with fp32 inputs and dots at the production tiles: the stores round and the loads widen
     (the interpreter cannot run bf16 dots, so this is the part of the bf16 path it can check), and the result
-    stays within bf16's rounding of the reference."""
+    stays within bf16's rounding of the reference; with the split forward too, its y reads the bf16 S_in and
+    its final state (fp32, from registers) does not round."""
     inputs = _inputs(19, 2, 128, 2, 64, 1, 32)
     wy, wf = _loss_weights(19, (2, 128, 2, 64), (2, 2, 64, 32))
-    _, _, grads = _run(_kernel(sk, 64, bwd="split", states_dtype=torch.bfloat16),
-                       {k: v.float() for k, v in inputs.items()}, wy, wf, device=device)
-    _, _, grads_ref = _run(_reference(64), inputs, wy, wf)
+    y, final, grads = _run(_kernel(sk, 64, fwd=fwd, bwd="split", states_dtype=torch.bfloat16),
+                           {k: v.float() for k, v in inputs.items()}, wy, wf, device=device)
+    y_ref, final_ref, grads_ref = _run(_reference(64), inputs, wy, wf)
+    assert final.dtype == torch.float32
+    _assert_close("y", y, y_ref, 2e-2 if fwd == "split" else 2e-5)
+    _assert_close("final state", final, final_ref, 2e-5)
     errs = {}
     for k in grads_ref:
         _assert_close(f"d{k}", grads[k], grads_ref[k], 2e-2)
@@ -291,8 +352,10 @@ BAD_INPUTS = [
     ({"head_sum": "tree"}, "head_sum must be one of"),
     ({"dot_dtype": torch.int8}, "dot_dtype must be None, 'tf32' or one of"),
     ({"bwd": "tree"}, "bwd must be one of ['walk', 'split']"),
-    ({"states_dtype": torch.bfloat16}, "states_dtype must be None or, with bwd='split', one of"),  # walk's
-    ({"bwd": "split", "states_dtype": torch.int8}, "states_dtype must be None or, with bwd='split', one of"),
+    ({"fwd": "tree"}, "fwd must be one of ['walk', 'split'], got 'tree'"),
+    ({"states_dtype": torch.bfloat16}, "states_dtype must be None or, with fwd='split' or bwd='split', one of"),
+    ({"bwd": "split", "states_dtype": torch.int8}, "states_dtype must be None or, with fwd='split' or "),
+    ({"fwd": "split", "states_dtype": torch.int8}, "states_dtype must be None or, with fwd='split' or "),
 ]
 
 
@@ -312,9 +375,18 @@ def test_bad_input_is_one_clear_error(sk, monkeypatch, change, message, compiled
 
 def test_bad_backward_option_of_ssd_scan_bwd(sk):
     inputs = _inputs(1, 1, 32, 2, 16, 1, 16)
+    args = (inputs["x"], inputs["dt"], inputs["A"], inputs["B"], inputs["C"], 32)
     with pytest.raises(ValueError, match=re.escape("ssd_scan: bwd must be one of ['walk', 'split'], got 'tree'")):
-        sk.ssd_scan_bwd(None, None, inputs["x"], inputs["dt"], inputs["A"], inputs["B"], inputs["C"], 32,
-                        bwd="tree")
+        sk.ssd_scan_bwd(None, None, *args, bwd="tree")
+    states = torch.zeros(1, 1, 2, 16, 16, dtype=F64)  # the split forward's S_in: the split backward's only
+    with pytest.raises(ValueError, match=re.escape("ssd_scan: states (the split forward's S_in) must be a "
+                                                   "(1, 1, 2, 16, 16) tensor on cpu, with bwd='split'; got "
+                                                   "(1, 1, 2, 16, 16) on cpu with bwd='walk'")):
+        sk.ssd_scan_bwd(None, None, *args, bwd="walk", states=states)
+    with pytest.raises(ValueError, match=re.escape("got (1, 2, 2, 16, 16) on cpu with bwd='split'")):
+        sk.ssd_scan_bwd(None, None, *args, bwd="split", states=torch.zeros(1, 2, 2, 16, 16, dtype=F64))
+    with pytest.raises(ValueError, match=re.escape("ssd_scan: fwd must be one of ['walk', 'split'], got 'tree'")):
+        sk.ssd_scan_fwd(*args, fwd="tree")
 
 
 def test_cpu_tensors_outside_the_interpreter_are_refused(sk, monkeypatch):
