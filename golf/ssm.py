@@ -371,7 +371,7 @@ def _opaque_kernels(mamba: dict, with_conv: bool, gated_norm: str, golf: dict | 
     else:
         conv_ops = _import_causal_conv1d_ops() if with_conv else None
         conv_op = ssm_ops.conv if conv_ops else None
-    golf_ops = {"golf_scan_fwd": golf["scan_fwd"], ssm_ops._bwd_key(scan): golf["scan_bwd"]} if golf else {}
+    golf_ops = {ssm_ops._fwd_key(scan): golf["scan_fwd"], ssm_ops._bwd_key(scan): golf["scan_bwd"]} if golf else {}
     ssm_ops.bind_cuda({k: mamba[k] for k in keys} | golf_ops | (conv_ops or {}))
     op = {"mamba": ssm_ops.scan, "golf": ssm_ops.scan_golf, "golf_split": ssm_ops.scan_golf_split}[scan]
     return SSMKernels("triton", op, ssm_ops.norm if gated_norm == "kernel" else None, conv_op,

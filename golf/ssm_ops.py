@@ -9,7 +9,8 @@ MambaChunkScanCombinedFn, layernorm_gated LayerNormFn, causal_conv1d CausalConv1
 golf.ssm.resolve_ssm_backend; on CPU golf's reference math, backward by torch.autograd through it, so
 tests/test_ssm_opaque.py checks the plumbing without a GPU. The scan ops' `kernel` argument says whose
 forward and backward their CUDA kernels call: mamba-ssm's, or golf's own (golf/ssd_kernel.py, model.ssm_scan
-"golf" or "golf_split"; tests/test_ssm_golf_scan.py); the conv ops' `kernel` argument likewise: causal-conv1d's,
+"golf" or "golf_split"; the split forward's per-chunk states do not reach golf_split's backward op, which
+recomputes them, as golf::ssd_scan has no output for them; tests/test_ssm_golf_scan.py); the conv ops' `kernel` argument likewise: causal-conv1d's,
 or golf's own (golf/conv_kernel.py, model.ssm_conv "golf"; tests/test_ssm_golf_conv.py).
 
 This module is training-only (golf.package.TRAINING_ONLY: artifacts do not ship it), so golf.ssm imports golf's
@@ -30,8 +31,8 @@ from torch import Tensor
 from golf.ssm import causal_conv_silu_reference, compute_dtype, gated_rms_norm_reference, ssd_scan_reference
 
 # filled by bind_cuda(): {"scan_fwd", "scan_bwd"} from mamba-ssm, optionally {"norm_fwd", "norm_bwd"} and
-# {"conv_fwd", "conv_bwd"} from causal-conv1d; {"golf_scan_fwd", "golf_scan_bwd" or "golf_split_scan_bwd"} from
-# golf.ssd_kernel; {"golf_conv_fwd", "golf_conv_bwd"} from golf.conv_kernel
+# {"conv_fwd", "conv_bwd"} from causal-conv1d; {"golf_scan_fwd", "golf_scan_bwd"} or {"golf_split_scan_fwd",
+# "golf_split_scan_bwd"} from golf.ssd_kernel; {"golf_conv_fwd", "golf_conv_bwd"} from golf.conv_kernel
 _CUDA: dict = {}
 SCAN_KERNELS = ("mamba", "golf", "golf_split")  # golf::ssd_scan's `kernel` argument (model.ssm_scan)
 CONV_KERNELS = ("causal_conv1d", "golf")  # golf::causal_conv1d_silu's `kernel` argument (model.ssm_conv)
@@ -43,15 +44,19 @@ def bind_cuda(fns: dict) -> None:
 
 
 def golf_scan_kernels(kernel: str = "golf") -> dict:
-    """golf's own SSD kernels (model.ssm_scan "golf", or "golf_split": the backward split over chunks,
-    golf.ssd_kernel's bwd="split"): {"scan": the autograd function with mamba_chunk_scan_combined's call,
-    "scan_fwd", "scan_bwd": the forward and backward it calls}. ImportError where triton is missing
-    (golf.ssd_kernel imports it at module top)."""
+    """golf's own SSD kernels (model.ssm_scan "golf": the forward and backward walking the chunks, or
+    "golf_split": both split over chunks, golf.ssd_kernel's fwd="split" and bwd="split"): {"scan": the
+    autograd function with mamba_chunk_scan_combined's call, "scan_fwd", "scan_bwd": the forward and backward
+    the opaque ops call}. "scan" passes the split forward's stored states to the split backward; the opaque
+    ops do not (golf::ssd_scan's outputs are y and the final state), so there the split backward recomputes
+    them (its first pass runs both recurrences). ImportError where triton is missing (golf.ssd_kernel imports
+    it at module top)."""
     import golf.ssd_kernel as sk
 
-    if kernel != "golf_split":  # the walk is ssd_kernel's default backward
+    if kernel != "golf_split":  # the walks are ssd_kernel's defaults
         return {"scan": sk.ssd_scan, "scan_fwd": sk.ssd_scan_fwd, "scan_bwd": sk.ssd_scan_bwd}
-    return {"scan": functools.partial(sk.ssd_scan, bwd="split"), "scan_fwd": sk.ssd_scan_fwd,
+    return {"scan": functools.partial(sk.ssd_scan, fwd="split", bwd="split"),
+            "scan_fwd": functools.partial(sk.ssd_scan_fwd, fwd="split"),
             "scan_bwd": functools.partial(sk.ssd_scan_bwd, bwd="split")}
 
 
@@ -79,9 +84,14 @@ def _silu_only(activation) -> None:
         raise ValueError(f"golf::causal_conv1d_silu applies SiLU: pass activation='silu', got {activation!r}")
 
 
+def _fwd_key(kernel: str) -> str:
+    """The bound forward for golf's kernels: one key per design, so models built with either in one process
+    keep their own."""
+    return "golf_split_scan_fwd" if kernel == "golf_split" else "golf_scan_fwd"
+
+
 def _bwd_key(kernel: str) -> str:
-    """The bound backward for golf's kernels: one key per backward design, so models built with either in one
-    process keep their own."""
+    """The bound backward for golf's kernels: as _fwd_key."""
     return "golf_split_scan_bwd" if kernel == "golf_split" else "golf_scan_bwd"
 
 
@@ -163,8 +173,10 @@ def ssd_scan_mamba(fns: dict, x, dt, A, B, C, D, dt_bias, initial_state, chunk_s
 
 
 def ssd_scan_golf(fns: dict, x, dt, A, B, C, D, dt_bias, initial_state, chunk_size, return_final_state):
-    """The CUDA kernel with golf's forward (golf.ssd_kernel.ssd_scan_fwd) passed in: the same outputs."""
-    # ssd_scan_fwd → y, final state (None unless asked for), states entering each chunk (None: not asked for)
+    """The CUDA kernel with golf's forward (golf.ssd_kernel.ssd_scan_fwd, either design) passed in: the same
+    outputs."""
+    # ssd_scan_fwd → y, final state (None unless asked for), states entering each chunk (None: not asked for; the
+    # op has no output to carry the split forward's to the backward op, which recomputes them)
     y, final, _ = fns["scan_fwd"](x, dt, A, B, C, chunk_size, D=D, dt_bias=dt_bias, dt_softplus=True,
                                   initial_states=initial_state, return_final_states=return_final_state)
     return _like(y), _final(final, return_final_state, x)
@@ -173,7 +185,7 @@ def ssd_scan_golf(fns: dict, x, dt, A, B, C, D, dt_bias, initial_state, chunk_si
 @ssd_scan.register_kernel("cuda")
 def _ssd_scan_cuda(x, dt, A, B, C, D, dt_bias, initial_state, chunk_size, return_final_state, kernel="mamba"):
     if _is_golf(kernel):
-        return ssd_scan_golf({"scan_fwd": _cuda("golf_scan_fwd")}, x, dt, A, B, C, D, dt_bias, initial_state,
+        return ssd_scan_golf({"scan_fwd": _cuda(_fwd_key(kernel))}, x, dt, A, B, C, D, dt_bias, initial_state,
                              chunk_size, return_final_state)
     return ssd_scan_mamba({"scan_fwd": _cuda("scan_fwd")}, x, dt, A, B, C, D, dt_bias, initial_state,
                           chunk_size, return_final_state)
@@ -466,7 +478,8 @@ def scan_golf(*args, **kwargs):
 
 
 def scan_golf_split(*args, **kwargs):
-    """scan with golf's own kernels on CUDA, the backward split over chunks (model.ssm_scan "golf_split")."""
+    """scan with golf's own kernels on CUDA, the forward and backward split over chunks (model.ssm_scan
+    "golf_split"; the backward op recomputes the states the forward op stored, golf_scan_kernels)."""
     return scan(*args, kernel="golf_split", **kwargs)
 
 

@@ -132,16 +132,19 @@ def test_opaque_binds_golfs_kernels_to_the_scan_ops(fake_libraries, sk):
 
 
 def test_golf_split_runs_the_split_backward_on_every_mode_beside_the_walk(fake_libraries, sk):
-    """model.ssm_scan "golf_split": the same forward, ssd_kernel's bwd="split"; under opaque it is bound under
-    its own key, so a model built with "golf" in the same process keeps the walk."""
+    """model.ssm_scan "golf_split": ssd_kernel's fwd="split" and bwd="split"; under opaque they are bound under
+    their own keys, so a model built with "golf" in the same process keeps the walks."""
     k = resolve_ssm_backend("triton", "cuda", "trace", "kernel", "golf_split")
-    assert k.scan.func is sk.ssd_scan and k.scan.keywords == {"bwd": "split"}
+    assert k.scan.func is sk.ssd_scan and k.scan.keywords == {"fwd": "split", "bwd": "split"}
     assert k.label == "triton+golf_split_scan+causal_conv1d"
     walk = resolve_ssm_backend("auto", "cuda", "opaque", "kernel", "golf")
     split = resolve_ssm_backend("auto", "cuda", "opaque", "kernel", "golf_split")
     assert (walk.scan, split.scan) == (ssm_ops.scan_golf, ssm_ops.scan_golf_split)
     assert split.label == "triton+golf_split_scan+causal_conv1d+opaque"
-    assert ssm_ops._CUDA["golf_scan_bwd"] is sk.ssd_scan_bwd  # the walk, still bound after the split's build
+    # the walks, still bound after the split's build
+    assert ssm_ops._CUDA["golf_scan_fwd"] is sk.ssd_scan_fwd and ssm_ops._CUDA["golf_scan_bwd"] is sk.ssd_scan_bwd
+    assert ssm_ops._CUDA["golf_split_scan_fwd"].func is sk.ssd_scan_fwd
+    assert ssm_ops._CUDA["golf_split_scan_fwd"].keywords == {"fwd": "split"}
     assert ssm_ops._CUDA["golf_split_scan_bwd"].keywords == {"bwd": "split"}
     with pytest.raises(GolfError, match="model.ssm_scan 'golf_split' does not apply to model.ssm_backend 'fused'"):
         resolve_ssm_backend("fused", "cpu", scan="golf_split")
@@ -318,7 +321,12 @@ def test_scan_ops_cuda_kernels_dispatch_on_kernel(sk, device, monkeypatch):
     bwd = (torch.ones_like(x), None, x, dt, A, B, C, D, dt_bias, s0, x, 8)
     for a, b in zip(ssm_ops._ssd_scan_bwd_cuda(*bwd, "golf"), ssm_ops.ssd_scan_bwd_golf(_golf(sk), *bwd)):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+    monkeypatch.setitem(ssm_ops._CUDA, "golf_split_scan_fwd", functools.partial(sk.ssd_scan_fwd, fwd="split"))
     monkeypatch.setitem(ssm_ops._CUDA, "golf_split_scan_bwd", functools.partial(sk.ssd_scan_bwd, bwd="split"))
+    split = ssm_ops._ssd_scan_cuda(*args, "golf_split")
+    for a, b in zip(split, sk.ssd_scan_fwd(*args[:5], 8, D=D, dt_bias=dt_bias, dt_softplus=True, initial_states=s0,
+                                           return_final_states=True, fwd="split")):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
     split = ssm_ops._ssd_scan_bwd_cuda(*bwd, "golf_split")
     for a, b in zip(split, sk.ssd_scan_bwd(*bwd[:2], *bwd[2:7], 8, D=D, dt_bias=dt_bias, dt_softplus=True,
                                            initial_states=s0, bwd="split")):
