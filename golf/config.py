@@ -133,8 +133,8 @@ class ModelConfig:
     ssm_scan: str = _spec("mamba", choices=("mamba", "golf", "golf_split"),
                           doc="the Mamba mixer's SSD scan on the triton path, under every ssm_compile mode: "
                               "mamba-ssm's mamba_chunk_scan_combined, or golf's own fused Triton kernels "
-                              "(golf/ssd_kernel.py, needs triton) with the backward walking the chunks (golf) or "
-                              "split over them (golf_split); the fused path is mamba-ssm's one op (golf: an "
+                              "(golf/ssd_kernel.py, needs triton) with the forward and backward walking the chunks "
+                              "(golf) or split over them (golf_split); the fused path is mamba-ssm's one op (golf: an "
                               "error), the reference path always uses golf.ssm.ssd_scan_reference (no effect there)")
     ssm_conv: str = _spec("causal_conv1d", choices=("causal_conv1d", "golf"),
                           doc="the Mamba mixer's causal depthwise conv + SiLU on the triton path, under every "

@@ -1,13 +1,14 @@
 """golf's own fused Triton kernels for the Mamba-2 SSD scan, forward and backward (issue 22: "a fused kernel of
 our own specialised to headdim 64, d_state 32"). `ssd_scan` has the call signature of mamba-ssm's
-mamba_chunk_scan_combined as golf.ssm.Mamba2Mixer calls it; model.ssm_scan "golf" (the walking backward) or
-"golf_split" selects it on the triton path (golf.ssm.resolve_ssm_backend; golf::ssd_scan under ssm_compile
+mamba_chunk_scan_combined as golf.ssm.Mamba2Mixer calls it; model.ssm_scan "golf" (the walking forward and
+backward) or "golf_split" (both split over chunks) selects it on the triton path (golf.ssm.resolve_ssm_backend; golf::ssd_scan under ssm_compile
 "opaque"). In hybrid_seed_fit's training step on an H200 it is slower than mamba-ssm's chunk-parallel kernels:
 4.71 ms ("golf") and 3.19 ms ("golf_split") of device time per layer call, forward and backward, against 2.35 ms
 (bench/RESULTS.md, 2026-11-30 fifth block; an earlier wall-clock bench of the call alone had ranked it faster,
-timing mamba-ssm's host launches too). The likely reason: a program per (head, batch) walks its chunks one after
-another, while mamba-ssm's kernels work on all chunks at once; a faster kernel would keep that parallelism and
-fuse the passes.
+timing mamba-ssm's host launches too). "golf_split" then ran the walking forward: 1.16 ms of its 3.19 (chunk
+backward 1.77, passes 0.25), against mamba-ssm's forward of about 0.65. The likely reason: a program per
+(head, batch) walks its chunks one after another, while mamba-ssm's kernels work on all chunks at once; the
+split forward (fwd="split", below, now golf_split's) keeps that parallelism.
 
 What it computes, per batch b and head h, exactly golf.ssm.ssd_scan_reference (x: (b, l, h, p), dt: (b, l, h)
 raw, A, D, dt_bias: (h,), B, C: (b, l, g, n) shared by the h // g heads of a group):
@@ -19,10 +20,32 @@ within a chunk of positions i, j with cs = cumsum(dt A) over the chunk,
     y_i = sum_{j<=i} (C_i·B_j) exp(cs_i - cs_j) dt_j x_j + exp(cs_i) S_in C_i
     S_out = exp(cs_last) S_in + sum_j exp(cs_last - cs_j) dt_j x_j ⊗ B_j
 
-Layout. Forward: one program per (head, batch), heads of one batch adjacent in the grid (they read the same
-B, C rows, which then come from L2), walking the chunks in order with the running state (p × n) in registers:
-x, B, C, dt are read once and y written once. The backward comes in two designs (bwd=), the same math per
-chunk (_chunk_bwd) and the same results to rounding:
+Layout. The forward comes in two designs (fwd=), the same math per chunk (_chunk_y) and the same results to
+rounding:
+
+fwd="walk" (default): one program per (head, batch), heads of one batch adjacent in the grid (they read the
+same B, C rows, which then come from L2), walking the chunks in order with the running state (p × n) in
+registers: x, B, C, dt are read once and y written once, but 768 programs at the production shapes, each a
+chain of dependent dots through all 32 chunks.
+
+fwd="split": (1) the state recurrence alone, the split backward's first pass with only its role 0 launched
+(_ssd_bwd_pass_kernel on grid (h, 1, b)): one (p × n) update a chunk, storing the state entering each chunk
+S_in ((b, chunks, h, p, n), in the dot dtype by default as the split backward stores it: states_dtype; the one
+dot of y that reads it casts it to that dtype anyway) and the final state (in the compute dtype, from
+registers); then (2) one program per (batch, chunk, head) (_ssd_fwd_chunk_kernel, 24,576 at the production
+shapes) computing its chunk's y from S_in exactly as the walk's loop body does. It moves more bytes than the
+walk: x, B and dt are read by both launches and S_in round-trips (at the production shapes in bf16: x 201 MB a
+read, S_in 101 MB each way, ~0.4 GB more, ~0.1 ms at 4 TB/s), the trade mamba-ssm's forward makes too
+(_chunk_state_fwd and _chunk_scan_fwd each read x). Through ssd_scan with bwd="split" as well (golf_split),
+S_in is kept for the backward (saved in the autograd context: 101 MB per layer call held from forward to
+backward at the production shapes), whose first pass then runs only role 1: no recompute of S_in (nor its
+re-read of x and B). The opaque custom op (golf.ssm_ops, ssm_compile "opaque") has no output to carry S_in to
+its backward op, which recomputes it as before. Its GPU timing is not measured yet: it has run only in the
+interpreter (tests/test_ssd_kernel.py: equal to the walk in fp64, y, final state and S_in, with initial states
+and ragged lengths).
+
+The backward comes in two designs (bwd=), the same math per chunk (_chunk_bwd) and the same results to
+rounding:
 
 bwd="walk" (default): (1) the forward kernel again with the outputs off, storing the state entering each chunk
 ((b, chunks, h, p, n) in the compute dtype; recomputed rather than saved in forward, as mamba-ssm's backward
@@ -35,9 +58,9 @@ production shapes on an H200's 132 SMs), each a long chain of dependent dots: la
 
 bwd="split": only the state-gradient recurrence is sequential, and it is cheap (one p × n update a chunk), so
 (1) one launch of grid (h, 2, b) runs both recurrences side by side (_ssd_bwd_pass_kernel): programs of role 0
-walk forward storing the state entering each chunk S_in (the walk's recompute), programs of role 1 walk
-backward storing the loss's gradient w.r.t. the state leaving each chunk dS_out (and the initial state's
-gradient). Neither needs the other, so they share a launch rather than one being folded into the other's
+walk forward storing the state entering each chunk S_in (the walk's recompute; skipped, grid (h, 1, b) of role
+1 alone, when the split forward's S_in are passed in), programs of role 1 walk backward storing the loss's
+gradient w.r.t. the state leaving each chunk dS_out (and the initial state's gradient). Neither needs the other, so they share a launch rather than one being folded into the other's
 program: twice the programs in flight for the same two serial chains. (2) One program per (batch, chunk,
 head) (_ssd_bwd_chunk_kernel; b × chunks × h = 24,576 at the production shapes) computes every gradient of its
 chunk from its S_in and dS_out with no dependence on any other program; dA and dD leave as (b, chunks, h)
@@ -72,9 +95,9 @@ per head (h,), not per (h, p). Runs on CUDA tensors, or on CPU tensors under Tri
 (TRITON_INTERPRET=1 set before triton is first imported; tests/conftest.py). No seq_idx, z or cu_seqlens.
 num_warps (default 4) is the one launch knob: the backward holds several (chunk × chunk) fp32 tiles per program,
 so 8 warps may spill less. The walk was compiled, checked against mamba-ssm and timed on an H200 on
-2026-11-30 (bench/ssd_kernel_bench.py); the split (added the same day) has been checked only in the
-interpreter, against the reference and the walk (tests/test_ssd_kernel.py): compiling it, its parity on a GPU
-and its timing are bench/ssd_kernel_bench.py's (--bwds walk,split).
+2026-11-30 (bench/ssd_kernel_bench.py); the split backward (added the same day) was timed in the training step
+that day (above); the split forward has been checked only in the interpreter, against the reference and the
+walk (tests/test_ssd_kernel.py): compiling it, its parity on a GPU and its timing are still to be done.
 """
 
 from __future__ import annotations
