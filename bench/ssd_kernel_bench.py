@@ -18,11 +18,15 @@ initial or final state (as in training).
 golf's variants: --bwds (its two backward designs, golf/ssd_kernel.py's module docstring): "walk" (one program
 per (head, batch) walking the chunks in reverse) and "split" (the states and state gradients of every chunk by
 two sequential passes side by side, then one program per (batch, chunk, head)), × --head-sums × --num-warps;
---split-states fp32 adds split variants storing those states in fp32 instead of the dot dtype (bf16). Rows are
-labelled "golf <head sum> w<warps> bwd=<design>[ states=fp32]"; the forward is the same kernel in every golf row.
+--split-states fp32 adds split variants storing those states in fp32 instead of the dot dtype (bf16); --fwds
+its two forward designs: "walk" (default: one program per (head, batch) walking the chunks) and "split" (the
+state recurrence alone, then one program per (batch, chunk, head); with bwd=split the backward reuses its
+states, as model.ssm_scan "golf_split" runs). Rows are labelled "golf <head sum> w<warps>[ fwd=split]
+bwd=<design>[ states=fp32]".
 
     python bench/ssd_kernel_bench.py                         # production shapes: walk and split, 4 and 8 warps
     python bench/ssd_kernel_bench.py --bwds split --num-warps 4 --split-states dot,fp32
+    python bench/ssd_kernel_bench.py --fwds walk,split --bwds split --num-warps 4   # golf_split's forward
     python bench/ssd_kernel_bench.py --head-sums atomic,sum --json $OUT/ssd_kernel.json
 
 On a lent H200 (bench/README.md): carry .carry/whl (mamba-ssm's pure-Python wheel) and run
@@ -36,6 +40,7 @@ from __future__ import annotations
 import argparse
 import functools
 import importlib.metadata
+import itertools
 import json
 import math
 import sys
@@ -64,6 +69,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="golf kernel variants: dB/dC head sum, atomic and/or sum (default atomic)")
     ap.add_argument("--bwds", default="walk,split",
                     help="golf kernel variants: backward design, walk and/or split (default walk,split)")
+    ap.add_argument("--fwds", default="walk",
+                    help="golf kernel variants: forward design, walk and/or split (default walk)")
     ap.add_argument("--split-states", default="dot",
                     help="golf split variants: the stored states' dtype, dot (the dot dtype: bf16 for bf16) "
                     "and/or fp32 (default dot)")
@@ -203,7 +210,8 @@ def measure(a: argparse.Namespace, impls: dict, result: dict) -> None:
           f"floor at {a.bw} TB/s\n")
     print(table(rows, TIMING_HEADER))
     print("\nbwd=walk: one program per (head, batch) walks the chunks in reverse; bwd=split: states and state "
-          "gradients by two sequential passes, then one program per (batch, chunk, head) (golf/ssd_kernel.py)")
+          "gradients by two sequential passes, then one program per (batch, chunk, head); fwd=split: the states "
+          "by one sequential pass, then y by one program per (batch, chunk, head) (golf/ssd_kernel.py)")
 
 
 def main(argv=None) -> int:
@@ -216,7 +224,8 @@ def main(argv=None) -> int:
     from golf.ssm import _import_mamba_triton
 
     states = {"dot": None, "fp32": torch.float32}
-    for name, values, known in (("--bwds", a.bwds, ssd_kernel.BWDS), ("--split-states", a.split_states, states),
+    for name, values, known in (("--bwds", a.bwds, ssd_kernel.BWDS), ("--fwds", a.fwds, ssd_kernel.FWDS),
+                                ("--split-states", a.split_states, states),
                                 ("--head-sums", a.head_sums, ssd_kernel.HEAD_SUMS)):
         if not set(values.split(",")) <= set(known):
             print(f"error: {name} takes a comma-separated list of {list(known)}, got {values!r}", file=sys.stderr)
@@ -230,13 +239,14 @@ def main(argv=None) -> int:
                   file=sys.stderr)
             return 2
         impls["mamba-ssm"] = mamba["scan"]
-    for bwd in a.bwds.split(","):
+    for fwd, bwd in itertools.product(a.fwds.split(","), a.bwds.split(",")):
         for hs in a.head_sums.split(","):
             for w in a.num_warps.split(","):
-                for st in a.split_states.split(",") if bwd == "split" else ["dot"]:
-                    label = f"golf {hs} w{w} bwd={bwd}" + ("" if st == "dot" else f" states={st}")
-                    impls[label] = functools.partial(ssd_kernel.ssd_scan, head_sum=hs, num_warps=int(w), bwd=bwd,
-                                                     states_dtype=states[st])
+                for st in a.split_states.split(",") if "split" in (fwd, bwd) else ["dot"]:
+                    label = (f"golf {hs} w{w}" + (" fwd=split" if fwd == "split" else "") + f" bwd={bwd}"
+                             + ("" if st == "dot" else f" states={st}"))
+                    impls[label] = functools.partial(ssd_kernel.ssd_scan, head_sum=hs, num_warps=int(w), fwd=fwd,
+                                                     bwd=bwd, states_dtype=states[st])
 
     result = {"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items()},
               "device": torch.cuda.get_device_name() if a.device == "cuda" else a.device, "versions": {},

@@ -429,6 +429,14 @@ def test_bench_script_dry_run(sk, device, tmp_path, monkeypatch):
         assert result["timing"][name]["fwd_device_ms"] > 0 and result["timing"][name]["fwd_bwd_device_ms"] > 0
     assert set(result["timing"]) == {"mamba-ssm", *golf}
     assert bench.main(["--device", device, "--bwds", "walk,scan"]) == 2  # an unknown design: refused up front
+    assert bench.main(["--device", device, "--fwds", "tree"]) == 2
+    out3 = tmp_path / "split.json"  # golf_split's pairing: the split forward, its states to the split backward
+    assert bench.main(["--device", device, "--dtype", "fp32", "--b", "1", "--l", "32", "--h", "1", "--p", "16",
+                       "--n", "16", "--chunk", "16", "--num-warps", "4", "--fwds", "split", "--bwds", "split",
+                       "--json", str(out3)]) == 0
+    split = json.loads(out3.read_text())
+    assert set(split["timing"]) == {"mamba-ssm", "golf atomic w4 fwd=split bwd=split"}
+    assert max(split["parity_vs_reference"]["golf atomic w4 fwd=split bwd=split"].values()) < 1e-4
 
     def device_fault(*args, **kwargs):  # what a CUDA fault does to every call after it
         raise RuntimeError("CUDA error: an illegal memory access was encountered")
