@@ -64,9 +64,9 @@ not affect dx, nor (beyond rounding order) the weight gradients.
 Limits. W (the width) 2, 3 or 4, as causal-conv1d. No seq_idx, initial_states, return_final_states or
 activations other than SiLU. Runs on CUDA tensors, or on CPU tensors under Triton's interpreter
 (TRITON_INTERPRET=1 set before triton is first imported; tests/conftest.py). This backward is checked in the
-interpreter (tests/test_conv_kernel.py) and its register use by compiling it offline (above); its GPU parity
-against causal_conv1d_fn and timing are bench/conv_kernel_bench.py's, not yet run for this design. The backward allocates the
-scratch per call (an fp32 activation, 436 MB at the production shapes), transient in PyTorch's caching
+interpreter (tests/test_conv_kernel.py) and its register use by compiling it offline (above); its GPU parity against
+causal_conv1d_fn and timing are bench/conv_kernel_bench.py's, not yet run for this design. The backward allocates
+the scratch per call (an fp32 activation, 436 MB at the production shapes), transient in PyTorch's caching
 allocator.
 """
 

@@ -1,13 +1,13 @@
 """golf's own fused Triton kernels for the Mamba-2 SSD scan, forward and backward (issue 22: "a fused kernel of
 our own specialised to headdim 64, d_state 32"). `ssd_scan` has the call signature of mamba-ssm's
-mamba_chunk_scan_combined as golf.ssm.Mamba2Mixer calls it; model.ssm_scan "golf" (the walking forward and
-backward) or "golf_split" (both split over chunks) selects it on the triton path (golf.ssm.resolve_ssm_backend; golf::ssd_scan under ssm_compile
-"opaque"). In hybrid_seed_fit's training step on an H200 it is slower than mamba-ssm's chunk-parallel kernels:
-4.71 ms ("golf") and 3.19 ms ("golf_split") of device time per layer call, forward and backward, against 2.35 ms
-(bench/RESULTS.md, 2026-11-30 fifth block; an earlier wall-clock bench of the call alone had ranked it faster,
-timing mamba-ssm's host launches too). "golf_split" then ran the walking forward: 1.16 ms of its 3.19 (chunk
-backward 1.77, passes 0.25), against mamba-ssm's forward of about 0.65. The likely reason: a program per
-(head, batch) walks its chunks one after another, while mamba-ssm's kernels work on all chunks at once; the
+mamba_chunk_scan_combined as golf.ssm.Mamba2Mixer calls it; model.ssm_scan "golf" (the walking forward and backward)
+or "golf_split" (both split over chunks) selects it on the triton path (golf.ssm.resolve_ssm_backend; golf::ssd_scan
+under ssm_compile "opaque"). In hybrid_seed_fit's training step on an H200 it is slower than mamba-ssm's
+chunk-parallel kernels: 4.71 ms ("golf") and 3.19 ms ("golf_split") of device time per layer call, forward and
+backward, against 2.35 ms (bench/RESULTS.md, 2026-11-30 fifth block; an earlier wall-clock bench of the call alone
+had ranked it faster, timing mamba-ssm's host launches too). "golf_split" then ran the walking forward: 1.16 ms of
+its 3.19 (chunk backward 1.77, passes 0.25), against mamba-ssm's forward of about 0.65. The likely reason: a program
+per (head, batch) walks its chunks one after another, while mamba-ssm's kernels work on all chunks at once; the
 split forward (fwd="split", below, now golf_split's) keeps that parallelism.
 
 What it computes, per batch b and head h, exactly golf.ssm.ssd_scan_reference (x: (b, l, h, p), dt: (b, l, h)
@@ -56,15 +56,15 @@ gradient there (dx, ddt, dB, dC, and per-program partial sums for dA and dD). Fe
 production shapes on an H200's 132 SMs), each a long chain of dependent dots: latency-bound (3.4 ms of the
 3.9 ms forward+backward measured on an H200, 2026-11-30).
 
-bwd="split": only the state-gradient recurrence is sequential, and it is cheap (one p × n update a chunk), so
-(1) one launch of grid (h, 2, b) runs both recurrences side by side (_ssd_bwd_pass_kernel): programs of role 0
-walk forward storing the state entering each chunk S_in (the walk's recompute; skipped, grid (h, 1, b) of role
-1 alone, when the split forward's S_in are passed in), programs of role 1 walk backward storing the loss's
-gradient w.r.t. the state leaving each chunk dS_out (and the initial state's gradient). Neither needs the other, so they share a launch rather than one being folded into the other's
-program: twice the programs in flight for the same two serial chains. (2) One program per (batch, chunk,
-head) (_ssd_bwd_chunk_kernel; b × chunks × h = 24,576 at the production shapes) computes every gradient of its
-chunk from its S_in and dS_out with no dependence on any other program; dA and dD leave as (b, chunks, h)
-partial sums. S_in and dS_out are stored in the dot dtype by default (states_dtype=None; bf16 at the production
+bwd="split": only the state-gradient recurrence is sequential, and it is cheap (one p × n update a chunk), so (1)
+one launch of grid (h, 2, b) runs both recurrences side by side (_ssd_bwd_pass_kernel): programs of role 0 walk
+forward storing the state entering each chunk S_in (the walk's recompute; skipped, grid (h, 1, b) of role 1 alone,
+when the split forward's S_in are passed in), programs of role 1 walk backward storing the loss's gradient w.r.t.
+the state leaving each chunk dS_out (and the initial state's gradient). Neither needs the other, so they share a
+launch rather than one being folded into the other's program: twice the programs in flight for the same two serial
+chains. (2) One program per (batch, chunk, head) (_ssd_bwd_chunk_kernel; b × chunks × h = 24,576 at the production
+shapes) computes every gradient of its chunk from its S_in and dS_out with no dependence on any other program; dA
+and dD leave as (b, chunks, h) partial sums. S_in and dS_out are stored in the dot dtype by default (states_dtype=None; bf16 at the production
 shapes, as mamba-ssm stores them in x's dtype for its chunk kernels: _state_passing_bwd's states_dtype and
 dstates_dtype, same file): every dot that reads them casts them to it anyway, so the one thing it changes is
 the elementwise term exp(cs_last) <dS_out, S_in> of the dA and ddt gradients, which mamba-ssm keeps in fp32. In

@@ -10,8 +10,9 @@ golf.ssm.resolve_ssm_backend; on CPU golf's reference math, backward by torch.au
 tests/test_ssm_opaque.py checks the plumbing without a GPU. The scan ops' `kernel` argument says whose
 forward and backward their CUDA kernels call: mamba-ssm's, or golf's own (golf/ssd_kernel.py, model.ssm_scan
 "golf" or "golf_split"; the split forward's per-chunk states do not reach golf_split's backward op, which
-recomputes them, as golf::ssd_scan has no output for them; tests/test_ssm_golf_scan.py); the conv ops' `kernel` argument likewise: causal-conv1d's,
-or golf's own (golf/conv_kernel.py, model.ssm_conv "golf"; tests/test_ssm_golf_conv.py).
+recomputes them, as golf::ssd_scan has no output for them; tests/test_ssm_golf_scan.py); the conv ops'
+`kernel` argument likewise: causal-conv1d's, or golf's own (golf/conv_kernel.py, model.ssm_conv "golf";
+tests/test_ssm_golf_conv.py).
 
 This module is training-only (golf.package.TRAINING_ONLY: artifacts do not ship it), so golf.ssm imports golf's
 own scan and conv kernels through golf_scan_kernels() and golf_conv_kernels() here, which keeps
