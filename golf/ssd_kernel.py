@@ -64,17 +64,17 @@ the state leaving each chunk dS_out (and the initial state's gradient). Neither 
 launch rather than one being folded into the other's program: twice the programs in flight for the same two serial
 chains. (2) One program per (batch, chunk, head) (_ssd_bwd_chunk_kernel; b × chunks × h = 24,576 at the production
 shapes) computes every gradient of its chunk from its S_in and dS_out with no dependence on any other program; dA
-and dD leave as (b, chunks, h) partial sums. S_in and dS_out are stored in the dot dtype by default (states_dtype=None; bf16 at the production
-shapes, as mamba-ssm stores them in x's dtype for its chunk kernels: _state_passing_bwd's states_dtype and
-dstates_dtype, same file): every dot that reads them casts them to it anyway, so the one thing it changes is
-the elementwise term exp(cs_last) <dS_out, S_in> of the dA and ddt gradients, which mamba-ssm keeps in fp32. In
-the interpreter, with bf16 dots emulated (operands rounded to bf16, products in fp32) at production tiles, the
-bf16-stored split's errors against the fp64 reference matched the walk's (dt 3.8e-3, dA 5e-4 vs 2e-3, dB, dC
-4e-3): the dots' bf16 rounding dominates. fp32 and fp64 inputs store at full precision. Bytes: at the
-production shapes (bf16, b=64 l=2048 h=12 p=64 n=32 chunk 64) the walk moves ~1.29 GB in its backward
-(recompute included), the split ~1.50 GB: dy, C and dt are read a second time (+216 MB, ~54 us at 4 TB/s)
-while the states now round-trip twice (S_in and dS_out) but in bf16, the walk's one fp32 round-trip in bytes;
-states_dtype=torch.float32 adds 403 MB more.
+and dD leave as (b, chunks, h) partial sums. S_in and dS_out are stored in the dot dtype by default
+(states_dtype=None; bf16 at the production shapes, as mamba-ssm stores them in x's dtype for its chunk kernels:
+_state_passing_bwd's states_dtype and dstates_dtype, same file): every dot that reads them casts them to it anyway,
+so the one thing it changes is the elementwise term exp(cs_last) <dS_out, S_in> of the dA and ddt gradients, which
+mamba-ssm keeps in fp32. In the interpreter, with bf16 dots emulated (operands rounded to bf16, products in fp32) at
+production tiles, the bf16-stored split's errors against the fp64 reference matched the walk's (dt 3.8e-3, dA 5e-4
+vs 2e-3, dB, dC 4e-3): the dots' bf16 rounding dominates. fp32 and fp64 inputs store at full precision. Bytes: at
+the production shapes (bf16, b=64 l=2048 h=12 p=64 n=32 chunk 64) the walk moves ~1.29 GB in its backward (recompute
+included), the split ~1.50 GB: dy, C and dt are read a second time (+216 MB, ~54 us at 4 TB/s) while the states now
+round-trip twice (S_in and dS_out) but in bf16, the walk's one fp32 round-trip in bytes; states_dtype=torch.float32
+adds 403 MB more.
 
 Both designs finish dA, dD and ddt_bias in PyTorch (sums over batch (and chunks), and over (b, l) of the raw dt
 gradient). The head-sum of dB and dC for g < h is done with fp32 atomics by default (head_sum="atomic": one
