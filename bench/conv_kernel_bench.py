@@ -36,7 +36,6 @@ causal-conv1d and triton are imported lazily, so --help works anywhere.
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import itertools
 import json
 import sys
@@ -48,7 +47,16 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # kernel_bench, also when a test loads this file
 
-from kernel_bench import TIMING_HEADER, bencher, device_ms, off_reference, rel_errs, table, timing_row
+from kernel_bench import (
+    TIMING_HEADER,
+    bencher,
+    device_ms,
+    off_reference,
+    package_versions,
+    rel_errs,
+    table,
+    timing_row,
+)
 
 GRADS = ("dx", "dweight", "dbias")
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -191,13 +199,9 @@ def main(argv=None) -> int:
         return fn
 
     result = {"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items()},
-              "device": torch.cuda.get_device_name() if a.device == "cuda" else a.device, "versions": {},
+              "device": torch.cuda.get_device_name() if a.device == "cuda" else a.device,
               "parity_vs_reference": {}, "parity_vs_causal_conv1d": {}, "timing": {}, "errors": {}}
-    for pkg in ("torch", "triton", "causal_conv1d"):
-        try:
-            result["versions"][pkg] = importlib.metadata.version(pkg)
-        except importlib.metadata.PackageNotFoundError:
-            result["versions"][pkg] = None
+    result["versions"] = package_versions(("torch", "triton", "causal_conv1d"))
     floor = floor_ms(a, DTYPES[a.dtype].itemsize)
     result["floor"] = floor
     rows = []

@@ -60,6 +60,19 @@ def device_ms(fn, device: str, reps: int = 20, grad_to_none=()) -> float:
     return summarize_window(prof, reps, 0.0, cuda)["ms_per_step"]
 
 
+def package_versions(names) -> dict:
+    """{name: installed version or None} for the benchmark's JSON."""
+    import importlib.metadata
+
+    out = {}
+    for name in names:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
 def table(rows: list[list], header: list[str]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     return "\n".join(lines + ["| " + " | ".join(str(c) for c in r) + " |" for r in rows])

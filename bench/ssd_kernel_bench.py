@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import importlib.metadata
 import itertools
 import json
 import math
@@ -51,7 +50,16 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # kernel_bench, also when a test loads this file
 
-from kernel_bench import TIMING_HEADER, bencher, device_ms, off_reference, rel_errs, table, timing_row
+from kernel_bench import (
+    TIMING_HEADER,
+    bencher,
+    device_ms,
+    off_reference,
+    package_versions,
+    rel_errs,
+    table,
+    timing_row,
+)
 
 GRADS = ("x", "dt", "A", "B", "C", "D", "dt_bias")
 
@@ -249,13 +257,9 @@ def main(argv=None) -> int:
                                                      bwd=bwd, states_dtype=states[st])
 
     result = {"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items()},
-              "device": torch.cuda.get_device_name() if a.device == "cuda" else a.device, "versions": {},
+              "device": torch.cuda.get_device_name() if a.device == "cuda" else a.device,
               "parity_vs_reference": {}, "parity_vs_mamba": {}, "timing": {}, "errors": {}}
-    for pkg in ("torch", "triton", "mamba_ssm"):
-        try:
-            result["versions"][pkg] = importlib.metadata.version(pkg)
-        except importlib.metadata.PackageNotFoundError:
-            result["versions"][pkg] = None
+    result["versions"] = package_versions(("torch", "triton", "mamba_ssm"))
 
     try:
         measure(a, impls, result)
