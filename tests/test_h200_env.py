@@ -119,3 +119,32 @@ def test_compare_call_passes_the_settings_and_packs_each_sides_newest_seed(tmp_p
         assert {"runs/1337/metrics/eval_ttt.json", "runs/1337/artifact/model.golf.xz",
                 "runs/1337/train/provenance.json"} <= names
         assert not any(n.startswith("runs/42") or "compare/" in n for n in names)
+
+
+def test_kernels_call_runs_tests_on_gpu_0_and_the_step_on_gpu_1(tmp_path):
+    """bench/h200/kernels_call.sh with stubs for python3 and the sweep: each command in its lane's GPU, the
+    named outputs in $OUT, and the counts of the verbose test log in its summary line."""
+    calls = tmp_path / "calls.txt"
+    py = tmp_path / "py"
+    py.write_text('#!/usr/bin/env bash\necho "GPU $CUDA_VISIBLE_DEVICES: python $*" >> ' + str(calls) + '\n'
+                  'if [ "$2" = pytest ]; then printf "%s\\n" "t.py::a PASSED" "t.py::b FAILED" "t.py::c PASSED"; fi\n')
+    py.chmod(0o755)
+    sweep = tmp_path / "sweep.sh"
+    sweep.write_text('echo "GPU $CUDA_VISIBLE_DEVICES: sweep $CONFIG $*" >> ' + str(calls) + '\necho "hybrid_seed_fit: 139 ms/step"\n')
+    out = tmp_path / "out"
+    out.mkdir()
+    env = {"PATH": "/usr/bin:/bin", "OUT": str(out), "PYTHON": str(py), "SWEEP": str(sweep)}
+    res = subprocess.run(["bash", "bench/h200/kernels_call.sh"], cwd=ROOT, env=env, capture_output=True, text=True,
+                         check=False)
+    assert res.returncode == 0, res.stderr
+    assert "kernel tests: exit 0 (2 passed, 1 failed, 0 skipped)" in res.stdout
+    assert "hybrid_seed_fit: 139 ms/step" in res.stdout
+    lines = calls.read_text().splitlines()
+    gpu0 = [x for x in lines if x.startswith("GPU 0:")]
+    gpu1 = [x for x in lines if x.startswith("GPU 1:")]
+    assert len(gpu0) == 2 and "-m pytest -rf -v tests/test_ssd_kernel.py" in gpu0[0]
+    assert "bench/conv_kernel_bench.py --json " + str(out / "conv_kernel.json") in gpu0[1]
+    assert len(gpu1) == 2 and "bench/ssd_kernel_bench.py --fwds walk,split --bwds split" in gpu1[0]
+    assert gpu1[1] == "GPU 1: sweep configs/hybrid_seed_fit.yaml  model.ssm_conv=golf model.ssm_scan=golf_split"
+    assert (out / "pytest.log").read_text().count("PASSED") == 2
+
