@@ -5,11 +5,11 @@ or "golf_split" (both split over chunks) selects it on the triton path (golf.ssm
 under ssm_compile "opaque"). In hybrid_seed_fit's training step on an H200 it is slower than mamba-ssm's
 chunk-parallel kernels: 4.71 ms ("golf") and 3.18 ms ("golf_split") of device time per layer call, forward and
 backward, against 2.35 ms (bench/RESULTS.md, 2026-11-30 fifth block; an earlier wall-clock bench of the call alone
-had ranked it faster, timing mamba-ssm's host launches too). "golf_split" then ran the walking forward: 1.16 ms of
-its 3.18 (chunk backward 1.77, passes 0.25), against roughly 0.6 for mamba-ssm's forward kernels (0.56 for the three
-in the profile's top 25). The likely reason: a program per (head, batch) walks its chunks one after another, while
-mamba-ssm's kernels work on all chunks at once; the split forward (fwd="split", below, now golf_split's) keeps that
-parallelism.
+had ranked it faster, most likely timing mamba-ssm's host launches too). "golf_split" then ran the walking forward:
+1.16 ms of its 3.18 (chunk backward 1.77, passes 0.25), against roughly 0.6 for mamba-ssm's forward kernels (0.56
+for the three in the profile's top 25). The likely reason: a program per (head, batch) walks its chunks one after
+another, while mamba-ssm's kernels work on all chunks at once; the split forward (fwd="split", below, now
+golf_split's) keeps that parallelism.
 
 What it computes, per batch b and head h, exactly golf.ssm.ssd_scan_reference (x: (b, l, h, p), dt: (b, l, h)
 raw, A, D, dt_bias: (h,), B, C: (b, l, g, n) shared by the h // g heads of a group):
