@@ -64,9 +64,25 @@ def test_lever_pairs_put_the_hybrid_on_gpu_0_and_attention_on_gpu_1_with_valid_s
         params = load_params(ROOT / words[0].removeprefix("config="), words[1:])  # each override is a real setting
         assert ("M" in params.model.layer_pattern) == (i % 2 == 0)
     assert every[:2] == ["config=configs/hybrid_seed_fit.yaml", "config=configs/attn_fit.yaml"]  # the bases first
-    bad = subprocess.run(["bash", "bench/h200/lever_pairs.sh"], cwd=ROOT, capture_output=True, text=True, check=False,
-                         env={"PATH": "/usr/bin:/bin", "PART": "8", "SWEEP": "/bin/false"})
-    assert bad.returncode == 2 and "PART must be 1 to 7 or all, not '8'" in bad.stderr
+    assert _lever_variants("1,7", tmp_path) == parts[0] + parts[6]  # a list of parts, in its order
+    for part in ("8", "1,8", "2-3"):
+        bad = subprocess.run(["bash", "bench/h200/lever_pairs.sh"], cwd=ROOT, capture_output=True, text=True,
+                             check=False, env={"PATH": "/usr/bin:/bin", "PART": part, "SWEEP": "/bin/false"})
+        assert bad.returncode == 2
+        assert f"PART must be 1 to 7, a comma-separated list of them, or all, not '{part}'" in bad.stderr
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"PER_GPU": "2"}, "PER_GPU=2 shares each GPU between runs, which changes what a 90-s budget buys"),
+    ({"PER_GPU": "2", "WALL": "240"}, "what a 240-s budget buys: use it only with WALL=0"),
+    ({"PER_GPU": "two", "WALL": "0"}, "PER_GPU must be a positive whole number of runs per GPU, not 'two'"),
+    ({"PER_GPU": "0", "WALL": "0"}, "PER_GPU must be a positive whole number"),
+])
+def test_train_sweep_shares_a_gpu_only_between_fixed_step_runs(env, message):
+    """h200_train_sweep.sh refuses PER_GPU > 1 under a wall-clock budget before it touches the machine."""
+    res = subprocess.run(["bash", "bench/h200/h200_train_sweep.sh", "train.max_steps=480"], cwd=ROOT,
+                         env={"PATH": "/usr/bin:/bin", **env}, capture_output=True, text=True, check=False)
+    assert res.returncode == 2 and message in res.stderr and res.stderr.count("\n") == 1
 
 
 def test_lever_pairs_fixed_step_runs_give_each_side_its_own_settings(tmp_path):

@@ -13,10 +13,22 @@
 # (steps, tok/s, pre-quant val BPB); returns every variant's metrics, curve and log as $OUT/train_sweep.tgz, with
 # train/profile.json for a variant that sets train.profile_steps (the loop's own steps under torch.profiler).
 # GPUS=2 (nvidia-h200-x2) runs two variants at a time, one per GPU: half the call time for a sweep.
+# PER_GPU=2 or 3 runs that many variants at a time on each GPU, variant i on GPU i % GPUS. Only for fixed-step runs
+# (WALL=0 and a train.max_steps in the variants): what they learn does not depend on their speed, and sharing a
+# GPU overlaps one run's compile and evaluation with another's training. Their tok/s and profiles then say
+# nothing about speed. Under a wall-clock budget sharing would change the result, so it is refused.
 set -uo pipefail
+CONFIG=${CONFIG:-configs/hybrid_12_b131k.yaml}; SEED=${SEED:-1337}; WALL=${WALL:-90}
+GPUS=${GPUS:-1}; PER_GPU=${PER_GPU:-1}
+if ! [[ $PER_GPU =~ ^[1-9][0-9]*$ ]]; then
+  echo "error: PER_GPU must be a positive whole number of runs per GPU, not '$PER_GPU'" >&2; exit 2
+fi
+if [ "$PER_GPU" != 1 ] && [ "$WALL" != 0 ]; then
+  echo "error: PER_GPU=$PER_GPU shares each GPU between runs, which changes what a ${WALL}-s budget buys: use it" \
+       "only with WALL=0 and a fixed train.max_steps" >&2; exit 2
+fi
 source bench/h200/h200_env.sh >/dev/null || exit 1
 require_causal_conv1d || exit 3
-CONFIG=${CONFIG:-configs/hybrid_12_b131k.yaml}; SEED=${SEED:-1337}; WALL=${WALL:-90}
 nvidia-smi --query-gpu=name,uuid,driver_version,power.limit,clocks.max.sm --format=csv,noheader 2>/dev/null
 python3 cli.py prepare -p "$CONFIG" "${GOLF_DATA_ARGS[@]}" > /dev/null || { echo "prepare failed"; exit 1; }
 [ $# -gt 0 ] || set -- ""
@@ -43,8 +55,10 @@ PY
   prof="$dir/$SEED/train/profile.json"
   if [ -f "$prof" ]; then python3 -c "import json, sys; p = json.load(open(sys.argv[1])); print('  profile:', {k: p.get(k) for k in ('first_step', 'steps', 'wall_ms_per_step', 'device_busy_ms_per_step', 'device_busy_frac')}, 'host ms/step by phase:', p.get('host_ranges_ms'), 'host calls:', [(c['name'], c['ms_per_step']) for c in p.get('host_runtime_calls', [])[:4]])" "$prof"; fi
 }
-# GPUS=2 on a two-GPU machine: variant i runs on GPU i % 2, the two lanes at once (same host, same commit)
-run_in_lanes "${GPUS:-1}" run_variant "$@"
+# GPUS=2 on a two-GPU machine: variant i runs on GPU i % 2, the lanes at once (same host, same commit); with
+# PER_GPU, GPUS * PER_GPU lanes, lane k on GPU k % GPUS
+run_on_gpu() { run_variant $(( $1 % GPUS )) "$2"; }
+run_in_lanes $(( GPUS * PER_GPU )) run_on_gpu "$@"
 if [ -n "${OUT:-}" ]; then  # one tarball: a device call returns only a few files
   # profile.json exists only for variants that profile: a missing one is not a failure of the sweep
   tar czf "$OUT/train_sweep.tgz" --ignore-failed-read runs_sweep/*.log runs_sweep/*/"$SEED"/metrics runs_sweep/*/"$SEED"/plots \

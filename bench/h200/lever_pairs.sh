@@ -10,6 +10,8 @@
 # process-to-process step spread (up to 16% at 90 s, RESULTS fifth block), give each side its base's step count
 # at 90 s and no wall-clock budget; the schedules then follow steps (golf.train.budget_progress):
 #   WALL=0 HYBRID_SETS="train.max_steps=480" ATTN_SETS="train.max_steps=620" PART=2 bash bench/h200/lever_pairs.sh
+# Fixed-step runs may share each GPU (PER_GPU, h200_train_sweep.sh): PART=2,3 PER_GPU=3 runs six pairs in two rounds
+# of three runs a GPU. PART takes one part, a comma-separated list, or all.
 set -uo pipefail
 HYBRID=${HYBRID:-configs/hybrid_seed_fit.yaml}; ATTN=${ATTN:-configs/attn_fit.yaml}
 # "hybrid overrides | attention overrides" ("" = the config as it is)
@@ -47,11 +49,18 @@ PAIRS=(
   # Mamba block (26.70M) | 2 KV heads and MLP 3.25x (26.83M, attn_fit's count)
   "model.expand=1.0 model.mamba_mlp_mult=0.75 | model.num_kv_heads=2 model.mlp_mult=3.25"
 )
-case "${PART:-all}" in
-  all) pick=("${PAIRS[@]}") ;;
-  [1-7]) pick=("${PAIRS[@]:$(( (PART - 1) * 3 )):3}") ;;
-  *) echo "error: PART must be 1 to 7 or all, not '${PART}'" >&2; exit 2 ;;
-esac
+pick=()
+if [ "${PART:-all}" = all ]; then
+  pick=("${PAIRS[@]}")
+else
+  IFS=, read -ra parts <<< "$PART"
+  for part in "${parts[@]}"; do
+    case "$part" in
+      [1-7]) pick+=("${PAIRS[@]:$(( (part - 1) * 3 )):3}") ;;
+      *) echo "error: PART must be 1 to 7, a comma-separated list of them, or all, not '${PART}'" >&2; exit 2 ;;
+    esac
+  done
+fi
 variants=()
 for pair in "${pick[@]}"; do
   read -ra h <<< "${pair%%|*}"; read -ra a <<< "${pair#*|}"  # the words of each side's overrides
