@@ -9,8 +9,8 @@
 # Each argument is one variant, as in h200_throughput_sweep.sh: space-separated params overrides ("" = the config
 # as it is), a word config=<file> switching the params file. Carry `.carry` (corpus, tokenizer, mamba-ssm wheel),
 # as for h200_pipeline.sh. Variant <label> trains under runs_sweep/<label>/<seed>/; a variant that fails or runs
-# past PER_VARIANT_TIMEOUT seconds (default 300, times PER_GPU) is reported and the sweep goes on. Prints one line per variant
-# (steps, tok/s, pre-quant val BPB); returns every variant's metrics, curve and log as $OUT/train_sweep.tgz, with
+# past PER_VARIANT_TIMEOUT seconds (default 300, times PER_GPU) is reported and the sweep goes on. Prints one line
+# per variant (steps, tok/s, pre-quant val BPB); returns every variant's metrics, curve and log as $OUT/train_sweep.tgz, with
 # train/profile.json for a variant that sets train.profile_steps (the loop's own steps under torch.profiler).
 # GPUS=2 (nvidia-h200-x2) runs two variants at a time, one per GPU: half the call time for a sweep.
 # PER_GPU=2 or 3 runs that many variants at a time on each GPU, variant i on GPU i % GPUS. Only for fixed-step runs
@@ -37,7 +37,8 @@ run_variant() {  # run_variant <gpu> "<variant>"
   local gpu=$1 variant=$2 dir rc prof
   parse_variant "$variant" "$CONFIG"
   dir="runs_sweep/$VARIANT_LABEL"
-  CUDA_VISIBLE_DEVICES=$gpu timeout "${PER_VARIANT_TIMEOUT:-$(( 300 * PER_GPU ))}" python3 cli.py train -p "$VARIANT_CFG" \
+  CUDA_VISIBLE_DEVICES=$gpu timeout "${PER_VARIANT_TIMEOUT:-$(( 300 * PER_GPU ))}" \
+    python3 cli.py train -p "$VARIANT_CFG" \
     --seed "$SEED" "${GOLF_DATA_ARGS[@]}" --set "train.wallclock_s=$WALL" --set "runs_dir=$dir" "${VARIANT_SETS[@]}" \
     > "$dir.log" 2>&1
   rc=$?
