@@ -70,10 +70,11 @@ class HostBatches:
         return (x.pin_memory(), y.pin_memory()) if self.pinned else (x, y)
 
 
-def profile_steps(step, first_index: int, steps: int, device: torch.device) -> dict:
+def profile_steps(step, first_index: int, steps: int, device: torch.device, record_shapes: bool = False) -> dict:
     """Run `steps` more training steps under torch.profiler (golf.profiling: device kernels by family, device
-    busy share and the host's CUDA runtime calls on CUDA; CPU ops' self time otherwise)."""
-    window = StepWindowProfiler(first_index, steps, device)
+    busy share, the host's CUDA runtime calls and the ATen ops' own kernel time on CUDA; CPU ops' self time
+    otherwise); record_shapes: train.profile_shapes."""
+    window = StepWindowProfiler(first_index, steps, device, record_shapes=record_shapes)
     for i in range(steps):
         window.before_step(first_index + i)
         step(first_index + i)
@@ -149,7 +150,7 @@ def main(argv: list[str] | None = None) -> dict:
            "tok_per_s": round(tokens / step_s), "last_loss": round(loss, 4),
            "peak_mem_mb": round(torch.cuda.max_memory_allocated() / 2**20) if device.type == "cuda" else None}
     if args.profile_steps:
-        out["profile"] = profile_steps(step, 2 + args.steps, args.profile_steps, device)
+        out["profile"] = profile_steps(step, 2 + args.steps, args.profile_steps, device, tcfg.profile_shapes)
     if shard_dir is not None:
         shard_dir.cleanup()
     print(json.dumps(out))

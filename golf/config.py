@@ -195,6 +195,9 @@ class TrainConfig:
                                             "off the budget")
     profile_first_step: int = _spec(250, lo=1, doc="the first profiled step: after compile and autotuning, and with "
                                                    "the window clear of checkpoint steps (train.checkpoint_every)")
+    profile_shapes: bool = _spec(False, doc="the profile also records every op's input shapes, so that its aten_ops "
+                                            "name eager work by shape; costs host time in the profiled steps, which "
+                                            "can then show a lower device-busy share")
     dtype: str = _spec("bf16", choices=("bf16", "fp32"))
     device: str = _spec("auto", doc="auto | cpu | cuda | cuda:N")
     carry_state: bool = _spec(False, doc="each batch row continues its own stream of the train shards and starts from "

@@ -10,8 +10,9 @@ On CUDA a window's summary holds the device kernels' time by family (KERNEL_FAMI
 of the window's wall time the device was busy (the union of kernel intervals), the host's CUDA runtime
 calls by time (a long cudaStreamSynchronize or cudaEventSynchronize is the host waiting for the device; a
 long cudaLaunchKernel total is the host launching), and the host's time per step inside each phase of the
-step (golf.train's `golf/...` ranges: batch, forward, backward, optimizer, ema, read_loss). On CPU it holds
-the ops' self time instead of the kernels.
+step (golf.train's `golf/...` ranges: batch, forward, backward, optimizer, ema, read_loss), and the ATen ops
+whose own kernels took the most device time, by input shapes (aten_ops: where eager work comes from). On CPU it
+holds the ops' self time instead of the kernels.
 """
 
 from __future__ import annotations
@@ -97,8 +98,10 @@ class StepWindowProfiler:
     once the device is done), which a budgeted loop keeps off its clock: 9 s in a 60-s training run on
     2026-11-29, before the loop did so (bench/RESULTS.md, eighth block). The summary's `overhead_s` totals them."""
 
-    def __init__(self, first_step: int, steps: int, device: torch.device, clock=time.perf_counter):
+    def __init__(self, first_step: int, steps: int, device: torch.device, clock=time.perf_counter,
+                 record_shapes: bool = False):
         self.first_step, self.steps, self.device, self.clock = first_step, steps, device, clock
+        self.record_shapes = record_shapes  # train.profile_shapes: aten_ops by input shapes, at some host cost
         self.summary: dict | None = None
         self._prof = None
         self._t0 = 0.0
@@ -114,7 +117,8 @@ class StepWindowProfiler:
 
             t_begin = self.clock()
             cuda = self.device.type == "cuda"
-            self._prof = profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else []))
+            self._prof = profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else []),
+                                 record_shapes=self.record_shapes)
             self._prof.start()
             self._t0 = self.clock()
             spent = self._overhead_s = self._t0 - t_begin
@@ -160,6 +164,28 @@ def host_ranges(events, steps: int) -> dict:
     return {name: round(us / 1e3 / steps, 3) for name, us in sorted(totals.items(), key=lambda kv: -kv[1])}
 
 
+def aten_ops(events, steps: int, cuda: bool, top: int = 15) -> list[dict]:
+    """The device time of the kernels each ATen op launched itself (self time: not its children's), per step, by
+    op and input shapes, largest first; CPU self time where there is no device. Eager work shows here by name and
+    shape (an elementwise add of (64, 2048, 512) tensors, say), where the kernel list says only which kernel ran.
+    Inductor's own Triton kernels are not ATen ops and are absent; the GEMMs it calls through ATen are present."""
+    from torch.autograd import DeviceType
+
+    totals: dict[tuple[str, str], tuple[float, int]] = {}
+    for e in events:
+        if e.device_type != DeviceType.CPU or not e.name.startswith("aten::"):
+            continue
+        us = e.self_device_time_total if cuda else e.self_cpu_time_total
+        if us <= 0:
+            continue
+        key = (e.name, str([list(shape) for shape in (e.input_shapes or []) if shape])[:160])
+        t, n = totals.get(key, (0.0, 0))
+        totals[key] = (t + us, n + 1)
+    ranked = sorted(totals.items(), key=lambda kv: -kv[1][0])[:top]
+    return [{"op": name, "shapes": shapes, "ms_per_step": round(us / 1e3 / steps, 3),
+             "calls_per_step": round(n / steps, 2)} for (name, shapes), (us, n) in ranked]
+
+
 def summarize_window(prof, steps: int, wall_s: float, cuda: bool) -> dict:
     """A stopped torch.profiler.profile of `steps` steps that took `wall_s` → the summary described above."""
     from torch.autograd import DeviceType
@@ -169,7 +195,8 @@ def summarize_window(prof, steps: int, wall_s: float, cuda: bool) -> dict:
            "host_ranges_ms": host_ranges(events, steps)}
     if not cuda:
         cpu = [(e.name, e.self_cpu_time_total) for e in events if e.device_type == DeviceType.CPU]
-        return {**out, "timeline": "CPU ops (self time)", **summarize_profile(cpu, steps)}
+        return {**out, "timeline": "CPU ops (self time)", **summarize_profile(cpu, steps),
+                "aten_ops": aten_ops(events, steps, cuda)}
     # device-side spans of record_function ranges (Optimizer.step, golf/...) cover kernels and the gaps between
     # them: not kernels, so left out of the sums and of the busy time
     kernels = [e for e in events if e.device_type == DeviceType.CUDA and not getattr(e, "is_user_annotation", False)]
@@ -182,4 +209,5 @@ def summarize_window(prof, steps: int, wall_s: float, cuda: bool) -> dict:
             "device_busy_frac": round(busy / 1e6 / wall_s, 4) if wall_s > 0 else None,
             **device,
             "host_runtime_calls": [{k: t[k] for k in ("name", "ms_per_step", "calls_per_step")}
-                                   for t in host["top"]]}
+                                   for t in host["top"]],
+            "aten_ops": aten_ops(events, steps, cuda)}

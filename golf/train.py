@@ -222,7 +222,7 @@ class TrainLoop:
         self.sigterm = {"set": False}
         # train.profile_steps: torch.profiler over a window of the loop's own steps (rank 0), summary in the metrics
         self.window = StepWindowProfiler(tcfg.profile_first_step, tcfg.profile_steps if dinfo.is_main else 0,
-                                         device, clock=clock)
+                                         device, clock=clock, record_shapes=tcfg.profile_shapes)
 
     # ---- one step's schedule ------------------------------------------------------------------------
 

@@ -54,7 +54,8 @@ def test_busy_time_is_the_union_of_kernel_intervals():
 
 def test_step_window_profiles_exactly_its_steps_on_cpu():
     ticks = iter(range(100))
-    window = StepWindowProfiler(first_step=3, steps=2, device=torch.device("cpu"), clock=lambda: float(next(ticks)))
+    window = StepWindowProfiler(first_step=3, steps=2, device=torch.device("cpu"), clock=lambda: float(next(ticks)),
+                                record_shapes=True)
     a = torch.randn(64, 64)
     for step in range(1, 7):
         window.before_step(step)
@@ -70,6 +71,33 @@ def test_step_window_profiles_exactly_its_steps_on_cpu():
     names = {t["name"] for t in s["top"]}
     assert "aten::mm" in names and "aten::add" not in names
     assert list(s["host_ranges_ms"]) == ["golf/forward"] and s["host_ranges_ms"]["golf/forward"] > 0
+    ops = {(o["op"], o["shapes"]): o for o in s["aten_ops"]}  # each op by the shapes it was called with
+    mm = ops[("aten::mm", "[[64, 64], [64, 64]]")]
+    assert mm["calls_per_step"] == 1 and mm["ms_per_step"] > 0
+    assert not any(op == "aten::add" for op, _ in ops)  # outside the window
+    plain = StepWindowProfiler(first_step=1, steps=1, device=torch.device("cpu"))  # train.profile_shapes off
+    plain.before_step(1)
+    a @ a
+    plain.before_step(2)
+    assert {(o["op"], o["shapes"]) for o in plain.summary["aten_ops"]} >= {("aten::mm", "[]")}  # by name alone
+
+
+def test_aten_ops_rank_ops_by_own_time_and_shapes():
+    """aten_ops on a CPU profile: ops keyed by name and input shapes, per step, largest first, top N."""
+    from golf.profiling import aten_ops
+
+    big, small = torch.randn(256, 256), torch.randn(8, 8)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], record_shapes=True) as prof:
+        for _ in range(2):  # two "steps"
+            big @ big
+            small + small
+            small + small
+    rows = aten_ops(prof.events(), steps=2, cuda=False, top=10)
+    by_key = {(r["op"], r["shapes"]): r for r in rows}
+    assert by_key[("aten::mm", "[[256, 256], [256, 256]]")]["calls_per_step"] == 1
+    assert by_key[("aten::add", "[[8, 8], [8, 8]]")]["calls_per_step"] == 2  # two calls a step, one key
+    assert [r["ms_per_step"] for r in rows] == sorted((r["ms_per_step"] for r in rows), reverse=True)
+    assert len(aten_ops(prof.events(), steps=2, cuda=False, top=1)) == 1
 
 
 def test_step_window_off_unfinished_and_ended_on_its_last_step():

@@ -85,12 +85,14 @@ def test_host_runahead_changes_when_losses_are_read_not_the_run(reference, in_ti
 
 
 def test_profiled_window_is_written_beside_the_weights_and_changes_nothing(reference, in_tiny):
-    """train.profile_steps profiles steps 3-4 of the real loop; the run is the reference run all the same."""
+    """train.profile_steps profiles steps 3-4 of the real loop, train.profile_shapes with the ops' input shapes;
+    the run is the reference run all the same."""
     root, _, ov = in_tiny
     from stages import train as train_stage
 
     m1, r1 = reference
-    p = _params(root, ov + ["train.profile_steps=2", "train.profile_first_step=3"], "profiled")
+    p = _params(root, ov + ["train.profile_steps=2", "train.profile_first_step=3", "train.profile_shapes=true"],
+                "profiled")
     m2 = train_stage.run(p, 1)
     r2 = p.run_dir(1)
     assert m1["val_bpb"] == m2["val_bpb"] and "profile" not in m2
@@ -103,6 +105,8 @@ def test_profiled_window_is_written_beside_the_weights_and_changes_nothing(refer
     assert set(prof["host_ranges_ms"]) == {"golf/batch", "golf/forward", "golf/backward", "golf/optimizer",
                                            "golf/ema", "golf/read_loss"}
     assert sum(prof["host_ranges_ms"].values()) <= prof["wall_ms_per_step"] * 1.05  # phases inside the window
+    mms = [o for o in prof["aten_ops"] if o["op"] == "aten::mm"]
+    assert mms and all(o["shapes"].startswith("[[") for o in mms)  # each matmul by its operands' shapes
     assert not (r1 / "train" / "profile.json").exists()  # off by default
 
 

@@ -3,8 +3,9 @@
 # process each; every JSON lands in $OUT). Needs only the wheels (and .gpu_site for causal-conv1d), no corpus:
 #   CONFIG=configs/hybrid_12.yaml STEPS=10 bash bench/h200/h200_throughput_sweep.sh \
 #       "" "model.in_proj_multiple=64" "model.ssm_compile=trace" "model.in_proj_multiple=64 model.ssm_compile=trace"
-# PROFILE_STEPS=3 also profiles 3 more steps of each variant (device time by kernel family, top kernels: in the
-# JSON; the printed line is cut to 400 characters).
+# PROFILE_STEPS=3 also profiles 3 more steps of each variant (device time by kernel family, top kernels, the ATen
+# ops' own kernel time: in the JSON; the printed line is cut to 400 characters); PROFILE_SHAPES=1 adds
+# train.profile_shapes=true to every variant (those ATen ops by input shapes, at some host cost in those steps).
 # Each argument is one variant: space-separated params overrides ("" = the config as it is); a word
 # config=<file> runs that variant on another params file. The JSONs come back as $OUT/throughput.tgz. A variant that fails
 # or runs past PER_VARIANT_TIMEOUT seconds (default 300) is reported and the sweep goes on. The first variant on a
@@ -19,7 +20,8 @@ nvidia-smi --query-gpu=name,uuid,driver_version,power.limit,clocks.max.sm --form
 for variant in "$@"; do
   parse_variant "$variant" "$CONFIG"
   timeout "${PER_VARIANT_TIMEOUT:-300}" python3 bench/train_throughput.py "$VARIANT_CFG" --steps "$STEPS" \
-    --profile-steps "${PROFILE_STEPS:-0}" "${VARIANT_SETS[@]}" --label "$VARIANT_LABEL" 2>&1 | tail -n 1 | cut -c1-400
+    --profile-steps "${PROFILE_STEPS:-0}" "${VARIANT_SETS[@]}" \
+    ${PROFILE_SHAPES:+--set train.profile_shapes=true} --label "$VARIANT_LABEL" 2>&1 | tail -n 1 | cut -c1-400
   rc=${PIPESTATUS[0]}
   [ "$rc" -eq 0 ] || echo "variant '$variant': exit code $rc"
 done
