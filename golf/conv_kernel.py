@@ -77,9 +77,10 @@ import triton
 import triton.language as tl
 from triton.runtime.interpreter import InterpretedFunction
 
+from golf.kernel_inputs import TL_DTYPES, check_dtypes_and_device, check_runs_here
+from golf.ssm import compute_dtype
+
 WIDTHS = (2, 3, 4)
-_TL_DTYPES = {torch.float64: tl.float64, torch.float32: tl.float32, torch.bfloat16: tl.bfloat16,
-              torch.float16: tl.float16}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -245,10 +246,6 @@ def interpreted() -> bool:
     return isinstance(_conv_fwd_kernel, InterpretedFunction)
 
 
-def _compute_dtype(x: torch.Tensor) -> torch.dtype:
-    return torch.float64 if x.dtype == torch.float64 else torch.float32  # as golf.ssm.compute_dtype
-
-
 def _check(x, weight, bias, dout=None) -> None:
     """One ValueError line for the first input that is not what the kernels take."""
     if not isinstance(x, torch.Tensor) or x.dim() != 3:
@@ -265,16 +262,8 @@ def _check(x, weight, bias, dout=None) -> None:
                          f"{tuple(getattr(bias, 'shape', ()))}")
     if dout is not None and tuple(dout.shape) != tuple(x.shape):
         raise ValueError(f"causal_conv1d_silu: dout must have x's shape {tuple(x.shape)}, got {tuple(dout.shape)}")
-    for name, t in (("x", x), ("weight", weight), ("bias", bias), ("dout", dout)):
-        if t is None:
-            continue
-        if t.dtype not in _TL_DTYPES:
-            raise ValueError(f"causal_conv1d_silu: {name} must be a float64/32/16 or bfloat16 tensor, got {t.dtype}")
-        if t.device != x.device:
-            raise ValueError(f"causal_conv1d_silu: {name} is on {t.device} but x is on {x.device}: one device for all")
-    if x.device.type != "cuda" and not interpreted():
-        raise ValueError(f"causal_conv1d_silu: the Triton kernels need CUDA tensors (x is on {x.device}); on a CPU "
-                         "they run only in Triton's interpreter (TRITON_INTERPRET=1 before triton is imported)")
+    check_dtypes_and_device("causal_conv1d_silu", x, (("x", x), ("weight", weight), ("bias", bias), ("dout", dout)))
+    check_runs_here("causal_conv1d_silu", x, interpreted())
 
 
 def _check_blocks(block_t, block_c, tiles, optional=False) -> None:
@@ -317,7 +306,7 @@ def conv_fwd(x, weight, bias=None, *, block_t=64, block_c=128, num_warps=4):
         x, weight, bias if bias is not None else weight, out,
         t, c,
         *x.stride(), *weight.stride(), *out.stride(),
-        W=weight.shape[1], HAS_BIAS=bias is not None, BT=block_t, BC=block_c, ACC=_TL_DTYPES[_compute_dtype(x)],
+        W=weight.shape[1], HAS_BIAS=bias is not None, BT=block_t, BC=block_c, ACC=TL_DTYPES[compute_dtype(x)],
         num_warps=num_warps)
     return out
 
@@ -333,7 +322,7 @@ def conv_bwd(x, weight, bias, dout, *, block_t=32, block_c=64, tiles=8, num_warp
     _check(x, weight, bias, dout)
     bsz, c, t = x.shape
     w = weight.shape[1]
-    acc = _compute_dtype(x)
+    acc = compute_dtype(x)
     dx = _new_channel_last(x)
     groups = triton.cdiv(t, block_t * tiles)
     part = torch.zeros(bsz * groups, w + 1, c, dtype=acc, device=x.device)  # [row, k, c]; row W is dbias
@@ -347,12 +336,12 @@ def conv_bwd(x, weight, bias, dout, *, block_t=32, block_c=64, tiles=8, num_warp
             t, c, tiles,
             x.stride(0), x.stride(2), dout.stride(0), dout.stride(2), dpre.stride(0),
             dpre.stride(1), part.stride(0), part.stride(1),
-            W=w, HAS_BIAS=has_bias, BT=block_t, BC=block_c, ACC=_TL_DTYPES[acc], num_warps=num_warps)
+            W=w, HAS_BIAS=has_bias, BT=block_t, BC=block_c, ACC=TL_DTYPES[acc], num_warps=num_warps)
         _conv_bwd_dx_kernel[(triton.cdiv(t, block_t), triton.cdiv(c, block_c), bsz)](
             dpre, wt, dx,
             t, c,
             dpre.stride(0), dpre.stride(1), dx.stride(0), dx.stride(2),
-            W=w, BT=block_t, BC=block_c, ACC=_TL_DTYPES[acc], num_warps=num_warps)
+            W=w, BT=block_t, BC=block_c, ACC=TL_DTYPES[acc], num_warps=num_warps)
     red = part.sum(0)  # (W + 1, C), deterministic
     dweight = red[:w].t().to(weight.dtype)
     dbias = red[w].to(bias.dtype) if bias is not None else None

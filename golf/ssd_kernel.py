@@ -108,6 +108,9 @@ import triton
 import triton.language as tl
 from triton.runtime.interpreter import InterpretedFunction
 
+from golf.kernel_inputs import TL_DTYPES, check_dtypes_and_device, check_runs_here
+from golf.ssm import compute_dtype
+
 HEAD_SUMS = ("atomic", "sum")
 FWDS = ("walk", "split")
 BWDS = ("walk", "split")
@@ -595,8 +598,6 @@ def _ssd_bwd_chunk_kernel(
 # --------------------------------------------------------------------------------------------------
 
 
-_TL_DTYPES = {torch.float64: tl.float64, torch.float32: tl.float32, torch.bfloat16: tl.bfloat16,
-              torch.float16: tl.float16}
 
 
 def interpreted() -> bool:
@@ -607,10 +608,6 @@ def interpreted() -> bool:
 def _block(size: int) -> int:
     """size padded to a power of two >= 16 (tl.dot's smallest tile)."""
     return max(16, triton.next_power_of_2(size))
-
-
-def _compute_dtype(x: torch.Tensor) -> torch.dtype:
-    return torch.float64 if x.dtype == torch.float64 else torch.float32  # as golf.ssm.compute_dtype
 
 
 def _check(x, dt, A, B, C, chunk_size, D, dt_bias, initial_states, dot_dtype) -> None:
@@ -629,28 +626,20 @@ def _check(x, dt, A, B, C, chunk_size, D, dt_bias, initial_states, dot_dtype) ->
             raise ValueError(f"ssd_scan: {name} must have shape {shape}, got {tuple(t.shape)}")
     if not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"ssd_scan: chunk_size must be a positive int, got {chunk_size!r}")
-    for name, t in (("x", x), ("dt", dt), ("A", A), ("B", B), ("C", C), ("D", D), ("dt_bias", dt_bias),
-                    ("initial_states", initial_states)):
-        if t is None:
-            continue
-        if t.dtype not in _TL_DTYPES:
-            raise ValueError(f"ssd_scan: {name} must be a float64/32/16 or bfloat16 tensor, got {t.dtype}")
-        if t.device != x.device:
-            raise ValueError(f"ssd_scan: {name} is on {t.device} but x is on {x.device}: one device for all")
-    if dot_dtype is not None and dot_dtype != "tf32" and dot_dtype not in _TL_DTYPES:
-        raise ValueError(f"ssd_scan: dot_dtype must be None, 'tf32' or one of {list(_TL_DTYPES)}, "
+    check_dtypes_and_device("ssd_scan", x, (("x", x), ("dt", dt), ("A", A), ("B", B), ("C", C), ("D", D),
+                                            ("dt_bias", dt_bias), ("initial_states", initial_states)))
+    if dot_dtype is not None and dot_dtype != "tf32" and dot_dtype not in TL_DTYPES:
+        raise ValueError(f"ssd_scan: dot_dtype must be None, 'tf32' or one of {list(TL_DTYPES)}, "
                          f"got {dot_dtype}")
-    if x.device.type != "cuda" and not interpreted():
-        raise ValueError(f"ssd_scan: the Triton kernels need CUDA tensors (x is on {x.device}); on a CPU they "
-                         "run only in Triton's interpreter (TRITON_INTERPRET=1 before triton is imported)")
+    check_runs_here("ssd_scan", x, interpreted())
 
 
 def _dot(x: torch.Tensor, dot_dtype) -> dict:
     """The kernels' DOT (tl.dot's operand dtype) and PREC (its input_precision) for x and dot_dtype."""
     if dot_dtype == "tf32":
         return {"DOT": tl.float32, "PREC": "tf32"}
-    dtype = dot_dtype or (x.dtype if x.dtype in (torch.bfloat16, torch.float16) else _compute_dtype(x))
-    return {"DOT": _TL_DTYPES[dtype], "PREC": "ieee"}  # ieee: fp32 operands not rounded to TF32
+    dtype = dot_dtype or (x.dtype if x.dtype in (torch.bfloat16, torch.float16) else compute_dtype(x))
+    return {"DOT": TL_DTYPES[dtype], "PREC": "ieee"}  # ieee: fp32 operands not rounded to TF32
 
 
 def _strides(t: torch.Tensor | None, ndim: int) -> tuple[int, ...]:
@@ -660,7 +649,7 @@ def _strides(t: torch.Tensor | None, ndim: int) -> tuple[int, ...]:
 def _states_dtype(states_dtype, dot: dict) -> torch.dtype:
     """The split designs' stored (b, chunks, h, p, n) states: states_dtype, by default the dot dtype (module
     docstring)."""
-    return states_dtype or {v: k for k, v in _TL_DTYPES.items()}[dot["DOT"]]
+    return states_dtype or {v: k for k, v in TL_DTYPES.items()}[dot["DOT"]]
 
 
 def _pass(first_role, nroles, x, dt, A, B, C, chunk_size, dt_bias, initial_states, dy, dfinal, states, dstates,
@@ -688,7 +677,7 @@ def _pass(first_role, nroles, x, dt, A, B, C, chunk_size, dt_bias, initial_state
 def _consts(x, chunk_size, n, dt_softplus, dt_bias, dot_dtype, num_warps) -> dict:
     """The launch arguments every kernel takes alike."""
     return dict(BL=_block(chunk_size), BP=_block(x.shape[3]), BN=_block(n), SOFTPLUS=dt_softplus,
-                HAS_BIAS=dt_bias is not None, ACC=_TL_DTYPES[_compute_dtype(x)], **_dot(x, dot_dtype),
+                HAS_BIAS=dt_bias is not None, ACC=TL_DTYPES[compute_dtype(x)], **_dot(x, dot_dtype),
                 num_warps=num_warps)
 
 
@@ -704,7 +693,7 @@ def ssd_scan_fwd(x, dt, A, B, C, chunk_size, D=None, dt_bias=None, dt_softplus=F
     b, l, h, p = x.shape
     g, n = B.shape[2], B.shape[3]
     nchunks = triton.cdiv(l, chunk_size)
-    acc = _compute_dtype(x)
+    acc = compute_dtype(x)
     y = torch.empty(b, l, h, p, dtype=x.dtype, device=x.device) if compute_y else None
     final = torch.empty(b, h, p, n, dtype=acc, device=x.device) if return_final_states else None
     consts = _consts(x, chunk_size, n, dt_softplus, dt_bias, dot_dtype, num_warps)
@@ -745,9 +734,9 @@ def _check_opts(head_sum="atomic", bwd="walk", states_dtype=None, fwd="walk") ->
         raise ValueError(f"ssd_scan: fwd must be one of {list(FWDS)}, got {fwd!r}")
     if bwd not in BWDS:
         raise ValueError(f"ssd_scan: bwd must be one of {list(BWDS)}, got {bwd!r}")
-    if states_dtype is not None and ("split" not in (fwd, bwd) or states_dtype not in _TL_DTYPES):
+    if states_dtype is not None and ("split" not in (fwd, bwd) or states_dtype not in TL_DTYPES):
         raise ValueError(f"ssd_scan: states_dtype must be None or, with fwd='split' or bwd='split', one of "
-                         f"{list(_TL_DTYPES)}; got {states_dtype!r} with fwd={fwd!r}, bwd={bwd!r}")
+                         f"{list(TL_DTYPES)}; got {states_dtype!r} with fwd={fwd!r}, bwd={bwd!r}")
 
 
 def ssd_scan_bwd(dy, dfinal, x, dt, A, B, C, chunk_size, D=None, dt_bias=None, dt_softplus=False,
@@ -766,7 +755,7 @@ def ssd_scan_bwd(dy, dfinal, x, dt, A, B, C, chunk_size, D=None, dt_bias=None, d
     b, l, h, p = x.shape
     g, n = B.shape[2], B.shape[3]
     hpg = h // g
-    acc = _compute_dtype(x)
+    acc = compute_dtype(x)
     nchunks = triton.cdiv(l, chunk_size)
     if states is not None and (bwd != "split" or tuple(states.shape) != (b, nchunks, h, p, n)
                                or states.device != x.device):
