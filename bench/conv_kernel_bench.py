@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import sys
 from pathlib import Path
 
@@ -49,11 +48,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # kernel_bench, also w
 
 from kernel_bench import (
     TIMING_HEADER,
+    add_run_args,
     bencher,
+    cuda_missing,
     device_ms,
+    new_result,
     off_reference,
-    package_versions,
     rel_errs,
+    run_and_write,
     table,
     timing_row,
 )
@@ -81,13 +83,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--tol", type=float, default=0.02,
                     help="largest relative error against the reference, unless causal_conv1d_fn's is larger "
                     "(default 0.02)")
-    ap.add_argument("--bw", type=float, default=4.0, help="memory bandwidth for the floor, TB/s (default 4.0)")
-    ap.add_argument("--warmup", type=int, default=25, help="do_bench warm-up, ms (default 25)")
-    ap.add_argument("--rep", type=int, default=100, help="do_bench repetitions, ms (default 100)")
     ap.add_argument("--no-ref", action="store_true", help="time golf's kernel alone (no causal_conv1d_fn)")
-    ap.add_argument("--device", default="cuda",
-                    help="cuda (default); cpu is a dry run in Triton's interpreter (tiny shapes, --dtype fp32)")
-    ap.add_argument("--json", type=Path, help="also write the results here")
+    add_run_args(ap, warmup=25, rep=100,
+                 device_help="cuda (default); cpu is a dry run in Triton's interpreter (tiny shapes, --dtype fp32)")
     return ap.parse_args(argv)
 
 
@@ -166,51 +164,13 @@ def _ints(text: str) -> list[int] | None:
         return None
 
 
-def main(argv=None) -> int:
-    a = parse_args(argv)
-    if a.device == "cuda" and not torch.cuda.is_available():
-        print("error: this benchmark needs a CUDA device (--device cpu: a dry run in Triton's interpreter)",
-              file=sys.stderr)
-        return 2
-    lists = {}
-    for name in ("row_strides", "block_t", "block_c", "tiles", "num_warps"):
-        if getattr(a, name) is None:  # left out: the kernels' own defaults
-            lists[name] = [None]
-            continue
-        vals = _ints(getattr(a, name))
-        if not vals or min(vals) < 1:
-            print(f"error: --{name.replace('_', '-')} takes a comma-separated list of positive ints, "
-                  f"got {getattr(a, name)!r}", file=sys.stderr)
-            return 2
-        lists[name] = vals
-    if min(lists["row_strides"]) < a.c:
-        print(f"error: --row-strides must each be >= --c {a.c}, got {a.row_strides!r}", file=sys.stderr)
-        return 2
-    from golf import conv_kernel
-
-    ref_fn = None if a.no_ref else import_causal_conv1d()
-    if ref_fn is None and not a.no_ref:
-        print("causal_conv1d_fn is not importable here: its rows are skipped", file=sys.stderr)
-    variants = list(itertools.product(lists["block_t"], lists["block_c"], lists["tiles"], lists["num_warps"]))
-
-    def golf_fn(bt, bc, tl, nw):
-        def fn(x, weight, bias=None, activation=None):
-            return conv_kernel.causal_conv1d_silu(x, weight, bias, block_t=bt, block_c=bc, tiles=tl, num_warps=nw)
-        return fn
-
-    result = {"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items()},
-              "device": torch.cuda.get_device_name() if a.device == "cuda" else a.device,
-              "parity_vs_reference": {}, "parity_vs_causal_conv1d": {}, "timing": {}, "errors": {}}
-    result["versions"] = package_versions(("torch", "triton", "causal_conv1d"))
+def measure(a: argparse.Namespace, impls_by_row: dict, result: dict) -> None:
+    """Parity, then timing, of every row stride's implementations, into `result` (written out even if this
+    raises)."""
     floor = floor_ms(a, DTYPES[a.dtype].itemsize)
     result["floor"] = floor
     rows = []
-    for row in lists["row_strides"]:
-        impls = {} if ref_fn is None else {f"causal_conv1d row={row}": ref_fn}
-        for v in variants:
-            bt, bc, tl, nw = ("-" if n is None else n for n in v)
-            suffix = f" bt{bt} bc{bc} tiles{tl} w{nw}" if len(variants) > 1 else ""
-            impls[f"golf row={row}{suffix}"] = golf_fn(*v)
+    for row, impls in impls_by_row.items():
         base = f"causal_conv1d row={row}"
 
         # 1. parity
@@ -258,10 +218,48 @@ def main(argv=None) -> int:
     print(f"\n{result['device']}, b={a.b} t={a.t} c={a.c} w={a.w} x {a.dtype}, weight/bias {a.wdtype}, "
           f"floor at {a.bw} TB/s\n")
     print(table(rows, TIMING_HEADER))
-    if a.json:
-        a.json.parent.mkdir(parents=True, exist_ok=True)
-        a.json.write_text(json.dumps(result, indent=1))
-    return 1 if result["errors"] else 0
+
+
+def main(argv=None) -> int:
+    a = parse_args(argv)
+    if cuda_missing(a):
+        return 2
+    lists = {}
+    for name in ("row_strides", "block_t", "block_c", "tiles", "num_warps"):
+        if getattr(a, name) is None:  # left out: the kernels' own defaults
+            lists[name] = [None]
+            continue
+        vals = _ints(getattr(a, name))
+        if not vals or min(vals) < 1:
+            print(f"error: --{name.replace('_', '-')} takes a comma-separated list of positive ints, "
+                  f"got {getattr(a, name)!r}", file=sys.stderr)
+            return 2
+        lists[name] = vals
+    if min(lists["row_strides"]) < a.c:
+        print(f"error: --row-strides must each be >= --c {a.c}, got {a.row_strides!r}", file=sys.stderr)
+        return 2
+    from golf import conv_kernel
+
+    ref_fn = None if a.no_ref else import_causal_conv1d()
+    if ref_fn is None and not a.no_ref:
+        print("causal_conv1d_fn is not importable here: its rows are skipped", file=sys.stderr)
+    variants = list(itertools.product(lists["block_t"], lists["block_c"], lists["tiles"], lists["num_warps"]))
+
+    def golf_fn(bt, bc, tl, nw):
+        def fn(x, weight, bias=None, activation=None):
+            return conv_kernel.causal_conv1d_silu(x, weight, bias, block_t=bt, block_c=bc, tiles=tl, num_warps=nw)
+        return fn
+
+    impls_by_row = {}  # {row stride: {name: function}}, causal-conv1d's (the base) first
+    for row in lists["row_strides"]:
+        impls = {} if ref_fn is None else {f"causal_conv1d row={row}": ref_fn}
+        for v in variants:
+            bt, bc, tl, nw = ("-" if n is None else n for n in v)
+            suffix = f" bt{bt} bc{bc} tiles{tl} w{nw}" if len(variants) > 1 else ""
+            impls[f"golf row={row}{suffix}"] = golf_fn(*v)
+        impls_by_row[row] = impls
+    result = new_result(a, ("torch", "triton", "causal_conv1d"), ("parity_vs_reference", "parity_vs_causal_conv1d"))
+    return run_and_write(a, result, lambda: measure(a, impls_by_row, result))
 
 
 if __name__ == "__main__":

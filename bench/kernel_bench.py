@@ -1,11 +1,60 @@
-"""What golf's kernel benchmarks share (bench/ssd_kernel_bench.py, bench/conv_kernel_bench.py): the timers (wall
-time per call, and device time per call, the one a training step pays), the relative error of a parity check,
-and the markdown table."""
+"""What golf's kernel benchmarks share (bench/ssd_kernel_bench.py, bench/conv_kernel_bench.py): their run options,
+the timers (wall time per call, and device time per call, the one a training step pays), the relative error of a
+parity check, the result JSON (written even when a device fault stops the run) and the markdown table."""
 
 from __future__ import annotations
 
+import argparse
+import json
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
+
+
+def add_run_args(ap: argparse.ArgumentParser, warmup: int, rep: int, device_help: str) -> None:
+    """--bw, --warmup, --rep, --device and --json, with this benchmark's do_bench defaults and --device help."""
+    ap.add_argument("--bw", type=float, default=4.0, help="memory bandwidth for the floor, TB/s (default 4.0)")
+    ap.add_argument("--warmup", type=int, default=warmup, help=f"do_bench warm-up, ms (default {warmup})")
+    ap.add_argument("--rep", type=int, default=rep, help=f"do_bench repetitions, ms (default {rep})")
+    ap.add_argument("--device", default="cuda", help=device_help)
+    ap.add_argument("--json", type=Path, help="also write the results here")
+
+
+def cuda_missing(a: argparse.Namespace) -> bool:
+    """True, after one error line, when --device cuda was asked for on a machine without one."""
+    import torch
+
+    if a.device == "cuda" and not torch.cuda.is_available():
+        print("error: this benchmark needs a CUDA device (--device cpu: a dry run in Triton's interpreter)",
+              file=sys.stderr)
+        return True
+    return False
+
+
+def new_result(a: argparse.Namespace, packages, parity_keys) -> dict:
+    """The result JSON's skeleton: the arguments, the device, the packages' versions, an empty entry per parity
+    comparison, timing and errors."""
+    import torch
+
+    return {"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items()},
+            "device": torch.cuda.get_device_name() if a.device == "cuda" else a.device,
+            "versions": package_versions(packages), **{k: {} for k in parity_keys}, "timing": {}, "errors": {}}
+
+
+def run_and_write(a: argparse.Namespace, result: dict, measure: Callable[[], None]) -> int:
+    """measure() (parity, then timing, into `result`), then --json: written even when measure() raises, since a
+    CUDA fault poisons every later call and what came before it is still worth keeping. Returns 1 when any
+    implementation (or the run) failed, else 0."""
+    try:
+        measure()
+    except Exception as e:  # noqa: BLE001 -- keep what was measured
+        result["errors"]["fatal"] = repr(e)
+        print(f"stopped: {e!r}", file=sys.stderr)
+    if a.json:
+        a.json.parent.mkdir(parents=True, exist_ok=True)
+        a.json.write_text(json.dumps(result, indent=1))
+    return 1 if result["errors"] else 0
 
 
 def rel_errs(got: dict, want: dict) -> dict:

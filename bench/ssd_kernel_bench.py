@@ -12,7 +12,8 @@ initial or final state (as in training).
    they need not agree more closely with each other than each does with the reference).
 2. Time: triton.testing.do_bench (warm-up first, so mamba-ssm's autotuning is done), median ms per call, and
    the device time per call from torch.profiler (kernel_bench.device_ms: what a training step pays; do_bench's
-   wall time also counts host launch gaps, which made mamba-ssm look 2x slower than in a step). Floor: the bytes each call must move (forward: read x, B, C, dt, write y; backward: read x, B, C, dt, dy,
+   wall time also counts host launch gaps, most likely why mamba-ssm looked 2x slower here than in a step).
+   Floor: the bytes each call must move (forward: read x, B, C, dt, write y; backward: read x, B, C, dt, dy,
    write dx, dB, dC, ddt) at --bw TB/s. "bwd ms" is fwd+bwd less fwd.
 
 golf's variants: --bwds (its two backward designs, golf/ssd_kernel.py's module docstring): "walk" (one program
@@ -40,7 +41,6 @@ from __future__ import annotations
 import argparse
 import functools
 import itertools
-import json
 import math
 import sys
 from pathlib import Path
@@ -52,11 +52,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # kernel_bench, also w
 
 from kernel_bench import (
     TIMING_HEADER,
+    add_run_args,
     bencher,
+    cuda_missing,
     device_ms,
+    new_result,
     off_reference,
-    package_versions,
     rel_errs,
+    run_and_write,
     table,
     timing_row,
 )
@@ -87,14 +90,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--tol", type=float, default=0.05,
                     help="largest relative error against the reference, unless mamba-ssm's is larger "
                     "(default 0.05)")
-    ap.add_argument("--bw", type=float, default=4.0, help="memory bandwidth for the floor, TB/s (default 4.0)")
-    ap.add_argument("--warmup", type=int, default=50, help="do_bench warm-up, ms (default 50)")
-    ap.add_argument("--rep", type=int, default=200, help="do_bench repetitions, ms (default 200)")
     ap.add_argument("--no-mamba", action="store_true", help="time golf's kernel alone")
-    ap.add_argument("--device", default="cuda",
-                    help="cuda (default); cpu is a dry run of this script in Triton's interpreter "
-                    "(TRITON_INTERPRET=1, tiny shapes, --dtype fp32, --no-mamba), timed with a wall clock")
-    ap.add_argument("--json", type=Path, help="also write the results here")
+    add_run_args(ap, warmup=50, rep=200,
+                 device_help="cuda (default); cpu is a dry run of this script in Triton's interpreter "
+                 "(TRITON_INTERPRET=1, tiny shapes, --dtype fp32, --no-mamba), timed with a wall clock")
     return ap.parse_args(argv)
 
 
@@ -165,7 +164,7 @@ def time_ms(scan, inp: dict, dy: torch.Tensor, a: argparse.Namespace) -> dict:
 
 
 def measure(a: argparse.Namespace, impls: dict, result: dict) -> None:
-    """Parity, then timing, of every implementation, into `result` (main writes it out even if this raises)."""
+    """Parity, then timing, of every implementation, into `result` (written out even if this raises)."""
     # 1. parity
     inp = make_inputs(a, a.b)
     dy = torch.randn(a.b, a.l, a.h, a.p, device=a.device).to(inp["x"].dtype)
@@ -224,9 +223,7 @@ def measure(a: argparse.Namespace, impls: dict, result: dict) -> None:
 
 def main(argv=None) -> int:
     a = parse_args(argv)
-    if a.device == "cuda" and not torch.cuda.is_available():
-        print("error: this benchmark needs a CUDA device (--device cpu: a dry run in Triton's interpreter)",
-              file=sys.stderr)
+    if cuda_missing(a):
         return 2
     from golf import ssd_kernel
     from golf.ssm import _import_mamba_triton
@@ -256,20 +253,8 @@ def main(argv=None) -> int:
                     impls[label] = functools.partial(ssd_kernel.ssd_scan, head_sum=hs, num_warps=int(w), fwd=fwd,
                                                      bwd=bwd, states_dtype=states[st])
 
-    result = {"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items()},
-              "device": torch.cuda.get_device_name() if a.device == "cuda" else a.device,
-              "parity_vs_reference": {}, "parity_vs_mamba": {}, "timing": {}, "errors": {}}
-    result["versions"] = package_versions(("torch", "triton", "mamba_ssm"))
-
-    try:
-        measure(a, impls, result)
-    except Exception as e:  # noqa: BLE001 -- a CUDA fault poisons every later call: keep what was measured
-        result["errors"]["fatal"] = repr(e)
-        print(f"stopped: {e!r}", file=sys.stderr)
-    if a.json:
-        a.json.parent.mkdir(parents=True, exist_ok=True)
-        a.json.write_text(json.dumps(result, indent=1))
-    return 1 if result["errors"] else 0
+    result = new_result(a, ("torch", "triton", "mamba_ssm"), ("parity_vs_reference", "parity_vs_mamba"))
+    return run_and_write(a, result, lambda: measure(a, impls, result))
 
 
 if __name__ == "__main__":
