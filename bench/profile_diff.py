@@ -25,15 +25,15 @@ SUMMARY_KEYS = ("wall_ms_per_step", "device_busy_ms_per_step", "ms_per_step")
 
 
 def load_profile(path: Path) -> dict:
-    """The profile summary in a JSON file (the file itself, or its "profile" entry), or SystemExit naming what is
+    """The profile summary in a JSON file (the file itself, or its "profile" entry); a ValueError naming what is
     missing."""
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError) as e:
-        raise SystemExit(f"error: cannot read {path} as JSON ({e})") from None
+        raise ValueError(f"error: cannot read {path} as JSON ({e})") from None
     prof = data.get("profile", data) if isinstance(data, dict) else None
     if not isinstance(prof, dict) or "by_family_ms" not in prof or "top" not in prof:
-        raise SystemExit(f"error: {path} holds no profile summary (expected by_family_ms and top, as "
+        raise ValueError(f"error: {path} holds no profile summary (expected by_family_ms and top, as "
                          "train/profile.json or a train_throughput.py --profile-steps JSON)")
     return prof
 
@@ -89,7 +89,7 @@ def main(argv=None) -> int:
         return 2
     try:
         profiles = [load_profile(p) for p in a.profiles]
-    except SystemExit as e:
+    except ValueError as e:
         print(e, file=sys.stderr)
         return 2
     fam_rows, ker_rows = diff_rows(profiles, a.top)
