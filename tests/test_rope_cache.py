@@ -1,6 +1,7 @@
 """GQAttention's cached RoPE tables: the forward gives what inline tables give, the tables stay fp32 through
 16-bit casts (rebuilt, never rounded), grow for a longer T, never enter the state dict, are not mutated while
-torch.compile traces a longer T, and keep the table math out of a compiled graph."""
+torch.compile traces a longer T, keep the table math out of a compiled graph, and compile_for_training fills
+them for train.seq_len."""
 
 import operator
 
@@ -9,9 +10,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import golf.train
 from golf import attention
 from golf.attention import ROPE_CACHE_POSITIONS, GQAttention, apply_rope, reserve_rope_positions, rope_tables
-from golf.config import ModelConfig
+from golf.config import ModelConfig, TrainConfig
 from golf.model import build_model
 
 TINY = {"vocab_size": 300, "d_model": 32, "layer_pattern": "AMA", "d_state": 8, "expand": 2.0, "headdim": 16,
@@ -188,3 +190,20 @@ def test_a_warm_cache_keeps_the_table_math_out_of_the_compiled_graph():
     assert cold.rope_cos.shape == (N, 8)  # tracing did not grow it
     torch._dynamo.reset()
 
+
+def test_compile_for_training_reserves_train_seq_len(monkeypatch):
+    monkeypatch.setattr(golf.train.torch, "compile", lambda net, mode=None: net)
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(**TINY))
+    net = nn.ModuleDict({"wrapped": model})  # the trainer's wrappers (StatefulLoss, DDP) hold the model inside
+    attn = [m for m in model.modules() if isinstance(m, GQAttention)]
+    assert len(attn) == 2 and all(m.rope_cos.shape[0] == N for m in attn)
+    tcfg = TrainConfig(compile=True, seq_len=N + 48)
+    golf.train.compile_for_training(net, tcfg, torch.device("cpu"))
+    assert all(m.rope_cos.shape[0] == N for m in attn)  # eager on CPU: nothing compiled, nothing reserved
+    golf.train.compile_for_training(net, TrainConfig(compile=False, seq_len=N + 48), torch.device("cuda"))
+    assert all(m.rope_cos.shape[0] == N for m in attn)
+    golf.train.compile_for_training(net, tcfg, torch.device("cuda"))
+    for m in attn:
+        assert m.rope_cos.shape == m.rope_sin.shape == (N + 48, 4)  # head_dim 8: 4 frequencies
+        assert torch.equal(m.rope_cos, rope_tables(N + 48, 8, m.rope_base, CPU)[0])
