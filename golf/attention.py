@@ -3,7 +3,8 @@ FlashAttention-3 (`flash_attn_interface`), FlashAttention-2 (`flash_attn`), else
 
 All three compute softmax(q kᵀ / sqrt(D) + causal mask) v with num_heads / num_kv_heads query heads per
 key/value head. Flash kernels take only bf16/fp16, so an fp32 forward (CPU tests, fp32 eval) uses SDPA on
-every path; RoPE tables are fp32 on every path (see rope_tables).
+every path; RoPE tables are fp32 on every path (see rope_tables), cached in each layer
+(GQAttention.reserve_positions).
 """
 
 from __future__ import annotations
@@ -53,8 +54,8 @@ def rope_tables(seq_len: int, head_dim: int, base: float, device: torch.device, 
 
     Positions must never be materialized in bf16: bf16 cannot represent integers above 256 exactly, and
     rounded positions wreck attention (a shared anchor measured val loss 3.02 instead of 2.37 that way).
-    Nothing here is a buffer, so model.bfloat16() cannot reach it, and compiled and eager graphs compute
-    the same fp32 tables.
+    GQAttention caches these tables in non-persistent buffers and keeps them out of every 16-bit cast (its
+    `_apply` rebuilds them here), so compiled and eager graphs use the same fp32 tables.
     """
     dtype = torch.promote_types(dtype, torch.float32)
     inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, device=device, dtype=dtype) / head_dim))
@@ -99,6 +100,13 @@ def exclude_self_value(out: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     return o.reshape(B, T, H, D).to(out.dtype)
 
 
+# Positions a new GQAttention caches RoPE tables for: the default seq_len of training, eval, calibration and
+# TTT (0.5 MiB per layer at 64 rotated dims), so that the usual lengths never grow the cache. Growing it
+# (GQAttention.reserve_positions) replaces buffers that an already compiled graph was traced with, and
+# torch.compile then recompiles.
+ROPE_CACHE_POSITIONS = 2048
+
+
 class GQAttention(nn.Module):
     """Causal GQA: num_heads query heads share num_kv_heads key/value heads; QK RMS-normed, per-head gain.
 
@@ -126,6 +134,55 @@ class GQAttention(nn.Module):
         self.q_gain = nn.Parameter(torch.full((num_heads,), 1.5))
         self.rope_base = rope_base
         self.backend, self._flash_fn = backend, flash_fn
+        # RoPE cos/sin tables, (n, rope_dims/2), fp32 (fp64 once the module is cast to fp64), built by
+        # rope_tables; the forward slices the first T rows. Cached rather than computed per forward: under
+        # torch.compile inductor inlines the table math (arange, pow, outer, cos, sin) into the fused q/k
+        # RMS-norm + rotary kernels, recomputing it for every element of the (B, T, H, D) q and k, forward and
+        # backward (attn_fit on an H200: ~21.8 ms of a 110.8 ms step; a hybrid with 3 attention layers ~6 ms).
+        # Non-persistent: no state-dict or artifact entry. Built for ROPE_CACHE_POSITIONS at first; NoPE layers
+        # (rope false) hold none.
+        cos, sin = rope_tables(ROPE_CACHE_POSITIONS, self.rope_dims, rope_base, None,
+                               dtype=torch.get_default_dtype()) if rope else (None, None)  # (n, R/2)
+        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
+
+    def reserve_positions(self, n: int) -> None:
+        """Build the RoPE tables anew with rope_tables for max(n, cached) positions, in the tables' dtype, on
+        their device. Outside autograd and inference mode, so that tables grown in an eval under
+        torch.inference_mode can still be saved for a later backward."""
+        if self.rope_cos is None:
+            return
+        self._build_tables(max(n, self.rope_cos.shape[0]), self.rope_cos.device, self.rope_cos.dtype)
+
+    def _build_tables(self, n: int, device: torch.device, dtype: torch.dtype) -> None:
+        with torch.inference_mode(False), torch.no_grad():
+            self.rope_cos, self.rope_sin = rope_tables(n, self.rope_dims, self.rope_base, device,
+                                                       dtype=dtype)  # (n, R/2) each
+
+    def _apply(self, fn, recurse=True):
+        """Casts (model.bfloat16(), .half(), .to(dtype)) never leave the RoPE tables in 16 bits: where fn
+        changed their dtype, rope_tables rebuilds them on their new device in at least fp32 (fp64 after
+        .double()); they are not cast back up from the 16-bit copy. Device moves just move them."""
+        before = self.rope_cos
+        super()._apply(fn, recurse)
+        after = self.rope_cos
+        if after is not None and after.dtype != before.dtype:
+            self._build_tables(before.shape[0], after.device, torch.promote_types(after.dtype, torch.float32))
+        return self
+
+    def _rope_for(self, T: int, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, ...]:
+        """cos, sin (T, R/2) for a q/k of `dtype`, in promote(dtype, fp32) as rope_tables(T, ..., dtype) gives
+        them: the cached tables' first T rows (views) when they cover T positions; an eager forward grows the
+        cache first. While torch.compile traces a T past the cache, the tables are computed in the graph
+        instead (correct, but inductor then recomputes them per q/k element, see __init__), so that the
+        traced graph never mutates the buffers. The same inline path serves a q whose precision differs from
+        the tables' (e.g. fp64 inputs to an fp32 module)."""
+        if self.rope_cos.dtype == torch.promote_types(dtype, torch.float32):
+            if T > self.rope_cos.shape[0] and not torch.compiler.is_compiling():
+                self.reserve_positions(T)
+            if T <= self.rope_cos.shape[0]:
+                return self.rope_cos[:T], self.rope_sin[:T]  # (T, R/2) views
+        return rope_tables(T, self.rope_dims, self.rope_base, device, dtype=dtype)  # (T, R/2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         bsz, T, _ = x.shape
@@ -135,7 +192,7 @@ class GQAttention(nn.Module):
         q = F.rms_norm(q, (self.head_dim,))
         k = F.rms_norm(k, (self.head_dim,))
         if self.rope:
-            cos, sin = rope_tables(T, self.rope_dims, self.rope_base, x.device, dtype=q.dtype)  # (T, R/2) fp32
+            cos, sin = self._rope_for(T, q.dtype, x.device)  # (T, R/2), fp32 (fp64 for an fp64 q)
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         q = q * self.q_gain.to(q.dtype)[None, None, :, None]
         if self.backend in ("flash3", "flash2") and q.dtype in (torch.bfloat16, torch.float16):
@@ -147,3 +204,12 @@ class GQAttention(nn.Module):
         if self.xsa:
             out = exclude_self_value(out, v)  # (B, T, H, D)
         return self.o_proj(out.reshape(bsz, T, -1))
+
+
+def reserve_rope_positions(module, n: int) -> None:
+    """reserve_positions(n) on every GQAttention inside `module` (the model, or the wrappers a trainer puts
+    around it: StatefulLoss, DDP, a compiled module). Anything that is not an nn.Module holds none."""
+    if isinstance(module, nn.Module):
+        for m in module.modules():
+            if isinstance(m, GQAttention):
+                m.reserve_positions(n)

@@ -441,9 +441,14 @@ class LaunchedStep:
 
 def compile_for_training(net, tcfg, device: torch.device):
     """`net` under torch.compile (train.compile_mode) when train.compile is on and the device is CUDA, else as it
-    is: the CPU runs stay eager (the reference path, bit-exact tests)."""
+    is: the CPU runs stay eager (the reference path, bit-exact tests). Before compiling, every attention layer
+    in `net` caches its RoPE tables for train.seq_len positions, so that the compiled graph reads them instead
+    of computing them inline (golf.attention.GQAttention.reserve_positions)."""
+    from golf.attention import reserve_rope_positions
+
     if not (tcfg.compile and device.type == "cuda"):
         return net
+    reserve_rope_positions(net, tcfg.seq_len)
     return torch.compile(net, mode=None if tcfg.compile_mode == "default" else tcfg.compile_mode)
 
 

@@ -1,5 +1,6 @@
 """GQA attention: RoPE tables in fp32 whatever the model dtype (the anchor's bf16-position bug), GQA head
-mapping and causality against a naive implementation, eager vs compiled loss, backend choice."""
+mapping and causality against a naive implementation, eager vs compiled loss, backend choice. The RoPE table
+cache is tested in test_rope_cache.py."""
 
 import math
 
@@ -90,9 +91,11 @@ def test_rope_stays_correct_when_the_model_is_cast_to_bf16(monkeypatch):
     a32 = _attn()
     x = torch.randn(2, 600, 64).bfloat16().float()  # inputs exactly representable in both
     ref = a32(x)[:, 256:]  # positions past 256: bf16 cannot hold them
-    a16 = _attn().bfloat16()
+    a16 = _attn().bfloat16()  # the cast meets the layer's cached tables
+    assert a16.rope_cos.dtype == a16.rope_sin.dtype == torch.float32
     err = ((a16(x.bfloat16())[:, 256:].float() - ref).norm() / ref.norm()).item()
     monkeypatch.setattr(attention, "rope_tables", _bf16_positions)
+    a16.reserve_positions(600)  # the forward reads cached tables: rebuilt here by the bf16-position version
     bad = ((a16(x.bfloat16())[:, 256:].float() - ref).norm() / ref.norm()).item()
     assert err < 0.03, err  # only bf16 rounding of activations
     assert bad > 3 * err, (bad, err)  # the check would catch bf16 positions
