@@ -207,8 +207,11 @@ class TrainLoop:
         # with carried state the model runs inside StatefulLoss, so that the loss stays in the compiled graph
         net = StatefulLoss(self.model) if tcfg.carry_state else self.model
         if dinfo.world_size > 1:
+            # broadcast_buffers off: every rank sets its buffers alike (RoPE tables, QAT switches), and DDP
+            # would otherwise resend them all from rank 0 before each forward (the RoPE tables alone ~0.5 MiB
+            # per attention layer)
             net = torch.nn.parallel.DistributedDataParallel(
-                net, device_ids=[device.index] if device.type == "cuda" else None)
+                net, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
         self.net = compile_for_training(net, tcfg, device)
         self.amp = autocast(device, torch.bfloat16 if tcfg.dtype == "bf16" else None)
         self.tokens_per_step = self.accum * self.micro * tcfg.seq_len * dinfo.world_size
