@@ -33,7 +33,7 @@ from golf import ssm_ops
 from golf.config import ConfigError, ModelConfig, field_choices, load_params
 from golf.errors import GolfError
 from golf.model import GolfLM, build_model
-from golf.ssm import SSMKernels, resolve_ssm_backend
+from golf.ssm import Mamba2Mixer, SSMKernels, resolve_ssm_backend
 
 REPO = Path(__file__).resolve().parents[1]
 PARAMS = REPO / "params.yaml"
@@ -175,10 +175,13 @@ def test_golf_scan_without_its_kernels_is_one_clear_error(fake_libraries, monkey
 # --------------------------------------------------------------------------------------------------
 
 
-def _golf_kernels(sk, mode, with_conv_and_norm):
+def _golf_kernels(sk, mode, with_conv_and_norm, scan="golf", **options):
+    """The triton path with golf's scan as model.ssm_scan `scan` binds it (golf_scan_kernels), options (e.g.
+    dot_dtype) passed to it."""
+    fn = functools.partial(ssm_ops.golf_scan_kernels(scan)["scan"], **options)
     if with_conv_and_norm:  # the conv and norm as the libraries compute them (tests/test_ssm.py's stand-ins)
-        return SSMKernels("triton", sk.ssd_scan, stand_in_norm, stand_in_conv, compile_mode=mode, scan_kernel="golf")
-    return SSMKernels("triton", sk.ssd_scan, compile_mode=mode, scan_kernel="golf")  # PyTorch conv and norm
+        return SSMKernels("triton", fn, stand_in_norm, stand_in_conv, compile_mode=mode, scan_kernel=scan)
+    return SSMKernels("triton", fn, compile_mode=mode, scan_kernel=scan)  # PyTorch conv and norm
 
 
 def _assert_mixer_matches_reference(ref, fast, device):
@@ -206,12 +209,54 @@ def _assert_mixer_matches_reference(ref, fast, device):
     torch.testing.assert_close(grads[0], grads[1], rtol=1e-9, atol=1e-9)
 
 
-@pytest.mark.parametrize("mode, libs", [("disable", True), ("trace", False)], ids=["disable+libs", "trace+torch"])
-def test_mixer_with_golfs_scan_matches_reference(sk, device, mode, libs):
+@pytest.mark.parametrize("mode, libs, scan", [("disable", True, "golf"), ("trace", False, "golf"),
+                                              ("trace", True, "golf_split")],
+                         ids=["disable+libs", "trace+torch", "golf_split+trace+libs"])
+def test_mixer_with_golfs_scan_matches_reference(sk, device, mode, libs, scan):
+    """golf_split: the split forward's states kept for the split backward, through a ragged last chunk (T 27,
+    chunk 8), with the state carried in and out."""
     ref = _mixer().to(device)
-    fast = _mixer(kernels=_golf_kernels(sk, mode, libs)).to(device)
+    fast = _mixer(kernels=_golf_kernels(sk, mode, libs, scan)).to(device)
     fast.load_state_dict(ref.state_dict())
     _assert_mixer_matches_reference(ref, fast, device)
+
+
+@pytest.mark.parametrize("T", [32, 27], ids=["whole_chunks", "ragged"])
+@pytest.mark.parametrize("carried", [False, True], ids=["fresh", "carried_state"])
+def test_golf_split_mixer_under_bf16_autocast(sk, device, T, carried):
+    """As training runs it: bf16 autocast, headdim and d_state 16, chunk 16, in_proj padded to 64, batch 3;
+    T a multiple of the chunk or not; a carried state in (fp32) and the final state out, or neither. Output,
+    input, state and every parameter gradient within bf16's rounding of the reference mixer's (fp32 dots: the
+    interpreter cannot run bf16 ones)."""
+    def mixer(kernels=None):
+        torch.manual_seed(0)
+        m = Mamba2Mixer(32, 16, 4, 1.5, 16, 1, 16, kernels=kernels, in_proj_multiple=64).to(device)
+        torch.nn.init.normal_(m.out_proj.weight, std=0.1)
+        return m
+
+    ref = mixer()
+    fast = mixer(_golf_kernels(sk, "trace", False, "golf_split", dot_dtype=torch.float32))
+    fast.load_state_dict(ref.state_dict())
+    gen = torch.Generator().manual_seed(T)
+    u = torch.randn(3, T, 32, generator=gen)
+    state = (torch.randn(3, ref.conv_dim, 3, generator=gen), torch.randn(3, ref.nheads, 16, 16, generator=gen))
+    res = {}
+    for name, m in (("ref", ref), ("fast", fast)):
+        x = u.clone().to(device).requires_grad_(True)
+        s0 = state[1].clone().to(device).requires_grad_(True)
+        with torch.autocast(device, dtype=torch.bfloat16):
+            out = m(x, state=(state[0].to(device), s0) if carried else None, return_state=carried)
+        y, final = (out[0], out[1][1]) if carried else (out, None)
+        # golf's final state is fp32 (the reference's einsums run in bf16 under autocast)
+        assert y.dtype == torch.bfloat16 and (final is None or m is ref or final.dtype == torch.float32)
+        loss = y.float().square().mean() + (final.square().mean() if carried else 0)
+        loss.backward()
+        res[name] = [y, x.grad, *(p.grad for p in m.parameters())] + ([final, s0.grad] if carried else [])
+    names = ["y", "input", *(n for n, _ in ref.named_parameters())] + (["final", "initial_state"] if carried else [])
+    for name, a, b in zip(names, res["fast"], res["ref"]):
+        assert a.dtype == b.dtype or name == "final", name
+        rel = float((a.double() - b.double()).norm() / b.double().norm())
+        assert rel < 3e-2, (name, rel)
 
 
 def test_mixer_with_golfs_scan_in_fp32(sk, device):
