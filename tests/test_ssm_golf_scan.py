@@ -512,11 +512,11 @@ def test_opaque_mixer_with_golf_compiles_as_one_graph(golf_in_the_scan_ops, devi
 # --------------------------------------------------------------------------------------------------
 
 
-def _cuda_golf(mode: str, gated_norm: str = "kernel") -> SSMKernels:
+def _cuda_golf(mode: str, gated_norm: str = "kernel", scan: str = "golf") -> SSMKernels:
     if not torch.cuda.is_available():
         pytest.skip("needs CUDA")
     try:
-        return resolve_ssm_backend("triton", "cuda", mode, gated_norm, "golf")
+        return resolve_ssm_backend("triton", "cuda", mode, gated_norm, scan)
     except GolfError as e:
         pytest.skip(str(e))
 
@@ -534,6 +534,21 @@ def test_golf_scan_mixer_matches_reference_on_gpu(mode, compiled, dtype):
     torch._dynamo.reset()
     run = torch.compile(fast, fullgraph=mode == "opaque") if compiled else fast
     assert_gpu_mixer_matches_reference(ref, fast, run, dtype)
+    torch._dynamo.reset()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("mode", ["trace", "opaque"])
+def test_golf_split_mixer_compiled_matches_reference_on_gpu(mode):
+    """model.ssm_scan "golf_split" as hybrid_seed_fit trains it (ssm_compile "trace", compiled, bf16 autocast,
+    the PyTorch gated norm), and under "opaque" as one graph: the production mixer shape against the reference.
+    hybrid_seed_fit's compiled training step with it exited with code 1 on an H200 at c7b76a3, its traceback lost
+    (bench/results/2026-11-30_cc7b76a3_golf_kernels_step)."""
+    kernels = _cuda_golf(mode, "torch", "golf_split")
+    assert kernels.label.startswith("triton+golf_split_scan")
+    ref, fast = gpu_mixer_pair(kernels)
+    torch._dynamo.reset()
+    assert_gpu_mixer_matches_reference(ref, fast, torch.compile(fast, fullgraph=mode == "opaque"), torch.bfloat16)
     torch._dynamo.reset()
 
 
