@@ -164,3 +164,43 @@ def test_kernels_call_runs_tests_on_gpu_0_and_the_step_on_gpu_1(tmp_path):
     assert gpu1[1] == "GPU 1: sweep configs/hybrid_seed_fit.yaml  model.ssm_conv=golf model.ssm_scan=golf_split"
     assert (out / "pytest.log").read_text().count("PASSED") == 2
 
+
+
+def test_throughput_sweep_prints_a_failing_variants_last_lines(tmp_path):
+    """bench/h200/h200_throughput_sweep.sh with a stub python3: a variant that succeeds prints its last line
+    alone; one that fails prints its exit code and the last FAIL_TAIL lines of its output, stderr included (the
+    traceback); one that runs past PER_VARIANT_TIMEOUT says so, with what it printed before; the sweep goes on
+    after each."""
+    stub = tmp_path / "bin"
+    stub.mkdir()
+    (stub / "python3").write_text(
+        '#!/usr/bin/env bash\n'
+        'if [ "$1" = -c ]; then case "$2" in *causal_conv1d*) echo 1;; esac; exit 0; fi\n'  # h200_env.sh's probes
+        'case "$*" in\n'
+        '  *golf_split*) for i in $(seq 1 40); do echo "step log $i"; done\n'
+        '    echo "Traceback (most recent call last):" >&2; echo "RuntimeError: boom" >&2; echo; exit 1;;\n'
+        '  *slow*) echo "compiling"; sleep 5; echo never;;\n'
+        '  *) echo "warming up"; echo \'{"label": "fine"}\';;\n'
+        'esac\n')
+    (stub / "python3").chmod(0o755)
+    env = {"PATH": f"{stub}:/usr/bin:/bin", "PER_VARIANT_TIMEOUT": "1"}
+    res = subprocess.run(["bash", "bench/h200/h200_throughput_sweep.sh", "", "model.ssm_scan=golf_split",
+                          "train.slow=1", "model.ssm_conv=golf"], cwd=ROOT, env=env, capture_output=True, text=True,
+                         check=False)
+    assert res.returncode == 0, res.stderr
+    out = res.stdout.splitlines()
+    assert out[0] == '{"label": "fine"}'  # the success line alone (h200_env.sh's own lines go to /dev/null)
+    assert out.count('{"label": "fine"}') == 2 and "warming up" not in res.stdout
+    head = out.index("variant 'model.ssm_scan=golf_split': exit code 1; the last 25 lines of its output:")
+    tail = out[head + 1:head + 26]
+    assert tail[0] == "  | step log 19" and tail[-3:] == ["  | Traceback (most recent call last):",
+                                                           "  | RuntimeError: boom", "  | "]
+    assert "step log 18" not in res.stdout
+    slow = out.index("variant 'train.slow=1': exit code 124 (ran past PER_VARIANT_TIMEOUT=1 s); the last 25 lines "
+                     "of its output:")
+    assert out[slow + 1:slow + 3] == ["  | compiling", '{"label": "fine"}']
+    short = subprocess.run(["bash", "bench/h200/h200_throughput_sweep.sh", "model.ssm_scan=golf_split"], cwd=ROOT,
+                           env=env | {"FAIL_TAIL": "3"}, capture_output=True, text=True, check=False)
+    assert short.stdout.splitlines()[-4:] == [
+        "variant 'model.ssm_scan=golf_split': exit code 1; the last 3 lines of its output:",
+        "  | Traceback (most recent call last):", "  | RuntimeError: boom", "  | "]
