@@ -457,7 +457,7 @@ def _ssd_bwd_pass_kernel(
     sf_b, sf_h, sf_p, sf_n,
     BL: tl.constexpr, BP: tl.constexpr, BN: tl.constexpr,
     SOFTPLUS: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_INIT: tl.constexpr, HAS_DFINAL: tl.constexpr,
-    STORE_DINIT: tl.constexpr, STORE_FINAL: tl.constexpr, FIRST_ROLE: tl.constexpr, ACC: tl.constexpr,
+    STORE_DINIT: tl.constexpr, STORE_FINAL: tl.constexpr, ROLE: tl.constexpr, ACC: tl.constexpr,
     DOT: tl.constexpr, PREC: tl.constexpr,
 ):
     """The two sequential recurrences of the split designs, each one (p × n) update per chunk. Role 0 walks
@@ -466,14 +466,20 @@ def _ssd_bwd_pass_kernel(
         S_in(c) (S_in(0) = initial state or 0);  S <- exp(cs_last) S + sum_j exp(cs_last - cs_j) dt_j x_j ⊗ B_j
     role 1 walks backward: stores the loss's gradient w.r.t. the state leaving each chunk,
         dS_out(c) (dS_out(last) = dfinal or 0);  dS <- exp(cs_last) dS + sum_i exp(cs_i) dy_i ⊗ C_i
-    and the gradient w.r.t. the initial state (the dS entering chunk 0). A program's role is
-    program_id(1) + FIRST_ROLE, so one kernel serves three launches: grid (h, 2, b) from 0, the split backward
-    computing both (they need nothing of each other, so they run side by side, 2 h b programs instead of h b
-    for each in turn: both chains are short (one load, one dot, one update a chunk) but serial, so more of
-    them in flight is what hides their latency); grid (h, 1, b) from 0, the split forward's first step; grid
-    (h, 1, b) from 1, the split backward given the split forward's S_in."""
+    and the gradient w.r.t. the initial state (the dS entering chunk 0). One kernel serves three launches:
+    ROLE=-1 on grid (h, 2, b), a program's role its program_id(1): the split backward computing both (they need
+    nothing of each other, so they run side by side, 2 h b programs instead of h b for each in turn: both chains
+    are short (one load, one dot, one update a chunk) but serial, so more of them in flight is what hides their
+    latency); ROLE=0 on grid (h, 1, b), the split forward's first step; ROLE=1 on grid (h, 1, b), the split
+    backward given the split forward's S_in. With ROLE 0 or 1 the role is a constant, so the other role's code
+    is not compiled at all: its stores go through pointers the launcher fills with a dummy (x), and a store
+    left in the kernel, even one that never runs, makes torch.compile's analysis of the kernel (ssm_compile
+    "trace") take x as written, clone it before the launch and put the clone in x's place after it."""
     pid_h = tl.program_id(0)
-    role = tl.program_id(1) + FIRST_ROLE
+    if ROLE < 0:
+        role = tl.program_id(1)
+    else:
+        role: tl.constexpr = ROLE  # annotated: a plain assignment would make it a runtime value, both roles compiled
     pid_b = tl.program_id(2).to(tl.int64)
     g = pid_h // heads_per_group
     t = tl.arange(0, BL)
@@ -652,15 +658,15 @@ def _states_dtype(states_dtype, dot: dict) -> torch.dtype:
     return states_dtype or {v: k for k, v in TL_DTYPES.items()}[dot["DOT"]]
 
 
-def _pass(first_role, nroles, x, dt, A, B, C, chunk_size, dt_bias, initial_states, dy, dfinal, states, dstates,
-          dinit, final, consts) -> None:
-    """_ssd_bwd_pass_kernel on grid (h, nroles, b), roles first_role .. first_role + nroles - 1 (0: S_in into
+def _pass(role, x, dt, A, B, C, chunk_size, dt_bias, initial_states, dy, dfinal, states, dstates, dinit, final,
+          consts) -> None:
+    """_ssd_bwd_pass_kernel for one role on grid (h, 1, b), or both (role=None) on grid (h, 2, b) (0: S_in into
     `states` and the final state into `final` if not None; 1: dS_out into `dstates` and the initial state's
     gradient into `dinit` if not None). A role's tensors may be None when it does not run."""
     b, l, h, p = x.shape
     g, n = B.shape[2], B.shape[3]
     dummy = x  # pointer for absent tensors (never read or written: the role and the constexpr flags skip them)
-    _ssd_bwd_pass_kernel[(h, nroles, b)](
+    _ssd_bwd_pass_kernel[(h, 2 if role is None else 1, b)](
         x, dt, A, B, C, dt_bias if dt_bias is not None else dummy,
         initial_states if initial_states is not None else dummy, dy if dy is not None else dummy,
         dfinal if dfinal is not None else dummy, states if states is not None else dummy,
@@ -671,7 +677,7 @@ def _pass(first_role, nroles, x, dt, A, B, C, chunk_size, dt_bias, initial_state
         *_strides(dfinal, 4), *_strides(states, 5), *_strides(dstates, 5), *_strides(dinit, 4),
         *_strides(final, 4),
         HAS_INIT=initial_states is not None, HAS_DFINAL=dfinal is not None, STORE_DINIT=dinit is not None,
-        STORE_FINAL=final is not None, FIRST_ROLE=first_role, **consts)
+        STORE_FINAL=final is not None, ROLE=-1 if role is None else role, **consts)
 
 
 def _consts(x, chunk_size, n, dt_softplus, dt_bias, dot_dtype, num_warps) -> dict:
@@ -702,8 +708,7 @@ def ssd_scan_fwd(x, dt, A, B, C, chunk_size, D=None, dt_bias=None, dt_softplus=F
         # 1. S_in of every chunk (and the final state), by the one sequential recurrence, the split backward's
         # role 0; stored in the dot dtype by default, what the y kernel's one dot that reads it casts it to
         states = torch.empty(b, nchunks, h, p, n, dtype=_states_dtype(states_dtype, consts), device=x.device)
-        _pass(0, 1, x, dt, A, B, C, chunk_size, dt_bias, initial_states, None, None, states, None, None, final,
-              consts)
+        _pass(0, x, dt, A, B, C, chunk_size, dt_bias, initial_states, None, None, states, None, None, final, consts)
         # 2. every chunk's y at once
         if compute_y:
             _ssd_fwd_chunk_kernel[(nchunks * h, b)](
@@ -799,11 +804,11 @@ def ssd_scan_bwd(dy, dfinal, x, dt, A, B, C, chunk_size, D=None, dt_bias=None, d
         dstates = torch.empty(b, nchunks, h, p, n, dtype=sdt, device=x.device)
         if states is None:
             states = torch.empty(b, nchunks, h, p, n, dtype=sdt, device=x.device)
-            _pass(0, 2, x, dt, A, B, C, chunk_size, dt_bias, initial_states, dy, dfinal, states, dstates, dinit,
+            _pass(None, x, dt, A, B, C, chunk_size, dt_bias, initial_states, dy, dfinal, states, dstates, dinit,
                   None, consts)
         else:
-            _pass(1, 1, x, dt, A, B, C, chunk_size, dt_bias, initial_states, dy, dfinal, None, dstates, dinit,
-                  None, consts)
+            _pass(1, x, dt, A, B, C, chunk_size, dt_bias, initial_states, dy, dfinal, None, dstates, dinit, None,
+                  consts)
         # 2. every chunk's gradients at once; dA and dD as per-(b, chunk, h) partial sums
         dA_part = torch.empty(b, nchunks, h, dtype=acc, device=x.device)
         dD_part = torch.empty(b, nchunks, h, dtype=acc, device=x.device) if D is not None else None

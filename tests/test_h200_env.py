@@ -137,30 +137,117 @@ def test_compare_call_passes_the_settings_and_packs_each_sides_newest_seed(tmp_p
         assert not any(n.startswith("runs/42") or "compare/" in n for n in names)
 
 
-def test_kernels_call_runs_tests_on_gpu_0_and_the_step_on_gpu_1(tmp_path):
-    """bench/h200/kernels_call.sh with stubs for python3 and the sweep: each command in its lane's GPU, the
-    named outputs in $OUT, and the counts of the verbose test log in its summary line."""
+def _kernels_call(tmp_path, py_body: str, env: dict | None = None, stub_timeout: bool = True):
+    """bench/h200/kernels_call.sh with stubs for python3 (py_body, after a line recording the call) and the sweep,
+    and for timeout (recording its arguments, then running the command) unless stub_timeout is False; returns
+    (the finished process, the recorded calls, $OUT)."""
     calls = tmp_path / "calls.txt"
-    py = tmp_path / "py"
-    py.write_text('#!/usr/bin/env bash\necho "GPU $CUDA_VISIBLE_DEVICES: python $*" >> ' + str(calls) + '\n'
-                  'if [ "$2" = pytest ]; then printf "%s\\n" "t.py::a PASSED" "t.py::b FAILED" "t.py::c PASSED"; fi\n')
-    py.chmod(0o755)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    py = bin_dir / "py"
+    py.write_text('#!/usr/bin/env bash\necho "GPU $CUDA_VISIBLE_DEVICES: python $*" >> ' + str(calls) + "\n" + py_body)
     sweep = tmp_path / "sweep.sh"
-    sweep.write_text('echo "GPU $CUDA_VISIBLE_DEVICES: sweep $CONFIG $*" >> ' + str(calls) + '\necho "hybrid_seed_fit: 139 ms/step"\n')
+    sweep.write_text('echo "GPU $CUDA_VISIBLE_DEVICES: sweep $CONFIG $*" >> ' + str(calls) + "\n"
+                     "echo \"variant 'model.ssm_scan=golf_split': exit code 1; the last 25 lines of its output:\"\n"
+                     'echo "  | RuntimeError: boom"\necho "hybrid_seed_fit: 139 ms/step"\n')
+    if stub_timeout:
+        (bin_dir / "timeout").write_text(
+            '#!/usr/bin/env bash\necho "timeout $*" >> ' + str(calls) + "\n"
+            'while [[ $1 == -* ]]; do case $1 in -s|-k) shift 2;; *) shift;; esac; done\nshift\nexec "$@"\n')
+    for f in bin_dir.iterdir():
+        f.chmod(0o755)
     out = tmp_path / "out"
     out.mkdir()
-    env = {"PATH": "/usr/bin:/bin", "OUT": str(out), "PYTHON": str(py), "SWEEP": str(sweep)}
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "OUT": str(out), "PYTHON": str(py), "SWEEP": str(sweep), **(env or {})}
     res = subprocess.run(["bash", "bench/h200/kernels_call.sh"], cwd=ROOT, env=env, capture_output=True, text=True,
                          check=False)
+    return res, calls.read_text().splitlines(), out
+
+
+def test_kernels_call_runs_tests_on_gpu_0_and_the_step_on_gpu_1(tmp_path):
+    """bench/h200/kernels_call.sh with stubs: each command in its lane's GPU, the named outputs in $OUT; GPU 0
+    runs the first tests (the last call's failure, golf_split's mixer tests) in a pytest run of their own, then
+    the four kernel test files without them, each under timeout -s INT with --tb=short, and prints the counts of
+    each run's verbose log; both runs land in pytest.log; the failing sweep variants' lines are printed."""
+    res, lines, out = _kernels_call(tmp_path, (
+        'if [ "$2" = pytest ]; then case "$*" in\n'
+        '  *--deselect*) printf "%s\\n" "t.py::c PASSED" "t.py::d PASSED" "t.py::e SKIPPED";;\n'
+        '  *) printf "%s\\n" "t.py::a PASSED" "t.py::b FAILED";;\n'
+        "esac; fi\n"))
     assert res.returncode == 0, res.stderr
-    assert "kernel tests: exit 0 (2 passed, 1 failed, 0 skipped)" in res.stdout
+    assert "first tests: exit 0 (1 passed, 1 failed, 0 skipped)" in res.stdout
+    assert "kernel tests: exit 0 (2 passed, 0 failed, 1 skipped)" in res.stdout
+    assert "variant 'model.ssm_scan=golf_split': exit code 1; the last 25 lines of its output:" in res.stdout
     assert "hybrid_seed_fit: 139 ms/step" in res.stdout
-    lines = calls.read_text().splitlines()
     gpu0 = [x for x in lines if x.startswith("GPU 0:")]
     gpu1 = [x for x in lines if x.startswith("GPU 1:")]
-    assert len(gpu0) == 2 and "-m pytest -rf -v tests/test_ssd_kernel.py" in gpu0[0]
-    assert "bench/conv_kernel_bench.py --json " + str(out / "conv_kernel.json") in gpu0[1]
+    first = "tests/test_ssm_golf_scan.py::test_golf_adapters_keep_the_ops_dtypes_under_bf16_autocast"
+    split = "tests/test_ssm_golf_scan.py::test_golf_split_mixer_compiled_matches_reference_on_gpu"
+    assert len(gpu0) == 3 and gpu0[0].startswith(f"GPU 0: python -m pytest -rf -v --tb=short {first} ")
+    assert split in gpu0[0].split() and "tests/test_ssd_kernel.py" not in gpu0[0].split()
+    assert gpu0[1].startswith("GPU 0: python -m pytest -rf -v --tb=short tests/test_ssd_kernel.py ")
+    assert f"--deselect={first}" in gpu0[1].split() and f"--deselect={split}" in gpu0[1].split()
+    assert "bench/conv_kernel_bench.py --json " + str(out / "conv_kernel.json") in gpu0[2]
+    assert [x.split()[:5] for x in lines if x.startswith("timeout") and " -m pytest " in x] == [
+        ["timeout", "-s", "INT", "-k", "30"]] * 2
     assert len(gpu1) == 2 and "bench/ssd_kernel_bench.py --fwds walk,split --bwds split" in gpu1[0]
     assert gpu1[1] == "GPU 1: sweep configs/hybrid_seed_fit.yaml  model.ssm_conv=golf model.ssm_scan=golf_split"
-    assert (out / "pytest.log").read_text().count("PASSED") == 2
+    log = (out / "pytest.log").read_text()
+    assert log.count("PASSED") == 3 and log.index("t.py::b FAILED") < log.index("t.py::c PASSED")
 
+
+def test_kernels_call_keeps_the_first_tests_when_the_long_run_is_cut_off(tmp_path):
+    """With the real timeout: the long run past TEST_TIMEOUT gets SIGINT (pytest then prints the failures so far;
+    the stub prints a line), its lines before and after that stay in pytest.log, its exit code is timeout's
+    124, and the first run's outcome is there in full."""
+    res, _, out = _kernels_call(tmp_path, (
+        'if [ "$2" = pytest ]; then case "$*" in\n'
+        '  *--deselect*) trap \'kill $!; echo "interrupted: 1 failed so far"; exit 2\' INT\n'
+        '    echo "t.py::c FAILED"; sleep 20 > /dev/null 2>&1 & wait $!;;\n'
+        '  *) printf "%s\\n" "t.py::a PASSED" "t.py::b FAILED";;\n'
+        "esac; fi\n"), env={"TEST_TIMEOUT": "1"}, stub_timeout=False)
+    assert res.returncode == 0, res.stderr
+    assert "first tests: exit 0 (1 passed, 1 failed, 0 skipped)" in res.stdout
+    assert "kernel tests: exit 124 (0 passed, 1 failed, 0 skipped)" in res.stdout
+    log = (out / "pytest.log").read_text().splitlines()
+    assert log == ["t.py::a PASSED", "t.py::b FAILED", "t.py::c FAILED", "interrupted: 1 failed so far"]
+
+
+def test_throughput_sweep_prints_a_failing_variants_last_lines(tmp_path):
+    """bench/h200/h200_throughput_sweep.sh with a stub python3: a variant that succeeds prints its last line
+    alone; one that fails prints its exit code and the last FAIL_TAIL lines of its output, stderr included (the
+    traceback); one that runs past PER_VARIANT_TIMEOUT says so, with what it printed before; the sweep goes on
+    after each."""
+    stub = tmp_path / "bin"
+    stub.mkdir()
+    (stub / "python3").write_text(
+        '#!/usr/bin/env bash\n'
+        'if [ "$1" = -c ]; then case "$2" in *causal_conv1d*) echo 1;; esac; exit 0; fi\n'  # h200_env.sh's probes
+        'case "$*" in\n'
+        '  *golf_split*) for i in $(seq 1 40); do echo "step log $i"; done\n'
+        '    echo "Traceback (most recent call last):" >&2; echo "RuntimeError: boom" >&2; echo; exit 1;;\n'
+        '  *slow*) echo "compiling"; sleep 5; echo never;;\n'
+        '  *) echo "warming up"; echo \'{"label": "fine"}\';;\n'
+        'esac\n')
+    (stub / "python3").chmod(0o755)
+    env = {"PATH": f"{stub}:/usr/bin:/bin", "PER_VARIANT_TIMEOUT": "1"}
+    res = subprocess.run(["bash", "bench/h200/h200_throughput_sweep.sh", "", "model.ssm_scan=golf_split",
+                          "train.slow=1", "model.ssm_conv=golf"], cwd=ROOT, env=env, capture_output=True, text=True,
+                         check=False)
+    assert res.returncode == 0, res.stderr
+    out = res.stdout.splitlines()
+    assert out[0] == '{"label": "fine"}'  # the success line alone (h200_env.sh's own lines go to /dev/null)
+    assert out.count('{"label": "fine"}') == 2 and "warming up" not in res.stdout
+    head = out.index("variant 'model.ssm_scan=golf_split': exit code 1; the last 25 lines of its output:")
+    tail = out[head + 1:head + 26]
+    assert tail[0] == "  | step log 19" and tail[-3:] == ["  | Traceback (most recent call last):",
+                                                           "  | RuntimeError: boom", "  | "]
+    assert "step log 18" not in res.stdout
+    slow = out.index("variant 'train.slow=1': exit code 124 (ran past PER_VARIANT_TIMEOUT=1 s); the last 25 lines "
+                     "of its output:")
+    assert out[slow + 1:slow + 3] == ["  | compiling", '{"label": "fine"}']
+    short = subprocess.run(["bash", "bench/h200/h200_throughput_sweep.sh", "model.ssm_scan=golf_split"], cwd=ROOT,
+                           env=env | {"FAIL_TAIL": "3"}, capture_output=True, text=True, check=False)
+    assert short.stdout.splitlines()[-4:] == [
+        "variant 'model.ssm_scan=golf_split': exit code 1; the last 3 lines of its output:",
+        "  | Traceback (most recent call last):", "  | RuntimeError: boom", "  | "]

@@ -303,18 +303,16 @@ def test_split_backward_matches_walk(sk, device, case):
 
 @pytest.mark.parametrize(argvalues=ALL_PAIRS, **PAIR_IDS)
 def test_split_backward_reuses_the_split_forwards_states(sk, device, monkeypatch, fwd, bwd):
-    """Through ssd_scan: the split backward's first pass runs both recurrences (roles 0 and 1) unless the
-    forward was the split too, whose stored S_in it then takes (role 1 alone); the split forward runs role 0
-    alone. The walks launch no pass."""
+    """Through ssd_scan: the split backward's first pass runs both recurrences (role None: roles 0 and 1)
+    unless the forward was the split too, whose stored S_in it then takes (role 1 alone); the split forward runs
+    role 0 alone. The walks launch no pass."""
     launches = []
     real = sk._pass
-    monkeypatch.setattr(sk, "_pass", lambda first, nroles, *a: launches.append((first, nroles)) or real(
-        first, nroles, *a))
+    monkeypatch.setattr(sk, "_pass", lambda role, *a: launches.append(role) or real(role, *a))
     inputs = _inputs(3, 1, 40, 2, 16, 1, 16)
     wy, wf = _loss_weights(3, (1, 40, 2, 16), (1, 2, 16, 16))
     _run(_kernel(sk, 16, fwd=fwd, bwd=bwd), inputs, wy, wf, device=device)
-    want = {"split": [(0, 1)], "walk": []}[fwd] + {("split", "split"): [(1, 1)], ("walk", "split"): [(0, 2)]}.get(
-        (fwd, bwd), [])
+    want = {"split": [0], "walk": []}[fwd] + {("split", "split"): [1], ("walk", "split"): [None]}.get((fwd, bwd), [])
     assert launches == want
 
 
@@ -339,6 +337,118 @@ def test_split_with_bf16_stored_states(sk, device, fwd):
         errs[k] = ((grads[k].double() - grads_ref[k]).abs().max() / grads_ref[k].abs().max()).item()
     # the stored rounding is visible where the states enter (not a silent fp32 store): dC reads S_in, dB dS_out
     assert errs["C"] > 1e-4 and errs["B"] > 1e-4, errs
+
+# Run in a fresh interpreter without TRITON_INTERPRET (this one's kernels are interpreted, and torch reads a
+# kernel's writes from the TTIR Triton compiles it to): every launch of the forward and backward designs, with and
+# without the optional tensors (whose absent ones the launchers replace with x), recorded instead of run, then put
+# through torch.compile's own analysis of what each launch writes. On a machine without a GPU driver a stand-in
+# names an sm_90 target: TTIR generation needs only Triton's front end.
+_WRITES_SCRIPT = r"""
+import json, logging, sys
+import torch, triton
+from torch._higher_order_ops import triton_kernel_wrap as tkw
+try:
+    triton.runtime.driver.active.get_current_target()
+except RuntimeError:  # no GPU driver here
+    from triton.backends.compiler import GPUTarget
+
+    class StandIn:
+        def get_current_target(self):
+            return GPUTarget("cuda", 90, 32)
+
+        def get_current_device(self):
+            return 0
+
+        def get_active_torch_device(self):
+            return torch.device("cpu")
+
+    triton.runtime.driver.set_active(StandIn())
+failed = []  # torch logs a failed analysis and then takes every argument as written
+logging.getLogger(tkw.__name__).addHandler(type("H", (logging.Handler,), {"emit": lambda s, r: failed.append(
+    r.getMessage())})(logging.WARNING))
+import golf.ssd_kernel as sk
+
+launches = []
+
+
+class Recorder:
+    def __init__(self, kernel):
+        self.kernel = kernel
+
+    def __getitem__(self, grid):
+        def launch(*args, **kwargs):
+            kwargs.pop("num_warps")
+            launches.append((self.kernel, {**dict(zip(self.kernel.arg_names, args)), **kwargs}))
+        return launch
+
+
+for name in ("_ssd_fwd_kernel", "_ssd_fwd_chunk_kernel", "_ssd_bwd_kernel", "_ssd_bwd_pass_kernel",
+             "_ssd_bwd_chunk_kernel"):
+    setattr(sk, name, Recorder(getattr(sk, name)))
+gen = torch.Generator().manual_seed(0)
+b, l, h, p, g, n = 2, 24, 4, 16, 2, 16  # l not a multiple of the chunk (16): a ragged last chunk
+x, dy = (torch.randn(b, l, h, p, generator=gen).bfloat16() for _ in range(2))
+dt = torch.randn(b, l, h, generator=gen).bfloat16()
+B, C = (torch.randn(b, l, g, n, generator=gen).bfloat16() for _ in range(2))
+A, D, dt_bias = -torch.rand(h, generator=gen), torch.rand(h, generator=gen), torch.rand(h, generator=gen)
+init, dfinal = (torch.randn(b, h, p, n, generator=gen) for _ in range(2))
+kw = dict(D=D, dt_bias=dt_bias, dt_softplus=True)
+calls = []
+for with_opt in (False, True):
+    opt = init if with_opt else None
+    for fwd in ("walk", "split"):
+        calls.append((f"fwd={fwd} opt={with_opt}", lambda fwd=fwd: sk.ssd_scan_fwd(
+            x, dt, A, B, C, 16, initial_states=opt, return_final_states=with_opt, fwd=fwd, **kw)))
+    states = torch.zeros(b, 2, h, p, n, dtype=torch.bfloat16)  # the split forward's S_in
+    for bwd, st in (("walk", None), ("split", None), ("split", states)):
+        calls.append((f"bwd={bwd} states={st is not None} opt={with_opt}", lambda bwd=bwd, st=st: sk.ssd_scan_bwd(
+            dy, dfinal if with_opt else None, x, dt, A, B, C, 16, initial_states=opt, bwd=bwd, states=st, **kw)))
+    inputs = {"x": x, "dt": dt, "A": A, "B": B, "C": C, "D": D, "dt_bias": dt_bias, "dy": dy, "init": init,
+              "dfinal": dfinal, "states": states}
+    for label, call in calls[-5:]:
+        launches.clear()
+        call()
+        for kernel, args in launches:
+            if hasattr(tkw, "identify_accessed_tensors"):
+                writes = [d.name for d in tkw.identify_accessed_tensors(kernel, args, {}).read_writes.writes]
+            else:  # torch before the analysis of reads
+                writes = tkw.identify_mutated_tensors(kernel, args, {})
+            for arg in writes:
+                hit = [k for k, t in inputs.items() if args[arg] is t]
+                print(json.dumps([label, kernel.fn.__name__, arg, hit]))
+if failed:
+    sys.exit("the analysis failed: " + failed[0])
+"""
+
+
+def test_no_launch_writes_an_input_as_torch_compile_reads_it():
+    """Under model.ssm_compile "trace" torch.compile traces the kernels' launches and reads what each writes
+    from its compiled code (a store counts even where it cannot run); an input it takes as written is cloned
+    before the launch and the clone put in its place after it, an extra copy of x per launch, in the forward
+    a write to an input of the autograd.Function and to the view of the conv's output it is. The split pass
+    kernel, launched for one role, was compiled with both roles' stores (the role came from the grid), and the
+    other role's states pointer is x: the split forward "wrote" x, and the split backward given the forward's
+    states wrote x. Every launch writes only its own outputs."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"} | {"PYTHONPATH": str(root)}
+    res = subprocess.run([sys.executable, "-c", _WRITES_SCRIPT], cwd=root, env=env, capture_output=True, text=True,
+                         timeout=600, check=False)
+    assert res.returncode == 0, res.stderr[-3000:]
+    writes = [json.loads(line) for line in res.stdout.splitlines()]
+    assert len({w[0] for w in writes}) == 10, writes  # every call launched and was analysed
+    assert [w for w in writes if w[3]] == [], "launches that write an input"
+    outputs = {"_ssd_fwd_kernel": {"y_ptr", "final_ptr", "states_ptr"}, "_ssd_fwd_chunk_kernel": {"y_ptr"},
+               "_ssd_bwd_pass_kernel": {"states_ptr", "dstates_ptr", "dinit_ptr", "final_ptr"},
+               "_ssd_bwd_kernel": {"dx_ptr", "ddt_ptr", "dB_ptr", "dC_ptr", "dA_ptr", "dD_ptr", "dinit_ptr"},
+               "_ssd_bwd_chunk_kernel": {"dx_ptr", "ddt_ptr", "dB_ptr", "dC_ptr", "dA_ptr", "dD_ptr"}}
+    assert all(w[2] in outputs[w[1]] for w in writes), writes
+
 
 BAD_INPUTS = [
     ({"x": torch.zeros(2, 64, 2)}, "x must be (batch, seqlen, nheads, headdim)"),

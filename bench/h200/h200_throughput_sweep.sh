@@ -7,23 +7,34 @@
 # ops' own kernel time: in the JSON; the printed line is cut to 400 characters); PROFILE_SHAPES=1 adds
 # train.profile_shapes=true to every variant (those ATen ops by input shapes, at some host cost in those steps).
 # Each argument is one variant: space-separated params overrides ("" = the config as it is); a word
-# config=<file> runs that variant on another params file. The JSONs come back as $OUT/throughput.tgz. A variant that fails
-# or runs past PER_VARIANT_TIMEOUT seconds (default 300) is reported and the sweep goes on. The first variant on a
-# fresh machine compiles and autotunes from cold caches: 150 s was not enough on 2026-11-29 (a cold 240 s
-# pipeline spent 122 s in its compile warm-up).
+# config=<file> runs that variant on another params file. The JSONs come back as $OUT/throughput.tgz. A variant that
+# succeeds prints one line (its JSON, cut to 400 characters); one that fails or runs past PER_VARIANT_TIMEOUT seconds
+# (default 300) prints its exit code and the last FAIL_TAIL lines (default 25) of its output, stdout and stderr, so
+# that its traceback comes back (on 2026-11-30 a failing variant's last line was empty and its error was lost), and
+# the sweep goes on. The first variant on a fresh machine compiles and autotunes from cold caches: 150 s was not
+# enough on 2026-11-29 (a cold 240 s pipeline spent 122 s in its compile warm-up).
 set -uo pipefail
 source bench/h200/h200_env.sh >/dev/null || exit 1
 CONFIG=${CONFIG:-configs/hybrid_12.yaml}; STEPS=${STEPS:-10}
 # which lent GPU: the same code stepped 19% faster on one machine than another (RESULTS, sixth block)
 nvidia-smi --query-gpu=name,uuid,driver_version,power.limit,clocks.max.sm --format=csv,noheader 2>/dev/null
 [ $# -gt 0 ] || set -- ""
+log=$(mktemp) || exit 1
+trap 'rm -f "$log"' EXIT
 for variant in "$@"; do
   parse_variant "$variant" "$CONFIG"
   timeout "${PER_VARIANT_TIMEOUT:-300}" python3 bench/train_throughput.py "$VARIANT_CFG" --steps "$STEPS" \
     --profile-steps "${PROFILE_STEPS:-0}" "${VARIANT_SETS[@]}" \
-    ${PROFILE_SHAPES:+--set train.profile_shapes=true} --label "$VARIANT_LABEL" 2>&1 | tail -n 1 | cut -c1-400
-  rc=${PIPESTATUS[0]}
-  [ "$rc" -eq 0 ] || echo "variant '$variant': exit code $rc"
+    ${PROFILE_SHAPES:+--set train.profile_shapes=true} --label "$VARIANT_LABEL" > "$log" 2>&1
+  rc=$?
+  if [ "$rc" -eq 0 ]; then
+    tail -n 1 "$log" | cut -c1-400
+  else
+    why="exit code $rc"
+    [ "$rc" -eq 124 ] && why+=" (ran past PER_VARIANT_TIMEOUT=${PER_VARIANT_TIMEOUT:-300} s)"
+    echo "variant '$variant': $why; the last ${FAIL_TAIL:-25} lines of its output:"
+    tail -n "${FAIL_TAIL:-25}" "$log" | cut -c1-400 | sed 's/^/  | /'
+  fi
 done
 if [ -n "${OUT:-}" ] && compgen -G "$OUT/throughput_*.json" > /dev/null; then
   # one line per variant, then the JSONs as one tarball (a device call returns at most 8 files)
