@@ -55,8 +55,8 @@ def _lever_variants(part: str, tmp_path: Path, **side_sets: str) -> list[str]:
 
 def test_lever_pairs_put_the_hybrid_on_gpu_0_and_attention_on_gpu_1_with_valid_settings(tmp_path):
     every = _lever_variants("all", tmp_path)
-    parts = [_lever_variants(str(k), tmp_path) for k in range(1, 8)]
-    assert [len(p) for p in parts] == [6] * 7 and [v for p in parts for v in p] == every  # 7 slices
+    parts = [_lever_variants(str(k), tmp_path) for k in range(1, 9)]
+    assert [len(p) for p in parts] == [6] * 8 and [v for p in parts for v in p] == every  # 8 slices
     assert len(set(every)) == len(every)  # each run its own label, so its own runs_sweep/<label> folder
     for i, variant in enumerate(every):
         words = variant.split()
@@ -65,11 +65,11 @@ def test_lever_pairs_put_the_hybrid_on_gpu_0_and_attention_on_gpu_1_with_valid_s
         assert ("M" in params.model.layer_pattern) == (i % 2 == 0)
     assert every[:2] == ["config=configs/hybrid_seed_fit.yaml", "config=configs/attn_fit.yaml"]  # the bases first
     assert _lever_variants("1,7", tmp_path) == parts[0] + parts[6]  # a list of parts, in its order
-    for part in ("8", "1,8", "2-3"):
+    for part in ("9", "1,9", "2-3", "0", "x"):
         bad = subprocess.run(["bash", "bench/h200/lever_pairs.sh"], cwd=ROOT, capture_output=True, text=True,
                              check=False, env={"PATH": "/usr/bin:/bin", "PART": part, "SWEEP": "/bin/false"})
         assert bad.returncode == 2
-        assert f"PART must be 1 to 7, a comma-separated list of them, or all, not '{part}'" in bad.stderr
+        assert f"PART must be 1 to 8, a comma-separated list of them, or all, not '{part}'" in bad.stderr
 
 
 @pytest.mark.parametrize("env, message", [
@@ -98,6 +98,12 @@ def test_lever_pairs_fixed_step_runs_give_each_side_its_own_settings(tmp_path):
         assert f.split() == [cfg, *extra, *lever]
         params = load_params(ROOT / cfg.removeprefix("config="), [*extra, *lever, "train.wallclock_s=0"])
         assert params.train.max_steps == (480 if i % 2 == 0 else 620) and params.train.wallclock_s == 0
+    # part 8's batch pair trains the bases' tokens at half the batch: its step counts follow the side's own
+    equal_tokens = _lever_variants("8", tmp_path, HYBRID_SETS="train.max_steps=480", ATTN_SETS="train.max_steps=620")
+    for i, variant in enumerate(equal_tokens[:2]):
+        cfg, *sets = variant.split()
+        params = load_params(ROOT / cfg.removeprefix("config="), [*sets, "train.wallclock_s=0"])
+        assert params.train.batch_tokens == 65536 and params.train.max_steps == (960 if i == 0 else 1240)
 
 
 def test_compare_call_passes_the_settings_and_packs_each_sides_newest_seed(tmp_path):
@@ -148,6 +154,7 @@ def _kernels_call(tmp_path, py_body: str, env: dict | None = None, stub_timeout:
     py.write_text('#!/usr/bin/env bash\necho "GPU $CUDA_VISIBLE_DEVICES: python $*" >> ' + str(calls) + "\n" + py_body)
     sweep = tmp_path / "sweep.sh"
     sweep.write_text('echo "GPU $CUDA_VISIBLE_DEVICES: sweep $CONFIG $*" >> ' + str(calls) + "\n"
+                     'echo "GPU $CUDA_VISIBLE_DEVICES: sweep OUT $OUT" >> ' + str(calls) + "\n"
                      "echo \"variant 'model.ssm_scan=golf_split': exit code 1; the last 25 lines of its output:\"\n"
                      'echo "  | RuntimeError: boom"\necho "hybrid_seed_fit: 139 ms/step"\n')
     if stub_timeout:
@@ -168,7 +175,10 @@ def test_kernels_call_runs_tests_on_gpu_0_and_the_step_on_gpu_1(tmp_path):
     """bench/h200/kernels_call.sh with stubs: each command in its lane's GPU, the named outputs in $OUT; GPU 0
     runs the first tests (the last call's failure, golf_split's mixer tests) in a pytest run of their own, then
     the four kernel test files without them, each under timeout -s INT with --tb=short, and prints the counts of
-    each run's verbose log; both runs land in pytest.log; the failing sweep variants' lines are printed."""
+    each run's verbose log (both runs land in pytest.log), then attn_fit's step with full and partial RoPE; GPU 1
+    runs hybrid_seed_fit's step as it is, with golf_split and with the opaque SSM ops. Each sweep writes into its
+    own folder of $OUT (two sweeps at once must not pack each other's JSONs); the failing variants' lines and
+    each variant's summary line are printed."""
     res, lines, out = _kernels_call(tmp_path, (
         'if [ "$2" = pytest ]; then case "$*" in\n'
         '  *--deselect*) printf "%s\\n" "t.py::c PASSED" "t.py::d PASSED" "t.py::e SKIPPED";;\n'
@@ -177,21 +187,23 @@ def test_kernels_call_runs_tests_on_gpu_0_and_the_step_on_gpu_1(tmp_path):
     assert res.returncode == 0, res.stderr
     assert "first tests: exit 0 (1 passed, 1 failed, 0 skipped)" in res.stdout
     assert "kernel tests: exit 0 (2 passed, 0 failed, 1 skipped)" in res.stdout
-    assert "variant 'model.ssm_scan=golf_split': exit code 1; the last 25 lines of its output:" in res.stdout
-    assert "hybrid_seed_fit: 139 ms/step" in res.stdout
+    assert "attn step sweep: exit 0" in res.stdout and "hybrid step sweep: exit 0" in res.stdout
+    assert res.stdout.count("variant 'model.ssm_scan=golf_split': exit code 1; the last 25 lines of its output:") == 2
+    assert res.stdout.count("hybrid_seed_fit: 139 ms/step") == 2
     gpu0 = [x for x in lines if x.startswith("GPU 0:")]
     gpu1 = [x for x in lines if x.startswith("GPU 1:")]
     first = "tests/test_ssm_golf_scan.py::test_golf_adapters_keep_the_ops_dtypes_under_bf16_autocast"
     split = "tests/test_ssm_golf_scan.py::test_golf_split_mixer_compiled_matches_reference_on_gpu"
-    assert len(gpu0) == 3 and gpu0[0].startswith(f"GPU 0: python -m pytest -rf -v --tb=short {first} ")
+    assert len(gpu0) == 4 and gpu0[0].startswith(f"GPU 0: python -m pytest -rf -v --tb=short {first} ")
     assert split in gpu0[0].split() and "tests/test_ssd_kernel.py" not in gpu0[0].split()
     assert gpu0[1].startswith("GPU 0: python -m pytest -rf -v --tb=short tests/test_ssd_kernel.py ")
     assert f"--deselect={first}" in gpu0[1].split() and f"--deselect={split}" in gpu0[1].split()
-    assert "bench/conv_kernel_bench.py --json " + str(out / "conv_kernel.json") in gpu0[2]
+    assert gpu0[2:] == ["GPU 0: sweep configs/attn_fit.yaml  model.rope_dims=16", f"GPU 0: sweep OUT {out / 'attn'}"]
     assert [x.split()[:5] for x in lines if x.startswith("timeout") and " -m pytest " in x] == [
         ["timeout", "-s", "INT", "-k", "30"]] * 2
-    assert len(gpu1) == 2 and "bench/ssd_kernel_bench.py --fwds walk,split --bwds split" in gpu1[0]
-    assert gpu1[1] == "GPU 1: sweep configs/hybrid_seed_fit.yaml  model.ssm_conv=golf model.ssm_scan=golf_split"
+    assert gpu1 == ["GPU 1: sweep configs/hybrid_seed_fit.yaml  model.ssm_scan=golf_split model.ssm_compile=opaque",
+                    f"GPU 1: sweep OUT {out / 'hybrid'}"]
+    assert (out / "step_attn.log").is_file() and (out / "step_hybrid.log").is_file()
     log = (out / "pytest.log").read_text()
     assert log.count("PASSED") == 3 and log.index("t.py::b FAILED") < log.index("t.py::c PASSED")
 

@@ -7,17 +7,20 @@
 #          GPU) under their own limit, so that their outcome is in the log even when the long run is cut off;
 #          then the rest of the four test files. Each run gets SIGINT at its limit (timeout -s INT; SIGKILL 30 s
 #          later if it still runs): pytest stops as on Ctrl-C and still prints the failures so far (-rf, each
-#          traceback --tb=short); -v names each test as it ends. Then bench/conv_kernel_bench.py;
-#   GPU 1: bench/ssd_kernel_bench.py (the walking and the split forward, the split backward, against mamba-ssm),
-#          then hybrid_seed_fit's training step with the libraries' kernels, golf's conv and golf_split, each
-#          with 3 profiled steps recording the ops' shapes (h200_throughput_sweep.sh, which prints a failing
-#          variant's last lines; the profile's aten_ops say which ATen ops launch the step's eager elementwise
-#          kernels: 12 of hybrid_seed_fit's 135 ms of device time a step, 2026-11-30).
-# In $OUT: pytest.log (both runs), conv_kernel.json/.log, ssd_kernel.json/.log, step_sweep.log, throughput.tgz.
+#          traceback --tb=short); -v names each test as it ends. Then attn_fit's training step, full and partial
+#          RoPE (the RoPE tables now cached: inductor had recomputed them in every q/k kernel, 21.8 of attn_fit's
+#          110.8 ms of device time a step, RESULTS sixth block);
+#   GPU 1: hybrid_seed_fit's training step with the libraries' kernels, golf_split and the opaque SSM ops (one
+#          compiled graph: the step's eager elementwise kernels, 12 of its 135 ms of device time, run between
+#          trace's graph pieces).
+# Every step variant runs STEPS=20 timed steps, then 3 profiled steps recording the ops' shapes
+# (h200_throughput_sweep.sh, which prints a failing variant's last lines). The conv and SSD benches ran in the
+# sixth block and are not repeated here (bench/conv_kernel_bench.py, bench/ssd_kernel_bench.py run alone).
+# In $OUT: pytest.log (both runs), step_attn.log, step_hybrid.log, attn/throughput.tgz, hybrid/throughput.tgz.
 #   bash bench/h200/gpu_install.sh > $OUT/install.log 2>&1 && bash bench/h200/kernels_call.sh   # carry .gpuhouse
-# About 8 minutes with the install on 2026-11-30's timings (a cold compile of the hybrid ~120 s, the SSD bench
-# ~100 s); each step has its own limit (tests 150 + 200 s, conv bench 150 s; SSD bench 180 s, step sweep 330 s),
-# so the call returns inside 600 s.
+# About 8 minutes with the install (a cold compile of the hybrid ~120 s, of attn_fit ~40 s); each step has its
+# own limit (tests 150 + 150 s, attention's sweep 200 s; the hybrid's sweep 450 s), so the call returns inside
+# 600 s.
 set -uo pipefail
 OUT=${OUT:-.}
 PY=${PYTHON:-python3}
@@ -41,25 +44,25 @@ run_tests() {  # run_tests <label> <limit s> <pytest arguments>...: appends to p
   echo "$label: exit $rc ($(grep -c ' PASSED' "$log") passed, $(grep -c ' FAILED' "$log") failed, $(grep -c ' SKIPPED' "$log") skipped)"
   rm -f "$log"
 }
+sweep() {  # sweep <gpu> <name> <config> <limit s> <variants>...: step_<name>.log, <name>/throughput.tgz
+  local gpu=$1 name=$2 config=$3 limit=$4
+  shift 4
+  mkdir -p "$OUT/$name"
+  CUDA_VISIBLE_DEVICES=$gpu OUT="$OUT/$name" CONFIG=$config STEPS=20 PROFILE_STEPS=3 PROFILE_SHAPES=1 \
+    PER_VARIANT_TIMEOUT=170 timeout "$limit" bash "$SWEEP" "$@" > "$OUT/step_$name.log" 2>&1
+  echo "$name step sweep: exit $?"
+  grep "^variant '" "$OUT/step_$name.log" | cut -c1-300  # the failing variants (their last lines: the log)
+  grep -E "^[a-z_]+[^ ]*: [0-9.]+ ms/step" "$OUT/step_$name.log" | cut -c1-300
+}
 lane_tests() {
   : > "$OUT/pytest.log"
   run_tests "first tests" "${FIRST_TIMEOUT:-150}" "${FIRST_TESTS[@]}"
-  run_tests "kernel tests" "${TEST_TIMEOUT:-200}" "${KERNEL_TESTS[@]}" "${FIRST_TESTS[@]/#/--deselect=}"
-  CUDA_VISIBLE_DEVICES=0 timeout "${CONV_TIMEOUT:-150}" "$PY" bench/conv_kernel_bench.py --json "$OUT/conv_kernel.json" \
-    > "$OUT/conv_kernel.log" 2>&1
-  echo "conv bench: exit $?"
+  run_tests "kernel tests" "${TEST_TIMEOUT:-150}" "${KERNEL_TESTS[@]}" "${FIRST_TESTS[@]/#/--deselect=}"
+  sweep 0 attn configs/attn_fit.yaml "${ATTN_TIMEOUT:-200}" "" "model.rope_dims=16"
 }
 lane_step() {
-  CUDA_VISIBLE_DEVICES=1 timeout "${SSD_TIMEOUT:-180}" "$PY" bench/ssd_kernel_bench.py --fwds walk,split --bwds split \
-    --num-warps 4 --json "$OUT/ssd_kernel.json" > "$OUT/ssd_kernel.log" 2>&1
-  echo "ssd bench: exit $?"
-  CUDA_VISIBLE_DEVICES=1 CONFIG=configs/hybrid_seed_fit.yaml STEPS=20 PROFILE_STEPS=3 PROFILE_SHAPES=1 \
-    PER_VARIANT_TIMEOUT=170 \
-    timeout "${STEP_TIMEOUT:-330}" bash "$SWEEP" "" "model.ssm_conv=golf" "model.ssm_scan=golf_split" \
-    > "$OUT/step_sweep.log" 2>&1
-  echo "step sweep: exit $?"
-  grep "^variant '" "$OUT/step_sweep.log" | cut -c1-300  # the failing variants (their last lines: step_sweep.log)
-  tail -n 3 "$OUT/step_sweep.log" | cut -c1-300
+  sweep 1 hybrid configs/hybrid_seed_fit.yaml "${STEP_TIMEOUT:-450}" "" "model.ssm_scan=golf_split" \
+    "model.ssm_compile=opaque"
 }
 lane_tests &
 lane_step &
