@@ -3,7 +3,7 @@
 # the hybrid (HYBRID, default configs/hybrid_seed_fit.yaml) on GPU 0 and attention-only (ATTN, default
 # configs/attn_fit.yaml) on GPU 1, through bench/h200/h200_train_sweep.sh (GPUS=2: variant i on GPU i % 2). Both
 # sides get the same runs; where a lever exists on one side only, the other side's row is its nearest analogue.
-# PART=1..7 picks three pairs (about 7 minutes of call time on a warm machine: a changed model compiles anew, 45-60 s
+# PART=1..8 picks three pairs (about 7 minutes of call time on a warm machine: a changed model compiles anew, 45-60 s
 # of warm-up on 2026-11-30); PART=all runs every pair.
 #   PART=1 bash bench/h200/lever_pairs.sh      # carry .carry (corpus) as for h200_train_sweep.sh
 # HYBRID_SETS / ATTN_SETS: overrides added to every run of that side. Fixed-step runs, immune to the hybrid's
@@ -48,7 +48,16 @@ PAIRS=(
   # a narrower mixer, its parameters moved into MLPs: the SSM at expand 1 (8 heads of 64) with an MLP in each
   # Mamba block (26.70M) | 2 KV heads and MLP 3.25x (26.83M, attn_fit's count)
   "model.expand=1.0 model.mamba_mlp_mult=0.75 | model.num_kv_heads=2 model.mlp_mult=3.25"
+  # half the batch at the fixed-step bases' tokens: twice their steps (480 and 620; at fixed steps the plain
+  # batch pair above trains on half the tokens, so it compares nothing there; under a 90-s budget these caps
+  # lie above the steps it buys)
+  "train.batch_tokens=65536 train.max_steps=960 | train.batch_tokens=65536 train.max_steps=1240"
+  # each side's levers that beat noise at fixed steps so far (RESULTS sixth block), together; then with QAT
+  # from 70% of training and, for attention, partial RoPE as well
+  "model.rope_dims=16 model.mlp_act=leaky_relu2 train.warmdown_frac=0.5 | model.xsa=true model.mlp_act=leaky_relu2 train.warmdown_frac=0.5"
+  "model.rope_dims=16 model.mlp_act=leaky_relu2 train.warmdown_frac=0.5 train.qat_start_frac=0.7 | model.xsa=true model.rope_dims=16 model.mlp_act=leaky_relu2 train.warmdown_frac=0.5 train.qat_start_frac=0.7"
 )
+NPARTS=$(( (${#PAIRS[@]} + 2) / 3 ))
 pick=()
 if [ "${PART:-all}" = all ]; then
   pick=("${PAIRS[@]}")
@@ -56,9 +65,13 @@ else
   IFS=, read -ra parts <<< "$PART"
   for part in "${parts[@]}"; do
     case "$part" in
-      [1-7]) pick+=("${PAIRS[@]:$(( (part - 1) * 3 )):3}") ;;
-      *) echo "error: PART must be 1 to 7, a comma-separated list of them, or all, not '${PART}'" >&2; exit 2 ;;
+      *[!0-9]* | "" | 0*) bad=1 ;;
+      *) (( part > NPARTS )) && bad=1 ;;
     esac
+    if [ -n "${bad:-}" ]; then
+      echo "error: PART must be 1 to $NPARTS, a comma-separated list of them, or all, not '${PART}'" >&2; exit 2
+    fi
+    pick+=("${PAIRS[@]:$(( (part - 1) * 3 )):3}")
   done
 fi
 variants=()
