@@ -19,7 +19,7 @@
 # In $OUT: pytest.log (both runs), step_attn.log, step_hybrid.log, attn/throughput.tgz, hybrid/throughput.tgz.
 #   bash bench/h200/gpu_install.sh > $OUT/install.log 2>&1 && bash bench/h200/kernels_call.sh   # carry .gpuhouse
 # About 8 minutes with the install (a cold compile of the hybrid ~120 s, of attn_fit ~40 s); each step has its
-# own limit (tests 150 + 150 s, attention's sweep 200 s; the hybrid's sweep 450 s), so the call returns inside
+# own limit (tests 140 + 130 s, attention's sweep 200 s; the hybrid's sweep 450 s), so the call returns inside
 # 600 s.
 set -uo pipefail
 OUT=${OUT:-.}
@@ -56,8 +56,8 @@ sweep() {  # sweep <gpu> <name> <config> <limit s> <variants>...: step_<name>.lo
 }
 lane_tests() {
   : > "$OUT/pytest.log"
-  run_tests "first tests" "${FIRST_TIMEOUT:-150}" "${FIRST_TESTS[@]}"
-  run_tests "kernel tests" "${TEST_TIMEOUT:-150}" "${KERNEL_TESTS[@]}" "${FIRST_TESTS[@]/#/--deselect=}"
+  run_tests "first tests" "${FIRST_TIMEOUT:-140}" "${FIRST_TESTS[@]}"
+  run_tests "kernel tests" "${TEST_TIMEOUT:-130}" "${KERNEL_TESTS[@]}" "${FIRST_TESTS[@]/#/--deselect=}"
   sweep 0 attn configs/attn_fit.yaml "${ATTN_TIMEOUT:-200}" "" "model.rope_dims=16"
 }
 lane_step() {
