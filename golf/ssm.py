@@ -493,8 +493,11 @@ class Mamba2Mixer(nn.Module):
             # causal-conv1d's channel-last layout wants strides divisible by 8. xBC's row stride inside zxbcdt
             # is in_proj's width: 1612 unpadded (not a multiple of 8: copy xBC out), 1664 with
             # in_proj_multiple 64 (used in place, as mamba_ssm's Mamba2 passes its split of zxbcdt). golf's
-            # kernels (model.ssm_conv "golf") take any strides: no copy
-            if k.conv_kernel == "causal_conv1d" and (xBC.stride(1) % 8 or xBC.storage_offset() % 8):
+            # kernels (model.ssm_conv "golf") take any strides: no copy. xBC starts d_inner elements into each
+            # row of in_proj's fresh output, so its offset is aligned iff d_inner is; asking the tensor
+            # (storage_offset()) would break Dynamo's graph in every Mamba layer.
+            in_place = zxbcdt.is_contiguous() and xBC.stride(1) % 8 == 0 and self.d_inner % 8 == 0
+            if k.conv_kernel == "causal_conv1d" and not in_place:
                 xBC = xBC.contiguous()
             xBC = k.call(k.conv, xBC.transpose(1, 2), self.conv1d.weight.squeeze(1),
                          self.conv1d.bias, activation="silu").transpose(1, 2)  # (B, T, conv_dim)

@@ -286,6 +286,26 @@ def test_fast_path_glue_matches_reference(kernels):
     torch.testing.assert_close(torch.cat([a, b], 1), y_ref, rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("multiple,in_place", [(1, False), (8, True), (64, True)])
+def test_xbc_goes_to_causal_conv1d_in_place_only_when_aligned(multiple, in_place):
+    """causal-conv1d reads xBC where in_proj wrote it when the row stride and xBC's start are multiples of 8
+    (in_proj padded), and gets a contiguous copy otherwise (row stride 84 unpadded)."""
+    seen = []
+
+    def recording_conv(x, *args, **kwargs):
+        seen.append((x.stride(2), x.untyped_storage().data_ptr()))
+        return stand_in_conv(x, *args, **kwargs)
+
+    m = _mixer(kernels=SSMKernels("triton", stand_in_scan, stand_in_norm, recording_conv),
+               in_proj_multiple=multiple)
+    u = torch.randn(2, 27, 16, dtype=F64)
+    zxbcdt = m.in_proj(u)
+    m._mix(zxbcdt, -torch.exp(m.A_log), None, False)
+    (row_stride, storage), = seen
+    assert (storage == zxbcdt.untyped_storage().data_ptr()) == in_place
+    assert row_stride == (zxbcdt.shape[-1] if in_place else m.conv_dim)
+
+
 @pytest.mark.parametrize("multiple", [8, 64])
 @pytest.mark.parametrize("kernels", [
     SSMKernels(),
@@ -316,12 +336,15 @@ def test_padded_in_proj_is_the_same_mixer(kernels, multiple):
     torch.testing.assert_close(torch.cat([a, b], 1), y, rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("in_proj_multiple", [1, 8], ids=["xBC_copied", "xBC_in_place"])
 @pytest.mark.parametrize("mode,graphs", [("disable", "several"), ("trace", "one")])
-def test_ssm_compile_mode_keeps_kernels_out_of_the_graph_or_traces_them(mode, graphs):
+def test_ssm_compile_mode_keeps_kernels_out_of_the_graph_or_traces_them(mode, graphs, in_proj_multiple):
     """model.ssm_compile with traceable stand-in kernels: "disable" breaks the graph at every kernel call,
-    "trace" compiles the mixer as one graph; both give the eager output and gradients exactly."""
+    "trace" compiles the mixer as one graph; both give the eager output and gradients exactly. With in_proj
+    padded to a multiple of 8, xBC goes to the conv in place, and deciding that must not break the graph
+    (Tensor.storage_offset() did, once per Mamba layer: H200, 2026-11-30)."""
     kernels = SSMKernels("triton", stand_in_scan, stand_in_norm, stand_in_conv, compile_mode=mode)
-    m = _mixer(kernels=kernels)
+    m = _mixer(kernels=kernels, in_proj_multiple=in_proj_multiple)
     u = torch.randn(2, 27, 16, dtype=F64, requires_grad=True)
     torch._dynamo.reset()
     explained = torch._dynamo.explain(m)(u)

@@ -364,10 +364,12 @@ def compile_capturing_graphs(m: torch.nn.Module) -> tuple[Callable, dict]:
                          fullgraph=True), graphs
 
 
-def test_opaque_mixer_is_one_graph_with_one_node_per_kernel_call():
+@pytest.mark.parametrize("multiple", [1, 64], ids=["xBC_copied", "xBC_in_place"])
+def test_opaque_mixer_is_one_graph_with_one_node_per_kernel_call(multiple):
     """Dynamo's one graph calls each op once; AOT autograd's forward graph has the three ops, its backward
-    graph the three backward ops (and neither anything of the kernels' insides)."""
-    m = _mixer(kernels=OPAQUE)
+    graph the three backward ops (and neither anything of the kernels' insides). A padded in_proj (xBC to the
+    conv in place) keeps the one graph."""
+    m = _mixer(kernels=OPAQUE, in_proj_multiple=multiple)
     u = torch.randn(2, 27, 16, dtype=F64, requires_grad=True)
     torch._dynamo.reset()
     explained = torch._dynamo.explain(m)(u)
