@@ -37,7 +37,7 @@ from golf.data import write_shard
 from golf.loaders import TokenLoader
 from golf.model import build_model, count_params
 from golf.optim import build_optimizers
-from golf.profiling import StepWindowProfiler
+from golf.profiling import StepWindowProfiler, compiled_graph_stats
 from golf.runtime import autocast, enable_tf32, seed_everything
 from golf.train import batch_layout, compile_for_training, ema_decay_at, loss_read_lag, train_step
 
@@ -149,6 +149,8 @@ def main(argv: list[str] | None = None) -> dict:
            "ms_per_step": round(step_s * 1e3, 2),
            "tok_per_s": round(tokens / step_s), "last_loss": round(loss, 4),
            "peak_mem_mb": round(torch.cuda.max_memory_allocated() / 2**20) if device.type == "cuda" else None}
+    if tcfg.compile and device.type == "cuda":
+        out["compiled_graphs"] = compiled_graph_stats()
     if args.profile_steps:
         out["profile"] = profile_steps(step, 2 + args.steps, args.profile_steps, device, tcfg.profile_shapes)
     if shard_dir is not None:

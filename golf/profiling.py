@@ -211,3 +211,20 @@ def summarize_window(prof, steps: int, wall_s: float, cuda: bool) -> dict:
             "host_runtime_calls": [{k: t[k] for k in ("name", "ms_per_step", "calls_per_step")}
                                    for t in host["top"]],
             "aten_ops": aten_ops(events, steps, cuda)}
+
+
+def compiled_graph_stats() -> dict:
+    """What torch.compile has made of this process's compiled code so far: Dynamo's unique graphs, its graph
+    breaks, and each break's reason on one line (cut to 300 characters) with its count. A model that compiles
+    whole is one graph per input signature (AOT autograd's backward graphs are not counted). Each break is a
+    separate launch of compiled code from Python and keeps the ops on either side out of one fusion: a graph
+    break per Mamba layer (10 graphs a forward for hybrid_seed_fit until afc54e5) left the hybrid's step bound
+    by the host (bench/RESULTS.md, seventh block)."""
+    from torch._dynamo.utils import counters
+
+    reasons: dict[str, int] = {}
+    for reason, n in counters["graph_break"].items():
+        line = " ".join(str(reason).split())[:300]
+        reasons[line] = reasons.get(line, 0) + n
+    return {"graphs": int(counters["stats"].get("unique_graphs", 0)), "graph_breaks": sum(reasons.values()),
+            "break_reasons": reasons}

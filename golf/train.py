@@ -64,7 +64,7 @@ from golf.io import write_text_atomic
 from golf.loaders import StreamLoader, TokenLoader
 from golf.model import build_model, count_params, save_model
 from golf.optim import Muon, build_optimizers
-from golf.profiling import StepWindowProfiler
+from golf.profiling import StepWindowProfiler, compiled_graph_stats
 from golf.progress import note as progress_note
 from golf.runtime import (
     DistInfo,
@@ -633,8 +633,11 @@ def optimizer_step(model, opts, grad_clip: float, ema: list[torch.Tensor], ema_d
 
 
 def _finish(params, model, ema, state: TrainState, micro: int, accum: int, dinfo: DistInfo, device) -> dict:
-    """Swap in the EMA weights (what is saved and scored), QAT off, exact BPB on the val shards."""
+    """Swap in the EMA weights (what is saved and scored), QAT off, exact BPB on the val shards. A compiled
+    run also records Dynamo's graphs and graph breaks (golf.profiling.compiled_graph_stats), before the eager
+    evaluation."""
     tcfg = params.train
+    compiled = compiled_graph_stats() if tcfg.compile and device.type == "cuda" else None
     if ema:
         with torch.no_grad():
             for p, e in zip(model.parameters(), ema):
@@ -653,7 +656,7 @@ def _finish(params, model, ema, state: TrainState, micro: int, accum: int, dinfo
         "kernel_paths": model.kernel_paths, "qat_started_step": state.qat_started_step,
         "params": count_params(model), "warmup_s": state.warmup_s, "ckpt_s": round(state.ckpt_s, 3),
         "resumed_from_step": state.resumed_from_step, "world_size": dinfo.world_size,
-        "micro_batch_seqs": micro, "grad_accum": accum,
+        "micro_batch_seqs": micro, "grad_accum": accum, "compiled_graphs": compiled,
     }
 
 

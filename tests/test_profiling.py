@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from golf.profiling import StepWindowProfiler, busy_us, kernel_family, summarize_profile
+from golf.profiling import StepWindowProfiler, busy_us, compiled_graph_stats, kernel_family, summarize_profile
 
 
 @pytest.mark.parametrize("name, family", [
@@ -116,3 +116,29 @@ def test_step_window_off_unfinished_and_ended_on_its_last_step():
         ended.before_step(step)
     ended.close()  # training ended on the window's last step: its steps were all launched
     assert ended.summary is not None and ended.summary["steps"] == 2 and ended._prof is None
+
+
+def test_compiled_graph_stats_counts_graphs_and_names_each_break():
+    """A function that asks a view for its storage offset compiles as two graphs around one break, whose
+    reason names the call; a function without it compiles as one graph and no break."""
+    from torch._dynamo.utils import counters
+
+    def asks_offset(z):
+        _, b = torch.split(z, [8, 24], dim=-1)
+        if b.storage_offset() % 8:
+            b = b.contiguous()
+        return (b * 2).sum()
+
+    def whole(z):
+        return (torch.split(z, [8, 24], dim=-1)[1] * 2).sum()
+
+    for fn, graphs, breaks in ((asks_offset, 2, 1), (whole, 1, 0)):
+        torch._dynamo.reset()
+        counters.clear()
+        torch.compile(fn, backend="eager")(torch.randn(2, 3, 32))
+        stats = compiled_graph_stats()
+        assert (stats["graphs"], stats["graph_breaks"]) == (graphs, breaks)
+        assert sum(stats["break_reasons"].values()) == breaks
+        assert all("storage_offset" in r and "\n" not in r and len(r) <= 300 for r in stats["break_reasons"])
+    torch._dynamo.reset()
+    counters.clear()

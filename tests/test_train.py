@@ -45,6 +45,7 @@ def test_stage_outputs_metrics_curve_provenance(reference, in_tiny):
         assert key in saved, key
     assert saved["steps"] == 6 and saved["tokens"] == 6 * 256 and 0 < saved["val_bpb"] < 20
     assert saved["kernel_paths"] == {"ssm": "reference", "attn": "sdpa"}
+    assert saved["compiled_graphs"] is None  # CPU runs stay eager: no Dynamo graphs to count
     prov = json.loads((rd / "train" / "provenance.json").read_text())
     assert prov["seed"] == 1 and prov["kernel_paths"] == saved["kernel_paths"] and "commit" in prov["git"]
     assert prov["ssm_autotune"] == {} and "ssm_autotune" not in saved  # reference path: nothing autotuned
