@@ -11,7 +11,7 @@ from torch import nn
 from golf.attention import GQAttention
 from golf.config import TTTConfig, field_choices, load_params
 from golf.gptq import group_bits
-from golf.model import MLP, build_model
+from golf.model import MLP, build_model, count_params
 from golf.param_groups import (
     BIT_GROUPS,
     OPTIM_GROUPS,
@@ -120,6 +120,22 @@ def test_the_seed_fit_config_loads_with_its_levers():
     assert p.package.target_bytes == 15_900_000 <= p.package.cap_bytes and p.package.compressor == "auto"
     assert (p.quant.bits_mamba_in, p.quant.bits_mlp) == (5, 5) and p.train.weight_decay_matrix == 0.04
     assert train_budget_s(p) == p.train.wallclock_s - 20.0
+
+
+@pytest.mark.parametrize("name", ["hybrid_mlp_fit", "hybrid_mlp_tuned_fit"])
+def test_the_mamba_mlp_hybrids_quantize_their_mamba_blocks_mlps_as_mlps(name):
+    """The 7 Mamba blocks' own MLPs get quant.bits_mlp (int5) like the attention blocks' MLPs; each Mamba block
+    has one, and the model has the parameter count its config's header gives."""
+    p = load_params(REPO / "configs" / f"{name}.yaml")
+    model = build_model(p.model, "cpu")
+    assert count_params(model) == 26_796_500
+    mamba = [i for i, kind in enumerate(p.model.layer_pattern) if kind == "M"]
+    assert len(mamba) == 7 and p.model.mamba_mlp_mult == 2.75
+    for i in mamba:
+        assert size_group(f"blocks.{i}.mlp.fc.weight") == "mlp" and dict(model.named_parameters())[
+            f"blocks.{i}.mlp.fc.weight"].shape == (int(2.75 * 512), 512)
+        assert group_bits(f"blocks.{i}.mlp.fc.weight", p.quant.bits, p.quant.embed_bits,
+                          {"mlp": p.quant.bits_mlp}) == 5
 
 
 def test_qat_trains_each_linear_at_its_stored_width():
