@@ -217,9 +217,9 @@ def compiled_graph_stats() -> dict:
     """What torch.compile has made of this process's compiled code so far: Dynamo's unique graphs, its graph
     breaks, and each break's reason on one line (cut to 300 characters) with its count. A model that compiles
     whole is one graph per input signature (AOT autograd's backward graphs are not counted). Each break is a
-    separate launch of compiled code from Python and keeps the ops on either side out of one fusion: a graph
-    break per Mamba layer (10 graphs a forward for hybrid_seed_fit until afc54e5) left the hybrid's step bound
-    by the host (bench/RESULTS.md, seventh block)."""
+    separate launch of compiled code from Python and keeps the ops on either side out of one fusion. Until
+    afc54e5 hybrid_seed_fit's forward was 10 graphs, a break in every padded Mamba layer, while its step was
+    bound by the host (bench/RESULTS.md, seventh block)."""
     from torch._dynamo.utils import counters
 
     reasons: dict[str, int] = {}
