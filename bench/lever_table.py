@@ -128,7 +128,7 @@ def main(argv=None) -> int:
     ap.add_argument("folders", nargs="+", type=Path, help="folders holding the sweep's run folders")
     ap.add_argument("--hybrid", default="configs/hybrid_seed_fit.yaml", help="the hybrid side's config (its stem)")
     ap.add_argument("--attn", default="configs/attn_fit.yaml", help="the attention side's config (its stem)")
-    ap.add_argument("--pairs", type=Path, default=PAIRS_SCRIPT, help="the script whose PAIRS to read")
+    ap.add_argument("--pairs", type=Path, default=PAIRS_SCRIPT, help="the script whose PAIRS to read, or a PAIRS_FILE of pair lines")
     ap.add_argument("--loss-steps", default="300,375", help="first,last step of the training-loss window")
     ap.add_argument("--json", type=Path, help="also write the rows here")
     a = ap.parse_args(argv)

@@ -72,6 +72,29 @@ def test_lever_pairs_put_the_hybrid_on_gpu_0_and_attention_on_gpu_1_with_valid_s
         assert f"PART must be 1 to 8, a comma-separated list of them, or all, not '{part}'" in bad.stderr
 
 
+def test_lever_pairs_take_their_pairs_from_pairs_file(tmp_path):
+    """PAIRS_FILE=bench/h200/pairs_mamba_mlp.txt with the tuned configs as the sides: its 9 pairs in 3 parts, the
+    base first, every override a real setting of its side's config; a missing file or one without pair lines
+    is refused with one line naming it."""
+    env = {"PAIRS_FILE": "bench/h200/pairs_mamba_mlp.txt", "HYBRID": "configs/hybrid_mlp_tuned_fit.yaml",
+           "ATTN": "configs/attn_tuned_fit.yaml"}
+    every = _lever_variants("all", tmp_path, **env)
+    assert len(every) == 18 and [v for k in (1, 2, 3) for v in _lever_variants(str(k), tmp_path, **env)] == every
+    assert every[:2] == ["config=configs/hybrid_mlp_tuned_fit.yaml", "config=configs/attn_tuned_fit.yaml"]
+    for variant in every:
+        words = variant.split()
+        load_params(ROOT / words[0].removeprefix("config="), words[1:])
+    assert every[2].split()[1:] == ["model.layer_pattern=MMMAMMMAMMA", "model.mamba_mlp_mult=2.0"]
+    empty = tmp_path / "empty.txt"
+    empty.write_text("# no pairs here\n")
+    for path, message in ((tmp_path / "none.txt", "error: PAIRS_FILE must be a file of pair lines, not "),
+                          (empty, f"error: PAIRS_FILE '{empty}' holds no pair lines")):
+        bad = subprocess.run(["bash", "bench/h200/lever_pairs.sh"], cwd=ROOT, capture_output=True, text=True,
+                             check=False, env={"PATH": "/usr/bin:/bin", "PART": "1", "SWEEP": "/bin/false",
+                                               "PAIRS_FILE": str(path)})
+        assert bad.returncode == 2 and bad.stderr.startswith(message) and bad.stderr.count("\n") == 1
+
+
 @pytest.mark.parametrize("env, message", [
     ({"PER_GPU": "2"}, "PER_GPU=2 shares each GPU between runs, which changes what a 90-s budget buys"),
     ({"PER_GPU": "2", "WALL": "240"}, "what a 240-s budget buys: use it only with WALL=0"),

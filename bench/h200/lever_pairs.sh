@@ -12,6 +12,11 @@
 #   WALL=0 HYBRID_SETS="train.max_steps=480" ATTN_SETS="train.max_steps=620" PART=2 bash bench/h200/lever_pairs.sh
 # Fixed-step runs may share each GPU (PER_GPU, h200_train_sweep.sh): PART=2,3 PER_GPU=3 runs six pairs in two rounds
 # of three runs a GPU. PART takes one part, a comma-separated list, or all.
+# PAIRS_FILE=<file> takes the pairs from that file instead of the list below, one "<hybrid overrides> | <attention
+# overrides>" line each, in double quotes as below (other lines are ignored); bench/lever_table.py --pairs reads
+# the same file. bench/h200/pairs_mamba_mlp.txt holds the Mamba-MLP hybrid's shape levers:
+#   HYBRID=configs/hybrid_mlp_tuned_fit.yaml ATTN=configs/attn_tuned_fit.yaml PAIRS_FILE=bench/h200/pairs_mamba_mlp.txt \
+#     WALL=0 HYBRID_SETS="train.max_steps=620" ATTN_SETS="train.max_steps=620" PART=1 bash bench/h200/lever_pairs.sh
 set -uo pipefail
 HYBRID=${HYBRID:-configs/hybrid_seed_fit.yaml}; ATTN=${ATTN:-configs/attn_fit.yaml}
 # "hybrid overrides | attention overrides" ("" = the config as it is)
@@ -57,6 +62,20 @@ PAIRS=(
   "model.rope_dims=16 model.mlp_act=leaky_relu2 train.warmdown_frac=0.5 | model.xsa=true model.mlp_act=leaky_relu2 train.warmdown_frac=0.5"
   "model.rope_dims=16 model.mlp_act=leaky_relu2 train.warmdown_frac=0.5 train.qat_start_frac=0.7 | model.xsa=true model.rope_dims=16 model.mlp_act=leaky_relu2 train.warmdown_frac=0.5 train.qat_start_frac=0.7"
 )
+if [ -n "${PAIRS_FILE:-}" ]; then
+  if [ ! -f "$PAIRS_FILE" ]; then
+    echo "error: PAIRS_FILE must be a file of pair lines, not '$PAIRS_FILE' (no such file)" >&2; exit 2
+  fi
+  PAIRS=()
+  pair_line='^[[:space:]]*"([^"|]*\|[^"|]*)"[[:space:]]*$'  # the pattern bench/lever_table.py reads too
+  while IFS= read -r line || [ -n "$line" ]; do
+    [[ $line =~ $pair_line ]] && PAIRS+=("${BASH_REMATCH[1]}")
+  done < "$PAIRS_FILE"
+  if [ ${#PAIRS[@]} -eq 0 ]; then
+    echo "error: PAIRS_FILE '$PAIRS_FILE' holds no pair lines (\"<hybrid overrides> | <attention overrides>\")" >&2
+    exit 2
+  fi
+fi
 NPARTS=$(( (${#PAIRS[@]} + 2) / 3 ))
 pick=()
 if [ "${PART:-all}" = all ]; then
