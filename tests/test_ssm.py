@@ -288,22 +288,27 @@ def test_fast_path_glue_matches_reference(kernels):
     torch.testing.assert_close(torch.cat([a, b], 1), y_ref, rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("levers", [{}, {"xsa": True, "smear_gate": True, "ln_scale": True, "rope_dims": 4,
+                                        "mlp_act": "leaky_relu2", "mamba_mlp_mult": 2.0}], ids=["plain", "levers"])
 @pytest.mark.parametrize("in_proj_multiple", [1, 8], ids=["xBC_copied", "xBC_in_place"])
-def test_traced_hybrid_model_is_one_graph(monkeypatch, in_proj_multiple):
-    """A whole hybrid model (Mamba and attention blocks, U-Net skips, BigramHash) under ssm_compile "trace"
-    with traceable stand-in kernels: Dynamo captures the forward and the loss as one graph. Before, a padded
-    in_proj broke it at every Mamba layer (10 graphs for hybrid_seed_fit on 2026-11-30)."""
+def test_traced_hybrid_model_is_one_graph(monkeypatch, in_proj_multiple, levers):
+    """A whole hybrid model (Mamba and attention blocks, U-Net skips, BigramHash; then with every architecture
+    lever on) under ssm_compile "trace" with traceable stand-in kernels: Dynamo captures the forward and the
+    loss as one graph, with QAT off and on. Before, a padded in_proj broke it at every Mamba layer (10 graphs for
+    hybrid_seed_fit on 2026-11-30)."""
     kernels = SSMKernels("triton", stand_in_scan, stand_in_norm, stand_in_conv, compile_mode="trace")
     monkeypatch.setattr(golf.model, "resolve_ssm_backend", lambda *args, **kwargs: kernels)
     cfg = ModelConfig(vocab_size=300, d_model=32, layer_pattern="MMAMMA", d_state=8, expand=2.0, headdim=16,
                       chunk_size=8, num_heads=2, num_kv_heads=1, bigram_buckets=64, bigram_dim=8,
-                      in_proj_multiple=in_proj_multiple)
+                      in_proj_multiple=in_proj_multiple, **levers)
     m = golf.model.GolfLM(cfg).double()
     m.kernel_paths = {**m.kernel_paths, "ssm": "reference"}  # the stand-ins run on the CPU
     ids = torch.randint(0, 300, (2, 24))
-    torch._dynamo.reset()
-    explained = torch._dynamo.explain(m)(ids, targets=ids)
-    assert explained.graph_count == 1 and explained.graph_break_count == 0, explained.break_reasons
+    for qat in (False, True):
+        m.set_qat(qat, 6)
+        torch._dynamo.reset()
+        explained = torch._dynamo.explain(m)(ids, targets=ids)
+        assert explained.graph_count == 1 and explained.graph_break_count == 0, (qat, explained.break_reasons)
 
 
 @pytest.mark.parametrize("multiple,in_place", [(1, False), (8, True), (64, True)])
