@@ -39,7 +39,7 @@ from golf.model import build_model, count_params
 from golf.optim import build_optimizers
 from golf.profiling import StepWindowProfiler, compiled_graph_stats
 from golf.runtime import autocast, enable_tf32, seed_everything
-from golf.train import batch_layout, compile_for_training, ema_decay_at, loss_read_lag, train_step
+from golf.train import batch_layout, compile_for_training, compiles, ema_decay_at, loss_read_lag, train_step
 
 
 class RandomTokens:
@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> dict:
            "ms_per_step": round(step_s * 1e3, 2),
            "tok_per_s": round(tokens / step_s), "last_loss": round(loss, 4),
            "peak_mem_mb": round(torch.cuda.max_memory_allocated() / 2**20) if device.type == "cuda" else None}
-    if tcfg.compile and device.type == "cuda":
+    if compiles(tcfg, device):
         out["compiled_graphs"] = compiled_graph_stats()
     if args.profile_steps:
         out["profile"] = profile_steps(step, 2 + args.steps, args.profile_steps, device, tcfg.profile_shapes)

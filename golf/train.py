@@ -442,14 +442,19 @@ class LaunchedStep:
     t_first: float | None  # launch time when it is its call's first step (compile, warm-up), else None
 
 
+def compiles(tcfg, device: torch.device) -> bool:
+    """Whether training runs the model under torch.compile: train.compile on a CUDA device. CPU runs stay eager
+    (the reference path, bit-exact tests)."""
+    return tcfg.compile and device.type == "cuda"
+
+
 def compile_for_training(net, tcfg, device: torch.device):
-    """`net` under torch.compile (train.compile_mode) when train.compile is on and the device is CUDA, else as it
-    is: the CPU runs stay eager (the reference path, bit-exact tests). Before compiling, every attention layer
-    in `net` caches its RoPE tables for train.seq_len positions, so that the compiled graph reads them instead
-    of computing them inline (golf.attention.GQAttention.reserve_positions)."""
+    """`net` under torch.compile (train.compile_mode) when training compiles (`compiles`), else as it is. Before
+    compiling, every attention layer in `net` caches its RoPE tables for train.seq_len positions, so that the
+    compiled graph reads them instead of computing them inline (golf.attention.GQAttention.reserve_positions)."""
     from golf.attention import reserve_rope_positions
 
-    if not (tcfg.compile and device.type == "cuda"):
+    if not compiles(tcfg, device):
         return net
     reserve_rope_positions(net, tcfg.seq_len)
     return torch.compile(net, mode=None if tcfg.compile_mode == "default" else tcfg.compile_mode)
@@ -637,7 +642,7 @@ def _finish(params, model, ema, state: TrainState, micro: int, accum: int, dinfo
     run also records Dynamo's graphs and graph breaks (golf.profiling.compiled_graph_stats), before the eager
     evaluation."""
     tcfg = params.train
-    compiled = compiled_graph_stats() if tcfg.compile and device.type == "cuda" else None
+    compiled = compiled_graph_stats() if compiles(tcfg, device) else None
     if ema:
         with torch.no_grad():
             for p, e in zip(model.parameters(), ema):
