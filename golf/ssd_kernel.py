@@ -607,8 +607,6 @@ def _ssd_bwd_chunk_kernel(
 # --------------------------------------------------------------------------------------------------
 
 
-
-
 def interpreted() -> bool:
     """Whether this module's kernels run in Triton's CPU interpreter (TRITON_INTERPRET=1 at import)."""
     return isinstance(_ssd_fwd_kernel, InterpretedFunction)
