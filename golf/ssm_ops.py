@@ -7,11 +7,11 @@ golf::gated_rmsnorm (norm_before_gate=False), each with a backward op. On CUDA t
 backward functions that the libraries' own autograd.Functions call (mamba_ssm.ops.triton.ssd_combined
 MambaChunkScanCombinedFn, layernorm_gated LayerNormFn, causal_conv1d CausalConv1dFn), bound by
 golf.ssm.resolve_ssm_backend; on CPU golf's reference math, backward by torch.autograd through it, so
-tests/test_ssm_opaque.py checks the plumbing without a GPU. The scan ops' `kernel` argument says whose
+tests/test_ssm_opaque.py checks the plumbing without a GPU. The scan ops' `impl` argument says whose
 forward and backward their CUDA kernels call: mamba-ssm's, or golf's own (golf/ssd_kernel.py, model.ssm_scan
 "golf" or "golf_split"; the split forward's per-chunk states do not reach golf_split's backward op, which
 recomputes them, as golf::ssd_scan has no output for them; tests/test_ssm_golf_scan.py); the conv ops'
-`kernel` argument likewise: causal-conv1d's, or golf's own (golf/conv_kernel.py, model.ssm_conv "golf";
+`impl` argument likewise: causal-conv1d's, or golf's own (golf/conv_kernel.py, model.ssm_conv "golf";
 tests/test_ssm_golf_conv.py).
 
 This module is training-only (golf.package.TRAINING_ONLY: artifacts do not ship it), so golf.ssm imports golf's
@@ -35,8 +35,8 @@ from golf.ssm import causal_conv_silu_reference, compute_dtype, gated_rms_norm_r
 # {"conv_fwd", "conv_bwd"} from causal-conv1d; {"golf_scan_fwd", "golf_scan_bwd"} or {"golf_split_scan_fwd",
 # "golf_split_scan_bwd"} from golf.ssd_kernel; {"golf_conv_fwd", "golf_conv_bwd"} from golf.conv_kernel
 _CUDA: dict = {}
-SCAN_KERNELS = ("mamba", "golf", "golf_split")  # golf::ssd_scan's `kernel` argument (model.ssm_scan)
-CONV_KERNELS = ("causal_conv1d", "golf")  # golf::causal_conv1d_silu's `kernel` argument (model.ssm_conv)
+SCAN_KERNELS = ("mamba", "golf", "golf_split")  # golf::ssd_scan's `impl` argument (model.ssm_scan)
+CONV_KERNELS = ("causal_conv1d", "golf")  # golf::causal_conv1d_silu's `impl` argument (model.ssm_conv)
 
 
 def bind_cuda(fns: dict) -> None:
@@ -141,7 +141,7 @@ def _like(t: Tensor, dtype: torch.dtype | None = None) -> Tensor:
 # --------------------------------------------------------------------------------------------------
 # SSD scan: x (b, l, h, p), dt (b, l, h) before softplus, A, D, dt_bias (h,), B, C (b, l, g, n),
 # initial_state (b, h, p, n) or None → y (b, l, h, p) in x's dtype, final state (b, h, p, n) in
-# compute_dtype(x) when return_final_state, else an empty tensor. kernel: "mamba", "golf" or "golf_split", whose
+# compute_dtype(x) when return_final_state, else an empty tensor. impl: "mamba", "golf" or "golf_split", whose
 # kernels the CUDA kernels call (SCAN_KERNELS); the CPU kernels are golf's reference for all
 # --------------------------------------------------------------------------------------------------
 
@@ -153,13 +153,13 @@ def _final(final: Tensor, keep: bool, x: Tensor) -> Tensor:
 @torch.library.custom_op("golf::ssd_scan", mutates_args=(), device_types="cpu")
 def ssd_scan(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor, dt_bias: Tensor,
              initial_state: Optional[Tensor], chunk_size: int,  # noqa: UP045
-             return_final_state: bool, kernel: str = "mamba") -> tuple[Tensor, Tensor]:
+             return_final_state: bool, impl: str = "mamba") -> tuple[Tensor, Tensor]:
     y, final = ssd_scan_reference(x, dt, A, B, C, D, dt_bias, chunk_size, initial_state)
     return _like(y), _final(final, return_final_state, x)
 
 
 @ssd_scan.register_fake
-def _(x, dt, A, B, C, D, dt_bias, initial_state, chunk_size, return_final_state, kernel="mamba"):
+def _(x, dt, A, B, C, D, dt_bias, initial_state, chunk_size, return_final_state, impl="mamba"):
     b, _, h, p = x.shape
     shape = (b, h, p, B.shape[-1]) if return_final_state else (0,)
     return torch.empty_like(x, memory_format=torch.contiguous_format), x.new_empty(shape, dtype=compute_dtype(x))
@@ -184,9 +184,9 @@ def ssd_scan_golf(fns: dict, x, dt, A, B, C, D, dt_bias, initial_state, chunk_si
 
 
 @ssd_scan.register_kernel("cuda")
-def _ssd_scan_cuda(x, dt, A, B, C, D, dt_bias, initial_state, chunk_size, return_final_state, kernel="mamba"):
-    if _is_golf(kernel):
-        return ssd_scan_golf({"scan_fwd": _cuda(_fwd_key(kernel))}, x, dt, A, B, C, D, dt_bias, initial_state,
+def _ssd_scan_cuda(x, dt, A, B, C, D, dt_bias, initial_state, chunk_size, return_final_state, impl="mamba"):
+    if _is_golf(impl):
+        return ssd_scan_golf({"scan_fwd": _cuda(_fwd_key(impl))}, x, dt, A, B, C, D, dt_bias, initial_state,
                              chunk_size, return_final_state)
     return ssd_scan_mamba({"scan_fwd": _cuda("scan_fwd")}, x, dt, A, B, C, D, dt_bias, initial_state,
                           chunk_size, return_final_state)
@@ -196,7 +196,7 @@ def _ssd_scan_cuda(x, dt, A, B, C, D, dt_bias, initial_state, chunk_size, return
 def ssd_scan_bwd(dy: Tensor, dfinal: Optional[Tensor], x: Tensor, dt: Tensor, A: Tensor, B: Tensor,  # noqa: UP045
                  C: Tensor, D: Tensor, dt_bias: Tensor, initial_state: Optional[Tensor],  # noqa: UP045
                  y: Tensor, chunk_size: int,
-                 kernel: str = "mamba") -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+                 impl: str = "mamba") -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Gradients for x, dt, A, B, C, D, dt_bias and the initial state (empty without one). y is the forward's
     output (mamba-ssm's backward takes it; golf's recomputes what it needs from the inputs)."""
     inputs = (x, dt, A, B, C, D, dt_bias) + ((initial_state,) if initial_state is not None else ())
@@ -210,7 +210,7 @@ def _scan_grads(grads, inputs, x):
 
 
 @ssd_scan_bwd.register_fake
-def _(dy, dfinal, x, dt, A, B, C, D, dt_bias, initial_state, y, chunk_size, kernel="mamba"):
+def _(dy, dfinal, x, dt, A, B, C, D, dt_bias, initial_state, y, chunk_size, impl="mamba"):
     inputs = (x, dt, A, B, C, D, dt_bias) + ((initial_state,) if initial_state is not None else ())
     return _scan_grads([torch.empty_like(t, memory_format=torch.contiguous_format) for t in inputs], inputs, x)
 
@@ -236,18 +236,18 @@ def ssd_scan_bwd_golf(fns: dict, dy, dfinal, x, dt, A, B, C, D, dt_bias, initial
 
 
 @ssd_scan_bwd.register_kernel("cuda")
-def _ssd_scan_bwd_cuda(dy, dfinal, x, dt, A, B, C, D, dt_bias, initial_state, y, chunk_size, kernel="mamba"):
-    if _is_golf(kernel):
-        return ssd_scan_bwd_golf({"scan_bwd": _cuda(_bwd_key(kernel))}, dy, dfinal, x, dt, A, B, C, D, dt_bias,
+def _ssd_scan_bwd_cuda(dy, dfinal, x, dt, A, B, C, D, dt_bias, initial_state, y, chunk_size, impl="mamba"):
+    if _is_golf(impl):
+        return ssd_scan_bwd_golf({"scan_bwd": _cuda(_bwd_key(impl))}, dy, dfinal, x, dt, A, B, C, D, dt_bias,
                                  initial_state, y, chunk_size)
     return ssd_scan_bwd_mamba({"scan_bwd": _cuda("scan_bwd")}, dy, dfinal, x, dt, A, B, C, D, dt_bias,
                               initial_state, y, chunk_size)
 
 
 def _ssd_setup(ctx, inputs, output):
-    x, dt, A, B, C, D, dt_bias, initial_state, chunk_size, _, kernel = inputs
+    x, dt, A, B, C, D, dt_bias, initial_state, chunk_size, _, impl = inputs
     ctx.save_for_backward(x, dt, A, B, C, D, dt_bias, initial_state, output[0])
-    ctx.chunk_size, ctx.kernel = chunk_size, kernel
+    ctx.chunk_size, ctx.impl = chunk_size, impl
     ctx.set_materialize_grads(False)  # an unused final state gets no zero gradient
 
 
@@ -258,7 +258,7 @@ def _ssd_backward(ctx, dy, dfinal):
     if dfinal is not None and dfinal.numel() == 0:
         dfinal = None
     g = torch.ops.golf.ssd_scan_bwd(dy, dfinal, x, dt, A, B, C, D, dt_bias, initial_state, y, ctx.chunk_size,
-                                    ctx.kernel)
+                                    ctx.impl)
     return (*g[:7], g[7] if initial_state is not None else None, None, None, None)
 
 
@@ -267,7 +267,7 @@ ssd_scan.register_autograd(_ssd_backward, setup_context=_ssd_setup)
 
 # --------------------------------------------------------------------------------------------------
 # Causal depthwise conv + SiLU: x (B, C, T) → (B, C, T) in x's dtype, channel-last (a transposed
-# contiguous (B, T, C), as the mixer uses it); weight (C, W), bias (C,) of one dtype. kernel: "causal_conv1d" or
+# contiguous (B, T, C), as the mixer uses it); weight (C, W), bias (C,) of one dtype. impl: "causal_conv1d" or
 # "golf", whose kernels the CUDA kernels call (CONV_KERNELS); the CPU kernels are golf's reference for both
 # --------------------------------------------------------------------------------------------------
 
@@ -290,12 +290,12 @@ def _conv_reference(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
 
 
 @torch.library.custom_op("golf::causal_conv1d_silu", mutates_args=(), device_types="cpu")
-def causal_conv1d_silu(x: Tensor, weight: Tensor, bias: Tensor, kernel: str = "causal_conv1d") -> Tensor:
+def causal_conv1d_silu(x: Tensor, weight: Tensor, bias: Tensor, impl: str = "causal_conv1d") -> Tensor:
     return _new_channel_last(x).copy_(_conv_reference(x, weight, bias))
 
 
 @causal_conv1d_silu.register_fake
-def _(x, weight, bias, kernel="causal_conv1d"):
+def _(x, weight, bias, impl="causal_conv1d"):
     return _new_channel_last(x)
 
 
@@ -314,22 +314,22 @@ def causal_conv1d_silu_golf(fns: dict, x, weight, bias):
 
 
 @causal_conv1d_silu.register_kernel("cuda")
-def _causal_conv1d_silu_cuda(x, weight, bias, kernel="causal_conv1d"):
-    if _is_golf_conv(kernel):
+def _causal_conv1d_silu_cuda(x, weight, bias, impl="causal_conv1d"):
+    if _is_golf_conv(impl):
         return causal_conv1d_silu_golf({"conv_fwd": _cuda("golf_conv_fwd")}, x, weight, bias)
     return causal_conv1d_silu_cuda({"conv_fwd": _cuda("conv_fwd")}, x, weight, bias)
 
 
 @torch.library.custom_op("golf::causal_conv1d_silu_bwd", mutates_args=(), device_types="cpu")
 def causal_conv1d_silu_bwd(x: Tensor, weight: Tensor, bias: Tensor, dout: Tensor,
-                           kernel: str = "causal_conv1d") -> tuple[Tensor, Tensor, Tensor]:
+                           impl: str = "causal_conv1d") -> tuple[Tensor, Tensor, Tensor]:
     """Gradients for x (channel-last like the forward's output), weight and bias."""
     dx, dw, db = _autograd(lambda *t: (_conv_reference(*t),), (x, weight, bias), (dout,))
     return _new_channel_last(x).copy_(dx), _like(dw, weight.dtype), _like(db, bias.dtype)
 
 
 @causal_conv1d_silu_bwd.register_fake
-def _(x, weight, bias, dout, kernel="causal_conv1d"):
+def _(x, weight, bias, dout, impl="causal_conv1d"):
     return _new_channel_last(x), torch.empty_like(weight, memory_format=torch.contiguous_format), \
         torch.empty_like(bias, memory_format=torch.contiguous_format)
 
@@ -351,20 +351,20 @@ def causal_conv1d_silu_bwd_golf(fns: dict, x, weight, bias, dout):
 
 
 @causal_conv1d_silu_bwd.register_kernel("cuda")
-def _causal_conv1d_silu_bwd_cuda(x, weight, bias, dout, kernel="causal_conv1d"):
-    if _is_golf_conv(kernel):
+def _causal_conv1d_silu_bwd_cuda(x, weight, bias, dout, impl="causal_conv1d"):
+    if _is_golf_conv(impl):
         return causal_conv1d_silu_bwd_golf({"conv_bwd": _cuda("golf_conv_bwd")}, x, weight, bias, dout)
     return causal_conv1d_silu_bwd_cuda({"conv_bwd": _cuda("conv_bwd")}, x, weight, bias, dout)
 
 
 def _conv_setup(ctx, inputs, output):
-    x, weight, bias, kernel = inputs
+    x, weight, bias, impl = inputs
     ctx.save_for_backward(x, weight, bias)
-    ctx.kernel = kernel
+    ctx.impl = impl
 
 
 def _conv_backward(ctx, dout):
-    return (*torch.ops.golf.causal_conv1d_silu_bwd(*ctx.saved_tensors, dout, ctx.kernel), None)
+    return (*torch.ops.golf.causal_conv1d_silu_bwd(*ctx.saved_tensors, dout, ctx.impl), None)
 
 
 causal_conv1d_silu.register_autograd(_conv_backward, setup_context=_conv_setup)

@@ -385,6 +385,22 @@ def test_opaque_mixer_is_one_graph_with_one_node_per_kernel_call(multiple):
     torch._dynamo.reset()
 
 
+@pytest.mark.parametrize("multiple", [1, 64], ids=["xBC_copied", "xBC_in_place"])
+def test_opaque_mixer_compiles_with_inductor(multiple):
+    """Inductor, the training compile's backend, lowers each op to a fallback kernel whose own create() takes an
+    argument named `kernel`: an op argument of that name failed the lowering ("got multiple values for argument
+    'kernel'") on the H200, and does so on the CPU too. The compiled mixer's output and gradients equal eager's."""
+    m = _mixer(kernels=OPAQUE, in_proj_multiple=multiple)
+    u = torch.randn(2, 27, 16, dtype=F64, requires_grad=True)
+    y_ref, g_ref = _out_and_grads(m, u)
+    torch._dynamo.reset()
+    y, g = _out_and_grads(torch.compile(m, fullgraph=True), u)
+    torch._dynamo.reset()
+    torch.testing.assert_close(y, y_ref, rtol=1e-10, atol=1e-10)
+    for (name, _), a, b in zip([("input", None), *m.named_parameters()], g, g_ref):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10, msg=name)
+
+
 def _tiny_model(kernels: SSMKernels | None, seed=0):
     """A small M/A/M model in float64 with every weight non-zero; `kernels` replaces its mixers' kernels
     (the model is built on the reference path, so its CPU check lets it run here)."""
