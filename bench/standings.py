@@ -27,6 +27,8 @@ RESULTS = Path(__file__).resolve().parent / "results"
 # configuration -> its seeds' result folders, as in the Welch report that compared it (RESULTS.md below the
 # table gives each report's command). A seed run under an override that a config later adopted counts for it.
 GROUPS: dict[str, list[str]] = {
+    "hybrid_mlp_tuned_fit": ["2026-12-01_c22ff87d_hybrid_mlp_tuned_fit_240s_seed*"],
+    "attn_tuned_fit": ["2026-12-01_c22ff87d_attn_tuned_fit_240s_seed*"],
     "attn_fit": ["2026-11-30_cb2d9b3d_attn_fit_240s_seed*"],
     "hybrid_seed_fit": ["2026-11-30_cb2d9b3d_hybrid_seed_fit_240s_seed*"],
     "hybrid_12_b131k": ["2026-11-29_cf4fc0f9_hybrid_12_b131k__model.gated_norm=torch_240s_seed1337",
