@@ -178,6 +178,7 @@ def _kernels_call(tmp_path, py_body: str, env: dict | None = None, stub_timeout:
     sweep = tmp_path / "sweep.sh"
     sweep.write_text('echo "GPU $CUDA_VISIBLE_DEVICES: sweep $CONFIG $*" >> ' + str(calls) + "\n"
                      'echo "GPU $CUDA_VISIBLE_DEVICES: sweep OUT $OUT" >> ' + str(calls) + "\n"
+                     'printf "[%s]" "$@" > ' + str(tmp_path) + '/sweep_args_gpu$CUDA_VISIBLE_DEVICES.txt\n'
                      "echo \"variant 'model.ssm_scan=golf_split': exit code 1; the last 25 lines of its output:\"\n"
                      'echo "  | RuntimeError: boom"\necho "hybrid_seed_fit: 139 ms/step"\n')
     if stub_timeout:
@@ -225,6 +226,19 @@ def test_kernels_call_runs_tests_on_gpu_0_and_the_step_on_gpu_1(tmp_path):
                     "train.compile_mode=reduce-overhead"), f"GPU 1: sweep OUT {out / 'gpu1'}"]
     assert (out / "step_gpu0.log").is_file() and (out / "step_gpu1.log").is_file()
     assert (out / "pytest.log").read_text().splitlines() == ["t.py::a PASSED", "t.py::b FAILED"]
+
+
+def test_kernels_call_lanes_take_their_config_and_variants_from_the_environment(tmp_path):
+    """GPU0_CONFIG / GPU1_VARIANTS and the like replace a lane's sweep: "base" is the config as it is (an empty
+    variant), and commas join one variant's overrides into one sweep argument."""
+    res, lines, out = _kernels_call(tmp_path, "", env={
+        "GPU0_CONFIG": "configs/hybrid_mlp_tuned_fit.yaml", "GPU0_VARIANTS": "base model.ssm_compile=opaque",
+        "GPU1_VARIANTS": "model.ssm_compile=opaque,train.inductor_options=[a=1] config=configs/attn_tuned_fit.yaml"})
+    assert res.returncode == 0, res.stderr
+    assert "GPU 0: sweep configs/hybrid_mlp_tuned_fit.yaml  model.ssm_compile=opaque" in lines
+    assert (tmp_path / "sweep_args_gpu0.txt").read_text() == "[][model.ssm_compile=opaque]"
+    assert (tmp_path / "sweep_args_gpu1.txt").read_text() == (
+        "[model.ssm_compile=opaque train.inductor_options=[a=1]][config=configs/attn_tuned_fit.yaml]")
 
 
 def test_kernels_call_keeps_the_first_tests_when_the_long_run_is_cut_off(tmp_path):

@@ -14,7 +14,8 @@
 # Every step variant runs STEPS=20 timed steps, then 3 profiled steps recording the ops' shapes
 # (h200_throughput_sweep.sh, which prints a failing variant's last lines).
 # GPU0_CONFIG/GPU0_VARIANTS and GPU1_CONFIG/GPU1_VARIANTS replace a lane's sweep (variants space-separated, "base"
-# for the config as it is), e.g. to fit the call beside three compare calls in one session's device time.
+# for the config as it is, commas between one variant's overrides), e.g. to fit the call beside three compare
+# calls in one session's device time: GPU1_VARIANTS="base model.ssm_compile=opaque,train.compile_mode=reduce-overhead".
 # In $OUT: pytest.log, step_gpu0.log, step_gpu1.log, gpu0/throughput.tgz, gpu1/throughput.tgz.
 #   bash bench/h200/gpu_install.sh > $OUT/install.log 2>&1 && bash bench/h200/kernels_call.sh   # carry .gpuhouse
 # About 8 minutes with the install (a cold compile of the hybrid ~140 s, of attn_fit ~60 s); each step has its
@@ -56,17 +57,17 @@ lane_tests() {
   if [ "${TEST_TIMEOUT:-0}" -gt 0 ]; then
     run_tests "kernel tests" "$TEST_TIMEOUT" "${KERNEL_TESTS[@]}" "${FIRST_TESTS[@]/#/--deselect=}"
   fi
-  # GPU0_VARIANTS / GPU1_VARIANTS: the sweep's variants, space-separated ("base" for the config as it is)
+  # GPU0_VARIANTS / GPU1_VARIANTS: the sweep's variants (see above)
   local variants=()
   for v in ${GPU0_VARIANTS:-base config=configs/attn_tuned_fit.yaml config=configs/hybrid_mlp_tuned_fit.yaml}; do
-    [ "$v" = base ] && v=""; variants+=("$v")
+    [ "$v" = base ] && v=""; variants+=("${v//,/ }")
   done
   sweep 0 gpu0 "${GPU0_CONFIG:-configs/attn_fit.yaml}" "${GPU0_SWEEP_TIMEOUT:-330}" "${variants[@]}"
 }
 lane_step() {
   local variants=()
   for v in ${GPU1_VARIANTS:-base model.ssm_compile=opaque train.compile_mode=reduce-overhead}; do
-    [ "$v" = base ] && v=""; variants+=("$v")
+    [ "$v" = base ] && v=""; variants+=("${v//,/ }")
   done
   sweep 1 gpu1 "${GPU1_CONFIG:-configs/hybrid_seed_fit.yaml}" "${GPU1_SWEEP_TIMEOUT:-450}" "${variants[@]}"
 }
