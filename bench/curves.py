@@ -21,7 +21,12 @@ import csv
 import glob
 import json
 import statistics
+import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from golf.io import write_text_atomic
 
 
 def load_curve(folder: Path) -> list[tuple[int, float, float]]:
@@ -101,7 +106,7 @@ def main(argv: list[str] | None = None) -> dict:
         for r in out[view]:
             print(f"| {r['at']:g} | {r['a']:.4f} | {r['b']:.4f} | {r['a_minus_b']:+.4f} |")
     if args.json:
-        Path(args.json).write_text(json.dumps(out, indent=1))
+        write_text_atomic(args.json, json.dumps(out, indent=1))
     return out
 
 

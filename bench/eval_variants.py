@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from golf.config import ConfigError, TTTConfig, load_params
 from golf.evaluate import eval_bpb, eval_stateful, load_eval_inputs
+from golf.io import write_text_atomic
 from golf.ttt import ttt_eval
 
 # (seq_len, stride, batch_seqs)
@@ -106,7 +107,7 @@ def main(argv: list[str] | None = None) -> dict:
         out["results"].append(row)
         print(json.dumps(row), flush=True)
         if dest:  # after every variant: a device call cut short still returns what finished
-            Path(dest).write_text(json.dumps(out, indent=1))
+            write_text_atomic(dest, json.dumps(out, indent=1))
 
     for seq, stride, bs in sliding:
         record("sliding", {"seq_len": seq, "stride": stride, "batch_seqs": bs},

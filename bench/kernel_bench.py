@@ -11,6 +11,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from golf.io import write_text_atomic
+
 
 def add_run_args(ap: argparse.ArgumentParser, warmup: int, rep: int, device_help: str) -> None:
     """--bw, --warmup, --rep, --device and --json, with this benchmark's do_bench defaults and --device help."""
@@ -53,7 +57,7 @@ def run_and_write(a: argparse.Namespace, result: dict, measure: Callable[[], Non
         print(f"stopped: {e!r}", file=sys.stderr)
     if a.json:
         a.json.parent.mkdir(parents=True, exist_ok=True)
-        a.json.write_text(json.dumps(result, indent=1))
+        write_text_atomic(a.json, json.dumps(result, indent=1))
     return 1 if result["errors"] else 0
 
 

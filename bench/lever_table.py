@@ -21,6 +21,10 @@ import re
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from golf.io import write_text_atomic
+
 PAIRS_SCRIPT = Path(__file__).resolve().parent / "h200" / "lever_pairs.sh"
 PAIR_LINE = re.compile(r'^\s*"([^"|]*)\|([^"|]*)"\s*$')  # "hybrid overrides | attention overrides"
 SIDES = ("hybrid", "attn")
@@ -149,7 +153,7 @@ def main(argv=None) -> int:
         return 2
     print(markdown(rows, (first, last)))
     if a.json:
-        a.json.write_text(json.dumps(rows, indent=1))
+        write_text_atomic(a.json, json.dumps(rows, indent=1))
     return 0
 
 

@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from golf.config import load_params
 from golf.errors import GolfError
+from golf.io import write_text_atomic
 from golf.model import build_model
 from golf.runtime import enable_tf32
 from golf.ssm import Mamba2Mixer, resolve_ssm_backend
@@ -227,7 +228,7 @@ def main() -> None:
 
     if os.environ.get("OUT"):
         out = Path(os.environ["OUT"], "parity_gpu.json")
-        out.write_text(json.dumps(results, indent=2, default=str))
+        write_text_atomic(out, json.dumps(results, indent=2, default=str))
         print(f"\nwrote {out}", flush=True)
 
 

@@ -26,6 +26,7 @@ from torch.profiler import ProfilerActivity, profile
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from golf.config import load_params
+from golf.io import write_text_atomic
 from golf.model import AttentionBlock, MambaBlock
 from golf.ssm import resolve_ssm_backend
 
@@ -92,7 +93,7 @@ def main() -> None:
     for r in rows:
         print(f"{r['ms_per_step']:9.3f} ms  {r['calls'] // 3:5d}x  {r['op'][:90]}")
     if os.environ.get("OUT"):
-        Path(os.environ["OUT"], f"profile_{kind}.json").write_text(json.dumps(out, indent=1))
+        write_text_atomic(Path(os.environ["OUT"], f"profile_{kind}.json"), json.dumps(out, indent=1))
 
 
 if __name__ == "__main__":

@@ -21,6 +21,10 @@ import json
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from golf.io import write_text_atomic
+
 SUMMARY_KEYS = ("wall_ms_per_step", "device_busy_ms_per_step", "ms_per_step")
 
 
@@ -101,7 +105,7 @@ def main(argv=None) -> int:
     print(f"\nthe {len(ker_rows)} kernels that differ most from {labels[0]} (ms per step; calls per step)\n")
     print(markdown(ker_rows, ["kernel", *labels, *deltas, "calls"], len(profiles)))
     if a.json:
-        a.json.write_text(json.dumps({"labels": labels, "families": fam_rows, "kernels": ker_rows}, indent=1))
+        write_text_atomic(a.json, json.dumps({"labels": labels, "families": fam_rows, "kernels": ker_rows}, indent=1))
     return 0
 
 

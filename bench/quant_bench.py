@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from golf.config import load_params, to_dict
 from golf.gptq import quantize_model
 from golf.hessian import calibrate, collect_hessians
+from golf.io import write_text_atomic
 from golf.model import build_model, count_params, load_model
 from golf.package import build_artifact
 from golf.runtime import resolve_device
@@ -57,7 +58,7 @@ def emit(res: dict, name: str) -> None:
     text = json.dumps(res, indent=2)
     print(text)
     if os.environ.get("OUT"):
-        Path(os.environ["OUT"], name).write_text(text + "\n")
+        write_text_atomic(Path(os.environ["OUT"], name), text + "\n")
 
 
 def main() -> None:

@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from golf.config import load_params
 from golf.data import write_shard
+from golf.io import write_text_atomic
 from golf.loaders import TokenLoader
 from golf.model import build_model, count_params
 from golf.optim import build_optimizers
@@ -159,7 +160,7 @@ def main(argv: list[str] | None = None) -> dict:
     if os.environ.get("OUT"):
         # the device returns only files named with [A-Za-z0-9_.-]: a label's '=' and spaces become '-'
         file_label = re.sub(r"[^A-Za-z0-9_.-]", "-", out["label"])
-        Path(os.environ["OUT"], f"throughput_{file_label}.json").write_text(json.dumps(out, indent=1))
+        write_text_atomic(Path(os.environ["OUT"], f"throughput_{file_label}.json"), json.dumps(out, indent=1))
     return out
 
 

@@ -231,7 +231,7 @@ def test_kernels_call_runs_tests_on_gpu_0_and_the_step_on_gpu_1(tmp_path):
 def test_kernels_call_lanes_take_their_config_and_variants_from_the_environment(tmp_path):
     """GPU0_CONFIG / GPU1_VARIANTS and the like replace a lane's sweep: "base" is the config as it is (an empty
     variant), and commas join one variant's overrides into one sweep argument."""
-    res, lines, out = _kernels_call(tmp_path, "", env={
+    res, lines, _ = _kernels_call(tmp_path, "", env={
         "GPU0_CONFIG": "configs/hybrid_mlp_tuned_fit.yaml", "GPU0_VARIANTS": "base model.ssm_compile=opaque",
         "GPU1_VARIANTS": "model.ssm_compile=opaque,train.inductor_options=[a=1] config=configs/attn_tuned_fit.yaml"})
     assert res.returncode == 0, res.stderr
