@@ -186,6 +186,10 @@ class TrainConfig:
                               doc="torch.compile's mode; reduce-overhead replays the compiled graphs as CUDA graphs "
                                   "(fewer host launches; for the hybrid 100.9 against 97.3 ms per step on one "
                                   "H200, bench/RESULTS.md eighth block)")
+    inductor_options: list = _spec([], doc="torch._inductor.config options for training's compile, each "
+                                           "'dotted.key=value' (value as YAML), e.g. "
+                                           "'triton.mix_order_reduction=false'; set process-wide while train() "
+                                           "runs, only when training compiles (golf.inductor_options)")
     host_runahead: bool = _spec(True, doc="launch step k+1 before reading step k's loss, so the host's kernel "
                                           "launches overlap the GPU's work; the loss is checked one step late "
                                           "(false: read every step's loss before the next step)")
@@ -512,6 +516,7 @@ def _cross_checks(p: Params, source: str) -> None:
     if p.train.carry_state and "M" not in m.layer_pattern:
         raise ConfigError(f"'train.carry_state' in {source}: carries the Mamba blocks' recurrent state, but "
                           f"model.layer_pattern {m.layer_pattern!r} has no 'M' block (attention has no state to carry)")
+    _check_inductor_options(p.train.inductor_options, source)  # a list's entries: _build checks only the list
     if p.eval.stride > p.eval.seq_len:
         raise ConfigError(f"'eval.stride' in {source}: must be <= eval.seq_len ({p.eval.seq_len}), "
                           f"got {p.eval.stride}")
@@ -586,6 +591,42 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     except (yaml.YAMLError, ValueError) as e:
         raise ConfigError(f"override {_short(text)}: value is not valid YAML ({_one_line(e)})") from None
     return path, parsed
+
+
+_OPTION_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
+
+
+def split_inductor_option(entry: Any, source: str = "the train settings") -> tuple[str, Any]:
+    """One train.inductor_options entry, 'dotted.key=value', as (key, value parsed as YAML). Only the form is
+    checked here; whether torch has the option and takes the value is golf.inductor_options' business (this
+    module stays free of torch)."""
+    where = f"'train.inductor_options' in {source}: entry {_short(entry)}"
+    expected = "expected 'dotted.key=value', e.g. 'triton.mix_order_reduction=false'"
+    if not isinstance(entry, str) or "=" not in entry:
+        raise ConfigError(f"{where}: {expected}")
+    key, text = entry.split("=", 1)
+    key = key.strip()
+    if not _OPTION_KEY.fullmatch(key):
+        problem = "empty key" if not key else f"key {_short(key)} is not a dotted name"
+        raise ConfigError(f"{where}: {problem}; {expected}")
+    try:
+        value = yaml_load(text) if text.strip() else ""
+    except (yaml.YAMLError, ValueError) as e:
+        raise ConfigError(f"{where}: expected a YAML value after '=' ({_one_line(e)})") from None
+    if isinstance(value, bool) and text.strip().lower() not in ("true", "false"):
+        value = text.strip()  # YAML 1.2 booleans only: yes/no/on/off stay words, which a bool option refuses
+    return key, value
+
+
+def _check_inductor_options(entries: list, source: str) -> None:
+    """Every entry has the form key=value, and no option is set twice (the later one would win unseen)."""
+    seen: dict[str, Any] = {}
+    for entry in entries:
+        key, _ = split_inductor_option(entry, source)
+        if key in seen:
+            raise ConfigError(f"'train.inductor_options' in {source}: {key!r} is set twice ({_short(seen[key])} "
+                              f"and {_short(entry)}); expected each option once")
+        seen[key] = entry
 
 
 def load_raw(path: str | Path) -> dict:

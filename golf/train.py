@@ -26,7 +26,8 @@ through time). Each micro batch of a step has its own rows and states; a checkpo
 the streams' positions, so a resumed run continues as the uninterrupted one would.
 
 Checkpoints are written every `checkpoint_every` steps, at the end and on SIGTERM. Training's global torch
-settings (TF32 on CUDA, deterministic algorithms on CPU) hold only while train() runs (golf.runtime).
+settings (TF32 on CUDA, deterministic algorithms on CPU, train.inductor_options when compiling) hold only while
+train() runs (golf.runtime, golf.inductor_options).
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ from golf.data import build_byte_tables, list_shards, load_tokens, tokenizer_pat
 from golf.errors import TrainingError
 from golf.evaluate import eval_bpb
 from golf.gptq import qat_module_bits
+from golf.inductor_options import apply_inductor_options, kept_inductor_options, resolve_inductor_options
 from golf.io import write_text_atomic
 from golf.loaders import StreamLoader, TokenLoader
 from golf.model import build_model, count_params, save_model
@@ -158,7 +160,8 @@ def train(params: Params, seed: int, out_dir: Path, ckpt_dir: Path, curve_path: 
     ends this call after that many steps with a checkpoint, as an interruption would (tests); `clock` is
     the budget clock (tests pass a fake one). torch's global settings are as they were when this returns."""
     dinfo, device = init_stage_process(params.train.device)
-    with training_precision(device):
+    # kept_inductor_options: what compile_for_training sets for train.inductor_options is put back on return
+    with training_precision(device), kept_inductor_options(params.train.inductor_options):
         loop = TrainLoop(params, seed, ckpt_dir / CKPT_NAME, dinfo, device, progress_cb, clock)
         stopped_at = loop.run(stop_after_steps)
         if stopped_at is not None:
@@ -451,11 +454,19 @@ def compiles(tcfg, device: torch.device) -> bool:
 def compile_for_training(net, tcfg, device: torch.device):
     """`net` under torch.compile (train.compile_mode) when training compiles (`compiles`), else as it is. Before
     compiling, every attention layer in `net` caches its RoPE tables for train.seq_len positions, so that the
-    compiled graph reads them instead of computing them inline (golf.attention.GQAttention.reserve_positions)."""
+    compiled graph reads them instead of computing them inline (golf.attention.GQAttention.reserve_positions).
+
+    train.inductor_options are checked against torch._inductor.config in either case (a misspelt option fails on
+    CPU too) and set only when compiling, on torch._inductor.config itself (torch.compile's options= cannot go
+    with mode=), process-wide and left set: torch.compile compiles lazily, at the first step's forward and
+    backward and at any recompile later in the run, each reading the config then. train() puts them back when
+    it returns. Details in golf.inductor_options."""
     from golf.attention import reserve_rope_positions
 
+    options = resolve_inductor_options(tcfg.inductor_options)
     if not compiles(tcfg, device):
         return net
+    apply_inductor_options(options)
     reserve_rope_positions(net, tcfg.seq_len)
     return torch.compile(net, mode=None if tcfg.compile_mode == "default" else tcfg.compile_mode)
 
