@@ -185,7 +185,7 @@ class TrainConfig:
     compile_mode: str = _spec("default", choices=("default", "reduce-overhead", "max-autotune-no-cudagraphs"),
                               doc="torch.compile's mode; reduce-overhead replays the compiled graphs as CUDA graphs "
                                   "(fewer host launches; for the hybrid 100.9 against 97.3 ms per step on one "
-                                  "H200, bench/RESULTS.md eighth block)")
+                                  "H200, bench/RESULTS.md 2026-11-29 eighth block)")
     inductor_options: list = _spec([], doc="torch._inductor.config options for training's compile, each "
                                            "'dotted.key=value' (value as YAML), e.g. "
                                            "'triton.mix_order_reduction=false'; set process-wide while train() "

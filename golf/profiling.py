@@ -4,7 +4,8 @@ Used by bench/train_throughput.py (the step alone, on random or host-loaded toke
 itself (`train.profile_steps`), which says whether the loop's own extra work (data, budget bookkeeping,
 checkpoints, progress) or a wait keeps the device idle. On 2026-11-29 it showed the loop stepping as fast as the
 bench on one machine (97.6 against 97.3 ms, device busy 95.7%), with the host's launch work about as long as the
-device's: a slower host alone made another machine's loop step at ~119 ms (bench/RESULTS.md, eighth block).
+device's: a slower host alone made another machine's loop step at ~119 ms (bench/RESULTS.md, that day's eighth
+block).
 
 On CUDA a window's summary holds the device kernels' time by family (KERNEL_FAMILIES) and by name, how much
 of the window's wall time the device was busy (the union of kernel intervals), the host's CUDA runtime
@@ -96,7 +97,8 @@ class StepWindowProfiler:
 
     `before_step` returns the seconds it spent on the profiler itself (starting it; stopping it and summarizing
     once the device is done), which a budgeted loop keeps off its clock: 9 s in a 60-s training run on
-    2026-11-29, before the loop did so (bench/RESULTS.md, eighth block). The summary's `overhead_s` totals them."""
+    2026-11-29, before the loop did so (bench/RESULTS.md, that day's eighth block). The summary's `overhead_s`
+    totals them."""
 
     def __init__(self, first_step: int, steps: int, device: torch.device, clock=time.perf_counter,
                  record_shapes: bool = False):
