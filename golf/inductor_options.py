@@ -36,15 +36,10 @@ import typing
 from collections.abc import Iterator
 from typing import Any
 
-from golf.config import ConfigError, split_inductor_option
+from golf.config import ConfigError, _short, split_inductor_option
 
 _SCALARS = (bool, int, float, str, type(None))
 _KIND = {bool: "true or false", int: "an integer", float: "a number", str: "a string", type(None): "null"}
-
-
-def _cut(text: str) -> str:
-    """A repr for an error line, cut to 80 characters."""
-    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _inductor_config():
@@ -101,7 +96,7 @@ def resolve_inductor_options(entries: list, source: str = "the train settings") 
     resolved: dict[str, Any] = {}
     for entry in entries:
         key, value = split_inductor_option(entry, source)
-        where = f"'train.inductor_options' in {source}: entry {_cut(repr(entry))}"
+        where = f"'train.inductor_options' in {source}: entry {_short(entry)}"
         try:
             declared = cfg.get_type(key)
         except KeyError:  # a subconfig's name (e.g. 'triton') is an attribute but no option
@@ -119,7 +114,7 @@ def resolve_inductor_options(entries: list, source: str = "the train settings") 
         ok, fitted = _fit(value, members)
         if not ok:
             raise ConfigError(f"{where}: torch._inductor.config.{key} takes {_describe(members)}, got "
-                              f"{_cut(repr(value))} ({type(value).__name__})")
+                              f"{_short(value)} ({type(value).__name__})")
         resolved[key] = fitted
     return resolved
 
