@@ -51,25 +51,26 @@ sweep() {  # sweep <gpu> <name> <config> <limit s> <variants>...: step_<name>.lo
   grep "^variant '" "$OUT/step_$name.log" | cut -c1-300  # the failing variants (their last lines: the log)
   grep -E "^[a-z_]+[^ ]*: [0-9.]+ ms/step" "$OUT/step_$name.log" | cut -c1-300
 }
+lane_variants() {  # lane_variants "<GPUn_VARIANTS>": VARIANTS, one sweep argument each ("base" -> "", commas -> spaces)
+  local v
+  VARIANTS=()
+  for v in $1; do
+    [ "$v" = base ] && v=""
+    VARIANTS+=("${v//,/ }")
+  done
+}
 lane_tests() {
   : > "$OUT/pytest.log"
   run_tests "first tests" "${FIRST_TIMEOUT:-140}" "${FIRST_TESTS[@]}"
   if [ "${TEST_TIMEOUT:-0}" -gt 0 ]; then
     run_tests "kernel tests" "$TEST_TIMEOUT" "${KERNEL_TESTS[@]}" "${FIRST_TESTS[@]/#/--deselect=}"
   fi
-  # GPU0_VARIANTS / GPU1_VARIANTS: the sweep's variants (see above)
-  local variants=()
-  for v in ${GPU0_VARIANTS:-base config=configs/attn_tuned_fit.yaml config=configs/hybrid_mlp_tuned_fit.yaml}; do
-    [ "$v" = base ] && v=""; variants+=("${v//,/ }")
-  done
-  sweep 0 gpu0 "${GPU0_CONFIG:-configs/attn_fit.yaml}" "${GPU0_SWEEP_TIMEOUT:-330}" "${variants[@]}"
+  lane_variants "${GPU0_VARIANTS:-base config=configs/attn_tuned_fit.yaml config=configs/hybrid_mlp_tuned_fit.yaml}"
+  sweep 0 gpu0 "${GPU0_CONFIG:-configs/attn_fit.yaml}" "${GPU0_SWEEP_TIMEOUT:-330}" "${VARIANTS[@]}"
 }
 lane_step() {
-  local variants=()
-  for v in ${GPU1_VARIANTS:-base model.ssm_compile=opaque train.compile_mode=reduce-overhead}; do
-    [ "$v" = base ] && v=""; variants+=("${v//,/ }")
-  done
-  sweep 1 gpu1 "${GPU1_CONFIG:-configs/hybrid_seed_fit.yaml}" "${GPU1_SWEEP_TIMEOUT:-450}" "${variants[@]}"
+  lane_variants "${GPU1_VARIANTS:-base model.ssm_compile=opaque train.compile_mode=reduce-overhead}"
+  sweep 1 gpu1 "${GPU1_CONFIG:-configs/hybrid_seed_fit.yaml}" "${GPU1_SWEEP_TIMEOUT:-450}" "${VARIANTS[@]}"
 }
 lane_tests &
 lane_step &
