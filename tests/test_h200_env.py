@@ -192,7 +192,7 @@ def _kernels_call(tmp_path, py_body: str, env: dict | None = None, stub_timeout:
     env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "OUT": str(out), "PYTHON": str(py), "SWEEP": str(sweep), **(env or {})}
     res = subprocess.run(["bash", "bench/h200/kernels_call.sh"], cwd=ROOT, env=env, capture_output=True, text=True,
                          check=False)
-    return res, calls.read_text().splitlines(), out
+    return res, (calls.read_text().splitlines() if calls.exists() else []), out
 
 
 def test_kernels_call_runs_tests_on_gpu_0_and_the_step_on_gpu_1(tmp_path):
@@ -301,3 +301,27 @@ def test_throughput_sweep_prints_a_failing_variants_last_lines(tmp_path):
     assert short.stdout.splitlines()[-4:] == [
         "variant 'model.ssm_scan=golf_split': exit code 1; the last 3 lines of its output:",
         "  | Traceback (most recent call last):", "  | RuntimeError: boom", "  | "]
+
+
+def test_kernels_call_with_one_gpu_runs_the_lanes_in_turn_on_gpu_0(tmp_path):
+    """GPUS=1 (a one-GPU machine): the step lane runs after the test lane, on GPU 0, into its own folder;
+    GPU1_VARIANTS=none leaves that lane without a sweep; a GPUS other than 1 or 2 is one clear error before anything
+    runs."""
+    res, lines, out = _kernels_call(tmp_path, "", env={"GPUS": "1"})
+    assert res.returncode == 0, res.stderr
+    assert not [x for x in lines if x.startswith("GPU 1:")]
+    sweeps = [x for x in lines if x.startswith("GPU 0: sweep OUT")]
+    assert sweeps == [f"GPU 0: sweep OUT {out / 'gpu0'}", f"GPU 0: sweep OUT {out / 'gpu1'}"]
+    gpu0 = [x for x in lines if x.startswith("GPU 0:")]
+    assert gpu0[0].startswith("GPU 0: python -m pytest") and gpu0.index(sweeps[0]) < gpu0.index(sweeps[1])
+    none = tmp_path / "none"
+    none.mkdir()
+    res, lines, _ = _kernels_call(none, "", env={"GPUS": "1", "GPU1_VARIANTS": "none"})
+    assert res.returncode == 0, res.stderr
+    assert "gpu1 step sweep: none" in res.stdout
+    assert [x for x in lines if " sweep OUT " in x] == [f"GPU 0: sweep OUT {none / 'out' / 'gpu0'}"]
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    res, lines, _ = _kernels_call(bad, "", env={"GPUS": "3"})
+    assert res.returncode == 2 and lines == []
+    assert res.stderr.strip() == "error: GPUS must be 1 (the lanes in turn on GPU 0) or 2 (one lane a GPU), not '3'"
