@@ -74,7 +74,9 @@ class TokenLoader:
         return {"gen": self.gen.get_state(), "batches_drawn": self.batches_drawn}
 
     def load_state_dict(self, state: dict) -> None:
-        self.gen.set_state(state["gen"])
+        # a checkpoint loaded with map_location=<cuda device> brings the state on that device; the generator is a
+        # CPU one and takes only a CPU ByteTensor
+        self.gen.set_state(state["gen"].cpu())
         self.batches_drawn = int(state["batches_drawn"])
 
 

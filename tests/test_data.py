@@ -99,6 +99,23 @@ def test_token_loader_deterministic_resumable_and_rank_disjoint(tmp_path):
         TokenLoader(paths, 16, 4, 2, 2)
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_token_loader_resumes_from_a_state_loaded_onto_the_gpu(tmp_path):
+    """A training checkpoint is loaded with map_location=<the training device>, which puts the loader's generator
+    state on the GPU; resuming must still draw the same next batch (it raised 'RNG state must be a
+    torch.ByteTensor' on the H200, 2026-12-01)."""
+    write_shard(tmp_path / "fineweb_train_000000.bin", np.arange(10000, dtype=np.uint16) % 60000)
+    paths = [tmp_path / "fineweb_train_000000.bin"]
+    a, b = TokenLoader(paths, 16, 4, seed=3), TokenLoader(paths, 16, 4, seed=3)
+    a.next_batch()
+    torch.save(a.state_dict(), tmp_path / "state.pt")
+    state = torch.load(tmp_path / "state.pt", map_location="cuda", weights_only=True)
+    assert state["gen"].is_cuda
+    b.load_state_dict(state)
+    assert all(torch.equal(u, v) for u, v in zip(a.next_batch(), b.next_batch(), strict=True))
+
+
 def test_token_loader_windows_span_shards_like_one_stream(tmp_path):
     stream = np.random.default_rng(1).integers(0, 1000, 700).astype(np.uint16)
     cuts = [0, 50, 50, 53, 400, 700]  # includes an empty shard and a 3-token shard
