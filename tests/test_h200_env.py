@@ -41,7 +41,7 @@ def test_a_subset_of_shards_gets_its_own_data_folder(shards, name):
 
 def _lever_variants(part: str, tmp_path: Path, **side_sets: str) -> list[str]:
     """bench/h200/lever_pairs.sh's variants for PART, as it hands them to the sweep (a stub printing its
-    arguments stands in for h200_train_sweep.sh); side_sets: HYBRID_SETS / ATTN_SETS."""
+    arguments stands in for h200_train_sweep.sh); side_sets: HYBRID_SETS / ATTN_SETS, GPUS."""
     stub = tmp_path / "sweep.sh"
     stub.write_text('printf "%s\\n" "GPUS=$GPUS" "$@"\n')
     env = {"PATH": "/usr/bin:/bin", "PART": part, "SWEEP": str(stub), **side_sets}
@@ -49,7 +49,7 @@ def _lever_variants(part: str, tmp_path: Path, **side_sets: str) -> list[str]:
                          check=False)
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
-    assert lines[0] == "GPUS=2"
+    assert lines[0] == f"GPUS={side_sets.get('GPUS', 2)}"
     return lines[1:]
 
 
@@ -65,6 +65,7 @@ def test_lever_pairs_put_the_hybrid_on_gpu_0_and_attention_on_gpu_1_with_valid_s
         assert ("M" in params.model.layer_pattern) == (i % 2 == 0)
     assert every[:2] == ["config=configs/hybrid_seed_fit.yaml", "config=configs/attn_fit.yaml"]  # the bases first
     assert _lever_variants("1,7", tmp_path) == parts[0] + parts[6]  # a list of parts, in its order
+    assert _lever_variants("1", tmp_path, GPUS="1") == parts[0]  # one GPU: the same runs, in turn
     for part in ("9", "1,9", "2-3", "0", "x"):
         bad = subprocess.run(["bash", "bench/h200/lever_pairs.sh"], cwd=ROOT, capture_output=True, text=True,
                              check=False, env={"PATH": "/usr/bin:/bin", "PART": part, "SWEEP": "/bin/false"})

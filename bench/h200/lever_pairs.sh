@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Issue 23's lever table, a slice per device call: each lever as a 90-s training run on both sides at once,
 # the hybrid (HYBRID, default configs/hybrid_seed_fit.yaml) on GPU 0 and attention-only (ATTN, default
-# configs/attn_fit.yaml) on GPU 1, through bench/h200/h200_train_sweep.sh (GPUS=2: variant i on GPU i % 2). Both
+# configs/attn_fit.yaml) on GPU 1, through bench/h200/h200_train_sweep.sh (GPUS=2: variant i on GPU i % 2; GPUS=1
+# on a one-GPU machine runs them in turn, twice the call time). Both
 # sides get the same runs; where a lever exists on one side only, the other side's row is its nearest analogue.
 # PART=1..8 picks three pairs (about 7 minutes of call time on a warm machine: a changed model compiles anew, 45-60 s
 # of warm-up on 2026-11-30); PART=all runs every pair.
@@ -98,4 +99,4 @@ for pair in "${pick[@]}"; do
   read -ra h <<< "${pair%%|*}"; read -ra a <<< "${pair#*|}"  # the words of each side's overrides
   variants+=("$(echo "config=$HYBRID" ${HYBRID_SETS:-} "${h[@]}")" "$(echo "config=$ATTN" ${ATTN_SETS:-} "${a[@]}")")
 done
-GPUS=2 CONFIG=$HYBRID bash "${SWEEP:-bench/h200/h200_train_sweep.sh}" "${variants[@]}"  # SWEEP: tests/test_h200_env.py
+GPUS=${GPUS:-2} CONFIG=$HYBRID bash "${SWEEP:-bench/h200/h200_train_sweep.sh}" "${variants[@]}"  # SWEEP: tests/test_h200_env.py
