@@ -16,7 +16,8 @@
 # (h200_throughput_sweep.sh, which prints a failing variant's last lines).
 # GPU0_CONFIG/GPU0_VARIANTS and GPU1_CONFIG/GPU1_VARIANTS replace a lane's sweep (variants space-separated, "base"
 # for the config as it is, commas between one variant's overrides, "none" for no sweep), e.g. to fit the call
-# beside three compare calls in one session's device time: GPU1_VARIANTS="base model.ssm_compile=opaque,train.compile_mode=reduce-overhead".
+# beside three compare calls in one session's device time:
+#   GPU1_VARIANTS="base model.ssm_compile=opaque,train.compile_mode=reduce-overhead"
 # GPUS=1 (nvidia-h200, one GPU) runs the two lanes one after the other, both on GPU 0, so that no step is timed
 # beside another process; the outputs keep their lane's names.
 # In $OUT: pytest.log, step_gpu0.log, step_gpu1.log, gpu0/throughput.tgz, gpu1/throughput.tgz.
