@@ -74,13 +74,13 @@ def test_lever_pairs_put_the_hybrid_on_gpu_0_and_attention_on_gpu_1_with_valid_s
 
 
 def test_lever_pairs_take_their_pairs_from_pairs_file(tmp_path):
-    """PAIRS_FILE=bench/h200/pairs_mamba_mlp.txt with the tuned configs as the sides: its 9 pairs in 3 parts, the
+    """PAIRS_FILE=bench/h200/pairs_mamba_mlp.txt with the tuned configs as the sides: its 10 pairs in 4 parts, the
     base first, every override a real setting of its side's config; a missing file or one without pair lines
     is refused with one line naming it."""
     env = {"PAIRS_FILE": "bench/h200/pairs_mamba_mlp.txt", "HYBRID": "configs/hybrid_mlp_tuned_fit.yaml",
            "ATTN": "configs/attn_tuned_fit.yaml"}
     every = _lever_variants("all", tmp_path, **env)
-    assert len(every) == 18 and [v for k in (1, 2, 3) for v in _lever_variants(str(k), tmp_path, **env)] == every
+    assert len(every) == 20 and [v for k in (1, 2, 3, 4) for v in _lever_variants(str(k), tmp_path, **env)] == every
     assert every[:2] == ["config=configs/hybrid_mlp_tuned_fit.yaml", "config=configs/attn_tuned_fit.yaml"]
     for variant in every:
         words = variant.split()

@@ -90,10 +90,12 @@ def test_the_real_pairs_script_parses():
 
 
 def test_the_mamba_mlp_pairs_file_parses_as_the_script_reads_it():
-    """bench/h200/pairs_mamba_mlp.txt: the base first, whole parts of three, each pair as lever_pairs.sh's
-    PAIRS_FILE reading gives it (tests/test_h200_env.py checks that side)."""
+    """bench/h200/pairs_mamba_mlp.txt: the base first, each pair as lever_pairs.sh's PAIRS_FILE reading gives it
+    (tests/test_h200_env.py checks that side), the last one the heads pair on both sides."""
     pairs = lever_table.read_pairs(lever_table.PAIRS_SCRIPT.parent / "pairs_mamba_mlp.txt")
-    assert pairs[0] == (frozenset(), frozenset()) and len(pairs) == 9
+    assert pairs[0] == (frozenset(), frozenset()) and len(pairs) == 10
+    heads = frozenset({"model.num_heads=4", "model.num_kv_heads=2"})
+    assert pairs[-1] == (heads, heads)
     assert pairs[1] == (frozenset({"model.layer_pattern=MMMAMMMAMMA", "model.mamba_mlp_mult=2.0"}),
                         frozenset({"model.num_heads=4", "model.num_kv_heads=2"}))
 
