@@ -282,12 +282,44 @@ def test_batch_layout_gives_exact_tokens_per_step():
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_compiled_bf16_training_on_gpu_switches_qat_and_resumes(in_tiny):
+@pytest.mark.parametrize("mode", ["default", "reduce-overhead"])
+def test_compiled_bf16_training_on_gpu_switches_qat_and_resumes(in_tiny, mode):
+    # reduce-overhead: the compiled step replayed as CUDA graphs (configs/hybrid_mlp_tuned_b65k_fit.yaml)
     root, _, ov = in_tiny
     gpu = [o for o in ov if not o.startswith("train.device")] + [
-        "train.device=cuda", "train.compile=true", "train.dtype=bf16", "train.qat_start_frac=0.5"]
-    part, _ = _train(root, gpu, 1, "gpu", stop_after_steps=2)
+        "train.device=cuda", "train.compile=true", "train.dtype=bf16", "train.qat_start_frac=0.5",
+        f"train.compile_mode={mode}"]
+    part, _ = _train(root, gpu, 1, f"gpu_{mode}", stop_after_steps=2)
     assert part == {"interrupted_at_step": 2}
-    m, _ = _train(root, gpu, 1, "gpu")
+    m, _ = _train(root, gpu, 1, f"gpu_{mode}")
     assert m["steps"] == 6 and m["resumed_from_step"] == 2 and m["qat_started_step"] == 3
     assert 0 < m["val_bpb"] < 20 and m["peak_mem_mb"] > 0 and m["warmup_s"] > 0
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_qat_switch_reaches_a_model_replayed_as_cuda_graphs():
+    """Training turns QAT on mid-run by filling buffers in place (GolfLM.set_qat); a model compiled with
+    mode="reduce-overhead" replays recorded CUDA graphs, which see the switch only because the buffers keep their
+    memory. The replayed logits must change with the switch and match eager ones with QAT on."""
+    from golf.config import ModelConfig
+    from golf.model import build_model
+
+    cfg = ModelConfig(vocab_size=300, d_model=64, layer_pattern="AA", num_heads=2, num_kv_heads=1, mlp_mult=2.0,
+                      bigram_buckets=64, bigram_dim=8)
+    torch.manual_seed(0)
+    model = build_model(cfg, "cuda").eval()
+    with torch.no_grad():
+        for p in model.parameters():  # output projections start at zero, where fake quantization changes nothing
+            if p.dim() == 2:
+                p.normal_(0.0, 0.05)
+    compiled = torch.compile(model, mode="reduce-overhead")
+    ids = torch.randint(0, 300, (2, 64), device="cuda")
+    with torch.no_grad():
+        for _ in range(3):  # warm-up, record, replay
+            off = compiled(ids).clone()
+        model.set_qat(True, bits=3)
+        on = compiled(ids).clone()
+        want = model(ids)
+    assert not torch.equal(off, on)
+    torch.testing.assert_close(on, want, atol=1e-4, rtol=1e-4)
