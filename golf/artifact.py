@@ -314,15 +314,18 @@ def load_model_from_artifact(path: str | Path, device: torch.device | str = "cpu
     from golf.model import build_model
 
     art = open_artifact(path)
-    artifact_checks.check_against_model(art.config, art.spec, str(art.model_path))  # before allocating a model
     # model.ssm_compile only shapes how training compiles; "opaque" needs golf/ssm_ops.py, which artifacts
     # do not ship (golf.package.TRAINING_ONLY): scoring calls the same kernels directly. model.ssm_scan "golf"
     # / "golf_split" is golf's own SSD kernels, reached through ssm_ops too: scoring runs mamba-ssm's scan, the
     # same function (bench/ssd_kernel_bench.py checks their parity), and no artifact carries the kernels' code.
     # model.ssm_conv "golf" (golf's own conv kernels, also reached through ssm_ops): scoring runs causal-conv1d's
     # conv where it imports (else PyTorch's), the same function (bench/conv_kernel_bench.py checks their parity)
+    # model.attn_backend "flash4" is FlashAttention-4 through golf/attn_ops.py (not shipped either): scoring takes
+    # "auto"'s kernel on the scoring machine, the same attention (bench/attn_kernel_bench.py checks their parity)
     cfg = replace(art.config, ssm_scan="mamba", ssm_conv="causal_conv1d",
-                  ssm_compile="disable" if art.config.ssm_compile == "opaque" else art.config.ssm_compile)
+                  ssm_compile="disable" if art.config.ssm_compile == "opaque" else art.config.ssm_compile,
+                  attn_backend="auto" if art.config.attn_backend == "flash4" else art.config.attn_backend)
+    artifact_checks.check_against_model(cfg, art.spec, str(art.model_path))  # before allocating a model
     model = build_model(cfg, device)
     state = dequantize(art.tensors, art.spec, str(art.model_path))
     try:

@@ -1,7 +1,8 @@
-"""GQA causal self-attention with RoPE. One wrapper over three kernels, chosen once at model build:
-FlashAttention-3 (`flash_attn_interface`), FlashAttention-2 (`flash_attn`), else PyTorch SDPA.
+"""GQA causal self-attention with RoPE. One wrapper over four kernels, chosen once at model build:
+FlashAttention-3 (`flash_attn_interface`), FlashAttention-2 (`flash_attn`), FlashAttention-4 (`flash_attn.cute`,
+PyPI flash-attn-4, through golf's custom op golf::flash4_attn, golf/attn_ops.py), else PyTorch SDPA.
 
-All three compute softmax(q kᵀ / sqrt(D) + causal mask) v with num_heads / num_kv_heads query heads per
+All of them compute softmax(q kᵀ / sqrt(D) + causal mask) v with num_heads / num_kv_heads query heads per
 key/value head. Flash kernels take only bf16/fp16, so an fp32 forward (CPU tests, fp32 eval) uses SDPA on
 every path; RoPE tables are fp32 on every path (see rope_tables), cached in each layer
 (GQAttention.reserve_positions).
@@ -22,10 +23,25 @@ from golf.errors import GolfError
 log = logging.getLogger(__name__)
 
 
+FA4_MODULE = "flash_attn.cute"  # FlashAttention-4 (PyPI flash-attn-4): model.attn_backend "flash4"
+
+
+def flash_installed(module: str) -> bool:
+    """Whether `module` is installed as a regular module or package, without importing it (its parent packages
+    are imported). A namespace package does not count: FlashAttention-4's wheel installs flash_attn/cute/ with no
+    flash_attn/__init__.py, so `flash_attn` is then a namespace package and flash-attn 2 is simply not there.
+    Neither does a dotted name whose parent is missing or fails to import."""
+    try:
+        spec = importlib.util.find_spec(module)
+    except ImportError:
+        return False
+    return spec is not None and spec.origin is not None
+
+
 def _import_flash(module: str):
-    """flash_attn_func from `module`, or None when it is missing or does not import (e.g. built for another
-    torch/CUDA)."""
-    if importlib.util.find_spec(module) is None:
+    """flash_attn_func from `module`, or None when it is missing (flash_installed) or does not import (e.g. built
+    for another torch/CUDA: a warning says why)."""
+    if not flash_installed(module):
         return None
     try:
         return importlib.import_module(module).flash_attn_func
@@ -35,8 +51,25 @@ def _import_flash(module: str):
 
 
 def resolve_attn_backend(requested: str, device: torch.device | str) -> tuple[str, object]:
-    """("flash3" | "flash2", fn) when requested/auto and importable on CUDA, else ("sdpa", None)."""
+    """(path, flash_attn_func) for model.attn_backend `requested` on `device`: ("flash3" | "flash2", fn) for
+    auto/flash when importable on CUDA (FA3 first), ("flash4", fn) for flash4, else ("sdpa", None).
+
+    "flash" and "flash4" name kernels that run only on CUDA, so asking for one where it cannot run (any CPU
+    device included) is a GolfError, not a quiet SDPA; an fp32 forward of a flash model still runs SDPA (see the
+    module docstring). "auto" never picks FlashAttention-4: flash4 (the golf::flash4_attn custom op, so that the
+    compiled training step stays one graph) is chosen only explicitly until it has run inside the training step
+    on a GPU; FA4's kernels alone were measured (golf/attn_ops.py)."""
     on_cuda = torch.device(device).type == "cuda"
+    if requested == "flash4":
+        if not on_cuda:
+            raise GolfError(f"model.attn_backend is 'flash4' but the device is not CUDA, and FlashAttention-4 "
+                            f"({FA4_MODULE}, `pip install flash-attn-4`) runs only on CUDA: use 'auto' or 'sdpa' here")
+        if _import_flash(FA4_MODULE) is None:
+            raise GolfError(f"model.attn_backend is 'flash4' but FlashAttention-4 ({FA4_MODULE}) does not import on "
+                            "this CUDA machine: install it with `pip install flash-attn-4`, or use 'auto' or 'sdpa'")
+        from golf import attn_ops  # training-only (golf.package.TRAINING_ONLY); artifacts load with "auto"
+
+        return "flash4", attn_ops.flash_attn_func
     if on_cuda and requested in ("auto", "flash"):
         for name, module in (("flash3", "flash_attn_interface"), ("flash2", "flash_attn")):
             fn = _import_flash(module)
@@ -99,6 +132,9 @@ def exclude_self_value(out: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     o = o - (o * u).sum(dim=-1, keepdim=True) * u
     return o.reshape(B, T, H, D).to(out.dtype)
 
+
+# The paths whose flash_attn_func GQAttention calls on bf16/fp16 q, k, v (resolve_attn_backend)
+FLASH_PATHS = ("flash3", "flash2", "flash4")
 
 # Positions a new GQAttention caches RoPE tables for: the default seq_len of training, eval, calibration and
 # TTT (0.5 MiB per layer at 64 rotated dims), so that the usual lengths never grow the cache. Growing it
@@ -195,8 +231,9 @@ class GQAttention(nn.Module):
             cos, sin = self._rope_for(T, q.dtype, x.device)  # (T, R/2), fp32 (fp64 for an fp64 q)
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         q = q * self.q_gain.to(q.dtype)[None, None, :, None]
-        if self.backend in ("flash3", "flash2") and q.dtype in (torch.bfloat16, torch.float16):
-            out = self._flash_fn(q, k, v, causal=True)  # (B, T, H, D); GQA handled by the kernel
+        if self.backend in FLASH_PATHS and q.dtype in (torch.bfloat16, torch.float16):
+            # (B, T, H, D); GQA handled by the kernel. flash4: golf::flash4_attn, one opaque node under compile
+            out = self._flash_fn(q, k, v, causal=True)
             out = out[0] if isinstance(out, tuple) else out
         else:
             out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),

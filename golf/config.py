@@ -142,7 +142,12 @@ class ModelConfig:
                               "PyTorch conv), or golf's own Triton kernels (golf/conv_kernel.py, needs triton); the "
                               "fused path is mamba-ssm's one op with causal-conv1d's conv inside (golf: an error), "
                               "the reference path always uses golf.ssm.causal_conv_silu_reference (no effect there)")
-    attn_backend: str = _spec("auto", choices=("auto", "flash", "sdpa"))
+    attn_backend: str = _spec("auto", choices=("auto", "flash", "flash4", "sdpa"),
+                              doc="auto = flash-attn 3, else 2, where one imports on CUDA, else PyTorch SDPA; "
+                                  "flash = one of those two or an error; flash4 = FlashAttention-4 (pip install "
+                                  "flash-attn-4) as golf's custom op golf::flash4_attn (golf/attn_ops.py) or an "
+                                  "error (a CPU device too), never picked by auto; sdpa = SDPA always. fp32 "
+                                  "forwards run SDPA on every path")
 
 
 @dataclass
@@ -183,9 +188,11 @@ class TrainConfig:
     checkpoint_every: int = _spec(500, lo=0, doc="0 = only at the end")
     compile: bool = _spec(True, doc="torch.compile on CUDA")
     compile_mode: str = _spec("default", choices=("default", "reduce-overhead", "max-autotune-no-cudagraphs"),
-                              doc="torch.compile's mode; reduce-overhead replays the compiled graphs as CUDA graphs "
-                                  "(fewer host launches; for the hybrid 100.9 against 97.3 ms per step on one "
-                                  "H200, bench/RESULTS.md 2026-11-29 eighth block)")
+                              doc="torch.compile's mode; reduce-overhead replays the compiled graphs as CUDA graphs, "
+                                  "which removes the host's kernel launches: it pays where the step is bound by "
+                                  "them (the Mamba-MLP hybrid at 65,536 tokens a step with opaque SSM ops: 1.33M "
+                                  "against 0.87M tok/s on one H200), not where the GPU is already busy (the same "
+                                  "at 131,072 tokens: no change); bench/RESULTS.md 2026-12-01 tenth block")
     inductor_options: list = _spec([], doc="torch._inductor.config options for training's compile, each "
                                            "'dotted.key=value' (value as YAML), e.g. "
                                            "'triton.mix_order_reduction=false'; set process-wide while train() "

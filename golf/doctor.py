@@ -79,6 +79,11 @@ def _conv_why(ssm_label: str) -> tuple[str, str]:
 
 
 def _attn_why(requested: str, on_cuda: bool, path: str) -> str:
+    from golf.attention import FA4_MODULE, flash_installed
+
+    if path == "flash4":
+        return (f"model.attn_backend is 'flash4', the device is CUDA and {FA4_MODULE} (FlashAttention-4) imports: "
+                "golf's custom op golf::flash4_attn (golf/attn_ops.py) calls its kernels")
     if path.startswith("flash"):
         module = "flash_attn_interface (flash-attn 3)" if path == "flash3" else "flash_attn (flash-attn 2)"
         return f"model.attn_backend is {requested!r}, the device is CUDA and {module} imports"
@@ -86,8 +91,10 @@ def _attn_why(requested: str, on_cuda: bool, path: str) -> str:
         return "model.attn_backend is 'sdpa' (torch.nn.functional.scaled_dot_product_attention)"
     if not on_cuda:
         return "the device is not CUDA: torch's scaled_dot_product_attention runs"
-    if not (_installed("flash_attn_interface") or _installed("flash_attn")):
-        return "flash-attn is not installed: torch's scaled_dot_product_attention runs"
+    if not (flash_installed("flash_attn_interface") or flash_installed("flash_attn")):
+        fa4 = " (FlashAttention-4 is: auto never picks it, model.attn_backend 'flash4' does)" \
+            if flash_installed(FA4_MODULE) else ""
+        return f"flash-attn 3/2 is not installed{fa4}: torch's scaled_dot_product_attention runs"
     return "flash-attn is installed but does not import (see the warning above): torch's SDPA runs"
 
 

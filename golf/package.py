@@ -46,8 +46,9 @@ EVAL_ROOTS = ("artifact", "model", "evaluate", "ttt")
 # Modules only training reaches, though a shipped module names them: golf.ssm imports ssm_ops only for
 # model.ssm_compile "opaque" (the SSM kernels as custom ops for a fully compiled training step), and an
 # artifact's model is built with "disable" (golf.artifact.load_model_from_artifact), so its ~22 KB stay out
-# of every artifact's byte count.
-TRAINING_ONLY = ("ssm_ops",)
+# of every artifact's byte count. Likewise golf.attention imports attn_ops only for model.attn_backend "flash4"
+# (FlashAttention-4 as a custom op), and an artifact's model is built with "auto" instead.
+TRAINING_ONLY = ("ssm_ops", "attn_ops")
 
 
 # --------------------------------------------------------------------------------------------------

@@ -13,8 +13,8 @@ from typing import Any
 
 from golf.config import to_dict
 
-_LIBRARIES = ("torch", "numpy", "sentencepiece", "mamba-ssm", "causal-conv1d", "flash-attn", "triton",
-              "safetensors", "dvc", "typer", "scipy")
+_LIBRARIES = ("torch", "numpy", "sentencepiece", "mamba-ssm", "causal-conv1d", "flash-attn", "flash-attn-4",
+              "triton", "safetensors", "dvc", "typer", "scipy")
 
 
 def git_commit(cwd: str | Path | None = None) -> dict[str, Any]:

@@ -1,14 +1,16 @@
 """GQA attention: RoPE tables in fp32 whatever the model dtype (the anchor's bf16-position bug), GQA head
 mapping and causality against a naive implementation, eager vs compiled loss, backend choice. The RoPE table
-cache is tested in test_rope_cache.py."""
+cache is tested in test_rope_cache.py, the flash4 path's custom op in test_attn_ops.py."""
 
+import logging
 import math
+import sys
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from golf import attention
+from golf import attention, attn_ops
 from golf.attention import GQAttention, apply_rope, resolve_attn_backend, rope_tables
 from golf.config import ModelConfig
 from golf.errors import GolfError
@@ -132,3 +134,50 @@ def test_backend_choice_on_cpu():
     assert resolve_attn_backend("sdpa", "cpu") == ("sdpa", None)
     with pytest.raises(GolfError, match="attn_backend is 'flash'"):
         resolve_attn_backend("flash", "cpu")
+    # flash4 likewise: FlashAttention-4 runs only on CUDA, so asking for it on a CPU device is an error that says
+    # what is missing and how to install it (not a quiet SDPA); auto never picks it
+    with pytest.raises(GolfError, match=r"attn_backend is 'flash4' but the device is not CUDA.*flash_attn\.cute.*"
+                                        r"pip install flash-attn-4.*'auto' or 'sdpa'"):
+        resolve_attn_backend("flash4", "cpu")
+
+
+def test_flash4_on_cuda_without_flash_attn_4_says_how_to_install_it(monkeypatch):
+    """(The device is only named: nothing runs on it.)"""
+    monkeypatch.setattr(attention, "_import_flash", lambda module: None)
+    with pytest.raises(GolfError, match=r"'flash4' but FlashAttention-4 \(flash_attn\.cute\) does not import on "
+                                        r"this CUDA machine: install it with `pip install flash-attn-4`"):
+        resolve_attn_backend("flash4", "cuda")
+
+
+@pytest.fixture
+def fake_fa4(tmp_path, monkeypatch):
+    """A stand-in for FlashAttention-4's install on sys.path: flash_attn/cute/__init__.py with a flash_attn_func
+    and no flash_attn/__init__.py, so flash_attn is a namespace package, as the flash-attn-4 wheel leaves it. The
+    flash_attn modules imported meanwhile are dropped afterwards (any real ones restored)."""
+    if attention.flash_installed("flash_attn"):
+        pytest.skip("flash-attn 2 is installed here: its regular flash_attn package would shadow the namespace one")
+    cute = tmp_path / "flash_attn" / "cute"
+    cute.mkdir(parents=True)
+    (cute / "__init__.py").write_text("def flash_attn_func(q, k, v, causal=False):\n    raise AssertionError\n")
+    for name in [m for m in sys.modules if m == "flash_attn" or m.startswith("flash_attn.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield
+    for name in [m for m in sys.modules if m == "flash_attn" or m.startswith("flash_attn.")]:
+        del sys.modules[name]  # the stand-in's: monkeypatch then restores any real ones
+
+
+def test_a_flash_attn_namespace_package_is_not_flash_attn_2(fake_fa4, caplog):
+    """FlashAttention-4's flash_attn namespace package has no flash_attn_func: flash-attn 2 is simply not installed
+    (no "found but failed to import" warning), while flash4 finds flash_attn.cute and, on a CUDA device, gets
+    golf's custom op. (The device is only named here: nothing runs on it.)"""
+    caplog.set_level(logging.WARNING, logger="golf.attention")
+    assert not attention.flash_installed("flash_attn") and attention.flash_installed("flash_attn.cute")
+    assert attention._import_flash("flash_attn") is None
+    if not attention.flash_installed("flash_attn_interface"):  # else auto and flash would rightly pick FA3
+        assert resolve_attn_backend("auto", "cuda") == ("sdpa", None)
+        with pytest.raises(GolfError, match="attn_backend is 'flash'"):
+            resolve_attn_backend("flash", "cuda")
+    assert resolve_attn_backend("flash4", "cuda") == ("flash4", attn_ops.flash_attn_func)
+    assert not caplog.records, [r.getMessage() for r in caplog.records]
+

@@ -310,6 +310,19 @@ def test_an_opaque_trained_model_loads_from_code_without_ssm_ops(tmp_path, monke
     assert [c.ssm_compile for c in built] == ["disable"]
 
 
+def test_a_flash4_trained_model_loads_with_auto_attention(tmp_path, monkeypatch):
+    # model.attn_backend "flash4" is FlashAttention-4 through golf/attn_ops.py (not shipped): the artifact records
+    # it, and its model is built with "auto", which needs neither FA4 nor a GPU
+    assert "attn_ops.py" not in {f.name for f in code_files()}
+    tensors, spec, _ = quantize_model(_trained_like(), {}, QuantConfig(float_max_numel=256))
+    build_artifact(tmp_path / "art", tensors, spec, to_dict(dataclasses.replace(TINY, attn_backend="flash4")))
+    assert open_artifact(tmp_path / "art").config.attn_backend == "flash4"
+    real, built = golf.model.build_model, []
+    monkeypatch.setattr(golf.model, "build_model", lambda c, d: built.append(c) or real(c, d))
+    load_model_from_artifact(tmp_path / "art")
+    assert [c.attn_backend for c in built] == ["auto"]
+
+
 def test_a_golf_scan_trained_model_loads_from_code_without_the_golf_kernels(tmp_path, monkeypatch):
     # model.ssm_scan "golf" / "golf_split" is a kernel choice reached through golf/ssm_ops.py (not shipped): the
     # artifact records it, and its model is built with mamba-ssm's scan, the same function
