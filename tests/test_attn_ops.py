@@ -18,6 +18,7 @@ from golf.attention import GQAttention, resolve_attn_backend
 from golf.config import ModelConfig
 from golf.errors import GolfError
 from golf.model import build_model
+from tests.test_ssm_opaque import _golf_ops, compile_capturing_graphs
 
 F64 = torch.float64
 B, T, H, HKV, D = 2, 37, 4, 2, 16  # GQA: query head h reads KV head h // 2
@@ -175,29 +176,6 @@ def test_cuda_glue_with_stand_ins():
 # --------------------------------------------------------------------------------------------------
 
 
-def _golf_ops(gm) -> list[str]:
-    return sorted(str(n.target) for n in gm.graph.nodes if n.op == "call_function" and str(n.target).startswith("golf."))
-
-
-def _compile_capturing_graphs(m):
-    """torch.compile(m, fullgraph=True) through AOT autograd with eager FX graphs (no Inductor code generation),
-    keeping the forward and backward graphs: (compiled, {"fw": ..., "bw": ...} once run)."""
-    from functorch.compile import make_boxed_func
-    from torch._dynamo.backends.common import aot_autograd
-
-    graphs = {}
-
-    def capture(kind):
-        def compiler(gm, example_inputs):
-            graphs[kind] = gm
-            return make_boxed_func(gm.forward)
-        return compiler
-
-    torch._dynamo.reset()
-    return torch.compile(m, backend=aot_autograd(fw_compiler=capture("fw"), bw_compiler=capture("bw")),
-                         fullgraph=True), graphs
-
-
 def _flash4_layer(seed=0):
     """A bf16 GQAttention on the flash4 path with golf's op: built directly, since resolve_attn_backend refuses
     flash4 on a CPU device. On CPU the op runs its reference kernels, so this covers the layer's call, Dynamo and
@@ -226,7 +204,7 @@ def test_flash4_layer_is_one_graph_with_the_op_and_its_backward():
     explained = torch._dynamo.explain(layer)(x)
     assert explained.graph_count == 1 and explained.graph_break_count == 0
     assert _golf_ops(explained.graphs[0]) == ["golf.flash4_attn"]
-    compiled, graphs = _compile_capturing_graphs(layer)
+    compiled, graphs = compile_capturing_graphs(layer)
     y, g = _layer_out_and_grads(compiled, x)
     assert _golf_ops(graphs["fw"]) == ["golf.flash4_attn.default"]
     assert _golf_ops(graphs["bw"]) == ["golf.flash4_attn_bwd.default"]
@@ -275,7 +253,7 @@ def test_model_with_flash4_forced_compiles_as_one_graph(monkeypatch):
         return loss.detach().float(), torch.autograd.grad(loss, list(m.parameters()), allow_unused=True)
 
     torch._dynamo.reset()
-    compiled, graphs = _compile_capturing_graphs(m)
+    compiled, graphs = compile_capturing_graphs(m)
     loss, grads = loss_and_grads(compiled)
     assert _golf_ops(graphs["fw"]) == ["golf.flash4_attn.default"] * 2
     assert _golf_ops(graphs["bw"]) == ["golf.flash4_attn_bwd.default"] * 2
