@@ -1,6 +1,7 @@
 """The attention kernels golf can call, timed at its attention layers' shapes: PyTorch SDPA as golf calls it
 (the backend SDPA picks itself, and each of its backends forced), and every flash-attn flavour that imports
-(FlashAttention-4's `flash_attn.cute`, FlashAttention-3's `flash_attn_interface`, flash-attn 2's `flash_attn`).
+(FlashAttention-4's `flash_attn.cute`, FlashAttention-3's `flash_attn_interface`, flash-attn 2's `flash_attn`), and
+FA4 as golf calls it for model.attn_backend flash4 (`golf_flash4`: the custom op golf::flash4_attn, golf/attn_ops.py).
 
 Each case is heads,kv_heads,head_dim (default 8,4,64: the hybrids' and attn_tuned_fit's layers; 4,2,128:
 attn_tuned_h4_b65k_fit's), causal GQA on a (b, t) batch of bf16 q (B, T, H, D), k and v (B, T, Hkv, D), as golf's
@@ -55,7 +56,7 @@ FLASH = {"fa4": ("flash_attn.cute", "flash_attn_func"), "fa3": ("flash_attn_inte
          "fa2": ("flash_attn", "flash_attn_func")}
 SDPA_BACKENDS = {"sdpa_cudnn": "CUDNN_ATTENTION", "sdpa_flash": "FLASH_ATTENTION",
                  "sdpa_efficient": "EFFICIENT_ATTENTION", "sdpa_math": "MATH"}
-ALL_IMPLS = ("sdpa", *SDPA_BACKENDS, *FLASH)
+ALL_IMPLS = ("sdpa", *SDPA_BACKENDS, *FLASH, "golf_flash4")  # golf_flash4: FA4 through golf::flash4_attn
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -125,6 +126,12 @@ def kernel(name: str):
         return sdpa_fn(None)
     if name in SDPA_BACKENDS:
         return sdpa_fn(SDPA_BACKENDS[name])
+    if name == "golf_flash4":  # the op model.attn_backend flash4 calls (golf/attn_ops.py), on FA4's kernels
+        if flash_fn("fa4") is None:
+            return None
+        from golf import attn_ops
+
+        return attn_ops.flash_attn_func
     fn = flash_fn(name)
     if fn is None:
         return None

@@ -1,8 +1,8 @@
 """model.attn_backend "flash4": FlashAttention-4's causal attention as PyTorch custom operators (torch.library).
 
 FlashAttention-4 (PyPI `flash-attn-4`, `from flash_attn.cute import flash_attn_func`) is the only flash-attn that
-installs on the H200 image, and it beat SDPA's flash kernel at golf's shapes (bench/attn_kernel_bench.py on an
-H200, 2026-12-01: 64 x 2048 tokens, 8 query / 4 KV heads of 64, forward + backward 2.52 ms against SDPA's 2.83,
+installs on the H200 image, and it beat SDPA (which runs cuDNN's attention there) at golf's shapes
+(bench/attn_kernel_bench.py on an H200, 2026-12-01: 64 x 2048 tokens, 8 query / 4 KV heads of 64, forward + backward 2.52 ms against SDPA's 2.83,
 forward alone 0.71 against 0.66; 4 / 2 heads of 128: 2.13 against 2.20; max relative error against an fp32
 reference 0.0048, SDPA's 0.0068). But its autograd.Function is plain Python around CuTe DSL kernels that compile
 at their first call: inside golf's torch.compile'd training step Dynamo would break the graph at every attention

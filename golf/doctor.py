@@ -92,9 +92,9 @@ def _attn_why(requested: str, on_cuda: bool, path: str) -> str:
     if not on_cuda:
         return "the device is not CUDA: torch's scaled_dot_product_attention runs"
     if not (flash_installed("flash_attn_interface") or flash_installed("flash_attn")):
-        fa4 = " (FlashAttention-4 is: auto never picks it, model.attn_backend 'flash4' does)" \
+        fa4 = " (FlashAttention-4 is, but only model.attn_backend 'flash4' uses it)" \
             if flash_installed(FA4_MODULE) else ""
-        return f"flash-attn 3/2 is not installed{fa4}: torch's scaled_dot_product_attention runs"
+        return f"flash-attn 3 and 2 are not installed{fa4}: torch's scaled_dot_product_attention runs"
     return "flash-attn is installed but does not import (see the warning above): torch's SDPA runs"
 
 
