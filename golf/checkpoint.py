@@ -103,8 +103,11 @@ def load_checkpoint(path: Path, model, ema, opts, loader, fingerprint: dict,
                     device: torch.device) -> TrainState | None:
     """Restore everything from `path`; None (nothing restored) when its fingerprint differs."""
     try:
-        # weights_only: a checkpoint is plain tensors and containers, never arbitrary pickled objects
-        blob = torch.load(path, map_location=device, weights_only=True)
+        # weights_only: a checkpoint is plain tensors and containers, never arbitrary pickled objects. Read onto
+        # the CPU: the model, EMA and optimizers copy their states onto the training device as they load them
+        # (torch.optim casts each state to its parameter's device), and the RNG and loader states must be CPU
+        # tensors; reading onto the GPU held a second copy of everything there at once.
+        blob = torch.load(path, map_location="cpu", weights_only=True)
         saved_fp = blob.get("fingerprint", {}) if isinstance(blob, dict) else None  # {}: an older format
         if saved_fp is None:
             raise TypeError("not a checkpoint mapping")

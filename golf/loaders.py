@@ -74,8 +74,7 @@ class TokenLoader:
         return {"gen": self.gen.get_state(), "batches_drawn": self.batches_drawn}
 
     def load_state_dict(self, state: dict) -> None:
-        # a checkpoint loaded with map_location=<cuda device> brings the state on that device; the generator is a
-        # CPU one and takes only a CPU ByteTensor
+        # the generator is a CPU one and takes only a CPU ByteTensor, whatever device the state was loaded onto
         self.gen.set_state(state["gen"].cpu())
         self.batches_drawn = int(state["batches_drawn"])
 
