@@ -7,9 +7,11 @@ Each case is heads,kv_heads,head_dim (default 8,4,64: the hybrids' and attn_tune
 attn_tuned_h4_b65k_fit's), causal GQA on a (b, t) batch of bf16 q (B, T, H, D), k and v (B, T, Hkv, D), as golf's
 GQAttention hands them to the kernel.
 
-1. Parity. out and dq, dk, dv (for one random dout) of each kernel on the first --ref-b sequences against SDPA's
-   math backend in fp32 on the same bf16 inputs, with the KV heads repeated to the query heads (the grouping
-   golf uses: query head h reads KV head h // (H / Hkv)): max |a - b| / max |b| per tensor. A kernel is timed
+1. Parity. out and dq, dk, dv (for one random dout) of each kernel on the first --ref-b sequences against golf's
+   reference attention (golf.attn_ops.attention_reference: explicit softmax in fp32 on the same bf16 inputs,
+   with the KV heads repeated to the query heads, the grouping golf uses: query head h reads KV head
+   h // (H / Hkv)): max |a - b| / max |b| per tensor. (The 2026-12-01 tenth block's runs used SDPA's math
+   backend in fp32 as the target, the same math.) A kernel is timed
    only when every error is within --tol.
 2. Time: median ms per call (triton.testing.do_bench) and device time per call (kernel_bench.device_ms), forward
    and forward+backward, with the TFLOP/s each reaches (causal: forward 2·B·H·T²·D multiply-adds' worth of
@@ -28,8 +30,6 @@ then this. --device cpu is a dry run (tiny shapes, fp32, SDPA's math backend onl
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
 import sys
 from pathlib import Path
 
@@ -51,9 +51,8 @@ from kernel_bench import (
 )
 
 GRADS = ("dq", "dk", "dv")
-# name -> (module, attribute); SDPA's own backends are handled in sdpa_fn
-FLASH = {"fa4": ("flash_attn.cute", "flash_attn_func"), "fa3": ("flash_attn_interface", "flash_attn_func"),
-         "fa2": ("flash_attn", "flash_attn_func")}
+# name -> the module whose flash_attn_func it is; SDPA's own backends are handled in sdpa_fn
+FLASH = {"fa4": "flash_attn.cute", "fa3": "flash_attn_interface", "fa2": "flash_attn"}
 SDPA_BACKENDS = {"sdpa_cudnn": "CUDNN_ATTENTION", "sdpa_flash": "FLASH_ATTENTION",
                  "sdpa_efficient": "EFFICIENT_ATTENTION", "sdpa_math": "MATH"}
 ALL_IMPLS = ("sdpa", *SDPA_BACKENDS, *FLASH, "golf_flash4")  # golf_flash4: FA4 through golf::flash4_attn
@@ -90,14 +89,11 @@ def parse_case(text: str) -> tuple[int, int, int]:
 
 
 def flash_fn(name: str):
-    """flash_attn_func of a flash-attn flavour, or None when it is not installed."""
-    module, attr = FLASH[name]
-    if importlib.util.find_spec(module.split(".")[0]) is None:
-        return None
-    try:
-        return getattr(importlib.import_module(module), attr)
-    except (ImportError, AttributeError):
-        return None
+    """flash_attn_func of a flash-attn flavour, or None when it is not installed (golf.attention's own check, so
+    FA4's `flash_attn` namespace package does not pass for flash-attn 2)."""
+    from golf.attention import _import_flash
+
+    return _import_flash(FLASH[name])
 
 
 def sdpa_fn(backend: str | None):
@@ -144,13 +140,11 @@ def kernel(name: str):
 
 
 def reference(q, k, v):
-    """fp32 SDPA math on repeated KV heads: the parity target."""
-    group = q.shape[2] // k.shape[2]
-    qf, kf, vf = (t.float().transpose(1, 2) for t in (q, k.repeat_interleave(group, 2), v.repeat_interleave(group, 2)))
-    from torch.nn.attention import SDPBackend, sdpa_kernel
+    """The parity target: golf's reference attention (golf.attn_ops, explicit softmax over the repeated KV heads)
+    in fp32 on the same inputs, (B, T, H, D)."""
+    from golf.attn_ops import attention_reference
 
-    with sdpa_kernel([SDPBackend.MATH]):
-        return F.scaled_dot_product_attention(qf, kf, vf, is_causal=True).transpose(1, 2)  # (B, T, H, D)
+    return attention_reference(q.float(), k.float(), v.float())[0]
 
 
 def outputs_and_grads(fn, q, k, v, dout) -> dict:

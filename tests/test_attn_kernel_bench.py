@@ -50,7 +50,7 @@ def test_bad_arguments_get_one_line(bench, capsys):
 
 
 def test_a_missing_flash_attn_is_reported_not_fatal(bench, monkeypatch):
-    monkeypatch.setattr(bench.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     assert bench.kernel("fa4") is None and bench.kernel("fa2") is None
     assert bench.kernel("sdpa") is not None
 
