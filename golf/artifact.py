@@ -321,8 +321,13 @@ def load_model_from_artifact(path: str | Path, device: torch.device | str = "cpu
     # model.ssm_conv "golf" (golf's own conv kernels, also reached through ssm_ops): scoring runs causal-conv1d's
     # conv where it imports (else PyTorch's), the same function (bench/conv_kernel_bench.py checks their parity)
     # model.attn_backend "flash4" is FlashAttention-4 through golf/attn_ops.py (not shipped either): scoring takes
-    # "auto"'s kernel on the scoring machine, the same attention (bench/attn_kernel_bench.py checks their parity)
+    # "auto"'s kernel on the scoring machine, the same attention (bench/attn_kernel_bench.py checks their parity).
+    # model.ssm_backend "fused" packages the triton path's kernels as one op (mamba-ssm's, or golf/mixer_op.py's,
+    # not shipped, with gated_norm "golf": golf's own norm kernels inside it): scoring takes "auto", the same
+    # mixer on any machine (tests/test_mixer_op.py and test_ssm.py check the paths' parity on a GPU)
     cfg = replace(art.config, ssm_scan="mamba", ssm_conv="causal_conv1d",
+                  ssm_backend="auto" if art.config.ssm_backend == "fused" else art.config.ssm_backend,
+                  gated_norm="kernel" if art.config.gated_norm == "golf" else art.config.gated_norm,
                   ssm_compile="disable" if art.config.ssm_compile == "opaque" else art.config.ssm_compile,
                   attn_backend="auto" if art.config.attn_backend == "flash4" else art.config.attn_backend)
     artifact_checks.check_against_model(cfg, art.spec, str(art.model_path))  # before allocating a model

@@ -121,15 +121,18 @@ class ModelConfig:
                                     "challenge's baseline runs it) or fp32 (twice the memory traffic)")
     # kernels
     ssm_backend: str = _spec("auto", choices=("auto", "triton", "fused", "reference"),
-                             doc="auto = triton on CUDA when mamba-ssm imports; fused also needs causal-conv1d")
+                             doc="auto = triton on CUDA when mamba-ssm imports; fused (conv, scan and gated norm in "
+                                 "one op) also needs causal-conv1d")
     ssm_compile: str = _spec("disable", choices=("disable", "trace", "opaque"),
                              doc="under torch.compile, run the SSM kernels outside the graph (disable), let "
                                  "Dynamo trace into them (trace), or call them as golf's custom ops, one graph "
-                                 "node each, so the model can compile as one graph (opaque; triton path only)")
-    gated_norm: str = _spec("kernel", choices=("kernel", "torch"),
-                            doc="the Mamba mixer's gated RMSNorm on the triton path: mamba-ssm's Triton kernel, or "
-                                "the PyTorch expression (golf.ssm.gated_rms_norm_reference) for torch.compile to "
-                                "fuse; the reference path always uses the latter, the fused path the former")
+                                 "node each, so the model can compile as one graph (opaque; the fused path as one op "
+                                 "for the whole mixer between its projections, golf/mixer_op.py)")
+    gated_norm: str = _spec("kernel", choices=("kernel", "torch", "golf"),
+                            doc="the Mamba mixer's gated RMSNorm: mamba-ssm's Triton kernel, the PyTorch expression "
+                                "(golf.ssm.gated_rms_norm_reference) for torch.compile to fuse (triton path only), "
+                                "or golf's own Triton kernels (golf/gated_norm_kernel.py; fused path under "
+                                "ssm_compile opaque only); the reference path always uses the PyTorch expression")
     ssm_scan: str = _spec("mamba", choices=("mamba", "golf", "golf_split"),
                           doc="the Mamba mixer's SSD scan on the triton path, under every ssm_compile mode: "
                               "mamba-ssm's mamba_chunk_scan_combined, or golf's own fused Triton kernels "

@@ -48,7 +48,7 @@ EVAL_ROOTS = ("artifact", "model", "evaluate", "ttt")
 # artifact's model is built with "disable" (golf.artifact.load_model_from_artifact), so its ~22 KB stay out
 # of every artifact's byte count. Likewise golf.attention imports attn_ops only for model.attn_backend "flash4"
 # (FlashAttention-4 as a custom op), and an artifact's model is built with "auto" instead.
-TRAINING_ONLY = ("ssm_ops", "attn_ops")
+TRAINING_ONLY = ("ssm_ops", "mixer_op", "attn_ops")
 
 
 # --------------------------------------------------------------------------------------------------

@@ -202,7 +202,7 @@ def summarize_window(prof, steps: int, wall_s: float, cuda: bool) -> dict:
     # device-side spans of record_function ranges (Optimizer.step, golf/...) cover kernels and the gaps between
     # them: not kernels, so left out of the sums and of the busy time
     kernels = [e for e in events if e.device_type == DeviceType.CUDA and not getattr(e, "is_user_annotation", False)]
-    device = summarize_profile([(e.name, e.time_range.elapsed_us()) for e in kernels], steps)
+    device = summarize_profile([(e.name, e.time_range.elapsed_us()) for e in kernels], steps, top=80)  # every kernel over ~0.1 ms a step
     busy = busy_us([(e.time_range.start, e.time_range.end) for e in kernels])
     runtime = [(e.name, e.cpu_time_total) for e in events
                if e.device_type == DeviceType.CPU and e.name.startswith("cu")]  # cudaLaunchKernel, cuLaunchKernel, ...

@@ -13,6 +13,7 @@ with A_h = -exp(A_log_h) and dt_t = softplus(dt_raw_t + dt_bias_h). The mixer ar
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import importlib.util
 import logging
@@ -150,13 +151,15 @@ class SSMKernels:
     "golf", + Triton gated RMSNorm, or the PyTorch norm with model.gated_norm "torch"; the conv from
     causal-conv1d when importable, else PyTorch, or golf's own with model.ssm_conv "golf") or "fused"
     (mamba_split_conv1d_scan_combined: conv, scan and gated norm in one autograd function that recomputes the
-    conv in backward; needs causal-conv1d).
+    conv in backward; needs causal-conv1d; under compile_mode "opaque" golf's one custom op golf::mamba_core,
+    golf/mixer_op.py, over the same kernels, with scan, conv and norm set to the triton path's opaque ops for the
+    calls with carried state).
     """
     path: str = "reference"
     scan: Callable | None = None  # mamba_chunk_scan_combined, or golf.ssd_kernel.ssd_scan
     norm: Callable | None = None  # mamba-ssm layernorm_gated.rmsnorm_fn
     conv: Callable | None = None  # causal_conv1d_fn, or golf's (golf.ssm_ops.golf_conv_kernels' "conv")
-    fused: Callable | None = None  # mamba_split_conv1d_scan_combined
+    fused: Callable | None = None  # mamba_split_conv1d_scan_combined, or golf.mixer_op.fused ("opaque")
     # model.ssm_compile: "disable" runs the kernels above outside torch.compile's graph (a clean graph break
     # at each call); "trace" lets Dynamo trace into them (autograd.Function + Triton launches), breaking the
     # graph itself wherever it cannot; "opaque": scan, conv and norm are golf.ssm_ops' wrappers of the same
@@ -164,6 +167,7 @@ class SSMKernels:
     compile_mode: str = "disable"
     scan_kernel: str = "mamba"  # model.ssm_scan: whose kernels `scan` runs, "mamba" (mamba-ssm's) or "golf"
     conv_kernel: str = "causal_conv1d"  # model.ssm_conv: whose kernels `conv` runs, causal-conv1d's or "golf"
+    norm_kernel: str = "mamba"  # the fused path's gated norm under "opaque": mamba-ssm's, or "golf" (gated_norm golf)
 
     def call(self, fn: Callable, *args, **kwargs):
         """Call one of the kernels above as compile_mode says."""
@@ -180,6 +184,9 @@ class SSMKernels:
             extras += {"causal_conv1d": "+causal_conv1d", "golf": "+golf_conv"}[self.conv_kernel]
         extras += "+torch_norm" if self.norm is None else ""
         extras += "+opaque" if self.compile_mode == "opaque" else ""
+        if self.path == "fused":
+            return self.path + ("+golf_norm" if self.norm_kernel == "golf" else "") + (
+                "+opaque" if self.compile_mode == "opaque" else "")
         return self.path + (extras if self.path == "triton" else "")
 
 
@@ -283,7 +290,9 @@ def resolve_ssm_backend(requested: str, device: torch.device | str, compile_mode
     SSMKernels (the reference path is plain PyTorch and always traced, also under "opaque": as a custom op it
     would only hide its math from inductor; the ops' CPU kernels are tested through SSMKernels built by hand,
     tests/test_ssm_opaque.py). gated_norm "torch" leaves the triton path's gated RMSNorm to PyTorch (no `norm`
-    kernel); the fused path has the norm inside its one op, and no opaque form. scan (model.ssm_scan) "golf"
+    kernel); the fused path has the norm inside its one op: mamba-ssm's, or under compile_mode "opaque" (golf's one
+    custom op, golf/mixer_op.py) golf's own with gated_norm "golf", which every other path refuses. scan
+    (model.ssm_scan) "golf"
     runs golf's own SSD kernels (golf/ssd_kernel.py) in the triton path's scan, under every compile_mode; the
     fused path refuses it, the reference path ignores it (as gated_norm). conv (model.ssm_conv) "golf" likewise
     runs golf's own conv kernels (golf/conv_kernel.py) as the triton path's conv, whether or not causal-conv1d
@@ -301,12 +310,9 @@ def resolve_ssm_backend(requested: str, device: torch.device | str, compile_mode
     # golf's conv needs no causal-conv1d (the fused path, which does, refuses golf's conv below)
     cc1d = _import_causal_conv1d() if (on_cuda and mamba is not None and conv == "causal_conv1d") else None
     if requested == "fused":
-        if compile_mode == "opaque":
-            raise GolfError("model.ssm_compile 'opaque' wraps the triton path's kernels; model.ssm_backend 'fused' "
-                            "has no opaque form: use ssm_backend 'triton' or 'auto', or ssm_compile 'trace'")
         if gated_norm == "torch":
             raise GolfError("model.gated_norm 'torch' does not apply to model.ssm_backend 'fused', whose one op "
-                            "includes mamba-ssm's norm; use ssm_backend 'triton' or gated_norm 'kernel'")
+                            "includes the norm; use ssm_backend 'triton' or gated_norm 'kernel'")
         if scan != "mamba":
             raise GolfError(f"model.ssm_scan {scan!r} does not apply to model.ssm_backend 'fused', whose one op "
                             "includes mamba-ssm's scan; use ssm_backend 'triton' or ssm_scan 'mamba'")
@@ -316,7 +322,13 @@ def resolve_ssm_backend(requested: str, device: torch.device | str, compile_mode
         if mamba is None or cc1d is None:
             raise GolfError("model.ssm_backend is 'fused' but it needs a CUDA device with mamba-ssm's Triton "
                             "kernels and causal-conv1d importable; use 'triton', 'auto' or 'reference'")
+        if compile_mode == "opaque":
+            return _opaque_fused_kernels(mamba, gated_norm)
+        if gated_norm == "golf":
+            raise GolfError(_GOLF_NORM_ONLY_IN_CORE)
         return SSMKernels("fused", mamba["scan"], mamba["norm"], cc1d, mamba["fused"], compile_mode)
+    if gated_norm == "golf":
+        raise GolfError(_GOLF_NORM_ONLY_IN_CORE)
     if mamba is None:
         if requested == "triton":
             raise GolfError("model.ssm_backend is 'triton' but mamba-ssm's Triton SSD kernel is not usable here "
@@ -332,8 +344,13 @@ def resolve_ssm_backend(requested: str, device: torch.device | str, compile_mode
                       conv_kernel=conv)
 
 
-# model.ssm_scan / ssm_conv: what golf's own kernels replace, the file they live in, the libraries' choice
-_GOLF_KERNELS = {"ssm_scan": ("scan", "ssd_kernel.py", "mamba"), "ssm_conv": ("conv", "conv_kernel.py", "causal_conv1d")}
+# model.ssm_scan / ssm_conv / gated_norm: what golf's own kernels replace, the file they live in, the libraries'
+# choice
+_GOLF_KERNELS = {"ssm_scan": ("scan", "ssd_kernel.py", "mamba"), "ssm_conv": ("conv", "conv_kernel.py", "causal_conv1d"),
+                 "gated_norm": ("gated norm", "gated_norm_kernel.py", "kernel")}
+_GOLF_NORM_ONLY_IN_CORE = ("model.gated_norm 'golf' runs golf's norm kernels inside golf::mamba_core, the fused path "
+                           "as one custom op: use model.ssm_backend 'fused' with model.ssm_compile 'opaque', or "
+                           "gated_norm 'kernel' or 'torch'")
 
 
 def _import_golf_kernels(setting: str, value: str) -> dict:
@@ -343,8 +360,10 @@ def _import_golf_kernels(setting: str, value: str) -> dict:
     (golf.package.TRAINING_ONLY), so that their code stays out of every artifact's code bytes too."""
     what, module_file, default = _GOLF_KERNELS[setting]
     try:
-        from golf import ssm_ops
+        from golf import mixer_op, ssm_ops
 
+        if setting == "gated_norm":
+            return mixer_op.golf_norm_kernels()
         return ssm_ops.golf_scan_kernels(value) if setting == "ssm_scan" else ssm_ops.golf_conv_kernels()
     except ImportError as e:  # triton missing, or golf/ssm_ops.py (training code) in an artifact's code
         raise GolfError(f"model.{setting} is {value!r} but golf's Triton {what} kernels do not import here ({e}): "
@@ -376,6 +395,24 @@ def _opaque_kernels(mamba: dict, with_conv: bool, gated_norm: str, golf: dict | 
     op = {"mamba": ssm_ops.scan, "golf": ssm_ops.scan_golf, "golf_split": ssm_ops.scan_golf_split}[scan]
     return SSMKernels("triton", op, ssm_ops.norm if gated_norm == "kernel" else None, conv_op,
                       compile_mode="opaque", scan_kernel=scan, conv_kernel="golf" if golf_conv else "causal_conv1d")
+
+
+def _opaque_fused_kernels(mamba: dict, gated_norm: str) -> SSMKernels:
+    """The fused path as one golf custom op (golf/mixer_op.py: golf::mamba_core) with mamba-ssm's scan, causal-conv1d's
+    conv and the gated norm of `gated_norm` ("kernel": mamba-ssm's, "golf": golf's own) inside; the triton path's
+    opaque ops beside it for the calls with carried state (eval), which take the unfused pieces."""
+    from golf import mixer_op, ssm_ops
+
+    pieces = _opaque_kernels(mamba, True, "kernel")
+    if pieces.conv is not ssm_ops.conv:
+        raise GolfError("model.ssm_backend 'fused' under model.ssm_compile 'opaque' calls causal-conv1d's "
+                        "cpp_functions (causal-conv1d 1.7.0 has them; missing here): use ssm_compile 'trace'")
+    fused = mixer_op.fused
+    if gated_norm == "golf":
+        ssm_ops.bind_cuda(_import_golf_kernels("gated_norm", "golf"))
+        fused = mixer_op.fused_golf_norm
+    return dataclasses.replace(pieces, path="fused", fused=fused,
+                               norm_kernel="golf" if gated_norm == "golf" else "mamba")
 
 
 def _hi(t: torch.Tensor) -> torch.Tensor:
@@ -436,6 +473,10 @@ class Mamba2Mixer(nn.Module):
         self.norm_weight = nn.Parameter(torch.ones(self.d_inner))
         self.out_proj = linear_cls(self.d_inner, d_model, bias=False)
         self.kernels = kernels or SSMKernels()
+        if self.kernels.path == "fused" and self.kernels.compile_mode == "opaque" and self.conv_dim % 8:
+            raise GolfError(f"model.ssm_backend 'fused' under ssm_compile 'opaque' needs the conv's width (d_inner + "
+                            f"2 x ngroups x d_state = {self.conv_dim} here) to be a multiple of 8 for causal-conv1d's "
+                            "channel-last layout: change expand or d_state, or use ssm_backend 'triton'")
 
     # ----------------------------------------------------------------------------------------------
     def _apply(self, fn, recurse=True):
@@ -466,9 +507,9 @@ class Mamba2Mixer(nn.Module):
         A = -torch.exp(_hi(self.A_log))  # (H,)
         if k.path == "fused" and state is None and not return_state:
             # conv + SiLU + scan + D + gated norm in one op; out_proj stays a module call so QAT and the
-            # Hessian hooks see it. The fused op infers its layout from the last dim, so it gets exactly
-            # [z, xBC, dt] (a copy when in_proj is padded).
-            if self.in_proj_pad:
+            # Hessian hooks see it. mamba-ssm's fused op infers its layout from the last dim, so it gets exactly
+            # [z, xBC, dt] (a copy when in_proj is padded); golf::mamba_core ("opaque") reads around the padding.
+            if self.in_proj_pad and k.compile_mode != "opaque":
                 zxbcdt = zxbcdt[..., :self.d_in_proj].contiguous()  # (B, T, d_in_proj)
             y = k.call(k.fused, zxbcdt, self.conv1d.weight.squeeze(1), self.conv1d.bias, self.dt_bias, A,
                        self.D, self.chunk_size, rmsnorm_weight=self.norm_weight, rmsnorm_eps=NORM_EPS,

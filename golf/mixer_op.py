@@ -1,0 +1,278 @@
+"""model.ssm_backend "fused" under model.ssm_compile "opaque": the Mamba-2 mixer between its two projections as one
+PyTorch custom operator, golf::mamba_core, with one backward operator, golf::mamba_core_bwd.
+
+What the op computes (golf.ssm.Mamba2Mixer's forward between in_proj and out_proj, without carried state):
+    zxbcdt (B, T, W) = [z (d) | xBC (conv_dim) | dt (H) | padding]          W >= d + conv_dim + H
+    xBC' = SiLU(causal depthwise conv(xBC))  → [x (d) | B (G N) | C (G N)]
+    y    = SSD(x, softplus(dt + dt_bias), A, B, C) + D x                         (the scan, in x's dtype)
+    out  = RMSNorm(y * SiLU(z)) * norm_weight, per group of d / G channels       (in zxbcdt's dtype)
+
+Why one op rather than golf.ssm_ops' op per kernel: there, the backward of in_proj's split assembles the gradient
+of [z, xBC, dt] with a copy (an inductor kernel that also computes dz: 0.37 ms a layer call at 131,072 tokens on
+an H200), and the gated norm runs as inductor kernels two to three times above their memory floor
+(bench/RESULTS.md, 2026-12-01 tenth block: 1.30 ms a layer call for the norm and that copy together). Here the
+backward allocates the gradient of zxbcdt once and each kernel writes its own columns in place, as mamba-ssm's
+mamba_split_conv1d_scan_combined does (mamba_ssm/ops/triton/ssd_combined.py, 2.3.2.post1): the norm's backward
+writes dz, the scan's backward ddt, the conv's backward dxBC; the padding columns are zeroed. Unlike that
+function, the forward keeps the conv's output (an output of the op, which autograd saves: one (B, T, conv_dim)
+tensor a layer) instead of recomputing the conv in backward.
+
+The op's kernels: on CUDA, causal-conv1d's forward and backward, mamba-ssm's SSD scan forward and backward, and
+the gated norm of `norm_impl`: "mamba" (mamba-ssm's layernorm_gated kernels) or "golf" (golf's own,
+golf/gated_norm_kernel.py), bound by golf.ssm.resolve_ssm_backend through golf.ssm_ops.bind_cuda; on CPU, golf's
+reference math (golf.ssm), backward by torch.autograd through it, so tests/test_mixer_op.py checks the op, its
+autograd and the CUDA glue (with stand-ins that follow the libraries' contracts) without a GPU.
+
+Training-only, like golf.ssm_ops (golf.package.TRAINING_ONLY): a model trained with it is scored with the same
+math on any path.
+"""
+
+# custom_op infers each op's schema from its annotations
+import torch
+from torch import Tensor
+
+from golf.ssm import compute_dtype, gated_rms_norm_reference, ssd_scan_reference
+from golf.ssm_ops import _autograd, _channel_last, _conv_reference, _cuda, _like, _new_channel_last
+
+NORM_IMPLS = ("mamba", "golf")  # golf::mamba_core's `norm_impl` argument (model.gated_norm "kernel" / "golf")
+
+
+def _sizes(zxbcdt: Tensor, conv_weight: Tensor, D: Tensor, headdim: int, ngroups: int) -> tuple[int, int, int, int]:
+    """(d, conv_dim, H, N): the widths of z, xBC and dt in zxbcdt, and the state size, from the parameters."""
+    nheads = D.shape[0]
+    d, conv_dim = nheads * headdim, conv_weight.shape[0]
+    d_state = (conv_dim - d) // (2 * ngroups)
+    if conv_dim != d + 2 * ngroups * d_state or zxbcdt.shape[-1] < d + conv_dim + nheads:
+        raise ValueError(f"golf::mamba_core: zxbcdt's last dim {zxbcdt.shape[-1]} and conv_weight's {conv_dim} "
+                         f"channels do not fit {nheads} heads of {headdim} and {ngroups} groups of B, C")
+    return d, conv_dim, nheads, d_state
+
+
+def _split(t: Tensor, d: int, conv_dim: int, nheads: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(B, T, W) → views z (B, T, d), xBC (B, T, conv_dim), dt (B, T, H) and the padding (B, T, W - d - conv_dim - H)."""
+    return t.split([d, conv_dim, nheads, t.shape[-1] - d - conv_dim - nheads], dim=-1)
+
+
+def _core_reference(zxbcdt, conv_weight, conv_bias, dt_bias, A, D, norm_weight, headdim, ngroups, chunk_size, eps):
+    """golf's reference math for the op: (out, xBC', y) as the module docstring defines them."""
+    b, t, _ = zxbcdt.shape
+    d, conv_dim, nheads, n = _sizes(zxbcdt, conv_weight, D, headdim, ngroups)
+    z, xBC, dt, _ = _split(zxbcdt, d, conv_dim, nheads)
+    xBC = _conv_reference(xBC.transpose(1, 2), conv_weight, conv_bias).transpose(1, 2)  # (B, T, conv_dim)
+    x, B, C = xBC.split([d, ngroups * n, ngroups * n], dim=-1)
+    y, _ = ssd_scan_reference(x.reshape(b, t, nheads, headdim), dt, A, B.reshape(b, t, ngroups, n),
+                              C.reshape(b, t, ngroups, n), D, dt_bias, chunk_size)  # (B, T, H, P)
+    y = y.reshape(b, t, d)
+    return gated_rms_norm_reference(y, z, norm_weight, ngroups, eps), xBC, y
+
+
+def _rstd_reference(y: Tensor, z: Tensor, ngroups: int, eps: float) -> Tensor:
+    """The norm's 1/rms per row and group, (G * M,) in the compute dtype (fp32; fp64 for fp64), group-major
+    (mamba-ssm's layout)."""
+    ct = compute_dtype(y)
+    g = (y.to(ct) * torch.nn.functional.silu(z.to(ct))).reshape(-1, ngroups, y.shape[-1] // ngroups)  # (M, G, gs)
+    return torch.rsqrt(g.square().mean(-1) + eps).t().reshape(-1).contiguous()
+
+
+def _check_norm_impl(norm_impl: str) -> None:
+    if norm_impl not in NORM_IMPLS:
+        raise ValueError(f"golf::mamba_core's norm_impl must be one of {list(NORM_IMPLS)}, got {norm_impl!r}")
+
+
+# --------------------------------------------------------------------------------------------------
+# Forward: → out (B, T, d) in zxbcdt's dtype, xBC' (B, T, conv_dim) the conv's output, y (B, T, d) the scan's
+# output, rstd (G * B * T,) in the compute dtype. The last three are for the backward (autograd saves them); the mixer reads out
+# --------------------------------------------------------------------------------------------------
+
+
+@torch.library.custom_op("golf::mamba_core", mutates_args=(), device_types="cpu")
+def mamba_core(zxbcdt: Tensor, conv_weight: Tensor, conv_bias: Tensor, dt_bias: Tensor, A: Tensor, D: Tensor,
+               norm_weight: Tensor, headdim: int, ngroups: int, chunk_size: int, eps: float,
+               norm_impl: str = "mamba") -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    _check_norm_impl(norm_impl)
+    out, xBC, y = _core_reference(zxbcdt, conv_weight, conv_bias, dt_bias, A, D, norm_weight, headdim, ngroups,
+                                  chunk_size, eps)
+    d = y.shape[-1]
+    return _like(out), _like(xBC), _like(y), _rstd_reference(y.reshape(-1, d), zxbcdt[..., :d].reshape(-1, d), ngroups,
+                                                             eps)
+
+
+@mamba_core.register_fake
+def _(zxbcdt, conv_weight, conv_bias, dt_bias, A, D, norm_weight, headdim, ngroups, chunk_size, eps,
+      norm_impl="mamba"):
+    b, t, _ = zxbcdt.shape
+    d, conv_dim, _, _ = _sizes(zxbcdt, conv_weight, D, headdim, ngroups)
+    new = zxbcdt.new_empty
+    return new(b, t, d), new(b, t, conv_dim), new(b, t, d), new(ngroups * b * t, dtype=compute_dtype(zxbcdt))
+
+
+def mamba_core_cuda(fns: dict, zxbcdt, conv_weight, conv_bias, dt_bias, A, D, norm_weight, headdim, ngroups,
+                    chunk_size, eps, norm_impl="mamba"):
+    """The CUDA kernel, with the libraries' functions passed in (tests pass stand-ins): "conv_fwd"
+    (causal_conv1d.cpp_functions._causal_conv1d_fwd_cpp), "scan_fwd" (mamba-ssm's _mamba_chunk_scan_combined_fwd)
+    and "norm_fwd" (mamba-ssm's layernorm_gated._layer_norm_fwd) or "golf_norm_fwd"
+    (golf.gated_norm_kernel.gated_rmsnorm_fwd)."""
+    _check_norm_impl(norm_impl)
+    b, t, _ = zxbcdt.shape
+    d, conv_dim, nheads, n = _sizes(zxbcdt, conv_weight, D, headdim, ngroups)
+    if conv_dim % 8:
+        raise ValueError(f"golf::mamba_core on CUDA needs conv_dim (d + 2 G N) a multiple of 8 for causal-conv1d's "
+                         f"channel-last layout, got {conv_dim}")
+    z, xBC_in, dt, _ = _split(zxbcdt, d, conv_dim, nheads)
+    xBC = zxbcdt.new_empty(b, t, conv_dim)  # channel-last (B, conv_dim, T) once transposed, as causal-conv1d wants
+    fns["conv_fwd"](x=_channel_last(xBC_in.transpose(1, 2)), weight=conv_weight, bias=conv_bias, seq_idx=None,
+                    initial_states=None, out=xBC.transpose(1, 2), final_states_out=None, silu_activation=True)
+    x, B, C = xBC.split([d, ngroups * n, ngroups * n], dim=-1)
+    # _mamba_chunk_scan_combined_fwd → out, out_x (None without z), dt, dA_cumsum, states, final_states
+    y = fns["scan_fwd"](x.view(b, t, nheads, headdim), dt, A, B.view(b, t, ngroups, n), C.view(b, t, ngroups, n),
+                        chunk_size, D=D, dt_bias=dt_bias, dt_softplus=True)[0]
+    y = _like(y).view(b, t, d)
+    out = zxbcdt.new_empty(b, t, d)
+    if norm_impl == "mamba":
+        # _layer_norm_fwd(x, weight, bias, eps, z, out, group_size, norm_before_gate, is_rms_norm) → out, mean, rstd
+        _, _, rstd = fns["norm_fwd"](y.view(b * t, d), norm_weight.contiguous(), None, eps, z=z.reshape(b * t, d),
+                                     out=out.view(b * t, d), group_size=d // ngroups, norm_before_gate=False,
+                                     is_rms_norm=True)
+    else:
+        # gated_rmsnorm_fwd(y, z, weight, eps, group_size, out) → out, rstd (M, G): stored group-major like mamba-ssm's
+        _, rstd = fns["golf_norm_fwd"](y.view(b * t, d), z.reshape(b * t, d), norm_weight, eps, d // ngroups,
+                                       out=out.view(b * t, d))
+        rstd = rstd.t().reshape(-1)
+    return out, xBC, y, rstd.to(compute_dtype(zxbcdt)).contiguous()  # mamba-ssm's is fp32 for every input
+
+
+@mamba_core.register_kernel("cuda")
+def _(zxbcdt, conv_weight, conv_bias, dt_bias, A, D, norm_weight, headdim, ngroups, chunk_size, eps,
+      norm_impl="mamba"):
+    norm_key = "norm_fwd" if norm_impl == "mamba" else "golf_norm_fwd"
+    fns = {k: _cuda(k) for k in ("conv_fwd", "scan_fwd", norm_key)}
+    return mamba_core_cuda(fns, zxbcdt, conv_weight, conv_bias, dt_bias, A, D, norm_weight, headdim, ngroups,
+                           chunk_size, eps, norm_impl)
+
+
+# --------------------------------------------------------------------------------------------------
+# Backward: → the gradients of zxbcdt (zeros in its padding columns), conv_weight, conv_bias, dt_bias, A, D and
+# norm_weight, each in its input's dtype
+# --------------------------------------------------------------------------------------------------
+
+
+@torch.library.custom_op("golf::mamba_core_bwd", mutates_args=(), device_types="cpu")
+def mamba_core_bwd(dout: Tensor, zxbcdt: Tensor, conv_weight: Tensor, conv_bias: Tensor, dt_bias: Tensor, A: Tensor,
+                   D: Tensor, norm_weight: Tensor, xBC: Tensor, y: Tensor, rstd: Tensor, headdim: int, ngroups: int,
+                   chunk_size: int, eps: float, norm_impl: str = "mamba"
+                   ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    _check_norm_impl(norm_impl)
+    inputs = (zxbcdt, conv_weight, conv_bias, dt_bias, A, D, norm_weight)
+    grads = _autograd(lambda *a: _core_reference(*a, headdim, ngroups, chunk_size, eps)[:1], inputs, (dout,))
+    return tuple(_like(g, t.dtype) for g, t in zip(grads, inputs))
+
+
+@mamba_core_bwd.register_fake
+def _(dout, zxbcdt, conv_weight, conv_bias, dt_bias, A, D, norm_weight, xBC, y, rstd, headdim, ngroups, chunk_size,
+      eps, norm_impl="mamba"):
+    return tuple(torch.empty_like(t, memory_format=torch.contiguous_format)
+                 for t in (zxbcdt, conv_weight, conv_bias, dt_bias, A, D, norm_weight))
+
+
+def mamba_core_bwd_cuda(fns: dict, dout, zxbcdt, conv_weight, conv_bias, dt_bias, A, D, norm_weight, xBC, y, rstd,
+                        headdim, ngroups, chunk_size, eps, norm_impl="mamba"):
+    """The CUDA kernel, with the libraries' functions passed in: "norm_bwd" (mamba-ssm's _layer_norm_bwd) or
+    "golf_norm_bwd" (golf.gated_norm_kernel.gated_rmsnorm_bwd), "scan_bwd" (mamba-ssm's
+    _mamba_chunk_scan_combined_bwd) and "conv_bwd" (causal_conv1d.cpp_functions.causal_conv1d_bwd_function), each
+    writing its part of dzxbcdt in place."""
+    _check_norm_impl(norm_impl)
+    b, t, _ = zxbcdt.shape
+    d, conv_dim, nheads, n = _sizes(zxbcdt, conv_weight, D, headdim, ngroups)
+    z, xBC_in, dt, _ = _split(zxbcdt, d, conv_dim, nheads)
+    dzxbcdt = torch.empty_like(zxbcdt, memory_format=torch.contiguous_format)
+    dz, dxBC_in, ddt, dpad = _split(dzxbcdt, d, conv_dim, nheads)
+    dpad.zero_()  # in_proj's padding rows are never read: their gradient is exactly zero
+    dout = dout.reshape(b * t, d)
+    if norm_impl == "mamba":
+        # _layer_norm_bwd(dy, x, weight, bias, eps, mean, rstd, z, group_size, norm_before_gate, is_rms_norm,
+        # recompute_output, dz) → dx, dw, db (None without bias), dz (the one passed in)
+        dy, dnorm_w, _, _ = fns["norm_bwd"](dout if dout.stride(-1) == 1 else dout.contiguous(), y.view(b * t, d),
+                                            norm_weight.contiguous(), None, eps, None, rstd.float(), z.reshape(b * t, d),
+                                            d // ngroups, False, True, dz=dz.reshape(b * t, d))[:4]
+    else:
+        # gated_rmsnorm_bwd(dout, y, z, weight, rstd (M, G), eps, group_size, dz=) → dy, dz, dweight
+        dy, _, dnorm_w = fns["golf_norm_bwd"](dout, y.view(b * t, d), z.reshape(b * t, d), norm_weight,
+                                              rstd.view(ngroups, b * t).t().contiguous(), eps, d // ngroups,
+                                              dz=dz.reshape(b * t, d))
+    x, B, C = xBC.split([d, ngroups * n, ngroups * n], dim=-1)
+    dxBC = torch.empty_like(xBC)  # the gradient of the conv's output, for the conv's backward
+    dx, dB, dC = dxBC.split([d, ngroups * n, ngroups * n], dim=-1)
+    # _mamba_chunk_scan_combined_bwd(dout, x, dt, A, B, C, out, chunk_size, D, z, dt_bias, initial_states,
+    # dfinal_states, seq_idx, dt_softplus, dt_limit, dx, ddt, dB, dC) → dx, ddt, dA, dB, dC, dD, dz, ddt_bias, dinit,
+    # writing dx, ddt, dB and dC into the tensors passed in
+    heads, groups = (b, t, nheads, headdim), (b, t, ngroups, n)
+    _, _, dA, _, _, dD, _, ddt_bias, _ = fns["scan_bwd"](
+        dy.view(heads), x.view(heads), dt, A, B.view(groups), C.view(groups), y.view(heads), chunk_size, D=D,
+        dt_bias=dt_bias, dt_softplus=True, dx=dx.view(heads), ddt=ddt, dB=dB.view(groups), dC=dC.view(groups))
+    # causal_conv1d_bwd_function(x, weight, bias, dout, seq_idx, initial_states, dfinal_states, dx,
+    # return_dinitial_states, silu_activation) → dx (the one passed in), dweight, dbias, dinitial_states. It writes
+    # dx in place where zxbcdt's rows suit its channel-last layout (widths and offsets multiples of 8, as with
+    # model.in_proj_multiple 64), else into a buffer copied over
+    dx_in = dxBC_in.transpose(1, 2)  # (B, conv_dim, T), a view into dzxbcdt
+    dx_conv = dx_in if _channel_last(dx_in) is dx_in else _new_channel_last(dx_in)
+    _, dconv_w, dconv_b, _ = fns["conv_bwd"](_channel_last(xBC_in.transpose(1, 2)), conv_weight, conv_bias,
+                                             dxBC.transpose(1, 2), None, None, None, dx_conv, False, True)
+    if dx_conv is not dx_in:
+        dx_in.copy_(dx_conv)
+    grads = (dconv_w, dconv_b, ddt_bias, dA, dD, dnorm_w)
+    params = (conv_weight, conv_bias, dt_bias, A, D, norm_weight)
+    return (dzxbcdt, *(_like(g, p.dtype) for g, p in zip(grads, params)))
+
+
+@mamba_core_bwd.register_kernel("cuda")
+def _(dout, zxbcdt, conv_weight, conv_bias, dt_bias, A, D, norm_weight, xBC, y, rstd, headdim, ngroups, chunk_size,
+      eps, norm_impl="mamba"):
+    norm_key = "norm_bwd" if norm_impl == "mamba" else "golf_norm_bwd"
+    fns = {k: _cuda(k) for k in ("conv_bwd", "scan_bwd", norm_key)}
+    return mamba_core_bwd_cuda(fns, dout, zxbcdt, conv_weight, conv_bias, dt_bias, A, D, norm_weight, xBC, y, rstd,
+                               headdim, ngroups, chunk_size, eps, norm_impl)
+
+
+def _core_setup(ctx, inputs, output):
+    zxbcdt, conv_weight, conv_bias, dt_bias, A, D, norm_weight, headdim, ngroups, chunk_size, eps, norm_impl = inputs
+    _, xBC, y, rstd = output
+    ctx.save_for_backward(zxbcdt, conv_weight, conv_bias, dt_bias, A, D, norm_weight, xBC, y, rstd)
+    ctx.args = (headdim, ngroups, chunk_size, eps, norm_impl)
+    ctx.mark_non_differentiable(xBC, y, rstd)  # kept for the backward only
+    ctx.set_materialize_grads(False)
+
+
+def _core_backward(ctx, dout, _dxBC, _dy, _drstd):
+    saved = ctx.saved_tensors
+    if dout is None:
+        dout = torch.zeros_like(saved[-2])
+    grads = torch.ops.golf.mamba_core_bwd(dout, *saved, *ctx.args)
+    return (*grads, None, None, None, None, None)
+
+
+mamba_core.register_autograd(_core_backward, setup_context=_core_setup)
+
+
+def fused(zxbcdt, conv1d_weight, conv1d_bias, dt_bias, A, D, chunk_size, rmsnorm_weight=None, rmsnorm_eps=1e-6,
+          headdim=None, ngroups=1, norm_before_gate=True, norm_impl="mamba"):
+    """mamba_split_conv1d_scan_combined as the mixer calls it (the gated norm, norm_before_gate=False; no out_proj,
+    initial or final states, seq_idx) as golf::mamba_core: out (B, T, d). zxbcdt may carry padding columns after
+    dt (the mixer's in_proj_multiple): the op reads around them, no copy."""
+    if rmsnorm_weight is None or norm_before_gate or headdim is None:
+        raise ValueError("golf::mamba_core is the gated RMSNorm form: pass rmsnorm_weight, headdim and "
+                         "norm_before_gate=False")
+    return torch.ops.golf.mamba_core(zxbcdt, conv1d_weight, conv1d_bias, dt_bias, A, D, rmsnorm_weight, headdim,
+                                     ngroups, chunk_size, rmsnorm_eps, norm_impl)[0]
+
+
+def fused_golf_norm(*args, **kwargs):
+    """fused with golf's own gated-norm kernels on CUDA (model.gated_norm "golf")."""
+    return fused(*args, norm_impl="golf", **kwargs)
+
+
+def golf_norm_kernels() -> dict:
+    """golf's own gated-norm kernels for golf::mamba_core (model.gated_norm "golf"): {"golf_norm_fwd",
+    "golf_norm_bwd"}. ImportError where triton is missing (golf.gated_norm_kernel imports it at module top)."""
+    import golf.gated_norm_kernel as nk
+
+    return {"golf_norm_fwd": nk.gated_rmsnorm_fwd, "golf_norm_bwd": nk.gated_rmsnorm_bwd}

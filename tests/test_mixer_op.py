@@ -1,0 +1,261 @@
+"""golf::mamba_core (golf/mixer_op.py): the Mamba-2 mixer between its projections as one custom op, model.ssm_backend
+"fused" under ssm_compile "opaque". On CPU: the mixer on the op against the reference mixer (float64, values and every
+gradient, with and without a padded in_proj), torch.library.opcheck, the CUDA kernels' glue with stand-ins that follow
+the libraries' contracts (each writing its part of the input gradient in place), the model compiled as one graph, and
+the backend choice. On a CUDA machine with mamba-ssm and causal-conv1d: opcheck and the mixer against the reference
+with the real kernels, eager and compiled, with either norm."""
+
+import pytest
+import torch
+from test_ssm import _mixer, _out_and_grads, assert_gpu_mixer_matches_reference, gpu_mixer_pair
+from test_ssm_opaque import STAND_INS, fake_libraries  # noqa: F401 (a fixture)
+
+from golf import mixer_op, ssm, ssm_ops
+from golf.config import ModelConfig
+from golf.errors import GolfError
+from golf.model import build_model
+from golf.ssm import SSMKernels, resolve_ssm_backend
+
+F64 = torch.float64
+CORE = SSMKernels("fused", ssm_ops.scan, ssm_ops.norm, ssm_ops.conv, mixer_op.fused, compile_mode="opaque")
+
+
+def _core_args(seed=0, dtype=F64, pad=4, b=2, t=19):
+    """(zxbcdt, conv weight, conv bias, dt_bias, A, D, norm weight), headdim 4, 2 groups of d_state 8: d 16 (4 heads),
+    conv_dim 32, zxbcdt 16 + 32 + 4 + pad wide (56 with the default pad: causal-conv1d's channel-last rows need
+    strides that are multiples of 8, which the unpadded 52 is not)."""
+    gen = torch.Generator().manual_seed(seed)
+
+    def randn(*shape, scale=1.0):
+        return (torch.randn(*shape, generator=gen, dtype=F64) * scale).to(dtype)
+
+    def rand(*shape):
+        return torch.rand(*shape, generator=gen, dtype=F64).to(dtype)
+
+    return [randn(b, t, 52 + pad), randn(32, 4, scale=0.5), randn(32, scale=0.3), randn(4, scale=0.5), -rand(4) - 0.5,
+            rand(4) + 0.5, rand(16) + 0.5]
+
+
+HEADDIM, NGROUPS, CHUNK, EPS = 4, 2, 8, 1e-5
+
+
+# --------------------------------------------------------------------------------------------------
+# The op in the mixer, against the reference mixer
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("in_proj_multiple", [1, 8], ids=["unpadded", "padded"])
+def test_mixer_on_the_core_op_matches_the_reference_mixer(in_proj_multiple):
+    """Output and the gradient of every parameter and of the input, float64: the op reads z, xBC and dt around
+    in_proj's padding and its backward fills the whole input gradient (the padding's with zeros)."""
+    ref = _mixer(in_proj_multiple=in_proj_multiple)
+    core = _mixer(in_proj_multiple=in_proj_multiple, kernels=CORE)
+    core.load_state_dict(ref.state_dict())
+    assert ref.in_proj_pad == (0 if in_proj_multiple == 1 else 4)
+    u = torch.randn(2, 21, 16, dtype=F64, requires_grad=True)
+    (y, g), (y_ref, g_ref) = _out_and_grads(core, u), _out_and_grads(ref, u)
+    torch.testing.assert_close(y, y_ref, rtol=1e-10, atol=1e-12)
+    for name, a, b in zip(["input"] + [n for n, _ in ref.named_parameters()], g, g_ref):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-11, msg=name)
+    core_grads = dict(zip([n for n, _ in core.named_parameters()], g[1:]))
+    if in_proj_multiple > 1:
+        assert torch.count_nonzero(core_grads["in_proj.weight"][core.d_in_proj:]) == 0
+
+
+def test_carried_state_takes_the_unfused_pieces():
+    """Stateful calls (eval's carried windows) cannot go through the op: the mixer runs the triton path's opaque
+    ops instead, and two windows with carried state equal one pass through the op."""
+    core = _mixer(kernels=CORE)
+    u = torch.randn(2, 21, 16, dtype=F64)
+    with torch.no_grad():
+        full = core(u)
+        a, st = core(u[:, :9], return_state=True)
+        b = core(u[:, 9:], state=st)
+    torch.testing.assert_close(torch.cat([a, b], 1), full, rtol=1e-10, atol=1e-12)
+
+
+def test_saved_outputs_are_not_differentiable():
+    args = [t.requires_grad_() for t in _core_args()]
+    out, xBC, y, rstd = torch.ops.golf.mamba_core(*args, HEADDIM, NGROUPS, CHUNK, EPS)
+    assert out.requires_grad and not (xBC.requires_grad or y.requires_grad or rstd.requires_grad)
+
+
+def test_fused_call_refuses_what_the_op_does_not_compute():
+    args = _core_args()
+    with pytest.raises(ValueError, match="gated RMSNorm form"):
+        mixer_op.fused(*args[:6], CHUNK, rmsnorm_weight=args[6], headdim=HEADDIM, ngroups=NGROUPS)  # norm before gate
+    with pytest.raises(ValueError, match="norm_impl must be one of"):
+        torch.ops.golf.mamba_core(*args, HEADDIM, NGROUPS, CHUNK, EPS, "triton")
+    with pytest.raises(ValueError, match="do not fit 4 heads of 4 and 3 groups"):
+        torch.ops.golf.mamba_core(*args, HEADDIM, 3, CHUNK, EPS)
+
+
+# --------------------------------------------------------------------------------------------------
+# Registration: opcheck (schema, fake kernels, autograd, AOT dispatch)
+# --------------------------------------------------------------------------------------------------
+
+
+def _opcheck_cases(device="cpu", dtype=F64, norm_impl="mamba"):
+    args = [t.to(device) for t in _core_args(dtype=dtype, t=37)]
+    args = [args[0].to(dtype)] + [t.float() if dtype != F64 else t for t in args[1:]]  # fp32 parameters, as trained
+    out, xBC, y, rstd = torch.ops.golf.mamba_core(*args, HEADDIM, NGROUPS, 16, EPS, norm_impl)
+    return [(torch.ops.golf.mamba_core.default,
+             ([t.clone().requires_grad_() for t in args], HEADDIM, NGROUPS, 16, EPS, norm_impl)),
+            (torch.ops.golf.mamba_core_bwd.default,
+             (torch.randn_like(out), *args, xBC, y, rstd, HEADDIM, NGROUPS, 16, EPS, norm_impl))]
+
+
+def _flat(case):
+    op, args = case
+    return op, (*args[0], *args[1:]) if isinstance(args[0], list) else args
+
+
+@pytest.mark.parametrize("i", range(2))
+def test_opcheck(i):
+    torch.library.opcheck(*_flat(_opcheck_cases()[i]))
+
+
+# --------------------------------------------------------------------------------------------------
+# The CUDA kernels' glue, on CPU with stand-ins (tests/test_ssm_opaque.py) for mamba-ssm's and causal-conv1d's
+# functions, which write into the buffers the glue passes them
+# --------------------------------------------------------------------------------------------------
+
+
+def _golf_norm_stand_ins():
+    """golf's own norm kernels, run by Triton's interpreter (tests/conftest.py)."""
+    pytest.importorskip("triton", reason="triton is not installed: golf's norm kernels need it")
+    return mixer_op.golf_norm_kernels()
+
+
+@pytest.mark.parametrize("norm_impl", ["mamba", "golf"])
+@pytest.mark.parametrize("pad", [0, 4])
+def test_cuda_glue_matches_the_cpu_kernels(norm_impl, pad):
+    fns = dict(STAND_INS) | (_golf_norm_stand_ins() if norm_impl == "golf" else {})
+    args = _core_args(pad=pad)
+    glue = mixer_op.mamba_core_cuda(fns, *args, HEADDIM, NGROUPS, CHUNK, EPS, norm_impl)
+    cpu = torch.ops.golf.mamba_core(*args, HEADDIM, NGROUPS, CHUNK, EPS)
+    for name, a, b in zip(("out", "xBC", "y", "rstd"), glue, cpu):
+        tol = 1e-6 if name == "rstd" and norm_impl == "mamba" else 1e-10  # mamba-ssm's rstd is fp32
+        torch.testing.assert_close(a, b, rtol=tol, atol=tol * 1e-2, msg=name)
+        assert a.shape == b.shape and a.dtype == b.dtype and a.is_contiguous(), name
+    dout = torch.randn_like(cpu[0])
+    gglue = mixer_op.mamba_core_bwd_cuda(fns, dout, *args, *glue[1:], HEADDIM, NGROUPS, CHUNK, EPS, norm_impl)
+    gcpu = torch.ops.golf.mamba_core_bwd(dout, *args, *cpu[1:], HEADDIM, NGROUPS, CHUNK, EPS)
+    for name, a, b in zip(("zxbcdt", "conv_w", "conv_b", "dt_bias", "A", "D", "norm_w"), gglue, gcpu):
+        tol = 1e-9 if name == "zxbcdt" else 1e-6  # the libraries return parameter gradients as fp32 (stand-ins too)
+        torch.testing.assert_close(a, b, rtol=tol, atol=tol, msg=name)
+        assert a.shape == b.shape and a.dtype == b.dtype and a.is_contiguous(), name
+    assert torch.count_nonzero(gglue[0][..., 52:]) == 0 and torch.count_nonzero(gglue[0][..., :52]) > 0
+
+
+def test_cuda_glue_writes_every_column_of_the_input_gradient(monkeypatch):
+    """The backward allocates the gradient of zxbcdt uninitialized: each of its column ranges must be written by
+    one of the kernels (or zeroed). Filled with NaN first, none may survive."""
+    real_empty_like = torch.empty_like
+
+    def nan_empty_like(t, *a, **k):
+        return real_empty_like(t, *a, **k).fill_(float("nan"))
+
+    args = _core_args(pad=4)
+    fwd = mixer_op.mamba_core_cuda(STAND_INS, *args, HEADDIM, NGROUPS, CHUNK, EPS)
+    monkeypatch.setattr(torch, "empty_like", nan_empty_like)
+    grads = mixer_op.mamba_core_bwd_cuda(STAND_INS, torch.randn_like(fwd[0]), *args, *fwd[1:], HEADDIM, NGROUPS,
+                                         CHUNK, EPS)
+    assert not torch.isnan(grads[0]).any()
+
+
+# --------------------------------------------------------------------------------------------------
+# The model compiled as one graph, and the backend choice
+# --------------------------------------------------------------------------------------------------
+
+
+def test_hybrid_model_on_the_core_op_compiles_as_one_graph(monkeypatch):
+    """A small hybrid with every mixer on golf::mamba_core compiles with fullgraph=True (one graph: no break at
+    the op) and gives the reference model's loss and gradients."""
+    cfg = ModelConfig(vocab_size=64, d_model=16, layer_pattern="MAM", d_state=4, expand=2.0, headdim=8, chunk_size=8,
+                      num_heads=2, num_kv_heads=1, bigram_buckets=16, bigram_dim=8, in_proj_multiple=8)
+    torch.manual_seed(0)
+    ref = build_model(cfg, "cpu").double()
+    monkeypatch.setattr(ssm, "resolve_ssm_backend", lambda *a, **k: CORE)
+    torch.manual_seed(0)
+    op = build_model(cfg, "cpu").double()
+    op.load_state_dict(ref.state_dict())
+    with torch.no_grad():
+        for p in ref.parameters():
+            if p.ndim >= 2:
+                p.normal_(std=0.3)
+        op.load_state_dict(ref.state_dict())
+    ids = torch.randint(0, 64, (2, 24))
+    loss_ref = ref(ids, targets=ids)
+    g_ref = torch.autograd.grad(loss_ref, list(ref.parameters()))
+    torch._dynamo.reset()
+    compiled = torch.compile(op, fullgraph=True, backend="aot_eager")
+    loss = compiled(ids, targets=ids)
+    g = torch.autograd.grad(loss, list(op.parameters()))
+    torch.testing.assert_close(loss, loss_ref, rtol=1e-12, atol=1e-12)
+    for (name, _), a, b in zip(ref.named_parameters(), g, g_ref):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10, msg=name)
+    torch._dynamo.reset()
+
+
+def test_fused_opaque_binds_the_core_op(fake_libraries):  # noqa: F811 (the fixture)
+    k = resolve_ssm_backend("fused", "cuda", "opaque", "kernel")
+    assert (k.path, k.fused, k.scan, k.conv, k.norm) == ("fused", mixer_op.fused, ssm_ops.scan, ssm_ops.conv,
+                                                          ssm_ops.norm)
+    assert k.label == "fused+opaque"
+    assert {"conv_fwd", "conv_bwd", "scan_fwd", "scan_bwd", "norm_fwd", "norm_bwd"} <= set(ssm_ops._CUDA)
+    assert resolve_ssm_backend("fused", "cuda", "trace", "kernel").label == "fused"  # mamba-ssm's own op
+
+
+def test_golf_norm_binds_golf_kernels_in_the_core_op_only(fake_libraries):  # noqa: F811
+    pytest.importorskip("triton", reason="triton is not installed: golf's norm kernels need it")
+    k = resolve_ssm_backend("fused", "cuda", "opaque", "golf")
+    assert k.fused is mixer_op.fused_golf_norm and k.label == "fused+golf_norm+opaque"
+    assert {"golf_norm_fwd", "golf_norm_bwd"} <= set(ssm_ops._CUDA)
+    for backend, mode in (("fused", "trace"), ("triton", "opaque"), ("auto", "opaque")):
+        with pytest.raises(GolfError, match="gated_norm 'golf' runs golf's norm kernels inside golf::mamba_core"):
+            resolve_ssm_backend(backend, "cuda", mode, "golf")
+
+
+def test_fused_opaque_needs_the_conv_functions(fake_libraries, monkeypatch):  # noqa: F811
+    monkeypatch.setattr(ssm, "_import_causal_conv1d_ops", lambda: None)
+    with pytest.raises(GolfError, match="calls causal-conv1d's cpp_functions"):
+        resolve_ssm_backend("fused", "cuda", "opaque")
+
+
+# --------------------------------------------------------------------------------------------------
+# The real kernels (CUDA machine with mamba-ssm and causal-conv1d)
+# --------------------------------------------------------------------------------------------------
+
+
+def _cuda_core(gated_norm="kernel") -> SSMKernels:
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    try:
+        return resolve_ssm_backend("fused", "cuda", "opaque", gated_norm)
+    except GolfError as e:
+        pytest.skip(str(e))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("norm_impl", ["mamba", "golf"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("i", range(2))
+def test_opcheck_on_gpu(i, dtype, norm_impl):
+    _cuda_core("kernel" if norm_impl == "mamba" else "golf")
+    tol = 1e-3 if dtype == torch.float32 else 3e-2  # AOT vs eager runs of kernels with atomic adds
+    torch.library.opcheck(*_flat(_opcheck_cases("cuda", dtype, norm_impl)[i]), rtol=tol, atol=tol)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("gated_norm", ["kernel", "golf"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("multiple", [1, 64])
+@pytest.mark.parametrize("compiled", [True, False])
+def test_core_mixer_matches_reference_on_gpu(gated_norm, dtype, multiple, compiled):
+    kernels = _cuda_core(gated_norm)
+    ref, op = gpu_mixer_pair(kernels, multiple)
+    torch._dynamo.reset()
+    run = torch.compile(op, fullgraph=True) if compiled else op
+    assert_gpu_mixer_matches_reference(ref, op, run, dtype)
+    torch._dynamo.reset()
