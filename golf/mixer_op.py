@@ -188,10 +188,11 @@ def mamba_core_bwd_cuda(fns: dict, dout, zxbcdt, conv_weight, conv_bias, dt_bias
     dz, dxBC_in, ddt, dpad = _split(dzxbcdt, d, conv_dim, nheads)
     dpad.zero_()  # in_proj's padding rows are never read: their gradient is exactly zero
     dout = dout.reshape(b * t, d)
+    dout = dout if dout.stride(-1) == 1 else dout.contiguous()  # e.g. an expanded gradient of a sum
     if norm_impl == "mamba":
         # _layer_norm_bwd(dy, x, weight, bias, eps, mean, rstd, z, group_size, norm_before_gate, is_rms_norm,
         # recompute_output, dz) → dx, dw, db (None without bias), dz (the one passed in)
-        dy, dnorm_w, _, _ = fns["norm_bwd"](dout if dout.stride(-1) == 1 else dout.contiguous(), y.view(b * t, d),
+        dy, dnorm_w, _, _ = fns["norm_bwd"](dout, y.view(b * t, d),
                                             norm_weight.contiguous(), None, eps, None, rstd.float(), z.reshape(b * t, d),
                                             d // ngroups, False, True, dz=dz.reshape(b * t, d))[:4]
     else:

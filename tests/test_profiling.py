@@ -19,6 +19,7 @@ from golf.profiling import StepWindowProfiler, busy_us, compiled_graph_stats, ke
     ("_ssd_fwd_kernel", "ssd_scan"),  # golf's own (golf/ssd_kernel.py)
     ("_ssd_bwd_chunk_kernel", "ssd_scan"),
     ("_layer_norm_fwd_1pass_kernel", "gated_norm"),
+    ("_gated_norm_bwd_kernel", "gated_norm"),  # golf's own (golf/gated_norm_kernel.py)
     ("void causal_conv1d_channellast_fwd_kernel<Causal_conv1d_channellast_fwd_kernel_traits<128, 4>>", "causal_conv"),
     ("_conv_bwd_kernel", "causal_conv"),  # golf's own (golf/conv_kernel.py)
     ("void at::native::(anonymous namespace)::multi_tensor_apply_kernel<...>", "optimizer_foreach"),
