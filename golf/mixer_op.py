@@ -28,6 +28,8 @@ math on any path.
 """
 
 # custom_op infers each op's schema from its annotations
+import functools
+
 import torch
 from torch import Tensor
 
@@ -35,6 +37,13 @@ from golf.ssm import compute_dtype, gated_rms_norm_reference, ssd_scan_reference
 from golf.ssm_ops import _autograd, _channel_last, _conv_reference, _cuda, _like, _new_channel_last
 
 NORM_IMPLS = ("mamba", "golf")  # golf::mamba_core's `norm_impl` argument (model.gated_norm "kernel" / "golf")
+SCAN_IMPLS = ("mamba", "mamba_keep")  # its `scan_impl` argument (model.ssm_scan "mamba" / "mamba_keep")
+# mamba-ssm's SSD pieces that scan_impl "mamba_keep" calls one by one (ssd_chunk_state.py, ssd_state_passing.py,
+# ssd_bmm.py, ssd_chunk_scan.py, ssd_combined.py, 2.3.2.post1), bound as one dict under "ssd_parts"
+SSD_PARTS = ("_chunk_cumsum_fwd", "_chunk_cumsum_bwd", "_chunk_state_fwd", "_chunk_state_bwd_db", "_state_passing_fwd",
+             "_state_passing_bwd", "_bmm_chunk_fwd", "_bmm_chunk_bwd", "_chunk_scan_fwd", "_chunk_scan_bwd_dstates",
+             "_chunk_scan_bwd_dC", "_chunk_scan_bwd_dcb", "_chunk_scan_bwd_ddAcs_stable",
+             "_chunk_scan_chunk_state_bwd_dx")
 
 
 def _sizes(zxbcdt: Tensor, conv_weight: Tensor, D: Tensor, headdim: int, ngroups: int) -> tuple[int, int, int, int]:
@@ -74,45 +83,105 @@ def _rstd_reference(y: Tensor, z: Tensor, ngroups: int, eps: float) -> Tensor:
     return torch.rsqrt(g.square().mean(-1) + eps).t().reshape(-1).contiguous()
 
 
-def _check_norm_impl(norm_impl: str) -> None:
+def _check_impls(norm_impl: str, scan_impl: str) -> None:
     if norm_impl not in NORM_IMPLS:
         raise ValueError(f"golf::mamba_core's norm_impl must be one of {list(NORM_IMPLS)}, got {norm_impl!r}")
+    if scan_impl not in SCAN_IMPLS:
+        raise ValueError(f"golf::mamba_core's scan_impl must be one of {list(SCAN_IMPLS)}, got {scan_impl!r}")
+
+
+def _scan_internals_reference(x, dt, A, B, C, dt_bias, chunk_size):
+    """What scan_impl "mamba_keep" keeps from the forward for the backward, as mamba-ssm's forward computes it, in
+    the compute dtype: dA_cumsum and dt (B, H, c, L) (dt = softplus(dt + dt_bias), zero past the sequence's end, and
+    its running sum times A within each chunk), the state entering each chunk (B, c, H, P, N) and C·B within each
+    chunk (B, c, G, L, L). x (B, T, H, P), dt (B, T, H), B, C (B, T, G, N)."""
+    b, t, h, p = x.shape
+    g, n = B.shape[2], B.shape[3]
+    ct = compute_dtype(x)
+    c = -(-t // chunk_size)
+    pad = c * chunk_size - t
+    dts = torch.nn.functional.pad(torch.nn.functional.softplus(dt.to(ct) + dt_bias.to(ct)), (0, 0, 0, pad))
+    dts = dts.reshape(b, c, chunk_size, h).permute(0, 3, 1, 2)  # (B, H, c, L)
+    dA_cumsum = torch.cumsum(dts * A.to(ct)[:, None, None], dim=-1)
+    Bc, Cc = (torch.nn.functional.pad(m.to(ct), (0, 0, 0, 0, 0, pad)).reshape(b, c, chunk_size, g, n) for m in (B, C))
+    CB = torch.einsum("bclgn,bcsgn->bcgls", Cc, Bc)  # (B, c, G, L, L)
+    xd = torch.nn.functional.pad(x.to(ct), (0, 0, 0, 0, 0, pad)).reshape(b, c, chunk_size, h, p)
+    decay_to_end = torch.exp(dA_cumsum[..., -1:] - dA_cumsum) * dts  # (B, H, c, L)
+    Bh = Bc.repeat_interleave(h // g, dim=3)  # (B, c, L, H, N)
+    chunk_states = torch.einsum("bclhn,bhcl,bclhp->bchpn", Bh, decay_to_end, xd)  # each chunk's own contribution
+    states, s = [], x.new_zeros(b, h, p, n, dtype=ct)
+    for i in range(c):
+        states.append(s)
+        s = torch.exp(dA_cumsum[:, :, i, -1])[..., None, None] * s + chunk_states[:, i]
+    return dA_cumsum, dts, torch.stack(states, 1), CB
 
 
 # --------------------------------------------------------------------------------------------------
 # Forward: → out (B, T, d) in zxbcdt's dtype, xBC' (B, T, conv_dim) the conv's output, y (B, T, d) the scan's
-# output, rstd (G * B * T,) in the compute dtype. The last three are for the backward (autograd saves them); the mixer reads out
+# output, rstd (G * B * T,) in the compute dtype, and with scan_impl "mamba_keep" the scan's internals
+# (_scan_internals_reference: dA_cumsum, dt, states, CB), else four empty tensors. All but out are for the
+# backward (autograd saves them); the mixer reads out
 # --------------------------------------------------------------------------------------------------
+
+_CORE_OUTPUTS = tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]
 
 
 @torch.library.custom_op("golf::mamba_core", mutates_args=(), device_types="cpu")
 def mamba_core(zxbcdt: Tensor, conv_weight: Tensor, conv_bias: Tensor, dt_bias: Tensor, A: Tensor, D: Tensor,
                norm_weight: Tensor, headdim: int, ngroups: int, chunk_size: int, eps: float,
-               norm_impl: str = "mamba") -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    _check_norm_impl(norm_impl)
+               norm_impl: str = "mamba", scan_impl: str = "mamba") -> _CORE_OUTPUTS:
+    _check_impls(norm_impl, scan_impl)
     out, xBC, y = _core_reference(zxbcdt, conv_weight, conv_bias, dt_bias, A, D, norm_weight, headdim, ngroups,
                                   chunk_size, eps)
-    d = y.shape[-1]
-    return _like(out), _like(xBC), _like(y), _rstd_reference(y.reshape(-1, d), zxbcdt[..., :d].reshape(-1, d), ngroups,
-                                                             eps)
+    b, t, d = y.shape
+    rstd = _rstd_reference(y.reshape(-1, d), zxbcdt[..., :d].reshape(-1, d), ngroups, eps)
+    if scan_impl == "mamba":
+        kept = [zxbcdt.new_empty(0, dtype=compute_dtype(zxbcdt)) for _ in range(4)]  # one each: outputs may not alias
+    else:
+        _, conv_dim, nheads, n = _sizes(zxbcdt, conv_weight, D, headdim, ngroups)
+        x, B, C = xBC.split([d, ngroups * n, ngroups * n], dim=-1)
+        kept = _scan_internals_reference(x.reshape(b, t, nheads, headdim), _split(zxbcdt, d, conv_dim, nheads)[2], A,
+                                         B.reshape(b, t, ngroups, n), C.reshape(b, t, ngroups, n), dt_bias, chunk_size)
+    return (_like(out), _like(xBC), _like(y), rstd, *(_like(k) for k in kept))
 
 
 @mamba_core.register_fake
 def _(zxbcdt, conv_weight, conv_bias, dt_bias, A, D, norm_weight, headdim, ngroups, chunk_size, eps,
-      norm_impl="mamba"):
+      norm_impl="mamba", scan_impl="mamba"):
     b, t, _ = zxbcdt.shape
-    d, conv_dim, _, _ = _sizes(zxbcdt, conv_weight, D, headdim, ngroups)
-    new = zxbcdt.new_empty
-    return new(b, t, d), new(b, t, conv_dim), new(b, t, d), new(ngroups * b * t, dtype=compute_dtype(zxbcdt))
+    d, conv_dim, nheads, n = _sizes(zxbcdt, conv_weight, D, headdim, ngroups)
+    new, ct = zxbcdt.new_empty, compute_dtype(zxbcdt)
+    c = -(-t // chunk_size)
+    if scan_impl == "mamba":
+        kept = [new(0, dtype=ct) for _ in range(4)]
+    else:
+        kept = [new(b, nheads, c, chunk_size, dtype=ct), new(b, nheads, c, chunk_size, dtype=ct),
+                new(b, c, nheads, headdim, n, dtype=ct), new(b, c, ngroups, chunk_size, chunk_size, dtype=ct)]
+    return (new(b, t, d), new(b, t, conv_dim), new(b, t, d), new(ngroups * b * t, dtype=ct), *kept)
+
+
+def _scan_fwd_keep(parts: dict, x, dt, A, B, C, D, dt_bias, chunk_size):
+    """mamba-ssm's SSD forward (_mamba_chunk_scan_combined_fwd's steps) with its internals kept: → y (B, T, H, P),
+    dA_cumsum, dt (B, H, c, L), the states entering each chunk (B, c, H, P, N) and CB (B, c, G, L, L), all fp32 but
+    y. The states stay fp32 rather than the forward's bf16, as the backward's recompute makes them: the chunk
+    scan casts them to C's dtype as it loads them, so y is unchanged."""
+    p, n = x.shape[-1], B.shape[-1]
+    dA_cumsum, dt_sp = parts["_chunk_cumsum_fwd"](dt, A, chunk_size, dt_bias=dt_bias, dt_softplus=True)
+    chunk_states = parts["_chunk_state_fwd"](B, x, dt_sp, dA_cumsum, states_in_fp32=True)  # (B, c, H, P, N)
+    states, _ = parts["_state_passing_fwd"](chunk_states.flatten(-2), dA_cumsum[:, :, :, -1])  # (B, c, H, P N)
+    states = states.unflatten(-1, (p, n))
+    CB = parts["_bmm_chunk_fwd"](C, B, chunk_size, output_dtype=torch.float32)
+    y, _ = parts["_chunk_scan_fwd"](CB, x, dt_sp, dA_cumsum, C, states, D=D)
+    return y, dA_cumsum, dt_sp, states, CB
 
 
 def mamba_core_cuda(fns: dict, zxbcdt, conv_weight, conv_bias, dt_bias, A, D, norm_weight, headdim, ngroups,
-                    chunk_size, eps, norm_impl="mamba"):
+                    chunk_size, eps, norm_impl="mamba", scan_impl="mamba"):
     """The CUDA kernel, with the libraries' functions passed in (tests pass stand-ins): "conv_fwd"
-    (causal_conv1d.cpp_functions._causal_conv1d_fwd_cpp), "scan_fwd" (mamba-ssm's _mamba_chunk_scan_combined_fwd)
-    and "norm_fwd" (mamba-ssm's layernorm_gated._layer_norm_fwd) or "golf_norm_fwd"
-    (golf.gated_norm_kernel.gated_rmsnorm_fwd)."""
-    _check_norm_impl(norm_impl)
+    (causal_conv1d.cpp_functions._causal_conv1d_fwd_cpp); "scan_fwd" (mamba-ssm's _mamba_chunk_scan_combined_fwd),
+    or with scan_impl "mamba_keep" "ssd_parts" (SSD_PARTS by name); "norm_fwd" (mamba-ssm's
+    layernorm_gated._layer_norm_fwd) or "golf_norm_fwd" (golf.gated_norm_kernel.gated_rmsnorm_fwd)."""
+    _check_impls(norm_impl, scan_impl)
     b, t, _ = zxbcdt.shape
     d, conv_dim, nheads, n = _sizes(zxbcdt, conv_weight, D, headdim, ngroups)
     if conv_dim % 8:
@@ -123,9 +192,15 @@ def mamba_core_cuda(fns: dict, zxbcdt, conv_weight, conv_bias, dt_bias, A, D, no
     fns["conv_fwd"](x=_channel_last(xBC_in.transpose(1, 2)), weight=conv_weight, bias=conv_bias, seq_idx=None,
                     initial_states=None, out=xBC.transpose(1, 2), final_states_out=None, silu_activation=True)
     x, B, C = xBC.split([d, ngroups * n, ngroups * n], dim=-1)
-    # _mamba_chunk_scan_combined_fwd → out, out_x (None without z), dt, dA_cumsum, states, final_states
-    y = fns["scan_fwd"](x.view(b, t, nheads, headdim), dt, A, B.view(b, t, ngroups, n), C.view(b, t, ngroups, n),
-                        chunk_size, D=D, dt_bias=dt_bias, dt_softplus=True)[0]
+    heads, groups = (b, t, nheads, headdim), (b, t, ngroups, n)
+    if scan_impl == "mamba":
+        # _mamba_chunk_scan_combined_fwd → out, out_x (None without z), dt, dA_cumsum, states, final_states
+        y = fns["scan_fwd"](x.view(heads), dt, A, B.view(groups), C.view(groups), chunk_size, D=D, dt_bias=dt_bias,
+                            dt_softplus=True)[0]
+        kept = [zxbcdt.new_empty(0, dtype=compute_dtype(zxbcdt)) for _ in range(4)]  # one each: outputs may not alias
+    else:
+        y, *kept = _scan_fwd_keep(fns["ssd_parts"], x.view(heads), dt, A, B.view(groups), C.view(groups), D, dt_bias,
+                                  chunk_size)
     y = _like(y).view(b, t, d)
     out = zxbcdt.new_empty(b, t, d)
     if norm_impl == "mamba":
@@ -138,16 +213,21 @@ def mamba_core_cuda(fns: dict, zxbcdt, conv_weight, conv_bias, dt_bias, A, D, no
         _, rstd = fns["golf_norm_fwd"](y.view(b * t, d), z.reshape(b * t, d), norm_weight, eps, d // ngroups,
                                        out=out.view(b * t, d))
         rstd = rstd.t().reshape(-1)
-    return out, xBC, y, rstd.to(compute_dtype(zxbcdt)).contiguous()  # mamba-ssm's is fp32 for every input
+    rstd = rstd.to(compute_dtype(zxbcdt)).contiguous()  # mamba-ssm's is fp32 for every input
+    return (out, xBC, y, rstd, *kept)
+
+
+def _fwd_keys(norm_impl: str, scan_impl: str) -> tuple[str, ...]:
+    return ("conv_fwd", "scan_fwd" if scan_impl == "mamba" else "ssd_parts",
+            "norm_fwd" if norm_impl == "mamba" else "golf_norm_fwd")
 
 
 @mamba_core.register_kernel("cuda")
 def _(zxbcdt, conv_weight, conv_bias, dt_bias, A, D, norm_weight, headdim, ngroups, chunk_size, eps,
-      norm_impl="mamba"):
-    norm_key = "norm_fwd" if norm_impl == "mamba" else "golf_norm_fwd"
-    fns = {k: _cuda(k) for k in ("conv_fwd", "scan_fwd", norm_key)}
+      norm_impl="mamba", scan_impl="mamba"):
+    fns = {k: _cuda(k) for k in _fwd_keys(norm_impl, scan_impl)}
     return mamba_core_cuda(fns, zxbcdt, conv_weight, conv_bias, dt_bias, A, D, norm_weight, headdim, ngroups,
-                           chunk_size, eps, norm_impl)
+                           chunk_size, eps, norm_impl, scan_impl)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -158,29 +238,58 @@ def _(zxbcdt, conv_weight, conv_bias, dt_bias, A, D, norm_weight, headdim, ngrou
 
 @torch.library.custom_op("golf::mamba_core_bwd", mutates_args=(), device_types="cpu")
 def mamba_core_bwd(dout: Tensor, zxbcdt: Tensor, conv_weight: Tensor, conv_bias: Tensor, dt_bias: Tensor, A: Tensor,
-                   D: Tensor, norm_weight: Tensor, xBC: Tensor, y: Tensor, rstd: Tensor, headdim: int, ngroups: int,
-                   chunk_size: int, eps: float, norm_impl: str = "mamba"
+                   D: Tensor, norm_weight: Tensor, xBC: Tensor, y: Tensor, rstd: Tensor, dA_cumsum: Tensor,
+                   dt_sp: Tensor, states: Tensor, CB: Tensor, headdim: int, ngroups: int, chunk_size: int, eps: float,
+                   norm_impl: str = "mamba", scan_impl: str = "mamba"
                    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    _check_norm_impl(norm_impl)
+    _check_impls(norm_impl, scan_impl)
     inputs = (zxbcdt, conv_weight, conv_bias, dt_bias, A, D, norm_weight)
     grads = _autograd(lambda *a: _core_reference(*a, headdim, ngroups, chunk_size, eps)[:1], inputs, (dout,))
     return tuple(_like(g, t.dtype) for g, t in zip(grads, inputs))
 
 
 @mamba_core_bwd.register_fake
-def _(dout, zxbcdt, conv_weight, conv_bias, dt_bias, A, D, norm_weight, xBC, y, rstd, headdim, ngroups, chunk_size,
-      eps, norm_impl="mamba"):
+def _(dout, zxbcdt, conv_weight, conv_bias, dt_bias, A, D, norm_weight, xBC, y, rstd, dA_cumsum, dt_sp, states, CB,
+      headdim, ngroups, chunk_size, eps, norm_impl="mamba", scan_impl="mamba"):
     return tuple(torch.empty_like(t, memory_format=torch.contiguous_format)
                  for t in (zxbcdt, conv_weight, conv_bias, dt_bias, A, D, norm_weight))
 
 
+def _scan_bwd_keep(parts: dict, dy, x, dt, A, B, C, D, dt_bias, kept, dx, ddt, dB, dC):
+    """mamba-ssm's SSD backward (_mamba_chunk_scan_combined_bwd's steps) from the forward's kept internals instead
+    of recomputing them (its _chunk_cumsum_fwd, _bmm_chunk_fwd, _chunk_state_fwd and _state_passing_fwd): writes dx,
+    ddt (the raw dt's), dB and dC into the tensors passed in; → dA, dD, ddt_bias. No initial or final states."""
+    dA_cumsum, dt_sp, states, CB = kept
+    n = B.shape[-1]
+    # the gradient of the state entering each chunk from the outputs that read it, then passed back across chunks
+    dstates = parts["_chunk_scan_bwd_dstates"](C, dA_cumsum, dy, dtype=states.dtype)  # (B, c, H, P, N)
+    dstates, ddA_chunk_end, _, states_lo = parts["_state_passing_bwd"](
+        states.flatten(-2), dA_cumsum[:, :, :, -1], dstates.flatten(-2), has_initial_states=False,
+        dstates_dtype=x.dtype, states_dtype=x.dtype)
+    dstates, states_lo = dstates.unflatten(-1, (-1, n)), states_lo.unflatten(-1, (-1, n))
+    _, ddt_sp, dD = parts["_chunk_scan_chunk_state_bwd_dx"](x, dt_sp, dA_cumsum, B, CB, dy, dstates, D=D, dx=dx)
+    dB_state, ddA_next = parts["_chunk_state_bwd_db"](x, dt_sp, dA_cumsum, dstates, B=B, ngroups=B.shape[2])
+    dC_state, ddA_prev = parts["_chunk_scan_bwd_dC"](states_lo, dA_cumsum, dy, C=C, ngroups=B.shape[2])
+    dCB = parts["_chunk_scan_bwd_dcb"](x, dt_sp, dA_cumsum, dy, ngroups=B.shape[2]).to(CB.dtype)
+    parts["_bmm_chunk_bwd"](C, dCB, residual=dB_state, out=dB)  # dB = the states' part + C-weighted dCB
+    parts["_bmm_chunk_bwd"](B, dCB.transpose(-1, -2), residual=dC_state, out=dC)
+    # the log-decays' gradient: from the chunk-end decays (passed back as a reverse cumsum), the states' and the
+    # within-chunk outputs'
+    ddA_prev[..., -1] += ddA_chunk_end
+    ddA = parts["_chunk_scan_bwd_ddAcs_stable"](x, dt_sp, dA_cumsum, dy, CB)
+    ddA += ddA_next + ddA_prev.flip([-1]).cumsum(dim=-1).flip([-1])
+    _, dA, ddt_bias = parts["_chunk_cumsum_bwd"](ddA, ddt_sp, dt, A, dt_bias=dt_bias, dt_softplus=True, ddt=ddt)
+    return dA, dD, ddt_bias
+
+
 def mamba_core_bwd_cuda(fns: dict, dout, zxbcdt, conv_weight, conv_bias, dt_bias, A, D, norm_weight, xBC, y, rstd,
-                        headdim, ngroups, chunk_size, eps, norm_impl="mamba"):
+                        dA_cumsum, dt_sp, states, CB, headdim, ngroups, chunk_size, eps, norm_impl="mamba",
+                        scan_impl="mamba"):
     """The CUDA kernel, with the libraries' functions passed in: "norm_bwd" (mamba-ssm's _layer_norm_bwd) or
-    "golf_norm_bwd" (golf.gated_norm_kernel.gated_rmsnorm_bwd), "scan_bwd" (mamba-ssm's
-    _mamba_chunk_scan_combined_bwd) and "conv_bwd" (causal_conv1d.cpp_functions.causal_conv1d_bwd_function), each
-    writing its part of dzxbcdt in place."""
-    _check_norm_impl(norm_impl)
+    "golf_norm_bwd" (golf.gated_norm_kernel.gated_rmsnorm_bwd); "scan_bwd" (mamba-ssm's
+    _mamba_chunk_scan_combined_bwd), or with scan_impl "mamba_keep" "ssd_parts"; "conv_bwd"
+    (causal_conv1d.cpp_functions.causal_conv1d_bwd_function); each writing its part of dzxbcdt in place."""
+    _check_impls(norm_impl, scan_impl)
     b, t, _ = zxbcdt.shape
     d, conv_dim, nheads, n = _sizes(zxbcdt, conv_weight, D, headdim, ngroups)
     z, xBC_in, dt, _ = _split(zxbcdt, d, conv_dim, nheads)
@@ -203,13 +312,18 @@ def mamba_core_bwd_cuda(fns: dict, dout, zxbcdt, conv_weight, conv_bias, dt_bias
     x, B, C = xBC.split([d, ngroups * n, ngroups * n], dim=-1)
     dxBC = torch.empty_like(xBC)  # the gradient of the conv's output, for the conv's backward
     dx, dB, dC = dxBC.split([d, ngroups * n, ngroups * n], dim=-1)
-    # _mamba_chunk_scan_combined_bwd(dout, x, dt, A, B, C, out, chunk_size, D, z, dt_bias, initial_states,
-    # dfinal_states, seq_idx, dt_softplus, dt_limit, dx, ddt, dB, dC) → dx, ddt, dA, dB, dC, dD, dz, ddt_bias, dinit,
-    # writing dx, ddt, dB and dC into the tensors passed in
     heads, groups = (b, t, nheads, headdim), (b, t, ngroups, n)
-    _, _, dA, _, _, dD, _, ddt_bias, _ = fns["scan_bwd"](
-        dy.view(heads), x.view(heads), dt, A, B.view(groups), C.view(groups), y.view(heads), chunk_size, D=D,
-        dt_bias=dt_bias, dt_softplus=True, dx=dx.view(heads), ddt=ddt, dB=dB.view(groups), dC=dC.view(groups))
+    if scan_impl == "mamba":
+        # _mamba_chunk_scan_combined_bwd(dout, x, dt, A, B, C, out, chunk_size, D, z, dt_bias, initial_states,
+        # dfinal_states, seq_idx, dt_softplus, dt_limit, dx, ddt, dB, dC) → dx, ddt, dA, dB, dC, dD, dz, ddt_bias,
+        # dinit, writing dx, ddt, dB and dC into the tensors passed in
+        _, _, dA, _, _, dD, _, ddt_bias, _ = fns["scan_bwd"](
+            dy.view(heads), x.view(heads), dt, A, B.view(groups), C.view(groups), y.view(heads), chunk_size, D=D,
+            dt_bias=dt_bias, dt_softplus=True, dx=dx.view(heads), ddt=ddt, dB=dB.view(groups), dC=dC.view(groups))
+    else:
+        dA, dD, ddt_bias = _scan_bwd_keep(fns["ssd_parts"], dy.view(heads), x.view(heads), dt, A, B.view(groups),
+                                          C.view(groups), D, dt_bias, (dA_cumsum, dt_sp, states, CB), dx.view(heads),
+                                          ddt, dB.view(groups), dC.view(groups))
     # causal_conv1d_bwd_function(x, weight, bias, dout, seq_idx, initial_states, dfinal_states, dx,
     # return_dinitial_states, silu_activation) → dx (the one passed in), dweight, dbias, dinitial_states. It writes
     # dx in place where zxbcdt's rows suit its channel-last layout (widths and offsets multiples of 8, as with
@@ -225,37 +339,41 @@ def mamba_core_bwd_cuda(fns: dict, dout, zxbcdt, conv_weight, conv_bias, dt_bias
     return (dzxbcdt, *(_like(g, p.dtype) for g, p in zip(grads, params)))
 
 
+def _bwd_keys(norm_impl: str, scan_impl: str) -> tuple[str, ...]:
+    return ("conv_bwd", "scan_bwd" if scan_impl == "mamba" else "ssd_parts",
+            "norm_bwd" if norm_impl == "mamba" else "golf_norm_bwd")
+
+
 @mamba_core_bwd.register_kernel("cuda")
-def _(dout, zxbcdt, conv_weight, conv_bias, dt_bias, A, D, norm_weight, xBC, y, rstd, headdim, ngroups, chunk_size,
-      eps, norm_impl="mamba"):
-    norm_key = "norm_bwd" if norm_impl == "mamba" else "golf_norm_bwd"
-    fns = {k: _cuda(k) for k in ("conv_bwd", "scan_bwd", norm_key)}
+def _(dout, zxbcdt, conv_weight, conv_bias, dt_bias, A, D, norm_weight, xBC, y, rstd, dA_cumsum, dt_sp, states, CB,
+      headdim, ngroups, chunk_size, eps, norm_impl="mamba", scan_impl="mamba"):
+    fns = {k: _cuda(k) for k in _bwd_keys(norm_impl, scan_impl)}
     return mamba_core_bwd_cuda(fns, dout, zxbcdt, conv_weight, conv_bias, dt_bias, A, D, norm_weight, xBC, y, rstd,
-                               headdim, ngroups, chunk_size, eps, norm_impl)
+                               dA_cumsum, dt_sp, states, CB, headdim, ngroups, chunk_size, eps, norm_impl, scan_impl)
 
 
 def _core_setup(ctx, inputs, output):
-    zxbcdt, conv_weight, conv_bias, dt_bias, A, D, norm_weight, headdim, ngroups, chunk_size, eps, norm_impl = inputs
-    _, xBC, y, rstd = output
-    ctx.save_for_backward(zxbcdt, conv_weight, conv_bias, dt_bias, A, D, norm_weight, xBC, y, rstd)
-    ctx.args = (headdim, ngroups, chunk_size, eps, norm_impl)
-    ctx.mark_non_differentiable(xBC, y, rstd)  # kept for the backward only
+    *tensors, headdim, ngroups, chunk_size, eps, norm_impl, scan_impl = inputs
+    kept_for_backward = output[1:]  # xBC', y, rstd and the scan's internals
+    ctx.save_for_backward(*tensors, *kept_for_backward)
+    ctx.args = (headdim, ngroups, chunk_size, eps, norm_impl, scan_impl)
+    ctx.mark_non_differentiable(*kept_for_backward)
     ctx.set_materialize_grads(False)
 
 
-def _core_backward(ctx, dout, _dxBC, _dy, _drstd):
+def _core_backward(ctx, dout, *_kept_grads):
     saved = ctx.saved_tensors
     if dout is None:
-        dout = torch.zeros_like(saved[-2])
+        dout = torch.zeros_like(saved[8])  # like y
     grads = torch.ops.golf.mamba_core_bwd(dout, *saved, *ctx.args)
-    return (*grads, None, None, None, None, None)
+    return (*grads, None, None, None, None, None, None)
 
 
 mamba_core.register_autograd(_core_backward, setup_context=_core_setup)
 
 
 def fused(zxbcdt, conv1d_weight, conv1d_bias, dt_bias, A, D, chunk_size, rmsnorm_weight=None, rmsnorm_eps=1e-6,
-          headdim=None, ngroups=1, norm_before_gate=True, norm_impl="mamba"):
+          headdim=None, ngroups=1, norm_before_gate=True, norm_impl="mamba", scan_impl="mamba"):
     """mamba_split_conv1d_scan_combined as the mixer calls it (the gated norm, norm_before_gate=False; no out_proj,
     initial or final states, seq_idx) as golf::mamba_core: out (B, T, d). zxbcdt may carry padding columns after
     dt (the mixer's in_proj_multiple): the op reads around them, no copy."""
@@ -263,12 +381,15 @@ def fused(zxbcdt, conv1d_weight, conv1d_bias, dt_bias, A, D, chunk_size, rmsnorm
         raise ValueError("golf::mamba_core is the gated RMSNorm form: pass rmsnorm_weight, headdim and "
                          "norm_before_gate=False")
     return torch.ops.golf.mamba_core(zxbcdt, conv1d_weight, conv1d_bias, dt_bias, A, D, rmsnorm_weight, headdim,
-                                     ngroups, chunk_size, rmsnorm_eps, norm_impl)[0]
+                                     ngroups, chunk_size, rmsnorm_eps, norm_impl, scan_impl)[0]
 
 
-def fused_golf_norm(*args, **kwargs):
-    """fused with golf's own gated-norm kernels on CUDA (model.gated_norm "golf")."""
-    return fused(*args, norm_impl="golf", **kwargs)
+def core_call(norm_impl: str = "mamba", scan_impl: str = "mamba"):
+    """`fused` with the op's kernel choices bound (golf.ssm._opaque_fused_kernels: model.gated_norm, model.ssm_scan)."""
+    _check_impls(norm_impl, scan_impl)
+    if (norm_impl, scan_impl) == ("mamba", "mamba"):
+        return fused
+    return functools.partial(fused, norm_impl=norm_impl, scan_impl=scan_impl)
 
 
 def golf_norm_kernels() -> dict:
@@ -277,3 +398,13 @@ def golf_norm_kernels() -> dict:
     import golf.gated_norm_kernel as nk
 
     return {"golf_norm_fwd": nk.gated_rmsnorm_fwd, "golf_norm_bwd": nk.gated_rmsnorm_bwd}
+
+
+def ssd_parts(ssd_combined) -> dict:
+    """{"ssd_parts": {name: function}} for scan_impl "mamba_keep": SSD_PARTS from mamba-ssm's ssd_combined module,
+    which defines or imports every one (2.3.2.post1); a KeyError names those missing (golf.ssm turns it into a
+    GolfError)."""
+    missing = [name for name in SSD_PARTS if not hasattr(ssd_combined, name)]
+    if missing:
+        raise KeyError(", ".join(missing))
+    return {"ssd_parts": {name: getattr(ssd_combined, name) for name in SSD_PARTS}}

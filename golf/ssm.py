@@ -166,6 +166,7 @@ class SSMKernels:
     # kernels as custom operators, which Dynamo puts in its graph as single nodes
     compile_mode: str = "disable"
     scan_kernel: str = "mamba"  # model.ssm_scan: whose kernels `scan` runs, "mamba" (mamba-ssm's) or "golf"
+    # ("mamba_keep": the fused path's op under "opaque" keeps mamba-ssm's forward internals for its backward)
     conv_kernel: str = "causal_conv1d"  # model.ssm_conv: whose kernels `conv` runs, causal-conv1d's or "golf"
     norm_kernel: str = "mamba"  # the fused path's gated norm under "opaque": mamba-ssm's, or "golf" (gated_norm golf)
 
@@ -177,16 +178,18 @@ class SSMKernels:
     def label(self) -> str:
         """For model.kernel_paths and logs, e.g. "triton+causal_conv1d", "triton+causal_conv1d+torch_norm",
         "triton+causal_conv1d+opaque" (the kernels as golf's custom ops), "triton+golf_scan+causal_conv1d"
-        (golf's own SSD scan kernels, model.ssm_scan "golf") or "triton+golf_conv" (golf's own conv kernels,
-        model.ssm_conv "golf")."""
+        (golf's own SSD scan kernels, model.ssm_scan "golf"), "triton+golf_conv" (golf's own conv kernels,
+        model.ssm_conv "golf"), "fused" (mamba-ssm's one op) or "fused+golf_norm+keep_states+opaque" (golf's one op,
+        golf/mixer_op.py, with golf's norm kernels and the scan's internals kept for its backward)."""
+        if self.path == "fused":
+            return self.path + ("+golf_norm" if self.norm_kernel == "golf" else "") + (
+                "+keep_states" if self.scan_kernel == "mamba_keep" else "") + (
+                "+opaque" if self.compile_mode == "opaque" else "")
         extras = {"mamba": "", "golf": "+golf_scan", "golf_split": "+golf_split_scan"}[self.scan_kernel]
         if self.conv is not None:
             extras += {"causal_conv1d": "+causal_conv1d", "golf": "+golf_conv"}[self.conv_kernel]
         extras += "+torch_norm" if self.norm is None else ""
         extras += "+opaque" if self.compile_mode == "opaque" else ""
-        if self.path == "fused":
-            return self.path + ("+golf_norm" if self.norm_kernel == "golf" else "") + (
-                "+opaque" if self.compile_mode == "opaque" else "")
         return self.path + (extras if self.path == "triton" else "")
 
 
@@ -213,7 +216,9 @@ def _import_mamba_triton() -> dict | None:
                 # names, as of 2.3.2.post1): model.ssm_compile "opaque" wraps these (golf/ssm_ops.py)
                 "scan_fwd": getattr(ssd, "_mamba_chunk_scan_combined_fwd", None),
                 "scan_bwd": getattr(ssd, "_mamba_chunk_scan_combined_bwd", None),
-                "norm_fwd": getattr(norm, "_layer_norm_fwd", None), "norm_bwd": getattr(norm, "_layer_norm_bwd", None)}
+                "norm_fwd": getattr(norm, "_layer_norm_fwd", None), "norm_bwd": getattr(norm, "_layer_norm_bwd", None),
+                # model.ssm_scan "mamba_keep" calls the SSD's pieces one by one (golf.mixer_op.SSD_PARTS)
+                "ssd_module": ssd}
 
     try:
         return load()
@@ -313,9 +318,10 @@ def resolve_ssm_backend(requested: str, device: torch.device | str, compile_mode
         if gated_norm == "torch":
             raise GolfError("model.gated_norm 'torch' does not apply to model.ssm_backend 'fused', whose one op "
                             "includes the norm; use ssm_backend 'triton' or gated_norm 'kernel'")
-        if scan != "mamba":
+        if scan not in ("mamba", "mamba_keep") or (scan == "mamba_keep" and compile_mode != "opaque"):
             raise GolfError(f"model.ssm_scan {scan!r} does not apply to model.ssm_backend 'fused', whose one op "
-                            "includes mamba-ssm's scan; use ssm_backend 'triton' or ssm_scan 'mamba'")
+                            "includes mamba-ssm's scan; use ssm_backend 'triton' or ssm_scan 'mamba' (or "
+                            "'mamba_keep' under ssm_compile 'opaque')")
         if conv != "causal_conv1d":
             raise GolfError(f"model.ssm_conv {conv!r} does not apply to model.ssm_backend 'fused', whose one op "
                             "includes causal-conv1d's conv; use ssm_backend 'triton' or ssm_conv 'causal_conv1d'")
@@ -323,12 +329,16 @@ def resolve_ssm_backend(requested: str, device: torch.device | str, compile_mode
             raise GolfError("model.ssm_backend is 'fused' but it needs a CUDA device with mamba-ssm's Triton "
                             "kernels and causal-conv1d importable; use 'triton', 'auto' or 'reference'")
         if compile_mode == "opaque":
-            return _opaque_fused_kernels(mamba, gated_norm)
+            return _opaque_fused_kernels(mamba, gated_norm, scan)
         if gated_norm == "golf":
             raise GolfError(_GOLF_NORM_ONLY_IN_CORE)
         return SSMKernels("fused", mamba["scan"], mamba["norm"], cc1d, mamba["fused"], compile_mode)
     if gated_norm == "golf":
         raise GolfError(_GOLF_NORM_ONLY_IN_CORE)
+    if scan == "mamba_keep":
+        raise GolfError("model.ssm_scan 'mamba_keep' keeps the SSD forward's internals for its backward inside "
+                        "golf::mamba_core: use model.ssm_backend 'fused' with model.ssm_compile 'opaque', or ssm_scan "
+                        "'mamba'")
     if mamba is None:
         if requested == "triton":
             raise GolfError("model.ssm_backend is 'triton' but mamba-ssm's Triton SSD kernel is not usable here "
@@ -397,22 +407,28 @@ def _opaque_kernels(mamba: dict, with_conv: bool, gated_norm: str, golf: dict | 
                       compile_mode="opaque", scan_kernel=scan, conv_kernel="golf" if golf_conv else "causal_conv1d")
 
 
-def _opaque_fused_kernels(mamba: dict, gated_norm: str) -> SSMKernels:
-    """The fused path as one golf custom op (golf/mixer_op.py: golf::mamba_core) with mamba-ssm's scan, causal-conv1d's
-    conv and the gated norm of `gated_norm` ("kernel": mamba-ssm's, "golf": golf's own) inside; the triton path's
-    opaque ops beside it for the calls with carried state (eval), which take the unfused pieces."""
+def _opaque_fused_kernels(mamba: dict, gated_norm: str, scan: str = "mamba") -> SSMKernels:
+    """The fused path as one golf custom op (golf/mixer_op.py: golf::mamba_core) with mamba-ssm's scan (its
+    backward recomputing the forward's chunk states, or with scan "mamba_keep" reusing them), causal-conv1d's conv
+    and the gated norm of `gated_norm` ("kernel": mamba-ssm's, "golf": golf's own) inside; the triton path's opaque
+    ops beside it for the calls with carried state (eval), which take the unfused pieces."""
     from golf import mixer_op, ssm_ops
 
     pieces = _opaque_kernels(mamba, True, "kernel")
     if pieces.conv is not ssm_ops.conv:
         raise GolfError("model.ssm_backend 'fused' under model.ssm_compile 'opaque' calls causal-conv1d's "
                         "cpp_functions (causal-conv1d 1.7.0 has them; missing here): use ssm_compile 'trace'")
-    fused = mixer_op.fused
     if gated_norm == "golf":
         ssm_ops.bind_cuda(_import_golf_kernels("gated_norm", "golf"))
-        fused = mixer_op.fused_golf_norm
-    return dataclasses.replace(pieces, path="fused", fused=fused,
-                               norm_kernel="golf" if gated_norm == "golf" else "mamba")
+    if scan == "mamba_keep":
+        try:
+            ssm_ops.bind_cuda(mixer_op.ssd_parts(mamba.get("ssd_module")))
+        except KeyError as e:
+            raise GolfError(f"model.ssm_scan 'mamba_keep' calls mamba-ssm's SSD pieces by name ({e.args[0]} missing "
+                            "here; mamba-ssm 2.3.2.post1 has them): use ssm_scan 'mamba'") from None
+    norm_impl = "golf" if gated_norm == "golf" else "mamba"
+    return dataclasses.replace(pieces, path="fused", fused=mixer_op.core_call(norm_impl, scan), norm_kernel=norm_impl,
+                               scan_kernel=scan)
 
 
 def _hi(t: torch.Tensor) -> torch.Tensor:

@@ -5,6 +5,8 @@ the libraries' contracts (each writing its part of the input gradient in place),
 the backend choice. On a CUDA machine with mamba-ssm and causal-conv1d: opcheck and the mixer against the reference
 with the real kernels, eager and compiled, with either norm."""
 
+import types
+
 import pytest
 import torch
 from test_ssm import _mixer, _out_and_grads, assert_gpu_mixer_matches_reference, gpu_mixer_pair
@@ -14,14 +16,16 @@ from golf import mixer_op, ssm, ssm_ops
 from golf.config import ModelConfig
 from golf.errors import GolfError
 from golf.model import build_model
-from golf.ssm import SSMKernels, resolve_ssm_backend
+from golf.ssm import SSMKernels, resolve_ssm_backend, ssd_scan_reference
 
 F64 = torch.float64
 CORE = SSMKernels("fused", ssm_ops.scan, ssm_ops.norm, ssm_ops.conv, mixer_op.fused, compile_mode="opaque")
+CORE_KEEP = SSMKernels("fused", ssm_ops.scan, ssm_ops.norm, ssm_ops.conv, mixer_op.core_call("mamba", "mamba_keep"),
+                       compile_mode="opaque", scan_kernel="mamba_keep")
 
 
 def _core_args(seed=0, dtype=F64, pad=4, b=2, t=19):
-    """(zxbcdt, conv weight, conv bias, dt_bias, A, D, norm weight), headdim 4, 2 groups of d_state 8: d 16 (4 heads),
+    """(zxbcdt, conv weight, conv bias, dt_bias, A, D, norm weight), headdim 4, 2 groups of d_state 4: d 16 (4 heads),
     conv_dim 32, zxbcdt 16 + 32 + 4 + pad wide (56 with the default pad: causal-conv1d's channel-last rows need
     strides that are multiples of 8, which the unpadded 52 is not)."""
     gen = torch.Generator().manual_seed(seed)
@@ -44,12 +48,13 @@ HEADDIM, NGROUPS, CHUNK, EPS = 4, 2, 8, 1e-5
 # --------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("kernels", [CORE, CORE_KEEP], ids=["mamba", "mamba_keep"])
 @pytest.mark.parametrize("in_proj_multiple", [1, 8], ids=["unpadded", "padded"])
-def test_mixer_on_the_core_op_matches_the_reference_mixer(in_proj_multiple):
+def test_mixer_on_the_core_op_matches_the_reference_mixer(in_proj_multiple, kernels):
     """Output and the gradient of every parameter and of the input, float64: the op reads z, xBC and dt around
     in_proj's padding and its backward fills the whole input gradient (the padding's with zeros)."""
     ref = _mixer(in_proj_multiple=in_proj_multiple)
-    core = _mixer(in_proj_multiple=in_proj_multiple, kernels=CORE)
+    core = _mixer(in_proj_multiple=in_proj_multiple, kernels=kernels)
     core.load_state_dict(ref.state_dict())
     assert ref.in_proj_pad == (0 if in_proj_multiple == 1 else 4)
     u = torch.randn(2, 21, 16, dtype=F64, requires_grad=True)
@@ -74,10 +79,35 @@ def test_carried_state_takes_the_unfused_pieces():
     torch.testing.assert_close(torch.cat([a, b], 1), full, rtol=1e-10, atol=1e-12)
 
 
-def test_saved_outputs_are_not_differentiable():
+@pytest.mark.parametrize("scan_impl", ["mamba", "mamba_keep"])
+def test_saved_outputs_are_not_differentiable(scan_impl):
     args = [t.requires_grad_() for t in _core_args()]
-    out, xBC, y, rstd = torch.ops.golf.mamba_core(*args, HEADDIM, NGROUPS, CHUNK, EPS)
-    assert out.requires_grad and not (xBC.requires_grad or y.requires_grad or rstd.requires_grad)
+    out, *kept = torch.ops.golf.mamba_core(*args, HEADDIM, NGROUPS, CHUNK, EPS, "mamba", scan_impl)
+    assert out.requires_grad and not any(k.requires_grad for k in kept)
+    assert all(k.numel() == 0 for k in kept[3:]) == (scan_impl == "mamba")
+
+
+def test_kept_scan_internals_are_what_the_backward_would_recompute():
+    """scan_impl "mamba_keep": dt (softplus'ed, zero past the end), its running log-decay per chunk, C·B per chunk
+    and the state entering each chunk, which must equal the reference scan's final state over the tokens before
+    that chunk (19 tokens in chunks of 8: the last chunk is ragged)."""
+    zxbcdt, cw, cb, dt_bias, A, D, nw = _core_args()
+    _, xBC, _, _, dA_cumsum, dt_sp, states, CB = torch.ops.golf.mamba_core(zxbcdt, cw, cb, dt_bias, A, D, nw, HEADDIM,
+                                                                          NGROUPS, CHUNK, EPS, "mamba", "mamba_keep")
+    b, t, _ = zxbcdt.shape
+    x, B, C = xBC.split([16, 8, 8], dim=-1)
+    x, B, C = x.reshape(b, t, 4, HEADDIM), B.reshape(b, t, NGROUPS, 4), C.reshape(b, t, NGROUPS, 4)
+    dt = torch.nn.functional.softplus(zxbcdt[..., 48:52] + dt_bias)  # (b, t, h)
+    assert dt_sp.shape == dA_cumsum.shape == (b, 4, 3, CHUNK) and states.shape == (b, 3, 4, HEADDIM, 4)
+    torch.testing.assert_close(dt_sp.permute(0, 2, 3, 1).reshape(b, 24, 4)[:, :t], dt, rtol=1e-12, atol=0)
+    assert torch.count_nonzero(dt_sp[:, :, -1, t - 16:]) == 0
+    torch.testing.assert_close(dA_cumsum, torch.cumsum(dt_sp * A[:, None, None], -1), rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(CB[:, 1, 1, 2, 5], (C[:, 10, 1] * B[:, 13, 1]).sum(-1), rtol=1e-12, atol=1e-14)
+    assert torch.count_nonzero(states[:, 0]) == 0
+    for i in (1, 2):
+        _, final = ssd_scan_reference(x[:, :i * CHUNK], zxbcdt[:, :i * CHUNK, 48:52], A, B[:, :i * CHUNK],
+                                      C[:, :i * CHUNK], D, dt_bias, CHUNK)
+        torch.testing.assert_close(states[:, i], final, rtol=1e-10, atol=1e-12)
 
 
 def test_fused_call_refuses_what_the_op_does_not_compute():
@@ -86,6 +116,8 @@ def test_fused_call_refuses_what_the_op_does_not_compute():
         mixer_op.fused(*args[:6], CHUNK, rmsnorm_weight=args[6], headdim=HEADDIM, ngroups=NGROUPS)  # norm before gate
     with pytest.raises(ValueError, match="norm_impl must be one of"):
         torch.ops.golf.mamba_core(*args, HEADDIM, NGROUPS, CHUNK, EPS, "triton")
+    with pytest.raises(ValueError, match="scan_impl must be one of"):
+        mixer_op.core_call("mamba", "golf")
     with pytest.raises(ValueError, match="do not fit 4 heads of 4 and 3 groups"):
         torch.ops.golf.mamba_core(*args, HEADDIM, 3, CHUNK, EPS)
 
@@ -95,14 +127,14 @@ def test_fused_call_refuses_what_the_op_does_not_compute():
 # --------------------------------------------------------------------------------------------------
 
 
-def _opcheck_cases(device="cpu", dtype=F64, norm_impl="mamba"):
+def _opcheck_cases(device="cpu", dtype=F64, norm_impl="mamba", scan_impl="mamba"):
     args = [t.to(device) for t in _core_args(dtype=dtype, t=37)]
     args = [args[0].to(dtype)] + [t.float() if dtype != F64 else t for t in args[1:]]  # fp32 parameters, as trained
-    out, xBC, y, rstd = torch.ops.golf.mamba_core(*args, HEADDIM, NGROUPS, 16, EPS, norm_impl)
+    out, *kept = torch.ops.golf.mamba_core(*args, HEADDIM, NGROUPS, 16, EPS, norm_impl, scan_impl)
     return [(torch.ops.golf.mamba_core.default,
-             ([t.clone().requires_grad_() for t in args], HEADDIM, NGROUPS, 16, EPS, norm_impl)),
+             ([t.clone().requires_grad_() for t in args], HEADDIM, NGROUPS, 16, EPS, norm_impl, scan_impl)),
             (torch.ops.golf.mamba_core_bwd.default,
-             (torch.randn_like(out), *args, xBC, y, rstd, HEADDIM, NGROUPS, 16, EPS, norm_impl))]
+             (torch.randn_like(out), *args, *kept, HEADDIM, NGROUPS, 16, EPS, norm_impl, scan_impl))]
 
 
 def _flat(case):
@@ -110,9 +142,10 @@ def _flat(case):
     return op, (*args[0], *args[1:]) if isinstance(args[0], list) else args
 
 
+@pytest.mark.parametrize("scan_impl", ["mamba", "mamba_keep"])
 @pytest.mark.parametrize("i", range(2))
-def test_opcheck(i):
-    torch.library.opcheck(*_flat(_opcheck_cases()[i]))
+def test_opcheck(i, scan_impl):
+    torch.library.opcheck(*_flat(_opcheck_cases(scan_impl=scan_impl)[i]))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -140,6 +173,7 @@ def test_cuda_glue_matches_the_cpu_kernels(norm_impl, pad):
         assert a.shape == b.shape and a.dtype == b.dtype and a.is_contiguous(), name
     dout = torch.randn_like(cpu[0])
     gglue = mixer_op.mamba_core_bwd_cuda(fns, dout, *args, *glue[1:], HEADDIM, NGROUPS, CHUNK, EPS, norm_impl)
+    assert all(k.numel() == 0 for k in glue[4:])  # scan_impl "mamba" keeps nothing of the scan's
     gcpu = torch.ops.golf.mamba_core_bwd(dout, *args, *cpu[1:], HEADDIM, NGROUPS, CHUNK, EPS)
     for name, a, b in zip(("zxbcdt", "conv_w", "conv_b", "dt_bias", "A", "D", "norm_w"), gglue, gcpu):
         tol = 1e-9 if name == "zxbcdt" else 1e-6  # the libraries return parameter gradients as fp32 (stand-ins too)
@@ -210,11 +244,25 @@ def test_fused_opaque_binds_the_core_op(fake_libraries):  # noqa: F811 (the fixt
 def test_golf_norm_binds_golf_kernels_in_the_core_op_only(fake_libraries):  # noqa: F811
     pytest.importorskip("triton", reason="triton is not installed: golf's norm kernels need it")
     k = resolve_ssm_backend("fused", "cuda", "opaque", "golf")
-    assert k.fused is mixer_op.fused_golf_norm and k.label == "fused+golf_norm+opaque"
+    assert k.fused.keywords == {"norm_impl": "golf", "scan_impl": "mamba"} and k.label == "fused+golf_norm+opaque"
     assert {"golf_norm_fwd", "golf_norm_bwd"} <= set(ssm_ops._CUDA)
     for backend, mode in (("fused", "trace"), ("triton", "opaque"), ("auto", "opaque")):
         with pytest.raises(GolfError, match="gated_norm 'golf' runs golf's norm kernels inside golf::mamba_core"):
             resolve_ssm_backend(backend, "cuda", mode, "golf")
+
+
+def test_mamba_keep_binds_the_ssd_parts_in_the_core_op_only(fake_libraries):  # noqa: F811
+    fake_libraries["ssd_module"] = types.SimpleNamespace(**{name: object() for name in mixer_op.SSD_PARTS})
+    k = resolve_ssm_backend("fused", "cuda", "opaque", "kernel", "mamba_keep")
+    assert k.fused.keywords == {"norm_impl": "mamba", "scan_impl": "mamba_keep"}
+    assert k.label == "fused+keep_states+opaque" and k.scan is ssm_ops.scan  # carried-state calls: the plain scan
+    assert set(ssm_ops._CUDA["ssd_parts"]) == set(mixer_op.SSD_PARTS)
+    for backend, mode in (("fused", "trace"), ("triton", "opaque"), ("auto", "opaque")):
+        with pytest.raises(GolfError, match="mamba_keep"):
+            resolve_ssm_backend(backend, "cuda", mode, "kernel", "mamba_keep")
+    del fake_libraries["ssd_module"]._chunk_scan_bwd_dcb
+    with pytest.raises(GolfError, match=r"SSD pieces by name \(_chunk_scan_bwd_dcb missing"):
+        resolve_ssm_backend("fused", "cuda", "opaque", "kernel", "mamba_keep")
 
 
 def test_fused_opaque_needs_the_conv_functions(fake_libraries, monkeypatch):  # noqa: F811
@@ -228,32 +276,34 @@ def test_fused_opaque_needs_the_conv_functions(fake_libraries, monkeypatch):  # 
 # --------------------------------------------------------------------------------------------------
 
 
-def _cuda_core(gated_norm="kernel") -> SSMKernels:
+def _cuda_core(gated_norm="kernel", scan="mamba") -> SSMKernels:
     if not torch.cuda.is_available():
         pytest.skip("needs CUDA")
     try:
-        return resolve_ssm_backend("fused", "cuda", "opaque", gated_norm)
+        return resolve_ssm_backend("fused", "cuda", "opaque", gated_norm, scan)
     except GolfError as e:
         pytest.skip(str(e))
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("scan_impl", ["mamba", "mamba_keep"])
 @pytest.mark.parametrize("norm_impl", ["mamba", "golf"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("i", range(2))
-def test_opcheck_on_gpu(i, dtype, norm_impl):
-    _cuda_core("kernel" if norm_impl == "mamba" else "golf")
+def test_opcheck_on_gpu(i, dtype, norm_impl, scan_impl):
+    _cuda_core("kernel" if norm_impl == "mamba" else "golf", scan_impl)
     tol = 1e-3 if dtype == torch.float32 else 3e-2  # AOT vs eager runs of kernels with atomic adds
-    torch.library.opcheck(*_flat(_opcheck_cases("cuda", dtype, norm_impl)[i]), rtol=tol, atol=tol)
+    torch.library.opcheck(*_flat(_opcheck_cases("cuda", dtype, norm_impl, scan_impl)[i]), rtol=tol, atol=tol)
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("scan", ["mamba", "mamba_keep"])
 @pytest.mark.parametrize("gated_norm", ["kernel", "golf"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("multiple", [1, 64])
 @pytest.mark.parametrize("compiled", [True, False])
-def test_core_mixer_matches_reference_on_gpu(gated_norm, dtype, multiple, compiled):
-    kernels = _cuda_core(gated_norm)
+def test_core_mixer_matches_reference_on_gpu(gated_norm, dtype, multiple, compiled, scan):
+    kernels = _cuda_core(gated_norm, scan)
     ref, op = gpu_mixer_pair(kernels, multiple)
     torch._dynamo.reset()
     run = torch.compile(op, fullgraph=True) if compiled else op
