@@ -17,6 +17,13 @@ writes dz, the scan's backward ddt, the conv's backward dxBC; the padding column
 function, the forward keeps the conv's output (an output of the op, which autograd saves: one (B, T, conv_dim)
 tensor a layer) instead of recomputing the conv in backward.
 
+With `scan_impl` "mamba_keep" (model.ssm_scan) the op calls mamba-ssm's SSD pieces one by one instead of its
+combined forward and backward, and keeps what the combined backward recomputes (dt's per-chunk cumsum, C·B per
+chunk and the states entering each chunk, in fp32: about 230 MB a layer call at 131,072 tokens) as outputs for its
+backward. That backward then skips _chunk_cumsum_fwd, _bmm_chunk_fwd, _chunk_state_fwd and _state_passing_fwd
+(bench/RESULTS.md tenth block: the latter two alone run 18 times a step for 9 mixers, about 2.1 ms of them the
+backward's recompute).
+
 The op's kernels: on CUDA, causal-conv1d's forward and backward, mamba-ssm's SSD scan forward and backward, and
 the gated norm of `norm_impl`: "mamba" (mamba-ssm's layernorm_gated kernels) or "golf" (golf's own,
 golf/gated_norm_kernel.py), bound by golf.ssm.resolve_ssm_backend through golf.ssm_ops.bind_cuda; on CPU, golf's
