@@ -19,7 +19,7 @@ tensor a layer) instead of recomputing the conv in backward.
 
 With `scan_impl` "mamba_keep" (model.ssm_scan) the op calls mamba-ssm's SSD pieces one by one instead of its
 combined forward and backward, and keeps what the combined backward recomputes (dt's per-chunk cumsum, C·B per
-chunk and the states entering each chunk, in fp32: about 230 MB a layer call at 131,072 tokens) as outputs for its
+chunk and the states entering each chunk, in fp32: about 250 MB a layer call at 131,072 tokens) as outputs for its
 backward. That backward then skips _chunk_cumsum_fwd, _bmm_chunk_fwd, _chunk_state_fwd and _state_passing_fwd
 (bench/RESULTS.md tenth block: the latter two alone run 18 times a step for 9 mixers, about 2.1 ms of them the
 backward's recompute).
