@@ -538,13 +538,20 @@ def test_opaque_mixer_matches_reference_on_gpu(gated_norm, dtype, multiple, comp
 
 
 @pytest.mark.gpu
-def test_opaque_model_under_cuda_graphs_matches_eager_on_gpu():
+# the triton path's op per kernel, and the fused path's one op per mixer (golf/mixer_op.py) with golf's norm kernels
+@pytest.mark.parametrize("backend,gated_norm", [("triton", "torch"), ("fused", "golf")])
+def test_opaque_model_under_cuda_graphs_matches_eager_on_gpu(backend, gated_norm):
     """The whole model compiled as one graph with CUDA graphs (train.compile_mode reduce-overhead): three
     training-like steps give the eager loss and gradients."""
     kernels = _cuda_opaque("torch")
+    if backend == "fused":
+        try:
+            kernels = resolve_ssm_backend("fused", "cuda", "opaque", gated_norm)
+        except GolfError as e:
+            pytest.skip(str(e))
     cfg = ModelConfig(vocab_size=256, d_model=128, layer_pattern="MAM", d_state=32, expand=2.0, headdim=32,
                       chunk_size=64, num_heads=4, num_kv_heads=2, bigram_buckets=64, bigram_dim=16,
-                      ssm_backend="triton", ssm_compile="opaque", gated_norm="torch", in_proj_multiple=64)
+                      ssm_backend=backend, ssm_compile="opaque", gated_norm=gated_norm, in_proj_multiple=64)
     torch.manual_seed(0)
     model = build_model(cfg, "cuda")
     assert model.kernel_paths["ssm"].endswith("+opaque") and kernels.compile_mode == "opaque"
