@@ -29,28 +29,33 @@ from golf.launch import torchrun_command
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def sk():
-    """golf.ssd_kernel (golf's own SSD kernels; tests/test_ssd_kernel.py, tests/test_ssm_golf_scan.py), its
-    kernels interpreted on the CPU (TRITON_INTERPRET=1 above, where there is no CUDA) or compiled for a CUDA
-    device."""
-    pytest.importorskip("triton", reason="triton is not installed: golf's scan kernels (golf/ssd_kernel.py) need it")
-    mod = importlib.import_module("golf.ssd_kernel")
+def triton_kernels(module: str, what: str):
+    """golf.<module> (one of golf's own Triton kernel files), its kernels interpreted on the CPU
+    (TRITON_INTERPRET=1 above, where there is no CUDA) or compiled for a CUDA device; a skip naming what is missing
+    where they can run neither way."""
+    pytest.importorskip("triton", reason=f"triton is not installed: golf's {what} kernels (golf/{module}.py) need it")
+    mod = importlib.import_module(f"golf.{module}")
     if not mod.interpreted() and not torch.cuda.is_available():
         pytest.skip("no CUDA device and TRITON_INTERPRET is not 1: Triton's kernels cannot run here")
     return mod
+
+
+@pytest.fixture(scope="module")
+def sk():
+    """golf.ssd_kernel (golf's own SSD kernels; tests/test_ssd_kernel.py, tests/test_ssm_golf_scan.py)."""
+    return triton_kernels("ssd_kernel", "scan")
 
 
 @pytest.fixture(scope="module")
 def ck():
-    """golf.conv_kernel (golf's own conv kernels; tests/test_conv_kernel.py, tests/test_ssm_golf_conv.py), its
-    kernels interpreted on the CPU (no CUDA) or compiled for a CUDA device."""
-    pytest.importorskip("triton", reason="triton is not installed: golf's conv kernels (golf/conv_kernel.py) "
-                        "need it")
-    mod = importlib.import_module("golf.conv_kernel")
-    if not mod.interpreted() and not torch.cuda.is_available():
-        pytest.skip("no CUDA device and TRITON_INTERPRET is not 1: Triton's kernels cannot run here")
-    return mod
+    """golf.conv_kernel (golf's own conv kernels; tests/test_conv_kernel.py, tests/test_ssm_golf_conv.py)."""
+    return triton_kernels("conv_kernel", "conv")
+
+
+@pytest.fixture(scope="module")
+def gk():
+    """golf.gated_norm_kernel (golf's own gated-norm kernels; tests/test_gated_norm_kernel.py)."""
+    return triton_kernels("gated_norm_kernel", "gated-norm")
 
 
 @pytest.fixture(scope="module")

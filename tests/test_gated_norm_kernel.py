@@ -8,7 +8,6 @@ Strided inputs and outputs (the mixer's column slices of in_proj's output and gr
 and for the columns around them staying untouched. The last tests cover bench/gated_norm_bench.py's CPU side
 (--help, the refusal without CUDA)."""
 
-import importlib
 import importlib.util
 import re
 import sys
@@ -26,15 +25,6 @@ F64 = torch.float64
 EPS = 1e-5
 SENTINEL = -7.25  # what the columns around a strided output hold before and must hold after a call
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def gk():
-    """golf.gated_norm_kernel, its kernels interpreted on the CPU (no CUDA) or compiled for a CUDA device."""
-    mod = importlib.import_module("golf.gated_norm_kernel")
-    if not mod.interpreted() and not torch.cuda.is_available():
-        pytest.skip("no CUDA device and TRITON_INTERPRET is not 1: Triton's kernels cannot run here")
-    return mod
 
 
 @pytest.fixture(scope="module")

@@ -10,12 +10,10 @@ import types
 import pytest
 import torch
 from test_ssm import _mixer, _out_and_grads, assert_gpu_mixer_matches_reference, gpu_mixer_pair
-from test_ssm_opaque import STAND_INS, fake_libraries  # noqa: F401 (a fixture)
+from test_ssm_opaque import STAND_INS, assert_compiled_model_matches_reference, fake_libraries  # noqa: F401
 
 from golf import mixer_op, ssm, ssm_ops
-from golf.config import ModelConfig
 from golf.errors import GolfError
-from golf.model import build_model
 from golf.ssm import SSMKernels, resolve_ssm_backend, ssd_scan_reference
 
 F64 = torch.float64
@@ -203,33 +201,11 @@ def test_cuda_glue_writes_every_column_of_the_input_gradient(monkeypatch):
 # --------------------------------------------------------------------------------------------------
 
 
-def test_hybrid_model_on_the_core_op_compiles_as_one_graph(monkeypatch):
-    """A small hybrid with every mixer on golf::mamba_core compiles with fullgraph=True (one graph: no break at
-    the op) and gives the reference model's loss and gradients."""
-    cfg = ModelConfig(vocab_size=64, d_model=16, layer_pattern="MAM", d_state=4, expand=2.0, headdim=8, chunk_size=8,
-                      num_heads=2, num_kv_heads=1, bigram_buckets=16, bigram_dim=8, in_proj_multiple=8)
-    torch.manual_seed(0)
-    ref = build_model(cfg, "cpu").double()
-    monkeypatch.setattr(ssm, "resolve_ssm_backend", lambda *a, **k: CORE)
-    torch.manual_seed(0)
-    op = build_model(cfg, "cpu").double()
-    op.load_state_dict(ref.state_dict())
-    with torch.no_grad():
-        for p in ref.parameters():
-            if p.ndim >= 2:
-                p.normal_(std=0.3)
-        op.load_state_dict(ref.state_dict())
-    ids = torch.randint(0, 64, (2, 24))
-    loss_ref = ref(ids, targets=ids)
-    g_ref = torch.autograd.grad(loss_ref, list(ref.parameters()))
-    torch._dynamo.reset()
-    compiled = torch.compile(op, fullgraph=True, backend="aot_eager")
-    loss = compiled(ids, targets=ids)
-    g = torch.autograd.grad(loss, list(op.parameters()))
-    torch.testing.assert_close(loss, loss_ref, rtol=1e-12, atol=1e-12)
-    for (name, _), a, b in zip(ref.named_parameters(), g, g_ref):
-        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10, msg=name)
-    torch._dynamo.reset()
+@pytest.mark.parametrize("kernels", [CORE, CORE_KEEP], ids=["mamba", "mamba_keep"])
+def test_hybrid_model_on_the_core_op_compiles_as_one_graph(kernels):
+    """A small hybrid with every mixer on golf::mamba_core (in_proj padded) compiles with fullgraph=True (one graph:
+    no break at the op) and gives the reference model's loss, gradients and carried-state outputs."""
+    assert_compiled_model_matches_reference(kernels, in_proj_multiple=8)
 
 
 def test_fused_opaque_binds_the_core_op(fake_libraries):  # noqa: F811 (the fixture)

@@ -407,12 +407,12 @@ def test_opaque_mixer_compiles_with_inductor(multiple):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10, msg=name)
 
 
-def _tiny_model(kernels: SSMKernels | None, seed=0):
+def _tiny_model(kernels: SSMKernels | None, seed=0, in_proj_multiple=1):
     """A small M/A/M model in float64 with every weight non-zero; `kernels` replaces its mixers' kernels
     (the model is built on the reference path, so its CPU check lets it run here)."""
     cfg = ModelConfig(vocab_size=64, d_model=32, layer_pattern="MAM", d_state=8, expand=2.0, headdim=16,
                       chunk_size=8, num_heads=2, num_kv_heads=1, bigram_buckets=16, bigram_dim=8,
-                      ssm_backend="reference")
+                      ssm_backend="reference", in_proj_multiple=in_proj_multiple)
     torch.manual_seed(seed)
     m = build_model(cfg, "cpu").double()
     with torch.no_grad():
@@ -426,9 +426,14 @@ def _tiny_model(kernels: SSMKernels | None, seed=0):
 
 
 def test_opaque_model_compiles_as_one_graph_and_matches_eager():
+    assert_compiled_model_matches_reference(OPAQUE)
+
+
+def assert_compiled_model_matches_reference(kernels: SSMKernels, in_proj_multiple: int = 1) -> None:
     """fullgraph=True with AOT autograd (the fake kernels and backward ops in the joint graph): the compiled
-    loss and gradients equal the eager reference model's."""
-    ref, op = _tiny_model(None), _tiny_model(OPAQUE)
+    loss and gradients of a small model on `kernels` equal the eager reference model's, and so do its outputs with
+    carried state."""
+    ref, op = _tiny_model(None, in_proj_multiple=in_proj_multiple), _tiny_model(kernels, in_proj_multiple=in_proj_multiple)
     ids = torch.randint(0, 64, (2, 24), generator=torch.Generator().manual_seed(1))
     loss_ref = ref(ids, targets=ids)
     g_ref = torch.autograd.grad(loss_ref, list(ref.parameters()))
