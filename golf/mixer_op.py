@@ -22,7 +22,8 @@ combined forward and backward, and keeps what the combined backward recomputes (
 chunk and the states entering each chunk, in fp32: about 250 MB a layer call at 131,072 tokens) as outputs for its
 backward. That backward then skips _chunk_cumsum_fwd, _bmm_chunk_fwd, _chunk_state_fwd and _state_passing_fwd
 (bench/RESULTS.md tenth block: the latter two alone run 18 times a step for 9 mixers, about 2.1 ms of them the
-backward's recompute).
+backward's recompute). In Triton's CPU interpreter with mamba-ssm's own kernels its forward and backward equal
+mamba-ssm's combined ones bit for bit in fp32 (tests/test_mixer_op.py, where mamba-ssm's source is importable).
 
 The op's kernels: on CUDA, causal-conv1d's forward and backward, mamba-ssm's SSD scan forward and backward, and
 the gated norm of `norm_impl`: "mamba" (mamba-ssm's layernorm_gated kernels) or "golf" (golf's own,

@@ -197,6 +197,91 @@ def test_cuda_glue_writes_every_column_of_the_input_gradient(monkeypatch):
 
 
 # --------------------------------------------------------------------------------------------------
+# scan_impl "mamba_keep" with mamba-ssm's real Triton kernels in Triton's CPU interpreter: where mamba-ssm's Triton
+# modules import (a development machine with its source on PYTHONPATH, e.g. PYTHONPATH=<mamba_ssm-2.3.2.post1 source>
+# plus einops; CPU machines cannot install mamba-ssm, so CI skips these)
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def mamba_interpreted(monkeypatch):
+    """mamba-ssm's Triton entry points (golf.ssm._import_mamba_triton), made to run in the interpreter: no CUDA
+    device to switch to or to ask for its SM count, and no driver to time autotune candidates with (every autotuned
+    kernel keeps one config, its smallest)."""
+    import os
+    import sys
+    from contextlib import nullcontext
+
+    if torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET") != "1":
+        pytest.skip("runs mamba-ssm's kernels in Triton's CPU interpreter: needs a machine without CUDA")
+    found = ssm._import_mamba_triton()
+    if found is None:
+        pytest.skip("mamba-ssm's Triton modules do not import here (put mamba-ssm's source and einops on PYTHONPATH)")
+    monkeypatch.setattr(torch.cuda, "device", lambda index: nullcontext())
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: types.SimpleNamespace(
+        multi_processor_count=4))
+    for name, module in list(sys.modules.items()):
+        if name.startswith("mamba_ssm.ops.triton") and module is not None:
+            for obj in vars(module).values():
+                if isinstance(getattr(obj, "configs", None), list) and hasattr(obj, "cache") and len(obj.configs) > 1:
+                    smallest = min(obj.configs, key=lambda c: sum(v for v in c.kwargs.values() if isinstance(v, int)))
+                    monkeypatch.setattr(obj, "configs", [smallest])
+    return found
+
+
+def test_mamba_keep_equals_mamba_ssms_combined_scan_in_the_interpreter(mamba_interpreted):
+    """The kept-internals forward and backward (mamba-ssm's SSD pieces called one by one, the backward from the
+    forward's chunk states) against mamba-ssm's own combined forward and backward, fp32, 40 tokens in chunks of 16
+    (a ragged last chunk), 4 heads sharing one group: the same kernels in the same order give the same bits."""
+    m = mamba_interpreted
+    parts = mixer_op.ssd_parts(m["ssd_module"])["ssd_parts"]
+    gen = torch.Generator().manual_seed(0)
+    b, t, h, p, g, n, L = 2, 40, 4, 16, 1, 16, 16
+    x, dt = torch.randn(b, t, h, p, generator=gen), torch.randn(b, t, h, generator=gen) - 1
+    B, C = (torch.randn(b, t, g, n, generator=gen) * 0.5 for _ in range(2))
+    A, D, dt_bias = -torch.rand(h, generator=gen) - 0.5, torch.rand(h, generator=gen) + 0.5, torch.randn(h,
+                                                                                                          generator=gen)
+    y_ref = m["scan_fwd"](x, dt, A, B, C, L, D=D, dt_bias=dt_bias, dt_softplus=True)[0]
+    y, *kept = mixer_op._scan_fwd_keep(parts, x, dt, A, B, C, D, dt_bias, L)
+    assert torch.equal(y, y_ref)
+    dy = torch.randn(y.shape, generator=gen)
+    dx_ref, ddt_ref, dA_ref, dB_ref, dC_ref, dD_ref, _, ddt_bias_ref, _ = m["scan_bwd"](
+        dy, x, dt, A, B, C, y_ref, L, D=D, dt_bias=dt_bias, dt_softplus=True)
+    dx, ddt, dB, dC = torch.empty_like(x), torch.empty_like(dt), torch.empty_like(B), torch.empty_like(C)
+    dA, dD, ddt_bias = mixer_op._scan_bwd_keep(parts, dy, x, dt, A, B, C, D, dt_bias, kept, dx, ddt, dB, dC)
+    for name, a, r in (("dx", dx, dx_ref), ("ddt", ddt, ddt_ref), ("dA", dA, dA_ref), ("dB", dB, dB_ref),
+                       ("dC", dC, dC_ref), ("dD", dD, dD_ref), ("ddt_bias", ddt_bias, ddt_bias_ref)):
+        assert torch.equal(a, r), name
+    # and both against golf's reference scan
+    leaves = [v.clone().requires_grad_() for v in (x, dt, A, B, C, D, dt_bias)]
+    y_gold, _ = ssd_scan_reference(*leaves, L)
+    torch.testing.assert_close(y, y_gold, rtol=1e-5, atol=1e-5)
+    for name, a, r in zip(("dx", "ddt", "dA", "dB", "dC", "dD", "ddt_bias"), (dx, ddt, dA, dB, dC, dD, ddt_bias),
+                          torch.autograd.grad(y_gold, leaves, dy)):
+        torch.testing.assert_close(a, r, rtol=1e-5, atol=1e-4, msg=name)
+
+
+def test_the_core_op_keeps_the_same_result_in_the_interpreter(mamba_interpreted):
+    """golf::mamba_core's CUDA glue end to end with mamba-ssm's real scan kernels (the conv and norm are
+    tests/test_ssm_opaque.py's stand-ins): scan_impl "mamba_keep" gives scan_impl "mamba"'s outputs and every
+    gradient, bit for bit, in fp32."""
+    m = mamba_interpreted
+    fns = dict(STAND_INS) | {"scan_fwd": m["scan_fwd"], "scan_bwd": m["scan_bwd"]} | mixer_op.ssd_parts(
+        m["ssd_module"])
+    args = [a.float() for a in _core_args(pad=4, t=37)]
+    outs = {impl: mixer_op.mamba_core_cuda(fns, *args, HEADDIM, NGROUPS, 16, EPS, "mamba", impl)
+            for impl in ("mamba", "mamba_keep")}
+    for a, r in zip(outs["mamba_keep"][:4], outs["mamba"][:4]):
+        assert torch.equal(a, r)
+    dout = torch.randn(outs["mamba"][0].shape, generator=torch.Generator().manual_seed(3))
+    grads = {impl: mixer_op.mamba_core_bwd_cuda(fns, dout, *args, *outs[impl][1:], HEADDIM, NGROUPS, 16, EPS, "mamba",
+                                                impl) for impl in ("mamba", "mamba_keep")}
+    for name, a, r in zip(("zxbcdt", "conv_w", "conv_b", "dt_bias", "A", "D", "norm_w"), grads["mamba_keep"],
+                          grads["mamba"]):
+        assert torch.equal(a, r), name
+
+
+# --------------------------------------------------------------------------------------------------
 # The model compiled as one graph, and the backend choice
 # --------------------------------------------------------------------------------------------------
 
