@@ -297,9 +297,9 @@ def resolve_ssm_backend(requested: str, device: torch.device | str, compile_mode
     tests/test_ssm_opaque.py). gated_norm "torch" leaves the triton path's gated RMSNorm to PyTorch (no `norm`
     kernel); the fused path has the norm inside its one op: mamba-ssm's, or under compile_mode "opaque" (golf's one
     custom op, golf/mixer_op.py) golf's own with gated_norm "golf", which every other path refuses. scan
-    (model.ssm_scan) "golf"
-    runs golf's own SSD kernels (golf/ssd_kernel.py) in the triton path's scan, under every compile_mode; the
-    fused path refuses it, the reference path ignores it (as gated_norm). conv (model.ssm_conv) "golf" likewise
+    (model.ssm_scan) "golf" runs golf's own SSD kernels (golf/ssd_kernel.py) in the triton path's scan, under
+    every compile_mode; the fused path refuses it, the reference path ignores it (as gated_norm); "mamba_keep"
+    (mamba-ssm's kernels, the backward reusing the forward's internals) exists only in golf's fused op. conv (model.ssm_conv) "golf" likewise
     runs golf's own conv kernels (golf/conv_kernel.py) as the triton path's conv, whether or not causal-conv1d
     imports; "causal_conv1d" is causal-conv1d's where it imports, else PyTorch's."""
     # direct callers (tests, bench) bypass the config's checks
