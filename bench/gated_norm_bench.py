@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import statistics
 import sys
 from pathlib import Path
@@ -41,6 +40,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from kernel_bench import package_versions, run_and_write, table
 
 EPS = 1e-5  # golf.ssm.NORM_EPS
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -231,11 +233,6 @@ def _fmt(v, spec=".3f"):
     return "-" if v is None else format(v, spec)
 
 
-def table(rows: list[list], header: list[str]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(str(c) for c in r) + " |" for r in rows])
-
-
 def measure(a: argparse.Namespace, result: dict) -> None:
     inp = make_inputs(a)
     ref = reference(inp, a.groups)
@@ -320,26 +317,10 @@ def main(argv=None) -> int:
     if not torch.cuda.is_available():
         print("error: gated_norm_bench.py needs a CUDA device (none is visible here)", file=sys.stderr)
         return 2
-    import importlib.metadata
-
-    versions = {}
-    for pkg in ("torch", "triton", "mamba_ssm"):
-        try:
-            versions[pkg] = importlib.metadata.version(pkg)
-        except importlib.metadata.PackageNotFoundError:
-            versions[pkg] = None
     result = {"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items()},
-              "device": torch.cuda.get_device_name(), "versions": versions,
+              "device": torch.cuda.get_device_name(), "versions": package_versions(("torch", "triton", "mamba_ssm")),
               "fwd": {}, "bwd": {}, "fwd_bwd": {}, "errors": {}}
-    try:
-        measure(a, result)
-    except Exception as e:  # noqa: BLE001 -- keep what was measured (a CUDA fault poisons every later call)
-        result["errors"]["fatal"] = repr(e)
-        print(f"stopped: {e!r}", file=sys.stderr)
-    if a.json:
-        a.json.parent.mkdir(parents=True, exist_ok=True)
-        a.json.write_text(json.dumps(result, indent=1))
-    return 1 if result["errors"] else 0
+    return run_and_write(a, result, lambda: measure(a, result))
 
 
 if __name__ == "__main__":
