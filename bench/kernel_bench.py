@@ -1,6 +1,7 @@
 """What golf's kernel benchmarks share (bench/ssd_kernel_bench.py, bench/conv_kernel_bench.py; in part
-bench/attn_kernel_bench.py and bench/gated_norm_bench.py): their run options, the timers (wall time per call, and device time per call, the one a training step pays), the relative error of a
-parity check, the result JSON (written even when a device fault stops the run) and the markdown table."""
+bench/attn_kernel_bench.py and bench/gated_norm_bench.py): their run options, the timers (wall time per call, and
+device time per call, the one a training step pays), the relative error of a parity check, the result JSON
+(written even when a device fault stops the run) and the markdown table."""
 
 from __future__ import annotations
 

@@ -225,15 +225,17 @@ def mamba_core_cuda(fns: dict, zxbcdt, conv_weight, conv_bias, dt_bias, A, D, no
     return (out, xBC, y, rstd, *kept)
 
 
-def _fwd_keys(norm_impl: str, scan_impl: str) -> tuple[str, ...]:
-    return ("conv_fwd", "scan_fwd" if scan_impl == "mamba" else "ssd_parts",
-            "norm_fwd" if norm_impl == "mamba" else "golf_norm_fwd")
+def _bound_keys(way: str, norm_impl: str, scan_impl: str) -> tuple[str, ...]:
+    """The golf.ssm_ops.bind_cuda keys of the functions the op's CUDA kernel calls in one direction (way: "fwd" or
+    "bwd") for these impls."""
+    return (f"conv_{way}", f"scan_{way}" if scan_impl == "mamba" else "ssd_parts",
+            f"norm_{way}" if norm_impl == "mamba" else f"golf_norm_{way}")
 
 
 @mamba_core.register_kernel("cuda")
 def _(zxbcdt, conv_weight, conv_bias, dt_bias, A, D, norm_weight, headdim, ngroups, chunk_size, eps,
       norm_impl="mamba", scan_impl="mamba"):
-    fns = {k: _cuda(k) for k in _fwd_keys(norm_impl, scan_impl)}
+    fns = {k: _cuda(k) for k in _bound_keys("fwd", norm_impl, scan_impl)}
     return mamba_core_cuda(fns, zxbcdt, conv_weight, conv_bias, dt_bias, A, D, norm_weight, headdim, ngroups,
                            chunk_size, eps, norm_impl, scan_impl)
 
@@ -347,15 +349,10 @@ def mamba_core_bwd_cuda(fns: dict, dout, zxbcdt, conv_weight, conv_bias, dt_bias
     return (dzxbcdt, *(_like(g, p.dtype) for g, p in zip(grads, params)))
 
 
-def _bwd_keys(norm_impl: str, scan_impl: str) -> tuple[str, ...]:
-    return ("conv_bwd", "scan_bwd" if scan_impl == "mamba" else "ssd_parts",
-            "norm_bwd" if norm_impl == "mamba" else "golf_norm_bwd")
-
-
 @mamba_core_bwd.register_kernel("cuda")
 def _(dout, zxbcdt, conv_weight, conv_bias, dt_bias, A, D, norm_weight, xBC, y, rstd, dA_cumsum, dt_sp, states, CB,
       headdim, ngroups, chunk_size, eps, norm_impl="mamba", scan_impl="mamba"):
-    fns = {k: _cuda(k) for k in _bwd_keys(norm_impl, scan_impl)}
+    fns = {k: _cuda(k) for k in _bound_keys("bwd", norm_impl, scan_impl)}
     return mamba_core_bwd_cuda(fns, dout, zxbcdt, conv_weight, conv_bias, dt_bias, A, D, norm_weight, xBC, y, rstd,
                                dA_cumsum, dt_sp, states, CB, headdim, ngroups, chunk_size, eps, norm_impl, scan_impl)
 

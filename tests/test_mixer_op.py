@@ -299,6 +299,8 @@ def test_fused_opaque_binds_the_core_op(fake_libraries):  # noqa: F811 (the fixt
                                                           ssm_ops.norm)
     assert k.label == "fused+opaque"
     assert {"conv_fwd", "conv_bwd", "scan_fwd", "scan_bwd", "norm_fwd", "norm_bwd"} <= set(ssm_ops._CUDA)
+    assert {*mixer_op._bound_keys("fwd", "mamba", "mamba"), *mixer_op._bound_keys("bwd", "mamba", "mamba")} <= set(
+        ssm_ops._CUDA)  # what the op's CUDA kernels will ask for
     assert resolve_ssm_backend("fused", "cuda", "trace", "kernel").label == "fused"  # mamba-ssm's own op
 
 
@@ -307,6 +309,8 @@ def test_golf_norm_binds_golf_kernels_in_the_core_op_only(fake_libraries):  # no
     k = resolve_ssm_backend("fused", "cuda", "opaque", "golf")
     assert k.fused.keywords == {"norm_impl": "golf", "scan_impl": "mamba"} and k.label == "fused+golf_norm+opaque"
     assert {"golf_norm_fwd", "golf_norm_bwd"} <= set(ssm_ops._CUDA)
+    assert {*mixer_op._bound_keys("fwd", "golf", "mamba"), *mixer_op._bound_keys("bwd", "golf", "mamba")} <= set(
+        ssm_ops._CUDA)
     for backend, mode in (("fused", "trace"), ("triton", "opaque"), ("auto", "opaque")):
         with pytest.raises(GolfError, match="gated_norm 'golf' runs golf's norm kernels inside golf::mamba_core"):
             resolve_ssm_backend(backend, "cuda", mode, "golf")
@@ -318,6 +322,8 @@ def test_mamba_keep_binds_the_ssd_parts_in_the_core_op_only(fake_libraries):  # 
     assert k.fused.keywords == {"norm_impl": "mamba", "scan_impl": "mamba_keep"}
     assert k.label == "fused+keep_states+opaque" and k.scan is ssm_ops.scan  # carried-state calls: the plain scan
     assert set(ssm_ops._CUDA["ssd_parts"]) == set(mixer_op.SSD_PARTS)
+    assert {*mixer_op._bound_keys("fwd", "mamba", "mamba_keep"), *mixer_op._bound_keys("bwd", "mamba", "mamba_keep")
+            } <= set(ssm_ops._CUDA)
     for backend, mode in (("fused", "trace"), ("triton", "opaque"), ("auto", "opaque")):
         with pytest.raises(GolfError, match="mamba_keep"):
             resolve_ssm_backend(backend, "cuda", mode, "kernel", "mamba_keep")
