@@ -310,6 +310,15 @@ def resolve_ssm_backend(requested: str, device: torch.device | str, compile_mode
             raise GolfError(f"model.{key} must be one of {list(allowed)}, got {value!r}")
     if requested == "reference":
         return SSMKernels()
+    in_core = requested == "fused" and compile_mode == "opaque"  # golf::mamba_core (golf/mixer_op.py)
+    if gated_norm == "golf" and not in_core:
+        raise GolfError("model.gated_norm 'golf' runs golf's norm kernels inside golf::mamba_core, the fused path "
+                        "as one custom op: use model.ssm_backend 'fused' with model.ssm_compile 'opaque', or "
+                        "gated_norm 'kernel' or 'torch'")
+    if scan == "mamba_keep" and not in_core:
+        raise GolfError("model.ssm_scan 'mamba_keep' keeps the SSD forward's internals for its backward inside "
+                        "golf::mamba_core: use model.ssm_backend 'fused' with model.ssm_compile 'opaque', or ssm_scan "
+                        "'mamba'")
     on_cuda = torch.device(device).type == "cuda"
     mamba = _import_mamba_triton() if on_cuda else None
     # golf's conv needs no causal-conv1d (the fused path, which does, refuses golf's conv below)
@@ -318,7 +327,7 @@ def resolve_ssm_backend(requested: str, device: torch.device | str, compile_mode
         if gated_norm == "torch":
             raise GolfError("model.gated_norm 'torch' does not apply to model.ssm_backend 'fused', whose one op "
                             "includes the norm; use ssm_backend 'triton' or gated_norm 'kernel'")
-        if scan not in ("mamba", "mamba_keep") or (scan == "mamba_keep" and compile_mode != "opaque"):
+        if scan not in ("mamba", "mamba_keep"):
             raise GolfError(f"model.ssm_scan {scan!r} does not apply to model.ssm_backend 'fused', whose one op "
                             "includes mamba-ssm's scan; use ssm_backend 'triton' or ssm_scan 'mamba' (or "
                             "'mamba_keep' under ssm_compile 'opaque')")
@@ -328,17 +337,9 @@ def resolve_ssm_backend(requested: str, device: torch.device | str, compile_mode
         if mamba is None or cc1d is None:
             raise GolfError("model.ssm_backend is 'fused' but it needs a CUDA device with mamba-ssm's Triton "
                             "kernels and causal-conv1d importable; use 'triton', 'auto' or 'reference'")
-        if compile_mode == "opaque":
+        if in_core:
             return _opaque_fused_kernels(mamba, gated_norm, scan)
-        if gated_norm == "golf":
-            raise GolfError(_GOLF_NORM_ONLY_IN_CORE)
         return SSMKernels("fused", mamba["scan"], mamba["norm"], cc1d, mamba["fused"], compile_mode)
-    if gated_norm == "golf":
-        raise GolfError(_GOLF_NORM_ONLY_IN_CORE)
-    if scan == "mamba_keep":
-        raise GolfError("model.ssm_scan 'mamba_keep' keeps the SSD forward's internals for its backward inside "
-                        "golf::mamba_core: use model.ssm_backend 'fused' with model.ssm_compile 'opaque', or ssm_scan "
-                        "'mamba'")
     if mamba is None:
         if requested == "triton":
             raise GolfError("model.ssm_backend is 'triton' but mamba-ssm's Triton SSD kernel is not usable here "
@@ -358,9 +359,6 @@ def resolve_ssm_backend(requested: str, device: torch.device | str, compile_mode
 # choice
 _GOLF_KERNELS = {"ssm_scan": ("scan", "ssd_kernel.py", "mamba"), "ssm_conv": ("conv", "conv_kernel.py", "causal_conv1d"),
                  "gated_norm": ("gated norm", "gated_norm_kernel.py", "kernel")}
-_GOLF_NORM_ONLY_IN_CORE = ("model.gated_norm 'golf' runs golf's norm kernels inside golf::mamba_core, the fused path "
-                           "as one custom op: use model.ssm_backend 'fused' with model.ssm_compile 'opaque', or "
-                           "gated_norm 'kernel' or 'torch'")
 
 
 def _import_golf_kernels(setting: str, value: str) -> dict:
