@@ -324,8 +324,10 @@ def load_model_from_artifact(path: str | Path, device: torch.device | str = "cpu
     # "auto"'s kernel on the scoring machine, the same attention (bench/attn_kernel_bench.py checks their parity).
     # model.ssm_backend "fused" packages the triton path's kernels as one op (mamba-ssm's, or golf/mixer_op.py's,
     # not shipped, with gated_norm "golf": golf's own norm kernels inside it): scoring takes "auto", the same
-    # mixer on any machine (tests/test_mixer_op.py and test_ssm.py check the paths' parity on a GPU)
-    cfg = replace(art.config, ssm_scan="mamba", ssm_conv="causal_conv1d",
+    # mixer on any machine (tests/test_mixer_op.py and test_ssm.py check the paths' parity on a GPU).
+    # model.block_norm "golf" is golf's residual-glue kernels (golf/block_norm_kernel.py, not shipped): scoring
+    # takes "torch", the same function (tests/test_model_block_norm.py checks their parity)
+    cfg = replace(art.config, ssm_scan="mamba", ssm_conv="causal_conv1d", block_norm="torch",
                   ssm_backend="auto" if art.config.ssm_backend == "fused" else art.config.ssm_backend,
                   gated_norm="kernel" if art.config.gated_norm == "golf" else art.config.gated_norm,
                   ssm_compile="disable" if art.config.ssm_compile == "opaque" else art.config.ssm_compile,

@@ -148,6 +148,13 @@ class ModelConfig:
                               "PyTorch conv), or golf's own Triton kernels (golf/conv_kernel.py, needs triton); the "
                               "fused path is mamba-ssm's one op with causal-conv1d's conv inside (golf: an error), "
                               "the reference path always uses golf.ssm.causal_conv_silu_reference (no effect there)")
+    block_norm: str = _spec("torch", choices=("torch", "golf"),
+                            doc="each block's residual glue (the residual add of the sublayer before, the U-Net "
+                                "skip add, resid_mix and the pre-norm; and the final norm): the PyTorch "
+                                "expressions (torch.compile fuses them), or golf's own Triton kernels as one "
+                                "custom op a pre-norm, golf::add_mix_norm (golf/block_norm_kernel.py, needs triton "
+                                "on CUDA), the residual adds kept pending until the next norm; the same function, "
+                                "only rounding differs; CPU tensors take its PyTorch twin")
     attn_backend: str = _spec("auto", choices=("auto", "flash", "flash4", "sdpa"),
                               doc="auto = flash-attn 3, else 2, where one imports on CUDA, else PyTorch SDPA; "
                                   "flash = one of those two or an error; flash4 = FlashAttention-4 (pip install "

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from pathlib import Path
 
 import torch
@@ -40,6 +41,56 @@ def pre_norm(x: torch.Tensor, scale: float) -> torch.Tensor:
 def ln_scale_factor(cfg: ModelConfig, layer_idx: int) -> float:
     """model.ln_scale: the pre-norm factor of the block at `layer_idx` (0-based over model.layer_pattern)."""
     return 1.0 / math.sqrt(layer_idx + 1) if cfg.ln_scale else 1.0
+
+
+def norm_eps(dtype: torch.dtype) -> float:
+    """F.rms_norm's eps when none is given, for inputs of `dtype`: the machine epsilon of the dtype it computes
+    in (fp32's 1.19e-7 for bf16, fp16 and fp32; fp64's for fp64), as torch's _fused_rms_norm picks it."""
+    return torch.finfo(torch.promote_types(dtype, torch.float32)).eps
+
+
+def add_mix_norm_reference(x, y=None, s=None, skip=None, w=None, x0=None, mix=None, norm_scale: float = 1.0,
+                           keep_out: bool = False):
+    """model.block_norm's residual glue written with PyTorch ops in x's dtype, exactly as the blocks spell it
+    out under "torch": out = x + s y (the residual add of the sublayer before; without y, x), + w skip (a U-Net
+    skip add, without skip none), xm = mix[0] out + mix[1] x0 (a block's resid_mix; without mix, out), h =
+    pre_norm(xm, norm_scale). Returns (out or None unless keep_out, xm, h). golf::add_mix_norm
+    (golf/block_norm_kernel.py) computes the same in one kernel; the model calls this twin where the kernels
+    cannot run (CPU tensors outside Triton's interpreter)."""
+    out = x
+    if y is not None:
+        out = out + s.to(out.dtype) * y
+    if skip is not None:
+        out = out + w.to(out.dtype) * skip
+    xm = out if mix is None else mix[0].to(out.dtype) * out + mix[1].to(out.dtype) * x0
+    return (out if keep_out else None), xm, pre_norm(xm, norm_scale)
+
+
+def resolve_block_norm(choice: str, device: torch.device | str):
+    """model.block_norm: the function a "golf" model's blocks call for their glue, with
+    add_mix_norm_reference's signature (None for "torch": the blocks' own expressions). On a CUDA device, or
+    anywhere Triton's interpreter is on (TRITON_INTERPRET=1: the tests), golf::add_mix_norm (its CUDA kernels;
+    on CPU the interpreted kernels); elsewhere the PyTorch twin, without importing triton. A GolfError where
+    the kernels do not import on CUDA."""
+    if choice == "torch":
+        return None
+    if torch.device(device).type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+        return add_mix_norm_reference
+    try:
+        from golf import block_norm_kernel
+    except ImportError as e:
+        raise GolfError(f"model.block_norm is 'golf' but golf's Triton kernels do not import here ({e}): they "
+                        "need triton (`pip install triton`) and golf/block_norm_kernel.py; use model.block_norm "
+                        "'torch'") from None
+    return block_norm_kernel.add_mix_norm
+
+
+def residual_mlp_golf(mlp: nn.Module, mlp_scale: nn.Parameter, pending: tuple, norm_scale: float, add_mix_norm):
+    """model.block_norm "golf": a pre-norm residual MLP on the pending stream `pending` = (x, y, s), i.e.
+    x + s y not yet added: one add_mix_norm completes the add and norms it; returns the new pending stream
+    (x + s y, mlp(h), mlp_scale)."""
+    _, x, h = add_mix_norm(*pending, norm_scale=norm_scale)
+    return x, mlp(h), mlp_scale
 
 
 class QATLinear(nn.Linear):
@@ -114,6 +165,16 @@ class AttentionBlock(nn.Module):
         x = x + self.mlp_scale.to(x.dtype) * self.mlp(pre_norm(x, self.norm_scale))
         return (x, None) if return_state else x
 
+    def forward_golf(self, pending, x0, add_mix_norm, skip=None, skip_weight=None, keep_in=False, state=None,
+                     return_state=False):
+        """model.block_norm "golf" (GolfLM._blocks_golf): forward's math on the pending stream (x, y, s) = x + s y
+        (y, s None: x), with the U-Net skip add (skip, skip_weight) folded into the first pre-norm. Returns (the
+        block's input, x + s y [+ w skip], when keep_in else None; the block's output as a pending stream; None,
+        attention carries no state)."""
+        x_in, xm, h = add_mix_norm(*pending, skip, skip_weight, x0, self.resid_mix, self.norm_scale, keep_in)
+        pending = (xm, self.attn(h), self.attn_scale)
+        return x_in, residual_mlp_golf(self.mlp, self.mlp_scale, pending, self.norm_scale, add_mix_norm), None
+
 
 class MambaBlock(nn.Module):
     """Pre-norm residual Mamba-2 mixer; with model.mamba_mlp_mult > 0 also a pre-norm residual MLP after it
@@ -143,6 +204,20 @@ class MambaBlock(nn.Module):
         if self.mlp is not None:
             x = x + self.mlp_scale.to(x.dtype) * self.mlp(pre_norm(x, self.norm_scale))
         return (x, new_state) if return_state else x
+
+    def forward_golf(self, pending, x0, add_mix_norm, skip=None, skip_weight=None, keep_in=False, state=None,
+                     return_state=False):
+        """model.block_norm "golf": as AttentionBlock.forward_golf, with the mixer (and its carried state) in
+        place of attention, and the MLP only with model.mamba_mlp_mult > 0."""
+        x_in, xm, h = add_mix_norm(*pending, skip, skip_weight, x0, self.resid_mix, self.norm_scale, keep_in)
+        if return_state:
+            y, new_state = self.mixer(h, state, return_state=True)
+        else:
+            y, new_state = self.mixer(h, state), None
+        pending = (xm, y, self.mixer_scale)
+        if self.mlp is not None:
+            pending = residual_mlp_golf(self.mlp, self.mlp_scale, pending, self.norm_scale, add_mix_norm)
+        return x_in, pending, new_state
 
 
 class BigramHash(nn.Module):
@@ -176,6 +251,8 @@ class GolfLM(nn.Module):
         attn_path, flash_fn = resolve_attn_backend(cfg.attn_backend, device) if "A" in cfg.layer_pattern \
             else ("none", None)
         self.kernel_paths = {"ssm": kernels.label if kernels else "none", "attn": attn_path}
+        # model.block_norm "golf": golf::add_mix_norm or its PyTorch twin (resolve_block_norm); None for "torch"
+        self.add_mix_norm = resolve_block_norm(cfg.block_norm, device)
         log.info("kernel paths on %s: %s (requested ssm=%s, attn=%s)", device, self.kernel_paths,
                  cfg.ssm_backend, cfg.attn_backend)
         d = cfg.d_model
@@ -248,6 +325,22 @@ class GolfLM(nn.Module):
             x = x.to(torch.get_autocast_dtype(dev))  # bf16 stream: every block's elementwise traffic halves
         x0 = x
         layer_states = states["layers"] if states is not None else [None] * len(self.blocks)
+        blocks = self._blocks_torch if self.add_mix_norm is None else self._blocks_golf
+        x, new_states = blocks(x, x0, layer_states, return_states)
+        w = self.tok_emb.weight if self.lm_head is None else self.lm_head.weight
+        logits = F.linear(x, w.to(x.dtype)).float()  # (B, T, V)
+        if self.cfg.logit_softcap > 0:
+            logits = self.cfg.logit_softcap * torch.tanh(logits / self.cfg.logit_softcap)
+        if targets is not None:
+            if return_states:
+                raise ValueError("GolfLM.forward: targets and return_states are exclusive")
+            return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+        if return_states:
+            return logits, {"prev_token": input_ids[:, -1], "layers": new_states}
+        return logits
+
+    def _blocks_torch(self, x, x0, layer_states, return_states):
+        """model.block_norm "torch": the blocks with the U-Net skips, then the final norm → (x, new_states)."""
         new_states = []
         skips = []
         for i, block in enumerate(self.blocks):
@@ -261,17 +354,34 @@ class GolfLM(nn.Module):
             if i < self.num_encoder:
                 skips.append(x)
         x = F.rms_norm(x, (x.shape[-1],))
-        w = self.tok_emb.weight if self.lm_head is None else self.lm_head.weight
-        logits = F.linear(x, w.to(x.dtype)).float()  # (B, T, V)
-        if self.cfg.logit_softcap > 0:
-            logits = self.cfg.logit_softcap * torch.tanh(logits / self.cfg.logit_softcap)
-        if targets is not None:
+        return x, new_states
+
+    def _blocks_golf(self, x, x0, layer_states, return_states):
+        """model.block_norm "golf": _blocks_torch's function with each block's glue in self.add_mix_norm calls.
+        The stream is kept pending, (x, y, s) standing for x + s y, and completed by the next pre-norm's call
+        (the final norm's last). A U-Net skip needs its encoder block's output itself: the next block's call
+        writes it (keep_in), except after the last encoder block, whose output is the first decoder block's
+        input and skip at once, added here."""
+        pending = (x, None, None)
+        new_states, skips = [], []
+        first_kept = self.num_encoder - self.num_skips  # the encoder blocks whose outputs the skips read
+        for i, block in enumerate(self.blocks):
+            skip = skip_weight = None
+            if i >= self.num_encoder and self.num_skips and skips and i - self.num_encoder < self.num_skips:
+                skip, skip_weight = skips.pop(), self.skip_weights[i - self.num_encoder]
+            keep_in = first_kept < i < self.num_encoder  # block i - 1's output feeds a skip
+            x_in, pending, st = block.forward_golf(pending, x0, self.add_mix_norm, skip, skip_weight, keep_in,
+                                                   layer_states[i], return_states)
+            if keep_in:
+                skips.append(x_in)
             if return_states:
-                raise ValueError("GolfLM.forward: targets and return_states are exclusive")
-            return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
-        if return_states:
-            return logits, {"prev_token": input_ids[:, -1], "layers": new_states}
-        return logits
+                new_states.append(st)
+            if i == self.num_encoder - 1 and self.num_skips:
+                x, y, s = pending
+                pending = (x + s.to(x.dtype) * y, None, None)
+                skips.append(pending[0])
+        _, _, h = self.add_mix_norm(*pending)
+        return h, new_states
 
     @property
     def supports_state(self) -> bool:

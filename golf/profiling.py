@@ -25,7 +25,8 @@ import torch
 
 # Kernel families, first match wins: name patterns of cuBLAS/CUTLASS GEMMs, inductor's generated Triton kernels,
 # flash/SDPA attention, mamba-ssm's (or golf's, golf/ssd_kernel.py) Triton SSD-scan kernels, gated-norm kernels
-# (mamba-ssm's or golf's, golf/gated_norm_kernel.py), causal-conv1d (or golf's conv, golf/conv_kernel.py), PyTorch's
+# (mamba-ssm's or golf's, golf/gated_norm_kernel.py), golf's blocks' residual glue (golf/block_norm_kernel.py),
+# causal-conv1d (or golf's conv, golf/conv_kernel.py), PyTorch's
 # foreach (optimizer), copy/fill and eager elementwise/reduction kernels, NCCL. Inductor's come before the named kernels
 # because they spell out the ops they fuse (e.g. triton_red_fused_..._rms_norm_...); its templates (triton_tem_)
 # are matmuls.
@@ -35,6 +36,7 @@ KERNEL_FAMILIES = (
     ("attention", r"flash|fmha|attention|sdpa"),
     ("ssd_scan", r"^_?(chunk_cumsum|chunk_state|chunk_scan|state_passing|bmm_chunk|ssd_(fwd|bwd))"),
     ("gated_norm", r"^_?layer_norm_(fwd|bwd)|^_gated_norm_(fwd|bwd)|rms_?norm"),
+    ("block_norm", r"^_add_mix_norm_(fwd|bwd)"),
     ("causal_conv", r"causal_conv1d|^_conv_(fwd|bwd)_kernel"),
     ("optimizer_foreach", r"multi_tensor_apply|foreach"),
     ("copy_fill", r"memcpy|memset|copy_kernel|fill_kernel|CatArrayBatchedCopy|direct_copy"),

@@ -356,16 +356,18 @@ def test_a_golf_conv_trained_model_loads_from_code_without_the_golf_kernels(tmp_
 def test_a_core_op_trained_model_loads_from_code_without_the_op(tmp_path, monkeypatch):
     # model.ssm_backend "fused" under ssm_compile "opaque" is golf::mamba_core (golf/mixer_op.py, not shipped), and
     # gated_norm "golf" golf's norm kernels inside it: the artifact records both, and its model is built with
-    # "auto" and mamba-ssm's norm kernel, the same mixer on any machine (the fused path needs CUDA)
-    assert not {"mixer_op.py", "gated_norm_kernel.py"} & {f.name for f in code_files()}
+    # "auto" and mamba-ssm's norm kernel, the same mixer on any machine (the fused path needs CUDA); likewise
+    # block_norm "golf" (golf/block_norm_kernel.py, not shipped) is built with "torch", the same function
+    assert not {"mixer_op.py", "gated_norm_kernel.py", "block_norm_kernel.py"} & {f.name for f in code_files()}
     real, built = golf.model.build_model, []
     monkeypatch.setattr(golf.model, "build_model", lambda c, d: built.append(c) or real(c, d))
-    cfg = dataclasses.replace(TINY, ssm_compile="opaque", gated_norm="golf")
+    cfg = dataclasses.replace(TINY, ssm_compile="opaque", gated_norm="golf", block_norm="golf")
     tensors, spec, _ = quantize_model(_trained_like(cfg), {}, QuantConfig(float_max_numel=256))
     build_artifact(tmp_path / "art", tensors, spec, to_dict(dataclasses.replace(cfg, ssm_backend="fused")))
     assert open_artifact(tmp_path / "art").config.gated_norm == "golf"
     load_model_from_artifact(tmp_path / "art")
-    assert [(c.ssm_backend, c.ssm_compile, c.gated_norm) for c in built] == [("auto", "disable", "kernel")]
+    assert [(c.ssm_backend, c.ssm_compile, c.gated_norm, c.block_norm) for c in built] == [
+        ("auto", "disable", "kernel", "torch")]
 
 
 def test_stages_chain_and_quantize_reruns_from_cached_hessians(in_tiny, tmp_path, monkeypatch):

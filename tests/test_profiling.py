@@ -20,6 +20,8 @@ from golf.profiling import StepWindowProfiler, busy_us, compiled_graph_stats, ke
     ("_ssd_bwd_chunk_kernel", "ssd_scan"),
     ("_layer_norm_fwd_1pass_kernel", "gated_norm"),
     ("_gated_norm_bwd_kernel", "gated_norm"),  # golf's own (golf/gated_norm_kernel.py)
+    ("_add_mix_norm_bwd_kernel", "block_norm"),  # golf's own (golf/block_norm_kernel.py)
+    ("_add_mix_norm_fwd_kernel", "block_norm"),
     ("void causal_conv1d_channellast_fwd_kernel<Causal_conv1d_channellast_fwd_kernel_traits<128, 4>>", "causal_conv"),
     ("_conv_bwd_kernel", "causal_conv"),  # golf's own (golf/conv_kernel.py)
     ("void at::native::(anonymous namespace)::multi_tensor_apply_kernel<...>", "optimizer_foreach"),
