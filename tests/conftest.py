@@ -40,6 +40,16 @@ def triton_kernels(module: str, what: str):
     return mod
 
 
+def bench_script(name: str):
+    """bench/<name>.py imported as a module (the bench scripts are not a package), registered in sys.modules so
+    that its dataclasses and pickles resolve."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "bench" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
 @pytest.fixture(scope="module")
 def sk():
     """golf.ssd_kernel (golf's own SSD kernels; tests/test_ssd_kernel.py, tests/test_ssm_golf_scan.py)."""
@@ -56,6 +66,12 @@ def ck():
 def gk():
     """golf.gated_norm_kernel (golf's own gated-norm kernels; tests/test_gated_norm_kernel.py)."""
     return triton_kernels("gated_norm_kernel", "gated-norm")
+
+
+@pytest.fixture(scope="module")
+def bk():
+    """golf.block_norm_kernel (golf's own residual-glue kernels; tests/test_block_norm_kernel.py)."""
+    return triton_kernels("block_norm_kernel", "block-norm")
 
 
 @pytest.fixture(scope="module")

@@ -6,11 +6,8 @@ norm_scale), in fp32 (tight) and bf16 (within bf16 rounding of the fp32 twin). C
 row counts not a multiple of the row block; torch.library.opcheck of both ops; one ValueError line for bad
 inputs. Shapes are small: the interpreter is slow."""
 
-import importlib.util
 import itertools
 import re
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -18,18 +15,11 @@ import torch.nn.functional as F
 
 pytest.importorskip("triton", reason="triton is not installed: the interpreter parity tests need it")
 
+from conftest import bench_script
+
 from golf.model import add_mix_norm_reference, norm_eps
 
-ROOT = Path(__file__).resolve().parents[1]
 F32, BF16 = torch.float32, torch.bfloat16
-
-
-@pytest.fixture(scope="module")
-def bk():
-    """golf.block_norm_kernel, its kernels interpreted on the CPU or compiled for a GPU."""
-    from conftest import triton_kernels
-
-    return triton_kernels("block_norm_kernel", "block-norm")
 
 
 @pytest.fixture(scope="module")
@@ -243,11 +233,7 @@ def test_bad_inputs_one_clear_error(bk, device, what):
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("block_norm_bench", ROOT / "bench" / "block_norm_bench.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["block_norm_bench"] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return bench_script("block_norm_bench")
 
 
 def test_bench_help_bytes_and_cpu_dry_run(bench, bk, capsys, tmp_path):

@@ -8,10 +8,7 @@ Strided inputs and outputs (the mixer's column slices of in_proj's output and gr
 and for the columns around them staying untouched. The last tests cover bench/gated_norm_bench.py's CPU side
 (--help, the refusal without CUDA)."""
 
-import importlib.util
 import re
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -19,12 +16,13 @@ import torch.nn.functional as F
 
 pytest.importorskip("triton", reason="triton is not installed: the interpreter parity tests need it")
 
+from conftest import bench_script
+
 from golf.ssm import gated_rms_norm_reference
 
 F64 = torch.float64
 EPS = 1e-5
 SENTINEL = -7.25  # what the columns around a strided output hold before and must hold after a call
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -305,11 +303,7 @@ def test_cpu_tensors_need_the_interpreter(gk, monkeypatch):
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("gated_norm_bench", ROOT / "bench" / "gated_norm_bench.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["gated_norm_bench"] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return bench_script("gated_norm_bench")
 
 
 def test_bench_help_and_cpu_refusal(bench, capsys):
