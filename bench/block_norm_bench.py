@@ -22,10 +22,13 @@ forward + backward call against the sum of both floors.
     python3 bench/block_norm_bench.py                                   # production shapes, every case
     python3 bench/block_norm_bench.py --cases decoder,sublayer --json $OUT/block_norm.json
     python3 bench/block_norm_bench.py --device cpu --rows 64 --dim 48   # a dry run in Triton's interpreter
+    python3 bench/block_norm_bench.py --bwd-launch 1:1:64:3,2:2:32:3,4:4:16:3,8:8:8:2 --fwd-launch 8:8,4:4,16:8
+                                         # also each kernel alone at those launch settings, to pick the defaults
 
 --device cpu runs the kernels in Triton's interpreter (TRITON_INTERPRET=1 is set before triton is imported)
 and the twin eagerly (no torch.compile): it checks the plumbing, its times mean nothing. triton and golf's
-kernels are imported only after the device is checked, so --help works anywhere. Not yet run on a GPU.
+kernels are imported only after the device is checked, so --help works anywhere. Ran on an H200 on
+2026-12-01 (bench/RESULTS.md twelfth block) before --fwd-launch and --bwd-launch were added.
 """
 
 from __future__ import annotations
@@ -65,6 +68,17 @@ def bytes_moved(case: dict, rows: int, dim: int, act_bytes: int) -> dict:
     return {"fwd": (reads + fwd_writes) * act + rows * 4, "bwd": (grads_in + reads + bwd_writes) * act + rows * 4}
 
 
+def parse_launches(text: str, fields: int) -> list[tuple[int, ...]]:
+    """--fwd-launch / --bwd-launch: comma-separated entries of `fields` colon-separated positive ints."""
+    out = []
+    for entry in (e for e in text.split(",") if e):
+        parts = entry.split(":")
+        if len(parts) != fields or not all(p.isdigit() and int(p) > 0 for p in parts):
+            raise ValueError(f"a launch entry is {fields} positive ints joined by ':', got {entry!r}")
+        out.append(tuple(int(p) for p in parts))
+    return out
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, default=131072, help="rows (tokens) (default 131072)")
@@ -76,8 +90,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--warmup", type=int, default=25, help="do_bench warm-up, ms (default 25)")
     ap.add_argument("--rep", type=int, default=200, help="do_bench repetitions, ms (default 200)")
     ap.add_argument("--device", default="cuda", help="cuda, or cpu for a dry run in Triton's interpreter")
+    ap.add_argument("--fwd-launch", default="", help="also time the forward kernel alone at these launch settings: "
+                    "comma-separated BLOCK_M:WARPS entries, e.g. 8:8,4:4,16:8 (default none)")
+    ap.add_argument("--bwd-launch", default="", help="also time the backward kernel alone at these launch settings: "
+                    "comma-separated BLOCK_M:WARPS:TILES:STAGES entries, e.g. 1:1:64:3,2:2:32:3 (default none)")
     ap.add_argument("--json", type=Path, help="also write the results here")
     a = ap.parse_args(argv)
+    try:
+        a.fwd_launches = parse_launches(a.fwd_launch, 2)
+        a.bwd_launches = parse_launches(a.bwd_launch, 4)
+    except ValueError as e:
+        ap.error(str(e))
     cases = [c for c in a.cases.split(",") if c]
     bad = [c for c in cases if c not in CASES]
     if bad or not cases:
@@ -147,6 +170,40 @@ def _parity(fn, inp, case, norm_scale, reference) -> dict:
     return rel_errs({k: got[k] for k in want if k in got}, want)
 
 
+def measure_launches(a: argparse.Namespace, result: dict, bench, bk) -> None:
+    """Each kernel alone at each --fwd-launch / --bwd-launch setting, per case: ms a call against its floor, so
+    that one device call can pick the defaults (golf/block_norm_kernel.py FWD_TILE, BWD_TILE, BWD_TILES...)."""
+    dtype = DTYPES[a.dtype]
+    rows_out = []
+    for name in a.case_list:
+        case = CASES[name]
+        inp = _inputs(case, a.rows, a.dim, dtype, a.device)
+        args = {k: None if t is None else t.detach() for k, t in inp["args"].items()}
+        cot = inp["cot"]
+        nbytes = bytes_moved(case, a.rows, a.dim, torch.tensor([], dtype=dtype).element_size())
+        _, _, _, rstd = bk.add_mix_norm_fwd_kernels(*args.values(), a.norm_scale, case["keep_out"])
+        g_out = cot["g_out"] if case["keep_out"] and case["mix"] else None
+        runs = [("fwd", launch, functools.partial(bk.add_mix_norm_fwd_kernels, *args.values(), a.norm_scale,
+                                                  case["keep_out"], block_m=launch[0], num_warps=launch[1]))
+                for launch in a.fwd_launches]
+        runs += [("bwd", launch, functools.partial(bk.add_mix_norm_bwd_kernels, g_out, cot["g_xm"], cot["g_h"],
+                                                   *args.values(), rstd, a.norm_scale, block_m=launch[0],
+                                                   num_warps=launch[1], tiles=launch[2], num_stages=launch[3]))
+                 for launch in a.bwd_launches]
+        for way, launch, call in runs:
+            label = ":".join(map(str, launch))
+            try:
+                ms = bench(call, warmup=a.warmup, rep=a.rep)
+            except Exception as e:  # noqa: BLE001 -- a launch the kernel refuses leaves the others' rows
+                result["errors"][f"{name}/{way} {label}"] = repr(e)
+                print(f"{name} / {way} {label} failed: {e!r}", file=sys.stderr)
+                continue
+            floor = nbytes[way] / (a.bw * 1e12) * 1e3
+            result["launch"].setdefault(name, []).append({"way": way, "launch": label, "ms": ms, "floor_ms": floor})
+            rows_out.append([name, way, label, f"{ms:.3f}", f"{floor:.3f}", f"{ms / floor:.2f}x"])
+    print(table(rows_out, ["case", "kernel", "launch", "ms", "floor", "ms / floor"]))
+
+
 def measure(a: argparse.Namespace, result: dict) -> None:
     from golf import block_norm_kernel as bk
     from golf.model import add_mix_norm_reference
@@ -186,6 +243,8 @@ def measure(a: argparse.Namespace, result: dict) -> None:
                              f"{err:.1e}"])
     print(table(rows_out, ["case", "impl", "fwd ms", "fwd floor", "fwd / floor", "fwd+bwd ms", "fwd+bwd floor",
                            "fwd+bwd / floor", "max rel err"]))
+    if a.fwd_launches or a.bwd_launches:
+        measure_launches(a, result, bench, bk)
 
 
 def main(argv=None) -> int:
@@ -195,7 +254,9 @@ def main(argv=None) -> int:
     if a.device == "cpu":
         os.environ.setdefault("TRITON_INTERPRET", "1")  # before triton is first imported (golf.block_norm_kernel)
     result = new_result(a, ("torch", "triton"), ("parity",))
-    result["args"].pop("case_list", None)
+    for k in ("case_list", "fwd_launches", "bwd_launches"):
+        result["args"].pop(k, None)
+    result["launch"] = {}
     return run_and_write(a, result, lambda: measure(a, result))
 
 

@@ -7,6 +7,7 @@ row counts not a multiple of the row block; torch.library.opcheck of both ops; o
 inputs. Shapes are small: the interpreter is slow."""
 
 import itertools
+import json
 import re
 
 import pytest
@@ -253,3 +254,20 @@ def test_bench_help_bytes_and_cpu_dry_run(bench, bk, capsys, tmp_path):
     assert bench.main(["--device", "cpu", "--rows", "8", "--dim", "16", "--json", str(out)]) == 0
     text = capsys.readouterr().out
     assert "decoder" in text and out.is_file()
+
+
+def test_bench_launch_sweep_times_each_setting_and_names_a_bad_entry(bench, bk, capsys, tmp_path):
+    assert bench.parse_launches("8:8,4:4", 2) == [(8, 8), (4, 4)]
+    with pytest.raises(SystemExit):
+        bench.main(["--bwd-launch", "1:1:64", "--device", "cpu"])
+    assert "'1:1:64'" in capsys.readouterr().err
+    if torch.cuda.is_available():
+        return
+    out = tmp_path / "r.json"
+    assert bench.main(["--device", "cpu", "--rows", "8", "--dim", "16", "--cases", "decoder,final",
+                       "--fwd-launch", "4:1", "--bwd-launch", "1:1:4:1,2:2:2:2", "--json", str(out)]) == 0
+    launch = json.loads(out.read_text())["launch"]
+    assert [(r["way"], r["launch"]) for r in launch["decoder"]] == [("fwd", "4:1"), ("bwd", "1:1:4:1"),
+                                                                    ("bwd", "2:2:2:2")]
+    assert len(launch["final"]) == 3 and all(r["ms"] > 0 and r["floor_ms"] > 0 for r in launch["final"])
+    assert "1:1:4:1" in capsys.readouterr().out
