@@ -75,8 +75,9 @@ import triton.language as tl
 from torch import Tensor
 from triton.runtime.interpreter import InterpretedFunction
 
-from golf.kernel_inputs import TL_DTYPES
+from golf.kernel_inputs import TL_DTYPES, check_dtypes_and_device, check_row_launch, row_launch
 from golf.model import add_mix_norm_reference, norm_eps
+from golf.ssm import compute_dtype
 
 __all__ = ["add_mix_norm", "add_mix_norm_bwd_kernels", "add_mix_norm_fwd_kernels", "add_mix_norm_reference",
            "interpreted", "norm_eps"]
@@ -240,11 +241,6 @@ def _shape(t) -> tuple:
     return tuple(getattr(t, "shape", ()))
 
 
-def _check_float(name: str, t: Tensor) -> None:
-    if t.dtype not in TL_DTYPES:
-        raise ValueError(f"{OP}: {name} must be a float64/32/16 or bfloat16 tensor, got {t.dtype}")
-
-
 def check_inputs(x, y, s, skip, w, x0, mix, norm_scale) -> None:
     """One ValueError line, naming the input, for the first argument that is not what the op takes: x a float
     tensor of at least one dim (d = its last); y, skip, x0 x's shape, on x's device, in a dtype no wider than
@@ -252,7 +248,7 @@ def check_inputs(x, y, s, skip, w, x0, mix, norm_scale) -> None:
     given exactly when its activation is; norm_scale a finite number."""
     if not isinstance(x, Tensor) or x.dim() < 1 or x.shape[-1] < 1:
         raise ValueError(f"{OP}: x must be a tensor of shape (..., channels >= 1), got shape {_shape(x)}")
-    _check_float("x", x)
+    check_dtypes_and_device(OP, x, (("x", x),))
     d = x.shape[-1]
     pieces = (("y", y, "s", s, (d,)), ("skip", skip, "w", w, (d,)), ("x0", x0, "mix", mix, (2, d)))
     for act_name, act, par_name, par, par_shape in pieces:
@@ -265,10 +261,7 @@ def check_inputs(x, y, s, skip, w, x0, mix, norm_scale) -> None:
             raise ValueError(f"{OP}: {act_name} must have x's shape {tuple(x.shape)}, got {_shape(act)}")
         if not isinstance(par, Tensor) or tuple(par.shape) != par_shape:
             raise ValueError(f"{OP}: {par_name} must be {par_shape}, got shape {_shape(par)}")
-        for name, t in ((act_name, act), (par_name, par)):
-            _check_float(name, t)
-            if t.device != x.device:
-                raise ValueError(f"{OP}: {name} is on {t.device} but x is on {x.device}: one device for all")
+        check_dtypes_and_device(OP, x, ((act_name, act), (par_name, par)))
         if torch.promote_types(x.dtype, act.dtype) != x.dtype:
             raise ValueError(f"{OP}: {act_name}'s dtype {act.dtype} is wider than x's {x.dtype}: the outputs "
                              "are in x's dtype")
@@ -284,29 +277,6 @@ def _rows(t: Tensor | None, d: int) -> Tensor | None:
     return t2 if d <= 1 or t2.stride(1) == 1 else t2.contiguous()
 
 
-def _launch(d: int, block_m, num_warps, tile: int, per_warp: int) -> tuple[int, int, int]:
-    """(BLOCK_M, BLOCK_N, num_warps): BLOCK_N the next power of two >= d; BLOCK_M as asked or max(1, tile //
-    BLOCK_N); num_warps as asked or one per `per_warp` elements of the tile (1 to 16)."""
-    block_n = triton.next_power_of_2(max(d, 1))
-    block_m = block_m or max(1, tile // block_n)
-    return block_m, block_n, num_warps or max(1, min(16, block_m * block_n // per_warp))
-
-
-def _check_launch(block_m, num_warps, tiles=1, num_stages=1) -> None:
-    if block_m is not None and (isinstance(block_m, bool) or not isinstance(block_m, int) or block_m < 1
-                                or block_m & (block_m - 1)):
-        raise ValueError(f"{OP}: block_m must be a power of two, got {block_m!r}")
-    if num_warps is not None and num_warps not in (1, 2, 4, 8, 16, 32):
-        raise ValueError(f"{OP}: num_warps must be a power of two from 1 to 32, got {num_warps!r}")
-    for name, v in (("tiles", tiles), ("num_stages", num_stages)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{OP}: {name} must be a positive int, got {v!r}")
-
-
-def _compute_dtype(x: Tensor) -> torch.dtype:
-    return torch.promote_types(x.dtype, torch.float32)
-
-
 def _runs_here(x: Tensor) -> bool:
     """Whether the Triton kernels can take x: a CUDA tensor, or any tensor in the interpreter."""
     return x.is_cuda or interpreted()
@@ -317,11 +287,11 @@ def add_mix_norm_fwd_kernels(x, y, s, skip, w, x0, mix, norm_scale, keep_out, *,
     """The forward kernel on checked inputs (check_inputs): (out, xm, h, rstd) as the op returns them: out, xm,
     h contiguous in x's shape and dtype (out empty, shape (0,), unless keep_out with mix), rstd (rows,) in the
     compute dtype. block_m (rows a tile, a power of two) and num_warps: the launch (None: the defaults)."""
-    _check_launch(block_m, num_warps)
+    check_row_launch(OP, block_m, num_warps)
     d = x.shape[-1]
     x2, y2, skip2, x02 = (_rows(t, d) for t in (x, y, skip, x0))
     rows = x2.shape[0]
-    acc = _compute_dtype(x)
+    acc = compute_dtype(x)
     write_out = keep_out and mix is not None
     out = torch.empty(x.shape if write_out else (0,), dtype=x.dtype, device=x.device)
     xm = torch.empty(x.shape, dtype=x.dtype, device=x.device)
@@ -329,7 +299,7 @@ def add_mix_norm_fwd_kernels(x, y, s, skip, w, x0, mix, norm_scale, keep_out, *,
     rstd = torch.empty(rows, dtype=acc, device=x.device)
     if rows == 0 or d == 0:
         return out, xm, h, rstd.zero_()
-    bm, bn, nw = _launch(d, block_m, num_warps, FWD_TILE, FWD_ELEMENTS_PER_WARP)
+    bm, bn, nw = row_launch(d, block_m, num_warps, FWD_TILE, FWD_ELEMENTS_PER_WARP)
     out2 = out.view(rows, d) if write_out else xm.view(rows, d)  # a placeholder pointer when not written
     _add_mix_norm_fwd_kernel[(triton.cdiv(rows, bm),)](
         x2, x2 if y2 is None else y2, x2 if s is None else s.contiguous(), x2 if skip2 is None else skip2,
@@ -348,18 +318,18 @@ def add_mix_norm_bwd_kernels(g_out, g_xm, g_h, x, y, s, skip, w, x0, mix, rstd, 
     (0,) tensor for an absent input. g_out, g_xm may be None (no gradient); g_h must be given. The launch:
     block_m, num_warps (None: the defaults), tiles (row blocks a program) and num_stages (the pipeline's
     depth; 1: none)."""
-    _check_launch(block_m, num_warps, tiles, num_stages)
+    check_row_launch(OP, block_m, num_warps, tiles, num_stages)
     d = x.shape[-1]
     x2, y2, skip2, x02, gout2, gxm2, gh2 = (_rows(t, d) for t in (x, y, skip, x0, g_out, g_xm, g_h))
     rows = x2.shape[0]
-    acc = _compute_dtype(x)
+    acc = compute_dtype(x)
 
     def grad_like(t):
         return torch.empty((0,), dtype=x.dtype, device=x.device) if t is None else \
             torch.empty(t.shape, dtype=t.dtype, device=t.device)
 
     dx, dy, dskip, dx0 = (grad_like(t) for t in (x, y, skip, x0))
-    bm, bn, nw = _launch(d, block_m, num_warps, BWD_TILE, BWD_ELEMENTS_PER_WARP)
+    bm, bn, nw = row_launch(d, block_m, num_warps, BWD_TILE, BWD_ELEMENTS_PER_WARP)
     programs = triton.cdiv(rows, bm * tiles)
     # each program writes its slab's rows of the present parameters, the only rows summed: no zeroing
     part = torch.empty(programs, PARAM_GRADS, d, dtype=acc, device=x.device)  # (programs, 4, d)
@@ -397,7 +367,7 @@ def _reference_fwd(x, y, s, skip, w, x0, mix, norm_scale, keep_out):
     """The op's outputs from the twin: (out or (0,), xm, h, rstd (rows,) in the compute dtype)."""
     write_out = keep_out and mix is not None
     out, xm, h = add_mix_norm_reference(x, y, s, skip, w, x0, mix, norm_scale, write_out)
-    rstd = torch.rsqrt(xm.reshape(-1, x.shape[-1]).to(_compute_dtype(x)).square().mean(-1) + norm_eps(x.dtype))
+    rstd = torch.rsqrt(xm.reshape(-1, x.shape[-1]).to(compute_dtype(x)).square().mean(-1) + norm_eps(x.dtype))
     return (_fresh(out, x) if write_out else x.new_empty(0)), _fresh(xm, x), _fresh(h, x), rstd
 
 
@@ -405,7 +375,7 @@ def _reference_bwd(g_out, g_xm, g_h, x, y, s, skip, w, x0, mix, norm_scale):
     """The backward kernel's formulas (module docstring) in PyTorch, in the compute dtype: (dx, dy, ds, dskip,
     dw, dx0, dmix), (0,) for absent inputs. (Formulas rather than autograd through the twin: an op's kernel
     runs with autograd's dispatch keys excluded, so nothing would be recorded here.)"""
-    ct = _compute_dtype(x)
+    ct = compute_dtype(x)
     d = x.shape[-1]
     o = x.to(ct)  # (..., d)
     if y is not None:
@@ -467,7 +437,7 @@ def _(x, y, s, skip, w, x0, mix, norm_scale, keep_out):
     check_inputs(x, y, s, skip, w, x0, mix, norm_scale)
     rows = math.prod(x.shape[:-1])
     out = x.new_empty(x.shape if keep_out and mix is not None else (0,))
-    return out, x.new_empty(x.shape), x.new_empty(x.shape), x.new_empty(rows, dtype=_compute_dtype(x))
+    return out, x.new_empty(x.shape), x.new_empty(x.shape), x.new_empty(rows, dtype=compute_dtype(x))
 
 
 def _backward_impl(g_out, g_xm, g_h, x, y, s, skip, w, x0, mix, rstd, norm_scale):

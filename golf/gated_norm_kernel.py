@@ -77,7 +77,13 @@ import triton
 import triton.language as tl
 from triton.runtime.interpreter import InterpretedFunction
 
-from golf.kernel_inputs import TL_DTYPES, check_dtypes_and_device, check_runs_here
+from golf.kernel_inputs import (
+    TL_DTYPES,
+    check_dtypes_and_device,
+    check_row_launch,
+    check_runs_here,
+    row_launch,
+)
 from golf.ssm import compute_dtype
 
 # Launch defaults (module docstring, "Tiles"): elements per (BLOCK_M, BLOCK_N) tile, BLOCK_M = max(1,
@@ -208,29 +214,6 @@ def _check_common(op: str, y, z, weight, eps, group_size) -> tuple[int, int, int
     return m, n, n // group_size
 
 
-def _check_launch(op: str, block_m, num_warps, tiles=1, num_stages=1) -> None:
-    """block_m: a power of two, num_warps a power of two <= 32 (either None: the default for the tile); tiles
-    and num_stages positive ints."""
-    if block_m is not None and (isinstance(block_m, bool) or not isinstance(block_m, int) or block_m < 1
-                                or block_m & (block_m - 1)):
-        raise ValueError(f"{op}: block_m must be a power of two, got {block_m!r}")
-    if num_warps is not None and (isinstance(num_warps, bool) or not isinstance(num_warps, int)
-                                  or num_warps not in (1, 2, 4, 8, 16, 32)):
-        raise ValueError(f"{op}: num_warps must be a power of two from 1 to 32, got {num_warps!r}")
-    for name, v in (("tiles", tiles), ("num_stages", num_stages)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{op}: {name} must be a positive int, got {v!r}")
-
-
-def _launch(group_size: int, block_m, num_warps, tile: int) -> tuple[int, int, int]:
-    """(BLOCK_M, BLOCK_N, num_warps) for this group size: BLOCK_N the next power of two >= it; BLOCK_M as
-    asked or max(1, tile // BLOCK_N); num_warps as asked or one per ELEMENTS_PER_WARP elements of the tile
-    (1 to 16)."""
-    block_n = triton.next_power_of_2(group_size)
-    block_m = block_m or max(1, tile // block_n)
-    return block_m, block_n, num_warps or max(1, min(16, block_m * block_n // ELEMENTS_PER_WARP))
-
-
 def gated_rmsnorm_fwd(y, z, weight, eps, group_size, out=None, *, block_m=None, num_warps=None):
     """out = rmsnorm(y silu(z)) weight per group of group_size channels (module docstring), and rstd.
 
@@ -241,7 +224,7 @@ def gated_rmsnorm_fwd(y, z, weight, eps, group_size, out=None, *, block_m=None, 
     fp64 y). block_m (rows per tile, a power of two) and num_warps: the launch; None takes the defaults
     (module docstring: at BLOCK_N 1024, 4 rows and 4 warps)."""
     op = "gated_rmsnorm_fwd"
-    _check_launch(op, block_m, num_warps)
+    check_row_launch(op, block_m, num_warps)
     m, n, g = _check_common(op, y, z, weight, eps, group_size)
     if out is not None:
         _check_rows(op, "out", out, m, n, output=True)
@@ -255,7 +238,7 @@ def gated_rmsnorm_fwd(y, z, weight, eps, group_size, out=None, *, block_m=None, 
     rstd = torch.empty(m, g, dtype=acc, device=y.device)
     if m == 0 or n == 0:
         return out, rstd
-    bm, bn, nw = _launch(group_size, block_m, num_warps, FWD_TILE)
+    bm, bn, nw = row_launch(group_size, block_m, num_warps, FWD_TILE, ELEMENTS_PER_WARP)
     weight = weight.contiguous()  # (N,): loaded as one contiguous vector per program
     _gated_norm_fwd_kernel[(triton.cdiv(m, bm), g)](
         y, z, weight, out, rstd,
@@ -278,7 +261,7 @@ def gated_rmsnorm_bwd(dout, y, z, weight, rstd, eps, group_size, dy=None, dz=Non
     the partial-sum buffer has cdiv(M, block_m * tiles) rows) and num_stages (the software pipeline's depth
     over them; 1: none)."""
     op = "gated_rmsnorm_bwd"
-    _check_launch(op, block_m, num_warps, tiles, num_stages)
+    check_row_launch(op, block_m, num_warps, tiles, num_stages)
     m, n, g = _check_common(op, y, z, weight, eps, group_size)
     _check_rows(op, "dout", dout, m, n)
     if not isinstance(rstd, torch.Tensor) or tuple(rstd.shape) != (m, g):
@@ -297,7 +280,7 @@ def gated_rmsnorm_bwd(dout, y, z, weight, rstd, eps, group_size, dy=None, dz=Non
         dy = torch.empty(m, n, dtype=y.dtype, device=y.device)
     if dz is None:
         dz = torch.empty(m, n, dtype=z.dtype, device=y.device)
-    bm, bn, nw = _launch(group_size, block_m, num_warps, BWD_TILE)
+    bm, bn, nw = row_launch(group_size, block_m, num_warps, BWD_TILE, ELEMENTS_PER_WARP)
     programs = triton.cdiv(m, bm * tiles)
     # every (program, group) writes all its group's columns of its row, so the buffer needs no zeroing
     part = torch.empty(programs, n, dtype=acc, device=y.device)  # (programs, N)

@@ -1,9 +1,11 @@
-"""What golf's own Triton kernels (golf/ssd_kernel.py, golf/conv_kernel.py) check of their inputs alike, and the
-torch -> Triton dtype map both compile with. Training-only like the kernels: artifacts ship neither."""
+"""What golf's own Triton kernels (golf/ssd_kernel.py, golf/conv_kernel.py, golf/gated_norm_kernel.py,
+golf/block_norm_kernel.py) check of their inputs alike, the torch -> Triton dtype map they compile with, and the
+row-tile launch the two norm kernels share. Training-only like the kernels: artifacts ship neither."""
 
 from __future__ import annotations
 
 import torch
+import triton
 import triton.language as tl
 
 TL_DTYPES = {torch.float64: tl.float64, torch.float32: tl.float32, torch.bfloat16: tl.bfloat16,
@@ -28,3 +30,25 @@ def check_runs_here(op: str, x: torch.Tensor, interpreted: bool) -> None:
     if x.device.type != "cuda" and not interpreted:
         raise ValueError(f"{op}: the Triton kernels need CUDA tensors (x is on {x.device}); on a CPU they run only "
                          "in Triton's interpreter (TRITON_INTERPRET=1 before triton is imported)")
+
+
+def check_row_launch(op: str, block_m, num_warps, tiles=1, num_stages=1) -> None:
+    """A row-tile kernel's launch settings: block_m a power of two, num_warps a power of two <= 32 (either None:
+    the default for the tile); tiles and num_stages positive ints. One ValueError line, prefixed `op`."""
+    if block_m is not None and (isinstance(block_m, bool) or not isinstance(block_m, int) or block_m < 1
+                                or block_m & (block_m - 1)):
+        raise ValueError(f"{op}: block_m must be a power of two, got {block_m!r}")
+    if num_warps is not None and (isinstance(num_warps, bool) or not isinstance(num_warps, int)
+                                  or num_warps not in (1, 2, 4, 8, 16, 32)):
+        raise ValueError(f"{op}: num_warps must be a power of two from 1 to 32, got {num_warps!r}")
+    for name, v in (("tiles", tiles), ("num_stages", num_stages)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{op}: {name} must be a positive int, got {v!r}")
+
+
+def row_launch(width: int, block_m, num_warps, tile: int, per_warp: int) -> tuple[int, int, int]:
+    """(BLOCK_M, BLOCK_N, num_warps) for rows of `width` elements: BLOCK_N the next power of two >= width; BLOCK_M
+    as asked or max(1, tile // BLOCK_N); num_warps as asked or one per `per_warp` elements of the tile (1 to 16)."""
+    block_n = triton.next_power_of_2(width)
+    block_m = block_m or max(1, tile // block_n)
+    return block_m, block_n, num_warps or max(1, min(16, block_m * block_n // per_warp))
