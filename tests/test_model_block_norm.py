@@ -54,7 +54,9 @@ def _loss_and_grads(model: GolfLM, ids: torch.Tensor, targets: torch.Tensor):
     model.zero_grad(set_to_none=True)
     loss = model(ids, targets=targets)
     loss.backward()
-    return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    # a compiled model names its parameters under _orig_mod.: compare by the module's own names
+    module = getattr(model, "_orig_mod", model)
+    return loss.detach(), {n: p.grad.clone() for n, p in module.named_parameters() if p.grad is not None}
 
 
 def _assert_same(ref_loss, ref_grads, loss, grads, tol):
