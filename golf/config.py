@@ -133,14 +133,17 @@ class ModelConfig:
                                 "(golf.ssm.gated_rms_norm_reference) for torch.compile to fuse (triton path only), "
                                 "or golf's own Triton kernels (golf/gated_norm_kernel.py; fused path under "
                                 "ssm_compile opaque only); the reference path always uses the PyTorch expression")
-    ssm_scan: str = _spec("mamba", choices=("mamba", "golf", "golf_split", "mamba_keep"),
+    ssm_scan: str = _spec("mamba", choices=("mamba", "golf", "golf_split", "mamba_keep", "mamba_keep_dA"),
                           doc="the Mamba mixer's SSD scan on the triton path, under every ssm_compile mode: "
                               "mamba-ssm's mamba_chunk_scan_combined, or golf's own fused Triton kernels "
                               "(golf/ssd_kernel.py, needs triton) with the forward and backward walking the chunks "
                               "(golf) or split over them (golf_split); the fused path is mamba-ssm's one op (golf: an "
                               "error), or under ssm_compile opaque golf's (golf/mixer_op.py), where mamba_keep keeps "
                               "mamba-ssm's forward internals (chunk states, C·B, dt's cumsum) for the backward instead "
-                              "of recomputing them; the reference path always uses golf.ssm.ssd_scan_reference (no "
+                              "of recomputing them, and mamba_keep_dA does so with the backward's C·B and "
+                              "within-chunk log-decay gradients from golf's one kernel (golf/ssd_dcb_kernel.py, "
+                              "needs triton) instead of mamba-ssm's two; the reference path always uses "
+                              "golf.ssm.ssd_scan_reference (no "
                               "effect there)")
     ssm_conv: str = _spec("causal_conv1d", choices=("causal_conv1d", "golf"),
                           doc="the Mamba mixer's causal depthwise conv + SiLU on the triton path, under every "

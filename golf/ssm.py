@@ -35,6 +35,9 @@ log = logging.getLogger(__name__)
 
 NORM_EPS = 1e-5  # the gated RMSNorm's epsilon (mamba-ssm Mamba2's RMSNormGated default)
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
+# model.ssm_scan values that keep mamba-ssm's SSD forward internals for the backward, inside golf::mamba_core only
+# ("mamba_keep_dA": its backward's C·B and within-chunk log-decay gradients from golf/ssd_dcb_kernel.py)
+KEEP_SCANS = ("mamba_keep", "mamba_keep_dA")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -166,7 +169,7 @@ class SSMKernels:
     # kernels as custom operators, which Dynamo puts in its graph as single nodes
     compile_mode: str = "disable"
     scan_kernel: str = "mamba"  # model.ssm_scan: whose kernels `scan` runs, "mamba" (mamba-ssm's) or "golf"
-    # ("mamba_keep": the fused path's op under "opaque" keeps mamba-ssm's forward internals for its backward)
+    # (KEEP_SCANS: the fused path's op under "opaque" keeps mamba-ssm's forward internals for its backward)
     conv_kernel: str = "causal_conv1d"  # model.ssm_conv: whose kernels `conv` runs, causal-conv1d's or "golf"
     norm_kernel: str = "mamba"  # the fused path's gated norm under "opaque": mamba-ssm's, or "golf" (gated_norm golf)
 
@@ -180,10 +183,12 @@ class SSMKernels:
         "triton+causal_conv1d+opaque" (the kernels as golf's custom ops), "triton+golf_scan+causal_conv1d"
         (golf's own SSD scan kernels, model.ssm_scan "golf"), "triton+golf_conv" (golf's own conv kernels,
         model.ssm_conv "golf"), "fused" (mamba-ssm's one op) or "fused+golf_norm+keep_states+opaque" (golf's one op,
-        golf/mixer_op.py, with golf's norm kernels and the scan's internals kept for its backward)."""
+        golf/mixer_op.py, with golf's norm kernels and the scan's internals kept for its backward; "+golf_dA" with
+        model.ssm_scan "mamba_keep_dA")."""
         if self.path == "fused":
             return self.path + ("+golf_norm" if self.norm_kernel == "golf" else "") + (
-                "+keep_states" if self.scan_kernel == "mamba_keep" else "") + (
+                "+keep_states" if self.scan_kernel in KEEP_SCANS else "") + (
+                "+golf_dA" if self.scan_kernel == "mamba_keep_dA" else "") + (
                 "+opaque" if self.compile_mode == "opaque" else "")
         extras = {"mamba": "", "golf": "+golf_scan", "golf_split": "+golf_split_scan"}[self.scan_kernel]
         if self.conv is not None:
@@ -315,8 +320,8 @@ def resolve_ssm_backend(requested: str, device: torch.device | str, compile_mode
         raise GolfError("model.gated_norm 'golf' runs golf's norm kernels inside golf::mamba_core, the fused path "
                         "as one custom op: use model.ssm_backend 'fused' with model.ssm_compile 'opaque', or "
                         "gated_norm 'kernel' or 'torch'")
-    if scan == "mamba_keep" and not in_core:
-        raise GolfError("model.ssm_scan 'mamba_keep' keeps the SSD forward's internals for its backward inside "
+    if scan in KEEP_SCANS and not in_core:
+        raise GolfError(f"model.ssm_scan {scan!r} keeps the SSD forward's internals for its backward inside "
                         "golf::mamba_core: use model.ssm_backend 'fused' with model.ssm_compile 'opaque', or ssm_scan "
                         "'mamba'")
     on_cuda = torch.device(device).type == "cuda"
@@ -327,7 +332,7 @@ def resolve_ssm_backend(requested: str, device: torch.device | str, compile_mode
         if gated_norm == "torch":
             raise GolfError("model.gated_norm 'torch' does not apply to model.ssm_backend 'fused', whose one op "
                             "includes the norm; use ssm_backend 'triton' or gated_norm 'kernel'")
-        if scan not in ("mamba", "mamba_keep"):
+        if scan not in ("mamba", *KEEP_SCANS):
             raise GolfError(f"model.ssm_scan {scan!r} does not apply to model.ssm_backend 'fused', whose one op "
                             "includes mamba-ssm's scan; use ssm_backend 'triton' or ssm_scan 'mamba' (or "
                             "'mamba_keep' under ssm_compile 'opaque')")
@@ -418,12 +423,18 @@ def _opaque_fused_kernels(mamba: dict, gated_norm: str, scan: str = "mamba") -> 
                         "cpp_functions (causal-conv1d 1.7.0 has them; missing here): use ssm_compile 'trace'")
     if gated_norm == "golf":
         ssm_ops.bind_cuda(_import_golf_kernels("gated_norm", "golf"))
-    if scan == "mamba_keep":
+    if scan in KEEP_SCANS:
         try:
             ssm_ops.bind_cuda(mixer_op.ssd_parts(mamba.get("ssd_module")))
         except KeyError as e:
-            raise GolfError(f"model.ssm_scan 'mamba_keep' calls mamba-ssm's SSD pieces by name ({e.args[0]} missing "
+            raise GolfError(f"model.ssm_scan {scan!r} calls mamba-ssm's SSD pieces by name ({e.args[0]} missing "
                             "here; mamba-ssm 2.3.2.post1 has them): use ssm_scan 'mamba'") from None
+    if scan == "mamba_keep_dA":
+        try:
+            ssm_ops.bind_cuda(mixer_op.golf_dcb_kernels())
+        except ImportError as e:
+            raise GolfError(f"model.ssm_scan 'mamba_keep_dA' calls golf's Triton kernel golf/ssd_dcb_kernel.py, which "
+                            f"does not import here ({e}): install triton, or use ssm_scan 'mamba_keep'") from None
     norm_impl = "golf" if gated_norm == "golf" else "mamba"
     return dataclasses.replace(pieces, path="fused", fused=mixer_op.core_call(norm_impl, scan), norm_kernel=norm_impl,
                                scan_kernel=scan)

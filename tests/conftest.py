@@ -75,6 +75,12 @@ def bk():
 
 
 @pytest.fixture(scope="module")
+def dk():
+    """golf.ssd_dcb_kernel (golf's C·B-gradient and log-decay-gradient kernel; tests/test_ssd_dcb_kernel.py)."""
+    return triton_kernels("ssd_dcb_kernel", "C·B-gradient")
+
+
+@pytest.fixture(scope="module")
 def device(sk):
     """Where golf's SSD kernels run, and so the tensors of the tests that call them: the CPU in the interpreter,
     else the GPU."""

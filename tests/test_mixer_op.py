@@ -77,7 +77,7 @@ def test_carried_state_takes_the_unfused_pieces():
     torch.testing.assert_close(torch.cat([a, b], 1), full, rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize("scan_impl", ["mamba", "mamba_keep"])
+@pytest.mark.parametrize("scan_impl", mixer_op.SCAN_IMPLS)
 def test_saved_outputs_are_not_differentiable(scan_impl):
     args = [t.requires_grad_() for t in _core_args()]
     out, *kept = torch.ops.golf.mamba_core(*args, HEADDIM, NGROUPS, CHUNK, EPS, "mamba", scan_impl)
@@ -140,7 +140,7 @@ def _flat(case):
     return op, (*args[0], *args[1:]) if isinstance(args[0], list) else args
 
 
-@pytest.mark.parametrize("scan_impl", ["mamba", "mamba_keep"])
+@pytest.mark.parametrize("scan_impl", mixer_op.SCAN_IMPLS)
 @pytest.mark.parametrize("i", range(2))
 def test_opcheck(i, scan_impl):
     torch.library.opcheck(*_flat(_opcheck_cases(scan_impl=scan_impl)[i]))
@@ -261,6 +261,39 @@ def test_mamba_keep_equals_mamba_ssms_combined_scan_in_the_interpreter(mamba_int
         torch.testing.assert_close(a, r, rtol=1e-5, atol=1e-4, msg=name)
 
 
+def test_golf_dcb_ddA_replaces_mamba_ssms_two_kernels_in_the_interpreter(mamba_interpreted):
+    """scan_impl "mamba_keep_dA": the kept-internals backward with golf's one kernel (golf/ssd_dcb_kernel.py) for
+    the C·B gradient and the within-chunk log-decay gradient, against the same backward with mamba-ssm's
+    _chunk_scan_bwd_dcb and _chunk_scan_bwd_ddAcs_stable, fp32, 40 tokens in chunks of 16 (a ragged last chunk), 4
+    heads in one group: every gradient equal to fp32 rounding (the same sums in another order), and the two
+    pieces themselves."""
+    pytest.importorskip("triton", reason="triton is not installed: golf's kernel needs it")
+    m = mamba_interpreted
+    parts = mixer_op.ssd_parts(m["ssd_module"])["ssd_parts"]
+    golf_dcb_ddA = mixer_op.golf_dcb_kernels()["golf_dcb_ddA"]
+    gen = torch.Generator().manual_seed(1)
+    b, t, h, p, g, n, L = 2, 40, 4, 16, 1, 16, 16
+    x, dt = torch.randn(b, t, h, p, generator=gen), torch.randn(b, t, h, generator=gen) - 1
+    B, C = (torch.randn(b, t, g, n, generator=gen) * 0.5 for _ in range(2))
+    A, D, dt_bias = -torch.rand(h, generator=gen) - 0.5, torch.rand(h, generator=gen) + 0.5, torch.randn(h,
+                                                                                                          generator=gen)
+    y, *kept = mixer_op._scan_fwd_keep(parts, x, dt, A, B, C, D, dt_bias, L)
+    dy = torch.randn(y.shape, generator=gen)
+    dA_cumsum, dt_sp, _, CB = kept
+    dcb, dda = golf_dcb_ddA(x, dt_sp, dA_cumsum, dy, CB)
+    torch.testing.assert_close(dcb, parts["_chunk_scan_bwd_dcb"](x, dt_sp, dA_cumsum, dy, ngroups=g),
+                               rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(dda, parts["_chunk_scan_bwd_ddAcs_stable"](x, dt_sp, dA_cumsum, dy, CB),
+                               rtol=1e-5, atol=1e-5)
+    grads = {}
+    for name, fn in (("mamba", None), ("golf", golf_dcb_ddA)):
+        dx, ddt, dB, dC = torch.empty_like(x), torch.empty_like(dt), torch.empty_like(B), torch.empty_like(C)
+        dA, dD, ddt_bias = mixer_op._scan_bwd_keep(parts, dy, x, dt, A, B, C, D, dt_bias, kept, dx, ddt, dB, dC, fn)
+        grads[name] = (dx, ddt, dA, dB, dC, dD, ddt_bias)
+    for name, a, r in zip(("dx", "ddt", "dA", "dB", "dC", "dD", "ddt_bias"), grads["golf"], grads["mamba"]):
+        torch.testing.assert_close(a, r, rtol=1e-5, atol=1e-5, msg=name)
+
+
 def test_the_core_op_keeps_the_same_result_in_the_interpreter(mamba_interpreted):
     """golf::mamba_core's CUDA glue end to end with mamba-ssm's real scan kernels (the conv and norm are
     tests/test_ssm_opaque.py's stand-ins): scan_impl "mamba_keep" gives scan_impl "mamba"'s outputs and every
@@ -330,6 +363,20 @@ def test_mamba_keep_binds_the_ssd_parts_in_the_core_op_only(fake_libraries):  # 
     del fake_libraries["ssd_module"]._chunk_scan_bwd_dcb
     with pytest.raises(GolfError, match=r"SSD pieces by name \(_chunk_scan_bwd_dcb missing"):
         resolve_ssm_backend("fused", "cuda", "opaque", "kernel", "mamba_keep")
+
+
+def test_mamba_keep_dA_binds_golfs_kernel_beside_the_ssd_parts(fake_libraries):  # noqa: F811
+    pytest.importorskip("triton", reason="triton is not installed: golf's kernel needs it")
+    fake_libraries["ssd_module"] = types.SimpleNamespace(**{name: object() for name in mixer_op.SSD_PARTS})
+    k = resolve_ssm_backend("fused", "cuda", "opaque", "golf", "mamba_keep_dA")
+    assert k.fused.keywords == {"norm_impl": "golf", "scan_impl": "mamba_keep_dA"}
+    assert k.label == "fused+golf_norm+keep_states+golf_dA+opaque"
+    assert "golf_dcb_ddA" in mixer_op._bound_keys("bwd", "golf", "mamba_keep_dA")
+    assert "golf_dcb_ddA" not in mixer_op._bound_keys("fwd", "golf", "mamba_keep_dA")
+    assert {*mixer_op._bound_keys("fwd", "golf", "mamba_keep_dA"),
+            *mixer_op._bound_keys("bwd", "golf", "mamba_keep_dA")} <= set(ssm_ops._CUDA)
+    with pytest.raises(GolfError, match="'mamba_keep_dA' keeps the SSD forward's internals"):
+        resolve_ssm_backend("triton", "cuda", "opaque", "kernel", "mamba_keep_dA")
 
 
 def test_fused_opaque_needs_the_conv_functions(fake_libraries, monkeypatch):  # noqa: F811

@@ -1,0 +1,115 @@
+"""golf's one kernel for the SSD backward's C·B gradient and within-chunk log-decay gradient
+(golf/ssd_dcb_kernel.py, model.ssm_scan "mamba_keep_dA") against the two mamba-ssm functions it replaces
+(_chunk_scan_bwd_dcb and _chunk_scan_bwd_ddAcs_stable), on a CUDA device with mamba-ssm: parity of both outputs
+(max relative error against mamba-ssm's), device ms per call of each side (the time a training step pays) and the
+memory floor of golf's kernel: it reads dy and x once a head and CB once a group, and writes dCB and ddA.
+
+Default shapes are hybrid_12_b131k's mixer: 64 x 2048 tokens, 12 heads of 64, one group, chunks of 64, bf16 x and
+dy, fp32 dt and dA_cumsum, bf16 C·B (as mamba-ssm's forward keeps it for the backward).
+
+    python3 bench/ssd_dcb_bench.py --json $OUT/ssd_dcb.json
+    python3 bench/ssd_dcb_bench.py --device cpu --batch 1 --seqlen 128 --heads 2   # a dry run in the interpreter
+
+--device cpu runs golf's kernel in Triton's interpreter against golf's PyTorch twin (mamba-ssm's kernels need a
+GPU there): it checks the plumbing, its times mean nothing. Written 2026-12-01 after that session's device time was
+spent; it has not run on a GPU yet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from kernel_bench import add_run_args, cuda_missing, device_ms, new_result, rel_errs, run_and_write, table
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--batch", type=int, default=64, help="sequences (default 64)")
+    ap.add_argument("--seqlen", type=int, default=2048, help="tokens a sequence (default 2048)")
+    ap.add_argument("--heads", type=int, default=12, help="SSM heads (default 12)")
+    ap.add_argument("--headdim", type=int, default=64, help="head width (default 64)")
+    ap.add_argument("--groups", type=int, default=1, help="B/C groups (default 1)")
+    ap.add_argument("--chunk", type=int, default=64, help="chunk size (default 64)")
+    ap.add_argument("--reps", type=int, default=20, help="profiled calls per side (default 20)")
+    add_run_args(ap, 25, 100, "cuda, or cpu for a dry run in Triton's interpreter")
+    a = ap.parse_args(argv)
+    if min(a.batch, a.seqlen, a.heads, a.headdim, a.groups, a.chunk, a.reps) < 1 or a.heads % a.groups:
+        ap.error("every size must be positive and --heads a multiple of --groups")
+    return a
+
+
+def _inputs(a: argparse.Namespace, device: str) -> dict:
+    """x, dt (softplus'ed), dA_cumsum, dout, CB as mamba-ssm's forward leaves them for the backward."""
+    gen = torch.Generator(device=device).manual_seed(0)
+    act = torch.bfloat16 if device == "cuda" else torch.float32
+    chunks = -(-a.seqlen // a.chunk)
+    b, h = a.batch, a.heads
+    x = torch.randn(b, a.seqlen, h, a.headdim, generator=gen, device=device).to(act)
+    dout = torch.randn(b, a.seqlen, h, a.headdim, generator=gen, device=device).to(act)
+    dt = torch.nn.functional.softplus(torch.randn(b, h, chunks, a.chunk, generator=gen, device=device) - 2)
+    A = -torch.rand(h, generator=gen, device=device) - 0.5
+    dA_cumsum = (dt * A[None, :, None, None]).cumsum(-1)
+    CB = torch.randn(b, chunks, a.groups, a.chunk, a.chunk, generator=gen, device=device).to(act)
+    return {"x": x, "dt": dt, "dA_cumsum": dA_cumsum, "dout": dout, "CB": CB}
+
+
+def floor_ms(inp: dict, bw_tbs: float) -> float:
+    """golf's kernel's bytes / bandwidth: dy, x, dt, dA_cumsum and CB read once, dCB and ddA written once."""
+    reads = sum(t.numel() * t.element_size() for t in inp.values())
+    writes = inp["CB"].numel() * 4 + inp["dt"].numel() * 4
+    return (reads + writes) / (bw_tbs * 1e12) * 1e3
+
+
+def main(argv=None) -> int:
+    a = parse_args(argv)
+    if cuda_missing(a):
+        return 2
+    if a.device == "cpu":
+        os.environ.setdefault("TRITON_INTERPRET", "1")
+    import golf.ssd_dcb_kernel as dk
+    from golf import ssm
+
+    result = new_result(a, ("torch", "triton", "mamba-ssm"), ("parity",))
+
+    def measure():
+        inp = _inputs(a, a.device)
+        golf_fn = lambda: dk.dcb_ddA(**inp)
+        sides = {"golf": golf_fn}
+        if a.device == "cuda":
+            if ssm._import_mamba_triton() is None:
+                raise RuntimeError("mamba-ssm's Triton kernels do not import here")
+            from mamba_ssm.ops.triton import ssd_combined as sc
+
+            def mamba_fn():
+                dcb = sc._chunk_scan_bwd_dcb(inp["x"], inp["dt"], inp["dA_cumsum"], inp["dout"], ngroups=a.groups)
+                return dcb, sc._chunk_scan_bwd_ddAcs_stable(inp["x"], inp["dt"], inp["dA_cumsum"], inp["dout"],
+                                                            inp["CB"])
+            sides["mamba-ssm"] = mamba_fn
+            want = mamba_fn()
+        else:
+            want = dk.dcb_ddA_reference(**inp)
+        got = golf_fn()
+        result["parity"]["golf"] = rel_errs({"dCB": got[0], "ddA": got[1]}, {"dCB": want[0], "ddA": want[1]})
+        floor = floor_ms(inp, a.bw)
+        rows = []
+        for name, fn in sides.items():
+            ms = device_ms(fn, a.device, a.reps)
+            result["timing"][name] = {"device_ms": ms, "floor_ms": floor}
+            rows.append([name, f"{ms:.3f}", f"{floor:.3f}", f"{ms / floor:.2f}x"])
+        print(table(rows, ["impl", "device ms a call", "golf's floor", "ms / floor"]))
+        print("parity (max rel err against " + ("mamba-ssm" if a.device == "cuda" else "golf's twin") + "): "
+              + ", ".join(f"{k} {v:.1e}" for k, v in result["parity"]["golf"].items()))
+
+    return run_and_write(a, result, measure)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
