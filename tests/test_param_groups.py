@@ -66,8 +66,9 @@ def _by_structure(model: nn.Module) -> dict[str, tuple[str, str]]:
 
 @pytest.mark.parametrize("path,overrides", CONFIGS, ids=lambda c: c.name if isinstance(c, Path) else ",".join(c))
 def test_every_parameter_of_every_config_lands_in_one_group_of_each_classification(path, overrides):
-    # the same parameters on every kernel path: the reference path builds anywhere (ssm_backend fused needs CUDA)
-    cfg = dataclasses.replace(load_params(path, overrides).model, ssm_backend="reference")
+    # the same parameters on every kernel path: the reference paths build anywhere (ssm_backend fused and
+    # attn_backend flash4 need CUDA)
+    cfg = dataclasses.replace(load_params(path, overrides).model, ssm_backend="reference", attn_backend="auto")
     with torch.device("meta"):
         model = build_model(cfg, "meta")
     names = [n for n, _ in model.named_parameters()]

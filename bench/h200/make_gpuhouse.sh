@@ -5,12 +5,13 @@
 #   bash bench/h200/make_gpuhouse.sh            # then carry .gpuhouse (bench/carry_size.py checks the fit)
 # How: resolve golf's non-torch requirements with this machine's pip, keep the pure-Python wheels and source
 # archives, fetch the cp312 builds of the binary ones, then drop every package the image already has
-# (the package list in the device library's KINDS.md, passed as IMAGE_PKGS: one name a line), so that the
-# folder fits one call beside the tree (about 51 MiB on 2026-12-01: 69 wheels and archives).
+# (IMAGE_PKGS, default bench/h200/image_packages.txt: one name a line, '#' lines ignored), so that the folder
+# fits one call beside the tree (51 MiB on 2026-12-01: 71 wheels and archives).
 set -euo pipefail
 SHARED=${SHARED:-../shared/wheels}
 DEST=${DEST:-.gpuhouse}
-IMAGE_PKGS=${IMAGE_PKGS:?set IMAGE_PKGS to a file naming the Python packages of the GPU image, one a line}
+IMAGE_PKGS=${IMAGE_PKGS:-bench/h200/image_packages.txt}
+[ -f "$IMAGE_PKGS" ] || { echo "error: no package list '$IMAGE_PKGS' (one name a line)" >&2; exit 2; }
 [ -e "$DEST" ] && { echo "error: '$DEST' exists; move it away first" >&2; exit 2; }
 REQS=("dvc>=3.50" "zstandard>=0.22" "brotli>=1.1" "typer>=0.12" "rich>=13" "sentencepiece>=0.2"
   "safetensors>=0.4" "einops>=0.7" "huggingface_hub>=0.23")
