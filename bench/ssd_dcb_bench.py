@@ -1,11 +1,12 @@
-"""golf's one kernel for the SSD backward's C·B gradient and within-chunk log-decay gradient
-(golf/ssd_dcb_kernel.py, model.ssm_scan "mamba_keep_dA") against the two mamba-ssm functions it replaces
-(_chunk_scan_bwd_dcb and _chunk_scan_bwd_ddAcs_stable), on a CUDA device with mamba-ssm: parity of both outputs
-(max relative error against mamba-ssm's), device ms per call of each side (the time a training step pays) and the
-memory floor of golf's kernel: it reads dy and x once a head and CB once a group, and writes dCB and ddA.
+"""golf's chunk-backward kernel (golf/ssd_dcb_kernel.py) against the mamba-ssm functions it replaces, on a CUDA
+device with mamba-ssm: `dcb_ddA` (model.ssm_scan "mamba_keep_dA": the C·B gradient and the within-chunk log-decay
+gradient) against _chunk_scan_bwd_dcb + _chunk_scan_bwd_ddAcs_stable, and `chunk_bwd` ("mamba_keep_dx": dx, ddt and
+dD too) against those two + _chunk_scan_chunk_state_bwd_dx. Parity of every output (max relative error against
+mamba-ssm's), device ms per call of each side (the time a training step pays) and the memory floor of golf's
+kernel: it reads dy and x (and B, dstates) once and CB once a group, and writes its outputs once.
 
 Default shapes are hybrid_12_b131k's mixer: 64 x 2048 tokens, 12 heads of 64, one group, chunks of 64, bf16 x and
-dy, fp32 dt and dA_cumsum, bf16 C·B (as mamba-ssm's forward keeps it for the backward).
+dy, fp32 dt and dA_cumsum, bf16 C·B, B and dstates (d_state 32), fp32 D.
 
     python3 bench/ssd_dcb_bench.py --json $OUT/ssd_dcb.json
     python3 bench/ssd_dcb_bench.py --device cpu --batch 1 --seqlen 128 --heads 2   # a dry run in the interpreter
@@ -38,16 +39,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--headdim", type=int, default=64, help="head width (default 64)")
     ap.add_argument("--groups", type=int, default=1, help="B/C groups (default 1)")
     ap.add_argument("--chunk", type=int, default=64, help="chunk size (default 64)")
+    ap.add_argument("--dstate", type=int, default=32, help="state size N (default 32)")
     ap.add_argument("--reps", type=int, default=20, help="profiled calls per side (default 20)")
     add_run_args(ap, 25, 100, "cuda, or cpu for a dry run in Triton's interpreter")
     a = ap.parse_args(argv)
-    if min(a.batch, a.seqlen, a.heads, a.headdim, a.groups, a.chunk, a.reps) < 1 or a.heads % a.groups:
+    if min(a.batch, a.seqlen, a.heads, a.headdim, a.groups, a.chunk, a.dstate, a.reps) < 1 or a.heads % a.groups:
         ap.error("every size must be positive and --heads a multiple of --groups")
     return a
 
 
 def _inputs(a: argparse.Namespace, device: str) -> dict:
-    """x, dt (softplus'ed), dA_cumsum, dout, CB as mamba-ssm's forward leaves them for the backward."""
+    """x, dt (softplus'ed), dA_cumsum, dout, CB, B, dstates, D as mamba-ssm's backward has them."""
     gen = torch.Generator(device=device).manual_seed(0)
     act = torch.bfloat16 if device == "cuda" else torch.float32
     chunks = -(-a.seqlen // a.chunk)
@@ -58,13 +60,19 @@ def _inputs(a: argparse.Namespace, device: str) -> dict:
     A = -torch.rand(h, generator=gen, device=device) - 0.5
     dA_cumsum = (dt * A[None, :, None, None]).cumsum(-1)
     CB = torch.randn(b, chunks, a.groups, a.chunk, a.chunk, generator=gen, device=device).to(act)
-    return {"x": x, "dt": dt, "dA_cumsum": dA_cumsum, "dout": dout, "CB": CB}
+    B = torch.randn(b, a.seqlen, a.groups, a.dstate, generator=gen, device=device).to(act)
+    dstates = torch.randn(b, chunks, h, a.headdim, a.dstate, generator=gen, device=device).to(act)
+    D = torch.rand(h, generator=gen, device=device) + 0.5
+    return {"x": x, "dt": dt, "dA_cumsum": dA_cumsum, "dout": dout, "CB": CB, "B": B, "dstates": dstates, "D": D}
 
 
-def floor_ms(inp: dict, bw_tbs: float) -> float:
-    """golf's kernel's bytes / bandwidth: dy, x, dt, dA_cumsum and CB read once, dCB and ddA written once."""
-    reads = sum(t.numel() * t.element_size() for t in inp.values())
+def floor_ms(inp: dict, bw_tbs: float, with_dx: bool) -> float:
+    """golf's kernel's bytes / bandwidth: its inputs read once, dCB and ddA (and dx, ddt) written once."""
+    names = ("x", "dt", "dA_cumsum", "dout", "CB") + (("B", "dstates") if with_dx else ())
+    reads = sum(inp[k].numel() * inp[k].element_size() for k in names)
     writes = inp["CB"].numel() * 4 + inp["dt"].numel() * 4
+    if with_dx:
+        writes += inp["x"].numel() * inp["x"].element_size() + inp["dt"].numel() * 4
     return (reads + writes) / (bw_tbs * 1e12) * 1e3
 
 
@@ -81,32 +89,44 @@ def main(argv=None) -> int:
 
     def measure():
         inp = _inputs(a, a.device)
-        golf_fn = lambda: dk.dcb_ddA(**inp)
-        sides = {"golf": golf_fn}
+        dA_args = {k: inp[k] for k in ("x", "dt", "dA_cumsum", "dout", "CB")}
+        sides = {"golf dcb_ddA": lambda: dk.dcb_ddA(**dA_args), "golf chunk_bwd": lambda: dk.chunk_bwd(**inp)}
         if a.device == "cuda":
             if ssm._import_mamba_triton() is None:
                 raise RuntimeError("mamba-ssm's Triton kernels do not import here")
             from mamba_ssm.ops.triton import ssd_combined as sc
 
-            def mamba_fn():
-                dcb = sc._chunk_scan_bwd_dcb(inp["x"], inp["dt"], inp["dA_cumsum"], inp["dout"], ngroups=a.groups)
-                return dcb, sc._chunk_scan_bwd_ddAcs_stable(inp["x"], inp["dt"], inp["dA_cumsum"], inp["dout"],
-                                                            inp["CB"])
-            sides["mamba-ssm"] = mamba_fn
-            want = mamba_fn()
+            def mamba_dA():
+                x, dt, cs, dy = inp["x"], inp["dt"], inp["dA_cumsum"], inp["dout"]
+                return (sc._chunk_scan_bwd_dcb(x, dt, cs, dy, ngroups=a.groups),
+                        sc._chunk_scan_bwd_ddAcs_stable(x, dt, cs, dy, inp["CB"]))
+
+            def mamba_dx():
+                dx, ddt, dD = sc._chunk_scan_chunk_state_bwd_dx(inp["x"], inp["dt"], inp["dA_cumsum"], inp["B"],
+                                                                inp["CB"], inp["dout"], inp["dstates"], D=inp["D"])
+                return (*mamba_dA(), dx, ddt, dD)
+
+            sides |= {"mamba-ssm dcb + ddAcs": mamba_dA, "mamba-ssm dx + dcb + ddAcs": mamba_dx}
+            want = mamba_dx()
         else:
-            want = dk.dcb_ddA_reference(**inp)
-        got = golf_fn()
-        result["parity"]["golf"] = rel_errs({"dCB": got[0], "ddA": got[1]}, {"dCB": want[0], "ddA": want[1]})
-        floor = floor_ms(inp, a.bw)
+            want = dk.chunk_bwd_reference(**inp)
+        names = ("dCB", "ddA", "dx", "ddt", "dD")
+        want = dict(zip(names, want))
+        got = dict(zip(names, sides["golf chunk_bwd"]()))
+        result["parity"]["golf chunk_bwd"] = rel_errs({k: v.float() for k, v in got.items()},
+                                                      {k: v.float() for k, v in want.items()})
+        result["parity"]["golf dcb_ddA"] = rel_errs(dict(zip(names, sides["golf dcb_ddA"]())),
+                                                    {k: want[k] for k in names[:2]})
         rows = []
         for name, fn in sides.items():
+            floor = floor_ms(inp, a.bw, "dx" in name or "chunk_bwd" in name)
             ms = device_ms(fn, a.device, a.reps)
             result["timing"][name] = {"device_ms": ms, "floor_ms": floor}
             rows.append([name, f"{ms:.3f}", f"{floor:.3f}", f"{ms / floor:.2f}x"])
         print(table(rows, ["impl", "device ms a call", "golf's floor", "ms / floor"]))
-        print("parity (max rel err against " + ("mamba-ssm" if a.device == "cuda" else "golf's twin") + "): "
-              + ", ".join(f"{k} {v:.1e}" for k, v in result["parity"]["golf"].items()))
+        for impl, errs in result["parity"].items():
+            print(f"parity of {impl} (max rel err against " + ("mamba-ssm" if a.device == "cuda" else "golf's twin")
+                  + "): " + ", ".join(f"{k} {v:.1e}" for k, v in errs.items()))
 
     return run_and_write(a, result, measure)
 

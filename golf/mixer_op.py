@@ -27,6 +27,8 @@ mamba-ssm's combined ones bit for bit in fp32 (tests/test_mixer_op.py, where mam
 `scan_impl` "mamba_keep_dA" is the same with the backward's C·B gradient and the within-chunk log-decay gradient
 from golf's one kernel (golf/ssd_dcb_kernel.py) instead of mamba-ssm's _chunk_scan_bwd_dcb and
 _chunk_scan_bwd_ddAcs_stable, which each recompute dy·xᵀ per head and chunk: the same sums in another order.
+"mamba_keep_dx" has that kernel compute dx, ddt's chunk part and dD too, in place of
+_chunk_scan_chunk_state_bwd_dx, which reads the same dy and C·B.
 
 The op's kernels: on CUDA, causal-conv1d's forward and backward, mamba-ssm's SSD scan forward and backward, and
 the gated norm of `norm_impl`: "mamba" (mamba-ssm's layernorm_gated kernels) or "golf" (golf's own,
@@ -49,8 +51,8 @@ from golf.ssm_ops import _autograd, _channel_last, _conv_reference, _cuda, _like
 
 NORM_IMPLS = ("mamba", "golf")  # golf::mamba_core's `norm_impl` argument (model.gated_norm "kernel" / "golf")
 # its `scan_impl` argument (model.ssm_scan): mamba-ssm's combined scan, its pieces with the forward's internals kept
-# for the backward, or the same with golf's kernel for the C·B and within-chunk log-decay gradients
-SCAN_IMPLS = ("mamba", "mamba_keep", "mamba_keep_dA")
+# for the backward, or the same with golf's kernel for the C·B and within-chunk log-decay gradients (and for dx too)
+SCAN_IMPLS = ("mamba", "mamba_keep", "mamba_keep_dA", "mamba_keep_dx")
 # mamba-ssm's SSD pieces that scan_impl "mamba_keep" calls one by one (ssd_chunk_state.py, ssd_state_passing.py,
 # ssd_bmm.py, ssd_chunk_scan.py, ssd_combined.py, 2.3.2.post1), bound as one dict under "ssd_parts"
 SSD_PARTS = ("_chunk_cumsum_fwd", "_chunk_cumsum_bwd", "_chunk_state_fwd", "_chunk_state_bwd_db", "_state_passing_fwd",
@@ -233,9 +235,9 @@ def mamba_core_cuda(fns: dict, zxbcdt, conv_weight, conv_bias, dt_bias, A, D, no
 def _bound_keys(way: str, norm_impl: str, scan_impl: str) -> tuple[str, ...]:
     """The golf.ssm_ops.bind_cuda keys of the functions the op's CUDA kernel calls in one direction (way: "fwd" or
     "bwd") for these impls."""
+    golf_bwd = {"mamba_keep_dA": ("golf_dcb_ddA",), "mamba_keep_dx": ("golf_chunk_bwd",)}.get(scan_impl, ())
     return (f"conv_{way}", f"scan_{way}" if scan_impl == "mamba" else "ssd_parts",
-            f"norm_{way}" if norm_impl == "mamba" else f"golf_norm_{way}") + (
-        ("golf_dcb_ddA",) if way == "bwd" and scan_impl == "mamba_keep_dA" else ())
+            f"norm_{way}" if norm_impl == "mamba" else f"golf_norm_{way}") + (golf_bwd if way == "bwd" else ())
 
 
 @mamba_core.register_kernel("cuda")
@@ -271,12 +273,15 @@ def _(dout, zxbcdt, conv_weight, conv_bias, dt_bias, A, D, norm_weight, xBC, y, 
                  for t in (zxbcdt, conv_weight, conv_bias, dt_bias, A, D, norm_weight))
 
 
-def _scan_bwd_keep(parts: dict, dy, x, dt, A, B, C, D, dt_bias, kept, dx, ddt, dB, dC, dcb_ddA=None):
+def _scan_bwd_keep(parts: dict, dy, x, dt, A, B, C, D, dt_bias, kept, dx, ddt, dB, dC, dcb_ddA=None,
+                   chunk_bwd=None):
     """mamba-ssm's SSD backward (_mamba_chunk_scan_combined_bwd's steps) from the forward's kept internals instead
     of recomputing them (its _chunk_cumsum_fwd, _bmm_chunk_fwd, _chunk_state_fwd and _state_passing_fwd): writes dx,
     ddt (the raw dt's), dB and dC into the tensors passed in; → dA, dD, ddt_bias. No initial or final states.
     dcb_ddA (scan_impl "mamba_keep_dA": golf.ssd_dcb_kernel.dcb_ddA) computes the C·B gradient and the within-chunk
-    log-decay gradient in one launch instead of mamba-ssm's _chunk_scan_bwd_dcb and _chunk_scan_bwd_ddAcs_stable."""
+    log-decay gradient in one launch instead of mamba-ssm's _chunk_scan_bwd_dcb and _chunk_scan_bwd_ddAcs_stable;
+    chunk_bwd (scan_impl "mamba_keep_dx": golf.ssd_dcb_kernel.chunk_bwd) also dx, ddt's chunk part and dD in the same
+    launch, instead of _chunk_scan_chunk_state_bwd_dx too."""
     dA_cumsum, dt_sp, states, CB = kept
     n = B.shape[-1]
     # the gradient of the state entering each chunk from the outputs that read it, then passed back across chunks
@@ -285,12 +290,15 @@ def _scan_bwd_keep(parts: dict, dy, x, dt, A, B, C, D, dt_bias, kept, dx, ddt, d
         states.flatten(-2), dA_cumsum[:, :, :, -1], dstates.flatten(-2), has_initial_states=False,
         dstates_dtype=x.dtype, states_dtype=x.dtype)
     dstates, states_lo = dstates.unflatten(-1, (-1, n)), states_lo.unflatten(-1, (-1, n))
-    _, ddt_sp, dD = parts["_chunk_scan_chunk_state_bwd_dx"](x, dt_sp, dA_cumsum, B, CB, dy, dstates, D=D, dx=dx)
+    if chunk_bwd is None:
+        _, ddt_sp, dD = parts["_chunk_scan_chunk_state_bwd_dx"](x, dt_sp, dA_cumsum, B, CB, dy, dstates, D=D, dx=dx)
+    else:
+        dCB, ddA, _, ddt_sp, dD = chunk_bwd(x, dt_sp, dA_cumsum, dy, CB, B, dstates, D, dx=dx)
     dB_state, ddA_next = parts["_chunk_state_bwd_db"](x, dt_sp, dA_cumsum, dstates, B=B, ngroups=B.shape[2])
     dC_state, ddA_prev = parts["_chunk_scan_bwd_dC"](states_lo, dA_cumsum, dy, C=C, ngroups=B.shape[2])
-    if dcb_ddA is None:
+    if chunk_bwd is None and dcb_ddA is None:
         dCB, ddA = parts["_chunk_scan_bwd_dcb"](x, dt_sp, dA_cumsum, dy, ngroups=B.shape[2]), None
-    else:
+    elif chunk_bwd is None:
         dCB, ddA = dcb_ddA(x, dt_sp, dA_cumsum, dy, CB)  # (B, c, G, L, L), (B, H, c, L)
     dCB = dCB.to(CB.dtype)
     parts["_bmm_chunk_bwd"](C, dCB, residual=dB_state, out=dB)  # dB = the states' part + C-weighted dCB
@@ -311,7 +319,8 @@ def mamba_core_bwd_cuda(fns: dict, dout, zxbcdt, conv_weight, conv_bias, dt_bias
     """The CUDA kernel, with the libraries' functions passed in: "norm_bwd" (mamba-ssm's _layer_norm_bwd) or
     "golf_norm_bwd" (golf.gated_norm_kernel.gated_rmsnorm_bwd); "scan_bwd" (mamba-ssm's
     _mamba_chunk_scan_combined_bwd), or with scan_impl "mamba_keep" "ssd_parts" (with "mamba_keep_dA" also
-    "golf_dcb_ddA", golf.ssd_dcb_kernel.dcb_ddA); "conv_bwd" (causal_conv1d.cpp_functions.causal_conv1d_bwd_function);
+    "golf_dcb_ddA", with "mamba_keep_dx" "golf_chunk_bwd": golf.ssd_dcb_kernel's); "conv_bwd"
+    (causal_conv1d.cpp_functions.causal_conv1d_bwd_function);
     each writing its part of dzxbcdt in place."""
     _check_impls(norm_impl, scan_impl)
     b, t, _ = zxbcdt.shape
@@ -347,7 +356,8 @@ def mamba_core_bwd_cuda(fns: dict, dout, zxbcdt, conv_weight, conv_bias, dt_bias
     else:
         dA, dD, ddt_bias = _scan_bwd_keep(fns["ssd_parts"], dy.view(heads), x.view(heads), dt, A, B.view(groups),
                                           C.view(groups), D, dt_bias, (dA_cumsum, dt_sp, states, CB), dx.view(heads),
-                                          ddt, dB.view(groups), dC.view(groups), fns.get("golf_dcb_ddA"))
+                                          ddt, dB.view(groups), dC.view(groups), fns.get("golf_dcb_ddA"),
+                                          fns.get("golf_chunk_bwd"))
     # causal_conv1d_bwd_function(x, weight, bias, dout, seq_idx, initial_states, dfinal_states, dx,
     # return_dinitial_states, silu_activation) → dx (the one passed in), dweight, dbias, dinitial_states. It writes
     # dx in place where zxbcdt's rows suit its channel-last layout (widths and offsets multiples of 8, as with
@@ -420,11 +430,12 @@ def golf_norm_kernels() -> dict:
 
 
 def golf_dcb_kernels() -> dict:
-    """golf's C·B-gradient and log-decay-gradient kernel for golf::mamba_core_bwd (model.ssm_scan "mamba_keep_dA"):
-    {"golf_dcb_ddA"}. ImportError where triton is missing (golf.ssd_dcb_kernel imports it at module top)."""
+    """golf's chunk-backward kernel for golf::mamba_core_bwd: {"golf_dcb_ddA"} (model.ssm_scan "mamba_keep_dA": the
+    C·B and within-chunk log-decay gradients) and {"golf_chunk_bwd"} ("mamba_keep_dx": dx, ddt and dD too).
+    ImportError where triton is missing (golf.ssd_dcb_kernel imports it at module top)."""
     import golf.ssd_dcb_kernel as dk
 
-    return {"golf_dcb_ddA": dk.dcb_ddA}
+    return {"golf_dcb_ddA": dk.dcb_ddA, "golf_chunk_bwd": dk.chunk_bwd}
 
 
 def ssd_parts(ssd_combined) -> dict:

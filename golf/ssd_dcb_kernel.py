@@ -1,10 +1,11 @@
-"""golf's Triton kernel for two pieces of the Mamba-2 SSD backward that mamba-ssm runs as two launches: the gradient
-of each chunk's C·B matrix (mamba-ssm's _chunk_scan_bwd_dcb) and the within-chunk part of the log-decays' gradient
-(its _chunk_scan_bwd_ddAcs_stable, the second-largest SSD kernel in hybrid_12_b131k's step: 2.8 ms of 19.3 for nine
-layers on an H200, bench/RESULTS.md twelfth block). Both start from the same (L × L) product of the output's
-gradient with x, per head and chunk, so one program computes it once and derives both. model.ssm_scan
-"mamba_keep_dA" calls `dcb_ddA` in place of the two (golf.mixer_op._scan_bwd_keep); `dcb_ddA_reference` is its
-PyTorch twin.
+"""golf's Triton kernel for the chunk-local pieces of the Mamba-2 SSD backward that read the output's gradient
+together with x or C·B, which mamba-ssm runs as three launches: the gradient of each chunk's C·B matrix (its
+_chunk_scan_bwd_dcb), the within-chunk part of the log-decays' gradient (_chunk_scan_bwd_ddAcs_stable) and dx with
+dt's and D's gradients (_chunk_scan_chunk_state_bwd_dx). In hybrid_12_b131k's step on an H200 the three take 1.2,
+2.8 and 4.1 ms of the SSD scan's 19.3 for nine layers (bench/RESULTS.md twelfth block), and each loads dy per head
+and chunk again. Here one program per chunk and group loads C·B once and each head's dy and x once, and derives all
+of them. model.ssm_scan "mamba_keep_dA" calls `dcb_ddA` (the first two) and "mamba_keep_dx" `chunk_bwd` (all
+three) in golf.mixer_op._scan_bwd_keep; `dcb_ddA_reference` and `chunk_bwd_reference` are the PyTorch twins.
 
 What it computes, per batch b, chunk c and head h of group g (positions i, j < L of the chunk; dy, x: the chunk's
 (L, P) rows of head h; dt the softplus'ed dt, cs its running log-decay cs_i = sum_{k<=i} dA_k, dA_k = dt_k A_h, as
@@ -22,12 +23,17 @@ the reverse cumulative sum of row sums minus column sums, two reductions and a s
 ddA_h[0] = 0 stored exactly. The same products in fp32 summed in another order: the two agree to fp32 rounding,
 which the bf16 inputs' rounding dwarfs. The exp's clamp at 0 is mamba-ssm's (it only matters where the mask then
 drops the entry). A ragged last chunk: rows past the sequence's end read as zero, so their G, M and ddA are zero.
+With dx (`chunk_bwd`; B (L, N) the group's rows, dS (P, N) the gradient of the state the chunk passes on, D_h):
+    acc_j = sum_{i>=j} CB[g][i, j] exp(min(cs_i - cs_j, 0)) dy_i + exp(min(cs_last - cs_j, 0)) dS B_j      (P,)
+    dx_j  = acc_j dt_j + D_h dy_j,   ddt_j = acc_j · x_j,   dD_h = sum over the chunk of dy_j · x_j
+(the within-chunk output's and the chunk's state contribution's gradients; dD summed over chunks after the launch).
 
 Layout: one program per (batch, chunk, group) walking the group's heads (mamba-ssm's _chunk_scan_bwd_dcb makes the
-same choice at these shapes: every head of a group in one program), the (L × L) C·B tile loaded once. Outputs
-dCB (b, chunks, g, L, L) and ddA (b, h, chunks, L) in the compute dtype (fp32, fp64 for fp64 inputs), the shapes
-and order mamba-ssm's two functions return. tl.dot's operands are in x's dtype (bf16 at the production shapes;
-fp32 operands are not rounded to TF32), its products in the compute dtype.
+same choice at these shapes: every head of a group in one program), the (L × L) C·B tile (and the (L × N) B rows)
+loaded once. Outputs dCB (b, chunks, g, L, L), ddA and ddt (b, h, chunks, L) in the compute dtype (fp32, fp64 for
+fp64 inputs), dx in x's dtype, dD in D's: the shapes and order mamba-ssm's functions return. tl.dot's operands are
+in x's dtype (bf16 at the production shapes; fp32 operands are not rounded to TF32), its products in the compute
+dtype. The dx part keeps four (L × L) or (L × P) fp32 tiles live and launches 8 warps.
 """
 
 from __future__ import annotations
@@ -40,19 +46,23 @@ from triton.runtime.interpreter import InterpretedFunction
 from golf.kernel_inputs import TL_DTYPES, check_dtypes_and_device, check_runs_here
 from golf.ssm import compute_dtype
 
-OP = "dcb_ddA"
-NUM_WARPS = 4
+NUM_WARPS = 4  # dCB and ddA alone
+NUM_WARPS_DX = 8  # with dx too: four (L x L) or (L x P) fp32 tiles live at once
 
 
 @triton.jit
-def _dcb_ddA_kernel(x_ptr, dy_ptr, dt_ptr, cs_ptr, cb_ptr, dcb_ptr, dda_ptr,
-                    T, chunks, heads_per_group,
-                    sx_b, sx_t, sx_h, sx_p, sy_b, sy_t, sy_h, sy_p,
-                    sdt_b, sdt_h, sdt_c, sdt_l, scs_b, scs_h, scs_c, scs_l,
-                    scb_b, scb_c, scb_g, scb_i, scb_j, sd_b, sd_c, sd_g, sd_i, sd_j,
-                    sa_b, sa_h, sa_c, sa_l,
-                    L: tl.constexpr, P: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_P: tl.constexpr,
-                    ACC: tl.constexpr, DOT: tl.constexpr):
+def _chunk_bwd_kernel(x_ptr, dy_ptr, dt_ptr, cs_ptr, cb_ptr, b_ptr, dst_ptr, D_ptr,
+                      dcb_ptr, dda_ptr, dx_ptr, ddt_ptr, dD_ptr,
+                      T, chunks, heads_per_group,
+                      sx_b, sx_t, sx_h, sx_p, sy_b, sy_t, sy_h, sy_p,
+                      sdt_b, sdt_h, sdt_c, sdt_l, scs_b, scs_h, scs_c, scs_l,
+                      scb_b, scb_c, scb_g, scb_i, scb_j, sb_b, sb_t, sb_g, sb_n,
+                      sst_b, sst_c, sst_h, sst_p, sst_n,
+                      sd_b, sd_c, sd_g, sd_i, sd_j, sa_b, sa_h, sa_c, sa_l,
+                      sdx_b, sdx_t, sdx_h, sdx_p, sdD_b, sdD_c, sdD_h,
+                      L: tl.constexpr, P: tl.constexpr, N: tl.constexpr, BLOCK_L: tl.constexpr,
+                      BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, WITH_DX: tl.constexpr,
+                      ACC: tl.constexpr, DOT: tl.constexpr):
     pid = tl.program_id(0)
     g = tl.program_id(1)
     b = pid // chunks
@@ -67,12 +77,16 @@ def _dcb_ddA_kernel(x_ptr, dy_ptr, dt_ptr, cs_ptr, cb_ptr, dcb_ptr, dda_ptr,
     lower = i[:, None] >= j[None, :]
     strict = i[:, None] > j[None, :]
     rows = (t0 + i).to(tl.int64)  # (BL,): b * T * row stride can pass 2^31
+    row_mask = (i < valid)[:, None] & (p < P)[None, :]  # (BL, BP)
     cb = tl.load(cb_ptr + b * scb_b + c * scb_c + g * scb_g + i[:, None] * scb_i + j[None, :] * scb_j,
                  mask=tile, other=0.0).to(ACC)  # (BL, BL)
+    if WITH_DX:
+        n = tl.arange(0, BLOCK_N)  # (BN,)
+        bg = tl.load(b_ptr + b * sb_b + rows[:, None] * sb_t + g * sb_g + n[None, :] * sb_n,
+                     mask=(i < valid)[:, None] & (n < N)[None, :], other=0.0)  # (BL, BN): the group's B rows
     dcb = tl.zeros((BLOCK_L, BLOCK_L), dtype=ACC)
     for hh in range(heads_per_group):
         h = g * heads_per_group + hh
-        row_mask = (i < valid)[:, None] & (p < P)[None, :]  # (BL, BP)
         dy = tl.load(dy_ptr + b * sy_b + rows[:, None] * sy_t + h * sy_h + p[None, :] * sy_p,
                      mask=row_mask, other=0.0)  # (BL, BP)
         xt = tl.load(x_ptr + b * sx_b + rows[None, :] * sx_t + h * sx_h + p[:, None] * sx_p,
@@ -81,44 +95,108 @@ def _dcb_ddA_kernel(x_ptr, dy_ptr, dt_ptr, cs_ptr, cb_ptr, dcb_ptr, dda_ptr,
         dt = tl.load(dt_ptr + b * sdt_b + h * sdt_h + c * sdt_c + j * sdt_l, mask=j < L, other=0.0).to(ACC)
         cs_i = tl.load(cs_ptr + b * scs_b + h * scs_h + c * scs_c + i * scs_l, mask=in_l, other=0.0).to(ACC)
         cs_j = tl.load(cs_ptr + b * scs_b + h * scs_h + c * scs_c + j * scs_l, mask=j < L, other=0.0).to(ACC)
-        gm = gm * dt[None, :] * tl.exp(tl.minimum(cs_i[:, None] - cs_j[None, :], 0.0))
-        gm = tl.where(lower, gm, 0.0)
+        decay = tl.where(lower, tl.exp(tl.minimum(cs_i[:, None] - cs_j[None, :], 0.0)), 0.0)  # (BL, BL)
+        gm = gm * dt[None, :] * decay
         dcb += gm
         m = tl.where(strict, gm * cb, 0.0)  # (BL, BL)
         diff = tl.sum(m, axis=1) - tl.sum(m, axis=0)  # (BL,): row_i - col_i
         dda = tl.cumsum(diff, axis=0, reverse=True)  # (BL,): sum over positions >= k
         dda = tl.where(i == 0, 0.0, dda)
         tl.store(dda_ptr + b * sa_b + h * sa_h + c * sa_c + i * sa_l, dda.to(dda_ptr.dtype.element_ty), mask=in_l)
+        if WITH_DX:
+            # acc[j, :] = sum_{i>=j} CB[i, j] decay[i, j] dy_i + exp(cs_last - cs_j) B_j · dstates (its (P, N) grad)
+            w = (cb * decay).to(DOT)  # (BL, BL), zero above the diagonal
+            acc = tl.dot(tl.trans(w), dy.to(DOT), out_dtype=ACC, input_precision="ieee")  # (BL, BP)
+            dst = tl.load(dst_ptr + b * sst_b + c * sst_c + h * sst_h + n[:, None] * sst_n + p[None, :] * sst_p,
+                          mask=(n < N)[:, None] & (p < P)[None, :], other=0.0)  # (BN, BP)
+            cs_last = tl.load(cs_ptr + b * scs_b + h * scs_h + c * scs_c + (L - 1) * scs_l).to(ACC)
+            scale = tl.exp(tl.minimum(cs_last - cs_i, 0.0))  # (BL,)
+            acc += scale[:, None] * tl.dot(bg.to(DOT), dst.to(DOT), out_dtype=ACC, input_precision="ieee")
+            x = tl.trans(xt).to(ACC)  # (BL, BP)
+            dyf = dy.to(ACC)
+            dt_i = tl.load(dt_ptr + b * sdt_b + h * sdt_h + c * sdt_c + i * sdt_l, mask=in_l, other=0.0).to(ACC)
+            d_h = tl.load(D_ptr + h).to(ACC)
+            dx = acc * dt_i[:, None] + d_h * dyf
+            tl.store(dx_ptr + b * sdx_b + rows[:, None] * sdx_t + h * sdx_h + p[None, :] * sdx_p,
+                     dx.to(dx_ptr.dtype.element_ty), mask=row_mask)
+            tl.store(ddt_ptr + b * sa_b + h * sa_h + c * sa_c + i * sa_l, tl.sum(acc * x, axis=1), mask=in_l)
+            tl.store(dD_ptr + b * sdD_b + c * sdD_c + h * sdD_h, tl.sum(tl.sum(dyf * x, axis=1), axis=0))
     tl.store(dcb_ptr + b * sd_b + c * sd_c + g * sd_g + i[:, None] * sd_i + j[None, :] * sd_j,
              dcb.to(dcb_ptr.dtype.element_ty), mask=tile)
 
 
 def interpreted() -> bool:
     """Whether this module's kernel runs in Triton's CPU interpreter (TRITON_INTERPRET=1 at import)."""
-    return isinstance(_dcb_ddA_kernel, InterpretedFunction)
+    return isinstance(_chunk_bwd_kernel, InterpretedFunction)
 
 
-def _check(x, dt, dA_cumsum, dy, CB) -> None:
-    """One ValueError line for the first input that is not what the kernel takes."""
+def _check(op, x, dt, dA_cumsum, dy, CB, dot_dtype, B=None, dstates=None, D=None, dx=None) -> None:
+    """One ValueError line, prefixed `op`, for the first input that is not what the kernel takes."""
     if x.dim() != 4:
-        raise ValueError(f"{OP}: x must be (batch, seqlen, nheads, headdim), got shape {tuple(x.shape)}")
-    b, t, h, _ = x.shape
+        raise ValueError(f"{op}: x must be (batch, seqlen, nheads, headdim), got shape {tuple(x.shape)}")
+    b, t, h, p = x.shape
     if dt.dim() != 4 or dt.shape[:2] != (b, h):
-        raise ValueError(f"{OP}: dt must be (batch, nheads, chunks, chunk_size) = ({b}, {h}, c, L), "
+        raise ValueError(f"{op}: dt must be (batch, nheads, chunks, chunk_size) = ({b}, {h}, c, L), "
                          f"got {tuple(dt.shape)}")
     chunks, size = dt.shape[2], dt.shape[3]
     if chunks != -(-t // size):
-        raise ValueError(f"{OP}: dt has {chunks} chunks of {size} but seqlen {t} needs {-(-t // size)}")
+        raise ValueError(f"{op}: dt has {chunks} chunks of {size} but seqlen {t} needs {-(-t // size)}")
     if CB.dim() != 5 or CB.shape[:2] != (b, chunks) or CB.shape[3:] != (size, size) or h % CB.shape[2]:
-        raise ValueError(f"{OP}: CB must be (batch, chunks, ngroups, L, L) = ({b}, {chunks}, g, {size}, {size}) "
+        raise ValueError(f"{op}: CB must be (batch, chunks, ngroups, L, L) = ({b}, {chunks}, g, {size}, {size}) "
                          f"with nheads {h} divisible by g, got {tuple(CB.shape)}")
-    for name, tensor, shape in (("dA_cumsum", dA_cumsum, tuple(dt.shape)), ("dout", dy, tuple(x.shape))):
-        if tuple(tensor.shape) != shape:
-            raise ValueError(f"{OP}: {name} must have shape {shape}, got {tuple(tensor.shape)}")
-    check_dtypes_and_device(OP, x, (("x", x), ("dt", dt), ("dA_cumsum", dA_cumsum), ("dout", dy), ("CB", CB)))
-    if dy.dtype != x.dtype:
-        raise ValueError(f"{OP}: dout must have x's dtype {x.dtype}, got {dy.dtype}")
-    check_runs_here(OP, x, interpreted())
+    g = CB.shape[2]
+    shapes = [("dA_cumsum", dA_cumsum, tuple(dt.shape)), ("dout", dy, tuple(x.shape))]
+    if B is not None:
+        n = B.shape[-1] if B.dim() == 4 else -1
+        shapes += [("B", B, (b, t, g, n)), ("dstates", dstates, (b, chunks, h, p, n)), ("D", D, (h,)),
+                   ("dx", dx, tuple(x.shape))]
+    for name, tensor, shape in shapes:
+        if tensor is not None and tuple(tensor.shape) != shape:
+            raise ValueError(f"{op}: {name} must have shape {shape}, got {tuple(tensor.shape)}")
+    check_dtypes_and_device(op, x, (("x", x), ("dt", dt), ("dA_cumsum", dA_cumsum), ("dout", dy), ("CB", CB),
+                                    ("B", B), ("dstates", dstates), ("D", D), ("dx", dx)))
+    for name, tensor in (("dout", dy), ("dx", dx)):
+        if tensor is not None and tensor.dtype != x.dtype:
+            raise ValueError(f"{op}: {name} must have x's dtype {x.dtype}, got {tensor.dtype}")
+    if dot_dtype is not None and dot_dtype not in TL_DTYPES:
+        raise ValueError(f"{op}: dot_dtype must be None or one of {list(TL_DTYPES)}, got {dot_dtype}")
+    check_runs_here(op, x, interpreted())
+
+
+def _launch(x, dt, dA_cumsum, dout, CB, dot_dtype, B=None, dstates=None, D=None, dx=None):
+    """The kernel with or without its dx part (B given): (dCB, ddA) or (dCB, ddA, dx, ddt, dD)."""
+    b, t, h, p = x.shape
+    _, _, chunks, size = dt.shape
+    g = CB.shape[2]
+    acc = compute_dtype(x)
+    dcb = torch.empty(b, chunks, g, size, size, dtype=acc, device=x.device)
+    dda = torch.empty(b, h, chunks, size, dtype=acc, device=x.device)
+    with_dx = B is not None
+    n = B.shape[-1] if with_dx else 1
+    if with_dx:
+        dx = torch.empty_like(x) if dx is None else dx
+        ddt = torch.empty_like(dda)
+        dD = torch.empty(b, chunks, h, dtype=acc, device=x.device)  # per-chunk partial sums
+    else:
+        dx = ddt = dD = dcb  # not written: WITH_DX is off
+    if dcb.numel() and h:
+        dot = dot_dtype or (x.dtype if x.dtype in (torch.bfloat16, torch.float16) else acc)
+        B_, dst, D_ = (B, dstates, D) if with_dx else (x, dcb, dt)  # placeholders the kernel never reads
+        _chunk_bwd_kernel[(b * chunks, g)](
+            x, dout, dt, dA_cumsum, CB, B_, dst, D_, dcb, dda, dx, ddt, dD, t, chunks, h // g,
+            *x.stride(), *dout.stride(), *dt.stride(), *dA_cumsum.stride(), *CB.stride(),
+            *(B.stride() if with_dx else (0,) * 4), *(dstates.stride() if with_dx else (0,) * 5),
+            *dcb.stride(), *dda.stride(), *(dx.stride() if with_dx else (0,) * 4),
+            *(dD.stride() if with_dx else (0,) * 3),
+            L=size, P=p, N=n, BLOCK_L=max(16, triton.next_power_of_2(size)), BLOCK_P=max(16, triton.next_power_of_2(p)),
+            BLOCK_N=max(16, triton.next_power_of_2(n)), WITH_DX=with_dx, ACC=TL_DTYPES[acc], DOT=TL_DTYPES[dot],
+            num_warps=NUM_WARPS_DX if with_dx else NUM_WARPS)
+    else:
+        for v in (dcb, dda, dx, ddt, dD):
+            v.zero_()
+    if not with_dx:
+        return dcb, dda
+    return dcb, dda, dx, ddt, dD.sum((0, 1)).to(D.dtype)
 
 
 def dcb_ddA(x: torch.Tensor, dt: torch.Tensor, dA_cumsum: torch.Tensor, dout: torch.Tensor,
@@ -129,24 +207,21 @@ def dcb_ddA(x: torch.Tensor, dt: torch.Tensor, dA_cumsum: torch.Tensor, dout: to
     dA_cumsum, dout, CB) return, in one launch (module docstring). dot_dtype: tl.dot's operand dtype, by default
     x's for 16-bit x, else the compute dtype (the tests pass fp32 for bf16 x in Triton's interpreter, which
     miscomputes bf16 dots; bf16 values are exact in fp32)."""
-    _check(x, dt, dA_cumsum, dout, CB)
-    if dot_dtype is not None and dot_dtype not in TL_DTYPES:
-        raise ValueError(f"{OP}: dot_dtype must be None or one of {list(TL_DTYPES)}, got {dot_dtype}")
-    b, t, h, p = x.shape
-    _, _, chunks, size = dt.shape
-    g = CB.shape[2]
-    acc = compute_dtype(x)
-    dcb = torch.empty(b, chunks, g, size, size, dtype=acc, device=x.device)
-    dda = torch.empty(b, h, chunks, size, dtype=acc, device=x.device)
-    if dcb.numel() == 0 or h == 0:
-        return dcb.zero_(), dda.zero_()
-    dot = dot_dtype or (x.dtype if x.dtype in (torch.bfloat16, torch.float16) else acc)
-    _dcb_ddA_kernel[(b * chunks, g)](
-        x, dout, dt, dA_cumsum, CB, dcb, dda, t, chunks, h // g,
-        *x.stride(), *dout.stride(), *dt.stride(), *dA_cumsum.stride(), *CB.stride(), *dcb.stride(), *dda.stride(),
-        L=size, P=p, BLOCK_L=max(16, triton.next_power_of_2(size)), BLOCK_P=max(16, triton.next_power_of_2(p)),
-        ACC=TL_DTYPES[acc], DOT=TL_DTYPES[dot], num_warps=NUM_WARPS)
-    return dcb, dda
+    _check("dcb_ddA", x, dt, dA_cumsum, dout, CB, dot_dtype)
+    return _launch(x, dt, dA_cumsum, dout, CB, dot_dtype)
+
+
+def chunk_bwd(x: torch.Tensor, dt: torch.Tensor, dA_cumsum: torch.Tensor, dout: torch.Tensor, CB: torch.Tensor,
+              B: torch.Tensor, dstates: torch.Tensor, D: torch.Tensor, dx: torch.Tensor | None = None,
+              dot_dtype: torch.dtype | None = None) -> tuple[torch.Tensor, ...]:
+    """`dcb_ddA` and, in the same launch, what mamba-ssm's _chunk_scan_chunk_state_bwd_dx(x, dt, dA_cumsum, B, CB,
+    dout, dstates, D=D, dx=dx) computes: → (dCB, ddA, dx, ddt, dD). B (b, T, g, N) as the forward read it,
+    dstates (b, chunks, h, P, N) the gradient of the state leaving each chunk, D (h,). dx (x's shape and dtype) is
+    written in place when given; ddt (b, h, chunks, L) in the compute dtype is the gradient w.r.t. dt as a factor
+    (the within-chunk and the states' part; the log-decays' share is ddA's), dD (h,) in D's dtype (module
+    docstring)."""
+    _check("chunk_bwd", x, dt, dA_cumsum, dout, CB, dot_dtype, B, dstates, D, dx)
+    return _launch(x, dt, dA_cumsum, dout, CB, dot_dtype, B, dstates, D, dx)
 
 
 def dcb_ddA_reference(x: torch.Tensor, dt: torch.Tensor, dA_cumsum: torch.Tensor, dout: torch.Tensor,
@@ -172,3 +247,36 @@ def dcb_ddA_reference(x: torch.Tensor, dt: torch.Tensor, dA_cumsum: torch.Tensor
     dda = torch.einsum("bhcij,kij->bhck", m, rect.to(acc))
     dcb = gm.view(b, g, h // g, chunks, size, size).sum(2).permute(0, 2, 1, 3, 4)  # (b, c, g, L, L)
     return dcb.contiguous(), dda.contiguous()
+
+
+def chunk_bwd_reference(x: torch.Tensor, dt: torch.Tensor, dA_cumsum: torch.Tensor, dout: torch.Tensor,
+                        CB: torch.Tensor, B: torch.Tensor, dstates: torch.Tensor,
+                        D: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """`chunk_bwd` in PyTorch, in the compute dtype: (dCB, ddA) of dcb_ddA_reference, then dx, ddt, dD from
+        acc[j] = sum_{i>=j} CB[i, j] exp(cs_i - cs_j) dy_i + exp(cs_last - cs_j) dstates B_j      (P,) per position j
+        dx_j = acc[j] dt_j + D dy_j,   ddt_j = acc[j] · x_j,   dD = sum over positions of dy_j · x_j
+    (dx in x's dtype, ddt in the compute dtype, dD in D's)."""
+    acc_t = compute_dtype(x)
+    dcb, dda = dcb_ddA_reference(x, dt, dA_cumsum, dout, CB)
+    b, t, h, p = x.shape
+    _, _, chunks, size = dt.shape
+    g = B.shape[2]
+    pad = chunks * size - t
+
+    def chunked(v):  # (b, T, k, d) -> (b, c, L, k, d), zero past the end
+        return torch.nn.functional.pad(v.to(acc_t), (0, 0, 0, 0, 0, pad)).view(b, chunks, size, v.shape[2], -1)
+
+    xs, dys, bs = chunked(x), chunked(dout), chunked(B).repeat_interleave(h // g, dim=3)  # bs: (b, c, L, h, n)
+    cs = dA_cumsum.to(acc_t)  # (b, h, c, L)
+    pos = torch.arange(size, device=x.device)
+    decay = torch.exp((cs[..., :, None] - cs[..., None, :]).clamp(max=0)) * (pos[:, None] >= pos[None, :])
+    w = CB.to(acc_t).permute(0, 2, 1, 3, 4).repeat_interleave(h // g, dim=1) * decay  # (b, h, c, L_i, L_j)
+    acc = torch.einsum("bhcij,bcihp->bcjhp", w, dys)
+    scale = torch.exp((cs[..., -1:] - cs).clamp(max=0))  # (b, h, c, L)
+    acc = acc + torch.einsum("bhcj,bcjhn,bchpn->bcjhp", scale, bs, dstates.to(acc_t))
+    dt_j = dt.to(acc_t).permute(0, 2, 3, 1)[..., None]  # (b, c, L, h, 1)
+    dx = acc * dt_j + D.to(acc_t)[:, None] * dys
+    ddt = (acc * xs).sum(-1).permute(0, 3, 1, 2)  # (b, h, c, L)
+    dD = (dys * xs).sum((0, 1, 2, 4)).to(D.dtype)
+    dx = dx.reshape(b, chunks * size, h, p)[:, :t].to(x.dtype)
+    return dcb, dda, dx.contiguous(), ddt.contiguous(), dD

@@ -261,16 +261,16 @@ def test_mamba_keep_equals_mamba_ssms_combined_scan_in_the_interpreter(mamba_int
         torch.testing.assert_close(a, r, rtol=1e-5, atol=1e-4, msg=name)
 
 
-def test_golf_dcb_ddA_replaces_mamba_ssms_two_kernels_in_the_interpreter(mamba_interpreted):
-    """scan_impl "mamba_keep_dA": the kept-internals backward with golf's one kernel (golf/ssd_dcb_kernel.py) for
-    the C·B gradient and the within-chunk log-decay gradient, against the same backward with mamba-ssm's
-    _chunk_scan_bwd_dcb and _chunk_scan_bwd_ddAcs_stable, fp32, 40 tokens in chunks of 16 (a ragged last chunk), 4
-    heads in one group: every gradient equal to fp32 rounding (the same sums in another order), and the two
-    pieces themselves."""
+def test_golf_chunk_bwd_replaces_mamba_ssms_kernels_in_the_interpreter(mamba_interpreted):
+    """scan_impl "mamba_keep_dA" and "mamba_keep_dx": the kept-internals backward with golf's one kernel
+    (golf/ssd_dcb_kernel.py) for the C·B gradient and the within-chunk log-decay gradient (and with dx, ddt and dD),
+    against the same backward with mamba-ssm's _chunk_scan_bwd_dcb and _chunk_scan_bwd_ddAcs_stable (and
+    _chunk_scan_chunk_state_bwd_dx), fp32, 40 tokens in chunks of 16 (a ragged last chunk), 4 heads in one group:
+    every gradient equal to fp32 rounding (the same sums in another order), and the pieces themselves."""
     pytest.importorskip("triton", reason="triton is not installed: golf's kernel needs it")
     m = mamba_interpreted
     parts = mixer_op.ssd_parts(m["ssd_module"])["ssd_parts"]
-    golf_dcb_ddA = mixer_op.golf_dcb_kernels()["golf_dcb_ddA"]
+    golf = mixer_op.golf_dcb_kernels()
     gen = torch.Generator().manual_seed(1)
     b, t, h, p, g, n, L = 2, 40, 4, 16, 1, 16, 16
     x, dt = torch.randn(b, t, h, p, generator=gen), torch.randn(b, t, h, generator=gen) - 1
@@ -280,18 +280,20 @@ def test_golf_dcb_ddA_replaces_mamba_ssms_two_kernels_in_the_interpreter(mamba_i
     y, *kept = mixer_op._scan_fwd_keep(parts, x, dt, A, B, C, D, dt_bias, L)
     dy = torch.randn(y.shape, generator=gen)
     dA_cumsum, dt_sp, _, CB = kept
-    dcb, dda = golf_dcb_ddA(x, dt_sp, dA_cumsum, dy, CB)
+    dcb, dda = golf["golf_dcb_ddA"](x, dt_sp, dA_cumsum, dy, CB)
     torch.testing.assert_close(dcb, parts["_chunk_scan_bwd_dcb"](x, dt_sp, dA_cumsum, dy, ngroups=g),
                                rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(dda, parts["_chunk_scan_bwd_ddAcs_stable"](x, dt_sp, dA_cumsum, dy, CB),
                                rtol=1e-5, atol=1e-5)
     grads = {}
-    for name, fn in (("mamba", None), ("golf", golf_dcb_ddA)):
+    for name, fns in (("mamba", (None, None)), ("dA", (golf["golf_dcb_ddA"], None)),
+                      ("dx", (None, golf["golf_chunk_bwd"]))):
         dx, ddt, dB, dC = torch.empty_like(x), torch.empty_like(dt), torch.empty_like(B), torch.empty_like(C)
-        dA, dD, ddt_bias = mixer_op._scan_bwd_keep(parts, dy, x, dt, A, B, C, D, dt_bias, kept, dx, ddt, dB, dC, fn)
+        dA, dD, ddt_bias = mixer_op._scan_bwd_keep(parts, dy, x, dt, A, B, C, D, dt_bias, kept, dx, ddt, dB, dC, *fns)
         grads[name] = (dx, ddt, dA, dB, dC, dD, ddt_bias)
-    for name, a, r in zip(("dx", "ddt", "dA", "dB", "dC", "dD", "ddt_bias"), grads["golf"], grads["mamba"]):
-        torch.testing.assert_close(a, r, rtol=1e-5, atol=1e-5, msg=name)
+    for impl in ("dA", "dx"):
+        for name, a, r in zip(("dx", "ddt", "dA", "dB", "dC", "dD", "ddt_bias"), grads[impl], grads["mamba"]):
+            torch.testing.assert_close(a, r, rtol=1e-5, atol=1e-5, msg=f"{impl}: {name}")
 
 
 def test_the_core_op_keeps_the_same_result_in_the_interpreter(mamba_interpreted):
@@ -312,6 +314,13 @@ def test_the_core_op_keeps_the_same_result_in_the_interpreter(mamba_interpreted)
     for name, a, r in zip(("zxbcdt", "conv_w", "conv_b", "dt_bias", "A", "D", "norm_w"), grads["mamba_keep"],
                           grads["mamba"]):
         assert torch.equal(a, r), name
+    # golf's chunk-backward kernel in the op's glue: the same gradients to fp32 rounding
+    fns |= mixer_op.golf_dcb_kernels()
+    for impl in ("mamba_keep_dA", "mamba_keep_dx"):
+        got = mixer_op.mamba_core_bwd_cuda(fns, dout, *args, *outs["mamba_keep"][1:], HEADDIM, NGROUPS, 16, EPS,
+                                           "mamba", impl)
+        for name, a, r in zip(("zxbcdt", "conv_w", "conv_b", "dt_bias", "A", "D", "norm_w"), got, grads["mamba"]):
+            torch.testing.assert_close(a, r, rtol=1e-5, atol=1e-5, msg=f"{impl}: {name}")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -365,18 +374,19 @@ def test_mamba_keep_binds_the_ssd_parts_in_the_core_op_only(fake_libraries):  # 
         resolve_ssm_backend("fused", "cuda", "opaque", "kernel", "mamba_keep")
 
 
-def test_mamba_keep_dA_binds_golfs_kernel_beside_the_ssd_parts(fake_libraries):  # noqa: F811
+@pytest.mark.parametrize("scan,key,label", [("mamba_keep_dA", "golf_dcb_ddA", "golf_dA"),
+                                            ("mamba_keep_dx", "golf_chunk_bwd", "golf_dx")])
+def test_golf_chunk_bwd_binds_beside_the_ssd_parts(fake_libraries, scan, key, label):  # noqa: F811
     pytest.importorskip("triton", reason="triton is not installed: golf's kernel needs it")
     fake_libraries["ssd_module"] = types.SimpleNamespace(**{name: object() for name in mixer_op.SSD_PARTS})
-    k = resolve_ssm_backend("fused", "cuda", "opaque", "golf", "mamba_keep_dA")
-    assert k.fused.keywords == {"norm_impl": "golf", "scan_impl": "mamba_keep_dA"}
-    assert k.label == "fused+golf_norm+keep_states+golf_dA+opaque"
-    assert "golf_dcb_ddA" in mixer_op._bound_keys("bwd", "golf", "mamba_keep_dA")
-    assert "golf_dcb_ddA" not in mixer_op._bound_keys("fwd", "golf", "mamba_keep_dA")
-    assert {*mixer_op._bound_keys("fwd", "golf", "mamba_keep_dA"),
-            *mixer_op._bound_keys("bwd", "golf", "mamba_keep_dA")} <= set(ssm_ops._CUDA)
-    with pytest.raises(GolfError, match="'mamba_keep_dA' keeps the SSD forward's internals"):
-        resolve_ssm_backend("triton", "cuda", "opaque", "kernel", "mamba_keep_dA")
+    k = resolve_ssm_backend("fused", "cuda", "opaque", "golf", scan)
+    assert k.fused.keywords == {"norm_impl": "golf", "scan_impl": scan}
+    assert k.label == f"fused+golf_norm+keep_states+{label}+opaque"
+    assert key in mixer_op._bound_keys("bwd", "golf", scan) and key not in mixer_op._bound_keys("fwd", "golf", scan)
+    assert {*mixer_op._bound_keys("fwd", "golf", scan), *mixer_op._bound_keys("bwd", "golf", scan)} <= set(
+        ssm_ops._CUDA)
+    with pytest.raises(GolfError, match=f"'{scan}' keeps the SSD forward's internals"):
+        resolve_ssm_backend("triton", "cuda", "opaque", "kernel", scan)
 
 
 def test_fused_opaque_needs_the_conv_functions(fake_libraries, monkeypatch):  # noqa: F811

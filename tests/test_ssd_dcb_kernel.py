@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from golf.ssd_dcb_kernel import dcb_ddA_reference
+from golf.ssd_dcb_kernel import chunk_bwd_reference, dcb_ddA_reference
 
 
 def _inputs(b, t, h, g, p, size, dtype, device, seed=0):
@@ -112,6 +112,90 @@ def test_bad_input_is_one_clear_line(dk, change, expected):
     assert expected in str(e.value) and "\n" not in str(e.value)
 
 
+def _dx_inputs(b, t, h, g, p, n, size, dtype, device, seed=0):
+    """_inputs plus B (b, t, g, n), dstates (b, chunks, h, p, n) and D (h,)."""
+    x, dt, dA_cumsum, dout, CB = _inputs(b, t, h, g, p, size, torch.float64, "cpu", seed)
+    gen = torch.Generator().manual_seed(seed + 1)
+    B = torch.randn(b, t, g, n, generator=gen, dtype=torch.float64)
+    dstates = torch.randn(b, dt.shape[2], h, p, n, generator=gen, dtype=torch.float64)
+    D = torch.rand(h, generator=gen, dtype=torch.float64) + 0.5
+    return tuple(v.to(device=device, dtype=dtype) for v in (x, dt, dA_cumsum, dout, CB, B, dstates, D))
+
+
+@pytest.mark.parametrize("t,h,g", [(64, 4, 1), (40, 4, 2)], ids=["whole_chunks", "ragged_two_groups"])
+def test_chunk_bwd_reference_is_autograd_of_the_chunk_outputs(t, h, g):
+    """The twin's dx, ddt and dD are the gradients, w.r.t. x, dt as a factor and D, of <dout, y_within + D x> +
+    <dstates, S_contrib>, S_contrib the chunk's own part of the state it passes on (sum_j exp(cs_last - cs_j) dt_j
+    x_j ⊗ B_j), in fp64: what mamba-ssm's _chunk_scan_chunk_state_bwd_dx computes."""
+    b, p, n, size = 2, 8, 4, 16
+    x, dt, dA_cumsum, dout, CB, B, dstates, D = _dx_inputs(b, t, h, g, p, n, size, torch.float64, "cpu")
+    chunks = dt.shape[2]
+    pad = chunks * size - t
+    x_leaf, dt_leaf, D_leaf = (v.clone().requires_grad_() for v in (x, dt, D))
+    dA = torch.diff(dA_cumsum, dim=-1, prepend=torch.zeros_like(dA_cumsum[..., :1]))
+
+    def chunked(v):
+        return torch.nn.functional.pad(v, (0, 0, 0, 0, 0, pad)).view(b, chunks, size, v.shape[2], v.shape[3])
+
+    xs, dys, bs = chunked(x_leaf), chunked(dout), chunked(B).repeat_interleave(h // g, dim=3)
+    y = _within_chunk_y(xs, dt_leaf, dA, CB, h // g) + D_leaf[:, None] * xs
+    cs = dA.cumsum(-1)
+    w = torch.exp(cs[..., -1:] - cs) * dt_leaf  # (b, h, c, L)
+    s_contrib = torch.einsum("bhcj,bcjhp,bcjhn->bchpn", w, xs, bs)
+    ((y * dys).sum() + (s_contrib * dstates).sum()).backward()
+    _, _, dx, ddt, dD = chunk_bwd_reference(x, dt, dA_cumsum, dout, CB, B, dstates, D)
+    torch.testing.assert_close(dx, x_leaf.grad, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(ddt, dt_leaf.grad, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(dD, D_leaf.grad, rtol=1e-10, atol=1e-10)
+    assert min(dx.abs().max(), ddt.abs().max(), dD.abs().max()) > 0.1  # the comparison is not of zeros
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["fp64", "fp32"])
+@pytest.mark.parametrize("t,h,g,p,n,size", [(64, 4, 1, 16, 16, 16), (40, 4, 2, 12, 12, 16), (70, 2, 1, 16, 32, 32)],
+                         ids=["whole_chunks", "ragged_two_groups_narrow", "ragged_chunk_32"])
+def test_chunk_bwd_kernel_matches_reference(dk, dtype, t, h, g, p, n, size):
+    """chunk_bwd (dx, ddt, dD beside dCB, ddA in one launch) against its twin; dx written into the tensor given."""
+    device = "cpu" if dk.interpreted() else "cuda"
+    inputs = _dx_inputs(2, t, h, g, p, n, size, dtype, device, seed=t)
+    dx_given = torch.full_like(inputs[0], float("nan"))
+    got = dk.chunk_bwd(*inputs, dx=dx_given)
+    want = chunk_bwd_reference(*inputs)
+    assert got[2] is dx_given
+    tol = 1e-12 if dtype == torch.float64 else 2e-5
+    for name, a, r in zip(("dCB", "ddA", "dx", "ddt", "dD"), got, want):
+        assert a.shape == r.shape and a.dtype == r.dtype, name
+        torch.testing.assert_close(a, r, rtol=tol, atol=tol * r.abs().max().item(), msg=name)
+    tail = got[3].shape[2] * size - t
+    if tail:  # ddt past a ragged end
+        assert (got[3][:, :, -1, size - tail:] == 0).all()
+
+
+def test_chunk_bwd_bf16_within_rounding_of_fp64(dk):
+    device = "cpu" if dk.interpreted() else "cuda"
+    inputs = _dx_inputs(2, 64, 4, 1, 16, 16, 16, torch.bfloat16, device)
+    got = dk.chunk_bwd(*inputs, dot_dtype=torch.float32 if dk.interpreted() else None)
+    want = chunk_bwd_reference(*(v.double() for v in inputs))
+    for name, a, r in zip(("dCB", "ddA", "dx", "ddt", "dD"), got, want):
+        tol = 1e-2 if name in ("dx", "dD") else 1e-5  # dx and dD leave in bf16
+        torch.testing.assert_close(a.double(), r, rtol=tol, atol=tol * r.abs().max().item(), msg=name)
+
+
+@pytest.mark.parametrize("change,expected", [
+    (lambda v: {**v, "B": v["B"][:, :, :, :3].repeat(1, 1, 2, 1)}, "B must have shape (2, 64, 1, 3)"),
+    (lambda v: {**v, "dstates": v["dstates"][..., :8]}, "dstates must have shape"),
+    (lambda v: {**v, "D": v["D"][:, None].expand(4, 16)}, "D must have shape (4,)"),
+    (lambda v: {**v, "dx": v["dx"].double()}, "dx must have x's dtype"),
+])
+def test_chunk_bwd_bad_input_is_one_clear_line(dk, change, expected):
+    names = ("x", "dt", "dA_cumsum", "dout", "CB", "B", "dstates", "D")
+    device = "cpu" if dk.interpreted() else "cuda"
+    values = dict(zip(names, _dx_inputs(2, 64, 4, 1, 16, 16, 16, torch.float32, device)))
+    values["dx"] = torch.empty_like(values["x"])
+    with pytest.raises(ValueError, match="^chunk_bwd: ") as e:
+        dk.chunk_bwd(**change(values))
+    assert expected in str(e.value) and "\n" not in str(e.value)
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
@@ -145,9 +229,11 @@ def test_bench_dry_run_checks_parity_and_writes_its_json(dk, tmp_path, capsys):
     assert bench.main(["--device", "cpu", "--batch", "1", "--seqlen", "96", "--heads", "2", "--headdim", "16",
                        "--chunk", "32", "--reps", "1", "--json", str(out)]) == 0
     result = json.loads(out.read_text())
-    assert set(result["parity"]["golf"]) == {"dCB", "ddA"} and max(result["parity"]["golf"].values()) < 1e-5
-    assert result["timing"]["golf"]["device_ms"] > 0 and result["errors"] == {}
-    assert "| golf |" in capsys.readouterr().out
+    assert set(result["parity"]["golf dcb_ddA"]) == {"dCB", "ddA"}
+    assert set(result["parity"]["golf chunk_bwd"]) == {"dCB", "ddA", "dx", "ddt", "dD"}
+    assert max(max(v.values()) for v in result["parity"].values()) < 1e-5
+    assert all(result["timing"][k]["device_ms"] > 0 for k in ("golf dcb_ddA", "golf chunk_bwd"))
+    assert result["errors"] == {} and "| golf chunk_bwd |" in capsys.readouterr().out
 
 
 def test_bench_refuses_bad_sizes_in_one_line(capsys):
@@ -158,3 +244,25 @@ def test_bench_refuses_bad_sizes_in_one_line(capsys):
         bench.parse_args(["--heads", "12", "--groups", "5"])
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].endswith("every size must be positive and --heads a multiple of --groups")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_chunk_bwd_matches_mamba_ssm_on_gpu(dk, dtype):
+    """chunk_bwd's dx, ddt and dD against mamba-ssm's _chunk_scan_chunk_state_bwd_dx at the production head shapes
+    (chunk 64, headdim 64, d_state 32, 12 heads in one group), bf16 dstates as the kept-internals backward passes."""
+    from golf import ssm
+
+    if ssm._import_mamba_triton() is None:
+        pytest.skip("mamba-ssm's Triton modules do not import here")
+    from mamba_ssm.ops.triton import ssd_combined
+
+    x, dt, dA_cumsum, dout, CB, B, dstates, D = _dx_inputs(2, 512, 12, 1, 64, 32, 64, dtype, "cuda")
+    dt, dA_cumsum, D = dt.float(), dA_cumsum.float(), D.float()
+    want_dx, want_ddt, want_dD = ssd_combined._chunk_scan_chunk_state_bwd_dx(x, dt, dA_cumsum, B, CB, dout, dstates,
+                                                                             D=D)
+    _, _, dx, ddt, dD = dk.chunk_bwd(x, dt, dA_cumsum, dout, CB, B, dstates, D)
+    tol = 1e-4 if dtype == torch.float32 else 1e-2
+    for name, a, r in (("dx", dx, want_dx), ("ddt", ddt, want_ddt), ("dD", dD, want_dD)):
+        torch.testing.assert_close(a.float(), r.float(), rtol=tol, atol=tol * r.abs().max().item(), msg=name)
