@@ -1,12 +1,15 @@
 """golf's chunk-backward kernel (golf/ssd_dcb_kernel.py) against the mamba-ssm functions it replaces, on a CUDA
 device with mamba-ssm: `dcb_ddA` (model.ssm_scan "mamba_keep_dA": the C·B gradient and the within-chunk log-decay
 gradient) against _chunk_scan_bwd_dcb + _chunk_scan_bwd_ddAcs_stable, and `chunk_bwd` ("mamba_keep_dx": dx, ddt and
-dD too) against those two + _chunk_scan_chunk_state_bwd_dx. Parity of every output (max relative error against
-mamba-ssm's), device ms per call of each side (the time a training step pays) and the memory floor of golf's
-kernel: it reads dy and x (and B, dstates) once and CB once a group, and writes its outputs once.
+dD too) against those two + _chunk_scan_chunk_state_bwd_dx, and `chunk_bwd` with the states' part
+("mamba_keep_chunk": dB's and dC's states parts and the whole log-decay gradient too) against those three +
+_chunk_state_bwd_db + _chunk_scan_bwd_dC + the cumulative sums _mamba_chunk_scan_combined_bwd adds. Parity of every
+output (max relative error against mamba-ssm's), device ms per call of each side (the time a training step pays)
+and the memory floor of golf's kernel: it reads each input once (C·B once a group) and writes its outputs once.
 
 Default shapes are hybrid_12_b131k's mixer: 64 x 2048 tokens, 12 heads of 64, one group, chunks of 64, bf16 x and
-dy, fp32 dt and dA_cumsum, bf16 C·B, B and dstates (d_state 32), fp32 D.
+dy, fp32 dt and dA_cumsum, bf16 C·B, B, C, dstates and the states entering each chunk (d_state 32), fp32 D and
+chunk-end log-decay gradients.
 
     python3 bench/ssd_dcb_bench.py --json $OUT/ssd_dcb.json
     python3 bench/ssd_dcb_bench.py --device cpu --batch 1 --seqlen 128 --heads 2   # a dry run in the interpreter
@@ -63,16 +66,24 @@ def _inputs(a: argparse.Namespace, device: str) -> dict:
     B = torch.randn(b, a.seqlen, a.groups, a.dstate, generator=gen, device=device).to(act)
     dstates = torch.randn(b, chunks, h, a.headdim, a.dstate, generator=gen, device=device).to(act)
     D = torch.rand(h, generator=gen, device=device) + 0.5
-    return {"x": x, "dt": dt, "dA_cumsum": dA_cumsum, "dout": dout, "CB": CB, "B": B, "dstates": dstates, "D": D}
+    C = torch.randn(b, a.seqlen, a.groups, a.dstate, generator=gen, device=device).to(act)
+    states_in = torch.randn(b, chunks, h, a.headdim, a.dstate, generator=gen, device=device).to(act)
+    chunk_end = torch.randn(b, h, chunks, generator=gen, device=device)
+    return {"x": x, "dt": dt, "dA_cumsum": dA_cumsum, "dout": dout, "CB": CB, "B": B, "dstates": dstates, "D": D,
+            "C": C, "states_in": states_in, "ddA_chunk_end": chunk_end}
 
 
-def floor_ms(inp: dict, bw_tbs: float, with_dx: bool) -> float:
-    """golf's kernel's bytes / bandwidth: its inputs read once, dCB and ddA (and dx, ddt) written once."""
-    names = ("x", "dt", "dA_cumsum", "dout", "CB") + (("B", "dstates") if with_dx else ())
+def floor_ms(inp: dict, bw_tbs: float, part: str) -> float:
+    """golf's kernel's bytes / bandwidth for `part` ("dA", "dx" or "chunk"): its inputs read once, its outputs (dCB
+    and ddA; dx and ddt; dB and dC in fp32) written once."""
+    names = ["x", "dt", "dA_cumsum", "dout", "CB"] + (["B", "dstates"] if part != "dA" else [])
+    names += ["C", "states_in"] if part == "chunk" else []
     reads = sum(inp[k].numel() * inp[k].element_size() for k in names)
     writes = inp["CB"].numel() * 4 + inp["dt"].numel() * 4
-    if with_dx:
+    if part != "dA":
         writes += inp["x"].numel() * inp["x"].element_size() + inp["dt"].numel() * 4
+    if part == "chunk":
+        writes += 2 * inp["B"].numel() * 4
     return (reads + writes) / (bw_tbs * 1e12) * 1e3
 
 
@@ -89,37 +100,53 @@ def main(argv=None) -> int:
 
     def measure():
         inp = _inputs(a, a.device)
-        dA_args = {k: inp[k] for k in ("x", "dt", "dA_cumsum", "dout", "CB")}
-        sides = {"golf dcb_ddA": lambda: dk.dcb_ddA(**dA_args), "golf chunk_bwd": lambda: dk.chunk_bwd(**inp)}
+        base = {k: inp[k] for k in ("x", "dt", "dA_cumsum", "dout", "CB")}
+        with_dx = base | {k: inp[k] for k in ("B", "dstates", "D")}
+        sides = {"golf dcb_ddA": ("dA", lambda: dk.dcb_ddA(**base)),
+                 "golf chunk_bwd": ("dx", lambda: dk.chunk_bwd(**with_dx)),
+                 "golf chunk_bwd + states": ("chunk", lambda: dk.chunk_bwd(**inp))}
         if a.device == "cuda":
             if ssm._import_mamba_triton() is None:
                 raise RuntimeError("mamba-ssm's Triton kernels do not import here")
+            from mamba_ssm.ops.triton import ssd_chunk_scan as scs
+            from mamba_ssm.ops.triton import ssd_chunk_state as sst
             from mamba_ssm.ops.triton import ssd_combined as sc
 
+            x, dt, cs, dy = inp["x"], inp["dt"], inp["dA_cumsum"], inp["dout"]
+
             def mamba_dA():
-                x, dt, cs, dy = inp["x"], inp["dt"], inp["dA_cumsum"], inp["dout"]
                 return (sc._chunk_scan_bwd_dcb(x, dt, cs, dy, ngroups=a.groups),
                         sc._chunk_scan_bwd_ddAcs_stable(x, dt, cs, dy, inp["CB"]))
 
             def mamba_dx():
-                dx, ddt, dD = sc._chunk_scan_chunk_state_bwd_dx(inp["x"], inp["dt"], inp["dA_cumsum"], inp["B"],
-                                                                inp["CB"], inp["dout"], inp["dstates"], D=inp["D"])
+                dx, ddt, dD = sc._chunk_scan_chunk_state_bwd_dx(x, dt, cs, inp["B"], inp["CB"], dy, inp["dstates"],
+                                                                D=inp["D"])
                 return (*mamba_dA(), dx, ddt, dD)
 
-            sides |= {"mamba-ssm dcb + ddAcs": mamba_dA, "mamba-ssm dx + dcb + ddAcs": mamba_dx}
-            want = mamba_dx()
+            def mamba_chunk():  # the steps golf.mixer_op._scan_bwd_keep takes for these outputs
+                dcb, dda, dx, ddt, dD = mamba_dx()
+                dB, dda_next = sst._chunk_state_bwd_db(x, dt, cs, inp["dstates"], B=inp["B"], ngroups=a.groups)
+                dC, dda_prev = scs._chunk_scan_bwd_dC(inp["states_in"], cs, dy, C=inp["C"], ngroups=a.groups)
+                dda_prev[..., -1] += inp["ddA_chunk_end"]
+                dda = dda + dda_next + dda_prev.flip([-1]).cumsum(dim=-1).flip([-1])
+                return dcb, dda, dx, ddt, dD, dB, dC
+
+            sides |= {"mamba-ssm dcb + ddAcs": ("dA", mamba_dA), "mamba-ssm dx + dcb + ddAcs": ("dx", mamba_dx),
+                      "mamba-ssm dx + dcb + ddAcs + db + dC": ("chunk", mamba_chunk)}
+            want = mamba_chunk()
+            want_parts = {"dA": mamba_dA(), "dx": mamba_dx(), "chunk": want}
         else:
-            want = dk.chunk_bwd_reference(**inp)
-        names = ("dCB", "ddA", "dx", "ddt", "dD")
-        want = dict(zip(names, want))
-        got = dict(zip(names, sides["golf chunk_bwd"]()))
-        result["parity"]["golf chunk_bwd"] = rel_errs({k: v.float() for k, v in got.items()},
-                                                      {k: v.float() for k, v in want.items()})
-        result["parity"]["golf dcb_ddA"] = rel_errs(dict(zip(names, sides["golf dcb_ddA"]())),
-                                                    {k: want[k] for k in names[:2]})
+            want_parts = {"dA": dk.dcb_ddA_reference(**base), "dx": dk.chunk_bwd_reference(**with_dx),
+                          "chunk": dk.chunk_bwd_reference(**inp)}
+        names = ("dCB", "ddA", "dx", "ddt", "dD", "dB", "dC")
+        for name, (part, fn) in sides.items():
+            if name.startswith("golf"):
+                got, want = fn(), want_parts[part]
+                result["parity"][name] = rel_errs({k: v.float() for k, v in zip(names, got)},
+                                                  {k: v.float() for k, v in zip(names, want)})
         rows = []
-        for name, fn in sides.items():
-            floor = floor_ms(inp, a.bw, "dx" in name or "chunk_bwd" in name)
+        for name, (part, fn) in sides.items():
+            floor = floor_ms(inp, a.bw, part)
             ms = device_ms(fn, a.device, a.reps)
             result["timing"][name] = {"device_ms": ms, "floor_ms": floor}
             rows.append([name, f"{ms:.3f}", f"{floor:.3f}", f"{ms / floor:.2f}x"])

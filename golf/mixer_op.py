@@ -28,7 +28,9 @@ mamba-ssm's combined ones bit for bit in fp32 (tests/test_mixer_op.py, where mam
 from golf's one kernel (golf/ssd_dcb_kernel.py) instead of mamba-ssm's _chunk_scan_bwd_dcb and
 _chunk_scan_bwd_ddAcs_stable, which each recompute dy·xᵀ per head and chunk: the same sums in another order.
 "mamba_keep_dx" has that kernel compute dx, ddt's chunk part and dD too, in place of
-_chunk_scan_chunk_state_bwd_dx, which reads the same dy and C·B.
+_chunk_scan_chunk_state_bwd_dx, which reads the same dy and C·B; "mamba_keep_chunk" the states' parts of dB and dC
+and the whole log-decay gradient as well, in place of _chunk_state_bwd_db, _chunk_scan_bwd_dC and the cumulative
+sums after them: every chunk-local piece of the backward in one launch, leaving mamba-ssm's state-gradient passes.
 
 The op's kernels: on CUDA, causal-conv1d's forward and backward, mamba-ssm's SSD scan forward and backward, and
 the gated norm of `norm_impl`: "mamba" (mamba-ssm's layernorm_gated kernels) or "golf" (golf's own,
@@ -51,8 +53,9 @@ from golf.ssm_ops import _autograd, _channel_last, _conv_reference, _cuda, _like
 
 NORM_IMPLS = ("mamba", "golf")  # golf::mamba_core's `norm_impl` argument (model.gated_norm "kernel" / "golf")
 # its `scan_impl` argument (model.ssm_scan): mamba-ssm's combined scan, its pieces with the forward's internals kept
-# for the backward, or the same with golf's kernel for the C·B and within-chunk log-decay gradients (and for dx too)
-SCAN_IMPLS = ("mamba", "mamba_keep", "mamba_keep_dA", "mamba_keep_dx")
+# for the backward, or the same with golf's kernel for the C·B and within-chunk log-decay gradients (and dx too, and
+# the states' parts of dB, dC and the log-decays' gradient too)
+SCAN_IMPLS = ("mamba", "mamba_keep", "mamba_keep_dA", "mamba_keep_dx", "mamba_keep_chunk")
 # mamba-ssm's SSD pieces that scan_impl "mamba_keep" calls one by one (ssd_chunk_state.py, ssd_state_passing.py,
 # ssd_bmm.py, ssd_chunk_scan.py, ssd_combined.py, 2.3.2.post1), bound as one dict under "ssd_parts"
 SSD_PARTS = ("_chunk_cumsum_fwd", "_chunk_cumsum_bwd", "_chunk_state_fwd", "_chunk_state_bwd_db", "_state_passing_fwd",
@@ -235,7 +238,8 @@ def mamba_core_cuda(fns: dict, zxbcdt, conv_weight, conv_bias, dt_bias, A, D, no
 def _bound_keys(way: str, norm_impl: str, scan_impl: str) -> tuple[str, ...]:
     """The golf.ssm_ops.bind_cuda keys of the functions the op's CUDA kernel calls in one direction (way: "fwd" or
     "bwd") for these impls."""
-    golf_bwd = {"mamba_keep_dA": ("golf_dcb_ddA",), "mamba_keep_dx": ("golf_chunk_bwd",)}.get(scan_impl, ())
+    golf_bwd = {"mamba_keep_dA": ("golf_dcb_ddA",), "mamba_keep_dx": ("golf_chunk_bwd",),
+                "mamba_keep_chunk": ("golf_chunk_bwd",)}.get(scan_impl, ())
     return (f"conv_{way}", f"scan_{way}" if scan_impl == "mamba" else "ssd_parts",
             f"norm_{way}" if norm_impl == "mamba" else f"golf_norm_{way}") + (golf_bwd if way == "bwd" else ())
 
@@ -274,14 +278,16 @@ def _(dout, zxbcdt, conv_weight, conv_bias, dt_bias, A, D, norm_weight, xBC, y, 
 
 
 def _scan_bwd_keep(parts: dict, dy, x, dt, A, B, C, D, dt_bias, kept, dx, ddt, dB, dC, dcb_ddA=None,
-                   chunk_bwd=None):
+                   chunk_bwd=None, with_states=False):
     """mamba-ssm's SSD backward (_mamba_chunk_scan_combined_bwd's steps) from the forward's kept internals instead
     of recomputing them (its _chunk_cumsum_fwd, _bmm_chunk_fwd, _chunk_state_fwd and _state_passing_fwd): writes dx,
     ddt (the raw dt's), dB and dC into the tensors passed in; → dA, dD, ddt_bias. No initial or final states.
     dcb_ddA (scan_impl "mamba_keep_dA": golf.ssd_dcb_kernel.dcb_ddA) computes the C·B gradient and the within-chunk
     log-decay gradient in one launch instead of mamba-ssm's _chunk_scan_bwd_dcb and _chunk_scan_bwd_ddAcs_stable;
     chunk_bwd (scan_impl "mamba_keep_dx": golf.ssd_dcb_kernel.chunk_bwd) also dx, ddt's chunk part and dD in the same
-    launch, instead of _chunk_scan_chunk_state_bwd_dx too."""
+    launch, instead of _chunk_scan_chunk_state_bwd_dx too; with_states (scan_impl "mamba_keep_chunk") has it also
+    compute the states' parts of dB and dC and the whole log-decay gradient, instead of _chunk_state_bwd_db,
+    _chunk_scan_bwd_dC and the cumulative sums after them."""
     dA_cumsum, dt_sp, states, CB = kept
     n = B.shape[-1]
     # the gradient of the state entering each chunk from the outputs that read it, then passed back across chunks
@@ -290,6 +296,14 @@ def _scan_bwd_keep(parts: dict, dy, x, dt, A, B, C, D, dt_bias, kept, dx, ddt, d
         states.flatten(-2), dA_cumsum[:, :, :, -1], dstates.flatten(-2), has_initial_states=False,
         dstates_dtype=x.dtype, states_dtype=x.dtype)
     dstates, states_lo = dstates.unflatten(-1, (-1, n)), states_lo.unflatten(-1, (-1, n))
+    if chunk_bwd is not None and with_states:
+        dCB, ddA, _, ddt_sp, dD, dB_state, dC_state = chunk_bwd(
+            x, dt_sp, dA_cumsum, dy, CB, B, dstates, D, dx=dx, C=C, states_in=states_lo, ddA_chunk_end=ddA_chunk_end)
+        dCB = dCB.to(CB.dtype)
+        parts["_bmm_chunk_bwd"](C, dCB, residual=dB_state, out=dB)
+        parts["_bmm_chunk_bwd"](B, dCB.transpose(-1, -2), residual=dC_state, out=dC)
+        _, dA, ddt_bias = parts["_chunk_cumsum_bwd"](ddA, ddt_sp, dt, A, dt_bias=dt_bias, dt_softplus=True, ddt=ddt)
+        return dA, dD, ddt_bias
     if chunk_bwd is None:
         _, ddt_sp, dD = parts["_chunk_scan_chunk_state_bwd_dx"](x, dt_sp, dA_cumsum, B, CB, dy, dstates, D=D, dx=dx)
     else:
@@ -319,7 +333,7 @@ def mamba_core_bwd_cuda(fns: dict, dout, zxbcdt, conv_weight, conv_bias, dt_bias
     """The CUDA kernel, with the libraries' functions passed in: "norm_bwd" (mamba-ssm's _layer_norm_bwd) or
     "golf_norm_bwd" (golf.gated_norm_kernel.gated_rmsnorm_bwd); "scan_bwd" (mamba-ssm's
     _mamba_chunk_scan_combined_bwd), or with scan_impl "mamba_keep" "ssd_parts" (with "mamba_keep_dA" also
-    "golf_dcb_ddA", with "mamba_keep_dx" "golf_chunk_bwd": golf.ssd_dcb_kernel's); "conv_bwd"
+    "golf_dcb_ddA", with "mamba_keep_dx" or "mamba_keep_chunk" "golf_chunk_bwd": golf.ssd_dcb_kernel's); "conv_bwd"
     (causal_conv1d.cpp_functions.causal_conv1d_bwd_function);
     each writing its part of dzxbcdt in place."""
     _check_impls(norm_impl, scan_impl)
@@ -357,7 +371,7 @@ def mamba_core_bwd_cuda(fns: dict, dout, zxbcdt, conv_weight, conv_bias, dt_bias
         dA, dD, ddt_bias = _scan_bwd_keep(fns["ssd_parts"], dy.view(heads), x.view(heads), dt, A, B.view(groups),
                                           C.view(groups), D, dt_bias, (dA_cumsum, dt_sp, states, CB), dx.view(heads),
                                           ddt, dB.view(groups), dC.view(groups), fns.get("golf_dcb_ddA"),
-                                          fns.get("golf_chunk_bwd"))
+                                          fns.get("golf_chunk_bwd"), scan_impl == "mamba_keep_chunk")
     # causal_conv1d_bwd_function(x, weight, bias, dout, seq_idx, initial_states, dfinal_states, dx,
     # return_dinitial_states, silu_activation) → dx (the one passed in), dweight, dbias, dinitial_states. It writes
     # dx in place where zxbcdt's rows suit its channel-last layout (widths and offsets multiples of 8, as with

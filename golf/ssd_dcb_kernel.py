@@ -1,11 +1,14 @@
-"""golf's Triton kernel for the chunk-local pieces of the Mamba-2 SSD backward that read the output's gradient
-together with x or C·B, which mamba-ssm runs as three launches: the gradient of each chunk's C·B matrix (its
-_chunk_scan_bwd_dcb), the within-chunk part of the log-decays' gradient (_chunk_scan_bwd_ddAcs_stable) and dx with
-dt's and D's gradients (_chunk_scan_chunk_state_bwd_dx). In hybrid_12_b131k's step on an H200 the three take 1.2,
-2.8 and 4.1 ms of the SSD scan's 19.3 for nine layers (bench/RESULTS.md twelfth block), and each loads dy per head
-and chunk again. Here one program per chunk and group loads C·B once and each head's dy and x once, and derives all
-of them. model.ssm_scan "mamba_keep_dA" calls `dcb_ddA` (the first two) and "mamba_keep_dx" `chunk_bwd` (all
-three) in golf.mixer_op._scan_bwd_keep; `dcb_ddA_reference` and `chunk_bwd_reference` are the PyTorch twins.
+"""golf's Triton kernel for the chunk-local pieces of the Mamba-2 SSD backward, which mamba-ssm runs as five
+launches and a few cumulative sums: the gradient of each chunk's C·B matrix (its _chunk_scan_bwd_dcb), the
+within-chunk part of the log-decays' gradient (_chunk_scan_bwd_ddAcs_stable), dx with dt's and D's gradients
+(_chunk_scan_chunk_state_bwd_dx), and the states' parts of B's and C's gradients with their log-decay shares
+(_chunk_state_bwd_db, _chunk_scan_bwd_dC). In hybrid_12_b131k's step on an H200 they take 1.2, 2.8, 4.1, 1.0 and
+1.1 ms of the SSD scan's 19.3 for nine layers (bench/RESULTS.md twelfth block), and each loads dy or x per head and
+chunk again. Here one program per chunk and group loads C·B, B and C once and each head's dy and x once, and
+derives all of them. model.ssm_scan "mamba_keep_dA" calls `dcb_ddA` (the first two), "mamba_keep_dx" `chunk_bwd`
+(the first three) and "mamba_keep_chunk" `chunk_bwd` with the states (all five) in golf.mixer_op._scan_bwd_keep;
+`dcb_ddA_reference` and `chunk_bwd_reference` are the PyTorch twins. What is left of mamba-ssm's backward: the two
+passes of the state gradient across chunks, the C·B gradient's products with B and C, and dt's cumsum backward.
 
 What it computes, per batch b, chunk c and head h of group g (positions i, j < L of the chunk; dy, x: the chunk's
 (L, P) rows of head h; dt the softplus'ed dt, cs its running log-decay cs_i = sum_{k<=i} dA_k, dA_k = dt_k A_h, as
@@ -27,13 +30,21 @@ With dx (`chunk_bwd`; B (L, N) the group's rows, dS (P, N) the gradient of the s
     acc_j = sum_{i>=j} CB[g][i, j] exp(min(cs_i - cs_j, 0)) dy_i + exp(min(cs_last - cs_j, 0)) dS B_j      (P,)
     dx_j  = acc_j dt_j + D_h dy_j,   ddt_j = acc_j · x_j,   dD_h = sum over the chunk of dy_j · x_j
 (the within-chunk output's and the chunk's state contribution's gradients; dD summed over chunks after the launch).
+With the states (C (L, N) the group's rows, S_in (P, N) the state entering the chunk, e = the gradient of the
+chunk's end-to-end log-decay cs_last from the state passing):
+    dB_j += exp(min(cs_last - cs_j, 0)) dt_j dS^T x_j      (N,) summed over the group's heads; s_j = that · B_j
+    dC_i += exp(cs_i) S_in^T dy_i                          (N,) likewise;                   q_i = that · C_i
+    ddA_h[k] += sum_{j<k} s_j + sum_{i>=k} q_i + e         (the state passed on reads cs_last - cs_j, the state read
+                                                            exp(cs_i), the chunk end cs_last)
+which makes ddA the whole gradient of the log-decay increments, as _mamba_chunk_scan_combined_bwd assembles it.
 
 Layout: one program per (batch, chunk, group) walking the group's heads (mamba-ssm's _chunk_scan_bwd_dcb makes the
 same choice at these shapes: every head of a group in one program), the (L × L) C·B tile (and the (L × N) B rows)
 loaded once. Outputs dCB (b, chunks, g, L, L), ddA and ddt (b, h, chunks, L) in the compute dtype (fp32, fp64 for
 fp64 inputs), dx in x's dtype, dD in D's: the shapes and order mamba-ssm's functions return. tl.dot's operands are
 in x's dtype (bf16 at the production shapes; fp32 operands are not rounded to TF32), its products in the compute
-dtype. The dx part keeps four (L × L) or (L × P) fp32 tiles live and launches 8 warps.
+dtype. The dx part keeps four (L × L) or (L × P) fp32 tiles live and launches 8 warps; the states' part adds two
+(L × N) accumulators. Launch settings were chosen, not measured: the kernel has not yet run on a GPU.
 """
 
 from __future__ import annotations
@@ -51,8 +62,8 @@ NUM_WARPS_DX = 8  # with dx too: four (L x L) or (L x P) fp32 tiles live at once
 
 
 @triton.jit
-def _chunk_bwd_kernel(x_ptr, dy_ptr, dt_ptr, cs_ptr, cb_ptr, b_ptr, dst_ptr, D_ptr,
-                      dcb_ptr, dda_ptr, dx_ptr, ddt_ptr, dD_ptr,
+def _chunk_bwd_kernel(x_ptr, dy_ptr, dt_ptr, cs_ptr, cb_ptr, b_ptr, dst_ptr, D_ptr, c_ptr, sin_ptr, dce_ptr,
+                      dcb_ptr, dda_ptr, dx_ptr, ddt_ptr, dD_ptr, db_ptr, dc_ptr,
                       T, chunks, heads_per_group,
                       sx_b, sx_t, sx_h, sx_p, sy_b, sy_t, sy_h, sy_p,
                       sdt_b, sdt_h, sdt_c, sdt_l, scs_b, scs_h, scs_c, scs_l,
@@ -60,9 +71,11 @@ def _chunk_bwd_kernel(x_ptr, dy_ptr, dt_ptr, cs_ptr, cb_ptr, b_ptr, dst_ptr, D_p
                       sst_b, sst_c, sst_h, sst_p, sst_n,
                       sd_b, sd_c, sd_g, sd_i, sd_j, sa_b, sa_h, sa_c, sa_l,
                       sdx_b, sdx_t, sdx_h, sdx_p, sdD_b, sdD_c, sdD_h,
+                      sc_b, sc_t, sc_g, sc_n, ssi_b, ssi_c, ssi_h, ssi_p, ssi_n, sce_b, sce_h, sce_c,
+                      sdb_b, sdb_t, sdb_g, sdb_n,
                       L: tl.constexpr, P: tl.constexpr, N: tl.constexpr, BLOCK_L: tl.constexpr,
                       BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, WITH_DX: tl.constexpr,
-                      ACC: tl.constexpr, DOT: tl.constexpr):
+                      WITH_STATES: tl.constexpr, ACC: tl.constexpr, DOT: tl.constexpr):
     pid = tl.program_id(0)
     g = tl.program_id(1)
     b = pid // chunks
@@ -84,6 +97,11 @@ def _chunk_bwd_kernel(x_ptr, dy_ptr, dt_ptr, cs_ptr, cb_ptr, b_ptr, dst_ptr, D_p
         n = tl.arange(0, BLOCK_N)  # (BN,)
         bg = tl.load(b_ptr + b * sb_b + rows[:, None] * sb_t + g * sb_g + n[None, :] * sb_n,
                      mask=(i < valid)[:, None] & (n < N)[None, :], other=0.0)  # (BL, BN): the group's B rows
+    if WITH_STATES:
+        cg = tl.load(c_ptr + b * sc_b + rows[:, None] * sc_t + g * sc_g + n[None, :] * sc_n,
+                     mask=(i < valid)[:, None] & (n < N)[None, :], other=0.0).to(ACC)  # (BL, BN): C rows
+        db_acc = tl.zeros((BLOCK_L, BLOCK_N), dtype=ACC)
+        dc_acc = tl.zeros((BLOCK_L, BLOCK_N), dtype=ACC)
     dcb = tl.zeros((BLOCK_L, BLOCK_L), dtype=ACC)
     for hh in range(heads_per_group):
         h = g * heads_per_group + hh
@@ -102,7 +120,6 @@ def _chunk_bwd_kernel(x_ptr, dy_ptr, dt_ptr, cs_ptr, cb_ptr, b_ptr, dst_ptr, D_p
         diff = tl.sum(m, axis=1) - tl.sum(m, axis=0)  # (BL,): row_i - col_i
         dda = tl.cumsum(diff, axis=0, reverse=True)  # (BL,): sum over positions >= k
         dda = tl.where(i == 0, 0.0, dda)
-        tl.store(dda_ptr + b * sa_b + h * sa_h + c * sa_c + i * sa_l, dda.to(dda_ptr.dtype.element_ty), mask=in_l)
         if WITH_DX:
             # acc[j, :] = sum_{i>=j} CB[i, j] decay[i, j] dy_i + exp(cs_last - cs_j) B_j · dstates (its (P, N) grad)
             w = (cb * decay).to(DOT)  # (BL, BL), zero above the diagonal
@@ -121,8 +138,30 @@ def _chunk_bwd_kernel(x_ptr, dy_ptr, dt_ptr, cs_ptr, cb_ptr, b_ptr, dst_ptr, D_p
                      dx.to(dx_ptr.dtype.element_ty), mask=row_mask)
             tl.store(ddt_ptr + b * sa_b + h * sa_h + c * sa_c + i * sa_l, tl.sum(acc * x, axis=1), mask=in_l)
             tl.store(dD_ptr + b * sdD_b + c * sdD_c + h * sdD_h, tl.sum(tl.sum(dyf * x, axis=1), axis=0))
+        if WITH_STATES:
+            # the state this chunk passes on: dB_j += exp(cs_last - cs_j) dt_j dS^T x_j; its log-decays' share,
+            # s_j = that · B_j, reaches every increment after j (an exclusive cumulative sum)
+            dbh = tl.dot(tl.trans(xt).to(DOT), tl.trans(dst).to(DOT), out_dtype=ACC, input_precision="ieee")
+            dbh = dbh * (scale * dt_i)[:, None]  # (BL, BN)
+            db_acc += dbh
+            s_next = tl.sum(dbh * bg.to(ACC), axis=1)  # (BL,)
+            dda += tl.cumsum(s_next, axis=0) - s_next
+            # the state entering it: dC_i += exp(cs_i) S_in^T dy_i; q_i = that · C_i is the gradient w.r.t. cs_i,
+            # plus the chunk-end decay's own gradient at the last position, passed to increments <= i
+            s_in = tl.load(sin_ptr + b * ssi_b + c * ssi_c + h * ssi_h + p[:, None] * ssi_p + n[None, :] * ssi_n,
+                           mask=(p < P)[:, None] & (n < N)[None, :], other=0.0)  # (BP, BN)
+            dch = tl.dot(dy.to(DOT), s_in.to(DOT), out_dtype=ACC, input_precision="ieee") * tl.exp(cs_i)[:, None]
+            dc_acc += dch
+            q = tl.sum(dch * cg, axis=1)  # (BL,)
+            q += tl.where(i == L - 1, tl.load(dce_ptr + b * sce_b + h * sce_h + c * sce_c).to(ACC), 0.0)
+            dda += tl.cumsum(q, axis=0, reverse=True)
+        tl.store(dda_ptr + b * sa_b + h * sa_h + c * sa_c + i * sa_l, dda.to(dda_ptr.dtype.element_ty), mask=in_l)
     tl.store(dcb_ptr + b * sd_b + c * sd_c + g * sd_g + i[:, None] * sd_i + j[None, :] * sd_j,
              dcb.to(dcb_ptr.dtype.element_ty), mask=tile)
+    if WITH_STATES:
+        out_mask = (i < valid)[:, None] & (n < N)[None, :]
+        tl.store(db_ptr + b * sdb_b + rows[:, None] * sdb_t + g * sdb_g + n[None, :] * sdb_n, db_acc, mask=out_mask)
+        tl.store(dc_ptr + b * sdb_b + rows[:, None] * sdb_t + g * sdb_g + n[None, :] * sdb_n, dc_acc, mask=out_mask)
 
 
 def interpreted() -> bool:
@@ -130,7 +169,8 @@ def interpreted() -> bool:
     return isinstance(_chunk_bwd_kernel, InterpretedFunction)
 
 
-def _check(op, x, dt, dA_cumsum, dy, CB, dot_dtype, B=None, dstates=None, D=None, dx=None) -> None:
+def _check(op, x, dt, dA_cumsum, dy, CB, dot_dtype, B=None, dstates=None, D=None, dx=None, C=None, states_in=None,
+           ddA_chunk_end=None) -> None:
     """One ValueError line, prefixed `op`, for the first input that is not what the kernel takes."""
     if x.dim() != 4:
         raise ValueError(f"{op}: x must be (batch, seqlen, nheads, headdim), got shape {tuple(x.shape)}")
@@ -149,12 +189,17 @@ def _check(op, x, dt, dA_cumsum, dy, CB, dot_dtype, B=None, dstates=None, D=None
     if B is not None:
         n = B.shape[-1] if B.dim() == 4 else -1
         shapes += [("B", B, (b, t, g, n)), ("dstates", dstates, (b, chunks, h, p, n)), ("D", D, (h,)),
-                   ("dx", dx, tuple(x.shape))]
+                   ("dx", dx, tuple(x.shape)), ("C", C, (b, t, g, n)), ("states_in", states_in, (b, chunks, h, p, n)),
+                   ("ddA_chunk_end", ddA_chunk_end, (b, h, chunks))]
+        states = (C, states_in, ddA_chunk_end)
+        if any(v is not None for v in states) and any(v is None for v in states):
+            raise ValueError(f"{op}: C, states_in and ddA_chunk_end come together (the states' part), or none")
     for name, tensor, shape in shapes:
         if tensor is not None and tuple(tensor.shape) != shape:
             raise ValueError(f"{op}: {name} must have shape {shape}, got {tuple(tensor.shape)}")
     check_dtypes_and_device(op, x, (("x", x), ("dt", dt), ("dA_cumsum", dA_cumsum), ("dout", dy), ("CB", CB),
-                                    ("B", B), ("dstates", dstates), ("D", D), ("dx", dx)))
+                                    ("B", B), ("dstates", dstates), ("D", D), ("dx", dx), ("C", C),
+                                    ("states_in", states_in), ("ddA_chunk_end", ddA_chunk_end)))
     for name, tensor in (("dout", dy), ("dx", dx)):
         if tensor is not None and tensor.dtype != x.dtype:
             raise ValueError(f"{op}: {name} must have x's dtype {x.dtype}, got {tensor.dtype}")
@@ -163,40 +208,52 @@ def _check(op, x, dt, dA_cumsum, dy, CB, dot_dtype, B=None, dstates=None, D=None
     check_runs_here(op, x, interpreted())
 
 
-def _launch(x, dt, dA_cumsum, dout, CB, dot_dtype, B=None, dstates=None, D=None, dx=None):
-    """The kernel with or without its dx part (B given): (dCB, ddA) or (dCB, ddA, dx, ddt, dD)."""
+def _launch(x, dt, dA_cumsum, dout, CB, dot_dtype, B=None, dstates=None, D=None, dx=None, C=None, states_in=None,
+            ddA_chunk_end=None):
+    """The kernel with or without its dx part (B given) and its states' part (C given): (dCB, ddA), (dCB, ddA, dx,
+    ddt, dD) or (dCB, ddA, dx, ddt, dD, dB, dC)."""
     b, t, h, p = x.shape
     _, _, chunks, size = dt.shape
     g = CB.shape[2]
     acc = compute_dtype(x)
     dcb = torch.empty(b, chunks, g, size, size, dtype=acc, device=x.device)
     dda = torch.empty(b, h, chunks, size, dtype=acc, device=x.device)
-    with_dx = B is not None
+    with_dx, with_states = B is not None, C is not None
     n = B.shape[-1] if with_dx else 1
+    ddt = dD = db = dc = dcb  # placeholders where a part is off: the kernel never writes them
     if with_dx:
         dx = torch.empty_like(x) if dx is None else dx
         ddt = torch.empty_like(dda)
         dD = torch.empty(b, chunks, h, dtype=acc, device=x.device)  # per-chunk partial sums
-    else:
-        dx = ddt = dD = dcb  # not written: WITH_DX is off
+    if with_states:
+        db = torch.empty(B.shape, dtype=acc, device=x.device)
+        dc = torch.empty_like(db)
     if dcb.numel() and h:
         dot = dot_dtype or (x.dtype if x.dtype in (torch.bfloat16, torch.float16) else acc)
-        B_, dst, D_ = (B, dstates, D) if with_dx else (x, dcb, dt)  # placeholders the kernel never reads
+        B_, dst, D_ = (B, dstates, D) if with_dx else (x, dcb, dt)
+        C_, sin, dce = (C, states_in, ddA_chunk_end) if with_states else (x, dcb, dt)
+
+        def strides(t, on, ndim):
+            return t.stride() if on else (0,) * ndim
+
         _chunk_bwd_kernel[(b * chunks, g)](
-            x, dout, dt, dA_cumsum, CB, B_, dst, D_, dcb, dda, dx, ddt, dD, t, chunks, h // g,
+            x, dout, dt, dA_cumsum, CB, B_, dst, D_, C_, sin, dce, dcb, dda, dx if with_dx else dcb, ddt, dD, db, dc,
+            t, chunks, h // g,
             *x.stride(), *dout.stride(), *dt.stride(), *dA_cumsum.stride(), *CB.stride(),
-            *(B.stride() if with_dx else (0,) * 4), *(dstates.stride() if with_dx else (0,) * 5),
-            *dcb.stride(), *dda.stride(), *(dx.stride() if with_dx else (0,) * 4),
-            *(dD.stride() if with_dx else (0,) * 3),
+            *strides(B, with_dx, 4), *strides(dstates, with_dx, 5), *dcb.stride(), *dda.stride(),
+            *strides(dx, with_dx, 4), *strides(dD, with_dx, 3), *strides(C, with_states, 4),
+            *strides(states_in, with_states, 5), *strides(ddA_chunk_end, with_states, 3),
+            *strides(db, with_states, 4),
             L=size, P=p, N=n, BLOCK_L=max(16, triton.next_power_of_2(size)), BLOCK_P=max(16, triton.next_power_of_2(p)),
-            BLOCK_N=max(16, triton.next_power_of_2(n)), WITH_DX=with_dx, ACC=TL_DTYPES[acc], DOT=TL_DTYPES[dot],
-            num_warps=NUM_WARPS_DX if with_dx else NUM_WARPS)
+            BLOCK_N=max(16, triton.next_power_of_2(n)), WITH_DX=with_dx, WITH_STATES=with_states,
+            ACC=TL_DTYPES[acc], DOT=TL_DTYPES[dot], num_warps=NUM_WARPS_DX if with_dx else NUM_WARPS)
     else:
-        for v in (dcb, dda, dx, ddt, dD):
+        for v in (dcb, dda) + ((dx, ddt, dD) if with_dx else ()) + ((db, dc) if with_states else ()):
             v.zero_()
     if not with_dx:
         return dcb, dda
-    return dcb, dda, dx, ddt, dD.sum((0, 1)).to(D.dtype)
+    out = (dcb, dda, dx, ddt, dD.sum((0, 1)).to(D.dtype))
+    return out + (db, dc) if with_states else out
 
 
 def dcb_ddA(x: torch.Tensor, dt: torch.Tensor, dA_cumsum: torch.Tensor, dout: torch.Tensor,
@@ -213,15 +270,23 @@ def dcb_ddA(x: torch.Tensor, dt: torch.Tensor, dA_cumsum: torch.Tensor, dout: to
 
 def chunk_bwd(x: torch.Tensor, dt: torch.Tensor, dA_cumsum: torch.Tensor, dout: torch.Tensor, CB: torch.Tensor,
               B: torch.Tensor, dstates: torch.Tensor, D: torch.Tensor, dx: torch.Tensor | None = None,
-              dot_dtype: torch.dtype | None = None) -> tuple[torch.Tensor, ...]:
+              dot_dtype: torch.dtype | None = None, C: torch.Tensor | None = None,
+              states_in: torch.Tensor | None = None,
+              ddA_chunk_end: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
     """`dcb_ddA` and, in the same launch, what mamba-ssm's _chunk_scan_chunk_state_bwd_dx(x, dt, dA_cumsum, B, CB,
     dout, dstates, D=D, dx=dx) computes: → (dCB, ddA, dx, ddt, dD). B (b, T, g, N) as the forward read it,
     dstates (b, chunks, h, P, N) the gradient of the state leaving each chunk, D (h,). dx (x's shape and dtype) is
     written in place when given; ddt (b, h, chunks, L) in the compute dtype is the gradient w.r.t. dt as a factor
     (the within-chunk and the states' part; the log-decays' share is ddA's), dD (h,) in D's dtype (module
-    docstring)."""
-    _check("chunk_bwd", x, dt, dA_cumsum, dout, CB, dot_dtype, B, dstates, D, dx)
-    return _launch(x, dt, dA_cumsum, dout, CB, dot_dtype, B, dstates, D, dx)
+    docstring).
+
+    With C (b, T, g, N), states_in (b, chunks, h, P, N: the state entering each chunk) and ddA_chunk_end (b, h,
+    chunks: the gradient of each chunk's end-to-end log-decay from the state passing) also what mamba-ssm's
+    _chunk_state_bwd_db and _chunk_scan_bwd_dC compute from the states: → (dCB, ddA, dx, ddt, dD, dB, dC), dB and dC
+    (b, T, g, N) in the compute dtype, the states' parts of B's and C's gradients, and ddA then the whole gradient
+    of the log-decay increments that _chunk_cumsum_bwd takes (within-chunk, the state passed on, the state read)."""
+    _check("chunk_bwd", x, dt, dA_cumsum, dout, CB, dot_dtype, B, dstates, D, dx, C, states_in, ddA_chunk_end)
+    return _launch(x, dt, dA_cumsum, dout, CB, dot_dtype, B, dstates, D, dx, C, states_in, ddA_chunk_end)
 
 
 def dcb_ddA_reference(x: torch.Tensor, dt: torch.Tensor, dA_cumsum: torch.Tensor, dout: torch.Tensor,
@@ -250,12 +315,14 @@ def dcb_ddA_reference(x: torch.Tensor, dt: torch.Tensor, dA_cumsum: torch.Tensor
 
 
 def chunk_bwd_reference(x: torch.Tensor, dt: torch.Tensor, dA_cumsum: torch.Tensor, dout: torch.Tensor,
-                        CB: torch.Tensor, B: torch.Tensor, dstates: torch.Tensor,
-                        D: torch.Tensor) -> tuple[torch.Tensor, ...]:
+                        CB: torch.Tensor, B: torch.Tensor, dstates: torch.Tensor, D: torch.Tensor,
+                        C: torch.Tensor | None = None, states_in: torch.Tensor | None = None,
+                        ddA_chunk_end: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
     """`chunk_bwd` in PyTorch, in the compute dtype: (dCB, ddA) of dcb_ddA_reference, then dx, ddt, dD from
         acc[j] = sum_{i>=j} CB[i, j] exp(cs_i - cs_j) dy_i + exp(cs_last - cs_j) dstates B_j      (P,) per position j
         dx_j = acc[j] dt_j + D dy_j,   ddt_j = acc[j] · x_j,   dD = sum over positions of dy_j · x_j
-    (dx in x's dtype, ddt in the compute dtype, dD in D's)."""
+    (dx in x's dtype, ddt in the compute dtype, dD in D's). With C, states_in, ddA_chunk_end also dB and dC, and
+    ddA the whole increments' gradient (module docstring, `chunk_bwd`)."""
     acc_t = compute_dtype(x)
     dcb, dda = dcb_ddA_reference(x, dt, dA_cumsum, dout, CB)
     b, t, h, p = x.shape
@@ -279,4 +346,21 @@ def chunk_bwd_reference(x: torch.Tensor, dt: torch.Tensor, dA_cumsum: torch.Tens
     ddt = (acc * xs).sum(-1).permute(0, 3, 1, 2)  # (b, h, c, L)
     dD = (dys * xs).sum((0, 1, 2, 4)).to(D.dtype)
     dx = dx.reshape(b, chunks * size, h, p)[:, :t].to(x.dtype)
-    return dcb, dda, dx.contiguous(), ddt.contiguous(), dD
+    out = (dcb, dda, dx.contiguous(), ddt.contiguous(), dD)
+    if C is None:
+        return out
+    # the state passed on: dB_j = sum over the group's heads of exp(cs_last - cs_j) dt_j dstates^T x_j
+    db_h = torch.einsum("bhcj,bcjhp,bchpn->bcjhn", scale * dt.to(acc_t), xs, dstates.to(acc_t))  # (b, c, L, h, n)
+    s_next = (db_h * bs).sum(-1).permute(0, 3, 1, 2)  # (b, h, c, L)
+    dda = dda + torch.cumsum(s_next, -1) - s_next  # each increment after j
+    # the state read: dC_i = sum over the group's heads of exp(cs_i) states_in^T dy_i
+    cs_ = chunked(C).repeat_interleave(h // g, dim=3)  # (b, c, L, h, n)
+    dc_h = torch.einsum("bhci,bcihp,bchpn->bcihn", torch.exp(cs), dys, states_in.to(acc_t))
+    q = (dc_h * cs_).sum(-1).permute(0, 3, 1, 2)  # (b, h, c, L): the gradient w.r.t. cs_i
+    q[..., -1] += ddA_chunk_end.to(acc_t)
+    dda = dda + q.flip(-1).cumsum(-1).flip(-1)  # each increment <= i
+
+    def per_group(v):  # (b, c, L, h, n) -> (b, T, g, n)
+        return v.reshape(b, chunks, size, g, h // g, -1).sum(4).reshape(b, chunks * size, g, -1)[:, :t].contiguous()
+
+    return (dcb, dda.contiguous(), *out[2:], per_group(db_h), per_group(dc_h))

@@ -37,8 +37,8 @@ NORM_EPS = 1e-5  # the gated RMSNorm's epsilon (mamba-ssm Mamba2's RMSNormGated 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 # model.ssm_scan values that keep mamba-ssm's SSD forward internals for the backward, inside golf::mamba_core only
 # ("mamba_keep_dA": its backward's C·B and within-chunk log-decay gradients from golf/ssd_dcb_kernel.py;
-# "mamba_keep_dx": dx, ddt's chunk part and dD from the same kernel too)
-KEEP_SCANS = ("mamba_keep", "mamba_keep_dA", "mamba_keep_dx")
+# "mamba_keep_dx": dx, ddt's chunk part and dD from the same kernel too; "mamba_keep_chunk": every chunk-local piece)
+KEEP_SCANS = ("mamba_keep", "mamba_keep_dA", "mamba_keep_dx", "mamba_keep_chunk")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -184,12 +184,13 @@ class SSMKernels:
         "triton+causal_conv1d+opaque" (the kernels as golf's custom ops), "triton+golf_scan+causal_conv1d"
         (golf's own SSD scan kernels, model.ssm_scan "golf"), "triton+golf_conv" (golf's own conv kernels,
         model.ssm_conv "golf"), "fused" (mamba-ssm's one op) or "fused+golf_norm+keep_states+opaque" (golf's one op,
-        golf/mixer_op.py, with golf's norm kernels and the scan's internals kept for its backward; "+golf_dA" or
-        "+golf_dx" with model.ssm_scan "mamba_keep_dA" or "mamba_keep_dx")."""
+        golf/mixer_op.py, with golf's norm kernels and the scan's internals kept for its backward; "+golf_dA",
+        "+golf_dx" or "+golf_chunk" with model.ssm_scan "mamba_keep_dA", "mamba_keep_dx" or "mamba_keep_chunk")."""
         if self.path == "fused":
             return self.path + ("+golf_norm" if self.norm_kernel == "golf" else "") + (
                 "+keep_states" if self.scan_kernel in KEEP_SCANS else "") + (
-                {"mamba_keep_dA": "+golf_dA", "mamba_keep_dx": "+golf_dx"}.get(self.scan_kernel, "")) + (
+                {"mamba_keep_dA": "+golf_dA", "mamba_keep_dx": "+golf_dx", "mamba_keep_chunk": "+golf_chunk"}.get(
+                    self.scan_kernel, "")) + (
                 "+opaque" if self.compile_mode == "opaque" else "")
         extras = {"mamba": "", "golf": "+golf_scan", "golf_split": "+golf_split_scan"}[self.scan_kernel]
         if self.conv is not None:
@@ -430,7 +431,7 @@ def _opaque_fused_kernels(mamba: dict, gated_norm: str, scan: str = "mamba") -> 
         except KeyError as e:
             raise GolfError(f"model.ssm_scan {scan!r} calls mamba-ssm's SSD pieces by name ({e.args[0]} missing "
                             "here; mamba-ssm 2.3.2.post1 has them): use ssm_scan 'mamba'") from None
-    if scan in ("mamba_keep_dA", "mamba_keep_dx"):
+    if scan in KEEP_SCANS[1:]:
         try:
             ssm_ops.bind_cuda(mixer_op.golf_dcb_kernels())
         except ImportError as e:

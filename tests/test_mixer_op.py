@@ -262,11 +262,11 @@ def test_mamba_keep_equals_mamba_ssms_combined_scan_in_the_interpreter(mamba_int
 
 
 def test_golf_chunk_bwd_replaces_mamba_ssms_kernels_in_the_interpreter(mamba_interpreted):
-    """scan_impl "mamba_keep_dA" and "mamba_keep_dx": the kept-internals backward with golf's one kernel
-    (golf/ssd_dcb_kernel.py) for the C·B gradient and the within-chunk log-decay gradient (and with dx, ddt and dD),
-    against the same backward with mamba-ssm's _chunk_scan_bwd_dcb and _chunk_scan_bwd_ddAcs_stable (and
-    _chunk_scan_chunk_state_bwd_dx), fp32, 40 tokens in chunks of 16 (a ragged last chunk), 4 heads in one group:
-    every gradient equal to fp32 rounding (the same sums in another order), and the pieces themselves."""
+    """scan_impl "mamba_keep_dA", "mamba_keep_dx" and "mamba_keep_chunk": the kept-internals backward with golf's
+    one kernel (golf/ssd_dcb_kernel.py) for the C·B gradient and the within-chunk log-decay gradient (and dx, ddt
+    and dD; and the states' parts of dB, dC and the whole log-decay gradient), against the same backward with
+    mamba-ssm's kernels, fp32, 40 tokens in chunks of 16 (a ragged last chunk), 4 heads in one group: every gradient
+    equal to fp32 rounding (the same sums in another order), and the first two pieces themselves."""
     pytest.importorskip("triton", reason="triton is not installed: golf's kernel needs it")
     m = mamba_interpreted
     parts = mixer_op.ssd_parts(m["ssd_module"])["ssd_parts"]
@@ -287,11 +287,11 @@ def test_golf_chunk_bwd_replaces_mamba_ssms_kernels_in_the_interpreter(mamba_int
                                rtol=1e-5, atol=1e-5)
     grads = {}
     for name, fns in (("mamba", (None, None)), ("dA", (golf["golf_dcb_ddA"], None)),
-                      ("dx", (None, golf["golf_chunk_bwd"]))):
+                      ("dx", (None, golf["golf_chunk_bwd"])), ("chunk", (None, golf["golf_chunk_bwd"], True))):
         dx, ddt, dB, dC = torch.empty_like(x), torch.empty_like(dt), torch.empty_like(B), torch.empty_like(C)
         dA, dD, ddt_bias = mixer_op._scan_bwd_keep(parts, dy, x, dt, A, B, C, D, dt_bias, kept, dx, ddt, dB, dC, *fns)
         grads[name] = (dx, ddt, dA, dB, dC, dD, ddt_bias)
-    for impl in ("dA", "dx"):
+    for impl in ("dA", "dx", "chunk"):
         for name, a, r in zip(("dx", "ddt", "dA", "dB", "dC", "dD", "ddt_bias"), grads[impl], grads["mamba"]):
             torch.testing.assert_close(a, r, rtol=1e-5, atol=1e-5, msg=f"{impl}: {name}")
 
@@ -316,7 +316,7 @@ def test_the_core_op_keeps_the_same_result_in_the_interpreter(mamba_interpreted)
         assert torch.equal(a, r), name
     # golf's chunk-backward kernel in the op's glue: the same gradients to fp32 rounding
     fns |= mixer_op.golf_dcb_kernels()
-    for impl in ("mamba_keep_dA", "mamba_keep_dx"):
+    for impl in ("mamba_keep_dA", "mamba_keep_dx", "mamba_keep_chunk"):
         got = mixer_op.mamba_core_bwd_cuda(fns, dout, *args, *outs["mamba_keep"][1:], HEADDIM, NGROUPS, 16, EPS,
                                            "mamba", impl)
         for name, a, r in zip(("zxbcdt", "conv_w", "conv_b", "dt_bias", "A", "D", "norm_w"), got, grads["mamba"]):
@@ -375,7 +375,8 @@ def test_mamba_keep_binds_the_ssd_parts_in_the_core_op_only(fake_libraries):  # 
 
 
 @pytest.mark.parametrize("scan,key,label", [("mamba_keep_dA", "golf_dcb_ddA", "golf_dA"),
-                                            ("mamba_keep_dx", "golf_chunk_bwd", "golf_dx")])
+                                            ("mamba_keep_dx", "golf_chunk_bwd", "golf_dx"),
+                                            ("mamba_keep_chunk", "golf_chunk_bwd", "golf_chunk")])
 def test_golf_chunk_bwd_binds_beside_the_ssd_parts(fake_libraries, scan, key, label):  # noqa: F811
     pytest.importorskip("triton", reason="triton is not installed: golf's kernel needs it")
     fake_libraries["ssd_module"] = types.SimpleNamespace(**{name: object() for name in mixer_op.SSD_PARTS})

@@ -150,6 +150,74 @@ def test_chunk_bwd_reference_is_autograd_of_the_chunk_outputs(t, h, g):
     assert min(dx.abs().max(), ddt.abs().max(), dD.abs().max()) > 0.1  # the comparison is not of zeros
 
 
+def _states_inputs(b, t, h, g, p, n, size, dtype, device, seed=0):
+    """_dx_inputs plus C (b, t, g, n), states_in (b, chunks, h, p, n) and ddA_chunk_end (b, h, chunks)."""
+    base = _dx_inputs(b, t, h, g, p, n, size, torch.float64, "cpu", seed)
+    chunks = base[1].shape[2]
+    gen = torch.Generator().manual_seed(seed + 2)
+    C = torch.randn(b, t, g, n, generator=gen, dtype=torch.float64)
+    states_in = torch.randn(b, chunks, h, p, n, generator=gen, dtype=torch.float64)
+    chunk_end = torch.randn(b, h, chunks, generator=gen, dtype=torch.float64)
+    return tuple(v.to(device=device, dtype=dtype) for v in (*base, C, states_in, chunk_end))
+
+
+@pytest.mark.parametrize("t,h,g", [(64, 4, 1), (40, 4, 2)], ids=["whole_chunks", "ragged_two_groups"])
+def test_chunk_bwd_states_reference_is_autograd_of_the_chunk_outputs(t, h, g):
+    """With the states' part: dB, dC and the whole increments' gradient ddA are the gradients, w.r.t. B, C and dA,
+    of <dout, y_within + D x + y_from_state> + <dstates, S_contrib> + <ddA_chunk_end, cs_last>, y_from_state_i =
+    exp(cs_i) states_in C_i (the state entering the chunk read by its outputs), in fp64: what mamba-ssm's
+    _chunk_state_bwd_db and _chunk_scan_bwd_dC give with the log-decay sums _mamba_chunk_scan_combined_bwd does."""
+    b, p, n, size = 2, 8, 4, 16
+    x, dt, dA_cumsum, dout, CB, B, dstates, D, C, states_in, chunk_end = _states_inputs(b, t, h, g, p, n, size,
+                                                                                      torch.float64, "cpu")
+    chunks = dt.shape[2]
+    pad = chunks * size - t
+    x_leaf, dt_leaf, B_leaf, C_leaf = (v.clone().requires_grad_() for v in (x, dt, B, C))
+    dA = torch.diff(dA_cumsum, dim=-1, prepend=torch.zeros_like(dA_cumsum[..., :1])).requires_grad_()
+
+    def chunked(v):
+        return torch.nn.functional.pad(v, (0, 0, 0, 0, 0, pad)).view(b, chunks, size, v.shape[2], v.shape[3])
+
+    xs, dys = chunked(x_leaf), chunked(dout)
+    bs, cs_ = (chunked(v).repeat_interleave(h // g, dim=3) for v in (B_leaf, C_leaf))
+    cs = dA.cumsum(-1)
+    y = _within_chunk_y(xs, dt_leaf, dA, CB, h // g) + D[:, None] * xs
+    y = y + torch.einsum("bhci,bcihn,bchpn->bcihp", torch.exp(cs), cs_, states_in)
+    s_contrib = torch.einsum("bhcj,bcjhp,bcjhn->bchpn", torch.exp(cs[..., -1:] - cs) * dt_leaf, xs, bs)
+    ((y * dys).sum() + (s_contrib * dstates).sum() + (chunk_end * cs[..., -1]).sum()).backward()
+    got = chunk_bwd_reference(x, dt, dA_cumsum, dout, CB, B, dstates, D, C, states_in, chunk_end)
+    for name, a, r in zip(("ddA", "dx", "ddt", "dB", "dC"), (got[1], got[2], got[3], got[5], got[6]),
+                          (dA.grad, x_leaf.grad, dt_leaf.grad, B_leaf.grad, C_leaf.grad)):
+        torch.testing.assert_close(a, r, rtol=1e-10, atol=1e-10, msg=name)
+        assert r.abs().max() > 0.1, name  # the comparison is not of zeros
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["fp64", "fp32"])
+@pytest.mark.parametrize("t,h,g,p,n,size", [(64, 4, 1, 16, 16, 16), (40, 4, 2, 12, 12, 16), (70, 2, 1, 16, 32, 32)],
+                         ids=["whole_chunks", "ragged_two_groups_narrow", "ragged_chunk_32"])
+def test_chunk_bwd_states_kernel_matches_reference(dk, dtype, t, h, g, p, n, size):
+    """chunk_bwd with the states' part (dB, dC and the whole ddA beside the rest) against its twin."""
+    device = "cpu" if dk.interpreted() else "cuda"
+    x, dt, dA_cumsum, dout, CB, B, dstates, D, C, states_in, chunk_end = _states_inputs(2, t, h, g, p, n, size,
+                                                                                      dtype, device, seed=t)
+    got = dk.chunk_bwd(x, dt, dA_cumsum, dout, CB, B, dstates, D, C=C, states_in=states_in,
+                       ddA_chunk_end=chunk_end)
+    want = chunk_bwd_reference(x, dt, dA_cumsum, dout, CB, B, dstates, D, C, states_in, chunk_end)
+    tol = 1e-12 if dtype == torch.float64 else 5e-5
+    assert len(got) == len(want) == 7
+    for name, a, r in zip(("dCB", "ddA", "dx", "ddt", "dD", "dB", "dC"), got, want):
+        assert a.shape == r.shape and a.dtype == r.dtype, name
+        torch.testing.assert_close(a, r, rtol=tol, atol=tol * r.abs().max().item(), msg=name)
+
+
+def test_chunk_bwd_states_come_together(dk):
+    device = "cpu" if dk.interpreted() else "cuda"
+    x, dt, dA_cumsum, dout, CB, B, dstates, D, C, states_in, _ = _states_inputs(2, 64, 4, 1, 16, 16, 16,
+                                                                              torch.float32, device)
+    with pytest.raises(ValueError, match="^chunk_bwd: C, states_in and ddA_chunk_end come together"):
+        dk.chunk_bwd(x, dt, dA_cumsum, dout, CB, B, dstates, D, C=C, states_in=states_in)
+
+
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["fp64", "fp32"])
 @pytest.mark.parametrize("t,h,g,p,n,size", [(64, 4, 1, 16, 16, 16), (40, 4, 2, 12, 12, 16), (70, 2, 1, 16, 32, 32)],
                          ids=["whole_chunks", "ragged_two_groups_narrow", "ragged_chunk_32"])
@@ -231,9 +299,10 @@ def test_bench_dry_run_checks_parity_and_writes_its_json(dk, tmp_path, capsys):
     result = json.loads(out.read_text())
     assert set(result["parity"]["golf dcb_ddA"]) == {"dCB", "ddA"}
     assert set(result["parity"]["golf chunk_bwd"]) == {"dCB", "ddA", "dx", "ddt", "dD"}
+    assert set(result["parity"]["golf chunk_bwd + states"]) == {"dCB", "ddA", "dx", "ddt", "dD", "dB", "dC"}
     assert max(max(v.values()) for v in result["parity"].values()) < 1e-5
-    assert all(result["timing"][k]["device_ms"] > 0 for k in ("golf dcb_ddA", "golf chunk_bwd"))
-    assert result["errors"] == {} and "| golf chunk_bwd |" in capsys.readouterr().out
+    assert all(result["timing"][k]["device_ms"] > 0 for k in result["parity"])
+    assert result["errors"] == {} and "| golf chunk_bwd + states |" in capsys.readouterr().out
 
 
 def test_bench_refuses_bad_sizes_in_one_line(capsys):
@@ -266,3 +335,27 @@ def test_chunk_bwd_matches_mamba_ssm_on_gpu(dk, dtype):
     tol = 1e-4 if dtype == torch.float32 else 1e-2
     for name, a, r in (("dx", dx, want_dx), ("ddt", ddt, want_ddt), ("dD", dD, want_dD)):
         torch.testing.assert_close(a.float(), r.float(), rtol=tol, atol=tol * r.abs().max().item(), msg=name)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_chunk_bwd_states_matches_mamba_ssm_on_gpu(dk):
+    """With the states' part, bf16 at the production head shapes: dB, dC and the whole ddA against mamba-ssm's
+    _chunk_state_bwd_db, _chunk_scan_bwd_dC and the sums golf.mixer_op._scan_bwd_keep adds to them."""
+    from golf import ssm
+
+    if ssm._import_mamba_triton() is None:
+        pytest.skip("mamba-ssm's Triton modules do not import here")
+    from mamba_ssm.ops.triton import ssd_chunk_scan, ssd_chunk_state, ssd_combined
+
+    x, dt, cs, dy, CB, B, dstates, D, C, states_in, chunk_end = _states_inputs(2, 512, 12, 1, 64, 32, 64,
+                                                                               torch.bfloat16, "cuda")
+    dt, cs, D, chunk_end = dt.float(), cs.float(), D.float(), chunk_end.float()
+    dB, dda_next = ssd_chunk_state._chunk_state_bwd_db(x, dt, cs, dstates, B=B, ngroups=1)
+    dC, dda_prev = ssd_chunk_scan._chunk_scan_bwd_dC(states_in, cs, dy, C=C, ngroups=1)
+    dda_prev[..., -1] += chunk_end
+    dda = ssd_combined._chunk_scan_bwd_ddAcs_stable(x, dt, cs, dy, CB)
+    dda += dda_next + dda_prev.flip([-1]).cumsum(dim=-1).flip([-1])
+    got = dk.chunk_bwd(x, dt, cs, dy, CB, B, dstates, D, C=C, states_in=states_in, ddA_chunk_end=chunk_end)
+    for name, a, r in (("ddA", got[1], dda), ("dB", got[5], dB), ("dC", got[6], dC)):
+        torch.testing.assert_close(a.float(), r.float(), rtol=1e-2, atol=1e-2 * r.abs().max().item(), msg=name)
