@@ -56,6 +56,9 @@ NORM_IMPLS = ("mamba", "golf")  # golf::mamba_core's `norm_impl` argument (model
 # for the backward, or the same with golf's kernel for the C·B and within-chunk log-decay gradients (and dx too, and
 # the states' parts of dB, dC and the log-decays' gradient too)
 SCAN_IMPLS = ("mamba", "mamba_keep", "mamba_keep_dA", "mamba_keep_dx", "mamba_keep_chunk")
+# the scan_impls with golf's chunk-backward kernel: its bind_cuda key (golf_dcb_kernels) and the part it computes
+GOLF_BWD = {"mamba_keep_dA": ("golf_dcb_ddA", "dA"), "mamba_keep_dx": ("golf_chunk_bwd", "dx"),
+            "mamba_keep_chunk": ("golf_chunk_bwd", "chunk")}
 # mamba-ssm's SSD pieces that scan_impl "mamba_keep" calls one by one (ssd_chunk_state.py, ssd_state_passing.py,
 # ssd_bmm.py, ssd_chunk_scan.py, ssd_combined.py, 2.3.2.post1), bound as one dict under "ssd_parts"
 SSD_PARTS = ("_chunk_cumsum_fwd", "_chunk_cumsum_bwd", "_chunk_state_fwd", "_chunk_state_bwd_db", "_state_passing_fwd",
@@ -238,10 +241,9 @@ def mamba_core_cuda(fns: dict, zxbcdt, conv_weight, conv_bias, dt_bias, A, D, no
 def _bound_keys(way: str, norm_impl: str, scan_impl: str) -> tuple[str, ...]:
     """The golf.ssm_ops.bind_cuda keys of the functions the op's CUDA kernel calls in one direction (way: "fwd" or
     "bwd") for these impls."""
-    golf_bwd = {"mamba_keep_dA": ("golf_dcb_ddA",), "mamba_keep_dx": ("golf_chunk_bwd",),
-                "mamba_keep_chunk": ("golf_chunk_bwd",)}.get(scan_impl, ())
+    golf = (GOLF_BWD[scan_impl][0],) if way == "bwd" and scan_impl in GOLF_BWD else ()
     return (f"conv_{way}", f"scan_{way}" if scan_impl == "mamba" else "ssd_parts",
-            f"norm_{way}" if norm_impl == "mamba" else f"golf_norm_{way}") + (golf_bwd if way == "bwd" else ())
+            f"norm_{way}" if norm_impl == "mamba" else f"golf_norm_{way}") + golf
 
 
 @mamba_core.register_kernel("cuda")
@@ -277,52 +279,45 @@ def _(dout, zxbcdt, conv_weight, conv_bias, dt_bias, A, D, norm_weight, xBC, y, 
                  for t in (zxbcdt, conv_weight, conv_bias, dt_bias, A, D, norm_weight))
 
 
-def _scan_bwd_keep(parts: dict, dy, x, dt, A, B, C, D, dt_bias, kept, dx, ddt, dB, dC, dcb_ddA=None,
-                   chunk_bwd=None, with_states=False):
+def _scan_bwd_keep(parts: dict, dy, x, dt, A, B, C, D, dt_bias, kept, dx, ddt, dB, dC, golf=None, golf_part=None):
     """mamba-ssm's SSD backward (_mamba_chunk_scan_combined_bwd's steps) from the forward's kept internals instead
     of recomputing them (its _chunk_cumsum_fwd, _bmm_chunk_fwd, _chunk_state_fwd and _state_passing_fwd): writes dx,
     ddt (the raw dt's), dB and dC into the tensors passed in; → dA, dD, ddt_bias. No initial or final states.
-    dcb_ddA (scan_impl "mamba_keep_dA": golf.ssd_dcb_kernel.dcb_ddA) computes the C·B gradient and the within-chunk
-    log-decay gradient in one launch instead of mamba-ssm's _chunk_scan_bwd_dcb and _chunk_scan_bwd_ddAcs_stable;
-    chunk_bwd (scan_impl "mamba_keep_dx": golf.ssd_dcb_kernel.chunk_bwd) also dx, ddt's chunk part and dD in the same
-    launch, instead of _chunk_scan_chunk_state_bwd_dx too; with_states (scan_impl "mamba_keep_chunk") has it also
-    compute the states' parts of dB and dC and the whole log-decay gradient, instead of _chunk_state_bwd_db,
-    _chunk_scan_bwd_dC and the cumulative sums after them."""
+    golf, golf_part (GOLF_BWD): golf's chunk-backward kernel (golf/ssd_dcb_kernel.py) in place of mamba-ssm's
+    _chunk_scan_bwd_dcb and _chunk_scan_bwd_ddAcs_stable ("dA": golf.ssd_dcb_kernel.dcb_ddA), of those and
+    _chunk_scan_chunk_state_bwd_dx ("dx": chunk_bwd), or of those, _chunk_state_bwd_db, _chunk_scan_bwd_dC and the
+    log-decay sums after them ("chunk": chunk_bwd with the states)."""
     dA_cumsum, dt_sp, states, CB = kept
-    n = B.shape[-1]
+    n, g = B.shape[-1], B.shape[2]
     # the gradient of the state entering each chunk from the outputs that read it, then passed back across chunks
     dstates = parts["_chunk_scan_bwd_dstates"](C, dA_cumsum, dy, dtype=states.dtype)  # (B, c, H, P, N)
     dstates, ddA_chunk_end, _, states_lo = parts["_state_passing_bwd"](
         states.flatten(-2), dA_cumsum[:, :, :, -1], dstates.flatten(-2), has_initial_states=False,
         dstates_dtype=x.dtype, states_dtype=x.dtype)
     dstates, states_lo = dstates.unflatten(-1, (-1, n)), states_lo.unflatten(-1, (-1, n))
-    if chunk_bwd is not None and with_states:
-        dCB, ddA, _, ddt_sp, dD, dB_state, dC_state = chunk_bwd(
+    if golf_part == "chunk":
+        dCB, ddA, _, ddt_sp, dD, dB_state, dC_state = golf(
             x, dt_sp, dA_cumsum, dy, CB, B, dstates, D, dx=dx, C=C, states_in=states_lo, ddA_chunk_end=ddA_chunk_end)
-        dCB = dCB.to(CB.dtype)
-        parts["_bmm_chunk_bwd"](C, dCB, residual=dB_state, out=dB)
-        parts["_bmm_chunk_bwd"](B, dCB.transpose(-1, -2), residual=dC_state, out=dC)
-        _, dA, ddt_bias = parts["_chunk_cumsum_bwd"](ddA, ddt_sp, dt, A, dt_bias=dt_bias, dt_softplus=True, ddt=ddt)
-        return dA, dD, ddt_bias
-    if chunk_bwd is None:
-        _, ddt_sp, dD = parts["_chunk_scan_chunk_state_bwd_dx"](x, dt_sp, dA_cumsum, B, CB, dy, dstates, D=D, dx=dx)
     else:
-        dCB, ddA, _, ddt_sp, dD = chunk_bwd(x, dt_sp, dA_cumsum, dy, CB, B, dstates, D, dx=dx)
-    dB_state, ddA_next = parts["_chunk_state_bwd_db"](x, dt_sp, dA_cumsum, dstates, B=B, ngroups=B.shape[2])
-    dC_state, ddA_prev = parts["_chunk_scan_bwd_dC"](states_lo, dA_cumsum, dy, C=C, ngroups=B.shape[2])
-    if chunk_bwd is None and dcb_ddA is None:
-        dCB, ddA = parts["_chunk_scan_bwd_dcb"](x, dt_sp, dA_cumsum, dy, ngroups=B.shape[2]), None
-    elif chunk_bwd is None:
-        dCB, ddA = dcb_ddA(x, dt_sp, dA_cumsum, dy, CB)  # (B, c, G, L, L), (B, H, c, L)
+        if golf_part == "dx":
+            dCB, ddA, _, ddt_sp, dD = golf(x, dt_sp, dA_cumsum, dy, CB, B, dstates, D, dx=dx)
+        else:
+            _, ddt_sp, dD = parts["_chunk_scan_chunk_state_bwd_dx"](x, dt_sp, dA_cumsum, B, CB, dy, dstates, D=D, dx=dx)
+            if golf_part == "dA":
+                dCB, ddA = golf(x, dt_sp, dA_cumsum, dy, CB)  # (B, c, G, L, L), (B, H, c, L)
+            else:
+                dCB, ddA = parts["_chunk_scan_bwd_dcb"](x, dt_sp, dA_cumsum, dy, ngroups=g), None
+        dB_state, ddA_next = parts["_chunk_state_bwd_db"](x, dt_sp, dA_cumsum, dstates, B=B, ngroups=g)
+        dC_state, ddA_prev = parts["_chunk_scan_bwd_dC"](states_lo, dA_cumsum, dy, C=C, ngroups=g)
+        # the log-decays' gradient: from the chunk-end decays (passed back as a reverse cumsum), the states' and the
+        # within-chunk outputs'
+        ddA_prev[..., -1] += ddA_chunk_end
+        if ddA is None:
+            ddA = parts["_chunk_scan_bwd_ddAcs_stable"](x, dt_sp, dA_cumsum, dy, CB)
+        ddA += ddA_next + ddA_prev.flip([-1]).cumsum(dim=-1).flip([-1])
     dCB = dCB.to(CB.dtype)
     parts["_bmm_chunk_bwd"](C, dCB, residual=dB_state, out=dB)  # dB = the states' part + C-weighted dCB
     parts["_bmm_chunk_bwd"](B, dCB.transpose(-1, -2), residual=dC_state, out=dC)
-    # the log-decays' gradient: from the chunk-end decays (passed back as a reverse cumsum), the states' and the
-    # within-chunk outputs'
-    ddA_prev[..., -1] += ddA_chunk_end
-    if ddA is None:
-        ddA = parts["_chunk_scan_bwd_ddAcs_stable"](x, dt_sp, dA_cumsum, dy, CB)
-    ddA += ddA_next + ddA_prev.flip([-1]).cumsum(dim=-1).flip([-1])
     _, dA, ddt_bias = parts["_chunk_cumsum_bwd"](ddA, ddt_sp, dt, A, dt_bias=dt_bias, dt_softplus=True, ddt=ddt)
     return dA, dD, ddt_bias
 
@@ -332,10 +327,9 @@ def mamba_core_bwd_cuda(fns: dict, dout, zxbcdt, conv_weight, conv_bias, dt_bias
                         scan_impl="mamba"):
     """The CUDA kernel, with the libraries' functions passed in: "norm_bwd" (mamba-ssm's _layer_norm_bwd) or
     "golf_norm_bwd" (golf.gated_norm_kernel.gated_rmsnorm_bwd); "scan_bwd" (mamba-ssm's
-    _mamba_chunk_scan_combined_bwd), or with scan_impl "mamba_keep" "ssd_parts" (with "mamba_keep_dA" also
-    "golf_dcb_ddA", with "mamba_keep_dx" or "mamba_keep_chunk" "golf_chunk_bwd": golf.ssd_dcb_kernel's); "conv_bwd"
-    (causal_conv1d.cpp_functions.causal_conv1d_bwd_function);
-    each writing its part of dzxbcdt in place."""
+    _mamba_chunk_scan_combined_bwd), or with scan_impl "mamba_keep" "ssd_parts" (and for GOLF_BWD's impls golf's
+    kernel under its key); "conv_bwd" (causal_conv1d.cpp_functions.causal_conv1d_bwd_function); each writing its
+    part of dzxbcdt in place."""
     _check_impls(norm_impl, scan_impl)
     b, t, _ = zxbcdt.shape
     d, conv_dim, nheads, n = _sizes(zxbcdt, conv_weight, D, headdim, ngroups)
@@ -370,8 +364,9 @@ def mamba_core_bwd_cuda(fns: dict, dout, zxbcdt, conv_weight, conv_bias, dt_bias
     else:
         dA, dD, ddt_bias = _scan_bwd_keep(fns["ssd_parts"], dy.view(heads), x.view(heads), dt, A, B.view(groups),
                                           C.view(groups), D, dt_bias, (dA_cumsum, dt_sp, states, CB), dx.view(heads),
-                                          ddt, dB.view(groups), dC.view(groups), fns.get("golf_dcb_ddA"),
-                                          fns.get("golf_chunk_bwd"), scan_impl == "mamba_keep_chunk")
+                                          ddt, dB.view(groups), dC.view(groups),
+                                          *((fns[GOLF_BWD[scan_impl][0]], GOLF_BWD[scan_impl][1])
+                                            if scan_impl in GOLF_BWD else ()))
     # causal_conv1d_bwd_function(x, weight, bias, dout, seq_idx, initial_states, dfinal_states, dx,
     # return_dinitial_states, silu_activation) → dx (the one passed in), dweight, dbias, dinitial_states. It writes
     # dx in place where zxbcdt's rows suit its channel-last layout (widths and offsets multiples of 8, as with
@@ -444,9 +439,10 @@ def golf_norm_kernels() -> dict:
 
 
 def golf_dcb_kernels() -> dict:
-    """golf's chunk-backward kernel for golf::mamba_core_bwd: {"golf_dcb_ddA"} (model.ssm_scan "mamba_keep_dA": the
-    C·B and within-chunk log-decay gradients) and {"golf_chunk_bwd"} ("mamba_keep_dx": dx, ddt and dD too).
-    ImportError where triton is missing (golf.ssd_dcb_kernel imports it at module top)."""
+    """golf's chunk-backward kernel for golf::mamba_core_bwd (GOLF_BWD): {"golf_dcb_ddA"} (model.ssm_scan
+    "mamba_keep_dA": the C·B and within-chunk log-decay gradients) and {"golf_chunk_bwd"} ("mamba_keep_dx": dx, ddt
+    and dD too; "mamba_keep_chunk": with the states' parts as well). ImportError where triton is missing
+    (golf.ssd_dcb_kernel imports it at module top)."""
     import golf.ssd_dcb_kernel as dk
 
     return {"golf_dcb_ddA": dk.dcb_ddA, "golf_chunk_bwd": dk.chunk_bwd}
