@@ -230,7 +230,7 @@ def _launch(x, dt, dA_cumsum, dout, CB, dot_dtype, B=None, dstates=None, D=None,
         dc = torch.empty_like(db)
     if dcb.numel() and h:
         dot = dot_dtype or (x.dtype if x.dtype in (torch.bfloat16, torch.float16) else acc)
-        B_, dst, D_ = (B, dstates, D) if with_dx else (x, dcb, dt)
+        B_, dst, D_ = (B, dstates, D.contiguous()) if with_dx else (x, dcb, dt)  # the kernel reads D[h] at stride 1
         C_, sin, dce = (C, states_in, ddA_chunk_end) if with_states else (x, dcb, dt)
 
         def strides(t, on, ndim):

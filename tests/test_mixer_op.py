@@ -229,6 +229,16 @@ def mamba_interpreted(monkeypatch):
     return found
 
 
+def _scan_inputs(gen):
+    """The SSD scan's inputs for the interpreter tests below: 40 tokens in chunks of 16 (a ragged last chunk), 4 heads
+    of 16 sharing one group of d_state 16, fp32 → x, dt (raw), A, B, C, D, dt_bias, chunk size."""
+    b, t, h, p, g, n = 2, 40, 4, 16, 1, 16
+    x, dt = torch.randn(b, t, h, p, generator=gen), torch.randn(b, t, h, generator=gen) - 1
+    B, C = (torch.randn(b, t, g, n, generator=gen) * 0.5 for _ in range(2))
+    A, D = -torch.rand(h, generator=gen) - 0.5, torch.rand(h, generator=gen) + 0.5
+    return x, dt, A, B, C, D, torch.randn(h, generator=gen), 16
+
+
 def test_mamba_keep_equals_mamba_ssms_combined_scan_in_the_interpreter(mamba_interpreted):
     """The kept-internals forward and backward (mamba-ssm's SSD pieces called one by one, the backward from the
     forward's chunk states) against mamba-ssm's own combined forward and backward, fp32, 40 tokens in chunks of 16
@@ -236,11 +246,7 @@ def test_mamba_keep_equals_mamba_ssms_combined_scan_in_the_interpreter(mamba_int
     m = mamba_interpreted
     parts = mixer_op.ssd_parts(m["ssd_module"])["ssd_parts"]
     gen = torch.Generator().manual_seed(0)
-    b, t, h, p, g, n, L = 2, 40, 4, 16, 1, 16, 16
-    x, dt = torch.randn(b, t, h, p, generator=gen), torch.randn(b, t, h, generator=gen) - 1
-    B, C = (torch.randn(b, t, g, n, generator=gen) * 0.5 for _ in range(2))
-    A, D, dt_bias = -torch.rand(h, generator=gen) - 0.5, torch.rand(h, generator=gen) + 0.5, torch.randn(h,
-                                                                                                          generator=gen)
+    x, dt, A, B, C, D, dt_bias, L = _scan_inputs(gen)
     y_ref = m["scan_fwd"](x, dt, A, B, C, L, D=D, dt_bias=dt_bias, dt_softplus=True)[0]
     y, *kept = mixer_op._scan_fwd_keep(parts, x, dt, A, B, C, D, dt_bias, L)
     assert torch.equal(y, y_ref)
@@ -272,11 +278,8 @@ def test_golf_chunk_bwd_replaces_mamba_ssms_kernels_in_the_interpreter(mamba_int
     parts = mixer_op.ssd_parts(m["ssd_module"])["ssd_parts"]
     golf = mixer_op.golf_dcb_kernels()
     gen = torch.Generator().manual_seed(1)
-    b, t, h, p, g, n, L = 2, 40, 4, 16, 1, 16, 16
-    x, dt = torch.randn(b, t, h, p, generator=gen), torch.randn(b, t, h, generator=gen) - 1
-    B, C = (torch.randn(b, t, g, n, generator=gen) * 0.5 for _ in range(2))
-    A, D, dt_bias = -torch.rand(h, generator=gen) - 0.5, torch.rand(h, generator=gen) + 0.5, torch.randn(h,
-                                                                                                          generator=gen)
+    x, dt, A, B, C, D, dt_bias, L = _scan_inputs(gen)
+    g = B.shape[2]
     y, *kept = mixer_op._scan_fwd_keep(parts, x, dt, A, B, C, D, dt_bias, L)
     dy = torch.randn(y.shape, generator=gen)
     dA_cumsum, dt_sp, _, CB = kept

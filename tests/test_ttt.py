@@ -251,7 +251,10 @@ def test_torchrun_two_ranks_match_one_process(tmp_path):
         assert res["ttt"]["tokens"] == tt["tokens"] == 300 and res["ttt"]["adapt_steps"] == tt["adapt_steps"]
         assert res["ttt"]["val_bpb"] == pytest.approx(tt["val_bpb"], rel=1e-7)
     w = torch.cat([p.detach().flatten() for p in m.parameters()])
-    torch.testing.assert_close(torch.tensor(r0["w"], dtype=torch.float64), w, rtol=1e-7, atol=1e-9)
+    # two ranks sum the fp64 gradients in another order than one process, and the strongly weighted GRU's
+    # recurrence amplifies that rounding through the adaptation steps: on 2026-12-01's machine (the CI kind) one
+    # weight of 2,952 ended 2.6e-9 away (3e-7 relative), the rest within 1e-9 (the weights' scale is 0.6)
+    torch.testing.assert_close(torch.tensor(r0["w"], dtype=torch.float64), w, rtol=1e-6, atol=1e-8)
 
 
 # --------------------------------------------------------------------------------------------------
