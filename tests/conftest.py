@@ -76,8 +76,8 @@ def bk():
 
 @pytest.fixture(scope="module")
 def dk():
-    """golf.ssd_dcb_kernel (golf's C·B-gradient and log-decay-gradient kernel; tests/test_ssd_dcb_kernel.py)."""
-    return triton_kernels("ssd_dcb_kernel", "C·B-gradient")
+    """golf.ssd_dcb_kernel (golf's chunk-backward kernel for the SSD scan; tests/test_ssd_dcb_kernel.py)."""
+    return triton_kernels("ssd_dcb_kernel", "chunk-backward")
 
 
 @pytest.fixture(scope="module")
