@@ -24,9 +24,9 @@ import time
 import torch
 
 # Kernel families, first match wins: name patterns of cuBLAS/CUTLASS GEMMs, inductor's generated Triton kernels,
-# flash/SDPA attention, mamba-ssm's (or golf's, golf/ssd_kernel.py) Triton SSD-scan kernels, gated-norm kernels
-# (mamba-ssm's or golf's, golf/gated_norm_kernel.py), golf's blocks' residual glue (golf/block_norm_kernel.py),
-# causal-conv1d (or golf's conv, golf/conv_kernel.py), PyTorch's
+# flash/SDPA attention, mamba-ssm's (or golf's, golf/ssd_kernel.py, golf/ssd_dcb_kernel.py) Triton SSD-scan kernels,
+# gated-norm kernels (mamba-ssm's or golf's, golf/gated_norm_kernel.py), golf's blocks' residual glue
+# (golf/block_norm_kernel.py), causal-conv1d (or golf's conv, golf/conv_kernel.py), PyTorch's
 # foreach (optimizer), copy/fill and eager elementwise/reduction kernels, NCCL. Inductor's come before the named kernels
 # because they spell out the ops they fuse (e.g. triton_red_fused_..._rms_norm_...); its templates (triton_tem_)
 # are matmuls.
@@ -34,7 +34,7 @@ KERNEL_FAMILIES = (
     ("gemm", r"^triton_tem_|gemm|cutlass|cublas|xmma|nvjet|s16816|s1688|splitK"),
     ("inductor_fused", r"^triton_(poi|red|per)_"),
     ("attention", r"flash|fmha|attention|sdpa"),
-    ("ssd_scan", r"^_?(chunk_cumsum|chunk_state|chunk_scan|state_passing|bmm_chunk|ssd_(fwd|bwd))"),
+    ("ssd_scan", r"^_?(chunk_cumsum|chunk_state|chunk_scan|chunk_local|state_passing|bmm_chunk|ssd_(fwd|bwd))"),
     ("gated_norm", r"^_?layer_norm_(fwd|bwd)|^_gated_norm_(fwd|bwd)|rms_?norm"),
     ("block_norm", r"^_add_mix_norm_(fwd|bwd)"),
     ("causal_conv", r"causal_conv1d|^_conv_(fwd|bwd)_kernel"),

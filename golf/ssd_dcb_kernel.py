@@ -62,7 +62,7 @@ NUM_WARPS_DX = 8  # with dx too: four (L x L) or (L x P) fp32 tiles live at once
 
 
 @triton.jit
-def _chunk_bwd_kernel(x_ptr, dy_ptr, dt_ptr, cs_ptr, cb_ptr, b_ptr, dst_ptr, D_ptr, c_ptr, sin_ptr, dce_ptr,
+def _chunk_local_bwd_kernel(x_ptr, dy_ptr, dt_ptr, cs_ptr, cb_ptr, b_ptr, dst_ptr, D_ptr, c_ptr, sin_ptr, dce_ptr,
                       dcb_ptr, dda_ptr, dx_ptr, ddt_ptr, dD_ptr, db_ptr, dc_ptr,
                       T, chunks, heads_per_group,
                       sx_b, sx_t, sx_h, sx_p, sy_b, sy_t, sy_h, sy_p,
@@ -166,7 +166,7 @@ def _chunk_bwd_kernel(x_ptr, dy_ptr, dt_ptr, cs_ptr, cb_ptr, b_ptr, dst_ptr, D_p
 
 def interpreted() -> bool:
     """Whether this module's kernel runs in Triton's CPU interpreter (TRITON_INTERPRET=1 at import)."""
-    return isinstance(_chunk_bwd_kernel, InterpretedFunction)
+    return isinstance(_chunk_local_bwd_kernel, InterpretedFunction)
 
 
 def _check(op, x, dt, dA_cumsum, dy, CB, dot_dtype, B=None, dstates=None, D=None, dx=None, C=None, states_in=None,
@@ -236,7 +236,7 @@ def _launch(x, dt, dA_cumsum, dout, CB, dot_dtype, B=None, dstates=None, D=None,
         def strides(t, on, ndim):
             return t.stride() if on else (0,) * ndim
 
-        _chunk_bwd_kernel[(b * chunks, g)](
+        _chunk_local_bwd_kernel[(b * chunks, g)](
             x, dout, dt, dA_cumsum, CB, B_, dst, D_, C_, sin, dce, dcb, dda, dx if with_dx else dcb, ddt, dD, db, dc,
             t, chunks, h // g,
             *x.stride(), *dout.stride(), *dt.stride(), *dA_cumsum.stride(), *CB.stride(),
