@@ -46,11 +46,12 @@ d_model 512: no idle lanes), BLOCK_M rows.
     Default tile 512 elements (one row at d 512), 1 warp, 64 row blocks a program, 3 stages: up to four
     accumulators and six loaded tensors a tile, 16 values of each a thread, which stays in registers.
 These defaults follow golf/gated_norm_kernel.py's measurements on the same kind of work (a row-wise norm with
-parameter-gradient partials) and have not been swept. On an H200 (bench/block_norm_bench.py, bench/RESULTS.md
-2026-12-01 twelfth block) the forward runs at 1.2-2.0x its floor, but forward + backward alone at 2.0-4.1x, slower
-than torch.compile of the twin in four of the six cases: the backward is the part to tune. Inside the compiled
-training step, where inductor cannot fuse the glue as well as it does one case alone, the op still takes 2.3 ms
-of device time off hybrid_12_b131k's step.
+parameter-gradient partials). Swept on an H200 (bench/block_norm_bench.py --fwd-launch/--bwd-launch,
+bench/RESULTS.md 2026-12-01 thirteenth block), each kernel alone runs at 0.95-1.22x (forward) and 1.24-1.37x
+(backward) its floor with them, within 0.02 ms a call of the best setting tried. The op's forward + backward
+through autograd measures 2.0-4.1x (twelfth block): the rest is outside the kernels (the partial sums'
+reductions, allocation, autograd). Inside the compiled training step the op takes 2.3 ms of device time off
+hybrid_12_b131k's step.
 
 Memory floor (M = 131072, d = 512, bf16; one activation A = 134 MB): the model's decoder call reads x, y, skip,
 x0 and writes out, xm, h: 7A = 0.94 GB, 0.20 ms at 4.8 TB/s; its backward reads g_h, g_xm, x, y, skip, x0 and

@@ -289,24 +289,36 @@ def chunk_bwd(x: torch.Tensor, dt: torch.Tensor, dA_cumsum: torch.Tensor, dout: 
     return _launch(x, dt, dA_cumsum, dout, CB, dot_dtype, B, dstates, D, dx, C, states_in, ddA_chunk_end)
 
 
+def _chunked(v: torch.Tensor, chunks: int, size: int, dtype: torch.dtype) -> torch.Tensor:
+    """(b, T, k, d) -> (b, chunks, L, k, d) in `dtype`, zero past the sequence's end."""
+    pad = chunks * size - v.shape[1]
+    return torch.nn.functional.pad(v.to(dtype), (0, 0, 0, 0, 0, pad)).view(v.shape[0], chunks, size, v.shape[2], -1)
+
+
+def _decay(cs: torch.Tensor) -> torch.Tensor:
+    """exp(min(cs_i - cs_j, 0)) for j <= i, else 0: (b, h, c, L, L) from cs (b, h, c, L)."""
+    pos = torch.arange(cs.shape[-1], device=cs.device)
+    return torch.exp((cs[..., :, None] - cs[..., None, :]).clamp(max=0)) * (pos[:, None] >= pos[None, :])
+
+
+def _per_head(CB: torch.Tensor, heads: int, dtype: torch.dtype) -> torch.Tensor:
+    """C·B (b, c, g, L, L) repeated for each head of its group: (b, heads, c, L, L) in `dtype`."""
+    return CB.to(dtype).permute(0, 2, 1, 3, 4).repeat_interleave(heads // CB.shape[2], dim=1)
+
+
 def dcb_ddA_reference(x: torch.Tensor, dt: torch.Tensor, dA_cumsum: torch.Tensor, dout: torch.Tensor,
                       CB: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """`dcb_ddA` in PyTorch, in the compute dtype, with the log-decays' gradient summed over its rectangle directly
     (ddA[k] = sum_{i>=k>j} M[i, j], as mamba-ssm's stable kernel sums it) rather than by row and column sums."""
     acc = compute_dtype(x)
-    b, t, h, p = x.shape
+    b, _, h, _ = x.shape
     _, _, chunks, size = dt.shape
     g = CB.shape[2]
-    pad = chunks * size - t
-    xs, dys = (torch.nn.functional.pad(v.to(acc), (0, 0, 0, 0, 0, pad)).view(b, chunks, size, h, p)
-               for v in (x, dout))
+    xs, dys = (_chunked(v, chunks, size, acc) for v in (x, dout))  # (b, c, L, h, p)
     gm = torch.einsum("bcihp,bcjhp->bhcij", dys, xs)  # (b, h, c, L, L): dy_i · x_j
-    cs = dA_cumsum.to(acc)
-    gm = gm * dt.to(acc)[..., None, :] * torch.exp((cs[..., :, None] - cs[..., None, :]).clamp(max=0))
+    gm = gm * dt.to(acc)[..., None, :] * _decay(dA_cumsum.to(acc))
     pos = torch.arange(size, device=x.device)
-    gm = gm * (pos[:, None] >= pos[None, :])
-    cb = CB.to(acc).permute(0, 2, 1, 3, 4).repeat_interleave(h // g, dim=1)  # (b, h, c, L, L)
-    m = gm * cb * (pos[:, None] > pos[None, :])
+    m = gm * _per_head(CB, h, acc) * (pos[:, None] > pos[None, :])
     # rectangle sums: ddA[k] = sum over i >= k, j < k of M[i, j]
     rect = (pos[None, :, None] >= pos[:, None, None]) & (pos[None, None, :] < pos[:, None, None])  # (k, i, j)
     dda = torch.einsum("bhcij,kij->bhck", m, rect.to(acc))
@@ -328,16 +340,10 @@ def chunk_bwd_reference(x: torch.Tensor, dt: torch.Tensor, dA_cumsum: torch.Tens
     b, t, h, p = x.shape
     _, _, chunks, size = dt.shape
     g = B.shape[2]
-    pad = chunks * size - t
-
-    def chunked(v):  # (b, T, k, d) -> (b, c, L, k, d), zero past the end
-        return torch.nn.functional.pad(v.to(acc_t), (0, 0, 0, 0, 0, pad)).view(b, chunks, size, v.shape[2], -1)
-
-    xs, dys, bs = chunked(x), chunked(dout), chunked(B).repeat_interleave(h // g, dim=3)  # bs: (b, c, L, h, n)
+    xs, dys = (_chunked(v, chunks, size, acc_t) for v in (x, dout))  # (b, c, L, h, p)
+    bs = _chunked(B, chunks, size, acc_t).repeat_interleave(h // g, dim=3)  # (b, c, L, h, n)
     cs = dA_cumsum.to(acc_t)  # (b, h, c, L)
-    pos = torch.arange(size, device=x.device)
-    decay = torch.exp((cs[..., :, None] - cs[..., None, :]).clamp(max=0)) * (pos[:, None] >= pos[None, :])
-    w = CB.to(acc_t).permute(0, 2, 1, 3, 4).repeat_interleave(h // g, dim=1) * decay  # (b, h, c, L_i, L_j)
+    w = _per_head(CB, h, acc_t) * _decay(cs)  # (b, h, c, L_i, L_j)
     acc = torch.einsum("bhcij,bcihp->bcjhp", w, dys)
     scale = torch.exp((cs[..., -1:] - cs).clamp(max=0))  # (b, h, c, L)
     acc = acc + torch.einsum("bhcj,bcjhn,bchpn->bcjhp", scale, bs, dstates.to(acc_t))
@@ -354,7 +360,7 @@ def chunk_bwd_reference(x: torch.Tensor, dt: torch.Tensor, dA_cumsum: torch.Tens
     s_next = (db_h * bs).sum(-1).permute(0, 3, 1, 2)  # (b, h, c, L)
     dda = dda + torch.cumsum(s_next, -1) - s_next  # each increment after j
     # the state read: dC_i = sum over the group's heads of exp(cs_i) states_in^T dy_i
-    cs_ = chunked(C).repeat_interleave(h // g, dim=3)  # (b, c, L, h, n)
+    cs_ = _chunked(C, chunks, size, acc_t).repeat_interleave(h // g, dim=3)  # (b, c, L, h, n)
     dc_h = torch.einsum("bhci,bcihp,bchpn->bcihn", torch.exp(cs), dys, states_in.to(acc_t))
     q = (dc_h * cs_).sum(-1).permute(0, 3, 1, 2)  # (b, h, c, L): the gradient w.r.t. cs_i
     q[..., -1] += ddA_chunk_end.to(acc_t)

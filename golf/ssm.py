@@ -431,7 +431,7 @@ def _opaque_fused_kernels(mamba: dict, gated_norm: str, scan: str = "mamba") -> 
         except KeyError as e:
             raise GolfError(f"model.ssm_scan {scan!r} calls mamba-ssm's SSD pieces by name ({e.args[0]} missing "
                             "here; mamba-ssm 2.3.2.post1 has them): use ssm_scan 'mamba'") from None
-    if scan in KEEP_SCANS[1:]:
+    if scan in mixer_op.GOLF_BWD:
         try:
             ssm_ops.bind_cuda(mixer_op.golf_dcb_kernels())
         except ImportError as e:
