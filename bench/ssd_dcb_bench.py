@@ -13,6 +13,11 @@ chunk-end log-decay gradients.
 
     python3 bench/ssd_dcb_bench.py --json $OUT/ssd_dcb.json
     python3 bench/ssd_dcb_bench.py --device cpu --batch 1 --seqlen 128 --heads 2   # a dry run in the interpreter
+    python3 bench/ssd_dcb_bench.py --sweep --json $OUT/ssd_dcb_sweep.json       # golf's launch settings too
+
+--sweep also times golf's kernel for each part under every launch of --warps x --stages x --splits (a Launch of
+golf.ssd_dcb_kernel; splits that do not divide a group's heads are left out), each checked against the same
+reference as the default launch, and prints the fastest per part: what golf.ssd_dcb_kernel.LAUNCH should hold.
 
 --device cpu runs golf's kernel in Triton's interpreter against golf's PyTorch twin (mamba-ssm's kernels need a
 GPU there): it checks the plumbing, its times mean nothing. Written 2026-12-01 after that session's device time was
@@ -34,6 +39,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from kernel_bench import add_run_args, cuda_missing, device_ms, new_result, rel_errs, run_and_write, table
 
 
+def _ints(text: str) -> tuple[int, ...]:
+    """'4,8' -> (4, 8): positive integers, comma-separated."""
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers separated by commas, got {text!r}")
+    return values
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--batch", type=int, default=64, help="sequences (default 64)")
@@ -44,6 +60,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--chunk", type=int, default=64, help="chunk size (default 64)")
     ap.add_argument("--dstate", type=int, default=32, help="state size N (default 32)")
     ap.add_argument("--reps", type=int, default=20, help="profiled calls per side (default 20)")
+    ap.add_argument("--sweep", action="store_true", help="also time golf's kernel under each launch below")
+    ap.add_argument("--warps", type=_ints, default=(4, 8), help="the sweep's num_warps values (default 4,8)")
+    ap.add_argument("--stages", type=_ints, default=(1, 2, 3), help="the sweep's num_stages values (default 1,2,3)")
+    ap.add_argument("--splits", type=_ints, default=(1, 2, 3, 4, 6, 12),
+                    help="the sweep's head_split values (default 1,2,3,4,6,12)")
     add_run_args(ap, 25, 100, "cuda, or cpu for a dry run in Triton's interpreter")
     a = ap.parse_args(argv)
     if min(a.batch, a.seqlen, a.heads, a.headdim, a.groups, a.chunk, a.dstate, a.reps) < 1 or a.heads % a.groups:
@@ -85,6 +106,37 @@ def floor_ms(inp: dict, bw_tbs: float, part: str) -> float:
     if part == "chunk":
         writes += 2 * inp["B"].numel() * 4
     return (reads + writes) / (bw_tbs * 1e12) * 1e3
+
+
+def sweep(a: argparse.Namespace, dk, want_parts: dict, names: tuple, inp: dict) -> dict:
+    """{part: [{launch, device_ms, max_rel_err}, ...]} over --warps x --stages x --splits for golf's three parts,
+    printed as one table with the fastest launch per part."""
+    import functools
+    import itertools
+
+    calls = {"dA": ("dcb_ddA", {k: inp[k] for k in ("x", "dt", "dA_cumsum", "dout", "CB")}),
+             "dx": ("chunk_bwd", {k: inp[k] for k in ("x", "dt", "dA_cumsum", "dout", "CB", "B", "dstates", "D")}),
+             "chunk": ("chunk_bwd", inp)}
+    per_group = a.heads // a.groups
+    out, rows = {}, []
+    for part, (fn_name, kwargs) in calls.items():
+        fn = getattr(dk, fn_name)
+        out[part] = []
+        for w, st, sp in itertools.product(a.warps, a.stages, a.splits):
+            if per_group % sp:
+                continue
+            launch = dk.Launch(w, st, sp)
+            got = fn(**kwargs, launch=launch)
+            errs = rel_errs({k: v.float() for k, v in zip(names, got)},
+                            {k: v.float() for k, v in zip(names, want_parts[part])})
+            ms = device_ms(functools.partial(fn, **kwargs, launch=launch), a.device, a.reps)
+            out[part].append({"launch": list(launch), "device_ms": ms, "max_rel_err": max(errs.values())})
+        best = min(out[part], key=lambda r: r["device_ms"])
+        for r in out[part]:
+            rows.append([part, *r["launch"], f"{r['device_ms']:.3f}", f"{r['max_rel_err']:.1e}",
+                         "fastest" if r is best else ""])
+    print(table(rows, ["part", "warps", "stages", "head_split", "device ms a call", "max rel err", ""]))
+    return out
 
 
 def main(argv=None) -> int:
@@ -154,6 +206,8 @@ def main(argv=None) -> int:
         for impl, errs in result["parity"].items():
             print(f"parity of {impl} (max rel err against " + ("mamba-ssm" if a.device == "cuda" else "golf's twin")
                   + "): " + ", ".join(f"{k} {v:.1e}" for k, v in errs.items()))
+        if a.sweep:
+            result["sweep"] = sweep(a, dk, want_parts, names, inp)
 
     return run_and_write(a, result, measure)
 

@@ -49,6 +49,8 @@ dtype. The dx part keeps four (L × L) or (L × P) fp32 tiles live and launches 
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import triton
 import triton.language as tl
@@ -57,14 +59,27 @@ from triton.runtime.interpreter import InterpretedFunction
 from golf.kernel_inputs import TL_DTYPES, check_dtypes_and_device, check_runs_here
 from golf.ssm import compute_dtype
 
-NUM_WARPS = 4  # dCB and ddA alone
-NUM_WARPS_DX = 8  # with dx too: four (L x L) or (L x P) fp32 tiles live at once
+
+class Launch(NamedTuple):
+    """How the kernel is launched: warps a program, Triton's software-pipelining stages for the head loop, and
+    head_split programs sharing a group's heads (each walks heads_per_group / head_split of them; above 1 the sums
+    over the group's heads, dCB, dB and dC, are added to zeroed outputs with atomics, so their summation order
+    varies from run to run)."""
+
+    num_warps: int
+    num_stages: int
+    head_split: int
+
+
+# by part: "dA" (dCB and ddA alone), "dx" (with dx: four (L x L) or (L x P) fp32 tiles live at once), "chunk" (with
+# the states' part: two (L x N) accumulators more)
+LAUNCH = {"dA": Launch(4, 3, 1), "dx": Launch(8, 3, 1), "chunk": Launch(8, 3, 1)}
 
 
 @triton.jit
 def _chunk_local_bwd_kernel(x_ptr, dy_ptr, dt_ptr, cs_ptr, cb_ptr, b_ptr, dst_ptr, D_ptr, c_ptr, sin_ptr, dce_ptr,
                       dcb_ptr, dda_ptr, dx_ptr, ddt_ptr, dD_ptr, db_ptr, dc_ptr,
-                      T, chunks, heads_per_group,
+                      T, chunks, heads_per_group, splits,
                       sx_b, sx_t, sx_h, sx_p, sy_b, sy_t, sy_h, sy_p,
                       sdt_b, sdt_h, sdt_c, sdt_l, scs_b, scs_h, scs_c, scs_l,
                       scb_b, scb_c, scb_g, scb_i, scb_j, sb_b, sb_t, sb_g, sb_n,
@@ -75,11 +90,14 @@ def _chunk_local_bwd_kernel(x_ptr, dy_ptr, dt_ptr, cs_ptr, cb_ptr, b_ptr, dst_pt
                       sdb_b, sdb_t, sdb_g, sdb_n,
                       L: tl.constexpr, P: tl.constexpr, N: tl.constexpr, BLOCK_L: tl.constexpr,
                       BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, WITH_DX: tl.constexpr,
-                      WITH_STATES: tl.constexpr, ACC: tl.constexpr, DOT: tl.constexpr):
+                      WITH_STATES: tl.constexpr, ACC: tl.constexpr, DOT: tl.constexpr, ATOMIC: tl.constexpr):
     pid = tl.program_id(0)
-    g = tl.program_id(1)
+    gs = tl.program_id(1)
     b = pid // chunks
     c = pid - b * chunks
+    g = gs // splits
+    heads = heads_per_group // splits  # this program's share of the group's heads
+    h0 = g * heads_per_group + (gs - g * splits) * heads
     i = tl.arange(0, BLOCK_L)  # (BL,): positions in the chunk, rows
     j = tl.arange(0, BLOCK_L)  # (BL,): the same, columns
     p = tl.arange(0, BLOCK_P)  # (BP,)
@@ -103,8 +121,8 @@ def _chunk_local_bwd_kernel(x_ptr, dy_ptr, dt_ptr, cs_ptr, cb_ptr, b_ptr, dst_pt
         db_acc = tl.zeros((BLOCK_L, BLOCK_N), dtype=ACC)
         dc_acc = tl.zeros((BLOCK_L, BLOCK_N), dtype=ACC)
     dcb = tl.zeros((BLOCK_L, BLOCK_L), dtype=ACC)
-    for hh in range(heads_per_group):
-        h = g * heads_per_group + hh
+    for hh in range(heads):
+        h = h0 + hh
         dy = tl.load(dy_ptr + b * sy_b + rows[:, None] * sy_t + h * sy_h + p[None, :] * sy_p,
                      mask=row_mask, other=0.0)  # (BL, BP)
         xt = tl.load(x_ptr + b * sx_b + rows[None, :] * sx_t + h * sx_h + p[:, None] * sx_p,
@@ -156,12 +174,21 @@ def _chunk_local_bwd_kernel(x_ptr, dy_ptr, dt_ptr, cs_ptr, cb_ptr, b_ptr, dst_pt
             q += tl.where(i == L - 1, tl.load(dce_ptr + b * sce_b + h * sce_h + c * sce_c).to(ACC), 0.0)
             dda += tl.cumsum(q, axis=0, reverse=True)
         tl.store(dda_ptr + b * sa_b + h * sa_h + c * sa_c + i * sa_l, dda.to(dda_ptr.dtype.element_ty), mask=in_l)
-    tl.store(dcb_ptr + b * sd_b + c * sd_c + g * sd_g + i[:, None] * sd_i + j[None, :] * sd_j,
-             dcb.to(dcb_ptr.dtype.element_ty), mask=tile)
+    # the sums over the group's heads: stored by the one program of a group, else added to zeroed outputs
+    dcb_at = dcb_ptr + b * sd_b + c * sd_c + g * sd_g + i[:, None] * sd_i + j[None, :] * sd_j
+    if ATOMIC:
+        tl.atomic_add(dcb_at, dcb.to(dcb_ptr.dtype.element_ty), mask=tile)
+    else:
+        tl.store(dcb_at, dcb.to(dcb_ptr.dtype.element_ty), mask=tile)
     if WITH_STATES:
         out_mask = (i < valid)[:, None] & (n < N)[None, :]
-        tl.store(db_ptr + b * sdb_b + rows[:, None] * sdb_t + g * sdb_g + n[None, :] * sdb_n, db_acc, mask=out_mask)
-        tl.store(dc_ptr + b * sdb_b + rows[:, None] * sdb_t + g * sdb_g + n[None, :] * sdb_n, dc_acc, mask=out_mask)
+        at = b * sdb_b + rows[:, None] * sdb_t + g * sdb_g + n[None, :] * sdb_n
+        if ATOMIC:
+            tl.atomic_add(db_ptr + at, db_acc, mask=out_mask)
+            tl.atomic_add(dc_ptr + at, dc_acc, mask=out_mask)
+        else:
+            tl.store(db_ptr + at, db_acc, mask=out_mask)
+            tl.store(dc_ptr + at, dc_acc, mask=out_mask)
 
 
 def interpreted() -> bool:
@@ -169,8 +196,8 @@ def interpreted() -> bool:
     return isinstance(_chunk_local_bwd_kernel, InterpretedFunction)
 
 
-def _check(op, x, dt, dA_cumsum, dy, CB, dot_dtype, B=None, dstates=None, D=None, dx=None, C=None, states_in=None,
-           ddA_chunk_end=None) -> None:
+def _check(op, x, dt, dA_cumsum, dy, CB, dot_dtype, launch, B=None, dstates=None, D=None, dx=None, C=None,
+           states_in=None, ddA_chunk_end=None) -> None:
     """One ValueError line, prefixed `op`, for the first input that is not what the kernel takes."""
     if x.dim() != 4:
         raise ValueError(f"{op}: x must be (batch, seqlen, nheads, headdim), got shape {tuple(x.shape)}")
@@ -205,20 +232,27 @@ def _check(op, x, dt, dA_cumsum, dy, CB, dot_dtype, B=None, dstates=None, D=None
             raise ValueError(f"{op}: {name} must have x's dtype {x.dtype}, got {tensor.dtype}")
     if dot_dtype is not None and dot_dtype not in TL_DTYPES:
         raise ValueError(f"{op}: dot_dtype must be None or one of {list(TL_DTYPES)}, got {dot_dtype}")
+    per_group = h // g
+    if launch is not None and (not isinstance(launch, Launch) or min(launch) < 1 or per_group % launch.head_split):
+        raise ValueError(f"{op}: launch must be a Launch of positive ints whose head_split divides the {per_group} "
+                         f"heads of a group, got {launch!r}")
     check_runs_here(op, x, interpreted())
 
 
-def _launch(x, dt, dA_cumsum, dout, CB, dot_dtype, B=None, dstates=None, D=None, dx=None, C=None, states_in=None,
-            ddA_chunk_end=None):
+def _launch(x, dt, dA_cumsum, dout, CB, dot_dtype, launch, B=None, dstates=None, D=None, dx=None, C=None,
+            states_in=None, ddA_chunk_end=None):
     """The kernel with or without its dx part (B given) and its states' part (C given): (dCB, ddA), (dCB, ddA, dx,
     ddt, dD) or (dCB, ddA, dx, ddt, dD, dB, dC)."""
     b, t, h, p = x.shape
     _, _, chunks, size = dt.shape
     g = CB.shape[2]
     acc = compute_dtype(x)
-    dcb = torch.empty(b, chunks, g, size, size, dtype=acc, device=x.device)
-    dda = torch.empty(b, h, chunks, size, dtype=acc, device=x.device)
     with_dx, with_states = B is not None, C is not None
+    launch = launch or LAUNCH["chunk" if with_states else "dx" if with_dx else "dA"]
+    atomic = launch.head_split > 1
+    new_sum = torch.zeros if atomic else torch.empty  # the per-group sums, added to by several programs when split
+    dcb = new_sum(b, chunks, g, size, size, dtype=acc, device=x.device)
+    dda = torch.empty(b, h, chunks, size, dtype=acc, device=x.device)
     n = B.shape[-1] if with_dx else 1
     ddt = dD = db = dc = dcb  # placeholders where a part is off: the kernel never writes them
     if with_dx:
@@ -226,8 +260,8 @@ def _launch(x, dt, dA_cumsum, dout, CB, dot_dtype, B=None, dstates=None, D=None,
         ddt = torch.empty_like(dda)
         dD = torch.empty(b, chunks, h, dtype=acc, device=x.device)  # per-chunk partial sums
     if with_states:
-        db = torch.empty(B.shape, dtype=acc, device=x.device)
-        dc = torch.empty_like(db)
+        db = new_sum(B.shape, dtype=acc, device=x.device)
+        dc = new_sum(B.shape, dtype=acc, device=x.device)
     if dcb.numel() and h:
         dot = dot_dtype or (x.dtype if x.dtype in (torch.bfloat16, torch.float16) else acc)
         B_, dst, D_ = (B, dstates, D.contiguous()) if with_dx else (x, dcb, dt)  # the kernel reads D[h] at stride 1
@@ -236,9 +270,9 @@ def _launch(x, dt, dA_cumsum, dout, CB, dot_dtype, B=None, dstates=None, D=None,
         def strides(t, on, ndim):
             return t.stride() if on else (0,) * ndim
 
-        _chunk_local_bwd_kernel[(b * chunks, g)](
+        _chunk_local_bwd_kernel[(b * chunks, g * launch.head_split)](
             x, dout, dt, dA_cumsum, CB, B_, dst, D_, C_, sin, dce, dcb, dda, dx if with_dx else dcb, ddt, dD, db, dc,
-            t, chunks, h // g,
+            t, chunks, h // g, launch.head_split,
             *x.stride(), *dout.stride(), *dt.stride(), *dA_cumsum.stride(), *CB.stride(),
             *strides(B, with_dx, 4), *strides(dstates, with_dx, 5), *dcb.stride(), *dda.stride(),
             *strides(dx, with_dx, 4), *strides(dD, with_dx, 3), *strides(C, with_states, 4),
@@ -246,7 +280,8 @@ def _launch(x, dt, dA_cumsum, dout, CB, dot_dtype, B=None, dstates=None, D=None,
             *strides(db, with_states, 4),
             L=size, P=p, N=n, BLOCK_L=max(16, triton.next_power_of_2(size)), BLOCK_P=max(16, triton.next_power_of_2(p)),
             BLOCK_N=max(16, triton.next_power_of_2(n)), WITH_DX=with_dx, WITH_STATES=with_states,
-            ACC=TL_DTYPES[acc], DOT=TL_DTYPES[dot], num_warps=NUM_WARPS_DX if with_dx else NUM_WARPS)
+            ACC=TL_DTYPES[acc], DOT=TL_DTYPES[dot], ATOMIC=atomic, num_warps=launch.num_warps,
+            num_stages=launch.num_stages)
     else:
         for v in (dcb, dda) + ((dx, ddt, dD) if with_dx else ()) + ((db, dc) if with_states else ()):
             v.zero_()
@@ -257,22 +292,23 @@ def _launch(x, dt, dA_cumsum, dout, CB, dot_dtype, B=None, dstates=None, D=None,
 
 
 def dcb_ddA(x: torch.Tensor, dt: torch.Tensor, dA_cumsum: torch.Tensor, dout: torch.Tensor,
-            CB: torch.Tensor, dot_dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+            CB: torch.Tensor, dot_dtype: torch.dtype | None = None,
+            launch: Launch | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(dCB (b, chunks, g, L, L), ddA (b, h, chunks, L)), both in the compute dtype, for x, dout (b, T, h, P), dt and
     dA_cumsum (b, h, chunks, L) and CB (b, chunks, g, L, L) as mamba-ssm's SSD forward makes them: what
     mamba-ssm's _chunk_scan_bwd_dcb(x, dt, dA_cumsum, dout, ngroups=g) and _chunk_scan_bwd_ddAcs_stable(x, dt,
     dA_cumsum, dout, CB) return, in one launch (module docstring). dot_dtype: tl.dot's operand dtype, by default
     x's for 16-bit x, else the compute dtype (the tests pass fp32 for bf16 x in Triton's interpreter, which
-    miscomputes bf16 dots; bf16 values are exact in fp32)."""
-    _check("dcb_ddA", x, dt, dA_cumsum, dout, CB, dot_dtype)
-    return _launch(x, dt, dA_cumsum, dout, CB, dot_dtype)
+    miscomputes bf16 dots; bf16 values are exact in fp32). launch: LAUNCH["dA"] by default."""
+    _check("dcb_ddA", x, dt, dA_cumsum, dout, CB, dot_dtype, launch)
+    return _launch(x, dt, dA_cumsum, dout, CB, dot_dtype, launch)
 
 
 def chunk_bwd(x: torch.Tensor, dt: torch.Tensor, dA_cumsum: torch.Tensor, dout: torch.Tensor, CB: torch.Tensor,
               B: torch.Tensor, dstates: torch.Tensor, D: torch.Tensor, dx: torch.Tensor | None = None,
               dot_dtype: torch.dtype | None = None, C: torch.Tensor | None = None,
-              states_in: torch.Tensor | None = None,
-              ddA_chunk_end: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+              states_in: torch.Tensor | None = None, ddA_chunk_end: torch.Tensor | None = None,
+              launch: Launch | None = None) -> tuple[torch.Tensor, ...]:
     """`dcb_ddA` and, in the same launch, what mamba-ssm's _chunk_scan_chunk_state_bwd_dx(x, dt, dA_cumsum, B, CB,
     dout, dstates, D=D, dx=dx) computes: → (dCB, ddA, dx, ddt, dD). B (b, T, g, N) as the forward read it,
     dstates (b, chunks, h, P, N) the gradient of the state leaving each chunk, D (h,). dx (x's shape and dtype) is
@@ -284,9 +320,11 @@ def chunk_bwd(x: torch.Tensor, dt: torch.Tensor, dA_cumsum: torch.Tensor, dout: 
     chunks: the gradient of each chunk's end-to-end log-decay from the state passing) also what mamba-ssm's
     _chunk_state_bwd_db and _chunk_scan_bwd_dC compute from the states: → (dCB, ddA, dx, ddt, dD, dB, dC), dB and dC
     (b, T, g, N) in the compute dtype, the states' parts of B's and C's gradients, and ddA then the whole gradient
-    of the log-decay increments that _chunk_cumsum_bwd takes (within-chunk, the state passed on, the state read)."""
-    _check("chunk_bwd", x, dt, dA_cumsum, dout, CB, dot_dtype, B, dstates, D, dx, C, states_in, ddA_chunk_end)
-    return _launch(x, dt, dA_cumsum, dout, CB, dot_dtype, B, dstates, D, dx, C, states_in, ddA_chunk_end)
+    of the log-decay increments that _chunk_cumsum_bwd takes (within-chunk, the state passed on, the state read).
+    launch: LAUNCH["dx"], or LAUNCH["chunk"] with the states, by default."""
+    _check("chunk_bwd", x, dt, dA_cumsum, dout, CB, dot_dtype, launch, B, dstates, D, dx, C, states_in,
+           ddA_chunk_end)
+    return _launch(x, dt, dA_cumsum, dout, CB, dot_dtype, launch, B, dstates, D, dx, C, states_in, ddA_chunk_end)
 
 
 def _chunked(v: torch.Tensor, chunks: int, size: int, dtype: torch.dtype) -> torch.Tensor:

@@ -210,6 +210,40 @@ def test_chunk_bwd_states_kernel_matches_reference(dk, dtype, t, h, g, p, n, siz
         torch.testing.assert_close(a, r, rtol=tol, atol=tol * r.abs().max().item(), msg=name)
 
 
+@pytest.mark.parametrize("h,g,split", [(4, 1, 2), (4, 1, 4), (4, 2, 2)])
+def test_head_split_launch_matches_reference(dk, h, g, split):
+    """Several programs sharing a group's heads, their dCB, dB and dC sums added with atomics: the same results as
+    the twin, for each part (dA alone, with dx, with the states)."""
+    device = "cpu" if dk.interpreted() else "cuda"
+    x, dt, cs, dout, CB, B, dstates, D, C, states_in, chunk_end = _states_inputs(2, 40, h, g, 12, 12, 16,
+                                                                               torch.float64, device, seed=split)
+    launch = dk.Launch(num_warps=4, num_stages=2, head_split=split)
+    names = ("dCB", "ddA", "dx", "ddt", "dD", "dB", "dC")
+    states = {"C": C, "states_in": states_in, "ddA_chunk_end": chunk_end}
+    for got, want in ((dk.dcb_ddA(x, dt, cs, dout, CB, launch=launch), dcb_ddA_reference(x, dt, cs, dout, CB)),
+                      (dk.chunk_bwd(x, dt, cs, dout, CB, B, dstates, D, launch=launch),
+                       chunk_bwd_reference(x, dt, cs, dout, CB, B, dstates, D)),
+                      (dk.chunk_bwd(x, dt, cs, dout, CB, B, dstates, D, **states, launch=launch),
+                       chunk_bwd_reference(x, dt, cs, dout, CB, B, dstates, D, *states.values()))):
+        assert len(got) == len(want)
+        for name, a, r in zip(names, got, want):
+            torch.testing.assert_close(a, r, rtol=1e-12, atol=1e-12 * r.abs().max().item(), msg=name)
+            assert r.abs().max() > 0.1, name  # the comparison is not of zeros
+
+
+@pytest.mark.parametrize("launch,expected", [
+    (lambda dk: dk.Launch(4, 3, 3), "head_split divides the 4 heads of a group, got Launch(num_warps=4, "),
+    (lambda dk: dk.Launch(0, 3, 1), "launch must be a Launch of positive ints"),
+    (lambda dk: (4, 3, 1), "launch must be a Launch of positive ints"),
+])
+def test_bad_launch_is_one_clear_line(dk, launch, expected):
+    device = "cpu" if dk.interpreted() else "cuda"
+    inputs = _inputs(2, 64, 4, 1, 16, 16, torch.float32, device)
+    with pytest.raises(ValueError, match="^dcb_ddA: ") as e:
+        dk.dcb_ddA(*inputs, launch=launch(dk))
+    assert expected in str(e.value) and "\n" not in str(e.value)
+
+
 def test_chunk_bwd_states_come_together(dk):
     device = "cpu" if dk.interpreted() else "cuda"
     x, dt, dA_cumsum, dout, CB, B, dstates, D, C, states_in, _ = _states_inputs(2, 64, 4, 1, 16, 16, 16,
@@ -281,7 +315,7 @@ def test_kernel_matches_mamba_ssm_on_gpu(dk, dtype):
     want_dcb = ssd_combined._chunk_scan_bwd_dcb(x, dt.float(), dA_cumsum.float(), dout, ngroups=1)
     want_dda = ssd_combined._chunk_scan_bwd_ddAcs_stable(x, dt.float(), dA_cumsum.float(), dout, CB)
     dcb, dda = dk.dcb_ddA(x, dt.float(), dA_cumsum.float(), dout, CB)
-    tol = 1e-4 if dtype == torch.float32 else 2e-3
+    tol = 3e-3  # mamba-ssm's dots round fp32 operands to TF32 on a GPU (golf's do not); bf16 operands are exact
     torch.testing.assert_close(dcb, want_dcb, rtol=tol, atol=tol * want_dcb.abs().max().item())
     torch.testing.assert_close(dda, want_dda, rtol=tol, atol=tol * want_dda.abs().max().item())
 
@@ -332,7 +366,7 @@ def test_chunk_bwd_matches_mamba_ssm_on_gpu(dk, dtype):
     want_dx, want_ddt, want_dD = ssd_combined._chunk_scan_chunk_state_bwd_dx(x, dt, dA_cumsum, B, CB, dout, dstates,
                                                                              D=D)
     _, _, dx, ddt, dD = dk.chunk_bwd(x, dt, dA_cumsum, dout, CB, B, dstates, D)
-    tol = 1e-4 if dtype == torch.float32 else 1e-2
+    tol = 3e-3 if dtype == torch.float32 else 1e-2  # fp32: mamba-ssm's dots round to TF32 on a GPU, golf's do not
     for name, a, r in (("dx", dx, want_dx), ("ddt", ddt, want_ddt), ("dD", dD, want_dD)):
         torch.testing.assert_close(a.float(), r.float(), rtol=tol, atol=tol * r.abs().max().item(), msg=name)
 
