@@ -108,9 +108,10 @@ def floor_ms(inp: dict, bw_tbs: float, part: str) -> float:
     return (reads + writes) / (bw_tbs * 1e12) * 1e3
 
 
-def sweep(a: argparse.Namespace, dk, want_parts: dict, names: tuple, inp: dict) -> dict:
-    """{part: [{launch, device_ms, max_rel_err}, ...]} over --warps x --stages x --splits for golf's three parts,
-    printed as one table with the fastest launch per part."""
+def sweep(a: argparse.Namespace, dk, want_parts: dict, names: tuple, inp: dict, out: dict) -> None:
+    """out[part] = [{launch, device_ms, max_rel_err}, ...] over --warps x --stages x --splits for golf's three
+    parts, each launch printed as it is measured (a launch that faults ends the run: the line before names the last
+    that did not), then one table with the fastest launch per part."""
     import functools
     import itertools
 
@@ -118,11 +119,11 @@ def sweep(a: argparse.Namespace, dk, want_parts: dict, names: tuple, inp: dict) 
              "dx": ("chunk_bwd", {k: inp[k] for k in ("x", "dt", "dA_cumsum", "dout", "CB", "B", "dstates", "D")}),
              "chunk": ("chunk_bwd", inp)}
     per_group = a.heads // a.groups
-    out, rows = {}, []
+    rows = []
     for part, (fn_name, kwargs) in calls.items():
         fn = getattr(dk, fn_name)
         out[part] = []
-        for w, st, sp in itertools.product(a.warps, a.stages, a.splits):
+        for sp, w, st in itertools.product(a.splits, a.warps, a.stages):
             if per_group % sp:
                 continue
             launch = dk.Launch(w, st, sp)
@@ -131,12 +132,12 @@ def sweep(a: argparse.Namespace, dk, want_parts: dict, names: tuple, inp: dict) 
                             {k: v.float() for k, v in zip(names, want_parts[part])})
             ms = device_ms(functools.partial(fn, **kwargs, launch=launch), a.device, a.reps)
             out[part].append({"launch": list(launch), "device_ms": ms, "max_rel_err": max(errs.values())})
+            print(f"sweep {part} {launch}: {ms:.3f} ms, max rel err {max(errs.values()):.1e}", flush=True)
         best = min(out[part], key=lambda r: r["device_ms"])
         for r in out[part]:
             rows.append([part, *r["launch"], f"{r['device_ms']:.3f}", f"{r['max_rel_err']:.1e}",
                          "fastest" if r is best else ""])
     print(table(rows, ["part", "warps", "stages", "head_split", "device ms a call", "max rel err", ""]))
-    return out
 
 
 def main(argv=None) -> int:
@@ -207,7 +208,8 @@ def main(argv=None) -> int:
             print(f"parity of {impl} (max rel err against " + ("mamba-ssm" if a.device == "cuda" else "golf's twin")
                   + "): " + ", ".join(f"{k} {v:.1e}" for k, v in errs.items()))
         if a.sweep:
-            result["sweep"] = sweep(a, dk, want_parts, names, inp)
+            result["sweep"] = {}
+            sweep(a, dk, want_parts, names, inp, result["sweep"])
 
     return run_and_write(a, result, measure)
 

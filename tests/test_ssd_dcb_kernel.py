@@ -273,12 +273,14 @@ def test_chunk_bwd_kernel_matches_reference(dk, dtype, t, h, g, p, n, size):
 
 
 def test_chunk_bwd_bf16_within_rounding_of_fp64(dk):
+    """dx and dD leave in bf16; on a GPU ddt's dots also take bf16 operands (C·B times the decays, and B), as
+    mamba-ssm's do, where the interpreter's take fp32 ones."""
     device = "cpu" if dk.interpreted() else "cuda"
     inputs = _dx_inputs(2, 64, 4, 1, 16, 16, 16, torch.bfloat16, device)
     got = dk.chunk_bwd(*inputs, dot_dtype=torch.float32 if dk.interpreted() else None)
     want = chunk_bwd_reference(*(v.double() for v in inputs))
     for name, a, r in zip(("dCB", "ddA", "dx", "ddt", "dD"), got, want):
-        tol = 1e-2 if name in ("dx", "dD") else 1e-5  # dx and dD leave in bf16
+        tol = 1e-2 if name in ("dx", "dD") or (name == "ddt" and not dk.interpreted()) else 1e-5
         torch.testing.assert_close(a.double(), r, rtol=tol, atol=tol * r.abs().max().item(), msg=name)
 
 
