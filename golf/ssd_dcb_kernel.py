@@ -44,7 +44,7 @@ loaded once. Outputs dCB (b, chunks, g, L, L), ddA and ddt (b, h, chunks, L) in 
 fp64 inputs), dx in x's dtype, dD in D's: the shapes and order mamba-ssm's functions return. tl.dot's operands are
 in x's dtype (bf16 at the production shapes; fp32 operands are not rounded to TF32), its products in the compute
 dtype. The dx part keeps four (L × L) or (L × P) fp32 tiles live and launches 8 warps; the states' part adds two
-(L × N) accumulators. Launch settings were chosen, not measured: the kernel has not yet run on a GPU.
+(L × N) accumulators. LAUNCH holds each part's launch, swept on an H200.
 """
 
 from __future__ import annotations
@@ -72,8 +72,11 @@ class Launch(NamedTuple):
 
 
 # by part: "dA" (dCB and ddA alone), "dx" (with dx: four (L x L) or (L x P) fp32 tiles live at once), "chunk" (with
-# the states' part: two (L x N) accumulators more)
-LAUNCH = {"dA": Launch(4, 3, 1), "dx": Launch(8, 3, 1), "chunk": Launch(8, 3, 1)}
+# the states' part: two (L x N) accumulators more). The fastest of bench/ssd_dcb_bench.py --sweep at
+# hybrid_12_b131k's mixer shapes on an H200 (bench/RESULTS.md, 2026-12-01 fourteenth block): dA 0.314 ms a call
+# (mamba-ssm's two kernels 0.487), dx 0.828 (mamba-ssm's three 0.932); every head_split above 1 was slower. "chunk"
+# keeps the one launch that has run there (1.33 ms against 1.24): its sweep faulted at Launch(4, 1, 1).
+LAUNCH = {"dA": Launch(8, 1, 1), "dx": Launch(4, 1, 1), "chunk": Launch(8, 3, 1)}
 
 
 @triton.jit
