@@ -34,7 +34,7 @@ from __future__ import annotations
 import json
 import lzma
 import struct
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -311,27 +311,10 @@ def open_artifact(path: str | Path) -> Artifact:
 
 def load_model_from_artifact(path: str | Path, device: torch.device | str = "cpu"):
     """The dequantized GolfLM exactly as the artifact stores it (eval mode). Eval stages load only this."""
-    from golf.model import build_model
+    from golf.model import build_model, scoring_config
 
     art = open_artifact(path)
-    # model.ssm_compile only shapes how training compiles; "opaque" needs golf/ssm_ops.py, which artifacts
-    # do not ship (golf.package.TRAINING_ONLY): scoring calls the same kernels directly. model.ssm_scan "golf"
-    # / "golf_split" is golf's own SSD kernels, reached through ssm_ops too: scoring runs mamba-ssm's scan, the
-    # same function (bench/ssd_kernel_bench.py checks their parity), and no artifact carries the kernels' code.
-    # model.ssm_conv "golf" (golf's own conv kernels, also reached through ssm_ops): scoring runs causal-conv1d's
-    # conv where it imports (else PyTorch's), the same function (bench/conv_kernel_bench.py checks their parity)
-    # model.attn_backend "flash4" is FlashAttention-4 through golf/attn_ops.py (not shipped either): scoring takes
-    # "auto"'s kernel on the scoring machine, the same attention (bench/attn_kernel_bench.py checks their parity).
-    # model.ssm_backend "fused" packages the triton path's kernels as one op (mamba-ssm's, or golf/mixer_op.py's,
-    # not shipped, with gated_norm "golf": golf's own norm kernels inside it): scoring takes "auto", the same
-    # mixer on any machine (tests/test_mixer_op.py and test_ssm.py check the paths' parity on a GPU).
-    # model.block_norm "golf" is golf's residual-glue kernels (golf/block_norm_kernel.py, not shipped): scoring
-    # takes "torch", the same function (tests/test_model_block_norm.py checks their parity)
-    cfg = replace(art.config, ssm_scan="mamba", ssm_conv="causal_conv1d", block_norm="torch",
-                  ssm_backend="auto" if art.config.ssm_backend == "fused" else art.config.ssm_backend,
-                  gated_norm="kernel" if art.config.gated_norm == "golf" else art.config.gated_norm,
-                  ssm_compile="disable" if art.config.ssm_compile == "opaque" else art.config.ssm_compile,
-                  attn_backend="auto" if art.config.attn_backend == "flash4" else art.config.attn_backend)
+    cfg = scoring_config(art.config)
     artifact_checks.check_against_model(cfg, art.spec, str(art.model_path))  # before allocating a model
     model = build_model(cfg, device)
     state = dequantize(art.tensors, art.spec, str(art.model_path))

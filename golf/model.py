@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -432,8 +433,36 @@ def load_model_config(path: str | Path) -> ModelConfig:
     return section_from_dict(ModelConfig, raw, str(path))
 
 
+def scoring_config(cfg: ModelConfig) -> ModelConfig:
+    """cfg with its training-only kernel paths replaced by the paths that compute the same function on any machine:
+    what the stages after training (Hessian calibration on the GPU, quantization on the CPU) and the artifact's
+    scoring build. Each replaced path is a speed setting of the training step; the comments say why each is the
+    same function."""
+    # model.ssm_compile only shapes how training compiles; "opaque" needs golf/ssm_ops.py, which artifacts
+    # do not ship (golf.package.TRAINING_ONLY): these call the same kernels directly. model.ssm_scan "golf"
+    # / "golf_split" is golf's own SSD kernels, reached through ssm_ops too: scoring runs mamba-ssm's scan, the
+    # same function (bench/ssd_kernel_bench.py checks their parity), and no artifact carries the kernels' code.
+    # model.ssm_conv "golf" (golf's own conv kernels, also reached through ssm_ops): scoring runs causal-conv1d's
+    # conv where it imports (else PyTorch's), the same function (bench/conv_kernel_bench.py checks their parity)
+    # model.attn_backend "flash4" is FlashAttention-4 through golf/attn_ops.py (not shipped either): scoring takes
+    # "auto"'s kernel on the scoring machine, the same attention (bench/attn_kernel_bench.py checks their parity).
+    # model.ssm_backend "fused" packages the triton path's kernels as one op (mamba-ssm's, or golf/mixer_op.py's,
+    # not shipped, with gated_norm "golf": golf's own norm kernels inside it): scoring takes "auto", the same
+    # mixer on any machine (tests/test_mixer_op.py and test_ssm.py check the paths' parity on a GPU).
+    # model.ssm_scan "mamba_keep*" keeps the forward's internals for golf::mamba_core's backward (golf's chunk
+    # kernel among them): the forward is mamba-ssm's scan.
+    # model.block_norm "golf" is golf's residual-glue kernels (golf/block_norm_kernel.py, not shipped): scoring
+    # takes "torch", the same function (tests/test_model_block_norm.py checks their parity)
+    return replace(cfg, ssm_scan="mamba", ssm_conv="causal_conv1d", block_norm="torch",
+                   ssm_backend="auto" if cfg.ssm_backend == "fused" else cfg.ssm_backend,
+                   gated_norm="kernel" if cfg.gated_norm == "golf" else cfg.gated_norm,
+                   ssm_compile="disable" if cfg.ssm_compile == "opaque" else cfg.ssm_compile,
+                   attn_backend="auto" if cfg.attn_backend == "flash4" else cfg.attn_backend)
+
+
 def load_model(model_dir: str | Path, device: torch.device | str = "cpu") -> GolfLM:
-    """Rebuild a GolfLM from save_model's folder (config.json + model.safetensors); GolfError naming the
+    """Rebuild a GolfLM from save_model's folder (config.json + model.safetensors) with scoring_config's kernel
+    paths (a model trained with golf::mamba_core or FlashAttention-4 loads on the CPU too); GolfError naming the
     file when either is missing, unreadable or does not match the config."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
@@ -447,7 +476,7 @@ def load_model(model_dir: str | Path, device: torch.device | str = "cpu") -> Gol
         state = load_file(str(weights), device=str(device))
     except (SafetensorError, OSError) as e:
         raise GolfError(f"model weights {str(weights)!r} are not a readable safetensors file: {e}") from None
-    model = build_model(cfg, device)
+    model = build_model(scoring_config(cfg), device)
     try:
         model.load_state_dict(state)
     except RuntimeError as e:

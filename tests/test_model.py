@@ -179,6 +179,22 @@ def test_bigram_hash_sees_the_previous_token_and_carries_it():
     torch.testing.assert_close(carried, emb[:, 4:])
 
 
+def test_a_model_trained_on_the_gpu_only_paths_loads_on_the_cpu(tmp_path):
+    """The quantize stage loads the trained model on the CPU: the training-only kernel paths (golf::mamba_core with
+    its kept scan internals and golf's norm kernels, golf's residual glue, FlashAttention-4), which need CUDA, give
+    way to scoring_config's, the same function. Training with them and then quantizing once failed here on the
+    H200 (2026-12-01: 'model.ssm_backend is 'fused' but it needs a CUDA device')."""
+    m = _randomized(TINY, std=0.05)
+    gpu_only = {"ssm_backend": "fused", "ssm_compile": "opaque", "ssm_scan": "mamba_keep_dA", "gated_norm": "golf",
+                "block_norm": "golf", "attn_backend": "flash4"}
+    save_model(m, ModelConfig(**TINY, **gpu_only), tmp_path / "m")
+    assert {k: json.loads((tmp_path / "m" / "config.json").read_text())[k] for k in gpu_only} == gpu_only
+    with pytest.raises(GolfError, match="ssm_backend is 'fused'"):
+        build_model(ModelConfig(**TINY, **gpu_only), "cpu")  # what load_model did before
+    ids = torch.randint(0, 300, (2, 12))
+    with torch.no_grad():
+        assert torch.equal(load_model(tmp_path / "m", "cpu")(ids), m(ids))
+
 def test_save_load_roundtrip_and_errors(tmp_path):
     m = _randomized(TINY, std=0.05)
     cfg = ModelConfig(**TINY)
