@@ -304,6 +304,24 @@ def test_throughput_sweep_prints_a_failing_variants_last_lines(tmp_path):
         "  | Traceback (most recent call last):", "  | RuntimeError: boom", "  | "]
 
 
+def test_throughput_sweep_labels_a_repeated_variant_apart(tmp_path):
+    """Alternating sides in one call ("" "x" "" "x"): each run of a variant gets its own label, hence its own JSON
+    (train_throughput.py names the file after the label), rather than the last run overwriting the others."""
+    stub = tmp_path / "bin"
+    stub.mkdir()
+    (stub / "python3").write_text(
+        '#!/usr/bin/env bash\n'
+        'if [ "$1" = -c ]; then case "$2" in *causal_conv1d*) echo 1;; esac; exit 0; fi\n'
+        'while [ $# -gt 0 ]; do [ "$1" = --label ] && echo "label $2"; shift; done\n')
+    (stub / "python3").chmod(0o755)
+    res = subprocess.run(["bash", "bench/h200/h200_throughput_sweep.sh", "", "model.ssm_scan=mamba_keep_dA", "",
+                          "model.ssm_scan=mamba_keep_dA", ""], cwd=ROOT, env={"PATH": f"{stub}:/usr/bin:/bin"},
+                         capture_output=True, text=True, check=False)
+    assert res.returncode == 0, res.stderr
+    base, dA = "hybrid_12", "hybrid_12__model.ssm_scan=mamba_keep_dA"
+    assert res.stdout.splitlines() == [f"label {base}", f"label {dA}", f"label {base}__run2", f"label {dA}__run2",
+                                       f"label {base}__run3"]
+
 def test_kernels_call_with_one_gpu_runs_the_lanes_in_turn_on_gpu_0(tmp_path):
     """GPUS=1 (a one-GPU machine): the step lane runs after the test lane, on GPU 0, into its own folder;
     GPU1_VARIANTS=none leaves that lane without a sweep; a GPUS other than 1 or 2 is one clear error before anything

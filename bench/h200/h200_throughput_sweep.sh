@@ -7,7 +7,9 @@
 # ops' own kernel time: in the JSON; the printed line is cut to 400 characters); PROFILE_SHAPES=1 adds
 # train.profile_shapes=true to every variant (those ATen ops by input shapes, at some host cost in those steps).
 # Each argument is one variant: space-separated params overrides ("" = the config as it is); a word
-# config=<file> runs that variant on another params file. The JSONs come back as $OUT/throughput.tgz. A variant that
+# config=<file> runs that variant on another params file; a variant given again is labelled __run2, __run3 (its own
+# JSON: on 2026-12-01 three alternating pairs in one call left only the last pair's). The JSONs come back as
+# $OUT/throughput.tgz. A variant that
 # succeeds prints one line (its JSON, cut to 400 characters); one that fails or runs past PER_VARIANT_TIMEOUT seconds
 # (default 300) prints its exit code and the last FAIL_TAIL lines (default 25) of its output, stdout and stderr, so
 # that its traceback comes back (on 2026-11-30 a failing variant's last line was empty and its error was lost), and
@@ -21,8 +23,11 @@ nvidia-smi --query-gpu=name,uuid,driver_version,power.limit,clocks.max.sm --form
 [ $# -gt 0 ] || set -- ""
 log=$(mktemp) || exit 1
 trap 'rm -f "$log"' EXIT
+declare -A runs_of  # a variant named again (alternating sides, e.g. "" "x" "" "x") gets __run2, __run3: its own JSON
 for variant in "$@"; do
   parse_variant "$variant" "$CONFIG"
+  runs_of[$VARIANT_LABEL]=$(( ${runs_of[$VARIANT_LABEL]:-0} + 1 ))
+  [ "${runs_of[$VARIANT_LABEL]}" -gt 1 ] && VARIANT_LABEL+="__run${runs_of[$VARIANT_LABEL]}"
   timeout "${PER_VARIANT_TIMEOUT:-300}" python3 bench/train_throughput.py "$VARIANT_CFG" --steps "$STEPS" \
     --profile-steps "${PROFILE_STEPS:-0}" "${VARIANT_SETS[@]}" \
     ${PROFILE_SHAPES:+--set train.profile_shapes=true} --label "$VARIANT_LABEL" > "$log" 2>&1
