@@ -20,8 +20,8 @@ golf.ssd_dcb_kernel; splits that do not divide a group's heads are left out), ea
 reference as the default launch, and prints the fastest per part: what golf.ssd_dcb_kernel.LAUNCH should hold.
 
 --device cpu runs golf's kernel in Triton's interpreter against golf's PyTorch twin (mamba-ssm's kernels need a
-GPU there): it checks the plumbing, its times mean nothing. Written 2026-12-01 after that session's device time was
-spent; it has not run on a GPU yet.
+GPU there): it checks the plumbing, its times mean nothing. Its H200 results: bench/RESULTS.md, 2026-12-01
+fourteenth block.
 """
 
 from __future__ import annotations

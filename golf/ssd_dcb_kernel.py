@@ -43,8 +43,9 @@ same choice at these shapes: every head of a group in one program), the (L × L)
 loaded once. Outputs dCB (b, chunks, g, L, L), ddA and ddt (b, h, chunks, L) in the compute dtype (fp32, fp64 for
 fp64 inputs), dx in x's dtype, dD in D's: the shapes and order mamba-ssm's functions return. tl.dot's operands are
 in x's dtype (bf16 at the production shapes; fp32 operands are not rounded to TF32), its products in the compute
-dtype. The dx part keeps four (L × L) or (L × P) fp32 tiles live and launches 8 warps; the states' part adds two
-(L × N) accumulators. LAUNCH holds each part's launch, swept on an H200.
+dtype. The dx part keeps four (L × L) or (L × P) fp32 tiles live; the states' part adds two (L × N) accumulators.
+LAUNCH holds each part's launch, the fastest of a sweep on an H200; a Launch's head_split > 1 shares a group's heads
+among that many programs, which was slower at every split there.
 """
 
 from __future__ import annotations
