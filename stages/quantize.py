@@ -16,7 +16,7 @@ from golf.errors import GolfError
 from golf.gptq import quantize_model, save_quantized
 from golf.hessian import calibration_budget, load_hessians
 from golf.locks import locks_run_folder
-from golf.model import load_model
+from golf.model import load_model, load_model_config
 from golf.runtime import resolve_device
 from golf.size_target import COLUMN_WEIGHTS_FILE, column_weights, save_column_weights
 from golf.stage_io import write_metrics, write_provenance
@@ -41,7 +41,10 @@ def run(params: Params, seed: int) -> dict:
     except GolfError:
         (out_dir / "quantized.safetensors").unlink(missing_ok=True)  # no stale model for the package stage
         raise
-    save_quantized(out_dir / "quantized.safetensors", tensors, spec, to_dict(model.cfg))
+    # the config as trained, not the rebuilt model's (load_model swaps training-only kernel paths for scoring's):
+    # the artifact records how the model trained, and its loader makes the same swap
+    trained = load_model_config(run_dir / "train" / "config.json")
+    save_quantized(out_dir / "quantized.safetensors", tensors, spec, to_dict(trained))
     # diag(H) per layer: package.target_bytes weighs each code's error by it, without the Hessians
     save_column_weights(out_dir / COLUMN_WEIGHTS_FILE, column_weights(hessians))
     write_provenance(out_dir, "quantize", params.quant,
