@@ -322,6 +322,7 @@ def test_throughput_sweep_labels_a_repeated_variant_apart(tmp_path):
     assert res.stdout.splitlines() == [f"label {base}", f"label {dA}", f"label {base}__run2", f"label {dA}__run2",
                                        f"label {base}__run3"]
 
+
 def test_kernels_call_with_one_gpu_runs_the_lanes_in_turn_on_gpu_0(tmp_path):
     """GPUS=1 (a one-GPU machine): the step lane runs after the test lane, on GPU 0, into its own folder;
     GPU1_VARIANTS=none leaves that lane without a sweep; a GPUS other than 1 or 2 is one clear error before anything

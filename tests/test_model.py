@@ -195,6 +195,7 @@ def test_a_model_trained_on_the_gpu_only_paths_loads_on_the_cpu(tmp_path):
     with torch.no_grad():
         assert torch.equal(load_model(tmp_path / "m", "cpu")(ids), m(ids))
 
+
 def test_save_load_roundtrip_and_errors(tmp_path):
     m = _randomized(TINY, std=0.05)
     cfg = ModelConfig(**TINY)
