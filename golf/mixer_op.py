@@ -48,14 +48,14 @@ import functools
 import torch
 from torch import Tensor
 
-from golf.ssm import compute_dtype, gated_rms_norm_reference, ssd_scan_reference
+from golf.ssm import KEEP_SCANS, compute_dtype, gated_rms_norm_reference, ssd_scan_reference
 from golf.ssm_ops import _autograd, _channel_last, _conv_reference, _cuda, _like, _new_channel_last
 
 NORM_IMPLS = ("mamba", "golf")  # golf::mamba_core's `norm_impl` argument (model.gated_norm "kernel" / "golf")
 # its `scan_impl` argument (model.ssm_scan): mamba-ssm's combined scan, its pieces with the forward's internals kept
 # for the backward, or the same with golf's kernel for the C·B and within-chunk log-decay gradients (and dx too, and
 # the states' parts of dB, dC and the log-decays' gradient too)
-SCAN_IMPLS = ("mamba", "mamba_keep", "mamba_keep_dA", "mamba_keep_dx", "mamba_keep_chunk")
+SCAN_IMPLS = ("mamba", *KEEP_SCANS)
 # the scan_impls with golf's chunk-backward kernel: its bind_cuda key (golf_dcb_kernels) and the part it computes
 GOLF_BWD = {"mamba_keep_dA": ("golf_dcb_ddA", "dA"), "mamba_keep_dx": ("golf_chunk_bwd", "dx"),
             "mamba_keep_chunk": ("golf_chunk_bwd", "chunk")}
@@ -295,25 +295,25 @@ def _scan_bwd_keep(parts: dict, dy, x, dt, A, B, C, D, dt_bias, kept, dx, ddt, d
         states.flatten(-2), dA_cumsum[:, :, :, -1], dstates.flatten(-2), has_initial_states=False,
         dstates_dtype=x.dtype, states_dtype=x.dtype)
     dstates, states_lo = dstates.unflatten(-1, (-1, n)), states_lo.unflatten(-1, (-1, n))
-    if golf_part == "chunk":
-        dCB, ddA, _, ddt_sp, dD, dB_state, dC_state = golf(
-            x, dt_sp, dA_cumsum, dy, CB, B, dstates, D, dx=dx, C=C, states_in=states_lo, ddA_chunk_end=ddA_chunk_end)
+    # the chunk-local pieces: dx, ddt, dD, C·B's gradient and the within-chunk log-decay gradient ...
+    if golf_part in ("dx", "chunk"):
+        states_part = {"C": C, "states_in": states_lo, "ddA_chunk_end": ddA_chunk_end} if golf_part == "chunk" else {}
+        dCB, ddA, _, ddt_sp, dD, *states_grads = golf(x, dt_sp, dA_cumsum, dy, CB, B, dstates, D, dx=dx, **states_part)
     else:
-        if golf_part == "dx":
-            dCB, ddA, _, ddt_sp, dD = golf(x, dt_sp, dA_cumsum, dy, CB, B, dstates, D, dx=dx)
+        _, ddt_sp, dD = parts["_chunk_scan_chunk_state_bwd_dx"](x, dt_sp, dA_cumsum, B, CB, dy, dstates, D=D, dx=dx)
+        if golf_part == "dA":
+            dCB, ddA = golf(x, dt_sp, dA_cumsum, dy, CB)  # (B, c, G, L, L), (B, H, c, L)
         else:
-            _, ddt_sp, dD = parts["_chunk_scan_chunk_state_bwd_dx"](x, dt_sp, dA_cumsum, B, CB, dy, dstates, D=D, dx=dx)
-            if golf_part == "dA":
-                dCB, ddA = golf(x, dt_sp, dA_cumsum, dy, CB)  # (B, c, G, L, L), (B, H, c, L)
-            else:
-                dCB, ddA = parts["_chunk_scan_bwd_dcb"](x, dt_sp, dA_cumsum, dy, ngroups=g), None
+            dCB = parts["_chunk_scan_bwd_dcb"](x, dt_sp, dA_cumsum, dy, ngroups=g)
+            ddA = parts["_chunk_scan_bwd_ddAcs_stable"](x, dt_sp, dA_cumsum, dy, CB)
+    # ... and the states' parts of dB and dC, with the log-decays' gradient from the chunk-end decays (passed back as
+    # a reverse cumsum) and the states' (golf's "chunk" part adds those into ddA itself)
+    if golf_part == "chunk":
+        dB_state, dC_state = states_grads
+    else:
         dB_state, ddA_next = parts["_chunk_state_bwd_db"](x, dt_sp, dA_cumsum, dstates, B=B, ngroups=g)
         dC_state, ddA_prev = parts["_chunk_scan_bwd_dC"](states_lo, dA_cumsum, dy, C=C, ngroups=g)
-        # the log-decays' gradient: from the chunk-end decays (passed back as a reverse cumsum), the states' and the
-        # within-chunk outputs'
         ddA_prev[..., -1] += ddA_chunk_end
-        if ddA is None:
-            ddA = parts["_chunk_scan_bwd_ddAcs_stable"](x, dt_sp, dA_cumsum, dy, CB)
         ddA += ddA_next + ddA_prev.flip([-1]).cumsum(dim=-1).flip([-1])
     dCB = dCB.to(CB.dtype)
     parts["_bmm_chunk_bwd"](C, dCB, residual=dB_state, out=dB)  # dB = the states' part + C-weighted dCB

@@ -189,9 +189,8 @@ class SSMKernels:
         if self.path == "fused":
             return self.path + ("+golf_norm" if self.norm_kernel == "golf" else "") + (
                 "+keep_states" if self.scan_kernel in KEEP_SCANS else "") + (
-                {"mamba_keep_dA": "+golf_dA", "mamba_keep_dx": "+golf_dx", "mamba_keep_chunk": "+golf_chunk"}.get(
-                    self.scan_kernel, "")) + (
-                "+opaque" if self.compile_mode == "opaque" else "")
+                "+golf_" + self.scan_kernel.removeprefix("mamba_keep_") if self.scan_kernel.startswith("mamba_keep_")
+                else "") + ("+opaque" if self.compile_mode == "opaque" else "")
         extras = {"mamba": "", "golf": "+golf_scan", "golf_split": "+golf_split_scan"}[self.scan_kernel]
         if self.conv is not None:
             extras += {"causal_conv1d": "+causal_conv1d", "golf": "+golf_conv"}[self.conv_kernel]

@@ -289,8 +289,7 @@ def test_golf_chunk_bwd_replaces_mamba_ssms_kernels_in_the_interpreter(mamba_int
     torch.testing.assert_close(dda, parts["_chunk_scan_bwd_ddAcs_stable"](x, dt_sp, dA_cumsum, dy, CB),
                                rtol=1e-5, atol=1e-5)
     grads = {}
-    for name, fns in (("mamba", ()), ("dA", (golf["golf_dcb_ddA"], "dA")), ("dx", (golf["golf_chunk_bwd"], "dx")),
-                      ("chunk", (golf["golf_chunk_bwd"], "chunk"))):
+    for name, fns in (("mamba", ()), *((part, (golf[key], part)) for key, part in mixer_op.GOLF_BWD.values())):
         dx, ddt, dB, dC = torch.empty_like(x), torch.empty_like(dt), torch.empty_like(B), torch.empty_like(C)
         dA, dD, ddt_bias = mixer_op._scan_bwd_keep(parts, dy, x, dt, A, B, C, D, dt_bias, kept, dx, ddt, dB, dC, *fns)
         grads[name] = (dx, ddt, dA, dB, dC, dD, ddt_bias)
