@@ -27,6 +27,7 @@ fourteenth block.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 from pathlib import Path
@@ -108,20 +109,23 @@ def floor_ms(inp: dict, bw_tbs: float, part: str) -> float:
     return (reads + writes) / (bw_tbs * 1e12) * 1e3
 
 
+def golf_calls(dk, inp: dict) -> dict:
+    """{part: (golf's function, its keyword inputs)}: "dA" dcb_ddA, "dx" chunk_bwd, "chunk" chunk_bwd with the
+    states."""
+    base = {k: inp[k] for k in ("x", "dt", "dA_cumsum", "dout", "CB")}
+    return {"dA": (dk.dcb_ddA, base), "dx": (dk.chunk_bwd, base | {k: inp[k] for k in ("B", "dstates", "D")}),
+            "chunk": (dk.chunk_bwd, inp)}
+
+
 def sweep(a: argparse.Namespace, dk, want_parts: dict, names: tuple, inp: dict, out: dict) -> None:
     """out[part] = [{launch, device_ms, max_rel_err}, ...] over --warps x --stages x --splits for golf's three
     parts, each launch printed as it is measured (a launch that faults ends the run: the line before names the last
     that did not), then one table with the fastest launch per part."""
-    import functools
     import itertools
 
-    calls = {"dA": ("dcb_ddA", {k: inp[k] for k in ("x", "dt", "dA_cumsum", "dout", "CB")}),
-             "dx": ("chunk_bwd", {k: inp[k] for k in ("x", "dt", "dA_cumsum", "dout", "CB", "B", "dstates", "D")}),
-             "chunk": ("chunk_bwd", inp)}
     per_group = a.heads // a.groups
     rows = []
-    for part, (fn_name, kwargs) in calls.items():
-        fn = getattr(dk, fn_name)
+    for part, (fn, kwargs) in golf_calls(dk, inp).items():
         out[part] = []
         for sp, w, st in itertools.product(a.splits, a.warps, a.stages):
             if per_group % sp:
@@ -153,11 +157,9 @@ def main(argv=None) -> int:
 
     def measure():
         inp = _inputs(a, a.device)
-        base = {k: inp[k] for k in ("x", "dt", "dA_cumsum", "dout", "CB")}
-        with_dx = base | {k: inp[k] for k in ("B", "dstates", "D")}
-        sides = {"golf dcb_ddA": ("dA", lambda: dk.dcb_ddA(**base)),
-                 "golf chunk_bwd": ("dx", lambda: dk.chunk_bwd(**with_dx)),
-                 "golf chunk_bwd + states": ("chunk", lambda: dk.chunk_bwd(**inp))}
+        calls = golf_calls(dk, inp)
+        sides = {f"golf {name}": (part, functools.partial(calls[part][0], **calls[part][1]))
+                 for name, part in (("dcb_ddA", "dA"), ("chunk_bwd", "dx"), ("chunk_bwd + states", "chunk"))}
         if a.device == "cuda":
             if ssm._import_mamba_triton() is None:
                 raise RuntimeError("mamba-ssm's Triton kernels do not import here")
@@ -189,8 +191,8 @@ def main(argv=None) -> int:
             want = mamba_chunk()
             want_parts = {"dA": mamba_dA(), "dx": mamba_dx(), "chunk": want}
         else:
-            want_parts = {"dA": dk.dcb_ddA_reference(**base), "dx": dk.chunk_bwd_reference(**with_dx),
-                          "chunk": dk.chunk_bwd_reference(**inp)}
+            want_parts = {part: (dk.dcb_ddA_reference if part == "dA" else dk.chunk_bwd_reference)(**kwargs)
+                          for part, (_, kwargs) in calls.items()}
         names = ("dCB", "ddA", "dx", "ddt", "dD", "dB", "dC")
         for name, (part, fn) in sides.items():
             if name.startswith("golf"):
