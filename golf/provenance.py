@@ -81,10 +81,20 @@ def commit_digest(commit: str, cwd: str | Path | None = None) -> str:
 
 
 def find_commits(digest: str, max_count: int = 200, cwd: str | Path | None = None) -> list[str]:
-    """The commits among HEAD's last max_count whose code has `digest` (newest first)."""
-    commits = subprocess.run(["git", "rev-list", f"--max-count={max_count}", "HEAD"], cwd=cwd, capture_output=True,
-                             text=True, timeout=60, check=True).stdout.split()
-    return [c for c in commits if commit_digest(c, cwd) == digest]
+    """The commits among HEAD's last max_count whose code has `digest` (newest first). Most commits leave the code
+    as it was (results, docs): the digest is computed once per distinct set of CODE_PATHS' git objects."""
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=60, check=True).stdout
+
+    by_objects: dict[str, str] = {}
+    found = []
+    for c in git("rev-list", f"--max-count={max_count}", "HEAD").split():
+        objects = git("ls-tree", c, "--", *CODE_PATHS)  # cli.py's blob, golf's and stages' tree ids
+        if objects not in by_objects:
+            by_objects[objects] = commit_digest(c, cwd)
+        if by_objects[objects] == digest:
+            found.append(c)
+    return found
 
 
 def commit_label(git: dict[str, Any]) -> str:
