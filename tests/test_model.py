@@ -184,9 +184,9 @@ def test_a_model_trained_on_the_gpu_only_paths_loads_on_the_cpu(tmp_path):
     its kept scan internals and golf's norm kernels, golf's residual glue, FlashAttention-4), which need CUDA, give
     way to scoring_config's, the same function. Training with them and then quantizing once failed here on the
     H200 (2026-12-01: 'model.ssm_backend is 'fused' but it needs a CUDA device')."""
+    from tests.test_post_train_stages import GPU_ONLY as gpu_only
+
     m = _randomized(TINY, std=0.05)
-    gpu_only = {"ssm_backend": "fused", "ssm_compile": "opaque", "ssm_scan": "mamba_keep_dA", "gated_norm": "golf",
-                "block_norm": "golf", "attn_backend": "flash4"}
     save_model(m, ModelConfig(**TINY, **gpu_only), tmp_path / "m")
     assert {k: json.loads((tmp_path / "m" / "config.json").read_text())[k] for k in gpu_only} == gpu_only
     with pytest.raises(GolfError, match="ssm_backend is 'fused'"):
