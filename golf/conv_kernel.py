@@ -2,7 +2,8 @@
 `causal_conv1d_silu(x, weight, bias)` has the call of causal-conv1d's causal_conv1d_fn(x, weight, bias,
 activation="silu") as golf.ssm.Mamba2Mixer makes it (no seq_idx, initial or final states); model.ssm_conv "golf"
 selects it on the triton path (golf.ssm.resolve_ssm_backend; golf::causal_conv1d_silu under ssm_compile
-"opaque"). bench/conv_kernel_bench.py times it against causal_conv1d_fn on a CUDA device.
+"opaque") and inside golf's fused mixer op (golf/mixer_op.py, conv_fwd and conv_bwd writing dx into the input
+gradient's columns). bench/conv_kernel_bench.py times it against causal_conv1d_fn on a CUDA device.
 
 What it computes, per batch b, channel c and time t (W the kernel width, x zero before t = 0, exactly
 golf.ssm.causal_conv_silu_reference on F.pad(x, (W - 1, 0))):
@@ -23,54 +24,106 @@ strides to its kernel as they are. The backward first makes a channel-last copy 
 over channels is not 1 (inside a compiled model dout can arrive as a plain (B, C, T) tensor, time the fast
 axis): one extra read and write of that tensor, far cheaper than tile loads whose every element is its own
 memory transaction; its kernels then take channels as contiguous (stride 1 at compile time, so loads can be
-vectorized). out and dx are allocated channel-last contiguous ((B, T, C) transposed), as causal-conv1d's are.
+vectorized). out and dx (unless conv_bwd is given dx=) are allocated channel-last contiguous ((B, T, C)
+transposed), as causal-conv1d's are.
 
 Forward: grid (cdiv(T, BLOCK_T), cdiv(C, BLOCK_C), B), default tile 64 x 128 at 4 warps; each program loads the
 W time-shifted (BLOCK_T, BLOCK_C) tiles of x it needs (rows t - W + 1 .. t; the overlapping rows come from
 L1/L2, so DRAM sees x about once), adds the W taps and the bias, applies SiLU and stores. Nothing is saved for
 backward but the inputs (x, weight, bias): the backward recomputes pre.
 
-Backward: two kernels and a scratch dpre of (B, T, C) in the compute dtype; default tile 32 x 64 at 8 warps
-(each (BT, BC) fp32 tile is then 8 values per thread), channels contiguous in every load and store (x and dout
-copied channel-last where needed, above; the taps read from a (W, C) contiguous copy of the weight).
+Backward: conv_bwd(..., design=) "two_pass" (the default: two kernels and a dpre scratch) or "fused" (one
+kernel, no activation-sized scratch). Both take the same default tile, 32 x 64 at 8 warps (each (BT, BC) fp32
+tile is then 8 values per thread), read channels contiguous in every load and store (x and dout copied
+channel-last where needed, above; the taps read from a (W, C) contiguous copy of the weight), write dx through
+its strides (conv_bwd's dx= takes any buffer whose channel stride is 1, e.g. a slice of a wider channel-last
+tensor), and sum the weight gradients the same way: per-program partial sums, one row per program along time
+of a (B * programs, W + 1, C) buffer (taps, then dbias), summed in PyTorch: deterministic (no atomics; the same
+bits run to run).
+
+Design "two_pass": a scratch dpre of (B, T, C) in the compute dtype.
   A. _conv_bwd_dpre_kernel, grid (cdiv(T, BLOCK_T * tiles), cdiv(C, BLOCK_C), B): each program walks `tiles`
      consecutive time tiles (default 8, 256 rows). Per tile it loads the W shifted x tiles once, forms pre,
      loads dout, stores dpre = dout silu'(pre) (one sigmoid per element), and adds dpre and dpre x[t - s]
      (s = 0 .. W - 1, the same x tiles) into W + 1 (BT, BC) accumulators, reduced over rows once at the end
-     into one row of a (B * cdiv(T, BLOCK_T * tiles), W + 1, C) partial-sum buffer (taps, then dbias), summed
-     in PyTorch: deterministic (no atomics; the same bits run to run) and small (production shapes: 512 rows
-     * 5 * 832 fp32 = 8.5 MB).
+     into the program's row of the partial-sum buffer (production shapes: 512 rows * 5 * 832 fp32 = 8.5 MB).
   B. _conv_bwd_dx_kernel, grid (cdiv(T, BLOCK_T), cdiv(C, BLOCK_C), B): dx[t] = sum_j w[W - 1 - j] dpre[t + j]
      from W shifted loads of the scratch (zero at or past T; overlapping rows again from L1/L2), stored in x's
      dtype.
 Registers, from ptxas -v on the Triton 3.9 PTX for sm_90a (bf16 x, W = 4, no GPU run): A 128 per thread at
 the default tile (149 fp16, 152 fp32 x), B 62, no spills, every global load and store vectorized. A at 32 x 64
 with 4 warps, or 64 x 64 or 32 x 128 with 8, uses 228 to 237 (fewer programs per SM); at the forward's 64 x 128
-it spills (976 bytes per thread at 8 warps, 10 KB at 4), which is why the backward has its own defaults. (The
-single fused backward kernel described below, compiled the same way at its 64 x 128 tile and 4 warps with
-channel strides of 1: 255 registers and 2.4 KB of spill stores per thread.)
+it spills (976 bytes per thread at 8 warps, 10 KB at 4), which is why the backward has its own defaults.
 DRAM traffic (bf16 x at the production shapes, one activation A = 218 MB): read x and dout (2A), write and
-read back the fp32 scratch (4A), write dx (A): about 7A = 1.5 GB, against the 3A of a single fused pass (plus
-2A for each of x and dout that needs its channel-last copy). The scratch is what lets each dpre be computed
-once: a register tile cannot be shifted along time in Triton, so a single fused kernel must recompute pre W
-times per tile with W shifted loads each and hold several large fp32 tiles at once. Such a fused backward
-(64 x 128 tiles, 4 warps) measured 2026-11-30 on an H200 with bench/conv_kernel_bench.py (b=64 T=2048 C=832
-W=4 bf16 channel-last) took 4.9 ms against causal-conv1d's 0.62 ms and a 0.164 ms memory floor (forward 0.163
-ms against causal-conv1d's 0.134), and about 20 ms per call inside the compiled hybrid model. This two-kernel
-design, same bench and shapes (bench/RESULTS.md, 2026-11-30 sixth block): forward + backward 0.942 ms of device
-time against causal-conv1d's 0.741; in hybrid_seed_fit's training step its kernels took 13.7 ms a step against
-causal-conv1d's 9.45, plus 10.2 ms for one (B, C, T) copy per call (most likely dout's channel-last copy below:
-x arrives channel-last there). `tiles` trades the
-partial-sum buffer's size (and its reduction in PyTorch) against the number of programs of kernel A; it does
-not affect dx, nor (beyond rounding order) the weight gradients.
+read back the fp32 scratch (4A), write dx (A): about 7A = 1.5 GB (plus 2A for each of x and dout that needs its
+channel-last copy). Measured on an H200 with bench/conv_kernel_bench.py (b=64 T=2048 C=832 W=4 bf16
+channel-last; bench/RESULTS.md, 2026-11-30 sixth block): forward + backward 0.942 ms of device time against
+causal-conv1d's 0.741; in hybrid_seed_fit's training step its kernels took 13.7 ms a step against
+causal-conv1d's 9.45, plus 10.2 ms for one (B, C, T) copy per call (most likely dout's channel-last copy above:
+x arrives channel-last there). `tiles` trades the partial-sum buffer's size (and its reduction in PyTorch)
+against the number of programs of kernel A; it does not affect dx, nor (beyond rounding order) the weight
+gradients. A fused kernel of another kind, which recomputed pre W times per tile (W shifted loads each, several
+large fp32 tiles held at once; 64 x 128 tiles, 4 warps: 255 registers and 2.4 KB of spill stores per thread
+compiled as above), measured 4.9 ms on the same bench against causal-conv1d's 0.62 ms and a 0.164 ms memory
+floor, and about 20 ms per call inside the compiled hybrid model.
+
+Design "fused": _conv_bwd_fused_kernel, one kernel over overlapping time tiles. A tile covers BT rows from t0;
+the program computes pre (W shifted loads of x, rows t0 - (W - 1) .. t0 + BT - 1, zero before 0 and from T),
+dout and dpre on all BT rows, but owns only the first OWN = BT - (W - 1): it writes dx and adds to the weight
+gradients for those rows only. The other W - 1 rows are the halo whose dpre the owned rows' dx needs (dx[t] =
+sum_j w[W - 1 - j] dpre[t + j], dpre = 0 from T). Tiles start OWN rows apart, so every row is owned once;
+grid (cdiv(cdiv(T, OWN), tiles), cdiv(C, BLOCK_C), B), each program walking `tiles` consecutive tiles (default
+8: 232 rows at BT = 32, W = 4; partial-sum buffer at the production shapes 576 rows, 9.6 MB); block_t must be
+at least W. Costs of the overlap: (W - 1) / OWN more pre and dpre work (10% at BT = 32, W = 4), and per tile
+2(W - 1) rows of x and W - 1 of dout read a second time (from L1/L2).
+  Shifting dpre along time within the tile (dpre[t + j], j = 1 .. W - 1) is done one of two ways, conv_bwd's
+  shift= (a constexpr of the kernel; which is faster is for the GPU to say):
+  "gather" (default): tl.gather(dpre, min(row + j, BT - 1), axis=0) on the register tile. Rows past the tile
+     read row BT - 1, garbage that feeds only unowned rows. Compiled (Triton 3.9, sm_90a), the gathers run
+     with warp shuffles in a layout where each warp holds whole columns of the tile: dpre and the x tile are
+     converted into it, and dx back out of it for the store, each through shared memory.
+  "scratch": each program stores its dpre tile into a private (BT, BC) region of a global scratch buffer,
+     tl.debug_barrier(), loads it back W - 1 times at row offsets j (rows past the tile masked to zero), and
+     passes a second barrier before its next tile overwrites the region. The scratch is num_programs * BT * BC
+     in the compute dtype (production shapes, default tiles: 7488 programs * 8 KB = 61 MB), each region live
+     only while its program runs, so its traffic stays in L1/L2 until L2 evicts a dead region's dirty lines (at
+     most its size in writes, 0.3 A). Compiled, the fp32 store takes a 4-per-thread layout, so with bf16 x (8
+     per thread) it too converts the tile through shared memory first.
+  Weight gradients without the shifted x tiles: dw[:, W - 1 - j] = sum_t dpre[t] x[t - j] = sum_u x[u]
+  dpre[u + j] (x = 0 before 0, dpre = 0 from T), summed over the owned rows u, which together cover [0, T) once.
+  So the kernel keeps only the unshifted x tile, next to the shifted dpre tiles that dx needs anyway, and each
+  x tile of pre dies as soon as it is added in. W + 1 (BT, BC) accumulators over the program's tiles, reduced
+  over rows once at the end, as kernel A: at the default tile a (BC,) vector costs each thread as many
+  registers as a (BT, BC) tile, and (BC,) sums reduced per tile measured more (166 gather, 180 scratch). The
+  taps are loaded twice per tile, for pre and for dx, from two stacked copies of the (W, C) weight ((2W, C)):
+  from one address the compiler merges the loads and keeps the W taps live through the tile (171 gather, 142
+  scratch).
+  Registers per thread (triton.compile for sm_90a with Triton 3.9 and its bundled ptxas, bf16 x, W = 4,
+  pointers and ints 16-divisible as in the production call, no GPU run; kernel A 134 in the same run, where
+  the figures above say 128), gather and scratch: at the default 32 x 64 and 8 warps 140 and 136, no spills,
+  every x, dout and dx access 16 bytes wide (fp32 x 181 and 140, W = 3 128 and 134, W = 2 102 and 100);
+  16 x 64 at 8 warps 126 and 104; 16 x 64 at 4 warps 144 and 142; 64 x 32 at 8 warps and 32 x 32 at 4, 138
+  both; 16 x 128 at 8 warps 189 and 137; 32 x 64 at 4 warps 255 (a 16-byte spill stack) and 250; 64 x 64 and
+  32 x 128 at 8 warps 254 to 255 (gather: 80 to 88 bytes of spill stack); 64 x 128 at 4 warps spills, 5.4 KB
+  of stack. Above 128 a program of 8 warps has an SM to itself.
+  DRAM traffic: read x and dout, write dx: about 3A = 0.65 GB at the production shapes, against the two-pass
+  design's 7A (plus the channel-last copies, as there). The bytes saved did not make it faster. On an H200
+  (bench/conv_kernel_bench.py at the production shapes, row stride 1664, Triton 3.6; bench/RESULTS.md 2026-12-01
+  fifteenth block), the "bwd ms" column (fwd + bwd less fwd, through autograd, which adds work of its own around each
+  implementation's kernels): the best fused launch 1.363 (gather, 32 x 32, 4 warps; scratch best 1.408 at 16 x 32, 4
+  warps), the best two-pass launch 1.321 (16 x 32, 4 warps; 1.453 at its default), causal-conv1d 1.287. Neither design
+  beats causal-conv1d's backward, so no config selects golf's conv.
 
 Limits. W (the width) 2, 3 or 4, as causal-conv1d. No seq_idx, initial_states, return_final_states or
 activations other than SiLU. Runs on CUDA tensors, or on CPU tensors under Triton's interpreter
-(TRITON_INTERPRET=1 set before triton is first imported; tests/conftest.py). This backward is checked in the
-interpreter (tests/test_conv_kernel.py), by compiling it offline (above), and on an H200 against causal_conv1d_fn
-(bench/conv_kernel_bench.py: forward bit-exact, dx 2.2e-3, the weight gradients <= 1e-6 relative). The backward
-allocates the scratch per call (an fp32 activation, 436 MB at the production shapes), transient in PyTorch's caching
-allocator.
+(TRITON_INTERPRET=1 set before triton is first imported; tests/conftest.py). The two-pass backward is checked in
+the interpreter (tests/test_conv_kernel.py), by compiling it offline (above), and on an H200 against
+causal_conv1d_fn (bench/conv_kernel_bench.py: forward bit-exact, dx 2.2e-3, the weight gradients <= 1e-6
+relative); the fused one in the interpreter (against the reference and the two-pass design, both shifts), by
+compiling it offline, and on an H200 (tests/test_conv_kernel.py compiled: every case passed; the bench's parity
+against causal_conv1d_fn: dx 2.1e-3, the weight gradients <= 1.2e-6 relative). The two-pass backward allocates its scratch per call (an fp32 activation, 436 MB at
+the production shapes), the fused one its per-program regions with the scratch shift (61 MB), transient in
+PyTorch's caching allocator.
 """
 
 from __future__ import annotations
@@ -84,6 +137,8 @@ from golf.kernel_inputs import TL_DTYPES, check_dtypes_and_device, check_runs_he
 from golf.ssm import compute_dtype
 
 WIDTHS = (2, 3, 4)
+BWD_DESIGNS = ("two_pass", "fused")  # conv_bwd's design
+SHIFTS = ("gather", "scratch")  # the fused backward's shift of dpre within a tile
 
 
 # --------------------------------------------------------------------------------------------------
@@ -239,6 +294,109 @@ def _conv_bwd_dx_kernel(dpre_ptr, wt_ptr, dx_ptr,
     tl.store(dx_ptr + b * sdx_b + t[:, None] * sdx_t + c[None, :], dx.to(dx_ptr.dtype.element_ty), mask=m)
 
 
+@triton.jit
+def _dpre_shift(dpre, s_ptrs, r, j: tl.constexpr, BT: tl.constexpr, GATHER: tl.constexpr):
+    """dpre[r + j] on the program's (BT, BC) tile (rows r = 0 .. BT - 1 of the tile). Rows r + j >= BT are not
+    in the tile: garbage (gather: row BT - 1) or zero (scratch), either way they feed only rows r >= BT - (W - 1),
+    which the program does not own. GATHER: a gather of the register tile along rows; else loads from the
+    program's scratch region s_ptrs (the tile stored there row-major, (BT, BC) contiguous)."""
+    if j == 0:
+        return dpre
+    if GATHER:
+        idx = tl.minimum(r + j, BT - 1)[:, None] + tl.zeros(dpre.shape, dtype=tl.int32)  # (BT, BC)
+        return tl.gather(dpre, idx, axis=0)
+    else:
+        return tl.load(s_ptrs + j * dpre.shape[1], mask=(r + j < BT)[:, None], other=0.0)
+
+
+@triton.jit
+def _conv_bwd_fused_kernel(x_ptr, wt_ptr, b_ptr, dout_ptr, dx_ptr, part_ptr, scratch_ptr,
+                           T, C, tiles,
+                           sx_b, sx_t, sd_b, sd_t, sdx_b, sdx_t, sp_r, sp_k,
+                           W: tl.constexpr, HAS_BIAS: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr,
+                           GATHER: tl.constexpr, ACC: tl.constexpr):
+    """The one-kernel backward. Per (BT, BC) tile of rows t0 .. t0 + BT - 1: pre and dpre as kernel A, then the
+    shifted dpre[t + j] (j < W, _dpre_shift) for dx[t] = sum_j w[:, W - 1 - j] dpre[t + j] and for the weight
+    gradients, taken over the tile's first OWN = BT - (W - 1) rows only (its owned rows; the other W - 1 rows are
+    the halo whose dpre those rows need). Tiles start OWN rows apart, a program walks `tiles` consecutive ones.
+    x, dout and dx channel-last (stride over channels 1); wt two (W, C) contiguous copies of the weight, one
+    stacked on the other ((2W, C)): pre's taps from the first, dx's from the second (two addresses, so the
+    compiler cannot merge the loads and keep the taps live through the tile; module docstring); scratch_ptr
+    (scratch shift only): one (BT, BC) region in the compute dtype per program, row-major."""
+    OWN: tl.constexpr = BT - (W - 1)
+    pid_g = tl.program_id(0)
+    pid_c = tl.program_id(1)
+    b = tl.program_id(2).to(tl.int64)
+    r = tl.arange(0, BT)  # (BT,) row within the tile
+    c = pid_c * BC + tl.arange(0, BC)  # (BC,)
+    cmask = c < C
+    own = (r < OWN)[:, None]  # (BT, 1)
+    x_base = x_ptr + b * sx_b
+    d_base = dout_ptr + b * sd_b
+    dx_base = dx_ptr + b * sdx_b
+    wd_ptr = wt_ptr + W * C  # the taps' second copy, for dx
+    region = (b * tl.num_programs(1) + pid_c) * tl.num_programs(0) + pid_g  # this program's scratch region
+    s_ptrs = scratch_ptr + region * (BT * BC) + r[:, None] * BC + tl.arange(0, BC)[None, :]  # (BT, BC) row-major
+    # dw[:, W - 1 - j] = sum_t dpre[t] x[t - j] = sum_u x[u] dpre[u + j] (x = 0 before u = 0, dpre = 0 from T):
+    # summed over owned rows u, it needs only the unshifted x tile next to the shifted dpre that dx needs anyway,
+    # and every u in [0, T) is some tile's owned row, so the sum is whole. Accumulated elementwise over the
+    # program's tiles, reduced over rows once at the end, as kernel A.
+    dw0 = tl.zeros((BT, BC), dtype=ACC)
+    dw1 = tl.zeros((BT, BC), dtype=ACC)
+    dw2 = tl.zeros((BT, BC), dtype=ACC)
+    dw3 = tl.zeros((BT, BC), dtype=ACC)
+    db = tl.zeros((BT, BC), dtype=ACC)
+    for i in range(tiles):
+        t = (pid_g * tiles + i) * OWN + r  # (BT,)
+        m = (t < T)[:, None] & cmask[None, :]
+        if HAS_BIAS:
+            bias = tl.load(b_ptr + c, mask=cmask, other=0.0).to(ACC)
+        else:
+            bias = tl.zeros((BC,), dtype=ACC)
+        w0 = _w_shift(wt_ptr, c, cmask, 0, W, C, ACC)
+        w1 = _w_shift(wt_ptr, c, cmask, 1, W, C, ACC)
+        w2 = _w_shift(wt_ptr, c, cmask, 2, W, C, ACC)
+        w3 = _w_shift(wt_ptr, c, cmask, 3, W, C, ACC)
+        x0 = _x_shift(x_base, t, 0, c, cmask, T, sx_t, ACC)  # (BT, BC), kept for dweight
+        pre = bias[None, :] + w0[None, :] * x0 + w1[None, :] * _x_shift(x_base, t, 1, c, cmask, T, sx_t, ACC)
+        if W >= 3:
+            pre += w2[None, :] * _x_shift(x_base, t, 2, c, cmask, T, sx_t, ACC)
+        if W >= 4:
+            pre += w3[None, :] * _x_shift(x_base, t, 3, c, cmask, T, sx_t, ACC)
+        dout = tl.load(d_base + t[:, None] * sd_t + c[None, :], mask=m, other=0.0).to(ACC)
+        sig = 1.0 / (1.0 + tl.exp(-pre))
+        dpre = dout * sig * (1.0 + pre * (1.0 - sig))  # (BT, BC); 0 at rows t >= T (dout masked to 0)
+        x0 = tl.where(own, x0, 0.0)  # owned rows only, for dweight
+        db += tl.where(own, dpre, 0.0)
+        dw0 += x0 * dpre
+        if not GATHER:
+            tl.store(s_ptrs, dpre)
+            tl.debug_barrier()  # the whole tile stored before any thread reads its neighbours' rows
+        g = _dpre_shift(dpre, s_ptrs, r, 1, BT, GATHER)
+        dx = _w_shift(wd_ptr, c, cmask, 1, W, C, ACC)[None, :] * g
+        dw1 += x0 * g
+        if W >= 3:
+            g = _dpre_shift(dpre, s_ptrs, r, 2, BT, GATHER)
+            dx += _w_shift(wd_ptr, c, cmask, 2, W, C, ACC)[None, :] * g
+            dw2 += x0 * g
+        if W >= 4:
+            g = _dpre_shift(dpre, s_ptrs, r, 3, BT, GATHER)
+            dx += _w_shift(wd_ptr, c, cmask, 3, W, C, ACC)[None, :] * g
+            dw3 += x0 * g
+        dx += _w_shift(wd_ptr, c, cmask, 0, W, C, ACC)[None, :] * dpre
+        tl.store(dx_base + t[:, None] * sdx_t + c[None, :], dx.to(dx_ptr.dtype.element_ty), mask=m & own)
+        if not GATHER:
+            tl.debug_barrier()  # every thread's loads done before the next tile overwrites the region
+    p_base = part_ptr + (b * tl.num_programs(0) + pid_g) * sp_r + c  # [row, k, c]; k = W - 1 - s, row W dbias
+    tl.store(p_base + (W - 1) * sp_k, tl.sum(dw0, axis=0), mask=cmask)
+    tl.store(p_base + (W - 2) * sp_k, tl.sum(dw1, axis=0), mask=cmask)
+    if W >= 3:
+        tl.store(p_base + (W - 3) * sp_k, tl.sum(dw2, axis=0), mask=cmask)
+    if W >= 4:
+        tl.store(p_base + (W - 4) * sp_k, tl.sum(dw3, axis=0), mask=cmask)
+    tl.store(p_base + W * sp_k, tl.sum(db, axis=0), mask=cmask)
+
+
 # --------------------------------------------------------------------------------------------------
 # Host side
 # --------------------------------------------------------------------------------------------------
@@ -314,37 +472,87 @@ def conv_fwd(x, weight, bias=None, *, block_t=64, block_c=128, num_warps=4):
     return out
 
 
-def conv_bwd(x, weight, bias, dout, *, block_t=32, block_c=64, tiles=8, num_warps=8):
+def _check_design(design, shift, names=("design", "shift")) -> None:
+    """One ValueError line naming the argument (names: how the caller spells design and shift) and the choices."""
+    for name, v, choices in ((names[0], design, BWD_DESIGNS), (names[1], shift, SHIFTS)):
+        if not isinstance(v, str) or v not in choices:
+            raise ValueError(f"causal_conv1d_silu: {name} must be one of {list(choices)}, got {v!r}")
+
+
+def _check_fused_tile(design, block_t, w) -> None:
+    """The fused backward owns block_t - (W - 1) rows of each tile: at least one."""
+    if design == "fused" and block_t is not None and block_t < w:
+        raise ValueError(f"causal_conv1d_silu: block_t must be >= the width {w} for the fused backward (it owns "
+                         f"block_t - (W - 1) rows of each tile), got {block_t}")
+
+
+def _check_dx(dx, x) -> None:
+    """conv_bwd's dx= buffer: x's shape, dtype and device, channels contiguous (any batch and time strides)."""
+    if (not isinstance(dx, torch.Tensor) or tuple(dx.shape) != tuple(x.shape) or dx.dtype != x.dtype
+            or dx.device != x.device or (dx.stride(1) != 1 and dx.shape[1] > 1)):
+        raise ValueError(f"causal_conv1d_silu: dx must be a {tuple(x.shape)} {x.dtype} tensor on {x.device} with "
+                         f"channel stride 1, got "
+                         + (f"{tuple(dx.shape)} {dx.dtype} on {dx.device}, strides {dx.stride()}"
+                            if isinstance(dx, torch.Tensor) else type(dx).__name__))
+
+
+def conv_bwd(x, weight, bias, dout, *, design="two_pass", shift="gather", block_t=32, block_c=64, tiles=8,
+             num_warps=8, dx=None):
     """(dx, dweight, dbias) of sum(out * dout) for out = conv_fwd(x, weight, bias): dx (B, C, T) in x's dtype,
     channel-last; dweight (C, W) and dbias (C,) in their parameter's dtype (None for an absent bias), reduced
-    in the compute dtype. x and dout any strides (copied channel-last first where they are not). block_t x
-    block_c: the tile of both backward kernels, num_warps their warps per program; tiles: time tiles walked by
-    one program of the first (dpre and the weight-gradient partial sums), which sets the partial-sum buffer's
-    rows, B * cdiv(T, block_t * tiles) (module docstring)."""
+    in the compute dtype. x and dout any strides (copied channel-last first where they are not).
+    design: "two_pass" (kernel A, then B, through a dpre scratch) or "fused" (one kernel; shift: how it shifts
+    dpre along time within a tile, "gather" or "scratch"; ignored by "two_pass"); module docstring. block_t x
+    block_c: the tile of the backward's kernels, num_warps their warps per program; tiles: time tiles walked by
+    one program of kernel A or of the fused kernel, which sets the partial-sum buffer's rows (module docstring).
+    The fused design needs block_t >= W (it owns block_t - (W - 1) rows of each tile). dx: where to write dx, a
+    tensor of x's shape and dtype with channel stride 1 and any other strides (e.g. a slice of a wider
+    channel-last buffer); None allocates it channel-last contiguous."""
+    _check_design(design, shift)
     _check_blocks(block_t, block_c, tiles)
     _check(x, weight, bias, dout)
     bsz, c, t = x.shape
     w = weight.shape[1]
+    _check_fused_tile(design, block_t, w)
+    if dx is None:
+        dx = _new_channel_last(x)
+    else:
+        _check_dx(dx, x)
     acc = compute_dtype(x)
-    dx = _new_channel_last(x)
-    groups = triton.cdiv(t, block_t * tiles)
+    own = block_t - (w - 1) if design == "fused" else block_t  # rows a tile writes dx for
+    groups = triton.cdiv(triton.cdiv(t, own), tiles)  # programs along time
     part = torch.zeros(bsz * groups, w + 1, c, dtype=acc, device=x.device)  # [row, k, c]; row W is dbias
     if dx.numel():
         x, dout = _as_channel_last(x), _as_channel_last(dout)
-        dpre = torch.empty(bsz, t, c, dtype=acc, device=x.device)  # scratch, (B, T, C) contiguous
         wt = weight.t().contiguous()  # (W, C): tap loads vectorize over channels (weight's rows are W wide)
         has_bias = bias is not None
-        _conv_bwd_dpre_kernel[(groups, triton.cdiv(c, block_c), bsz)](
-            x, wt, bias if has_bias else wt, dout, dpre, part,
-            t, c, tiles,
-            x.stride(0), x.stride(2), dout.stride(0), dout.stride(2), dpre.stride(0),
-            dpre.stride(1), part.stride(0), part.stride(1),
-            W=w, HAS_BIAS=has_bias, BT=block_t, BC=block_c, ACC=TL_DTYPES[acc], num_warps=num_warps)
-        _conv_bwd_dx_kernel[(triton.cdiv(t, block_t), triton.cdiv(c, block_c), bsz)](
-            dpre, wt, dx,
-            t, c,
-            dpre.stride(0), dpre.stride(1), dx.stride(0), dx.stride(2),
-            W=w, BT=block_t, BC=block_c, ACC=TL_DTYPES[acc], num_warps=num_warps)
+        cblocks = triton.cdiv(c, block_c)
+        common = {"W": w, "BT": block_t, "BC": block_c, "ACC": TL_DTYPES[acc], "num_warps": num_warps}
+        if design == "fused":
+            wt = torch.cat([wt, wt])  # (2W, C): pre's taps, then dx's (kernel docstring)
+            gather = shift == "gather"
+            # scratch: one (block_t, block_c) region per program (the gather variant passes part, unused)
+            scratch = part if gather else torch.empty(groups * cblocks * bsz, block_t, block_c, dtype=acc,
+                                                      device=x.device)
+            _conv_bwd_fused_kernel[(groups, cblocks, bsz)](
+                x, wt, bias if has_bias else wt, dout, dx, part, scratch,
+                t, c, tiles,
+                x.stride(0), x.stride(2), dout.stride(0), dout.stride(2), dx.stride(0), dx.stride(2),
+                part.stride(0), part.stride(1),
+                HAS_BIAS=has_bias, GATHER=gather, **common)
+        else:
+            dpre = torch.empty(bsz, t, c, dtype=acc, device=x.device)  # scratch, (B, T, C) contiguous
+            _conv_bwd_dpre_kernel[(groups, cblocks, bsz)](
+                x, wt, bias if has_bias else wt, dout, dpre, part,
+                t, c, tiles,
+                x.stride(0), x.stride(2), dout.stride(0), dout.stride(2), dpre.stride(0),
+                dpre.stride(1), part.stride(0), part.stride(1),
+                HAS_BIAS=has_bias, **common)
+            _conv_bwd_dx_kernel[(triton.cdiv(t, block_t), cblocks, bsz)](
+                dpre, wt, dx,
+                t, c,
+                dpre.stride(0), dpre.stride(1), dx.stride(0), dx.stride(2),
+                **common)
     red = part.sum(0)  # (W + 1, C), deterministic
     dweight = red[:w].t().to(weight.dtype)
     dbias = red[w].to(bias.dtype) if bias is not None else None
@@ -361,7 +569,7 @@ class _ConvSiluFn(torch.autograd.Function):
     def forward(ctx, x, weight, bias, opts):
         ctx.save_for_backward(x, weight, bias)
         ctx.opts = {k: v for k, v in opts.items() if v is not None}  # None: conv_bwd's own default
-        fwd = {k: v for k, v in ctx.opts.items() if k != "tiles"}
+        fwd = {k: v for k, v in ctx.opts.items() if k not in ("tiles", "design", "shift")}
         return conv_fwd(x, weight, bias, **fwd)
 
     @staticmethod
@@ -371,14 +579,18 @@ class _ConvSiluFn(torch.autograd.Function):
         return dx, dweight, dbias, None
 
 
-def causal_conv1d_silu(x, weight, bias=None, *, block_t=None, block_c=None, tiles=8, num_warps=None):
+def causal_conv1d_silu(x, weight, bias=None, *, block_t=None, block_c=None, tiles=8, num_warps=None,
+                       bwd_design="two_pass", bwd_shift="gather"):
     """causal_conv1d_fn(x, weight, bias, activation="silu") as golf's mixer calls it, on golf's kernels,
     differentiable w.r.t. x, weight and bias. x (B, C, T) (a channel-last view for speed), weight (C, W) with W
     in 2..4, bias (C,) or None. Returns (B, C, T) in x's dtype, channel-last. block_t, block_c (the tile) and
     num_warps (per program) apply to the forward and backward kernels alike; None takes each one's default
     (conv_fwd 64 x 128 at 4 warps, conv_bwd 32 x 64 at 8). tiles: time tiles per program of the backward's
-    first kernel (module docstring)."""
+    first (or only) kernel; bwd_design and bwd_shift: conv_bwd's design and shift (module docstring)."""
+    _check_design(bwd_design, bwd_shift, ("bwd_design", "bwd_shift"))
     _check_blocks(block_t, block_c, tiles, optional=True)
     _check(x, weight, bias)
-    opts = {"block_t": block_t, "block_c": block_c, "tiles": tiles, "num_warps": num_warps}
+    _check_fused_tile(bwd_design, block_t, weight.shape[1])
+    opts = {"block_t": block_t, "block_c": block_c, "tiles": tiles, "num_warps": num_warps,
+            "design": bwd_design, "shift": bwd_shift}
     return _ConvSiluFn.apply(x, weight, bias, opts)

@@ -4,7 +4,9 @@ weight, bias) against torch.autograd through golf.ssm.causal_conv_silu_reference
 (what causal_conv1d_fn(x, weight, bias, activation="silu") computes). fp64 inputs compute in fp64, so those
 cases compare at ~1e-12 relative: a tap off by one in time, a missing bias or a wrong SiLU derivative is off by
 orders of magnitude more. Shapes are small and the tiles smaller (so that T and C are not multiples of them,
-and the backward's programs walk several time tiles) to keep the interpreter fast."""
+and the backward's programs walk several time tiles) to keep the interpreter fast. Both backward designs
+(conv_bwd's design "two_pass" and "fused", the latter with either shift of dpre, "gather" and "scratch") run
+the parity cases, and the fused one is checked against the two-pass one at ~1e-12 in fp64."""
 
 import re
 
@@ -18,6 +20,11 @@ from golf.ssm import causal_conv_silu_reference
 
 F64 = torch.float64
 SMALL = {"block_t": 8, "block_c": 8, "tiles": 2}  # small tiles: T, C below span several of each
+# the backward designs: causal_conv1d_silu's keywords for each, and conv_bwd's
+BWD = {"two_pass": {}, "fused_gather": {"bwd_design": "fused", "bwd_shift": "gather"},
+       "fused_scratch": {"bwd_design": "fused", "bwd_shift": "scratch"}}
+CONV_BWD = {"two_pass": {"design": "two_pass"}, "fused_gather": {"design": "fused", "shift": "gather"},
+            "fused_scratch": {"design": "fused", "shift": "scratch"}}
 
 
 @pytest.fixture(scope="module")
@@ -93,23 +100,41 @@ CASES = {
 }
 
 
+def _spy_conv_bwd(ck, monkeypatch) -> list:
+    """conv_bwd, as the autograd path calls it, wrapped to record each call's (design, shift)."""
+    calls, real = [], ck.conv_bwd
+
+    def spy(*args, **kw):
+        calls.append((kw.get("design", "two_pass"), kw.get("shift", "gather")))
+        return real(*args, **kw)
+
+    monkeypatch.setattr(ck, "conv_bwd", spy)
+    return calls
+
+
+@pytest.mark.parametrize("bwd", list(BWD))
 @pytest.mark.parametrize("case", list(CASES))
-def test_fp64_matches_reference(ck, device, case):
+def test_fp64_matches_reference(ck, device, case, bwd, monkeypatch):
     b, c, t, w, row, offset, bias, opts = CASES[case]
-    _compare(ck, _inputs(1, b, c, t, w, bias=bias, row=row, offset=offset, device=device), 1e-12, **opts)
+    calls = _spy_conv_bwd(ck, monkeypatch)
+    _compare(ck, _inputs(1, b, c, t, w, bias=bias, row=row, offset=offset, device=device), 1e-12, **opts,
+             **BWD[bwd])
+    want = CONV_BWD[bwd]
+    assert calls == [(want["design"], want.get("shift", "gather"))]  # the backward asked for ran
 
 
 def test_fp32_matches_reference(ck, device):
     _compare(ck, _inputs(2, 2, 20, 37, 4, dtype=torch.float32, row=52, offset=7, device=device), 1e-5, **SMALL)
 
 
-@pytest.mark.parametrize("wdtype", [torch.float32, torch.bfloat16])
-def test_bf16_keeps_dtypes(ck, device, wdtype):
+@pytest.mark.parametrize("wdtype, bwd", [(torch.float32, "two_pass"), (torch.bfloat16, "two_pass"),
+                                         (torch.float32, "fused_gather"), (torch.bfloat16, "fused_scratch")])
+def test_bf16_keeps_dtypes(ck, device, wdtype, bwd):
     """bf16 x with fp32 (as in training) or bf16 parameters: out and dx in bf16, dweight and dbias in the
     parameters' dtype, channel-last out; values within bf16 rounding of the fp32 reference on the same inputs."""
     x, weight, bias, dout = _inputs(3, 2, 20, 37, 4, dtype=torch.bfloat16, wdtype=wdtype, row=52, offset=7,
                                     device=device)
-    got, (dx, dw, db) = _run(lambda *a: ck.causal_conv1d_silu(*a, **SMALL), x, weight, bias, dout)
+    got, (dx, dw, db) = _run(lambda *a: ck.causal_conv1d_silu(*a, **SMALL, **BWD[bwd]), x, weight, bias, dout)
     assert (got.dtype, dx.dtype, dw.dtype, db.dtype) == (torch.bfloat16, torch.bfloat16, wdtype, wdtype)
     want, (rdx, rdw, rdb) = _run(_reference, x.float(), weight.float(), bias.float(), dout)
     for name, g, r in (("out", got, want), ("dx", dx, rdx), ("dweight", dw, rdw), ("dbias", db, rdb)):
@@ -168,7 +193,7 @@ def test_backward_layouts_give_channel_last_results(ck, device, layout):
     _compare(ck, (xo, weight, bias, do), 1e-12, **SMALL)
 
 
-@pytest.mark.parametrize("block_t, tiles, t", [(8, 1, 45), (8, 3, 45), (8, 5, 45), (4, 4, 61), (16, 2, 15)])
+@pytest.mark.parametrize("block_t, tiles, t", [(8, 1, 45), (8, 3, 45), (8, 5, 45), (4, 4, 29), (16, 2, 15)])
 def test_tiles_per_program_exact_fp64(ck, device, block_t, tiles, t):
     """The backward's first kernel walking several time tiles per program, with T not a multiple of the tile nor
     of a program's span (the last program's last tile partly past T; with 5 tiles of 8 rows over 45, its last
@@ -183,21 +208,73 @@ def test_tiles_per_program_exact_fp64(ck, device, block_t, tiles, t):
     assert torch.equal(dx, dx1)
 
 
-def test_weight_grads_deterministic(ck, device):
+@pytest.mark.parametrize("bwd", ["two_pass", "fused_scratch"])
+def test_weight_grads_deterministic(ck, device, bwd):
     """dweight and dbias are per-program partial sums reduced in PyTorch, not atomics: bitwise repeatable."""
     x, weight, bias, dout = _inputs(5, 2, 12, 21, 4, dtype=torch.float32, device=device)
-    a = ck.conv_bwd(x, weight, bias, dout.float(), **SMALL)
-    b = ck.conv_bwd(x, weight, bias, dout.float(), **SMALL)
+    a = ck.conv_bwd(x, weight, bias, dout.float(), **SMALL, **CONV_BWD[bwd])
+    b = ck.conv_bwd(x, weight, bias, dout.float(), **SMALL, **CONV_BWD[bwd])
     for g, h in zip(a, b):
         assert torch.equal(g, h)
 
 
-def test_empty_sequence(ck, device):
+@pytest.mark.parametrize("bwd", list(CONV_BWD))
+def test_empty_sequence(ck, device, bwd):
     x, weight, bias, dout = _inputs(6, 2, 8, 1, 4, device=device)
     x0, d0 = x[..., :0], dout[..., :0]
     assert ck.conv_fwd(x0, weight, bias).shape == (2, 8, 0)
-    dx, dw, db = ck.conv_bwd(x0, weight, bias, d0)
-    assert dx.shape == (2, 8, 0) and not dw.any() and not db.any()
+    dx, dw, db = ck.conv_bwd(x0, weight, bias, d0, **CONV_BWD[bwd])
+    assert dx.shape == (2, 8, 0) and dw.shape == (8, 4) and db.shape == (8,) and not dw.any() and not db.any()
+
+
+# (w, bias, t, block_t, tiles) for the fused backward, which owns block_t - (w - 1) rows of each tile: T not a
+# multiple of that stride nor of the tile; programs walking several tiles, the last one's last tiles wholly past
+# T; T shorter than the tile; a tile of exactly W rows (one owned row each)
+FUSED = {
+    "w4_three_tiles_ragged": (4, True, 47, 8, 3),
+    "w3_no_bias": (3, False, 23, 8, 2),
+    "w2_tiles_past_t": (2, True, 19, 4, 3),
+    "t_below_tile": (4, True, 6, 16, 2),
+    "one_owned_row": (4, True, 9, 4, 4),
+}
+
+
+@pytest.mark.parametrize("case", list(FUSED))
+def test_fused_equals_two_pass_fp64(ck, device, case):
+    """The fused backward, both shifts, against the two-pass one in fp64 (x a slice of a wider tensor at a channel
+    offset, C not a multiple of block_c): dx, dweight and dbias within ~1e-12, dx channel-last, dbias None without
+    a bias."""
+    w, bias, t, block_t, tiles = FUSED[case]
+    x, weight, b_, dout = _inputs(10, 1, 12, t, w, bias=bias, row=20, offset=3, device=device)
+    opts = {"block_t": block_t, "block_c": 8, "tiles": tiles}
+    want = ck.conv_bwd(x, weight, b_, dout, design="two_pass", **opts)
+    for shift in ck.SHIFTS:
+        got = ck.conv_bwd(x, weight, b_, dout, design="fused", shift=shift, **opts)
+        assert got[0].stride() == (12 * t, 1, 12)
+        for name, g, h in zip(("dx", "dweight", "dbias"), got, want):
+            if h is None:
+                assert g is None, f"{shift} {name}: a gradient for an absent bias"
+            else:
+                _assert_close(f"{shift} {name}", g, h, 1e-12)
+
+
+@pytest.mark.parametrize("bwd", ["two_pass", "fused_gather"])  # the shifts share the fused kernel's dx store
+def test_dx_into_a_slice_of_a_wider_buffer(ck, device, bwd):
+    """conv_bwd(dx=...) writes dx through any row stride: into channels [5, 17) of a (B, T, 24) buffer, the
+    other channels left as they were, the values bit for bit those of a freshly allocated dx; x a slice of a
+    wider tensor and dout plain (B, C, T) (time the fast axis, so copied channel-last first)."""
+    x, weight, bias, dout = _inputs(11, 2, 12, 23, 4, row=28, offset=5, device=device)
+    dout = dout.contiguous()
+    opts = {**SMALL, **CONV_BWD[bwd]}
+    want = ck.conv_bwd(x, weight, bias, dout, **opts)
+    buf = torch.full((2, 23, 24), 7.0, dtype=x.dtype, device=device)  # (B, T, row)
+    view = buf[:, :, 5:17].transpose(1, 2)  # (B, C, T), stride over channels 1, over time 24
+    got = ck.conv_bwd(x, weight, bias, dout, dx=view, **opts)
+    assert got[0].data_ptr() == view.data_ptr() and got[0].stride() == (23 * 24, 1, 24)
+    for g, h in zip(got, want):
+        assert torch.equal(g, h)
+    assert (buf[:, :, :5] == 7.0).all() and (buf[:, :, 17:] == 7.0).all()
+    _assert_close("dx", got[0].cpu(), _run(_reference, x, weight, bias, dout)[1][0], 1e-12)
 
 
 BAD = [
@@ -234,6 +311,48 @@ def test_bad_tiles(ck, device):
         ck.causal_conv1d_silu(x, weight, bias, block_c=48)
 
 
+def _error_line(fn, *args, **kw) -> str:
+    """The message of the ValueError fn raises, checked to be one line."""
+    with pytest.raises(ValueError) as e:
+        fn(*args, **kw)
+    msg = str(e.value)
+    assert "\n" not in msg, msg
+    return msg
+
+
+def test_bad_design_one_clear_error(ck, device):
+    """A bad design, shift, fused tile or dx buffer: one ValueError line naming the argument and what it takes,
+    from conv_bwd and (before any kernel runs) from causal_conv1d_silu."""
+    x, weight, bias, dout = _inputs(7, 2, 8, 16, 4, device=device)
+    designs, shifts = "['two_pass', 'fused']", "['gather', 'scratch']"
+    cases = [
+        ((ck.conv_bwd, x, weight, bias, dout), {"design": "fusd"}, f"design must be one of {designs}, got 'fusd'"),
+        ((ck.conv_bwd, x, weight, bias, dout), {"design": "fused", "shift": "smem"},
+         f"shift must be one of {shifts}, got 'smem'"),
+        ((ck.causal_conv1d_silu, x, weight, bias), {"bwd_design": "one_pass"},
+         f"bwd_design must be one of {designs}, got 'one_pass'"),
+        ((ck.causal_conv1d_silu, x, weight, bias), {"bwd_design": "fused", "bwd_shift": None},
+         f"bwd_shift must be one of {shifts}, got None"),
+        ((ck.conv_bwd, x, weight, bias, dout), {"design": "fused", "block_t": 2},
+         ("block_t must be >= the width 4 for the fused backward (it owns block_t - (W - 1) rows of each tile), "
+          "got 2")),
+        ((ck.causal_conv1d_silu, x, weight, bias), {"bwd_design": "fused", "block_t": 2},
+         "block_t must be >= the width 4 for the fused backward"),
+        ((ck.conv_bwd, x, weight, bias, dout), {"dx": torch.empty(2, 8, 16, dtype=x.dtype, device=device)},
+         (f"dx must be a (2, 8, 16) torch.float64 tensor on {x.device} with channel stride 1, got (2, 8, 16) "
+          f"torch.float64 on {x.device}, strides (128, 16, 1)")),
+        ((ck.conv_bwd, x, weight, bias, dout), {"dx": torch.empty(2, 16, 8, device=device).transpose(1, 2)},
+         (f"dx must be a (2, 8, 16) torch.float64 tensor on {x.device} with channel stride 1, got (2, 8, 16) "
+          "torch.float32")),
+    ]
+    for (fn, *args), kw, message in cases:
+        msg = _error_line(fn, *args, **kw)
+        assert msg.startswith("causal_conv1d_silu: " + message), (kw, msg)
+    # the two-pass design takes no shift, but a bad one is still refused rather than ignored
+    msg = _error_line(ck.conv_bwd, x, weight, bias, dout, shift="roll")
+    assert msg == f"causal_conv1d_silu: shift must be one of {shifts}, got 'roll'"
+
+
 def test_cpu_tensors_need_the_interpreter(ck):
     if ck.interpreted():
         pytest.skip("the interpreter runs CPU tensors")
@@ -244,8 +363,11 @@ def test_cpu_tensors_need_the_interpreter(ck):
 
 def test_bench_script_dry_run(ck, device, tmp_path, monkeypatch):
     """bench/conv_kernel_bench.py end to end at tiny fp32 shapes (on the CPU: its --device cpu dry run in the
-    interpreter), with the PyTorch reference standing in for causal_conv1d_fn: golf's kernel passes the parity
-    gate against both and is timed, for both row strides, and the JSON says so."""
+    interpreter), with the PyTorch reference standing in for causal_conv1d_fn: golf's kernel, with each backward
+    design of --bwd-design, passes the parity gate against both and is timed, for both row strides, and the JSON
+    says so, with each backward also timed alone, writing dx into the slice of a wider buffer it is given (device
+    time over 2 calls, not 20, to keep the interpreter's share short)."""
+    import functools
     import importlib.util
     import json
     from pathlib import Path
@@ -259,19 +381,30 @@ def test_bench_script_dry_run(ck, device, tmp_path, monkeypatch):
         assert activation == "silu"
         return _reference(x, weight, bias)
 
-    monkeypatch.setattr(bench, "import_causal_conv1d", lambda: stand_in)
+    def stand_in_bwd(x, weight, bias, dout, dx):
+        dx.copy_(_run(_reference, x, weight, bias, dout)[1][0])
+
+    monkeypatch.setattr(bench, "import_causal_conv1d", lambda: (stand_in, stand_in_bwd))
+    monkeypatch.setattr(bench, "device_ms", functools.partial(bench.device_ms, reps=2))
+    calls = _spy_conv_bwd(ck, monkeypatch)
     out = tmp_path / "bench.json"
-    rc = bench.main(["--device", device, "--dtype", "fp32", "--b", "2", "--t", "20", "--c", "12",
+    designs = ["two_pass", "fused_gather", "fused_scratch"]
+    rc = bench.main(["--device", device, "--dtype", "fp32", "--b", "1", "--t", "20", "--c", "12",
                      "--row-strides", "12,20", "--block-t", "16", "--block-c", "16", "--tiles", "1",
-                     "--json", str(out)])
+                     "--bwd-design", ",".join(designs), "--json", str(out)])
     result = json.loads(out.read_text())
     assert rc == 0, result["errors"]
     for row in ("12", "20"):
-        for errs in (result["parity_vs_reference"][f"golf row={row}"],
-                     result["parity_vs_causal_conv1d"][f"golf row={row}"]):
-            assert set(errs) == {"out", "dx", "dweight", "dbias"} and max(errs.values()) < 1e-5, errs
-        for name in (f"golf row={row}", f"causal_conv1d row={row}"):
-            assert set(result["timing"][name]) == {"fwd_ms", "fwd_bwd_ms", "fwd_device_ms", "fwd_bwd_device_ms"}
-            assert result["timing"][name]["fwd_device_ms"] > 0 and result["timing"][name]["fwd_bwd_device_ms"] > 0
+        golf = [f"golf row={row} {d}" for d in designs]
+        for name in golf:
+            for errs in (result["parity_vs_reference"][name], result["parity_vs_causal_conv1d"][name]):
+                assert set(errs) == {"out", "dx", "dweight", "dbias"} and max(errs.values()) < 1e-5, errs
+        assert set(result["timing"]) >= {*golf, f"causal_conv1d row={row}"}
+        for name in (*golf, f"causal_conv1d row={row}"):
+            times = result["timing"][name]
+            assert set(times) == {"fwd_ms", "fwd_bwd_ms", "fwd_device_ms", "fwd_bwd_device_ms", "bwd_alone_device_ms"}
+            assert min(times["fwd_device_ms"], times["fwd_bwd_device_ms"], times["bwd_alone_device_ms"]) > 0
     assert result["floor"]["fwd_bwd_bytes"] > result["floor"]["fwd_bytes"] > 0
+    assert set(calls) == {("two_pass", "gather"), ("fused", "gather"), ("fused", "scratch")}
     assert bench.main(["--device", device, "--row-strides", "8"]) == 2  # narrower than C: refused up front
+    assert bench.main(["--device", device, "--bwd-design", "two_pass,fused"]) == 2  # not a design: refused too
