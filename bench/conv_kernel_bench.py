@@ -14,16 +14,24 @@ contiguous (B, T, C) tensor; 1664: the mixer's slice of in_proj's output), weigh
 2. Time: triton.testing.do_bench, median ms per call, and device time per call (kernel_bench.device_ms, what
    a training step pays). Floor: the bytes each call must move at --bw TB/s
    (forward: read x, write out; backward: read x, dout, write dx; the (C, W) parameters are negligible).
-   "bwd ms" is fwd+bwd less fwd.
+   "bwd ms" is fwd+bwd less fwd. Both go through autograd, which adds its own work around the kernels (on an H200,
+   2026-12-01: causal-conv1d's "bwd ms" 1.29 against 0.50 ms a call for its backward kernel in the training
+   step's profile). So the backward is also timed alone, as golf's fused mixer op calls it: each
+   implementation's backward function writing dx into a slice of a (b, t, row) buffer, x and dout as above
+   ("backward alone" table: device ms a call).
 
-golf's variants: --block-t, --block-c, --tiles (time tiles per program of the backward's first kernel),
---num-warps, each a comma-separated list; block and warp values apply to the forward and backward kernels
-alike, and left out each kernel keeps its own default (forward 64 x 128 at 4 warps, backward 32 x 64 at 8:
-golf/conv_kernel.py). Rows are labelled "golf row=<row stride>", plus " bt.. bc.. tiles.. w.." ("-" for a
-kernel default) when more than one variant is asked for.
+golf's variants: --bwd-design (the backward: two_pass, golf/conv_kernel.py's default; fused_gather and
+fused_scratch, its one-kernel design with either shift of dpre), --block-t, --block-c, --tiles (time tiles per
+program of the backward's first or only kernel), --num-warps, each a comma-separated list, every combination
+timed; block and warp values apply to the forward and backward kernels alike, and left out each kernel keeps
+its own default (forward 64 x 128 at 4 warps, backward 32 x 64 at 8). Rows are labelled
+"golf row=<row stride>", plus the design when more than one is asked for, plus " bt.. bc.. tiles.. w.." ("-"
+for a kernel default) when more than one tile variant is.
 
     python bench/conv_kernel_bench.py                                  # production shapes, rows 832 and 1664
     python bench/conv_kernel_bench.py --block-t 32,64 --block-c 64,128 --num-warps 4,8 --json $OUT/conv.json
+    python bench/conv_kernel_bench.py --row-strides 1664 --bwd-design two_pass,fused_gather,fused_scratch \
+        --block-t 16,32,64 --block-c 32,64 --num-warps 4,8 --json $OUT/conv_bwd_designs.json
 
 On a lent H200 (bench/README.md): carry causal-conv1d's wheel if it is not installed there and run
 `source bench/h200/h200_env.sh && python3 bench/conv_kernel_bench.py --json $OUT/conv_kernel.json`; no corpus
@@ -61,6 +69,10 @@ from kernel_bench import (
 )
 
 GRADS = ("dx", "dweight", "dbias")
+# --bwd-design: golf.conv_kernel.causal_conv1d_silu's backward keywords for each name
+BWD_DESIGNS = {"two_pass": {"bwd_design": "two_pass"},
+               "fused_gather": {"bwd_design": "fused", "bwd_shift": "gather"},
+               "fused_scratch": {"bwd_design": "fused", "bwd_shift": "scratch"}}
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
@@ -73,10 +85,13 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="x's stride over time, each >= c: one row of results each (default 832,1664)")
     ap.add_argument("--dtype", choices=list(DTYPES), default="bf16", help="x dtype (default bf16)")
     ap.add_argument("--wdtype", choices=list(DTYPES), default="fp32", help="weight, bias dtype (default fp32)")
+    ap.add_argument("--bwd-design", default="two_pass",
+                    help=f"golf variants: backward designs, comma-separated, of {', '.join(BWD_DESIGNS)} "
+                    "(default two_pass)")
     ap.add_argument("--block-t", help="golf variants: time tile (default: each kernel's own, 64 fwd, 32 bwd)")
     ap.add_argument("--block-c", help="golf variants: channel tile (default: each kernel's own, 128 fwd, 64 bwd)")
     ap.add_argument("--tiles", default="8",
-                    help="golf variants: time tiles per program of the backward's first kernel (default 8)")
+                    help="golf variants: time tiles per program of the backward's first or only kernel (default 8)")
     ap.add_argument("--num-warps", help="golf variants: warps per program (default: each kernel's own, 4 fwd, "
                     "8 bwd)")
     ap.add_argument("--ref-b", type=int, default=2, help="sequences checked against the fp32 reference (default 2)")
@@ -90,12 +105,19 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def import_causal_conv1d():
-    """causal_conv1d_fn, or None where causal-conv1d is not importable (its rows are then skipped)."""
+    """(causal_conv1d_fn, its backward function as golf's fused op calls it: bwd(x, weight, bias, dout, dx)), or
+    None where causal-conv1d is not importable (its rows are then skipped)."""
     try:
         from causal_conv1d import causal_conv1d_fn
+        from causal_conv1d.cpp_functions import causal_conv1d_bwd_function
     except Exception:  # noqa: BLE001 -- missing, or built for another torch: skip its rows either way
         return None
-    return causal_conv1d_fn
+
+    def bwd(x, weight, bias, dout, dx):
+        # (x, weight, bias, dout, seq_idx, initial_states, dfinal_states, dx, return_dinitial_states, silu)
+        return causal_conv1d_bwd_function(x, weight, bias, dout, None, None, None, dx, False, True)
+
+    return causal_conv1d_fn, bwd
 
 
 def make_inputs(a: argparse.Namespace, row: int, b: int, seed: int = 0) -> dict:
@@ -164,12 +186,20 @@ def _ints(text: str) -> list[int] | None:
         return None
 
 
-def measure(a: argparse.Namespace, impls_by_row: dict, result: dict) -> None:
-    """Parity, then timing, of every row stride's implementations, into `result` (written out even if this
-    raises)."""
+def bwd_alone_ms(bwd, inp: dict, row: int, a: argparse.Namespace) -> float:
+    """Device ms a call of bwd(x, weight, bias, dout, dx) alone, dx a (b, c, t) channel-last view of channels
+    [0, c) of a (b, t, row) buffer: where golf's fused mixer op has its conv backward write."""
+    x, dout = inp["x"], inp["dout"]
+    dx = torch.empty(x.shape[0], x.shape[2], row, dtype=x.dtype, device=x.device)[:, :, : x.shape[1]].transpose(1, 2)
+    return device_ms(lambda: bwd(x, inp["weight"], inp["bias"], dout, dx), a.device)
+
+
+def measure(a: argparse.Namespace, impls_by_row: dict, result: dict, bwds_by_row: dict | None = None) -> None:
+    """Parity, then timing, of every row stride's implementations (and of their backward functions alone,
+    bwds_by_row: {row: {name: bwd}}), into `result` (written out even if this raises)."""
     floor = floor_ms(a, DTYPES[a.dtype].itemsize)
     result["floor"] = floor
-    rows = []
+    rows, bwd_rows = [], []
     for row, impls in impls_by_row.items():
         base = f"causal_conv1d row={row}"
 
@@ -202,12 +232,18 @@ def measure(a: argparse.Namespace, impls_by_row: dict, result: dict) -> None:
                 continue
             try:
                 t = time_ms(fn, inp, a)
+                bwd = (bwds_by_row or {}).get(row, {}).get(name)
+                if bwd is not None:
+                    t["bwd_alone_device_ms"] = bwd_alone_ms(bwd, inp, row, a)
             except Exception as e:  # noqa: BLE001
                 result["errors"][name] = repr(e)
                 print(f"{name}: timing FAILED {e!r}", file=sys.stderr)
                 continue
             result["timing"][name] = t
             rows.append(timing_row(name, t, floor))
+            if "bwd_alone_device_ms" in t:
+                ms = t["bwd_alone_device_ms"]
+                bwd_rows.append([name, f"{ms:.3f}", f"{ms / (floor['fwd_bwd_ms'] - floor['fwd_ms']):.1f}x"])
     rows.append(timing_row("memory floor", floor, floor))
     cols = ["out", *GRADS]
     for title, errs in ((f"vs fp32 reference (first {a.ref_b} sequences)", result["parity_vs_reference"]),
@@ -218,6 +254,9 @@ def measure(a: argparse.Namespace, impls_by_row: dict, result: dict) -> None:
     print(f"\n{result['device']}, b={a.b} t={a.t} c={a.c} w={a.w} x {a.dtype}, weight/bias {a.wdtype}, "
           f"floor at {a.bw} TB/s\n")
     print(table(rows, TIMING_HEADER))
+    if bwd_rows:
+        print("\nbackward alone (dx into a slice of a (b, t, row) buffer), device ms a call\n")
+        print(table(bwd_rows + [["memory floor", f"{floor['fwd_bwd_ms'] - floor['fwd_ms']:.3f}", "1.0x"]], ["impl", "bwd ms", "/ floor"]))
 
 
 def main(argv=None) -> int:
@@ -235,31 +274,52 @@ def main(argv=None) -> int:
                   f"got {getattr(a, name)!r}", file=sys.stderr)
             return 2
         lists[name] = vals
+    designs = a.bwd_design.split(",")
+    if not all(d in BWD_DESIGNS for d in designs) or len(set(designs)) < len(designs):
+        print(f"error: --bwd-design takes a comma-separated list of distinct names of {', '.join(BWD_DESIGNS)}, "
+              f"got {a.bwd_design!r}", file=sys.stderr)
+        return 2
     if min(lists["row_strides"]) < a.c:
         print(f"error: --row-strides must each be >= --c {a.c}, got {a.row_strides!r}", file=sys.stderr)
         return 2
     from golf import conv_kernel
 
-    ref_fn = None if a.no_ref else import_causal_conv1d()
-    if ref_fn is None and not a.no_ref:
+    ref = None if a.no_ref else import_causal_conv1d()
+    ref_fn, ref_bwd = ref if ref is not None else (None, None)
+    if ref is None and not a.no_ref:
         print("causal_conv1d_fn is not importable here: its rows are skipped", file=sys.stderr)
     variants = list(itertools.product(lists["block_t"], lists["block_c"], lists["tiles"], lists["num_warps"]))
 
-    def golf_fn(bt, bc, tl, nw):
+    def golf_fn(design, bt, bc, tl, nw):
         def fn(x, weight, bias=None, activation=None):
-            return conv_kernel.causal_conv1d_silu(x, weight, bias, block_t=bt, block_c=bc, tiles=tl, num_warps=nw)
+            return conv_kernel.causal_conv1d_silu(x, weight, bias, block_t=bt, block_c=bc, tiles=tl, num_warps=nw,
+                                                  **BWD_DESIGNS[design])
         return fn
 
-    impls_by_row = {}  # {row stride: {name: function}}, causal-conv1d's (the base) first
+    def golf_bwd(design, bt, bc, tl, nw):
+        keys = {"design": BWD_DESIGNS[design]["bwd_design"], "shift": BWD_DESIGNS[design].get("bwd_shift", "gather")}
+        keys |= {k: v for k, v in (("block_t", bt), ("block_c", bc), ("tiles", tl), ("num_warps", nw))
+                 if v is not None}  # None: conv_bwd's own default
+
+        def bwd(x, weight, bias, dout, dx):
+            return conv_kernel.conv_bwd(x, weight, bias, dout, dx=dx, **keys)
+        return bwd
+
+    impls_by_row, bwds_by_row = {}, {}  # {row stride: {name: function}}, causal-conv1d's (the base) first
     for row in lists["row_strides"]:
-        impls = {} if ref_fn is None else {f"causal_conv1d row={row}": ref_fn}
-        for v in variants:
-            bt, bc, tl, nw = ("-" if n is None else n for n in v)
-            suffix = f" bt{bt} bc{bc} tiles{tl} w{nw}" if len(variants) > 1 else ""
-            impls[f"golf row={row}{suffix}"] = golf_fn(*v)
-        impls_by_row[row] = impls
+        base = f"causal_conv1d row={row}"
+        impls = {} if ref_fn is None else {base: ref_fn}
+        bwds = {} if ref_bwd is None else {base: ref_bwd}
+        for design in designs:
+            for v in variants:
+                bt, bc, tl, nw = ("-" if n is None else n for n in v)
+                name = f"golf row={row}" + (f" {design}" if len(designs) > 1 else "")
+                suffix = f" bt{bt} bc{bc} tiles{tl} w{nw}" if len(variants) > 1 else ""
+                impls[name + suffix] = golf_fn(design, *v)
+                bwds[name + suffix] = golf_bwd(design, *v)
+        impls_by_row[row], bwds_by_row[row] = impls, bwds
     result = new_result(a, ("torch", "triton", "causal_conv1d"), ("parity_vs_reference", "parity_vs_causal_conv1d"))
-    return run_and_write(a, result, lambda: measure(a, impls_by_row, result))
+    return run_and_write(a, result, lambda: measure(a, impls_by_row, result, bwds_by_row))
 
 
 if __name__ == "__main__":
