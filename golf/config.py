@@ -151,9 +151,10 @@ class ModelConfig:
     ssm_conv: str = _spec("causal_conv1d", choices=("causal_conv1d", "golf"),
                           doc="the Mamba mixer's causal depthwise conv + SiLU on the triton path, under every "
                               "ssm_compile mode: causal-conv1d's causal_conv1d_fn where it imports (else the "
-                              "PyTorch conv), or golf's own Triton kernels (golf/conv_kernel.py, needs triton); the "
-                              "fused path is mamba-ssm's one op with causal-conv1d's conv inside (golf: an error), "
-                              "the reference path always uses golf.ssm.causal_conv_silu_reference (no effect there)")
+                              "PyTorch conv), or golf's own Triton kernels (golf/conv_kernel.py, needs triton); on "
+                              "the fused path, golf's one op (ssm_compile opaque) takes either, mamba-ssm's one op "
+                              "only causal-conv1d's (golf: an error); the reference path always uses "
+                              "golf.ssm.causal_conv_silu_reference (no effect there)")
     block_norm: str = _spec("torch", choices=("torch", "golf"),
                             doc="each block's residual glue (the residual add of the sublayer before, the U-Net "
                                 "skip add, resid_mix and the pre-norm; and the final norm): the PyTorch "

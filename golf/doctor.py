@@ -68,8 +68,11 @@ def _conv_why(ssm_label: str) -> tuple[str, str]:
     if ssm_label == "fused":
         return "causal_conv1d (inside the fused op)", "model.ssm_backend 'fused' runs conv, scan and norm as one op"
     if ssm_label.startswith("fused+"):  # under ssm_compile opaque: golf's one op
-        return "causal_conv1d (inside golf::mamba_core)", ("model.ssm_backend 'fused' under ssm_compile 'opaque' runs "
-                                                           "conv, scan and norm as golf's one op (golf/mixer_op.py)")
+        conv = "golf" if "+golf_conv" in ssm_label else "causal_conv1d"
+        return f"{conv} (inside golf::mamba_core)", ("model.ssm_backend 'fused' under ssm_compile 'opaque' runs "
+                                                     "conv, scan and norm as golf's one op (golf/mixer_op.py)" + (
+                                                         "; model.ssm_conv 'golf': golf's own conv kernels "
+                                                         "(golf/conv_kernel.py)" if conv == "golf" else ""))
     if "golf_conv" in ssm_label:
         return "golf", "model.ssm_conv 'golf': golf's own Triton kernels (golf/conv_kernel.py) on the Triton SSM path"
     if "causal_conv1d" in ssm_label:

@@ -32,9 +32,11 @@ _chunk_scan_chunk_state_bwd_dx, which reads the same dy and C·B; "mamba_keep_ch
 and the whole log-decay gradient as well, in place of _chunk_state_bwd_db, _chunk_scan_bwd_dC and the cumulative
 sums after them: every chunk-local piece of the backward in one launch, leaving mamba-ssm's state-gradient passes.
 
-The op's kernels: on CUDA, causal-conv1d's forward and backward, mamba-ssm's SSD scan forward and backward, and
-the gated norm of `norm_impl`: "mamba" (mamba-ssm's layernorm_gated kernels) or "golf" (golf's own,
-golf/gated_norm_kernel.py), bound by golf.ssm.resolve_ssm_backend through golf.ssm_ops.bind_cuda; on CPU, golf's
+The op's kernels: on CUDA, the conv of `conv_impl` (model.ssm_conv): "causal_conv1d" (causal-conv1d's forward and
+backward) or "golf" (golf's own, golf/conv_kernel.py, whose backward writes its dx straight into the input
+gradient's columns as causal-conv1d's does), mamba-ssm's SSD scan forward and backward, and the gated norm of
+`norm_impl`: "mamba" (mamba-ssm's layernorm_gated kernels) or "golf" (golf's own, golf/gated_norm_kernel.py), bound
+by golf.ssm.resolve_ssm_backend through golf.ssm_ops.bind_cuda; on CPU, golf's
 reference math (golf.ssm), backward by torch.autograd through it, so tests/test_mixer_op.py checks the op, its
 autograd and the CUDA glue (with stand-ins that follow the libraries' contracts) without a GPU.
 
@@ -49,8 +51,17 @@ import torch
 from torch import Tensor
 
 from golf.ssm import KEEP_SCANS, compute_dtype, gated_rms_norm_reference, ssd_scan_reference
-from golf.ssm_ops import _autograd, _channel_last, _conv_reference, _cuda, _like, _new_channel_last
+from golf.ssm_ops import (
+    CONV_KERNELS,
+    _autograd,
+    _channel_last,
+    _conv_reference,
+    _cuda,
+    _like,
+    _new_channel_last,
+)
 
+CONV_IMPLS = CONV_KERNELS  # golf::mamba_core's `conv_impl` argument (model.ssm_conv): causal-conv1d's or golf's
 NORM_IMPLS = ("mamba", "golf")  # golf::mamba_core's `norm_impl` argument (model.gated_norm "kernel" / "golf")
 # its `scan_impl` argument (model.ssm_scan): mamba-ssm's combined scan, its pieces with the forward's internals kept
 # for the backward, or the same with golf's kernel for the C·B and within-chunk log-decay gradients (and dx too, and
@@ -104,7 +115,9 @@ def _rstd_reference(y: Tensor, z: Tensor, ngroups: int, eps: float) -> Tensor:
     return torch.rsqrt(g.square().mean(-1) + eps).t().reshape(-1).contiguous()
 
 
-def _check_impls(norm_impl: str, scan_impl: str) -> None:
+def _check_impls(norm_impl: str, scan_impl: str, conv_impl: str = "causal_conv1d") -> None:
+    if conv_impl not in CONV_IMPLS:
+        raise ValueError(f"golf::mamba_core's conv_impl must be one of {list(CONV_IMPLS)}, got {conv_impl!r}")
     if norm_impl not in NORM_IMPLS:
         raise ValueError(f"golf::mamba_core's norm_impl must be one of {list(NORM_IMPLS)}, got {norm_impl!r}")
     if scan_impl not in SCAN_IMPLS:
@@ -150,8 +163,8 @@ _CORE_OUTPUTS = tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Te
 @torch.library.custom_op("golf::mamba_core", mutates_args=(), device_types="cpu")
 def mamba_core(zxbcdt: Tensor, conv_weight: Tensor, conv_bias: Tensor, dt_bias: Tensor, A: Tensor, D: Tensor,
                norm_weight: Tensor, headdim: int, ngroups: int, chunk_size: int, eps: float,
-               norm_impl: str = "mamba", scan_impl: str = "mamba") -> _CORE_OUTPUTS:
-    _check_impls(norm_impl, scan_impl)
+               norm_impl: str = "mamba", scan_impl: str = "mamba", conv_impl: str = "causal_conv1d") -> _CORE_OUTPUTS:
+    _check_impls(norm_impl, scan_impl, conv_impl)
     out, xBC, y = _core_reference(zxbcdt, conv_weight, conv_bias, dt_bias, A, D, norm_weight, headdim, ngroups,
                                   chunk_size, eps)
     b, t, d = y.shape
@@ -168,7 +181,7 @@ def mamba_core(zxbcdt: Tensor, conv_weight: Tensor, conv_bias: Tensor, dt_bias: 
 
 @mamba_core.register_fake
 def _(zxbcdt, conv_weight, conv_bias, dt_bias, A, D, norm_weight, headdim, ngroups, chunk_size, eps,
-      norm_impl="mamba", scan_impl="mamba"):
+      norm_impl="mamba", scan_impl="mamba", conv_impl="causal_conv1d"):
     b, t, _ = zxbcdt.shape
     d, conv_dim, nheads, n = _sizes(zxbcdt, conv_weight, D, headdim, ngroups)
     new, ct = zxbcdt.new_empty, compute_dtype(zxbcdt)
@@ -197,21 +210,25 @@ def _scan_fwd_keep(parts: dict, x, dt, A, B, C, D, dt_bias, chunk_size):
 
 
 def mamba_core_cuda(fns: dict, zxbcdt, conv_weight, conv_bias, dt_bias, A, D, norm_weight, headdim, ngroups,
-                    chunk_size, eps, norm_impl="mamba", scan_impl="mamba"):
+                    chunk_size, eps, norm_impl="mamba", scan_impl="mamba", conv_impl="causal_conv1d"):
     """The CUDA kernel, with the libraries' functions passed in (tests pass stand-ins): "conv_fwd"
-    (causal_conv1d.cpp_functions._causal_conv1d_fwd_cpp); "scan_fwd" (mamba-ssm's _mamba_chunk_scan_combined_fwd),
+    (causal_conv1d.cpp_functions._causal_conv1d_fwd_cpp) or with conv_impl "golf" "golf_conv_fwd"
+    (golf.conv_kernel.conv_fwd); "scan_fwd" (mamba-ssm's _mamba_chunk_scan_combined_fwd),
     or with scan_impl "mamba_keep" "ssd_parts" (SSD_PARTS by name); "norm_fwd" (mamba-ssm's
     layernorm_gated._layer_norm_fwd) or "golf_norm_fwd" (golf.gated_norm_kernel.gated_rmsnorm_fwd)."""
-    _check_impls(norm_impl, scan_impl)
+    _check_impls(norm_impl, scan_impl, conv_impl)
     b, t, _ = zxbcdt.shape
     d, conv_dim, nheads, n = _sizes(zxbcdt, conv_weight, D, headdim, ngroups)
-    if conv_dim % 8:
+    if conv_dim % 8 and conv_impl == "causal_conv1d":
         raise ValueError(f"golf::mamba_core on CUDA needs conv_dim (d + 2 G N) a multiple of 8 for causal-conv1d's "
                          f"channel-last layout, got {conv_dim}")
     z, xBC_in, dt, _ = _split(zxbcdt, d, conv_dim, nheads)
-    xBC = zxbcdt.new_empty(b, t, conv_dim)  # channel-last (B, conv_dim, T) once transposed, as causal-conv1d wants
-    fns["conv_fwd"](x=_channel_last(xBC_in.transpose(1, 2)), weight=conv_weight, bias=conv_bias, seq_idx=None,
-                    initial_states=None, out=xBC.transpose(1, 2), final_states_out=None, silu_activation=True)
+    if conv_impl == "golf":  # any strides in; out (B, conv_dim, T) channel-last, i.e. (B, T, conv_dim) contiguous
+        xBC = fns["golf_conv_fwd"](xBC_in.transpose(1, 2), conv_weight, conv_bias).transpose(1, 2)
+    else:
+        xBC = zxbcdt.new_empty(b, t, conv_dim)  # channel-last (B, conv_dim, T) once transposed, as causal-conv1d wants
+        fns["conv_fwd"](x=_channel_last(xBC_in.transpose(1, 2)), weight=conv_weight, bias=conv_bias, seq_idx=None,
+                        initial_states=None, out=xBC.transpose(1, 2), final_states_out=None, silu_activation=True)
     x, B, C = xBC.split([d, ngroups * n, ngroups * n], dim=-1)
     heads, groups = (b, t, nheads, headdim), (b, t, ngroups, n)
     if scan_impl == "mamba":
@@ -238,20 +255,21 @@ def mamba_core_cuda(fns: dict, zxbcdt, conv_weight, conv_bias, dt_bias, A, D, no
     return (out, xBC, y, rstd, *kept)
 
 
-def _bound_keys(way: str, norm_impl: str, scan_impl: str) -> tuple[str, ...]:
+def _bound_keys(way: str, norm_impl: str, scan_impl: str, conv_impl: str = "causal_conv1d") -> tuple[str, ...]:
     """The golf.ssm_ops.bind_cuda keys of the functions the op's CUDA kernel calls in one direction (way: "fwd" or
     "bwd") for these impls."""
     golf = (GOLF_BWD[scan_impl][0],) if way == "bwd" and scan_impl in GOLF_BWD else ()
-    return (f"conv_{way}", f"scan_{way}" if scan_impl == "mamba" else "ssd_parts",
+    return (f"conv_{way}" if conv_impl == "causal_conv1d" else f"golf_conv_{way}",
+            f"scan_{way}" if scan_impl == "mamba" else "ssd_parts",
             f"norm_{way}" if norm_impl == "mamba" else f"golf_norm_{way}") + golf
 
 
 @mamba_core.register_kernel("cuda")
 def _(zxbcdt, conv_weight, conv_bias, dt_bias, A, D, norm_weight, headdim, ngroups, chunk_size, eps,
-      norm_impl="mamba", scan_impl="mamba"):
-    fns = {k: _cuda(k) for k in _bound_keys("fwd", norm_impl, scan_impl)}
+      norm_impl="mamba", scan_impl="mamba", conv_impl="causal_conv1d"):
+    fns = {k: _cuda(k) for k in _bound_keys("fwd", norm_impl, scan_impl, conv_impl)}
     return mamba_core_cuda(fns, zxbcdt, conv_weight, conv_bias, dt_bias, A, D, norm_weight, headdim, ngroups,
-                           chunk_size, eps, norm_impl, scan_impl)
+                           chunk_size, eps, norm_impl, scan_impl, conv_impl)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -264,9 +282,9 @@ def _(zxbcdt, conv_weight, conv_bias, dt_bias, A, D, norm_weight, headdim, ngrou
 def mamba_core_bwd(dout: Tensor, zxbcdt: Tensor, conv_weight: Tensor, conv_bias: Tensor, dt_bias: Tensor, A: Tensor,
                    D: Tensor, norm_weight: Tensor, xBC: Tensor, y: Tensor, rstd: Tensor, dA_cumsum: Tensor,
                    dt_sp: Tensor, states: Tensor, CB: Tensor, headdim: int, ngroups: int, chunk_size: int, eps: float,
-                   norm_impl: str = "mamba", scan_impl: str = "mamba"
+                   norm_impl: str = "mamba", scan_impl: str = "mamba", conv_impl: str = "causal_conv1d"
                    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    _check_impls(norm_impl, scan_impl)
+    _check_impls(norm_impl, scan_impl, conv_impl)
     inputs = (zxbcdt, conv_weight, conv_bias, dt_bias, A, D, norm_weight)
     grads = _autograd(lambda *a: _core_reference(*a, headdim, ngroups, chunk_size, eps)[:1], inputs, (dout,))
     return tuple(_like(g, t.dtype) for g, t in zip(grads, inputs))
@@ -274,7 +292,7 @@ def mamba_core_bwd(dout: Tensor, zxbcdt: Tensor, conv_weight: Tensor, conv_bias:
 
 @mamba_core_bwd.register_fake
 def _(dout, zxbcdt, conv_weight, conv_bias, dt_bias, A, D, norm_weight, xBC, y, rstd, dA_cumsum, dt_sp, states, CB,
-      headdim, ngroups, chunk_size, eps, norm_impl="mamba", scan_impl="mamba"):
+      headdim, ngroups, chunk_size, eps, norm_impl="mamba", scan_impl="mamba", conv_impl="causal_conv1d"):
     return tuple(torch.empty_like(t, memory_format=torch.contiguous_format)
                  for t in (zxbcdt, conv_weight, conv_bias, dt_bias, A, D, norm_weight))
 
@@ -324,13 +342,13 @@ def _scan_bwd_keep(parts: dict, dy, x, dt, A, B, C, D, dt_bias, kept, dx, ddt, d
 
 def mamba_core_bwd_cuda(fns: dict, dout, zxbcdt, conv_weight, conv_bias, dt_bias, A, D, norm_weight, xBC, y, rstd,
                         dA_cumsum, dt_sp, states, CB, headdim, ngroups, chunk_size, eps, norm_impl="mamba",
-                        scan_impl="mamba"):
+                        scan_impl="mamba", conv_impl="causal_conv1d"):
     """The CUDA kernel, with the libraries' functions passed in: "norm_bwd" (mamba-ssm's _layer_norm_bwd) or
     "golf_norm_bwd" (golf.gated_norm_kernel.gated_rmsnorm_bwd); "scan_bwd" (mamba-ssm's
     _mamba_chunk_scan_combined_bwd), or with scan_impl "mamba_keep" "ssd_parts" (and for GOLF_BWD's impls golf's
-    kernel under its key); "conv_bwd" (causal_conv1d.cpp_functions.causal_conv1d_bwd_function); each writing its
-    part of dzxbcdt in place."""
-    _check_impls(norm_impl, scan_impl)
+    kernel under its key); "conv_bwd" (causal_conv1d.cpp_functions.causal_conv1d_bwd_function) or with conv_impl
+    "golf" "golf_conv_bwd" (golf.conv_kernel.conv_bwd); each writing its part of dzxbcdt in place."""
+    _check_impls(norm_impl, scan_impl, conv_impl)
     b, t, _ = zxbcdt.shape
     d, conv_dim, nheads, n = _sizes(zxbcdt, conv_weight, D, headdim, ngroups)
     z, xBC_in, dt, _ = _split(zxbcdt, d, conv_dim, nheads)
@@ -367,16 +385,21 @@ def mamba_core_bwd_cuda(fns: dict, dout, zxbcdt, conv_weight, conv_bias, dt_bias
                                           ddt, dB.view(groups), dC.view(groups),
                                           *((fns[GOLF_BWD[scan_impl][0]], GOLF_BWD[scan_impl][1])
                                             if scan_impl in GOLF_BWD else ()))
-    # causal_conv1d_bwd_function(x, weight, bias, dout, seq_idx, initial_states, dfinal_states, dx,
-    # return_dinitial_states, silu_activation) → dx (the one passed in), dweight, dbias, dinitial_states. It writes
-    # dx in place where zxbcdt's rows suit its channel-last layout (widths and offsets multiples of 8, as with
-    # model.in_proj_multiple 64), else into a buffer copied over
-    dx_in = dxBC_in.transpose(1, 2)  # (B, conv_dim, T), a view into dzxbcdt
-    dx_conv = dx_in if _channel_last(dx_in) is dx_in else _new_channel_last(dx_in)
-    _, dconv_w, dconv_b, _ = fns["conv_bwd"](_channel_last(xBC_in.transpose(1, 2)), conv_weight, conv_bias,
-                                             dxBC.transpose(1, 2), None, None, None, dx_conv, False, True)
-    if dx_conv is not dx_in:
-        dx_in.copy_(dx_conv)
+    dx_in = dxBC_in.transpose(1, 2)  # (B, conv_dim, T), a view into dzxbcdt: stride over channels 1
+    if conv_impl == "golf":
+        # conv_bwd(x, weight, bias, dout, dx=) → dx (the one passed in: any row stride), dweight, dbias
+        _, dconv_w, dconv_b = fns["golf_conv_bwd"](xBC_in.transpose(1, 2), conv_weight, conv_bias,
+                                                   dxBC.transpose(1, 2), dx=dx_in)
+    else:
+        # causal_conv1d_bwd_function(x, weight, bias, dout, seq_idx, initial_states, dfinal_states, dx,
+        # return_dinitial_states, silu_activation) → dx (the one passed in), dweight, dbias, dinitial_states. It
+        # writes dx in place where zxbcdt's rows suit its channel-last layout (widths and offsets multiples of 8, as
+        # with model.in_proj_multiple 64), else into a buffer copied over
+        dx_conv = dx_in if _channel_last(dx_in) is dx_in else _new_channel_last(dx_in)
+        _, dconv_w, dconv_b, _ = fns["conv_bwd"](_channel_last(xBC_in.transpose(1, 2)), conv_weight, conv_bias,
+                                                 dxBC.transpose(1, 2), None, None, None, dx_conv, False, True)
+        if dx_conv is not dx_in:
+            dx_in.copy_(dx_conv)
     grads = (dconv_w, dconv_b, ddt_bias, dA, dD, dnorm_w)
     params = (conv_weight, conv_bias, dt_bias, A, D, norm_weight)
     return (dzxbcdt, *(_like(g, p.dtype) for g, p in zip(grads, params)))
@@ -384,17 +407,18 @@ def mamba_core_bwd_cuda(fns: dict, dout, zxbcdt, conv_weight, conv_bias, dt_bias
 
 @mamba_core_bwd.register_kernel("cuda")
 def _(dout, zxbcdt, conv_weight, conv_bias, dt_bias, A, D, norm_weight, xBC, y, rstd, dA_cumsum, dt_sp, states, CB,
-      headdim, ngroups, chunk_size, eps, norm_impl="mamba", scan_impl="mamba"):
-    fns = {k: _cuda(k) for k in _bound_keys("bwd", norm_impl, scan_impl)}
+      headdim, ngroups, chunk_size, eps, norm_impl="mamba", scan_impl="mamba", conv_impl="causal_conv1d"):
+    fns = {k: _cuda(k) for k in _bound_keys("bwd", norm_impl, scan_impl, conv_impl)}
     return mamba_core_bwd_cuda(fns, dout, zxbcdt, conv_weight, conv_bias, dt_bias, A, D, norm_weight, xBC, y, rstd,
-                               dA_cumsum, dt_sp, states, CB, headdim, ngroups, chunk_size, eps, norm_impl, scan_impl)
+                               dA_cumsum, dt_sp, states, CB, headdim, ngroups, chunk_size, eps, norm_impl, scan_impl,
+                               conv_impl)
 
 
 def _core_setup(ctx, inputs, output):
-    *tensors, headdim, ngroups, chunk_size, eps, norm_impl, scan_impl = inputs
+    *tensors, headdim, ngroups, chunk_size, eps, norm_impl, scan_impl, conv_impl = inputs
     kept_for_backward = output[1:]  # xBC', y, rstd and the scan's internals
     ctx.save_for_backward(*tensors, *kept_for_backward)
-    ctx.args = (headdim, ngroups, chunk_size, eps, norm_impl, scan_impl)
+    ctx.args = (headdim, ngroups, chunk_size, eps, norm_impl, scan_impl, conv_impl)
     ctx.mark_non_differentiable(*kept_for_backward)
     ctx.set_materialize_grads(False)
 
@@ -404,14 +428,15 @@ def _core_backward(ctx, dout, *_kept_grads):
     if dout is None:
         dout = torch.zeros_like(saved[8])  # like y
     grads = torch.ops.golf.mamba_core_bwd(dout, *saved, *ctx.args)
-    return (*grads, None, None, None, None, None, None)
+    return (*grads, *(None for _ in ctx.args))
 
 
 mamba_core.register_autograd(_core_backward, setup_context=_core_setup)
 
 
 def fused(zxbcdt, conv1d_weight, conv1d_bias, dt_bias, A, D, chunk_size, rmsnorm_weight=None, rmsnorm_eps=1e-6,
-          headdim=None, ngroups=1, norm_before_gate=True, norm_impl="mamba", scan_impl="mamba"):
+          headdim=None, ngroups=1, norm_before_gate=True, norm_impl="mamba", scan_impl="mamba",
+          conv_impl="causal_conv1d"):
     """mamba_split_conv1d_scan_combined as the mixer calls it (the gated norm, norm_before_gate=False; no out_proj,
     initial or final states, seq_idx) as golf::mamba_core: out (B, T, d). zxbcdt may carry padding columns after
     dt (the mixer's in_proj_multiple): the op reads around them, no copy."""
@@ -419,15 +444,18 @@ def fused(zxbcdt, conv1d_weight, conv1d_bias, dt_bias, A, D, chunk_size, rmsnorm
         raise ValueError("golf::mamba_core is the gated RMSNorm form: pass rmsnorm_weight, headdim and "
                          "norm_before_gate=False")
     return torch.ops.golf.mamba_core(zxbcdt, conv1d_weight, conv1d_bias, dt_bias, A, D, rmsnorm_weight, headdim,
-                                     ngroups, chunk_size, rmsnorm_eps, norm_impl, scan_impl)[0]
+                                     ngroups, chunk_size, rmsnorm_eps, norm_impl, scan_impl, conv_impl)[0]
 
 
-def core_call(norm_impl: str = "mamba", scan_impl: str = "mamba"):
-    """`fused` with the op's kernel choices bound (golf.ssm._opaque_fused_kernels: model.gated_norm, model.ssm_scan)."""
-    _check_impls(norm_impl, scan_impl)
-    if (norm_impl, scan_impl) == ("mamba", "mamba"):
+def core_call(norm_impl: str = "mamba", scan_impl: str = "mamba", conv_impl: str = "causal_conv1d"):
+    """`fused` with the op's kernel choices bound (golf.ssm._opaque_fused_kernels: model.gated_norm, model.ssm_scan,
+    model.ssm_conv); the plain `fused` for the libraries' kernels throughout."""
+    _check_impls(norm_impl, scan_impl, conv_impl)
+    if (norm_impl, scan_impl, conv_impl) == ("mamba", "mamba", "causal_conv1d"):
         return fused
-    return functools.partial(fused, norm_impl=norm_impl, scan_impl=scan_impl)
+    chosen = {"norm_impl": norm_impl, "scan_impl": scan_impl} | (
+        {"conv_impl": conv_impl} if conv_impl != "causal_conv1d" else {})
+    return functools.partial(fused, **chosen)
 
 
 def golf_norm_kernels() -> dict:

@@ -185,12 +185,14 @@ class SSMKernels:
         (golf's own SSD scan kernels, model.ssm_scan "golf"), "triton+golf_conv" (golf's own conv kernels,
         model.ssm_conv "golf"), "fused" (mamba-ssm's one op) or "fused+golf_norm+keep_states+opaque" (golf's one op,
         golf/mixer_op.py, with golf's norm kernels and the scan's internals kept for its backward; "+golf_dA",
-        "+golf_dx" or "+golf_chunk" with model.ssm_scan "mamba_keep_dA", "mamba_keep_dx" or "mamba_keep_chunk")."""
+        "+golf_dx" or "+golf_chunk" with model.ssm_scan "mamba_keep_dA", "mamba_keep_dx" or "mamba_keep_chunk";
+        "+golf_conv" with model.ssm_conv "golf")."""
         if self.path == "fused":
             return self.path + ("+golf_norm" if self.norm_kernel == "golf" else "") + (
                 "+keep_states" if self.scan_kernel in KEEP_SCANS else "") + (
                 "+golf_" + self.scan_kernel.removeprefix("mamba_keep_") if self.scan_kernel.startswith("mamba_keep_")
-                else "") + ("+opaque" if self.compile_mode == "opaque" else "")
+                else "") + ("+golf_conv" if self.conv_kernel == "golf" else "") + (
+                "+opaque" if self.compile_mode == "opaque" else "")
         extras = {"mamba": "", "golf": "+golf_scan", "golf_split": "+golf_split_scan"}[self.scan_kernel]
         if self.conv is not None:
             extras += {"causal_conv1d": "+causal_conv1d", "golf": "+golf_conv"}[self.conv_kernel]
@@ -305,9 +307,10 @@ def resolve_ssm_backend(requested: str, device: torch.device | str, compile_mode
     custom op, golf/mixer_op.py) golf's own with gated_norm "golf", which every other path refuses. scan
     (model.ssm_scan) "golf" runs golf's own SSD kernels (golf/ssd_kernel.py) in the triton path's scan, under
     every compile_mode; the fused path refuses it, the reference path ignores it (as gated_norm); "mamba_keep"
-    (mamba-ssm's kernels, the backward reusing the forward's internals) exists only in golf's fused op. conv (model.ssm_conv) "golf" likewise
-    runs golf's own conv kernels (golf/conv_kernel.py) as the triton path's conv, whether or not causal-conv1d
-    imports; "causal_conv1d" is causal-conv1d's where it imports, else PyTorch's."""
+    (mamba-ssm's kernels, the backward reusing the forward's internals) exists only in golf's fused op. conv
+    (model.ssm_conv) "golf" runs golf's own conv kernels (golf/conv_kernel.py) as the triton path's conv, whether or
+    not causal-conv1d imports, and inside golf's fused op (mamba-ssm's refuses it); "causal_conv1d" is
+    causal-conv1d's where it imports, else PyTorch's."""
     # direct callers (tests, bench) bypass the config's checks
     for key, value in (("ssm_compile", compile_mode), ("gated_norm", gated_norm), ("ssm_scan", scan),
                        ("ssm_conv", conv)):
@@ -327,7 +330,7 @@ def resolve_ssm_backend(requested: str, device: torch.device | str, compile_mode
                         "'mamba'")
     on_cuda = torch.device(device).type == "cuda"
     mamba = _import_mamba_triton() if on_cuda else None
-    # golf's conv needs no causal-conv1d (the fused path, which does, refuses golf's conv below)
+    # golf's conv needs no causal-conv1d (the fused path takes golf's only in its one custom op, below)
     cc1d = _import_causal_conv1d() if (on_cuda and mamba is not None and conv == "causal_conv1d") else None
     if requested == "fused":
         if gated_norm == "torch":
@@ -337,14 +340,16 @@ def resolve_ssm_backend(requested: str, device: torch.device | str, compile_mode
             raise GolfError(f"model.ssm_scan {scan!r} does not apply to model.ssm_backend 'fused', whose one op "
                             "includes mamba-ssm's scan; use ssm_backend 'triton' or ssm_scan 'mamba' (or "
                             "'mamba_keep' under ssm_compile 'opaque')")
-        if conv != "causal_conv1d":
-            raise GolfError(f"model.ssm_conv {conv!r} does not apply to model.ssm_backend 'fused', whose one op "
-                            "includes causal-conv1d's conv; use ssm_backend 'triton' or ssm_conv 'causal_conv1d'")
-        if mamba is None or cc1d is None:
+        if conv != "causal_conv1d" and not in_core:
+            raise GolfError(f"model.ssm_conv {conv!r} does not apply to model.ssm_backend 'fused' outside "
+                            "ssm_compile 'opaque': mamba-ssm's one op includes causal-conv1d's conv; use ssm_compile "
+                            "'opaque' (golf's one op, golf/mixer_op.py), ssm_backend 'triton' or ssm_conv "
+                            "'causal_conv1d'")
+        if mamba is None or (cc1d is None and conv == "causal_conv1d"):
             raise GolfError("model.ssm_backend is 'fused' but it needs a CUDA device with mamba-ssm's Triton "
                             "kernels and causal-conv1d importable; use 'triton', 'auto' or 'reference'")
         if in_core:
-            return _opaque_fused_kernels(mamba, gated_norm, scan)
+            return _opaque_fused_kernels(mamba, gated_norm, scan, conv)
         return SSMKernels("fused", mamba["scan"], mamba["norm"], cc1d, mamba["fused"], compile_mode)
     if mamba is None:
         if requested == "triton":
@@ -411,15 +416,18 @@ def _opaque_kernels(mamba: dict, with_conv: bool, gated_norm: str, golf: dict | 
                       compile_mode="opaque", scan_kernel=scan, conv_kernel="golf" if golf_conv else "causal_conv1d")
 
 
-def _opaque_fused_kernels(mamba: dict, gated_norm: str, scan: str = "mamba") -> SSMKernels:
+def _opaque_fused_kernels(mamba: dict, gated_norm: str, scan: str = "mamba", conv: str = "causal_conv1d"
+                          ) -> SSMKernels:
     """The fused path as one golf custom op (golf/mixer_op.py: golf::mamba_core) with mamba-ssm's scan (its
-    backward recomputing the forward's chunk states, or with scan "mamba_keep" reusing them), causal-conv1d's conv
-    and the gated norm of `gated_norm` ("kernel": mamba-ssm's, "golf": golf's own) inside; the triton path's opaque
-    ops beside it for the calls with carried state (eval), which take the unfused pieces."""
+    backward recomputing the forward's chunk states, or with scan "mamba_keep" reusing them), the conv of `conv`
+    (causal-conv1d's, or "golf": golf's own) and the gated norm of `gated_norm` ("kernel": mamba-ssm's, "golf":
+    golf's own) inside; the triton path's opaque ops beside it, with the same conv, for the calls with carried
+    state (eval), which take the unfused pieces."""
     from golf import mixer_op, ssm_ops
 
-    pieces = _opaque_kernels(mamba, True, "kernel")
-    if pieces.conv is not ssm_ops.conv:
+    golf_conv = _import_golf_kernels("ssm_conv", conv) if conv == "golf" else None
+    pieces = _opaque_kernels(mamba, True, "kernel", golf_conv=golf_conv)
+    if pieces.conv not in (ssm_ops.conv, ssm_ops.conv_golf):
         raise GolfError("model.ssm_backend 'fused' under model.ssm_compile 'opaque' calls causal-conv1d's "
                         "cpp_functions (causal-conv1d 1.7.0 has them; missing here): use ssm_compile 'trace'")
     if gated_norm == "golf":
@@ -437,8 +445,8 @@ def _opaque_fused_kernels(mamba: dict, gated_norm: str, scan: str = "mamba") -> 
             raise GolfError(f"model.ssm_scan {scan!r} calls golf's Triton kernel golf/ssd_dcb_kernel.py, which does "
                             f"not import here ({e}): install triton, or use ssm_scan 'mamba_keep'") from None
     norm_impl = "golf" if gated_norm == "golf" else "mamba"
-    return dataclasses.replace(pieces, path="fused", fused=mixer_op.core_call(norm_impl, scan), norm_kernel=norm_impl,
-                               scan_kernel=scan)
+    return dataclasses.replace(pieces, path="fused", fused=mixer_op.core_call(norm_impl, scan, conv),
+                               norm_kernel=norm_impl, scan_kernel=scan)
 
 
 def _hi(t: torch.Tensor) -> torch.Tensor:

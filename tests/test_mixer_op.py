@@ -116,6 +116,8 @@ def test_fused_call_refuses_what_the_op_does_not_compute():
         torch.ops.golf.mamba_core(*args, HEADDIM, NGROUPS, CHUNK, EPS, "triton")
     with pytest.raises(ValueError, match="scan_impl must be one of"):
         mixer_op.core_call("mamba", "golf")
+    with pytest.raises(ValueError, match=r"conv_impl must be one of \['causal_conv1d', 'golf'\], got 'cuda'"):
+        torch.ops.golf.mamba_core(*args, HEADDIM, NGROUPS, CHUNK, EPS, "mamba", "mamba", "cuda")
     with pytest.raises(ValueError, match="do not fit 4 heads of 4 and 3 groups"):
         torch.ops.golf.mamba_core(*args, HEADDIM, 3, CHUNK, EPS)
 
@@ -125,14 +127,15 @@ def test_fused_call_refuses_what_the_op_does_not_compute():
 # --------------------------------------------------------------------------------------------------
 
 
-def _opcheck_cases(device="cpu", dtype=F64, norm_impl="mamba", scan_impl="mamba"):
+def _opcheck_cases(device="cpu", dtype=F64, norm_impl="mamba", scan_impl="mamba", conv_impl="causal_conv1d"):
     args = [t.to(device) for t in _core_args(dtype=dtype, t=37)]
     args = [args[0].to(dtype)] + [t.float() if dtype != F64 else t for t in args[1:]]  # fp32 parameters, as trained
-    out, *kept = torch.ops.golf.mamba_core(*args, HEADDIM, NGROUPS, 16, EPS, norm_impl, scan_impl)
+    impls = (norm_impl, scan_impl, conv_impl)
+    out, *kept = torch.ops.golf.mamba_core(*args, HEADDIM, NGROUPS, 16, EPS, *impls)
     return [(torch.ops.golf.mamba_core.default,
-             ([t.clone().requires_grad_() for t in args], HEADDIM, NGROUPS, 16, EPS, norm_impl, scan_impl)),
+             ([t.clone().requires_grad_() for t in args], HEADDIM, NGROUPS, 16, EPS, *impls)),
             (torch.ops.golf.mamba_core_bwd.default,
-             (torch.randn_like(out), *args, *kept, HEADDIM, NGROUPS, 16, EPS, norm_impl, scan_impl))]
+             (torch.randn_like(out), *args, *kept, HEADDIM, NGROUPS, 16, EPS, *impls))]
 
 
 def _flat(case):
@@ -140,10 +143,11 @@ def _flat(case):
     return op, (*args[0], *args[1:]) if isinstance(args[0], list) else args
 
 
-@pytest.mark.parametrize("scan_impl", mixer_op.SCAN_IMPLS)
+@pytest.mark.parametrize("scan_impl,conv_impl", [*((s, "causal_conv1d") for s in mixer_op.SCAN_IMPLS),
+                                                 ("mamba_keep_dA", "golf")])
 @pytest.mark.parametrize("i", range(2))
-def test_opcheck(i, scan_impl):
-    torch.library.opcheck(*_flat(_opcheck_cases(scan_impl=scan_impl)[i]))
+def test_opcheck(i, scan_impl, conv_impl):
+    torch.library.opcheck(*_flat(_opcheck_cases(scan_impl=scan_impl, conv_impl=conv_impl)[i]))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -158,19 +162,32 @@ def _golf_norm_stand_ins():
     return mixer_op.golf_norm_kernels()
 
 
-@pytest.mark.parametrize("norm_impl", ["mamba", "golf"])
+def _golf_conv_stand_ins():
+    """golf's own conv kernels under the keys golf.ssm binds them to, run by Triton's interpreter."""
+    pytest.importorskip("triton", reason="triton is not installed: golf's conv kernels need it")
+    golf = ssm_ops.golf_conv_kernels()
+    return {"golf_conv_fwd": golf["conv_fwd"], "golf_conv_bwd": golf["conv_bwd"]}
+
+
+@pytest.mark.parametrize("norm_impl,conv_impl", [("mamba", "causal_conv1d"), ("golf", "causal_conv1d"),
+                                                 ("golf", "golf")])
 @pytest.mark.parametrize("pad", [0, 4])
-def test_cuda_glue_matches_the_cpu_kernels(norm_impl, pad):
-    fns = dict(STAND_INS) | (_golf_norm_stand_ins() if norm_impl == "golf" else {})
+def test_cuda_glue_matches_the_cpu_kernels(norm_impl, conv_impl, pad):
+    """The glue with the libraries' stand-ins, golf's norm kernels or golf's conv kernels too (these two in Triton's
+    interpreter): every output and gradient as the op's CPU kernel (golf's reference math); golf's conv backward
+    writes dx into the input gradient's conv columns itself, around z's, dt's and the padding's."""
+    fns = dict(STAND_INS) | (_golf_norm_stand_ins() if norm_impl == "golf" else {}) | (
+        _golf_conv_stand_ins() if conv_impl == "golf" else {})
     args = _core_args(pad=pad)
-    glue = mixer_op.mamba_core_cuda(fns, *args, HEADDIM, NGROUPS, CHUNK, EPS, norm_impl)
+    impls = (norm_impl, "mamba", conv_impl)
+    glue = mixer_op.mamba_core_cuda(fns, *args, HEADDIM, NGROUPS, CHUNK, EPS, *impls)
     cpu = torch.ops.golf.mamba_core(*args, HEADDIM, NGROUPS, CHUNK, EPS)
     for name, a, b in zip(("out", "xBC", "y", "rstd"), glue, cpu):
         tol = 1e-6 if name == "rstd" and norm_impl == "mamba" else 1e-10  # mamba-ssm's rstd is fp32
         torch.testing.assert_close(a, b, rtol=tol, atol=tol * 1e-2, msg=name)
         assert a.shape == b.shape and a.dtype == b.dtype and a.is_contiguous(), name
     dout = torch.randn_like(cpu[0])
-    gglue = mixer_op.mamba_core_bwd_cuda(fns, dout, *args, *glue[1:], HEADDIM, NGROUPS, CHUNK, EPS, norm_impl)
+    gglue = mixer_op.mamba_core_bwd_cuda(fns, dout, *args, *glue[1:], HEADDIM, NGROUPS, CHUNK, EPS, *impls)
     assert all(k.numel() == 0 for k in glue[4:])  # scan_impl "mamba" keeps nothing of the scan's
     gcpu = torch.ops.golf.mamba_core_bwd(dout, *args, *cpu[1:], HEADDIM, NGROUPS, CHUNK, EPS)
     for name, a, b in zip(("zxbcdt", "conv_w", "conv_b", "dt_bias", "A", "D", "norm_w"), gglue, gcpu):
@@ -392,6 +409,27 @@ def test_golf_chunk_bwd_binds_beside_the_ssd_parts(fake_libraries, scan, key, la
         resolve_ssm_backend("triton", "cuda", "opaque", "kernel", scan)
 
 
+def test_golf_conv_binds_in_the_core_op(fake_libraries, monkeypatch):  # noqa: F811
+    """model.ssm_conv "golf" under the fused op: golf's conv kernels inside golf::mamba_core and in the carried-state
+    pieces beside it, with no causal-conv1d needed; mamba-ssm's own fused op refuses it."""
+    pytest.importorskip("triton", reason="triton is not installed: golf's conv kernels need it")
+    fake_libraries["ssd_module"] = types.SimpleNamespace(**{name: object() for name in mixer_op.SSD_PARTS})
+    monkeypatch.setattr(ssm, "_import_causal_conv1d", lambda: None)
+    monkeypatch.setattr(ssm, "_import_causal_conv1d_ops", lambda: None)
+    k = resolve_ssm_backend("fused", "cuda", "opaque", "golf", "mamba_keep_dA", "golf")
+    assert k.fused.keywords == {"norm_impl": "golf", "scan_impl": "mamba_keep_dA", "conv_impl": "golf"}
+    assert k.label == "fused+golf_norm+keep_states+golf_dA+golf_conv+opaque" and k.conv is ssm_ops.conv_golf
+    keys = {*mixer_op._bound_keys("fwd", "golf", "mamba_keep_dA", "golf"),
+            *mixer_op._bound_keys("bwd", "golf", "mamba_keep_dA", "golf")}
+    assert {"golf_conv_fwd", "golf_conv_bwd"} <= keys <= set(ssm_ops._CUDA) and "conv_bwd" not in keys
+    from golf.doctor import _conv_why
+
+    assert _conv_why(k.label)[0] == "golf (inside golf::mamba_core)"
+    with pytest.raises(GolfError, match="model.ssm_conv 'golf' does not apply to model.ssm_backend 'fused' outside "
+                                        "ssm_compile 'opaque'"):
+        resolve_ssm_backend("fused", "cuda", "trace", "kernel", "mamba", "golf")
+
+
 def test_fused_opaque_needs_the_conv_functions(fake_libraries, monkeypatch):  # noqa: F811
     monkeypatch.setattr(ssm, "_import_causal_conv1d_ops", lambda: None)
     with pytest.raises(GolfError, match="calls causal-conv1d's cpp_functions"):
@@ -403,11 +441,11 @@ def test_fused_opaque_needs_the_conv_functions(fake_libraries, monkeypatch):  # 
 # --------------------------------------------------------------------------------------------------
 
 
-def _cuda_core(gated_norm="kernel", scan="mamba") -> SSMKernels:
+def _cuda_core(gated_norm="kernel", scan="mamba", conv="causal_conv1d") -> SSMKernels:
     if not torch.cuda.is_available():
         pytest.skip("needs CUDA")
     try:
-        return resolve_ssm_backend("fused", "cuda", "opaque", gated_norm, scan)
+        return resolve_ssm_backend("fused", "cuda", "opaque", gated_norm, scan, conv)
     except GolfError as e:
         pytest.skip(str(e))
 
@@ -432,6 +470,19 @@ def test_opcheck_on_gpu(i, dtype, norm_impl, scan_impl):
 def test_core_mixer_matches_reference_on_gpu(gated_norm, dtype, multiple, compiled, scan):
     kernels = _cuda_core(gated_norm, scan)
     ref, op = gpu_mixer_pair(kernels, multiple)
+    torch._dynamo.reset()
+    run = torch.compile(op, fullgraph=True) if compiled else op
+    assert_gpu_mixer_matches_reference(ref, op, run, dtype)
+    torch._dynamo.reset()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("compiled", [True, False])
+def test_core_mixer_with_golf_conv_matches_reference_on_gpu(dtype, compiled):
+    """hybrid_12_b131k's op settings with golf's conv kernels (model.ssm_conv "golf") inside, padded in_proj."""
+    kernels = _cuda_core("golf", "mamba_keep_dA", "golf")
+    ref, op = gpu_mixer_pair(kernels, 64)
     torch._dynamo.reset()
     run = torch.compile(op, fullgraph=True) if compiled else op
     assert_gpu_mixer_matches_reference(ref, op, run, dtype)

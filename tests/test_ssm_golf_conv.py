@@ -93,6 +93,7 @@ def test_the_model_and_doctor_record_the_golf_conv(fake_libraries, ck):
     assert _conv_why("triton+golf_scan+golf_conv+opaque")[0] == "golf"
     assert _conv_why("triton+causal_conv1d")[0] == "causal_conv1d"
     assert _conv_why("fused+golf_norm+opaque")[0] == "causal_conv1d (inside golf::mamba_core)"  # golf/mixer_op.py
+    assert _conv_why("fused+golf_norm+golf_conv+opaque")[0] == "golf (inside golf::mamba_core)"
     assert _conv_why("fused")[0] == "causal_conv1d (inside the fused op)"  # mamba-ssm's
 
 
