@@ -37,7 +37,7 @@ KERNEL_FAMILIES = (
     ("ssd_scan", r"^_?(chunk_cumsum|chunk_state|chunk_scan|chunk_local|state_passing|bmm_chunk|ssd_(fwd|bwd))"),
     ("gated_norm", r"^_?layer_norm_(fwd|bwd)|^_gated_norm_(fwd|bwd)|rms_?norm"),
     ("block_norm", r"^_add_mix_norm_(fwd|bwd)"),
-    ("causal_conv", r"causal_conv1d|^_conv_(fwd|bwd)_kernel"),
+    ("causal_conv", r"causal_conv1d|^_conv_(fwd|bwd)(_\w+)?_kernel$"),
     ("optimizer_foreach", r"multi_tensor_apply|foreach"),
     ("copy_fill", r"memcpy|memset|copy_kernel|fill_kernel|CatArrayBatchedCopy|direct_copy"),
     ("elementwise_eager", r"elementwise_kernel|reduce_kernel|index_elementwise|unrolled_elementwise"),

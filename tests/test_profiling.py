@@ -25,6 +25,10 @@ from golf.profiling import StepWindowProfiler, busy_us, compiled_graph_stats, ke
     ("_add_mix_norm_fwd_kernel", "block_norm"),
     ("void causal_conv1d_channellast_fwd_kernel<Causal_conv1d_channellast_fwd_kernel_traits<128, 4>>", "causal_conv"),
     ("_conv_bwd_kernel", "causal_conv"),  # golf's own (golf/conv_kernel.py)
+    ("_conv_fwd_kernel", "causal_conv"),
+    ("_conv_bwd_dpre_kernel", "causal_conv"),
+    ("_conv_bwd_dx_kernel", "causal_conv"),
+    ("_conv_bwd_fused_kernel", "causal_conv"),
     ("void at::native::(anonymous namespace)::multi_tensor_apply_kernel<...>", "optimizer_foreach"),
     ("Memcpy DtoD (Device -> Device)", "copy_fill"),
     ("void at::native::vectorized_elementwise_kernel<4, at::native::CUDAFunctor_add<float>>", "elementwise_eager"),
