@@ -201,6 +201,39 @@ def _w_shift(wt_ptr, c, cmask, s: tl.constexpr, W: tl.constexpr, C, ACC: tl.cons
 
 
 @triton.jit
+def _tile_dpre(x_base, d_base, b_ptr, wt_ptr, t, c, cmask, T, C, sx_t, sd_t, W: tl.constexpr, HAS_BIAS: tl.constexpr,
+               ACC: tl.constexpr):
+    """dpre = dout silu'(pre) on the (BT, BC) tile of rows t (0 at rows t >= T), with the W shifted x tiles
+    x[t - s] that pre was made of: → dpre, x0, x1, x2, x3 (zeros for s >= W). x and dout channel-last; wt the
+    (W, C) contiguous copy of the weight. The bias and the W taps (indexed by the time shift s they apply to,
+    s = W - 1 - k) are loaded per tile, not kept from before the caller's loop over tiles: L1 hits, where keeping
+    them holds 5 more (BC,) vectors through the loop (kernel A, ptxas for sm_90: 168 registers per thread against
+    128). A caller that uses only some of the x tiles lets the others die once added into pre."""
+    if HAS_BIAS:
+        bias = tl.load(b_ptr + c, mask=cmask, other=0.0).to(ACC)
+    else:
+        bias = tl.zeros((c.shape[0],), dtype=ACC)
+    x0 = _x_shift(x_base, t, 0, c, cmask, T, sx_t, ACC)
+    x1 = _x_shift(x_base, t, 1, c, cmask, T, sx_t, ACC)
+    pre = (bias[None, :] + _w_shift(wt_ptr, c, cmask, 0, W, C, ACC)[None, :] * x0
+           + _w_shift(wt_ptr, c, cmask, 1, W, C, ACC)[None, :] * x1)
+    if W >= 3:
+        x2 = _x_shift(x_base, t, 2, c, cmask, T, sx_t, ACC)
+        pre += _w_shift(wt_ptr, c, cmask, 2, W, C, ACC)[None, :] * x2
+    else:
+        x2 = tl.zeros_like(x0)
+    if W >= 4:
+        x3 = _x_shift(x_base, t, 3, c, cmask, T, sx_t, ACC)
+        pre += _w_shift(wt_ptr, c, cmask, 3, W, C, ACC)[None, :] * x3
+    else:
+        x3 = tl.zeros_like(x0)
+    m = (t < T)[:, None] & cmask[None, :]
+    dout = tl.load(d_base + t[:, None] * sd_t + c[None, :], mask=m, other=0.0).to(ACC)
+    sig = 1.0 / (1.0 + tl.exp(-pre))
+    return dout * sig * (1.0 + pre * (1.0 - sig)), x0, x1, x2, x3
+
+
+@triton.jit
 def _conv_bwd_dpre_kernel(x_ptr, wt_ptr, b_ptr, dout_ptr, dpre_ptr, part_ptr,
                           T, C, tiles,
                           sx_b, sx_t, sd_b, sd_t, sg_b, sg_t, sp_r, sp_k,
@@ -228,30 +261,9 @@ def _conv_bwd_dpre_kernel(x_ptr, wt_ptr, b_ptr, dout_ptr, dpre_ptr, part_ptr,
     for i in range(tiles):
         t = (pid_g * tiles + i) * BT + tl.arange(0, BT)  # (BT,)
         m = (t < T)[:, None] & cmask[None, :]
-        # bias and the W taps (indexed by the time shift s they apply to, s = W - 1 - k; unused shifts are zero
-        # and compiled out) are loaded per tile, not kept from before the loop: L1 hits, where keeping them
-        # holds 5 more (BC,) vectors through the loop (ptxas for sm_90: 168 registers per thread against 128)
-        if HAS_BIAS:
-            bias = tl.load(b_ptr + c, mask=cmask, other=0.0).to(ACC)
-        else:
-            bias = tl.zeros((BC,), dtype=ACC)
-        w0 = _w_shift(wt_ptr, c, cmask, 0, W, C, ACC)
-        w1 = _w_shift(wt_ptr, c, cmask, 1, W, C, ACC)
-        w2 = _w_shift(wt_ptr, c, cmask, 2, W, C, ACC)
-        w3 = _w_shift(wt_ptr, c, cmask, 3, W, C, ACC)
-        # the W shifted x tiles, each loaded once and used for pre and for dweight
-        x0 = _x_shift(x_base, t, 0, c, cmask, T, sx_t, ACC)
-        x1 = _x_shift(x_base, t, 1, c, cmask, T, sx_t, ACC)
-        pre = bias[None, :] + w0[None, :] * x0 + w1[None, :] * x1
-        if W >= 3:
-            x2 = _x_shift(x_base, t, 2, c, cmask, T, sx_t, ACC)
-            pre += w2[None, :] * x2
-        if W >= 4:
-            x3 = _x_shift(x_base, t, 3, c, cmask, T, sx_t, ACC)
-            pre += w3[None, :] * x3
-        dout = tl.load(d_base + t[:, None] * sd_t + c[None, :], mask=m, other=0.0).to(ACC)
-        sig = 1.0 / (1.0 + tl.exp(-pre))
-        dpre = dout * sig * (1.0 + pre * (1.0 - sig))  # 0 at rows t >= T (dout masked to 0)
+        # (BT, BC) each: dpre, and the W shifted x tiles, each loaded once and used for pre and for dweight
+        dpre, x0, x1, x2, x3 = _tile_dpre(x_base, d_base, b_ptr, wt_ptr, t, c, cmask, T, C, sx_t, sd_t, W, HAS_BIAS,
+                                          ACC)
         tl.store(g_base + t[:, None] * sg_t + c[None, :], dpre, mask=m)
         db += dpre
         dw0 += dpre * x0
@@ -349,23 +361,8 @@ def _conv_bwd_fused_kernel(x_ptr, wt_ptr, b_ptr, dout_ptr, dx_ptr, part_ptr, scr
     for i in range(tiles):
         t = (pid_g * tiles + i) * OWN + r  # (BT,)
         m = (t < T)[:, None] & cmask[None, :]
-        if HAS_BIAS:
-            bias = tl.load(b_ptr + c, mask=cmask, other=0.0).to(ACC)
-        else:
-            bias = tl.zeros((BC,), dtype=ACC)
-        w0 = _w_shift(wt_ptr, c, cmask, 0, W, C, ACC)
-        w1 = _w_shift(wt_ptr, c, cmask, 1, W, C, ACC)
-        w2 = _w_shift(wt_ptr, c, cmask, 2, W, C, ACC)
-        w3 = _w_shift(wt_ptr, c, cmask, 3, W, C, ACC)
-        x0 = _x_shift(x_base, t, 0, c, cmask, T, sx_t, ACC)  # (BT, BC), kept for dweight
-        pre = bias[None, :] + w0[None, :] * x0 + w1[None, :] * _x_shift(x_base, t, 1, c, cmask, T, sx_t, ACC)
-        if W >= 3:
-            pre += w2[None, :] * _x_shift(x_base, t, 2, c, cmask, T, sx_t, ACC)
-        if W >= 4:
-            pre += w3[None, :] * _x_shift(x_base, t, 3, c, cmask, T, sx_t, ACC)
-        dout = tl.load(d_base + t[:, None] * sd_t + c[None, :], mask=m, other=0.0).to(ACC)
-        sig = 1.0 / (1.0 + tl.exp(-pre))
-        dpre = dout * sig * (1.0 + pre * (1.0 - sig))  # (BT, BC); 0 at rows t >= T (dout masked to 0)
+        # (BT, BC) each: dpre, and the unshifted x tile, kept for dweight (the shifted ones die inside pre)
+        dpre, x0, _, _, _ = _tile_dpre(x_base, d_base, b_ptr, wt_ptr, t, c, cmask, T, C, sx_t, sd_t, W, HAS_BIAS, ACC)
         x0 = tl.where(own, x0, 0.0)  # owned rows only, for dweight
         db += tl.where(own, dpre, 0.0)
         dw0 += x0 * dpre
