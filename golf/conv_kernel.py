@@ -234,6 +234,19 @@ def _tile_dpre(x_base, d_base, b_ptr, wt_ptr, t, c, cmask, T, C, sx_t, sd_t, W: 
 
 
 @triton.jit
+def _store_partials(p_base, sp_k, cmask, dw0, dw1, dw2, dw3, db, W: tl.constexpr):
+    """A program's row of the partial-sum buffer, [row, k, c] at p_base (the row's channels c): the (BT, BC)
+    accumulators of dweight by shift s (tap k = W - 1 - s) and of dbias (k = W), each reduced over rows."""
+    tl.store(p_base + (W - 1) * sp_k, tl.sum(dw0, axis=0), mask=cmask)
+    tl.store(p_base + (W - 2) * sp_k, tl.sum(dw1, axis=0), mask=cmask)
+    if W >= 3:
+        tl.store(p_base + (W - 3) * sp_k, tl.sum(dw2, axis=0), mask=cmask)
+    if W >= 4:
+        tl.store(p_base + (W - 4) * sp_k, tl.sum(dw3, axis=0), mask=cmask)
+    tl.store(p_base + W * sp_k, tl.sum(db, axis=0), mask=cmask)
+
+
+@triton.jit
 def _conv_bwd_dpre_kernel(x_ptr, wt_ptr, b_ptr, dout_ptr, dpre_ptr, part_ptr,
                           T, C, tiles,
                           sx_b, sx_t, sd_b, sd_t, sg_b, sg_t, sp_r, sp_k,
@@ -272,14 +285,7 @@ def _conv_bwd_dpre_kernel(x_ptr, wt_ptr, b_ptr, dout_ptr, dpre_ptr, part_ptr,
             dw2 += dpre * x2
         if W >= 4:
             dw3 += dpre * x3
-    p_base = part_ptr + (b * tl.num_programs(0) + pid_g) * sp_r + c  # [row, k, c]; k = W - 1 - s, row W dbias
-    tl.store(p_base + (W - 1) * sp_k, tl.sum(dw0, axis=0), mask=cmask)
-    tl.store(p_base + (W - 2) * sp_k, tl.sum(dw1, axis=0), mask=cmask)
-    if W >= 3:
-        tl.store(p_base + (W - 3) * sp_k, tl.sum(dw2, axis=0), mask=cmask)
-    if W >= 4:
-        tl.store(p_base + (W - 4) * sp_k, tl.sum(dw3, axis=0), mask=cmask)
-    tl.store(p_base + W * sp_k, tl.sum(db, axis=0), mask=cmask)
+    _store_partials(part_ptr + (b * tl.num_programs(0) + pid_g) * sp_r + c, sp_k, cmask, dw0, dw1, dw2, dw3, db, W)
 
 
 @triton.jit
@@ -384,14 +390,7 @@ def _conv_bwd_fused_kernel(x_ptr, wt_ptr, b_ptr, dout_ptr, dx_ptr, part_ptr, scr
         tl.store(dx_base + t[:, None] * sdx_t + c[None, :], dx.to(dx_ptr.dtype.element_ty), mask=m & own)
         if not GATHER:
             tl.debug_barrier()  # every thread's loads done before the next tile overwrites the region
-    p_base = part_ptr + (b * tl.num_programs(0) + pid_g) * sp_r + c  # [row, k, c]; k = W - 1 - s, row W dbias
-    tl.store(p_base + (W - 1) * sp_k, tl.sum(dw0, axis=0), mask=cmask)
-    tl.store(p_base + (W - 2) * sp_k, tl.sum(dw1, axis=0), mask=cmask)
-    if W >= 3:
-        tl.store(p_base + (W - 3) * sp_k, tl.sum(dw2, axis=0), mask=cmask)
-    if W >= 4:
-        tl.store(p_base + (W - 4) * sp_k, tl.sum(dw3, axis=0), mask=cmask)
-    tl.store(p_base + W * sp_k, tl.sum(db, axis=0), mask=cmask)
+    _store_partials(part_ptr + (b * tl.num_programs(0) + pid_g) * sp_r + c, sp_k, cmask, dw0, dw1, dw2, dw3, db, W)
 
 
 # --------------------------------------------------------------------------------------------------
