@@ -36,9 +36,9 @@ The op's kernels: on CUDA, the conv of `conv_impl` (model.ssm_conv): "causal_con
 backward) or "golf" (golf's own, golf/conv_kernel.py, whose backward writes its dx straight into the input
 gradient's columns as causal-conv1d's does), mamba-ssm's SSD scan forward and backward, and the gated norm of
 `norm_impl`: "mamba" (mamba-ssm's layernorm_gated kernels) or "golf" (golf's own, golf/gated_norm_kernel.py), bound
-by golf.ssm.resolve_ssm_backend through golf.ssm_ops.bind_cuda; on CPU, golf's
-reference math (golf.ssm), backward by torch.autograd through it, so tests/test_mixer_op.py checks the op, its
-autograd and the CUDA glue (with stand-ins that follow the libraries' contracts) without a GPU.
+by golf.ssm.resolve_ssm_backend through golf.ssm_ops.bind_cuda; on CPU, golf's reference math (golf.ssm), backward
+by torch.autograd through it, so tests/test_mixer_op.py checks the op, its autograd and the CUDA glue (with
+stand-ins that follow the libraries' contracts) without a GPU.
 
 Training-only, like golf.ssm_ops (golf.package.TRAINING_ONLY): a model trained with it is scored with the same
 math on any path.
