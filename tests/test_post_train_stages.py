@@ -12,7 +12,7 @@ from golf.model import save_model
 from stages import hessian, quantize
 
 GPU_ONLY = {"ssm_backend": "fused", "ssm_compile": "opaque", "ssm_scan": "mamba_keep_dA", "gated_norm": "golf",
-            "block_norm": "golf", "attn_backend": "flash4"}
+            "ssm_conv": "golf", "block_norm": "golf", "attn_backend": "flash4"}
 
 
 def test_hessian_and_quantize_take_a_model_trained_on_the_gpu_only_paths(in_tiny, tmp_path):
