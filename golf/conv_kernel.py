@@ -114,15 +114,15 @@ at least W. Costs of the overlap: (W - 1) / OWN more pre and dpre work (10% at B
   warps), the best two-pass launch 1.321 (16 x 32, 4 warps; 1.453 at its default), causal-conv1d 1.287. Neither design
   beats causal-conv1d's backward, so no config selects golf's conv.
 
-Limits. W (the width) 2, 3 or 4, as causal-conv1d. No seq_idx, initial_states, return_final_states or
-activations other than SiLU. Runs on CUDA tensors, or on CPU tensors under Triton's interpreter
-(TRITON_INTERPRET=1 set before triton is first imported; tests/conftest.py). The two-pass backward is checked in
-the interpreter (tests/test_conv_kernel.py), by compiling it offline (above), and on an H200 against
-causal_conv1d_fn (bench/conv_kernel_bench.py: forward bit-exact, dx 2.2e-3, the weight gradients <= 1e-6
-relative); the fused one in the interpreter (against the reference and the two-pass design, both shifts), by
-compiling it offline, and on an H200 (tests/test_conv_kernel.py compiled: every case passed; the bench's parity
-against causal_conv1d_fn: dx 2.1e-3, the weight gradients <= 1.3e-6 relative). The two-pass backward allocates its scratch per call (an fp32 activation, 436 MB at
-the production shapes), the fused one its per-program regions with the scratch shift (61 MB), transient in
+Limits. W (the width) 2, 3 or 4, as causal-conv1d. No seq_idx, initial_states, return_final_states or activations
+other than SiLU. Runs on CUDA tensors, or on CPU tensors under Triton's interpreter (TRITON_INTERPRET=1 set before
+triton is first imported; tests/conftest.py). The two-pass backward is checked in the interpreter
+(tests/test_conv_kernel.py), by compiling it offline (above), and on an H200 against causal_conv1d_fn
+(bench/conv_kernel_bench.py: forward bit-exact, dx 2.2e-3, the weight gradients <= 1e-6 relative); the fused one in
+the interpreter (against the reference and the two-pass design, both shifts), by compiling it offline, and on an
+H200 (tests/test_conv_kernel.py compiled: every case passed; the bench's parity against causal_conv1d_fn: dx 2.1e-3,
+the weight gradients <= 1.3e-6 relative). The two-pass backward allocates its scratch per call (an fp32 activation,
+436 MB at the production shapes), the fused one its per-program regions with the scratch shift (61 MB), transient in
 PyTorch's caching allocator.
 """
 
