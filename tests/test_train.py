@@ -106,8 +106,10 @@ def test_profiled_window_is_written_beside_the_weights_and_changes_nothing(refer
     assert set(prof["host_ranges_ms"]) == {"golf/batch", "golf/forward", "golf/backward", "golf/optimizer",
                                            "golf/ema", "golf/read_loss"}
     assert sum(prof["host_ranges_ms"].values()) <= prof["wall_ms_per_step"] * 1.05  # phases inside the window
-    mms = [o for o in prof["aten_ops"] if o["op"] == "aten::mm"]
-    assert mms and all(o["shapes"].startswith("[[") for o in mms)  # each matmul by its operands' shapes
+    # ops by their operands' shapes; which ops make the top 15 by CPU self time varies run to run on a busy CPU
+    # (aten::mm dropped out of it once in CI), so the check is that the shapes are there, not which ops rank
+    assert prof["aten_ops"] and any(o["shapes"].startswith("[[") for o in prof["aten_ops"])
+    assert all(o["shapes"].startswith("[[") for o in prof["aten_ops"] if o["op"] in ("aten::mm", "aten::addmm"))
     assert not (r1 / "train" / "profile.json").exists()  # off by default
 
 
