@@ -21,10 +21,11 @@ contiguous (B, T, C) tensor; 1664: the mixer's slice of in_proj's output), weigh
    ("backward alone" table: device ms a call).
 
 golf's variants: --bwd-design (the backward: two_pass, golf/conv_kernel.py's default; fused_gather and
-fused_scratch, its one-kernel design with either shift of dpre), --block-t, --block-c, --tiles (time tiles per
-program of the backward's first or only kernel), --num-warps, each a comma-separated list, every combination
-timed; block and warp values apply to the forward and backward kernels alike, and left out each kernel keeps
-its own default (forward 64 x 128 at 4 warps, backward 32 x 64 at 8). Rows are labelled
+fused_scratch, its one-kernel design with either shift of dpre; walk, its one-kernel design walking rows),
+--block-t, --block-c, --tiles (time tiles per program of the backward's first or only kernel), --num-warps,
+each a comma-separated list, every combination timed; block and warp values apply to the forward and backward
+kernels alike (to the backward only with --bwd-launch-only), and left out each kernel keeps its own default
+(forward 64 x 128 at 4 warps, the backward's by design: golf.conv_kernel.BWD_DEFAULTS). Rows are labelled
 "golf row=<row stride>", plus the design when more than one is asked for, plus " bt.. bc.. tiles.. w.." ("-"
 for a kernel default) when more than one tile variant is.
 
@@ -32,6 +33,8 @@ for a kernel default) when more than one tile variant is.
     python bench/conv_kernel_bench.py --block-t 32,64 --block-c 64,128 --num-warps 4,8 --json $OUT/conv.json
     python bench/conv_kernel_bench.py --row-strides 1664 --bwd-design two_pass,fused_gather,fused_scratch \
         --block-t 16,32,64 --block-c 32,64 --num-warps 4,8 --json $OUT/conv_bwd_designs.json
+    python bench/conv_kernel_bench.py --row-strides 1664 --bwd-design walk --bwd-launch-only \
+        --block-t 64,128,256 --block-c 64,128 --num-warps 1,2 --json $OUT/conv_walk.json
 
 On a lent H200 (bench/README.md): carry causal-conv1d's wheel if it is not installed there and run
 `source bench/h200/h200_env.sh && python3 bench/conv_kernel_bench.py --json $OUT/conv_kernel.json`; no corpus
@@ -71,7 +74,7 @@ from kernel_bench import (
 GRADS = ("dx", "dweight", "dbias")
 # --bwd-design: golf.conv_kernel.conv_bwd's (design, shift) for each name (the two-pass design has no shift)
 BWD_DESIGNS = {"two_pass": ("two_pass", "gather"), "fused_gather": ("fused", "gather"),
-               "fused_scratch": ("fused", "scratch")}
+               "fused_scratch": ("fused", "scratch"), "walk": ("walk", "gather")}
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
@@ -93,6 +96,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="golf variants: time tiles per program of the backward's first or only kernel (default 8)")
     ap.add_argument("--num-warps", help="golf variants: warps per program (default: each kernel's own, 4 fwd, "
                     "8 bwd)")
+    ap.add_argument("--bwd-launch-only", action="store_true",
+                    help="--block-t, --block-c and --num-warps apply to the backward only (the forward keeps its own)")
     ap.add_argument("--ref-b", type=int, default=2, help="sequences checked against the fp32 reference (default 2)")
     ap.add_argument("--tol", type=float, default=0.02,
                     help="largest relative error against the reference, unless causal_conv1d_fn's is larger "
@@ -183,6 +188,22 @@ def _ints(text: str) -> list[int] | None:
         return [int(v) for v in text.split(",")]
     except ValueError:
         return None
+
+
+def bwd_launch_only(conv_kernel, keys: dict):
+    """causal_conv1d_fn's call on golf's kernels, the forward at its own launch and the backward at conv_bwd's
+    keywords `keys` (--bwd-launch-only)."""
+    class Fn(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, weight, bias):
+            ctx.save_for_backward(x, weight, bias)
+            return conv_kernel.conv_fwd(x, weight, bias)
+
+        @staticmethod
+        def backward(ctx, dout):
+            return conv_kernel.conv_bwd(*ctx.saved_tensors, dout, **keys)
+
+    return lambda x, weight, bias=None, activation=None: Fn.apply(x, weight, bias)
 
 
 def bwd_alone_ms(bwd, inp: dict, row: int, a: argparse.Namespace) -> float:
@@ -290,7 +311,15 @@ def main(argv=None) -> int:
         print("causal_conv1d_fn is not importable here: its rows are skipped", file=sys.stderr)
     variants = list(itertools.product(lists["block_t"], lists["block_c"], lists["tiles"], lists["num_warps"]))
 
+    def bwd_keys(design, bt, bc, tl, nw) -> dict:
+        keys = dict(zip(("design", "shift"), BWD_DESIGNS[design]))
+        return keys | {k: v for k, v in (("block_t", bt), ("block_c", bc), ("tiles", tl), ("num_warps", nw))
+                       if v is not None}  # None: conv_bwd's own default
+
     def golf_fn(design, bt, bc, tl, nw):
+        if a.bwd_launch_only:
+            return bwd_launch_only(conv_kernel, bwd_keys(design, bt, bc, tl, nw))
+
         def fn(x, weight, bias=None, activation=None):
             bwd_design, bwd_shift = BWD_DESIGNS[design]
             return conv_kernel.causal_conv1d_silu(x, weight, bias, block_t=bt, block_c=bc, tiles=tl, num_warps=nw,
@@ -298,9 +327,7 @@ def main(argv=None) -> int:
         return fn
 
     def golf_bwd(design, bt, bc, tl, nw):
-        keys = dict(zip(("design", "shift"), BWD_DESIGNS[design]))
-        keys |= {k: v for k, v in (("block_t", bt), ("block_c", bc), ("tiles", tl), ("num_warps", nw))
-                 if v is not None}  # None: conv_bwd's own default
+        keys = bwd_keys(design, bt, bc, tl, nw)
 
         def bwd(x, weight, bias, dout, dx):
             return conv_kernel.conv_bwd(x, weight, bias, dout, dx=dx, **keys)

@@ -137,7 +137,7 @@ from golf.kernel_inputs import TL_DTYPES, check_dtypes_and_device, check_runs_he
 from golf.ssm import compute_dtype
 
 WIDTHS = (2, 3, 4)
-BWD_DESIGNS = ("two_pass", "fused")  # conv_bwd's design
+BWD_DESIGNS = ("two_pass", "fused", "walk")  # conv_bwd's design
 SHIFTS = ("gather", "scratch")  # the fused backward's shift of dpre within a tile
 
 
@@ -393,6 +393,108 @@ def _conv_bwd_fused_kernel(x_ptr, wt_ptr, b_ptr, dout_ptr, dx_ptr, part_ptr, scr
     _store_partials(part_ptr + (b * tl.num_programs(0) + pid_g) * sp_r + c, sp_k, cmask, dw0, dw1, dw2, dw3, db, W)
 
 
+@triton.jit
+def _walk_load(x_base, d_base, r, c, cmask, T, sx_t, sd_t, ACC: tl.constexpr):
+    """Row r of x and of dout, (BC,) each (zeros from T). x_base and d_base point at the program's channels c of
+    row 0."""
+    m = cmask & (c * 0 + r < T)  # (BC,): the row index as a vector, so that the mask is one too
+    return (tl.load(x_base + r * sx_t, mask=m, other=0.0).to(ACC),
+            tl.load(d_base + r * sd_t, mask=m, other=0.0).to(ACC))
+
+
+@triton.jit
+def _walk_step(xr, dr, r, t0, T, c, cmask, dx_base, sdx_t, bias, tap0, tap1, tap2, tap3,
+               x1, x2, x3, g1, g2, g3, dw0, dw1, dw2, dw3, db, BT: tl.constexpr):
+    """Row r of the walking backward, from x[r] and dout[r] (xr, dr) and the windows x1, x2, x3 = x[r - 1 ..
+    r - 3] and g1, g2, g3 = dpre[r - 1 .. r - 3]: dpre[r] = dout[r] silu'(pre[r]); its dweight and dbias terms
+    where r is one of the program's own rows t0 .. t0 + BT - 1; dx[r - 3] = sum_s tap_s dpre[r - 3 + s] stored
+    where r - 3 is one of them (and < T). → the windows moved one row on, and the sums."""
+    pre = bias + tap0 * xr + tap1 * x1 + tap2 * x2 + tap3 * x3
+    sig = 1.0 / (1.0 + tl.exp(-pre))
+    g0 = dr * sig * (1.0 + pre * (1.0 - sig))
+    g_own = tl.where(r < t0 + BT, g0, 0.0)
+    db += g_own
+    dw0 += g_own * xr
+    dw1 += g_own * x1
+    dw2 += g_own * x2
+    dw3 += g_own * x3
+    u = r - 3  # the row whose dx is complete now
+    uv = c * 0 + u
+    dxu = tap0 * g3 + tap1 * g2 + tap2 * g1 + tap3 * g0
+    tl.store(dx_base + u * sdx_t, dxu.to(dx_base.dtype.element_ty),
+             mask=cmask & (uv >= t0) & (uv < t0 + BT) & (uv < T))
+    return xr, x1, x2, g0, g1, g2, dw0, dw1, dw2, dw3, db
+
+
+@triton.jit
+def _conv_bwd_walk_kernel(x_ptr, wt_ptr, b_ptr, dout_ptr, dx_ptr, part_ptr,
+                          T, C,
+                          sx_b, sx_t, sd_b, sd_t, sdx_b, sdx_t, sp_r, sp_k,
+                          W: tl.constexpr, HAS_BIAS: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr,
+                          ACC: tl.constexpr):
+    """The walking backward: one program per (BT rows, BC channels, sequence) walks its rows one at a time, each a
+    (BC,) vector, keeping the last three rows of x and of dpre in registers: no tile is shifted along time, and
+    only (BC,) vectors are live, so many programs fit an SM. At row r it forms dpre[r], adds its dweight and dbias
+    terms (rows it owns, t0 .. t0 + BT - 1), and stores dx[r - 3] = sum_s tap_s dpre[r - 3 + s], which needs dpre
+    three rows ahead: its first three rows store nothing (the previous program's rows) and it walks three rows
+    past its own for dpre only. The taps are indexed by the time shift s they apply to (tap_s = w[:, W - 1 - s],
+    zero for s >= W), so every W walks the same three-row window. Rows go four to an iteration, their eight loads
+    issued before any of the four rows' stores: the compiler may not move a load above a store that could alias
+    it, so this is what keeps several rows' loads in flight per warp (Triton does not software-pipeline loads
+    that feed no dot). x, dout and dx channel-last (stride over channels 1); wt the (W, C) contiguous copy of
+    the weight."""
+    pid_g = tl.program_id(0)
+    pid_c = tl.program_id(1)
+    b = tl.program_id(2).to(tl.int64)
+    c = pid_c * BC + tl.arange(0, BC)  # (BC,)
+    cmask = c < C
+    x_base = x_ptr + b * sx_b + c
+    d_base = dout_ptr + b * sd_b + c
+    dx_base = dx_ptr + b * sdx_b + c
+    t0 = pid_g * BT
+    if HAS_BIAS:
+        bias = tl.load(b_ptr + c, mask=cmask, other=0.0).to(ACC)
+    else:
+        bias = tl.zeros((BC,), dtype=ACC)
+    tap0 = _w_shift(wt_ptr, c, cmask, 0, W, C, ACC)
+    tap1 = _w_shift(wt_ptr, c, cmask, 1, W, C, ACC)
+    tap2 = _w_shift(wt_ptr, c, cmask, 2, W, C, ACC)
+    tap3 = _w_shift(wt_ptr, c, cmask, 3, W, C, ACC)
+    # the x window before t0 (zero before row 0)
+    t0v = c * 0 + t0  # (BC,): t0 as a vector, so that the masks are vectors
+    x1 = tl.load(x_base + (t0 - 1) * sx_t, mask=cmask & (t0v >= 1), other=0.0).to(ACC)
+    x2 = tl.load(x_base + (t0 - 2) * sx_t, mask=cmask & (t0v >= 2), other=0.0).to(ACC)
+    x3 = tl.load(x_base + (t0 - 3) * sx_t, mask=cmask & (t0v >= 3), other=0.0).to(ACC)
+    # the dpre window, dpre[r - 1 .. r - 3]; dweight by shift s (sum_r dpre[r] x[r - s]) and dbias
+    g1 = tl.zeros((BC,), dtype=ACC)
+    g2 = tl.zeros((BC,), dtype=ACC)
+    g3 = tl.zeros((BC,), dtype=ACC)
+    dw0 = tl.zeros((BC,), dtype=ACC)
+    dw1 = tl.zeros((BC,), dtype=ACC)
+    dw2 = tl.zeros((BC,), dtype=ACC)
+    dw3 = tl.zeros((BC,), dtype=ACC)
+    db = tl.zeros((BC,), dtype=ACC)
+    for r in range(t0, t0 + BT + 3, 4):  # rows t0 .. t0 + BT + 2, and one past them whose stores are masked off
+        xa, da = _walk_load(x_base, d_base, r, c, cmask, T, sx_t, sd_t, ACC)
+        xb, dbb = _walk_load(x_base, d_base, r + 1, c, cmask, T, sx_t, sd_t, ACC)
+        xc, dc = _walk_load(x_base, d_base, r + 2, c, cmask, T, sx_t, sd_t, ACC)
+        xd, dd = _walk_load(x_base, d_base, r + 3, c, cmask, T, sx_t, sd_t, ACC)
+        x1, x2, x3, g1, g2, g3, dw0, dw1, dw2, dw3, db = _walk_step(
+            xa, da, r, t0, T, c, cmask, dx_base, sdx_t, bias, tap0, tap1, tap2, tap3,
+            x1, x2, x3, g1, g2, g3, dw0, dw1, dw2, dw3, db, BT)
+        x1, x2, x3, g1, g2, g3, dw0, dw1, dw2, dw3, db = _walk_step(
+            xb, dbb, r + 1, t0, T, c, cmask, dx_base, sdx_t, bias, tap0, tap1, tap2, tap3,
+            x1, x2, x3, g1, g2, g3, dw0, dw1, dw2, dw3, db, BT)
+        x1, x2, x3, g1, g2, g3, dw0, dw1, dw2, dw3, db = _walk_step(
+            xc, dc, r + 2, t0, T, c, cmask, dx_base, sdx_t, bias, tap0, tap1, tap2, tap3,
+            x1, x2, x3, g1, g2, g3, dw0, dw1, dw2, dw3, db, BT)
+        x1, x2, x3, g1, g2, g3, dw0, dw1, dw2, dw3, db = _walk_step(
+            xd, dd, r + 3, t0, T, c, cmask, dx_base, sdx_t, bias, tap0, tap1, tap2, tap3,
+            x1, x2, x3, g1, g2, g3, dw0, dw1, dw2, dw3, db, BT)
+    _store_partials(part_ptr + (b * tl.num_programs(0) + pid_g) * sp_r + c, sp_k, cmask, dw0[None, :],
+                    dw1[None, :], dw2[None, :], dw3[None, :], db[None, :], W)
+
+
 # --------------------------------------------------------------------------------------------------
 # Host side
 # --------------------------------------------------------------------------------------------------
@@ -468,6 +570,13 @@ def conv_fwd(x, weight, bias=None, *, block_t=64, block_c=128, num_warps=4):
     return out
 
 
+# conv_bwd's launch defaults by design. two_pass and fused: (BT, BC) tiles of 8 values a thread at 8 warps
+# (module docstring: registers). walk: block_t rows walked by a program of block_c channels
+BWD_DEFAULTS = {"two_pass": {"block_t": 32, "block_c": 64, "num_warps": 8},
+                "fused": {"block_t": 32, "block_c": 64, "num_warps": 8},
+                "walk": {"block_t": 128, "block_c": 64, "num_warps": 1}}
+
+
 def _check_design(design, shift, names=("design", "shift")) -> None:
     """One ValueError line naming the argument (names: how the caller spells design and shift) and the choices."""
     for name, v, choices in ((names[0], design, BWD_DESIGNS), (names[1], shift, SHIFTS)):
@@ -492,21 +601,26 @@ def _check_dx(dx, x) -> None:
                             if isinstance(dx, torch.Tensor) else type(dx).__name__))
 
 
-def conv_bwd(x, weight, bias, dout, *, design="two_pass", shift="gather", block_t=32, block_c=64, tiles=8,
-             num_warps=8, dx=None):
+def conv_bwd(x, weight, bias, dout, *, design="two_pass", shift="gather", block_t=None, block_c=None, tiles=8,
+             num_warps=None, dx=None):
     """(dx, dweight, dbias) of sum(out * dout) for out = conv_fwd(x, weight, bias): dx (B, C, T) in x's dtype,
     channel-last; dweight (C, W) and dbias (C,) in their parameter's dtype (None for an absent bias), reduced
     in the compute dtype. x and dout any strides (copied channel-last first where they are not).
-    design: "two_pass" (kernel A, then B, through a dpre scratch) or "fused" (one kernel; shift: how it shifts
-    dpre along time within a tile, "gather" or "scratch"; ignored by "two_pass"); module docstring. block_t x
-    block_c: the tile of the backward's kernels, num_warps their warps per program; tiles: time tiles walked by
+    design: "two_pass" (kernel A, then B, through a dpre scratch), "fused" (one kernel; shift: how it shifts
+    dpre along time within a tile, "gather" or "scratch"; ignored by the others) or "walk" (one kernel walking
+    rows); module docstring. block_t x block_c: the tile of the backward's kernels (for "walk": the rows one
+    program walks x its channels), num_warps their warps per program; None takes the design's default
+    (BWD_DEFAULTS); tiles: time tiles walked by
     one program of kernel A or of the fused kernel, which sets the partial-sum buffer's rows (module docstring).
     The fused design needs block_t >= W (it owns block_t - (W - 1) rows of each tile). dx: where to write dx, a
     tensor of x's shape and dtype with channel stride 1 and any other strides (e.g. a slice of a wider
     channel-last buffer); None allocates it channel-last contiguous."""
     _check_design(design, shift)
-    _check_blocks(block_t, block_c, tiles)
+    _check_blocks(block_t, block_c, tiles, optional=True)
     _check(x, weight, bias, dout)
+    launch = {k: v if v is not None else BWD_DEFAULTS[design][k]
+              for k, v in (("block_t", block_t), ("block_c", block_c), ("num_warps", num_warps))}
+    block_t, block_c, num_warps = launch["block_t"], launch["block_c"], launch["num_warps"]
     bsz, c, t = x.shape
     w = weight.shape[1]
     _check_fused_tile(design, block_t, w)
@@ -516,15 +630,24 @@ def conv_bwd(x, weight, bias, dout, *, design="two_pass", shift="gather", block_
         _check_dx(dx, x)
     acc = compute_dtype(x)
     own = block_t - (w - 1) if design == "fused" else block_t  # rows a tile writes dx for
-    groups = triton.cdiv(triton.cdiv(t, own), tiles)  # programs along time
-    part = torch.zeros(bsz * groups, w + 1, c, dtype=acc, device=x.device)  # [row, k, c]; row W is dbias
+    # programs along time (the walk's each walk block_t rows: one tile each)
+    groups = triton.cdiv(triton.cdiv(t, own), 1 if design == "walk" else tiles)
+    # [row, k, c], row W dbias: every program writes its row's every channel, so only an empty launch needs zeros
+    part = (torch.empty if dx.numel() else torch.zeros)(bsz * groups, w + 1, c, dtype=acc, device=x.device)
     if dx.numel():
         x, dout = _as_channel_last(x), _as_channel_last(dout)
         wt = weight.t().contiguous()  # (W, C): tap loads vectorize over channels (weight's rows are W wide)
         has_bias = bias is not None
         cblocks = triton.cdiv(c, block_c)
         common = {"W": w, "BT": block_t, "BC": block_c, "ACC": TL_DTYPES[acc], "num_warps": num_warps}
-        if design == "fused":
+        if design == "walk":
+            _conv_bwd_walk_kernel[(groups, cblocks, bsz)](
+                x, wt, bias if has_bias else wt, dout, dx, part,
+                t, c,
+                x.stride(0), x.stride(2), dout.stride(0), dout.stride(2), dx.stride(0), dx.stride(2),
+                part.stride(0), part.stride(1),
+                HAS_BIAS=has_bias, **common)
+        elif design == "fused":
             wt = torch.cat([wt, wt])  # (2W, C): pre's taps, then dx's (kernel docstring)
             gather = shift == "gather"
             # scratch: one (block_t, block_c) region per program (the gather variant passes part, unused)
@@ -581,8 +704,9 @@ def causal_conv1d_silu(x, weight, bias=None, *, block_t=None, block_c=None, tile
     differentiable w.r.t. x, weight and bias. x (B, C, T) (a channel-last view for speed), weight (C, W) with W
     in 2..4, bias (C,) or None. Returns (B, C, T) in x's dtype, channel-last. block_t, block_c (the tile) and
     num_warps (per program) apply to the forward and backward kernels alike; None takes each one's default
-    (conv_fwd 64 x 128 at 4 warps, conv_bwd 32 x 64 at 8). tiles: time tiles per program of the backward's
-    first (or only) kernel; bwd_design and bwd_shift: conv_bwd's design and shift (module docstring)."""
+    (conv_fwd 64 x 128 at 4 warps, conv_bwd's by design, BWD_DEFAULTS). tiles: time tiles per program of the
+    backward's first (or only) kernel; bwd_design and bwd_shift: conv_bwd's design and shift (module
+    docstring)."""
     _check_design(bwd_design, bwd_shift, ("bwd_design", "bwd_shift"))
     _check_blocks(block_t, block_c, tiles, optional=True)
     _check(x, weight, bias)

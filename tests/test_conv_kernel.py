@@ -4,9 +4,9 @@ weight, bias) against torch.autograd through golf.ssm.causal_conv_silu_reference
 (what causal_conv1d_fn(x, weight, bias, activation="silu") computes). fp64 inputs compute in fp64, so those
 cases compare at ~1e-12 relative: a tap off by one in time, a missing bias or a wrong SiLU derivative is off by
 orders of magnitude more. Shapes are small and the tiles smaller (so that T and C are not multiples of them,
-and the backward's programs walk several time tiles) to keep the interpreter fast. Both backward designs
-(conv_bwd's design "two_pass" and "fused", the latter with either shift of dpre, "gather" and "scratch") run
-the parity cases, and the fused one is checked against the two-pass one at ~1e-12 in fp64."""
+and the backward's programs walk several time tiles) to keep the interpreter fast. Every backward design
+(conv_bwd's design "two_pass", "fused" with either shift of dpre, "gather" and "scratch", and "walk") runs the
+parity cases, and the fused and walking ones are checked against the two-pass one at ~1e-12 in fp64."""
 
 import re
 
@@ -22,9 +22,9 @@ F64 = torch.float64
 SMALL = {"block_t": 8, "block_c": 8, "tiles": 2}  # small tiles: T, C below span several of each
 # the backward designs: causal_conv1d_silu's keywords for each, and conv_bwd's
 BWD = {"two_pass": {}, "fused_gather": {"bwd_design": "fused", "bwd_shift": "gather"},
-       "fused_scratch": {"bwd_design": "fused", "bwd_shift": "scratch"}}
+       "fused_scratch": {"bwd_design": "fused", "bwd_shift": "scratch"}, "walk": {"bwd_design": "walk"}}
 CONV_BWD = {"two_pass": {"design": "two_pass"}, "fused_gather": {"design": "fused", "shift": "gather"},
-            "fused_scratch": {"design": "fused", "shift": "scratch"}}
+            "fused_scratch": {"design": "fused", "shift": "scratch"}, "walk": {"design": "walk"}}
 
 
 @pytest.fixture(scope="module")
@@ -128,7 +128,8 @@ def test_fp32_matches_reference(ck, device):
 
 
 @pytest.mark.parametrize("wdtype, bwd", [(torch.float32, "two_pass"), (torch.bfloat16, "two_pass"),
-                                         (torch.float32, "fused_gather"), (torch.bfloat16, "fused_scratch")])
+                                         (torch.float32, "fused_gather"), (torch.bfloat16, "fused_scratch"),
+                                         (torch.float32, "walk")])
 def test_bf16_keeps_dtypes(ck, device, wdtype, bwd):
     """bf16 x with fp32 (as in training) or bf16 parameters: out and dx in bf16, dweight and dbias in the
     parameters' dtype, channel-last out; values within bf16 rounding of the fp32 reference on the same inputs."""
@@ -208,7 +209,7 @@ def test_tiles_per_program_exact_fp64(ck, device, block_t, tiles, t):
     assert torch.equal(dx, dx1)
 
 
-@pytest.mark.parametrize("bwd", ["two_pass", "fused_scratch"])
+@pytest.mark.parametrize("bwd", ["two_pass", "fused_scratch", "walk"])
 def test_weight_grads_deterministic(ck, device, bwd):
     """dweight and dbias are per-program partial sums reduced in PyTorch, not atomics: bitwise repeatable."""
     x, weight, bias, dout = _inputs(5, 2, 12, 21, 4, dtype=torch.float32, device=device)
@@ -258,7 +259,34 @@ def test_fused_equals_two_pass_fp64(ck, device, case):
                 _assert_close(f"{shift} {name}", g, h, 1e-12)
 
 
-@pytest.mark.parametrize("bwd", ["two_pass", "fused_gather"])  # the shifts share the fused kernel's dx store
+# (w, bias, t, block_t) for the walking backward, which walks block_t rows a program four at a time and three rows
+# past them: T not a multiple of block_t; a program of one row; a program longer than T; T shorter than W
+WALK = {
+    "w4_ragged": (4, True, 45, 8),
+    "w4_one_row_a_program": (4, True, 11, 1),
+    "w3_no_bias_rows_of_two": (3, False, 23, 2),
+    "w2_program_past_t": (2, True, 19, 32),
+    "t_below_width": (4, True, 3, 4),
+}
+
+
+@pytest.mark.parametrize("case", list(WALK))
+def test_walk_equals_two_pass_fp64(ck, device, case):
+    """The walking backward against the two-pass one in fp64 (x a slice of a wider tensor at a channel offset, C
+    not a multiple of block_c, two sequences): dx, dweight and dbias within ~1e-12, dx channel-last."""
+    w, bias, t, block_t = WALK[case]
+    x, weight, b_, dout = _inputs(12, 2, 12, t, w, bias=bias, row=20, offset=3, device=device)
+    want = ck.conv_bwd(x, weight, b_, dout, design="two_pass", block_t=8, block_c=8)
+    got = ck.conv_bwd(x, weight, b_, dout, design="walk", block_t=block_t, block_c=8)
+    assert got[0].stride() == (12 * t, 1, 12)
+    for name, g, h in zip(("dx", "dweight", "dbias"), got, want):
+        if h is None:
+            assert g is None, f"{name}: a gradient for an absent bias"
+        else:
+            _assert_close(name, g, h, 1e-12)
+
+
+@pytest.mark.parametrize("bwd", ["two_pass", "fused_gather", "walk"])  # the shifts share the fused kernel's dx store
 def test_dx_into_a_slice_of_a_wider_buffer(ck, device, bwd):
     """conv_bwd(dx=...) writes dx through any row stride: into channels [5, 17) of a (B, T, 24) buffer, the
     other channels left as they were, the values bit for bit those of a freshly allocated dx; x a slice of a
@@ -304,9 +332,12 @@ def test_bad_tiles(ck, device):
         ck.causal_conv1d_silu(x, weight, bias, tiles=0)
     with pytest.raises(ValueError, match=re.escape("causal_conv1d_silu: tiles must be a positive int, got 2.0")):
         ck.conv_bwd(x, weight, bias, dout, tiles=2.0)
-    # None (each kernel's default tile) is causal_conv1d_silu's alone: conv_fwd and conv_bwd take a size
+    # None (a kernel's default tile) is causal_conv1d_silu's and conv_bwd's (its design's, BWD_DEFAULTS): conv_fwd
+    # takes a size
     with pytest.raises(ValueError, match=re.escape("causal_conv1d_silu: block_c must be a power of two, got None")):
-        ck.conv_bwd(x, weight, bias, dout, block_c=None)
+        ck.conv_fwd(x, weight, bias, block_c=None)
+    with pytest.raises(ValueError, match=re.escape("causal_conv1d_silu: block_t must be a power of two, got 0")):
+        ck.conv_bwd(x, weight, bias, dout, design="walk", block_t=0)
     with pytest.raises(ValueError, match=re.escape("causal_conv1d_silu: block_c must be a power of two, got 48")):
         ck.causal_conv1d_silu(x, weight, bias, block_c=48)
 
@@ -324,7 +355,7 @@ def test_bad_design_one_clear_error(ck, device):
     """A bad design, shift, fused tile or dx buffer: one ValueError line naming the argument and what it takes,
     from conv_bwd and (before any kernel runs) from causal_conv1d_silu."""
     x, weight, bias, dout = _inputs(7, 2, 8, 16, 4, device=device)
-    designs, shifts = "['two_pass', 'fused']", "['gather', 'scratch']"
+    designs, shifts = "['two_pass', 'fused', 'walk']", "['gather', 'scratch']"
     cases = [
         ((ck.conv_bwd, x, weight, bias, dout), {"design": "fusd"}, f"design must be one of {designs}, got 'fusd'"),
         ((ck.conv_bwd, x, weight, bias, dout), {"design": "fused", "shift": "smem"},
@@ -388,7 +419,7 @@ def test_bench_script_dry_run(ck, device, tmp_path, monkeypatch):
     monkeypatch.setattr(bench, "device_ms", functools.partial(bench.device_ms, reps=2))
     calls = _spy_conv_bwd(ck, monkeypatch)
     out = tmp_path / "bench.json"
-    designs = ["two_pass", "fused_gather", "fused_scratch"]
+    designs = ["two_pass", "fused_gather", "fused_scratch", "walk"]
     rc = bench.main(["--device", device, "--dtype", "fp32", "--b", "1", "--t", "20", "--c", "12",
                      "--row-strides", "12,20", "--block-t", "16", "--block-c", "16", "--tiles", "1",
                      "--bwd-design", ",".join(designs), "--json", str(out)])
@@ -405,6 +436,19 @@ def test_bench_script_dry_run(ck, device, tmp_path, monkeypatch):
             assert set(times) == {"fwd_ms", "fwd_bwd_ms", "fwd_device_ms", "fwd_bwd_device_ms", "bwd_alone_device_ms"}
             assert min(times["fwd_device_ms"], times["fwd_bwd_device_ms"], times["bwd_alone_device_ms"]) > 0
     assert result["floor"]["fwd_bwd_bytes"] > result["floor"]["fwd_bytes"] > 0
-    assert set(calls) == {("two_pass", "gather"), ("fused", "gather"), ("fused", "scratch")}
+    assert set(calls) == {("two_pass", "gather"), ("fused", "gather"), ("fused", "scratch"), ("walk", "gather")}
+    # --bwd-launch-only: the launch reaches the backward alone (the forward keeps its own), both through autograd
+    # and in the backward-alone timing
+    calls.clear()
+    rc = bench.main(["--device", device, "--dtype", "fp32", "--b", "1", "--t", "20", "--c", "12", "--row-strides", "20",
+                     "--bwd-design", "walk", "--bwd-launch-only", "--block-t", "4,8", "--block-c", "16",
+                     "--num-warps", "1", "--json", str(out)])
+    result = json.loads(out.read_text())
+    assert rc == 0, result["errors"]
+    for bt in (4, 8):
+        name = f"golf row=20 bt{bt} bc16 tiles8 w1"
+        assert max(result["parity_vs_reference"][name].values()) < 1e-5
+        assert result["timing"][name]["bwd_alone_device_ms"] > 0
+    assert set(calls) == {("walk", "gather")}
     assert bench.main(["--device", device, "--row-strides", "8"]) == 2  # narrower than C: refused up front
     assert bench.main(["--device", device, "--bwd-design", "two_pass,fused"]) == 2  # not a design: refused too
