@@ -27,19 +27,41 @@ memory transaction; its kernels then take channels as contiguous (stride 1 at co
 vectorized). out and dx (unless conv_bwd is given dx=) are allocated channel-last contiguous ((B, T, C)
 transposed), as causal-conv1d's are.
 
-Forward: grid (cdiv(T, BLOCK_T), cdiv(C, BLOCK_C), B), default tile 64 x 128 at 4 warps; each program loads the
-W time-shifted (BLOCK_T, BLOCK_C) tiles of x it needs (rows t - W + 1 .. t; the overlapping rows come from
-L1/L2, so DRAM sees x about once), adds the W taps and the bias, applies SiLU and stores. Nothing is saved for
-backward but the inputs (x, weight, bias): the backward recomputes pre.
+Forward: conv_fwd(..., design=) "walk" (the default) or "tile". Nothing is saved for backward but the inputs (x,
+weight, bias): the backward recomputes pre.
+  "walk": _conv_fwd_walk_kernel, grid (cdiv(T, BLOCK_T), cdiv(C, BLOCK_C), B), default 128 rows of 64 channels at
+     one warp: each program walks its rows as the walking backward does (below), one (BLOCK_C,) row of x at a
+     time with the last three rows in registers, so each row of x is loaded once. x copied channel-last first
+     where it is not.
+  "tile": _conv_fwd_kernel, same grid, default tile 64 x 128 at 4 warps; each program loads the W time-shifted
+     (BLOCK_T, BLOCK_C) tiles of x it needs (rows t - W + 1 .. t; the overlapping rows come from L1/L2, so DRAM
+     sees x about once), adds the W taps and the bias, applies SiLU and stores. x at any strides.
 
-Backward: conv_bwd(..., design=) "two_pass" (the default: two kernels and a dpre scratch) or "fused" (one
-kernel, no activation-sized scratch). Both take the same default tile, 32 x 64 at 8 warps (each (BT, BC) fp32
-tile is then 8 values per thread), read channels contiguous in every load and store (x and dout copied
-channel-last where needed, above; the taps read from a (W, C) contiguous copy of the weight), write dx through
-its strides (conv_bwd's dx= takes any buffer whose channel stride is 1, e.g. a slice of a wider channel-last
-tensor), and sum the weight gradients the same way: per-program partial sums, one row per program along time
-of a (B * programs, W + 1, C) buffer (taps, then dbias), summed in PyTorch: deterministic (no atomics; the same
-bits run to run).
+Backward: conv_bwd(..., design=) "walk" (the default: one kernel walking rows), "two_pass" (two kernels and a
+dpre scratch) or "fused" (one kernel over tiles, no activation-sized scratch). Each has its own default launch
+(BWD_DEFAULTS: the tile designs 32 x 64 at 8 warps, each (BT, BC) fp32 tile then 8 values per thread), reads
+channels contiguous in every load and store (x and dout copied channel-last where needed, above), writes dx
+through its strides (conv_bwd's dx= takes any buffer whose channel stride is 1, e.g. a slice of a wider
+channel-last tensor), and sums the weight gradients the same way: per-program partial sums, one row per program
+along time of a (B * programs, W + 1, C) buffer (taps, then dbias), summed in PyTorch: deterministic (no atomics;
+the same bits run to run).
+
+Design "walk": _conv_bwd_walk_kernel, grid (cdiv(T, BLOCK_T), cdiv(C, BLOCK_C), B), default 128 rows of 64
+channels at one warp (two channels a thread). A program walks its rows one (BLOCK_C,) vector at a time, never
+shifting a tile along time: at row r it loads x[r] and dout[r], forms pre[r] from x[r] and the three rows of x
+before it (kept in registers), dpre[r] = dout[r] silu'(pre[r]), adds dpre[r] x[r - s] (s < W) and dpre[r] to the
+weight gradients' (BLOCK_C,) sums, and stores dx[r - 3] = sum_s tap_s dpre[r - 3 + s] from the three rows of dpre
+before it: dx trails by three rows, so a program walks three rows past its own (their dpre only) and stores
+nothing for its first three. The taps are indexed by the time shift s they apply to (tap_s = w[:, W - 1 - s],
+zero for s >= W), so every W walks the same three-row window, and are loaded once a program from the weight as
+it is (no (W, C) copy). Rows go four to an iteration, their eight loads issued before the four rows' stores:
+the compiler may not move a load above a store that could alias it, and Triton does not software-pipeline loads
+that feed no dot (compiled for sm_90a, a stage count made no difference), so this is what keeps several rows in
+flight per warp. Registers (ptxas for sm_90a, bf16 x, W = 4): 64 at the default, 120 at 128 channels a warp, 40 at
+64 channels on two warps; no spills; every program a warp, so many share an SM. DRAM traffic: read x and dout,
+write dx, about 3A as the fused design, plus 3 rows of x and dout of halo per 128 (2%). On an H200 (bench/RESULTS.md
+2026-12-01 sixteenth block) 0.255 ms a call alone (1.6x its floor) against causal-conv1d's 0.37-0.61 in the same
+bench, and 0.245 against 0.506 in hybrid_12_b131k's training step.
 
 Design "two_pass": a scratch dpre of (B, T, C) in the compute dtype.
   A. _conv_bwd_dpre_kernel, grid (cdiv(T, BLOCK_T * tiles), cdiv(C, BLOCK_C), B): each program walks `tiles`
@@ -191,11 +213,11 @@ def _x_shift(x_base, t, s: tl.constexpr, c, cmask, T, sx_t, ACC: tl.constexpr):
 
 
 @triton.jit
-def _w_shift(wt_ptr, c, cmask, s: tl.constexpr, W: tl.constexpr, C, ACC: tl.constexpr):
-    """The tap that multiplies x[t - s] in pre[t], i.e. w[:, W - 1 - s] (zeros for s >= W), from the (W, C)
-    contiguous copy of the weight."""
+def _w_shift(w_ptr, c, cmask, s: tl.constexpr, W: tl.constexpr, sw_c, sw_k, ACC: tl.constexpr):
+    """The tap that multiplies x[t - s] in pre[t], i.e. w[:, W - 1 - s] (zeros for s >= W), from a weight of
+    strides sw_c over channels and sw_k over taps (the (W, C) contiguous copy: 1, C)."""
     if s < W:
-        return tl.load(wt_ptr + (W - 1 - s) * C + c, mask=cmask, other=0.0).to(ACC)
+        return tl.load(w_ptr + c * sw_c + (W - 1 - s) * sw_k, mask=cmask, other=0.0).to(ACC)
     else:
         return tl.zeros(c.shape, dtype=ACC)
 
@@ -215,16 +237,16 @@ def _tile_dpre(x_base, d_base, b_ptr, wt_ptr, t, c, cmask, T, C, sx_t, sd_t, W: 
         bias = tl.zeros((c.shape[0],), dtype=ACC)
     x0 = _x_shift(x_base, t, 0, c, cmask, T, sx_t, ACC)
     x1 = _x_shift(x_base, t, 1, c, cmask, T, sx_t, ACC)
-    pre = (bias[None, :] + _w_shift(wt_ptr, c, cmask, 0, W, C, ACC)[None, :] * x0
-           + _w_shift(wt_ptr, c, cmask, 1, W, C, ACC)[None, :] * x1)
+    pre = (bias[None, :] + _w_shift(wt_ptr, c, cmask, 0, W, 1, C, ACC)[None, :] * x0
+           + _w_shift(wt_ptr, c, cmask, 1, W, 1, C, ACC)[None, :] * x1)
     if W >= 3:
         x2 = _x_shift(x_base, t, 2, c, cmask, T, sx_t, ACC)
-        pre += _w_shift(wt_ptr, c, cmask, 2, W, C, ACC)[None, :] * x2
+        pre += _w_shift(wt_ptr, c, cmask, 2, W, 1, C, ACC)[None, :] * x2
     else:
         x2 = tl.zeros_like(x0)
     if W >= 4:
         x3 = _x_shift(x_base, t, 3, c, cmask, T, sx_t, ACC)
-        pre += _w_shift(wt_ptr, c, cmask, 3, W, C, ACC)[None, :] * x3
+        pre += _w_shift(wt_ptr, c, cmask, 3, W, 1, C, ACC)[None, :] * x3
     else:
         x3 = tl.zeros_like(x0)
     m = (t < T)[:, None] & cmask[None, :]
@@ -376,17 +398,17 @@ def _conv_bwd_fused_kernel(x_ptr, wt_ptr, b_ptr, dout_ptr, dx_ptr, part_ptr, scr
             tl.store(s_ptrs, dpre)
             tl.debug_barrier()  # the whole tile stored before any thread reads its neighbours' rows
         g = _dpre_shift(dpre, s_ptrs, r, 1, BT, GATHER)
-        dx = _w_shift(wd_ptr, c, cmask, 1, W, C, ACC)[None, :] * g
+        dx = _w_shift(wd_ptr, c, cmask, 1, W, 1, C, ACC)[None, :] * g
         dw1 += x0 * g
         if W >= 3:
             g = _dpre_shift(dpre, s_ptrs, r, 2, BT, GATHER)
-            dx += _w_shift(wd_ptr, c, cmask, 2, W, C, ACC)[None, :] * g
+            dx += _w_shift(wd_ptr, c, cmask, 2, W, 1, C, ACC)[None, :] * g
             dw2 += x0 * g
         if W >= 4:
             g = _dpre_shift(dpre, s_ptrs, r, 3, BT, GATHER)
-            dx += _w_shift(wd_ptr, c, cmask, 3, W, C, ACC)[None, :] * g
+            dx += _w_shift(wd_ptr, c, cmask, 3, W, 1, C, ACC)[None, :] * g
             dw3 += x0 * g
-        dx += _w_shift(wd_ptr, c, cmask, 0, W, C, ACC)[None, :] * dpre
+        dx += _w_shift(wd_ptr, c, cmask, 0, W, 1, C, ACC)[None, :] * dpre
         tl.store(dx_base + t[:, None] * sdx_t + c[None, :], dx.to(dx_ptr.dtype.element_ty), mask=m & own)
         if not GATHER:
             tl.debug_barrier()  # every thread's loads done before the next tile overwrites the region
@@ -394,12 +416,41 @@ def _conv_bwd_fused_kernel(x_ptr, wt_ptr, b_ptr, dout_ptr, dx_ptr, part_ptr, scr
 
 
 @triton.jit
-def _walk_load(x_base, d_base, r, c, cmask, T, sx_t, sd_t, ACC: tl.constexpr):
-    """Row r of x and of dout, (BC,) each (zeros from T). x_base and d_base point at the program's channels c of
-    row 0."""
+def _walk_row(base, r, c, cmask, T, s_t, ACC: tl.constexpr):
+    """Row r of a channel-last tensor, (BC,) (zeros from T): base points at the program's channels c of row 0,
+    s_t is the stride over time."""
     m = cmask & (c * 0 + r < T)  # (BC,): the row index as a vector, so that the mask is one too
-    return (tl.load(x_base + r * sx_t, mask=m, other=0.0).to(ACC),
-            tl.load(d_base + r * sd_t, mask=m, other=0.0).to(ACC))
+    return tl.load(base + r * s_t, mask=m, other=0.0).to(ACC)
+
+
+@triton.jit
+def _walk_setup(x_base, w_ptr, b_ptr, t0, c, cmask, sx_t, sw_c, sw_k, W: tl.constexpr, HAS_BIAS: tl.constexpr,
+                ACC: tl.constexpr):
+    """What a walking program keeps from its start, (BC,) each: the bias, the taps by time shift (tap_s =
+    w[:, W - 1 - s] multiplies x[r - s] in pre[r]; zero for s >= W, so that every W walks the same three-row
+    window) and the x window before its first row t0, x[t0 - 1], x[t0 - 2], x[t0 - 3] (zero before row 0)."""
+    if HAS_BIAS:
+        bias = tl.load(b_ptr + c, mask=cmask, other=0.0).to(ACC)
+    else:
+        bias = tl.zeros(c.shape, dtype=ACC)
+    t0v = c * 0 + t0  # (BC,): t0 as a vector, so that the masks are vectors
+    x1 = tl.load(x_base + (t0 - 1) * sx_t, mask=cmask & (t0v >= 1), other=0.0).to(ACC)
+    x2 = tl.load(x_base + (t0 - 2) * sx_t, mask=cmask & (t0v >= 2), other=0.0).to(ACC)
+    x3 = tl.load(x_base + (t0 - 3) * sx_t, mask=cmask & (t0v >= 3), other=0.0).to(ACC)
+    return (bias, _w_shift(w_ptr, c, cmask, 0, W, sw_c, sw_k, ACC), _w_shift(w_ptr, c, cmask, 1, W, sw_c, sw_k, ACC),
+            _w_shift(w_ptr, c, cmask, 2, W, sw_c, sw_k, ACC), _w_shift(w_ptr, c, cmask, 3, W, sw_c, sw_k, ACC),
+            x1, x2, x3)
+
+
+@triton.jit
+def _walk_out(xr, r, t0, T, c, cmask, o_base, so_t, bias, tap0, tap1, tap2, tap3, x1, x2, x3, BT: tl.constexpr):
+    """Row r of the walking forward: out[r] = silu(pre[r]) from x[r] (xr) and the window x1, x2, x3 = x[r - 1 ..
+    r - 3], stored where r is one of the program's rows t0 .. t0 + BT - 1 (and < T). → the window moved on."""
+    pre = bias + tap0 * xr + tap1 * x1 + tap2 * x2 + tap3 * x3
+    rv = c * 0 + r
+    tl.store(o_base + r * so_t, (pre / (1.0 + tl.exp(-pre))).to(o_base.dtype.element_ty),
+             mask=cmask & (rv < t0 + BT) & (rv < T))
+    return xr, x1, x2
 
 
 @triton.jit
@@ -427,9 +478,40 @@ def _walk_step(xr, dr, r, t0, T, c, cmask, dx_base, sdx_t, bias, tap0, tap1, tap
 
 
 @triton.jit
-def _conv_bwd_walk_kernel(x_ptr, wt_ptr, b_ptr, dout_ptr, dx_ptr, part_ptr,
+def _conv_fwd_walk_kernel(x_ptr, w_ptr, b_ptr, out_ptr,
                           T, C,
-                          sx_b, sx_t, sd_b, sd_t, sdx_b, sdx_t, sp_r, sp_k,
+                          sx_b, sx_t, sw_c, sw_k, so_b, so_t,
+                          W: tl.constexpr, HAS_BIAS: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr,
+                          ACC: tl.constexpr):
+    """The walking forward: one program per (BT rows, BC channels, sequence) walks its rows as the walking
+    backward does (four rows' loads issued before their stores, the last three rows of x in registers), so each x
+    row is loaded once (three more at the program's start). x and out channel-last (stride over channels 1); the
+    weight (C, W) with any strides."""
+    pid_g = tl.program_id(0)
+    pid_c = tl.program_id(1)
+    b = tl.program_id(2).to(tl.int64)
+    c = pid_c * BC + tl.arange(0, BC)  # (BC,)
+    cmask = c < C
+    x_base = x_ptr + b * sx_b + c
+    o_base = out_ptr + b * so_b + c
+    t0 = pid_g * BT
+    bias, tap0, tap1, tap2, tap3, x1, x2, x3 = _walk_setup(x_base, w_ptr, b_ptr, t0, c, cmask, sx_t, sw_c, sw_k, W,
+                                                           HAS_BIAS, ACC)
+    for r in range(t0, t0 + BT, 4):
+        xa = _walk_row(x_base, r, c, cmask, T, sx_t, ACC)
+        xb = _walk_row(x_base, r + 1, c, cmask, T, sx_t, ACC)
+        xc = _walk_row(x_base, r + 2, c, cmask, T, sx_t, ACC)
+        xd = _walk_row(x_base, r + 3, c, cmask, T, sx_t, ACC)
+        x1, x2, x3 = _walk_out(xa, r, t0, T, c, cmask, o_base, so_t, bias, tap0, tap1, tap2, tap3, x1, x2, x3, BT)
+        x1, x2, x3 = _walk_out(xb, r + 1, t0, T, c, cmask, o_base, so_t, bias, tap0, tap1, tap2, tap3, x1, x2, x3, BT)
+        x1, x2, x3 = _walk_out(xc, r + 2, t0, T, c, cmask, o_base, so_t, bias, tap0, tap1, tap2, tap3, x1, x2, x3, BT)
+        x1, x2, x3 = _walk_out(xd, r + 3, t0, T, c, cmask, o_base, so_t, bias, tap0, tap1, tap2, tap3, x1, x2, x3, BT)
+
+
+@triton.jit
+def _conv_bwd_walk_kernel(x_ptr, w_ptr, b_ptr, dout_ptr, dx_ptr, part_ptr,
+                          T, C,
+                          sx_b, sx_t, sw_c, sw_k, sd_b, sd_t, sdx_b, sdx_t, sp_r, sp_k,
                           W: tl.constexpr, HAS_BIAS: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr,
                           ACC: tl.constexpr):
     """The walking backward: one program per (BT rows, BC channels, sequence) walks its rows one at a time, each a
@@ -441,8 +523,8 @@ def _conv_bwd_walk_kernel(x_ptr, wt_ptr, b_ptr, dout_ptr, dx_ptr, part_ptr,
     zero for s >= W), so every W walks the same three-row window. Rows go four to an iteration, their eight loads
     issued before any of the four rows' stores: the compiler may not move a load above a store that could alias
     it, so this is what keeps several rows' loads in flight per warp (Triton does not software-pipeline loads
-    that feed no dot). x, dout and dx channel-last (stride over channels 1); wt the (W, C) contiguous copy of
-    the weight."""
+    that feed no dot). x, dout and dx channel-last (stride over channels 1); the weight (C, W) with any
+    strides."""
     pid_g = tl.program_id(0)
     pid_c = tl.program_id(1)
     b = tl.program_id(2).to(tl.int64)
@@ -452,19 +534,8 @@ def _conv_bwd_walk_kernel(x_ptr, wt_ptr, b_ptr, dout_ptr, dx_ptr, part_ptr,
     d_base = dout_ptr + b * sd_b + c
     dx_base = dx_ptr + b * sdx_b + c
     t0 = pid_g * BT
-    if HAS_BIAS:
-        bias = tl.load(b_ptr + c, mask=cmask, other=0.0).to(ACC)
-    else:
-        bias = tl.zeros((BC,), dtype=ACC)
-    tap0 = _w_shift(wt_ptr, c, cmask, 0, W, C, ACC)
-    tap1 = _w_shift(wt_ptr, c, cmask, 1, W, C, ACC)
-    tap2 = _w_shift(wt_ptr, c, cmask, 2, W, C, ACC)
-    tap3 = _w_shift(wt_ptr, c, cmask, 3, W, C, ACC)
-    # the x window before t0 (zero before row 0)
-    t0v = c * 0 + t0  # (BC,): t0 as a vector, so that the masks are vectors
-    x1 = tl.load(x_base + (t0 - 1) * sx_t, mask=cmask & (t0v >= 1), other=0.0).to(ACC)
-    x2 = tl.load(x_base + (t0 - 2) * sx_t, mask=cmask & (t0v >= 2), other=0.0).to(ACC)
-    x3 = tl.load(x_base + (t0 - 3) * sx_t, mask=cmask & (t0v >= 3), other=0.0).to(ACC)
+    bias, tap0, tap1, tap2, tap3, x1, x2, x3 = _walk_setup(x_base, w_ptr, b_ptr, t0, c, cmask, sx_t, sw_c, sw_k, W,
+                                                           HAS_BIAS, ACC)
     # the dpre window, dpre[r - 1 .. r - 3]; dweight by shift s (sum_r dpre[r] x[r - s]) and dbias
     g1 = tl.zeros((BC,), dtype=ACC)
     g2 = tl.zeros((BC,), dtype=ACC)
@@ -475,10 +546,10 @@ def _conv_bwd_walk_kernel(x_ptr, wt_ptr, b_ptr, dout_ptr, dx_ptr, part_ptr,
     dw3 = tl.zeros((BC,), dtype=ACC)
     db = tl.zeros((BC,), dtype=ACC)
     for r in range(t0, t0 + BT + 3, 4):  # rows t0 .. t0 + BT + 2, and one past them whose stores are masked off
-        xa, da = _walk_load(x_base, d_base, r, c, cmask, T, sx_t, sd_t, ACC)
-        xb, dbb = _walk_load(x_base, d_base, r + 1, c, cmask, T, sx_t, sd_t, ACC)
-        xc, dc = _walk_load(x_base, d_base, r + 2, c, cmask, T, sx_t, sd_t, ACC)
-        xd, dd = _walk_load(x_base, d_base, r + 3, c, cmask, T, sx_t, sd_t, ACC)
+        xa, da = _walk_row(x_base, r, c, cmask, T, sx_t, ACC), _walk_row(d_base, r, c, cmask, T, sd_t, ACC)
+        xb, dbb = _walk_row(x_base, r + 1, c, cmask, T, sx_t, ACC), _walk_row(d_base, r + 1, c, cmask, T, sd_t, ACC)
+        xc, dc = _walk_row(x_base, r + 2, c, cmask, T, sx_t, ACC), _walk_row(d_base, r + 2, c, cmask, T, sd_t, ACC)
+        xd, dd = _walk_row(x_base, r + 3, c, cmask, T, sx_t, ACC), _walk_row(d_base, r + 3, c, cmask, T, sd_t, ACC)
         x1, x2, x3, g1, g2, g3, dw0, dw1, dw2, dw3, db = _walk_step(
             xa, da, r, t0, T, c, cmask, dx_base, sdx_t, bias, tap0, tap1, tap2, tap3,
             x1, x2, x3, g1, g2, g3, dw0, dw1, dw2, dw3, db, BT)
@@ -551,22 +622,50 @@ def _as_channel_last(x: torch.Tensor) -> torch.Tensor:
     return _new_channel_last(x).copy_(x)
 
 
-def conv_fwd(x, weight, bias=None, *, block_t=64, block_c=128, num_warps=4):
+FWD_DESIGNS = ("walk", "tile")  # conv_fwd's design
+# conv_fwd's launch defaults by design. walk: block_t rows walked by a program of block_c channels; tile: (BT, BC)
+# tiles
+FWD_DEFAULTS = {"walk": {"block_t": 128, "block_c": 64, "num_warps": 1},
+                "tile": {"block_t": 64, "block_c": 128, "num_warps": 4}}
+
+
+def _launch(defaults: dict, block_t, block_c, num_warps) -> tuple[int, int, int]:
+    """(block_t, block_c, num_warps), each None replaced by the design's default."""
+    return tuple(v if v is not None else defaults[k]
+                 for k, v in (("block_t", block_t), ("block_c", block_c), ("num_warps", num_warps)))
+
+
+def conv_fwd(x, weight, bias=None, *, design="walk", block_t=None, block_c=None, num_warps=None):
     """out = silu(causal depthwise conv1d(x, weight) + bias): x (B, C, T) (channel-last for speed; any
-    strides), weight (C, W) with W in 2..4, bias (C,) or None. Returns (B, C, T) in x's dtype, channel-last."""
-    _check_blocks(block_t, block_c, 1)
+    strides), weight (C, W) with W in 2..4, bias (C,) or None. Returns (B, C, T) in x's dtype, channel-last.
+    design: "walk" (a program walks block_t rows of block_c channels; x copied channel-last first where it is
+    not) or "tile" ((block_t, block_c) tiles, x at any strides); module docstring. None takes the design's
+    default launch (FWD_DEFAULTS)."""
+    if not isinstance(design, str) or design not in FWD_DESIGNS:
+        raise ValueError(f"causal_conv1d_silu: fwd design must be one of {list(FWD_DESIGNS)}, got {design!r}")
+    _check_blocks(block_t, block_c, 1, optional=True)
     _check(x, weight, bias)
+    block_t, block_c, num_warps = _launch(FWD_DEFAULTS[design], block_t, block_c, num_warps)
     bsz, c, t = x.shape
     out = _new_channel_last(x)
     if out.numel() == 0:
         return out
+    common = {"W": weight.shape[1], "HAS_BIAS": bias is not None, "BT": block_t, "BC": block_c,
+              "ACC": TL_DTYPES[compute_dtype(x)], "num_warps": num_warps}
     grid = (triton.cdiv(t, block_t), triton.cdiv(c, block_c), bsz)
-    _conv_fwd_kernel[grid](
-        x, weight, bias if bias is not None else weight, out,
-        t, c,
-        *x.stride(), *weight.stride(), *out.stride(),
-        W=weight.shape[1], HAS_BIAS=bias is not None, BT=block_t, BC=block_c, ACC=TL_DTYPES[compute_dtype(x)],
-        num_warps=num_warps)
+    if design == "walk":
+        x = _as_channel_last(x)
+        _conv_fwd_walk_kernel[grid](
+            x, weight, bias if bias is not None else weight, out,
+            t, c,
+            x.stride(0), x.stride(2), *weight.stride(), out.stride(0), out.stride(2),
+            **common)
+    else:
+        _conv_fwd_kernel[grid](
+            x, weight, bias if bias is not None else weight, out,
+            t, c,
+            *x.stride(), *weight.stride(), *out.stride(),
+            **common)
     return out
 
 
@@ -601,7 +700,7 @@ def _check_dx(dx, x) -> None:
                             if isinstance(dx, torch.Tensor) else type(dx).__name__))
 
 
-def conv_bwd(x, weight, bias, dout, *, design="two_pass", shift="gather", block_t=None, block_c=None, tiles=8,
+def conv_bwd(x, weight, bias, dout, *, design="walk", shift="gather", block_t=None, block_c=None, tiles=8,
              num_warps=None, dx=None):
     """(dx, dweight, dbias) of sum(out * dout) for out = conv_fwd(x, weight, bias): dx (B, C, T) in x's dtype,
     channel-last; dweight (C, W) and dbias (C,) in their parameter's dtype (None for an absent bias), reduced
@@ -618,9 +717,7 @@ def conv_bwd(x, weight, bias, dout, *, design="two_pass", shift="gather", block_
     _check_design(design, shift)
     _check_blocks(block_t, block_c, tiles, optional=True)
     _check(x, weight, bias, dout)
-    launch = {k: v if v is not None else BWD_DEFAULTS[design][k]
-              for k, v in (("block_t", block_t), ("block_c", block_c), ("num_warps", num_warps))}
-    block_t, block_c, num_warps = launch["block_t"], launch["block_c"], launch["num_warps"]
+    block_t, block_c, num_warps = _launch(BWD_DEFAULTS[design], block_t, block_c, num_warps)
     bsz, c, t = x.shape
     w = weight.shape[1]
     _check_fused_tile(design, block_t, w)
@@ -636,16 +733,18 @@ def conv_bwd(x, weight, bias, dout, *, design="two_pass", shift="gather", block_
     part = (torch.empty if dx.numel() else torch.zeros)(bsz * groups, w + 1, c, dtype=acc, device=x.device)
     if dx.numel():
         x, dout = _as_channel_last(x), _as_channel_last(dout)
-        wt = weight.t().contiguous()  # (W, C): tap loads vectorize over channels (weight's rows are W wide)
+        # (W, C): tap loads vectorize over channels (weight's rows are W wide); the walk loads its taps once a
+        # program, from the weight as it is
+        wt = weight.t().contiguous() if design != "walk" else weight
         has_bias = bias is not None
         cblocks = triton.cdiv(c, block_c)
         common = {"W": w, "BT": block_t, "BC": block_c, "ACC": TL_DTYPES[acc], "num_warps": num_warps}
         if design == "walk":
             _conv_bwd_walk_kernel[(groups, cblocks, bsz)](
-                x, wt, bias if has_bias else wt, dout, dx, part,
+                x, weight, bias if has_bias else weight, dout, dx, part,
                 t, c,
-                x.stride(0), x.stride(2), dout.stride(0), dout.stride(2), dx.stride(0), dx.stride(2),
-                part.stride(0), part.stride(1),
+                x.stride(0), x.stride(2), *weight.stride(), dout.stride(0), dout.stride(2), dx.stride(0),
+                dx.stride(2), part.stride(0), part.stride(1),
                 HAS_BIAS=has_bias, **common)
         elif design == "fused":
             wt = torch.cat([wt, wt])  # (2W, C): pre's taps, then dx's (kernel docstring)
@@ -687,30 +786,32 @@ class _ConvSiluFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, opts):
         ctx.save_for_backward(x, weight, bias)
-        ctx.opts = {k: v for k, v in opts.items() if v is not None}  # None: conv_bwd's own default
-        fwd = {k: v for k, v in ctx.opts.items() if k not in ("tiles", "design", "shift")}
-        return conv_fwd(x, weight, bias, **fwd)
+        launch = {k: v for k, v in opts.items() if k in ("block_t", "block_c", "num_warps") and v is not None}
+        ctx.bwd = launch | {k: opts[k] for k in ("tiles", "design", "shift")}  # None: the design's own default
+        return conv_fwd(x, weight, bias, design=opts["fwd_design"], **launch)
 
     @staticmethod
     def backward(ctx, dout):
         x, weight, bias = ctx.saved_tensors
-        dx, dweight, dbias = conv_bwd(x, weight, bias, dout, **ctx.opts)
+        dx, dweight, dbias = conv_bwd(x, weight, bias, dout, **ctx.bwd)
         return dx, dweight, dbias, None
 
 
 def causal_conv1d_silu(x, weight, bias=None, *, block_t=None, block_c=None, tiles=8, num_warps=None,
-                       bwd_design="two_pass", bwd_shift="gather"):
+                       fwd_design="walk", bwd_design="walk", bwd_shift="gather"):
     """causal_conv1d_fn(x, weight, bias, activation="silu") as golf's mixer calls it, on golf's kernels,
     differentiable w.r.t. x, weight and bias. x (B, C, T) (a channel-last view for speed), weight (C, W) with W
-    in 2..4, bias (C,) or None. Returns (B, C, T) in x's dtype, channel-last. block_t, block_c (the tile) and
-    num_warps (per program) apply to the forward and backward kernels alike; None takes each one's default
-    (conv_fwd 64 x 128 at 4 warps, conv_bwd's by design, BWD_DEFAULTS). tiles: time tiles per program of the
-    backward's first (or only) kernel; bwd_design and bwd_shift: conv_bwd's design and shift (module
-    docstring)."""
+    in 2..4, bias (C,) or None. Returns (B, C, T) in x's dtype, channel-last. block_t, block_c (the tile, or
+    for a walking design the rows a program walks and its channels) and num_warps (per program) apply to the
+    forward and backward kernels alike; None takes each one's default by design (FWD_DEFAULTS, BWD_DEFAULTS).
+    tiles: time tiles per program of the backward's first (or only) kernel; fwd_design: conv_fwd's design;
+    bwd_design and bwd_shift: conv_bwd's design and shift (module docstring)."""
+    if not isinstance(fwd_design, str) or fwd_design not in FWD_DESIGNS:
+        raise ValueError(f"causal_conv1d_silu: fwd_design must be one of {list(FWD_DESIGNS)}, got {fwd_design!r}")
     _check_design(bwd_design, bwd_shift, ("bwd_design", "bwd_shift"))
     _check_blocks(block_t, block_c, tiles, optional=True)
     _check(x, weight, bias)
     _check_fused_tile(bwd_design, block_t, weight.shape[1])
     opts = {"block_t": block_t, "block_c": block_c, "tiles": tiles, "num_warps": num_warps,
-            "design": bwd_design, "shift": bwd_shift}
+            "fwd_design": fwd_design, "design": bwd_design, "shift": bwd_shift}
     return _ConvSiluFn.apply(x, weight, bias, opts)

@@ -21,7 +21,7 @@ from golf.ssm import causal_conv_silu_reference
 F64 = torch.float64
 SMALL = {"block_t": 8, "block_c": 8, "tiles": 2}  # small tiles: T, C below span several of each
 # the backward designs: causal_conv1d_silu's keywords for each, and conv_bwd's
-BWD = {"two_pass": {}, "fused_gather": {"bwd_design": "fused", "bwd_shift": "gather"},
+BWD = {"two_pass": {"bwd_design": "two_pass"}, "fused_gather": {"bwd_design": "fused", "bwd_shift": "gather"},
        "fused_scratch": {"bwd_design": "fused", "bwd_shift": "scratch"}, "walk": {"bwd_design": "walk"}}
 CONV_BWD = {"two_pass": {"design": "two_pass"}, "fused_gather": {"design": "fused", "shift": "gather"},
             "fused_scratch": {"design": "fused", "shift": "scratch"}, "walk": {"design": "walk"}}
@@ -127,6 +127,20 @@ def test_fp32_matches_reference(ck, device):
     _compare(ck, _inputs(2, 2, 20, 37, 4, dtype=torch.float32, row=52, offset=7, device=device), 1e-5, **SMALL)
 
 
+@pytest.mark.parametrize("case", list(CASES))
+def test_forward_designs_fp64(ck, device, case):
+    """conv_fwd's two designs, the walk (rows a program walks: block_t, at least four rows' loads an iteration,
+    here T not a multiple of either) and the tiles, against the reference at ~1e-12 in fp64, out channel-last."""
+    b, c, t, w, row, offset, bias, opts = CASES[case]
+    x, weight, b_, _ = _inputs(13, b, c, t, w, bias=bias, row=row, offset=offset, device=device)
+    want = _reference(x.cpu(), weight.cpu(), None if b_ is None else b_.cpu())
+    launch = {k: v for k, v in opts.items() if k != "tiles"}
+    for design in ck.FWD_DESIGNS:
+        got = ck.conv_fwd(x, weight, b_, design=design, **launch)
+        assert got.stride() == (c * t, 1, c)
+        _assert_close(f"{design} out", got.cpu(), want, 1e-12)
+
+
 @pytest.mark.parametrize("wdtype, bwd", [(torch.float32, "two_pass"), (torch.bfloat16, "two_pass"),
                                          (torch.float32, "fused_gather"), (torch.bfloat16, "fused_scratch"),
                                          (torch.float32, "walk")])
@@ -147,9 +161,11 @@ def test_layout_and_strided_dout(ck, device):
     strides (here plain contiguous (B, C, T)) and gives the same gradients as with a channel-last one."""
     x, weight, bias, dout = _inputs(4, 2, 12, 19, 4, device=device)
     x_plain = x.contiguous()  # (B, C, T) contiguous: time is the fast axis
-    out = ck.conv_fwd(x_plain, weight, bias, block_t=8, block_c=8)
-    assert out.stride() == (12 * 19, 1, 12)
-    torch.testing.assert_close(out, ck.conv_fwd(x, weight, bias, block_t=8, block_c=8), rtol=0, atol=0)
+    for design in ck.FWD_DESIGNS:  # the walk copies x channel-last, the tiles read it as it is
+        out = ck.conv_fwd(x_plain, weight, bias, design=design, block_t=8, block_c=8)
+        assert out.stride() == (12 * 19, 1, 12)
+        torch.testing.assert_close(out, ck.conv_fwd(x, weight, bias, design=design, block_t=8, block_c=8), rtol=0,
+                                   atol=0)
     dout_cl = dout.transpose(1, 2).contiguous().transpose(1, 2)
     a = ck.conv_bwd(x_plain, weight, bias, dout.contiguous(), **SMALL)
     b = ck.conv_bwd(x, weight, bias, dout_cl, **SMALL)
@@ -200,12 +216,13 @@ def test_tiles_per_program_exact_fp64(ck, device, block_t, tiles, t):
     of a program's span (the last program's last tile partly past T; with 5 tiles of 8 rows over 45, its last
     four wholly past): fp64 gradients at ~1e-12 of the reference; dx does not depend on tiles (its kernel reads
     dpre only), bit for bit."""
-    opts = {"block_t": block_t, "block_c": 8, "tiles": tiles}
+    opts = {"block_t": block_t, "block_c": 8, "tiles": tiles, "bwd_design": "two_pass"}
     inputs = _inputs(9, 2, 20, t, 4, row=28, offset=5, device=device)
     _compare(ck, inputs, 1e-12, **opts)
     x, weight, bias, dout = inputs
-    dx, _, _ = ck.conv_bwd(x, weight, bias, dout, **opts)
-    dx1, _, _ = ck.conv_bwd(x, weight, bias, dout, **{**opts, "tiles": 1})
+    bwd = {"block_t": block_t, "block_c": 8, "tiles": tiles, "design": "two_pass"}
+    dx, _, _ = ck.conv_bwd(x, weight, bias, dout, **bwd)
+    dx1, _, _ = ck.conv_bwd(x, weight, bias, dout, **{**bwd, "tiles": 1})
     assert torch.equal(dx, dx1)
 
 
@@ -332,10 +349,6 @@ def test_bad_tiles(ck, device):
         ck.causal_conv1d_silu(x, weight, bias, tiles=0)
     with pytest.raises(ValueError, match=re.escape("causal_conv1d_silu: tiles must be a positive int, got 2.0")):
         ck.conv_bwd(x, weight, bias, dout, tiles=2.0)
-    # None (a kernel's default tile) is causal_conv1d_silu's and conv_bwd's (its design's, BWD_DEFAULTS): conv_fwd
-    # takes a size
-    with pytest.raises(ValueError, match=re.escape("causal_conv1d_silu: block_c must be a power of two, got None")):
-        ck.conv_fwd(x, weight, bias, block_c=None)
     with pytest.raises(ValueError, match=re.escape("causal_conv1d_silu: block_t must be a power of two, got 0")):
         ck.conv_bwd(x, weight, bias, dout, design="walk", block_t=0)
     with pytest.raises(ValueError, match=re.escape("causal_conv1d_silu: block_c must be a power of two, got 48")):
@@ -358,6 +371,10 @@ def test_bad_design_one_clear_error(ck, device):
     designs, shifts = "['two_pass', 'fused', 'walk']", "['gather', 'scratch']"
     cases = [
         ((ck.conv_bwd, x, weight, bias, dout), {"design": "fusd"}, f"design must be one of {designs}, got 'fusd'"),
+        ((ck.conv_fwd, x, weight, bias), {"design": "walking"},
+         "fwd design must be one of ['walk', 'tile'], got 'walking'"),
+        ((ck.causal_conv1d_silu, x, weight, bias), {"fwd_design": None},
+         "fwd_design must be one of ['walk', 'tile'], got None"),
         ((ck.conv_bwd, x, weight, bias, dout), {"design": "fused", "shift": "smem"},
          f"shift must be one of {shifts}, got 'smem'"),
         ((ck.causal_conv1d_silu, x, weight, bias), {"bwd_design": "one_pass"},
