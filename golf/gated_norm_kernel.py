@@ -127,13 +127,14 @@ def _gated_norm_fwd_kernel(y_ptr, z_ptr, w_ptr, out_ptr, rstd_ptr,
 
 
 @triton.jit
-def _gated_norm_bwd_kernel(dout_ptr, y_ptr, z_ptr, w_ptr, rstd_ptr, dy_ptr, dz_ptr, part_ptr,
+def _gated_norm_bwd_kernel(dout_ptr, y_ptr, z_ptr, w_ptr, rstd_ptr, dy_ptr, dz_ptr, part_ptr, zero_ptr,
                            M, N, tiles,
-                           sd, sy, sz, sr_m, sr_g, sdy, sdz,
+                           sd, sy, sz, sr_m, sr_g, sdy, sdz, szero,
                            GS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, ACC: tl.constexpr,
-                           STAGES: tl.constexpr):
+                           STAGES: tl.constexpr, ZERO_K: tl.constexpr, BLOCK_K: tl.constexpr):
     """dy and dz for `tiles` consecutive row blocks of one group, and this program's partial dweight (one row
-    of the (programs, N) buffer, the group's columns)."""
+    of the (programs, N) buffer, the group's columns); with ZERO_K > 0 also zeros in the same rows' ZERO_K
+    columns of `zero` (the first group's programs)."""
     pid_m = tl.program_id(0)
     grp = tl.program_id(1)
     cols = tl.arange(0, BLOCK_N)  # (BN,)
@@ -143,6 +144,7 @@ def _gated_norm_bwd_kernel(dout_ptr, y_ptr, z_ptr, w_ptr, rstd_ptr, dy_ptr, dz_p
     # dweight summed elementwise over the program's tiles and reduced over rows once at the end: the per-tile
     # alternative, a (BN,) vector, would need a cross-warp reduction (through shared memory) every tile
     dw = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC)
+    zero_rows = tl.where(grp == 0, M, 0)  # `zero`'s rows are written by the first group's programs alone
     # STAGES > 1 software-pipelines the loop: the next row blocks' loads are issued (asynchronous copies into
     # shared memory) while this one is computed; a plain range() waits for each block's loads in turn
     for i in tl.range(0, tiles, num_stages=STAGES):
@@ -165,6 +167,11 @@ def _gated_norm_bwd_kernel(dout_ptr, y_ptr, z_ptr, w_ptr, rstd_ptr, dy_ptr, dz_p
         dzv = dg * y * sig * (1.0 + z * (1.0 - sig))
         tl.store(dz_ptr + r * sdz + c, dzv.to(dz_ptr.dtype.element_ty), mask=m)
         dw += dout * gh  # rows past M add 0 (dout and gh masked to 0)
+        if ZERO_K > 0:
+            k = tl.arange(0, BLOCK_K)  # (BK,)
+            zmask = (rows < zero_rows)[:, None] & (k < ZERO_K)[None, :]  # (BM, BK)
+            tl.store(zero_ptr + r * szero + k[None, :],
+                     tl.zeros((BLOCK_M, BLOCK_K), dtype=zero_ptr.dtype.element_ty), mask=zmask)
     tl.store(part_ptr + pid_m * N + c, tl.sum(dw, axis=0)[None, :], mask=cmask[None, :])
 
 
@@ -248,14 +255,17 @@ def gated_rmsnorm_fwd(y, z, weight, eps, group_size, out=None, *, block_m=None, 
     return out, rstd
 
 
-def gated_rmsnorm_bwd(dout, y, z, weight, rstd, eps, group_size, dy=None, dz=None, *, block_m=None,
+def gated_rmsnorm_bwd(dout, y, z, weight, rstd, eps, group_size, dy=None, dz=None, zero=None, *, block_m=None,
                       num_warps=None, tiles=BWD_TILES, num_stages=BWD_STAGES):
     """(dy, dz, dweight): the gradients of sum(out * dout) for out = gated_rmsnorm_fwd(y, z, weight, eps,
     group_size)[0], from that call's rstd ((M, G), any strides; eps is not used again: rstd already holds it).
 
     dout, y, z: (M, N), unit stride along N, any row stride. dy, dz: None (new contiguous tensors in y's / z's
     dtype) or preallocated (M, N) tensors of y's / z's dtype, unit stride along N, any row stride (dz may be a
-    column slice of in_proj's gradient buffer: written in place, the columns around it untouched). dweight:
+    column slice of in_proj's gradient buffer: written in place, the columns around it untouched). zero: None or
+    an (M, K) tensor, unit stride along K, any row stride, that the same launch fills with zeros (in the mixer,
+    in_proj's padding columns of its gradient buffer, which no other kernel writes: one launch less than a
+    separate fill of that strided slice). dweight:
     weight's shape and dtype, summed over rows in the compute dtype. The launch (module docstring): block_m
     and num_warps (None: the defaults, at BLOCK_N 1024 one row and one warp), tiles (row blocks per program;
     the partial-sum buffer has cdiv(M, block_m * tiles) rows) and num_stages (the software pipeline's depth
@@ -272,8 +282,10 @@ def gated_rmsnorm_bwd(dout, y, z, weight, rstd, eps, group_size, dy=None, dz=Non
             if t.dtype != like.dtype:
                 src = "y" if name == "dy" else "z"
                 raise ValueError(f"{op}: {name} must have {src}'s dtype {like.dtype}, got {t.dtype}")
+    if zero is not None:
+        _check_rows(op, "zero", zero, m, zero.shape[-1] if isinstance(zero, torch.Tensor) and zero.dim() else -1, output=True)
     check_dtypes_and_device(op, y, (("y", y), ("z", z), ("weight", weight), ("dout", dout), ("rstd", rstd),
-                                    ("dy", dy), ("dz", dz)))
+                                    ("dy", dy), ("dz", dz), ("zero", zero)))
     check_runs_here(op, y, interpreted())
     acc = compute_dtype(y)
     if dy is None:
@@ -284,12 +296,16 @@ def gated_rmsnorm_bwd(dout, y, z, weight, rstd, eps, group_size, dy=None, dz=Non
     programs = triton.cdiv(m, bm * tiles)
     # every (program, group) writes all its group's columns of its row, so the buffer needs no zeroing
     part = torch.empty(programs, n, dtype=acc, device=y.device)  # (programs, N)
+    zero_k = zero.shape[1] if zero is not None else 0
     if programs and n:
         _gated_norm_bwd_kernel[(programs, g)](
-            dout, y, z, weight.contiguous(), rstd, dy, dz, part,
+            dout, y, z, weight.contiguous(), rstd, dy, dz, part, zero if zero_k else dz,
             m, n, tiles,
             dout.stride(0), y.stride(0), z.stride(0), rstd.stride(0), rstd.stride(1), dy.stride(0),
-            dz.stride(0),
-            GS=group_size, BLOCK_M=bm, BLOCK_N=bn, ACC=TL_DTYPES[acc], STAGES=num_stages, num_warps=nw)
+            dz.stride(0), zero.stride(0) if zero_k else 0,
+            GS=group_size, BLOCK_M=bm, BLOCK_N=bn, ACC=TL_DTYPES[acc], STAGES=num_stages, ZERO_K=zero_k,
+            BLOCK_K=triton.next_power_of_2(max(zero_k, 1)), num_warps=nw)
+    elif zero_k:
+        zero.zero_()
     dweight = part.sum(0).to(weight.dtype)  # (N,), deterministic; zeros when M = 0
     return dy, dz, dweight

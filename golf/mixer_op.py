@@ -13,9 +13,9 @@ an H200), and the gated norm runs as inductor kernels two to three times above t
 (bench/RESULTS.md, 2026-12-01 tenth block: 1.30 ms a layer call for the norm and that copy together). Here the
 backward allocates the gradient of zxbcdt once and each kernel writes its own columns in place, as mamba-ssm's
 mamba_split_conv1d_scan_combined does (mamba_ssm/ops/triton/ssd_combined.py, 2.3.2.post1): the norm's backward
-writes dz, the scan's backward ddt, the conv's backward dxBC; the padding columns are zeroed. Unlike that
-function, the forward keeps the conv's output (an output of the op, which autograd saves: one (B, T, conv_dim)
-tensor a layer) instead of recomputing the conv in backward.
+writes dz, the scan's backward ddt, the conv's backward dxBC; the padding columns are zeroed (with norm_impl "golf"
+by golf's norm backward, in its launch). Unlike that function, the forward keeps the conv's output (an output of
+the op, which autograd saves: one (B, T, conv_dim) tensor a layer) instead of recomputing the conv in backward.
 
 With `scan_impl` "mamba_keep" (model.ssm_scan) the op calls mamba-ssm's SSD pieces one by one instead of its
 combined forward and backward, and keeps what the combined backward recomputes (dt's per-chunk cumsum, C·B per
@@ -297,6 +297,15 @@ def _(dout, zxbcdt, conv_weight, conv_bias, dt_bias, A, D, norm_weight, xBC, y, 
                  for t in (zxbcdt, conv_weight, conv_bias, dt_bias, A, D, norm_weight))
 
 
+def _add_states_dda(ddA: Tensor, ddA_next: Tensor, ddA_prev: Tensor, ddA_chunk_end: Tensor) -> None:
+    """Adds the log-decays' gradients from the states into ddA (B, H, c, L), the within-chunk one, in place: the
+    state passed on's (ddA_next, summed over the increments already) and the state read's per position (ddA_prev,
+    which this changes) with the chunk-end decay's (ddA_chunk_end (B, H, c)) at the last, passed back to every
+    increment <= i as a reverse cumsum."""
+    ddA_prev[..., -1].add_(ddA_chunk_end)
+    ddA += ddA_next + ddA_prev.flip([-1]).cumsum(dim=-1).flip([-1])
+
+
 def _scan_bwd_keep(parts: dict, dy, x, dt, A, B, C, D, dt_bias, kept, dx, ddt, dB, dC, golf=None, golf_part=None):
     """mamba-ssm's SSD backward (_mamba_chunk_scan_combined_bwd's steps) from the forward's kept internals instead
     of recomputing them (its _chunk_cumsum_fwd, _bmm_chunk_fwd, _chunk_state_fwd and _state_passing_fwd): writes dx,
@@ -331,8 +340,7 @@ def _scan_bwd_keep(parts: dict, dy, x, dt, A, B, C, D, dt_bias, kept, dx, ddt, d
     else:
         dB_state, ddA_next = parts["_chunk_state_bwd_db"](x, dt_sp, dA_cumsum, dstates, B=B, ngroups=g)
         dC_state, ddA_prev = parts["_chunk_scan_bwd_dC"](states_lo, dA_cumsum, dy, C=C, ngroups=g)
-        ddA_prev[..., -1] += ddA_chunk_end
-        ddA += ddA_next + ddA_prev.flip([-1]).cumsum(dim=-1).flip([-1])
+        _add_states_dda(ddA, ddA_next, ddA_prev, ddA_chunk_end)
     dCB = dCB.to(CB.dtype)
     parts["_bmm_chunk_bwd"](C, dCB, residual=dB_state, out=dB)  # dB = the states' part + C-weighted dCB
     parts["_bmm_chunk_bwd"](B, dCB.transpose(-1, -2), residual=dC_state, out=dC)
@@ -354,7 +362,8 @@ def mamba_core_bwd_cuda(fns: dict, dout, zxbcdt, conv_weight, conv_bias, dt_bias
     z, xBC_in, dt, _ = _split(zxbcdt, d, conv_dim, nheads)
     dzxbcdt = torch.empty_like(zxbcdt, memory_format=torch.contiguous_format)
     dz, dxBC_in, ddt, dpad = _split(dzxbcdt, d, conv_dim, nheads)
-    dpad.zero_()  # in_proj's padding rows are never read: their gradient is exactly zero
+    # in_proj's padding columns are never read: their gradient is exactly zero (golf's norm backward writes it)
+    dpad = dpad.reshape(b * t, dpad.shape[-1])
     dout = dout.reshape(b * t, d)
     dout = dout if dout.stride(-1) == 1 else dout.contiguous()  # e.g. an expanded gradient of a sum
     if norm_impl == "mamba":
@@ -363,11 +372,13 @@ def mamba_core_bwd_cuda(fns: dict, dout, zxbcdt, conv_weight, conv_bias, dt_bias
         dy, dnorm_w, _, _ = fns["norm_bwd"](dout, y.view(b * t, d),
                                             norm_weight.contiguous(), None, eps, None, rstd.float(), z.reshape(b * t, d),
                                             d // ngroups, False, True, dz=dz.reshape(b * t, d))[:4]
+        dpad.zero_()
     else:
-        # gated_rmsnorm_bwd(dout, y, z, weight, rstd (M, G), eps, group_size, dz=) → dy, dz, dweight
+        # gated_rmsnorm_bwd(dout, y, z, weight, rstd (M, G), eps, group_size, dz=, zero=) → dy, dz, dweight, with
+        # `zero` filled with zeros in the same launch
         dy, _, dnorm_w = fns["golf_norm_bwd"](dout, y.view(b * t, d), z.reshape(b * t, d), norm_weight,
                                               rstd.view(ngroups, b * t).t().contiguous(), eps, d // ngroups,
-                                              dz=dz.reshape(b * t, d))
+                                              dz=dz.reshape(b * t, d), zero=dpad if dpad.shape[-1] else None)
     x, B, C = xBC.split([d, ngroups * n, ngroups * n], dim=-1)
     dxBC = torch.empty_like(xBC)  # the gradient of the conv's output, for the conv's backward
     dx, dB, dC = dxBC.split([d, ngroups * n, ngroups * n], dim=-1)

@@ -180,6 +180,24 @@ def test_strided_inputs_and_outputs_in_place(gk, device, dtype):
         _compare(gk, ys, zs, w, ds, gs, 1e-12, fwd=fwd, bwd=bwd)
 
 
+@pytest.mark.parametrize("groups", [1, 2])
+def test_backward_zeros_the_columns_passed_as_zero(gk, device, groups):
+    """`zero` (the mixer's padding columns of in_proj's gradient: a column slice of the buffer dz is a slice of)
+    is all zeros after the backward, whatever it held, with row blocks past M and several groups; the columns
+    around it keep their values, and dy, dz, dweight are those of a call without it, bit for bit."""
+    m, n = 37, 24
+    y, z, w, dout = _inputs(12, m, n, device=device)
+    _, rstd = gk.gated_rmsnorm_fwd(y, z, w, EPS, n // groups)
+    bwd = {"block_m": 4, "tiles": 2}
+    want = gk.gated_rmsnorm_bwd(dout, y, z, w, rstd, EPS, n // groups, **bwd)
+    buf = torch.full((m, 40), float("nan"), dtype=F64, device=device)  # dz in columns 3..27, padding 33..38
+    got = gk.gated_rmsnorm_bwd(dout, y, z, w, rstd, EPS, n // groups, dz=buf[:, 3:3 + n], zero=buf[:, 33:38], **bwd)
+    for name, a, b in zip(("dy", "dz", "dweight"), got, want):
+        assert torch.equal(a, b), name
+    assert (buf[:, 33:38] == 0).all()
+    assert buf[:, :3].isnan().all() and buf[:, 27:33].isnan().all() and buf[:, 38:].isnan().all()
+
+
 def test_rstd_of_any_strides(gk, device):
     """The backward reads rstd through its strides: a (G, M) tensor transposed gives the same gradients."""
     y, z, w, dout = _inputs(6, 21, 48, device=device)
@@ -258,6 +276,8 @@ def _bad(y, z, w, d, r):
          "dz must have unit stride along its last dim (any row stride), got strides (32, 2)"),
         ("dy dtype", bwd, (d, y, z, w, r, EPS, 8, torch.empty_like(y, dtype=torch.bfloat16)),
          f"dy must have y's dtype {y.dtype}, got torch.bfloat16"),
+        ("zero rows", bwd, (d, y, z, w, r, EPS, 8, None, None, wide[:3, :4]),
+         "zero must be a 2-D (rows, channels) = (5, 4) tensor, got shape (3, 4)"),
     ]
 
 

@@ -197,20 +197,24 @@ def test_cuda_glue_matches_the_cpu_kernels(norm_impl, conv_impl, pad):
     assert torch.count_nonzero(gglue[0][..., 52:]) == 0 and torch.count_nonzero(gglue[0][..., :52]) > 0
 
 
-def test_cuda_glue_writes_every_column_of_the_input_gradient(monkeypatch):
+@pytest.mark.parametrize("norm_impl", ["mamba", "golf"])
+def test_cuda_glue_writes_every_column_of_the_input_gradient(monkeypatch, norm_impl):
     """The backward allocates the gradient of zxbcdt uninitialized: each of its column ranges must be written by
-    one of the kernels (or zeroed). Filled with NaN first, none may survive."""
+    one of the kernels (or zeroed: with golf's norm, by its backward kernel). Filled with NaN first, none may
+    survive, and the padding columns are exactly zero."""
     real_empty_like = torch.empty_like
 
     def nan_empty_like(t, *a, **k):
         return real_empty_like(t, *a, **k).fill_(float("nan"))
 
+    fns = dict(STAND_INS) | (_golf_norm_stand_ins() if norm_impl == "golf" else {})
     args = _core_args(pad=4)
-    fwd = mixer_op.mamba_core_cuda(STAND_INS, *args, HEADDIM, NGROUPS, CHUNK, EPS)
+    fwd = mixer_op.mamba_core_cuda(fns, *args, HEADDIM, NGROUPS, CHUNK, EPS, norm_impl)
     monkeypatch.setattr(torch, "empty_like", nan_empty_like)
-    grads = mixer_op.mamba_core_bwd_cuda(STAND_INS, torch.randn_like(fwd[0]), *args, *fwd[1:], HEADDIM, NGROUPS,
-                                         CHUNK, EPS)
+    grads = mixer_op.mamba_core_bwd_cuda(fns, torch.randn_like(fwd[0]), *args, *fwd[1:], HEADDIM, NGROUPS,
+                                         CHUNK, EPS, norm_impl)
     assert not torch.isnan(grads[0]).any()
+    assert (grads[0][..., -4:] == 0).all()
 
 
 # --------------------------------------------------------------------------------------------------
