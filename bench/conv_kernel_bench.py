@@ -24,7 +24,7 @@ golf's variants: --bwd-design (the backward: two_pass, golf/conv_kernel.py's def
 fused_scratch, its one-kernel design with either shift of dpre; walk, its one-kernel design walking rows),
 --block-t, --block-c, --tiles (time tiles per program of the backward's first or only kernel), --num-warps,
 each a comma-separated list, every combination timed; block and warp values apply to the forward and backward
-kernels alike (to the backward only with --bwd-launch-only), and left out each kernel keeps its own default
+kernels alike (to one of them only with --launch-to fwd or bwd), and left out each kernel keeps its own default
 (forward 64 x 128 at 4 warps, the backward's by design: golf.conv_kernel.BWD_DEFAULTS). Rows are labelled
 "golf row=<row stride>", plus the design when more than one is asked for, plus " bt.. bc.. tiles.. w.." ("-"
 for a kernel default) when more than one tile variant is.
@@ -33,7 +33,7 @@ for a kernel default) when more than one tile variant is.
     python bench/conv_kernel_bench.py --block-t 32,64 --block-c 64,128 --num-warps 4,8 --json $OUT/conv.json
     python bench/conv_kernel_bench.py --row-strides 1664 --bwd-design two_pass,fused_gather,fused_scratch \
         --block-t 16,32,64 --block-c 32,64 --num-warps 4,8 --json $OUT/conv_bwd_designs.json
-    python bench/conv_kernel_bench.py --row-strides 1664 --bwd-design walk --bwd-launch-only \
+    python bench/conv_kernel_bench.py --row-strides 1664 --bwd-design walk --launch-to bwd \
         --block-t 64,128,256 --block-c 64,128 --num-warps 1,2 --json $OUT/conv_walk.json
 
 On a lent H200 (bench/README.md): carry causal-conv1d's wheel if it is not installed there and run
@@ -96,8 +96,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="golf variants: time tiles per program of the backward's first or only kernel (default 8)")
     ap.add_argument("--num-warps", help="golf variants: warps per program (default: each kernel's own, 4 fwd, "
                     "8 bwd)")
-    ap.add_argument("--bwd-launch-only", action="store_true",
-                    help="--block-t, --block-c and --num-warps apply to the backward only (the forward keeps its own)")
+    ap.add_argument("--launch-to", choices=("both", "fwd", "bwd"), default="both",
+                    help="which of golf's kernels --block-t, --block-c and --num-warps apply to; the other keeps its "
+                    "own launch (default both)")
     ap.add_argument("--ref-b", type=int, default=2, help="sequences checked against the fp32 reference (default 2)")
     ap.add_argument("--tol", type=float, default=0.02,
                     help="largest relative error against the reference, unless causal_conv1d_fn's is larger "
@@ -190,18 +191,18 @@ def _ints(text: str) -> list[int] | None:
         return None
 
 
-def bwd_launch_only(conv_kernel, keys: dict):
-    """causal_conv1d_fn's call on golf's kernels, the forward at its own launch and the backward at conv_bwd's
-    keywords `keys` (--bwd-launch-only)."""
+def launch_to_one(conv_kernel, fwd_keys: dict, bwd_keys: dict):
+    """causal_conv1d_fn's call on golf's kernels, conv_fwd with the keywords fwd_keys and conv_bwd with bwd_keys
+    (--launch-to: one of them gets the launch, the other keeps its own)."""
     class Fn(torch.autograd.Function):
         @staticmethod
         def forward(ctx, x, weight, bias):
             ctx.save_for_backward(x, weight, bias)
-            return conv_kernel.conv_fwd(x, weight, bias)
+            return conv_kernel.conv_fwd(x, weight, bias, **fwd_keys)
 
         @staticmethod
         def backward(ctx, dout):
-            return conv_kernel.conv_bwd(*ctx.saved_tensors, dout, **keys)
+            return conv_kernel.conv_bwd(*ctx.saved_tensors, dout, **bwd_keys)
 
     return lambda x, weight, bias=None, activation=None: Fn.apply(x, weight, bias)
 
@@ -317,8 +318,12 @@ def main(argv=None) -> int:
                        if v is not None}  # None: conv_bwd's own default
 
     def golf_fn(design, bt, bc, tl, nw):
-        if a.bwd_launch_only:
-            return bwd_launch_only(conv_kernel, bwd_keys(design, bt, bc, tl, nw))
+        if a.launch_to != "both":
+            launch = {k: v for k, v in (("block_t", bt), ("block_c", bc), ("num_warps", nw)) if v is not None}
+            keys = dict(zip(("design", "shift"), BWD_DESIGNS[design]))
+            if a.launch_to == "bwd":
+                return launch_to_one(conv_kernel, {}, keys | launch | ({"tiles": tl} if tl is not None else {}))
+            return launch_to_one(conv_kernel, launch, keys)
 
         def fn(x, weight, bias=None, activation=None):
             bwd_design, bwd_shift = BWD_DESIGNS[design]

@@ -454,18 +454,23 @@ def test_bench_script_dry_run(ck, device, tmp_path, monkeypatch):
             assert min(times["fwd_device_ms"], times["fwd_bwd_device_ms"], times["bwd_alone_device_ms"]) > 0
     assert result["floor"]["fwd_bwd_bytes"] > result["floor"]["fwd_bytes"] > 0
     assert set(calls) == {("two_pass", "gather"), ("fused", "gather"), ("fused", "scratch"), ("walk", "gather")}
-    # --bwd-launch-only: the launch reaches the backward alone (the forward keeps its own), both through autograd
-    # and in the backward-alone timing
-    calls.clear()
-    rc = bench.main(["--device", device, "--dtype", "fp32", "--b", "1", "--t", "20", "--c", "12", "--row-strides", "20",
-                     "--bwd-design", "walk", "--bwd-launch-only", "--block-t", "4,8", "--block-c", "16",
-                     "--num-warps", "1", "--json", str(out)])
-    result = json.loads(out.read_text())
-    assert rc == 0, result["errors"]
-    for bt in (4, 8):
-        name = f"golf row=20 bt{bt} bc16 tiles8 w1"
-        assert max(result["parity_vs_reference"][name].values()) < 1e-5
-        assert result["timing"][name]["bwd_alone_device_ms"] > 0
-    assert set(calls) == {("walk", "gather")}
+    # --launch-to fwd or bwd: the launch reaches that kernel alone (the other keeps its own), through autograd and,
+    # for the backward, in the backward-alone timing
+    real_fwd, fwd_calls = ck.conv_fwd, []
+    monkeypatch.setattr(ck, "conv_fwd", lambda *a, **kw: fwd_calls.append(kw) or real_fwd(*a, **kw))
+    for to in ("bwd", "fwd"):
+        calls.clear(), fwd_calls.clear()
+        rc = bench.main(["--device", device, "--dtype", "fp32", "--b", "1", "--t", "20", "--c", "12", "--row-strides",
+                         "20", "--bwd-design", "walk", "--launch-to", to, "--block-t", "4,8", "--block-c", "16",
+                         "--num-warps", "1", "--json", str(out)])
+        result = json.loads(out.read_text())
+        assert rc == 0, result["errors"]
+        for bt in (4, 8):
+            name = f"golf row=20 bt{bt} bc16 tiles8 w1"
+            assert max(result["parity_vs_reference"][name].values()) < 1e-5
+            assert result["timing"][name]["bwd_alone_device_ms"] > 0
+        assert set(calls) == {("walk", "gather")}
+        launched = {kw.get("block_t") for kw in fwd_calls}
+        assert launched == ({None} if to == "bwd" else {4, 8}), (to, launched)
     assert bench.main(["--device", device, "--row-strides", "8"]) == 2  # narrower than C: refused up front
     assert bench.main(["--device", device, "--bwd-design", "two_pass,fused"]) == 2  # not a design: refused too
