@@ -625,7 +625,7 @@ def _as_channel_last(x: torch.Tensor) -> torch.Tensor:
 FWD_DESIGNS = ("walk", "tile")  # conv_fwd's design
 # conv_fwd's launch defaults by design. walk: block_t rows walked by a program of block_c channels; tile: (BT, BC)
 # tiles
-FWD_DEFAULTS = {"walk": {"block_t": 128, "block_c": 64, "num_warps": 1},
+FWD_DEFAULTS = {"walk": {"block_t": 64, "block_c": 128, "num_warps": 1},
                 "tile": {"block_t": 64, "block_c": 128, "num_warps": 4}}
 
 

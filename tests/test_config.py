@@ -31,7 +31,7 @@ def _flat(params) -> dict:
     ("hybrid_12_b131k", "hybrid_12_b262k", {"train.batch_tokens": 131072, "model.gated_norm": "golf",
                                             "model.ssm_backend": "fused", "model.ssm_compile": "opaque",
                                             "model.ssm_scan": "mamba_keep_dA", "model.block_norm": "golf",
-                                            "model.attn_backend": "flash4", "train.compile_mode": "reduce-overhead",
+                                            "model.ssm_conv": "golf", "model.attn_backend": "flash4", "train.compile_mode": "reduce-overhead",
                                             "train.inductor_options": ["triton.mix_order_reduction=false"]}),
     ("baseline_attn_b131k", "baseline_attn_b262k", {"train.batch_tokens": 131072}),
     ("hybrid_mlp_tuned_b65k_fit", "hybrid_mlp_tuned_fit", {"train.batch_tokens": 65536, "train.checkpoint_every": 400,
