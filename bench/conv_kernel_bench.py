@@ -20,21 +20,15 @@ contiguous (B, T, C) tensor; 1664: the mixer's slice of in_proj's output), weigh
    implementation's backward function writing dx into a slice of a (b, t, row) buffer, x and dout as above
    ("backward alone" table: device ms a call).
 
-golf's variants: --bwd-design (the backward: two_pass, golf/conv_kernel.py's default; fused_gather and
-fused_scratch, its one-kernel design with either shift of dpre; walk, its one-kernel design walking rows),
---block-t, --block-c, --tiles (time tiles per program of the backward's first or only kernel), --num-warps,
-each a comma-separated list, every combination timed; block and warp values apply to the forward and backward
-kernels alike (to one of them only with --launch-to fwd or bwd), and left out each kernel keeps its own default
-(forward 64 x 128 at 4 warps, the backward's by design: golf.conv_kernel.BWD_DEFAULTS). Rows are labelled
-"golf row=<row stride>", plus the design when more than one is asked for, plus " bt.. bc.. tiles.. w.." ("-"
-for a kernel default) when more than one tile variant is.
+golf's launch variants: --block-t (rows a program walks), --block-c (its channels), --num-warps, each a
+comma-separated list, every combination timed; they apply to the forward and backward kernels alike (to one of
+them only with --launch-to fwd or bwd), and left out each kernel keeps its own default
+(golf.conv_kernel.FWD_DEFAULTS, BWD_DEFAULTS). Rows are labelled "golf row=<row stride>", plus
+" bt.. bc.. w.." ("-" for a kernel default) when more than one variant is.
 
     python bench/conv_kernel_bench.py                                  # production shapes, rows 832 and 1664
-    python bench/conv_kernel_bench.py --block-t 32,64 --block-c 64,128 --num-warps 4,8 --json $OUT/conv.json
-    python bench/conv_kernel_bench.py --row-strides 1664 --bwd-design two_pass,fused_gather,fused_scratch \
-        --block-t 16,32,64 --block-c 32,64 --num-warps 4,8 --json $OUT/conv_bwd_designs.json
-    python bench/conv_kernel_bench.py --row-strides 1664 --bwd-design walk --launch-to bwd \
-        --block-t 64,128,256 --block-c 64,128 --num-warps 1,2 --json $OUT/conv_walk.json
+    python bench/conv_kernel_bench.py --row-strides 1664 --launch-to bwd \
+        --block-t 64,128,256 --block-c 64,128,256 --num-warps 1,2,4 --json $OUT/conv_bwd_launch.json
 
 On a lent H200 (bench/README.md): carry causal-conv1d's wheel if it is not installed there and run
 `source bench/h200/h200_env.sh && python3 bench/conv_kernel_bench.py --json $OUT/conv_kernel.json`; no corpus
@@ -73,8 +67,6 @@ from kernel_bench import (
 
 GRADS = ("dx", "dweight", "dbias")
 # --bwd-design: golf.conv_kernel.conv_bwd's (design, shift) for each name (the two-pass design has no shift)
-BWD_DESIGNS = {"two_pass": ("two_pass", "gather"), "fused_gather": ("fused", "gather"),
-               "fused_scratch": ("fused", "scratch"), "walk": ("walk", "gather")}
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
@@ -87,15 +79,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="x's stride over time, each >= c: one row of results each (default 832,1664)")
     ap.add_argument("--dtype", choices=list(DTYPES), default="bf16", help="x dtype (default bf16)")
     ap.add_argument("--wdtype", choices=list(DTYPES), default="fp32", help="weight, bias dtype (default fp32)")
-    ap.add_argument("--bwd-design", default="two_pass",
-                    help=f"golf variants: backward designs, comma-separated, of {', '.join(BWD_DESIGNS)} "
-                    "(default two_pass)")
-    ap.add_argument("--block-t", help="golf variants: time tile (default: each kernel's own, 64 fwd, 32 bwd)")
-    ap.add_argument("--block-c", help="golf variants: channel tile (default: each kernel's own, 128 fwd, 64 bwd)")
-    ap.add_argument("--tiles", default="8",
-                    help="golf variants: time tiles per program of the backward's first or only kernel (default 8)")
-    ap.add_argument("--num-warps", help="golf variants: warps per program (default: each kernel's own, 4 fwd, "
-                    "8 bwd)")
+    ap.add_argument("--block-t", help="golf variants: rows a program walks (default: each kernel's own)")
+    ap.add_argument("--block-c", help="golf variants: a program's channels (default: each kernel's own)")
+    ap.add_argument("--num-warps", help="golf variants: warps per program (default: each kernel's own)")
     ap.add_argument("--launch-to", choices=("both", "fwd", "bwd"), default="both",
                     help="which of golf's kernels --block-t, --block-c and --num-warps apply to; the other keeps its "
                     "own launch (default both)")
@@ -286,7 +272,7 @@ def main(argv=None) -> int:
     if cuda_missing(a):
         return 2
     lists = {}
-    for name in ("row_strides", "block_t", "block_c", "tiles", "num_warps"):
+    for name in ("row_strides", "block_t", "block_c", "num_warps"):
         if getattr(a, name) is None:  # left out: the kernels' own defaults
             lists[name] = [None]
             continue
@@ -296,11 +282,6 @@ def main(argv=None) -> int:
                   f"got {getattr(a, name)!r}", file=sys.stderr)
             return 2
         lists[name] = vals
-    designs = a.bwd_design.split(",")
-    if not all(d in BWD_DESIGNS for d in designs) or len(set(designs)) < len(designs):
-        print(f"error: --bwd-design takes a comma-separated list of distinct names of {', '.join(BWD_DESIGNS)}, "
-              f"got {a.bwd_design!r}", file=sys.stderr)
-        return 2
     if min(lists["row_strides"]) < a.c:
         print(f"error: --row-strides must each be >= --c {a.c}, got {a.row_strides!r}", file=sys.stderr)
         return 2
@@ -310,46 +291,30 @@ def main(argv=None) -> int:
     ref_fn, ref_bwd = ref if ref is not None else (None, None)
     if ref is None and not a.no_ref:
         print("causal_conv1d_fn is not importable here: its rows are skipped", file=sys.stderr)
-    variants = list(itertools.product(lists["block_t"], lists["block_c"], lists["tiles"], lists["num_warps"]))
+    variants = list(itertools.product(lists["block_t"], lists["block_c"], lists["num_warps"]))
 
-    def bwd_keys(design, bt, bc, tl, nw) -> dict:
-        keys = dict(zip(("design", "shift"), BWD_DESIGNS[design]))
-        return keys | {k: v for k, v in (("block_t", bt), ("block_c", bc), ("tiles", tl), ("num_warps", nw))
-                       if v is not None}  # None: conv_bwd's own default
+    def launch(bt, bc, nw) -> dict:
+        return {k: v for k, v in (("block_t", bt), ("block_c", bc), ("num_warps", nw)) if v is not None}
 
-    def golf_fn(design, bt, bc, tl, nw):
-        if a.launch_to != "both":
-            launch = {k: v for k, v in (("block_t", bt), ("block_c", bc), ("num_warps", nw)) if v is not None}
-            keys = dict(zip(("design", "shift"), BWD_DESIGNS[design]))
-            if a.launch_to == "bwd":
-                return launch_to_one(conv_kernel, {}, keys | launch | ({"tiles": tl} if tl is not None else {}))
-            return launch_to_one(conv_kernel, launch, keys)
+    def golf_fn(bt, bc, nw):
+        keys = launch(bt, bc, nw)
+        if a.launch_to == "both":
+            return lambda x, weight, bias=None, activation=None: conv_kernel.causal_conv1d_silu(x, weight, bias, **keys)
+        return launch_to_one(conv_kernel, keys if a.launch_to == "fwd" else {}, keys if a.launch_to == "bwd" else {})
 
-        def fn(x, weight, bias=None, activation=None):
-            bwd_design, bwd_shift = BWD_DESIGNS[design]
-            return conv_kernel.causal_conv1d_silu(x, weight, bias, block_t=bt, block_c=bc, tiles=tl, num_warps=nw,
-                                                  bwd_design=bwd_design, bwd_shift=bwd_shift)
-        return fn
-
-    def golf_bwd(design, bt, bc, tl, nw):
-        keys = bwd_keys(design, bt, bc, tl, nw)
-
-        def bwd(x, weight, bias, dout, dx):
-            return conv_kernel.conv_bwd(x, weight, bias, dout, dx=dx, **keys)
-        return bwd
+    def golf_bwd(bt, bc, nw):
+        keys = launch(bt, bc, nw) if a.launch_to != "fwd" else {}
+        return lambda x, weight, bias, dout, dx: conv_kernel.conv_bwd(x, weight, bias, dout, dx=dx, **keys)
 
     impls_by_row, bwds_by_row = {}, {}  # {row stride: {name: function}}, causal-conv1d's (the base) first
     for row in lists["row_strides"]:
         base = f"causal_conv1d row={row}"
         impls = {} if ref_fn is None else {base: ref_fn}
         bwds = {} if ref_bwd is None else {base: ref_bwd}
-        for design in designs:
-            for v in variants:
-                bt, bc, tl, nw = ("-" if n is None else n for n in v)
-                name = f"golf row={row}" + (f" {design}" if len(designs) > 1 else "")
-                suffix = f" bt{bt} bc{bc} tiles{tl} w{nw}" if len(variants) > 1 else ""
-                impls[name + suffix] = golf_fn(design, *v)
-                bwds[name + suffix] = golf_bwd(design, *v)
+        for v in variants:
+            bt, bc, nw = ("-" if n is None else n for n in v)
+            name = f"golf row={row}" + (f" bt{bt} bc{bc} w{nw}" if len(variants) > 1 else "")
+            impls[name], bwds[name] = golf_fn(*v), golf_bwd(*v)
         impls_by_row[row], bwds_by_row[row] = impls, bwds
     result = new_result(a, ("torch", "triton", "causal_conv1d"), ("parity_vs_reference", "parity_vs_causal_conv1d"))
     return run_and_write(a, result, lambda: measure(a, impls_by_row, result, bwds_by_row))

@@ -3,10 +3,9 @@ the CPU through Triton's interpreter (TRITON_INTERPRET=1, tests/conftest.py): th
 weight, bias) against torch.autograd through golf.ssm.causal_conv_silu_reference on the zero-left-padded input
 (what causal_conv1d_fn(x, weight, bias, activation="silu") computes). fp64 inputs compute in fp64, so those
 cases compare at ~1e-12 relative: a tap off by one in time, a missing bias or a wrong SiLU derivative is off by
-orders of magnitude more. Shapes are small and the tiles smaller (so that T and C are not multiples of them,
-and the backward's programs walk several time tiles) to keep the interpreter fast. Every backward design
-(conv_bwd's design "two_pass", "fused" with either shift of dpre, "gather" and "scratch", and "walk") runs the
-parity cases, and the fused and walking ones are checked against the two-pass one at ~1e-12 in fp64."""
+orders of magnitude more. Shapes are small and the walked rows fewer (so that T is not a multiple of them nor of
+the four rows an iteration, C not a multiple of the channels, and several programs walk each sequence) to keep
+the interpreter fast."""
 
 import re
 
@@ -19,12 +18,7 @@ pytest.importorskip("triton", reason="triton is not installed: the interpreter p
 from golf.ssm import causal_conv_silu_reference
 
 F64 = torch.float64
-SMALL = {"block_t": 8, "block_c": 8, "tiles": 2}  # small tiles: T, C below span several of each
-# the backward designs: causal_conv1d_silu's keywords for each, and conv_bwd's
-BWD = {"two_pass": {"bwd_design": "two_pass"}, "fused_gather": {"bwd_design": "fused", "bwd_shift": "gather"},
-       "fused_scratch": {"bwd_design": "fused", "bwd_shift": "scratch"}, "walk": {"bwd_design": "walk"}}
-CONV_BWD = {"two_pass": {"design": "two_pass"}, "fused_gather": {"design": "fused", "shift": "gather"},
-            "fused_scratch": {"design": "fused", "shift": "scratch"}, "walk": {"design": "walk"}}
+SMALL = {"block_t": 8, "block_c": 8}  # a program walks 8 rows of 8 channels: T, C below span several of each
 
 
 @pytest.fixture(scope="module")
@@ -88,68 +82,38 @@ def _compare(ck, inputs, tol, **opts):
     return got, ggot
 
 
-# (b, c, t, w, row, offset, bias, opts): T, C not multiples of the tiles; row > c: a slice of a wider tensor
+# (b, c, t, w, row, offset, bias, launch): T, C not multiples of the launch; row > c: a slice of a wider tensor;
+# programs of one row, of two, and longer than T; T shorter than W
 CASES = {
     "w4_sliced_ragged": (2, 20, 37, 4, 52, 7, True, SMALL),
     "w4_contiguous_channel_last": (2, 16, 32, 4, None, 0, True, SMALL),
     "w3_no_bias": (1, 12, 29, 3, 40, 5, False, SMALL),
     "w2": (2, 9, 21, 2, None, 0, True, SMALL),
     "t_shorter_than_width": (2, 10, 2, 4, 24, 3, True, SMALL),
-    "one_tile_per_program": (1, 24, 40, 4, 32, 8, True, {"block_t": 16, "block_c": 16, "tiles": 1}),
-    "defaults": (1, 140, 70, 4, 160, 4, True, {}),  # the default tiles (64 x 128), C and T beyond one tile
+    "one_row_a_program": (1, 12, 11, 4, 20, 3, True, {"block_t": 1, "block_c": 8}),
+    "two_rows_a_program": (2, 12, 23, 3, 20, 3, False, {"block_t": 2, "block_c": 8}),
+    "program_longer_than_t": (2, 12, 19, 2, 20, 3, True, {"block_t": 32, "block_c": 8}),
+    "defaults": (1, 140, 70, 4, 160, 4, True, {}),  # the default launches, C and T beyond one program's
 }
 
 
-def _spy_conv_bwd(ck, monkeypatch) -> list:
-    """conv_bwd, as the autograd path calls it, wrapped to record each call's (design, shift)."""
-    calls, real = [], ck.conv_bwd
-
-    def spy(*args, **kw):
-        calls.append((kw.get("design", "two_pass"), kw.get("shift", "gather")))
-        return real(*args, **kw)
-
-    monkeypatch.setattr(ck, "conv_bwd", spy)
-    return calls
-
-
-@pytest.mark.parametrize("bwd", list(BWD))
 @pytest.mark.parametrize("case", list(CASES))
-def test_fp64_matches_reference(ck, device, case, bwd, monkeypatch):
-    b, c, t, w, row, offset, bias, opts = CASES[case]
-    calls = _spy_conv_bwd(ck, monkeypatch)
-    _compare(ck, _inputs(1, b, c, t, w, bias=bias, row=row, offset=offset, device=device), 1e-12, **opts,
-             **BWD[bwd])
-    want = CONV_BWD[bwd]
-    assert calls == [(want["design"], want.get("shift", "gather"))]  # the backward asked for ran
+def test_fp64_matches_reference(ck, device, case):
+    b, c, t, w, row, offset, bias, launch = CASES[case]
+    _compare(ck, _inputs(1, b, c, t, w, bias=bias, row=row, offset=offset, device=device), 1e-12, **launch)
 
 
 def test_fp32_matches_reference(ck, device):
     _compare(ck, _inputs(2, 2, 20, 37, 4, dtype=torch.float32, row=52, offset=7, device=device), 1e-5, **SMALL)
 
 
-@pytest.mark.parametrize("case", list(CASES))
-def test_forward_designs_fp64(ck, device, case):
-    """conv_fwd's two designs, the walk (rows a program walks: block_t, at least four rows' loads an iteration,
-    here T not a multiple of either) and the tiles, against the reference at ~1e-12 in fp64, out channel-last."""
-    b, c, t, w, row, offset, bias, opts = CASES[case]
-    x, weight, b_, _ = _inputs(13, b, c, t, w, bias=bias, row=row, offset=offset, device=device)
-    want = _reference(x.cpu(), weight.cpu(), None if b_ is None else b_.cpu())
-    launch = {k: v for k, v in opts.items() if k != "tiles"}
-    for design in ck.FWD_DESIGNS:
-        got = ck.conv_fwd(x, weight, b_, design=design, **launch)
-        assert got.stride() == (c * t, 1, c)
-        _assert_close(f"{design} out", got.cpu(), want, 1e-12)
-
-
-@pytest.mark.parametrize("wdtype, bwd", [(torch.float32, "two_pass"), (torch.bfloat16, "two_pass"),
-                                         (torch.float32, "fused_gather"), (torch.bfloat16, "fused_scratch"),
-                                         (torch.float32, "walk")])
-def test_bf16_keeps_dtypes(ck, device, wdtype, bwd):
+@pytest.mark.parametrize("wdtype", [torch.float32, torch.bfloat16])
+def test_bf16_keeps_dtypes(ck, device, wdtype):
     """bf16 x with fp32 (as in training) or bf16 parameters: out and dx in bf16, dweight and dbias in the
     parameters' dtype, channel-last out; values within bf16 rounding of the fp32 reference on the same inputs."""
     x, weight, bias, dout = _inputs(3, 2, 20, 37, 4, dtype=torch.bfloat16, wdtype=wdtype, row=52, offset=7,
                                     device=device)
-    got, (dx, dw, db) = _run(lambda *a: ck.causal_conv1d_silu(*a, **SMALL, **BWD[bwd]), x, weight, bias, dout)
+    got, (dx, dw, db) = _run(lambda *a: ck.causal_conv1d_silu(*a, **SMALL), x, weight, bias, dout)
     assert (got.dtype, dx.dtype, dw.dtype, db.dtype) == (torch.bfloat16, torch.bfloat16, wdtype, wdtype)
     want, (rdx, rdw, rdb) = _run(_reference, x.float(), weight.float(), bias.float(), dout)
     for name, g, r in (("out", got, want), ("dx", dx, rdx), ("dweight", dw, rdw), ("dbias", db, rdb)):
@@ -157,15 +121,14 @@ def test_bf16_keeps_dtypes(ck, device, wdtype, bwd):
 
 
 def test_layout_and_strided_dout(ck, device):
-    """out and dx are channel-last (stride over channels 1), whatever x's layout; conv_bwd takes a dout of any
-    strides (here plain contiguous (B, C, T)) and gives the same gradients as with a channel-last one."""
+    """out and dx are channel-last (stride over channels 1), whatever x's layout; conv_fwd and conv_bwd take x
+    and dout of any strides (here plain contiguous (B, C, T), copied channel-last first) and give bit for bit
+    what channel-last ones give."""
     x, weight, bias, dout = _inputs(4, 2, 12, 19, 4, device=device)
     x_plain = x.contiguous()  # (B, C, T) contiguous: time is the fast axis
-    for design in ck.FWD_DESIGNS:  # the walk copies x channel-last, the tiles read it as it is
-        out = ck.conv_fwd(x_plain, weight, bias, design=design, block_t=8, block_c=8)
-        assert out.stride() == (12 * 19, 1, 12)
-        torch.testing.assert_close(out, ck.conv_fwd(x, weight, bias, design=design, block_t=8, block_c=8), rtol=0,
-                                   atol=0)
+    out = ck.conv_fwd(x_plain, weight, bias, **SMALL)
+    assert out.stride() == (12 * 19, 1, 12)
+    torch.testing.assert_close(out, ck.conv_fwd(x, weight, bias, **SMALL), rtol=0, atol=0)
     dout_cl = dout.transpose(1, 2).contiguous().transpose(1, 2)
     a = ck.conv_bwd(x_plain, weight, bias, dout.contiguous(), **SMALL)
     b = ck.conv_bwd(x, weight, bias, dout_cl, **SMALL)
@@ -210,111 +173,45 @@ def test_backward_layouts_give_channel_last_results(ck, device, layout):
     _compare(ck, (xo, weight, bias, do), 1e-12, **SMALL)
 
 
-@pytest.mark.parametrize("block_t, tiles, t", [(8, 1, 45), (8, 3, 45), (8, 5, 45), (4, 4, 29), (16, 2, 15)])
-def test_tiles_per_program_exact_fp64(ck, device, block_t, tiles, t):
-    """The backward's first kernel walking several time tiles per program, with T not a multiple of the tile nor
-    of a program's span (the last program's last tile partly past T; with 5 tiles of 8 rows over 45, its last
-    four wholly past): fp64 gradients at ~1e-12 of the reference; dx does not depend on tiles (its kernel reads
-    dpre only), bit for bit."""
-    opts = {"block_t": block_t, "block_c": 8, "tiles": tiles, "bwd_design": "two_pass"}
-    inputs = _inputs(9, 2, 20, t, 4, row=28, offset=5, device=device)
-    _compare(ck, inputs, 1e-12, **opts)
-    x, weight, bias, dout = inputs
-    bwd = {"block_t": block_t, "block_c": 8, "tiles": tiles, "design": "two_pass"}
-    dx, _, _ = ck.conv_bwd(x, weight, bias, dout, **bwd)
-    dx1, _, _ = ck.conv_bwd(x, weight, bias, dout, **{**bwd, "tiles": 1})
-    assert torch.equal(dx, dx1)
+@pytest.mark.parametrize("block_t", [1, 4, 8, 64])
+def test_dx_does_not_depend_on_the_rows_a_program_walks(ck, device, block_t):
+    """dx[t] is the same sum of the same four dpre rows whichever program stores it: bit for bit across block_t;
+    the weight gradients (summed per program, then over programs) within fp64 rounding."""
+    x, weight, bias, dout = _inputs(9, 2, 20, 45, 4, row=28, offset=5, device=device)
+    want = ck.conv_bwd(x, weight, bias, dout, block_t=16, block_c=8)
+    got = ck.conv_bwd(x, weight, bias, dout, block_t=block_t, block_c=8)
+    assert torch.equal(got[0], want[0])
+    for name, g, h in zip(("dweight", "dbias"), got[1:], want[1:]):
+        _assert_close(name, g, h, 1e-12)
 
 
-@pytest.mark.parametrize("bwd", ["two_pass", "fused_scratch", "walk"])
-def test_weight_grads_deterministic(ck, device, bwd):
+def test_weight_grads_deterministic(ck, device):
     """dweight and dbias are per-program partial sums reduced in PyTorch, not atomics: bitwise repeatable."""
     x, weight, bias, dout = _inputs(5, 2, 12, 21, 4, dtype=torch.float32, device=device)
-    a = ck.conv_bwd(x, weight, bias, dout.float(), **SMALL, **CONV_BWD[bwd])
-    b = ck.conv_bwd(x, weight, bias, dout.float(), **SMALL, **CONV_BWD[bwd])
+    a = ck.conv_bwd(x, weight, bias, dout.float(), **SMALL)
+    b = ck.conv_bwd(x, weight, bias, dout.float(), **SMALL)
     for g, h in zip(a, b):
         assert torch.equal(g, h)
 
 
-@pytest.mark.parametrize("bwd", list(CONV_BWD))
-def test_empty_sequence(ck, device, bwd):
+def test_empty_sequence(ck, device):
     x, weight, bias, dout = _inputs(6, 2, 8, 1, 4, device=device)
     x0, d0 = x[..., :0], dout[..., :0]
     assert ck.conv_fwd(x0, weight, bias).shape == (2, 8, 0)
-    dx, dw, db = ck.conv_bwd(x0, weight, bias, d0, **CONV_BWD[bwd])
+    dx, dw, db = ck.conv_bwd(x0, weight, bias, d0)
     assert dx.shape == (2, 8, 0) and dw.shape == (8, 4) and db.shape == (8,) and not dw.any() and not db.any()
 
 
-# (w, bias, t, block_t, tiles) for the fused backward, which owns block_t - (w - 1) rows of each tile: T not a
-# multiple of that stride nor of the tile; programs walking several tiles, the last one's last tiles wholly past
-# T; T shorter than the tile; a tile of exactly W rows (one owned row each)
-FUSED = {
-    "w4_three_tiles_ragged": (4, True, 47, 8, 3),
-    "w3_no_bias": (3, False, 23, 8, 2),
-    "w2_tiles_past_t": (2, True, 19, 4, 3),
-    "t_below_tile": (4, True, 6, 16, 2),
-    "one_owned_row": (4, True, 9, 4, 4),
-}
-
-
-@pytest.mark.parametrize("case", list(FUSED))
-def test_fused_equals_two_pass_fp64(ck, device, case):
-    """The fused backward, both shifts, against the two-pass one in fp64 (x a slice of a wider tensor at a channel
-    offset, C not a multiple of block_c): dx, dweight and dbias within ~1e-12, dx channel-last, dbias None without
-    a bias."""
-    w, bias, t, block_t, tiles = FUSED[case]
-    x, weight, b_, dout = _inputs(10, 1, 12, t, w, bias=bias, row=20, offset=3, device=device)
-    opts = {"block_t": block_t, "block_c": 8, "tiles": tiles}
-    want = ck.conv_bwd(x, weight, b_, dout, design="two_pass", **opts)
-    for shift in ck.SHIFTS:
-        got = ck.conv_bwd(x, weight, b_, dout, design="fused", shift=shift, **opts)
-        assert got[0].stride() == (12 * t, 1, 12)
-        for name, g, h in zip(("dx", "dweight", "dbias"), got, want):
-            if h is None:
-                assert g is None, f"{shift} {name}: a gradient for an absent bias"
-            else:
-                _assert_close(f"{shift} {name}", g, h, 1e-12)
-
-
-# (w, bias, t, block_t) for the walking backward, which walks block_t rows a program four at a time and three rows
-# past them: T not a multiple of block_t; a program of one row; a program longer than T; T shorter than W
-WALK = {
-    "w4_ragged": (4, True, 45, 8),
-    "w4_one_row_a_program": (4, True, 11, 1),
-    "w3_no_bias_rows_of_two": (3, False, 23, 2),
-    "w2_program_past_t": (2, True, 19, 32),
-    "t_below_width": (4, True, 3, 4),
-}
-
-
-@pytest.mark.parametrize("case", list(WALK))
-def test_walk_equals_two_pass_fp64(ck, device, case):
-    """The walking backward against the two-pass one in fp64 (x a slice of a wider tensor at a channel offset, C
-    not a multiple of block_c, two sequences): dx, dweight and dbias within ~1e-12, dx channel-last."""
-    w, bias, t, block_t = WALK[case]
-    x, weight, b_, dout = _inputs(12, 2, 12, t, w, bias=bias, row=20, offset=3, device=device)
-    want = ck.conv_bwd(x, weight, b_, dout, design="two_pass", block_t=8, block_c=8)
-    got = ck.conv_bwd(x, weight, b_, dout, design="walk", block_t=block_t, block_c=8)
-    assert got[0].stride() == (12 * t, 1, 12)
-    for name, g, h in zip(("dx", "dweight", "dbias"), got, want):
-        if h is None:
-            assert g is None, f"{name}: a gradient for an absent bias"
-        else:
-            _assert_close(name, g, h, 1e-12)
-
-
-@pytest.mark.parametrize("bwd", ["two_pass", "fused_gather", "walk"])  # the shifts share the fused kernel's dx store
-def test_dx_into_a_slice_of_a_wider_buffer(ck, device, bwd):
+def test_dx_into_a_slice_of_a_wider_buffer(ck, device):
     """conv_bwd(dx=...) writes dx through any row stride: into channels [5, 17) of a (B, T, 24) buffer, the
     other channels left as they were, the values bit for bit those of a freshly allocated dx; x a slice of a
     wider tensor and dout plain (B, C, T) (time the fast axis, so copied channel-last first)."""
     x, weight, bias, dout = _inputs(11, 2, 12, 23, 4, row=28, offset=5, device=device)
     dout = dout.contiguous()
-    opts = {**SMALL, **CONV_BWD[bwd]}
-    want = ck.conv_bwd(x, weight, bias, dout, **opts)
+    want = ck.conv_bwd(x, weight, bias, dout, **SMALL)
     buf = torch.full((2, 23, 24), 7.0, dtype=x.dtype, device=device)  # (B, T, row)
     view = buf[:, :, 5:17].transpose(1, 2)  # (B, C, T), stride over channels 1, over time 24
-    got = ck.conv_bwd(x, weight, bias, dout, dx=view, **opts)
+    got = ck.conv_bwd(x, weight, bias, dout, dx=view, **SMALL)
     assert got[0].data_ptr() == view.data_ptr() and got[0].stride() == (23 * 24, 1, 24)
     for g, h in zip(got, want):
         assert torch.equal(g, h)
@@ -339,20 +236,18 @@ def test_bad_inputs_one_clear_error(ck, device, what, change, message):
         ck.causal_conv1d_silu(*change(x, weight, bias))
 
 
-def test_bad_tiles(ck, device):
+def test_bad_launch(ck, device):
     x, weight, bias, dout = _inputs(7, 2, 8, 16, 4, device=device)
     with pytest.raises(ValueError, match=re.escape("causal_conv1d_silu: block_t must be a power of two, got 12")):
         ck.causal_conv1d_silu(x, weight, bias, block_t=12)
     with pytest.raises(ValueError, match=re.escape("causal_conv1d_silu: dout must have x's shape (2, 8, 16)")):
         ck.conv_bwd(x, weight, bias, dout[..., :3])
-    with pytest.raises(ValueError, match=re.escape("causal_conv1d_silu: tiles must be a positive int, got 0")):
-        ck.causal_conv1d_silu(x, weight, bias, tiles=0)
-    with pytest.raises(ValueError, match=re.escape("causal_conv1d_silu: tiles must be a positive int, got 2.0")):
-        ck.conv_bwd(x, weight, bias, dout, tiles=2.0)
     with pytest.raises(ValueError, match=re.escape("causal_conv1d_silu: block_t must be a power of two, got 0")):
-        ck.conv_bwd(x, weight, bias, dout, design="walk", block_t=0)
+        ck.conv_bwd(x, weight, bias, dout, block_t=0)
     with pytest.raises(ValueError, match=re.escape("causal_conv1d_silu: block_c must be a power of two, got 48")):
-        ck.causal_conv1d_silu(x, weight, bias, block_c=48)
+        ck.conv_fwd(x, weight, bias, block_c=48)
+    with pytest.raises(ValueError, match=re.escape("causal_conv1d_silu: num_warps must be a positive int, got 0")):
+        ck.causal_conv1d_silu(x, weight, bias, num_warps=0)
 
 
 def _error_line(fn, *args, **kw) -> str:
@@ -364,41 +259,20 @@ def _error_line(fn, *args, **kw) -> str:
     return msg
 
 
-def test_bad_design_one_clear_error(ck, device):
-    """A bad design, shift, fused tile or dx buffer: one ValueError line naming the argument and what it takes,
-    from conv_bwd and (before any kernel runs) from causal_conv1d_silu."""
+def test_bad_dx_one_clear_error(ck, device):
+    """A dx buffer of the wrong layout or dtype: one ValueError line naming it and what it takes."""
     x, weight, bias, dout = _inputs(7, 2, 8, 16, 4, device=device)
-    designs, shifts = "['two_pass', 'fused', 'walk']", "['gather', 'scratch']"
     cases = [
-        ((ck.conv_bwd, x, weight, bias, dout), {"design": "fusd"}, f"design must be one of {designs}, got 'fusd'"),
-        ((ck.conv_fwd, x, weight, bias), {"design": "walking"},
-         "fwd design must be one of ['walk', 'tile'], got 'walking'"),
-        ((ck.causal_conv1d_silu, x, weight, bias), {"fwd_design": None},
-         "fwd_design must be one of ['walk', 'tile'], got None"),
-        ((ck.conv_bwd, x, weight, bias, dout), {"design": "fused", "shift": "smem"},
-         f"shift must be one of {shifts}, got 'smem'"),
-        ((ck.causal_conv1d_silu, x, weight, bias), {"bwd_design": "one_pass"},
-         f"bwd_design must be one of {designs}, got 'one_pass'"),
-        ((ck.causal_conv1d_silu, x, weight, bias), {"bwd_design": "fused", "bwd_shift": None},
-         f"bwd_shift must be one of {shifts}, got None"),
-        ((ck.conv_bwd, x, weight, bias, dout), {"design": "fused", "block_t": 2},
-         ("block_t must be >= the width 4 for the fused backward (it owns block_t - (W - 1) rows of each tile), "
-          "got 2")),
-        ((ck.causal_conv1d_silu, x, weight, bias), {"bwd_design": "fused", "block_t": 2},
-         "block_t must be >= the width 4 for the fused backward"),
-        ((ck.conv_bwd, x, weight, bias, dout), {"dx": torch.empty(2, 8, 16, dtype=x.dtype, device=device)},
+        (torch.empty(2, 8, 16, dtype=x.dtype, device=device),
          (f"dx must be a (2, 8, 16) torch.float64 tensor on {x.device} with channel stride 1, got (2, 8, 16) "
           f"torch.float64 on {x.device}, strides (128, 16, 1)")),
-        ((ck.conv_bwd, x, weight, bias, dout), {"dx": torch.empty(2, 16, 8, device=device).transpose(1, 2)},
+        (torch.empty(2, 16, 8, device=device).transpose(1, 2),
          (f"dx must be a (2, 8, 16) torch.float64 tensor on {x.device} with channel stride 1, got (2, 8, 16) "
           "torch.float32")),
     ]
-    for (fn, *args), kw, message in cases:
-        msg = _error_line(fn, *args, **kw)
-        assert msg.startswith("causal_conv1d_silu: " + message), (kw, msg)
-    # the two-pass design takes no shift, but a bad one is still refused rather than ignored
-    msg = _error_line(ck.conv_bwd, x, weight, bias, dout, shift="roll")
-    assert msg == f"causal_conv1d_silu: shift must be one of {shifts}, got 'roll'"
+    for dx, message in cases:
+        msg = _error_line(ck.conv_bwd, x, weight, bias, dout, dx=dx)
+        assert msg.startswith("causal_conv1d_silu: " + message), msg
 
 
 def test_cpu_tensors_need_the_interpreter(ck):
@@ -409,12 +283,25 @@ def test_cpu_tensors_need_the_interpreter(ck):
         ck.causal_conv1d_silu(x, weight, bias)
 
 
+def _spy(ck, monkeypatch, name) -> list:
+    """ck.<name> (conv_fwd or conv_bwd), as the autograd path and the bench call it, wrapped to record each call's
+    block_t (None: the kernel's default)."""
+    calls, real = [], getattr(ck, name)
+
+    def spy(*args, **kw):
+        calls.append(kw.get("block_t"))
+        return real(*args, **kw)
+
+    monkeypatch.setattr(ck, name, spy)
+    return calls
+
+
 def test_bench_script_dry_run(ck, device, tmp_path, monkeypatch):
     """bench/conv_kernel_bench.py end to end at tiny fp32 shapes (on the CPU: its --device cpu dry run in the
-    interpreter), with the PyTorch reference standing in for causal_conv1d_fn: golf's kernel, with each backward
-    design of --bwd-design, passes the parity gate against both and is timed, for both row strides, and the JSON
-    says so, with each backward also timed alone, writing dx into the slice of a wider buffer it is given (device
-    time over 2 calls, not 20, to keep the interpreter's share short)."""
+    interpreter), with the PyTorch reference standing in for causal_conv1d_fn: golf's kernels pass the parity
+    gate against both and are timed, for both row strides, and the JSON says so, with the backward also timed
+    alone, writing dx into the slice of a wider buffer it is given (device time over 2 calls, not 20, to keep the
+    interpreter's share short); --launch-to sends the launch variants to one kernel, the other keeping its own."""
     import functools
     import importlib.util
     import json
@@ -434,43 +321,33 @@ def test_bench_script_dry_run(ck, device, tmp_path, monkeypatch):
 
     monkeypatch.setattr(bench, "import_causal_conv1d", lambda: (stand_in, stand_in_bwd))
     monkeypatch.setattr(bench, "device_ms", functools.partial(bench.device_ms, reps=2))
-    calls = _spy_conv_bwd(ck, monkeypatch)
     out = tmp_path / "bench.json"
-    designs = ["two_pass", "fused_gather", "fused_scratch", "walk"]
     rc = bench.main(["--device", device, "--dtype", "fp32", "--b", "1", "--t", "20", "--c", "12",
-                     "--row-strides", "12,20", "--block-t", "16", "--block-c", "16", "--tiles", "1",
-                     "--bwd-design", ",".join(designs), "--json", str(out)])
+                     "--row-strides", "12,20", "--block-t", "16", "--block-c", "16", "--json", str(out)])
     result = json.loads(out.read_text())
     assert rc == 0, result["errors"]
     for row in ("12", "20"):
-        golf = [f"golf row={row} {d}" for d in designs]
-        for name in golf:
-            for errs in (result["parity_vs_reference"][name], result["parity_vs_causal_conv1d"][name]):
-                assert set(errs) == {"out", "dx", "dweight", "dbias"} and max(errs.values()) < 1e-5, errs
-        assert set(result["timing"]) >= {*golf, f"causal_conv1d row={row}"}
-        for name in (*golf, f"causal_conv1d row={row}"):
+        golf, base = f"golf row={row}", f"causal_conv1d row={row}"
+        for errs in (result["parity_vs_reference"][golf], result["parity_vs_causal_conv1d"][golf]):
+            assert set(errs) == {"out", "dx", "dweight", "dbias"} and max(errs.values()) < 1e-5, errs
+        for name in (golf, base):
             times = result["timing"][name]
             assert set(times) == {"fwd_ms", "fwd_bwd_ms", "fwd_device_ms", "fwd_bwd_device_ms", "bwd_alone_device_ms"}
             assert min(times["fwd_device_ms"], times["fwd_bwd_device_ms"], times["bwd_alone_device_ms"]) > 0
     assert result["floor"]["fwd_bwd_bytes"] > result["floor"]["fwd_bytes"] > 0
-    assert set(calls) == {("two_pass", "gather"), ("fused", "gather"), ("fused", "scratch"), ("walk", "gather")}
-    # --launch-to fwd or bwd: the launch reaches that kernel alone (the other keeps its own), through autograd and,
-    # for the backward, in the backward-alone timing
-    real_fwd, fwd_calls = ck.conv_fwd, []
-    monkeypatch.setattr(ck, "conv_fwd", lambda *a, **kw: fwd_calls.append(kw) or real_fwd(*a, **kw))
+    fwd_calls, bwd_calls = _spy(ck, monkeypatch, "conv_fwd"), _spy(ck, monkeypatch, "conv_bwd")
     for to in ("bwd", "fwd"):
-        calls.clear(), fwd_calls.clear()
+        fwd_calls.clear(), bwd_calls.clear()
         rc = bench.main(["--device", device, "--dtype", "fp32", "--b", "1", "--t", "20", "--c", "12", "--row-strides",
-                         "20", "--bwd-design", "walk", "--launch-to", to, "--block-t", "4,8", "--block-c", "16",
-                         "--num-warps", "1", "--json", str(out)])
+                         "20", "--launch-to", to, "--block-t", "4,8", "--block-c", "16", "--num-warps", "1",
+                         "--json", str(out)])
         result = json.loads(out.read_text())
         assert rc == 0, result["errors"]
         for bt in (4, 8):
-            name = f"golf row=20 bt{bt} bc16 tiles8 w1"
+            name = f"golf row=20 bt{bt} bc16 w1"
             assert max(result["parity_vs_reference"][name].values()) < 1e-5
             assert result["timing"][name]["bwd_alone_device_ms"] > 0
-        assert set(calls) == {("walk", "gather")}
-        launched = {kw.get("block_t") for kw in fwd_calls}
-        assert launched == ({None} if to == "bwd" else {4, 8}), (to, launched)
+        assert set(fwd_calls) == ({None} if to == "bwd" else {4, 8}), (to, set(fwd_calls))
+        assert set(bwd_calls) == ({None} if to == "fwd" else {4, 8}), (to, set(bwd_calls))
     assert bench.main(["--device", device, "--row-strides", "8"]) == 2  # narrower than C: refused up front
-    assert bench.main(["--device", device, "--bwd-design", "two_pass,fused"]) == 2  # not a design: refused too
+    assert bench.main(["--device", device, "--block-t", "4,x"]) == 2  # not a list of ints: refused too
