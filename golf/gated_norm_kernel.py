@@ -282,8 +282,9 @@ def gated_rmsnorm_bwd(dout, y, z, weight, rstd, eps, group_size, dy=None, dz=Non
             if t.dtype != like.dtype:
                 src = "y" if name == "dy" else "z"
                 raise ValueError(f"{op}: {name} must have {src}'s dtype {like.dtype}, got {t.dtype}")
-    if zero is not None:
-        _check_rows(op, "zero", zero, m, zero.shape[-1] if isinstance(zero, torch.Tensor) and zero.dim() else -1, output=True)
+    if zero is not None:  # its width is its own (K): the check is of its rows and layout
+        width = zero.shape[-1] if isinstance(zero, torch.Tensor) and zero.dim() else -1
+        _check_rows(op, "zero", zero, m, width, output=True)
     check_dtypes_and_device(op, y, (("y", y), ("z", z), ("weight", weight), ("dout", dout), ("rstd", rstd),
                                     ("dy", dy), ("dz", dz), ("zero", zero)))
     check_runs_here(op, y, interpreted())

@@ -297,15 +297,6 @@ def _(dout, zxbcdt, conv_weight, conv_bias, dt_bias, A, D, norm_weight, xBC, y, 
                  for t in (zxbcdt, conv_weight, conv_bias, dt_bias, A, D, norm_weight))
 
 
-def _add_states_dda(ddA: Tensor, ddA_next: Tensor, ddA_prev: Tensor, ddA_chunk_end: Tensor) -> None:
-    """Adds the log-decays' gradients from the states into ddA (B, H, c, L), the within-chunk one, in place: the
-    state passed on's (ddA_next, summed over the increments already) and the state read's per position (ddA_prev,
-    which this changes) with the chunk-end decay's (ddA_chunk_end (B, H, c)) at the last, passed back to every
-    increment <= i as a reverse cumsum."""
-    ddA_prev[..., -1].add_(ddA_chunk_end)
-    ddA += ddA_next + ddA_prev.flip([-1]).cumsum(dim=-1).flip([-1])
-
-
 def _scan_bwd_keep(parts: dict, dy, x, dt, A, B, C, D, dt_bias, kept, dx, ddt, dB, dC, golf=None, golf_part=None):
     """mamba-ssm's SSD backward (_mamba_chunk_scan_combined_bwd's steps) from the forward's kept internals instead
     of recomputing them (its _chunk_cumsum_fwd, _bmm_chunk_fwd, _chunk_state_fwd and _state_passing_fwd): writes dx,
@@ -340,7 +331,8 @@ def _scan_bwd_keep(parts: dict, dy, x, dt, A, B, C, D, dt_bias, kept, dx, ddt, d
     else:
         dB_state, ddA_next = parts["_chunk_state_bwd_db"](x, dt_sp, dA_cumsum, dstates, B=B, ngroups=g)
         dC_state, ddA_prev = parts["_chunk_scan_bwd_dC"](states_lo, dA_cumsum, dy, C=C, ngroups=g)
-        _add_states_dda(ddA, ddA_next, ddA_prev, ddA_chunk_end)
+        ddA_prev[..., -1].add_(ddA_chunk_end)  # add_ on the view: `+=` on a subscript also copies it back onto itself
+        ddA += ddA_next + ddA_prev.flip([-1]).cumsum(dim=-1).flip([-1])
     dCB = dCB.to(CB.dtype)
     parts["_bmm_chunk_bwd"](C, dCB, residual=dB_state, out=dB)  # dB = the states' part + C-weighted dCB
     parts["_bmm_chunk_bwd"](B, dCB.transpose(-1, -2), residual=dC_state, out=dC)
