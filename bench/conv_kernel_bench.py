@@ -66,7 +66,6 @@ from kernel_bench import (
 )
 
 GRADS = ("dx", "dweight", "dbias")
-# --bwd-design: golf.conv_kernel.conv_bwd's (design, shift) for each name (the two-pass design has no shift)
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
