@@ -51,16 +51,16 @@ Measured on an H200 at the production shapes (b=64, t=2048, c=832, row stride 16
 2026-12-01 sixteenth block), device ms a call alone: forward 0.137 (causal-conv1d 0.131, floor 0.109 at 4 TB/s),
 backward 0.248 (causal-conv1d 0.37-0.61, floor 0.164); in hybrid_12_b131k's training step 0.138 and 0.243 against
 causal-conv1d's 0.130 and 0.507, the step 73.5 against 74.8 ms (two runs a side; three runs a side with the forward
-at 128 x 64: 73.7 against 75.1). Tile-based designs measured before (a forward over time-shifted tiles, 0.156; a
+at 128 x 64: 73.7 against 75.1). Tile-based designs measured before (a forward over time-shifted tiles, 0.162; a
 backward in two kernels through a dpre scratch, and one over overlapping time tiles shifting dpre within the tile,
 0.65-0.84 a call alone) were held back by registers (128-140 a thread at 8 warps: one program an SM) and are gone.
 
 Limits. W (the width) 2, 3 or 4, as causal-conv1d. No seq_idx, initial_states, return_final_states or activations
 other than SiLU. Runs on CUDA tensors, or on CPU tensors under Triton's interpreter (TRITON_INTERPRET=1 set before
 triton is first imported; tests/conftest.py). Tested in the interpreter against the reference in fp64
-(tests/test_conv_kernel.py) and compiled on an H200 (the same tests, and the fused mixer op's parity tests with
-model.ssm_conv golf); the bench's parity against causal_conv1d_fn: out 1.7e-3, dx 2.1e-3, the weight gradients
-<= 1.1e-6 relative (bf16 x).
+(tests/test_conv_kernel.py) and compiled on an H200 (these tests while the tile designs were still beside the
+walking kernels, and the fused mixer op's eager parity cases with model.ssm_conv golf); the bench's parity against
+causal_conv1d_fn: out 1.7e-3, dx 2.1e-3, the weight gradients <= 1.1e-6 relative (bf16 x).
 """
 
 from __future__ import annotations
