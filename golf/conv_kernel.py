@@ -403,7 +403,6 @@ def causal_conv1d_silu(x, weight, bias=None, *, block_t=None, block_c=None, num_
     differentiable w.r.t. x, weight and bias. x (B, C, T) (a channel-last view for speed), weight (C, W) with W
     in 2..4, bias (C,) or None. Returns (B, C, T) in x's dtype, channel-last. block_t, block_c (the rows a
     program walks, its channels) and num_warps apply to the forward and backward kernels alike; None takes each
-    one's default (FWD_DEFAULTS, BWD_DEFAULTS)."""
-    _launch(FWD_DEFAULTS, block_t, block_c, num_warps)
-    _check(x, weight, bias)
+    one's default (FWD_DEFAULTS, BWD_DEFAULTS). Bad inputs are refused by conv_fwd's checks, before any kernel
+    runs."""
     return _ConvSiluFn.apply(x, weight, bias, {"block_t": block_t, "block_c": block_c, "num_warps": num_warps})
