@@ -81,6 +81,13 @@ def dk():
 
 
 @pytest.fixture(scope="module")
+def xk():
+    """golf.ssd_xy_kernel (golf's chunk-output and input-gradient kernels for the SSD scan;
+    tests/test_ssd_xy_kernel.py)."""
+    return triton_kernels("ssd_xy_kernel", "chunk y and dx")
+
+
+@pytest.fixture(scope="module")
 def device(sk):
     """Where golf's SSD kernels run, and so the tensors of the tests that call them: the CPU in the interpreter,
     else the GPU."""
