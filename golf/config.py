@@ -134,7 +134,7 @@ class ModelConfig:
                                 "or golf's own Triton kernels (golf/gated_norm_kernel.py; fused path under "
                                 "ssm_compile opaque only); the reference path always uses the PyTorch expression")
     ssm_scan: str = _spec("mamba", choices=("mamba", "golf", "golf_split", "mamba_keep", "mamba_keep_dA",
-                                            "mamba_keep_dx", "mamba_keep_chunk"),
+                                            "mamba_keep_dx", "mamba_keep_chunk", "mamba_keep_xy"),
                           doc="the Mamba mixer's SSD scan on the triton path, under every ssm_compile mode: "
                               "mamba-ssm's mamba_chunk_scan_combined, or golf's own fused Triton kernels "
                               "(golf/ssd_kernel.py, needs triton) with the forward and backward walking the chunks "
@@ -146,7 +146,9 @@ class ModelConfig:
                               "needs triton) instead of mamba-ssm's two, and mamba_keep_dx with dx, ddt and dD from "
                               "that kernel too instead of a third, and mamba_keep_chunk with every chunk-local piece "
                               "of the backward from it (also the states' parts of dB, dC and the log-decays' "
-                              "gradient); the reference path always uses "
+                              "gradient), and mamba_keep_xy as mamba_keep_dA with the chunk output y and dx, ddt and "
+                              "dD from golf's per-head kernels (golf/ssd_xy_kernel.py) instead of mamba-ssm's two; "
+                              "the reference path always uses "
                               "golf.ssm.ssd_scan_reference (no effect there)")
     ssm_conv: str = _spec("causal_conv1d", choices=("causal_conv1d", "golf"),
                           doc="the Mamba mixer's causal depthwise conv + SiLU on the triton path, under every "

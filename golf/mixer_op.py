@@ -31,6 +31,9 @@ _chunk_scan_bwd_ddAcs_stable, which each recompute dy·xᵀ per head and chunk: 
 _chunk_scan_chunk_state_bwd_dx, which reads the same dy and C·B; "mamba_keep_chunk" the states' parts of dB and dC
 and the whole log-decay gradient as well, in place of _chunk_state_bwd_db, _chunk_scan_bwd_dC and the cumulative
 sums after them: every chunk-local piece of the backward in one launch, leaving mamba-ssm's state-gradient passes.
+"mamba_keep_xy" is "mamba_keep_dA" with golf's kernels for the chunk output y (in place of _chunk_scan_fwd) and for
+dx, ddt's chunk part and dD (in place of _chunk_scan_chunk_state_bwd_dx), one program per head, chunk and batch
+each (golf/ssd_xy_kernel.py).
 
 The op's kernels: on CUDA, the conv of `conv_impl` (model.ssm_conv): "causal_conv1d" (causal-conv1d's forward and
 backward) or "golf" (golf's own, golf/conv_kernel.py, whose backward writes its dx straight into the input
@@ -69,7 +72,11 @@ NORM_IMPLS = ("mamba", "golf")  # golf::mamba_core's `norm_impl` argument (model
 SCAN_IMPLS = ("mamba", *KEEP_SCANS)
 # the scan_impls with golf's chunk-backward kernel: its bind_cuda key (golf_dcb_kernels) and the part it computes
 GOLF_BWD = {"mamba_keep_dA": ("golf_dcb_ddA", "dA"), "mamba_keep_dx": ("golf_chunk_bwd", "dx"),
-            "mamba_keep_chunk": ("golf_chunk_bwd", "chunk")}
+            "mamba_keep_chunk": ("golf_chunk_bwd", "chunk"), "mamba_keep_xy": ("golf_dcb_ddA", "dA")}
+# the scan_impls with golf's chunk-output and input-gradient kernels (golf_xy_kernels): the mamba-ssm piece each
+# bind_cuda key replaces, by direction
+GOLF_XY = {"mamba_keep_xy": {"fwd": {"_chunk_scan_fwd": "golf_chunk_y"},
+                             "bwd": {"_chunk_scan_chunk_state_bwd_dx": "golf_chunk_dx"}}}
 # mamba-ssm's SSD pieces that scan_impl "mamba_keep" calls one by one (ssd_chunk_state.py, ssd_state_passing.py,
 # ssd_bmm.py, ssd_chunk_scan.py, ssd_combined.py, 2.3.2.post1), bound as one dict under "ssd_parts"
 SSD_PARTS = ("_chunk_cumsum_fwd", "_chunk_cumsum_bwd", "_chunk_state_fwd", "_chunk_state_bwd_db", "_state_passing_fwd",
@@ -194,6 +201,13 @@ def _(zxbcdt, conv_weight, conv_bias, dt_bias, A, D, norm_weight, headdim, ngrou
     return (new(b, t, d), new(b, t, conv_dim), new(b, t, d), new(ngroups * b * t, dtype=ct), *kept)
 
 
+def _keep_parts(fns: dict, scan_impl: str, way: str) -> dict:
+    """The SSD pieces the kept-internals scan calls in one direction (way "fwd" or "bwd"): mamba-ssm's (fns
+    "ssd_parts"), with golf's kernels in place of those GOLF_XY names for scan_impl."""
+    swaps = GOLF_XY.get(scan_impl, {}).get(way, {})
+    return fns["ssd_parts"] | {part: fns[key] for part, key in swaps.items()}
+
+
 def _scan_fwd_keep(parts: dict, x, dt, A, B, C, D, dt_bias, chunk_size):
     """mamba-ssm's SSD forward (_mamba_chunk_scan_combined_fwd's steps) with its internals kept: → y (B, T, H, P),
     dA_cumsum, dt (B, H, c, L), the states entering each chunk (B, c, H, P, N) and CB (B, c, G, L, L), all fp32 but
@@ -237,8 +251,8 @@ def mamba_core_cuda(fns: dict, zxbcdt, conv_weight, conv_bias, dt_bias, A, D, no
                             dt_softplus=True)[0]
         kept = [zxbcdt.new_empty(0, dtype=compute_dtype(zxbcdt)) for _ in range(4)]  # one each: outputs may not alias
     else:
-        y, *kept = _scan_fwd_keep(fns["ssd_parts"], x.view(heads), dt, A, B.view(groups), C.view(groups), D, dt_bias,
-                                  chunk_size)
+        y, *kept = _scan_fwd_keep(_keep_parts(fns, scan_impl, "fwd"), x.view(heads), dt, A, B.view(groups),
+                                  C.view(groups), D, dt_bias, chunk_size)
     y = _like(y).view(b, t, d)
     out = zxbcdt.new_empty(b, t, d)
     if norm_impl == "mamba":
@@ -259,6 +273,7 @@ def _bound_keys(way: str, norm_impl: str, scan_impl: str, conv_impl: str = "caus
     """The golf.ssm_ops.bind_cuda keys of the functions the op's CUDA kernel calls in one direction (way: "fwd" or
     "bwd") for these impls."""
     golf = (GOLF_BWD[scan_impl][0],) if way == "bwd" and scan_impl in GOLF_BWD else ()
+    golf += tuple(GOLF_XY.get(scan_impl, {}).get(way, {}).values())
     return (f"conv_{way}" if conv_impl == "causal_conv1d" else f"golf_conv_{way}",
             f"scan_{way}" if scan_impl == "mamba" else "ssd_parts",
             f"norm_{way}" if norm_impl == "mamba" else f"golf_norm_{way}") + golf
@@ -383,7 +398,7 @@ def mamba_core_bwd_cuda(fns: dict, dout, zxbcdt, conv_weight, conv_bias, dt_bias
             dy.view(heads), x.view(heads), dt, A, B.view(groups), C.view(groups), y.view(heads), chunk_size, D=D,
             dt_bias=dt_bias, dt_softplus=True, dx=dx.view(heads), ddt=ddt, dB=dB.view(groups), dC=dC.view(groups))
     else:
-        dA, dD, ddt_bias = _scan_bwd_keep(fns["ssd_parts"], dy.view(heads), x.view(heads), dt, A, B.view(groups),
+        dA, dD, ddt_bias = _scan_bwd_keep(_keep_parts(fns, scan_impl, "bwd"), dy.view(heads), x.view(heads), dt, A, B.view(groups),
                                           C.view(groups), D, dt_bias, (dA_cumsum, dt_sp, states, CB), dx.view(heads),
                                           ddt, dB.view(groups), dC.view(groups),
                                           *((fns[GOLF_BWD[scan_impl][0]], GOLF_BWD[scan_impl][1])
@@ -477,6 +492,19 @@ def golf_dcb_kernels() -> dict:
     import golf.ssd_dcb_kernel as dk
 
     return {"golf_dcb_ddA": dk.dcb_ddA, "golf_chunk_bwd": dk.chunk_bwd}
+
+
+def golf_xy_kernels() -> dict:
+    """golf's chunk-output and input-gradient kernels for golf::mamba_core (GOLF_XY, model.ssm_scan
+    "mamba_keep_xy"), called as the mamba-ssm pieces they replace: {"golf_chunk_y": _chunk_scan_fwd's call and
+    return (y, out_x None), "golf_chunk_dx": _chunk_scan_chunk_state_bwd_dx's}. ImportError where triton is missing
+    (golf.ssd_xy_kernel imports it at module top)."""
+    import golf.ssd_xy_kernel as xk
+
+    def chunk_scan_fwd(CB, x, dt, dA_cumsum, C, states, D=None):
+        return xk.chunk_y(CB, x, dt, dA_cumsum, C, states, D), None
+
+    return {"golf_chunk_y": chunk_scan_fwd, "golf_chunk_dx": xk.chunk_dx}
 
 
 def ssd_parts(ssd_combined) -> dict:

@@ -37,8 +37,9 @@ NORM_EPS = 1e-5  # the gated RMSNorm's epsilon (mamba-ssm Mamba2's RMSNormGated 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 # model.ssm_scan values that keep mamba-ssm's SSD forward internals for the backward, inside golf::mamba_core only
 # ("mamba_keep_dA": its backward's C·B and within-chunk log-decay gradients from golf/ssd_dcb_kernel.py;
-# "mamba_keep_dx": dx, ddt's chunk part and dD from the same kernel too; "mamba_keep_chunk": every chunk-local piece)
-KEEP_SCANS = ("mamba_keep", "mamba_keep_dA", "mamba_keep_dx", "mamba_keep_chunk")
+# "mamba_keep_dx": dx, ddt's chunk part and dD from the same kernel too; "mamba_keep_chunk": every chunk-local piece;
+# "mamba_keep_xy": "mamba_keep_dA" with the chunk output y and dx, ddt, dD from golf/ssd_xy_kernel.py)
+KEEP_SCANS = ("mamba_keep", "mamba_keep_dA", "mamba_keep_dx", "mamba_keep_chunk", "mamba_keep_xy")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -185,7 +186,8 @@ class SSMKernels:
         (golf's own SSD scan kernels, model.ssm_scan "golf"), "triton+golf_conv" (golf's own conv kernels,
         model.ssm_conv "golf"), "fused" (mamba-ssm's one op) or "fused+golf_norm+keep_states+opaque" (golf's one op,
         golf/mixer_op.py, with golf's norm kernels and the scan's internals kept for its backward; "+golf_dA",
-        "+golf_dx" or "+golf_chunk" with model.ssm_scan "mamba_keep_dA", "mamba_keep_dx" or "mamba_keep_chunk";
+        "+golf_dx", "+golf_chunk" or "+golf_xy" with model.ssm_scan "mamba_keep_dA", "mamba_keep_dx",
+        "mamba_keep_chunk" or "mamba_keep_xy";
         "+golf_conv" with model.ssm_conv "golf")."""
         if self.path == "fused":
             return self.path + ("+golf_norm" if self.norm_kernel == "golf" else "") + (
@@ -441,9 +443,12 @@ def _opaque_fused_kernels(mamba: dict, gated_norm: str, scan: str = "mamba", con
     if scan in mixer_op.GOLF_BWD:
         try:
             ssm_ops.bind_cuda(mixer_op.golf_dcb_kernels())
+            if scan in mixer_op.GOLF_XY:
+                ssm_ops.bind_cuda(mixer_op.golf_xy_kernels())
         except ImportError as e:
-            raise GolfError(f"model.ssm_scan {scan!r} calls golf's Triton kernel golf/ssd_dcb_kernel.py, which does "
-                            f"not import here ({e}): install triton, or use ssm_scan 'mamba_keep'") from None
+            raise GolfError(f"model.ssm_scan {scan!r} calls golf's Triton kernels (golf/ssd_dcb_kernel.py, "
+                            f"golf/ssd_xy_kernel.py), which do not import here ({e}): install triton, or use "
+                            "ssm_scan 'mamba_keep'") from None
     norm_impl = "golf" if gated_norm == "golf" else "mamba"
     return dataclasses.replace(pieces, path="fused", fused=mixer_op.core_call(norm_impl, scan, conv),
                                norm_kernel=norm_impl, scan_kernel=scan)

@@ -344,6 +344,14 @@ def test_the_core_op_keeps_the_same_result_in_the_interpreter(mamba_interpreted)
                                            "mamba", impl)
         for name, a, r in zip(("zxbcdt", "conv_w", "conv_b", "dt_bias", "A", "D", "norm_w"), got, grads["mamba"]):
             torch.testing.assert_close(a, r, rtol=1e-5, atol=1e-5, msg=f"{impl}: {name}")
+    # golf's y and dx kernels too ("mamba_keep_xy"): every output and gradient to fp32 rounding
+    fns |= mixer_op.golf_xy_kernels()
+    xy = mixer_op.mamba_core_cuda(fns, *args, HEADDIM, NGROUPS, 16, EPS, "mamba", "mamba_keep_xy")
+    for name, a, r in zip(("out", "xBC", "y", "rstd", "dA_cumsum", "dt", "states", "CB"), xy, outs["mamba_keep"]):
+        torch.testing.assert_close(a, r, rtol=1e-5, atol=1e-5, msg=f"mamba_keep_xy: {name}")
+    got = mixer_op.mamba_core_bwd_cuda(fns, dout, *args, *xy[1:], HEADDIM, NGROUPS, 16, EPS, "mamba", "mamba_keep_xy")
+    for name, a, r in zip(("zxbcdt", "conv_w", "conv_b", "dt_bias", "A", "D", "norm_w"), got, grads["mamba"]):
+        torch.testing.assert_close(a, r, rtol=1e-5, atol=1e-5, msg=f"mamba_keep_xy: {name}")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -399,7 +407,8 @@ def test_mamba_keep_binds_the_ssd_parts_in_the_core_op_only(fake_libraries):  # 
 
 @pytest.mark.parametrize("scan,key,label", [("mamba_keep_dA", "golf_dcb_ddA", "golf_dA"),
                                             ("mamba_keep_dx", "golf_chunk_bwd", "golf_dx"),
-                                            ("mamba_keep_chunk", "golf_chunk_bwd", "golf_chunk")])
+                                            ("mamba_keep_chunk", "golf_chunk_bwd", "golf_chunk"),
+                                            ("mamba_keep_xy", "golf_dcb_ddA", "golf_xy")])
 def test_golf_chunk_bwd_binds_beside_the_ssd_parts(fake_libraries, scan, key, label):  # noqa: F811
     pytest.importorskip("triton", reason="triton is not installed: golf's kernel needs it")
     fake_libraries["ssd_module"] = types.SimpleNamespace(**{name: object() for name in mixer_op.SSD_PARTS})
@@ -411,6 +420,52 @@ def test_golf_chunk_bwd_binds_beside_the_ssd_parts(fake_libraries, scan, key, la
         ssm_ops._CUDA)
     with pytest.raises(GolfError, match=f"'{scan}' keeps the SSD forward's internals"):
         resolve_ssm_backend("triton", "cuda", "opaque", "kernel", scan)
+
+
+def test_golf_xy_kernels_bind_in_place_of_two_ssd_parts(fake_libraries):  # noqa: F811
+    """model.ssm_scan "mamba_keep_xy": golf's y kernel bound for the forward, its dx kernel for the backward, each
+    standing in for the one mamba-ssm piece it replaces in what the op's kernels call; every other impl keeps
+    mamba-ssm's pieces."""
+    pytest.importorskip("triton", reason="triton is not installed: golf's kernels need it")
+    fake_libraries["ssd_module"] = types.SimpleNamespace(**{name: object() for name in mixer_op.SSD_PARTS})
+    resolve_ssm_backend("fused", "cuda", "opaque", "golf", "mamba_keep_xy")
+    fwd, bwd = (mixer_op._bound_keys(way, "golf", "mamba_keep_xy") for way in ("fwd", "bwd"))
+    assert "golf_chunk_y" in fwd and "golf_chunk_dx" in bwd and "golf_chunk_dx" not in fwd
+    fns = {k: ssm_ops._CUDA[k] for k in {*fwd, *bwd}}
+    parts = {way: mixer_op._keep_parts(fns, "mamba_keep_xy", way) for way in ("fwd", "bwd")}
+    assert parts["fwd"]["_chunk_scan_fwd"] is fns["golf_chunk_y"]
+    assert parts["bwd"]["_chunk_scan_chunk_state_bwd_dx"] is fns["golf_chunk_dx"]
+    mamba = fake_libraries["ssd_module"]
+    for way in ("fwd", "bwd"):
+        swapped = {name for name, fn in parts[way].items() if fn is not getattr(mamba, name)}
+        assert swapped == ({"_chunk_scan_fwd"} if way == "fwd" else {"_chunk_scan_chunk_state_bwd_dx"})
+        assert mixer_op._keep_parts(fns, "mamba_keep_dA", way) == fns["ssd_parts"]
+
+
+def test_golf_xy_kernels_are_called_as_mamba_ssms_pieces():
+    """golf_xy_kernels' functions take the arguments golf.mixer_op passes mamba-ssm's _chunk_scan_fwd and
+    _chunk_scan_chunk_state_bwd_dx, and return what those return (y with out_x None; dx, ddt, dD), equal to golf's
+    twins in fp64 (the kernels in Triton's interpreter here)."""
+    pytest.importorskip("triton", reason="triton is not installed: golf's kernels need it")
+    from golf import ssd_xy_kernel as xk
+
+    if not xk.interpreted() and not torch.cuda.is_available():
+        pytest.skip("no CUDA device and TRITON_INTERPRET is not 1: Triton's kernels cannot run here")
+    device = "cpu" if xk.interpreted() else "cuda"
+    fns = mixer_op.golf_xy_kernels()
+    gen = torch.Generator().manual_seed(4)
+    x, dt, A, B, C, D, dt_bias, L = (v.double().to(device) if torch.is_tensor(v) else v for v in _scan_inputs(gen))
+    dA_cumsum, dt_sp, states, CB = mixer_op._scan_internals_reference(x, dt, A, B, C, dt_bias, L)
+    y, out_x = fns["golf_chunk_y"](CB, x, dt_sp, dA_cumsum, C, states, D=D)
+    assert out_x is None
+    torch.testing.assert_close(y, xk.chunk_y_reference(CB, x, dt_sp, dA_cumsum, C, states, D), rtol=1e-12,
+                               atol=1e-12)
+    dy, dstates = torch.randn_like(x), torch.randn_like(states)
+    dx = torch.empty_like(x)
+    got = fns["golf_chunk_dx"](x, dt_sp, dA_cumsum, B, CB, dy, dstates, D=D, dx=dx)
+    assert got[0] is dx
+    for a, r in zip(got, xk.chunk_dx_reference(x, dt_sp, dA_cumsum, B, CB, dy, dstates, D)):
+        torch.testing.assert_close(a, r, rtol=1e-12, atol=1e-12)
 
 
 def test_golf_conv_binds_in_the_core_op(fake_libraries, monkeypatch):  # noqa: F811

@@ -213,3 +213,38 @@ def test_matches_mamba_ssm_on_gpu(xk, dtype):
     got = xk.chunk_dx(x, dt, cs, B, CB, dout, dstates, D)
     for name, a, r in zip(("dx", "ddt", "dD"), got, want):
         torch.testing.assert_close(a.float(), r.float(), rtol=tol, atol=tol * r.abs().max().item(), msg=name)
+
+
+def test_bench_dry_run_checks_parity_and_writes_its_json(xk, tmp_path, capsys):
+    """bench/ssd_xy_bench.py on the CPU: golf's kernels in the interpreter against their twins, a one-launch sweep,
+    the JSON written."""
+    import json
+
+    from conftest import bench_script
+
+    if not xk.interpreted():
+        pytest.skip("the dry run is for a machine without CUDA (the GPU run needs mamba-ssm and a device call)")
+    bench = bench_script("ssd_xy_bench")
+    out = tmp_path / "xy.json"
+    assert bench.main(["--device", "cpu", "--batch", "1", "--seqlen", "96", "--heads", "2", "--headdim", "16",
+                       "--chunk", "32", "--dstate", "16", "--reps", "1", "--sweep", "--warps", "2",
+                       "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert set(result["parity"]["golf y"]) == {"y"} and set(result["parity"]["golf dx"]) == {"dx", "ddt", "dD"}
+    assert max(max(v.values()) for v in result["parity"].values()) < 1e-5
+    assert all(result["timing"][k]["device_ms"] > 0 and result["timing"][k]["floor_ms"] > 0 for k in result["parity"])
+    assert [r["num_warps"] for r in result["sweep"]["y"]] == [2] and result["sweep"]["dx"][0]["max_rel_err"] < 1e-5
+    assert result["errors"] == {} and "| golf dx |" in capsys.readouterr().out
+
+
+def test_bench_refuses_bad_sizes_in_one_line(capsys):
+    from conftest import bench_script
+
+    bench = bench_script("ssd_xy_bench")
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--heads", "12", "--groups", "5"])
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(
+        "every size must be positive and --heads a multiple of --groups")
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--warps", "4,0"])
+    assert "expected positive integers separated by commas, got '4,0'" in capsys.readouterr().err

@@ -1,0 +1,191 @@
+"""golf's SSD chunk-output and input-gradient kernels (golf/ssd_xy_kernel.py, model.ssm_scan "mamba_keep_xy")
+against the mamba-ssm functions they replace, on a CUDA device with mamba-ssm: `chunk_y` against _chunk_scan_fwd
+and `chunk_dx` against _chunk_scan_chunk_state_bwd_dx. Parity of every output (max relative error against
+mamba-ssm's), device ms per call of each side (the time a training step pays) and the memory floor: each input read
+once (C·B and the B or C rows once a group), each output written once.
+
+Default shapes are hybrid_12_b131k's mixer as golf.mixer_op's kept-internals scan calls them: 64 x 2048 tokens, 12
+heads of 64, one group, chunks of 64, d_state 32; bf16 x, dy, B and C; fp32 dt, dA_cumsum, C·B, D and the states
+entering each chunk (kept from the forward); bf16 dstates (as _state_passing_bwd hands them on).
+
+    python3 bench/ssd_xy_bench.py --json $OUT/ssd_xy.json
+    python3 bench/ssd_xy_bench.py --sweep --json $OUT/ssd_xy_sweep.json       # golf's warps too
+    python3 bench/ssd_xy_bench.py --device cpu --batch 1 --seqlen 128 --heads 2   # a dry run in the interpreter
+
+--sweep also times each golf kernel under every --warps value, each checked against the same reference, and
+prints the fastest: what golf.ssd_xy_kernel.LAUNCH should hold. --device cpu runs golf's kernels in Triton's
+interpreter against golf's PyTorch twins (mamba-ssm's kernels need a GPU there): it checks the plumbing, its times
+mean nothing. Its H200 results: bench/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from kernel_bench import add_run_args, cuda_missing, device_ms, new_result, rel_errs, run_and_write, table
+
+NAMES = {"y": ("y",), "dx": ("dx", "ddt", "dD")}
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    """'4,8' -> (4, 8): positive integers, comma-separated."""
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers separated by commas, got {text!r}")
+    return values
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--batch", type=int, default=64, help="sequences (default 64)")
+    ap.add_argument("--seqlen", type=int, default=2048, help="tokens a sequence (default 2048)")
+    ap.add_argument("--heads", type=int, default=12, help="SSM heads (default 12)")
+    ap.add_argument("--headdim", type=int, default=64, help="head width (default 64)")
+    ap.add_argument("--groups", type=int, default=1, help="B/C groups (default 1)")
+    ap.add_argument("--chunk", type=int, default=64, help="chunk size (default 64)")
+    ap.add_argument("--dstate", type=int, default=32, help="state size N (default 32)")
+    ap.add_argument("--reps", type=int, default=20, help="profiled calls per side (default 20)")
+    ap.add_argument("--sweep", action="store_true", help="also time golf's kernels under each --warps value")
+    ap.add_argument("--warps", type=_ints, default=(2, 4, 8), help="the sweep's num_warps values (default 2,4,8)")
+    add_run_args(ap, 25, 100, "cuda, or cpu for a dry run in Triton's interpreter")
+    a = ap.parse_args(argv)
+    if min(a.batch, a.seqlen, a.heads, a.headdim, a.groups, a.chunk, a.dstate, a.reps) < 1 or a.heads % a.groups:
+        ap.error("every size must be positive and --heads a multiple of --groups")
+    return a
+
+
+def _inputs(a: argparse.Namespace, device: str) -> dict:
+    """The kept forward internals and the backward's inputs, in the dtypes golf.mixer_op passes them."""
+    gen = torch.Generator(device=device).manual_seed(0)
+    act = torch.bfloat16 if device == "cuda" else torch.float32
+    chunks = -(-a.seqlen // a.chunk)
+    b, h = a.batch, a.heads
+
+    def randn(*shape, dtype=act):
+        return torch.randn(*shape, generator=gen, device=device).to(dtype)
+
+    dt = torch.nn.functional.softplus(randn(b, h, chunks, a.chunk, dtype=torch.float32) - 2)
+    A = -torch.rand(h, generator=gen, device=device) - 0.5
+    return {"x": randn(b, a.seqlen, h, a.headdim), "dout": randn(b, a.seqlen, h, a.headdim), "dt": dt,
+            "dA_cumsum": (dt * A[None, :, None, None]).cumsum(-1),
+            "CB": randn(b, chunks, a.groups, a.chunk, a.chunk, dtype=torch.float32),
+            "B": randn(b, a.seqlen, a.groups, a.dstate), "C": randn(b, a.seqlen, a.groups, a.dstate),
+            "states": randn(b, chunks, h, a.headdim, a.dstate, dtype=torch.float32),
+            "dstates": randn(b, chunks, h, a.headdim, a.dstate), "D": torch.rand(h, generator=gen, device=device) + 0.5}
+
+
+def _bytes(t: torch.Tensor) -> int:
+    return t.numel() * t.element_size()
+
+
+def floor_ms(inp: dict, bw_tbs: float, kernel: str) -> float:
+    """The kernel's bytes / bandwidth: "y" reads x, C, C·B, dt, dA_cumsum and the states and writes y; "dx" reads
+    x, dy, B, C·B, dt, dA_cumsum and dstates and writes dx and ddt."""
+    if kernel == "y":
+        total = sum(_bytes(inp[k]) for k in ("x", "C", "CB", "dt", "dA_cumsum", "states")) + _bytes(inp["x"])
+    else:
+        total = sum(_bytes(inp[k]) for k in ("x", "dout", "B", "CB", "dt", "dA_cumsum", "dstates"))
+        total += _bytes(inp["x"]) + _bytes(inp["dt"])
+    return total / (bw_tbs * 1e12) * 1e3
+
+
+def golf_calls(xk, inp: dict) -> dict:
+    """{kernel: (golf's function, its keyword inputs)}."""
+    return {"y": (xk.chunk_y, {k: inp[k] for k in ("CB", "x", "dt", "dA_cumsum", "C", "states", "D")}),
+            "dx": (xk.chunk_dx, {k: inp[k] for k in ("x", "dt", "dA_cumsum", "B", "CB", "dout", "dstates", "D")})}
+
+
+def _as_tuple(v) -> tuple:
+    return v if isinstance(v, tuple) else (v,)
+
+
+def _errs(kernel: str, got, want) -> dict:
+    return rel_errs({k: v.float() for k, v in zip(NAMES[kernel], _as_tuple(got))},
+                    {k: v.float() for k, v in zip(NAMES[kernel], _as_tuple(want))})
+
+
+def sweep(a: argparse.Namespace, xk, want: dict, inp: dict, out: dict) -> None:
+    """out[kernel] = [{num_warps, device_ms, max_rel_err}, ...] over --warps, each printed as measured, then one
+    table with the fastest per kernel."""
+    rows = []
+    for kernel, (fn, kwargs) in golf_calls(xk, inp).items():
+        out[kernel] = []
+        for w in a.warps:
+            errs = _errs(kernel, fn(**kwargs, num_warps=w), want[kernel])
+            ms = device_ms(functools.partial(fn, **kwargs, num_warps=w), a.device, a.reps)
+            out[kernel].append({"num_warps": w, "device_ms": ms, "max_rel_err": max(errs.values())})
+            print(f"sweep {kernel} num_warps {w}: {ms:.3f} ms, max rel err {max(errs.values()):.1e}", flush=True)
+        best = min(out[kernel], key=lambda r: r["device_ms"])
+        rows += [[kernel, r["num_warps"], f"{r['device_ms']:.3f}", f"{r['max_rel_err']:.1e}",
+                  "fastest" if r is best else ""] for r in out[kernel]]
+    print(table(rows, ["kernel", "warps", "device ms a call", "max rel err", ""]))
+
+
+def main(argv=None) -> int:
+    a = parse_args(argv)
+    if cuda_missing(a):
+        return 2
+    if a.device == "cpu":
+        os.environ.setdefault("TRITON_INTERPRET", "1")
+    import golf.ssd_xy_kernel as xk
+    from golf import ssm
+
+    result = new_result(a, ("torch", "triton", "mamba-ssm"), ("parity",))
+
+    def measure():
+        inp = _inputs(a, a.device)
+        calls = golf_calls(xk, inp)
+        sides = {f"golf {kernel}": (kernel, functools.partial(fn, **kwargs)) for kernel, (fn, kwargs) in calls.items()}
+        if a.device == "cuda":
+            if ssm._import_mamba_triton() is None:
+                raise RuntimeError("mamba-ssm's Triton kernels do not import here")
+            from mamba_ssm.ops.triton import ssd_chunk_scan as scs
+            from mamba_ssm.ops.triton import ssd_combined as sc
+
+            def mamba_y():
+                return scs._chunk_scan_fwd(inp["CB"], inp["x"], inp["dt"], inp["dA_cumsum"], inp["C"], inp["states"],
+                                           D=inp["D"])[0]
+
+            def mamba_dx():
+                return sc._chunk_scan_chunk_state_bwd_dx(inp["x"], inp["dt"], inp["dA_cumsum"], inp["B"], inp["CB"],
+                                                         inp["dout"], inp["dstates"], D=inp["D"])
+
+            sides |= {"mamba-ssm _chunk_scan_fwd": ("y", mamba_y),
+                      "mamba-ssm _chunk_scan_chunk_state_bwd_dx": ("dx", mamba_dx)}
+            want = {"y": mamba_y(), "dx": mamba_dx()}
+        else:
+            want = {"y": xk.chunk_y_reference(**calls["y"][1]), "dx": xk.chunk_dx_reference(**calls["dx"][1])}
+        for name, (kernel, fn) in sides.items():
+            if name.startswith("golf"):
+                result["parity"][name] = _errs(kernel, fn(), want[kernel])
+        rows = []
+        for name, (kernel, fn) in sides.items():
+            floor = floor_ms(inp, a.bw, kernel)
+            ms = device_ms(fn, a.device, a.reps)
+            result["timing"][name] = {"device_ms": ms, "floor_ms": floor}
+            rows.append([name, f"{ms:.3f}", f"{floor:.3f}", f"{ms / floor:.2f}x"])
+        print(table(rows, ["impl", "device ms a call", "floor", "ms / floor"]))
+        for impl, errs in result["parity"].items():
+            print(f"parity of {impl} (max rel err against " + ("mamba-ssm" if a.device == "cuda" else "golf's twin")
+                  + "): " + ", ".join(f"{k} {v:.1e}" for k, v in errs.items()))
+        if a.sweep:
+            result["sweep"] = {}
+            sweep(a, xk, want, inp, result["sweep"])
+
+    return run_and_write(a, result, measure)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
