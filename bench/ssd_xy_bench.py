@@ -13,7 +13,11 @@ entering each chunk (kept from the forward); bf16 dstates (as _state_passing_bwd
     python3 bench/ssd_xy_bench.py --device cpu --batch 1 --seqlen 128 --heads 2   # a dry run in the interpreter
 
 --sweep also times each golf kernel under every --warps value, each checked against the same reference, and
-prints the fastest: what golf.ssd_xy_kernel.LAUNCH should hold. --device cpu runs golf's kernels in Triton's
+prints the fastest: what golf.ssd_xy_kernel.LAUNCH should hold. --passes also times the SSD's two sequential
+recurrences as golf.ssd_kernel's one-program-per-(head, batch) pass kernel runs them (role 0: the state entering each
+chunk, fp32, from x, B and raw dt; role 1: the gradient of the state leaving each chunk, in x's dtype, from dy and
+C) under each --warps value, against the two mamba-ssm kernels each replaces (_chunk_state_fwd +
+_state_passing_fwd; _chunk_scan_bwd_dstates + _state_passing_bwd), with parity (CUDA only). --device cpu runs golf's kernels in Triton's
 interpreter against golf's PyTorch twins (mamba-ssm's kernels need a GPU there): it checks the plumbing, its times
 mean nothing. Its H200 results: bench/RESULTS.md.
 """
@@ -59,6 +63,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--reps", type=int, default=20, help="profiled calls per side (default 20)")
     ap.add_argument("--sweep", action="store_true", help="also time golf's kernels under each --warps value")
     ap.add_argument("--warps", type=_ints, default=(2, 4, 8), help="the sweep's num_warps values (default 2,4,8)")
+    ap.add_argument("--passes", action="store_true", help="also time golf's state passes against mamba-ssm's (CUDA)")
     add_run_args(ap, 25, 100, "cuda, or cpu for a dry run in Triton's interpreter")
     a = ap.parse_args(argv)
     if min(a.batch, a.seqlen, a.heads, a.headdim, a.groups, a.chunk, a.dstate, a.reps) < 1 or a.heads % a.groups:
@@ -133,6 +138,63 @@ def sweep(a: argparse.Namespace, xk, want: dict, inp: dict, out: dict) -> None:
     print(table(rows, ["kernel", "warps", "device ms a call", "max rel err", ""]))
 
 
+def passes(a: argparse.Namespace, inp: dict, out: dict) -> None:
+    """out[role] = {"mamba-ssm": ms, "golf w<warps>": ms, ..., "parity": {...}} for the two recurrences (--passes),
+    from the same raw dt, A and dt_bias; a table of them."""
+    from mamba_ssm.ops.triton import ssd_chunk_scan as scs
+    from mamba_ssm.ops.triton import ssd_chunk_state as sst
+    from mamba_ssm.ops.triton import ssd_state_passing as ssp
+
+    import golf.ssd_kernel as sk
+
+    gen = torch.Generator(device="cuda").manual_seed(1)
+    x, dy, B, C = inp["x"], inp["dout"], inp["B"], inp["C"]
+    b, t, h, p = x.shape
+    n = B.shape[-1]
+    dt_raw = torch.randn(b, t, h, generator=gen, device="cuda") - 2
+    A = -torch.rand(h, generator=gen, device="cuda") - 0.5
+    dt_bias = torch.randn(h, generator=gen, device="cuda") * 0.1
+    chunks = -(-t // a.chunk)
+
+    def cumsum():
+        return sst._chunk_cumsum_fwd(dt_raw, A, a.chunk, dt_bias=dt_bias, dt_softplus=True)
+
+    dA_cumsum, dt_sp = cumsum()
+
+    def mamba_states():  # what golf.mixer_op._scan_fwd_keep keeps: the state entering each chunk, fp32
+        local = sst._chunk_state_fwd(B, x, dt_sp, dA_cumsum, states_in_fp32=True)
+        return ssp._state_passing_fwd(local.flatten(-2), dA_cumsum[:, :, :, -1])[0].unflatten(-1, (p, n))
+
+    states = mamba_states()
+
+    def mamba_dstates():  # what golf.mixer_op._scan_bwd_keep passes on: the gradient of each chunk's end state
+        local = scs._chunk_scan_bwd_dstates(C, dA_cumsum, dy, dtype=states.dtype)
+        return ssp._state_passing_bwd(states.flatten(-2), dA_cumsum[:, :, :, -1], local.flatten(-2),
+                                      has_initial_states=False, dstates_dtype=x.dtype,
+                                      states_dtype=x.dtype)[0].unflatten(-1, (p, n))
+
+    def golf_pass(role, warps):
+        consts = sk._consts(x, a.chunk, n, True, dt_bias, None, warps)
+        got = torch.empty(b, chunks, h, p, n, dtype=torch.float32 if role == 0 else x.dtype, device="cuda")
+        sk._pass(role, x, dt_raw, A, B, C, a.chunk, dt_bias, None, dy, None, got if role == 0 else None,
+                 got if role == 1 else None, None, None, consts)
+        return got
+
+    rows = []
+    for role, mamba_fn, what in ((0, mamba_states, "states"), (1, mamba_dstates, "dstates")):
+        want = mamba_fn()
+        entry = {"mamba-ssm": device_ms(mamba_fn, "cuda", a.reps), "parity": {}}
+        rows.append([f"role {role} ({what})", "mamba-ssm (two kernels)", f"{entry['mamba-ssm']:.3f}", ""])
+        for w in a.warps:
+            fn = functools.partial(golf_pass, role, w)
+            err = rel_errs({what: fn().float()}, {what: want.float()})[what]
+            entry[f"golf w{w}"] = device_ms(fn, "cuda", a.reps)
+            entry["parity"][f"golf w{w}"] = err
+            rows.append([f"role {role} ({what})", f"golf pass, {w} warps", f"{entry[f'golf w{w}']:.3f}", f"{err:.1e}"])
+        out[f"role {role}"] = entry
+    print(table(rows, ["recurrence", "impl", "device ms a call", "max rel err vs mamba-ssm"]))
+
+
 def main(argv=None) -> int:
     a = parse_args(argv)
     if cuda_missing(a):
@@ -183,6 +245,9 @@ def main(argv=None) -> int:
         if a.sweep:
             result["sweep"] = {}
             sweep(a, xk, want, inp, result["sweep"])
+        if a.passes and a.device == "cuda":
+            result["passes"] = {}
+            passes(a, inp, result["passes"])
 
     return run_and_write(a, result, measure)
 

@@ -536,11 +536,13 @@ def test_core_mixer_matches_reference_on_gpu(gated_norm, dtype, multiple, compil
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("scan", ["mamba_keep_dA", "mamba_keep_xy"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("compiled", [True, False])
-def test_core_mixer_with_golf_conv_matches_reference_on_gpu(dtype, compiled):
-    """hybrid_12_b131k's op settings with golf's conv kernels (model.ssm_conv "golf") inside, padded in_proj."""
-    kernels = _cuda_core("golf", "mamba_keep_dA", "golf")
+def test_core_mixer_with_golf_conv_matches_reference_on_gpu(dtype, compiled, scan):
+    """hybrid_12_b131k's op settings with golf's conv kernels (model.ssm_conv "golf") inside, padded in_proj; with
+    golf's chunk-backward kernel, and with its y and dx kernels too."""
+    kernels = _cuda_core("golf", scan, "golf")
     ref, op = gpu_mixer_pair(kernels, 64)
     torch._dynamo.reset()
     run = torch.compile(op, fullgraph=True) if compiled else op

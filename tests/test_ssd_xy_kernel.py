@@ -113,6 +113,7 @@ def test_kernels_read_strided_views(xk):
     device = "cpu" if xk.interpreted() else "cuda"
     b, t, h, g, p, n, size = 2, 40, 4, 1, 12, 12, 16
     (CB, x, dt, cs, C, states, D), (_, _, B, _) = _y_inputs(b, t, h, g, p, n, size, torch.float64, device)
+    B = B.to(device)  # the raw inputs stay on the CPU
     wide = torch.cat([x.flatten(2), B.flatten(2), C.flatten(2)], dim=-1)  # (b, t, h p + 2 g n)
     xv, Bv, Cv = wide.split([h * p, g * n, g * n], dim=-1)
     xv, Bv, Cv = xv.view(b, t, h, p), Bv.view(b, t, g, n), Cv.view(b, t, g, n)
