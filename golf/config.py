@@ -134,7 +134,8 @@ class ModelConfig:
                                 "or golf's own Triton kernels (golf/gated_norm_kernel.py; fused path under "
                                 "ssm_compile opaque only); the reference path always uses the PyTorch expression")
     ssm_scan: str = _spec("mamba", choices=("mamba", "golf", "golf_split", "mamba_keep", "mamba_keep_dA",
-                                            "mamba_keep_dx", "mamba_keep_chunk", "mamba_keep_xy"),
+                                            "mamba_keep_dx", "mamba_keep_chunk", "mamba_keep_xy",
+                                            "mamba_keep_xy_pass"),
                           doc="the Mamba mixer's SSD scan on the triton path, under every ssm_compile mode: "
                               "mamba-ssm's mamba_chunk_scan_combined, or golf's own fused Triton kernels "
                               "(golf/ssd_kernel.py, needs triton) with the forward and backward walking the chunks "
@@ -147,7 +148,10 @@ class ModelConfig:
                               "that kernel too instead of a third, and mamba_keep_chunk with every chunk-local piece "
                               "of the backward from it (also the states' parts of dB, dC and the log-decays' "
                               "gradient), and mamba_keep_xy as mamba_keep_dA with the chunk output y and dx, ddt and "
-                              "dD from golf's per-head kernels (golf/ssd_xy_kernel.py) instead of mamba-ssm's two; "
+                              "dD from golf's per-head kernels (golf/ssd_xy_kernel.py) instead of mamba-ssm's two, and "
+                              "mamba_keep_xy_pass as mamba_keep_xy with the states entering each chunk and the "
+                              "gradients of those leaving them from golf's pass kernel (golf/ssd_kernel.py), one "
+                              "launch each instead of mamba-ssm's two; "
                               "the reference path always uses "
                               "golf.ssm.ssd_scan_reference (no effect there)")
     ssm_conv: str = _spec("causal_conv1d", choices=("causal_conv1d", "golf"),

@@ -33,7 +33,12 @@ and the whole log-decay gradient as well, in place of _chunk_state_bwd_db, _chun
 sums after them: every chunk-local piece of the backward in one launch, leaving mamba-ssm's state-gradient passes.
 "mamba_keep_xy" is "mamba_keep_dA" with golf's kernels for the chunk output y (in place of _chunk_scan_fwd) and for
 dx, ddt's chunk part and dD (in place of _chunk_scan_chunk_state_bwd_dx), one program per head, chunk and batch
-each (golf/ssd_xy_kernel.py).
+each (golf/ssd_xy_kernel.py). "mamba_keep_xy_pass" is "mamba_keep_xy" with the two sequential recurrences as
+golf's pass kernel runs them, one program per head and sequence walking the chunks (golf.ssd_kernel.chunk_states:
+the states entering each chunk, in place of _chunk_state_fwd and _state_passing_fwd; chunk_state_grads: the
+gradients of the states leaving them and of each chunk's end-to-end log-decay, in place of _chunk_scan_bwd_dstates
+and _state_passing_bwd, whose bf16 copy of the states _chunk_scan_bwd_dC then does without: it casts the kept fp32
+states to dy's dtype as it loads them).
 
 The op's kernels: on CUDA, the conv of `conv_impl` (model.ssm_conv): "causal_conv1d" (causal-conv1d's forward and
 backward) or "golf" (golf's own, golf/conv_kernel.py, whose backward writes its dx straight into the input
@@ -72,11 +77,16 @@ NORM_IMPLS = ("mamba", "golf")  # golf::mamba_core's `norm_impl` argument (model
 SCAN_IMPLS = ("mamba", *KEEP_SCANS)
 # the scan_impls with golf's chunk-backward kernel: its bind_cuda key (golf_dcb_kernels) and the part it computes
 GOLF_BWD = {"mamba_keep_dA": ("golf_dcb_ddA", "dA"), "mamba_keep_dx": ("golf_chunk_bwd", "dx"),
-            "mamba_keep_chunk": ("golf_chunk_bwd", "chunk"), "mamba_keep_xy": ("golf_dcb_ddA", "dA")}
-# the scan_impls with golf's chunk-output and input-gradient kernels (golf_xy_kernels): the mamba-ssm piece each
-# bind_cuda key replaces, by direction
+            "mamba_keep_chunk": ("golf_chunk_bwd", "chunk"), "mamba_keep_xy": ("golf_dcb_ddA", "dA"),
+            "mamba_keep_xy_pass": ("golf_dcb_ddA", "dA")}
+# the scan_impls with golf's chunk-output and input-gradient kernels (golf_xy_kernels), and golf's state passes:
+# the SSD piece each bind_cuda key stands for, by direction (the "golf_*" pieces replace two of mamba-ssm's each,
+# _scan_fwd_keep and _scan_bwd_keep)
 GOLF_XY = {"mamba_keep_xy": {"fwd": {"_chunk_scan_fwd": "golf_chunk_y"},
-                             "bwd": {"_chunk_scan_chunk_state_bwd_dx": "golf_chunk_dx"}}}
+                             "bwd": {"_chunk_scan_chunk_state_bwd_dx": "golf_chunk_dx"}},
+           "mamba_keep_xy_pass": {"fwd": {"_chunk_scan_fwd": "golf_chunk_y", "golf_chunk_states": "golf_chunk_states"},
+                                  "bwd": {"_chunk_scan_chunk_state_bwd_dx": "golf_chunk_dx",
+                                          "golf_chunk_state_grads": "golf_chunk_state_grads"}}}
 # mamba-ssm's SSD pieces that scan_impl "mamba_keep" calls one by one (ssd_chunk_state.py, ssd_state_passing.py,
 # ssd_bmm.py, ssd_chunk_scan.py, ssd_combined.py, 2.3.2.post1), bound as one dict under "ssd_parts"
 SSD_PARTS = ("_chunk_cumsum_fwd", "_chunk_cumsum_bwd", "_chunk_state_fwd", "_chunk_state_bwd_db", "_state_passing_fwd",
@@ -215,9 +225,12 @@ def _scan_fwd_keep(parts: dict, x, dt, A, B, C, D, dt_bias, chunk_size):
     scan casts them to C's dtype as it loads them, so y is unchanged."""
     p, n = x.shape[-1], B.shape[-1]
     dA_cumsum, dt_sp = parts["_chunk_cumsum_fwd"](dt, A, chunk_size, dt_bias=dt_bias, dt_softplus=True)
-    chunk_states = parts["_chunk_state_fwd"](B, x, dt_sp, dA_cumsum, states_in_fp32=True)  # (B, c, H, P, N)
-    states, _ = parts["_state_passing_fwd"](chunk_states.flatten(-2), dA_cumsum[:, :, :, -1])  # (B, c, H, P N)
-    states = states.unflatten(-1, (p, n))
+    if "golf_chunk_states" in parts:  # one launch: golf.ssd_kernel.chunk_states, from the raw dt
+        states = parts["golf_chunk_states"](x, dt, A, B, chunk_size, dt_bias=dt_bias, dt_softplus=True)
+    else:
+        chunk_states = parts["_chunk_state_fwd"](B, x, dt_sp, dA_cumsum, states_in_fp32=True)  # (B, c, H, P, N)
+        states, _ = parts["_state_passing_fwd"](chunk_states.flatten(-2), dA_cumsum[:, :, :, -1])  # (B, c, H, P N)
+        states = states.unflatten(-1, (p, n))
     CB = parts["_bmm_chunk_fwd"](C, B, chunk_size, output_dtype=torch.float32)
     y, _ = parts["_chunk_scan_fwd"](CB, x, dt_sp, dA_cumsum, C, states, D=D)
     return y, dA_cumsum, dt_sp, states, CB
@@ -322,12 +335,17 @@ def _scan_bwd_keep(parts: dict, dy, x, dt, A, B, C, D, dt_bias, kept, dx, ddt, d
     log-decay sums after them ("chunk": chunk_bwd with the states)."""
     dA_cumsum, dt_sp, states, CB = kept
     n, g = B.shape[-1], B.shape[2]
-    # the gradient of the state entering each chunk from the outputs that read it, then passed back across chunks
-    dstates = parts["_chunk_scan_bwd_dstates"](C, dA_cumsum, dy, dtype=states.dtype)  # (B, c, H, P, N)
-    dstates, ddA_chunk_end, _, states_lo = parts["_state_passing_bwd"](
-        states.flatten(-2), dA_cumsum[:, :, :, -1], dstates.flatten(-2), has_initial_states=False,
-        dstates_dtype=x.dtype, states_dtype=x.dtype)
-    dstates, states_lo = dstates.unflatten(-1, (-1, n)), states_lo.unflatten(-1, (-1, n))
+    if "golf_chunk_state_grads" in parts:  # one launch, golf.ssd_kernel.chunk_state_grads, from dy and the raw dt
+        dstates, ddA_chunk_end = parts["golf_chunk_state_grads"](dy, dt, A, C, dA_cumsum.shape[-1], dt_bias=dt_bias,
+                                                                 dt_softplus=True, states=states)
+        states_lo = states  # the kernels that read it cast it to dy's dtype as they load it
+    else:
+        # the gradient of the state entering each chunk from the outputs that read it, then passed back across chunks
+        dstates = parts["_chunk_scan_bwd_dstates"](C, dA_cumsum, dy, dtype=states.dtype)  # (B, c, H, P, N)
+        dstates, ddA_chunk_end, _, states_lo = parts["_state_passing_bwd"](
+            states.flatten(-2), dA_cumsum[:, :, :, -1], dstates.flatten(-2), has_initial_states=False,
+            dstates_dtype=x.dtype, states_dtype=x.dtype)
+        dstates, states_lo = dstates.unflatten(-1, (-1, n)), states_lo.unflatten(-1, (-1, n))
     # the chunk-local pieces: dx, ddt, dD, C·B's gradient and the within-chunk log-decay gradient ...
     if golf_part in ("dx", "chunk"):
         states_part = {"C": C, "states_in": states_lo, "ddA_chunk_end": ddA_chunk_end} if golf_part == "chunk" else {}
@@ -497,14 +515,18 @@ def golf_dcb_kernels() -> dict:
 def golf_xy_kernels() -> dict:
     """golf's chunk-output and input-gradient kernels for golf::mamba_core (GOLF_XY, model.ssm_scan
     "mamba_keep_xy"), called as the mamba-ssm pieces they replace: {"golf_chunk_y": _chunk_scan_fwd's call and
-    return (y, out_x None), "golf_chunk_dx": _chunk_scan_chunk_state_bwd_dx's}. ImportError where triton is missing
-    (golf.ssd_xy_kernel imports it at module top)."""
+    return (y, out_x None), "golf_chunk_dx": _chunk_scan_chunk_state_bwd_dx's}, and golf's state passes
+    ("mamba_keep_xy_pass"): {"golf_chunk_states": golf.ssd_kernel.chunk_states, "golf_chunk_state_grads":
+    chunk_state_grads}. ImportError where triton is missing (golf.ssd_xy_kernel and golf.ssd_kernel import it at
+    module top)."""
+    import golf.ssd_kernel as sk
     import golf.ssd_xy_kernel as xk
 
     def chunk_scan_fwd(CB, x, dt, dA_cumsum, C, states, D=None):
         return xk.chunk_y(CB, x, dt, dA_cumsum, C, states, D), None
 
-    return {"golf_chunk_y": chunk_scan_fwd, "golf_chunk_dx": xk.chunk_dx}
+    return {"golf_chunk_y": chunk_scan_fwd, "golf_chunk_dx": xk.chunk_dx, "golf_chunk_states": sk.chunk_states,
+            "golf_chunk_state_grads": sk.chunk_state_grads}
 
 
 def ssd_parts(ssd_combined) -> dict:

@@ -445,7 +445,7 @@ def _ssd_bwd_kernel(
 @triton.jit
 def _ssd_bwd_pass_kernel(
     x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, dtb_ptr, init_ptr, dy_ptr, dfinal_ptr, states_ptr, dstates_ptr,
-    dinit_ptr, final_ptr,
+    dinit_ptr, final_ptr, dda_ptr,
     seqlen, nchunks, chunk_size, heads_per_group, hdim, dstate,
     sx_b, sx_l, sx_h, sx_p,
     sdt_b, sdt_l, sdt_h,
@@ -458,10 +458,11 @@ def _ssd_bwd_pass_kernel(
     sds_b, sds_c, sds_h, sds_p, sds_n,
     sdi_b, sdi_h, sdi_p, sdi_n,
     sf_b, sf_h, sf_p, sf_n,
+    sa_b, sa_h, sa_c,
     BL: tl.constexpr, BP: tl.constexpr, BN: tl.constexpr,
     SOFTPLUS: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_INIT: tl.constexpr, HAS_DFINAL: tl.constexpr,
     STORE_DINIT: tl.constexpr, STORE_FINAL: tl.constexpr, ROLE: tl.constexpr, ACC: tl.constexpr,
-    DOT: tl.constexpr, PREC: tl.constexpr,
+    DOT: tl.constexpr, PREC: tl.constexpr, STORE_DDA: tl.constexpr = False,
 ):
     """The two sequential recurrences of the split designs, each one (p × n) update per chunk. Role 0 walks
     forward: stores the state entering each chunk (and, under STORE_FINAL, the state leaving the last one, in
@@ -477,7 +478,10 @@ def _ssd_bwd_pass_kernel(
     backward given the split forward's S_in. With ROLE 0 or 1 the role is a constant, so the other role's code
     is not compiled at all: its stores go through pointers the launcher fills with a dummy (x), and a store
     left in the kernel, even one that never runs, makes torch.compile's analysis of the kernel (ssm_compile
-    "trace") take x as written, clone it before the launch and put the clone in x's place after it."""
+    "trace") take x as written, clone it before the launch and put the clone in x's place after it.
+    STORE_DDA (ROLE=1 only, with the states entering each chunk S_in given in `states`): role 1 also stores the
+    gradient of each chunk's end-to-end log-decay cs_last, exp(cs_last) <S_in(c), dS_out(c)> (b, h, chunks) in
+    ACC, from the running fp32 dS_out before it is stored, as mamba-ssm's _state_passing_bwd computes it."""
     pid_h = tl.program_id(0)
     if ROLE < 0:
         role = tl.program_id(1)
@@ -535,6 +539,11 @@ def _ssd_bwd_pass_kernel(
             _, _, cs = _chunk_dt(dt_base, sdt_l, dtb, A, pos, valid, SOFTPLUS, ACC)
             cs_last = tl.sum(tl.where(t == BL - 1, cs, 0.0), axis=0)
             tl.store(ds_base + c * sds_c, dS.to(dstates_ptr.dtype.element_ty), mask=pn_mask)
+            if STORE_DDA:
+                s_in = tl.load(states_ptr + pid_b * ss_b + pid_h * ss_h + c * ss_c + pp[:, None] * ss_p
+                               + nn[None, :] * ss_n, mask=pn_mask, other=0.0).to(ACC)  # (BP, BN)
+                tl.store(dda_ptr + pid_b * sa_b + pid_h * sa_h + c * sa_c,
+                         tl.exp(cs_last) * tl.sum(tl.sum(s_in * dS, axis=1), axis=0))
             dy = tl.load(dy_base + pos[:, None] * sdy_l + pp[None, :] * sdy_p,
                          mask=valid[:, None] & pmask[None, :], other=0.0).to(ACC)  # (BL, BP)
             Cc = tl.load(C_base + pos[:, None] * sC_l + nn[None, :] * sC_n, mask=valid[:, None] & nmask[None, :],
@@ -660,7 +669,7 @@ def _states_dtype(states_dtype, dot: dict) -> torch.dtype:
 
 
 def _pass(role, x, dt, A, B, C, chunk_size, dt_bias, initial_states, dy, dfinal, states, dstates, dinit, final,
-          consts) -> None:
+          consts, dda=None) -> None:
     """_ssd_bwd_pass_kernel for one role on grid (h, 1, b), or both (role=None) on grid (h, 2, b) (0: S_in into
     `states` and the final state into `final` if not None; 1: dS_out into `dstates` and the initial state's
     gradient into `dinit` if not None). A role's tensors may be None when it does not run."""
@@ -672,13 +681,13 @@ def _pass(role, x, dt, A, B, C, chunk_size, dt_bias, initial_states, dy, dfinal,
         initial_states if initial_states is not None else dummy, dy if dy is not None else dummy,
         dfinal if dfinal is not None else dummy, states if states is not None else dummy,
         dstates if dstates is not None else dummy, dinit if dinit is not None else dummy,
-        final if final is not None else dummy,
+        final if final is not None else dummy, dda if dda is not None else dummy,
         l, triton.cdiv(l, chunk_size), chunk_size, h // g, p, n,
         *x.stride(), *dt.stride(), *B.stride(), *C.stride(), *_strides(initial_states, 4), *_strides(dy, 4),
         *_strides(dfinal, 4), *_strides(states, 5), *_strides(dstates, 5), *_strides(dinit, 4),
-        *_strides(final, 4),
+        *_strides(final, 4), *_strides(dda, 3),
         HAS_INIT=initial_states is not None, HAS_DFINAL=dfinal is not None, STORE_DINIT=dinit is not None,
-        STORE_FINAL=final is not None, ROLE=-1 if role is None else role, **consts)
+        STORE_FINAL=final is not None, ROLE=-1 if role is None else role, STORE_DDA=dda is not None, **consts)
 
 
 def _consts(x, chunk_size, n, dt_softplus, dt_bias, dot_dtype, num_warps) -> dict:
@@ -729,6 +738,58 @@ def ssd_scan_fwd(x, dt, A, B, C, chunk_size, D=None, dt_bias=None, dt_softplus=F
         HAS_D=D is not None, HAS_INIT=initial_states is not None, COMPUTE_Y=compute_y,
         STORE_FINAL=return_final_states, STORE_STATES=return_states, **consts)
     return y, final, states
+
+
+def chunk_states(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, chunk_size: int,
+                 dt_bias: torch.Tensor | None = None, dt_softplus: bool = False,
+                 states_dtype: torch.dtype | None = None, num_warps: int = 4) -> torch.Tensor:
+    """The state entering each chunk, S_in (b, chunks, h, p, n), from x (b, l, h, p), raw dt (b, l, h), A, B (b, l,
+    g, n), dt_bias (h,): the split designs' forward recurrence alone (role 0 of _ssd_bwd_pass_kernel, one program
+    per (head, batch) walking the chunks), what mamba-ssm's _chunk_state_fwd and _state_passing_fwd compute
+    together without an initial state (model.ssm_scan "mamba_keep_xy_pass", golf.mixer_op). states_dtype: the
+    stored dtype, by default the compute dtype (fp32 for bf16 inputs, as mamba-ssm's kept states)."""
+    _check(x, dt, A, B, B, chunk_size, None, dt_bias, None, None)
+    _check_states_dtype(states_dtype)
+    b, l, h, p = x.shape
+    n = B.shape[3]
+    consts = _consts(x, chunk_size, n, dt_softplus, dt_bias, None, num_warps)
+    states = torch.empty(b, triton.cdiv(l, chunk_size), h, p, n, dtype=states_dtype or compute_dtype(x),
+                         device=x.device)
+    if states.numel():
+        _pass(0, x, dt, A, B, B, chunk_size, dt_bias, None, None, None, states, None, None, None, consts)
+    return states
+
+
+def chunk_state_grads(dy: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, C: torch.Tensor, chunk_size: int,
+                      dt_bias: torch.Tensor | None = None, dt_softplus: bool = False,
+                      states: torch.Tensor | None = None, states_dtype: torch.dtype | None = None,
+                      num_warps: int = 4) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The gradient of the loss w.r.t. the state leaving each chunk, dS_out (b, chunks, h, p, n), from the outputs'
+    gradient dy (b, l, h, p), raw dt, A, C (b, l, g, n), dt_bias, with no final state's gradient: the split designs'
+    backward recurrence alone (role 1 of _ssd_bwd_pass_kernel), what mamba-ssm's _chunk_scan_bwd_dstates and
+    _state_passing_bwd compute together. With `states` (the states entering each chunk, (b, chunks, h, p, n)) also
+    the gradient of each chunk's end-to-end log-decay, exp(cs_last) <S_in, dS_out> (b, h, chunks) in the compute
+    dtype, from the fp32 dS_out (what _state_passing_bwd returns second); else None. states_dtype: dS_out's stored
+    dtype, by default dy's (as _state_passing_bwd's dstates_dtype is set in golf.mixer_op)."""
+    _check(dy, dt, A, C, C, chunk_size, None, dt_bias, None, None)
+    _check_states_dtype(states_dtype)
+    b, l, h, p = dy.shape
+    n = C.shape[3]
+    chunks = triton.cdiv(l, chunk_size)
+    if states is not None and (tuple(states.shape) != (b, chunks, h, p, n) or states.device != dy.device):
+        raise ValueError(f"ssd_scan: states must be a ({b}, {chunks}, {h}, {p}, {n}) tensor on {dy.device}, got "
+                         f"{tuple(states.shape)} on {states.device}")
+    consts = _consts(dy, chunk_size, n, dt_softplus, dt_bias, None, num_warps)
+    dstates = torch.empty(b, chunks, h, p, n, dtype=states_dtype or dy.dtype, device=dy.device)
+    dda = torch.empty(b, h, chunks, dtype=compute_dtype(dy), device=dy.device) if states is not None else None
+    if dstates.numel():
+        _pass(1, dy, dt, A, C, C, chunk_size, dt_bias, None, dy, None, states, dstates, None, None, consts, dda)
+    return dstates, dda
+
+
+def _check_states_dtype(states_dtype) -> None:
+    if states_dtype is not None and states_dtype not in TL_DTYPES:
+        raise ValueError(f"ssd_scan: states_dtype must be None or one of {list(TL_DTYPES)}, got {states_dtype!r}")
 
 
 def _check_opts(head_sum="atomic", bwd="walk", states_dtype=None, fwd="walk") -> None:

@@ -38,8 +38,10 @@ _LOW_PRECISION = (torch.float16, torch.bfloat16)
 # model.ssm_scan values that keep mamba-ssm's SSD forward internals for the backward, inside golf::mamba_core only
 # ("mamba_keep_dA": its backward's C·B and within-chunk log-decay gradients from golf/ssd_dcb_kernel.py;
 # "mamba_keep_dx": dx, ddt's chunk part and dD from the same kernel too; "mamba_keep_chunk": every chunk-local piece;
-# "mamba_keep_xy": "mamba_keep_dA" with the chunk output y and dx, ddt, dD from golf/ssd_xy_kernel.py)
-KEEP_SCANS = ("mamba_keep", "mamba_keep_dA", "mamba_keep_dx", "mamba_keep_chunk", "mamba_keep_xy")
+# "mamba_keep_xy": "mamba_keep_dA" with the chunk output y and dx, ddt, dD from golf/ssd_xy_kernel.py;
+# "mamba_keep_xy_pass": that with the states and state gradients from golf/ssd_kernel.py's pass kernel)
+KEEP_SCANS = ("mamba_keep", "mamba_keep_dA", "mamba_keep_dx", "mamba_keep_chunk", "mamba_keep_xy",
+              "mamba_keep_xy_pass")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -186,8 +188,8 @@ class SSMKernels:
         (golf's own SSD scan kernels, model.ssm_scan "golf"), "triton+golf_conv" (golf's own conv kernels,
         model.ssm_conv "golf"), "fused" (mamba-ssm's one op) or "fused+golf_norm+keep_states+opaque" (golf's one op,
         golf/mixer_op.py, with golf's norm kernels and the scan's internals kept for its backward; "+golf_dA",
-        "+golf_dx", "+golf_chunk" or "+golf_xy" with model.ssm_scan "mamba_keep_dA", "mamba_keep_dx",
-        "mamba_keep_chunk" or "mamba_keep_xy";
+        "+golf_dx", "+golf_chunk", "+golf_xy" or "+golf_xy_pass" with model.ssm_scan "mamba_keep_dA",
+        "mamba_keep_dx", "mamba_keep_chunk", "mamba_keep_xy" or "mamba_keep_xy_pass";
         "+golf_conv" with model.ssm_conv "golf")."""
         if self.path == "fused":
             return self.path + ("+golf_norm" if self.norm_kernel == "golf" else "") + (
@@ -447,7 +449,7 @@ def _opaque_fused_kernels(mamba: dict, gated_norm: str, scan: str = "mamba", con
                 ssm_ops.bind_cuda(mixer_op.golf_xy_kernels())
         except ImportError as e:
             raise GolfError(f"model.ssm_scan {scan!r} calls golf's Triton kernels (golf/ssd_dcb_kernel.py, "
-                            f"golf/ssd_xy_kernel.py), which do not import here ({e}): install triton, or use "
+                            f"golf/ssd_xy_kernel.py, golf/ssd_kernel.py), which do not import here ({e}): install triton, or use "
                             "ssm_scan 'mamba_keep'") from None
     norm_impl = "golf" if gated_norm == "golf" else "mamba"
     return dataclasses.replace(pieces, path="fused", fused=mixer_op.core_call(norm_impl, scan, conv),

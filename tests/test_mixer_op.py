@@ -344,14 +344,17 @@ def test_the_core_op_keeps_the_same_result_in_the_interpreter(mamba_interpreted)
                                            "mamba", impl)
         for name, a, r in zip(("zxbcdt", "conv_w", "conv_b", "dt_bias", "A", "D", "norm_w"), got, grads["mamba"]):
             torch.testing.assert_close(a, r, rtol=1e-5, atol=1e-5, msg=f"{impl}: {name}")
-    # golf's y and dx kernels too ("mamba_keep_xy"): every output and gradient to fp32 rounding
+    # golf's y and dx kernels too ("mamba_keep_xy"), and golf's state passes ("mamba_keep_xy_pass"): every output
+    # and gradient to fp32 rounding
     fns |= mixer_op.golf_xy_kernels()
-    xy = mixer_op.mamba_core_cuda(fns, *args, HEADDIM, NGROUPS, 16, EPS, "mamba", "mamba_keep_xy")
-    for name, a, r in zip(("out", "xBC", "y", "rstd", "dA_cumsum", "dt", "states", "CB"), xy, outs["mamba_keep"]):
-        torch.testing.assert_close(a, r, rtol=1e-5, atol=1e-5, msg=f"mamba_keep_xy: {name}")
-    got = mixer_op.mamba_core_bwd_cuda(fns, dout, *args, *xy[1:], HEADDIM, NGROUPS, 16, EPS, "mamba", "mamba_keep_xy")
-    for name, a, r in zip(("zxbcdt", "conv_w", "conv_b", "dt_bias", "A", "D", "norm_w"), got, grads["mamba"]):
-        torch.testing.assert_close(a, r, rtol=1e-5, atol=1e-5, msg=f"mamba_keep_xy: {name}")
+    for impl in ("mamba_keep_xy", "mamba_keep_xy_pass"):
+        xy = mixer_op.mamba_core_cuda(fns, *args, HEADDIM, NGROUPS, 16, EPS, "mamba", impl)
+        for name, a, r in zip(("out", "xBC", "y", "rstd", "dA_cumsum", "dt", "states", "CB"), xy,
+                              outs["mamba_keep"]):
+            torch.testing.assert_close(a, r, rtol=1e-5, atol=1e-5, msg=f"{impl}: {name}")
+        got = mixer_op.mamba_core_bwd_cuda(fns, dout, *args, *xy[1:], HEADDIM, NGROUPS, 16, EPS, "mamba", impl)
+        for name, a, r in zip(("zxbcdt", "conv_w", "conv_b", "dt_bias", "A", "D", "norm_w"), got, grads["mamba"]):
+            torch.testing.assert_close(a, r, rtol=1e-5, atol=1e-5, msg=f"{impl}: {name}")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -408,7 +411,8 @@ def test_mamba_keep_binds_the_ssd_parts_in_the_core_op_only(fake_libraries):  # 
 @pytest.mark.parametrize("scan,key,label", [("mamba_keep_dA", "golf_dcb_ddA", "golf_dA"),
                                             ("mamba_keep_dx", "golf_chunk_bwd", "golf_dx"),
                                             ("mamba_keep_chunk", "golf_chunk_bwd", "golf_chunk"),
-                                            ("mamba_keep_xy", "golf_dcb_ddA", "golf_xy")])
+                                            ("mamba_keep_xy", "golf_dcb_ddA", "golf_xy"),
+                                            ("mamba_keep_xy_pass", "golf_dcb_ddA", "golf_xy_pass")])
 def test_golf_chunk_bwd_binds_beside_the_ssd_parts(fake_libraries, scan, key, label):  # noqa: F811
     pytest.importorskip("triton", reason="triton is not installed: golf's kernel needs it")
     fake_libraries["ssd_module"] = types.SimpleNamespace(**{name: object() for name in mixer_op.SSD_PARTS})
@@ -422,23 +426,27 @@ def test_golf_chunk_bwd_binds_beside_the_ssd_parts(fake_libraries, scan, key, la
         resolve_ssm_backend("triton", "cuda", "opaque", "kernel", scan)
 
 
-def test_golf_xy_kernels_bind_in_place_of_two_ssd_parts(fake_libraries):  # noqa: F811
+@pytest.mark.parametrize("scan,fwd_swaps,bwd_swaps", [
+    ("mamba_keep_xy", {"_chunk_scan_fwd"}, {"_chunk_scan_chunk_state_bwd_dx"}),
+    ("mamba_keep_xy_pass", {"_chunk_scan_fwd", "golf_chunk_states"},
+     {"_chunk_scan_chunk_state_bwd_dx", "golf_chunk_state_grads"})])
+def test_golf_xy_kernels_bind_in_place_of_ssd_parts(fake_libraries, scan, fwd_swaps, bwd_swaps):  # noqa: F811
     """model.ssm_scan "mamba_keep_xy": golf's y kernel bound for the forward, its dx kernel for the backward, each
-    standing in for the one mamba-ssm piece it replaces in what the op's kernels call; every other impl keeps
-    mamba-ssm's pieces."""
+    standing in for the one mamba-ssm piece it replaces in what the op's kernels call; "mamba_keep_xy_pass" adds
+    golf's two state passes under their own names (the glue calls them in place of two mamba-ssm pieces each);
+    every other impl keeps mamba-ssm's pieces."""
     pytest.importorskip("triton", reason="triton is not installed: golf's kernels need it")
     fake_libraries["ssd_module"] = types.SimpleNamespace(**{name: object() for name in mixer_op.SSD_PARTS})
-    resolve_ssm_backend("fused", "cuda", "opaque", "golf", "mamba_keep_xy")
-    fwd, bwd = (mixer_op._bound_keys(way, "golf", "mamba_keep_xy") for way in ("fwd", "bwd"))
+    resolve_ssm_backend("fused", "cuda", "opaque", "golf", scan)
+    fwd, bwd = (mixer_op._bound_keys(way, "golf", scan) for way in ("fwd", "bwd"))
     assert "golf_chunk_y" in fwd and "golf_chunk_dx" in bwd and "golf_chunk_dx" not in fwd
     fns = {k: ssm_ops._CUDA[k] for k in {*fwd, *bwd}}
-    parts = {way: mixer_op._keep_parts(fns, "mamba_keep_xy", way) for way in ("fwd", "bwd")}
+    parts = {way: mixer_op._keep_parts(fns, scan, way) for way in ("fwd", "bwd")}
     assert parts["fwd"]["_chunk_scan_fwd"] is fns["golf_chunk_y"]
     assert parts["bwd"]["_chunk_scan_chunk_state_bwd_dx"] is fns["golf_chunk_dx"]
     mamba = fake_libraries["ssd_module"]
-    for way in ("fwd", "bwd"):
-        swapped = {name for name, fn in parts[way].items() if fn is not getattr(mamba, name)}
-        assert swapped == ({"_chunk_scan_fwd"} if way == "fwd" else {"_chunk_scan_chunk_state_bwd_dx"})
+    for way, swaps in (("fwd", fwd_swaps), ("bwd", bwd_swaps)):
+        assert {name for name, fn in parts[way].items() if fn is not getattr(mamba, name, None)} == swaps
         assert mixer_op._keep_parts(fns, "mamba_keep_dA", way) == fns["ssd_parts"]
 
 
@@ -536,12 +544,12 @@ def test_core_mixer_matches_reference_on_gpu(gated_norm, dtype, multiple, compil
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("scan", ["mamba_keep_dA", "mamba_keep_xy"])
+@pytest.mark.parametrize("scan", ["mamba_keep_dA", "mamba_keep_xy", "mamba_keep_xy_pass"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("compiled", [True, False])
 def test_core_mixer_with_golf_conv_matches_reference_on_gpu(dtype, compiled, scan):
     """hybrid_12_b131k's op settings with golf's conv kernels (model.ssm_conv "golf") inside, padded in_proj; with
-    golf's chunk-backward kernel, and with its y and dx kernels too."""
+    golf's chunk-backward kernel, with its y and dx kernels too, and with its state passes as well."""
     kernels = _cuda_core("golf", scan, "golf")
     ref, op = gpu_mixer_pair(kernels, 64)
     torch._dynamo.reset()

@@ -559,3 +559,79 @@ def test_bench_script_dry_run(sk, device, tmp_path, monkeypatch):
     assert "illegal memory access" in fault["errors"]["fatal"]
     assert set(fault["parity_vs_reference"]) == {"mamba-ssm", "golf atomic w4 bwd=walk"} and not fault["timing"]
     assert result["floor"]["fwd_bwd_bytes"] > result["floor"]["fwd_bytes"] > 0
+
+
+def _pass_inputs(b, l, h, g, p, n, chunk, seed=0):
+    """fp64 (x, raw dt, A, B, C, dt_bias) and the outputs' gradient dy, with the internals the kept-states scan
+    keeps (golf.mixer_op._scan_internals_reference: dA_cumsum, dt, the states entering each chunk, C·B)."""
+    from golf.mixer_op import _scan_internals_reference
+
+    t = _inputs(seed, b, l, h, p, g, n, init=False)
+    dy = torch.randn(b, l, h, p, generator=torch.Generator().manual_seed(seed + 7), dtype=F64)
+    kept = _scan_internals_reference(t["x"], t["dt"], t["A"], t["B"], t["C"], t["dt_bias"], chunk)
+    return t, dy, kept
+
+
+@pytest.mark.parametrize("l,h,g,chunk", [(64, 4, 1, 16), (40, 4, 2, 16), (70, 2, 1, 32)],
+                         ids=["whole_chunks", "ragged_two_groups", "ragged_chunk_32"])
+def test_chunk_states_are_the_kept_states(sk, device, l, h, g, chunk):
+    """chunk_states (model.ssm_scan "mamba_keep_xy_pass"): the state entering each chunk, in fp64, equal to the
+    states mamba-ssm's _chunk_state_fwd + _state_passing_fwd give as golf's twin computes them; stored fp32 for
+    bf16 inputs by default."""
+    t, _, (_, _, want, _) = _pass_inputs(2, l, h, g, 12, 16, chunk, seed=l)
+    got = sk.chunk_states(t["x"].to(device), t["dt"].to(device), t["A"].to(device), t["B"].to(device), chunk,
+                          dt_bias=t["dt_bias"].to(device), dt_softplus=True)
+    assert got.dtype == F64 and want[:, 1:].abs().max() > 0.1
+    torch.testing.assert_close(got.cpu(), want, rtol=1e-11, atol=1e-11)
+    low = sk.chunk_states(*(t[k].to(device=device, dtype=torch.bfloat16) for k in ("x", "dt", "A", "B")), chunk,
+                          dt_bias=t["dt_bias"].to(device), dt_softplus=True)
+    assert low.dtype == torch.float32
+
+
+@pytest.mark.parametrize("l,h,g,chunk", [(64, 4, 1, 16), (40, 4, 2, 16)], ids=["whole_chunks", "ragged_two_groups"])
+def test_chunk_state_grads_are_autograd_of_the_outputs(sk, device, l, h, g, chunk):
+    """chunk_state_grads: the gradient of <dy, y> w.r.t. the state leaving each chunk, and with the states given
+    w.r.t. each chunk's end-to-end log-decay a_c in S_out(c) = exp(a_c) S_in(c) + (the chunk's own part), by
+    autograd through the chunk recurrence and golf.ssd_xy_kernel's y twin, fp64. Zero for the last chunk (no final
+    state's gradient) and the first chunk's log-decay (no initial state)."""
+    from golf.ssd_xy_kernel import chunk_y_reference
+
+    p, n = 12, 16
+    t, dy, (dA_cumsum, dt_sp, states, CB) = _pass_inputs(2, l, h, g, p, n, chunk, seed=l)
+    chunks = dA_cumsum.shape[2]
+    a = dA_cumsum[..., -1].clone().requires_grad_()  # (b, h, c): used by the recurrence only
+    own = states[:, 1:] - torch.exp(dA_cumsum[:, :, :-1, -1]).permute(0, 2, 1)[..., None, None] * states[:, :-1]
+    s_in, s_out = [torch.zeros_like(states[:, 0])], []
+    for c in range(chunks):
+        nxt = torch.exp(a[:, :, c])[..., None, None] * s_in[-1] + (own[:, c] if c + 1 < chunks else 0)
+        nxt.retain_grad()
+        s_out.append(nxt)
+        s_in.append(nxt)
+    y = chunk_y_reference(CB, t["x"], dt_sp, dA_cumsum, t["C"], torch.stack(s_in[:-1], 1))
+    torch.testing.assert_close(torch.stack(s_in[:-1], 1), states, rtol=1e-12, atol=1e-12)  # the recurrence rebuilt
+    (y * dy).sum().backward()
+    # (b, c, h, p, n); the last chunk's S_out is read by nothing (no final state): zero, and its own part is not
+    # in the kept states, so the recurrence above leaves it out
+    want = torch.stack([s.grad if s.grad is not None else torch.zeros_like(s) for s in s_out], 1)
+    args = (dy.to(device), t["dt"].to(device), t["A"].to(device), t["C"].to(device), chunk)
+    got, dda = sk.chunk_state_grads(*args, dt_bias=t["dt_bias"].to(device), dt_softplus=True,
+                                    states=states.to(device))
+    assert got.dtype == F64 and want[:, :-1].abs().max() > 0.1
+    torch.testing.assert_close(got.cpu(), want, rtol=1e-11, atol=1e-11)
+    torch.testing.assert_close(dda.cpu(), a.grad, rtol=1e-11, atol=1e-11)
+    assert (got[:, -1] == 0).all() and (dda[:, :, 0] == 0).all() and a.grad[:, :, 1:].abs().max() > 0.1
+    alone, none = sk.chunk_state_grads(*args, dt_bias=t["dt_bias"].to(device), dt_softplus=True)
+    assert none is None
+    torch.testing.assert_close(alone, got, rtol=0, atol=0)
+
+
+def test_chunk_state_passes_refuse_bad_input_in_one_line(sk, device):
+    t, dy, (_, _, states, _) = _pass_inputs(2, 64, 4, 1, 12, 16, 16)
+    t = {k: v.to(device) for k, v in t.items() if v is not None}
+    with pytest.raises(ValueError, match=r"^ssd_scan: states must be a \(2, 4, 4, 12, 16\) tensor on") as e:
+        sk.chunk_state_grads(dy.to(device), t["dt"], t["A"], t["C"], 16, states=states[:, :2].to(device))
+    assert "\n" not in str(e.value)
+    with pytest.raises(ValueError, match=r"^ssd_scan: states_dtype must be None or one of .*, got torch.int8$"):
+        sk.chunk_states(t["x"], t["dt"], t["A"], t["B"], 16, states_dtype=torch.int8)
+    with pytest.raises(ValueError, match=r"^ssd_scan: chunk_size must be a positive int, got 0$"):
+        sk.chunk_states(t["x"], t["dt"], t["A"], t["B"], 0)
