@@ -11,7 +11,7 @@ from golf.gptq import load_quantized
 from golf.model import save_model
 from stages import hessian, quantize
 
-GPU_ONLY = {"ssm_backend": "fused", "ssm_compile": "opaque", "ssm_scan": "mamba_keep_dA", "gated_norm": "golf",
+GPU_ONLY = {"ssm_backend": "fused", "ssm_compile": "opaque", "ssm_scan": "mamba_keep_xy_pass", "gated_norm": "golf",
             "ssm_conv": "golf", "block_norm": "golf", "attn_backend": "flash4"}
 
 
