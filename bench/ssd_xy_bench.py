@@ -16,8 +16,9 @@ entering each chunk (kept from the forward); bf16 dstates (as _state_passing_bwd
 prints the fastest: what golf.ssd_xy_kernel.LAUNCH should hold. --passes also times the SSD's two sequential
 recurrences as golf.ssd_kernel's one-program-per-(head, batch) pass kernel runs them (role 0: the state entering each
 chunk, fp32, from x, B and raw dt; role 1: the gradient of the state leaving each chunk, in x's dtype, from dy and
-C) under each --warps value, against the two mamba-ssm kernels each replaces (_chunk_state_fwd +
-_state_passing_fwd; _chunk_scan_bwd_dstates + _state_passing_bwd), with parity (CUDA only). --device cpu runs golf's kernels in Triton's
+C; role 1 again with the chunk-end log-decay gradient from the kept states, as golf.mixer_op calls it) under each
+--warps value, against the two mamba-ssm kernels each replaces (_chunk_state_fwd + _state_passing_fwd;
+_chunk_scan_bwd_dstates + _state_passing_bwd), with parity (CUDA only). --device cpu runs golf's kernels in Triton's
 interpreter against golf's PyTorch twins (mamba-ssm's kernels need a GPU there): it checks the plumbing, its times
 mean nothing. Its H200 results: bench/RESULTS.md.
 """
@@ -154,7 +155,6 @@ def passes(a: argparse.Namespace, inp: dict, out: dict) -> None:
     dt_raw = torch.randn(b, t, h, generator=gen, device="cuda") - 2
     A = -torch.rand(h, generator=gen, device="cuda") - 0.5
     dt_bias = torch.randn(h, generator=gen, device="cuda") * 0.1
-    chunks = -(-t // a.chunk)
 
     def cumsum():
         return sst._chunk_cumsum_fwd(dt_raw, A, a.chunk, dt_bias=dt_bias, dt_softplus=True)
@@ -173,25 +173,38 @@ def passes(a: argparse.Namespace, inp: dict, out: dict) -> None:
                                       has_initial_states=False, dstates_dtype=x.dtype,
                                       states_dtype=x.dtype)[0].unflatten(-1, (p, n))
 
-    def golf_pass(role, warps):
-        consts = sk._consts(x, a.chunk, n, True, dt_bias, None, warps)
-        got = torch.empty(b, chunks, h, p, n, dtype=torch.float32 if role == 0 else x.dtype, device="cuda")
-        sk._pass(role, x, dt_raw, A, B, C, a.chunk, dt_bias, None, dy, None, got if role == 0 else None,
-                 got if role == 1 else None, None, None, consts)
-        return got
+    def mamba_dstates_dda():  # the same with the chunk-end log-decays' gradient
+        local = scs._chunk_scan_bwd_dstates(C, dA_cumsum, dy, dtype=states.dtype)
+        ds, dda = ssp._state_passing_bwd(states.flatten(-2), dA_cumsum[:, :, :, -1], local.flatten(-2),
+                                         has_initial_states=False, dstates_dtype=x.dtype, states_dtype=x.dtype)[:2]
+        return ds.unflatten(-1, (p, n)), dda
+
+    def golf_states(warps):
+        return sk.chunk_states(x, dt_raw, A, B, a.chunk, dt_bias=dt_bias, dt_softplus=True, num_warps=warps)
+
+    def golf_dstates(warps, with_dda):
+        got = sk.chunk_state_grads(dy, dt_raw, A, C, a.chunk, dt_bias=dt_bias, dt_softplus=True,
+                                   states=states if with_dda else None, num_warps=warps)
+        return got if with_dda else got[0]
 
     rows = []
-    for role, mamba_fn, what in ((0, mamba_states, "states"), (1, mamba_dstates, "dstates")):
+    for role, mamba_fn, what, golf_fn in (
+            ("role 0", mamba_states, "states", golf_states),
+            ("role 1", mamba_dstates, "dstates", functools.partial(golf_dstates, with_dda=False)),
+            ("role 1 + dda", mamba_dstates_dda, "dstates, ddA_chunk_end", functools.partial(golf_dstates, with_dda=True))):
         want = mamba_fn()
         entry = {"mamba-ssm": device_ms(mamba_fn, "cuda", a.reps), "parity": {}}
-        rows.append([f"role {role} ({what})", "mamba-ssm (two kernels)", f"{entry['mamba-ssm']:.3f}", ""])
+        rows.append([f"{role} ({what})", "mamba-ssm (two kernels)", f"{entry['mamba-ssm']:.3f}", ""])
         for w in a.warps:
-            fn = functools.partial(golf_pass, role, w)
-            err = rel_errs({what: fn().float()}, {what: want.float()})[what]
+            fn = functools.partial(golf_fn, w)
+            names = what.split(", ")
+            errs = rel_errs({k: v.float() for k, v in zip(names, _as_tuple(fn()))},
+                            {k: v.float() for k, v in zip(names, _as_tuple(want))})
             entry[f"golf w{w}"] = device_ms(fn, "cuda", a.reps)
-            entry["parity"][f"golf w{w}"] = err
-            rows.append([f"role {role} ({what})", f"golf pass, {w} warps", f"{entry[f'golf w{w}']:.3f}", f"{err:.1e}"])
-        out[f"role {role}"] = entry
+            entry["parity"][f"golf w{w}"] = errs
+            rows.append([f"{role} ({what})", f"golf pass, {w} warps", f"{entry[f'golf w{w}']:.3f}",
+                         ", ".join(f"{k} {v:.1e}" for k, v in errs.items())])
+        out[role] = entry
     print(table(rows, ["recurrence", "impl", "device ms a call", "max rel err vs mamba-ssm"]))
 
 
