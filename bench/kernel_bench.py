@@ -26,6 +26,54 @@ def add_run_args(ap: argparse.ArgumentParser, warmup: int, rep: int, device_help
     ap.add_argument("--json", type=Path, help="also write the results here")
 
 
+def positive_ints(text: str) -> tuple[int, ...]:
+    """argparse type: '4,8' -> (4, 8), positive integers separated by commas."""
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers separated by commas, got {text!r}")
+    return values
+
+
+def add_ssd_shape_args(ap: argparse.ArgumentParser) -> None:
+    """The SSD kernel benches' shapes (bench/ssd_dcb_bench.py, bench/ssd_xy_bench.py), hybrid_12_b131k's mixer by
+    default, and --reps; check them with ssd_shapes_ok."""
+    ap.add_argument("--batch", type=int, default=64, help="sequences (default 64)")
+    ap.add_argument("--seqlen", type=int, default=2048, help="tokens a sequence (default 2048)")
+    ap.add_argument("--heads", type=int, default=12, help="SSM heads (default 12)")
+    ap.add_argument("--headdim", type=int, default=64, help="head width (default 64)")
+    ap.add_argument("--groups", type=int, default=1, help="B/C groups (default 1)")
+    ap.add_argument("--chunk", type=int, default=64, help="chunk size (default 64)")
+    ap.add_argument("--dstate", type=int, default=32, help="state size N (default 32)")
+    ap.add_argument("--reps", type=int, default=20, help="profiled calls per side (default 20)")
+
+
+def check_ssd_shapes(ap: argparse.ArgumentParser, a: argparse.Namespace) -> None:
+    """One argparse error line unless every add_ssd_shape_args size is positive and --heads a multiple of
+    --groups."""
+    if min(a.batch, a.seqlen, a.heads, a.headdim, a.groups, a.chunk, a.dstate, a.reps) < 1 or a.heads % a.groups:
+        ap.error("every size must be positive and --heads a multiple of --groups")
+
+
+def time_sides(a: argparse.Namespace, result: dict, sides: dict, floor_of: Callable[[str], float]) -> None:
+    """Each side's device ms a call (sides: {name: (part, fn)}) with its part's floor (floor_of(part), ms) into
+    result["timing"], printed as one table, then each of result["parity"]'s entries: max relative errors against
+    mamba-ssm (CUDA) or golf's PyTorch twins (the CPU dry run). The SSD kernel benches' last step."""
+    rows = []
+    for name, (part, fn) in sides.items():
+        floor = floor_of(part)
+        ms = device_ms(fn, a.device, a.reps)
+        result["timing"][name] = {"device_ms": ms, "floor_ms": floor}
+        rows.append([name, f"{ms:.3f}", f"{floor:.3f}", f"{ms / floor:.2f}x"])
+    print(table(rows, ["impl", "device ms a call", "floor", "ms / floor"]))
+    against = "mamba-ssm" if a.device == "cuda" else "golf's twin"
+    for impl, errs in result["parity"].items():
+        print(f"parity of {impl} (max rel err against {against}): "
+              + ", ".join(f"{k} {v:.1e}" for k, v in errs.items()))
+
+
 def cuda_missing(a: argparse.Namespace) -> bool:
     """True, after one error line, when --device cuda was asked for on a machine without one."""
     import torch

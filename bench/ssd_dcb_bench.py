@@ -37,39 +37,33 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from kernel_bench import add_run_args, cuda_missing, device_ms, new_result, rel_errs, run_and_write, table
-
-
-def _ints(text: str) -> tuple[int, ...]:
-    """'4,8' -> (4, 8): positive integers, comma-separated."""
-    try:
-        values = tuple(int(v) for v in text.split(","))
-    except ValueError:
-        values = ()
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"expected positive integers separated by commas, got {text!r}")
-    return values
+from kernel_bench import (
+    add_run_args,
+    add_ssd_shape_args,
+    check_ssd_shapes,
+    cuda_missing,
+    device_ms,
+    new_result,
+    positive_ints,
+    rel_errs,
+    run_and_write,
+    table,
+    time_sides,
+)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--batch", type=int, default=64, help="sequences (default 64)")
-    ap.add_argument("--seqlen", type=int, default=2048, help="tokens a sequence (default 2048)")
-    ap.add_argument("--heads", type=int, default=12, help="SSM heads (default 12)")
-    ap.add_argument("--headdim", type=int, default=64, help="head width (default 64)")
-    ap.add_argument("--groups", type=int, default=1, help="B/C groups (default 1)")
-    ap.add_argument("--chunk", type=int, default=64, help="chunk size (default 64)")
-    ap.add_argument("--dstate", type=int, default=32, help="state size N (default 32)")
-    ap.add_argument("--reps", type=int, default=20, help="profiled calls per side (default 20)")
+    add_ssd_shape_args(ap)
     ap.add_argument("--sweep", action="store_true", help="also time golf's kernel under each launch below")
-    ap.add_argument("--warps", type=_ints, default=(4, 8), help="the sweep's num_warps values (default 4,8)")
-    ap.add_argument("--stages", type=_ints, default=(1, 2, 3), help="the sweep's num_stages values (default 1,2,3)")
-    ap.add_argument("--splits", type=_ints, default=(1, 2, 3, 4, 6, 12),
+    ap.add_argument("--warps", type=positive_ints, default=(4, 8), help="the sweep's num_warps values (default 4,8)")
+    ap.add_argument("--stages", type=positive_ints, default=(1, 2, 3),
+                    help="the sweep's num_stages values (default 1,2,3)")
+    ap.add_argument("--splits", type=positive_ints, default=(1, 2, 3, 4, 6, 12),
                     help="the sweep's head_split values (default 1,2,3,4,6,12)")
     add_run_args(ap, 25, 100, "cuda, or cpu for a dry run in Triton's interpreter")
     a = ap.parse_args(argv)
-    if min(a.batch, a.seqlen, a.heads, a.headdim, a.groups, a.chunk, a.dstate, a.reps) < 1 or a.heads % a.groups:
-        ap.error("every size must be positive and --heads a multiple of --groups")
+    check_ssd_shapes(ap, a)
     return a
 
 
@@ -199,16 +193,7 @@ def main(argv=None) -> int:
                 got, want = fn(), want_parts[part]
                 result["parity"][name] = rel_errs({k: v.float() for k, v in zip(names, got)},
                                                   {k: v.float() for k, v in zip(names, want)})
-        rows = []
-        for name, (part, fn) in sides.items():
-            floor = floor_ms(inp, a.bw, part)
-            ms = device_ms(fn, a.device, a.reps)
-            result["timing"][name] = {"device_ms": ms, "floor_ms": floor}
-            rows.append([name, f"{ms:.3f}", f"{floor:.3f}", f"{ms / floor:.2f}x"])
-        print(table(rows, ["impl", "device ms a call", "golf's floor", "ms / floor"]))
-        for impl, errs in result["parity"].items():
-            print(f"parity of {impl} (max rel err against " + ("mamba-ssm" if a.device == "cuda" else "golf's twin")
-                  + "): " + ", ".join(f"{k} {v:.1e}" for k, v in errs.items()))
+        time_sides(a, result, sides, functools.partial(floor_ms, inp, a.bw))
         if a.sweep:
             result["sweep"] = {}
             sweep(a, dk, want_parts, names, inp, result["sweep"])

@@ -36,39 +36,34 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from kernel_bench import add_run_args, cuda_missing, device_ms, new_result, rel_errs, run_and_write, table
+from kernel_bench import (
+    add_run_args,
+    add_ssd_shape_args,
+    check_ssd_shapes,
+    cuda_missing,
+    device_ms,
+    new_result,
+    positive_ints,
+    rel_errs,
+    run_and_write,
+    table,
+    time_sides,
+)
 
 NAMES = {"y": ("y",), "dx": ("dx", "ddt", "dD")}
 
 
-def _ints(text: str) -> tuple[int, ...]:
-    """'4,8' -> (4, 8): positive integers, comma-separated."""
-    try:
-        values = tuple(int(v) for v in text.split(","))
-    except ValueError:
-        values = ()
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"expected positive integers separated by commas, got {text!r}")
-    return values
-
 
 def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--batch", type=int, default=64, help="sequences (default 64)")
-    ap.add_argument("--seqlen", type=int, default=2048, help="tokens a sequence (default 2048)")
-    ap.add_argument("--heads", type=int, default=12, help="SSM heads (default 12)")
-    ap.add_argument("--headdim", type=int, default=64, help="head width (default 64)")
-    ap.add_argument("--groups", type=int, default=1, help="B/C groups (default 1)")
-    ap.add_argument("--chunk", type=int, default=64, help="chunk size (default 64)")
-    ap.add_argument("--dstate", type=int, default=32, help="state size N (default 32)")
-    ap.add_argument("--reps", type=int, default=20, help="profiled calls per side (default 20)")
+    add_ssd_shape_args(ap)
     ap.add_argument("--sweep", action="store_true", help="also time golf's kernels under each --warps value")
-    ap.add_argument("--warps", type=_ints, default=(2, 4, 8), help="the sweep's num_warps values (default 2,4,8)")
+    ap.add_argument("--warps", type=positive_ints, default=(2, 4, 8),
+                    help="the sweep's num_warps values (default 2,4,8)")
     ap.add_argument("--passes", action="store_true", help="also time golf's state passes against mamba-ssm's (CUDA)")
     add_run_args(ap, 25, 100, "cuda, or cpu for a dry run in Triton's interpreter")
     a = ap.parse_args(argv)
-    if min(a.batch, a.seqlen, a.heads, a.headdim, a.groups, a.chunk, a.dstate, a.reps) < 1 or a.heads % a.groups:
-        ap.error("every size must be positive and --heads a multiple of --groups")
+    check_ssd_shapes(ap, a)
     return a
 
 
@@ -188,10 +183,11 @@ def passes(a: argparse.Namespace, inp: dict, out: dict) -> None:
         return got if with_dda else got[0]
 
     rows = []
-    for role, mamba_fn, what, golf_fn in (
-            ("role 0", mamba_states, "states", golf_states),
-            ("role 1", mamba_dstates, "dstates", functools.partial(golf_dstates, with_dda=False)),
-            ("role 1 + dda", mamba_dstates_dda, "dstates, ddA_chunk_end", functools.partial(golf_dstates, with_dda=True))):
+    roles = (("role 0", mamba_states, "states", golf_states),
+             ("role 1", mamba_dstates, "dstates", functools.partial(golf_dstates, with_dda=False)),
+             ("role 1 + dda", mamba_dstates_dda, "dstates, ddA_chunk_end",
+              functools.partial(golf_dstates, with_dda=True)))
+    for role, mamba_fn, what, golf_fn in roles:
         want = mamba_fn()
         entry = {"mamba-ssm": device_ms(mamba_fn, "cuda", a.reps), "parity": {}}
         rows.append([f"{role} ({what})", "mamba-ssm (two kernels)", f"{entry['mamba-ssm']:.3f}", ""])
@@ -245,16 +241,7 @@ def main(argv=None) -> int:
         for name, (kernel, fn) in sides.items():
             if name.startswith("golf"):
                 result["parity"][name] = _errs(kernel, fn(), want[kernel])
-        rows = []
-        for name, (kernel, fn) in sides.items():
-            floor = floor_ms(inp, a.bw, kernel)
-            ms = device_ms(fn, a.device, a.reps)
-            result["timing"][name] = {"device_ms": ms, "floor_ms": floor}
-            rows.append([name, f"{ms:.3f}", f"{floor:.3f}", f"{ms / floor:.2f}x"])
-        print(table(rows, ["impl", "device ms a call", "floor", "ms / floor"]))
-        for impl, errs in result["parity"].items():
-            print(f"parity of {impl} (max rel err against " + ("mamba-ssm" if a.device == "cuda" else "golf's twin")
-                  + "): " + ", ".join(f"{k} {v:.1e}" for k, v in errs.items()))
+        time_sides(a, result, sides, functools.partial(floor_ms, inp, a.bw))
         if a.sweep:
             result["sweep"] = {}
             sweep(a, xk, want, inp, result["sweep"])

@@ -1,6 +1,6 @@
-"""What golf's own Triton kernels (golf/ssd_kernel.py, golf/conv_kernel.py, golf/gated_norm_kernel.py,
-golf/block_norm_kernel.py) check of their inputs alike, the torch -> Triton dtype map they compile with, and the
-row-tile launch the two norm kernels share. Training-only like the kernels: artifacts ship neither."""
+"""What golf's own Triton kernels (golf/ssd_kernel.py, golf/ssd_dcb_kernel.py, golf/ssd_xy_kernel.py,
+golf/conv_kernel.py, golf/gated_norm_kernel.py, golf/block_norm_kernel.py) check of their inputs alike, the torch ->
+Triton dtype map they compile with, and the row-tile launch the two norm kernels share. Training-only like the kernels: artifacts ship neither."""
 
 from __future__ import annotations
 
@@ -22,6 +22,27 @@ def check_dtypes_and_device(op: str, x: torch.Tensor, tensors) -> None:
             raise ValueError(f"{op}: {name} must be a float64/32/16 or bfloat16 tensor, got {t.dtype}")
         if t.device != x.device:
             raise ValueError(f"{op}: {name} is on {t.device} but x is on {x.device}: one device for all")
+
+
+def check_chunk_layout(op: str, x: torch.Tensor, dt: torch.Tensor, CB: torch.Tensor
+                       ) -> tuple[int, int, int, int, int, int]:
+    """The SSD chunk kernels' common layout (golf/ssd_dcb_kernel.py, golf/ssd_xy_kernel.py): x (batch, seqlen,
+    nheads, headdim), dt (batch, nheads, chunks, L) with chunks = ceil(seqlen / L), C·B (batch, chunks, ngroups, L,
+    L) with ngroups dividing nheads. One ValueError line, prefixed `op`, for the first that is not; else (batch,
+    seqlen, nheads, headdim, chunks, ngroups)."""
+    if x.dim() != 4:
+        raise ValueError(f"{op}: x must be (batch, seqlen, nheads, headdim), got shape {tuple(x.shape)}")
+    b, t, h, p = x.shape
+    if dt.dim() != 4 or dt.shape[:2] != (b, h):
+        raise ValueError(f"{op}: dt must be (batch, nheads, chunks, chunk_size) = ({b}, {h}, c, L), "
+                         f"got {tuple(dt.shape)}")
+    chunks, size = dt.shape[2], dt.shape[3]
+    if chunks != -(-t // size):
+        raise ValueError(f"{op}: dt has {chunks} chunks of {size} but seqlen {t} needs {-(-t // size)}")
+    if CB.dim() != 5 or CB.shape[:2] != (b, chunks) or CB.shape[3:] != (size, size) or h % CB.shape[2]:
+        raise ValueError(f"{op}: CB must be (batch, chunks, ngroups, L, L) = ({b}, {chunks}, g, {size}, {size}) "
+                         f"with nheads {h} divisible by g, got {tuple(CB.shape)}")
+    return b, t, h, p, chunks, CB.shape[2]
 
 
 def check_runs_here(op: str, x: torch.Tensor, interpreted: bool) -> None:

@@ -57,7 +57,7 @@ import triton
 import triton.language as tl
 from triton.runtime.interpreter import InterpretedFunction
 
-from golf.kernel_inputs import TL_DTYPES, check_dtypes_and_device, check_runs_here
+from golf.kernel_inputs import TL_DTYPES, check_chunk_layout, check_dtypes_and_device, check_runs_here
 from golf.ssm import compute_dtype
 
 
@@ -203,19 +203,7 @@ def interpreted() -> bool:
 def _check(op, x, dt, dA_cumsum, dy, CB, dot_dtype, launch, B=None, dstates=None, D=None, dx=None, C=None,
            states_in=None, ddA_chunk_end=None) -> None:
     """One ValueError line, prefixed `op`, for the first input that is not what the kernel takes."""
-    if x.dim() != 4:
-        raise ValueError(f"{op}: x must be (batch, seqlen, nheads, headdim), got shape {tuple(x.shape)}")
-    b, t, h, p = x.shape
-    if dt.dim() != 4 or dt.shape[:2] != (b, h):
-        raise ValueError(f"{op}: dt must be (batch, nheads, chunks, chunk_size) = ({b}, {h}, c, L), "
-                         f"got {tuple(dt.shape)}")
-    chunks, size = dt.shape[2], dt.shape[3]
-    if chunks != -(-t // size):
-        raise ValueError(f"{op}: dt has {chunks} chunks of {size} but seqlen {t} needs {-(-t // size)}")
-    if CB.dim() != 5 or CB.shape[:2] != (b, chunks) or CB.shape[3:] != (size, size) or h % CB.shape[2]:
-        raise ValueError(f"{op}: CB must be (batch, chunks, ngroups, L, L) = ({b}, {chunks}, g, {size}, {size}) "
-                         f"with nheads {h} divisible by g, got {tuple(CB.shape)}")
-    g = CB.shape[2]
+    b, t, h, p, chunks, g = check_chunk_layout(op, x, dt, CB)
     shapes = [("dA_cumsum", dA_cumsum, tuple(dt.shape)), ("dout", dy, tuple(x.shape))]
     if B is not None:
         n = B.shape[-1] if B.dim() == 4 else -1
@@ -377,26 +365,21 @@ def chunk_bwd_reference(x: torch.Tensor, dt: torch.Tensor, dA_cumsum: torch.Tens
         dx_j = acc[j] dt_j + D dy_j,   ddt_j = acc[j] · x_j,   dD = sum over positions of dy_j · x_j
     (dx in x's dtype, ddt in the compute dtype, dD in D's). With C, states_in, ddA_chunk_end also dB and dC, and
     ddA the whole increments' gradient (module docstring, `chunk_bwd`)."""
+    # the dx part is golf.ssd_xy_kernel's twin (imported here: that module imports this one's helpers)
+    from golf.ssd_xy_kernel import chunk_dx_reference
+
     acc_t = compute_dtype(x)
     dcb, dda = dcb_ddA_reference(x, dt, dA_cumsum, dout, CB)
-    b, t, h, p = x.shape
+    out = (dcb, dda, *chunk_dx_reference(x, dt, dA_cumsum, B, CB, dout, dstates, D))
+    if C is None:
+        return out
+    b, t, h = x.shape[:3]
     _, _, chunks, size = dt.shape
     g = B.shape[2]
     xs, dys = (_chunked(v, chunks, size, acc_t) for v in (x, dout))  # (b, c, L, h, p)
     bs = _chunked(B, chunks, size, acc_t).repeat_interleave(h // g, dim=3)  # (b, c, L, h, n)
     cs = dA_cumsum.to(acc_t)  # (b, h, c, L)
-    w = _per_head(CB, h, acc_t) * _decay(cs)  # (b, h, c, L_i, L_j)
-    acc = torch.einsum("bhcij,bcihp->bcjhp", w, dys)
     scale = torch.exp((cs[..., -1:] - cs).clamp(max=0))  # (b, h, c, L)
-    acc = acc + torch.einsum("bhcj,bcjhn,bchpn->bcjhp", scale, bs, dstates.to(acc_t))
-    dt_j = dt.to(acc_t).permute(0, 2, 3, 1)[..., None]  # (b, c, L, h, 1)
-    dx = acc * dt_j + D.to(acc_t)[:, None] * dys
-    ddt = (acc * xs).sum(-1).permute(0, 3, 1, 2)  # (b, h, c, L)
-    dD = (dys * xs).sum((0, 1, 2, 4)).to(D.dtype)
-    dx = dx.reshape(b, chunks * size, h, p)[:, :t].to(x.dtype)
-    out = (dcb, dda, dx.contiguous(), ddt.contiguous(), dD)
-    if C is None:
-        return out
     # the state passed on: dB_j = sum over the group's heads of exp(cs_last - cs_j) dt_j dstates^T x_j
     db_h = torch.einsum("bhcj,bcjhp,bchpn->bcjhn", scale * dt.to(acc_t), xs, dstates.to(acc_t))  # (b, c, L, h, n)
     s_next = (db_h * bs).sum(-1).permute(0, 3, 1, 2)  # (b, h, c, L)

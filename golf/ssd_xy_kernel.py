@@ -33,7 +33,7 @@ import triton
 import triton.language as tl
 from triton.runtime.interpreter import InterpretedFunction
 
-from golf.kernel_inputs import TL_DTYPES, check_dtypes_and_device, check_runs_here
+from golf.kernel_inputs import TL_DTYPES, check_chunk_layout, check_dtypes_and_device, check_runs_here
 from golf.ssd_dcb_kernel import _chunked, _decay, _per_head
 from golf.ssm import compute_dtype
 
@@ -151,19 +151,7 @@ def _check(op: str, x, dt, dA_cumsum, CB, BC, states, states_name, D, dot_dtype,
            dx=None) -> None:
     """One ValueError line, prefixed `op`, for the first input that is not what the kernels take (BC: C for
     chunk_y, B for chunk_dx; states: the states entering the chunks, or the gradients of those leaving them)."""
-    if x.dim() != 4:
-        raise ValueError(f"{op}: x must be (batch, seqlen, nheads, headdim), got shape {tuple(x.shape)}")
-    b, t, h, p = x.shape
-    if dt.dim() != 4 or dt.shape[:2] != (b, h):
-        raise ValueError(f"{op}: dt must be (batch, nheads, chunks, chunk_size) = ({b}, {h}, c, L), "
-                         f"got {tuple(dt.shape)}")
-    chunks, size = dt.shape[2], dt.shape[3]
-    if chunks != -(-t // size):
-        raise ValueError(f"{op}: dt has {chunks} chunks of {size} but seqlen {t} needs {-(-t // size)}")
-    if CB.dim() != 5 or CB.shape[:2] != (b, chunks) or CB.shape[3:] != (size, size) or h % CB.shape[2]:
-        raise ValueError(f"{op}: CB must be (batch, chunks, ngroups, L, L) = ({b}, {chunks}, g, {size}, {size}) "
-                         f"with nheads {h} divisible by g, got {tuple(CB.shape)}")
-    g = CB.shape[2]
+    b, t, h, p, chunks, g = check_chunk_layout(op, x, dt, CB)
     bc_name = "C" if states_name == "states" else "B"
     if states.dim() != 5 or states.shape[:4] != (b, chunks, h, p):
         raise ValueError(f"{op}: {states_name} must be (batch, chunks, nheads, headdim, dstate) = ({b}, {chunks}, "
