@@ -1,6 +1,7 @@
 """What golf's own Triton kernels (golf/ssd_kernel.py, golf/ssd_dcb_kernel.py, golf/ssd_xy_kernel.py,
 golf/conv_kernel.py, golf/gated_norm_kernel.py, golf/block_norm_kernel.py) check of their inputs alike, the torch ->
-Triton dtype map they compile with, and the row-tile launch the two norm kernels share. Training-only like the kernels: artifacts ship neither."""
+Triton dtype map they compile with, and the row-tile launch the two norm kernels share. Training-only like the
+kernels: artifacts ship neither."""
 
 from __future__ import annotations
 

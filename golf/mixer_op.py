@@ -416,9 +416,10 @@ def mamba_core_bwd_cuda(fns: dict, dout, zxbcdt, conv_weight, conv_bias, dt_bias
             dy.view(heads), x.view(heads), dt, A, B.view(groups), C.view(groups), y.view(heads), chunk_size, D=D,
             dt_bias=dt_bias, dt_softplus=True, dx=dx.view(heads), ddt=ddt, dB=dB.view(groups), dC=dC.view(groups))
     else:
-        dA, dD, ddt_bias = _scan_bwd_keep(_keep_parts(fns, scan_impl, "bwd"), dy.view(heads), x.view(heads), dt, A, B.view(groups),
-                                          C.view(groups), D, dt_bias, (dA_cumsum, dt_sp, states, CB), dx.view(heads),
-                                          ddt, dB.view(groups), dC.view(groups),
+        dA, dD, ddt_bias = _scan_bwd_keep(_keep_parts(fns, scan_impl, "bwd"), dy.view(heads), x.view(heads), dt,
+                                          A, B.view(groups), C.view(groups), D, dt_bias,
+                                          (dA_cumsum, dt_sp, states, CB), dx.view(heads), ddt, dB.view(groups),
+                                          dC.view(groups),
                                           *((fns[GOLF_BWD[scan_impl][0]], GOLF_BWD[scan_impl][1])
                                             if scan_impl in GOLF_BWD else ()))
     dx_in = dxBC_in.transpose(1, 2)  # (B, conv_dim, T), a view into dzxbcdt: stride over channels 1

@@ -102,6 +102,12 @@ so 8 warps may spill less. The walk was compiled, checked against mamba-ssm and 
 that day (above); the split forward was compiled, checked against mamba-ssm (y 2.7e-3, gradients <= 4.3e-3
 relative) and timed in the bench on an H200 in the sixth block, and ran a training step of hybrid_seed_fit
 (133.9 ms, on another host than its base: not yet a comparison).
+
+The pass kernel alone: `chunk_states` (role 0) and `chunk_state_grads` (role 1, optionally with each chunk's
+end-to-end log-decay gradient) run the two recurrences for golf.mixer_op's kept-internals scan (model.ssm_scan
+"mamba_keep_xy_pass"), in place of mamba-ssm's _chunk_state_fwd + _state_passing_fwd and _chunk_scan_bwd_dstates +
+_state_passing_bwd: 0.143 and 0.126 ms a call alone against 0.237 and 0.283 on an H200 at hybrid_12_b131k's mixer
+shapes (bench/ssd_xy_bench.py --passes, bench/RESULTS.md seventeenth block).
 """
 
 from __future__ import annotations
