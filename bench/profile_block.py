@@ -7,7 +7,9 @@ whether attention reaches a fused SDPA kernel.
     python bench/profile_block.py [configs/hybrid_12.yaml] [A|M] [batch] [seq]   # JSON to $OUT/profile_<kind>.json
     python bench/profile_block.py configs/hybrid_seed_fit.yaml M 64 2048 --set model.ssm_scan=golf
 
-The M block gets the config's SSM kernels (model.ssm_backend, gated_norm, ssm_scan; eager, no torch.compile).
+The M block gets the config's SSM kernels (model.ssm_backend, ssm_compile, gated_norm, ssm_scan, ssm_conv), the A
+block its attention backend (model.attn_backend), as golf.model builds them; eager, no torch.compile, and without
+the residual glue of model.block_norm.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from golf.attention import resolve_attn_backend
 from golf.config import load_params
 from golf.io import write_text_atomic
 from golf.model import AttentionBlock, MambaBlock
@@ -43,9 +46,15 @@ def main() -> None:
     kind, bsz, seq = args.kind, args.batch, args.seq
     cuda = torch.cuda.is_available()
     dev = torch.device("cuda" if cuda else "cpu")
-    kernels = resolve_ssm_backend(cfg.ssm_backend if cuda else "reference", dev, gated_norm=cfg.gated_norm,
-                                  scan=cfg.ssm_scan) if kind == "M" else None
-    block = (AttentionBlock(cfg, "sdpa", None) if kind == "A" else MambaBlock(cfg, kernels)).to(dev)
+    # the block as golf.model.GolfLM builds it: the config's SSM kernels (ssm_compile, gated_norm, ssm_scan, ssm_conv)
+    # or attention backend; the reference path and SDPA on a CPU
+    if kind == "M":
+        kernels = resolve_ssm_backend(cfg.ssm_backend if cuda else "reference", dev, cfg.ssm_compile, cfg.gated_norm,
+                                      cfg.ssm_scan, cfg.ssm_conv)
+        block = MambaBlock(cfg, kernels).to(dev)
+    else:
+        attn_path, flash_fn = resolve_attn_backend(cfg.attn_backend if cuda else "sdpa", dev)
+        block = AttentionBlock(cfg, attn_path, flash_fn).to(dev)
     stream = torch.bfloat16 if cfg.residual_dtype == "autocast" else torch.float32
     x = torch.randn(bsz, seq, cfg.d_model, device=dev, dtype=stream, requires_grad=True)  # (B, T, d) residual
     x0 = torch.randn(bsz, seq, cfg.d_model, device=dev, dtype=stream)
@@ -87,7 +96,7 @@ def main() -> None:
     for e in sorted(prof.key_averages(), key=lambda e: getattr(e, key, 0.0), reverse=True)[:30]:
         rows.append({"op": e.key, "calls": e.count, "ms_per_step": getattr(e, key, 0.0) / 1e3 / 3})
     out = {"device": torch.cuda.get_device_name() if cuda else "cpu", "torch": torch.__version__, "block": kind,
-           "kernel_path": block.mixer.kernels.label if kind == "M" else "sdpa", "stream_dtype": str(stream),
+           "kernel_path": block.mixer.kernels.label if kind == "M" else attn_path, "stream_dtype": str(stream),
            "batch": bsz, "seq": seq, "fwd_bwd_ms": ms, "sdpa_inputs": seen, "top_ops": rows}
     print(json.dumps({k: v for k, v in out.items() if k != "top_ops"}, indent=1))
     for r in rows:
