@@ -785,6 +785,7 @@ def chunk_state_grads(dy: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, C: to
     if states is not None and (tuple(states.shape) != (b, chunks, h, p, n) or states.device != dy.device):
         raise ValueError(f"ssd_scan: states must be a ({b}, {chunks}, {h}, {p}, {n}) tensor on {dy.device}, got "
                          f"{tuple(states.shape)} on {states.device}")
+    check_dtypes_and_device("ssd_scan", dy, (("states", states),))  # its dtype (None passes)
     consts = _consts(dy, chunk_size, n, dt_softplus, dt_bias, None, num_warps)
     dstates = torch.empty(b, chunks, h, p, n, dtype=states_dtype or dy.dtype, device=dy.device)
     dda = torch.empty(b, h, chunks, dtype=compute_dtype(dy), device=dy.device) if states is not None else None

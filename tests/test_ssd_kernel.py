@@ -631,6 +631,9 @@ def test_chunk_state_passes_refuse_bad_input_in_one_line(sk, device):
     with pytest.raises(ValueError, match=r"^ssd_scan: states must be a \(2, 4, 4, 12, 16\) tensor on") as e:
         sk.chunk_state_grads(dy.to(device), t["dt"], t["A"], t["C"], 16, states=states[:, :2].to(device))
     assert "\n" not in str(e.value)
+    with pytest.raises(ValueError, match=r"^ssd_scan: states must be a float64/32/16 or bfloat16 tensor, got "
+                                         r"torch.int32$"):
+        sk.chunk_state_grads(dy.to(device), t["dt"], t["A"], t["C"], 16, states=states.to(device, torch.int32))
     with pytest.raises(ValueError, match=r"^ssd_scan: states_dtype must be None or one of .*, got torch.int8$"):
         sk.chunk_states(t["x"], t["dt"], t["A"], t["B"], 16, states_dtype=torch.int8)
     with pytest.raises(ValueError, match=r"^ssd_scan: chunk_size must be a positive int, got 0$"):
