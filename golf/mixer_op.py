@@ -38,7 +38,18 @@ golf's pass kernel runs them, one program per head and sequence walking the chun
 the states entering each chunk, in place of _chunk_state_fwd and _state_passing_fwd; chunk_state_grads: the
 gradients of the states leaving them and of each chunk's end-to-end log-decay, in place of _chunk_scan_bwd_dstates
 and _state_passing_bwd, whose bf16 copy of the states _chunk_scan_bwd_dC then does without: it casts the kept fp32
-states to dy's dtype as it loads them).
+states to dy's dtype as it loads them). "mamba_keep_xy_pass_bf16" is "mamba_keep_xy_pass" with the states kept in
+x's dtype (bf16 in training) instead of fp32: the four kernels that write or read them (the forward pass, the y
+kernel, the backward pass and _chunk_scan_bwd_dC) move half the bytes, about 100 MB each a layer call at 131,072
+tokens. y, dB and dC are unchanged, since each of those kernels rounds the states to bf16 as it loads them anyway;
+what changes is the gradient of each chunk's end-to-end log-decay, exp(cs_last) <S_in, dS_out>, which now reads the
+bf16-rounded S_in (mamba-ssm reads fp32 states there): one rounding of S_in in a sum over P N products, the
+precision the other state terms of that gradient already have. "mamba_keep_xy_pass_bf16_dt" adds golf's one kernel
+for the gradients of dt, A and dt_bias (golf/ssd_dt_kernel.py) in place of the sums, reversed cumulative sum and
+_chunk_cumsum_bwd after the chunk kernels, about seven launches a layer call. "mamba_keep_golf" is that with
+golf's chunk-backward kernel computing the states' parts of dB and dC and the whole log-decay gradient beside dCB
+(golf.ssd_dcb_kernel.dcb_states, in place of _chunk_state_bwd_db, _chunk_scan_bwd_dC and their workspaces, sums
+and cumulative sums): every SSD piece golf has, leaving mamba-ssm's dt cumsum, C·B and C·B-gradient products.
 
 The op's kernels: on CUDA, the conv of `conv_impl` (model.ssm_conv): "causal_conv1d" (causal-conv1d's forward and
 backward) or "golf" (golf's own, golf/conv_kernel.py, whose backward writes its dx straight into the input
@@ -78,15 +89,19 @@ SCAN_IMPLS = ("mamba", *KEEP_SCANS)
 # the scan_impls with golf's chunk-backward kernel: its bind_cuda key (golf_dcb_kernels) and the part it computes
 GOLF_BWD = {"mamba_keep_dA": ("golf_dcb_ddA", "dA"), "mamba_keep_dx": ("golf_chunk_bwd", "dx"),
             "mamba_keep_chunk": ("golf_chunk_bwd", "chunk"), "mamba_keep_xy": ("golf_dcb_ddA", "dA"),
-            "mamba_keep_xy_pass": ("golf_dcb_ddA", "dA")}
-# the scan_impls with golf's chunk-output and input-gradient kernels (golf_xy_kernels), and golf's state passes:
-# the SSD piece each bind_cuda key stands for, by direction (the "golf_*" pieces replace two of mamba-ssm's each,
-# _scan_fwd_keep and _scan_bwd_keep)
-GOLF_XY = {"mamba_keep_xy": {"fwd": {"_chunk_scan_fwd": "golf_chunk_y"},
-                             "bwd": {"_chunk_scan_chunk_state_bwd_dx": "golf_chunk_dx"}},
-           "mamba_keep_xy_pass": {"fwd": {"_chunk_scan_fwd": "golf_chunk_y", "golf_chunk_states": "golf_chunk_states"},
-                                  "bwd": {"_chunk_scan_chunk_state_bwd_dx": "golf_chunk_dx",
-                                          "golf_chunk_state_grads": "golf_chunk_state_grads"}}}
+            "mamba_keep_xy_pass": ("golf_dcb_ddA", "dA"), "mamba_keep_xy_pass_bf16": ("golf_dcb_ddA", "dA"),
+            "mamba_keep_xy_pass_bf16_dt": ("golf_dcb_ddA", "dA"), "mamba_keep_golf": ("golf_dcb_states", "states")}
+# the scan_impls with golf's chunk-output and input-gradient kernels (golf_xy_kernels), golf's state passes and
+# golf's dt-gradient kernel: the SSD piece each bind_cuda key stands for, by direction (the "golf_*" pieces replace
+# two or more of mamba-ssm's each, _scan_fwd_keep and _scan_bwd_keep)
+_XY = {"fwd": {"_chunk_scan_fwd": "golf_chunk_y"}, "bwd": {"_chunk_scan_chunk_state_bwd_dx": "golf_chunk_dx"}}
+_PASS = {"fwd": _XY["fwd"] | {"golf_chunk_states": "golf_chunk_states"},
+         "bwd": _XY["bwd"] | {"golf_chunk_state_grads": "golf_chunk_state_grads"}}
+_PASS_DT = {"fwd": _PASS["fwd"], "bwd": _PASS["bwd"] | {"golf_dt_grads": "golf_dt_grads"}}
+GOLF_XY = {"mamba_keep_xy": _XY, "mamba_keep_xy_pass": _PASS, "mamba_keep_xy_pass_bf16": _PASS,
+           "mamba_keep_xy_pass_bf16_dt": _PASS_DT, "mamba_keep_golf": _PASS_DT}
+# the scan_impls that keep the states entering each chunk in x's dtype rather than the compute dtype
+STATES_IN_X_DTYPE = ("mamba_keep_xy_pass_bf16", "mamba_keep_xy_pass_bf16_dt", "mamba_keep_golf")
 # mamba-ssm's SSD pieces that scan_impl "mamba_keep" calls one by one (ssd_chunk_state.py, ssd_state_passing.py,
 # ssd_bmm.py, ssd_chunk_scan.py, ssd_combined.py, 2.3.2.post1), bound as one dict under "ssd_parts"
 SSD_PARTS = ("_chunk_cumsum_fwd", "_chunk_cumsum_bwd", "_chunk_state_fwd", "_chunk_state_bwd_db", "_state_passing_fwd",
@@ -191,8 +206,11 @@ def mamba_core(zxbcdt: Tensor, conv_weight: Tensor, conv_bias: Tensor, dt_bias: 
     else:
         _, conv_dim, nheads, n = _sizes(zxbcdt, conv_weight, D, headdim, ngroups)
         x, B, C = xBC.split([d, ngroups * n, ngroups * n], dim=-1)
-        kept = _scan_internals_reference(x.reshape(b, t, nheads, headdim), _split(zxbcdt, d, conv_dim, nheads)[2], A,
-                                         B.reshape(b, t, ngroups, n), C.reshape(b, t, ngroups, n), dt_bias, chunk_size)
+        kept = [*_scan_internals_reference(x.reshape(b, t, nheads, headdim), _split(zxbcdt, d, conv_dim, nheads)[2],
+                                           A, B.reshape(b, t, ngroups, n), C.reshape(b, t, ngroups, n), dt_bias,
+                                           chunk_size)]
+        if scan_impl in STATES_IN_X_DTYPE:  # rounded as the CUDA kernel stores them
+            kept[2] = kept[2].to(x.dtype)
     return (_like(out), _like(xBC), _like(y), rstd, *(_like(k) for k in kept))
 
 
@@ -206,8 +224,9 @@ def _(zxbcdt, conv_weight, conv_bias, dt_bias, A, D, norm_weight, headdim, ngrou
     if scan_impl == "mamba":
         kept = [new(0, dtype=ct) for _ in range(4)]
     else:
+        st = zxbcdt.dtype if scan_impl in STATES_IN_X_DTYPE else ct
         kept = [new(b, nheads, c, chunk_size, dtype=ct), new(b, nheads, c, chunk_size, dtype=ct),
-                new(b, c, nheads, headdim, n, dtype=ct), new(b, c, ngroups, chunk_size, chunk_size, dtype=ct)]
+                new(b, c, nheads, headdim, n, dtype=st), new(b, c, ngroups, chunk_size, chunk_size, dtype=ct)]
     return (new(b, t, d), new(b, t, conv_dim), new(b, t, d), new(ngroups * b * t, dtype=ct), *kept)
 
 
@@ -218,15 +237,17 @@ def _keep_parts(fns: dict, scan_impl: str, way: str) -> dict:
     return fns["ssd_parts"] | {part: fns[key] for part, key in swaps.items()}
 
 
-def _scan_fwd_keep(parts: dict, x, dt, A, B, C, D, dt_bias, chunk_size):
+def _scan_fwd_keep(parts: dict, x, dt, A, B, C, D, dt_bias, chunk_size, states_dtype=None):
     """mamba-ssm's SSD forward (_mamba_chunk_scan_combined_fwd's steps) with its internals kept: → y (B, T, H, P),
     dA_cumsum, dt (B, H, c, L), the states entering each chunk (B, c, H, P, N) and CB (B, c, G, L, L), all fp32 but
     y. The states stay fp32 rather than the forward's bf16, as the backward's recompute makes them: the chunk
-    scan casts them to C's dtype as it loads them, so y is unchanged."""
+    scan casts them to C's dtype as it loads them, so y is unchanged. states_dtype (golf's pass only): the states'
+    stored dtype instead (STATES_IN_X_DTYPE)."""
     p, n = x.shape[-1], B.shape[-1]
     dA_cumsum, dt_sp = parts["_chunk_cumsum_fwd"](dt, A, chunk_size, dt_bias=dt_bias, dt_softplus=True)
     if "golf_chunk_states" in parts:  # one launch: golf.ssd_kernel.chunk_states, from the raw dt
-        states = parts["golf_chunk_states"](x, dt, A, B, chunk_size, dt_bias=dt_bias, dt_softplus=True)
+        states = parts["golf_chunk_states"](x, dt, A, B, chunk_size, dt_bias=dt_bias, dt_softplus=True,
+                                            states_dtype=states_dtype)
     else:
         chunk_states = parts["_chunk_state_fwd"](B, x, dt_sp, dA_cumsum, states_in_fp32=True)  # (B, c, H, P, N)
         states, _ = parts["_state_passing_fwd"](chunk_states.flatten(-2), dA_cumsum[:, :, :, -1])  # (B, c, H, P N)
@@ -265,7 +286,8 @@ def mamba_core_cuda(fns: dict, zxbcdt, conv_weight, conv_bias, dt_bias, A, D, no
         kept = [zxbcdt.new_empty(0, dtype=compute_dtype(zxbcdt)) for _ in range(4)]  # one each: outputs may not alias
     else:
         y, *kept = _scan_fwd_keep(_keep_parts(fns, scan_impl, "fwd"), x.view(heads), dt, A, B.view(groups),
-                                  C.view(groups), D, dt_bias, chunk_size)
+                                  C.view(groups), D, dt_bias, chunk_size,
+                                  x.dtype if scan_impl in STATES_IN_X_DTYPE else None)
     y = _like(y).view(b, t, d)
     out = zxbcdt.new_empty(b, t, d)
     if norm_impl == "mamba":
@@ -331,8 +353,9 @@ def _scan_bwd_keep(parts: dict, dy, x, dt, A, B, C, D, dt_bias, kept, dx, ddt, d
     ddt (the raw dt's), dB and dC into the tensors passed in; → dA, dD, ddt_bias. No initial or final states.
     golf, golf_part (GOLF_BWD): golf's chunk-backward kernel (golf/ssd_dcb_kernel.py) in place of mamba-ssm's
     _chunk_scan_bwd_dcb and _chunk_scan_bwd_ddAcs_stable ("dA": golf.ssd_dcb_kernel.dcb_ddA), of those and
-    _chunk_scan_chunk_state_bwd_dx ("dx": chunk_bwd), or of those, _chunk_state_bwd_db, _chunk_scan_bwd_dC and the
-    log-decay sums after them ("chunk": chunk_bwd with the states)."""
+    _chunk_scan_chunk_state_bwd_dx ("dx": chunk_bwd), of those, _chunk_state_bwd_db, _chunk_scan_bwd_dC and the
+    log-decay sums after them ("chunk": chunk_bwd with the states), or of all those but the dx one ("states":
+    dcb_states)."""
     dA_cumsum, dt_sp, states, CB = kept
     n, g = B.shape[-1], B.shape[2]
     if "golf_chunk_state_grads" in parts:  # one launch, golf.ssd_kernel.chunk_state_grads, from dy and the raw dt
@@ -346,29 +369,40 @@ def _scan_bwd_keep(parts: dict, dy, x, dt, A, B, C, D, dt_bias, kept, dx, ddt, d
             states.flatten(-2), dA_cumsum[:, :, :, -1], dstates.flatten(-2), has_initial_states=False,
             dstates_dtype=x.dtype, states_dtype=x.dtype)
         dstates, states_lo = dstates.unflatten(-1, (-1, n)), states_lo.unflatten(-1, (-1, n))
-    # the chunk-local pieces: dx, ddt, dD, C·B's gradient and the within-chunk log-decay gradient ...
+    states_part = {"C": C, "states_in": states_lo, "ddA_chunk_end": ddA_chunk_end}
+    # the chunk-local pieces: dx, ddt, dD, C·B's gradient and the within-chunk log-decay gradient (golf's "chunk"
+    # and "states" parts: the states' parts of dB and dC too, and the whole log-decay gradient) ...
     if golf_part in ("dx", "chunk"):
-        states_part = {"C": C, "states_in": states_lo, "ddA_chunk_end": ddA_chunk_end} if golf_part == "chunk" else {}
-        dCB, ddA, _, ddt_sp, dD, *states_grads = golf(x, dt_sp, dA_cumsum, dy, CB, B, dstates, D, dx=dx, **states_part)
+        dCB, ddA, _, ddt_sp, dD, *states_grads = golf(x, dt_sp, dA_cumsum, dy, CB, B, dstates, D, dx=dx,
+                                                      **(states_part if golf_part == "chunk" else {}))
     else:
         _, ddt_sp, dD = parts["_chunk_scan_chunk_state_bwd_dx"](x, dt_sp, dA_cumsum, B, CB, dy, dstates, D=D, dx=dx)
         if golf_part == "dA":
             dCB, ddA = golf(x, dt_sp, dA_cumsum, dy, CB)  # (B, c, G, L, L), (B, H, c, L)
+        elif golf_part == "states":
+            dCB, ddA, *states_grads = golf(x, dt_sp, dA_cumsum, dy, CB, B, dstates, **states_part)
         else:
             dCB = parts["_chunk_scan_bwd_dcb"](x, dt_sp, dA_cumsum, dy, ngroups=g)
             ddA = parts["_chunk_scan_bwd_ddAcs_stable"](x, dt_sp, dA_cumsum, dy, CB)
     # ... and the states' parts of dB and dC, with the log-decays' gradient from the chunk-end decays (passed back as
-    # a reverse cumsum) and the states' (golf's "chunk" part adds those into ddA itself)
-    if golf_part == "chunk":
+    # a reverse cumsum) and the states'
+    whole = golf_part in ("chunk", "states")  # ddA is already the whole log-decay gradient
+    if whole:
         dB_state, dC_state = states_grads
     else:
         dB_state, ddA_next = parts["_chunk_state_bwd_db"](x, dt_sp, dA_cumsum, dstates, B=B, ngroups=g)
         dC_state, ddA_prev = parts["_chunk_scan_bwd_dC"](states_lo, dA_cumsum, dy, C=C, ngroups=g)
-        ddA_prev[..., -1].add_(ddA_chunk_end)  # add_ on the view: `+=` on a subscript also copies it back onto itself
-        ddA += ddA_next + ddA_prev.flip([-1]).cumsum(dim=-1).flip([-1])
     dCB = dCB.to(CB.dtype)
     parts["_bmm_chunk_bwd"](C, dCB, residual=dB_state, out=dB)  # dB = the states' part + C-weighted dCB
     parts["_bmm_chunk_bwd"](B, dCB.transpose(-1, -2), residual=dC_state, out=dC)
+    if "golf_dt_grads" in parts:  # one launch: the log-decay sums below and _chunk_cumsum_bwd (golf/ssd_dt_kernel.py)
+        rest = (None, None, None) if whole else (ddA_next, ddA_prev, ddA_chunk_end)
+        _, dA, ddt_bias = parts["golf_dt_grads"](ddA, *rest, ddt_sp, dt, A, dt_bias=dt_bias, dt_softplus=True,
+                                                 ddt=ddt)
+        return dA, dD, ddt_bias
+    if not whole:
+        ddA_prev[..., -1].add_(ddA_chunk_end)  # add_ on the view: `+=` on a subscript also copies it back onto itself
+        ddA += ddA_next + ddA_prev.flip([-1]).cumsum(dim=-1).flip([-1])
     _, dA, ddt_bias = parts["_chunk_cumsum_bwd"](ddA, ddt_sp, dt, A, dt_bias=dt_bias, dt_softplus=True, ddt=ddt)
     return dA, dD, ddt_bias
 
@@ -506,11 +540,12 @@ def golf_norm_kernels() -> dict:
 def golf_dcb_kernels() -> dict:
     """golf's chunk-backward kernel for golf::mamba_core_bwd (GOLF_BWD): {"golf_dcb_ddA"} (model.ssm_scan
     "mamba_keep_dA": the C·B and within-chunk log-decay gradients) and {"golf_chunk_bwd"} ("mamba_keep_dx": dx, ddt
-    and dD too; "mamba_keep_chunk": with the states' parts as well). ImportError where triton is missing
+    and dD too; "mamba_keep_chunk": with the states' parts as well) and {"golf_dcb_states"} ("mamba_keep_golf":
+    those of "mamba_keep_chunk" but dx, ddt and dD). ImportError where triton is missing
     (golf.ssd_dcb_kernel imports it at module top)."""
     import golf.ssd_dcb_kernel as dk
 
-    return {"golf_dcb_ddA": dk.dcb_ddA, "golf_chunk_bwd": dk.chunk_bwd}
+    return {"golf_dcb_ddA": dk.dcb_ddA, "golf_chunk_bwd": dk.chunk_bwd, "golf_dcb_states": dk.dcb_states}
 
 
 def golf_xy_kernels() -> dict:
@@ -518,8 +553,10 @@ def golf_xy_kernels() -> dict:
     "mamba_keep_xy"), called as the mamba-ssm pieces they replace: {"golf_chunk_y": _chunk_scan_fwd's call and
     return (y, out_x None), "golf_chunk_dx": _chunk_scan_chunk_state_bwd_dx's}, and golf's state passes
     ("mamba_keep_xy_pass"): {"golf_chunk_states": golf.ssd_kernel.chunk_states, "golf_chunk_state_grads":
-    chunk_state_grads}. ImportError where triton is missing (golf.ssd_xy_kernel and golf.ssd_kernel import it at
-    module top)."""
+    chunk_state_grads}, and golf's dt-gradient kernel ("mamba_keep_xy_pass_bf16_dt"): {"golf_dt_grads":
+    golf.ssd_dt_kernel.dt_grads}. ImportError where triton is missing (golf.ssd_xy_kernel, golf.ssd_kernel and
+    golf.ssd_dt_kernel import it at module top)."""
+    import golf.ssd_dt_kernel as tk
     import golf.ssd_kernel as sk
     import golf.ssd_xy_kernel as xk
 
@@ -527,7 +564,7 @@ def golf_xy_kernels() -> dict:
         return xk.chunk_y(CB, x, dt, dA_cumsum, C, states, D), None
 
     return {"golf_chunk_y": chunk_scan_fwd, "golf_chunk_dx": xk.chunk_dx, "golf_chunk_states": sk.chunk_states,
-            "golf_chunk_state_grads": sk.chunk_state_grads}
+            "golf_chunk_state_grads": sk.chunk_state_grads, "golf_dt_grads": tk.dt_grads}
 
 
 def ssd_parts(ssd_combined) -> dict:

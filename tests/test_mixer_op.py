@@ -108,6 +108,22 @@ def test_kept_scan_internals_are_what_the_backward_would_recompute():
         torch.testing.assert_close(states[:, i], final, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("scan_impl", mixer_op.STATES_IN_X_DTYPE)
+def test_bf16_scans_keep_the_states_in_x_dtype(scan_impl):
+    """scan_impls "mamba_keep_xy_pass_bf16(_dt)": the op keeps the states entering each chunk in x's dtype (bf16
+    here; mamba_keep's fp32 states rounded), every other output as mamba_keep's; its fake kernel says the same
+    (opcheck, bf16 activations)."""
+    args = [t.float() for t in _core_args(t=37)]
+    args[0] = args[0].bfloat16()
+    want = torch.ops.golf.mamba_core(*args, HEADDIM, NGROUPS, 16, EPS, "mamba", "mamba_keep")
+    got = torch.ops.golf.mamba_core(*args, HEADDIM, NGROUPS, 16, EPS, "mamba", scan_impl)
+    assert want[6].dtype == torch.float32 and got[6].dtype == torch.bfloat16 and want[6].abs().max() > 0
+    assert torch.equal(got[6], want[6].bfloat16())
+    for i in (0, 1, 2, 3, 4, 5, 7):
+        assert torch.equal(got[i], want[i]), i
+    torch.library.opcheck(*_flat(_opcheck_cases(dtype=torch.bfloat16, scan_impl=scan_impl)[0]))
+
+
 def test_fused_call_refuses_what_the_op_does_not_compute():
     args = _core_args()
     with pytest.raises(ValueError, match="gated RMSNorm form"):
@@ -344,10 +360,11 @@ def test_the_core_op_keeps_the_same_result_in_the_interpreter(mamba_interpreted)
                                            "mamba", impl)
         for name, a, r in zip(("zxbcdt", "conv_w", "conv_b", "dt_bias", "A", "D", "norm_w"), got, grads["mamba"]):
             torch.testing.assert_close(a, r, rtol=1e-5, atol=1e-5, msg=f"{impl}: {name}")
-    # golf's y and dx kernels too ("mamba_keep_xy"), and golf's state passes ("mamba_keep_xy_pass"): every output
-    # and gradient to fp32 rounding
+    # golf's y and dx kernels too ("mamba_keep_xy"), and golf's state passes ("mamba_keep_xy_pass"; with the
+    # states in x's dtype, fp32 here, "mamba_keep_xy_pass_bf16"), and golf's dt-gradient kernel
+    # ("mamba_keep_xy_pass_bf16_dt"): every output and gradient to fp32 rounding
     fns |= mixer_op.golf_xy_kernels()
-    for impl in ("mamba_keep_xy", "mamba_keep_xy_pass"):
+    for impl in ("mamba_keep_xy", "mamba_keep_xy_pass", *mixer_op.STATES_IN_X_DTYPE):
         xy = mixer_op.mamba_core_cuda(fns, *args, HEADDIM, NGROUPS, 16, EPS, "mamba", impl)
         for name, a, r in zip(("out", "xBC", "y", "rstd", "dA_cumsum", "dt", "states", "CB"), xy,
                               outs["mamba_keep"]):
@@ -412,7 +429,10 @@ def test_mamba_keep_binds_the_ssd_parts_in_the_core_op_only(fake_libraries):  # 
                                             ("mamba_keep_dx", "golf_chunk_bwd", "golf_dx"),
                                             ("mamba_keep_chunk", "golf_chunk_bwd", "golf_chunk"),
                                             ("mamba_keep_xy", "golf_dcb_ddA", "golf_xy"),
-                                            ("mamba_keep_xy_pass", "golf_dcb_ddA", "golf_xy_pass")])
+                                            ("mamba_keep_xy_pass", "golf_dcb_ddA", "golf_xy_pass"),
+                                            ("mamba_keep_xy_pass_bf16", "golf_dcb_ddA", "golf_xy_pass_bf16"),
+                                            ("mamba_keep_xy_pass_bf16_dt", "golf_dcb_ddA", "golf_xy_pass_bf16_dt"),
+                                            ("mamba_keep_golf", "golf_dcb_states", "golf")])
 def test_golf_chunk_bwd_binds_beside_the_ssd_parts(fake_libraries, scan, key, label):  # noqa: F811
     pytest.importorskip("triton", reason="triton is not installed: golf's kernel needs it")
     fake_libraries["ssd_module"] = types.SimpleNamespace(**{name: object() for name in mixer_op.SSD_PARTS})
@@ -429,12 +449,19 @@ def test_golf_chunk_bwd_binds_beside_the_ssd_parts(fake_libraries, scan, key, la
 @pytest.mark.parametrize("scan,fwd_swaps,bwd_swaps", [
     ("mamba_keep_xy", {"_chunk_scan_fwd"}, {"_chunk_scan_chunk_state_bwd_dx"}),
     ("mamba_keep_xy_pass", {"_chunk_scan_fwd", "golf_chunk_states"},
-     {"_chunk_scan_chunk_state_bwd_dx", "golf_chunk_state_grads"})])
+     {"_chunk_scan_chunk_state_bwd_dx", "golf_chunk_state_grads"}),
+    ("mamba_keep_xy_pass_bf16", {"_chunk_scan_fwd", "golf_chunk_states"},
+     {"_chunk_scan_chunk_state_bwd_dx", "golf_chunk_state_grads"}),
+    ("mamba_keep_xy_pass_bf16_dt", {"_chunk_scan_fwd", "golf_chunk_states"},
+     {"_chunk_scan_chunk_state_bwd_dx", "golf_chunk_state_grads", "golf_dt_grads"}),
+    ("mamba_keep_golf", {"_chunk_scan_fwd", "golf_chunk_states"},
+     {"_chunk_scan_chunk_state_bwd_dx", "golf_chunk_state_grads", "golf_dt_grads"})])
 def test_golf_xy_kernels_bind_in_place_of_ssd_parts(fake_libraries, scan, fwd_swaps, bwd_swaps):  # noqa: F811
     """model.ssm_scan "mamba_keep_xy": golf's y kernel bound for the forward, its dx kernel for the backward, each
     standing in for the one mamba-ssm piece it replaces in what the op's kernels call; "mamba_keep_xy_pass" adds
-    golf's two state passes under their own names (the glue calls them in place of two mamba-ssm pieces each);
-    every other impl keeps mamba-ssm's pieces."""
+    golf's two state passes under their own names (the glue calls them in place of two mamba-ssm pieces each),
+    "mamba_keep_xy_pass_bf16" the same, and "mamba_keep_xy_pass_bf16_dt" golf's dt-gradient kernel too; every other
+    impl keeps mamba-ssm's pieces."""
     pytest.importorskip("triton", reason="triton is not installed: golf's kernels need it")
     fake_libraries["ssd_module"] = types.SimpleNamespace(**{name: object() for name in mixer_op.SSD_PARTS})
     resolve_ssm_backend("fused", "cuda", "opaque", "golf", scan)
@@ -544,12 +571,14 @@ def test_core_mixer_matches_reference_on_gpu(gated_norm, dtype, multiple, compil
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("scan", ["mamba_keep_dA", "mamba_keep_xy", "mamba_keep_xy_pass"])
+@pytest.mark.parametrize("scan", ["mamba_keep_dA", "mamba_keep_xy", "mamba_keep_xy_pass", "mamba_keep_xy_pass_bf16",
+                                  "mamba_keep_xy_pass_bf16_dt", "mamba_keep_golf"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("compiled", [True, False])
 def test_core_mixer_with_golf_conv_matches_reference_on_gpu(dtype, compiled, scan):
     """hybrid_12_b131k's op settings with golf's conv kernels (model.ssm_conv "golf") inside, padded in_proj; with
-    golf's chunk-backward kernel, with its y and dx kernels too, and with its state passes as well."""
+    golf's chunk-backward kernel, with its y and dx kernels too, with its state passes as well, with the states kept
+    in bf16 and with its dt-gradient kernel."""
     kernels = _cuda_core("golf", scan, "golf")
     ref, op = gpu_mixer_pair(kernels, 64)
     torch._dynamo.reset()
