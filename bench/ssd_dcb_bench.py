@@ -3,8 +3,7 @@ device with mamba-ssm: `dcb_ddA` (model.ssm_scan "mamba_keep_dA": the C·B gradi
 gradient) against _chunk_scan_bwd_dcb + _chunk_scan_bwd_ddAcs_stable, and `chunk_bwd` ("mamba_keep_dx": dx, ddt and
 dD too) against those two + _chunk_scan_chunk_state_bwd_dx, and `chunk_bwd` with the states' part
 ("mamba_keep_chunk": dB's and dC's states parts and the whole log-decay gradient too) against those three +
-_chunk_state_bwd_db + _chunk_scan_bwd_dC + the cumulative sums _mamba_chunk_scan_combined_bwd adds, and `dcb_states`
-("mamba_keep_golf": the same without dx, ddt, dD) against all those but _chunk_scan_chunk_state_bwd_dx. Parity of every
+_chunk_state_bwd_db + _chunk_scan_bwd_dC + the cumulative sums _mamba_chunk_scan_combined_bwd adds. Parity of every
 output (max relative error against mamba-ssm's), device ms per call of each side (the time a training step pays)
 and the memory floor of golf's kernel: it reads each input once (C·B once a group) and writes its outputs once.
 
@@ -62,15 +61,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="the sweep's num_stages values (default 1,2,3)")
     ap.add_argument("--splits", type=positive_ints, default=(1, 2, 3, 4, 6, 12),
                     help="the sweep's head_split values (default 1,2,3,4,6,12)")
-    ap.add_argument("--sweep-parts", default=",".join(PART_OUTPUTS),
-                    help=f"the parts the sweep times, comma-separated (default {','.join(PART_OUTPUTS)})")
     add_run_args(ap, 25, 100, "cuda, or cpu for a dry run in Triton's interpreter")
     a = ap.parse_args(argv)
     check_ssd_shapes(ap, a)
-    a.sweep_parts = tuple(p for p in a.sweep_parts.split(",") if p)
-    bad = [p for p in a.sweep_parts if p not in PART_OUTPUTS]
-    if bad or not a.sweep_parts:
-        ap.error(f"--sweep-parts takes a comma-separated list of {list(PART_OUTPUTS)}, got {','.join(bad) or '(none)'}")
     return a
 
 
@@ -100,40 +93,33 @@ def floor_ms(inp: dict, bw_tbs: float, part: str) -> float:
     """golf's kernel's bytes / bandwidth for `part` ("dA", "dx" or "chunk"): its inputs read once, its outputs (dCB
     and ddA; dx and ddt; dB and dC in fp32) written once."""
     names = ["x", "dt", "dA_cumsum", "dout", "CB"] + (["B", "dstates"] if part != "dA" else [])
-    names += ["C", "states_in"] if part in ("chunk", "states") else []
+    names += ["C", "states_in"] if part == "chunk" else []
     reads = sum(inp[k].numel() * inp[k].element_size() for k in names)
     writes = inp["CB"].numel() * 4 + inp["dt"].numel() * 4
-    if part in ("dx", "chunk"):
+    if part != "dA":
         writes += inp["x"].numel() * inp["x"].element_size() + inp["dt"].numel() * 4
-    if part in ("chunk", "states"):
+    if part == "chunk":
         writes += 2 * inp["B"].numel() * 4
     return (reads + writes) / (bw_tbs * 1e12) * 1e3
 
 
-# each part's outputs, in the order golf's function returns them
-PART_OUTPUTS = {"dA": ("dCB", "ddA"), "dx": ("dCB", "ddA", "dx", "ddt", "dD"),
-                "chunk": ("dCB", "ddA", "dx", "ddt", "dD", "dB", "dC"), "states": ("dCB", "ddA", "dB", "dC")}
-
-
-def golf_calls(dk, inp: dict, parts=tuple(PART_OUTPUTS)) -> dict:
-    """{part: (golf's function, its keyword inputs)} for each of `parts`: "dA" dcb_ddA, "dx" chunk_bwd, "chunk"
-    chunk_bwd with the states, "states" dcb_states."""
+def golf_calls(dk, inp: dict) -> dict:
+    """{part: (golf's function, its keyword inputs)}: "dA" dcb_ddA, "dx" chunk_bwd, "chunk" chunk_bwd with the
+    states."""
     base = {k: inp[k] for k in ("x", "dt", "dA_cumsum", "dout", "CB")}
-    calls = {"dA": (dk.dcb_ddA, base), "dx": (dk.chunk_bwd, base | {k: inp[k] for k in ("B", "dstates", "D")}),
-             "chunk": (dk.chunk_bwd, inp), "states": (dk.dcb_states, {k: v for k, v in inp.items() if k != "D"})}
-    return {part: calls[part] for part in parts}
+    return {"dA": (dk.dcb_ddA, base), "dx": (dk.chunk_bwd, base | {k: inp[k] for k in ("B", "dstates", "D")}),
+            "chunk": (dk.chunk_bwd, inp)}
 
 
-def sweep(a: argparse.Namespace, dk, want_parts: dict, inp: dict, out: dict) -> None:
-    """out[part] = [{launch, device_ms, max_rel_err}, ...] over --warps x --stages x --splits for golf's parts in
-    --sweep-parts, each launch printed as it is measured (a launch that faults ends the run: the line before names
-    the last that did not), then one table with the fastest launch per part."""
+def sweep(a: argparse.Namespace, dk, want_parts: dict, names: tuple, inp: dict, out: dict) -> None:
+    """out[part] = [{launch, device_ms, max_rel_err}, ...] over --warps x --stages x --splits for golf's three
+    parts, each launch printed as it is measured (a launch that faults ends the run: the line before names the last
+    that did not), then one table with the fastest launch per part."""
     import itertools
 
     per_group = a.heads // a.groups
     rows = []
-    for part, (fn, kwargs) in golf_calls(dk, inp, a.sweep_parts).items():
-        names = PART_OUTPUTS[part]
+    for part, (fn, kwargs) in golf_calls(dk, inp).items():
         out[part] = []
         for sp, w, st in itertools.product(a.splits, a.warps, a.stages):
             if per_group % sp:
@@ -167,8 +153,7 @@ def main(argv=None) -> int:
         inp = _inputs(a, a.device)
         calls = golf_calls(dk, inp)
         sides = {f"golf {name}": (part, functools.partial(calls[part][0], **calls[part][1]))
-                 for name, part in (("dcb_ddA", "dA"), ("chunk_bwd", "dx"), ("chunk_bwd + states", "chunk"),
-                                    ("dcb_states", "states"))}
+                 for name, part in (("dcb_ddA", "dA"), ("chunk_bwd", "dx"), ("chunk_bwd + states", "chunk"))}
         if a.device == "cuda":
             if ssm._import_mamba_triton() is None:
                 raise RuntimeError("mamba-ssm's Triton kernels do not import here")
@@ -187,38 +172,31 @@ def main(argv=None) -> int:
                                                                 D=inp["D"])
                 return (*mamba_dA(), dx, ddt, dD)
 
-            def mamba_states():  # the steps golf.mixer_op._scan_bwd_keep takes for dcb_states' outputs
-                dcb, dda = mamba_dA()
+            def mamba_chunk():  # the steps golf.mixer_op._scan_bwd_keep takes for these outputs
+                dcb, dda, dx, ddt, dD = mamba_dx()
                 dB, dda_next = sst._chunk_state_bwd_db(x, dt, cs, inp["dstates"], B=inp["B"], ngroups=a.groups)
                 dC, dda_prev = scs._chunk_scan_bwd_dC(inp["states_in"], cs, dy, C=inp["C"], ngroups=a.groups)
                 dda_prev[..., -1] += inp["ddA_chunk_end"]
                 dda = dda + dda_next + dda_prev.flip([-1]).cumsum(dim=-1).flip([-1])
-                return dcb, dda, dB, dC
-
-            def mamba_chunk():  # and with dx, ddt, dD
-                dx, ddt, dD = sc._chunk_scan_chunk_state_bwd_dx(x, dt, cs, inp["B"], inp["CB"], dy, inp["dstates"],
-                                                                D=inp["D"])
-                dcb, dda, dB, dC = mamba_states()
                 return dcb, dda, dx, ddt, dD, dB, dC
 
             sides |= {"mamba-ssm dcb + ddAcs": ("dA", mamba_dA), "mamba-ssm dx + dcb + ddAcs": ("dx", mamba_dx),
-                      "mamba-ssm dx + dcb + ddAcs + db + dC": ("chunk", mamba_chunk),
-                      "mamba-ssm dcb + ddAcs + db + dC": ("states", mamba_states)}
+                      "mamba-ssm dx + dcb + ddAcs + db + dC": ("chunk", mamba_chunk)}
             want = mamba_chunk()
-            want_parts = {"dA": mamba_dA(), "dx": mamba_dx(), "chunk": want, "states": mamba_states()}
+            want_parts = {"dA": mamba_dA(), "dx": mamba_dx(), "chunk": want}
         else:
-            refs = {"dA": dk.dcb_ddA_reference, "dx": dk.chunk_bwd_reference, "chunk": dk.chunk_bwd_reference,
-                    "states": dk.dcb_states_reference}
-            want_parts = {part: refs[part](**kwargs) for part, (_, kwargs) in calls.items()}
+            want_parts = {part: (dk.dcb_ddA_reference if part == "dA" else dk.chunk_bwd_reference)(**kwargs)
+                          for part, (_, kwargs) in calls.items()}
+        names = ("dCB", "ddA", "dx", "ddt", "dD", "dB", "dC")
         for name, (part, fn) in sides.items():
             if name.startswith("golf"):
-                got, want, names = fn(), want_parts[part], PART_OUTPUTS[part]
+                got, want = fn(), want_parts[part]
                 result["parity"][name] = rel_errs({k: v.float() for k, v in zip(names, got)},
                                                   {k: v.float() for k, v in zip(names, want)})
         time_sides(a, result, sides, functools.partial(floor_ms, inp, a.bw))
         if a.sweep:
             result["sweep"] = {}
-            sweep(a, dk, want_parts, inp, result["sweep"])
+            sweep(a, dk, want_parts, names, inp, result["sweep"])
 
     return run_and_write(a, result, measure)
 

@@ -46,10 +46,7 @@ what changes is the gradient of each chunk's end-to-end log-decay, exp(cs_last) 
 bf16-rounded S_in (mamba-ssm reads fp32 states there): one rounding of S_in in a sum over P N products, the
 precision the other state terms of that gradient already have. "mamba_keep_xy_pass_bf16_dt" adds golf's one kernel
 for the gradients of dt, A and dt_bias (golf/ssd_dt_kernel.py) in place of the sums, reversed cumulative sum and
-_chunk_cumsum_bwd after the chunk kernels, about seven launches a layer call. "mamba_keep_golf" is that with
-golf's chunk-backward kernel computing the states' parts of dB and dC and the whole log-decay gradient beside dCB
-(golf.ssd_dcb_kernel.dcb_states, in place of _chunk_state_bwd_db, _chunk_scan_bwd_dC and their workspaces, sums
-and cumulative sums): every SSD piece golf has, leaving mamba-ssm's dt cumsum, C·B and C·B-gradient products.
+_chunk_cumsum_bwd after the chunk kernels, about seven launches a layer call.
 
 The op's kernels: on CUDA, the conv of `conv_impl` (model.ssm_conv): "causal_conv1d" (causal-conv1d's forward and
 backward) or "golf" (golf's own, golf/conv_kernel.py, whose backward writes its dx straight into the input
@@ -90,7 +87,7 @@ SCAN_IMPLS = ("mamba", *KEEP_SCANS)
 GOLF_BWD = {"mamba_keep_dA": ("golf_dcb_ddA", "dA"), "mamba_keep_dx": ("golf_chunk_bwd", "dx"),
             "mamba_keep_chunk": ("golf_chunk_bwd", "chunk"), "mamba_keep_xy": ("golf_dcb_ddA", "dA"),
             "mamba_keep_xy_pass": ("golf_dcb_ddA", "dA"), "mamba_keep_xy_pass_bf16": ("golf_dcb_ddA", "dA"),
-            "mamba_keep_xy_pass_bf16_dt": ("golf_dcb_ddA", "dA"), "mamba_keep_golf": ("golf_dcb_states", "states")}
+            "mamba_keep_xy_pass_bf16_dt": ("golf_dcb_ddA", "dA")}
 # the scan_impls with golf's chunk-output and input-gradient kernels (golf_xy_kernels), golf's state passes and
 # golf's dt-gradient kernel: the SSD piece each bind_cuda key stands for, by direction (the "golf_*" pieces replace
 # two or more of mamba-ssm's each, _scan_fwd_keep and _scan_bwd_keep)
@@ -99,9 +96,9 @@ _PASS = {"fwd": _XY["fwd"] | {"golf_chunk_states": "golf_chunk_states"},
          "bwd": _XY["bwd"] | {"golf_chunk_state_grads": "golf_chunk_state_grads"}}
 _PASS_DT = {"fwd": _PASS["fwd"], "bwd": _PASS["bwd"] | {"golf_dt_grads": "golf_dt_grads"}}
 GOLF_XY = {"mamba_keep_xy": _XY, "mamba_keep_xy_pass": _PASS, "mamba_keep_xy_pass_bf16": _PASS,
-           "mamba_keep_xy_pass_bf16_dt": _PASS_DT, "mamba_keep_golf": _PASS_DT}
+           "mamba_keep_xy_pass_bf16_dt": _PASS_DT}
 # the scan_impls that keep the states entering each chunk in x's dtype rather than the compute dtype
-STATES_IN_X_DTYPE = ("mamba_keep_xy_pass_bf16", "mamba_keep_xy_pass_bf16_dt", "mamba_keep_golf")
+STATES_IN_X_DTYPE = ("mamba_keep_xy_pass_bf16", "mamba_keep_xy_pass_bf16_dt")
 # mamba-ssm's SSD pieces that scan_impl "mamba_keep" calls one by one (ssd_chunk_state.py, ssd_state_passing.py,
 # ssd_bmm.py, ssd_chunk_scan.py, ssd_combined.py, 2.3.2.post1), bound as one dict under "ssd_parts"
 SSD_PARTS = ("_chunk_cumsum_fwd", "_chunk_cumsum_bwd", "_chunk_state_fwd", "_chunk_state_bwd_db", "_state_passing_fwd",
@@ -353,9 +350,8 @@ def _scan_bwd_keep(parts: dict, dy, x, dt, A, B, C, D, dt_bias, kept, dx, ddt, d
     ddt (the raw dt's), dB and dC into the tensors passed in; → dA, dD, ddt_bias. No initial or final states.
     golf, golf_part (GOLF_BWD): golf's chunk-backward kernel (golf/ssd_dcb_kernel.py) in place of mamba-ssm's
     _chunk_scan_bwd_dcb and _chunk_scan_bwd_ddAcs_stable ("dA": golf.ssd_dcb_kernel.dcb_ddA), of those and
-    _chunk_scan_chunk_state_bwd_dx ("dx": chunk_bwd), of those, _chunk_state_bwd_db, _chunk_scan_bwd_dC and the
-    log-decay sums after them ("chunk": chunk_bwd with the states), or of all those but the dx one ("states":
-    dcb_states)."""
+    _chunk_scan_chunk_state_bwd_dx ("dx": chunk_bwd), or of those, _chunk_state_bwd_db, _chunk_scan_bwd_dC and the
+    log-decay sums after them ("chunk": chunk_bwd with the states)."""
     dA_cumsum, dt_sp, states, CB = kept
     n, g = B.shape[-1], B.shape[2]
     if "golf_chunk_state_grads" in parts:  # one launch, golf.ssd_kernel.chunk_state_grads, from dy and the raw dt
@@ -369,25 +365,20 @@ def _scan_bwd_keep(parts: dict, dy, x, dt, A, B, C, D, dt_bias, kept, dx, ddt, d
             states.flatten(-2), dA_cumsum[:, :, :, -1], dstates.flatten(-2), has_initial_states=False,
             dstates_dtype=x.dtype, states_dtype=x.dtype)
         dstates, states_lo = dstates.unflatten(-1, (-1, n)), states_lo.unflatten(-1, (-1, n))
-    states_part = {"C": C, "states_in": states_lo, "ddA_chunk_end": ddA_chunk_end}
-    # the chunk-local pieces: dx, ddt, dD, C·B's gradient and the within-chunk log-decay gradient (golf's "chunk"
-    # and "states" parts: the states' parts of dB and dC too, and the whole log-decay gradient) ...
+    # the chunk-local pieces: dx, ddt, dD, C·B's gradient and the within-chunk log-decay gradient ...
     if golf_part in ("dx", "chunk"):
-        dCB, ddA, _, ddt_sp, dD, *states_grads = golf(x, dt_sp, dA_cumsum, dy, CB, B, dstates, D, dx=dx,
-                                                      **(states_part if golf_part == "chunk" else {}))
+        states_part = {"C": C, "states_in": states_lo, "ddA_chunk_end": ddA_chunk_end} if golf_part == "chunk" else {}
+        dCB, ddA, _, ddt_sp, dD, *states_grads = golf(x, dt_sp, dA_cumsum, dy, CB, B, dstates, D, dx=dx, **states_part)
     else:
         _, ddt_sp, dD = parts["_chunk_scan_chunk_state_bwd_dx"](x, dt_sp, dA_cumsum, B, CB, dy, dstates, D=D, dx=dx)
         if golf_part == "dA":
             dCB, ddA = golf(x, dt_sp, dA_cumsum, dy, CB)  # (B, c, G, L, L), (B, H, c, L)
-        elif golf_part == "states":
-            dCB, ddA, *states_grads = golf(x, dt_sp, dA_cumsum, dy, CB, B, dstates, **states_part)
         else:
             dCB = parts["_chunk_scan_bwd_dcb"](x, dt_sp, dA_cumsum, dy, ngroups=g)
             ddA = parts["_chunk_scan_bwd_ddAcs_stable"](x, dt_sp, dA_cumsum, dy, CB)
     # ... and the states' parts of dB and dC, with the log-decays' gradient from the chunk-end decays (passed back as
-    # a reverse cumsum) and the states'
-    whole = golf_part in ("chunk", "states")  # ddA is already the whole log-decay gradient
-    if whole:
+    # a reverse cumsum) and the states' (golf's "chunk" part adds those into ddA itself)
+    if golf_part == "chunk":
         dB_state, dC_state = states_grads
     else:
         dB_state, ddA_next = parts["_chunk_state_bwd_db"](x, dt_sp, dA_cumsum, dstates, B=B, ngroups=g)
@@ -396,11 +387,10 @@ def _scan_bwd_keep(parts: dict, dy, x, dt, A, B, C, D, dt_bias, kept, dx, ddt, d
     parts["_bmm_chunk_bwd"](C, dCB, residual=dB_state, out=dB)  # dB = the states' part + C-weighted dCB
     parts["_bmm_chunk_bwd"](B, dCB.transpose(-1, -2), residual=dC_state, out=dC)
     if "golf_dt_grads" in parts:  # one launch: the log-decay sums below and _chunk_cumsum_bwd (golf/ssd_dt_kernel.py)
-        rest = (None, None, None) if whole else (ddA_next, ddA_prev, ddA_chunk_end)
-        _, dA, ddt_bias = parts["golf_dt_grads"](ddA, *rest, ddt_sp, dt, A, dt_bias=dt_bias, dt_softplus=True,
-                                                 ddt=ddt)
+        _, dA, ddt_bias = parts["golf_dt_grads"](ddA, ddA_next, ddA_prev, ddA_chunk_end, ddt_sp, dt, A,
+                                                 dt_bias=dt_bias, dt_softplus=True, ddt=ddt)
         return dA, dD, ddt_bias
-    if not whole:
+    if golf_part != "chunk":
         ddA_prev[..., -1].add_(ddA_chunk_end)  # add_ on the view: `+=` on a subscript also copies it back onto itself
         ddA += ddA_next + ddA_prev.flip([-1]).cumsum(dim=-1).flip([-1])
     _, dA, ddt_bias = parts["_chunk_cumsum_bwd"](ddA, ddt_sp, dt, A, dt_bias=dt_bias, dt_softplus=True, ddt=ddt)
@@ -540,12 +530,11 @@ def golf_norm_kernels() -> dict:
 def golf_dcb_kernels() -> dict:
     """golf's chunk-backward kernel for golf::mamba_core_bwd (GOLF_BWD): {"golf_dcb_ddA"} (model.ssm_scan
     "mamba_keep_dA": the C·B and within-chunk log-decay gradients) and {"golf_chunk_bwd"} ("mamba_keep_dx": dx, ddt
-    and dD too; "mamba_keep_chunk": with the states' parts as well) and {"golf_dcb_states"} ("mamba_keep_golf":
-    those of "mamba_keep_chunk" but dx, ddt and dD). ImportError where triton is missing
+    and dD too; "mamba_keep_chunk": with the states' parts as well). ImportError where triton is missing
     (golf.ssd_dcb_kernel imports it at module top)."""
     import golf.ssd_dcb_kernel as dk
 
-    return {"golf_dcb_ddA": dk.dcb_ddA, "golf_chunk_bwd": dk.chunk_bwd, "golf_dcb_states": dk.dcb_states}
+    return {"golf_dcb_ddA": dk.dcb_ddA, "golf_chunk_bwd": dk.chunk_bwd}
 
 
 def golf_xy_kernels() -> dict:

@@ -34,8 +34,8 @@ KERNEL_FAMILIES = (
     ("gemm", r"^triton_tem_|gemm|cutlass|cublas|xmma|nvjet|s16816|s1688|splitK"),
     ("inductor_fused", r"^triton_(poi|red|per)_"),
     ("attention", r"flash|fmha|attention|sdpa"),
-    ("ssd_scan", (r"^_?(chunk_cumsum|chunk_state|chunk_scan|chunk_local|chunk_y|chunk_dx|state_passing|bmm_chunk"
-                  r"|ssd_(fwd|bwd))")),
+    ("ssd_scan", (r"^_?(chunk_cumsum|chunk_state|chunk_scan|chunk_local|chunk_y|chunk_dx|dt_grads|state_passing"
+                  r"|bmm_chunk|ssd_(fwd|bwd))")),
     ("gated_norm", r"^_?layer_norm_(fwd|bwd)|^_gated_norm_(fwd|bwd)|rms_?norm"),
     ("block_norm", r"^_add_mix_norm_(fwd|bwd)"),
     ("causal_conv", r"causal_conv1d|^_conv_(fwd|bwd)(_\w+)?_kernel$"),

@@ -7,10 +7,8 @@ within-chunk part of the log-decays' gradient (_chunk_scan_bwd_ddAcs_stable), dx
 chunk again. Here one program per chunk and group loads C·B, B and C once and each head's dy and x once, and
 derives all of them. model.ssm_scan "mamba_keep_dA" calls `dcb_ddA` (the first two), "mamba_keep_dx" `chunk_bwd`
 (the first three) and "mamba_keep_chunk" `chunk_bwd` with the states (all five) in golf.mixer_op._scan_bwd_keep;
-"mamba_keep_golf" calls `dcb_states` (all but dx, which golf/ssd_xy_kernel.py's per-head kernel computes there);
-`dcb_ddA_reference`, `chunk_bwd_reference` and `dcb_states_reference` are the PyTorch twins. What is left of
-mamba-ssm's backward: the two passes of the state gradient across chunks, the C·B gradient's products with B and C,
-and dt's cumsum backward.
+`dcb_ddA_reference` and `chunk_bwd_reference` are the PyTorch twins. What is left of mamba-ssm's backward: the two
+passes of the state gradient across chunks, the C·B gradient's products with B and C, and dt's cumsum backward.
 
 What it computes, per batch b, chunk c and head h of group g (positions i, j < L of the chunk; dy, x: the chunk's
 (L, P) rows of head h; dt the softplus'ed dt, cs its running log-decay cs_i = sum_{k<=i} dA_k, dA_k = dt_k A_h, as
@@ -78,9 +76,8 @@ class Launch(NamedTuple):
 # the states' part: two (L x N) accumulators more). The fastest of bench/ssd_dcb_bench.py --sweep at
 # hybrid_12_b131k's mixer shapes on an H200 (bench/RESULTS.md, 2026-12-01 fourteenth block): dA 0.314 ms a call
 # (mamba-ssm's two kernels 0.487), dx 0.828 (mamba-ssm's three 0.932); every head_split above 1 was slower. "chunk"
-# keeps the one launch that has run there (1.33 ms against 1.24): its sweep faulted at Launch(4, 1, 1). "states"
-# (dCB, ddA and the states' part, without dx) starts from dA's launch, whose tiles it keeps plus two (L x N).
-LAUNCH = {"dA": Launch(8, 1, 1), "dx": Launch(4, 1, 1), "chunk": Launch(8, 3, 1), "states": Launch(8, 1, 1)}
+# keeps the one launch that has run there (1.33 ms against 1.24): its sweep faulted at Launch(4, 1, 1).
+LAUNCH = {"dA": Launch(8, 1, 1), "dx": Launch(4, 1, 1), "chunk": Launch(8, 3, 1)}
 
 
 @triton.jit
@@ -118,7 +115,7 @@ def _chunk_local_bwd_kernel(x_ptr, dy_ptr, dt_ptr, cs_ptr, cb_ptr, b_ptr, dst_pt
     row_mask = (i < valid)[:, None] & (p < P)[None, :]  # (BL, BP)
     cb = tl.load(cb_ptr + b * scb_b + c * scb_c + g * scb_g + i[:, None] * scb_i + j[None, :] * scb_j,
                  mask=tile, other=0.0).to(ACC)  # (BL, BL)
-    if WITH_DX or WITH_STATES:
+    if WITH_DX:
         n = tl.arange(0, BLOCK_N)  # (BN,)
         bg = tl.load(b_ptr + b * sb_b + rows[:, None] * sb_t + g * sb_g + n[None, :] * sb_n,
                      mask=(i < valid)[:, None] & (n < N)[None, :], other=0.0)  # (BL, BN): the group's B rows
@@ -145,19 +142,18 @@ def _chunk_local_bwd_kernel(x_ptr, dy_ptr, dt_ptr, cs_ptr, cb_ptr, b_ptr, dst_pt
         diff = tl.sum(m, axis=1) - tl.sum(m, axis=0)  # (BL,): row_i - col_i
         dda = tl.cumsum(diff, axis=0, reverse=True)  # (BL,): sum over positions >= k
         dda = tl.where(i == 0, 0.0, dda)
-        if WITH_DX or WITH_STATES:
-            dst = tl.load(dst_ptr + b * sst_b + c * sst_c + h * sst_h + n[:, None] * sst_n + p[None, :] * sst_p,
-                          mask=(n < N)[:, None] & (p < P)[None, :], other=0.0)  # (BN, BP)
-            cs_last = tl.load(cs_ptr + b * scs_b + h * scs_h + c * scs_c + (L - 1) * scs_l).to(ACC)
-            scale = tl.exp(tl.minimum(cs_last - cs_i, 0.0))  # (BL,)
-            dt_i = tl.load(dt_ptr + b * sdt_b + h * sdt_h + c * sdt_c + i * sdt_l, mask=in_l, other=0.0).to(ACC)
         if WITH_DX:
             # acc[j, :] = sum_{i>=j} CB[i, j] decay[i, j] dy_i + exp(cs_last - cs_j) B_j · dstates (its (P, N) grad)
             w = (cb * decay).to(DOT)  # (BL, BL), zero above the diagonal
             acc = tl.dot(tl.trans(w), dy.to(DOT), out_dtype=ACC, input_precision="ieee")  # (BL, BP)
+            dst = tl.load(dst_ptr + b * sst_b + c * sst_c + h * sst_h + n[:, None] * sst_n + p[None, :] * sst_p,
+                          mask=(n < N)[:, None] & (p < P)[None, :], other=0.0)  # (BN, BP)
+            cs_last = tl.load(cs_ptr + b * scs_b + h * scs_h + c * scs_c + (L - 1) * scs_l).to(ACC)
+            scale = tl.exp(tl.minimum(cs_last - cs_i, 0.0))  # (BL,)
             acc += scale[:, None] * tl.dot(bg.to(DOT), dst.to(DOT), out_dtype=ACC, input_precision="ieee")
             x = tl.trans(xt).to(ACC)  # (BL, BP)
             dyf = dy.to(ACC)
+            dt_i = tl.load(dt_ptr + b * sdt_b + h * sdt_h + c * sdt_c + i * sdt_l, mask=in_l, other=0.0).to(ACC)
             d_h = tl.load(D_ptr + h).to(ACC)
             dx = acc * dt_i[:, None] + d_h * dyf
             tl.store(dx_ptr + b * sdx_b + rows[:, None] * sdx_t + h * sdx_h + p[None, :] * sdx_p,
@@ -236,21 +232,20 @@ def _check(op, x, dt, dA_cumsum, dy, CB, dot_dtype, launch, B=None, dstates=None
 
 
 def _launch(x, dt, dA_cumsum, dout, CB, dot_dtype, launch, B=None, dstates=None, D=None, dx=None, C=None,
-            states_in=None, ddA_chunk_end=None, with_dx=True):
-    """The kernel with or without its dx part (B given and with_dx) and its states' part (C given): (dCB, ddA),
-    (dCB, ddA, dx, ddt, dD), (dCB, ddA, dx, ddt, dD, dB, dC) or (dCB, ddA, dB, dC)."""
+            states_in=None, ddA_chunk_end=None):
+    """The kernel with or without its dx part (B given) and its states' part (C given): (dCB, ddA), (dCB, ddA, dx,
+    ddt, dD) or (dCB, ddA, dx, ddt, dD, dB, dC)."""
     b, t, h, p = x.shape
     _, _, chunks, size = dt.shape
     g = CB.shape[2]
     acc = compute_dtype(x)
-    with_b = B is not None
-    with_dx, with_states = with_b and with_dx, C is not None
-    launch = launch or LAUNCH[("chunk" if with_dx else "states") if with_states else "dx" if with_dx else "dA"]
+    with_dx, with_states = B is not None, C is not None
+    launch = launch or LAUNCH["chunk" if with_states else "dx" if with_dx else "dA"]
     atomic = launch.head_split > 1
     new_sum = torch.zeros if atomic else torch.empty  # the per-group sums, added to by several programs when split
     dcb = new_sum(b, chunks, g, size, size, dtype=acc, device=x.device)
     dda = torch.empty(b, h, chunks, size, dtype=acc, device=x.device)
-    n = B.shape[-1] if with_b else 1
+    n = B.shape[-1] if with_dx else 1
     ddt = dD = db = dc = dcb  # placeholders where a part is off: the kernel never writes them
     if with_dx:
         dx = torch.empty_like(x) if dx is None else dx
@@ -261,8 +256,7 @@ def _launch(x, dt, dA_cumsum, dout, CB, dot_dtype, launch, B=None, dstates=None,
         dc = new_sum(B.shape, dtype=acc, device=x.device)
     if dcb.numel() and h:
         dot = dot_dtype or (x.dtype if x.dtype in (torch.bfloat16, torch.float16) else acc)
-        B_, dst = (B, dstates) if with_b else (x, dcb)
-        D_ = D.contiguous() if with_dx else dt  # the kernel reads D[h] at stride 1
+        B_, dst, D_ = (B, dstates, D.contiguous()) if with_dx else (x, dcb, dt)  # the kernel reads D[h] at stride 1
         C_, sin, dce = (C, states_in, ddA_chunk_end) if with_states else (x, dcb, dt)
 
         def strides(t, on, ndim):
@@ -272,7 +266,7 @@ def _launch(x, dt, dA_cumsum, dout, CB, dot_dtype, launch, B=None, dstates=None,
             x, dout, dt, dA_cumsum, CB, B_, dst, D_, C_, sin, dce, dcb, dda, dx if with_dx else dcb, ddt, dD, db, dc,
             t, chunks, h // g, launch.head_split,
             *x.stride(), *dout.stride(), *dt.stride(), *dA_cumsum.stride(), *CB.stride(),
-            *strides(B, with_b, 4), *strides(dstates, with_b, 5), *dcb.stride(), *dda.stride(),
+            *strides(B, with_dx, 4), *strides(dstates, with_dx, 5), *dcb.stride(), *dda.stride(),
             *strides(dx, with_dx, 4), *strides(dD, with_dx, 3), *strides(C, with_states, 4),
             *strides(states_in, with_states, 5), *strides(ddA_chunk_end, with_states, 3),
             *strides(db, with_states, 4),
@@ -284,7 +278,7 @@ def _launch(x, dt, dA_cumsum, dout, CB, dot_dtype, launch, B=None, dstates=None,
         for v in (dcb, dda) + ((dx, ddt, dD) if with_dx else ()) + ((db, dc) if with_states else ()):
             v.zero_()
     if not with_dx:
-        return (dcb, dda, db, dc) if with_states else (dcb, dda)
+        return dcb, dda
     out = (dcb, dda, dx, ddt, dD.sum((0, 1)).to(D.dtype))
     return out + (db, dc) if with_states else out
 
@@ -323,23 +317,6 @@ def chunk_bwd(x: torch.Tensor, dt: torch.Tensor, dA_cumsum: torch.Tensor, dout: 
     _check("chunk_bwd", x, dt, dA_cumsum, dout, CB, dot_dtype, launch, B, dstates, D, dx, C, states_in,
            ddA_chunk_end)
     return _launch(x, dt, dA_cumsum, dout, CB, dot_dtype, launch, B, dstates, D, dx, C, states_in, ddA_chunk_end)
-
-
-def dcb_states(x: torch.Tensor, dt: torch.Tensor, dA_cumsum: torch.Tensor, dout: torch.Tensor, CB: torch.Tensor,
-               B: torch.Tensor, dstates: torch.Tensor, C: torch.Tensor, states_in: torch.Tensor,
-               ddA_chunk_end: torch.Tensor, dot_dtype: torch.dtype | None = None,
-               launch: Launch | None = None) -> tuple[torch.Tensor, ...]:
-    """`chunk_bwd` with the states and without its dx part: → (dCB, ddA, dB, dC), what mamba-ssm's
-    _chunk_scan_bwd_dcb, _chunk_scan_bwd_ddAcs_stable, _chunk_state_bwd_db and _chunk_scan_bwd_dC compute, with ddA
-    the whole gradient of the log-decay increments that _chunk_cumsum_bwd takes (the cumulative sums after those
-    kernels included). Arguments as `chunk_bwd`'s (states_in in any float dtype: the dot reads it in x's dtype).
-    launch: LAUNCH["states"] by default."""
-    if any(v is None for v in (B, dstates, C, states_in, ddA_chunk_end)):
-        raise ValueError("dcb_states: B, dstates, C, states_in and ddA_chunk_end are all needed, got a None")
-    _check("dcb_states", x, dt, dA_cumsum, dout, CB, dot_dtype, launch, B, dstates, None, None, C, states_in,
-           ddA_chunk_end)
-    return _launch(x, dt, dA_cumsum, dout, CB, dot_dtype, launch, B, dstates, None, None, C, states_in,
-                   ddA_chunk_end, with_dx=False)
 
 
 def _chunked(v: torch.Tensor, chunks: int, size: int, dtype: torch.dtype) -> torch.Tensor:
@@ -391,25 +368,11 @@ def chunk_bwd_reference(x: torch.Tensor, dt: torch.Tensor, dA_cumsum: torch.Tens
     # the dx part is golf.ssd_xy_kernel's twin (imported here: that module imports this one's helpers)
     from golf.ssd_xy_kernel import chunk_dx_reference
 
+    acc_t = compute_dtype(x)
     dcb, dda = dcb_ddA_reference(x, dt, dA_cumsum, dout, CB)
     out = (dcb, dda, *chunk_dx_reference(x, dt, dA_cumsum, B, CB, dout, dstates, D))
     if C is None:
         return out
-    dda, db, dc = _states_part_reference(x, dt, dA_cumsum, dout, B, dstates, C, states_in, ddA_chunk_end, dda)
-    return (dcb, dda, *out[2:], db, dc)
-
-
-def dcb_states_reference(x: torch.Tensor, dt: torch.Tensor, dA_cumsum: torch.Tensor, dout: torch.Tensor,
-                         CB: torch.Tensor, B: torch.Tensor, dstates: torch.Tensor, C: torch.Tensor,
-                         states_in: torch.Tensor, ddA_chunk_end: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """`dcb_states` in PyTorch, in the compute dtype: (dCB, ddA, dB, dC)."""
-    dcb, dda = dcb_ddA_reference(x, dt, dA_cumsum, dout, CB)
-    return (dcb, *_states_part_reference(x, dt, dA_cumsum, dout, B, dstates, C, states_in, ddA_chunk_end, dda))
-
-
-def _states_part_reference(x, dt, dA_cumsum, dout, B, dstates, C, states_in, ddA_chunk_end, dda):
-    """The states' part of chunk_bwd_reference: → (ddA with the states' log-decay shares added, dB, dC)."""
-    acc_t = compute_dtype(x)
     b, t, h = x.shape[:3]
     _, _, chunks, size = dt.shape
     g = B.shape[2]
@@ -431,4 +394,4 @@ def _states_part_reference(x, dt, dA_cumsum, dout, B, dstates, C, states_in, ddA
     def per_group(v):  # (b, c, L, h, n) -> (b, T, g, n)
         return v.reshape(b, chunks, size, g, h // g, -1).sum(4).reshape(b, chunks * size, g, -1)[:, :t].contiguous()
 
-    return dda.contiguous(), per_group(db_h), per_group(dc_h)
+    return (dcb, dda.contiguous(), *out[2:], per_group(db_h), per_group(dc_h))

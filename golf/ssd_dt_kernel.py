@@ -12,7 +12,6 @@ one small sum; `dt_grads_reference` is its PyTorch twin.
 What it computes (b batch, h head, c chunk, l < L the position in it, pos = c L + l < T the token; the compute dtype
 is fp32, fp64 for fp64 dt, as golf.ssm.compute_dtype):
     total[b, h, c, l] = ddA + ddA_next + sum_{l' >= l} ddA_prev[b, h, c, l'] + ddA_chunk_end[b, h, c]
-                        (= ddA when those three are None: golf.ssd_dcb_kernel.dcb_states' whole gradient)
 (the chunk end's gradient enters at l' = L - 1, so every position of the chunk gets it; the reverse sum runs over
 the whole chunk, past a ragged end too, as the glue's flip/cumsum/flip does), and per token pos < T:
     v    = dt[b, pos, h] + dt_bias[h]
@@ -59,7 +58,7 @@ def _dt_grads_kernel(dda_ptr, nxt_ptr, prv_ptr, end_ptr, dsp_ptr, dt_ptr, A_ptr,
                      se_b, se_h, se_c, ss_b, ss_h, ss_c, ss_l, sdt_b, sdt_t, sdt_h, sA, sbias,
                      sg_b, sg_t, sg_h, sq_k, sq_b, sq_j,
                      L: tl.constexpr, CHUNKS: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_L: tl.constexpr,
-                     HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_PARTS: tl.constexpr, ACC: tl.constexpr):
+                     HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, ACC: tl.constexpr):
     j = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)  # b * the row stride of a wide dt can pass 2^31
     hh = tl.arange(0, BLOCK_H)  # (BH,): heads, rows of the tile
@@ -84,16 +83,13 @@ def _dt_grads_kernel(dda_ptr, nxt_ptr, prv_ptr, end_ptr, dsp_ptr, dt_ptr, A_ptr,
         # the whole chunk: the glue's flip/cumsum/flip sums it past a ragged end too
         dda = tl.load(dda_ptr + b * sa_b + hh[:, None] * sa_h + c * sa_c + ll[None, :] * sa_l, mask=valid,
                       other=0.0).to(ACC)  # (BH, BL)
-        if HAS_PARTS:
-            nxt = tl.load(nxt_ptr + b * sn_b + hh[:, None] * sn_h + c * sn_c + ll[None, :] * sn_l, mask=valid,
-                          other=0.0).to(ACC)
-            prv = tl.load(prv_ptr + b * sp_b + hh[:, None] * sp_h + c * sp_c + ll[None, :] * sp_l, mask=tile,
-                          other=0.0).to(ACC)
-            end = tl.load(end_ptr + b * se_b + hh * se_h + c * se_c, mask=in_hc, other=0.0).to(ACC)  # (BH,)
-            # the chunk end's gradient sits at L - 1, which every position's reverse sum reaches
-            total = dda + nxt + tl.cumsum(prv, axis=1, reverse=True) + end[:, None]  # (BH, BL)
-        else:  # ddA is the whole log-decay gradient already (golf.ssd_dcb_kernel.dcb_states)
-            total = dda
+        nxt = tl.load(nxt_ptr + b * sn_b + hh[:, None] * sn_h + c * sn_c + ll[None, :] * sn_l, mask=valid,
+                      other=0.0).to(ACC)
+        prv = tl.load(prv_ptr + b * sp_b + hh[:, None] * sp_h + c * sp_c + ll[None, :] * sp_l, mask=tile,
+                      other=0.0).to(ACC)
+        end = tl.load(end_ptr + b * se_b + hh * se_h + c * se_c, mask=in_hc, other=0.0).to(ACC)  # (BH,)
+        # the chunk end's gradient sits at L - 1, which every position's reverse sum reaches
+        total = dda + nxt + tl.cumsum(prv, axis=1, reverse=True) + end[:, None]  # (BH, BL)
         v = tl.load(dt_ptr + b * sdt_b + pos[None, :] * sdt_t + hh[:, None] * sdt_h, mask=valid,
                     other=0.0).to(ACC) + bias[:, None]  # (BH, BL): the pre-softplus dt
         if SOFTPLUS:
@@ -137,9 +133,6 @@ def _check(op: str, ddA, ddA_next, ddA_prev, ddA_chunk_end, ddt_sp, dt, A, dt_bi
     shapes = [("ddA_next", ddA_next, tuple(ddA.shape)), ("ddA_prev", ddA_prev, tuple(ddA.shape)),
               ("ddA_chunk_end", ddA_chunk_end, (b, h, chunks)), ("ddt_sp", ddt_sp, tuple(ddA.shape)),
               ("A", A, (h,)), ("dt_bias", dt_bias, (h,)), ("ddt", ddt, (b, t, h))]
-    if len({v is None for v in (ddA_next, ddA_prev, ddA_chunk_end)}) > 1:
-        raise ValueError(f"{op}: ddA_next, ddA_prev and ddA_chunk_end come together, or none (ddA the whole "
-                         "log-decay gradient)")
     for name, tensor, shape in shapes:
         if tensor is not None and tuple(tensor.shape) != shape:
             raise ValueError(f"{op}: {name} must have shape {shape}, got {tuple(tensor.shape)}")
@@ -151,7 +144,7 @@ def _check(op: str, ddA, ddA_next, ddA_prev, ddA_chunk_end, ddt_sp, dt, A, dt_bi
     check_dtypes_and_device(op, dt, named)  # the dtypes (the devices agree by now)
     acc = compute_dtype(dt)
     for name, tensor in named[:5]:
-        if tensor is not None and tensor.dtype != acc:
+        if tensor.dtype != acc:
             raise ValueError(f"{op}: {name} must be {acc} (the compute dtype for dt's {dt.dtype}), got {tensor.dtype}")
     if ddt is not None and ddt.dtype != dt.dtype:
         raise ValueError(f"{op}: ddt must have dt's dtype {dt.dtype}, got {ddt.dtype}")
@@ -160,17 +153,15 @@ def _check(op: str, ddA, ddA_next, ddA_prev, ddA_chunk_end, ddt_sp, dt, A, dt_bi
     check_runs_here(op, dt, interpreted())
 
 
-def dt_grads(ddA: torch.Tensor, ddA_next: torch.Tensor | None, ddA_prev: torch.Tensor | None,
-             ddA_chunk_end: torch.Tensor | None, ddt_sp: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, dt_bias: torch.Tensor | None = None,
+def dt_grads(ddA: torch.Tensor, ddA_next: torch.Tensor, ddA_prev: torch.Tensor, ddA_chunk_end: torch.Tensor,
+             ddt_sp: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, dt_bias: torch.Tensor | None = None,
              dt_softplus: bool = False, ddt: torch.Tensor | None = None, num_warps: int | None = None
              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """(ddt, dA, ddt_bias): the raw dt's gradient (b, T, h) in dt's dtype (written into `ddt` when given, any
     strides), A's and dt_bias's (h,) in the compute dtype (ddt_bias None without dt_bias), from the log-decays'
     gradient pieces ddA, ddA_next, ddA_prev (b, h, chunks, L), ddA_chunk_end (b, h, chunks) and the softplus'ed
     dt's gradient ddt_sp (b, h, chunks, L), all in the compute dtype; dt (b, T, h) raw, any strides; A, dt_bias
-    (h,). ddA_next, ddA_prev and ddA_chunk_end all None: ddA is the whole log-decay gradient (total = ddA, as
-    golf.ssd_dcb_kernel.dcb_states returns it). Module docstring for the math. num_warps: LAUNCH["num_warps"] by
-    default."""
+    (h,). Module docstring for the math. num_warps: LAUNCH["num_warps"] by default."""
     op = "dt_grads"
     _check(op, ddA, ddA_next, ddA_prev, ddA_chunk_end, ddt_sp, dt, A, dt_bias, ddt, num_warps)
     b, t, h = dt.shape
@@ -182,22 +173,20 @@ def dt_grads(ddA: torch.Tensor, ddA_next: torch.Tensor | None, ddA_prev: torch.T
     part = torch.empty(1 + (dt_bias is not None), b, blocks, h, dtype=acc, device=dt.device)  # per-program sums
     if part.numel():
         bias = dt_bias if dt_bias is not None else A  # never read without dt_bias
-        has_parts = ddA_next is not None
-        if not has_parts:  # never read: HAS_PARTS off
-            ddA_next, ddA_prev, ddA_chunk_end = ddA, ddA, ddA[..., 0]
         _dt_grads_kernel[(blocks, b)](
             ddA, ddA_next, ddA_prev, ddA_chunk_end, ddt_sp, dt, A, bias, ddt, part, t, h, chunks,
             *ddA.stride(), *ddA_next.stride(), *ddA_prev.stride(), *ddA_chunk_end.stride(), *ddt_sp.stride(),
             *dt.stride(), A.stride(0), bias.stride(0), *ddt.stride(), *part.stride()[:3],
             L=size, CHUNKS=per, BLOCK_H=triton.next_power_of_2(h), BLOCK_L=triton.next_power_of_2(size),
-            HAS_BIAS=dt_bias is not None, SOFTPLUS=bool(dt_softplus), HAS_PARTS=has_parts, ACC=TL_DTYPES[acc],
+            HAS_BIAS=dt_bias is not None, SOFTPLUS=bool(dt_softplus), ACC=TL_DTYPES[acc],
             num_warps=num_warps or LAUNCH["num_warps"])
     sums = part.sum((1, 2))  # (1 or 2, h); zeros when nothing ran
-    return ddt, sums[0], sums[1] if dt_bias is not None else None
+    # two tensors that share no memory: golf::mamba_core_bwd returns both, and a custom op's outputs may not alias
+    return ddt, sums[0], sums[1].clone() if dt_bias is not None else None
 
 
-def dt_grads_reference(ddA: torch.Tensor, ddA_next: torch.Tensor | None, ddA_prev: torch.Tensor | None,
-                       ddA_chunk_end: torch.Tensor | None, ddt_sp: torch.Tensor, dt: torch.Tensor, A: torch.Tensor,
+def dt_grads_reference(ddA: torch.Tensor, ddA_next: torch.Tensor, ddA_prev: torch.Tensor,
+                       ddA_chunk_end: torch.Tensor, ddt_sp: torch.Tensor, dt: torch.Tensor, A: torch.Tensor,
                        dt_bias: torch.Tensor | None = None, dt_softplus: bool = False,
                        ddt: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """`dt_grads` in PyTorch, in the compute dtype: the glue's flip/cumsum/flip, then mamba-ssm's
@@ -205,11 +194,9 @@ def dt_grads_reference(ddA: torch.Tensor, ddA_next: torch.Tensor | None, ddA_pre
     acc = compute_dtype(dt)
     b, t, h = dt.shape
     chunks, size = ddA.shape[2], ddA.shape[3]
-    total = ddA.to(acc)  # (b, h, c, L)
-    if ddA_next is not None:
-        prev = ddA_prev.to(acc).clone()
-        prev[..., -1] += ddA_chunk_end.to(acc)
-        total = total + ddA_next.to(acc) + prev.flip([-1]).cumsum(-1).flip([-1])
+    prev = ddA_prev.to(acc).clone()
+    prev[..., -1] += ddA_chunk_end.to(acc)
+    total = ddA.to(acc) + ddA_next.to(acc) + prev.flip([-1]).cumsum(-1).flip([-1])  # (b, h, c, L)
 
     def tokens(x):  # (b, h, c, L) -> (b, T, h): the tokens inside the sequence
         return x.permute(0, 2, 3, 1).reshape(b, chunks * size, h)[:, :t]

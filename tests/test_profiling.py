@@ -20,6 +20,7 @@ from golf.profiling import StepWindowProfiler, busy_us, compiled_graph_stats, ke
     ("_ssd_bwd_chunk_kernel", "ssd_scan"),
     ("_chunk_local_bwd_kernel", "ssd_scan"),  # golf's own (golf/ssd_dcb_kernel.py)
     ("_chunk_y_kernel", "ssd_scan"), ("_chunk_dx_kernel", "ssd_scan"),  # golf's own (golf/ssd_xy_kernel.py)
+    ("_dt_grads_kernel", "ssd_scan"),  # golf/ssd_dt_kernel.py
     ("_layer_norm_fwd_1pass_kernel", "gated_norm"),
     ("_gated_norm_bwd_kernel", "gated_norm"),  # golf's own (golf/gated_norm_kernel.py)
     ("_add_mix_norm_bwd_kernel", "block_norm"),  # golf's own (golf/block_norm_kernel.py)

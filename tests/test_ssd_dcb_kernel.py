@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from golf.ssd_dcb_kernel import chunk_bwd_reference, dcb_ddA_reference, dcb_states_reference
+from golf.ssd_dcb_kernel import chunk_bwd_reference, dcb_ddA_reference
 
 
 def _inputs(b, t, h, g, p, size, dtype, device, seed=0):
@@ -210,46 +210,10 @@ def test_chunk_bwd_states_kernel_matches_reference(dk, dtype, t, h, g, p, n, siz
         torch.testing.assert_close(a, r, rtol=tol, atol=tol * r.abs().max().item(), msg=name)
 
 
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["fp64", "fp32"])
-@pytest.mark.parametrize("t,h,g,p,n,size", [(64, 4, 1, 16, 16, 16), (40, 4, 2, 12, 12, 16), (70, 2, 1, 16, 32, 32)],
-                         ids=["whole_chunks", "ragged_two_groups_narrow", "ragged_chunk_32"])
-def test_dcb_states_is_chunk_bwd_without_dx(dk, dtype, t, h, g, p, n, size):
-    """dcb_states (model.ssm_scan "mamba_keep_golf"): dCB, the whole ddA, dB and dC in one launch without dx,
-    against its twin, which is chunk_bwd_reference's same outputs; the states in bf16 (as that scan keeps them) give
-    what their fp32 copy gives."""
-    device = "cpu" if dk.interpreted() else "cuda"
-    x, dt, cs, dout, CB, B, dstates, D, C, states_in, chunk_end = _states_inputs(2, t, h, g, p, n, size, dtype,
-                                                                               device, seed=t + 1)
-    got = dk.dcb_states(x, dt, cs, dout, CB, B, dstates, C, states_in, chunk_end)
-    want = dcb_states_reference(x, dt, cs, dout, CB, B, dstates, C, states_in, chunk_end)
-    full = chunk_bwd_reference(x, dt, cs, dout, CB, B, dstates, D, C, states_in, chunk_end)
-    tol = 1e-12 if dtype == torch.float64 else 5e-5
-    assert len(got) == len(want) == 4
-    for name, a, r, f in zip(("dCB", "ddA", "dB", "dC"), got, want, (*full[:2], *full[5:])):
-        assert a.shape == r.shape and a.dtype == r.dtype, name
-        assert torch.equal(r, f) and r.abs().max() > 0.1, name
-        torch.testing.assert_close(a, r, rtol=tol, atol=tol * r.abs().max().item(), msg=name)
-    low = states_in.to(torch.bfloat16)
-    for a, r in zip(dk.dcb_states(x, dt, cs, dout, CB, B, dstates, C, low, chunk_end),
-                    dk.dcb_states(x, dt, cs, dout, CB, B, dstates, C, low.to(dtype), chunk_end)):
-        torch.testing.assert_close(a, r, rtol=tol, atol=tol * r.abs().max().item())
-
-
-def test_dcb_states_needs_every_states_input(dk):
-    device = "cpu" if dk.interpreted() else "cuda"
-    x, dt, cs, dout, CB, B, dstates, _, C, states_in, chunk_end = _states_inputs(2, 64, 4, 1, 16, 16, 16,
-                                                                               torch.float32, device)
-    with pytest.raises(ValueError, match=r"^dcb_states: B, dstates, C, states_in and ddA_chunk_end are all needed, "
-                                         r"got a None$"):
-        dk.dcb_states(x, dt, cs, dout, CB, B, dstates, C, None, chunk_end)
-    with pytest.raises(ValueError, match=r"^dcb_states: states_in must have shape"):
-        dk.dcb_states(x, dt, cs, dout, CB, B, dstates, C, states_in[:, :1], chunk_end)
-
-
 @pytest.mark.parametrize("h,g,split", [(4, 1, 2), (4, 1, 4), (4, 2, 2)])
 def test_head_split_launch_matches_reference(dk, h, g, split):
     """Several programs sharing a group's heads, their dCB, dB and dC sums added with atomics: the same results as
-    the twin, for each part (dA alone, with dx, with dx and the states, with the states alone)."""
+    the twin, for each part (dA alone, with dx, with the states)."""
     device = "cpu" if dk.interpreted() else "cuda"
     x, dt, cs, dout, CB, B, dstates, D, C, states_in, chunk_end = _states_inputs(2, 40, h, g, 12, 12, 16,
                                                                                torch.float64, device, seed=split)
@@ -260,11 +224,9 @@ def test_head_split_launch_matches_reference(dk, h, g, split):
                       (dk.chunk_bwd(x, dt, cs, dout, CB, B, dstates, D, launch=launch),
                        chunk_bwd_reference(x, dt, cs, dout, CB, B, dstates, D)),
                       (dk.chunk_bwd(x, dt, cs, dout, CB, B, dstates, D, **states, launch=launch),
-                       chunk_bwd_reference(x, dt, cs, dout, CB, B, dstates, D, *states.values())),
-                      (dk.dcb_states(x, dt, cs, dout, CB, B, dstates, *states.values(), launch=launch),
-                       dcb_states_reference(x, dt, cs, dout, CB, B, dstates, *states.values()))):
+                       chunk_bwd_reference(x, dt, cs, dout, CB, B, dstates, D, *states.values()))):
         assert len(got) == len(want)
-        for name, a, r in zip(names if len(got) > 4 else ("dCB", "ddA", "dB", "dC"), got, want):
+        for name, a, r in zip(names, got, want):
             torch.testing.assert_close(a, r, rtol=1e-12, atol=1e-12 * r.abs().max().item(), msg=name)
             assert r.abs().max() > 0.1, name  # the comparison is not of zeros
 
@@ -432,7 +394,4 @@ def test_chunk_bwd_states_matches_mamba_ssm_on_gpu(dk):
     dda += dda_next + dda_prev.flip([-1]).cumsum(dim=-1).flip([-1])
     got = dk.chunk_bwd(x, dt, cs, dy, CB, B, dstates, D, C=C, states_in=states_in, ddA_chunk_end=chunk_end)
     for name, a, r in (("ddA", got[1], dda), ("dB", got[5], dB), ("dC", got[6], dC)):
-        torch.testing.assert_close(a.float(), r.float(), rtol=1e-2, atol=1e-2 * r.abs().max().item(), msg=name)
-    got = dk.dcb_states(x, dt, cs, dy, CB, B, dstates, C, states_in, chunk_end)  # without dx (mamba_keep_golf)
-    for name, a, r in (("ddA", got[1], dda), ("dB", got[2], dB), ("dC", got[3], dC)):
         torch.testing.assert_close(a.float(), r.float(), rtol=1e-2, atol=1e-2 * r.abs().max().item(), msg=name)

@@ -135,19 +135,6 @@ def test_kernel_matches_reference(tk, t, size, softplus, bias):
         assert (pre < 0).any() and (got[0][pre < 0] == 0).all()
 
 
-@pytest.mark.parametrize("t,size", [(128, 32), (150, 64)], ids=["whole_32", "ragged_64"])
-def test_whole_log_decay_gradient_without_the_parts(tk, t, size):
-    """ddA_next, ddA_prev and ddA_chunk_end None (model.ssm_scan "mamba_keep_golf": golf.ssd_dcb_kernel.dcb_states
-    returns the whole log-decay gradient): the same as passing zeros for them, kernel and twin, fp64."""
-    v = _inputs(2, t, 5, size, device=_device(tk), seed=t)
-    zeros = {k: torch.zeros_like(v[k]) for k in ("ddA_next", "ddA_prev", "ddA_chunk_end")}
-    alone = {**v, "ddA_next": None, "ddA_prev": None, "ddA_chunk_end": None}
-    want = dt_grads_reference(**v | zeros)
-    _assert_close(dt_grads_reference(**alone), want, 1e-12, "twin without the parts")
-    _assert_close(tk.dt_grads(**alone), want, 1e-12, "kernel without the parts")
-    assert min(r.abs().max().item() for r in want) > 0.1
-
-
 @pytest.mark.parametrize("chunks", [2, 3])
 def test_chunks_a_program_do_not_change_the_result(tk, monkeypatch, chunks):
     """Programs walking 2 or 3 chunks (LAUNCH["chunks"]; 5 chunks here, so the last program's block runs past the
@@ -251,10 +238,9 @@ def test_empty(tk, b, t):
      "ddA must be torch.float32 (the compute dtype for dt's torch.bfloat16), got torch.float64"),
     (lambda v: {**v, "ddt": v["dt"].float()}, "ddt must have dt's dtype torch.float64, got torch.float32"),
     (lambda v: {**v, "num_warps": 3}, "num_warps must be a power of two from 1 to 16, got 3"),
-    (lambda v: {**v, "ddA_prev": None}, "ddA_next, ddA_prev and ddA_chunk_end come together, or none"),
 ], ids=["dt_dims", "ddA_dims", "chunk_size", "chunk_count", "ddA_next", "ddA_prev", "chunk_end", "ddt_sp", "A",
         "dt_bias", "ddt_shape", "device", "dtype", "compute_dtype", "compute_dtype_of_bf16", "ddt_dtype",
-        "num_warps", "parts_together"])
+        "num_warps"])
 def test_bad_input_is_one_clear_line(tk, change, expected):
     values = _inputs(2, 40, 3, 16, device=_device(tk))
     with pytest.raises(ValueError, match="^dt_grads: ") as e:
