@@ -136,7 +136,7 @@ class ModelConfig:
     ssm_scan: str = _spec("mamba", choices=("mamba", "golf", "golf_split", "mamba_keep", "mamba_keep_dA",
                                             "mamba_keep_dx", "mamba_keep_chunk", "mamba_keep_xy",
                                             "mamba_keep_xy_pass", "mamba_keep_xy_pass_bf16",
-                                            "mamba_keep_xy_pass_bf16_dt"),
+                                            "mamba_keep_xy_pass_bf16_dt", "mamba_keep_golf"),
                           doc="the Mamba mixer's SSD scan on the triton path, under every ssm_compile mode: "
                               "mamba-ssm's mamba_chunk_scan_combined, or golf's own fused Triton kernels "
                               "(golf/ssd_kernel.py, needs triton) with the forward and backward walking the chunks "
@@ -156,7 +156,9 @@ class ModelConfig:
                               "mamba_keep_xy_pass with those states kept in x's dtype (bf16 in training: half their "
                               "traffic; the chunk-end log-decay gradient then reads bf16-rounded states), and "
                               "mamba_keep_xy_pass_bf16_dt with the gradients of dt, A and dt_bias from golf's one "
-                              "kernel (golf/ssd_dt_kernel.py) instead of the sums and mamba-ssm's _chunk_cumsum_bwd; "
+                              "kernel (golf/ssd_dt_kernel.py) instead of the sums and mamba-ssm's _chunk_cumsum_bwd, "
+                              "and mamba_keep_golf with golf's two passes reading the forward's kept running "
+                              "log-decay and dt instead of recomputing them from the raw dt; "
                               "the reference path always uses "
                               "golf.ssm.ssd_scan_reference (no effect there)")
     ssm_conv: str = _spec("causal_conv1d", choices=("causal_conv1d", "golf"),

@@ -46,7 +46,10 @@ what changes is the gradient of each chunk's end-to-end log-decay, exp(cs_last) 
 bf16-rounded S_in (mamba-ssm reads fp32 states there): one rounding of S_in in a sum over P N products, the
 precision the other state terms of that gradient already have. "mamba_keep_xy_pass_bf16_dt" adds golf's one kernel
 for the gradients of dt, A and dt_bias (golf/ssd_dt_kernel.py) in place of the sums, reversed cumulative sum and
-_chunk_cumsum_bwd after the chunk kernels, about seven launches a layer call.
+_chunk_cumsum_bwd after the chunk kernels, about seven launches a layer call. "mamba_keep_golf" is that with golf's
+two passes reading each chunk's running log-decay (and the forward pass its softplus'ed dt) from the forward's kept
+dA_cumsum and dt (contiguous (b, h, chunks, L) rows) instead of recomputing them from the raw dt: a strided column
+of zxbcdt's wide rows, a softplus, a cumsum and a reduction on the serial chain of each chunk's update.
 
 The op's kernels: on CUDA, the conv of `conv_impl` (model.ssm_conv): "causal_conv1d" (causal-conv1d's forward and
 backward) or "golf" (golf's own, golf/conv_kernel.py, whose backward writes its dx straight into the input
@@ -87,7 +90,7 @@ SCAN_IMPLS = ("mamba", *KEEP_SCANS)
 GOLF_BWD = {"mamba_keep_dA": ("golf_dcb_ddA", "dA"), "mamba_keep_dx": ("golf_chunk_bwd", "dx"),
             "mamba_keep_chunk": ("golf_chunk_bwd", "chunk"), "mamba_keep_xy": ("golf_dcb_ddA", "dA"),
             "mamba_keep_xy_pass": ("golf_dcb_ddA", "dA"), "mamba_keep_xy_pass_bf16": ("golf_dcb_ddA", "dA"),
-            "mamba_keep_xy_pass_bf16_dt": ("golf_dcb_ddA", "dA")}
+            "mamba_keep_xy_pass_bf16_dt": ("golf_dcb_ddA", "dA"), "mamba_keep_golf": ("golf_dcb_ddA", "dA")}
 # the scan_impls with golf's chunk-output and input-gradient kernels (golf_xy_kernels), golf's state passes and
 # golf's dt-gradient kernel: the SSD piece each bind_cuda key stands for, by direction (the "golf_*" pieces replace
 # two or more of mamba-ssm's each, _scan_fwd_keep and _scan_bwd_keep)
@@ -96,9 +99,11 @@ _PASS = {"fwd": _XY["fwd"] | {"golf_chunk_states": "golf_chunk_states"},
          "bwd": _XY["bwd"] | {"golf_chunk_state_grads": "golf_chunk_state_grads"}}
 _PASS_DT = {"fwd": _PASS["fwd"], "bwd": _PASS["bwd"] | {"golf_dt_grads": "golf_dt_grads"}}
 GOLF_XY = {"mamba_keep_xy": _XY, "mamba_keep_xy_pass": _PASS, "mamba_keep_xy_pass_bf16": _PASS,
-           "mamba_keep_xy_pass_bf16_dt": _PASS_DT}
+           "mamba_keep_xy_pass_bf16_dt": _PASS_DT, "mamba_keep_golf": _PASS_DT}
 # the scan_impls that keep the states entering each chunk in x's dtype rather than the compute dtype
-STATES_IN_X_DTYPE = ("mamba_keep_xy_pass_bf16", "mamba_keep_xy_pass_bf16_dt")
+STATES_IN_X_DTYPE = ("mamba_keep_xy_pass_bf16", "mamba_keep_xy_pass_bf16_dt", "mamba_keep_golf")
+# the scan_impls whose golf passes read the kept dA_cumsum and dt instead of the raw dt
+PASSES_READ_KEPT = ("mamba_keep_golf",)
 # mamba-ssm's SSD pieces that scan_impl "mamba_keep" calls one by one (ssd_chunk_state.py, ssd_state_passing.py,
 # ssd_bmm.py, ssd_chunk_scan.py, ssd_combined.py, 2.3.2.post1), bound as one dict under "ssd_parts"
 SSD_PARTS = ("_chunk_cumsum_fwd", "_chunk_cumsum_bwd", "_chunk_state_fwd", "_chunk_state_bwd_db", "_state_passing_fwd",
@@ -234,17 +239,19 @@ def _keep_parts(fns: dict, scan_impl: str, way: str) -> dict:
     return fns["ssd_parts"] | {part: fns[key] for part, key in swaps.items()}
 
 
-def _scan_fwd_keep(parts: dict, x, dt, A, B, C, D, dt_bias, chunk_size, states_dtype=None):
+def _scan_fwd_keep(parts: dict, x, dt, A, B, C, D, dt_bias, chunk_size, states_dtype=None, read_kept=False):
     """mamba-ssm's SSD forward (_mamba_chunk_scan_combined_fwd's steps) with its internals kept: → y (B, T, H, P),
     dA_cumsum, dt (B, H, c, L), the states entering each chunk (B, c, H, P, N) and CB (B, c, G, L, L), all fp32 but
     y. The states stay fp32 rather than the forward's bf16, as the backward's recompute makes them: the chunk
     scan casts them to C's dtype as it loads them, so y is unchanged. states_dtype (golf's pass only): the states'
-    stored dtype instead (STATES_IN_X_DTYPE)."""
+    stored dtype instead (STATES_IN_X_DTYPE); read_kept (golf's pass only): it reads dA_cumsum and dt as
+    _chunk_cumsum_fwd made them (PASSES_READ_KEPT)."""
     p, n = x.shape[-1], B.shape[-1]
     dA_cumsum, dt_sp = parts["_chunk_cumsum_fwd"](dt, A, chunk_size, dt_bias=dt_bias, dt_softplus=True)
     if "golf_chunk_states" in parts:  # one launch: golf.ssd_kernel.chunk_states, from the raw dt
+        kept_cs = {"dA_cumsum": dA_cumsum, "dt_chunks": dt_sp} if read_kept else {}
         states = parts["golf_chunk_states"](x, dt, A, B, chunk_size, dt_bias=dt_bias, dt_softplus=True,
-                                            states_dtype=states_dtype)
+                                            states_dtype=states_dtype, **kept_cs)
     else:
         chunk_states = parts["_chunk_state_fwd"](B, x, dt_sp, dA_cumsum, states_in_fp32=True)  # (B, c, H, P, N)
         states, _ = parts["_state_passing_fwd"](chunk_states.flatten(-2), dA_cumsum[:, :, :, -1])  # (B, c, H, P N)
@@ -284,7 +291,7 @@ def mamba_core_cuda(fns: dict, zxbcdt, conv_weight, conv_bias, dt_bias, A, D, no
     else:
         y, *kept = _scan_fwd_keep(_keep_parts(fns, scan_impl, "fwd"), x.view(heads), dt, A, B.view(groups),
                                   C.view(groups), D, dt_bias, chunk_size,
-                                  x.dtype if scan_impl in STATES_IN_X_DTYPE else None)
+                                  x.dtype if scan_impl in STATES_IN_X_DTYPE else None, scan_impl in PASSES_READ_KEPT)
     y = _like(y).view(b, t, d)
     out = zxbcdt.new_empty(b, t, d)
     if norm_impl == "mamba":
@@ -344,19 +351,22 @@ def _(dout, zxbcdt, conv_weight, conv_bias, dt_bias, A, D, norm_weight, xBC, y, 
                  for t in (zxbcdt, conv_weight, conv_bias, dt_bias, A, D, norm_weight))
 
 
-def _scan_bwd_keep(parts: dict, dy, x, dt, A, B, C, D, dt_bias, kept, dx, ddt, dB, dC, golf=None, golf_part=None):
+def _scan_bwd_keep(parts: dict, dy, x, dt, A, B, C, D, dt_bias, kept, dx, ddt, dB, dC, golf=None, golf_part=None,
+                   read_kept=False):
     """mamba-ssm's SSD backward (_mamba_chunk_scan_combined_bwd's steps) from the forward's kept internals instead
     of recomputing them (its _chunk_cumsum_fwd, _bmm_chunk_fwd, _chunk_state_fwd and _state_passing_fwd): writes dx,
     ddt (the raw dt's), dB and dC into the tensors passed in; → dA, dD, ddt_bias. No initial or final states.
     golf, golf_part (GOLF_BWD): golf's chunk-backward kernel (golf/ssd_dcb_kernel.py) in place of mamba-ssm's
     _chunk_scan_bwd_dcb and _chunk_scan_bwd_ddAcs_stable ("dA": golf.ssd_dcb_kernel.dcb_ddA), of those and
     _chunk_scan_chunk_state_bwd_dx ("dx": chunk_bwd), or of those, _chunk_state_bwd_db, _chunk_scan_bwd_dC and the
-    log-decay sums after them ("chunk": chunk_bwd with the states)."""
+    log-decay sums after them ("chunk": chunk_bwd with the states). read_kept: golf's backward pass reads the kept
+    dA_cumsum instead of recomputing it from the raw dt (PASSES_READ_KEPT)."""
     dA_cumsum, dt_sp, states, CB = kept
     n, g = B.shape[-1], B.shape[2]
     if "golf_chunk_state_grads" in parts:  # one launch, golf.ssd_kernel.chunk_state_grads, from dy and the raw dt
         dstates, ddA_chunk_end = parts["golf_chunk_state_grads"](dy, dt, A, C, dA_cumsum.shape[-1], dt_bias=dt_bias,
-                                                                 dt_softplus=True, states=states)
+                                                                 dt_softplus=True, states=states,
+                                                                 dA_cumsum=dA_cumsum if read_kept else None)
         states_lo = states  # the kernels that read it cast it to dy's dtype as they load it
     else:
         # the gradient of the state entering each chunk from the outputs that read it, then passed back across chunks
@@ -445,7 +455,8 @@ def mamba_core_bwd_cuda(fns: dict, dout, zxbcdt, conv_weight, conv_bias, dt_bias
                                           (dA_cumsum, dt_sp, states, CB), dx.view(heads), ddt, dB.view(groups),
                                           dC.view(groups),
                                           *((fns[GOLF_BWD[scan_impl][0]], GOLF_BWD[scan_impl][1])
-                                            if scan_impl in GOLF_BWD else ()))
+                                            if scan_impl in GOLF_BWD else ()),
+                                          read_kept=scan_impl in PASSES_READ_KEPT)
     dx_in = dxBC_in.transpose(1, 2)  # (B, conv_dim, T), a view into dzxbcdt: stride over channels 1
     if conv_impl == "golf":
         # conv_bwd(x, weight, bias, dout, dx=) → dx (the one passed in: any row stride), dweight, dbias

@@ -160,6 +160,21 @@ def _chunk_dt(dt_base, sdt_l, dtb, A, pos, valid, SOFTPLUS: tl.constexpr, ACC: t
 
 
 @triton.jit
+def _kept_cs(cs_row, scs_l, dt_row, sdt_l, t, chunk_size, ACC: tl.constexpr, WITH_DT: tl.constexpr = True):
+    """One chunk's kept running log-decay cs (BL,), its last value cs_last, and with WITH_DT its kept softplus'ed
+    dt (BL,; else 0), from the forward's (b, h, chunks, L) rows: zero past the chunk (L < BL), where the kept rows
+    end; past the sequence's end the kept dt is 0 and cs flat, as _chunk_dt makes them."""
+    inside = t < chunk_size
+    cs = tl.load(cs_row + t * scs_l, mask=inside, other=0.0).to(ACC)
+    cs_last = tl.load(cs_row + (chunk_size - 1) * scs_l).to(ACC)
+    if WITH_DT:
+        dtv = tl.load(dt_row + t * sdt_l, mask=inside, other=0.0).to(ACC)
+    else:
+        dtv = tl.zeros_like(cs)
+    return dtv, cs, cs_last
+
+
+@triton.jit
 def _chunk_y(xc, Bc, Cc, S, dtv, cs, Dh, BL: tl.constexpr, HAS_D: tl.constexpr, ACC: tl.constexpr,
              DOT: tl.constexpr, PREC: tl.constexpr):
     """One chunk's y (BL, BP) in ACC, from its x (BL, BP), B, C (BL, BN), dt and cs (BL,) and the state entering
@@ -451,7 +466,7 @@ def _ssd_bwd_kernel(
 @triton.jit
 def _ssd_bwd_pass_kernel(
     x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, dtb_ptr, init_ptr, dy_ptr, dfinal_ptr, states_ptr, dstates_ptr,
-    dinit_ptr, final_ptr, dda_ptr,
+    dinit_ptr, final_ptr, dda_ptr, cs_ptr, dtk_ptr,
     seqlen, nchunks, chunk_size, heads_per_group, hdim, dstate,
     sx_b, sx_l, sx_h, sx_p,
     sdt_b, sdt_l, sdt_h,
@@ -465,10 +480,12 @@ def _ssd_bwd_pass_kernel(
     sdi_b, sdi_h, sdi_p, sdi_n,
     sf_b, sf_h, sf_p, sf_n,
     sa_b, sa_h, sa_c,
+    scs_b, scs_h, scs_c, scs_l,
+    sdk_b, sdk_h, sdk_c, sdk_l,
     BL: tl.constexpr, BP: tl.constexpr, BN: tl.constexpr,
     SOFTPLUS: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_INIT: tl.constexpr, HAS_DFINAL: tl.constexpr,
     STORE_DINIT: tl.constexpr, STORE_FINAL: tl.constexpr, ROLE: tl.constexpr, ACC: tl.constexpr,
-    DOT: tl.constexpr, PREC: tl.constexpr, STORE_DDA: tl.constexpr = False,
+    DOT: tl.constexpr, PREC: tl.constexpr, STORE_DDA: tl.constexpr = False, KEPT_CS: tl.constexpr = False,
 ):
     """The two sequential recurrences of the split designs, each one (p × n) update per chunk. Role 0 walks
     forward: stores the state entering each chunk (and, under STORE_FINAL, the state leaving the last one, in
@@ -487,7 +504,11 @@ def _ssd_bwd_pass_kernel(
     "trace") take x as written, clone it before the launch and put the clone in x's place after it.
     STORE_DDA (ROLE=1 only, with the states entering each chunk S_in given in `states`): role 1 also stores the
     gradient of each chunk's end-to-end log-decay cs_last, exp(cs_last) <S_in(c), dS_out(c)> (b, h, chunks) in
-    ACC, from the running fp32 dS_out before it is stored, as mamba-ssm's _state_passing_bwd computes it."""
+    ACC, from the running fp32 dS_out before it is stored, as mamba-ssm's _state_passing_bwd computes it.
+    KEPT_CS (ROLE 0 or 1): each chunk's running log-decay cs (and for role 0 its softplus'ed dt) are loaded from
+    the forward's kept dA_cumsum and dt (b, h, chunks, L: contiguous rows, with cs_last one more load) instead of
+    recomputed from the raw dt (a strided column of a wide row, a softplus, a cumsum and a reduction for cs_last,
+    all on the chain each chunk's update waits for)."""
     pid_h = tl.program_id(0)
     if ROLE < 0:
         role = tl.program_id(1)
@@ -517,8 +538,13 @@ def _ssd_bwd_pass_kernel(
         for c in range(nchunks):
             pos = c * chunk_size + t
             valid = (t < chunk_size) & (pos < seqlen)
-            dtv, _, cs = _chunk_dt(dt_base, sdt_l, dtb, A, pos, valid, SOFTPLUS, ACC)
-            cs_last = tl.sum(tl.where(t == BL - 1, cs, 0.0), axis=0)
+            if KEPT_CS:
+                dtv, cs, cs_last = _kept_cs(cs_ptr + pid_b * scs_b + pid_h * scs_h + c * scs_c, scs_l,
+                                            dtk_ptr + pid_b * sdk_b + pid_h * sdk_h + c * sdk_c, sdk_l, t,
+                                            chunk_size, ACC)
+            else:
+                dtv, _, cs = _chunk_dt(dt_base, sdt_l, dtb, A, pos, valid, SOFTPLUS, ACC)
+                cs_last = tl.sum(tl.where(t == BL - 1, cs, 0.0), axis=0)
             tl.store(st_base + c * ss_c, S.to(states_ptr.dtype.element_ty), mask=pn_mask)
             xc = tl.load(x_base + pos[:, None] * sx_l + pp[None, :] * sx_p, mask=valid[:, None] & pmask[None, :],
                          other=0.0).to(ACC)  # (BL, BP)
@@ -542,8 +568,12 @@ def _ssd_bwd_pass_kernel(
             c = nchunks - 1 - ci
             pos = c * chunk_size + t
             valid = (t < chunk_size) & (pos < seqlen)
-            _, _, cs = _chunk_dt(dt_base, sdt_l, dtb, A, pos, valid, SOFTPLUS, ACC)
-            cs_last = tl.sum(tl.where(t == BL - 1, cs, 0.0), axis=0)
+            if KEPT_CS:
+                _, cs, cs_last = _kept_cs(cs_ptr + pid_b * scs_b + pid_h * scs_h + c * scs_c, scs_l, cs_ptr, 0, t,
+                                          chunk_size, ACC, False)
+            else:
+                _, _, cs = _chunk_dt(dt_base, sdt_l, dtb, A, pos, valid, SOFTPLUS, ACC)
+                cs_last = tl.sum(tl.where(t == BL - 1, cs, 0.0), axis=0)
             tl.store(ds_base + c * sds_c, dS.to(dstates_ptr.dtype.element_ty), mask=pn_mask)
             if STORE_DDA:
                 s_in = tl.load(states_ptr + pid_b * ss_b + pid_h * ss_h + c * ss_c + pp[:, None] * ss_p
@@ -675,10 +705,12 @@ def _states_dtype(states_dtype, dot: dict) -> torch.dtype:
 
 
 def _pass(role, x, dt, A, B, C, chunk_size, dt_bias, initial_states, dy, dfinal, states, dstates, dinit, final,
-          consts, dda=None) -> None:
+          consts, dda=None, dA_cumsum=None, dt_chunks=None) -> None:
     """_ssd_bwd_pass_kernel for one role on grid (h, 1, b), or both (role=None) on grid (h, 2, b) (0: S_in into
     `states` and the final state into `final` if not None; 1: dS_out into `dstates` and the initial state's
-    gradient into `dinit` if not None). A role's tensors may be None when it does not run."""
+    gradient into `dinit` if not None). A role's tensors may be None when it does not run. dA_cumsum (and for
+    role 0 dt_chunks), (b, h, chunks, L): the forward's kept running log-decay and softplus'ed dt, read instead
+    of recomputed (KEPT_CS)."""
     b, l, h, p = x.shape
     g, n = B.shape[2], B.shape[3]
     dummy = x  # pointer for absent tensors (never read or written: the role and the constexpr flags skip them)
@@ -688,11 +720,13 @@ def _pass(role, x, dt, A, B, C, chunk_size, dt_bias, initial_states, dy, dfinal,
         dfinal if dfinal is not None else dummy, states if states is not None else dummy,
         dstates if dstates is not None else dummy, dinit if dinit is not None else dummy,
         final if final is not None else dummy, dda if dda is not None else dummy,
+        dA_cumsum if dA_cumsum is not None else dummy, dt_chunks if dt_chunks is not None else dummy,
         l, triton.cdiv(l, chunk_size), chunk_size, h // g, p, n,
         *x.stride(), *dt.stride(), *B.stride(), *C.stride(), *_strides(initial_states, 4), *_strides(dy, 4),
         *_strides(dfinal, 4), *_strides(states, 5), *_strides(dstates, 5), *_strides(dinit, 4),
-        *_strides(final, 4), *_strides(dda, 3),
-        HAS_INIT=initial_states is not None, HAS_DFINAL=dfinal is not None, STORE_DINIT=dinit is not None,
+        *_strides(final, 4), *_strides(dda, 3), *_strides(dA_cumsum, 4), *_strides(dt_chunks, 4),
+        KEPT_CS=dA_cumsum is not None, HAS_INIT=initial_states is not None, HAS_DFINAL=dfinal is not None,
+        STORE_DINIT=dinit is not None,
         STORE_FINAL=final is not None, ROLE=-1 if role is None else role, STORE_DDA=dda is not None, **consts)
 
 
@@ -748,37 +782,46 @@ def ssd_scan_fwd(x, dt, A, B, C, chunk_size, D=None, dt_bias=None, dt_softplus=F
 
 def chunk_states(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, chunk_size: int,
                  dt_bias: torch.Tensor | None = None, dt_softplus: bool = False,
-                 states_dtype: torch.dtype | None = None, num_warps: int = 4) -> torch.Tensor:
+                 states_dtype: torch.dtype | None = None, num_warps: int = 4, *,
+                 dA_cumsum: torch.Tensor | None = None, dt_chunks: torch.Tensor | None = None) -> torch.Tensor:
     """The state entering each chunk, S_in (b, chunks, h, p, n), from x (b, l, h, p), raw dt (b, l, h), A, B (b, l,
     g, n), dt_bias (h,): the split designs' forward recurrence alone (role 0 of _ssd_bwd_pass_kernel, one program
     per (head, batch) walking the chunks), what mamba-ssm's _chunk_state_fwd and _state_passing_fwd compute
     together without an initial state (model.ssm_scan "mamba_keep_xy_pass", golf.mixer_op). states_dtype: the
-    stored dtype, by default the compute dtype (fp32 for bf16 inputs, as mamba-ssm's kept states)."""
+    stored dtype, by default the compute dtype (fp32 for bf16 inputs, as mamba-ssm's kept states). dA_cumsum and
+    dt_chunks (b, h, chunks, L), together or neither: the running log-decay and the softplus'ed dt as the forward
+    keeps them (mamba-ssm's _chunk_cumsum_fwd), read instead of recomputed from dt, A and dt_bias (model.ssm_scan
+    "mamba_keep_golf")."""
     _check(x, dt, A, B, B, chunk_size, None, dt_bias, None, None)
     _check_states_dtype(states_dtype)
+    _check_kept_cs(x, chunk_size, dA_cumsum, dt_chunks)
     b, l, h, p = x.shape
     n = B.shape[3]
     consts = _consts(x, chunk_size, n, dt_softplus, dt_bias, None, num_warps)
     states = torch.empty(b, triton.cdiv(l, chunk_size), h, p, n, dtype=states_dtype or compute_dtype(x),
                          device=x.device)
     if states.numel():
-        _pass(0, x, dt, A, B, B, chunk_size, dt_bias, None, None, None, states, None, None, None, consts)
+        _pass(0, x, dt, A, B, B, chunk_size, dt_bias, None, None, None, states, None, None, None, consts,
+              dA_cumsum=dA_cumsum, dt_chunks=dt_chunks)
     return states
 
 
 def chunk_state_grads(dy: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, C: torch.Tensor, chunk_size: int,
                       dt_bias: torch.Tensor | None = None, dt_softplus: bool = False,
                       states: torch.Tensor | None = None, states_dtype: torch.dtype | None = None,
-                      num_warps: int = 4) -> tuple[torch.Tensor, torch.Tensor | None]:
+                      num_warps: int = 4, *, dA_cumsum: torch.Tensor | None = None
+                      ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The gradient of the loss w.r.t. the state leaving each chunk, dS_out (b, chunks, h, p, n), from the outputs'
     gradient dy (b, l, h, p), raw dt, A, C (b, l, g, n), dt_bias, with no final state's gradient: the split designs'
     backward recurrence alone (role 1 of _ssd_bwd_pass_kernel), what mamba-ssm's _chunk_scan_bwd_dstates and
     _state_passing_bwd compute together. With `states` (the states entering each chunk, (b, chunks, h, p, n)) also
     the gradient of each chunk's end-to-end log-decay, exp(cs_last) <S_in, dS_out> (b, h, chunks) in the compute
     dtype, from the fp32 dS_out (what _state_passing_bwd returns second); else None. states_dtype: dS_out's stored
-    dtype, by default dy's (as _state_passing_bwd's dstates_dtype is set in golf.mixer_op)."""
+    dtype, by default dy's (as _state_passing_bwd's dstates_dtype is set in golf.mixer_op). dA_cumsum (b, h, chunks,
+    L): the forward's kept running log-decay, read instead of recomputed from dt, A and dt_bias."""
     _check(dy, dt, A, C, C, chunk_size, None, dt_bias, None, None)
     _check_states_dtype(states_dtype)
+    _check_kept_cs(dy, chunk_size, dA_cumsum, dA_cumsum)
     b, l, h, p = dy.shape
     n = C.shape[3]
     chunks = triton.cdiv(l, chunk_size)
@@ -790,8 +833,21 @@ def chunk_state_grads(dy: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, C: to
     dstates = torch.empty(b, chunks, h, p, n, dtype=states_dtype or dy.dtype, device=dy.device)
     dda = torch.empty(b, h, chunks, dtype=compute_dtype(dy), device=dy.device) if states is not None else None
     if dstates.numel():
-        _pass(1, dy, dt, A, C, C, chunk_size, dt_bias, None, dy, None, states, dstates, None, None, consts, dda)
+        _pass(1, dy, dt, A, C, C, chunk_size, dt_bias, None, dy, None, states, dstates, None, None, consts, dda,
+              dA_cumsum=dA_cumsum)
     return dstates, dda
+
+
+def _check_kept_cs(x: torch.Tensor, chunk_size: int, dA_cumsum, dt_chunks) -> None:
+    """One ValueError line for kept dA_cumsum / dt_chunks (the passes' KEPT_CS inputs) that do not fit x."""
+    if (dA_cumsum is None) != (dt_chunks is None):
+        raise ValueError("ssd_scan: dA_cumsum and dt_chunks come together, or neither")
+    b, l, h, _ = x.shape
+    shape = (b, h, triton.cdiv(l, chunk_size), chunk_size)
+    for name, t in (("dA_cumsum", dA_cumsum), ("dt_chunks", dt_chunks)):
+        if t is not None and tuple(t.shape) != shape:
+            raise ValueError(f"ssd_scan: {name} must have shape {shape}, got {tuple(t.shape)}")
+    check_dtypes_and_device("ssd_scan", x, (("dA_cumsum", dA_cumsum), ("dt_chunks", dt_chunks)))
 
 
 def _check_states_dtype(states_dtype) -> None:

@@ -362,7 +362,8 @@ def test_the_core_op_keeps_the_same_result_in_the_interpreter(mamba_interpreted)
             torch.testing.assert_close(a, r, rtol=1e-5, atol=1e-5, msg=f"{impl}: {name}")
     # golf's y and dx kernels too ("mamba_keep_xy"), and golf's state passes ("mamba_keep_xy_pass"; with the
     # states in x's dtype, fp32 here, "mamba_keep_xy_pass_bf16"), and golf's dt-gradient kernel
-    # ("mamba_keep_xy_pass_bf16_dt"): every output and gradient to fp32 rounding
+    # ("mamba_keep_xy_pass_bf16_dt"), with the passes reading the kept dA_cumsum and dt ("mamba_keep_golf"): every
+    # output and gradient to fp32 rounding
     fns |= mixer_op.golf_xy_kernels()
     for impl in ("mamba_keep_xy", "mamba_keep_xy_pass", *mixer_op.STATES_IN_X_DTYPE):
         xy = mixer_op.mamba_core_cuda(fns, *args, HEADDIM, NGROUPS, 16, EPS, "mamba", impl)
@@ -431,7 +432,8 @@ def test_mamba_keep_binds_the_ssd_parts_in_the_core_op_only(fake_libraries):  # 
                                             ("mamba_keep_xy", "golf_dcb_ddA", "golf_xy"),
                                             ("mamba_keep_xy_pass", "golf_dcb_ddA", "golf_xy_pass"),
                                             ("mamba_keep_xy_pass_bf16", "golf_dcb_ddA", "golf_xy_pass_bf16"),
-                                            ("mamba_keep_xy_pass_bf16_dt", "golf_dcb_ddA", "golf_xy_pass_bf16_dt")])
+                                            ("mamba_keep_xy_pass_bf16_dt", "golf_dcb_ddA", "golf_xy_pass_bf16_dt"),
+                                            ("mamba_keep_golf", "golf_dcb_ddA", "golf_ssd")])
 def test_golf_chunk_bwd_binds_beside_the_ssd_parts(fake_libraries, scan, key, label):  # noqa: F811
     pytest.importorskip("triton", reason="triton is not installed: golf's kernel needs it")
     fake_libraries["ssd_module"] = types.SimpleNamespace(**{name: object() for name in mixer_op.SSD_PARTS})
@@ -452,6 +454,8 @@ def test_golf_chunk_bwd_binds_beside_the_ssd_parts(fake_libraries, scan, key, la
     ("mamba_keep_xy_pass_bf16", {"_chunk_scan_fwd", "golf_chunk_states"},
      {"_chunk_scan_chunk_state_bwd_dx", "golf_chunk_state_grads"}),
     ("mamba_keep_xy_pass_bf16_dt", {"_chunk_scan_fwd", "golf_chunk_states"},
+     {"_chunk_scan_chunk_state_bwd_dx", "golf_chunk_state_grads", "golf_dt_grads"}),
+    ("mamba_keep_golf", {"_chunk_scan_fwd", "golf_chunk_states"},
      {"_chunk_scan_chunk_state_bwd_dx", "golf_chunk_state_grads", "golf_dt_grads"})])
 def test_golf_xy_kernels_bind_in_place_of_ssd_parts(fake_libraries, scan, fwd_swaps, bwd_swaps):  # noqa: F811
     """model.ssm_scan "mamba_keep_xy": golf's y kernel bound for the forward, its dx kernel for the backward, each
@@ -569,7 +573,7 @@ def test_core_mixer_matches_reference_on_gpu(gated_norm, dtype, multiple, compil
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("scan", ["mamba_keep_dA", "mamba_keep_xy", "mamba_keep_xy_pass", "mamba_keep_xy_pass_bf16",
-                                  "mamba_keep_xy_pass_bf16_dt"])
+                                  "mamba_keep_xy_pass_bf16_dt", "mamba_keep_golf"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("compiled", [True, False])
 def test_core_mixer_with_golf_conv_matches_reference_on_gpu(dtype, compiled, scan):

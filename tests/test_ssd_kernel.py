@@ -578,11 +578,15 @@ def test_chunk_states_are_the_kept_states(sk, device, l, h, g, chunk):
     """chunk_states (model.ssm_scan "mamba_keep_xy_pass"): the state entering each chunk, in fp64, equal to the
     states mamba-ssm's _chunk_state_fwd + _state_passing_fwd give as golf's twin computes them; stored fp32 for
     bf16 inputs by default."""
-    t, _, (_, _, want, _) = _pass_inputs(2, l, h, g, 12, 16, chunk, seed=l)
-    got = sk.chunk_states(t["x"].to(device), t["dt"].to(device), t["A"].to(device), t["B"].to(device), chunk,
-                          dt_bias=t["dt_bias"].to(device), dt_softplus=True)
+    t, _, (cs, dt_sp, want, _) = _pass_inputs(2, l, h, g, 12, 16, chunk, seed=l)
+    args = (t["x"].to(device), t["dt"].to(device), t["A"].to(device), t["B"].to(device), chunk)
+    got = sk.chunk_states(*args, dt_bias=t["dt_bias"].to(device), dt_softplus=True)
     assert got.dtype == F64 and want[:, 1:].abs().max() > 0.1
     torch.testing.assert_close(got.cpu(), want, rtol=1e-11, atol=1e-11)
+    # reading the kept running log-decay and dt ("mamba_keep_golf") instead of recomputing them: the same states
+    kept = sk.chunk_states(*args, dt_bias=t["dt_bias"].to(device), dt_softplus=True, dA_cumsum=cs.to(device),
+                           dt_chunks=dt_sp.to(device))
+    torch.testing.assert_close(kept.cpu(), want, rtol=1e-11, atol=1e-11)
     low = sk.chunk_states(*(t[k].to(device=device, dtype=torch.bfloat16) for k in ("x", "dt", "A", "B")), chunk,
                           dt_bias=t["dt_bias"].to(device), dt_softplus=True)
     assert low.dtype == torch.float32
@@ -623,6 +627,11 @@ def test_chunk_state_grads_are_autograd_of_the_outputs(sk, device, l, h, g, chun
     alone, none = sk.chunk_state_grads(*args, dt_bias=t["dt_bias"].to(device), dt_softplus=True)
     assert none is None
     torch.testing.assert_close(alone, got, rtol=0, atol=0)
+    # reading the kept running log-decay ("mamba_keep_golf") instead of recomputing it from the raw dt
+    kept, kept_dda = sk.chunk_state_grads(*args, dt_bias=t["dt_bias"].to(device), dt_softplus=True,
+                                          states=states.to(device), dA_cumsum=dA_cumsum.to(device))
+    torch.testing.assert_close(kept.cpu(), want, rtol=1e-11, atol=1e-11)
+    torch.testing.assert_close(kept_dda.cpu(), a.grad, rtol=1e-11, atol=1e-11)
 
 
 def test_states_kept_in_bf16_round_once_and_move_the_log_decay_gradient_little(sk, device):
@@ -663,3 +672,10 @@ def test_chunk_state_passes_refuse_bad_input_in_one_line(sk, device):
         sk.chunk_states(t["x"], t["dt"], t["A"], t["B"], 16, states_dtype=torch.int8)
     with pytest.raises(ValueError, match=r"^ssd_scan: chunk_size must be a positive int, got 0$"):
         sk.chunk_states(t["x"], t["dt"], t["A"], t["B"], 0)
+    cs, dt_sp = (v.to(device) for v in _pass_inputs(2, 64, 4, 1, 12, 16, 16)[2][:2])
+    with pytest.raises(ValueError, match=r"^ssd_scan: dA_cumsum and dt_chunks come together, or neither$"):
+        sk.chunk_states(t["x"], t["dt"], t["A"], t["B"], 16, dA_cumsum=cs)
+    with pytest.raises(ValueError, match=r"^ssd_scan: dt_chunks must have shape \(2, 4, 4, 16\), got \(2, 4, 2, 16\)$"):
+        sk.chunk_states(t["x"], t["dt"], t["A"], t["B"], 16, dA_cumsum=cs, dt_chunks=dt_sp[:, :, :2])
+    with pytest.raises(ValueError, match=r"^ssd_scan: dA_cumsum must have shape \(2, 4, 4, 16\)"):
+        sk.chunk_state_grads(dy.to(device), t["dt"], t["A"], t["C"], 16, dA_cumsum=cs[..., :8])
