@@ -136,7 +136,8 @@ class ModelConfig:
     ssm_scan: str = _spec("mamba", choices=("mamba", "golf", "golf_split", "mamba_keep", "mamba_keep_dA",
                                             "mamba_keep_dx", "mamba_keep_chunk", "mamba_keep_xy",
                                             "mamba_keep_xy_pass", "mamba_keep_xy_pass_bf16",
-                                            "mamba_keep_xy_pass_bf16_dt", "mamba_keep_golf"),
+                                            "mamba_keep_xy_pass_bf16_dt", "mamba_keep_golf",
+                                            "mamba_keep_golf_overlap"),
                           doc="the Mamba mixer's SSD scan on the triton path, under every ssm_compile mode: "
                               "mamba-ssm's mamba_chunk_scan_combined, or golf's own fused Triton kernels "
                               "(golf/ssd_kernel.py, needs triton) with the forward and backward walking the chunks "
@@ -158,7 +159,9 @@ class ModelConfig:
                               "mamba_keep_xy_pass_bf16_dt with the gradients of dt, A and dt_bias from golf's one "
                               "kernel (golf/ssd_dt_kernel.py) instead of the sums and mamba-ssm's _chunk_cumsum_bwd, "
                               "and mamba_keep_golf with golf's two passes reading the forward's kept running "
-                              "log-decay and dt instead of recomputing them from the raw dt; "
+                              "log-decay and dt instead of recomputing them from the raw dt, and "
+                              "mamba_keep_golf_overlap with golf's C·B / within-chunk log-decay gradient kernel on a "
+                              "second CUDA stream beside the backward's state pass; "
                               "the reference path always uses "
                               "golf.ssm.ssd_scan_reference (no effect there)")
     ssm_conv: str = _spec("causal_conv1d", choices=("causal_conv1d", "golf"),

@@ -50,6 +50,9 @@ _chunk_cumsum_bwd after the chunk kernels, about seven launches a layer call. "m
 two passes reading each chunk's running log-decay (and the forward pass its softplus'ed dt) from the forward's kept
 dA_cumsum and dt (contiguous (b, h, chunks, L) rows) instead of recomputing them from the raw dt: a strided column
 of zxbcdt's wide rows, a softplus, a cumsum and a reduction on the serial chain of each chunk's update.
+"mamba_keep_golf_overlap" is that with golf's C·B / within-chunk log-decay gradient kernel (which reads only the
+kept internals and dy) on a second CUDA stream, beside the backward pass and the chunk kernels after it: the pass
+walks the chunks one after another in 768 programs at hybrid_12_b131k's shapes and leaves most of the device idle.
 
 The op's kernels: on CUDA, the conv of `conv_impl` (model.ssm_conv): "causal_conv1d" (causal-conv1d's forward and
 backward) or "golf" (golf's own, golf/conv_kernel.py, whose backward writes its dx straight into the input
@@ -90,7 +93,8 @@ SCAN_IMPLS = ("mamba", *KEEP_SCANS)
 GOLF_BWD = {"mamba_keep_dA": ("golf_dcb_ddA", "dA"), "mamba_keep_dx": ("golf_chunk_bwd", "dx"),
             "mamba_keep_chunk": ("golf_chunk_bwd", "chunk"), "mamba_keep_xy": ("golf_dcb_ddA", "dA"),
             "mamba_keep_xy_pass": ("golf_dcb_ddA", "dA"), "mamba_keep_xy_pass_bf16": ("golf_dcb_ddA", "dA"),
-            "mamba_keep_xy_pass_bf16_dt": ("golf_dcb_ddA", "dA"), "mamba_keep_golf": ("golf_dcb_ddA", "dA")}
+            "mamba_keep_xy_pass_bf16_dt": ("golf_dcb_ddA", "dA"), "mamba_keep_golf": ("golf_dcb_ddA", "dA"),
+            "mamba_keep_golf_overlap": ("golf_dcb_ddA", "dA")}
 # the scan_impls with golf's chunk-output and input-gradient kernels (golf_xy_kernels), golf's state passes and
 # golf's dt-gradient kernel: the SSD piece each bind_cuda key stands for, by direction (the "golf_*" pieces replace
 # two or more of mamba-ssm's each, _scan_fwd_keep and _scan_bwd_keep)
@@ -99,11 +103,15 @@ _PASS = {"fwd": _XY["fwd"] | {"golf_chunk_states": "golf_chunk_states"},
          "bwd": _XY["bwd"] | {"golf_chunk_state_grads": "golf_chunk_state_grads"}}
 _PASS_DT = {"fwd": _PASS["fwd"], "bwd": _PASS["bwd"] | {"golf_dt_grads": "golf_dt_grads"}}
 GOLF_XY = {"mamba_keep_xy": _XY, "mamba_keep_xy_pass": _PASS, "mamba_keep_xy_pass_bf16": _PASS,
-           "mamba_keep_xy_pass_bf16_dt": _PASS_DT, "mamba_keep_golf": _PASS_DT}
+           "mamba_keep_xy_pass_bf16_dt": _PASS_DT, "mamba_keep_golf": _PASS_DT, "mamba_keep_golf_overlap": _PASS_DT}
 # the scan_impls that keep the states entering each chunk in x's dtype rather than the compute dtype
-STATES_IN_X_DTYPE = ("mamba_keep_xy_pass_bf16", "mamba_keep_xy_pass_bf16_dt", "mamba_keep_golf")
+STATES_IN_X_DTYPE = ("mamba_keep_xy_pass_bf16", "mamba_keep_xy_pass_bf16_dt", "mamba_keep_golf",
+                     "mamba_keep_golf_overlap")
 # the scan_impls whose golf passes read the kept dA_cumsum and dt instead of the raw dt
-PASSES_READ_KEPT = ("mamba_keep_golf",)
+PASSES_READ_KEPT = ("mamba_keep_golf", "mamba_keep_golf_overlap")
+# the scan_impls that run golf's dCB / ddA kernel on a second stream beside the backward pass (on CUDA)
+OVERLAP_DCB = ("mamba_keep_golf_overlap",)
+_SIDE_STREAMS: dict = {}  # device -> the second stream, made once outside any CUDA graph capture
 # mamba-ssm's SSD pieces that scan_impl "mamba_keep" calls one by one (ssd_chunk_state.py, ssd_state_passing.py,
 # ssd_bmm.py, ssd_chunk_scan.py, ssd_combined.py, 2.3.2.post1), bound as one dict under "ssd_parts"
 SSD_PARTS = ("_chunk_cumsum_fwd", "_chunk_cumsum_bwd", "_chunk_state_fwd", "_chunk_state_bwd_db", "_state_passing_fwd",
@@ -351,8 +359,20 @@ def _(dout, zxbcdt, conv_weight, conv_bias, dt_bias, A, D, norm_weight, xBC, y, 
                  for t in (zxbcdt, conv_weight, conv_bias, dt_bias, A, D, norm_weight))
 
 
+def _side_stream(device: torch.device):
+    """The second CUDA stream of OVERLAP_DCB's scans for `device`, made on first use; None where it does not exist
+    yet and a CUDA graph is being captured (a capture runs after eager warm-up calls, which make it), or off CUDA:
+    then the kernels run in turn."""
+    if device.type != "cuda":
+        return None
+    stream = _SIDE_STREAMS.get(device)
+    if stream is None and not torch.cuda.is_current_stream_capturing():
+        stream = _SIDE_STREAMS[device] = torch.cuda.Stream(device)
+    return stream
+
+
 def _scan_bwd_keep(parts: dict, dy, x, dt, A, B, C, D, dt_bias, kept, dx, ddt, dB, dC, golf=None, golf_part=None,
-                   read_kept=False):
+                   read_kept=False, overlap=False):
     """mamba-ssm's SSD backward (_mamba_chunk_scan_combined_bwd's steps) from the forward's kept internals instead
     of recomputing them (its _chunk_cumsum_fwd, _bmm_chunk_fwd, _chunk_state_fwd and _state_passing_fwd): writes dx,
     ddt (the raw dt's), dB and dC into the tensors passed in; → dA, dD, ddt_bias. No initial or final states.
@@ -360,9 +380,20 @@ def _scan_bwd_keep(parts: dict, dy, x, dt, A, B, C, D, dt_bias, kept, dx, ddt, d
     _chunk_scan_bwd_dcb and _chunk_scan_bwd_ddAcs_stable ("dA": golf.ssd_dcb_kernel.dcb_ddA), of those and
     _chunk_scan_chunk_state_bwd_dx ("dx": chunk_bwd), or of those, _chunk_state_bwd_db, _chunk_scan_bwd_dC and the
     log-decay sums after them ("chunk": chunk_bwd with the states). read_kept: golf's backward pass reads the kept
-    dA_cumsum instead of recomputing it from the raw dt (PASSES_READ_KEPT)."""
+    dA_cumsum instead of recomputing it from the raw dt (PASSES_READ_KEPT). overlap (with golf_part "dA"): golf's
+    kernel runs on a second stream (_side_stream) from the start, beside everything up to the products with dCB,
+    into buffers allocated on this stream (OVERLAP_DCB)."""
     dA_cumsum, dt_sp, states, CB = kept
     n, g = B.shape[-1], B.shape[2]
+    side = _side_stream(dy.device) if overlap and golf_part == "dA" else None
+    if side is not None:  # it reads only the kept internals and dy, all ready now
+        main = torch.cuda.current_stream(dy.device)
+        b, _, chunks, size = dA_cumsum.shape
+        dCB = torch.empty(b, chunks, g, size, size, dtype=dA_cumsum.dtype, device=dy.device)
+        ddA = torch.empty_like(dA_cumsum)
+        side.wait_stream(main)
+        with torch.cuda.stream(side):
+            golf(x, dt_sp, dA_cumsum, dy, CB, out=(dCB, ddA))
     if "golf_chunk_state_grads" in parts:  # one launch, golf.ssd_kernel.chunk_state_grads, from dy and the raw dt
         dstates, ddA_chunk_end = parts["golf_chunk_state_grads"](dy, dt, A, C, dA_cumsum.shape[-1], dt_bias=dt_bias,
                                                                  dt_softplus=True, states=states,
@@ -381,9 +412,9 @@ def _scan_bwd_keep(parts: dict, dy, x, dt, A, B, C, D, dt_bias, kept, dx, ddt, d
         dCB, ddA, _, ddt_sp, dD, *states_grads = golf(x, dt_sp, dA_cumsum, dy, CB, B, dstates, D, dx=dx, **states_part)
     else:
         _, ddt_sp, dD = parts["_chunk_scan_chunk_state_bwd_dx"](x, dt_sp, dA_cumsum, B, CB, dy, dstates, D=D, dx=dx)
-        if golf_part == "dA":
+        if golf_part == "dA" and side is None:
             dCB, ddA = golf(x, dt_sp, dA_cumsum, dy, CB)  # (B, c, G, L, L), (B, H, c, L)
-        else:
+        elif golf_part != "dA":
             dCB = parts["_chunk_scan_bwd_dcb"](x, dt_sp, dA_cumsum, dy, ngroups=g)
             ddA = parts["_chunk_scan_bwd_ddAcs_stable"](x, dt_sp, dA_cumsum, dy, CB)
     # ... and the states' parts of dB and dC, with the log-decays' gradient from the chunk-end decays (passed back as
@@ -393,6 +424,8 @@ def _scan_bwd_keep(parts: dict, dy, x, dt, A, B, C, D, dt_bias, kept, dx, ddt, d
     else:
         dB_state, ddA_next = parts["_chunk_state_bwd_db"](x, dt_sp, dA_cumsum, dstates, B=B, ngroups=g)
         dC_state, ddA_prev = parts["_chunk_scan_bwd_dC"](states_lo, dA_cumsum, dy, C=C, ngroups=g)
+    if side is not None:
+        main.wait_stream(side)  # dCB and ddA written
     dCB = dCB.to(CB.dtype)
     parts["_bmm_chunk_bwd"](C, dCB, residual=dB_state, out=dB)  # dB = the states' part + C-weighted dCB
     parts["_bmm_chunk_bwd"](B, dCB.transpose(-1, -2), residual=dC_state, out=dC)
@@ -456,7 +489,7 @@ def mamba_core_bwd_cuda(fns: dict, dout, zxbcdt, conv_weight, conv_bias, dt_bias
                                           dC.view(groups),
                                           *((fns[GOLF_BWD[scan_impl][0]], GOLF_BWD[scan_impl][1])
                                             if scan_impl in GOLF_BWD else ()),
-                                          read_kept=scan_impl in PASSES_READ_KEPT)
+                                          read_kept=scan_impl in PASSES_READ_KEPT, overlap=scan_impl in OVERLAP_DCB)
     dx_in = dxBC_in.transpose(1, 2)  # (B, conv_dim, T), a view into dzxbcdt: stride over channels 1
     if conv_impl == "golf":
         # conv_bwd(x, weight, bias, dout, dx=) → dx (the one passed in: any row stride), dweight, dbias

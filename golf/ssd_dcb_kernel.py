@@ -232,7 +232,7 @@ def _check(op, x, dt, dA_cumsum, dy, CB, dot_dtype, launch, B=None, dstates=None
 
 
 def _launch(x, dt, dA_cumsum, dout, CB, dot_dtype, launch, B=None, dstates=None, D=None, dx=None, C=None,
-            states_in=None, ddA_chunk_end=None):
+            states_in=None, ddA_chunk_end=None, out=None):
     """The kernel with or without its dx part (B given) and its states' part (C given): (dCB, ddA), (dCB, ddA, dx,
     ddt, dD) or (dCB, ddA, dx, ddt, dD, dB, dC)."""
     b, t, h, p = x.shape
@@ -243,8 +243,13 @@ def _launch(x, dt, dA_cumsum, dout, CB, dot_dtype, launch, B=None, dstates=None,
     launch = launch or LAUNCH["chunk" if with_states else "dx" if with_dx else "dA"]
     atomic = launch.head_split > 1
     new_sum = torch.zeros if atomic else torch.empty  # the per-group sums, added to by several programs when split
-    dcb = new_sum(b, chunks, g, size, size, dtype=acc, device=x.device)
-    dda = torch.empty(b, h, chunks, size, dtype=acc, device=x.device)
+    if out is None:
+        dcb = new_sum(b, chunks, g, size, size, dtype=acc, device=x.device)
+        dda = torch.empty(b, h, chunks, size, dtype=acc, device=x.device)
+    else:  # dcb_ddA's out: written in place (zeroed first where a split adds into it)
+        dcb, dda = out
+        if atomic:
+            dcb.zero_()
     n = B.shape[-1] if with_dx else 1
     ddt = dD = db = dc = dcb  # placeholders where a part is off: the kernel never writes them
     if with_dx:
@@ -284,16 +289,26 @@ def _launch(x, dt, dA_cumsum, dout, CB, dot_dtype, launch, B=None, dstates=None,
 
 
 def dcb_ddA(x: torch.Tensor, dt: torch.Tensor, dA_cumsum: torch.Tensor, dout: torch.Tensor,
-            CB: torch.Tensor, dot_dtype: torch.dtype | None = None,
-            launch: Launch | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+            CB: torch.Tensor, dot_dtype: torch.dtype | None = None, launch: Launch | None = None,
+            out: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(dCB (b, chunks, g, L, L), ddA (b, h, chunks, L)), both in the compute dtype, for x, dout (b, T, h, P), dt and
     dA_cumsum (b, h, chunks, L) and CB (b, chunks, g, L, L) as mamba-ssm's SSD forward makes them: what
     mamba-ssm's _chunk_scan_bwd_dcb(x, dt, dA_cumsum, dout, ngroups=g) and _chunk_scan_bwd_ddAcs_stable(x, dt,
     dA_cumsum, dout, CB) return, in one launch (module docstring). dot_dtype: tl.dot's operand dtype, by default
     x's for 16-bit x, else the compute dtype (the tests pass fp32 for bf16 x in Triton's interpreter, which
-    miscomputes bf16 dots; bf16 values are exact in fp32). launch: LAUNCH["dA"] by default."""
+    miscomputes bf16 dots; bf16 values are exact in fp32). launch: LAUNCH["dA"] by default. out: (dCB, ddA) to
+    write into (contiguous, those shapes and the compute dtype), e.g. allocated on the stream that reads them while
+    this runs on another (golf.mixer_op's "mamba_keep_golf_overlap")."""
     _check("dcb_ddA", x, dt, dA_cumsum, dout, CB, dot_dtype, launch)
-    return _launch(x, dt, dA_cumsum, dout, CB, dot_dtype, launch)
+    if out is not None:
+        b, _, h, _ = x.shape
+        _, _, chunks, size = dt.shape
+        acc = compute_dtype(x)
+        shapes = ((b, chunks, CB.shape[2], size, size), (b, h, chunks, size))
+        if (len(out) != 2 or any(tuple(o.shape) != s or o.dtype != acc or o.device != x.device or not o.is_contiguous()
+                                 for o, s in zip(out, shapes))):
+            raise ValueError(f"dcb_ddA: out must be two contiguous {acc} tensors on {x.device} of shapes {shapes}")
+    return _launch(x, dt, dA_cumsum, dout, CB, dot_dtype, launch, out=out)
 
 
 def chunk_bwd(x: torch.Tensor, dt: torch.Tensor, dA_cumsum: torch.Tensor, dout: torch.Tensor, CB: torch.Tensor,

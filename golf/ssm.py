@@ -42,9 +42,10 @@ _LOW_PRECISION = (torch.float16, torch.bfloat16)
 # "mamba_keep_xy_pass": that with the states and state gradients from golf/ssd_kernel.py's pass kernel;
 # "mamba_keep_xy_pass_bf16": that with the states kept in x's dtype; "mamba_keep_xy_pass_bf16_dt": that with the
 # gradients of dt, A and dt_bias from golf/ssd_dt_kernel.py; "mamba_keep_golf": that with the passes reading the
-# forward's kept dA_cumsum and dt)
+# forward's kept dA_cumsum and dt; "mamba_keep_golf_overlap": that with golf's dCB / ddA kernel on a second stream)
 KEEP_SCANS = ("mamba_keep", "mamba_keep_dA", "mamba_keep_dx", "mamba_keep_chunk", "mamba_keep_xy",
-              "mamba_keep_xy_pass", "mamba_keep_xy_pass_bf16", "mamba_keep_xy_pass_bf16_dt", "mamba_keep_golf")
+              "mamba_keep_xy_pass", "mamba_keep_xy_pass_bf16", "mamba_keep_xy_pass_bf16_dt", "mamba_keep_golf",
+              "mamba_keep_golf_overlap")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -192,12 +193,12 @@ class SSMKernels:
         model.ssm_conv "golf"), "fused" (mamba-ssm's one op) or "fused+golf_norm+keep_states+opaque" (golf's one op,
         golf/mixer_op.py, with golf's norm kernels and the scan's internals kept for its backward; "+golf_dA",
         "+golf_dx", "+golf_chunk", "+golf_xy", "+golf_xy_pass", ... with model.ssm_scan "mamba_keep_dA",
-        "mamba_keep_dx", "mamba_keep_chunk", "mamba_keep_xy", "mamba_keep_xy_pass", ..., "+golf_ssd" with
-        "mamba_keep_golf";
+        "mamba_keep_dx", "mamba_keep_chunk", "mamba_keep_xy", "mamba_keep_xy_pass", ..., "+golf_ssd" and
+        "+golf_ssd_overlap" with "mamba_keep_golf" and "mamba_keep_golf_overlap";
         "+golf_conv" with model.ssm_conv "golf")."""
         if self.path == "fused":
             keep = self.scan_kernel.removeprefix("mamba_keep_") if self.scan_kernel.startswith("mamba_keep_") else ""
-            keep = "ssd" if keep == "golf" else keep  # mamba_keep_golf: golf's SSD kernels wherever they won
+            keep = "ssd" + keep[4:] if keep.startswith("golf") else keep  # mamba_keep_golf*: golf's SSD kernels
             return self.path + ("+golf_norm" if self.norm_kernel == "golf" else "") + (
                 "+keep_states" if self.scan_kernel in KEEP_SCANS else "") + ("+golf_" + keep if keep else "") + (
                 "+golf_conv" if self.conv_kernel == "golf" else "") + (

@@ -433,7 +433,8 @@ def test_mamba_keep_binds_the_ssd_parts_in_the_core_op_only(fake_libraries):  # 
                                             ("mamba_keep_xy_pass", "golf_dcb_ddA", "golf_xy_pass"),
                                             ("mamba_keep_xy_pass_bf16", "golf_dcb_ddA", "golf_xy_pass_bf16"),
                                             ("mamba_keep_xy_pass_bf16_dt", "golf_dcb_ddA", "golf_xy_pass_bf16_dt"),
-                                            ("mamba_keep_golf", "golf_dcb_ddA", "golf_ssd")])
+                                            ("mamba_keep_golf", "golf_dcb_ddA", "golf_ssd"),
+                                            ("mamba_keep_golf_overlap", "golf_dcb_ddA", "golf_ssd_overlap")])
 def test_golf_chunk_bwd_binds_beside_the_ssd_parts(fake_libraries, scan, key, label):  # noqa: F811
     pytest.importorskip("triton", reason="triton is not installed: golf's kernel needs it")
     fake_libraries["ssd_module"] = types.SimpleNamespace(**{name: object() for name in mixer_op.SSD_PARTS})
@@ -476,6 +477,14 @@ def test_golf_xy_kernels_bind_in_place_of_ssd_parts(fake_libraries, scan, fwd_sw
     for way, swaps in (("fwd", fwd_swaps), ("bwd", bwd_swaps)):
         assert {name for name, fn in parts[way].items() if fn is not getattr(mamba, name, None)} == swaps
         assert mixer_op._keep_parts(fns, "mamba_keep_dA", way) == fns["ssd_parts"]
+
+
+def test_the_side_stream_is_for_cuda_only():
+    """model.ssm_scan "mamba_keep_golf_overlap" off CUDA (the tests' stand-ins, the interpreter): no second stream,
+    so the backward runs its kernels in turn (the interpreter test above checks that path's gradients)."""
+    assert mixer_op._side_stream(torch.device("cpu")) is None
+    assert "mamba_keep_golf_overlap" in mixer_op.OVERLAP_DCB and set(mixer_op.OVERLAP_DCB) <= set(
+        mixer_op.PASSES_READ_KEPT)
 
 
 def test_golf_xy_kernels_are_called_as_mamba_ssms_pieces():
@@ -573,7 +582,7 @@ def test_core_mixer_matches_reference_on_gpu(gated_norm, dtype, multiple, compil
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("scan", ["mamba_keep_dA", "mamba_keep_xy", "mamba_keep_xy_pass", "mamba_keep_xy_pass_bf16",
-                                  "mamba_keep_xy_pass_bf16_dt", "mamba_keep_golf"])
+                                  "mamba_keep_xy_pass_bf16_dt", "mamba_keep_golf", "mamba_keep_golf_overlap"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("compiled", [True, False])
 def test_core_mixer_with_golf_conv_matches_reference_on_gpu(dtype, compiled, scan):

@@ -210,6 +210,25 @@ def test_chunk_bwd_states_kernel_matches_reference(dk, dtype, t, h, g, p, n, siz
         torch.testing.assert_close(a, r, rtol=tol, atol=tol * r.abs().max().item(), msg=name)
 
 
+@pytest.mark.parametrize("split", [1, 2])
+def test_dcb_ddA_writes_into_out(dk, split):
+    """dcb_ddA(out=(dCB, ddA)) (golf.mixer_op's "mamba_keep_golf_overlap" allocates them on one stream and runs the
+    kernel on another): the same values, written into the tensors given, also where a head split adds into dCB
+    (which it zeroes first); a wrong buffer is one line."""
+    device = "cpu" if dk.interpreted() else "cuda"
+    inputs = _inputs(2, 40, 4, 1, 12, 16, torch.float64, device, seed=split)
+    launch = dk.Launch(num_warps=4, num_stages=1, head_split=split)
+    want = dk.dcb_ddA(*inputs, launch=launch)
+    out = tuple(torch.full_like(w, float("nan")) for w in want)
+    got = dk.dcb_ddA(*inputs, launch=launch, out=out)
+    assert got[0] is out[0] and got[1] is out[1]
+    for a, r in zip(got, want):
+        torch.testing.assert_close(a, r, rtol=1e-12, atol=1e-12 * r.abs().max().item())
+    with pytest.raises(ValueError, match=r"^dcb_ddA: out must be two contiguous torch.float64 tensors on") as e:
+        dk.dcb_ddA(*inputs, out=(out[0].float(), out[1]))
+    assert "\n" not in str(e.value)
+
+
 @pytest.mark.parametrize("h,g,split", [(4, 1, 2), (4, 1, 4), (4, 2, 2)])
 def test_head_split_launch_matches_reference(dk, h, g, split):
     """Several programs sharing a group's heads, their dCB, dB and dC sums added with atomics: the same results as

@@ -60,7 +60,8 @@ def _golf(sk, **options):
 # (setting, resolve_ssm_backend's keyword, its choices, the libraries' choice: the default)
 SETTINGS = [("ssm_scan", "scan", ("mamba", "golf", "golf_split", "mamba_keep", "mamba_keep_dA", "mamba_keep_dx",
                                   "mamba_keep_chunk", "mamba_keep_xy", "mamba_keep_xy_pass", "mamba_keep_xy_pass_bf16",
-                                  "mamba_keep_xy_pass_bf16_dt", "mamba_keep_golf"), "mamba"),
+                                  "mamba_keep_xy_pass_bf16_dt", "mamba_keep_golf", "mamba_keep_golf_overlap"),
+             "mamba"),
             ("ssm_conv", "conv", ("causal_conv1d", "golf"), "causal_conv1d")]
 SETTING_IDS = ["ssm_scan", "ssm_conv"]
 
