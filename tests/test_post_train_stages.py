@@ -11,8 +11,8 @@ from golf.gptq import load_quantized
 from golf.model import save_model
 from stages import hessian, quantize
 
-GPU_ONLY = {"ssm_backend": "fused", "ssm_compile": "opaque", "ssm_scan": "mamba_keep_xy_pass", "gated_norm": "golf",
-            "ssm_conv": "golf", "block_norm": "golf", "attn_backend": "flash4"}
+GPU_ONLY = {"ssm_backend": "fused", "ssm_compile": "opaque", "ssm_scan": "mamba_keep_golf_overlap",
+            "gated_norm": "golf", "ssm_conv": "golf", "block_norm": "golf", "attn_backend": "flash4"}
 
 
 def test_hessian_and_quantize_take_a_model_trained_on_the_gpu_only_paths(in_tiny, tmp_path):
