@@ -256,7 +256,7 @@ def _scan_fwd_keep(parts: dict, x, dt, A, B, C, D, dt_bias, chunk_size, states_d
     _chunk_cumsum_fwd made them (PASSES_READ_KEPT)."""
     p, n = x.shape[-1], B.shape[-1]
     dA_cumsum, dt_sp = parts["_chunk_cumsum_fwd"](dt, A, chunk_size, dt_bias=dt_bias, dt_softplus=True)
-    if "golf_chunk_states" in parts:  # one launch: golf.ssd_kernel.chunk_states, from the raw dt
+    if "golf_chunk_states" in parts:  # one launch: golf.ssd_kernel.chunk_states, from the raw dt or the kept cumsum
         kept_cs = {"dA_cumsum": dA_cumsum, "dt_chunks": dt_sp} if read_kept else {}
         states = parts["golf_chunk_states"](x, dt, A, B, chunk_size, dt_bias=dt_bias, dt_softplus=True,
                                             states_dtype=states_dtype, **kept_cs)
@@ -394,7 +394,7 @@ def _scan_bwd_keep(parts: dict, dy, x, dt, A, B, C, D, dt_bias, kept, dx, ddt, d
         side.wait_stream(main)
         with torch.cuda.stream(side):
             golf(x, dt_sp, dA_cumsum, dy, CB, out=(dCB, ddA))
-    if "golf_chunk_state_grads" in parts:  # one launch, golf.ssd_kernel.chunk_state_grads, from dy and the raw dt
+    if "golf_chunk_state_grads" in parts:  # one launch, golf.ssd_kernel.chunk_state_grads: dy, the raw dt or the cumsum
         dstates, ddA_chunk_end = parts["golf_chunk_state_grads"](dy, dt, A, C, dA_cumsum.shape[-1], dt_bias=dt_bias,
                                                                  dt_softplus=True, states=states,
                                                                  dA_cumsum=dA_cumsum if read_kept else None)
