@@ -335,6 +335,69 @@ def test_golf_chunk_bwd_replaces_mamba_ssms_kernels_in_the_interpreter(mamba_int
             torch.testing.assert_close(a, r, rtol=1e-5, atol=1e-5, msg=f"{impl}: {name}")
 
 
+def test_overlap_joins_the_second_stream_around_golfs_kernel(mamba_interpreted, monkeypatch):
+    """scan_impl "mamba_keep_golf_overlap"'s backward with stand-in streams (the interpreter has no CUDA): the second
+    stream waits for this one before golf's dCB / ddA kernel runs on it into buffers made here, and this stream waits
+    for it before anything reads them; the gradients equal the in-turn path's bit for bit."""
+    from contextlib import contextmanager
+
+    events = []
+
+    class Stream:
+        def __init__(self, name):
+            self.name = name
+
+        def wait_stream(self, other):
+            events.append(f"{self.name} waits {other.name}")
+
+    main, side = Stream("main"), Stream("side")
+    current = [main]
+
+    @contextmanager
+    def on(stream):
+        current.append(stream)
+        yield
+        current.pop()
+
+    monkeypatch.setattr(mixer_op, "_side_stream", lambda device: side)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: current[-1])
+    monkeypatch.setattr(torch.cuda, "stream", on)
+    golf = mixer_op.golf_dcb_kernels()["golf_dcb_ddA"]
+
+    def dcb_ddA(*args, out=None):
+        events.append(f"dcb_ddA on {current[-1].name} into {'given' if out is not None else 'its own'} buffers")
+        return golf(*args, out=out)
+
+    fns = mixer_op.ssd_parts(mamba_interpreted["ssd_module"]) | mixer_op.golf_xy_kernels()
+    parts = mixer_op._keep_parts(fns, "mamba_keep_golf_overlap", "bwd")
+    real_bmm = parts["_bmm_chunk_bwd"]
+
+    def bmm_chunk_bwd(*args, **kwargs):  # the first reader of dCB
+        events.append("dCB read")
+        return real_bmm(*args, **kwargs)
+
+    parts["_bmm_chunk_bwd"] = bmm_chunk_bwd
+    gen = torch.Generator().manual_seed(5)
+    x, dt, A, B, C, D, dt_bias, L = _scan_inputs(gen)
+    _, *kept = mixer_op._scan_fwd_keep(mixer_op._keep_parts(fns, "mamba_keep_golf_overlap", "fwd"), x, dt, A, B, C,
+                                       D, dt_bias, L, read_kept=True)
+    dy = torch.randn(x.shape, generator=gen)
+    grads = {}
+    for overlap in (False, True):
+        events.clear()
+        outs = [torch.empty_like(v) for v in (x, dt, B, C)]
+        rest = mixer_op._scan_bwd_keep(parts, dy, x, dt, A, B, C, D, dt_bias, kept, *outs, dcb_ddA, "dA",
+                                       read_kept=True, overlap=overlap)
+        grads[overlap] = (*outs, *rest)
+        if overlap:
+            assert events == ["side waits main", "dcb_ddA on side into given buffers", "main waits side", "dCB read",
+                              "dCB read"]
+        else:
+            assert events == ["dcb_ddA on main into its own buffers", "dCB read", "dCB read"]
+    for a, r in zip(grads[True], grads[False]):
+        assert torch.equal(a, r)
+
+
 def test_the_core_op_keeps_the_same_result_in_the_interpreter(mamba_interpreted):
     """golf::mamba_core's CUDA glue end to end with mamba-ssm's real scan kernels (the conv and norm are
     tests/test_ssm_opaque.py's stand-ins): scan_impl "mamba_keep" gives scan_impl "mamba"'s outputs and every
