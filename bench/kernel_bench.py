@@ -1,12 +1,15 @@
-"""What golf's kernel benchmarks share (bench/ssd_kernel_bench.py, bench/conv_kernel_bench.py; in part
-bench/attn_kernel_bench.py and bench/gated_norm_bench.py): their run options, the timers (wall time per call, and
-device time per call, the one a training step pays), the relative error of a parity check, the result JSON
-(written even when a device fault stops the run) and the markdown table."""
+"""What golf's kernel benchmarks share (bench/ssd_kernel_bench.py, bench/conv_kernel_bench.py, the SSD chunk-kernel
+benches bench/ssd_dcb_bench.py, bench/ssd_xy_bench.py and bench/ssd_dt_bench.py; in part bench/attn_kernel_bench.py
+and bench/gated_norm_bench.py): their run options, the kernel module's import (under Triton's interpreter for a CPU
+dry run), the timers (wall time per call, and device time per call, the one a training step pays), the relative
+error of a parity check, the result JSON (written even when a device fault stops the run) and the markdown table."""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -83,6 +86,22 @@ def cuda_missing(a: argparse.Namespace) -> bool:
               file=sys.stderr)
         return True
     return False
+
+
+def import_kernels(a: argparse.Namespace, module: str):
+    """golf's kernel module `module` (e.g. "golf.ssd_dt_kernel"), under Triton's CPU interpreter for a --device cpu
+    dry run: TRITON_INTERPRET is read when a module's kernels are defined, so it is set before the import."""
+    if a.device == "cpu":
+        os.environ.setdefault("TRITON_INTERPRET", "1")
+    return importlib.import_module(module)
+
+
+def require_mamba_triton() -> None:
+    """A RuntimeError (which run_and_write records as the run's error) unless mamba-ssm's Triton kernels import."""
+    from golf import ssm
+
+    if ssm._import_mamba_triton() is None:
+        raise RuntimeError("mamba-ssm's Triton kernels do not import here")
 
 
 def new_result(a: argparse.Namespace, packages, parity_keys) -> dict:

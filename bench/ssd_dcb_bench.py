@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import os
 import sys
 from pathlib import Path
 
@@ -43,9 +42,11 @@ from kernel_bench import (
     check_ssd_shapes,
     cuda_missing,
     device_ms,
+    import_kernels,
     new_result,
     positive_ints,
     rel_errs,
+    require_mamba_triton,
     run_and_write,
     table,
     time_sides,
@@ -142,10 +143,7 @@ def main(argv=None) -> int:
     a = parse_args(argv)
     if cuda_missing(a):
         return 2
-    if a.device == "cpu":
-        os.environ.setdefault("TRITON_INTERPRET", "1")
-    import golf.ssd_dcb_kernel as dk
-    from golf import ssm
+    dk = import_kernels(a, "golf.ssd_dcb_kernel")
 
     result = new_result(a, ("torch", "triton", "mamba-ssm"), ("parity",))
 
@@ -155,8 +153,7 @@ def main(argv=None) -> int:
         sides = {f"golf {name}": (part, functools.partial(calls[part][0], **calls[part][1]))
                  for name, part in (("dcb_ddA", "dA"), ("chunk_bwd", "dx"), ("chunk_bwd + states", "chunk"))}
         if a.device == "cuda":
-            if ssm._import_mamba_triton() is None:
-                raise RuntimeError("mamba-ssm's Triton kernels do not import here")
+            require_mamba_triton()
             from mamba_ssm.ops.triton import ssd_chunk_scan as scs
             from mamba_ssm.ops.triton import ssd_chunk_state as sst
             from mamba_ssm.ops.triton import ssd_combined as sc

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import os
 import sys
 from pathlib import Path
 
@@ -39,9 +38,11 @@ from kernel_bench import (
     check_ssd_shapes,
     cuda_missing,
     device_ms,
+    import_kernels,
     new_result,
     positive_ints,
     rel_errs,
+    require_mamba_triton,
     run_and_write,
     table,
     time_sides,
@@ -157,10 +158,7 @@ def main(argv=None) -> int:
     a = parse_args(argv)
     if cuda_missing(a):
         return 2
-    if a.device == "cpu":
-        os.environ.setdefault("TRITON_INTERPRET", "1")
-    import golf.ssd_dt_kernel as tk
-    from golf import ssm
+    tk = import_kernels(a, "golf.ssd_dt_kernel")
 
     result = new_result(a, ("torch", "triton", "mamba-ssm"), ("parity",))
 
@@ -169,8 +167,7 @@ def main(argv=None) -> int:
         golf_fn = functools.partial(tk.dt_grads, **inp)
         sides = {"golf dt_grads": ("dt", golf_fn)}
         if a.device == "cuda":
-            if ssm._import_mamba_triton() is None:
-                raise RuntimeError("mamba-ssm's Triton kernels do not import here")
+            require_mamba_triton()
             mamba, want = mamba_sides(inp)
             sides |= mamba
         else:

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import os
 import sys
 from pathlib import Path
 
@@ -42,9 +41,11 @@ from kernel_bench import (
     check_ssd_shapes,
     cuda_missing,
     device_ms,
+    import_kernels,
     new_result,
     positive_ints,
     rel_errs,
+    require_mamba_triton,
     run_and_write,
     table,
     time_sides,
@@ -208,10 +209,7 @@ def main(argv=None) -> int:
     a = parse_args(argv)
     if cuda_missing(a):
         return 2
-    if a.device == "cpu":
-        os.environ.setdefault("TRITON_INTERPRET", "1")
-    import golf.ssd_xy_kernel as xk
-    from golf import ssm
+    xk = import_kernels(a, "golf.ssd_xy_kernel")
 
     result = new_result(a, ("torch", "triton", "mamba-ssm"), ("parity",))
 
@@ -220,8 +218,7 @@ def main(argv=None) -> int:
         calls = golf_calls(xk, inp)
         sides = {f"golf {kernel}": (kernel, functools.partial(fn, **kwargs)) for kernel, (fn, kwargs) in calls.items()}
         if a.device == "cuda":
-            if ssm._import_mamba_triton() is None:
-                raise RuntimeError("mamba-ssm's Triton kernels do not import here")
+            require_mamba_triton()
             from mamba_ssm.ops.triton import ssd_chunk_scan as scs
             from mamba_ssm.ops.triton import ssd_combined as sc
 

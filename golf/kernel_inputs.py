@@ -13,16 +13,23 @@ TL_DTYPES = {torch.float64: tl.float64, torch.float32: tl.float32, torch.bfloat1
              torch.float16: tl.float16}
 
 
-def check_dtypes_and_device(op: str, x: torch.Tensor, tensors) -> None:
+def check_dtypes_and_device(op: str, x: torch.Tensor, tensors, x_name: str = "x") -> None:
     """One ValueError line, prefixed `op`, for the first of `tensors` ((name, tensor or None) pairs) whose dtype
-    no kernel takes or that is not on x's device."""
+    no kernel takes or that is not on x's device (x_name: what the message calls x)."""
     for name, t in tensors:
         if t is None:
             continue
         if t.dtype not in TL_DTYPES:
             raise ValueError(f"{op}: {name} must be a float64/32/16 or bfloat16 tensor, got {t.dtype}")
         if t.device != x.device:
-            raise ValueError(f"{op}: {name} is on {t.device} but x is on {x.device}: one device for all")
+            raise ValueError(f"{op}: {name} is on {t.device} but {x_name} is on {x.device}: one device for all")
+
+
+def check_num_warps(op: str, num_warps) -> None:
+    """One ValueError line, prefixed `op`, unless num_warps is None (the kernel's default) or a power of two from 1
+    to 16."""
+    if num_warps is not None and (isinstance(num_warps, bool) or num_warps not in (1, 2, 4, 8, 16)):
+        raise ValueError(f"{op}: num_warps must be a power of two from 1 to 16, got {num_warps!r}")
 
 
 def check_chunk_layout(op: str, x: torch.Tensor, dt: torch.Tensor, CB: torch.Tensor

@@ -44,7 +44,7 @@ import triton
 import triton.language as tl
 from triton.runtime.interpreter import InterpretedFunction
 
-from golf.kernel_inputs import TL_DTYPES, check_dtypes_and_device, check_runs_here
+from golf.kernel_inputs import TL_DTYPES, check_dtypes_and_device, check_num_warps, check_runs_here
 from golf.ssd_kernel import _softplus
 from golf.ssm import compute_dtype
 
@@ -138,18 +138,14 @@ def _check(op: str, ddA, ddA_next, ddA_prev, ddA_chunk_end, ddt_sp, dt, A, dt_bi
             raise ValueError(f"{op}: {name} must have shape {shape}, got {tuple(tensor.shape)}")
     named = (("ddA", ddA), ("ddA_next", ddA_next), ("ddA_prev", ddA_prev), ("ddA_chunk_end", ddA_chunk_end),
              ("ddt_sp", ddt_sp), ("dt", dt), ("A", A), ("dt_bias", dt_bias), ("ddt", ddt))
-    for name, tensor in named:
-        if tensor is not None and tensor.device != dt.device:
-            raise ValueError(f"{op}: {name} is on {tensor.device} but dt is on {dt.device}: one device for all")
-    check_dtypes_and_device(op, dt, named)  # the dtypes (the devices agree by now)
+    check_dtypes_and_device(op, dt, named, x_name="dt")
     acc = compute_dtype(dt)
     for name, tensor in named[:5]:
         if tensor.dtype != acc:
             raise ValueError(f"{op}: {name} must be {acc} (the compute dtype for dt's {dt.dtype}), got {tensor.dtype}")
     if ddt is not None and ddt.dtype != dt.dtype:
         raise ValueError(f"{op}: ddt must have dt's dtype {dt.dtype}, got {ddt.dtype}")
-    if num_warps is not None and (isinstance(num_warps, bool) or num_warps not in (1, 2, 4, 8, 16)):
-        raise ValueError(f"{op}: num_warps must be a power of two from 1 to 16, got {num_warps!r}")
+    check_num_warps(op, num_warps)
     check_runs_here(op, dt, interpreted())
 
 

@@ -33,7 +33,13 @@ import triton
 import triton.language as tl
 from triton.runtime.interpreter import InterpretedFunction
 
-from golf.kernel_inputs import TL_DTYPES, check_chunk_layout, check_dtypes_and_device, check_runs_here
+from golf.kernel_inputs import (
+    TL_DTYPES,
+    check_chunk_layout,
+    check_dtypes_and_device,
+    check_num_warps,
+    check_runs_here,
+)
 from golf.ssd_dcb_kernel import _chunked, _decay, _per_head
 from golf.ssm import compute_dtype
 
@@ -169,8 +175,7 @@ def _check(op: str, x, dt, dA_cumsum, CB, BC, states, states_name, D, dot_dtype,
             raise ValueError(f"{op}: {name} must have x's dtype {x.dtype}, got {tensor.dtype}")
     if dot_dtype is not None and dot_dtype not in TL_DTYPES:
         raise ValueError(f"{op}: dot_dtype must be None or one of {list(TL_DTYPES)}, got {dot_dtype}")
-    if num_warps is not None and (isinstance(num_warps, bool) or num_warps not in (1, 2, 4, 8, 16)):
-        raise ValueError(f"{op}: num_warps must be a power of two from 1 to 16, got {num_warps!r}")
+    check_num_warps(op, num_warps)
     check_runs_here(op, x, interpreted())
 
 

@@ -455,8 +455,8 @@ def _opaque_fused_kernels(mamba: dict, gated_norm: str, scan: str = "mamba", con
                 ssm_ops.bind_cuda(mixer_op.golf_xy_kernels())
         except ImportError as e:
             raise GolfError(f"model.ssm_scan {scan!r} calls golf's Triton kernels (golf/ssd_dcb_kernel.py, "
-                            f"golf/ssd_xy_kernel.py, golf/ssd_kernel.py), which do not import here ({e}): install "
-                            "triton, or use ssm_scan 'mamba_keep'") from None
+                            f"golf/ssd_xy_kernel.py, golf/ssd_kernel.py, golf/ssd_dt_kernel.py), which do not import "
+                            f"here ({e}): install triton, or use ssm_scan 'mamba_keep'") from None
     norm_impl = "golf" if gated_norm == "golf" else "mamba"
     return dataclasses.replace(pieces, path="fused", fused=mixer_op.core_call(norm_impl, scan, conv),
                                norm_kernel=norm_impl, scan_kernel=scan)
