@@ -71,11 +71,12 @@ class HostBatches:
         return (x.pin_memory(), y.pin_memory()) if self.pinned else (x, y)
 
 
-def profile_steps(step, first_index: int, steps: int, device: torch.device, record_shapes: bool = False) -> dict:
+def profile_steps(step, first_index: int, steps: int, device: torch.device, record_shapes: bool = False,
+                  trace_path: str | None = None) -> dict:
     """Run `steps` more training steps under torch.profiler (golf.profiling: device kernels by family, device
-    busy share, the host's CUDA runtime calls and the ATen ops' own kernel time on CUDA; CPU ops' self time
-    otherwise); record_shapes: train.profile_shapes."""
-    window = StepWindowProfiler(first_index, steps, device, record_shapes=record_shapes)
+    busy share and idle gaps, the host's CUDA runtime calls and the ATen ops' own kernel time on CUDA; CPU ops'
+    self time otherwise); record_shapes: train.profile_shapes; trace_path: the window's Chrome trace too."""
+    window = StepWindowProfiler(first_index, steps, device, record_shapes=record_shapes, trace_path=trace_path)
     for i in range(steps):
         window.before_step(first_index + i)
         step(first_index + i)
@@ -90,11 +91,17 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--set", dest="sets", action="append", default=[], help="params override, e.g. train.compile=false")
     ap.add_argument("--label", default="")
     ap.add_argument("--profile-steps", type=int, default=0, help="then profile this many more steps (0: none)")
+    ap.add_argument("--trace", default="", help="with --profile-steps: write the profiled steps' Chrome trace "
+                    "to this file (gzipped when it ends .gz)")
     ap.add_argument("--tokens", choices=("random", "pinned", "pageable"), default="random",
                     help="batches drawn on the device (random), or by TokenLoader in pinned / pageable host memory")
     args = ap.parse_args(argv)
     if args.steps < 1 or args.profile_steps < 0:
         ap.error(f"--steps must be >= 1 and --profile-steps >= 0, got {args.steps} and {args.profile_steps}")
+    if args.trace and not args.profile_steps:
+        ap.error(f"--trace {args.trace!r} needs --profile-steps >= 1: the trace is of the profiled steps")
+    if args.trace and Path(args.trace).exists():
+        ap.error(f"--trace {args.trace!r}: the file exists; name a new one")
     if args.tokens == "pinned" and not torch.cuda.is_available():
         ap.error("--tokens pinned needs CUDA (page-locked batches serve host-to-device copies); use pageable")
     params = load_params(args.config, args.sets)
@@ -153,7 +160,8 @@ def main(argv: list[str] | None = None) -> dict:
     if compiles(tcfg, device):
         out["compiled_graphs"] = compiled_graph_stats()
     if args.profile_steps:
-        out["profile"] = profile_steps(step, 2 + args.steps, args.profile_steps, device, tcfg.profile_shapes)
+        out["profile"] = profile_steps(step, 2 + args.steps, args.profile_steps, device, tcfg.profile_shapes,
+                                       trace_path=args.trace or None)
     if shard_dir is not None:
         shard_dir.cleanup()
     print(json.dumps(out))

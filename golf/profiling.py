@@ -8,7 +8,8 @@ device's: a slower host alone made another machine's loop step at ~119 ms (bench
 block).
 
 On CUDA a window's summary holds the device kernels' time by family (KERNEL_FAMILIES) and by name, how much
-of the window's wall time the device was busy (the union of kernel intervals), the host's CUDA runtime
+of the window's wall time the device was busy (the union of kernel intervals), where it was idle (idle_gaps: gap
+lengths and the kernels around them), the host's CUDA runtime
 calls by time (a long cudaStreamSynchronize or cudaEventSynchronize is the host waiting for the device; a
 long cudaLaunchKernel total is the host launching), and the host's time per step inside each phase of the
 step (golf.train's `golf/...` ranges: batch, forward, backward, optimizer, ema, read_loss), and the ATen ops
@@ -75,6 +76,44 @@ def summarize_profile(events: list[tuple[str, float]], steps: int, top: int = 25
                     for name, (us, n) in sorted(by_name.items(), key=lambda kv: -kv[1][0])[:top]]}
 
 
+# idle gaps on the device timeline, by length in microseconds: (upper bound, label), the last one open
+GAP_BUCKETS_US = ((2.0, "<2us"), (5.0, "2-5us"), (20.0, "5-20us"), (100.0, "20-100us"), (float("inf"), ">=100us"))
+
+
+def idle_gaps(kernels: list[tuple[str, float, float]], steps: int, top: int = 12) -> dict:
+    """kernels: (name, start, end) in microseconds, on any streams → the device's idle time between them: where no
+    kernel runs, from the first kernel's start to the last one's end. Per step: the idle total, the number of gaps
+    and idle time by gap length (GAP_BUCKETS_US), and the `top` kernel pairs around the most idle time ("before ->
+    after", the kernel that ended the busy stretch and the one that began the next; names cut to 60 characters)
+    with their gaps per step. Many short gaps between small kernels are launch latency; a few long ones are the
+    host or a stream wait."""
+    buckets = {label: [0.0, 0] for _, label in GAP_BUCKETS_US}
+    pairs: dict[str, list] = {}
+    total, end, last_name = 0.0, None, ""
+    for name, a, b in sorted(kernels, key=lambda k: k[1]):
+        if end is not None and a > end:
+            gap = a - end
+            total += gap
+            label = next(lab for bound, lab in GAP_BUCKETS_US if gap < bound)
+            buckets[label][0] += gap
+            buckets[label][1] += 1
+            pair = pairs.setdefault(f"{last_name[:60]} -> {name[:60]}", [0.0, 0])
+            pair[0] += gap
+            pair[1] += 1
+        if end is None or b >= end:
+            end, last_name = b, name
+
+    def per_step(us: float) -> float:
+        return round(us / 1e3 / steps, 3)
+
+    return {"idle_ms_per_step": per_step(total),
+            "gaps_per_step": round(sum(n for _, n in buckets.values()) / steps, 1),
+            "by_length": {label: {"ms_per_step": per_step(us), "gaps_per_step": round(n / steps, 1)}
+                          for label, (us, n) in buckets.items()},
+            "top_pairs": [{"pair": pair, "ms_per_step": per_step(us), "gaps_per_step": round(n / steps, 2)}
+                          for pair, (us, n) in sorted(pairs.items(), key=lambda kv: -kv[1][0])[:top]]}
+
+
 def busy_us(intervals: list[tuple[float, float]]) -> float:
     """Microseconds covered by the union of (start, end) intervals: device time with at least one kernel
     running (kernels on several streams may overlap)."""
@@ -98,15 +137,19 @@ class StepWindowProfiler:
     With run-ahead the step before the window may still be running on the device when it starts; over tens
     of steps that is a small share of the wall time.
 
+    `trace_path`: the window's Chrome trace (chrome://tracing, Perfetto) is written there as well, for a timeline
+    the summary does not give.
+
     `before_step` returns the seconds it spent on the profiler itself (starting it; stopping it and summarizing
     once the device is done), which a budgeted loop keeps off its clock: 9 s in a 60-s training run on
     2026-11-29, before the loop did so (bench/RESULTS.md, that day's eighth block). The summary's `overhead_s`
     totals them."""
 
     def __init__(self, first_step: int, steps: int, device: torch.device, clock=time.perf_counter,
-                 record_shapes: bool = False):
+                 record_shapes: bool = False, trace_path: str | None = None):
         self.first_step, self.steps, self.device, self.clock = first_step, steps, device, clock
         self.record_shapes = record_shapes  # train.profile_shapes: aten_ops by input shapes, at some host cost
+        self.trace_path = trace_path  # the window's Chrome trace is written there too (gzipped when it ends .gz)
         self.summary: dict | None = None
         self._prof = None
         self._t0 = 0.0
@@ -140,6 +183,9 @@ class StepWindowProfiler:
         t_end = self.clock()
         self._prof.stop()
         self.summary = summarize_window(self._prof, self.steps, t_end - self._t0, self.device.type == "cuda")
+        if self.trace_path:
+            self._prof.export_chrome_trace(self.trace_path)
+            self.summary["trace"] = self.trace_path
         self.summary["first_step"] = self.first_step
         self._prof = None
         spent = self.clock() - t_end
@@ -207,11 +253,13 @@ def summarize_window(prof, steps: int, wall_s: float, cuda: bool) -> dict:
     kernels = [e for e in events if e.device_type == DeviceType.CUDA and not getattr(e, "is_user_annotation", False)]
     device = summarize_profile([(e.name, e.time_range.elapsed_us()) for e in kernels], steps, top=80)  # every kernel over ~0.1 ms a step
     busy = busy_us([(e.time_range.start, e.time_range.end) for e in kernels])
+    gaps = idle_gaps([(e.name, e.time_range.start, e.time_range.end) for e in kernels], steps)
     runtime = [(e.name, e.cpu_time_total) for e in events
                if e.device_type == DeviceType.CPU and e.name.startswith("cu")]  # cudaLaunchKernel, cuLaunchKernel, ...
     host = summarize_profile(runtime, steps, top=10)
     return {**out, "timeline": "device kernels", "device_busy_ms_per_step": round(busy / 1e3 / steps, 3),
             "device_busy_frac": round(busy / 1e6 / wall_s, 4) if wall_s > 0 else None,
+            "kernels_per_step": round(len(kernels) / steps, 1), "idle_gaps": gaps,
             **device,
             "host_runtime_calls": [{k: t[k] for k in ("name", "ms_per_step", "calls_per_step")}
                                    for t in host["top"]],

@@ -3,7 +3,14 @@
 import pytest
 import torch
 
-from golf.profiling import StepWindowProfiler, busy_us, compiled_graph_stats, kernel_family, summarize_profile
+from golf.profiling import (
+    StepWindowProfiler,
+    busy_us,
+    compiled_graph_stats,
+    idle_gaps,
+    kernel_family,
+    summarize_profile,
+)
 
 
 @pytest.mark.parametrize("name, family", [
@@ -60,6 +67,40 @@ def test_busy_time_is_the_union_of_kernel_intervals():
     assert busy_us([(0, 10), (20, 25)]) == 15  # a 10 us gap: idle
     assert busy_us([(0, 10), (5, 12), (11, 11.5), (30, 31)]) == 13  # overlaps counted once, nested ones not at all
     assert busy_us([(5, 12), (0, 10)]) == 12  # order does not matter
+
+
+def test_idle_gaps_by_length_and_by_the_kernels_around_them():
+    # two steps of: a (0-10), b on another stream inside a (2-8), c after a 1-us gap, d after a 50-us gap
+    kernels = []
+    for t0 in (0.0, 1000.0):
+        kernels += [("a", t0, t0 + 10), ("b", t0 + 2, t0 + 8), ("c", t0 + 11, t0 + 20), ("d", t0 + 70, t0 + 80)]
+    g = idle_gaps(list(reversed(kernels)), steps=2)  # order does not matter
+    # per step: 1 + 50 us, plus the 920-us gap between the steps counted once over two steps
+    assert g["idle_ms_per_step"] == pytest.approx((2 * 51 + 920) / 1e3 / 2, abs=1e-3)
+    assert g["gaps_per_step"] == 2.5
+    assert g["by_length"]["<2us"] == {"ms_per_step": 0.001, "gaps_per_step": 1.0}
+    assert g["by_length"]["20-100us"] == {"ms_per_step": 0.05, "gaps_per_step": 1.0}
+    assert g["by_length"][">=100us"]["gaps_per_step"] == 0.5 and g["by_length"]["2-5us"]["gaps_per_step"] == 0
+    top = g["top_pairs"]
+    # the nested kernel b never ends a busy stretch: the gap after it belongs to a -> c
+    assert [t["pair"] for t in top] == ["d -> a", "c -> d", "a -> c"]
+    assert top[1] == {"pair": "c -> d", "ms_per_step": 0.05, "gaps_per_step": 1.0}
+    assert idle_gaps([("x", 0.0, 5.0)], steps=1)["idle_ms_per_step"] == 0 and len(idle_gaps(kernels, 2, top=1)["top_pairs"]) == 1
+
+
+def test_step_window_writes_its_trace_when_asked(tmp_path):
+    window = StepWindowProfiler(first_step=1, steps=1, device=torch.device("cpu"), trace_path=str(tmp_path / "t.json.gz"))
+    a = torch.randn(32, 32)
+    window.before_step(1)
+    a @ a
+    window.before_step(2)
+    import gzip
+    import json
+
+    with gzip.open(tmp_path / "t.json.gz") as f:
+        trace = json.loads(f.read())
+    assert window.summary["trace"] == str(tmp_path / "t.json.gz")
+    assert any(e.get("name") == "aten::mm" for e in trace["traceEvents"])
 
 
 def test_step_window_profiles_exactly_its_steps_on_cpu():

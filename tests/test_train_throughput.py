@@ -33,6 +33,16 @@ def test_cpu_run_with_profile_writes_its_json(tmp_path, monkeypatch):
         tt.main([str(REPO / "params.yaml"), "--steps", "0"])
 
 
+def test_trace_needs_profiled_steps_and_a_new_file(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        tt.main([str(REPO / "params.yaml"), "--steps", "1", "--trace", str(tmp_path / "t.json.gz")])
+    assert "--trace" in capsys.readouterr().err
+    (tmp_path / "kept.json.gz").write_text("a user's file")
+    with pytest.raises(SystemExit):
+        tt.main([str(REPO / "params.yaml"), "--steps", "1", "--profile-steps", "1", "--trace", str(tmp_path / "kept.json.gz")])
+    assert "exists" in capsys.readouterr().err and (tmp_path / "kept.json.gz").read_text() == "a user's file"
+
+
 def test_host_batches_are_the_token_loaders_windows(tmp_path):
     batches = tt.HostBatches(tmp_path, vocab=100, micro=4, seq_len=16, pinned=False)
     x, y = batches.next_batch()

@@ -4,7 +4,9 @@
 #   CONFIG=configs/hybrid_12.yaml STEPS=10 bash bench/h200/h200_throughput_sweep.sh \
 #       "" "model.in_proj_multiple=64" "model.ssm_compile=trace" "model.in_proj_multiple=64 model.ssm_compile=trace"
 # PROFILE_STEPS=3 also profiles 3 more steps of each variant (device time by kernel family, top kernels, the ATen
-# ops' own kernel time: in the JSON; the printed line is cut to 400 characters); PROFILE_SHAPES=1 adds
+# ops' own kernel time, the device's idle gaps: in the JSON; the printed line is cut to 400 characters); TRACE=1
+# (with PROFILE_STEPS and OUT) also writes each variant's profiled steps as a gzipped Chrome trace, all of them
+# returned in $OUT/traces.tar; PROFILE_SHAPES=1 adds
 # train.profile_shapes=true to every variant (those ATen ops by input shapes, at some host cost in those steps).
 # Each argument is one variant: space-separated params overrides ("" = the config as it is); a word
 # config=<file> runs that variant on another params file; a variant given again is labelled __run2, __run3 (its own
@@ -21,6 +23,10 @@ CONFIG=${CONFIG:-configs/hybrid_12.yaml}; STEPS=${STEPS:-10}
 # which lent GPU: the same code stepped 19% faster on one machine than another (RESULTS, sixth block)
 nvidia-smi --query-gpu=name,uuid,driver_version,power.limit,clocks.max.sm --format=csv,noheader 2>/dev/null
 [ $# -gt 0 ] || set -- ""
+if [ -n "${TRACE:-}" ]; then
+  [ -n "${OUT:-}" ] && [ "${PROFILE_STEPS:-0}" -gt 0 ] || { echo "TRACE=1 needs OUT and PROFILE_STEPS >= 1" >&2; exit 2; }
+  mkdir -p "$OUT" || exit 1
+fi
 log=$(mktemp) || exit 1
 trap 'rm -f "$log"' EXIT
 declare -A runs_of  # a variant named again (alternating sides, e.g. "" "x" "" "x") gets __run2, __run3: its own JSON
@@ -28,9 +34,11 @@ for variant in "$@"; do
   parse_variant "$variant" "$CONFIG"
   runs_of[$VARIANT_LABEL]=$(( ${runs_of[$VARIANT_LABEL]:-0} + 1 ))
   [ "${runs_of[$VARIANT_LABEL]}" -gt 1 ] && VARIANT_LABEL+="__run${runs_of[$VARIANT_LABEL]}"
+  trace_args=()
+  [ -n "${TRACE:-}" ] && trace_args=(--trace "$OUT/trace_${VARIANT_LABEL//[^A-Za-z0-9_.-]/-}.json.gz")
   timeout "${PER_VARIANT_TIMEOUT:-300}" python3 bench/train_throughput.py "$VARIANT_CFG" --steps "$STEPS" \
     --profile-steps "${PROFILE_STEPS:-0}" "${VARIANT_SETS[@]}" \
-    ${PROFILE_SHAPES:+--set train.profile_shapes=true} --label "$VARIANT_LABEL" > "$log" 2>&1
+    ${PROFILE_SHAPES:+--set train.profile_shapes=true} "${trace_args[@]}" --label "$VARIANT_LABEL" > "$log" 2>&1
   rc=$?
   if [ "$rc" -eq 0 ]; then
     tail -n 1 "$log" | cut -c1-400
@@ -54,4 +62,7 @@ for path in sys.argv[1:]:
           + (f"; ms/step by family: {fams}" if fams else ""))
 PY
   (cd "$OUT" && tar czf throughput.tgz throughput_*.json && rm -f throughput_*.json)
+fi
+if [ -n "${OUT:-}" ] && compgen -G "$OUT/trace_*.json.gz" > /dev/null; then
+  (cd "$OUT" && tar cf traces.tar trace_*.json.gz && rm -f trace_*.json.gz)
 fi
