@@ -84,7 +84,7 @@ class Muon(Optimizer):
                     by_shape.setdefault((tuple(p.shape), p.dtype, p.device), []).append(p)
             for (shape, _, _), ps in by_shape.items():
                 grads = [p.grad for p in ps]
-                bufs = [self.state[p].setdefault("momentum_buffer", torch.zeros_like(p.grad)) for p in ps]
+                bufs = [self._momentum_buffer(p) for p in ps]
                 torch._foreach_mul_(bufs, mom)
                 torch._foreach_add_(bufs, grads)
                 updates = torch._foreach_add(grads, bufs, alpha=mom) if group["nesterov"] else bufs
@@ -94,6 +94,14 @@ class Muon(Optimizer):
                     torch._foreach_mul_(ps, 1 - lr * group["weight_decay"])
                 torch._foreach_add_(ps, list(ortho.unbind(0)), alpha=-lr * scale)
         return loss
+
+    def _momentum_buffer(self, p: torch.Tensor) -> torch.Tensor:
+        """p's momentum buffer, zeros at its first step (made once: a setdefault would build and drop a zero
+        tensor, a fill launch, every step)."""
+        state = self.state[p]
+        if "momentum_buffer" not in state:
+            state["momentum_buffer"] = torch.zeros_like(p.grad)
+        return state["momentum_buffer"]
 
 
 def build_optimizers(model, tcfg) -> list[Optimizer]:
