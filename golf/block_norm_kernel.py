@@ -79,6 +79,7 @@ from triton.runtime.interpreter import InterpretedFunction
 from golf.kernel_inputs import TL_DTYPES, check_dtypes_and_device, check_row_launch, row_launch
 from golf.model import add_mix_norm_reference, norm_eps
 from golf.ssm import compute_dtype
+from golf.sum_kernel import column_sums
 
 __all__ = ["add_mix_norm", "add_mix_norm_bwd_kernels", "add_mix_norm_fwd_kernels", "add_mix_norm_reference",
            "interpreted", "norm_eps"]
@@ -348,9 +349,10 @@ def add_mix_norm_bwd_kernels(g_out, g_xm, g_h, x, y, s, skip, w, x0, mix, rstd, 
             HAS_GOUT=g_out is not None, HAS_GXM=g_xm is not None, BLOCK_M=bm, BLOCK_N=bn, ACC=TL_DTYPES[acc],
             STAGES=num_stages, num_warps=nw)
     # the partial sums reduced over programs (deterministic), each in its parameter's dtype; zeros when rows = 0
-    ds = part[:, 0].sum(0).to(s.dtype) if s is not None else x.new_empty(0)  # (d,)
-    dw = part[:, 1].sum(0).to(w.dtype) if w is not None else x.new_empty(0)  # (d,)
-    dmix = part[:, 2:].sum(0).to(mix.dtype) if mix is not None else x.new_empty(0)  # (2, d)
+    ds = column_sums(part[:, 0], dtype=s.dtype) if s is not None else x.new_empty(0)  # (d,)
+    dw = column_sums(part[:, 1], dtype=w.dtype) if w is not None else x.new_empty(0)  # (d,)
+    dmix = (column_sums(part[:, 2:].flatten(1), dtype=mix.dtype).view(2, d) if mix is not None  # (2, d)
+            else x.new_empty(0))
     return dx, dy, ds, dskip, dw, dx0, dmix
 
 

@@ -72,6 +72,7 @@ from triton.runtime.interpreter import InterpretedFunction
 
 from golf.kernel_inputs import TL_DTYPES, check_dtypes_and_device, check_runs_here
 from golf.ssm import compute_dtype
+from golf.sum_kernel import column_sums
 
 WIDTHS = (2, 3, 4)
 # the default launch of each kernel: rows a program walks, its channels, its warps (module docstring)
@@ -373,7 +374,7 @@ def conv_bwd(x, weight, bias, dout, *, block_t=None, block_c=None, num_warps=Non
             x.stride(0), x.stride(2), *weight.stride(), dout.stride(0), dout.stride(2), dx.stride(0), dx.stride(2),
             part.stride(0), part.stride(1),
             W=w, HAS_BIAS=has_bias, BT=block_t, BC=block_c, ACC=TL_DTYPES[acc], num_warps=num_warps)
-    red = part.sum(0)  # (W + 1, C), deterministic
+    red = column_sums(part.view(part.shape[0], (w + 1) * c)).view(w + 1, c)  # (W + 1, C), deterministic
     dweight = red[:w].t().to(weight.dtype)
     dbias = red[w].to(bias.dtype) if bias is not None else None
     return dx, dweight, dbias

@@ -85,6 +85,7 @@ from golf.kernel_inputs import (
     row_launch,
 )
 from golf.ssm import compute_dtype
+from golf.sum_kernel import column_sums
 
 # Launch defaults (module docstring, "Tiles"): elements per (BLOCK_M, BLOCK_N) tile, BLOCK_M = max(1,
 # tile // BLOCK_N); one warp per 1024 of them (32 values of each tile tensor per thread); backward row blocks
@@ -308,5 +309,5 @@ def gated_rmsnorm_bwd(dout, y, z, weight, rstd, eps, group_size, dy=None, dz=Non
             BLOCK_K=triton.next_power_of_2(max(zero_k, 1)), num_warps=nw)
     elif zero_k:
         zero.zero_()
-    dweight = part.sum(0).to(weight.dtype)  # (N,), deterministic; zeros when M = 0
+    dweight = column_sums(part, dtype=weight.dtype)  # (N,), deterministic; zeros when M = 0
     return dy, dz, dweight

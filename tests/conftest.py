@@ -88,6 +88,13 @@ def xk():
 
 
 @pytest.fixture(scope="module")
+def rk():
+    """golf.sum_kernel (the column sums that finish golf's backward kernels' parameter gradients;
+    tests/test_sum_kernel.py)."""
+    return triton_kernels("sum_kernel", "column-sum")
+
+
+@pytest.fixture(scope="module")
 def device(sk):
     """Where golf's SSD kernels run, and so the tensors of the tests that call them: the CPU in the interpreter,
     else the GPU."""

@@ -345,3 +345,20 @@ def test_kernels_call_with_one_gpu_runs_the_lanes_in_turn_on_gpu_0(tmp_path):
     res, lines, _ = _kernels_call(bad, "", env={"GPUS": "3"})
     assert res.returncode == 2 and lines == []
     assert res.stderr.strip() == "error: GPUS must be 1 (the lanes in turn on GPU 0) or 2 (one lane a GPU), not '3'"
+
+
+def _parse_variant(variant: str) -> list[str]:
+    """bench/h200/h200_env.sh's parse_variant alone (the file's top needs the GPU machine's carried wheels)."""
+    script = (f"eval \"$(sed -n '/^parse_variant()/,/^}}/p' bench/h200/h200_env.sh)\" && parse_variant '{variant}' "
+              "configs/hybrid_12_b131k.yaml && printf '%s\\n' \"$VARIANT_CFG\" \"$VARIANT_TREE\" \"$VARIANT_LABEL\" "
+              "\"${VARIANT_SETS[@]}\"")
+    out = subprocess.run(["bash", "-c", script], cwd=ROOT, capture_output=True, text=True, check=True)
+    return out.stdout.splitlines()
+
+
+def test_sweep_variants_name_their_config_overrides_and_tree():
+    assert _parse_variant("") == ["configs/hybrid_12_b131k.yaml", ".", "hybrid_12_b131k"]
+    cfg, tree, label, *sets = _parse_variant("tree=.carry_old model.ssm_scan=mamba config=configs/attn_fit.yaml")
+    assert (cfg, tree) == ("configs/attn_fit.yaml", ".carry_old")
+    assert label == "attn_fit__tree_.carry_old__model.ssm_scan=mamba"  # the tree is in the label: its own JSON
+    assert sets == ["--set", "model.ssm_scan=mamba"]

@@ -73,11 +73,16 @@ run_in_lanes() {
   for i in "${pids[@]}"; do wait "$i"; done
 }
 # One sweep variant (bench/h200/h200_*_sweep.sh): space-separated params overrides, a word config=<file> switching the
-# params file. Sets VARIANT_CFG, VARIANT_SETS (--set pairs) and VARIANT_LABEL (<config>__<override>...).
+# params file, a word tree=<dir> running the bench script of another source tree (e.g. `git archive <commit> golf
+# bench | tar -x -C .carry_old`, carried: two commits' code side by side in one call; the throughput sweep only).
+# Sets VARIANT_CFG, VARIANT_SETS (--set pairs), VARIANT_TREE (. by default) and VARIANT_LABEL (<config>__<override>...,
+# __tree_<dir's name> for another tree).
 parse_variant() {  # parse_variant "<variant>" <default config>
-  VARIANT_CFG=$2; VARIANT_SETS=(); local s label=""
+  VARIANT_CFG=$2; VARIANT_SETS=(); VARIANT_TREE=.; local s label=""
   for s in $1; do
-    if [[ $s == config=* ]]; then VARIANT_CFG=${s#config=}; else VARIANT_SETS+=(--set "$s"); label+="__${s//[^A-Za-z0-9_.=-]/_}"; fi
+    if [[ $s == config=* ]]; then VARIANT_CFG=${s#config=}
+    elif [[ $s == tree=* ]]; then VARIANT_TREE=${s#tree=}; label+="__tree_$(basename "$VARIANT_TREE")"
+    else VARIANT_SETS+=(--set "$s"); label+="__${s//[^A-Za-z0-9_.=-]/_}"; fi
   done
   VARIANT_LABEL="$(basename "$VARIANT_CFG" .yaml)$label"
 }

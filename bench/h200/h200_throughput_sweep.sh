@@ -9,7 +9,7 @@
 # returned in $OUT/traces.tar; PROFILE_SHAPES=1 adds
 # train.profile_shapes=true to every variant (those ATen ops by input shapes, at some host cost in those steps).
 # Each argument is one variant: space-separated params overrides ("" = the config as it is); a word
-# config=<file> runs that variant on another params file; a variant given again is labelled __run2, __run3 (its own
+# config=<file> runs that variant on another params file, a word tree=<dir> on another source tree's code; a variant given again is labelled __run2, __run3 (its own
 # JSON: on 2026-12-01 three alternating pairs in one call left only the last pair's). The JSONs come back as
 # $OUT/throughput.tgz. A variant that
 # succeeds prints one line (its JSON, cut to 400 characters); one that fails or runs past PER_VARIANT_TIMEOUT seconds
@@ -36,7 +36,10 @@ for variant in "$@"; do
   [ "${runs_of[$VARIANT_LABEL]}" -gt 1 ] && VARIANT_LABEL+="__run${runs_of[$VARIANT_LABEL]}"
   trace_args=()
   [ -n "${TRACE:-}" ] && trace_args=(--trace "$OUT/trace_${VARIANT_LABEL//[^A-Za-z0-9_.-]/-}.json.gz")
-  timeout "${PER_VARIANT_TIMEOUT:-300}" python3 bench/train_throughput.py "$VARIANT_CFG" --steps "$STEPS" \
+  if [ ! -f "$VARIANT_TREE/bench/train_throughput.py" ]; then
+    echo "variant '$variant': tree=$VARIANT_TREE has no bench/train_throughput.py; skipped"; continue
+  fi
+  timeout "${PER_VARIANT_TIMEOUT:-300}" python3 "$VARIANT_TREE/bench/train_throughput.py" "$VARIANT_CFG" --steps "$STEPS" \
     --profile-steps "${PROFILE_STEPS:-0}" "${VARIANT_SETS[@]}" \
     ${PROFILE_SHAPES:+--set train.profile_shapes=true} "${trace_args[@]}" --label "$VARIANT_LABEL" > "$log" 2>&1
   rc=$?
