@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 SHAPES = {"block_norm_s": (2048, 512, 2048), "block_norm_mix": (2048, 1024, 2048), "gated_norm": (4096, 768, 768),
           "conv": (1024, 4160, 4160), "dt_or_dD": (2048, 12, 12)}  # name: (rows, columns, row stride)
-LAUNCHES = ("64x16x4", "128x16x4", "256x16x4", "128x32x4", "256x32x8", "64x64x4", "128x8x4", "512x16x8")
+LAUNCHES = ("128x16x4", "256x32x8", "128x8x4", "512x16x8", "1024x16x8", "512x8x8", "256x8x8", "512x32x8", "1024x8x8")
 
 
 def graph_ms(fn, calls: int, replays: int) -> float:

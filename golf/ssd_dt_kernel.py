@@ -47,7 +47,6 @@ from triton.runtime.interpreter import InterpretedFunction
 from golf.kernel_inputs import TL_DTYPES, check_dtypes_and_device, check_num_warps, check_runs_here
 from golf.ssd_kernel import _softplus
 from golf.ssm import compute_dtype
-from golf.sum_kernel import column_sums
 
 # warps a program and chunks a program walks
 LAUNCH = {"num_warps": 8, "chunks": 1}
@@ -177,10 +176,9 @@ def dt_grads(ddA: torch.Tensor, ddA_next: torch.Tensor, ddA_prev: torch.Tensor, 
             L=size, CHUNKS=per, BLOCK_H=triton.next_power_of_2(h), BLOCK_L=triton.next_power_of_2(size),
             HAS_BIAS=dt_bias is not None, SOFTPLUS=bool(dt_softplus), ACC=TL_DTYPES[acc],
             num_warps=num_warps or LAUNCH["num_warps"])
-    # one new tensor each (golf::mamba_core_bwd returns both, and a custom op's outputs may not alias); zeros when
-    # nothing ran
-    sums = [column_sums(p.view(b * blocks, h)) for p in part]  # dA, and ddt_bias with dt_bias
-    return ddt, sums[0], sums[1] if dt_bias is not None else None
+    sums = part.sum((1, 2))  # (1 or 2, h); zeros when nothing ran
+    # two tensors that share no memory: golf::mamba_core_bwd returns both, and a custom op's outputs may not alias
+    return ddt, sums[0], sums[1].clone() if dt_bias is not None else None
 
 
 def dt_grads_reference(ddA: torch.Tensor, ddA_next: torch.Tensor, ddA_prev: torch.Tensor,

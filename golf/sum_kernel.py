@@ -1,15 +1,17 @@
 """Column sums of a partial-sum buffer in one Triton launch: how golf's backward kernels finish their parameter
 gradients.
 
-golf's backward kernels (golf/block_norm_kernel.py, golf/gated_norm_kernel.py, golf/conv_kernel.py,
-golf/ssd_dt_kernel.py, golf/ssd_xy_kernel.py) write one row of partial sums per program, deterministically, and the
-parameter gradient is the sum of those rows: a (R, N) buffer with R from about a thousand to a few thousand rows
-and N from 12 to a few thousand columns. torch's `sum(0)` of such a buffer splits the rows over several blocks,
+golf's block-norm, gated-norm and conv backward kernels (golf/block_norm_kernel.py, golf/gated_norm_kernel.py,
+golf/conv_kernel.py) write one row of partial sums per program, deterministically, and a parameter gradient is the
+sum of those rows: a (R, N) buffer of one to four thousand rows and 512 to 4160 columns at hybrid_12_b131k's
+shapes. (The SSD's dt and D gradients sum 12 columns: one program here, slower than torch's sum, which needs no
+memset at that size.) torch's `sum(0)` of such a buffer splits the rows over several blocks,
 which then meet through semaphores that it zeroes first: a memset node before each reduction in the step's CUDA
 graph. On an H200 (bench/RESULTS.md, 2026-12-02) the memset and the idle gaps around it cost about 8 us and the
 reduction itself 8-14 us, some 65 times a hybrid_12_b131k step. `column_sums` is one kernel, no zero-fill: each
 program owns BLOCK_N columns and walks every row, BLOCK_R rows a step, accumulating in fp32 (fp64 for fp64 input),
-so the result is the same whatever the launch and from run to run.
+so a launch gives the same bits from run to run (another launch may round differently: the last sum over the
+BLOCK_R lanes follows the threads' layout).
 
 `column_sums_reference` is its twin (torch's sum in the same compute dtype); tests/test_sum_kernel.py compares them
 in Triton's interpreter and on a GPU.
@@ -25,8 +27,10 @@ from triton.runtime.interpreter import InterpretedFunction
 from golf.kernel_inputs import TL_DTYPES, check_dtypes_and_device, check_num_warps, check_runs_here
 from golf.ssm import compute_dtype
 
-# (BLOCK_R, BLOCK_N, num_warps) when the caller gives none: bench/sum_kernel_bench.py's choice on an H200
-DEFAULT_LAUNCH = (128, 16, 4)
+# (BLOCK_R, BLOCK_N, num_warps) when the caller gives none: the fastest of eight on the four shapes of bench/
+# sum_kernel_bench.py on an H200 (3.4-5.4 us a call in a CUDA graph against torch's 8-11; bench/RESULTS.md,
+# 2026-12-02): a program walks 16 columns, 512 rows a step
+DEFAULT_LAUNCH = (512, 16, 8)
 
 
 @triton.jit
