@@ -41,7 +41,7 @@ d_model 512: no idle lanes), BLOCK_M rows.
     pipelined tl.range, so the next blocks' loads are in flight while one is computed), storing the input
     gradients per block and adding the parameter gradients' terms into (BLOCK_M, BLOCK_N) fp32 accumulators,
     reduced over rows once at the end into this program's row of a (programs, 4, d) partial-sum buffer
-    [ds, dw, dmix0, dmix1] that PyTorch sums afterwards: deterministic (no atomics) and small (131072 rows /
+    [ds, dw, dmix0, dmix1] that golf.sum_kernel sums afterwards: deterministic (no atomics) and small (131072 rows /
     64 = 2048 programs: 16 MB at d 512, against about 1 GB the kernel must move).
     Default tile 512 elements (one row at d 512), 1 warp, 64 row blocks a program, 3 stages: up to four
     accumulators and six loaded tensors a tile, 16 values of each a thread, which stays in registers.

@@ -36,7 +36,7 @@ off the fp64 reference by ~1e-13 relative at eps 1e-5).
     Default tile 4096 elements (BLOCK_M = 4 at BLOCK_N 1024), 4 warps: 32,768 programs in production.
   Backward, grid (cdiv(M, BLOCK_M * tiles), G): each program walks `tiles` consecutive row blocks, storing dy
     and dz per block and adding dout gh into one (BLOCK_M, BLOCK_N) fp32 accumulator, reduced over its rows
-    once at the end into one row of a (programs, N) partial-sum buffer that PyTorch sums afterwards:
+    once at the end into one row of a (programs, N) partial-sum buffer that golf.sum_kernel sums afterwards:
     deterministic (no atomics; the same bits run to run) and small (production: 131072 / 32 = 4096 rows of 768
     fp32, 12.6 MB written and read back, against the ~1 GB the kernel must move). The walk is a
     software-pipelined tl.range (num_stages 3): the next blocks' loads are in flight while one is computed.

@@ -175,18 +175,23 @@ def test_backward_layouts_give_channel_last_results(ck, device, layout):
 
 @pytest.mark.parametrize("block_t", [1, 4, 8, 64])
 def test_dx_does_not_depend_on_the_rows_a_program_walks(ck, device, block_t):
-    """dx[t] is the same sum of the same four dpre rows whichever program stores it: bit for bit across block_t;
-    the weight gradients (summed per program, then over programs) within fp64 rounding."""
+    """dx[t] is the same sum of the same four dpre rows whichever program stores it: bit for bit across block_t in
+    the interpreter; compiled, within fp64 rounding (on an H200 on 2026-12-02, block_t 1 differed from 16 in the
+    last bits: the compiler contracts the sum into fused multiply-adds differently for another tile shape). The
+    weight gradients (summed per program, then over programs) within fp64 rounding."""
     x, weight, bias, dout = _inputs(9, 2, 20, 45, 4, row=28, offset=5, device=device)
     want = ck.conv_bwd(x, weight, bias, dout, block_t=16, block_c=8)
     got = ck.conv_bwd(x, weight, bias, dout, block_t=block_t, block_c=8)
-    assert torch.equal(got[0], want[0])
+    if ck.interpreted():
+        assert torch.equal(got[0], want[0])
+    else:
+        _assert_close("dx", got[0], want[0], 1e-14)
     for name, g, h in zip(("dweight", "dbias"), got[1:], want[1:]):
         _assert_close(name, g, h, 1e-12)
 
 
 def test_weight_grads_deterministic(ck, device):
-    """dweight and dbias are per-program partial sums reduced in PyTorch, not atomics: bitwise repeatable."""
+    """dweight and dbias are per-program partial sums reduced by golf.sum_kernel, not atomics: bitwise repeatable."""
     x, weight, bias, dout = _inputs(5, 2, 12, 21, 4, dtype=torch.float32, device=device)
     a = ck.conv_bwd(x, weight, bias, dout.float(), **SMALL)
     b = ck.conv_bwd(x, weight, bias, dout.float(), **SMALL)
