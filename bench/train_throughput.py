@@ -38,6 +38,7 @@ from golf.io import write_text_atomic
 from golf.loaders import TokenLoader
 from golf.model import build_model, count_params
 from golf.optim import build_optimizers
+from golf.optim_graph import GraphedOptimizerStep
 from golf.profiling import StepWindowProfiler, compiled_graph_stats
 from golf.runtime import autocast, enable_tf32, seed_everything
 from golf.train import batch_layout, compile_for_training, compiles, ema_decay_at, loss_read_lag, train_step
@@ -113,6 +114,8 @@ def main(argv: list[str] | None = None) -> dict:
     model = build_model(params.model, device)
     opts = build_optimizers(model, tcfg)
     ema = [p.detach().clone().float() for p in model.parameters()] if tcfg.ema_decay > 0 else []
+    graphed = GraphedOptimizerStep(model, opts, tcfg.grad_clip, ema) \
+        if tcfg.optimizer_graph and device.type == "cuda" else None  # train.optimizer_graph, as golf.train
     micro, accum = batch_layout(tcfg, 1)
     shard_dir = None if args.tokens == "random" else tempfile.TemporaryDirectory()  # the synthetic shard's
     if shard_dir is None:
@@ -129,7 +132,7 @@ def main(argv: list[str] | None = None) -> dict:
         """Launch step i and read the loss the training loop would read now: step i's, or with
         train.host_runahead the one before it (so the host queues step i while the device runs step i-1)."""
         inflight.append(train_step(net, model, loader, accum, amp, device, opts, tcfg.grad_clip, ema,
-                                   ema_decay_at(i, tcfg.ema_decay)))
+                                   ema_decay_at(i, tcfg.ema_decay), graphed))
         loss = float("nan")
         while len(inflight) > loss_read_lag(tcfg.host_runahead, first_of_call=i == 0):
             loss = inflight.pop(0).value()
@@ -153,6 +156,7 @@ def main(argv: list[str] | None = None) -> dict:
            "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu", "torch": torch.__version__,
            "kernel_paths": model.kernel_paths, "params": count_params(model), "micro": micro, "accum": accum,
            "tokens_per_step": tokens, "token_source": args.tokens, "host_runahead": tcfg.host_runahead,
+           "optimizer_graph": graphed is not None and graphed.replaying,
            "first_step_s": round(first_s, 2),
            "ms_per_step": round(step_s * 1e3, 2),
            "tok_per_s": round(tokens / step_s), "last_loss": round(loss, 4),

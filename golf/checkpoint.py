@@ -29,7 +29,7 @@ CKPT_NAME = "checkpoint.pt"
 CKPT_FORMAT = 2
 # train settings that do not change the trajectory: a checkpoint stays resumable when only these differ
 RESUME_FREE_KEYS = ("log_every", "checkpoint_every", "val_tokens", "compile", "device", "host_runahead",
-                    "profile_steps", "profile_first_step")
+                    "optimizer_graph", "profile_steps", "profile_first_step")
 
 # what torch.load of a damaged or foreign file raises
 _UNREADABLE = (RuntimeError, OSError, EOFError, KeyError, TypeError, ValueError, pickle.UnpicklingError)

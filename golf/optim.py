@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import torch
 from torch.optim import Optimizer
+from torch.profiler import record_function
 
 from golf.param_groups import OPTIM_GROUPS
 
@@ -59,7 +60,10 @@ class Muon(Optimizer):
 
     Parameters of one shape are orthogonalized together, as one stack through batched matmuls: the
     iteration acts on each matrix alone, so the result is the per-matrix one (tests/test_optim.py), with
-    a few kernel launches per shape instead of per parameter (a 9-layer model has 54 matrices, 4 shapes)."""
+    a few kernel launches per shape instead of per parameter (a 9-layer model has 54 matrices, 4 shapes).
+
+    A group's lr and momentum may be 0-d tensors instead of floats (golf.optim_graph captures the step as a CUDA
+    graph and feeds them from device memory); the arithmetic is the same, as tensor ops."""
 
     def __init__(self, params, lr: float, momentum: float = 0.95, ns_steps: int = 5, weight_decay: float = 0.0,
                  nesterov: bool = True):
@@ -87,12 +91,21 @@ class Muon(Optimizer):
                 bufs = [self._momentum_buffer(p) for p in ps]
                 torch._foreach_mul_(bufs, mom)
                 torch._foreach_add_(bufs, grads)
-                updates = torch._foreach_add(grads, bufs, alpha=mom) if group["nesterov"] else bufs
+                if not group["nesterov"]:
+                    updates = bufs
+                elif isinstance(mom, torch.Tensor):  # foreach's alpha takes a number only
+                    updates = torch._foreach_add(grads, torch._foreach_mul(bufs, mom))
+                else:
+                    updates = torch._foreach_add(grads, bufs, alpha=mom)
                 ortho = newton_schulz(torch.stack(updates), group["ns_steps"])  # (n, rows, cols)
                 scale = max(1.0, shape[0] / shape[1]) ** 0.5
                 if group["weight_decay"]:
                     torch._foreach_mul_(ps, 1 - lr * group["weight_decay"])
-                torch._foreach_add_(ps, list(ortho.unbind(0)), alpha=-lr * scale)
+                if isinstance(lr, torch.Tensor):
+                    ortho.mul_(-lr * scale)
+                    torch._foreach_add_(ps, list(ortho.unbind(0)))
+                else:
+                    torch._foreach_add_(ps, list(ortho.unbind(0)), alpha=-lr * scale)
         return loss
 
     def _momentum_buffer(self, p: torch.Tensor) -> torch.Tensor:
@@ -165,3 +178,20 @@ def _check_partition(model, groups: dict) -> None:
     missing = [n for n, p in model.named_parameters() if p.requires_grad and id(p) not in seen]
     if missing:
         raise ValueError(f"parameters in no optimizer group: {missing}")
+
+
+def update_weights(model, opts, grad_clip: float, ema: list[torch.Tensor], ema_weight) -> None:
+    """One step of golf.train.optimizer_step before it clears the gradients (what golf.optim_graph captures):
+    clip the gradients to total norm grad_clip (> 0), step every optimizer, and move the fp32 EMA copy (`ema`, one
+    tensor per parameter; empty = no EMA) toward the weights by ema_weight (1 - the EMA's decay: a float, or a 0-d
+    tensor in a captured step)."""
+    with record_function("golf/optimizer"):
+        if grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        for opt in opts:
+            opt.step()
+    if ema:
+        # no detach needed; fp32 weights as they are (a .float() per tensor is one more op)
+        with torch.no_grad(), record_function("golf/ema"):
+            weights = [p if p.dtype == torch.float32 else p.float() for p in model.parameters()]
+            torch._foreach_lerp_(ema, weights, ema_weight)

@@ -65,7 +65,8 @@ from golf.inductor_options import apply_inductor_options, kept_inductor_options,
 from golf.io import write_text_atomic
 from golf.loaders import StreamLoader, TokenLoader
 from golf.model import build_model, count_params, save_model
-from golf.optim import Muon, build_optimizers
+from golf.optim import Muon, build_optimizers, update_weights
+from golf.optim_graph import GraphedOptimizerStep
 from golf.profiling import StepWindowProfiler, compiled_graph_stats
 from golf.progress import note as progress_note
 from golf.runtime import (
@@ -192,6 +193,9 @@ class TrainLoop:
         self.model = build_model(params.model, device)
         self.opts = build_optimizers(self.model, tcfg)
         self.ema = [p.detach().clone().float() for p in self.model.parameters()] if tcfg.ema_decay > 0 else []
+        # train.optimizer_graph: the optimizer step replayed as a CUDA graph (golf.optim_graph); eager on a CPU
+        self.graphed = GraphedOptimizerStep(self.model, self.opts, tcfg.grad_clip, self.ema) \
+            if tcfg.optimizer_graph and device.type == "cuda" else None
         train_files = list_shards(params.data_dir(), "train")  # never the val shards
         if tcfg.carry_state:  # the streams and their states are what a checkpoint saves as the loader's state
             self.loader = CarriedStreams(StreamLoader(train_files, tcfg.seq_len, self.micro, self.accum, dinfo.rank,
@@ -334,7 +338,7 @@ class TrainLoop:
                 # launched, not waited for: the update goes in before the loss is checked, and a non-finite loss
                 # stops the run when it is read (the checkpoint's own weight check keeps a bad update off disk)
                 loss = train_step(self.net, self.model, self.loader, self.accum, self.amp, self.device, self.opts,
-                                  tcfg.grad_clip, self.ema, ema_decay_at(state.step, tcfg.ema_decay))
+                                  tcfg.grad_clip, self.ema, ema_decay_at(state.step, tcfg.ema_decay), self.graphed)
                 state.step += 1
                 self.steps_this_call += 1
                 state.tokens += self.tokens_per_step
@@ -370,6 +374,7 @@ class TrainLoop:
         if self.window.summary is not None:
             metrics["profile"] = self.window.summary
         metrics["matmul"] = self.matmul
+        metrics["optimizer_graph"] = self.graphed is not None and self.graphed.replaying  # replayed, not just asked
         if self.dinfo.is_main:
             save_model(self.model, self.params.model, out_dir)
             _write_curve(curve_path, state.curve)
@@ -472,11 +477,11 @@ def compile_for_training(net, tcfg, device: torch.device):
 
 
 def train_step(net, model, loader, accum: int, amp, device, opts, grad_clip: float, ema: list[torch.Tensor],
-               ema_decay: float) -> PendingLoss:
+               ema_decay: float, graphed: GraphedOptimizerStep | None = None) -> PendingLoss:
     """Launch one optimizer step (forward_backward, then optimizer_step) without waiting for the device; the
     loss is read later through the returned PendingLoss."""
     loss = PendingLoss(forward_backward(net, model, loader, accum, amp, device))
-    optimizer_step(model, opts, grad_clip, ema, ema_decay)
+    optimizer_step(model, opts, grad_clip, ema, ema_decay, graphed)
     return loss
 
 
@@ -632,20 +637,17 @@ class CarriedStreams:
                     buf.copy_(saved[mine])
 
 
-def optimizer_step(model, opts, grad_clip: float, ema: list[torch.Tensor], ema_decay: float) -> None:
+def optimizer_step(model, opts, grad_clip: float, ema: list[torch.Tensor], ema_decay: float,
+                   graphed: GraphedOptimizerStep | None = None) -> None:
     """Clip (grad_clip > 0), step every optimizer, clear the gradients, and move the fp32 EMA copy
-    (`ema`, one tensor per parameter; empty = no EMA) toward the weights by 1 - ema_decay."""
-    with record_function("golf/optimizer"):
-        if grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        for opt in opts:
-            opt.step()
-        model.zero_grad(set_to_none=True)
-    if ema:
-        # no detach needed; fp32 weights as they are (a .float() per tensor is one more op)
-        with torch.no_grad(), record_function("golf/ema"):
-            weights = [p if p.dtype == torch.float32 else p.float() for p in model.parameters()]
-            torch._foreach_lerp_(ema, weights, 1 - ema_decay)
+    (`ema`, one tensor per parameter; empty = no EMA) toward the weights by 1 - ema_decay. With `graphed`
+    (train.optimizer_graph on CUDA) the same step replays as a CUDA graph (golf.optim_graph)."""
+    if graphed is not None:
+        with record_function("golf/optimizer"):
+            graphed(ema_decay)
+        return
+    update_weights(model, opts, grad_clip, ema, 1 - ema_decay)
+    model.zero_grad(set_to_none=True)
 
 
 def _finish(params, model, ema, state: TrainState, micro: int, accum: int, dinfo: DistInfo, device) -> dict:
