@@ -99,10 +99,10 @@ class GraphedOptimizerStep:
         floats = [g[key] for g, key in self.slots]
         for i, (g, key) in enumerate(self.slots):
             g[key] = self.scalars[i]  # a 0-d view: the captured kernels read its address
-        for opt in self.opts:
-            if not isinstance(opt, Muon):  # fused AdamW: the same kernel, the flag lets step() be captured
-                for g in opt.param_groups:
-                    g["capturable"] = True
+        flagged = [g for opt in self.opts if not isinstance(opt, Muon) for g in opt.param_groups]
+        was_capturable = [g.get("capturable", False) for g in flagged]
+        for g in flagged:  # fused AdamW: the same kernel; the flag lets step() be captured
+            g["capturable"] = True
         for (_, p), s in zip(self.named, self.static_grads, strict=True):
             p.grad = s
         graph = torch.cuda.CUDAGraph()
@@ -113,6 +113,8 @@ class GraphedOptimizerStep:
         finally:
             for (g, key), v in zip(self.slots, floats, strict=True):
                 g[key] = v  # the loop sets floats each step; the graph keeps reading `scalars`
+            for g, was in zip(flagged, was_capturable, strict=True):
+                g["capturable"] = was  # as it was, in checkpoints too: only the capture asks
             for _, p in self.named:
                 p.grad = None
         self.graph = graph
