@@ -68,6 +68,7 @@ math on any path.
 
 # custom_op infers each op's schema from its annotations
 import functools
+import sys
 
 import torch
 from torch import Tensor
@@ -603,8 +604,19 @@ def golf_xy_kernels() -> dict:
 def ssd_parts(ssd_combined) -> dict:
     """{"ssd_parts": {name: function}} for scan_impl "mamba_keep": SSD_PARTS from mamba-ssm's ssd_combined module,
     which defines or imports every one (2.3.2.post1); a KeyError names those missing (golf.ssm turns it into a
-    GolfError)."""
+    GolfError). The states' parts of dB and dC run golf's host code over mamba-ssm's kernels
+    (golf/ssd_state_parts.py: the same bits without a copy over a size-1 dimension) where the modules that define
+    those functions have their kernels; elsewhere (another mamba-ssm, the tests' stand-ins) mamba-ssm's own."""
     missing = [name for name in SSD_PARTS if not hasattr(ssd_combined, name)]
     if missing:
         raise KeyError(", ".join(missing))
-    return {"ssd_parts": {name: getattr(ssd_combined, name) for name in SSD_PARTS}}
+    parts = {name: getattr(ssd_combined, name) for name in SSD_PARTS}
+    modules = [sys.modules.get(getattr(parts[name], "__module__", "")) for name in ("_chunk_state_bwd_db",
+                                                                                     "_chunk_scan_bwd_dC")]
+    try:
+        from golf.ssd_state_parts import state_part_functions  # imports triton, as mamba-ssm's modules do
+
+        parts |= state_part_functions(*modules)
+    except AttributeError:
+        pass  # not mamba-ssm 2.3.2.post1's modules: its functions as they are
+    return {"ssd_parts": parts}

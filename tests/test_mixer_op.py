@@ -304,6 +304,36 @@ def test_mamba_keep_equals_mamba_ssms_combined_scan_in_the_interpreter(mamba_int
         torch.testing.assert_close(a, r, rtol=1e-5, atol=1e-4, msg=name)
 
 
+@pytest.mark.parametrize("sm_count", [4, 1000], ids=["one_split", "four_splits"])
+def test_golf_state_parts_equal_mamba_ssms_functions_in_the_interpreter(mamba_interpreted, monkeypatch, sm_count):
+    """golf/ssd_state_parts.py's host code for the states' parts of dB and dC (what ssd_parts binds) against
+    mamba-ssm's _chunk_state_bwd_db and _chunk_scan_bwd_dC on the same inputs: the same bits, with one split of the
+    heads (the stand-in device's 4 SMs: golf returns a view of it) and with four (1,000 SMs: both sum them)."""
+    import sys
+
+    m = mamba_interpreted
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: types.SimpleNamespace(
+        multi_processor_count=sm_count))
+    parts = mixer_op.ssd_parts(m["ssd_module"])["ssd_parts"]
+    theirs = {name: getattr(m["ssd_module"], name) for name in ("_chunk_state_bwd_db", "_chunk_scan_bwd_dC")}
+    assert all(parts[name] is not fn for name, fn in theirs.items())  # golf's host code is what is bound
+    assert all(sys.modules[fn.__module__].__name__.startswith("mamba_ssm") for fn in theirs.values())
+    gen = torch.Generator().manual_seed(2)
+    x, dt, A, B, C, D, dt_bias, L = _scan_inputs(gen)
+    g = B.shape[2]
+    y, dA_cumsum, dt_sp, states, CB = mixer_op._scan_fwd_keep(parts, x, dt, A, B, C, D, dt_bias, L)
+    dy = torch.randn(y.shape, generator=gen)
+    dstates = torch.randn(states.shape, generator=gen)
+    for name, args in (("_chunk_state_bwd_db", (x, dt_sp, dA_cumsum, dstates)),
+                       ("_chunk_scan_bwd_dC", (states.to(x.dtype), dA_cumsum, dy))):
+        kw = {"B": B} if name == "_chunk_state_bwd_db" else {"C": C}
+        got, want = parts[name](*args, ngroups=g, **kw), theirs[name](*args, ngroups=g, **kw)
+        for a, b in zip(got, want, strict=True):
+            assert a.shape == b.shape and torch.equal(a, b), name
+        without = parts[name](*args, ngroups=g)  # no B (C): mamba-ssm's own function, its own return
+        assert torch.equal(without, theirs[name](*args, ngroups=g))
+
+
 def test_golf_chunk_bwd_replaces_mamba_ssms_kernels_in_the_interpreter(mamba_interpreted):
     """scan_impl "mamba_keep_dA", "mamba_keep_dx" and "mamba_keep_chunk": the kept-internals backward with golf's
     one kernel (golf/ssd_dcb_kernel.py) for the C·B gradient and the within-chunk log-decay gradient (and dx, ddt
