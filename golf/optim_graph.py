@@ -22,6 +22,7 @@ replays. All are real steps. On a CPU every call runs eagerly: there is nothing 
 from __future__ import annotations
 
 import torch
+from torch.profiler import record_function
 
 from golf.errors import TrainingError
 from golf.optim import Muon, update_weights
@@ -73,10 +74,11 @@ class GraphedOptimizerStep:
             return
         if self.graph is None:
             self._capture(grads)
-        torch._foreach_copy_(self.static_grads, grads)
-        staged = torch.tensor(self.scalar_values(ema_decay), dtype=torch.float32).pin_memory()
-        self.scalars.copy_(staged, non_blocking=True)
-        self.graph.replay()
+        with record_function("golf/optimizer"):  # the range the eager step's host time goes under
+            torch._foreach_copy_(self.static_grads, grads)
+            staged = torch.tensor(self.scalar_values(ema_decay), dtype=torch.float32).pin_memory()
+            self.scalars.copy_(staged, non_blocking=True)
+            self.graph.replay()
         self.model.zero_grad(set_to_none=True)
 
     def _eager(self, ema_decay: float) -> None:

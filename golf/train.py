@@ -643,8 +643,7 @@ def optimizer_step(model, opts, grad_clip: float, ema: list[torch.Tensor], ema_d
     (`ema`, one tensor per parameter; empty = no EMA) toward the weights by 1 - ema_decay. With `graphed`
     (train.optimizer_graph on CUDA) the same step replays as a CUDA graph (golf.optim_graph)."""
     if graphed is not None:
-        with record_function("golf/optimizer"):
-            graphed(ema_decay)
+        graphed(ema_decay)
         return
     update_weights(model, opts, grad_clip, ema, 1 - ema_decay)
     model.zero_grad(set_to_none=True)

@@ -321,7 +321,7 @@ def test_golf_state_parts_equal_mamba_ssms_functions_in_the_interpreter(mamba_in
     gen = torch.Generator().manual_seed(2)
     x, dt, A, B, C, D, dt_bias, L = _scan_inputs(gen)
     g = B.shape[2]
-    y, dA_cumsum, dt_sp, states, CB = mixer_op._scan_fwd_keep(parts, x, dt, A, B, C, D, dt_bias, L)
+    y, dA_cumsum, dt_sp, states, _ = mixer_op._scan_fwd_keep(parts, x, dt, A, B, C, D, dt_bias, L)
     dy = torch.randn(y.shape, generator=gen)
     dstates = torch.randn(states.shape, generator=gen)
     for name, args in (("_chunk_state_bwd_db", (x, dt_sp, dA_cumsum, dstates)),
