@@ -29,8 +29,8 @@ from golf.optim import Muon, update_weights
 
 
 class GraphedOptimizerStep:
-    """golf.train.optimizer_step(model, opts, grad_clip, ema, ema_decay) as `step(ema_decay)`, replayed from a CUDA
-    graph from the third call on (module docstring). Needs every trainable parameter's gradient at every step: the
+    """golf.train.optimizer_step(model, opts, grad_clip, ema, ema_decay) as a call `graphed(ema_decay)`, replayed
+    from a CUDA graph from the third call on (module docstring). Needs every trainable parameter's gradient at every step: the
     graph updates them all, where the eager step skips a parameter without one."""
 
     def __init__(self, model, opts, grad_clip: float, ema: list[torch.Tensor]):
