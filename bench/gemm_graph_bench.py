@@ -13,9 +13,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from kernel_bench import graph_of
 
 # (name, M, K, N, transposed B) in the forward's and backward's forms: in_proj, out_proj, the MLP, a weight gradient
 SHAPES = (("in_proj_fwd", 131072, 512, 1664, False), ("out_proj_fwd", 131072, 768, 512, False),
@@ -34,17 +39,7 @@ def _memsets_and_ms(fn, graphed: bool, replays: int) -> tuple[int, float]:
     """(memsets the profiler saw in one run of fn, or of its graph; ms per run over `replays`)."""
     from torch.profiler import ProfilerActivity, profile
 
-    run = fn
-    if graphed:
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):
-            fn()
-        torch.cuda.current_stream().wait_stream(stream)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            fn()
-        run = graph.replay
+    run = graph_of(fn).replay if graphed else fn
     run()
     torch.cuda.synchronize()
     with profile(activities=[ProfilerActivity.CUDA]) as prof:

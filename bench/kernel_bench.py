@@ -1,7 +1,8 @@
 """What golf's kernel benchmarks share (bench/ssd_kernel_bench.py, bench/conv_kernel_bench.py, the SSD chunk-kernel
 benches bench/ssd_dcb_bench.py, bench/ssd_xy_bench.py and bench/ssd_dt_bench.py; in part bench/attn_kernel_bench.py
 and bench/gated_norm_bench.py): their run options, the kernel module's import (under Triton's interpreter for a CPU
-dry run), the timers (wall time per call, and device time per call, the one a training step pays), the relative
+dry run), the timers (wall time per call, and device time per call, the one a training step pays), a CUDA graph of
+a call (bench/sum_kernel_bench.py, bench/gemm_graph_bench.py: what runs inside the step's graphs), the relative
 error of a parity check, the result JSON (written even when a device fault stops the run) and the markdown table."""
 
 from __future__ import annotations
@@ -215,3 +216,20 @@ def timing_row(name: str, t: dict, floor: dict) -> list[str]:
     dev = [f"{t[k]:.3f}" if k in t else "-" for k in ("fwd_device_ms", "fwd_bwd_device_ms")]
     return [name, f"{t['fwd_ms']:.3f}", f"{t['fwd_ms'] / floor['fwd_ms']:.1f}x", f"{t['fwd_bwd_ms']:.3f}",
             f"{t['fwd_bwd_ms'] / floor['fwd_bwd_ms']:.1f}x", f"{t['fwd_bwd_ms'] - t['fwd_ms']:.3f}", *dev]
+
+
+def graph_of(fn: Callable[[], object], calls: int = 1):
+    """fn() `calls` times captured in one CUDA graph, after one call on the capture's stream (lazy setup such as
+    cuBLAS's workspace stays out of the capture) → the graph (replay() runs it)."""
+    import torch
+
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        fn()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph, stream=stream):
+        for _ in range(calls):
+            fn()
+    return graph

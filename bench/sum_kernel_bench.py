@@ -20,6 +20,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from kernel_bench import graph_of
 
 SHAPES = {"block_norm_s": (2048, 512, 2048), "block_norm_mix": (2048, 1024, 2048), "gated_norm": (4096, 768, 768),
           "conv": (1024, 4160, 4160), "dt_or_dD": (2048, 12, 12)}  # name: (rows, columns, row stride)
@@ -28,16 +31,7 @@ LAUNCHES = ("128x16x4", "256x32x8", "128x8x4", "512x16x8", "1024x16x8", "512x8x8
 
 def graph_ms(fn, calls: int, replays: int) -> float:
     """ms per fn() call: `calls` calls captured in one CUDA graph, replayed `replays` times after a warm-up."""
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        for _ in range(2):
-            fn()
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for _ in range(calls):
-            fn()
+    graph = graph_of(fn, calls)
     graph.replay()
     torch.cuda.synchronize()
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)

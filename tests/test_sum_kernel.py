@@ -59,3 +59,14 @@ def test_no_rows_gives_zeros_and_a_launch_gives_the_same_bits_each_run(rk, dev):
 def test_bad_inputs_get_one_line(rk, dev, call, match):
     with pytest.raises(ValueError, match=match):
         call(rk, dev)
+
+
+@pytest.mark.parametrize("name", ["sum_kernel_bench", "gemm_graph_bench"])
+def test_the_graph_benches_refuse_a_machine_without_cuda(name, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("checks the refusal on a machine without CUDA")
+    from conftest import bench_script
+
+    with pytest.raises(SystemExit):
+        bench_script(name).main([])
+    assert "needs a CUDA device" in capsys.readouterr().err
