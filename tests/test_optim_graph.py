@@ -46,6 +46,25 @@ def _schedule(opts, step):
                 g["momentum"] = 0.85 + 0.02 * step
 
 
+def _graphed_and_eager(device: str, steps: int):
+    """A model stepped `steps` times through GraphedOptimizerStep and an eager twin through optimizer_step, on the
+    same gradients, lrs, Muon momentum and EMA decay, each changing every step → (graphed, [(ours, twin's) weights
+    and EMA tensors])."""
+    model, opts, ema, tcfg = _setup(device)
+    twin = copy.deepcopy(model)
+    twin_opts, twin_ema = build_optimizers(twin, tcfg), [e.clone() for e in ema]
+    graphed = GraphedOptimizerStep(model, opts, tcfg.grad_clip, ema)
+    for step in range(steps):
+        for m, o in ((model, opts), (twin, twin_opts)):
+            _set_grads(m, step)
+            _schedule(o, step)
+        decay = 0.9 + 0.01 * step
+        optimizer_step(model, opts, tcfg.grad_clip, ema, decay, graphed)
+        optimizer_step(twin, twin_opts, tcfg.grad_clip, twin_ema, decay)
+        assert all(q.grad is None for q in model.parameters())
+    return graphed, [*zip(model.parameters(), twin.parameters(), strict=True), *zip(ema, twin_ema, strict=True)]
+
+
 def test_muon_takes_tensor_lr_and_momentum():
     ps = [torch.nn.Parameter(torch.randn(16, 24, generator=torch.Generator().manual_seed(i))) for i in range(3)]
     qs = [torch.nn.Parameter(p.detach().clone()) for p in ps]
@@ -77,22 +96,10 @@ def test_update_weights_takes_a_tensor_ema_weight():
 
 
 def test_graphed_step_runs_eagerly_on_a_cpu_bit_for_bit():
-    model, opts, ema, tcfg = _setup()
-    twin = copy.deepcopy(model)
-    twin_opts, twin_ema = build_optimizers(twin, tcfg), [e.clone() for e in ema]
-    graphed = GraphedOptimizerStep(model, opts, tcfg.grad_clip, ema)
-    for step in range(3):
-        for m, o in ((model, opts), (twin, twin_opts)):
-            _set_grads(m, step)
-            _schedule(o, step)
-        optimizer_step(model, opts, tcfg.grad_clip, ema, 0.99, graphed)
-        optimizer_step(twin, twin_opts, tcfg.grad_clip, twin_ema, 0.99)
-        assert all(p.grad is None for p in model.parameters())
+    graphed, pairs = _graphed_and_eager("cpu", 3)
     assert not graphed.replaying and graphed.calls == 3
-    for p, q in zip(model.parameters(), twin.parameters(), strict=True):
-        assert torch.equal(p, q)
-    for e, f in zip(ema, twin_ema, strict=True):
-        assert torch.equal(e, f)
+    for ours, theirs in pairs:
+        assert torch.equal(ours, theirs)
 
 
 def test_scalars_follow_the_param_groups_then_the_ema_weight():
@@ -130,22 +137,10 @@ def test_the_setting_parses_and_leaves_a_checkpoint_resumable():
 def test_captured_step_matches_the_eager_one_on_gpu():
     """Six steps with changing lrs, momentum and EMA decay: calls 1-2 eager, 3 captures, 3-6 replay; the weights
     and the EMA agree with an eager twin's (fp32 lr scalars, so not bit for bit)."""
-    model, opts, ema, tcfg = _setup("cuda")
-    twin = copy.deepcopy(model)
-    twin_opts, twin_ema = build_optimizers(twin, tcfg), [e.clone() for e in ema]
-    graphed = GraphedOptimizerStep(model, opts, tcfg.grad_clip, ema)
-    for step in range(6):
-        for m, o in ((model, opts), (twin, twin_opts)):
-            _set_grads(m, step)
-            _schedule(o, step)
-        decay = 0.9 + 0.01 * step
-        optimizer_step(model, opts, tcfg.grad_clip, ema, decay, graphed)
-        optimizer_step(twin, twin_opts, tcfg.grad_clip, twin_ema, decay)
+    graphed, pairs = _graphed_and_eager("cuda", 6)
     torch.cuda.synchronize()
-    assert graphed.replaying
-    for p, q in zip(model.parameters(), twin.parameters(), strict=True):
-        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)
-    for e, f in zip(ema, twin_ema, strict=True):
-        torch.testing.assert_close(e, f, rtol=1e-4, atol=1e-5)
-    for opt in opts:  # the loop's floats are back in param_groups (the graph reads its own scalars)
+    assert graphed.replaying and graphed.calls == 6
+    for ours, theirs in pairs:
+        torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-5)
+    for opt in graphed.opts:  # the loop's floats are back in param_groups (the graph reads its own scalars)
         assert all(not isinstance(g["lr"], torch.Tensor) for g in opt.param_groups)
