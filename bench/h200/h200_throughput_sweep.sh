@@ -9,9 +9,9 @@
 # returned in $OUT/traces.tar; PROFILE_SHAPES=1 adds
 # train.profile_shapes=true to every variant (those ATen ops by input shapes, at some host cost in those steps).
 # Each argument is one variant: space-separated params overrides ("" = the config as it is); a word
-# config=<file> runs that variant on another params file, a word tree=<dir> on another source tree's code; a variant given again is labelled __run2, __run3 (its own
-# JSON: on 2026-12-01 three alternating pairs in one call left only the last pair's). The JSONs come back as
-# $OUT/throughput.tgz. A variant that
+# config=<file> runs that variant on another params file, a word tree=<dir> on another source tree's code; a variant
+# given again is labelled __run2, __run3 (its own JSON: on 2026-12-01 three alternating pairs in one call left only
+# the last pair's). The JSONs come back as $OUT/throughput.tgz. A variant that
 # succeeds prints one line (its JSON, cut to 400 characters); one that fails or runs past PER_VARIANT_TIMEOUT seconds
 # (default 300) prints its exit code and the last FAIL_TAIL lines (default 25) of its output, stdout and stderr, so
 # that its traceback comes back (on 2026-11-30 a failing variant's last line was empty and its error was lost), and
