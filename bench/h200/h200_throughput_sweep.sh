@@ -24,7 +24,9 @@ CONFIG=${CONFIG:-configs/hybrid_12.yaml}; STEPS=${STEPS:-10}
 nvidia-smi --query-gpu=name,uuid,driver_version,power.limit,clocks.max.sm --format=csv,noheader 2>/dev/null
 [ $# -gt 0 ] || set -- ""
 if [ -n "${TRACE:-}" ]; then
-  [ -n "${OUT:-}" ] && [ "${PROFILE_STEPS:-0}" -gt 0 ] || { echo "TRACE=1 needs OUT and PROFILE_STEPS >= 1" >&2; exit 2; }
+  if [ -z "${OUT:-}" ] || [ "${PROFILE_STEPS:-0}" -lt 1 ]; then
+    echo "TRACE=1 needs OUT and PROFILE_STEPS >= 1" >&2; exit 2
+  fi
   mkdir -p "$OUT" || exit 1
 fi
 log=$(mktemp) || exit 1

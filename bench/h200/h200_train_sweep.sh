@@ -36,7 +36,9 @@ mkdir -p runs_sweep
 run_variant() {  # run_variant <gpu> "<variant>"
   local gpu=$1 variant=$2 dir rc prof
   parse_variant "$variant" "$CONFIG"
-  if [ "$VARIANT_TREE" != . ]; then echo "variant '$variant': tree= is for h200_throughput_sweep.sh; skipped"; return 0; fi
+  if [ "$VARIANT_TREE" != . ]; then
+    echo "variant '$variant': tree= is for h200_throughput_sweep.sh; skipped"; return 0
+  fi
   dir="runs_sweep/$VARIANT_LABEL"
   CUDA_VISIBLE_DEVICES=$gpu timeout "${PER_VARIANT_TIMEOUT:-$(( 300 * PER_GPU ))}" \
     python3 cli.py train -p "$VARIANT_CFG" \
