@@ -85,6 +85,17 @@ def test_host_runahead_changes_when_losses_are_read_not_the_run(reference, in_ti
     assert [s for s, _ in seen] == [1, 2, 3, 4, 5, 6]
 
 
+def test_optimizer_graph_on_a_cpu_is_the_eager_run(reference, in_tiny):
+    """train.optimizer_graph captures only on CUDA: on a CPU the run is the reference run, and its metrics say
+    that nothing replayed."""
+    root, _, ov = in_tiny
+    m1, r1 = reference
+    m2, r2 = _train(root, ov + ["train.optimizer_graph=true"], 1, "graph")
+    assert m1["val_bpb"] == m2["val_bpb"] and m2["optimizer_graph"] is False and m1["optimizer_graph"] is False
+    w1, w2 = _weights(r1), _weights(r2)
+    assert all(torch.equal(w1[k], w2[k]) for k in w1)
+
+
 def test_profiled_window_is_written_beside_the_weights_and_changes_nothing(reference, in_tiny):
     """train.profile_steps profiles steps 3-4 of the real loop, train.profile_shapes with the ops' input shapes;
     the run is the reference run all the same."""
