@@ -194,4 +194,9 @@ def update_weights(model, opts, grad_clip: float, ema: list[torch.Tensor], ema_w
         # no detach needed; fp32 weights as they are (a .float() per tensor is one more op)
         with torch.no_grad(), record_function("golf/ema"):
             weights = [p if p.dtype == torch.float32 else p.float() for p in model.parameters()]
-            torch._foreach_lerp_(ema, weights, ema_weight)
+            if isinstance(ema_weight, torch.Tensor):  # foreach lerp takes a number: a tensor would be read (a sync)
+                step = torch._foreach_sub(weights, ema)
+                torch._foreach_mul_(step, ema_weight)
+                torch._foreach_add_(ema, step)
+            else:
+                torch._foreach_lerp_(ema, weights, ema_weight)

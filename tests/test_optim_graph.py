@@ -95,6 +95,35 @@ def test_update_weights_takes_a_tensor_ema_weight():
         torch.testing.assert_close(f, e, rtol=1e-6, atol=1e-7)
 
 
+def test_tensor_scalars_are_never_read_back_to_the_host():
+    """What a CUDA graph captures may not read a tensor's value on the host (aten._local_scalar_dense, .item(): a
+    sync, which a capture refuses): Muon with tensor lr and momentum and the EMA with a tensor weight dispatch none.
+    (AdamW runs fused on CUDA, whose tensor lr PyTorch documents as capturable; on a CPU it is another kernel.)"""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class ScalarReads(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.reads = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.reads += func is torch.ops.aten._local_scalar_dense.default
+            return func(*args, **(kwargs or {}))
+
+    model, opts, ema, _ = _setup()
+    muon = [o for o in opts if isinstance(o, Muon)]
+    for opt in muon:
+        for g in opt.param_groups:
+            g["lr"], g["momentum"] = torch.tensor(0.02), torch.tensor(0.9)
+    _set_grads(model, 0)
+    with ScalarReads() as mode:
+        update_weights(model, muon, 0.0, ema, torch.tensor(0.01))
+    assert mode.reads == 0
+    with ScalarReads() as mode:  # the probe sees a read where there is one
+        torch.tensor(0.5).item()
+    assert mode.reads == 1
+
+
 def test_graphed_step_runs_eagerly_on_a_cpu_bit_for_bit():
     graphed, pairs = _graphed_and_eager("cpu", 3)
     assert not graphed.replaying and graphed.calls == 3
