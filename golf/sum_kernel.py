@@ -5,10 +5,10 @@ golf's block-norm, gated-norm and conv backward kernels (golf/block_norm_kernel.
 golf/conv_kernel.py) write one row of partial sums per program, deterministically, and a parameter gradient is the
 sum of those rows: a (R, N) buffer of one to four thousand rows and 512 to 4160 columns at hybrid_12_b131k's
 shapes. (The SSD's dt and D gradients sum 12 columns: one program here, slower than torch's sum, which needs no
-memset at that size.) torch's `sum(0)` of such a buffer splits the rows over several blocks,
-which then meet through semaphores that it zeroes first: a memset node before each reduction in the step's CUDA
+memset at that size.) torch's `sum(0)` of such a buffer splits the rows over several blocks, which then meet
+through semaphores that it zeroes first: a memset node before each reduction in the step's CUDA
 graph. On an H200 (bench/RESULTS.md, 2026-12-02) the memset and the idle gaps around it cost about 8 us and the
-reduction itself 8-14 us, some 65 times a hybrid_12_b131k step. `column_sums` is one kernel, no zero-fill: each
+reduction itself 8-14 us, 50 times a hybrid_12_b131k step. `column_sums` is one kernel, no zero-fill: each
 program owns BLOCK_N columns and walks every row, BLOCK_R rows a step, accumulating in fp32 (fp64 for fp64 input),
 so a launch gives the same bits from run to run (another launch may round differently: the last sum over the
 BLOCK_R lanes follows the threads' layout).
