@@ -12,7 +12,6 @@ with idle gaps of about 4 us on each side; the optimizer's eager GEMMs had none.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from kernel_bench import graph_of
+from kernel_bench import graph_of, print_and_write
 
 # (name, M, K, N, transposed B) in the forward's and backward's forms: in_proj, out_proj, the MLP, a weight gradient
 SHAPES = (("in_proj_fwd", 131072, 512, 1664, False), ("out_proj_fwd", 131072, 768, 512, False),
@@ -81,10 +80,7 @@ def main(argv: list[str] | None = None) -> dict:
                 out["rows"].append({"library": lib, "shape": name, "graphed": graphed, "memsets": memsets,
                                     "ms": round(ms, 4)})
     torch.backends.cuda.preferred_blas_library(default)
-    print(json.dumps(out))
-    if args.json:
-        Path(args.json).write_text(json.dumps(out, indent=1))
-    return out
+    return print_and_write(out, args.json)
 
 
 if __name__ == "__main__":

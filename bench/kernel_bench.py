@@ -130,6 +130,17 @@ def run_and_write(a: argparse.Namespace, result: dict, measure: Callable[[], Non
     return 1 if result["errors"] else 0
 
 
+def print_and_write(result: dict, json_path) -> dict:
+    """A bench's result as one JSON line on stdout and, with a --json path (str or Path; "" or None: none), as an
+    indented file, written atomically (its folder made if missing). Returns the result."""
+    print(json.dumps(result))
+    if json_path:
+        path = Path(json_path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(path, json.dumps(result, indent=1))
+    return result
+
+
 def rel_errs(got: dict, want: dict) -> dict:
     """max |got - want| / max |want| per tensor name (the scale-free error the benchmarks gate on)."""
     return {k: float((got[k] - want[k]).abs().max() / want[k].abs().max().clamp_min(1e-30)) for k in want}

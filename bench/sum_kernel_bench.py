@@ -13,7 +13,6 @@ Each launch in --launches (BLOCK_R x BLOCK_N x warps) is timed on every shape; "
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -22,7 +21,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from kernel_bench import graph_of
+from kernel_bench import graph_of, print_and_write, rel_errs
 
 SHAPES = {"block_norm_s": (2048, 512, 2048), "block_norm_mix": (2048, 1024, 2048), "gated_norm": (4096, 768, 768),
           "conv": (1024, 4160, 4160), "dt_or_dD": (2048, 12, 12)}  # name: (rows, columns, row stride)
@@ -70,7 +69,7 @@ def main(argv: list[str] | None = None) -> dict:
         row = {"rows": rows, "cols": cols, "torch_sum_ms": round(torch_ms, 5)}
         for br, bn, nw in launches:
             got = column_sums(x, block_r=br, block_n=bn, num_warps=nw)
-            err = float((got - want).abs().max() / want.abs().max().clamp_min(1e-30))
+            err = rel_errs({"sum": got}, {"sum": want})["sum"]
             ms = graph_ms(lambda x=x, br=br, bn=bn, nw=nw: column_sums(x, block_r=br, block_n=bn, num_warps=nw),
                           args.calls, args.replays)
             row[f"golf_{br}x{bn}x{nw}_ms"] = round(ms, 5)
@@ -78,10 +77,7 @@ def main(argv: list[str] | None = None) -> dict:
         golf_ms = {k: v for k, v in row.items() if k.startswith("golf_") and k.endswith("_ms")}
         row["best"] = min(golf_ms, key=golf_ms.get)
         out["shapes"][name] = row
-    print(json.dumps(out))
-    if args.json:
-        Path(args.json).write_text(json.dumps(out, indent=1))
-    return out
+    return print_and_write(out, args.json)
 
 
 if __name__ == "__main__":

@@ -70,3 +70,18 @@ def test_the_graph_benches_refuse_a_machine_without_cuda(name, capsys):
     with pytest.raises(SystemExit):
         bench_script(name).main([])
     assert "needs a CUDA device" in capsys.readouterr().err
+
+
+def test_bench_results_print_one_line_and_write_atomically(tmp_path, capsys):
+    """bench/kernel_bench.print_and_write, the graph benches' output: one JSON line, and with --json an indented
+    file in a folder made for it; no --json writes nothing."""
+    import json
+
+    from conftest import bench_script
+
+    kb = bench_script("kernel_bench")
+    path = tmp_path / "new" / "r.json"
+    assert kb.print_and_write({"a": 1}, str(path)) == {"a": 1}
+    assert json.loads(capsys.readouterr().out) == {"a": 1} and json.loads(path.read_text()) == {"a": 1}
+    kb.print_and_write({"b": 2}, "")
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["new", "r.json"]
