@@ -36,6 +36,8 @@ class GraphedOptimizerStep:
     def __init__(self, model, opts, grad_clip: float, ema: list[torch.Tensor]):
         self.model, self.opts, self.grad_clip, self.ema = model, opts, grad_clip, ema
         self.named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        # where the step runs: a capture needs CUDA; elsewhere every call is eager
+        self.device = self.named[0][1].device if self.named else torch.device("cpu")
         self.calls = 0
         self.graph: torch.cuda.CUDAGraph | None = None
         self.stream: torch.cuda.Stream | None = None
@@ -57,13 +59,12 @@ class GraphedOptimizerStep:
 
     def __call__(self, ema_decay: float) -> None:
         self.calls += 1
-        params = [p for _, p in self.named]
-        if not params or not params[0].is_cuda or self.calls == 1:
+        if self.device.type != "cuda" or self.calls == 1:
             self._eager(ema_decay)
             return
         grads = self._grads()
         if self.calls == 2:  # a real step on the capture's stream first (module docstring)
-            self.stream = torch.cuda.Stream(params[0].device)
+            self.stream = torch.cuda.Stream(self.device)
             self.stream.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(self.stream):
                 update_weights(self.model, self.opts, self.grad_clip, self.ema, 1 - ema_decay)
