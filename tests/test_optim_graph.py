@@ -165,11 +165,22 @@ def test_the_setting_parses_and_leaves_a_checkpoint_resumable():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device: CUDA graphs capture only there")
 def test_captured_step_matches_the_eager_one_on_gpu():
     """Six steps with changing lrs, momentum and EMA decay: calls 1-2 eager, 3 captures, 3-6 replay; the weights
-    and the EMA agree with an eager twin's (fp32 lr scalars, so not bit for bit)."""
+    and the EMA agree with an eager twin's. Not bit for bit: the graph's lrs and momentum are fp32 tensors, and
+    Muon's Nesterov sum with a tensor momentum rounds twice (mul, then add) where the float path's alpha-add
+    rounds once. On CUDA the Newton-Schulz iteration runs in bf16, so such an fp32 ulp can flip a bf16 rounding
+    there and move a Muon matrix's update by about a bf16 ulp of it: 7.8e-5 at most on an H200 (2026-12-02), on
+    weights that moved by far more (asserted), while AdamW's parameters matched bit for bit."""
+    start = [q.detach().clone() for q in _setup("cuda")[0].parameters()]  # the same seed: the twins' start
     graphed, pairs = _graphed_and_eager("cuda", 6)
     torch.cuda.synchronize()
     assert graphed.replaying and graphed.calls == 6
-    for ours, theirs in pairs:
-        torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-5)
+    muon = {id(q) for opt in graphed.opts if isinstance(opt, Muon) for g in opt.param_groups for q in g["params"]}
+    n = len(start)
+    is_muon = [id(ours) in muon for ours, _ in pairs[:n]] * 2  # the EMA follows the parameters' order
+    assert any(is_muon) and not all(is_muon)
+    for i, ((ours, theirs), m) in enumerate(zip(pairs, is_muon, strict=True)):
+        torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=3e-4 if m else 1e-5)
+        if m and i < n:
+            assert (theirs - start[i]).abs().max() > 10 * 3e-4  # the tolerance is small against the steps taken
     for opt in graphed.opts:  # the loop's floats are back in param_groups (the graph reads its own scalars)
         assert all(not isinstance(g["lr"], torch.Tensor) for g in opt.param_groups)

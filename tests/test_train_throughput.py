@@ -2,6 +2,7 @@
 
 import json
 import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -32,6 +33,29 @@ def test_cpu_run_with_profile_writes_its_json(tmp_path, monkeypatch):
     with pytest.raises(SystemExit):
         tt.main([str(REPO / "params.yaml"), "--steps", "0"])
 
+
+def test_the_clock_starts_after_the_warm_up_steps(monkeypatch):
+    """The timed window holds only the timed steps: the optimizer graph's capture (the third step,
+    golf.optim_graph) and the CUDA graphs' recording (the second) stay out of ms_per_step."""
+    events: list[str] = []
+    real_step, real_clock = tt.train_step, tt.time.perf_counter
+
+    def counted_step(*a, **k):
+        events.append("step")
+        return real_step(*a, **k)
+
+    def clock():
+        events.append("clock")
+        return real_clock()
+
+    monkeypatch.setattr(tt, "train_step", counted_step)
+    monkeypatch.setattr(tt, "time", SimpleNamespace(perf_counter=clock))  # the bench's readings only
+    tt.main([str(REPO / "params.yaml"), "--steps", "2", *TINY])
+    clocks = [i for i, e in enumerate(events) if e == "clock"]  # step 0's start and end, then the timed window's
+    assert len(clocks) == 4
+    timed_from = clocks[2]
+    assert events[:timed_from].count("step") == tt.WARMUP_STEPS == 3
+    assert events[timed_from:] == ["clock", "step", "step", "clock"]
 
 def test_trace_needs_profiled_steps_and_a_new_file(tmp_path, capsys):
     with pytest.raises(SystemExit):
