@@ -234,9 +234,10 @@ class TrainConfig:
                                            "'triton.mix_order_reduction=false'; set process-wide while train() "
                                            "runs, only when training compiles (golf.inductor_options)")
     optimizer_graph: bool = _spec(False, doc="on CUDA, capture the optimizer step (clip, Muon, AdamW, EMA) as a CUDA "
-                                             "graph at the third step and replay it from then on: the eager step's "
-                                             "~270 launches idle the device ~0.8 ms a step (golf.optim_graph); needs "
-                                             "every parameter's gradient every step; eager on a CPU")
+                                             "graph at the third step and replay it from then on, against the eager "
+                                             "step's ~270 launches (golf.optim_graph); measured no faster on an H200 "
+                                             "(bench/RESULTS.md); needs every parameter's gradient every step; eager "
+                                             "on a CPU")
     host_runahead: bool = _spec(True, doc="launch step k+1 before reading step k's loss, so the host's kernel "
                                           "launches overlap the GPU's work; the loss is checked one step late "
                                           "(false: read every step's loss before the next step)")
