@@ -169,7 +169,7 @@ def test_captured_step_matches_the_eager_one_on_gpu():
     Muon's Nesterov sum with a tensor momentum rounds twice (mul, then add) where the float path's alpha-add
     rounds once. On CUDA the Newton-Schulz iteration runs in bf16, so such an fp32 ulp can flip a bf16 rounding
     there and move a Muon matrix's update by about a bf16 ulp of it: 7.8e-5 at most on an H200 (2026-12-02), on
-    weights that moved by far more (asserted), while AdamW's parameters matched bit for bit."""
+    weights that moved by far more (asserted), while the AdamW parameters checked matched bit for bit."""
     start = [q.detach().clone() for q in _setup("cuda")[0].parameters()]  # the same seed: the twins' start
     graphed, pairs = _graphed_and_eager("cuda", 6)
     torch.cuda.synchronize()
