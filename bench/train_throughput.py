@@ -8,12 +8,12 @@ the batches in page-locked or ordinary host memory. Compare variants with --set,
     python bench/train_throughput.py configs/baseline_attn.yaml --steps 12 --set model.residual_dtype=fp32
 
 Prints one JSON line and writes it to $OUT/throughput_<label>.json: first step (compile + warm-up) seconds,
-steady ms/step and tokens/s over the timed steps (after WARMUP_STEPS untimed ones), peak memory. `--profile-steps K` then runs K more steps under
-torch.profiler and adds where the compiled step's device time goes: milliseconds per step by kernel family
-(GEMMs, attention, the SSD scan, causal conv, gated norm, inductor's fused kernels, eager elementwise, optimizer
-foreach kernels, copies), the top kernels by name, the share of wall time the device was busy and the host's
-CUDA runtime calls (golf.profiling; the training loop profiles itself with train.profile_steps). On a machine
-without CUDA it reports CPU op times instead.
+steady ms/step and tokens/s over the timed steps (after WARMUP_STEPS untimed ones), peak memory.
+`--profile-steps K` then runs K more steps under torch.profiler and adds where the compiled step's device time
+goes: milliseconds per step by kernel family (GEMMs, attention, the SSD scan, causal conv, gated norm, inductor's
+fused kernels, eager elementwise, optimizer foreach kernels, copies), the top kernels by name, the share of wall
+time the device was busy and the host's CUDA runtime calls (golf.profiling; the training loop profiles itself with
+train.profile_steps). On a machine without CUDA it reports CPU op times instead.
 """
 
 from __future__ import annotations
@@ -83,6 +83,7 @@ def profile_steps(step, first_index: int, steps: int, device: torch.device, reco
         step(first_index + i)
     window.close()  # all its steps launched: waits for the device, then summarizes
     return window.summary
+
 
 # Steps run before the clock starts. The first compiles; under compile_mode reduce-overhead the second records the
 # step's CUDA graphs; with train.optimizer_graph the second runs the optimizer on its capture stream and the third
