@@ -7,9 +7,9 @@ of them even with the host ahead: 0.84 ms a step (bench/RESULTS.md, 2026-12-02 n
 graph the gap between kernels is about 1 us or less.
 
 Measured (bench/RESULTS.md, 2026-12-02 twentieth block): the idle time shrinks by about 0.7 ms a hybrid_12_b131k
-step, but the device time grows by as much (capturable AdamW's foreach kernels +0.3 ms, the gradients' copies, and
-a little on most kernels), so the step is no faster; on the Mamba-MLP b65k config it is 0.7 ms slower. Off in
-every config.
+step, but the device time grows by as much (the optimizer's foreach kernels +0.3 ms, the gradients' copies
+0.05 ms, and about 1% on most large kernels), so the step is no faster; on the Mamba-MLP b65k config it is 0.7 ms
+slower. Off in every config.
 
 What a replay needs: every tensor it reads or writes at the address it had at capture. Parameters, optimizer
 states and the EMA stay put. Gradients do not (the backward allocates them, zero_grad frees them), so each step
