@@ -25,9 +25,8 @@ Layout: one program per (head, run of chunks, batch), heads fastest in the grid,
 read the same C·B tile and B or C rows, run side by side and find them in L2. A program walks `chunks` consecutive
 chunks in a software-pipelined loop (Triton's tl.range with num_stages): with more than one stage the next chunk's
 tiles load while one is computed, which a program per chunk cannot overlap (one chunk's work is a few dots on tiles
-it loads once, and the dx kernel keeps about 200 registers a thread at 4 warps, an offline count for sm_90a, so few
-of its programs share an SM to hide each other's loads). LAUNCH holds each kernel's launch, the fastest of
-bench/ssd_xy_bench.py's sweep on an H200 (bench/RESULTS.md).
+it loads once, and at about 200 registers a thread few programs share an SM to hide each other's loads). LAUNCH
+holds each kernel's launch, the fastest of bench/ssd_xy_bench.py's sweep on an H200 (bench/RESULTS.md).
 """
 
 from __future__ import annotations
