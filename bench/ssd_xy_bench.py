@@ -9,12 +9,11 @@ heads of 64, one group, chunks of 64, d_state 32; bf16 x, dy, B and C; fp32 dt, 
 entering each chunk (kept from the forward); bf16 dstates (as _state_passing_bwd hands them on).
 
     python3 bench/ssd_xy_bench.py --json $OUT/ssd_xy.json
-    python3 bench/ssd_xy_bench.py --sweep --json $OUT/ssd_xy_sweep.json       # golf's launches too
+    python3 bench/ssd_xy_bench.py --sweep --json $OUT/ssd_xy_sweep.json       # golf's warps too
     python3 bench/ssd_xy_bench.py --device cpu --batch 1 --seqlen 128 --heads 2   # a dry run in the interpreter
 
---sweep also times each golf kernel under every launch of --warps x --chunks (chunks a program walks) x --stages
-(the walk's pipelining stages; above 1 only with more than one chunk), each checked against the same reference,
-and prints the fastest: what golf.ssd_xy_kernel.LAUNCH should hold. --passes also times the SSD's two sequential
+--sweep also times each golf kernel under every --warps value, each checked against the same reference, and
+prints the fastest: what golf.ssd_xy_kernel.LAUNCH should hold. --passes also times the SSD's two sequential
 recurrences as golf.ssd_kernel's one-program-per-(head, batch) pass kernel runs them (role 0: the state entering each
 chunk, fp32, from x, B and raw dt; role 1: the gradient of the state leaving each chunk, in x's dtype, from dy and
 C; role 1 again with the chunk-end log-decay gradient from the kept states, as golf.mixer_op calls it) under each
@@ -59,13 +58,9 @@ NAMES = {"y": ("y",), "dx": ("dx", "ddt", "dD")}
 def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_ssd_shape_args(ap)
-    ap.add_argument("--sweep", action="store_true", help="also time golf's kernels under each launch")
+    ap.add_argument("--sweep", action="store_true", help="also time golf's kernels under each --warps value")
     ap.add_argument("--warps", type=positive_ints, default=(2, 4, 8),
                     help="the sweep's num_warps values (default 2,4,8)")
-    ap.add_argument("--chunks", type=positive_ints, default=(1, 2, 4),
-                    help="the sweep's chunks a program walks (default 1,2,4)")
-    ap.add_argument("--stages", type=positive_ints, default=(1, 2, 3),
-                    help="the sweep's pipelining stages of that walk (default 1,2,3)")
     ap.add_argument("--passes", action="store_true", help="also time golf's state passes against mamba-ssm's (CUDA)")
     add_run_args(ap, 25, 100, "cuda, or cpu for a dry run in Triton's interpreter")
     a = ap.parse_args(argv)
@@ -123,27 +118,21 @@ def _errs(kernel: str, got, want) -> dict:
                     {k: v.float() for k, v in zip(NAMES[kernel], _as_tuple(want))})
 
 
-def launches(a: argparse.Namespace, xk) -> list:
-    """The sweep's XYLaunch values: every warps x chunks x stages, without the stages above 1 at one chunk (a walk
-    of one chunk has nothing to overlap)."""
-    return [xk.XYLaunch(w, c, st) for w in a.warps for c in a.chunks for st in a.stages if c > 1 or st == 1]
-
-
 def sweep(a: argparse.Namespace, xk, want: dict, inp: dict, out: dict) -> None:
-    """out[kernel] = [{num_warps, chunks, num_stages, device_ms, max_rel_err}, ...] over the launches, each
-    printed as measured, then one table with the fastest per kernel."""
+    """out[kernel] = [{num_warps, device_ms, max_rel_err}, ...] over --warps, each printed as measured, then one
+    table with the fastest per kernel."""
     rows = []
     for kernel, (fn, kwargs) in golf_calls(xk, inp).items():
         out[kernel] = []
-        for launch in launches(a, xk):
-            errs = _errs(kernel, fn(**kwargs, launch=launch), want[kernel])
-            ms = device_ms(functools.partial(fn, **kwargs, launch=launch), a.device, a.reps)
-            out[kernel].append({**launch._asdict(), "device_ms": ms, "max_rel_err": max(errs.values())})
-            print(f"sweep {kernel} {launch}: {ms:.3f} ms, max rel err {max(errs.values()):.1e}", flush=True)
+        for w in a.warps:
+            errs = _errs(kernel, fn(**kwargs, num_warps=w), want[kernel])
+            ms = device_ms(functools.partial(fn, **kwargs, num_warps=w), a.device, a.reps)
+            out[kernel].append({"num_warps": w, "device_ms": ms, "max_rel_err": max(errs.values())})
+            print(f"sweep {kernel} num_warps {w}: {ms:.3f} ms, max rel err {max(errs.values()):.1e}", flush=True)
         best = min(out[kernel], key=lambda r: r["device_ms"])
-        rows += [[kernel, r["num_warps"], r["chunks"], r["num_stages"], f"{r['device_ms']:.3f}",
-                  f"{r['max_rel_err']:.1e}", "fastest" if r is best else ""] for r in out[kernel]]
-    print(table(rows, ["kernel", "warps", "chunks", "stages", "device ms a call", "max rel err", ""]))
+        rows += [[kernel, r["num_warps"], f"{r['device_ms']:.3f}", f"{r['max_rel_err']:.1e}",
+                  "fastest" if r is best else ""] for r in out[kernel]]
+    print(table(rows, ["kernel", "warps", "device ms a call", "max rel err", ""]))
 
 
 def passes(a: argparse.Namespace, inp: dict, out: dict) -> None:

@@ -21,17 +21,12 @@ decay-weighted C·B tile is rounded to the dot dtype (x's: bf16 in training) bef
 as they load, and the products accumulate in the compute dtype (fp32; fp64 for fp64 inputs, which the tests use).
 A ragged last chunk: rows past the sequence's end load as zero and are not stored (ddt stores zeros there).
 
-Layout: one program per (head, run of chunks, batch), heads fastest in the grid, so the heads of one chunk, which
-read the same C·B tile and B or C rows, run side by side and find them in L2. A program walks `chunks` consecutive
-chunks in a software-pipelined loop (Triton's tl.range with num_stages): with more than one stage the next chunk's
-tiles load while one is computed, which a program per chunk cannot overlap (one chunk's work is a few dots on tiles
-it loads once, and at about 200 registers a thread few programs share an SM to hide each other's loads). LAUNCH
-holds each kernel's launch, the fastest of bench/ssd_xy_bench.py's sweep on an H200 (bench/RESULTS.md).
+Layout: one program per (head, chunk, batch), heads fastest in the grid, so the heads of one chunk, which read the
+same C·B tile and B or C rows, run side by side and find them in L2. LAUNCH holds each kernel's warps, the fastest
+of bench/ssd_xy_bench.py's sweep on an H200 (bench/RESULTS.md).
 """
 
 from __future__ import annotations
-
-from typing import NamedTuple
 
 import torch
 import triton
@@ -48,19 +43,8 @@ from golf.kernel_inputs import (
 from golf.ssd_dcb_kernel import _chunked, _decay, _per_head
 from golf.ssm import compute_dtype
 
-
-class XYLaunch(NamedTuple):
-    """How a kernel is launched: warps a program, chunks a program walks, and the software-pipelining stages of
-    that walk (1: no overlap; more than 1 only matters with more than one chunk)."""
-
-    num_warps: int
-    chunks: int
-    num_stages: int
-
-
-# by kernel: the fastest warps of bench/ssd_xy_bench.py's sweep on an H200 at one chunk a program
-# (bench/RESULTS.md, 2026-12-01 seventeenth block)
-LAUNCH = {"y": XYLaunch(4, 1, 1), "dx": XYLaunch(4, 1, 1)}
+# warps a program, by kernel
+LAUNCH = {"y": 4, "dx": 4}
 
 
 @triton.jit
@@ -70,30 +54,15 @@ def _chunk_y_kernel(cb_ptr, x_ptr, dt_ptr, cs_ptr, c_ptr, st_ptr, D_ptr, y_ptr, 
                     sst_b, sst_c, sst_h, sst_p, sst_n, sy_b, sy_t, sy_h, sy_p,
                     L: tl.constexpr, P: tl.constexpr, N: tl.constexpr, BLOCK_L: tl.constexpr,
                     BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, HAS_D: tl.constexpr, ACC: tl.constexpr,
-                    DOT: tl.constexpr, CHUNKS: tl.constexpr, STAGES: tl.constexpr):
+                    DOT: tl.constexpr):
     h = tl.program_id(0)
+    c = tl.program_id(1)
     b = tl.program_id(2)
     g = h // heads_per_group
     i = tl.arange(0, BLOCK_L)  # (BL,): positions in the chunk, rows
     j = tl.arange(0, BLOCK_L)  # (BL,): the same, columns
     p = tl.arange(0, BLOCK_P)  # (BP,)
     n = tl.arange(0, BLOCK_N)  # (BN,)
-    for k in tl.range(0, CHUNKS, num_stages=STAGES):
-        _chunk_y(tl.program_id(1) * CHUNKS + k, h, b, g, i, j, p, n, cb_ptr, x_ptr, dt_ptr, cs_ptr, c_ptr, st_ptr,
-                 D_ptr, y_ptr, T, scb_b, scb_c, scb_g, scb_i, scb_j, sx_b, sx_t, sx_h, sx_p,
-                 sdt_b, sdt_h, sdt_c, sdt_l, scs_b, scs_h, scs_c, scs_l, sc_b, sc_t, sc_g, sc_n,
-                 sst_b, sst_c, sst_h, sst_p, sst_n, sy_b, sy_t, sy_h, sy_p, L, P, N, HAS_D, ACC, DOT)
-
-
-@triton.jit
-def _chunk_y(c, h, b, g, i, j, p, n, cb_ptr, x_ptr, dt_ptr, cs_ptr, c_ptr, st_ptr, D_ptr, y_ptr, T,
-             scb_b, scb_c, scb_g, scb_i, scb_j, sx_b, sx_t, sx_h, sx_p,
-             sdt_b, sdt_h, sdt_c, sdt_l, scs_b, scs_h, scs_c, scs_l, sc_b, sc_t, sc_g, sc_n,
-             sst_b, sst_c, sst_h, sst_p, sst_n, sy_b, sy_t, sy_h, sy_p,
-             L: tl.constexpr, P: tl.constexpr, N: tl.constexpr, HAS_D: tl.constexpr, ACC: tl.constexpr,
-             DOT: tl.constexpr):
-    """Chunk c's y for head h of batch b (a chunk past the sequence's end, the walk's tail, loads and stores
-    nothing)."""
     t0 = c * L
     valid = tl.minimum(L, T - t0)  # rows of this chunk inside the sequence
     in_i = i < valid
@@ -113,9 +82,8 @@ def _chunk_y(c, h, b, g, i, j, p, n, cb_ptr, x_ptr, dt_ptr, cs_ptr, c_ptr, st_pt
     y = tl.dot(w.to(DOT), x.to(DOT), out_dtype=ACC, input_precision="ieee")  # (BL, BP): the within-chunk part
     cg = tl.load(c_ptr + b * sc_b + rows[:, None] * sc_t + g * sc_g + n[None, :] * sc_n,
                  mask=in_i[:, None] & (n < N)[None, :], other=0.0)  # (BL, BN): the group's C rows
-    # (BN, BP): the state entering, transposed
     st = tl.load(st_ptr + b * sst_b + c * sst_c + h * sst_h + n[:, None] * sst_n + p[None, :] * sst_p,
-                 mask=(n < N)[:, None] & (p < tl.where(valid > 0, P, 0))[None, :], other=0.0)
+                 mask=(n < N)[:, None] & (p < P)[None, :], other=0.0)  # (BN, BP): the state entering, transposed
     y_in = tl.dot(cg.to(DOT), st.to(DOT), out_dtype=ACC, input_precision="ieee")  # (BL, BP)
     y += tl.exp(cs_i)[:, None] * y_in
     if HAS_D:
@@ -133,31 +101,15 @@ def _chunk_dx_kernel(x_ptr, dy_ptr, dt_ptr, cs_ptr, cb_ptr, b_ptr, ds_ptr, D_ptr
                      sa_b, sa_h, sa_c, sa_l, sdD_b, sdD_c, sdD_h,
                      L: tl.constexpr, P: tl.constexpr, N: tl.constexpr, BLOCK_L: tl.constexpr,
                      BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, HAS_D: tl.constexpr, ACC: tl.constexpr,
-                     DOT: tl.constexpr, CHUNKS: tl.constexpr, STAGES: tl.constexpr):
+                     DOT: tl.constexpr):
     h = tl.program_id(0)
+    c = tl.program_id(1)
     b = tl.program_id(2)
     g = h // heads_per_group
     j = tl.arange(0, BLOCK_L)  # (BL,): the positions whose gradient this is, rows
     i = tl.arange(0, BLOCK_L)  # (BL,): the positions that read them, columns
     p = tl.arange(0, BLOCK_P)  # (BP,)
     n = tl.arange(0, BLOCK_N)  # (BN,)
-    for k in tl.range(0, CHUNKS, num_stages=STAGES):
-        _chunk_dx(tl.program_id(1) * CHUNKS + k, h, b, g, i, j, p, n, x_ptr, dy_ptr, dt_ptr, cs_ptr, cb_ptr, b_ptr,
-                  ds_ptr, D_ptr, dx_ptr, ddt_ptr, dD_ptr, T, sx_b, sx_t, sx_h, sx_p, sy_b, sy_t, sy_h, sy_p,
-                  sdt_b, sdt_h, sdt_c, sdt_l, scs_b, scs_h, scs_c, scs_l, scb_b, scb_c, scb_g, scb_i, scb_j,
-                  sb_b, sb_t, sb_g, sb_n, sds_b, sds_c, sds_h, sds_p, sds_n, sdx_b, sdx_t, sdx_h, sdx_p,
-                  sa_b, sa_h, sa_c, sa_l, sdD_b, sdD_c, sdD_h, L, P, N, HAS_D, ACC, DOT)
-
-
-@triton.jit
-def _chunk_dx(c, h, b, g, i, j, p, n, x_ptr, dy_ptr, dt_ptr, cs_ptr, cb_ptr, b_ptr, ds_ptr, D_ptr, dx_ptr, ddt_ptr,
-              dD_ptr, T, sx_b, sx_t, sx_h, sx_p, sy_b, sy_t, sy_h, sy_p, sdt_b, sdt_h, sdt_c, sdt_l,
-              scs_b, scs_h, scs_c, scs_l, scb_b, scb_c, scb_g, scb_i, scb_j, sb_b, sb_t, sb_g, sb_n,
-              sds_b, sds_c, sds_h, sds_p, sds_n, sdx_b, sdx_t, sdx_h, sdx_p, sa_b, sa_h, sa_c, sa_l,
-              sdD_b, sdD_c, sdD_h, L: tl.constexpr, P: tl.constexpr, N: tl.constexpr, HAS_D: tl.constexpr,
-              ACC: tl.constexpr, DOT: tl.constexpr):
-    """Chunk c's dx, ddt and dD partial for head h of batch b (a chunk past the sequence's end, the walk's tail,
-    loads and stores nothing)."""
     t0 = c * L
     valid = tl.minimum(L, T - t0)
     in_j = j < valid
@@ -166,8 +118,7 @@ def _chunk_dx(c, h, b, g, i, j, p, n, x_ptr, dy_ptr, dt_ptr, cs_ptr, cb_ptr, b_p
     at = b * scs_b + h * scs_h + c * scs_c
     cs_j = tl.load(cs_ptr + at + j * scs_l, mask=in_j, other=0.0).to(ACC)  # (BL,)
     cs_i = tl.load(cs_ptr + at + i * scs_l, mask=in_i, other=0.0).to(ACC)
-    # the chunk's whole log-decay, as the state passing uses it
-    cs_last = tl.load(cs_ptr + at + (L - 1) * scs_l, mask=valid > 0, other=0.0).to(ACC)
+    cs_last = tl.load(cs_ptr + at + (L - 1) * scs_l).to(ACC)  # the chunk's whole log-decay, as the state passing
     # wT[j, i] = CB[i, j] exp(min(cs_i - cs_j, 0)) for i >= j: C·B's tile read transposed
     cbt = tl.load(cb_ptr + b * scb_b + c * scb_c + g * scb_g + i[None, :] * scb_i + j[:, None] * scb_j,
                   mask=in_j[:, None] & in_i[None, :], other=0.0).to(ACC)  # (BL, BL)
@@ -180,7 +131,7 @@ def _chunk_dx(c, h, b, g, i, j, p, n, x_ptr, dy_ptr, dt_ptr, cs_ptr, cb_ptr, b_p
     bg = tl.load(b_ptr + b * sb_b + rows[:, None] * sb_t + g * sb_g + n[None, :] * sb_n,
                  mask=in_j[:, None] & (n < N)[None, :], other=0.0)  # (BL, BN): the group's B rows
     ds = tl.load(ds_ptr + b * sds_b + c * sds_c + h * sds_h + n[:, None] * sds_n + p[None, :] * sds_p,
-                 mask=(n < N)[:, None] & (p < tl.where(valid > 0, P, 0))[None, :], other=0.0)  # (BN, BP): dS transposed
+                 mask=(n < N)[:, None] & (p < P)[None, :], other=0.0)  # (BN, BP): dS transposed
     scale = tl.exp(tl.minimum(cs_last - cs_j, 0.0))  # (BL,)
     acc += scale[:, None] * tl.dot(bg.to(DOT), ds.to(DOT), out_dtype=ACC, input_precision="ieee")
     dt_j = tl.load(dt_ptr + b * sdt_b + h * sdt_h + c * sdt_c + j * sdt_l, mask=in_j, other=0.0).to(ACC)
@@ -192,11 +143,9 @@ def _chunk_dx(c, h, b, g, i, j, p, n, x_ptr, dy_ptr, dt_ptr, cs_ptr, cb_ptr, b_p
              dx.to(dx_ptr.dtype.element_ty), mask=row_mask)
     x = tl.load(x_ptr + b * sx_b + rows[:, None] * sx_t + h * sx_h + p[None, :] * sx_p, mask=row_mask,
                 other=0.0).to(ACC)  # (BL, BP)
-    tl.store(ddt_ptr + b * sa_b + h * sa_h + c * sa_c + j * sa_l, tl.sum(acc * x, axis=1),
-             mask=j < tl.where(valid > 0, L, 0))
+    tl.store(ddt_ptr + b * sa_b + h * sa_h + c * sa_c + j * sa_l, tl.sum(acc * x, axis=1), mask=j < L)
     if HAS_D:
-        tl.store(dD_ptr + b * sdD_b + c * sdD_c + h * sdD_h, tl.sum(tl.sum(dyf * x, axis=1), axis=0),
-                 mask=valid > 0)
+        tl.store(dD_ptr + b * sdD_b + c * sdD_c + h * sdD_h, tl.sum(tl.sum(dyf * x, axis=1), axis=0))
 
 
 def interpreted() -> bool:
@@ -204,7 +153,7 @@ def interpreted() -> bool:
     return isinstance(_chunk_y_kernel, InterpretedFunction)
 
 
-def _check(op: str, x, dt, dA_cumsum, CB, BC, states, states_name, D, dot_dtype, launch, dout=None,
+def _check(op: str, x, dt, dA_cumsum, CB, BC, states, states_name, D, dot_dtype, num_warps, dout=None,
            dx=None) -> None:
     """One ValueError line, prefixed `op`, for the first input that is not what the kernels take (BC: C for
     chunk_y, B for chunk_dx; states: the states entering the chunks, or the gradients of those leaving them)."""
@@ -226,60 +175,50 @@ def _check(op: str, x, dt, dA_cumsum, CB, BC, states, states_name, D, dot_dtype,
             raise ValueError(f"{op}: {name} must have x's dtype {x.dtype}, got {tensor.dtype}")
     if dot_dtype is not None and dot_dtype not in TL_DTYPES:
         raise ValueError(f"{op}: dot_dtype must be None or one of {list(TL_DTYPES)}, got {dot_dtype}")
-    if launch is not None:
-        if not isinstance(launch, XYLaunch):
-            raise ValueError(f"{op}: launch must be an XYLaunch(num_warps, chunks, num_stages), got {launch!r}")
-        check_num_warps(op, launch.num_warps)
-        for name in ("chunks", "num_stages"):
-            v = getattr(launch, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{op}: launch.{name} must be a positive int, got {v!r}")
+    check_num_warps(op, num_warps)
     check_runs_here(op, x, interpreted())
 
 
-def _consts(x: torch.Tensor, size: int, n: int, D, dot_dtype, launch: XYLaunch) -> dict:
-    """The constexprs and launch keywords both kernels take."""
+def _consts(x: torch.Tensor, size: int, n: int, D, dot_dtype) -> dict:
+    """The constexprs both kernels take."""
     acc = compute_dtype(x)
     dot = dot_dtype or (x.dtype if x.dtype in (torch.bfloat16, torch.float16) else acc)
     return {"L": size, "P": x.shape[-1], "N": n, "BLOCK_L": max(16, triton.next_power_of_2(size)),
             "BLOCK_P": max(16, triton.next_power_of_2(x.shape[-1])), "BLOCK_N": max(16, triton.next_power_of_2(n)),
-            "HAS_D": D is not None, "ACC": TL_DTYPES[acc], "DOT": TL_DTYPES[dot], "CHUNKS": launch.chunks,
-            "STAGES": launch.num_stages, "num_warps": launch.num_warps}
+            "HAS_D": D is not None, "ACC": TL_DTYPES[acc], "DOT": TL_DTYPES[dot]}
 
 
 def chunk_y(CB: torch.Tensor, x: torch.Tensor, dt: torch.Tensor, dA_cumsum: torch.Tensor, C: torch.Tensor,
             states: torch.Tensor, D: torch.Tensor | None = None, dot_dtype: torch.dtype | None = None,
-            launch: XYLaunch | None = None) -> torch.Tensor:
+            num_warps: int | None = None) -> torch.Tensor:
     """y (b, T, h, P) in x's dtype, what mamba-ssm's _chunk_scan_fwd(CB, x, dt, dA_cumsum, C, states, D=D) returns
     first, without z: CB (b, chunks, g, L, L), x (b, T, h, P), dt (softplus'ed) and dA_cumsum (b, h, chunks, L), C
     (b, T, g, N), states (b, chunks, h, P, N) the state entering each chunk, D (h,) or None (module docstring).
-    dot_dtype: tl.dot's operand dtype, by default x's for 16-bit x, else the compute dtype. launch: LAUNCH["y"] by
-    default."""
-    _check("chunk_y", x, dt, dA_cumsum, CB, C, states, "states", D, dot_dtype, launch)
-    launch = launch or LAUNCH["y"]
+    dot_dtype: tl.dot's operand dtype, by default x's for 16-bit x, else the compute dtype. num_warps:
+    LAUNCH["y"] by default."""
+    _check("chunk_y", x, dt, dA_cumsum, CB, C, states, "states", D, dot_dtype, num_warps)
     b, t, h, _ = x.shape
     _, _, chunks, size = dt.shape
     y = torch.empty_like(x, memory_format=torch.contiguous_format)
     if y.numel():
         D_ = D.contiguous() if D is not None else dt  # the kernel reads D[h] at stride 1, never when D is None
-        _chunk_y_kernel[(h, triton.cdiv(chunks, launch.chunks), b)](
+        _chunk_y_kernel[(h, chunks, b)](
             CB, x, dt, dA_cumsum, C, states, D_, y, t, h // CB.shape[2],
             *CB.stride(), *x.stride(), *dt.stride(), *dA_cumsum.stride(), *C.stride(), *states.stride(),
-            *y.stride(), **_consts(x, size, C.shape[-1], D, dot_dtype, launch))
+            *y.stride(), **_consts(x, size, C.shape[-1], D, dot_dtype), num_warps=num_warps or LAUNCH["y"])
     return y
 
 
 def chunk_dx(x: torch.Tensor, dt: torch.Tensor, dA_cumsum: torch.Tensor, B: torch.Tensor, CB: torch.Tensor,
              dout: torch.Tensor, dstates: torch.Tensor, D: torch.Tensor | None = None,
              dx: torch.Tensor | None = None, dot_dtype: torch.dtype | None = None,
-             launch: XYLaunch | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+             num_warps: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """(dx, ddt, dD), what mamba-ssm's _chunk_scan_chunk_state_bwd_dx(x, dt, dA_cumsum, B, CB, dout, dstates, D=D,
     dx=dx) returns: B (b, T, g, N) as the forward read it, dstates (b, chunks, h, P, N) the gradient of the state
     leaving each chunk. dx (x's shape and dtype) is written in place when given; ddt (b, h, chunks, L) in the
     compute dtype is dt's gradient as a factor (the log-decays' share is not in it); dD (h,) in D's dtype, None
-    without D (module docstring). dot_dtype as chunk_y's; launch LAUNCH["dx"] by default."""
-    _check("chunk_dx", x, dt, dA_cumsum, CB, B, dstates, "dstates", D, dot_dtype, launch, dout, dx)
-    launch = launch or LAUNCH["dx"]
+    without D (module docstring). dot_dtype as chunk_y's; num_warps LAUNCH["dx"] by default."""
+    _check("chunk_dx", x, dt, dA_cumsum, CB, B, dstates, "dstates", D, dot_dtype, num_warps, dout, dx)
     b, t, h, _ = x.shape
     _, _, chunks, size = dt.shape
     acc = compute_dtype(x)
@@ -288,11 +227,11 @@ def chunk_dx(x: torch.Tensor, dt: torch.Tensor, dA_cumsum: torch.Tensor, B: torc
     dD = torch.empty(b, chunks, h, dtype=acc, device=x.device)  # per-chunk partial sums
     if dx.numel():
         D_ = D.contiguous() if D is not None else dt
-        _chunk_dx_kernel[(h, triton.cdiv(chunks, launch.chunks), b)](
+        _chunk_dx_kernel[(h, chunks, b)](
             x, dout, dt, dA_cumsum, CB, B, dstates, D_, dx, ddt, dD, t, h // CB.shape[2],
             *x.stride(), *dout.stride(), *dt.stride(), *dA_cumsum.stride(), *CB.stride(), *B.stride(),
             *dstates.stride(), *dx.stride(), *ddt.stride(), *dD.stride(),
-            **_consts(x, size, B.shape[-1], D, dot_dtype, launch))
+            **_consts(x, size, B.shape[-1], D, dot_dtype), num_warps=num_warps or LAUNCH["dx"])
     else:
         ddt.zero_()
         dD.zero_()

@@ -8,7 +8,7 @@ import torch
 
 from golf.mixer_op import _scan_internals_reference
 from golf.ssd_dcb_kernel import chunk_bwd_reference
-from golf.ssd_xy_kernel import XYLaunch, chunk_dx_reference, chunk_y_reference
+from golf.ssd_xy_kernel import chunk_dx_reference, chunk_y_reference
 from golf.ssm import ssd_scan_reference
 
 
@@ -107,25 +107,6 @@ def test_dx_kernel_matches_reference(xk, dtype, t, h, g, p, n, size):
     torch.testing.assert_close(ddt, want_ddt, rtol=tol, atol=tol * want_ddt.abs().max().item())
 
 
-
-@pytest.mark.parametrize("launch", [XYLaunch(4, 2, 2), XYLaunch(2, 3, 1), XYLaunch(4, 4, 3)],
-                         ids=["two_chunks_two_stages", "three_chunks", "four_chunks_three_stages"])
-@pytest.mark.parametrize("t,h,g,p,n,size", [SHAPES[0], SHAPES[2]], ids=[SHAPE_IDS[0], SHAPE_IDS[2]])
-def test_programs_walking_chunks_match_reference(xk, launch, t, h, g, p, n, size):
-    """A program walking several chunks (4 or 3 chunks here, so some walks run past the last chunk, which must
-    load and store nothing) gives the twins' y, dx, ddt and dD; every element of dx and y is written."""
-    device = "cpu" if xk.interpreted() else "cuda"
-    tol = 1e-12
-    inputs, _ = _y_inputs(2, t, h, g, p, n, size, torch.float64, device, seed=t)
-    want = chunk_y_reference(*inputs)
-    torch.testing.assert_close(xk.chunk_y(*inputs, launch=launch), want, rtol=tol, atol=tol * want.abs().max().item())
-    inputs = _dx_inputs(2, t, h, g, p, n, size, torch.float64, device, seed=t)
-    dx_given = torch.full_like(inputs[0], float("nan"))
-    got = xk.chunk_dx(*inputs, dx=dx_given, launch=launch)
-    assert not dx_given.isnan().any()
-    for name, a, r in zip(("dx", "ddt", "dD"), got, chunk_dx_reference(*inputs)):
-        torch.testing.assert_close(a, r, rtol=tol, atol=tol * r.abs().max().item(), msg=name)
-
 def test_kernels_read_strided_views(xk):
     """x, B and C as the mixer passes them: slices of one (b, T, d + 2 G N) conv output, rows 2 G N wider than
     the heads; dy a transposed copy. Results equal those of contiguous copies."""
@@ -175,9 +156,7 @@ def test_bf16_within_rounding_of_fp64(xk):
     (lambda v: {**v, "states": v["states"][..., :8]}, "C must have shape (2, 64, 1, 8), got (2, 64, 1, 16)"),
     (lambda v: {**v, "D": v["D"][:, None].expand(4, 16)}, "D must have shape (4,)"),
     (lambda v: {**v, "CB": v["CB"].to(torch.int32)}, "CB must be a float64/32/16 or bfloat16 tensor"),
-    (lambda v: {**v, "launch": XYLaunch(3, 1, 1)}, "num_warps must be a power of two from 1 to 16, got 3"),
-    (lambda v: {**v, "launch": XYLaunch(4, 0, 1)}, "launch.chunks must be a positive int, got 0"),
-    (lambda v: {**v, "launch": (4, 1, 1)}, "launch must be an XYLaunch(num_warps, chunks, num_stages), got (4, 1, 1)"),
+    (lambda v: {**v, "num_warps": 3}, "num_warps must be a power of two from 1 to 16, got 3"),
 ])
 def test_y_bad_input_is_one_clear_line(xk, change, expected):
     names = ("CB", "x", "dt", "dA_cumsum", "C", "states", "D")
@@ -249,15 +228,13 @@ def test_bench_dry_run_checks_parity_and_writes_its_json(xk, tmp_path, capsys):
     bench = bench_script("ssd_xy_bench")
     out = tmp_path / "xy.json"
     assert bench.main(["--device", "cpu", "--batch", "1", "--seqlen", "96", "--heads", "2", "--headdim", "16",
-                       "--chunk", "32", "--dstate", "16", "--reps", "1", "--sweep", "--warps", "2", "--chunks", "1,2",
-                       "--stages", "1,2", "--json", str(out)]) == 0
+                       "--chunk", "32", "--dstate", "16", "--reps", "1", "--sweep", "--warps", "2",
+                       "--json", str(out)]) == 0
     result = json.loads(out.read_text())
     assert set(result["parity"]["golf y"]) == {"y"} and set(result["parity"]["golf dx"]) == {"dx", "ddt", "dD"}
     assert max(max(v.values()) for v in result["parity"].values()) < 1e-5
     assert all(result["timing"][k]["device_ms"] > 0 and result["timing"][k]["floor_ms"] > 0 for k in result["parity"])
-    assert [(r["num_warps"], r["chunks"], r["num_stages"]) for r in result["sweep"]["y"]] == [(2, 1, 1), (2, 2, 1),
-                                                                                               (2, 2, 2)]
-    assert max(r["max_rel_err"] for k in ("y", "dx") for r in result["sweep"][k]) < 1e-5
+    assert [r["num_warps"] for r in result["sweep"]["y"]] == [2] and result["sweep"]["dx"][0]["max_rel_err"] < 1e-5
     assert result["errors"] == {} and "| golf dx |" in capsys.readouterr().out
 
 
