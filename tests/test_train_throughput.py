@@ -57,6 +57,7 @@ def test_the_clock_starts_after_the_warm_up_steps(monkeypatch):
     assert events[:timed_from].count("step") == tt.WARMUP_STEPS == 3
     assert events[timed_from:] == ["clock", "step", "step", "clock"]
 
+
 def test_trace_needs_profiled_steps_and_a_new_file(tmp_path, capsys):
     with pytest.raises(SystemExit):
         tt.main([str(REPO / "params.yaml"), "--steps", "1", "--trace", str(tmp_path / "t.json.gz")])
