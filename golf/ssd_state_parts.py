@@ -35,11 +35,7 @@ def state_part_functions(chunk_state_module, chunk_scan_module) -> dict:
         batch, seqlen, nheads, headdim = x.shape
         _, _, nchunks, chunk_size = dt.shape
         dstate = dstates.shape[-1]
-        # the kernel adds each dstate tile's share in atomically; its autotune pre-hook zeroes this first
-        ddA = torch.empty(batch, nheads, nchunks, chunk_size, dtype=torch.float32, device=x.device)
-        nsplits, per_program = _splits(x.device, batch, nchunks, nheads, ngroups)
-        dB = torch.empty(batch, seqlen, nsplits, ngroups, dstate, dtype=torch.float32, device=x.device)
-        grid = _grid(chunk_size, dstate, batch * nchunks, nsplits * ngroups)
+        dB, ddA, per_program, grid = _outputs(x.device, batch, seqlen, nheads, nchunks, chunk_size, ngroups, dstate)
         with torch.cuda.device(x.device.index):
             db_kernel[grid](
                 x, dstates, B, dt, dA_cumsum, None, dB, ddA,
@@ -59,11 +55,8 @@ def state_part_functions(chunk_state_module, chunk_scan_module) -> dict:
             return dc_ref(prev_states, dA_cumsum, dout, seq_idx=seq_idx, C=C, ngroups=ngroups)
         batch, nchunks, nheads, headdim, dstate = prev_states.shape
         seqlen, chunk_size = dout.shape[1], dA_cumsum.shape[-1]
-        # zeroed by the kernel's autotune pre-hook, as above
-        ddA = torch.empty(batch, nheads, nchunks, chunk_size, dtype=torch.float32, device=dout.device)
-        nsplits, per_program = _splits(dout.device, batch, nchunks, nheads, ngroups)
-        dC = torch.empty(batch, seqlen, nsplits, ngroups, dstate, dtype=torch.float32, device=dout.device)
-        grid = _grid(chunk_size, dstate, batch * nchunks, nsplits * ngroups)
+        dC, ddA, per_program, grid = _outputs(dout.device, batch, seqlen, nheads, nchunks, chunk_size, ngroups,
+                                              dstate)
         with torch.cuda.device(dout.device.index):
             dc_kernel[grid](
                 dout, prev_states, C, dA_cumsum, None, dC, ddA,
@@ -76,6 +69,18 @@ def state_part_functions(chunk_state_module, chunk_scan_module) -> dict:
         return _one_split(dC), ddA
 
     return {"_chunk_state_bwd_db": chunk_state_bwd_db, "_chunk_scan_bwd_dC": chunk_scan_bwd_dC}
+
+
+def _outputs(device: torch.device, batch: int, seqlen: int, nheads: int, nchunks: int, chunk_size: int, ngroups: int,
+             dstate: int):
+    """What both kernels write and how they are launched → (the B or C gradient per split, (batch, seqlen, nsplits,
+    ngroups, dstate) fp32; the log-decay gradient part (batch, nheads, nchunks, chunk_size) fp32, which each kernel
+    adds its dstate tiles' shares into atomically after its autotune pre-hook zeroes it; heads per program; the
+    launch grid)."""
+    nsplits, per_program = _splits(device, batch, nchunks, nheads, ngroups)
+    grad = torch.empty(batch, seqlen, nsplits, ngroups, dstate, dtype=torch.float32, device=device)
+    ddA = torch.empty(batch, nheads, nchunks, chunk_size, dtype=torch.float32, device=device)
+    return grad, ddA, per_program, _grid(chunk_size, dstate, batch * nchunks, nsplits * ngroups)
 
 
 def _splits(device: torch.device, batch: int, nchunks: int, nheads: int, ngroups: int) -> tuple[int, int]:
