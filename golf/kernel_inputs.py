@@ -61,12 +61,17 @@ def check_runs_here(op: str, x: torch.Tensor, interpreted: bool) -> None:
                          "in Triton's interpreter (TRITON_INTERPRET=1 before triton is imported)")
 
 
+def check_power_of_two(op: str, name: str, value) -> None:
+    """One ValueError line, prefixed `op`, unless `value` is None (the kernel's default) or an int power of two."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1
+                              or value & (value - 1)):
+        raise ValueError(f"{op}: {name} must be a power of two, got {value!r}")
+
+
 def check_row_launch(op: str, block_m, num_warps, tiles=1, num_stages=1) -> None:
     """A row-tile kernel's launch settings: block_m a power of two, num_warps a power of two <= 32 (either None:
     the default for the tile); tiles and num_stages positive ints. One ValueError line, prefixed `op`."""
-    if block_m is not None and (isinstance(block_m, bool) or not isinstance(block_m, int) or block_m < 1
-                                or block_m & (block_m - 1)):
-        raise ValueError(f"{op}: block_m must be a power of two, got {block_m!r}")
+    check_power_of_two(op, "block_m", block_m)
     if num_warps is not None and (isinstance(num_warps, bool) or not isinstance(num_warps, int)
                                   or num_warps not in (1, 2, 4, 8, 16, 32)):
         raise ValueError(f"{op}: num_warps must be a power of two from 1 to 32, got {num_warps!r}")

@@ -24,7 +24,13 @@ import triton
 import triton.language as tl
 from triton.runtime.interpreter import InterpretedFunction
 
-from golf.kernel_inputs import TL_DTYPES, check_dtypes_and_device, check_num_warps, check_runs_here
+from golf.kernel_inputs import (
+    TL_DTYPES,
+    check_dtypes_and_device,
+    check_num_warps,
+    check_power_of_two,
+    check_runs_here,
+)
 from golf.ssm import compute_dtype
 
 # (BLOCK_R, BLOCK_N, num_warps) when the caller gives none: the fastest of eight on the four shapes of bench/
@@ -54,10 +60,6 @@ def interpreted() -> bool:
     return isinstance(_column_sums_kernel, InterpretedFunction)
 
 
-def _power_of_two(v) -> bool:
-    return not isinstance(v, bool) and isinstance(v, int) and v >= 1 and not v & (v - 1)
-
-
 def column_sums(x: torch.Tensor, out: torch.Tensor | None = None, dtype: torch.dtype | None = None, *,
                 block_r: int | None = None, block_n: int | None = None, num_warps: int | None = None
                 ) -> torch.Tensor:
@@ -67,9 +69,8 @@ def column_sums(x: torch.Tensor, out: torch.Tensor | None = None, dtype: torch.d
     op = "column_sums"
     if not isinstance(x, torch.Tensor) or x.dim() != 2:
         raise ValueError(f"{op}: x must be a 2-D (rows, columns) tensor, got shape {tuple(getattr(x, 'shape', ()))}")
-    for name, v in (("block_r", block_r), ("block_n", block_n)):
-        if v is not None and not _power_of_two(v):
-            raise ValueError(f"{op}: {name} must be a power of two, got {v!r}")
+    check_power_of_two(op, "block_r", block_r)
+    check_power_of_two(op, "block_n", block_n)
     check_num_warps(op, num_warps)
     r, n = x.shape
     if out is not None:
