@@ -43,7 +43,8 @@ count made no difference to the sm_90a code), so this is what keeps several rows
     by three rows, so a program walks three rows past its own (their dpre only) and stores nothing for its first
     three. The weight gradients' sums go to one row per program of a (B * programs along time, W + 1, C) partial-sum
     buffer (taps, then dbias), summed by golf.sum_kernel.column_sums: deterministic (no atomics; the same bits run
-    to run). Default 128 rows x 64 channels at one warp (two channels a thread; 64 registers, ptxas for sm_90a, bf16 x, W = 4).
+    to run). Default 128 rows x 64 channels at one warp (two channels a thread; 64 registers, ptxas for sm_90a,
+    bf16 x, W = 4).
   Every program is one warp, so many share an SM. DRAM traffic: the forward reads x and writes out, the backward
   reads x and dout and writes dx, plus three rows of halo per program (2-5%).
 
