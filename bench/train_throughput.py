@@ -38,7 +38,7 @@ from golf.io import write_text_atomic
 from golf.loaders import TokenLoader
 from golf.model import build_model, count_params
 from golf.optim import build_optimizers
-from golf.optim_graph import GraphedOptimizerStep
+from golf.optim_graph import graphed_step_for
 from golf.profiling import StepWindowProfiler, compiled_graph_stats
 from golf.runtime import autocast, enable_tf32, seed_everything
 from golf.train import batch_layout, compile_for_training, compiles, ema_decay_at, loss_read_lag, train_step
@@ -120,8 +120,7 @@ def main(argv: list[str] | None = None) -> dict:
     model = build_model(params.model, device)
     opts = build_optimizers(model, tcfg)
     ema = [p.detach().clone().float() for p in model.parameters()] if tcfg.ema_decay > 0 else []
-    graphed = GraphedOptimizerStep(model, opts, tcfg.grad_clip, ema) \
-        if tcfg.optimizer_graph and device.type == "cuda" else None  # train.optimizer_graph, as golf.train
+    graphed = graphed_step_for(model, opts, tcfg, ema, device)  # train.optimizer_graph, as golf.train
     micro, accum = batch_layout(tcfg, 1)
     shard_dir = None if args.tokens == "random" else tempfile.TemporaryDirectory()  # the synthetic shard's
     if shard_dir is None:

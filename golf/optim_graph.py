@@ -33,10 +33,19 @@ from golf.errors import TrainingError
 from golf.optim import Muon, update_weights
 
 
+def graphed_step_for(model, opts, tcfg, ema: list[torch.Tensor], device: torch.device
+                     ) -> GraphedOptimizerStep | None:
+    """The training loop's optimizer step under train.optimizer_graph: a GraphedOptimizerStep on CUDA when the
+    setting is on, else None (golf.train.optimizer_step then steps eagerly)."""
+    if tcfg.optimizer_graph and device.type == "cuda":
+        return GraphedOptimizerStep(model, opts, tcfg.grad_clip, ema)
+    return None
+
+
 class GraphedOptimizerStep:
     """golf.train.optimizer_step(model, opts, grad_clip, ema, ema_decay) as a call `graphed(ema_decay)`, replayed
-    from a CUDA graph from the third call on (module docstring). Needs every trainable parameter's gradient at every step: the
-    graph updates them all, where the eager step skips a parameter without one."""
+    from a CUDA graph from the third call on (module docstring). Needs every trainable parameter's gradient at every
+    step: the graph updates them all, where the eager step skips a parameter without one."""
 
     def __init__(self, model, opts, grad_clip: float, ema: list[torch.Tensor]):
         self.model, self.opts, self.grad_clip, self.ema = model, opts, grad_clip, ema

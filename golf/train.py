@@ -66,7 +66,7 @@ from golf.io import write_text_atomic
 from golf.loaders import StreamLoader, TokenLoader
 from golf.model import build_model, count_params, save_model
 from golf.optim import Muon, build_optimizers, update_weights
-from golf.optim_graph import GraphedOptimizerStep
+from golf.optim_graph import GraphedOptimizerStep, graphed_step_for
 from golf.profiling import StepWindowProfiler, compiled_graph_stats
 from golf.progress import note as progress_note
 from golf.runtime import (
@@ -193,9 +193,7 @@ class TrainLoop:
         self.model = build_model(params.model, device)
         self.opts = build_optimizers(self.model, tcfg)
         self.ema = [p.detach().clone().float() for p in self.model.parameters()] if tcfg.ema_decay > 0 else []
-        # train.optimizer_graph: the optimizer step replayed as a CUDA graph (golf.optim_graph); eager on a CPU
-        self.graphed = GraphedOptimizerStep(self.model, self.opts, tcfg.grad_clip, self.ema) \
-            if tcfg.optimizer_graph and device.type == "cuda" else None
+        self.graphed = graphed_step_for(self.model, self.opts, tcfg, self.ema, device)  # train.optimizer_graph
         train_files = list_shards(params.data_dir(), "train")  # never the val shards
         if tcfg.carry_state:  # the streams and their states are what a checkpoint saves as the loader's state
             self.loader = CarriedStreams(StreamLoader(train_files, tcfg.seq_len, self.micro, self.accum, dinfo.rank,

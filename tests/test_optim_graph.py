@@ -4,6 +4,7 @@ order, the one-line error for a parameter without a gradient, and on a GPU the c
 over steps whose learning rates, momentum and EMA decay change."""
 
 import copy
+import dataclasses
 
 import pytest
 import torch
@@ -12,7 +13,7 @@ from golf.config import load_params
 from golf.errors import TrainingError
 from golf.model import build_model
 from golf.optim import Muon, build_optimizers, update_weights
-from golf.optim_graph import GraphedOptimizerStep
+from golf.optim_graph import GraphedOptimizerStep, graphed_step_for
 from golf.train import optimizer_step
 from tests.conftest import REPO
 
@@ -152,6 +153,14 @@ def test_a_parameter_without_a_gradient_gets_one_line():
     with pytest.raises(TrainingError, match=rf"optimizer_graph: parameter\(s\) \['{name}'\] got no gradient"):
         graphed._grads()
 
+
+def test_the_loop_graphs_the_step_only_on_cuda_with_the_setting_on():
+    model, opts, ema, tcfg = _setup()
+    on = dataclasses.replace(tcfg, optimizer_graph=True)
+    assert graphed_step_for(model, opts, tcfg, ema, torch.device("cuda")) is None  # the setting off
+    assert graphed_step_for(model, opts, on, ema, torch.device("cpu")) is None  # nothing to capture on a CPU
+    graphed = graphed_step_for(model, opts, on, ema, torch.device("cuda"))
+    assert isinstance(graphed, GraphedOptimizerStep) and graphed.grad_clip == tcfg.grad_clip and graphed.ema is ema
 
 def test_the_setting_parses_and_leaves_a_checkpoint_resumable():
     from golf.checkpoint import RESUME_FREE_KEYS
