@@ -323,6 +323,24 @@ def test_throughput_sweep_labels_a_repeated_variant_apart(tmp_path):
                                        f"label {base}__run3"]
 
 
+def test_throughput_sweep_sets_an_env_word_for_its_variant_alone(tmp_path):
+    """An env=NAME=value word reaches that variant's process and no other; a malformed one is skipped with its one
+    line and the sweep goes on."""
+    stub = tmp_path / "bin"
+    stub.mkdir()
+    (stub / "python3").write_text(
+        '#!/usr/bin/env bash\n'
+        'if [ "$1" = -c ]; then case "$2" in *causal_conv1d*) echo 1;; esac; exit 0; fi\n'
+        'echo "workspace=${CUBLASLT_WORKSPACE_SIZE:-unset}"\n')
+    (stub / "python3").chmod(0o755)
+    res = subprocess.run(["bash", "bench/h200/h200_throughput_sweep.sh", "", "env=CUBLASLT_WORKSPACE_SIZE=0", "env=1",
+                          ""], cwd=ROOT, env={"PATH": f"{stub}:/usr/bin:/bin"}, capture_output=True, text=True,
+                         check=False)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.splitlines() == ["workspace=unset", "workspace=0", "workspace=unset"]
+    assert res.stderr.strip() == "variant word 'env=1': expected env=<NAME>=<value>"
+
+
 def test_kernels_call_with_one_gpu_runs_the_lanes_in_turn_on_gpu_0(tmp_path):
     """GPUS=1 (a one-GPU machine): the step lane runs after the test lane, on GPU 0, into its own folder;
     GPU1_VARIANTS=none leaves that lane without a sweep; a GPUS other than 1 or 2 is one clear error before anything
@@ -362,3 +380,17 @@ def test_sweep_variants_name_their_config_overrides_and_tree():
     assert (cfg, tree) == ("configs/attn_fit.yaml", ".carry_old")
     assert label == "attn_fit__tree_.carry_old__model.ssm_scan=mamba"  # the tree is in the label: its own JSON
     assert sets == ["--set", "model.ssm_scan=mamba"]
+
+
+def test_sweep_variant_env_words_set_a_variable_for_that_variant():
+    script = ("eval \"$(sed -n '/^parse_variant()/,/^}/p' bench/h200/h200_env.sh)\" && parse_variant "
+              "'env=CUBLASLT_WORKSPACE_SIZE=0 model.ssm_scan=mamba env=A_B=x:y' configs/hybrid_12_b131k.yaml && "
+              "printf '%s\\n' \"$VARIANT_LABEL\" \"${VARIANT_ENV[@]}\" \"${VARIANT_SETS[@]}\"")
+    out = subprocess.run(["bash", "-c", script], cwd=ROOT, capture_output=True, text=True, check=True)
+    label, *rest = out.stdout.splitlines()
+    assert label == "hybrid_12_b131k__env_CUBLASLT_WORKSPACE_SIZE=0__model.ssm_scan=mamba__env_A_B=x_y"
+    assert rest == ["CUBLASLT_WORKSPACE_SIZE=0", "A_B=x:y", "--set", "model.ssm_scan=mamba"]
+    bad = subprocess.run(["bash", "-c", script.replace("env=A_B=x:y", "env=9X")], cwd=ROOT, capture_output=True,
+                         text=True, check=False)
+    assert bad.returncode == 2
+    assert bad.stderr.strip() == "variant word 'env=9X': expected env=<NAME>=<value>"

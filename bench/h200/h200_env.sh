@@ -74,14 +74,21 @@ run_in_lanes() {
 }
 # One sweep variant (bench/h200/h200_*_sweep.sh): space-separated params overrides, a word config=<file> switching the
 # params file, a word tree=<dir> running the bench script of another source tree (e.g. `git archive <commit> golf
-# bench | tar -x -C .carry_old`, carried: two commits' code side by side in one call; the throughput sweep only).
-# Sets VARIANT_CFG, VARIANT_SETS (--set pairs), VARIANT_TREE (. by default) and VARIANT_LABEL (<config>__<override>...,
-# __tree_<dir's name> for another tree).
+# bench | tar -x -C .carry_old`, carried: two commits' code side by side in one call; the throughput sweep only), a
+# word env=<NAME>=<value> setting an environment variable for that variant's process alone (a library's setting that
+# has no params key, e.g. cuBLAS's workspace).
+# Sets VARIANT_CFG, VARIANT_SETS (--set pairs), VARIANT_TREE (. by default), VARIANT_ENV (NAME=value words for `env`)
+# and VARIANT_LABEL (<config>__<override>..., __tree_<dir's name> for another tree, __env_<NAME=value>).
 parse_variant() {  # parse_variant "<variant>" <default config>
-  VARIANT_CFG=$2; VARIANT_SETS=(); VARIANT_TREE=.; local s label=""
+  VARIANT_CFG=$2; VARIANT_SETS=(); VARIANT_TREE=.; VARIANT_ENV=(); local s label=""
   for s in $1; do
     if [[ $s == config=* ]]; then VARIANT_CFG=${s#config=}
     elif [[ $s == tree=* ]]; then VARIANT_TREE=${s#tree=}; label+="__tree_$(basename "$VARIANT_TREE")"
+    elif [[ $s == env=* ]]; then
+      if [[ ! ${s#env=} =~ ^[A-Za-z_][A-Za-z0-9_]*= ]]; then
+        echo "variant word '$s': expected env=<NAME>=<value>" >&2; return 2
+      fi
+      VARIANT_ENV+=("${s#env=}"); label+="__env_${s#env=}"; label=${label//[^A-Za-z0-9_.=-]/_}
     else VARIANT_SETS+=(--set "$s"); label+="__${s//[^A-Za-z0-9_.=-]/_}"; fi
   done
   VARIANT_LABEL="$(basename "$VARIANT_CFG" .yaml)$label"

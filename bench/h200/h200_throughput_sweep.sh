@@ -9,7 +9,8 @@
 # returned in $OUT/traces.tar; PROFILE_SHAPES=1 adds
 # train.profile_shapes=true to every variant (those ATen ops by input shapes, at some host cost in those steps).
 # Each argument is one variant: space-separated params overrides ("" = the config as it is); a word
-# config=<file> runs that variant on another params file, a word tree=<dir> on another source tree's code; a variant
+# config=<file> runs that variant on another params file, a word tree=<dir> on another source tree's code, a word
+# env=<NAME>=<value> with that environment variable set (e.g. "env=CUBLASLT_WORKSPACE_SIZE=0"); a variant
 # given again is labelled __run2, __run3 (its own JSON: on 2026-12-01 three alternating pairs in one call left only
 # the last pair's). The JSONs come back as $OUT/throughput.tgz. A variant that
 # succeeds prints one line (its JSON, cut to 400 characters); one that fails or runs past PER_VARIANT_TIMEOUT seconds
@@ -33,7 +34,7 @@ log=$(mktemp) || exit 1
 trap 'rm -f "$log"' EXIT
 declare -A runs_of  # a variant named again (alternating sides, e.g. "" "x" "" "x") gets __run2, __run3: its own JSON
 for variant in "$@"; do
-  parse_variant "$variant" "$CONFIG"
+  parse_variant "$variant" "$CONFIG" || continue
   runs_of[$VARIANT_LABEL]=$(( ${runs_of[$VARIANT_LABEL]:-0} + 1 ))
   [ "${runs_of[$VARIANT_LABEL]}" -gt 1 ] && VARIANT_LABEL+="__run${runs_of[$VARIANT_LABEL]}"
   trace_args=()
@@ -41,7 +42,7 @@ for variant in "$@"; do
   if [ ! -f "$VARIANT_TREE/bench/train_throughput.py" ]; then
     echo "variant '$variant': tree=$VARIANT_TREE has no bench/train_throughput.py; skipped"; continue
   fi
-  timeout "${PER_VARIANT_TIMEOUT:-300}" python3 "$VARIANT_TREE/bench/train_throughput.py" "$VARIANT_CFG" --steps "$STEPS" \
+  env "${VARIANT_ENV[@]}" timeout "${PER_VARIANT_TIMEOUT:-300}" python3 "$VARIANT_TREE/bench/train_throughput.py" "$VARIANT_CFG" --steps "$STEPS" \
     --profile-steps "${PROFILE_STEPS:-0}" "${VARIANT_SETS[@]}" \
     ${PROFILE_SHAPES:+--set train.profile_shapes=true} "${trace_args[@]}" --label "$VARIANT_LABEL" > "$log" 2>&1
   rc=$?

@@ -35,12 +35,12 @@ python3 cli.py prepare -p "$CONFIG" "${GOLF_DATA_ARGS[@]}" > /dev/null || { echo
 mkdir -p runs_sweep
 run_variant() {  # run_variant <gpu> "<variant>"
   local gpu=$1 variant=$2 dir rc prof
-  parse_variant "$variant" "$CONFIG"
+  parse_variant "$variant" "$CONFIG" || return 0
   if [ "$VARIANT_TREE" != . ]; then
     echo "variant '$variant': tree= is for h200_throughput_sweep.sh; skipped"; return 0
   fi
   dir="runs_sweep/$VARIANT_LABEL"
-  CUDA_VISIBLE_DEVICES=$gpu timeout "${PER_VARIANT_TIMEOUT:-$(( 300 * PER_GPU ))}" \
+  env "${VARIANT_ENV[@]}" CUDA_VISIBLE_DEVICES=$gpu timeout "${PER_VARIANT_TIMEOUT:-$(( 300 * PER_GPU ))}" \
     python3 cli.py train -p "$VARIANT_CFG" \
     --seed "$SEED" "${GOLF_DATA_ARGS[@]}" --set "train.wallclock_s=$WALL" --set "runs_dir=$dir" "${VARIANT_SETS[@]}" \
     > "$dir.log" 2>&1
