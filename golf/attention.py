@@ -220,7 +220,9 @@ class GQAttention(nn.Module):
                 return self.rope_cos[:T], self.rope_sin[:T]  # (T, R/2) views
         return rope_tables(T, self.rope_dims, self.rope_base, device, dtype=dtype)  # (T, R/2)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, out_scale: torch.Tensor | None = None) -> torch.Tensor:
+        """x (B, T, d_model) → (B, T, d_model); out_scale (d_model,) scales the output channels through o_proj's
+        weight (a QATLinear's out_scale; model.block_norm "golf_fold")."""
         bsz, T, _ = x.shape
         q = self.q_proj(x).view(bsz, T, self.num_heads, self.head_dim)  # (B, T, H, D)
         k = self.k_proj(x).view(bsz, T, self.num_kv_heads, self.head_dim)  # (B, T, Hkv, D)
@@ -240,7 +242,8 @@ class GQAttention(nn.Module):
                                                  is_causal=True, enable_gqa=True).transpose(1, 2)
         if self.xsa:
             out = exclude_self_value(out, v)  # (B, T, H, D)
-        return self.o_proj(out.reshape(bsz, T, -1))
+        out = out.reshape(bsz, T, -1)  # (B, T, d_model)
+        return self.o_proj(out) if out_scale is None else self.o_proj(out, out_scale=out_scale)
 
 
 def reserve_rope_positions(module, n: int) -> None:

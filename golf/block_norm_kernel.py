@@ -4,7 +4,9 @@ custom operator, golf::add_mix_norm, with one backward operator, golf::add_mix_n
 
 What it computes, per row (the last dim, d channels; rows = every leading dim flattened), exactly the math of
 golf.model.add_mix_norm_reference, the PyTorch twin the model's "torch" path spells out inline:
-    out = x + s y                      (s (d,): a sublayer's output scale; out = x without y)
+    out = x + s y                      (s (d,): a sublayer's output scale; out = x without y, x + y with y
+                                        but no s: the scale folded into the sublayer, model.block_norm
+                                        "golf_fold")
     out = out + w skip                 (w (d,): a U-Net skip weight; no add without skip)
     xm  = mix[0] out + mix[1] x0       (mix (2, d): the block's resid_mix; xm = out without mix)
     rstd = 1 / sqrt(mean(xm^2) + eps)  (eps: F.rms_norm's default, finfo of the compute dtype: fp32's 1.19e-7
@@ -13,7 +15,8 @@ golf.model.add_mix_norm_reference, the PyTorch twin the model's "torch" path spe
 Backward, from the gradients of h, xm and out (g_h, g_xm, g_out; the latter two may be absent):
     dxm  = rstd (norm_scale g_h - xhat mean(norm_scale g_h xhat)) + g_xm,   xhat = xm rstd
     dout = mix[0] dxm + g_out          (dout = dxm + g_out without mix)
-    dx = dout,  dy = s dout,  dskip = w dout,  dx0 = mix[1] dxm
+    dx = dout,  dy = s dout,  dskip = w dout,  dx0 = mix[1] dxm   (y without s: dy = dout, dx's own tensor,
+                                                                   not written twice)
     ds = sum_rows dout y,  dw = sum_rows dout skip,  dmix = sum_rows [dxm out, dxm x0]
 Arithmetic in fp32 (fp64 for fp64 x), whatever the inputs' dtypes; out, xm and h are stored in x's dtype, rstd
 in the compute dtype, each input's gradient in that input's dtype (parameters' too: fp32 under autocast).
@@ -108,9 +111,9 @@ def _add_mix_norm_fwd_kernel(x_ptr, y_ptr, s_ptr, skip_ptr, w_ptr, x0_ptr, mix_p
                              M, norm_scale,
                              sx, sy, sskip, sx0, sout, sxm, sh,
                              D: tl.constexpr, EPS: tl.constexpr,
-                             HAS_Y: tl.constexpr, HAS_SKIP: tl.constexpr, HAS_MIX: tl.constexpr,
-                             KEEP_OUT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                             ACC: tl.constexpr):
+                             HAS_Y: tl.constexpr, HAS_S: tl.constexpr, HAS_SKIP: tl.constexpr,
+                             HAS_MIX: tl.constexpr, KEEP_OUT: tl.constexpr, BLOCK_M: tl.constexpr,
+                             BLOCK_N: tl.constexpr, ACC: tl.constexpr):
     pid = tl.program_id(0)
     rows = pid * BLOCK_M + tl.arange(0, BLOCK_M)  # (BM,)
     cols = tl.arange(0, BLOCK_N)  # (BN,)
@@ -122,8 +125,10 @@ def _add_mix_norm_fwd_kernel(x_ptr, y_ptr, s_ptr, skip_ptr, w_ptr, x0_ptr, mix_p
     pm = cmask[None, :]
     o = tl.load(x_ptr + r * sx + c, mask=m, other=0.0).to(ACC)  # (BM, BN): the residual stream
     if HAS_Y:
-        s = tl.load(s_ptr + c, mask=pm, other=0.0).to(ACC)  # (1, BN)
-        o += s * tl.load(y_ptr + r * sy + c, mask=m, other=0.0).to(ACC)
+        yv = tl.load(y_ptr + r * sy + c, mask=m, other=0.0).to(ACC)
+        if HAS_S:
+            yv *= tl.load(s_ptr + c, mask=pm, other=0.0).to(ACC)  # (1, BN)
+        o += yv
     if HAS_SKIP:
         w = tl.load(w_ptr + c, mask=pm, other=0.0).to(ACC)
         o += w * tl.load(skip_ptr + r * sskip + c, mask=m, other=0.0).to(ACC)
@@ -147,7 +152,7 @@ def _add_mix_norm_bwd_kernel(gout_ptr, gxm_ptr, gh_ptr, x_ptr, y_ptr, s_ptr, ski
                              rstd_ptr, dx_ptr, dy_ptr, dskip_ptr, dx0_ptr, part_ptr,
                              M, tiles, norm_scale,
                              sgout, sgxm, sgh, sx, sy, sskip, sx0, sdx, sdy, sdskip, sdx0,
-                             D: tl.constexpr, HAS_Y: tl.constexpr, HAS_SKIP: tl.constexpr,
+                             D: tl.constexpr, HAS_Y: tl.constexpr, HAS_S: tl.constexpr, HAS_SKIP: tl.constexpr,
                              HAS_MIX: tl.constexpr, HAS_GOUT: tl.constexpr, HAS_GXM: tl.constexpr,
                              BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, ACC: tl.constexpr,
                              STAGES: tl.constexpr):
@@ -163,7 +168,7 @@ def _add_mix_norm_bwd_kernel(gout_ptr, gxm_ptr, gh_ptr, x_ptr, y_ptr, s_ptr, ski
     w = tl.zeros((1, BLOCK_N), dtype=ACC)
     m0 = tl.zeros((1, BLOCK_N), dtype=ACC)
     m1 = tl.zeros((1, BLOCK_N), dtype=ACC)
-    if HAS_Y:
+    if HAS_S:
         s = tl.load(s_ptr + c, mask=pm, other=0.0).to(ACC)
     if HAS_SKIP:
         w = tl.load(w_ptr + c, mask=pm, other=0.0).to(ACC)
@@ -187,7 +192,10 @@ def _add_mix_norm_bwd_kernel(gout_ptr, gxm_ptr, gh_ptr, x_ptr, y_ptr, s_ptr, ski
         x0v = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC)
         if HAS_Y:
             yv = tl.load(y_ptr + r * sy + c, mask=m, other=0.0).to(ACC)
-            o += s * yv
+            if HAS_S:
+                o += s * yv
+            else:
+                o += yv
         if HAS_SKIP:
             skv = tl.load(skip_ptr + r * sskip + c, mask=m, other=0.0).to(ACC)
             o += w * skv
@@ -213,14 +221,14 @@ def _add_mix_norm_bwd_kernel(gout_ptr, gxm_ptr, gh_ptr, x_ptr, y_ptr, s_ptr, ski
         if HAS_GOUT:
             do += tl.load(gout_ptr + r * sgout + c, mask=m, other=0.0).to(ACC)
         tl.store(dx_ptr + r * sdx + c, do.to(dx_ptr.dtype.element_ty), mask=m)
-        if HAS_Y:
+        if HAS_S:  # without s, y's gradient is dx's tensor (the op returns none of its own)
             tl.store(dy_ptr + r * sdy + c, (s * do).to(dy_ptr.dtype.element_ty), mask=m)
             acc_s += do * yv
         if HAS_SKIP:
             tl.store(dskip_ptr + r * sdskip + c, (w * do).to(dskip_ptr.dtype.element_ty), mask=m)
             acc_w += do * skv
     base = part_ptr + pid * (4 * D) + cols  # (BN,): this program's (4, D) slab
-    if HAS_Y:
+    if HAS_S:
         tl.store(base, tl.sum(acc_s, axis=0), mask=cmask)
     if HAS_SKIP:
         tl.store(base + D, tl.sum(acc_w, axis=0), mask=cmask)
@@ -247,23 +255,26 @@ def check_inputs(x, y, s, skip, w, x0, mix, norm_scale) -> None:
     """One ValueError line, naming the input, for the first argument that is not what the op takes: x a float
     tensor of at least one dim (d = its last); y, skip, x0 x's shape, on x's device, in a dtype no wider than
     x's (the result is in x's dtype, as the twin's type promotion gives it); s and w (d,), mix (2, d), each
-    given exactly when its activation is; norm_scale a finite number."""
+    given exactly when its activation is (y may also come without s: a scale of one); norm_scale a finite
+    number."""
     if not isinstance(x, Tensor) or x.dim() < 1 or x.shape[-1] < 1:
         raise ValueError(f"{OP}: x must be a tensor of shape (..., channels >= 1), got shape {_shape(x)}")
     check_dtypes_and_device(OP, x, (("x", x),))
     d = x.shape[-1]
     pieces = (("y", y, "s", s, (d,)), ("skip", skip, "w", w, (d,)), ("x0", x0, "mix", mix, (2, d)))
     for act_name, act, par_name, par, par_shape in pieces:
-        if (act is None) != (par is None):
-            given, missing = (act_name, par_name) if par is None else (par_name, act_name)
-            raise ValueError(f"{OP}: {given} is given without {missing}: pass both or neither")
+        if act is None and par is not None:
+            raise ValueError(f"{OP}: {par_name} is given without {act_name}: pass "
+                             + ("y with it, or neither" if act_name == "y" else "both or neither"))
+        if par is None and act is not None and act_name != "y":  # y alone: a scale of one
+            raise ValueError(f"{OP}: {act_name} is given without {par_name}: pass both or neither")
         if act is None:
             continue
         if not isinstance(act, Tensor) or act.shape != x.shape:
             raise ValueError(f"{OP}: {act_name} must have x's shape {tuple(x.shape)}, got {_shape(act)}")
-        if not isinstance(par, Tensor) or tuple(par.shape) != par_shape:
+        if par is not None and (not isinstance(par, Tensor) or tuple(par.shape) != par_shape):
             raise ValueError(f"{OP}: {par_name} must be {par_shape}, got shape {_shape(par)}")
-        check_dtypes_and_device(OP, x, ((act_name, act), (par_name, par)))
+        check_dtypes_and_device(OP, x, ((act_name, act),) + (((par_name, par),) if par is not None else ()))
         if torch.promote_types(x.dtype, act.dtype) != x.dtype:
             raise ValueError(f"{OP}: {act_name}'s dtype {act.dtype} is wider than x's {x.dtype}: the outputs "
                              "are in x's dtype")
@@ -309,15 +320,15 @@ def add_mix_norm_fwd_kernels(x, y, s, skip, w, x0, mix, norm_scale, keep_out, *,
         out2, xm.view(rows, d), h.view(rows, d), rstd,
         rows, float(norm_scale),
         x2.stride(0), *(t.stride(0) if t is not None else 0 for t in (y2, skip2, x02)), out2.stride(0), d, d,
-        D=d, EPS=norm_eps(x.dtype), HAS_Y=y is not None, HAS_SKIP=skip is not None, HAS_MIX=mix is not None,
-        KEEP_OUT=write_out, BLOCK_M=bm, BLOCK_N=bn, ACC=TL_DTYPES[acc], num_warps=nw)
+        D=d, EPS=norm_eps(x.dtype), HAS_Y=y is not None, HAS_S=s is not None, HAS_SKIP=skip is not None,
+        HAS_MIX=mix is not None, KEEP_OUT=write_out, BLOCK_M=bm, BLOCK_N=bn, ACC=TL_DTYPES[acc], num_warps=nw)
     return out, xm, h, rstd
 
 
 def add_mix_norm_bwd_kernels(g_out, g_xm, g_h, x, y, s, skip, w, x0, mix, rstd, norm_scale, *, block_m=None,
                              num_warps=None, tiles=BWD_TILES, num_stages=BWD_STAGES):
     """The backward kernel: (dx, dy, ds, dskip, dw, dx0, dmix), each in its input's shape and dtype, an empty
-    (0,) tensor for an absent input. g_out, g_xm may be None (no gradient); g_h must be given. The launch:
+    (0,) tensor for an absent input (and for dy when y comes without s: its gradient is dx). g_out, g_xm may be None (no gradient); g_h must be given. The launch:
     block_m, num_warps (None: the defaults), tiles (row blocks a program) and num_stages (the pipeline's
     depth; 1: none)."""
     check_row_launch(OP, block_m, num_warps, tiles, num_stages)
@@ -330,7 +341,7 @@ def add_mix_norm_bwd_kernels(g_out, g_xm, g_h, x, y, s, skip, w, x0, mix, rstd, 
         return torch.empty((0,), dtype=x.dtype, device=x.device) if t is None else \
             torch.empty(t.shape, dtype=t.dtype, device=t.device)
 
-    dx, dy, dskip, dx0 = (grad_like(t) for t in (x, y, skip, x0))
+    dx, dy, dskip, dx0 = (grad_like(t) for t in (x, y if s is not None else None, skip, x0))
     bm, bn, nw = row_launch(d, block_m, num_warps, BWD_TILE, BWD_ELEMENTS_PER_WARP)
     programs = triton.cdiv(rows, bm * tiles)
     # each program writes its slab's rows of the present parameters, the only rows summed: no zeroing
@@ -345,7 +356,7 @@ def add_mix_norm_bwd_kernels(g_out, g_xm, g_h, x, y, s, skip, w, x0, mix, rstd, 
             rows, tiles, float(norm_scale),
             *(t.stride(0) if t is not None else 0 for t in (gout2, gxm2)), gh2.stride(0), x2.stride(0),
             *(t.stride(0) if t is not None else 0 for t in (y2, skip2, x02)), d, d, d, d,
-            D=d, HAS_Y=y is not None, HAS_SKIP=skip is not None, HAS_MIX=mix is not None,
+            D=d, HAS_Y=y is not None, HAS_S=s is not None, HAS_SKIP=skip is not None, HAS_MIX=mix is not None,
             HAS_GOUT=g_out is not None, HAS_GXM=g_xm is not None, BLOCK_M=bm, BLOCK_N=bn, ACC=TL_DTYPES[acc],
             STAGES=num_stages, num_warps=nw)
     # the partial sums reduced over programs (deterministic), each in its parameter's dtype; zeros when rows = 0
@@ -382,7 +393,7 @@ def _reference_bwd(g_out, g_xm, g_h, x, y, s, skip, w, x0, mix, norm_scale):
     d = x.shape[-1]
     o = x.to(ct)  # (..., d)
     if y is not None:
-        o = o + s.to(ct) * y.to(ct)
+        o = o + (y.to(ct) if s is None else s.to(ct) * y.to(ct))
     if skip is not None:
         o = o + w.to(ct) * skip.to(ct)
     xm = o if mix is None else mix[0].to(ct) * o + mix[1].to(ct) * x0.to(ct)
@@ -400,7 +411,8 @@ def _reference_bwd(g_out, g_xm, g_h, x, y, s, skip, w, x0, mix, norm_scale):
         return t.reshape(-1, d).sum(0)
 
     none = x.new_empty(0)
-    dy, ds = (none, none) if y is None else ((s.to(ct) * do).to(y.dtype), rows_sum(do * y.to(ct)).to(s.dtype))
+    dy, ds = (none, none) if y is None or s is None else ((s.to(ct) * do).to(y.dtype),
+                                                           rows_sum(do * y.to(ct)).to(s.dtype))
     dskip, dw = (none, none) if skip is None else ((w.to(ct) * do).to(skip.dtype),
                                                    rows_sum(do * skip.to(ct)).to(w.dtype))
     dx0, dmix = (none, none) if mix is None else (
@@ -464,7 +476,7 @@ def _(g_out, g_xm, g_h, x, y, s, skip, w, x0, mix, rstd, norm_scale):
 @_add_mix_norm_bwd_op.register_fake
 def _(g_out, g_xm, g_h, x, y, s, skip, w, x0, mix, rstd, norm_scale):
     return tuple(x.new_empty(0) if t is None else torch.empty_like(t, memory_format=torch.contiguous_format)
-                 for t in (x, y, s, skip, w, x0, mix))
+                 for t in (x, y if s is not None else None, s, skip, w, x0, mix))
 
 
 def _setup(ctx, inputs, output):
@@ -487,6 +499,8 @@ def _backward(ctx, g_out, g_xm, g_h, _g_rstd):
         g_h = torch.zeros_like(x)
     g_out = g_out if ctx.wrote_out else None
     grads = torch.ops.golf.add_mix_norm_bwd(g_out, g_xm, g_h, x, y, s, skip, w, x0, mix, rstd, ctx.norm_scale)
+    if y is not None and s is None:  # out = x + y: y's gradient is x's, one tensor for both
+        grads = (grads[0], grads[0].to(y.dtype), *grads[2:])
     given = (True, *ctx.present)
     return (*(g if p else None for g, p in zip(grads, given)), None, None)
 

@@ -171,13 +171,16 @@ class ModelConfig:
                               "the fused path, golf's one op (ssm_compile opaque) takes either, mamba-ssm's one op "
                               "only causal-conv1d's (golf: an error); the reference path always uses "
                               "golf.ssm.causal_conv_silu_reference (no effect there)")
-    block_norm: str = _spec("torch", choices=("torch", "golf"),
+    block_norm: str = _spec("torch", choices=("torch", "golf", "golf_fold"),
                             doc="each block's residual glue (the residual add of the sublayer before, the U-Net "
                                 "skip add, resid_mix and the pre-norm; and the final norm): the PyTorch "
                                 "expressions (torch.compile fuses them), or golf's own Triton kernels as one "
                                 "custom op a pre-norm, golf::add_mix_norm (golf/block_norm_kernel.py, needs triton "
-                                "on CUDA), the residual adds kept pending until the next norm; the same function, "
-                                "only rounding differs; CPU tensors take its PyTorch twin")
+                                "on CUDA), the residual adds kept pending until the next norm; golf_fold: golf's "
+                                "op with each sublayer's output scale (attn_scale, mlp_scale, mixer_scale) applied "
+                                "through its last projection's weight rows instead of in the residual add, so the "
+                                "op's backward writes no separate gradient for the sublayer's output; the same "
+                                "function, only rounding differs; CPU tensors take its PyTorch twin")
     attn_backend: str = _spec("auto", choices=("auto", "flash", "flash4", "sdpa"),
                               doc="auto = flash-attn 3, else 2, where one imports on CUDA, else PyTorch SDPA; "
                                   "flash = one of those two or an error; flash4 = FlashAttention-4 (pip install "

@@ -53,14 +53,15 @@ def norm_eps(dtype: torch.dtype) -> float:
 def add_mix_norm_reference(x, y=None, s=None, skip=None, w=None, x0=None, mix=None, norm_scale: float = 1.0,
                            keep_out: bool = False):
     """model.block_norm's residual glue written with PyTorch ops in x's dtype, exactly as the blocks spell it
-    out under "torch": out = x + s y (the residual add of the sublayer before; without y, x), + w skip (a U-Net
+    out under "torch": out = x + s y (the residual add of the sublayer before; without y, x; y without s, x + y:
+    the scale folded into the sublayer's last projection, model.block_norm "golf_fold"), + w skip (a U-Net
     skip add, without skip none), xm = mix[0] out + mix[1] x0 (a block's resid_mix; without mix, out), h =
     pre_norm(xm, norm_scale). Returns (out or None unless keep_out, xm, h). golf::add_mix_norm
     (golf/block_norm_kernel.py) computes the same in one kernel; the model calls this twin where the kernels
     cannot run (CPU tensors outside Triton's interpreter)."""
     out = x
     if y is not None:
-        out = out + s.to(out.dtype) * y
+        out = out + (y if s is None else s.to(out.dtype) * y)
     if skip is not None:
         out = out + w.to(out.dtype) * skip
     xm = out if mix is None else mix[0].to(out.dtype) * out + mix[1].to(out.dtype) * x0
@@ -80,17 +81,21 @@ def resolve_block_norm(choice: str, device: torch.device | str):
     try:
         from golf import block_norm_kernel
     except ImportError as e:
-        raise GolfError(f"model.block_norm is 'golf' but golf's Triton kernels do not import here ({e}): they "
+        raise GolfError(f"model.block_norm is '{choice}' but golf's Triton kernels do not import here ({e}): they "
                         "need triton (`pip install triton`) and golf/block_norm_kernel.py; use model.block_norm "
                         "'torch'") from None
     return block_norm_kernel.add_mix_norm
 
 
-def residual_mlp_golf(mlp: nn.Module, mlp_scale: nn.Parameter, pending: tuple, norm_scale: float, add_mix_norm):
+def residual_mlp_golf(mlp: nn.Module, mlp_scale: nn.Parameter, pending: tuple, norm_scale: float, add_mix_norm,
+                      fold_scale: bool = False):
     """model.block_norm "golf": a pre-norm residual MLP on the pending stream `pending` = (x, y, s), i.e.
     x + s y not yet added: one add_mix_norm completes the add and norms it; returns the new pending stream
-    (x + s y, mlp(h), mlp_scale)."""
+    (x + s y, mlp(h), mlp_scale), or with fold_scale ("golf_fold") (x + s y, mlp(h) with mlp_scale folded into its
+    last projection, None)."""
     _, x, h = add_mix_norm(*pending, norm_scale=norm_scale)
+    if fold_scale:
+        return x, mlp(h, out_scale=mlp_scale), None
     return x, mlp(h), mlp_scale
 
 
@@ -121,8 +126,14 @@ class QATLinear(nn.Linear):
         # w_q + (w - w) is exactly w_q in the forward and has gradient 1 with respect to w
         return torch.where(self.qat_on, w_q + (w - w.detach()), w)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.fake_quant_weight(), self.bias)
+    def forward(self, x: torch.Tensor, out_scale: torch.Tensor | None = None) -> torch.Tensor:
+        """x (..., in) → (..., out); out_scale (out,) scales each output channel through the weight's rows:
+        F.linear(x, diag(out_scale) w_q), the same function as out_scale * F.linear(x, w_q) (model.block_norm
+        "golf_fold" folds a block's sublayer scale here, so that its residual add needs no scale of its own)."""
+        w = self.fake_quant_weight()  # (out, in)
+        if out_scale is not None:
+            w = out_scale.to(w.dtype)[:, None] * w
+        return F.linear(x, w, self.bias)
 
 
 class MLP(nn.Module):
@@ -139,10 +150,11 @@ class MLP(nn.Module):
             raise ValueError(f"MLP: act must be relu2 or leaky_relu2, got {act!r}")
         self.act = act
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, out_scale: torch.Tensor | None = None) -> torch.Tensor:
+        """out_scale (d_model,): scales the output channels through proj's weight (QATLinear.forward)."""
         h = self.fc(x)  # (..., hidden)
         h = F.relu(h) if self.act == "relu2" else F.leaky_relu(h, negative_slope=0.5)
-        return self.proj(h.square())
+        return self.proj(h.square()) if out_scale is None else self.proj(h.square(), out_scale=out_scale)
 
 
 class AttentionBlock(nn.Module):
@@ -159,6 +171,8 @@ class AttentionBlock(nn.Module):
         self.mlp = MLP(d, cfg.mlp_mult, cfg.mlp_act)
         self.attn_scale = nn.Parameter(torch.ones(d))
         self.mlp_scale = nn.Parameter(torch.ones(d))
+        # model.block_norm "golf_fold": forward_golf scales the sublayers' outputs through their last projections
+        self.fold_scale = cfg.block_norm == "golf_fold"
 
     def forward(self, x, x0, state=None, return_state=False):
         x = self.resid_mix[0].to(x.dtype) * x + self.resid_mix[1].to(x.dtype) * x0
@@ -173,8 +187,10 @@ class AttentionBlock(nn.Module):
         block's input, x + s y [+ w skip], when keep_in else None; the block's output as a pending stream; None,
         attention carries no state)."""
         x_in, xm, h = add_mix_norm(*pending, skip, skip_weight, x0, self.resid_mix, self.norm_scale, keep_in)
-        pending = (xm, self.attn(h), self.attn_scale)
-        return x_in, residual_mlp_golf(self.mlp, self.mlp_scale, pending, self.norm_scale, add_mix_norm), None
+        fold = self.fold_scale
+        pending = (xm, self.attn(h, out_scale=self.attn_scale), None) if fold else \
+            (xm, self.attn(h), self.attn_scale)
+        return x_in, residual_mlp_golf(self.mlp, self.mlp_scale, pending, self.norm_scale, add_mix_norm, fold), None
 
 
 class MambaBlock(nn.Module):
@@ -190,6 +206,7 @@ class MambaBlock(nn.Module):
         self.mixer = Mamba2Mixer(d, cfg.d_state, cfg.d_conv, cfg.expand, cfg.headdim, cfg.ngroups,
                                  cfg.chunk_size, QATLinear, kernels, cfg.in_proj_multiple)
         self.mixer_scale = nn.Parameter(torch.ones(d))
+        self.fold_scale = cfg.block_norm == "golf_fold"  # as AttentionBlock's
         # None when off: no parameters and no draws from the init RNG, so the default model is unchanged
         self.mlp = MLP(d, cfg.mamba_mlp_mult, cfg.mlp_act) if cfg.mamba_mlp_mult > 0 else None
         self.mlp_scale = nn.Parameter(torch.ones(d)) if self.mlp is not None else None
@@ -211,13 +228,15 @@ class MambaBlock(nn.Module):
         """model.block_norm "golf": as AttentionBlock.forward_golf, with the mixer (and its carried state) in
         place of attention, and the MLP only with model.mamba_mlp_mult > 0."""
         x_in, xm, h = add_mix_norm(*pending, skip, skip_weight, x0, self.resid_mix, self.norm_scale, keep_in)
+        out_scale = self.mixer_scale if self.fold_scale else None
         if return_state:
-            y, new_state = self.mixer(h, state, return_state=True)
+            y, new_state = self.mixer(h, state, return_state=True, out_scale=out_scale)
         else:
-            y, new_state = self.mixer(h, state), None
-        pending = (xm, y, self.mixer_scale)
+            y, new_state = self.mixer(h, state, out_scale=out_scale), None
+        pending = (xm, y, None if self.fold_scale else self.mixer_scale)
         if self.mlp is not None:
-            pending = residual_mlp_golf(self.mlp, self.mlp_scale, pending, self.norm_scale, add_mix_norm)
+            pending = residual_mlp_golf(self.mlp, self.mlp_scale, pending, self.norm_scale, add_mix_norm,
+                                        self.fold_scale)
         return x_in, pending, new_state
 
 
@@ -379,7 +398,7 @@ class GolfLM(nn.Module):
                 new_states.append(st)
             if i == self.num_encoder - 1 and self.num_skips:
                 x, y, s = pending
-                pending = (x + s.to(x.dtype) * y, None, None)
+                pending = (x + (y if s is None else s.to(x.dtype) * y), None, None)
                 skips.append(pending[0])
         _, _, h = self.add_mix_norm(*pending)
         return h, new_states

@@ -543,8 +543,9 @@ class Mamba2Mixer(nn.Module):
         return self
 
     def forward(self, u: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor] | None = None,
-                return_state: bool = False):
-        """u: (B, T, d_model) → (B, T, d_model).
+                return_state: bool = False, out_scale: torch.Tensor | None = None):
+        """u: (B, T, d_model) → (B, T, d_model); out_scale (d_model,) scales the output channels through
+        out_proj's weight (a QATLinear's out_scale; model.block_norm "golf_fold").
 
         state: (conv_state (B, conv_dim, d_conv-1): the last d_conv-1 pre-conv xBC inputs,
                 ssm_state (B, H, P, N) fp32) carried from the previous window, or None (zeros).
@@ -561,15 +562,19 @@ class Mamba2Mixer(nn.Module):
             y = k.call(k.fused, zxbcdt, self.conv1d.weight.squeeze(1), self.conv1d.bias, self.dt_bias, A,
                        self.D, self.chunk_size, rmsnorm_weight=self.norm_weight, rmsnorm_eps=NORM_EPS,
                        headdim=self.headdim, ngroups=self.ngroups, norm_before_gate=False)  # (B, T, d_inner)
-            return self.out_proj(y)
+            return self._out(y, out_scale)
         y, z, new_state = self._mix(zxbcdt, A, state, return_state)
         if k.norm is not None:
             y = k.call(k.norm, y, self.norm_weight, None, z=z, eps=NORM_EPS,
                        group_size=self.d_inner // self.ngroups, norm_before_gate=False)
         else:
             y = gated_rms_norm_reference(y, z, self.norm_weight, self.ngroups)
-        out = self.out_proj(y)  # (B, T, d_model)
+        out = self._out(y, out_scale)  # (B, T, d_model)
         return (out, new_state) if return_state else out
+
+    def _out(self, y: torch.Tensor, out_scale: torch.Tensor | None) -> torch.Tensor:
+        """out_proj(y), its output channels scaled by out_scale (d_model,) through the weight where given."""
+        return self.out_proj(y) if out_scale is None else self.out_proj(y, out_scale=out_scale)
 
     def _mix(self, zxbcdt: torch.Tensor, A: torch.Tensor, state, return_state: bool):
         """Conv + scan (+ D skip). Returns y (B, T, d_inner) in the activations' dtype, z, and the new state."""

@@ -29,8 +29,8 @@ def device(bk):
 
 
 def _inputs(seed, shape, has_y, has_skip, has_mix, dtype=F32, pdtype=F32, device="cpu"):
-    """x, y, s, skip, w, x0, mix (None where absent): activations of order 1, parameters around 1 with spread
-    (a missing or misplaced parameter shows), in `dtype` / `pdtype`."""
+    """x, y, s, skip, w, x0, mix (None where absent; has_y 2: y without s, the scale folded away): activations of
+    order 1, parameters around 1 with spread (a missing or misplaced parameter shows), in `dtype` / `pdtype`."""
     gen = torch.Generator().manual_seed(seed)
     d = shape[-1]
 
@@ -42,6 +42,8 @@ def _inputs(seed, shape, has_y, has_skip, has_mix, dtype=F32, pdtype=F32, device
 
     x = act()
     y, s = (act(), par(d)) if has_y else (None, None)
+    if has_y == 2:
+        s = None
     skip, w = (act(), par(d)) if has_skip else (None, None)
     x0, mix = (act(), par(2, d)) if has_mix else (None, None)
     return x, y, s, skip, w, x0, mix
@@ -68,8 +70,9 @@ def _assert_close(name, got, want, tol):
 
 
 NAMES = ("x", "y", "s", "skip", "w", "x0", "mix")
-# every combination of the optional pieces, keep_out and norm_scale
-COMBOS = [dict(zip(("has_y", "has_skip", "has_mix", "keep_out"), c)) for c in itertools.product((0, 1), repeat=4)]
+# every combination of the optional pieces (y with s, y alone, neither), keep_out and norm_scale
+COMBOS = [dict(zip(("has_y", "has_skip", "has_mix", "keep_out"), c))
+          for c in itertools.product((0, 1, 2), (0, 1), (0, 1), (0, 1))]
 
 
 def _compare(bk, shape, combo, norm_scale, dtype, tol, seed=0, device="cpu"):
@@ -93,8 +96,8 @@ def _compare(bk, shape, combo, norm_scale, dtype, tol, seed=0, device="cpu"):
         _assert_close("d" + name, g, w, tol)
 
 
-@pytest.mark.parametrize("combo", COMBOS, ids=lambda c: "".join(k[4] if k.startswith("has") else "k"
-                                                                 for k, v in c.items() if v) or "x_only")
+@pytest.mark.parametrize("combo", COMBOS, ids=lambda c: "".join(("Y" if v == 2 else k[4]) if k.startswith("has")
+                                                                 else "k" for k, v in c.items() if v) or "x_only")
 def test_fp32_matches_reference_every_combination(bk, device, combo):
     _compare(bk, (37, 48), combo, 0.7 if combo["has_mix"] else 1.0, F32, 2e-6, device=device)
 
@@ -107,7 +110,8 @@ def test_fp32_shapes(bk, device, shape):
 
 @pytest.mark.parametrize("combo", [{"has_y": 0, "has_skip": 0, "has_mix": 1, "keep_out": 1},
                                    {"has_y": 1, "has_skip": 1, "has_mix": 1, "keep_out": 1},
-                                   {"has_y": 1, "has_skip": 0, "has_mix": 0, "keep_out": 1}])
+                                   {"has_y": 1, "has_skip": 0, "has_mix": 0, "keep_out": 1},
+                                   {"has_y": 2, "has_skip": 0, "has_mix": 1, "keep_out": 0}])
 def test_bf16_within_rounding(bk, device, combo):
     """bf16 activations, fp32 parameters (training's autocast): outputs and activation gradients in bf16
     within a few bf16 rounding steps of the fp32 twin on the same values; parameter gradients in fp32."""
@@ -160,11 +164,25 @@ def test_outputs_do_not_alias_and_out_is_written_only_when_asked(bk, device):
     assert out is xm
 
 
-@pytest.mark.parametrize("pieces", ["all", "none", "y_only"])
+def test_y_without_s_has_no_gradient_of_its_own(bk, device):
+    """y without s (out = x + y): the backward op writes no dy (an empty tensor), and autograd hands y the
+    gradient it hands x."""
+    x, y, _, _, _, x0, mix = _inputs(10, (9, 16), 1, 0, 1, device=device)
+    rstd = torch.ops.golf.add_mix_norm(x, y, None, None, None, x0, mix, 1.0, False)[3]
+    g = [torch.randn(9, 16).to(device) for _ in range(3)]
+    dx, dy, ds, *_ = torch.ops.golf.add_mix_norm_bwd(None, *g[1:], x, y, None, None, None, x0, mix, rstd, 1.0)
+    assert dx.shape == x.shape and dy.shape == ds.shape == (0,)
+    leaves = [t.detach().clone().requires_grad_(True) for t in (x, y, x0, mix)]
+    _, xm, h = bk.add_mix_norm(leaves[0], leaves[1], None, None, None, leaves[2], leaves[3])
+    ((h * g[0]).sum() + (xm * g[1]).sum()).backward()
+    assert torch.equal(leaves[1].grad, leaves[0].grad)
+
+
+@pytest.mark.parametrize("pieces", ["all", "none", "y_only", "y_alone_mix"])
 def test_opcheck(bk, device, pieces):
     """torch.library.opcheck of the forward op (schema, fake tensor, autograd registration, AOT dispatch) and
     of the backward op."""
-    has = {"all": (1, 1, 1), "none": (0, 0, 0), "y_only": (1, 0, 0)}[pieces]
+    has = {"all": (1, 1, 1), "none": (0, 0, 0), "y_only": (1, 0, 0), "y_alone_mix": (2, 0, 1)}[pieces]
     inputs = _inputs(7, (2, 3, 16), *has, device=device)
     leaves = [None if t is None else t.requires_grad_(True) for t in inputs]
     torch.library.opcheck(torch.ops.golf.add_mix_norm.default, (*leaves, 0.5, pieces == "all"))
@@ -196,7 +214,7 @@ def _bad(x, y, s, skip, w, x0, mix):
          "x must be a tensor of shape (..., channels >= 1), got shape ()"),
         ("x int", (x.to(torch.int32), None, None, None, None, None, None, 1.0),
          "x must be a float64/32/16 or bfloat16 tensor, got torch.int32"),
-        ("y without s", (x, y, None, None, None, None, None, 1.0), "y is given without s: pass both or neither"),
+        ("s without y", (x, None, s, None, None, None, None, 1.0), "s is given without y: pass y with it, or neither"),
         ("mix without x0", (x, None, None, None, None, None, mix, 1.0),
          "mix is given without x0: pass both or neither"),
         ("y shape", (x, y[:, :8], s, None, None, None, None, 1.0), "y must have x's shape (5, 16), got (5, 8)"),

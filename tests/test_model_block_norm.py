@@ -1,6 +1,7 @@
-"""model.block_norm "golf" (GolfLM._blocks_golf with golf::add_mix_norm, golf/block_norm_kernel.py) against
-the "torch" path it must equal: the same loss, logits, carried states and parameter gradients on small hybrids
-(attention and Mamba blocks, U-Net skips, model.ln_scale, Mamba blocks with their own MLP), in fp32.
+"""model.block_norm "golf" and "golf_fold" (GolfLM._blocks_golf with golf::add_mix_norm, golf/block_norm_kernel.py;
+"golf_fold" with the sublayers' output scales applied through their last projections) against the "torch" path
+they must equal: the same loss, logits, carried states and parameter gradients on small hybrids (attention and
+Mamba blocks, U-Net skips, model.ln_scale, Mamba blocks with their own MLP), in fp32.
 
 On a machine without CUDA the kernels run in Triton's interpreter (TRITON_INTERPRET=1, tests/conftest.py), so
 these compare golf's kernels inside the whole model, within fp32 rounding; with the interpreter off the golf
@@ -36,8 +37,8 @@ def _config(variant: str, block_norm: str) -> ModelConfig:
                           "mamba_mlp_mult": mamba_mlp, "smear_gate": smear, "block_norm": block_norm})
 
 
-def _pair(variant: str, device: str = "cpu", seed: int = 0) -> tuple[GolfLM, GolfLM]:
-    """(torch path, golf path) models with the same random parameters: every parameter, the zero-initialized
+def _pair(variant: str, device: str = "cpu", seed: int = 0, choice: str = "golf") -> tuple[GolfLM, GolfLM]:
+    """(torch path, `choice` path) models with the same random parameters: every parameter, the zero-initialized
     output projections, resid_mix, the scales and skip weights too, moved off its init so that every piece of
     the glue shows in the output and gradients."""
     torch.manual_seed(seed)
@@ -45,7 +46,7 @@ def _pair(variant: str, device: str = "cpu", seed: int = 0) -> tuple[GolfLM, Gol
     with torch.no_grad():
         for p in ref.parameters():
             p.add_(0.1 * torch.randn_like(p))
-    golf = build_model(_config(variant, "golf"), device)
+    golf = build_model(_config(variant, choice), device)
     golf.load_state_dict(ref.state_dict())
     return ref, golf
 
@@ -68,26 +69,30 @@ def _assert_same(ref_loss, ref_grads, loss, grads, tol):
         assert err <= tol * max(scale, 1e-6), f"{name}: max |err| {err:.3e} against max |grad| {scale:.3e}"
 
 
+@pytest.mark.parametrize("choice", ["golf", "golf_fold"])
 @pytest.mark.parametrize("variant", list(VARIANTS))
-def test_golf_path_matches_torch_path(variant):
-    """Loss and every parameter's gradient, fp32: within rounding (the kernels' fp32 order of operations)."""
-    ref, golf = _pair(variant)
+def test_golf_path_matches_torch_path(variant, choice):
+    """Loss and every parameter's gradient, fp32: within rounding (the kernels' fp32 order of operations; with
+    golf_fold also the scales' product with the weights)."""
+    ref, golf = _pair(variant, choice=choice)
     assert ref.add_mix_norm is None and golf.add_mix_norm is not None
     ids = torch.randint(0, 300, (2, 16))
     targets = torch.randint(0, 300, (2, 16))
     loss, grads = _loss_and_grads(golf, ids, targets)
     _assert_same(*_loss_and_grads(ref, ids, targets), loss, grads, 2e-5)
-    for name in ("blocks.0.resid_mix", "blocks.1.resid_mix", "blocks.0.mixer_scale", "tok_emb.weight"):
+    for name in ("blocks.0.resid_mix", "blocks.1.resid_mix", "blocks.0.mixer_scale", "blocks.1.attn_scale",
+                 "blocks.1.mlp_scale", "tok_emb.weight"):
         if name in grads:  # the glue's parameters and the stream's start get real gradients
             assert grads[name].abs().max() > 0, name
     if ref.num_skips:
         assert grads["skip_weights"].abs().max() > 0
 
 
-def test_return_states_path_matches():
+@pytest.mark.parametrize("choice", ["golf", "golf_fold"])
+def test_return_states_path_matches(choice):
     """return_states: the same logits and the same carried states, block for block, and a window run in two
     pieces with carried state equals the torch path's."""
-    ref, golf = _pair("MAMA_mamba_mlp_ln_scale", seed=1)
+    ref, golf = _pair("MAMA_mamba_mlp_ln_scale", seed=1, choice=choice)
     ids = torch.randint(0, 300, (2, 20))
     with torch.no_grad():
         a_ref, st_ref = ref(ids[:, :11], return_states=True)
@@ -120,10 +125,32 @@ def test_cpu_fallback_is_the_torch_path_bit_for_bit(variant, monkeypatch):
         assert torch.equal(grads[name], g), name
 
 
-def test_bf16_autocast_stream_agrees_within_rounding():
+def test_fold_scale_writes_no_scale_into_the_residual_add(monkeypatch):
+    """golf_fold: every block's sublayer outputs reach golf::add_mix_norm without a scale (the scale is in the
+    projection), and the scale's gradient still comes through the projection's weight."""
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    _, fold = _pair("MAMA_mamba_mlp_ln_scale", seed=4, choice="golf_fold")
+    calls = []
+
+    def spy(x, y=None, s=None, *rest, **kw):
+        calls.append((y is not None, s is not None))
+        return add_mix_norm_reference(x, y, s, *rest, **kw)
+
+    fold.add_mix_norm = spy
+    ids = torch.randint(0, 300, (2, 16))
+    _, grads = _loss_and_grads(fold, ids, torch.randint(0, 300, (2, 16)))
+    # two pre-norms a block (the Mamba blocks have MLPs) and the final norm; no y at the first call, nor after the
+    # last encoder block, whose output the skip keeps (completed in the model)
+    assert len(calls) == 2 * 4 + 1 and calls.count((False, False)) == 2 and calls.count((True, False)) == 7
+    assert all(grads[f"blocks.{i}.{n}"].abs().max() > 0 for i, n in ((0, "mixer_scale"), (1, "attn_scale"),
+                                                                     (1, "mlp_scale"), (2, "mlp_scale")))
+
+
+@pytest.mark.parametrize("choice", ["golf", "golf_fold"])
+def test_bf16_autocast_stream_agrees_within_rounding(choice):
     """Under bf16 autocast (the residual stream bf16, as in training) the golf path keeps fp32 inside its glue:
     the loss agrees within bf16 rounding of the torch path's."""
-    ref, golf = _pair("AMMA_ln_scale", seed=3)
+    ref, golf = _pair("AMMA_ln_scale", seed=3, choice=choice)
     ids = torch.randint(0, 300, (2, 16))
     targets = torch.randint(0, 300, (2, 16))
     with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -136,20 +163,22 @@ def test_resolve_block_norm_choices(monkeypatch):
     assert resolve_block_norm("torch", "cpu") is None
     monkeypatch.setenv("TRITON_INTERPRET", "0")
     assert resolve_block_norm("golf", "cpu") is add_mix_norm_reference
+    assert resolve_block_norm("golf_fold", "cpu") is add_mix_norm_reference
     assert dataclasses.fields(ModelConfig)  # the setting is declared with its choices
     from golf.config import field_choices
 
-    assert field_choices(ModelConfig, "block_norm") == ("torch", "golf")
+    assert field_choices(ModelConfig, "block_norm") == ("torch", "golf", "golf_fold")
     assert ModelConfig().block_norm == "torch"
 
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-@pytest.mark.parametrize("variant", ["MAMA", "AMMA_ln_scale", "MAMA_mamba_mlp_ln_scale"])
-def test_compiled_golf_path_matches_compiled_torch_path_on_cuda(variant):
+@pytest.mark.parametrize("variant, choice", [("MAMA", "golf"), ("AMMA_ln_scale", "golf"),
+                                             ("MAMA_mamba_mlp_ln_scale", "golf"), ("AMMA_ln_scale", "golf_fold")])
+def test_compiled_golf_path_matches_compiled_torch_path_on_cuda(variant, choice):
     """On CUDA, both paths under torch.compile: the same loss and gradients in fp32 (the op's CUDA kernels),
     close under bf16 autocast, and the op adds no graph break (one graph node per call)."""
-    ref, golf = _pair(variant, device="cuda")
+    ref, golf = _pair(variant, device="cuda", choice=choice)
     ids = torch.randint(0, 300, (4, 64), device="cuda")
     targets = torch.randint(0, 300, (4, 64), device="cuda")
     eager = _loss_and_grads(golf, ids, targets)
