@@ -154,9 +154,12 @@ class GQAttention(nn.Module):
 
     def __init__(self, d_model: int, num_heads: int, num_kv_heads: int, rope_base: float,
                  linear_cls=nn.Linear, backend: str = "sdpa", flash_fn=None, rope_dims: int = 0,
-                 xsa: bool = False, rope: bool = True):
+                 xsa: bool = False, rope: bool = True, qk_rope=None):
         super().__init__()
         self.xsa, self.rope = xsa, rope
+        # model.qk_rope "golf": golf::qk_norm_rope (golf.model.resolve_qk_rope), the queries' and keys' norm, RoPE
+        # and the queries' gain as one op a tensor; None: the PyTorch expressions below
+        self.qk_rope = qk_rope if rope else None
         self.num_heads, self.num_kv_heads = num_heads, num_kv_heads
         self.head_dim = d_model // num_heads
         self.rope_dims = rope_dims or self.head_dim
@@ -227,12 +230,16 @@ class GQAttention(nn.Module):
         q = self.q_proj(x).view(bsz, T, self.num_heads, self.head_dim)  # (B, T, H, D)
         k = self.k_proj(x).view(bsz, T, self.num_kv_heads, self.head_dim)  # (B, T, Hkv, D)
         v = self.v_proj(x).view(bsz, T, self.num_kv_heads, self.head_dim)
-        q = F.rms_norm(q, (self.head_dim,))
-        k = F.rms_norm(k, (self.head_dim,))
-        if self.rope:
+        if self.qk_rope is not None:
             cos, sin = self._rope_for(T, q.dtype, x.device)  # (T, R/2), fp32 (fp64 for an fp64 q)
-            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        q = q * self.q_gain.to(q.dtype)[None, None, :, None]
+            q, k = self.qk_rope(q, cos, sin, self.q_gain), self.qk_rope(k, cos, sin, None)
+        else:
+            q = F.rms_norm(q, (self.head_dim,))
+            k = F.rms_norm(k, (self.head_dim,))
+            if self.rope:
+                cos, sin = self._rope_for(T, q.dtype, x.device)  # (T, R/2), fp32 (fp64 for an fp64 q)
+                q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+            q = q * self.q_gain.to(q.dtype)[None, None, :, None]
         if self.backend in FLASH_PATHS and q.dtype in (torch.bfloat16, torch.float16):
             # (B, T, H, D); GQA handled by the kernel. flash4: golf::flash4_attn, one opaque node under compile
             out = self._flash_fn(q, k, v, causal=True)

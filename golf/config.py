@@ -181,6 +181,13 @@ class ModelConfig:
                                 "through its last projection's weight rows instead of in the residual add, so the "
                                 "op's backward writes no separate gradient for the sublayer's output; the same "
                                 "function, only rounding differs; CPU tensors take its PyTorch twin")
+    qk_rope: str = _spec("torch", choices=("torch", "golf"),
+                         doc="the attention layers' per-head query/key RMSNorm, RoPE and query gain: the PyTorch "
+                             "expressions (torch.compile fuses them), or golf's own Triton kernels as one custom op "
+                             "a tensor, golf::qk_norm_rope (golf/qk_rope_kernel.py, needs triton on CUDA), each "
+                             "element read and written once a direction; the same function, only rounding differs "
+                             "(it rounds once, the expressions after the norm and the rotation); CPU tensors take "
+                             "the PyTorch expressions; no effect with model.rope false")
     attn_backend: str = _spec("auto", choices=("auto", "flash", "flash4", "sdpa"),
                               doc="auto = flash-attn 3, else 2, where one imports on CUDA, else PyTorch SDPA; "
                                   "flash = one of those two or an error; flash4 = FlashAttention-4 (pip install "

@@ -87,6 +87,22 @@ def resolve_block_norm(choice: str, device: torch.device | str):
     return block_norm_kernel.add_mix_norm
 
 
+def resolve_qk_rope(choice: str, device: torch.device | str):
+    """model.qk_rope: the function the attention layers call for their queries' and keys' per-head norm, RoPE and
+    gain, (x, cos, sin, gain or None) -> y, or None for "torch" (GQAttention's own expressions). On a CUDA device,
+    or anywhere Triton's interpreter is on (TRITON_INTERPRET=1: the tests), golf::qk_norm_rope
+    (golf/qk_rope_kernel.py); elsewhere None, the torch path, without importing triton. A GolfError where the
+    kernels do not import on CUDA."""
+    if choice == "torch" or (torch.device(device).type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1"):
+        return None
+    try:
+        from golf import qk_rope_kernel
+    except ImportError as e:
+        raise GolfError(f"model.qk_rope is 'golf' but golf's Triton kernels do not import here ({e}): they need "
+                        "triton (`pip install triton`) and golf/qk_rope_kernel.py; use model.qk_rope 'torch'") from None
+    return qk_rope_kernel.qk_norm_rope
+
+
 def residual_mlp_golf(mlp: nn.Module, mlp_scale: nn.Parameter, pending: tuple, norm_scale: float, add_mix_norm,
                       fold_scale: bool = False):
     """model.block_norm "golf": a pre-norm residual MLP on the pending stream `pending` = (x, y, s), i.e.
@@ -161,13 +177,13 @@ class AttentionBlock(nn.Module):
     """Pre-norm residual attention, then a pre-norm residual MLP; `layer_idx` (its place in
     model.layer_pattern) sets model.ln_scale's factor on both pre-norms."""
 
-    def __init__(self, cfg: ModelConfig, attn_backend: str, flash_fn, layer_idx: int = 0):
+    def __init__(self, cfg: ModelConfig, attn_backend: str, flash_fn, layer_idx: int = 0, qk_rope=None):
         super().__init__()
         d = cfg.d_model
         self.norm_scale = ln_scale_factor(cfg, layer_idx)  # a plain float: no state-dict entry
         self.resid_mix = nn.Parameter(torch.stack([torch.ones(d), torch.zeros(d)]))  # (2, d): x vs x0
         self.attn = GQAttention(d, cfg.num_heads, cfg.num_kv_heads, cfg.rope_base, QATLinear, attn_backend,
-                                flash_fn, cfg.rope_dims, cfg.xsa, cfg.rope)
+                                flash_fn, cfg.rope_dims, cfg.xsa, cfg.rope, qk_rope)
         self.mlp = MLP(d, cfg.mlp_mult, cfg.mlp_act)
         self.attn_scale = nn.Parameter(torch.ones(d))
         self.mlp_scale = nn.Parameter(torch.ones(d))
@@ -270,7 +286,10 @@ class GolfLM(nn.Module):
                    if "M" in cfg.layer_pattern else None)
         attn_path, flash_fn = resolve_attn_backend(cfg.attn_backend, device) if "A" in cfg.layer_pattern \
             else ("none", None)
-        self.kernel_paths = {"ssm": kernels.label if kernels else "none", "attn": attn_path}
+        # model.qk_rope "golf": golf::qk_norm_rope where its kernels run (resolve_qk_rope); None: the torch path
+        qk_rope = resolve_qk_rope(cfg.qk_rope, device) if "A" in cfg.layer_pattern and cfg.rope else None
+        self.kernel_paths = {"ssm": kernels.label if kernels else "none",
+                             "attn": attn_path + ("+golf_qk_rope" if qk_rope is not None else "")}
         # model.block_norm "golf": golf::add_mix_norm or its PyTorch twin (resolve_block_norm); None for "torch"
         self.add_mix_norm = resolve_block_norm(cfg.block_norm, device)
         log.info("kernel paths on %s: %s (requested ssm=%s, attn=%s)", device, self.kernel_paths,
@@ -282,7 +301,7 @@ class GolfLM(nn.Module):
         # model.smear_gate: per-channel gate logits (d,); None when off (no parameter, no init draw)
         self.smear_gate = nn.Parameter(torch.full((d,), SMEAR_GATE_INIT)) if cfg.smear_gate else None
         self.blocks = nn.ModuleList(
-            MambaBlock(cfg, kernels, i) if kind == "M" else AttentionBlock(cfg, attn_path, flash_fn, i)
+            MambaBlock(cfg, kernels, i) if kind == "M" else AttentionBlock(cfg, attn_path, flash_fn, i, qk_rope)
             for i, kind in enumerate(cfg.layer_pattern))
         n = len(self.blocks)
         self.num_encoder = n // 2
@@ -472,7 +491,9 @@ def scoring_config(cfg: ModelConfig) -> ModelConfig:
     # kernel among them): the forward is mamba-ssm's scan.
     # model.block_norm "golf" is golf's residual-glue kernels (golf/block_norm_kernel.py, not shipped): scoring
     # takes "torch", the same function (tests/test_model_block_norm.py checks their parity)
-    return replace(cfg, ssm_scan="mamba", ssm_conv="causal_conv1d", block_norm="torch",
+    # model.qk_rope "golf" is golf's query/key kernels (golf/qk_rope_kernel.py, not shipped): scoring takes
+    # "torch", the same function (tests/test_qk_rope_kernel.py checks their parity)
+    return replace(cfg, ssm_scan="mamba", ssm_conv="causal_conv1d", block_norm="torch", qk_rope="torch",
                    ssm_backend="auto" if cfg.ssm_backend == "fused" else cfg.ssm_backend,
                    gated_norm="kernel" if cfg.gated_norm == "golf" else cfg.gated_norm,
                    ssm_compile="disable" if cfg.ssm_compile == "opaque" else cfg.ssm_compile,

@@ -75,6 +75,12 @@ def bk():
 
 
 @pytest.fixture(scope="module")
+def qk():
+    """golf.qk_rope_kernel (golf's own query/key norm + RoPE kernels; tests/test_qk_rope_kernel.py)."""
+    return triton_kernels("qk_rope_kernel", "query/key norm + RoPE")
+
+
+@pytest.fixture(scope="module")
 def dk():
     """golf.ssd_dcb_kernel (golf's chunk-backward kernel for the SSD scan; tests/test_ssd_dcb_kernel.py)."""
     return triton_kernels("ssd_dcb_kernel", "chunk-backward")
