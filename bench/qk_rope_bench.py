@@ -37,6 +37,19 @@ def torch_path(x, cos, sin, gain):
     return y if gain is None else y * gain.to(y.dtype)[None, None, :, None]
 
 
+def _with_launch(qk_rope_kernel, launch, run):
+    """run() with golf's launch defaults set to launch = (block_m, num_warps) (None: as they are), forward and
+    backward alike."""
+    if launch is None:
+        return run()
+    saved = qk_rope_kernel.BLOCK_M, qk_rope_kernel.NUM_WARPS
+    qk_rope_kernel.BLOCK_M, qk_rope_kernel.NUM_WARPS = launch
+    try:
+        return run()
+    finally:
+        qk_rope_kernel.BLOCK_M, qk_rope_kernel.NUM_WARPS = saved
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batch", type=int, default=64)
@@ -46,6 +59,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--head-dim", type=int, default=64)
     ap.add_argument("--rope-dims", type=int, default=0, help="rotated channels a head (0: all)")
     ap.add_argument("--reps", type=int, default=20)
+    ap.add_argument("--launches", default="", help="golf's launches to time beside its default, as BLOCK_MxWARPS "
+                                                    "items, comma-separated (e.g. 16x2,64x8)")
     ap.add_argument("--dry-run", action="store_true", help="tiny shapes on the CPU, no torch.compile")
     ap.add_argument("--json", default="")
     a = ap.parse_args(argv)
@@ -54,11 +69,18 @@ def main(argv: list[str] | None = None) -> dict:
     rope_dims = a.rope_dims or a.head_dim
     if min(a.batch, a.seq, a.heads, a.kv_heads, a.head_dim, a.reps) < 1 or rope_dims % 2 or rope_dims > a.head_dim:
         ap.error("sizes must be positive and --rope-dims even and at most --head-dim")
+    try:
+        launches = [tuple(int(v) for v in item.split("x")) for item in a.launches.split(",") if item]
+        if any(len(x) != 2 or min(x) < 1 or x[0] & (x[0] - 1) or x[1] & (x[1] - 1) for x in launches):
+            raise ValueError
+    except ValueError:
+        ap.error(f"--launches {a.launches!r}: expected BLOCK_MxWARPS items of powers of two, such as 32x4")
     device = "cpu" if a.dry_run else "cuda"
     if device == "cuda" and not torch.cuda.is_available():
         ap.error("needs a CUDA device (or --dry-run)")
     if device == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
         ap.error("--dry-run runs golf's kernels in Triton's interpreter: set TRITON_INTERPRET=1")
+    from golf import qk_rope_kernel
     from golf.attention import rope_tables
     from golf.qk_rope_kernel import qk_norm_rope
 
@@ -79,16 +101,21 @@ def main(argv: list[str] | None = None) -> dict:
 
     names = ("yq", "yk", "dq", "dk", "dgain")
     want = dict(zip(names, (t.float() for t in layer(lambda x, c, s, g: torch_path(x.float(), c, s, g)))))
-    sides = {"golf": qk_norm_rope, "torch_compile": torch_path if a.dry_run else torch.compile(torch_path)}
+    sides = {"golf": (qk_norm_rope, None),
+             "torch_compile": (torch_path if a.dry_run else torch.compile(torch_path), None),
+             **{f"golf_{bm}x{nw}": (qk_norm_rope, (bm, nw)) for bm, nw in launches}}
     elements = q.numel() + k.numel()
     moved = {"fwd": 2 * elements * q.element_size(), "bwd": 3 * elements * q.element_size()}
     out = {"device": torch.cuda.get_device_name() if device == "cuda" else "cpu", "torch": torch.__version__,
            "shape": {"batch": a.batch, "seq": a.seq, "heads": a.heads, "kv_heads": a.kv_heads,
                      "head_dim": a.head_dim, "rope_dims": rope_dims, "dtype": str(dtype).split(".")[-1]},
            "bytes_fwd_bwd": moved["fwd"] + moved["bwd"], "sides": {}}
-    for name, fn in sides.items():
-        got = dict(zip(names, (t.float() for t in layer(fn))))
-        ms = device_ms(lambda fn=fn: layer(fn), device, a.reps)
+    for name, (fn, launch) in sides.items():
+        def run(fn=fn, launch=launch):
+            return _with_launch(qk_rope_kernel, launch, lambda: layer(fn))
+
+        got = dict(zip(names, (t.float() for t in run())))
+        ms = device_ms(run, device, a.reps)
         out["sides"][name] = {"ms_fwd_bwd": round(ms, 4), "gb_per_s": round(out["bytes_fwd_bwd"] / ms / 1e6, 1),
                               "rel_err": {k: float(f"{v:.2e}") for k, v in rel_errs(got, want).items()}}
     return print_and_write(out, a.json)

@@ -49,8 +49,12 @@ __all__ = ["interpreted", "qk_norm_rope", "qk_norm_rope_bwd_kernels", "qk_norm_r
 
 OP = "golf::qk_norm_rope"
 
-# Launch defaults: rows a program, and warps (64 rows of golf's head dim 64: 4,096 elements, 1,024 a warp)
-BLOCK_M = 64
+# Launch defaults: rows a program and warps, 32 rows of golf's head dim 64 over 4 warps (8 values a thread in
+# each (rows, R/2) tile). Chosen offline, untimed: compiled for sm_90a (Triton's front end, its bundled ptxas), the
+# backward takes 106-110 registers a thread where a thread holds 8 values a tile and 181-190 where it holds 16 (64
+# rows over 4 warps, 128 over 8, 32 over 2), which would halve the warps an SM keeps in flight
+# (bench/results/2026-12-02_qk_rope_offline/); bench/qk_rope_bench.py --launches times others on a GPU.
+BLOCK_M = 32
 NUM_WARPS = 4
 
 

@@ -185,11 +185,14 @@ def test_bench_cpu_dry_run(qk, capsys, tmp_path):
     from conftest import bench_script
 
     bench = bench_script("qk_rope_bench")
-    out = bench.main(["--dry-run", "--json", str(tmp_path / "qk.json")])
+    out = bench.main(["--dry-run", "--launches", "1x1,64x8", "--json", str(tmp_path / "qk.json")])
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == out
     assert json.loads((tmp_path / "qk.json").read_text()) == out
-    assert set(out["sides"]) == {"golf", "torch_compile"} and out["bytes_fwd_bwd"] == 5 * (64 + 32) * 16 * 4
+    assert set(out["sides"]) == {"golf", "torch_compile", "golf_1x1", "golf_64x8"}
+    assert out["bytes_fwd_bwd"] == 5 * (64 + 32) * 16 * 4
+    assert (qk.BLOCK_M, qk.NUM_WARPS) == (32, 4)  # put back after the launch sweep
     for side in out["sides"].values():
         assert side["ms_fwd_bwd"] > 0 and max(side["rel_err"].values()) < 1e-5
-    with pytest.raises(SystemExit):
-        bench.main(["--dry-run", "--rope-dims", "7"])
+    for bad in (["--rope-dims", "7"], ["--launches", "3x4"], ["--launches", "32"]):
+        with pytest.raises(SystemExit):
+            bench.main(["--dry-run", *bad])
