@@ -115,6 +115,11 @@ class ModelConfig:
                                         "learned per-channel share sigmoid(g), g starting at -4 (a 1.8% blend)")
     tie_embeddings: bool = _spec(True)
     logit_softcap: float = _spec(30.0, lo=0.0, doc="0 = no softcap")
+    lm_loss: str = _spec("autograd", choices=("autograd", "fused"),
+                         doc="how training differentiates its loss (the tied head, the softcap and the mean "
+                             "cross-entropy): autograd through the PyTorch ops, or fused: the logits' gradient made "
+                             "in the forward's pass over the logits and kept for the backward (golf/lm_loss.py), "
+                             "which then reads them no more; the same function and gradients, only rounding differs")
     unet_skips: bool = _spec(True)
     residual_dtype: str = _spec("autocast", choices=("autocast", "fp32"),
                                 doc="residual stream dtype under autocast: the autocast dtype (bf16, as the "

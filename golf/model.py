@@ -103,6 +103,16 @@ def resolve_qk_rope(choice: str, device: torch.device | str):
     return qk_rope_kernel.qk_norm_rope
 
 
+def resolve_lm_loss(choice: str):
+    """model.lm_loss: golf.lm_loss.softcapped_cross_entropy_fused for "fused" (imported only then: a training-only
+    module, not shipped), None for "autograd"."""
+    if choice == "autograd":
+        return None
+    from golf.lm_loss import softcapped_cross_entropy_fused
+
+    return softcapped_cross_entropy_fused
+
+
 def residual_mlp_golf(mlp: nn.Module, mlp_scale: nn.Parameter, pending: tuple, norm_scale: float, add_mix_norm,
                       fold_scale: bool = False):
     """model.block_norm "golf": a pre-norm residual MLP on the pending stream `pending` = (x, y, s), i.e.
@@ -292,6 +302,8 @@ class GolfLM(nn.Module):
                              "attn": attn_path + ("+golf_qk_rope" if qk_rope is not None else "")}
         # model.block_norm "golf": golf::add_mix_norm or its PyTorch twin (resolve_block_norm); None for "torch"
         self.add_mix_norm = resolve_block_norm(cfg.block_norm, device)
+        # model.lm_loss "fused": the training loss with its logits' gradient made in the forward; None: autograd's
+        self.fused_loss = resolve_lm_loss(cfg.lm_loss)
         log.info("kernel paths on %s: %s (requested ssm=%s, attn=%s)", device, self.kernel_paths,
                  cfg.ssm_backend, cfg.attn_backend)
         d = cfg.d_model
@@ -367,6 +379,12 @@ class GolfLM(nn.Module):
         blocks = self._blocks_torch if self.add_mix_norm is None else self._blocks_golf
         x, new_states = blocks(x, x0, layer_states, return_states)
         w = self.tok_emb.weight if self.lm_head is None else self.lm_head.weight
+        if targets is not None and self.fused_loss is not None and not return_states:
+            # model.lm_loss "fused": the loss and its logits' gradient in one pass (golf/lm_loss.py), in the dtype
+            # autocast would run the head in
+            dt = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else x.dtype
+            return self.fused_loss(x.reshape(-1, x.shape[-1]).to(dt), w.to(dt), targets.reshape(-1),
+                                   self.cfg.logit_softcap)
         logits = F.linear(x, w.to(x.dtype)).float()  # (B, T, V)
         if self.cfg.logit_softcap > 0:
             logits = self.cfg.logit_softcap * torch.tanh(logits / self.cfg.logit_softcap)
@@ -493,7 +511,9 @@ def scoring_config(cfg: ModelConfig) -> ModelConfig:
     # takes "torch", the same function (tests/test_model_block_norm.py checks their parity)
     # model.qk_rope "golf" is golf's query/key kernels (golf/qk_rope_kernel.py, not shipped): scoring takes
     # "torch", the same function (tests/test_qk_rope_kernel.py checks their parity)
+    # model.lm_loss "fused" changes only how training differentiates the loss (golf/lm_loss.py, not shipped)
     return replace(cfg, ssm_scan="mamba", ssm_conv="causal_conv1d", block_norm="torch", qk_rope="torch",
+                   lm_loss="autograd",
                    ssm_backend="auto" if cfg.ssm_backend == "fused" else cfg.ssm_backend,
                    gated_norm="kernel" if cfg.gated_norm == "golf" else cfg.gated_norm,
                    ssm_compile="disable" if cfg.ssm_compile == "opaque" else cfg.ssm_compile,
