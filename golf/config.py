@@ -115,6 +115,12 @@ class ModelConfig:
                                         "learned per-channel share sigmoid(g), g starting at -4 (a 1.8% blend)")
     tie_embeddings: bool = _spec(True)
     logit_softcap: float = _spec(30.0, lo=0.0, doc="0 = no softcap")
+    embed_grad: str = _spec("autograd", choices=("autograd", "sorted"),
+                            doc="how training makes the token embedding's weight gradient: autograd's (under "
+                                "torch.compile inductor's atomic adds, fused into the first norm's backward), or "
+                                "sorted: ATen's embedding_dense_backward, which sorts the token ids and sums each "
+                                "row's gradients in order, as golf's opaque op golf::embedding_grad "
+                                "(golf/embed_grad.py); the same gradient, summed in another order")
     lm_loss: str = _spec("autograd", choices=("autograd", "fused"),
                          doc="how training differentiates its loss (the tied head, the softcap and the mean "
                              "cross-entropy): autograd through the PyTorch ops, or fused: the logits' gradient made "

@@ -113,6 +113,16 @@ def resolve_lm_loss(choice: str):
     return softcapped_cross_entropy_fused
 
 
+def resolve_embed_grad(choice: str):
+    """model.embed_grad: golf.embed_grad.embedding_sorted_grad for "sorted" (imported only then: a training-only
+    module, not shipped), None for "autograd" (the token embedding's own call)."""
+    if choice == "autograd":
+        return None
+    from golf.embed_grad import embedding_sorted_grad
+
+    return embedding_sorted_grad
+
+
 def residual_mlp_golf(mlp: nn.Module, mlp_scale: nn.Parameter, pending: tuple, norm_scale: float, add_mix_norm,
                       fold_scale: bool = False):
     """model.block_norm "golf": a pre-norm residual MLP on the pending stream `pending` = (x, y, s), i.e.
@@ -304,6 +314,8 @@ class GolfLM(nn.Module):
         self.add_mix_norm = resolve_block_norm(cfg.block_norm, device)
         # model.lm_loss "fused": the training loss with its logits' gradient made in the forward; None: autograd's
         self.fused_loss = resolve_lm_loss(cfg.lm_loss)
+        # model.embed_grad "sorted": the token lookup with golf/embed_grad.py's backward; None: nn.Embedding's
+        self.embed_lookup = resolve_embed_grad(cfg.embed_grad)
         log.info("kernel paths on %s: %s (requested ssm=%s, attn=%s)", device, self.kernel_paths,
                  cfg.ssm_backend, cfg.attn_backend)
         d = cfg.d_model
@@ -365,7 +377,8 @@ class GolfLM(nn.Module):
             raise GolfError(f"this model was built with the {self.kernel_paths['ssm']} SSM path but got a "
                             f"{input_ids.device} tensor; rebuild it with model.ssm_backend=reference to run there")
         prev_first = None if states is None else states["prev_token"]
-        x = self.tok_emb(input_ids)  # (B, T, d)
+        # (B, T, d); model.embed_grad "sorted": the weight gradient by ATen's sorted reduction (golf/embed_grad.py)
+        x = self.tok_emb(input_ids) if self.embed_lookup is None else self.embed_lookup(input_ids, self.tok_emb.weight)
         if self.smear_gate is not None:
             x = self.smear(x, prev_first)
         if self.bigram is not None:
@@ -511,9 +524,10 @@ def scoring_config(cfg: ModelConfig) -> ModelConfig:
     # takes "torch", the same function (tests/test_model_block_norm.py checks their parity)
     # model.qk_rope "golf" is golf's query/key kernels (golf/qk_rope_kernel.py, not shipped): scoring takes
     # "torch", the same function (tests/test_qk_rope_kernel.py checks their parity)
-    # model.lm_loss "fused" changes only how training differentiates the loss (golf/lm_loss.py, not shipped)
+    # model.lm_loss "fused" and model.embed_grad "sorted" change only how training differentiates (golf/lm_loss.py,
+    # golf/embed_grad.py, not shipped)
     return replace(cfg, ssm_scan="mamba", ssm_conv="causal_conv1d", block_norm="torch", qk_rope="torch",
-                   lm_loss="autograd",
+                   lm_loss="autograd", embed_grad="autograd",
                    ssm_backend="auto" if cfg.ssm_backend == "fused" else cfg.ssm_backend,
                    gated_norm="kernel" if cfg.gated_norm == "golf" else cfg.gated_norm,
                    ssm_compile="disable" if cfg.ssm_compile == "opaque" else cfg.ssm_compile,

@@ -49,8 +49,9 @@ EVAL_ROOTS = ("artifact", "model", "evaluate", "ttt")
 # of every artifact's byte count. Likewise golf.attention imports attn_ops only for model.attn_backend "flash4"
 # (FlashAttention-4 as a custom op), and an artifact's model is built with "auto" instead; golf.model imports
 # block_norm_kernel only for model.block_norm "golf" and qk_rope_kernel only for model.qk_rope "golf", and an
-# artifact's model is built with "torch" for both; lm_loss only for model.lm_loss "fused" (training's loss).
-TRAINING_ONLY = ("ssm_ops", "mixer_op", "attn_ops", "block_norm_kernel", "qk_rope_kernel", "lm_loss")
+# artifact's model is built with "torch" for both; lm_loss only for model.lm_loss "fused" (training's loss) and
+# embed_grad only for model.embed_grad "sorted" (training's embedding gradient).
+TRAINING_ONLY = ("ssm_ops", "mixer_op", "attn_ops", "block_norm_kernel", "qk_rope_kernel", "lm_loss", "embed_grad")
 
 
 # --------------------------------------------------------------------------------------------------

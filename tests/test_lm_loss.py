@@ -82,3 +82,24 @@ def test_choices_and_scoring():
     assert field_choices(ModelConfig, "lm_loss") == ("autograd", "fused")
     assert ModelConfig().lm_loss == "autograd"
     assert scoring_config(ModelConfig(**{**TINY, "lm_loss": "fused"})).lm_loss == "autograd"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_compiled_under_bf16_autocast_on_cuda():
+    """On CUDA, compiled, under bf16 autocast as training runs it: the fused loss and the embedding's gradient within
+    bf16 rounding of autograd's path."""
+    torch.manual_seed(0)
+    ref = build_model(ModelConfig(**TINY), "cuda")
+    fused = build_model(ModelConfig(**{**TINY, "lm_loss": "fused"}), "cuda")
+    fused.load_state_dict(ref.state_dict())
+    ids, targets = torch.randint(0, 300, (4, 64), device="cuda"), torch.randint(0, 300, (4, 64), device="cuda")
+    out = []
+    for model in (ref, fused):
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = torch.compile(model)(ids, targets=targets)
+        loss.backward()
+        out.append((loss.detach(), model.tok_emb.weight.grad))
+    assert abs(out[1][0].item() - out[0][0].item()) < 1e-2 * out[0][0].item()
+    err = (out[1][1] - out[0][1]).abs().max().item()
+    assert err <= 2e-2 * out[0][1].abs().max().item()
