@@ -328,9 +328,9 @@ def add_mix_norm_fwd_kernels(x, y, s, skip, w, x0, mix, norm_scale, keep_out, *,
 def add_mix_norm_bwd_kernels(g_out, g_xm, g_h, x, y, s, skip, w, x0, mix, rstd, norm_scale, *, block_m=None,
                              num_warps=None, tiles=BWD_TILES, num_stages=BWD_STAGES):
     """The backward kernel: (dx, dy, ds, dskip, dw, dx0, dmix), each in its input's shape and dtype, an empty
-    (0,) tensor for an absent input (and for dy when y comes without s: its gradient is dx). g_out, g_xm may be None (no gradient); g_h must be given. The launch:
-    block_m, num_warps (None: the defaults), tiles (row blocks a program) and num_stages (the pipeline's
-    depth; 1: none)."""
+    (0,) tensor for an absent input (and for dy when y comes without s: its gradient is dx). g_out, g_xm may be
+    None (no gradient); g_h must be given. The launch: block_m, num_warps (None: the defaults), tiles (row blocks a
+    program) and num_stages (the pipeline's depth; 1: none)."""
     check_row_launch(OP, block_m, num_warps, tiles, num_stages)
     d = x.shape[-1]
     x2, y2, skip2, x02, gout2, gxm2, gh2 = (_rows(t, d) for t in (x, y, skip, x0, g_out, g_xm, g_h))
