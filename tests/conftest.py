@@ -40,6 +40,37 @@ def triton_kernels(module: str, what: str):
     return mod
 
 
+def assert_close_scaled(name: str, got: torch.Tensor, want: torch.Tensor, tol: float) -> None:
+    """Same shape, finite, and max |got - want| within tol times the largest |want| (in fp64, on the CPU): the
+    kernel tests' scale-free bound."""
+    assert got.shape == want.shape, f"{name}: shape {tuple(got.shape)} != {tuple(want.shape)}"
+    assert torch.isfinite(got).all(), f"{name}: non-finite values"
+    scale = want.abs().max().item()
+    err = (got.cpu().double() - want.cpu().double()).abs().max().item()
+    assert err <= tol * max(scale, 1e-30), f"{name}: max |err| {err:.3e} > {tol:g} x max |want| {scale:.3e}"
+
+
+def loss_and_grads(model, ids: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    """A model's training loss on (ids, targets) and every parameter's gradient after its backward, by the module's
+    own parameter names (a compiled model's _orig_mod. prefix dropped)."""
+    model.zero_grad(set_to_none=True)
+    loss = model(ids, targets=targets)
+    loss.backward()
+    module = getattr(model, "_orig_mod", model)
+    return loss.detach(), {n: p.grad.clone() for n, p in module.named_parameters() if p.grad is not None}
+
+
+def assert_same_loss_and_grads(ref_loss, ref_grads: dict, loss, grads: dict, tol: float) -> None:
+    """loss_and_grads' results of two models agree: the loss within tol, each gradient within tol times its
+    largest magnitude, the same parameters having gradients."""
+    torch.testing.assert_close(loss, ref_loss, rtol=tol, atol=tol)
+    assert grads.keys() == ref_grads.keys()
+    for name, g in ref_grads.items():
+        scale = g.abs().max().item()
+        err = (grads[name] - g).abs().max().item()
+        assert err <= tol * max(scale, 1e-6), f"{name}: max |err| {err:.3e} against max |grad| {scale:.3e}"
+
+
 def bench_script(name: str):
     """bench/<name>.py imported as a module (the bench scripts are not a package), registered in sys.modules so
     that its dataclasses and pickles resolve."""

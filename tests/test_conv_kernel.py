@@ -15,6 +15,8 @@ import torch.nn.functional as F
 
 pytest.importorskip("triton", reason="triton is not installed: the interpreter parity tests need it")
 
+from conftest import assert_close_scaled
+
 from golf.ssm import causal_conv_silu_reference
 
 F64 = torch.float64
@@ -60,25 +62,18 @@ def _run(fn, x, weight, bias, dout):
     return out.detach().cpu(), grads
 
 
-def _assert_close(name, got, want, tol):
-    """max |got - want| within tol times the largest |want|."""
-    assert got.shape == want.shape, f"{name}: shape {tuple(got.shape)} != {tuple(want.shape)}"
-    assert torch.isfinite(got).all(), f"{name}: non-finite values"
-    scale = want.abs().max().item()
-    err = (got.to(F64) - want.to(F64)).abs().max().item()
-    assert err <= tol * max(scale, 1e-30), f"{name}: max |err| {err:.3e} > {tol:g} x max |want| {scale:.3e}"
 
 
 def _compare(ck, inputs, tol, **opts):
     x, weight, bias, dout = inputs
     got, ggot = _run(lambda *a: ck.causal_conv1d_silu(*a, **opts), x, weight, bias, dout)
     want, gwant = _run(_reference, x, weight, bias, dout)
-    _assert_close("out", got, want, tol)
+    assert_close_scaled("out", got, want, tol)
     for name, g, r in zip(("dx", "dweight", "dbias"), ggot, gwant):
         if r is None:
             assert g is None, f"{name}: a gradient for an absent input"
         else:
-            _assert_close(name, g, r, tol)
+            assert_close_scaled(name, g, r, tol)
     return got, ggot
 
 
@@ -117,7 +112,7 @@ def test_bf16_keeps_dtypes(ck, device, wdtype):
     assert (got.dtype, dx.dtype, dw.dtype, db.dtype) == (torch.bfloat16, torch.bfloat16, wdtype, wdtype)
     want, (rdx, rdw, rdb) = _run(_reference, x.float(), weight.float(), bias.float(), dout)
     for name, g, r in (("out", got, want), ("dx", dx, rdx), ("dweight", dw, rdw), ("dbias", db, rdb)):
-        _assert_close(name, g.float(), r, 2e-2)
+        assert_close_scaled(name, g.float(), r, 2e-2)
 
 
 def test_layout_and_strided_dout(ck, device):
@@ -185,9 +180,9 @@ def test_dx_does_not_depend_on_the_rows_a_program_walks(ck, device, block_t):
     if ck.interpreted():
         assert torch.equal(got[0], want[0])
     else:
-        _assert_close("dx", got[0], want[0], 1e-14)
+        assert_close_scaled("dx", got[0], want[0], 1e-14)
     for name, g, h in zip(("dweight", "dbias"), got[1:], want[1:]):
-        _assert_close(name, g, h, 1e-12)
+        assert_close_scaled(name, g, h, 1e-12)
 
 
 def test_weight_grads_deterministic(ck, device):
@@ -221,7 +216,7 @@ def test_dx_into_a_slice_of_a_wider_buffer(ck, device):
     for g, h in zip(got, want):
         assert torch.equal(g, h)
     assert (buf[:, :, :5] == 7.0).all() and (buf[:, :, 17:] == 7.0).all()
-    _assert_close("dx", got[0].cpu(), _run(_reference, x, weight, bias, dout)[1][0], 1e-12)
+    assert_close_scaled("dx", got[0].cpu(), _run(_reference, x, weight, bias, dout)[1][0], 1e-12)
 
 
 BAD = [

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 pytest.importorskip("triton", reason="triton is not installed: the interpreter parity tests need it")
 
-from conftest import bench_script
+from conftest import assert_close_scaled, bench_script
 
 from golf.ssm import gated_rms_norm_reference
 
@@ -53,13 +53,6 @@ def _reference(y, z, weight, dout, group_size):
     return out.detach(), rstd, *(t.grad for t in leaves)
 
 
-def _assert_close(name, got, want, tol):
-    """max |got - want| within tol times the largest |want|."""
-    assert got.shape == want.shape, f"{name}: shape {tuple(got.shape)} != {tuple(want.shape)}"
-    assert torch.isfinite(got).all(), f"{name}: non-finite values"
-    scale = want.abs().max().item()
-    err = (got.cpu().to(F64) - want.cpu().to(F64)).abs().max().item()
-    assert err <= tol * max(scale, 1e-30), f"{name}: max |err| {err:.3e} > {tol:g} x max |want| {scale:.3e}"
 
 
 def _compare(gk, y, z, weight, dout, group_size, tol, ref=None, fwd=None, bwd=None):
@@ -70,7 +63,7 @@ def _compare(gk, y, z, weight, dout, group_size, tol, ref=None, fwd=None, bwd=No
     want = _reference(*(ref or (y, z, weight, dout)), group_size)
     got = (out, rstd, dy, dz, dw)
     for name, g, w in zip(("out", "rstd", "dy", "dz", "dweight"), got, want):
-        _assert_close(name, g, w, tol)
+        assert_close_scaled(name, g, w, tol)
     return got
 
 
@@ -115,9 +108,9 @@ def test_bf16_keeps_dtypes(gk, device, wdtype):
     bf = torch.bfloat16
     assert (out.dtype, rstd.dtype, dy.dtype, dz.dtype, dw.dtype) == (bf, torch.float32, bf, bf, wdtype)
     # rstd and (for an fp32 weight) dweight are never rounded to bf16: fp32 accuracy
-    _assert_close("rstd", rstd, _reference(*ref, 48)[1], 1e-5)
+    assert_close_scaled("rstd", rstd, _reference(*ref, 48)[1], 1e-5)
     if wdtype == torch.float32:
-        _assert_close("dweight", dw, _reference(*ref, 48)[4], 1e-5)
+        assert_close_scaled("dweight", dw, _reference(*ref, 48)[4], 1e-5)
 
 
 @pytest.mark.filterwarnings("ignore:overflow encountered in exp:RuntimeWarning")  # the interpreter's numpy
@@ -172,7 +165,7 @@ def test_strided_inputs_and_outputs_in_place(gk, device, dtype):
         if exact:
             assert torch.equal(got, want), name
         else:
-            _assert_close(name, got, want, tol)
+            assert_close_scaled(name, got, want, tol)
     for name, buf, lo, hi in (("out", obuf, 11, 11 + n), ("dy", ybuf, 0, n), ("dz", zbuf, 40, 40 + n)):
         outside = torch.cat([buf[:, :lo], buf[:, hi:]], 1)
         assert outside.numel() and (outside == SENTINEL).all(), f"{name}: columns outside its slice written"
@@ -221,12 +214,12 @@ def test_launch_shapes_change_rounding_only(gk, device):
     base = gk.gated_rmsnorm_bwd(dout, y, z, w, base_rstd, EPS, 24, **one)
     for bm, tiles, nw, stages in ((2, 3, 2, 1), (8, 1, 4, 3), (4, 5, 8, 2), (64, 16, 4, 3)):
         out, rstd = gk.gated_rmsnorm_fwd(y, z, w, EPS, 24, block_m=bm, num_warps=nw)
-        _assert_close("out", out, base_out, 1e-14)
-        _assert_close("rstd", rstd, base_rstd, 1e-14)
+        assert_close_scaled("out", out, base_out, 1e-14)
+        assert_close_scaled("rstd", rstd, base_rstd, 1e-14)
         opts = {"block_m": bm, "tiles": tiles, "num_warps": nw, "num_stages": stages}
         got = gk.gated_rmsnorm_bwd(dout, y, z, w, rstd, EPS, 24, **opts)
         for name, g, h in zip(("dy", "dz", "dweight"), got, base):
-            _assert_close(name, g, h, 1e-13)
+            assert_close_scaled(name, g, h, 1e-13)
         again = gk.gated_rmsnorm_bwd(dout, y, z, w, rstd, EPS, 24, **opts)
         for g, h in zip(got, again):
             assert torch.equal(g, h), opts

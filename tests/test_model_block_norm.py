@@ -12,6 +12,7 @@ import dataclasses
 
 import pytest
 import torch
+from conftest import assert_same_loss_and_grads, loss_and_grads
 
 from golf.config import ModelConfig
 from golf.model import GolfLM, add_mix_norm_reference, build_model, resolve_block_norm
@@ -51,22 +52,8 @@ def _pair(variant: str, device: str = "cpu", seed: int = 0, choice: str = "golf"
     return ref, golf
 
 
-def _loss_and_grads(model: GolfLM, ids: torch.Tensor, targets: torch.Tensor):
-    model.zero_grad(set_to_none=True)
-    loss = model(ids, targets=targets)
-    loss.backward()
-    # a compiled model names its parameters under _orig_mod.: compare by the module's own names
-    module = getattr(model, "_orig_mod", model)
-    return loss.detach(), {n: p.grad.clone() for n, p in module.named_parameters() if p.grad is not None}
 
 
-def _assert_same(ref_loss, ref_grads, loss, grads, tol):
-    torch.testing.assert_close(loss, ref_loss, rtol=tol, atol=tol)
-    assert grads.keys() == ref_grads.keys()
-    for name, g in ref_grads.items():
-        scale = g.abs().max().item()
-        err = (grads[name] - g).abs().max().item()
-        assert err <= tol * max(scale, 1e-6), f"{name}: max |err| {err:.3e} against max |grad| {scale:.3e}"
 
 
 @pytest.mark.parametrize("choice", ["golf", "golf_fold"])
@@ -78,8 +65,8 @@ def test_golf_path_matches_torch_path(variant, choice):
     assert ref.add_mix_norm is None and golf.add_mix_norm is not None
     ids = torch.randint(0, 300, (2, 16))
     targets = torch.randint(0, 300, (2, 16))
-    loss, grads = _loss_and_grads(golf, ids, targets)
-    _assert_same(*_loss_and_grads(ref, ids, targets), loss, grads, 2e-5)
+    loss, grads = loss_and_grads(golf, ids, targets)
+    assert_same_loss_and_grads(*loss_and_grads(ref, ids, targets), loss, grads, 2e-5)
     for name in ("blocks.0.resid_mix", "blocks.1.resid_mix", "blocks.0.mixer_scale", "blocks.1.attn_scale",
                  "blocks.1.mlp_scale", "tok_emb.weight"):
         if name in grads:  # the glue's parameters and the stream's start get real gradients
@@ -118,8 +105,8 @@ def test_cpu_fallback_is_the_torch_path_bit_for_bit(variant, monkeypatch):
     assert golf.add_mix_norm is add_mix_norm_reference
     ids = torch.randint(0, 300, (2, 16))
     targets = torch.randint(0, 300, (2, 16))
-    loss_ref, grads_ref = _loss_and_grads(ref, ids, targets)
-    loss, grads = _loss_and_grads(golf, ids, targets)
+    loss_ref, grads_ref = loss_and_grads(ref, ids, targets)
+    loss, grads = loss_and_grads(golf, ids, targets)
     assert torch.equal(loss, loss_ref)
     for name, g in grads_ref.items():
         assert torch.equal(grads[name], g), name
@@ -138,7 +125,7 @@ def test_fold_scale_writes_no_scale_into_the_residual_add(monkeypatch):
 
     fold.add_mix_norm = spy
     ids = torch.randint(0, 300, (2, 16))
-    _, grads = _loss_and_grads(fold, ids, torch.randint(0, 300, (2, 16)))
+    _, grads = loss_and_grads(fold, ids, torch.randint(0, 300, (2, 16)))
     # two pre-norms a block (the Mamba blocks have MLPs) and the final norm; no y at the first call, nor after the
     # last encoder block, whose output the skip keeps (completed in the model)
     assert len(calls) == 2 * 4 + 1 and calls.count((False, False)) == 2 and calls.count((True, False)) == 7
@@ -181,11 +168,11 @@ def test_compiled_golf_path_matches_compiled_torch_path_on_cuda(variant, choice)
     ref, golf = _pair(variant, device="cuda", choice=choice)
     ids = torch.randint(0, 300, (4, 64), device="cuda")
     targets = torch.randint(0, 300, (4, 64), device="cuda")
-    eager = _loss_and_grads(golf, ids, targets)
+    eager = loss_and_grads(golf, ids, targets)
     ref_c, golf_c = torch.compile(ref), torch.compile(golf)
-    want = _loss_and_grads(ref_c, ids, targets)
-    _assert_same(*want, *_loss_and_grads(golf_c, ids, targets), 1e-4)
-    _assert_same(*eager, *_loss_and_grads(golf_c, ids, targets), 1e-5)
+    want = loss_and_grads(ref_c, ids, targets)
+    assert_same_loss_and_grads(*want, *loss_and_grads(golf_c, ids, targets), 1e-4)
+    assert_same_loss_and_grads(*eager, *loss_and_grads(golf_c, ids, targets), 1e-5)
     with torch.autocast("cuda", dtype=torch.bfloat16):
         loss_ref, loss = ref_c(ids, targets=targets), golf_c(ids, targets=targets)
     assert abs(loss.item() - loss_ref.item()) < 1e-2 * abs(loss_ref.item())

@@ -5,6 +5,7 @@ the interpreter off a CPU model takes the torch path itself. The GPU test compil
 
 import pytest
 import torch
+from conftest import assert_same_loss_and_grads, loss_and_grads
 
 from golf.config import ModelConfig, field_choices
 from golf.model import build_model, resolve_qk_rope, scoring_config
@@ -32,21 +33,8 @@ def _pair(variant: str, device: str = "cpu", seed: int = 0):
     return ref, golf
 
 
-def _loss_and_grads(model, ids, targets):
-    model.zero_grad(set_to_none=True)
-    loss = model(ids, targets=targets)
-    loss.backward()
-    module = getattr(model, "_orig_mod", model)
-    return loss.detach(), {n: p.grad.clone() for n, p in module.named_parameters() if p.grad is not None}
 
 
-def _assert_same(ref_loss, ref_grads, loss, grads, tol):
-    torch.testing.assert_close(loss, ref_loss, rtol=tol, atol=tol)
-    assert grads.keys() == ref_grads.keys()
-    for name, g in ref_grads.items():
-        scale = g.abs().max().item()
-        err = (grads[name] - g).abs().max().item()
-        assert err <= tol * max(scale, 1e-6), f"{name}: max |err| {err:.3e} against max |grad| {scale:.3e}"
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
@@ -55,8 +43,8 @@ def test_golf_path_matches_torch_path(variant, qk):
     assert golf.kernel_paths["attn"].endswith("+golf_qk_rope") and ref.kernel_paths["attn"] == "sdpa"
     ids = torch.randint(0, 300, (2, 16))
     targets = torch.randint(0, 300, (2, 16))
-    loss, grads = _loss_and_grads(golf, ids, targets)
-    _assert_same(*_loss_and_grads(ref, ids, targets), loss, grads, 2e-5)
+    loss, grads = loss_and_grads(golf, ids, targets)
+    assert_same_loss_and_grads(*loss_and_grads(ref, ids, targets), loss, grads, 2e-5)
     gains = [n for n in grads if n.endswith("attn.q_gain")]
     assert gains and all(grads[n].abs().max() > 0 for n in gains)
 
@@ -87,10 +75,10 @@ def test_compiled_golf_path_matches_compiled_torch_path_on_cuda():
     ref, golf = _pair("MAMA_gqa", device="cuda")
     ids = torch.randint(0, 300, (4, 64), device="cuda")
     targets = torch.randint(0, 300, (4, 64), device="cuda")
-    eager = _loss_and_grads(golf, ids, targets)
+    eager = loss_and_grads(golf, ids, targets)
     ref_c, golf_c = torch.compile(ref), torch.compile(golf)
-    _assert_same(*_loss_and_grads(ref_c, ids, targets), *_loss_and_grads(golf_c, ids, targets), 1e-4)
-    _assert_same(*eager, *_loss_and_grads(golf_c, ids, targets), 1e-5)
+    assert_same_loss_and_grads(*loss_and_grads(ref_c, ids, targets), *loss_and_grads(golf_c, ids, targets), 1e-4)
+    assert_same_loss_and_grads(*eager, *loss_and_grads(golf_c, ids, targets), 1e-5)
     with torch.autocast("cuda", dtype=torch.bfloat16):
         loss_ref, loss = ref_c(ids, targets=targets), golf_c(ids, targets=targets)
     assert abs(loss.item() - loss_ref.item()) < 1e-2 * abs(loss_ref.item())

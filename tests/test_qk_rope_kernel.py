@@ -14,6 +14,8 @@ import torch.nn.functional as F
 
 pytest.importorskip("triton", reason="triton is not installed: the interpreter parity tests need it")
 
+from conftest import assert_close_scaled, bench_script
+
 from golf.attention import apply_rope, rope_tables
 
 F32, BF16 = torch.float32, torch.bfloat16
@@ -43,12 +45,6 @@ def _grads(fn, x, cos, sin, gain, dy):
     return y, xl.grad, None if gl is None else gl.grad
 
 
-def _assert_close(name, got, want, tol):
-    assert got.shape == want.shape, f"{name}: shape {tuple(got.shape)} != {tuple(want.shape)}"
-    assert torch.isfinite(got).all(), f"{name}: non-finite values"
-    scale = want.abs().max().item()
-    err = (got.cpu().double() - want.cpu().double()).abs().max().item()
-    assert err <= tol * max(scale, 1e-30), f"{name}: max |err| {err:.3e} > {tol:g} x max |want| {scale:.3e}"
 
 
 def _torch_path(x, cos, sin, gain):
@@ -78,7 +74,7 @@ def test_fp32_matches_twin_and_torch_path(qk, device, case):
             if b is None:
                 assert a is None, name
                 continue
-            _assert_close(f"{want_fn.__name__} {name}", a, b, 3e-6)
+            assert_close_scaled(f"{want_fn.__name__} {name}", a, b, 3e-6)
 
 
 def test_bf16_within_rounding(qk, device):
@@ -90,7 +86,7 @@ def test_bf16_within_rounding(qk, device):
     assert y.dtype == dx.dtype == BF16 and dg.dtype == F32
     want = _grads(_torch_path, x.float(), cos, sin, g, dy)
     for name, a, b in zip(("y", "dx", "dgain"), (y, dx, dg), want):
-        _assert_close(name, a.float(), b, 2e-2)
+        assert_close_scaled(name, a.float(), b, 2e-2)
 
 
 def test_launch_shapes_change_nothing_but_the_launch(qk, device):
@@ -141,7 +137,7 @@ def test_cpu_outside_the_interpreter_takes_the_twin(qk, monkeypatch):
     want = _grads(qk.qk_norm_rope_reference, x, cos, sin, g, dy)
     assert torch.equal(got[0], want[0])
     for name, a, b in zip(("dx", "dgain"), got[1:], want[1:]):
-        _assert_close(name, a, b, 1e-5)
+        assert_close_scaled(name, a, b, 1e-5)
 
 
 def _bad(x, cos, sin, g):
@@ -181,8 +177,6 @@ def test_bench_cpu_dry_run(qk, capsys, tmp_path):
     if not qk.interpreted():
         pytest.skip("the dry run is the CPU's: it needs Triton's interpreter, and this machine compiles for CUDA")
     import json
-
-    from conftest import bench_script
 
     bench = bench_script("qk_rope_bench")
     out = bench.main(["--dry-run", "--launches", "1x1,64x8", "--json", str(tmp_path / "qk.json")])
