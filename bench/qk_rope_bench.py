@@ -20,7 +20,6 @@ import sys
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -29,12 +28,11 @@ from kernel_bench import device_ms, print_and_write, rel_errs
 
 
 def torch_path(x, cos, sin, gain):
-    """GQAttention's own expressions for x (B, T, H, D) (golf/attention.py, model.qk_rope "torch")."""
-    from golf.attention import apply_rope
+    """GQAttention's own expressions for x (B, T, H, D) (golf.attention.norm_rope_gain, model.qk_rope "torch")."""
+    from golf.attention import norm_rope_gain
 
     T = x.shape[1]
-    y = apply_rope(F.rms_norm(x, (x.shape[-1],)), cos[:T], sin[:T])
-    return y if gain is None else y * gain.to(y.dtype)[None, None, :, None]
+    return norm_rope_gain(x, cos[:T], sin[:T], gain)
 
 
 def _with_launch(qk_rope_kernel, launch, run):

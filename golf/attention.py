@@ -110,6 +110,18 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return torch.cat([x1 * c + x2 * s, x2 * c - x1 * s], dim=-1).to(x.dtype)
 
 
+def norm_rope_gain(x: torch.Tensor, cos: torch.Tensor | None, sin: torch.Tensor | None,
+                   gain: torch.Tensor | None) -> torch.Tensor:
+    """A query or key tensor x (B, T, H, D) as GQAttention prepares it with PyTorch ops (model.qk_rope "torch"):
+    RMSNorm over each head, RoPE with cos, sin (T, R/2) (none where they are None: NoPE), then the per-head gain
+    (H,) where given, each step rounded to x's dtype. golf::qk_norm_rope (golf/qk_rope_kernel.py) computes the
+    same in one kernel."""
+    x = F.rms_norm(x, (x.shape[-1],))
+    if cos is not None:
+        x = apply_rope(x, cos, sin)
+    return x if gain is None else x * gain.to(x.dtype)[None, None, :, None]
+
+
 def exclude_self_value(out: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """XSA: remove from each head's attention output its component along the token's own value vector.
 
@@ -230,16 +242,10 @@ class GQAttention(nn.Module):
         q = self.q_proj(x).view(bsz, T, self.num_heads, self.head_dim)  # (B, T, H, D)
         k = self.k_proj(x).view(bsz, T, self.num_kv_heads, self.head_dim)  # (B, T, Hkv, D)
         v = self.v_proj(x).view(bsz, T, self.num_kv_heads, self.head_dim)
-        if self.qk_rope is not None:
-            cos, sin = self._rope_for(T, q.dtype, x.device)  # (T, R/2), fp32 (fp64 for an fp64 q)
-            q, k = self.qk_rope(q, cos, sin, self.q_gain), self.qk_rope(k, cos, sin, None)
-        else:
-            q = F.rms_norm(q, (self.head_dim,))
-            k = F.rms_norm(k, (self.head_dim,))
-            if self.rope:
-                cos, sin = self._rope_for(T, q.dtype, x.device)  # (T, R/2), fp32 (fp64 for an fp64 q)
-                q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-            q = q * self.q_gain.to(q.dtype)[None, None, :, None]
+        # (T, R/2), fp32 (fp64 for an fp64 q); None without RoPE
+        cos, sin = self._rope_for(T, q.dtype, x.device) if self.rope else (None, None)
+        prepare = norm_rope_gain if self.qk_rope is None else self.qk_rope
+        q, k = prepare(q, cos, sin, self.q_gain), prepare(k, cos, sin, None)
         if self.backend in FLASH_PATHS and q.dtype in (torch.bfloat16, torch.float16):
             # (B, T, H, D); GQA handled by the kernel. flash4: golf::flash4_attn, one opaque node under compile
             out = self._flash_fn(q, k, v, causal=True)

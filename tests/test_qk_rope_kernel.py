@@ -10,13 +10,12 @@ import re
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 pytest.importorskip("triton", reason="triton is not installed: the interpreter parity tests need it")
 
 from conftest import assert_close_scaled, bench_script
 
-from golf.attention import apply_rope, rope_tables
+from golf.attention import norm_rope_gain, rope_tables
 
 F32, BF16 = torch.float32, torch.bfloat16
 
@@ -48,10 +47,9 @@ def _grads(fn, x, cos, sin, gain, dy):
 
 
 def _torch_path(x, cos, sin, gain):
-    """GQAttention's own expressions (model.qk_rope "torch") on x (B, T, H, D)."""
+    """GQAttention's own expressions (golf.attention.norm_rope_gain, model.qk_rope "torch") on x (B, T, H, D)."""
     T = x.shape[-3]
-    y = apply_rope(F.rms_norm(x, (x.shape[-1],)), cos[:T], sin[:T])
-    return y if gain is None else y * gain.to(y.dtype)[None, None, :, None]
+    return norm_rope_gain(x, cos[:T], sin[:T], gain)
 
 
 CASES = [  # (shape (B, T, H, D), rope_dims, gain, table rows)
