@@ -231,49 +231,51 @@ def qk_norm_rope_bwd_kernels(dy, x, cos, sin, gain, rstd, *, block_m=None, num_w
     return dx, dgain
 
 
+def _twin_parts(x: Tensor, cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The twin's common start, in the compute dtype: (rstd (..., T, H, 1), xh = x rstd, and cos, sin at the rows'
+    positions as (T, 1, R/2))."""
+    T = x.shape[-3]
+    ct = compute_dtype(x)
+    xf = x.to(ct)
+    rstd = torch.rsqrt(xf.square().mean(-1, keepdim=True) + norm_eps(x.dtype))
+    return rstd, xf * rstd, cos[:T, None, :].to(ct), sin[:T, None, :].to(ct)
+
+
+def _rotate(v: Tensor, c: Tensor, s: Tensor, sign: float = 1.0) -> Tensor:
+    """v's first 2 R/2 channels rotated pairwise by the angles of (c, s) (sign -1: the inverse rotation, the
+    forward's transpose); the rest pass through."""
+    half = c.shape[-1]
+    va, vb, vp = v[..., :half], v[..., half:2 * half], v[..., 2 * half:]
+    return torch.cat([va * c + sign * vb * s, vb * c - sign * va * s, vp], dim=-1)
+
+
+def _reference_fwd(x, cos, sin, gain) -> tuple[Tensor, Tensor]:
+    """The op's outputs from the twin: (y in x's dtype, rstd (rows,) in the compute dtype)."""
+    rstd, xh, c, s = _twin_parts(x, cos, sin)
+    u = _rotate(xh, c, s)  # (..., T, H, D)
+    if gain is not None:
+        u = u * gain.to(u.dtype)[:, None]
+    return u.to(x.dtype).contiguous(), rstd.reshape(-1)
+
+
 def qk_norm_rope_reference(x: Tensor, cos: Tensor, sin: Tensor, gain: Tensor | None) -> Tensor:
     """The op's function in PyTorch, in the compute dtype, rounded once to x's dtype (the module docstring's
     formulas; autograd differentiates it)."""
-    T = x.shape[-3]
-    half = cos.shape[1]
-    ct = compute_dtype(x)
-    xf = x.to(ct)
-    xh = xf * torch.rsqrt(xf.square().mean(-1, keepdim=True) + norm_eps(x.dtype))  # (..., T, H, D)
-    c, s = cos[:T, None, :].to(ct), sin[:T, None, :].to(ct)  # (T, 1, R/2)
-    xa, xb, xp = xh[..., :half], xh[..., half:2 * half], xh[..., 2 * half:]
-    u = torch.cat([xa * c + xb * s, xb * c - xa * s, xp], dim=-1)
-    if gain is not None:
-        u = u * gain.to(ct)[:, None]
-    return u.to(x.dtype)
-
-
-def _reference_fwd(x, cos, sin, gain):
-    ct = compute_dtype(x)
-    xf = x.to(ct)
-    rstd = torch.rsqrt(xf.square().mean(-1) + norm_eps(x.dtype)).reshape(-1)  # (rows,)
-    return qk_norm_rope_reference(x, cos, sin, gain).contiguous(), rstd
+    return _reference_fwd(x, cos, sin, gain)[0]
 
 
 def _reference_bwd(dy, x, cos, sin, gain):
     """The backward kernel's formulas (module docstring) in PyTorch, in the compute dtype: (dx, dgain or (0,)).
     (Formulas rather than autograd through the twin: an op's kernel runs with autograd's dispatch keys excluded,
     so nothing would be recorded here.)"""
-    T, H = x.shape[-3:-1]
-    half = cos.shape[1]
-    ct = compute_dtype(x)
-    xf = x.to(ct)
-    rstd = torch.rsqrt(xf.square().mean(-1, keepdim=True) + norm_eps(x.dtype))  # (..., T, H, 1)
-    xh = xf * rstd
-    c, s = cos[:T, None, :].to(ct), sin[:T, None, :].to(ct)  # (T, 1, R/2)
-    xa, xb, xp = xh[..., :half], xh[..., half:2 * half], xh[..., 2 * half:]
-    du = dy.to(ct)
+    H = x.shape[-2]
+    rstd, xh, c, s = _twin_parts(x, cos, sin)
+    du = dy.to(xh.dtype)
     dgain = x.new_empty(0)
     if gain is not None:
-        u = torch.cat([xa * c + xb * s, xb * c - xa * s, xp], dim=-1)
-        dgain = (du * u).sum(-1).reshape(-1, H).sum(0).to(gain.dtype)  # (H,)
-        du = du * gain.to(ct)[:, None]
-    da, db, dp = du[..., :half], du[..., half:2 * half], du[..., 2 * half:]
-    dxh = torch.cat([da * c - db * s, db * c + da * s, dp], dim=-1)
+        dgain = (du * _rotate(xh, c, s)).sum(-1).reshape(-1, H).sum(0).to(gain.dtype)  # (H,)
+        du = du * gain.to(du.dtype)[:, None]
+    dxh = _rotate(du, c, s, sign=-1.0)  # the rotation's transpose
     dx = rstd * (dxh - xh * (dxh * xh).mean(-1, keepdim=True))
     return dx.to(x.dtype).contiguous(), dgain
 
