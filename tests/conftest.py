@@ -40,6 +40,14 @@ def triton_kernels(module: str, what: str):
     return mod
 
 
+# A small hybrid (2 Mamba + 2 attention blocks with U-Net skips, the PyTorch reference SSM) for the model-level
+# parity tests of a training path against its PyTorch twin (test_model_block_norm, test_model_qk_rope, test_lm_loss,
+# test_embed_grad); each test overrides what it varies.
+TINY_HYBRID = {"vocab_size": 300, "d_model": 32, "layer_pattern": "MAMA", "d_state": 8, "expand": 2.0, "headdim": 16,
+               "chunk_size": 8, "num_heads": 2, "num_kv_heads": 1, "mlp_mult": 2.0, "bigram_buckets": 64,
+               "bigram_dim": 8, "ssm_backend": "reference"}
+
+
 def assert_close_scaled(name: str, got: torch.Tensor, want: torch.Tensor, tol: float) -> None:
     """Same shape, finite, and max |got - want| within tol times the largest |want| (in fp64, on the CPU): the
     kernel tests' scale-free bound."""

@@ -5,6 +5,7 @@ model, eager and compiled; the op's schema and fake tensor by torch.library.opch
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import TINY_HYBRID
 
 from golf.config import ModelConfig, field_choices
 from golf.embed_grad import embedding_sorted_grad
@@ -34,18 +35,13 @@ def test_opcheck():
                           (torch.randn(4, 9, 5, generator=gen), torch.randint(0, 6, (4, 9), generator=gen), 6))
 
 
-TINY = {"vocab_size": 300, "d_model": 32, "layer_pattern": "MAMA", "d_state": 8, "expand": 2.0, "headdim": 16,
-        "chunk_size": 8, "num_heads": 2, "num_kv_heads": 1, "mlp_mult": 2.0, "bigram_buckets": 64, "bigram_dim": 8,
-        "ssm_backend": "reference"}
-
-
 @pytest.mark.parametrize("compiled", [False, True])
 def test_model_sorted_grad_matches_autograd(compiled):
     """A whole model (tied head, so the embedding's gradient also gets the head's): the same loss and gradients;
     compiled, in one graph."""
     torch.manual_seed(0)
-    ref = build_model(ModelConfig(**TINY), "cpu")
-    golf = build_model(ModelConfig(**{**TINY, "embed_grad": "sorted"}), "cpu")
+    ref = build_model(ModelConfig(**TINY_HYBRID), "cpu")
+    golf = build_model(ModelConfig(**{**TINY_HYBRID, "embed_grad": "sorted"}), "cpu")
     golf.load_state_dict(ref.state_dict())
     ids, targets = torch.randint(0, 300, (2, 16)), torch.randint(0, 300, (2, 16))
     grads = []
@@ -65,8 +61,8 @@ def test_model_sorted_grad_matches_autograd(compiled):
 def test_choices_and_scoring():
     assert field_choices(ModelConfig, "embed_grad") == ("autograd", "sorted")
     assert ModelConfig().embed_grad == "autograd"
-    assert build_model(ModelConfig(**TINY), "cpu").embed_lookup is None
-    assert scoring_config(ModelConfig(**{**TINY, "embed_grad": "sorted"})).embed_grad == "autograd"
+    assert build_model(ModelConfig(**TINY_HYBRID), "cpu").embed_lookup is None
+    assert scoring_config(ModelConfig(**{**TINY_HYBRID, "embed_grad": "sorted"})).embed_grad == "autograd"
 
 
 @pytest.mark.gpu
@@ -75,8 +71,8 @@ def test_compiled_as_cuda_graphs_on_cuda():
     """On CUDA under torch.compile's reduce-overhead mode (the step replayed as CUDA graphs, as hybrid_12_b131k
     trains): ATen's sorted reduction captures, and three steps' gradients match autograd's path, fp32."""
     torch.manual_seed(0)
-    ref = build_model(ModelConfig(**TINY), "cuda")
-    golf = build_model(ModelConfig(**{**TINY, "embed_grad": "sorted"}), "cuda")
+    ref = build_model(ModelConfig(**TINY_HYBRID), "cuda")
+    golf = build_model(ModelConfig(**{**TINY_HYBRID, "embed_grad": "sorted"}), "cuda")
     golf.load_state_dict(ref.state_dict())
     runs = {id(m): torch.compile(m, mode="reduce-overhead") for m in (ref, golf)}
     for _ in range(3):

@@ -4,6 +4,7 @@ other than 1; in a whole model against model.lm_loss "autograd"; and that scorin
 
 import pytest
 import torch
+from conftest import TINY_HYBRID
 
 from golf.config import ModelConfig, field_choices
 from golf.lm_loss import softcapped_cross_entropy_fused, softcapped_cross_entropy_reference
@@ -46,18 +47,13 @@ def test_fused_bf16_within_rounding():
         assert err <= 2e-2 * b.abs().max().item(), f"{name}: {err:.3e}"
 
 
-TINY = {"vocab_size": 300, "d_model": 32, "layer_pattern": "MAMA", "d_state": 8, "expand": 2.0, "headdim": 16,
-        "chunk_size": 8, "num_heads": 2, "num_kv_heads": 1, "mlp_mult": 2.0, "bigram_buckets": 64, "bigram_dim": 8,
-        "ssm_backend": "reference"}
-
-
 @pytest.mark.parametrize("tied", [True, False])
 def test_model_fused_loss_matches_autograd(tied):
     """A whole model: the same loss and every parameter's gradient with model.lm_loss fused as with autograd (fp32),
     the head tied to the embedding or not; logits without targets are unchanged."""
     torch.manual_seed(0)
-    ref = build_model(ModelConfig(**{**TINY, "tie_embeddings": tied}), "cpu")
-    fused = build_model(ModelConfig(**{**TINY, "tie_embeddings": tied, "lm_loss": "fused"}), "cpu")
+    ref = build_model(ModelConfig(**{**TINY_HYBRID, "tie_embeddings": tied}), "cpu")
+    fused = build_model(ModelConfig(**{**TINY_HYBRID, "tie_embeddings": tied, "lm_loss": "fused"}), "cpu")
     with torch.no_grad():
         for p in ref.parameters():
             p.add_(0.1 * torch.randn_like(p))
@@ -81,7 +77,7 @@ def test_model_fused_loss_matches_autograd(tied):
 def test_choices_and_scoring():
     assert field_choices(ModelConfig, "lm_loss") == ("autograd", "fused")
     assert ModelConfig().lm_loss == "autograd"
-    assert scoring_config(ModelConfig(**{**TINY, "lm_loss": "fused"})).lm_loss == "autograd"
+    assert scoring_config(ModelConfig(**{**TINY_HYBRID, "lm_loss": "fused"})).lm_loss == "autograd"
 
 
 @pytest.mark.gpu
@@ -90,8 +86,8 @@ def test_compiled_under_bf16_autocast_on_cuda():
     """On CUDA, compiled, under bf16 autocast as training runs it: the fused loss and the embedding's gradient within
     bf16 rounding of autograd's path."""
     torch.manual_seed(0)
-    ref = build_model(ModelConfig(**TINY), "cuda")
-    fused = build_model(ModelConfig(**{**TINY, "lm_loss": "fused"}), "cuda")
+    ref = build_model(ModelConfig(**TINY_HYBRID), "cuda")
+    fused = build_model(ModelConfig(**{**TINY_HYBRID, "lm_loss": "fused"}), "cuda")
     fused.load_state_dict(ref.state_dict())
     ids, targets = torch.randint(0, 300, (4, 64), device="cuda"), torch.randint(0, 300, (4, 64), device="cuda")
     out = []

@@ -12,14 +12,10 @@ import dataclasses
 
 import pytest
 import torch
-from conftest import assert_same_loss_and_grads, loss_and_grads
+from conftest import TINY_HYBRID, assert_same_loss_and_grads, loss_and_grads
 
 from golf.config import ModelConfig
 from golf.model import GolfLM, add_mix_norm_reference, build_model, resolve_block_norm
-
-TINY = {"vocab_size": 300, "d_model": 32, "layer_pattern": "MAMA", "d_state": 8, "expand": 2.0, "headdim": 16,
-        "chunk_size": 8, "num_heads": 2, "num_kv_heads": 1, "mlp_mult": 2.0, "bigram_buckets": 64, "bigram_dim": 8,
-        "ssm_backend": "reference"}
 
 # (layer_pattern, unet_skips, ln_scale, mamba_mlp_mult, smear_gate): 2 + 2 blocks with 2 skips; attention
 # first with LN scale; 2 + 3 blocks (a decoder block without a skip); Mamba blocks with MLPs; no skips at all
@@ -34,7 +30,7 @@ VARIANTS = {
 
 def _config(variant: str, block_norm: str) -> ModelConfig:
     pattern, unet, ln_scale, mamba_mlp, smear = VARIANTS[variant]
-    return ModelConfig(**{**TINY, "layer_pattern": pattern, "unet_skips": unet, "ln_scale": ln_scale,
+    return ModelConfig(**{**TINY_HYBRID, "layer_pattern": pattern, "unet_skips": unet, "ln_scale": ln_scale,
                           "mamba_mlp_mult": mamba_mlp, "smear_gate": smear, "block_norm": block_norm})
 
 

@@ -5,16 +5,13 @@ the interpreter off a CPU model takes the torch path itself. The GPU test compil
 
 import pytest
 import torch
-from conftest import assert_same_loss_and_grads, loss_and_grads
+from conftest import TINY_HYBRID, assert_same_loss_and_grads, loss_and_grads
 
 from golf.config import ModelConfig, field_choices
 from golf.model import build_model, resolve_qk_rope, scoring_config
 
 pytest.importorskip("triton", reason="triton is not installed: golf's query/key kernels need it")
 
-TINY = {"vocab_size": 300, "d_model": 32, "layer_pattern": "MAMA", "d_state": 8, "expand": 2.0, "headdim": 16,
-        "chunk_size": 8, "num_heads": 2, "num_kv_heads": 1, "mlp_mult": 2.0, "bigram_buckets": 64, "bigram_dim": 8,
-        "ssm_backend": "reference"}
 VARIANTS = {"MAMA_gqa": {}, "AMA_partial_mha": {"layer_pattern": "AMA", "rope_dims": 8, "num_kv_heads": 2},
             "MAMA_block_norm_fold": {"block_norm": "golf_fold"}}
 
@@ -23,12 +20,12 @@ def _pair(variant: str, device: str = "cpu", seed: int = 0):
     """(torch path, golf path) models with the same random parameters (moved off their init, so the zero-initialized
     projections pass gradients to the attention's inputs)."""
     torch.manual_seed(seed)
-    cfg = ModelConfig(**{**TINY, **VARIANTS[variant]})
+    cfg = ModelConfig(**{**TINY_HYBRID, **VARIANTS[variant]})
     ref = build_model(cfg, device)
     with torch.no_grad():
         for p in ref.parameters():
             p.add_(0.1 * torch.randn_like(p))
-    golf = build_model(ModelConfig(**{**TINY, **VARIANTS[variant], "qk_rope": "golf"}), device)
+    golf = build_model(ModelConfig(**{**TINY_HYBRID, **VARIANTS[variant], "qk_rope": "golf"}), device)
     golf.load_state_dict(ref.state_dict())
     return ref, golf
 
@@ -55,14 +52,14 @@ def test_resolve_choices_and_scoring(monkeypatch):
     assert resolve_qk_rope("torch", "cpu") is None
     monkeypatch.setenv("TRITON_INTERPRET", "0")
     assert resolve_qk_rope("golf", "cpu") is None  # a CPU outside the interpreter: the torch path
-    model = build_model(ModelConfig(**{**TINY, "qk_rope": "golf"}), "cpu")
+    model = build_model(ModelConfig(**{**TINY_HYBRID, "qk_rope": "golf"}), "cpu")
     assert model.kernel_paths["attn"] == "sdpa"
-    assert scoring_config(ModelConfig(**{**TINY, "qk_rope": "golf"})).qk_rope == "torch"
+    assert scoring_config(ModelConfig(**{**TINY_HYBRID, "qk_rope": "golf"})).qk_rope == "torch"
 
 
 def test_nope_layers_take_the_torch_path(qk):
     """model.rope false: no rotation, so nothing for the op to do; the layers keep their own norm."""
-    model = build_model(ModelConfig(**{**TINY, "rope": False, "qk_rope": "golf"}), "cpu")
+    model = build_model(ModelConfig(**{**TINY_HYBRID, "rope": False, "qk_rope": "golf"}), "cpu")
     assert model.kernel_paths["attn"] == "sdpa"
     assert all(b.attn.qk_rope is None for b in model.blocks if hasattr(b, "attn"))
 
