@@ -50,8 +50,10 @@ class _FusedSoftcapCrossEntropy(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_loss: Tensor):
         x, w, g = ctx.saved_tensors  # g (N, V): the logits' gradient for a loss gradient of 1
-        gx = g @ (w * grad_loss.to(w.dtype))  # (N, d): the scalar on the small matrix
-        gw = (g.t() @ x) * grad_loss.to(x.dtype)  # (V, d)
+        # The scalar multiplies each product's result in fp32, then the result is rounded once more to x's dtype:
+        # rounding the scalar itself to bf16 would scale every gradient by the same wrong factor (1/3 → 0.33398).
+        gx = ((g @ w).float() * grad_loss).to(x.dtype)  # (N, d)
+        gw = ((g.t() @ x).float() * grad_loss).to(w.dtype)  # (V, d)
         return gx, gw, None, None
 
 

@@ -47,6 +47,21 @@ def test_fused_bf16_within_rounding():
         assert err <= 2e-2 * b.abs().max().item(), f"{name}: {err:.3e}"
 
 
+def test_fused_bf16_loss_scale_not_rounded():
+    """A loss gradient that bf16 cannot hold (1/3, as gradient accumulation over three micro-batches gives): the bf16
+    gradients are the scale-1 ones times 1/3, with no common bias (bf16's 1/3 is 0.33398, 0.2% high)."""
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randn(256, 64, generator=gen).bfloat16()
+    w = torch.randn(48, 64, generator=gen).bfloat16()
+    targets = torch.randint(0, 48, (256,), generator=gen)
+    one = _grads(softcapped_cross_entropy_fused, x, w, targets, 30.0, 1.0)
+    third = _grads(softcapped_cross_entropy_fused, x, w, targets, 30.0, 1.0 / 3.0)
+    for name, a, b in zip(("dx", "dw"), third[1:], one[1:]):
+        a, b = a.double().flatten(), b.double().flatten()
+        fitted_scale = (a @ b / (b @ b)).item()  # least squares a ≈ scale b: rounding noise averages out
+        assert abs(3 * fitted_scale - 1) < 5e-4, f"{name}: gradients scaled by {fitted_scale:.6f}, not 1/3"
+
+
 @pytest.mark.parametrize("tied", [True, False])
 def test_model_fused_loss_matches_autograd(tied):
     """A whole model: the same loss and every parameter's gradient with model.lm_loss fused as with autograd (fp32),
