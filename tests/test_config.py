@@ -31,7 +31,7 @@ def _flat(params) -> dict:
     ("hybrid_12_b131k", "hybrid_12_b262k", {"train.batch_tokens": 131072, "model.gated_norm": "golf",
                                             "model.ssm_backend": "fused", "model.ssm_compile": "opaque",
                                             "model.ssm_scan": "mamba_keep_golf_overlap",
-                                            "model.block_norm": "golf_fold",
+                                            "model.block_norm": "golf_fold", "model.qk_rope": "golf",
                                             "model.ssm_conv": "golf", "model.attn_backend": "flash4",
                                             "train.compile_mode": "reduce-overhead",
                                             "train.inductor_options": ["triton.mix_order_reduction=false",
