@@ -41,6 +41,19 @@ def positive_ints(text: str) -> tuple[int, ...]:
     return values
 
 
+def register_caps(text: str) -> tuple[int | None, ...]:
+    """argparse type: '0,128' -> (None, 128), the register caps a thread (ptxas's .maxnreg) for a sweep to try; 0 is
+    no cap, the compiler's choice."""
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if not values or any(v != 0 and not 24 <= v <= 255 for v in values):
+        raise argparse.ArgumentTypeError(f"expected register caps in [24, 255] or 0 (none) separated by commas, "
+                                         f"got {text!r}")
+    return tuple(v or None for v in values)
+
+
 def add_ssd_shape_args(ap: argparse.ArgumentParser) -> None:
     """The SSD kernel benches' shapes (bench/ssd_dcb_bench.py, bench/ssd_xy_bench.py), hybrid_12_b131k's mixer by
     default, and --reps; check them with ssd_shapes_ok."""

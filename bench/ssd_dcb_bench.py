@@ -15,9 +15,10 @@ chunk-end log-decay gradients.
     python3 bench/ssd_dcb_bench.py --device cpu --batch 1 --seqlen 128 --heads 2   # a dry run in the interpreter
     python3 bench/ssd_dcb_bench.py --sweep --json $OUT/ssd_dcb_sweep.json       # golf's launch settings too
 
---sweep also times golf's kernel for each part under every launch of --warps x --stages x --splits (a Launch of
-golf.ssd_dcb_kernel; splits that do not divide a group's heads are left out), each checked against the same
-reference as the default launch, and prints the fastest per part: what golf.ssd_dcb_kernel.LAUNCH should hold.
+--sweep also times golf's kernel for each part of --parts under every launch of --warps x --stages x --splits x
+--maxnreg (a Launch of golf.ssd_dcb_kernel; splits that do not divide a group's heads are left out), each checked
+against the same reference as the default launch, and prints the fastest per part: what golf.ssd_dcb_kernel.LAUNCH
+should hold.
 
 --device cpu runs golf's kernel in Triton's interpreter against golf's PyTorch twin (mamba-ssm's kernels need a
 GPU there): it checks the plumbing, its times mean nothing. Its H200 results: bench/RESULTS.md, 2026-12-01
@@ -45,6 +46,7 @@ from kernel_bench import (
     import_kernels,
     new_result,
     positive_ints,
+    register_caps,
     rel_errs,
     require_mamba_triton,
     run_and_write,
@@ -62,9 +64,15 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="the sweep's num_stages values (default 1,2,3)")
     ap.add_argument("--splits", type=positive_ints, default=(1, 2, 3, 4, 6, 12),
                     help="the sweep's head_split values (default 1,2,3,4,6,12)")
+    ap.add_argument("--maxnreg", type=register_caps, default=(None,),
+                    help="the sweep's register caps a thread, 0 for none (default 0: the compiler's choice)")
+    ap.add_argument("--parts", type=lambda t: tuple(t.split(",")), default=("dA", "dx", "chunk"),
+                    help="the parts the sweep times, of dA,dx,chunk (default all three)")
     add_run_args(ap, 25, 100, "cuda, or cpu for a dry run in Triton's interpreter")
     a = ap.parse_args(argv)
     check_ssd_shapes(ap, a)
+    if not a.parts or not set(a.parts) <= {"dA", "dx", "chunk"}:
+        ap.error(f"--parts {','.join(a.parts)!r}: expected names of dA, dx, chunk separated by commas")
     return a
 
 
@@ -113,19 +121,21 @@ def golf_calls(dk, inp: dict) -> dict:
 
 
 def sweep(a: argparse.Namespace, dk, want_parts: dict, names: tuple, inp: dict, out: dict) -> None:
-    """out[part] = [{launch, device_ms, max_rel_err}, ...] over --warps x --stages x --splits for golf's three
-    parts, each launch printed as it is measured (a launch that faults ends the run: the line before names the last
-    that did not), then one table with the fastest launch per part."""
+    """out[part] = [{launch, device_ms, max_rel_err}, ...] over --warps x --stages x --splits x --maxnreg for
+    golf's parts in --parts, each launch printed as it is measured (a launch that faults ends the run: the line
+    before names the last that did not), then one table with the fastest launch per part."""
     import itertools
 
     per_group = a.heads // a.groups
     rows = []
     for part, (fn, kwargs) in golf_calls(dk, inp).items():
+        if part not in a.parts:
+            continue
         out[part] = []
-        for sp, w, st in itertools.product(a.splits, a.warps, a.stages):
+        for sp, w, st, reg in itertools.product(a.splits, a.warps, a.stages, a.maxnreg):
             if per_group % sp:
                 continue
-            launch = dk.Launch(w, st, sp)
+            launch = dk.Launch(w, st, sp, reg)
             got = fn(**kwargs, launch=launch)
             errs = rel_errs({k: v.float() for k, v in zip(names, got)},
                             {k: v.float() for k, v in zip(names, want_parts[part])})
@@ -134,9 +144,9 @@ def sweep(a: argparse.Namespace, dk, want_parts: dict, names: tuple, inp: dict, 
             print(f"sweep {part} {launch}: {ms:.3f} ms, max rel err {max(errs.values()):.1e}", flush=True)
         best = min(out[part], key=lambda r: r["device_ms"])
         for r in out[part]:
-            rows.append([part, *r["launch"], f"{r['device_ms']:.3f}", f"{r['max_rel_err']:.1e}",
+            rows.append([part, *(v if v is not None else "-" for v in r["launch"]), f"{r['device_ms']:.3f}", f"{r['max_rel_err']:.1e}",
                          "fastest" if r is best else ""])
-    print(table(rows, ["part", "warps", "stages", "head_split", "device ms a call", "max rel err", ""]))
+    print(table(rows, ["part", "warps", "stages", "head_split", "maxnreg", "device ms a call", "max rel err", ""]))
 
 
 def main(argv=None) -> int:

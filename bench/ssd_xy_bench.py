@@ -12,8 +12,8 @@ entering each chunk (kept from the forward); bf16 dstates (as _state_passing_bwd
     python3 bench/ssd_xy_bench.py --sweep --json $OUT/ssd_xy_sweep.json       # golf's warps too
     python3 bench/ssd_xy_bench.py --device cpu --batch 1 --seqlen 128 --heads 2   # a dry run in the interpreter
 
---sweep also times each golf kernel under every --warps value, each checked against the same reference, and
-prints the fastest: what golf.ssd_xy_kernel.LAUNCH should hold. --passes also times the SSD's two sequential
+--sweep also times each golf kernel under every --warps value and --maxnreg register cap, each checked against the
+same reference, and prints the fastest: what golf.ssd_xy_kernel.LAUNCH and MAXNREG should hold. --passes also times the SSD's two sequential
 recurrences as golf.ssd_kernel's one-program-per-(head, batch) pass kernel runs them (role 0: the state entering each
 chunk, fp32, from x, B and raw dt; role 1: the gradient of the state leaving each chunk, in x's dtype, from dy and
 C; role 1 again with the chunk-end log-decay gradient from the kept states, as golf.mixer_op calls it) under each
@@ -44,6 +44,7 @@ from kernel_bench import (
     import_kernels,
     new_result,
     positive_ints,
+    register_caps,
     rel_errs,
     require_mamba_triton,
     run_and_write,
@@ -61,6 +62,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--sweep", action="store_true", help="also time golf's kernels under each --warps value")
     ap.add_argument("--warps", type=positive_ints, default=(2, 4, 8),
                     help="the sweep's num_warps values (default 2,4,8)")
+    ap.add_argument("--maxnreg", type=register_caps, default=(None,),
+                    help="the sweep's register caps a thread, 0 for none (default 0: the compiler's choice)")
     ap.add_argument("--passes", action="store_true", help="also time golf's state passes against mamba-ssm's (CUDA)")
     add_run_args(ap, 25, 100, "cuda, or cpu for a dry run in Triton's interpreter")
     a = ap.parse_args(argv)
@@ -119,20 +122,24 @@ def _errs(kernel: str, got, want) -> dict:
 
 
 def sweep(a: argparse.Namespace, xk, want: dict, inp: dict, out: dict) -> None:
-    """out[kernel] = [{num_warps, device_ms, max_rel_err}, ...] over --warps, each printed as measured, then one
-    table with the fastest per kernel."""
+    """out[kernel] = [{num_warps, maxnreg, device_ms, max_rel_err}, ...] over --warps x --maxnreg, each printed as
+    measured, then one table with the fastest per kernel."""
+    import itertools
+
     rows = []
     for kernel, (fn, kwargs) in golf_calls(xk, inp).items():
         out[kernel] = []
-        for w in a.warps:
-            errs = _errs(kernel, fn(**kwargs, num_warps=w), want[kernel])
-            ms = device_ms(functools.partial(fn, **kwargs, num_warps=w), a.device, a.reps)
-            out[kernel].append({"num_warps": w, "device_ms": ms, "max_rel_err": max(errs.values())})
-            print(f"sweep {kernel} num_warps {w}: {ms:.3f} ms, max rel err {max(errs.values()):.1e}", flush=True)
+        for w, reg in itertools.product(a.warps, a.maxnreg):
+            launch = {"num_warps": w, "maxnreg": reg or 0}  # 0: no cap, whatever golf.ssd_xy_kernel.MAXNREG holds
+            errs = _errs(kernel, fn(**kwargs, **launch), want[kernel])
+            ms = device_ms(functools.partial(fn, **kwargs, **launch), a.device, a.reps)
+            out[kernel].append({"num_warps": w, "maxnreg": reg, "device_ms": ms, "max_rel_err": max(errs.values())})
+            print(f"sweep {kernel} num_warps {w} maxnreg {reg}: {ms:.3f} ms, max rel err {max(errs.values()):.1e}",
+                  flush=True)
         best = min(out[kernel], key=lambda r: r["device_ms"])
-        rows += [[kernel, r["num_warps"], f"{r['device_ms']:.3f}", f"{r['max_rel_err']:.1e}",
+        rows += [[kernel, r["num_warps"], r["maxnreg"] or "-", f"{r['device_ms']:.3f}", f"{r['max_rel_err']:.1e}",
                   "fastest" if r is best else ""] for r in out[kernel]]
-    print(table(rows, ["kernel", "warps", "device ms a call", "max rel err", ""]))
+    print(table(rows, ["kernel", "warps", "maxnreg", "device ms a call", "max rel err", ""]))
 
 
 def passes(a: argparse.Namespace, inp: dict, out: dict) -> None:

@@ -32,6 +32,14 @@ def check_num_warps(op: str, num_warps) -> None:
         raise ValueError(f"{op}: num_warps must be a power of two from 1 to 16, got {num_warps!r}")
 
 
+def check_maxnreg(op: str, maxnreg) -> None:
+    """One ValueError line, prefixed `op`, unless maxnreg is None (the kernel's default), 0 (no cap) or a register
+    cap a thread in [24, 255] (ptxas's .maxnreg)."""
+    if maxnreg is not None and (isinstance(maxnreg, bool) or not isinstance(maxnreg, int)
+                                or (maxnreg != 0 and not 24 <= maxnreg <= 255)):
+        raise ValueError(f"{op}: maxnreg must be None, 0 (no cap) or an int in [24, 255], got {maxnreg!r}")
+
+
 def check_chunk_layout(op: str, x: torch.Tensor, dt: torch.Tensor, CB: torch.Tensor
                        ) -> tuple[int, int, int, int, int, int]:
     """The SSD chunk kernels' common layout (golf/ssd_dcb_kernel.py, golf/ssd_xy_kernel.py): x (batch, seqlen,

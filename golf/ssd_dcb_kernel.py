@@ -65,11 +65,14 @@ class Launch(NamedTuple):
     """How the kernel is launched: warps a program, Triton's software-pipelining stages for the head loop, and
     head_split programs sharing a group's heads (each walks heads_per_group / head_split of them; above 1 the sums
     over the group's heads, dCB, dB and dC, are added to zeroed outputs with atomics, so their summation order
-    varies from run to run)."""
+    varies from run to run); maxnreg caps the registers a thread may use (ptxas's .maxnreg; None: the compiler's
+    choice). Why a cap: an SM holds 65,536 registers, so a program of 8 warps fits twice only at <= 128 a thread;
+    the "dA" part compiles to 132 (offline for sm_90a, bench/RESULTS.md 2026-12-02 CPU block), one program an SM."""
 
     num_warps: int
     num_stages: int
     head_split: int
+    maxnreg: int | None = None
 
 
 # by part: "dA" (dCB and ddA alone), "dx" (with dx: four (L x L) or (L x P) fp32 tiles live at once), "chunk" (with
@@ -225,9 +228,10 @@ def _check(op, x, dt, dA_cumsum, dy, CB, dot_dtype, launch, B=None, dstates=None
     if dot_dtype is not None and dot_dtype not in TL_DTYPES:
         raise ValueError(f"{op}: dot_dtype must be None or one of {list(TL_DTYPES)}, got {dot_dtype}")
     per_group = h // g
-    if launch is not None and (not isinstance(launch, Launch) or min(launch) < 1 or per_group % launch.head_split):
+    if launch is not None and (not isinstance(launch, Launch) or min(launch[:3]) < 1 or per_group % launch.head_split
+                               or (launch.maxnreg is not None and not 24 <= launch.maxnreg <= 255)):
         raise ValueError(f"{op}: launch must be a Launch of positive ints whose head_split divides the {per_group} "
-                         f"heads of a group, got {launch!r}")
+                         f"heads of a group and whose maxnreg is None or in [24, 255], got {launch!r}")
     check_runs_here(op, x, interpreted())
 
 
@@ -278,7 +282,7 @@ def _launch(x, dt, dA_cumsum, dout, CB, dot_dtype, launch, B=None, dstates=None,
             L=size, P=p, N=n, BLOCK_L=max(16, triton.next_power_of_2(size)), BLOCK_P=max(16, triton.next_power_of_2(p)),
             BLOCK_N=max(16, triton.next_power_of_2(n)), WITH_DX=with_dx, WITH_STATES=with_states,
             ACC=TL_DTYPES[acc], DOT=TL_DTYPES[dot], ATOMIC=atomic, num_warps=launch.num_warps,
-            num_stages=launch.num_stages)
+            num_stages=launch.num_stages, **({} if launch.maxnreg is None else {"maxnreg": launch.maxnreg}))
     else:
         for v in (dcb, dda) + ((dx, ddt, dD) if with_dx else ()) + ((db, dc) if with_states else ()):
             v.zero_()

@@ -37,14 +37,18 @@ from golf.kernel_inputs import (
     TL_DTYPES,
     check_chunk_layout,
     check_dtypes_and_device,
+    check_maxnreg,
     check_num_warps,
     check_runs_here,
 )
 from golf.ssd_dcb_kernel import _chunked, _decay, _per_head
 from golf.ssm import compute_dtype
 
-# warps a program, by kernel
+# warps a program, by kernel; MAXNREG: the register cap a thread (ptxas's .maxnreg), None for the compiler's choice.
+# An SM's 65,536 registers hold four 4-warp programs at <= 128 a thread, three at <= 170: the dx kernel compiles to
+# about 140 (offline for sm_90a, bench/RESULTS.md 2026-12-02 CPU block), three programs an SM.
 LAUNCH = {"y": 4, "dx": 4}
+MAXNREG: dict[str, int | None] = {"y": None, "dx": None}
 
 
 @triton.jit
@@ -156,7 +160,7 @@ def interpreted() -> bool:
     return isinstance(_chunk_y_kernel, InterpretedFunction)
 
 
-def _check(op: str, x, dt, dA_cumsum, CB, BC, states, states_name, D, dot_dtype, num_warps, dout=None,
+def _check(op: str, x, dt, dA_cumsum, CB, BC, states, states_name, D, dot_dtype, num_warps, maxnreg, dout=None,
            dx=None) -> None:
     """One ValueError line, prefixed `op`, for the first input that is not what the kernels take (BC: C for
     chunk_y, B for chunk_dx; states: the states entering the chunks, or the gradients of those leaving them)."""
@@ -179,7 +183,14 @@ def _check(op: str, x, dt, dA_cumsum, CB, BC, states, states_name, D, dot_dtype,
     if dot_dtype is not None and dot_dtype not in TL_DTYPES:
         raise ValueError(f"{op}: dot_dtype must be None or one of {list(TL_DTYPES)}, got {dot_dtype}")
     check_num_warps(op, num_warps)
+    check_maxnreg(op, maxnreg)
     check_runs_here(op, x, interpreted())
+
+
+def _launch(kernel: str, num_warps: int | None, maxnreg: int | None) -> dict:
+    """The launch options: num_warps (None: LAUNCH's), maxnreg (None: MAXNREG's; 0: no cap)."""
+    cap = MAXNREG[kernel] if maxnreg is None else maxnreg
+    return {"num_warps": num_warps or LAUNCH[kernel], **({"maxnreg": cap} if cap else {})}
 
 
 def _consts(x: torch.Tensor, size: int, n: int, D, dot_dtype) -> dict:
@@ -193,13 +204,13 @@ def _consts(x: torch.Tensor, size: int, n: int, D, dot_dtype) -> dict:
 
 def chunk_y(CB: torch.Tensor, x: torch.Tensor, dt: torch.Tensor, dA_cumsum: torch.Tensor, C: torch.Tensor,
             states: torch.Tensor, D: torch.Tensor | None = None, dot_dtype: torch.dtype | None = None,
-            num_warps: int | None = None) -> torch.Tensor:
+            num_warps: int | None = None, maxnreg: int | None = None) -> torch.Tensor:
     """y (b, T, h, P) in x's dtype, what mamba-ssm's _chunk_scan_fwd(CB, x, dt, dA_cumsum, C, states, D=D) returns
     first, without z: CB (b, chunks, g, L, L), x (b, T, h, P), dt (softplus'ed) and dA_cumsum (b, h, chunks, L), C
     (b, T, g, N), states (b, chunks, h, P, N) the state entering each chunk, D (h,) or None (module docstring).
     dot_dtype: tl.dot's operand dtype, by default x's for 16-bit x, else the compute dtype. num_warps:
-    LAUNCH["y"] by default."""
-    _check("chunk_y", x, dt, dA_cumsum, CB, C, states, "states", D, dot_dtype, num_warps)
+    LAUNCH["y"] by default; maxnreg: the register cap a thread, MAXNREG["y"] by default, 0 for none."""
+    _check("chunk_y", x, dt, dA_cumsum, CB, C, states, "states", D, dot_dtype, num_warps, maxnreg)
     b, t, h, _ = x.shape
     _, _, chunks, size = dt.shape
     y = torch.empty_like(x, memory_format=torch.contiguous_format)
@@ -208,20 +219,22 @@ def chunk_y(CB: torch.Tensor, x: torch.Tensor, dt: torch.Tensor, dA_cumsum: torc
         _chunk_y_kernel[(h, chunks, b)](
             CB, x, dt, dA_cumsum, C, states, D_, y, t, h // CB.shape[2],
             *CB.stride(), *x.stride(), *dt.stride(), *dA_cumsum.stride(), *C.stride(), *states.stride(),
-            *y.stride(), **_consts(x, size, C.shape[-1], D, dot_dtype), num_warps=num_warps or LAUNCH["y"])
+            *y.stride(), **_consts(x, size, C.shape[-1], D, dot_dtype), **_launch("y", num_warps, maxnreg))
     return y
 
 
 def chunk_dx(x: torch.Tensor, dt: torch.Tensor, dA_cumsum: torch.Tensor, B: torch.Tensor, CB: torch.Tensor,
              dout: torch.Tensor, dstates: torch.Tensor, D: torch.Tensor | None = None,
              dx: torch.Tensor | None = None, dot_dtype: torch.dtype | None = None,
-             num_warps: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+             num_warps: int | None = None, maxnreg: int | None = None
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """(dx, ddt, dD), what mamba-ssm's _chunk_scan_chunk_state_bwd_dx(x, dt, dA_cumsum, B, CB, dout, dstates, D=D,
     dx=dx) returns: B (b, T, g, N) as the forward read it, dstates (b, chunks, h, P, N) the gradient of the state
     leaving each chunk. dx (x's shape and dtype) is written in place when given; ddt (b, h, chunks, L) in the
     compute dtype is dt's gradient as a factor (the log-decays' share is not in it); dD (h,) in D's dtype, None
-    without D (module docstring). dot_dtype as chunk_y's; num_warps LAUNCH["dx"] by default."""
-    _check("chunk_dx", x, dt, dA_cumsum, CB, B, dstates, "dstates", D, dot_dtype, num_warps, dout, dx)
+    without D (module docstring). dot_dtype as chunk_y's; num_warps LAUNCH["dx"] and maxnreg MAXNREG["dx"] by
+    default (maxnreg 0: no cap)."""
+    _check("chunk_dx", x, dt, dA_cumsum, CB, B, dstates, "dstates", D, dot_dtype, num_warps, maxnreg, dout, dx)
     b, t, h, _ = x.shape
     _, _, chunks, size = dt.shape
     acc = compute_dtype(x)
@@ -234,7 +247,7 @@ def chunk_dx(x: torch.Tensor, dt: torch.Tensor, dA_cumsum: torch.Tensor, B: torc
             x, dout, dt, dA_cumsum, CB, B, dstates, D_, dx, ddt, dD, t, h // CB.shape[2],
             *x.stride(), *dout.stride(), *dt.stride(), *dA_cumsum.stride(), *CB.stride(), *B.stride(),
             *dstates.stride(), *dx.stride(), *ddt.stride(), *dD.stride(),
-            **_consts(x, size, B.shape[-1], D, dot_dtype), num_warps=num_warps or LAUNCH["dx"])
+            **_consts(x, size, B.shape[-1], D, dot_dtype), **_launch("dx", num_warps, maxnreg))
     else:
         ddt.zero_()
         dD.zero_()

@@ -229,14 +229,15 @@ def test_dcb_ddA_writes_into_out(dk, split):
     assert "\n" not in str(e.value)
 
 
-@pytest.mark.parametrize("h,g,split", [(4, 1, 2), (4, 1, 4), (4, 2, 2)])
-def test_head_split_launch_matches_reference(dk, h, g, split):
-    """Several programs sharing a group's heads, their dCB, dB and dC sums added with atomics: the same results as
-    the twin, for each part (dA alone, with dx, with the states)."""
+@pytest.mark.parametrize("h,g,split,maxnreg", [(4, 1, 2, None), (4, 1, 4, None), (4, 2, 2, None), (4, 1, 1, 128)])
+def test_head_split_launch_matches_reference(dk, h, g, split, maxnreg):
+    """Several programs sharing a group's heads, their dCB, dB and dC sums added with atomics, or one program a group
+    under a register cap (which ptxas may meet by spilling; the interpreter ignores it): the same results as the
+    twin, for each part (dA alone, with dx, with the states)."""
     device = "cpu" if dk.interpreted() else "cuda"
     x, dt, cs, dout, CB, B, dstates, D, C, states_in, chunk_end = _states_inputs(2, 40, h, g, 12, 12, 16,
                                                                                torch.float64, device, seed=split)
-    launch = dk.Launch(num_warps=4, num_stages=2, head_split=split)
+    launch = dk.Launch(num_warps=4, num_stages=2, head_split=split, maxnreg=maxnreg)
     names = ("dCB", "ddA", "dx", "ddt", "dD", "dB", "dC")
     states = {"C": C, "states_in": states_in, "ddA_chunk_end": chunk_end}
     for got, want in ((dk.dcb_ddA(x, dt, cs, dout, CB, launch=launch), dcb_ddA_reference(x, dt, cs, dout, CB)),
@@ -251,9 +252,10 @@ def test_head_split_launch_matches_reference(dk, h, g, split):
 
 
 @pytest.mark.parametrize("launch,expected", [
-    (lambda dk: dk.Launch(4, 3, 3), "head_split divides the 4 heads of a group, got Launch(num_warps=4, "),
+    (lambda dk: dk.Launch(4, 3, 3), "head_split divides the 4 heads of a group and whose maxnreg"),
     (lambda dk: dk.Launch(0, 3, 1), "launch must be a Launch of positive ints"),
     (lambda dk: (4, 3, 1), "launch must be a Launch of positive ints"),
+    (lambda dk: dk.Launch(8, 1, 1, 16), "maxnreg is None or in [24, 255], got Launch(num_warps=8, "),
 ])
 def test_bad_launch_is_one_clear_line(dk, launch, expected):
     device = "cpu" if dk.interpreted() else "cuda"
@@ -358,6 +360,36 @@ def test_bench_dry_run_checks_parity_and_writes_its_json(dk, tmp_path, capsys):
     assert max(max(v.values()) for v in result["parity"].values()) < 1e-5
     assert all(result["timing"][k]["device_ms"] > 0 for k in result["parity"])
     assert result["errors"] == {} and "| golf chunk_bwd + states |" in capsys.readouterr().out
+
+
+def test_bench_dry_run_sweeps_register_caps(dk, tmp_path):
+    """--sweep over the parts and register caps asked for: one entry a launch, each checked against the twin."""
+    from conftest import bench_script
+
+    if not dk.interpreted():
+        pytest.skip("the dry run is for a machine without CUDA (the GPU run needs mamba-ssm and a device call)")
+    bench = bench_script("ssd_dcb_bench")
+    out = tmp_path / "sweep.json"
+    assert bench.main(["--device", "cpu", "--batch", "1", "--seqlen", "64", "--heads", "2", "--headdim", "16",
+                       "--chunk", "32", "--reps", "1", "--sweep", "--parts", "dA", "--warps", "4", "--stages", "1",
+                       "--splits", "1", "--maxnreg", "0,128", "--json", str(out)]) == 0
+    sweep = json.loads(out.read_text())["sweep"]
+    assert list(sweep) == ["dA"]
+    assert [r["launch"] for r in sweep["dA"]] == [[4, 1, 1, None], [4, 1, 1, 128]]
+    assert all(r["max_rel_err"] < 1e-5 and r["device_ms"] > 0 for r in sweep["dA"])
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--maxnreg", "0,300"], "expected register caps in [24, 255] or 0 (none) separated by commas, got '0,300'"),
+    (["--parts", "dA,dy"], "--parts 'dA,dy': expected names of dA, dx, chunk separated by commas"),
+])
+def test_bench_refuses_bad_sweep_args_in_one_line(args, message, capsys):
+    from conftest import bench_script
+
+    bench = bench_script("ssd_dcb_bench")
+    with pytest.raises(SystemExit):
+        bench.parse_args(args)
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(message)
 
 
 def test_bench_refuses_bad_sizes_in_one_line(capsys):

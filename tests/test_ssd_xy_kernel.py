@@ -107,6 +107,20 @@ def test_dx_kernel_matches_reference(xk, dtype, t, h, g, p, n, size):
     torch.testing.assert_close(ddt, want_ddt, rtol=tol, atol=tol * want_ddt.abs().max().item())
 
 
+@pytest.mark.parametrize("maxnreg", [0, 128])
+def test_register_cap_is_the_same_function(xk, maxnreg):
+    """Under a register cap (ptxas may meet it by spilling; the interpreter ignores it) or explicitly none: the same
+    results as the twins."""
+    device = "cpu" if xk.interpreted() else "cuda"
+    inputs, _ = _y_inputs(2, 80, 4, 2, 16, 16, 32, torch.float32, device, seed=3)
+    want = chunk_y_reference(*inputs)
+    torch.testing.assert_close(xk.chunk_y(*inputs, maxnreg=maxnreg), want, rtol=2e-5,
+                               atol=2e-5 * want.abs().max().item())
+    inputs = _dx_inputs(2, 80, 4, 2, 16, 16, 32, torch.float32, device, seed=3)
+    for name, a, r in zip(("dx", "ddt", "dD"), xk.chunk_dx(*inputs, maxnreg=maxnreg), chunk_dx_reference(*inputs)):
+        torch.testing.assert_close(a, r, rtol=2e-5, atol=2e-5 * r.abs().max().item(), msg=name)
+
+
 def test_kernels_read_strided_views(xk):
     """x, B and C as the mixer passes them: slices of one (b, T, d + 2 G N) conv output, rows 2 G N wider than
     the heads; dy a transposed copy. Results equal those of contiguous copies."""
@@ -157,6 +171,7 @@ def test_bf16_within_rounding_of_fp64(xk):
     (lambda v: {**v, "D": v["D"][:, None].expand(4, 16)}, "D must have shape (4,)"),
     (lambda v: {**v, "CB": v["CB"].to(torch.int32)}, "CB must be a float64/32/16 or bfloat16 tensor"),
     (lambda v: {**v, "num_warps": 3}, "num_warps must be a power of two from 1 to 16, got 3"),
+    (lambda v: {**v, "maxnreg": 300}, "maxnreg must be None, 0 (no cap) or an int in [24, 255], got 300"),
 ])
 def test_y_bad_input_is_one_clear_line(xk, change, expected):
     names = ("CB", "x", "dt", "dA_cumsum", "C", "states", "D")
@@ -229,12 +244,13 @@ def test_bench_dry_run_checks_parity_and_writes_its_json(xk, tmp_path, capsys):
     out = tmp_path / "xy.json"
     assert bench.main(["--device", "cpu", "--batch", "1", "--seqlen", "96", "--heads", "2", "--headdim", "16",
                        "--chunk", "32", "--dstate", "16", "--reps", "1", "--sweep", "--warps", "2",
-                       "--json", str(out)]) == 0
+                       "--maxnreg", "0,128", "--json", str(out)]) == 0
     result = json.loads(out.read_text())
     assert set(result["parity"]["golf y"]) == {"y"} and set(result["parity"]["golf dx"]) == {"dx", "ddt", "dD"}
     assert max(max(v.values()) for v in result["parity"].values()) < 1e-5
     assert all(result["timing"][k]["device_ms"] > 0 and result["timing"][k]["floor_ms"] > 0 for k in result["parity"])
-    assert [r["num_warps"] for r in result["sweep"]["y"]] == [2] and result["sweep"]["dx"][0]["max_rel_err"] < 1e-5
+    assert [(r["num_warps"], r["maxnreg"]) for r in result["sweep"]["y"]] == [(2, None), (2, 128)]
+    assert all(r["max_rel_err"] < 1e-5 for r in result["sweep"]["dx"])
     assert result["errors"] == {} and "| golf dx |" in capsys.readouterr().out
 
 
