@@ -13,20 +13,22 @@ entering each chunk (kept from the forward); bf16 dstates (as _state_passing_bwd
     python3 bench/ssd_xy_bench.py --device cpu --batch 1 --seqlen 128 --heads 2   # a dry run in the interpreter
 
 --sweep also times each golf kernel under every --warps value and --maxnreg register cap, each checked against the
-same reference, and prints the fastest: what golf.ssd_xy_kernel.LAUNCH and MAXNREG should hold. --passes also times the SSD's two sequential
-recurrences as golf.ssd_kernel's one-program-per-(head, batch) pass kernel runs them (role 0: the state entering each
-chunk, fp32, from x, B and raw dt; role 1: the gradient of the state leaving each chunk, in x's dtype, from dy and
-C; role 1 again with the chunk-end log-decay gradient from the kept states, as golf.mixer_op calls it) under each
---warps value, against the two mamba-ssm kernels each replaces (_chunk_state_fwd + _state_passing_fwd;
-_chunk_scan_bwd_dstates + _state_passing_bwd), with parity (CUDA only). --device cpu runs golf's kernels in Triton's
-interpreter against golf's PyTorch twins (mamba-ssm's kernels need a GPU there): it checks the plumbing, its times
-mean nothing. Its H200 results: bench/RESULTS.md.
+same reference, and prints the fastest: what golf.ssd_xy_kernel.LAUNCH and MAXNREG should hold. --passes also times
+the SSD's two sequential recurrences as golf.ssd_kernel's one-program-per-(head, batch) pass kernel runs them for
+golf.mixer_op's "mamba_keep_golf_overlap" (role 0: the state entering each chunk, stored in x's dtype, from x, B and
+the kept running log-decay and dt; role 1: the gradient of the state leaving each chunk, in x's dtype, from dy, C
+and the kept log-decay; role 1 again with the chunk-end log-decay gradient from the kept states) under each --warps
+value and --maxnreg cap (golf.ssd_kernel.PASS_MAXNREG), against the two mamba-ssm kernels each replaces
+(_chunk_state_fwd + _state_passing_fwd; _chunk_scan_bwd_dstates + _state_passing_bwd), with parity (CUDA only).
+--device cpu runs golf's kernels in Triton's interpreter against golf's PyTorch twins (mamba-ssm's kernels need a GPU
+there): it checks the plumbing, its times mean nothing. Its H200 results: bench/RESULTS.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import itertools
 import sys
 from pathlib import Path
 
@@ -124,8 +126,6 @@ def _errs(kernel: str, got, want) -> dict:
 def sweep(a: argparse.Namespace, xk, want: dict, inp: dict, out: dict) -> None:
     """out[kernel] = [{num_warps, maxnreg, device_ms, max_rel_err}, ...] over --warps x --maxnreg, each printed as
     measured, then one table with the fastest per kernel."""
-    import itertools
-
     rows = []
     for kernel, (fn, kwargs) in golf_calls(xk, inp).items():
         out[kernel] = []
@@ -143,8 +143,8 @@ def sweep(a: argparse.Namespace, xk, want: dict, inp: dict, out: dict) -> None:
 
 
 def passes(a: argparse.Namespace, inp: dict, out: dict) -> None:
-    """out[role] = {"mamba-ssm": ms, "golf w<warps>": ms, ..., "parity": {...}} for the two recurrences (--passes),
-    from the same raw dt, A and dt_bias; a table of them."""
+    """out[role] = {"mamba-ssm": ms, "golf w<warps>[ r<maxnreg>]": ms, ..., "parity": {...}} for the two recurrences
+    (--passes) over --warps x --maxnreg, from the same raw dt, A and dt_bias; a table of them."""
     from mamba_ssm.ops.triton import ssd_chunk_scan as scs
     from mamba_ssm.ops.triton import ssd_chunk_state as sst
     from mamba_ssm.ops.triton import ssd_state_passing as ssp
@@ -182,12 +182,19 @@ def passes(a: argparse.Namespace, inp: dict, out: dict) -> None:
                                          has_initial_states=False, dstates_dtype=x.dtype, states_dtype=x.dtype)[:2]
         return ds.unflatten(-1, (p, n)), dda
 
-    def golf_states(warps):
-        return sk.chunk_states(x, dt_raw, A, B, a.chunk, dt_bias=dt_bias, dt_softplus=True, num_warps=warps)
+    # as golf.mixer_op's "mamba_keep_golf_overlap" calls them: the kept running log-decay (and softplus'ed dt) read
+    # instead of recomputed from the raw dt, the states stored in x's dtype and read back by role 1
+    kept_states = sk.chunk_states(x, dt_raw, A, B, a.chunk, dt_bias=dt_bias, dt_softplus=True,
+                                  states_dtype=x.dtype, dA_cumsum=dA_cumsum, dt_chunks=dt_sp)
 
-    def golf_dstates(warps, with_dda):
+    def golf_states(warps, maxnreg):
+        return sk.chunk_states(x, dt_raw, A, B, a.chunk, dt_bias=dt_bias, dt_softplus=True, num_warps=warps,
+                               states_dtype=x.dtype, dA_cumsum=dA_cumsum, dt_chunks=dt_sp, maxnreg=maxnreg)
+
+    def golf_dstates(warps, maxnreg, with_dda):
         got = sk.chunk_state_grads(dy, dt_raw, A, C, a.chunk, dt_bias=dt_bias, dt_softplus=True,
-                                   states=states if with_dda else None, num_warps=warps)
+                                   states=kept_states if with_dda else None, num_warps=warps,
+                                   dA_cumsum=dA_cumsum, maxnreg=maxnreg)
         return got if with_dda else got[0]
 
     rows = []
@@ -199,15 +206,16 @@ def passes(a: argparse.Namespace, inp: dict, out: dict) -> None:
         want = mamba_fn()
         entry = {"mamba-ssm": device_ms(mamba_fn, "cuda", a.reps), "parity": {}}
         rows.append([f"{role} ({what})", "mamba-ssm (two kernels)", f"{entry['mamba-ssm']:.3f}", ""])
-        for w in a.warps:
-            fn = functools.partial(golf_fn, w)
+        for w, reg in itertools.product(a.warps, a.maxnreg):
+            fn = functools.partial(golf_fn, w, reg or 0)  # 0: no cap, whatever golf.ssd_kernel.PASS_MAXNREG holds
+            key = f"golf w{w}" + (f" r{reg}" if reg else "")
             names = what.split(", ")
             errs = rel_errs({k: v.float() for k, v in zip(names, _as_tuple(fn()))},
                             {k: v.float() for k, v in zip(names, _as_tuple(want))})
-            entry[f"golf w{w}"] = device_ms(fn, "cuda", a.reps)
-            entry["parity"][f"golf w{w}"] = errs
-            rows.append([f"{role} ({what})", f"golf pass, {w} warps", f"{entry[f'golf w{w}']:.3f}",
-                         ", ".join(f"{k} {v:.1e}" for k, v in errs.items())])
+            entry[key] = device_ms(fn, "cuda", a.reps)
+            entry["parity"][key] = errs
+            rows.append([f"{role} ({what})", f"golf pass, {w} warps" + (f", maxnreg {reg}" if reg else ""),
+                         f"{entry[key]:.3f}", ", ".join(f"{k} {v:.1e}" for k, v in errs.items())])
         out[role] = entry
     print(table(rows, ["recurrence", "impl", "device ms a call", "max rel err vs mamba-ssm"]))
 

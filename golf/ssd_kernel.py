@@ -117,10 +117,15 @@ import triton
 import triton.language as tl
 from triton.runtime.interpreter import InterpretedFunction
 
-from golf.kernel_inputs import TL_DTYPES, check_dtypes_and_device, check_runs_here
+from golf.kernel_inputs import TL_DTYPES, check_dtypes_and_device, check_maxnreg, check_runs_here
 from golf.ssm import compute_dtype
 
 HEAD_SUMS = ("atomic", "sum")
+# The pass kernel's register cap a thread by role (ptxas's .maxnreg; None: the compiler's choice). Why a cap: the
+# pass runs one program per (head, batch), 768 at hybrid_12_b131k's shapes, each walking every chunk in turn, so the
+# launch takes one wave only if 6 fit an SM (132 SMs); at 4 warps that is <= 85 registers a thread, and role 1
+# compiles to about 107 (offline for sm_90a, bench/RESULTS.md 2026-12-02 CPU block): two waves of serial walks.
+PASS_MAXNREG: dict[int, int | None] = {0: None, 1: None}
 FWDS = ("walk", "split")
 BWDS = ("walk", "split")
 
@@ -730,6 +735,12 @@ def _pass(role, x, dt, A, B, C, chunk_size, dt_bias, initial_states, dy, dfinal,
         STORE_FINAL=final is not None, ROLE=-1 if role is None else role, STORE_DDA=dda is not None, **consts)
 
 
+def _cap(role: int, maxnreg: int | None) -> dict:
+    """The pass kernel's register-cap launch option for `role`: maxnreg, or PASS_MAXNREG's when None; none for 0."""
+    cap = PASS_MAXNREG[role] if maxnreg is None else maxnreg
+    return {"maxnreg": cap} if cap else {}
+
+
 def _consts(x, chunk_size, n, dt_softplus, dt_bias, dot_dtype, num_warps) -> dict:
     """The launch arguments every kernel takes alike."""
     return dict(BL=_block(chunk_size), BP=_block(x.shape[3]), BN=_block(n), SOFTPLUS=dt_softplus,
@@ -783,7 +794,8 @@ def ssd_scan_fwd(x, dt, A, B, C, chunk_size, D=None, dt_bias=None, dt_softplus=F
 def chunk_states(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, chunk_size: int,
                  dt_bias: torch.Tensor | None = None, dt_softplus: bool = False,
                  states_dtype: torch.dtype | None = None, num_warps: int = 4, *,
-                 dA_cumsum: torch.Tensor | None = None, dt_chunks: torch.Tensor | None = None) -> torch.Tensor:
+                 dA_cumsum: torch.Tensor | None = None, dt_chunks: torch.Tensor | None = None,
+                 maxnreg: int | None = None) -> torch.Tensor:
     """The state entering each chunk, S_in (b, chunks, h, p, n), from x (b, l, h, p), raw dt (b, l, h), A, B (b, l,
     g, n), dt_bias (h,): the split designs' forward recurrence alone (role 0 of _ssd_bwd_pass_kernel, one program
     per (head, batch) walking the chunks), what mamba-ssm's _chunk_state_fwd and _state_passing_fwd compute
@@ -791,13 +803,14 @@ def chunk_states(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Te
     stored dtype, by default the compute dtype (fp32 for bf16 inputs, as mamba-ssm's kept states). dA_cumsum and
     dt_chunks (b, h, chunks, L), together or neither: the running log-decay and the softplus'ed dt as the forward
     keeps them (mamba-ssm's _chunk_cumsum_fwd), read instead of recomputed from dt, A and dt_bias (model.ssm_scan
-    "mamba_keep_golf")."""
+    "mamba_keep_golf"). maxnreg: the register cap a thread, PASS_MAXNREG[0] by default, 0 for none."""
     _check(x, dt, A, B, B, chunk_size, None, dt_bias, None, None)
     _check_states_dtype(states_dtype)
     _check_kept_cs(x, chunk_size, dA_cumsum, dt_chunks)
+    check_maxnreg("ssd_scan", maxnreg)
     b, l, h, p = x.shape
     n = B.shape[3]
-    consts = _consts(x, chunk_size, n, dt_softplus, dt_bias, None, num_warps)
+    consts = _consts(x, chunk_size, n, dt_softplus, dt_bias, None, num_warps) | _cap(0, maxnreg)
     states = torch.empty(b, triton.cdiv(l, chunk_size), h, p, n, dtype=states_dtype or compute_dtype(x),
                          device=x.device)
     if states.numel():
@@ -809,7 +822,7 @@ def chunk_states(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Te
 def chunk_state_grads(dy: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, C: torch.Tensor, chunk_size: int,
                       dt_bias: torch.Tensor | None = None, dt_softplus: bool = False,
                       states: torch.Tensor | None = None, states_dtype: torch.dtype | None = None,
-                      num_warps: int = 4, *, dA_cumsum: torch.Tensor | None = None
+                      num_warps: int = 4, *, dA_cumsum: torch.Tensor | None = None, maxnreg: int | None = None
                       ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The gradient of the loss w.r.t. the state leaving each chunk, dS_out (b, chunks, h, p, n), from the outputs'
     gradient dy (b, l, h, p), raw dt, A, C (b, l, g, n), dt_bias, with no final state's gradient: the split designs'
@@ -818,10 +831,12 @@ def chunk_state_grads(dy: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, C: to
     the gradient of each chunk's end-to-end log-decay, exp(cs_last) <S_in, dS_out> (b, h, chunks) in the compute
     dtype, from the fp32 dS_out (what _state_passing_bwd returns second); else None. states_dtype: dS_out's stored
     dtype, by default dy's (as _state_passing_bwd's dstates_dtype is set in golf.mixer_op). dA_cumsum (b, h, chunks,
-    L): the forward's kept running log-decay, read instead of recomputed from dt, A and dt_bias."""
+    L): the forward's kept running log-decay, read instead of recomputed from dt, A and dt_bias. maxnreg: the
+    register cap a thread, PASS_MAXNREG[1] by default, 0 for none."""
     _check(dy, dt, A, C, C, chunk_size, None, dt_bias, None, None)
     _check_states_dtype(states_dtype)
     _check_kept_cs(dy, chunk_size, dA_cumsum, dA_cumsum)
+    check_maxnreg("ssd_scan", maxnreg)
     b, l, h, p = dy.shape
     n = C.shape[3]
     chunks = triton.cdiv(l, chunk_size)
@@ -829,7 +844,7 @@ def chunk_state_grads(dy: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, C: to
         raise ValueError(f"ssd_scan: states must be a ({b}, {chunks}, {h}, {p}, {n}) tensor on {dy.device}, got "
                          f"{tuple(states.shape)} on {states.device}")
     check_dtypes_and_device("ssd_scan", dy, (("states", states),))  # its dtype (None passes)
-    consts = _consts(dy, chunk_size, n, dt_softplus, dt_bias, None, num_warps)
+    consts = _consts(dy, chunk_size, n, dt_softplus, dt_bias, None, num_warps) | _cap(1, maxnreg)
     dstates = torch.empty(b, chunks, h, p, n, dtype=states_dtype or dy.dtype, device=dy.device)
     dda = torch.empty(b, h, chunks, dtype=compute_dtype(dy), device=dy.device) if states is not None else None
     if dstates.numel():

@@ -587,6 +587,10 @@ def test_chunk_states_are_the_kept_states(sk, device, l, h, g, chunk):
     kept = sk.chunk_states(*args, dt_bias=t["dt_bias"].to(device), dt_softplus=True, dA_cumsum=cs.to(device),
                            dt_chunks=dt_sp.to(device))
     torch.testing.assert_close(kept.cpu(), want, rtol=1e-11, atol=1e-11)
+    # under a register cap (ptxas may spill to meet it; the interpreter ignores it): the same states
+    capped = sk.chunk_states(*args, dt_bias=t["dt_bias"].to(device), dt_softplus=True, dA_cumsum=cs.to(device),
+                             dt_chunks=dt_sp.to(device), maxnreg=64)
+    torch.testing.assert_close(capped.cpu(), want, rtol=1e-11, atol=1e-11)
     low = sk.chunk_states(*(t[k].to(device=device, dtype=torch.bfloat16) for k in ("x", "dt", "A", "B")), chunk,
                           dt_bias=t["dt_bias"].to(device), dt_softplus=True)
     assert low.dtype == torch.float32
@@ -632,6 +636,13 @@ def test_chunk_state_grads_are_autograd_of_the_outputs(sk, device, l, h, g, chun
                                           states=states.to(device), dA_cumsum=dA_cumsum.to(device))
     torch.testing.assert_close(kept.cpu(), want, rtol=1e-11, atol=1e-11)
     torch.testing.assert_close(kept_dda.cpu(), a.grad, rtol=1e-11, atol=1e-11)
+    capped, capped_dda = sk.chunk_state_grads(*args, dt_bias=t["dt_bias"].to(device), dt_softplus=True,
+                                              states=states.to(device), dA_cumsum=dA_cumsum.to(device), maxnreg=80)
+    torch.testing.assert_close(capped.cpu(), want, rtol=1e-11, atol=1e-11)
+    torch.testing.assert_close(capped_dda.cpu(), a.grad, rtol=1e-11, atol=1e-11)
+    with pytest.raises(ValueError, match=r"^ssd_scan: maxnreg must be None, 0 \(no cap\) or an int in \[24, 255\], "
+                                         r"got 12$"):
+        sk.chunk_state_grads(*args, maxnreg=12)
 
 
 def test_states_kept_in_bf16_round_once_and_move_the_log_decay_gradient_little(sk, device):
