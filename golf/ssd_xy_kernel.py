@@ -138,10 +138,6 @@ def _chunk_dx_kernel(x_ptr, dy_ptr, dt_ptr, cs_ptr, cb_ptr, b_ptr, ds_ptr, D_ptr
                  mask=(n < N)[:, None] & (p < P)[None, :], other=0.0)  # (BN, BP): dS transposed
     scale = tl.exp(tl.minimum(cs_last - cs_j, 0.0))  # (BL,)
     acc += scale[:, None] * tl.dot(bg.to(DOT), ds.to(DOT), out_dtype=ACC, input_precision="ieee")
-    # x is loaded before dx is stored: the compiler does not move a load past a store it cannot prove apart from
-    # it, so a load after the store would wait a whole memory round trip at the program's end
-    x = tl.load(x_ptr + b * sx_b + rows[:, None] * sx_t + h * sx_h + p[None, :] * sx_p, mask=row_mask,
-                other=0.0)  # (BL, BP)
     dt_j = tl.load(dt_ptr + b * sdt_b + h * sdt_h + c * sdt_c + j * sdt_l, mask=in_j, other=0.0).to(ACC)
     dyf = dy.to(ACC)
     dx = acc * dt_j[:, None]
@@ -149,10 +145,11 @@ def _chunk_dx_kernel(x_ptr, dy_ptr, dt_ptr, cs_ptr, cb_ptr, b_ptr, ds_ptr, D_ptr
         dx += tl.load(D_ptr + h).to(ACC) * dyf
     tl.store(dx_ptr + b * sdx_b + rows[:, None] * sdx_t + h * sdx_h + p[None, :] * sdx_p,
              dx.to(dx_ptr.dtype.element_ty), mask=row_mask)
-    xf = x.to(ACC)
-    tl.store(ddt_ptr + b * sa_b + h * sa_h + c * sa_c + j * sa_l, tl.sum(acc * xf, axis=1), mask=j < L)
+    x = tl.load(x_ptr + b * sx_b + rows[:, None] * sx_t + h * sx_h + p[None, :] * sx_p, mask=row_mask,
+                other=0.0).to(ACC)  # (BL, BP)
+    tl.store(ddt_ptr + b * sa_b + h * sa_h + c * sa_c + j * sa_l, tl.sum(acc * x, axis=1), mask=j < L)
     if HAS_D:
-        tl.store(dD_ptr + b * sdD_b + c * sdD_c + h * sdD_h, tl.sum(tl.sum(dyf * xf, axis=1), axis=0))
+        tl.store(dD_ptr + b * sdD_b + c * sdD_c + h * sdD_h, tl.sum(tl.sum(dyf * x, axis=1), axis=0))
 
 
 def interpreted() -> bool:
