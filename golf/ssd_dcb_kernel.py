@@ -67,7 +67,8 @@ class Launch(NamedTuple):
     over the group's heads, dCB, dB and dC, are added to zeroed outputs with atomics, so their summation order
     varies from run to run); maxnreg caps the registers a thread may use (ptxas's .maxnreg; None: the compiler's
     choice). Why a cap: an SM holds 65,536 registers, so a program of 8 warps fits twice only at <= 128 a thread;
-    the "dA" part compiles to 132 (offline for sm_90a, bench/RESULTS.md 2026-12-02 CPU block), one program an SM."""
+    the "dA" part compiles to 128 (offline for sm_90a with Triton 3.9, bench/RESULTS.md 2026-12-02 CPU block), at
+    that edge, which a cap holds whatever the compiler version."""
 
     num_warps: int
     num_stages: int

@@ -46,7 +46,8 @@ from golf.ssm import compute_dtype
 
 # warps a program, by kernel; MAXNREG: the register cap a thread (ptxas's .maxnreg), None for the compiler's choice.
 # An SM's 65,536 registers hold four 4-warp programs at <= 128 a thread, three at <= 170: the dx kernel compiles to
-# about 140 (offline for sm_90a, bench/RESULTS.md 2026-12-02 CPU block), three programs an SM.
+# 128 (offline for sm_90a with Triton 3.9, bench/RESULTS.md 2026-12-02 CPU block), at that edge, which a cap holds
+# whatever the compiler version.
 LAUNCH = {"y": 4, "dx": 4}
 MAXNREG: dict[str, int | None] = {"y": None, "dx": None}
 
