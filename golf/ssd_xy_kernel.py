@@ -45,7 +45,7 @@ from golf.ssd_dcb_kernel import _chunked, _decay, _per_head
 from golf.ssm import compute_dtype
 
 # warps a program, by kernel; MAXNREG: the register cap a thread (ptxas's .maxnreg), None for the compiler's choice.
-# An SM's 65,536 registers hold four 4-warp programs at <= 128 a thread, three at <= 170: the dx kernel compiles to
+# An SM's 65,536 registers hold four 4-warp programs at <= 128 a thread, three at <= 168: the dx kernel compiles to
 # 128 (offline for sm_90a with Triton 3.9, bench/RESULTS.md 2026-12-02 CPU block), at that edge, which a cap holds
 # whatever the compiler version.
 LAUNCH = {"y": 4, "dx": 4}
