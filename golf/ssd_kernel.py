@@ -124,8 +124,8 @@ HEAD_SUMS = ("atomic", "sum")
 # The pass kernel's register cap a thread by role (ptxas's .maxnreg; None: the compiler's choice). Why a cap: the
 # pass runs one program per (head, batch), 768 at hybrid_12_b131k's shapes, each walking every chunk in turn, so the
 # launch takes one wave only if 6 fit an SM (132 SMs); at 4 warps that is <= 80 registers a thread (an SM allocates
-# them 8 a thread at a time), and role 1
-# compiles to about 107 (offline for sm_90a, bench/RESULTS.md 2026-12-02 CPU block): two waves of serial walks.
+# them 8 a thread at a time), and role 1 compiles to about 107 (offline for sm_90a, bench/RESULTS.md 2026-12-02 CPU
+# block): two waves of serial walks.
 PASS_MAXNREG: dict[int, int | None] = {0: None, 1: None}
 FWDS = ("walk", "split")
 BWDS = ("walk", "split")
