@@ -82,11 +82,18 @@ def ptxas_report(ptx: str) -> tuple[str, str]:
     return re.search(r"Used (\d+) registers", text).group(1), re.search(r"(\d+) bytes spill stores", text).group(1)
 
 
-print("| kernel | warps | stages | maxnreg | registers | spill stores (bytes) | programs an SM by registers |")
-print("|---|---:|---:|---:|---:|---:|---:|")
-for name, kernel, consts, launches in CASES:
-    for warps, stages, maxnreg in launches:
-        shapes = SHAPES if kernel is not sk._ssd_bwd_pass_kernel else {}
-        regs, spills = ptxas_report(compiled(kernel, {**shapes, **consts}, warps, stages, maxnreg).asm["ptx"])
-        fits = 65536 // (-(-int(regs) // 8) * 8 * 32 * warps)  # an SM allocates a warp's registers 8 a thread at a time
-        print(f"| {name} | {warps} | {stages} | {maxnreg or '-'} | {regs} | {spills} | {fits} |", flush=True)
+def report(cases) -> None:
+    """One table row per (case, launch): registers a thread, spill stores, programs an SM by registers. A case is
+    (name, kernel, its constexprs, [(num_warps, num_stages, maxnreg), ...])."""
+    print("| kernel | warps | stages | maxnreg | registers | spill stores (bytes) | programs an SM by registers |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for name, kernel, consts, launches in cases:
+        for warps, stages, maxnreg in launches:
+            regs, spills = ptxas_report(compiled(kernel, consts, warps, stages, maxnreg).asm["ptx"])
+            fits = 65536 // (-(-int(regs) // 8) * 8 * 32 * warps)  # an SM allocates registers 8 a thread at a time
+            print(f"| {name} | {warps} | {stages} | {maxnreg or '-'} | {regs} | {spills} | {fits} |", flush=True)
+
+
+if __name__ == "__main__":
+    report([(name, kernel, consts if kernel is sk._ssd_bwd_pass_kernel else {**SHAPES, **consts}, launches)
+            for name, kernel, consts, launches in CASES])

@@ -1,80 +1,25 @@
-"""The chunk walks of golf/ssd_xy_kernel.py as they were at commit 5373046 (a program walking CHUNKS chunks, reverted
-in 047bc08; run this from a checkout of 5373046, e.g. `git worktree add /tmp/w 5373046`), compiled as
-offline_regs.py beside it compiles the current kernels. What follows is offline_regs.py's own description.
+"""The chunk walks of golf/ssd_xy_kernel.py as they were at commit 5373046 (a program walking CHUNKS chunks in a
+tl.range loop pipelined with num_stages STAGES; reverted in 047bc08), compiled as offline_regs.py beside this file
+compiles the current kernels (a launch's specialization, sm_90a). Run from a checkout of 5373046, so that `golf` is
+that commit's:
 
-Registers a thread and spill stores of golf's SSD chunk kernels at hybrid_12_b131k's shapes, compiled offline for
-sm_90a on a machine without a GPU (Triton's front end for a stand-in sm_90 target, then its PTX through the ptxas
-that ships with Triton, ptxas-blackwell; the H200 image has Triton 3.6, this machine 3.9, so the H200's counts may
-differ), under each register cap (ptxas's .maxnreg) given.
-
-Unlike the earlier offline scripts beside it (2026-12-02_xy_walk_offline, 2026-12-02_qk_rope_offline), the compile
-here is specialized as Triton's JIT specializes a real launch: the unit strides (each tensor's last) as the
-constant 1, every other stride and every pointer marked divisible by 16. Without that the loads cannot be
-vectorized and the per-element addresses are 64-bit, which overstated the dx kernel's registers (203 against 141).
-Chunk 64, headdim 64, d_state 32; bf16 x, dy, B, C, dstates; fp32 C·B, dt, dA_cumsum, D, states. Run from the root:
-
-    env -u TRITON_INTERPRET TRITON_DEFAULT_FP_FUSION=1 .venv/bin/python \
-        bench/results/2026-12-02_register_caps_offline/offline_regs.py
+    git worktree add /tmp/w 5373046 && cd /tmp/w && env -u TRITON_INTERPRET TRITON_DEFAULT_FP_FUSION=1 \
+        PYTHONPATH=. <this project's .venv>/bin/python <this folder>/walks_at_5373046.py
 """
 
 import os
-import re
-import subprocess
-import tempfile
+import sys
 
-import triton
-import triton.language as tl
-from triton.backends.compiler import GPUTarget
-from triton.compiler import ASTSource
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import golf.ssd_xy_kernel as xk
+from offline_regs import SHAPES, report
 
-TARGET = GPUTarget("cuda", 90, 32)
-PTXAS = os.path.join(os.path.dirname(triton.__file__), "backends/nvidia/bin/ptxas-blackwell")
-BF16 = {"x_ptr", "dy_ptr", "b_ptr", "c_ptr", "ds_ptr", "dst_ptr", "dx_ptr", "y_ptr", "sin_ptr",
-        "dt_ptr", "B_ptr", "C_ptr", "states_ptr", "dstates_ptr"}  # the pass kernel's: raw dt, B, C, bf16 states
-UNIT = {"sx_p", "sy_p", "sdt_l", "scs_l", "scb_j", "sb_n", "sc_n", "sds_p", "sdx_p", "sa_l", "sst_p", "sst_n", "sd_j",
-        "ssi_n", "sdb_n",  # the chunk kernels' last strides; then the pass kernel's (raw dt is a column: h stride 1)
-        "sdt_h", "sB_n", "sC_n", "sdy_p", "ss_n", "sds_n", "sa_c", "sdk_l"}
-# the sizes at hybrid_12_b131k's shapes: Triton specializes an int equal to 1 as that constant and marks one
-# divisible by 16 (12 is neither); every stride not in UNIT is taken as divisible by 16
-SIZES = {"T": 2048, "seqlen": 2048, "chunks": 32, "nchunks": 32, "chunk_size": 64, "heads_per_group": 12,
-         "splits": 1, "hdim": 64, "dstate": 32}
-SHAPES = {"L": 64, "P": 64, "BLOCK_L": 64, "BLOCK_P": 64, "ACC": tl.float32, "DOT": tl.bfloat16}
-# (name, kernel, its other constexprs, [(num_warps, num_stages, maxnreg), ...])
-CASES = [(f"{name} walk {c}", k, {"N": 32, "BLOCK_N": 32, "HAS_D": True, "CHUNKS": c, "STAGES": st}, [(w, 1, None)])
-         for name, k in (("dx", xk._chunk_dx_kernel), ("y", xk._chunk_y_kernel))
-         for c, st, w in ((1, 1, 4), (2, 1, 4), (2, 2, 4), (4, 3, 4), (2, 2, 8), (4, 3, 8))]
+import golf.ssd_xy_kernel as xk  # 5373046's, from the checkout on PYTHONPATH
 
+# (chunks a program walks, the walk's pipeline stages, warps)
+WALKS = ((1, 1, 4), (2, 1, 4), (2, 2, 4), (4, 3, 4), (2, 2, 8), (4, 3, 8))
 
-def compiled(kernel, consts: dict, warps: int, stages: int, maxnreg):
-    ones = {n for n in kernel.arg_names if n in UNIT or SIZES.get(n) == 1}
-    consts = {**consts, **{n: 1 for n in ones}}
-    signature = {n: "constexpr" if n in consts else ("*bf16" if n in BF16 else "*fp32") if n.endswith("_ptr")
-                 else "i32" for n in kernel.arg_names}
-    attrs = {(kernel.arg_names.index(n),): [["tt.divisibility", 16]] for n in kernel.arg_names
-             if n not in consts and SIZES.get(n, 16) % 16 == 0}
-    src = ASTSource(fn=kernel, signature=signature, attrs=attrs,
-                    constexprs={(kernel.arg_names.index(k),): v for k, v in consts.items()})
-    options = {"num_warps": warps, **({"maxnreg": maxnreg} if maxnreg else {})}
-    return triton.compile(src, target=TARGET, options=options)
-
-
-def ptxas_report(ptx: str) -> tuple[str, str]:
-    with tempfile.NamedTemporaryFile("w", suffix=".ptx", delete=False) as f:
-        f.write(ptx)
-    out = subprocess.run([PTXAS, "-arch=sm_90a", "-v", f.name, "-o", "/dev/null"], capture_output=True, text=True,
-                         check=True)
-    os.unlink(f.name)
-    text = out.stderr + out.stdout
-    return re.search(r"Used (\d+) registers", text).group(1), re.search(r"(\d+) bytes spill stores", text).group(1)
-
-
-print("| kernel | warps | stages | maxnreg | registers | spill stores (bytes) | programs an SM by registers |")
-print("|---|---:|---:|---:|---:|---:|---:|")
-for name, kernel, consts, launches in CASES:
-    for warps, stages, maxnreg in launches:
-        shapes = SHAPES
-        regs, spills = ptxas_report(compiled(kernel, {**shapes, **consts}, warps, stages, maxnreg).asm["ptx"])
-        fits = 65536 // (-(-int(regs) // 8) * 8 * 32 * warps)  # an SM allocates a warp's registers 8 a thread at a time
-        print(f"| {name} | {warps} | {stages} | {maxnreg or '-'} | {regs} | {spills} | {fits} |", flush=True)
+report([(f"{name} walk {chunks}", kernel,
+         {**SHAPES, "N": 32, "BLOCK_N": 32, "HAS_D": True, "CHUNKS": chunks, "STAGES": stages}, [(warps, 1, None)])
+        for name, kernel in (("dx", xk._chunk_dx_kernel), ("y", xk._chunk_y_kernel))
+        for chunks, stages, warps in WALKS])
