@@ -144,7 +144,8 @@ def sweep(a: argparse.Namespace, dk, want_parts: dict, names: tuple, inp: dict, 
             print(f"sweep {part} {launch}: {ms:.3f} ms, max rel err {max(errs.values()):.1e}", flush=True)
         best = min(out[part], key=lambda r: r["device_ms"])
         for r in out[part]:
-            rows.append([part, *(v if v is not None else "-" for v in r["launch"]), f"{r['device_ms']:.3f}", f"{r['max_rel_err']:.1e}",
+            launch = (v if v is not None else "-" for v in r["launch"])  # maxnreg None: no cap
+            rows.append([part, *launch, f"{r['device_ms']:.3f}", f"{r['max_rel_err']:.1e}",
                          "fastest" if r is best else ""])
     print(table(rows, ["part", "warps", "stages", "head_split", "maxnreg", "device ms a call", "max rel err", ""]))
 
