@@ -19,6 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from golf.io import write_text_atomic
+from golf.kernel_inputs import MAXNREG_RANGE
 
 
 def add_run_args(ap: argparse.ArgumentParser, warmup: int, rep: int, device_help: str) -> None:
@@ -48,8 +49,9 @@ def register_caps(text: str) -> tuple[int | None, ...]:
         values = tuple(int(v) for v in text.split(","))
     except ValueError:
         values = ()
-    if not values or any(v != 0 and not 24 <= v <= 255 for v in values):
-        raise argparse.ArgumentTypeError(f"expected register caps in [24, 255] or 0 (none) separated by commas, "
+    lo, hi = MAXNREG_RANGE
+    if not values or any(v != 0 and not lo <= v <= hi for v in values):
+        raise argparse.ArgumentTypeError(f"expected register caps in [{lo}, {hi}] or 0 (none) separated by commas, "
                                          f"got {text!r}")
     return tuple(v or None for v in values)
 

@@ -32,12 +32,24 @@ def check_num_warps(op: str, num_warps) -> None:
         raise ValueError(f"{op}: num_warps must be a power of two from 1 to 16, got {num_warps!r}")
 
 
+# the register caps a thread that ptxas's .maxnreg takes
+MAXNREG_RANGE = (24, 255)
+
+
 def check_maxnreg(op: str, maxnreg) -> None:
     """One ValueError line, prefixed `op`, unless maxnreg is None (the kernel's default), 0 (no cap) or a register
-    cap a thread in [24, 255] (ptxas's .maxnreg)."""
+    cap a thread in MAXNREG_RANGE (ptxas's .maxnreg)."""
+    lo, hi = MAXNREG_RANGE
     if maxnreg is not None and (isinstance(maxnreg, bool) or not isinstance(maxnreg, int)
-                                or (maxnreg != 0 and not 24 <= maxnreg <= 255)):
-        raise ValueError(f"{op}: maxnreg must be None, 0 (no cap) or an int in [24, 255], got {maxnreg!r}")
+                                or (maxnreg != 0 and not lo <= maxnreg <= hi)):
+        raise ValueError(f"{op}: maxnreg must be None, 0 (no cap) or an int in [{lo}, {hi}], got {maxnreg!r}")
+
+
+def maxnreg_option(maxnreg: int | None, default: int | None) -> dict:
+    """A launch's register-cap keyword: {"maxnreg": cap} for cap = maxnreg, or `default` when maxnreg is None; {}
+    (the compiler's choice) when that is 0 or None."""
+    cap = default if maxnreg is None else maxnreg
+    return {"maxnreg": cap} if cap else {}
 
 
 def check_chunk_layout(op: str, x: torch.Tensor, dt: torch.Tensor, CB: torch.Tensor

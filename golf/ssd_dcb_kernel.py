@@ -57,7 +57,14 @@ import triton
 import triton.language as tl
 from triton.runtime.interpreter import InterpretedFunction
 
-from golf.kernel_inputs import TL_DTYPES, check_chunk_layout, check_dtypes_and_device, check_runs_here
+from golf.kernel_inputs import (
+    MAXNREG_RANGE,
+    TL_DTYPES,
+    check_chunk_layout,
+    check_dtypes_and_device,
+    check_runs_here,
+    maxnreg_option,
+)
 from golf.ssm import compute_dtype
 
 
@@ -229,10 +236,11 @@ def _check(op, x, dt, dA_cumsum, dy, CB, dot_dtype, launch, B=None, dstates=None
     if dot_dtype is not None and dot_dtype not in TL_DTYPES:
         raise ValueError(f"{op}: dot_dtype must be None or one of {list(TL_DTYPES)}, got {dot_dtype}")
     per_group = h // g
+    lo, hi = MAXNREG_RANGE
     if launch is not None and (not isinstance(launch, Launch) or min(launch[:3]) < 1 or per_group % launch.head_split
-                               or (launch.maxnreg is not None and not 24 <= launch.maxnreg <= 255)):
+                               or (launch.maxnreg is not None and not lo <= launch.maxnreg <= hi)):
         raise ValueError(f"{op}: launch must be a Launch of positive ints whose head_split divides the {per_group} "
-                         f"heads of a group and whose maxnreg is None or in [24, 255], got {launch!r}")
+                         f"heads of a group and whose maxnreg is None or in [{lo}, {hi}], got {launch!r}")
     check_runs_here(op, x, interpreted())
 
 
@@ -283,7 +291,7 @@ def _launch(x, dt, dA_cumsum, dout, CB, dot_dtype, launch, B=None, dstates=None,
             L=size, P=p, N=n, BLOCK_L=max(16, triton.next_power_of_2(size)), BLOCK_P=max(16, triton.next_power_of_2(p)),
             BLOCK_N=max(16, triton.next_power_of_2(n)), WITH_DX=with_dx, WITH_STATES=with_states,
             ACC=TL_DTYPES[acc], DOT=TL_DTYPES[dot], ATOMIC=atomic, num_warps=launch.num_warps,
-            num_stages=launch.num_stages, **({} if launch.maxnreg is None else {"maxnreg": launch.maxnreg}))
+            num_stages=launch.num_stages, **maxnreg_option(launch.maxnreg, None))
     else:
         for v in (dcb, dda) + ((dx, ddt, dD) if with_dx else ()) + ((db, dc) if with_states else ()):
             v.zero_()

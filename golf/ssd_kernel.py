@@ -117,7 +117,13 @@ import triton
 import triton.language as tl
 from triton.runtime.interpreter import InterpretedFunction
 
-from golf.kernel_inputs import TL_DTYPES, check_dtypes_and_device, check_maxnreg, check_runs_here
+from golf.kernel_inputs import (
+    TL_DTYPES,
+    check_dtypes_and_device,
+    check_maxnreg,
+    check_runs_here,
+    maxnreg_option,
+)
 from golf.ssm import compute_dtype
 
 HEAD_SUMS = ("atomic", "sum")
@@ -736,12 +742,6 @@ def _pass(role, x, dt, A, B, C, chunk_size, dt_bias, initial_states, dy, dfinal,
         STORE_FINAL=final is not None, ROLE=-1 if role is None else role, STORE_DDA=dda is not None, **consts)
 
 
-def _cap(role: int, maxnreg: int | None) -> dict:
-    """The pass kernel's register-cap launch option for `role`: maxnreg, or PASS_MAXNREG's when None; none for 0."""
-    cap = PASS_MAXNREG[role] if maxnreg is None else maxnreg
-    return {"maxnreg": cap} if cap else {}
-
-
 def _consts(x, chunk_size, n, dt_softplus, dt_bias, dot_dtype, num_warps) -> dict:
     """The launch arguments every kernel takes alike."""
     return dict(BL=_block(chunk_size), BP=_block(x.shape[3]), BN=_block(n), SOFTPLUS=dt_softplus,
@@ -811,7 +811,7 @@ def chunk_states(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Te
     check_maxnreg("ssd_scan", maxnreg)
     b, l, h, p = x.shape
     n = B.shape[3]
-    consts = _consts(x, chunk_size, n, dt_softplus, dt_bias, None, num_warps) | _cap(0, maxnreg)
+    consts = _consts(x, chunk_size, n, dt_softplus, dt_bias, None, num_warps) | maxnreg_option(maxnreg, PASS_MAXNREG[0])
     states = torch.empty(b, triton.cdiv(l, chunk_size), h, p, n, dtype=states_dtype or compute_dtype(x),
                          device=x.device)
     if states.numel():
@@ -845,7 +845,7 @@ def chunk_state_grads(dy: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, C: to
         raise ValueError(f"ssd_scan: states must be a ({b}, {chunks}, {h}, {p}, {n}) tensor on {dy.device}, got "
                          f"{tuple(states.shape)} on {states.device}")
     check_dtypes_and_device("ssd_scan", dy, (("states", states),))  # its dtype (None passes)
-    consts = _consts(dy, chunk_size, n, dt_softplus, dt_bias, None, num_warps) | _cap(1, maxnreg)
+    consts = _consts(dy, chunk_size, n, dt_softplus, dt_bias, None, num_warps) | maxnreg_option(maxnreg, PASS_MAXNREG[1])
     dstates = torch.empty(b, chunks, h, p, n, dtype=states_dtype or dy.dtype, device=dy.device)
     dda = torch.empty(b, h, chunks, dtype=compute_dtype(dy), device=dy.device) if states is not None else None
     if dstates.numel():

@@ -40,6 +40,7 @@ from golf.kernel_inputs import (
     check_maxnreg,
     check_num_warps,
     check_runs_here,
+    maxnreg_option,
 )
 from golf.ssd_dcb_kernel import _chunked, _decay, _per_head
 from golf.ssm import compute_dtype
@@ -187,8 +188,7 @@ def _check(op: str, x, dt, dA_cumsum, CB, BC, states, states_name, D, dot_dtype,
 
 def _launch(kernel: str, num_warps: int | None, maxnreg: int | None) -> dict:
     """The launch options: num_warps (None: LAUNCH's), maxnreg (None: MAXNREG's; 0: no cap)."""
-    cap = MAXNREG[kernel] if maxnreg is None else maxnreg
-    return {"num_warps": num_warps or LAUNCH[kernel], **({"maxnreg": cap} if cap else {})}
+    return {"num_warps": num_warps or LAUNCH[kernel], **maxnreg_option(maxnreg, MAXNREG[kernel])}
 
 
 def _consts(x: torch.Tensor, size: int, n: int, D, dot_dtype) -> dict:
