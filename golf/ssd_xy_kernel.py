@@ -48,9 +48,10 @@ from golf.ssm import compute_dtype
 # warps a program, by kernel; MAXNREG: the register cap a thread (ptxas's .maxnreg), None for the compiler's choice.
 # An SM's 65,536 registers hold four 4-warp programs at <= 128 a thread, three at <= 168: the dx kernel compiles to
 # 128 (offline for sm_90a with Triton 3.9, bench/RESULTS.md 2026-12-02 CPU block), at that edge, which a cap holds
-# whatever the compiler version.
+# whatever the compiler version. On an H200 (bench/ssd_xy_bench.py --sweep, RESULTS twenty-third block) dx at 128
+# takes 0.294 ms a call against 0.311 uncapped; y's caps moved it by less than the runs differ (0.209-0.218).
 LAUNCH = {"y": 4, "dx": 4}
-MAXNREG: dict[str, int | None] = {"y": None, "dx": None}
+MAXNREG: dict[str, int | None] = {"y": None, "dx": 128}
 
 
 @triton.jit
