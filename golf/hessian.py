@@ -157,14 +157,41 @@ def sampled_batches(model: nn.Module, cfg: CalibConfig, device: torch.device | s
         model.train(was_training)
 
 
+@torch.no_grad()
+def warm_up(model: nn.Module, cfg: CalibConfig, device: torch.device | str,
+            autocast_dtype: torch.dtype | None = None, rank: int = 0, world: int = 1) -> float:
+    """One untimed forward of all-zero tokens at the first calibration batch's shape, in eval mode under the
+    calibration's autocast, no hooks: the Triton and CuTe kernels of the eval-mode model compile here (18 s on a
+    cold H200 for hybrid_12_b131k, bench/RESULTS.md twenty-third block, against well under 1 s for the other seven
+    batches). The training loop keeps its first step's compile off the budget the same way (train.warmup_s);
+    no data is read. Returns the seconds it took."""
+    device = torch.device(device)
+    b = min(cfg.batch_seqs, _my_share(cfg.num_sequences, rank, world))
+    if b < 1:
+        return 0.0
+    t0 = time.time()
+    was_training = model.training
+    model.eval()
+    try:
+        with autocast(device, autocast_dtype):
+            model(torch.zeros(b, cfg.seq_len, dtype=torch.long, device=device))
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+    finally:
+        model.train(was_training)
+    return round(time.time() - t0, 3)
+
+
 def calibrate(model: nn.Module, data_dir: str | Path, cfg: CalibConfig, device: torch.device | str,
               autocast_dtype: torch.dtype | None = None,
               progress: Callable[[int, int], None] | None = None) -> tuple[dict[str, torch.Tensor], dict]:
     """Hessians of every linear layer over cfg.num_sequences calibration sequences (all ranks together).
-    Returns (hessians, info) with info = layers, samples (sequences), tokens, secs, source, seq_len.
+    Returns (hessians, info) with info = layers, samples (sequences), tokens, secs, warmup_s, source, seq_len:
+    secs (what calib.reserve_s is checked against) starts after `warm_up`, whose seconds are warmup_s.
     progress(sequences done, this rank's sequences) is called after each batch."""
-    t0 = time.time()
     rank, world = _dist_world()
+    warmup_s = warm_up(model, cfg, device, autocast_dtype, rank, world)
+    t0 = time.time()
     if cfg.source == "train":
         batches = train_batches(data_dir, cfg, rank, world)
     elif cfg.source == "self":
@@ -175,7 +202,7 @@ def calibrate(model: nn.Module, data_dir: str | Path, cfg: CalibConfig, device: 
         batches = counted(batches, _my_share(cfg.num_sequences, rank, world), progress)
     hess, n_tokens = collect_hessians(model, batches, device, autocast_dtype)
     info = {"layers": len(hess), "samples": n_tokens // cfg.seq_len, "tokens": n_tokens, "source": cfg.source,
-            "seq_len": cfg.seq_len, "world_size": world, "secs": round(time.time() - t0, 3)}
+            "seq_len": cfg.seq_len, "world_size": world, "secs": round(time.time() - t0, 3), "warmup_s": warmup_s}
     return hess, info
 
 

@@ -108,6 +108,29 @@ def test_calibration_reads_train_shards_only(tmp_path, monkeypatch):
     assert set(info) >= {"layers", "samples", "tokens", "secs"}
 
 
+def test_warm_up_runs_one_eval_forward_outside_the_timed_calibration(tmp_path, monkeypatch):
+    """calibrate's warm-up (the eval-mode kernels compile there) runs once, before the clock, on zeros at the first
+    batch's shape; its seconds are reported apart and its tokens add nothing to the Hessians."""
+    torch.manual_seed(0)
+    data = _data_dir(tmp_path)
+    m = StandInLM().train()
+    seen = []
+    m.register_forward_pre_hook(lambda mod, args: seen.append((args[0].clone(), mod.training)))
+    cfg = CalibConfig(source="train", num_sequences=6, seq_len=16, batch_seqs=4, seed=3)
+    hess, info = calibrate(m, data, cfg, "cpu")
+    assert m.training  # restored
+    (first, first_training), rest = seen[0], seen[1:]
+    assert first.shape == (4, 16) and not first.any() and not first_training
+    assert [x.shape for x, _ in rest] == [(4, 16), (2, 16)]
+    assert info["tokens"] == 96 and info["warmup_s"] >= 0 and info["secs"] >= 0
+    expect, _ = collect_hessians(m, [x for x, _ in rest], "cpu")
+    for name in expect:
+        torch.testing.assert_close(hess[name], expect[name])
+    # a rank with fewer sequences than a batch warms up at its own share
+    assert golf.hessian.warm_up(m, CalibConfig(num_sequences=3, seq_len=8, batch_seqs=4), "cpu", rank=1, world=2) >= 0
+    assert seen[-1][0].shape == (1, 8)
+
+
 def test_calibration_code_can_only_name_the_train_split():
     """Structural: the only shard listing in the calibration code asks for the constant "train"; the string
     "val" appears nowhere in it, so no params value can route validation data into calibration."""
