@@ -108,7 +108,7 @@ def test_calibration_reads_train_shards_only(tmp_path, monkeypatch):
     assert set(info) >= {"layers", "samples", "tokens", "secs"}
 
 
-def test_warm_up_runs_one_eval_forward_outside_the_timed_calibration(tmp_path, monkeypatch):
+def test_warm_up_runs_one_eval_forward_outside_the_timed_calibration(tmp_path):
     """calibrate's warm-up (the eval-mode kernels compile there) runs once, before the clock, on zeros at the first
     batch's shape; its seconds are reported apart and its tokens add nothing to the Hessians."""
     torch.manual_seed(0)
