@@ -241,8 +241,9 @@ def load_hessians(path: str | Path, device: torch.device | str = "cpu") -> tuple
 
 def calibration_budget(hessian_s: float | None, gptq_s: float, reserve_s: float, wallclock_s: float) -> dict:
     """The challenge counts calibration inside the training budget: the train stage leaves calib.reserve_s of
-    train.wallclock_s unused, and hessian + GPTQ seconds must fit in it. Returns the record for the metrics;
-    GolfError when they do not fit (checked only with a reserve and a wallclock budget)."""
+    train.wallclock_s unused, and hessian + GPTQ seconds must fit in it. Returns the record for the metrics, with
+    unused_s, the reserve's seconds that neither training nor calibration used (what a smaller reserve would give
+    back to training); GolfError when they do not fit (checked only with a reserve and a wallclock budget)."""
     rec = {"hessian_s": hessian_s, "gptq_s": round(gptq_s, 3), "reserve_s": reserve_s,
            "checked": reserve_s > 0 and wallclock_s > 0}
     if hessian_s is not None:
@@ -255,4 +256,5 @@ def calibration_budget(hessian_s: float | None, gptq_s: float, reserve_s: float,
             raise GolfError(f"calibration took {rec['calib_s']:.1f} s (hessian {hessian_s:.1f} s + GPTQ {gptq_s:.1f} s), "
                             f"over calib.reserve_s = {reserve_s:g} s of the training budget: raise calib.reserve_s "
                             "or calibrate on fewer sequences (calib.num_sequences)")
+        rec["unused_s"] = round(reserve_s - rec["calib_s"], 3)
     return rec

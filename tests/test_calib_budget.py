@@ -43,8 +43,10 @@ def test_train_stage_passes_the_reduced_budget(monkeypatch, tmp_path):
 
 def test_calibration_budget_record_and_error():
     rec = calibration_budget(3.0, 2.5, 20.0, 240.0)
-    assert rec == {"hessian_s": 3.0, "gptq_s": 2.5, "reserve_s": 20.0, "checked": True, "calib_s": 5.5}
-    assert not calibration_budget(30.0, 2.5, 0.0, 240.0)["checked"]  # no reserve: recorded, not checked
+    assert rec == {"hessian_s": 3.0, "gptq_s": 2.5, "reserve_s": 20.0, "checked": True, "calib_s": 5.5,
+                   "unused_s": 14.5}
+    unchecked = calibration_budget(30.0, 2.5, 0.0, 240.0)  # no reserve: recorded, not checked
+    assert not unchecked["checked"] and "unused_s" not in unchecked
     with pytest.raises(GolfError, match=r"calibration took 22.5 s \(hessian 20.0 s \+ GPTQ 2.5 s\), over "
                                         r"calib.reserve_s = 20 s"):
         calibration_budget(20.0, 2.5, 20.0, 240.0)
