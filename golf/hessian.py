@@ -161,9 +161,9 @@ def sampled_batches(model: nn.Module, cfg: CalibConfig, device: torch.device | s
 def warm_up(model: nn.Module, cfg: CalibConfig, device: torch.device | str,
             autocast_dtype: torch.dtype | None = None, rank: int = 0, world: int = 1) -> float:
     """One untimed forward of all-zero tokens at the first calibration batch's shape, in eval mode under the
-    calibration's autocast, no hooks: the Triton and CuTe kernels of the eval-mode model compile here (18 s on a
-    cold H200 for hybrid_12_b131k, bench/RESULTS.md twenty-third block, against well under 1 s for the other seven
-    batches). The training loop keeps its first step's compile off the budget the same way (train.warmup_s);
+    calibration's autocast, no hooks: whatever the eval-mode model compiles at its first call (golf's Triton
+    kernels, FA4's where it runs) compiles here. Timed inside, hybrid_12_b131k's first batch took 18 s on a cold
+    H200 and the other seven well under 1 s together (bench/RESULTS.md twenty-third block). The training loop keeps its first step's compile off the budget the same way (train.warmup_s);
     no data is read. Returns the seconds it took."""
     device = torch.device(device)
     b = min(cfg.batch_seqs, _my_share(cfg.num_sequences, rank, world))
