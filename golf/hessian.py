@@ -163,8 +163,9 @@ def warm_up(model: nn.Module, cfg: CalibConfig, device: torch.device | str,
     """One untimed forward of all-zero tokens at the first calibration batch's shape, in eval mode under the
     calibration's autocast, no hooks: whatever the eval-mode model compiles at its first call (golf's Triton
     kernels, FA4's where it runs) compiles here. Timed inside, hybrid_12_b131k's first batch took 18 s on a cold
-    H200 and the other seven well under 1 s together (bench/RESULTS.md twenty-third block). The training loop keeps its first step's compile off the budget the same way (train.warmup_s);
-    no data is read. Returns the seconds it took."""
+    H200 and the other seven well under 1 s together (bench/RESULTS.md twenty-third block). The training loop
+    keeps its first step's compile off the budget the same way (train.warmup_s); no data is read. Returns the
+    seconds it took."""
     device = torch.device(device)
     b = min(cfg.batch_seqs, _my_share(cfg.num_sequences, rank, world))
     if b < 1:
