@@ -89,7 +89,8 @@ class Launch(NamedTuple):
 # (mamba-ssm's two kernels 0.487), dx 0.828 (mamba-ssm's three 0.932); every head_split above 1 was slower. "chunk"
 # keeps the one launch that has run there (1.33 ms against 1.24): its sweep faulted at Launch(4, 1, 1). "dA" under
 # a cap of 128 (twenty-third block, Triton 3.6): 4 warps, 2 stages 0.262 ms against 0.315 for 8 warps uncapped; at
-# 4 warps the cap is what matters (0.364 uncapped), so Triton 3.6 compiles that launch above 128 a thread.
+# 4 warps the cap is what matters (0.364 uncapped): offline that launch takes 199-245 registers a thread, two
+# programs an SM, and under the cap four, with a few spills.
 LAUNCH = {"dA": Launch(4, 2, 1, 128), "dx": Launch(4, 1, 1), "chunk": Launch(8, 3, 1)}
 
 
