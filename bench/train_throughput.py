@@ -8,7 +8,8 @@ the batches in page-locked or ordinary host memory. Compare variants with --set,
     python bench/train_throughput.py configs/baseline_attn.yaml --steps 12 --set model.residual_dtype=fp32
 
 Prints one JSON line and writes it to $OUT/throughput_<label>.json: first step (compile + warm-up) seconds,
-steady ms/step and tokens/s over the timed steps (after WARMUP_STEPS untimed ones), peak memory.
+steady ms/step and tokens/s over the timed steps (after WARMUP_STEPS untimed ones), peak memory, and the SM clock
+and power draw nvidia-smi sampled over the timed steps (gpu_clock, golf.gpu_samples: lent machines differ).
 `--profile-steps K` then runs K more steps under torch.profiler and adds where the compiled step's device time
 goes: milliseconds per step by kernel family (GEMMs, attention, the SSD scan, causal conv, gated norm, inductor's
 fused kernels, eager elementwise, optimizer foreach kernels, copies), the top kernels by name, the share of wall
@@ -34,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from golf.config import load_params
 from golf.data import write_shard
+from golf.gpu_samples import ClockSamples
 from golf.io import write_text_atomic
 from golf.loaders import TokenLoader
 from golf.model import build_model, count_params
@@ -151,12 +153,13 @@ def main(argv: list[str] | None = None) -> dict:
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    t0 = time.perf_counter()
-    for i in range(args.steps):
-        loss = step(WARMUP_STEPS + i)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    step_s = (time.perf_counter() - t0) / args.steps
+    with ClockSamples(device) as clock:  # the SM clock the timed steps ran at (golf.gpu_samples says why)
+        t0 = time.perf_counter()
+        for i in range(args.steps):
+            loss = step(WARMUP_STEPS + i)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        step_s = (time.perf_counter() - t0) / args.steps
     tokens = accum * micro * tcfg.seq_len
     out = {"label": args.label or Path(args.config).stem, "config": args.config, "sets": args.sets,
            "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu", "torch": torch.__version__,
@@ -166,7 +169,8 @@ def main(argv: list[str] | None = None) -> dict:
            "first_step_s": round(first_s, 2),
            "ms_per_step": round(step_s * 1e3, 2),
            "tok_per_s": round(tokens / step_s), "last_loss": round(loss, 4),
-           "peak_mem_mb": round(torch.cuda.max_memory_allocated() / 2**20) if device.type == "cuda" else None}
+           "peak_mem_mb": round(torch.cuda.max_memory_allocated() / 2**20) if device.type == "cuda" else None,
+           "gpu_clock": clock.summary()}
     if compiles(tcfg, device):
         out["compiled_graphs"] = compiled_graph_stats()
     if args.profile_steps:

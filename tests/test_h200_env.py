@@ -3,6 +3,7 @@ on and where their prepared data goes; the settings must load as golf params."""
 
 import shutil
 import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -394,3 +395,32 @@ def test_sweep_variant_env_words_set_a_variable_for_that_variant():
                          text=True, check=False)
     assert bad.returncode == 2
     assert bad.stderr.strip() == "variant word 'env=9X': expected env=<NAME>=<value>"
+
+
+def test_throughput_sweep_summary_names_the_sm_clock(tmp_path):
+    """The sweep's one line a variant (from the JSONs in $OUT) carries the SM clock and power nvidia-smi sampled over
+    the timed steps (golf.gpu_samples); a JSON whose clock was unavailable prints no clock."""
+    stub = tmp_path / "bin"
+    stub.mkdir()
+    # python3: the summary's heredoc runs in the real interpreter; a variant writes the JSON train_throughput.py would
+    (stub / "python3").write_text(
+        '#!/usr/bin/env bash\n'
+        'if [ "$1" = -c ]; then case "$2" in *causal_conv1d*) echo 1;; esac; exit 0; fi\n'
+        f'if [ "$1" = - ]; then exec {sys.executable} "$@"; fi\n'
+        'while [ $# -gt 0 ]; do [ "$1" = --label ] && label=$2; shift; done\n'
+        'case "$label" in *x=1*) clock=\'{"unavailable": "nvidia-smi not found on PATH"}\';;\n'
+        '  *) clock=\'{"sm_clock_mhz": 1755, "power_w": 690.5, "samples": 9}\';; esac\n'
+        'mkdir -p "$OUT"\n'
+        'echo "{\\"label\\": \\"$label\\", \\"ms_per_step\\": 64.0, \\"tok_per_s\\": 2048000, \\"first_step_s\\": 16.5,'
+        ' \\"gpu_clock\\": $clock}" > "$OUT/throughput_${label//[^A-Za-z0-9_.-]/-}.json"\n'
+        'echo done\n')
+    (stub / "python3").chmod(0o755)
+    out = tmp_path / "out"
+    res = subprocess.run(["bash", "bench/h200/h200_throughput_sweep.sh", "", "x=1"], cwd=ROOT,
+                         env={"PATH": f"{stub}:/usr/bin:/bin", "OUT": str(out)}, capture_output=True, text=True,
+                         check=False)
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    assert "hybrid_12: 64.0 ms/step, 2,048,000 tok/s, first step 16.5 s, SM 1755 MHz at 690.5 W" in lines
+    assert "hybrid_12__x=1: 64.0 ms/step, 2,048,000 tok/s, first step 16.5 s" in lines
+    assert (out / "throughput.tgz").is_file()

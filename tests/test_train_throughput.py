@@ -25,6 +25,7 @@ def test_cpu_run_with_profile_writes_its_json(tmp_path, monkeypatch):
     out = tt.main([str(REPO / "params.yaml"), "--steps", "1", "--profile-steps", "1", "--label", "demo x=1",
                    "--set", "train.max_steps=5", *TINY])
     assert out["ms_per_step"] > 0 and out["tok_per_s"] > 0 and out["tokens_per_step"] == 256
+    assert out["gpu_clock"] == {"unavailable": "device cpu is not CUDA"}  # golf.gpu_samples: no clock invented
     prof = out["profile"]
     assert prof["timeline"] == "CPU ops (self time)" and prof["steps"] == 1
     assert prof["ms_per_step"] == pytest.approx(sum(prof["by_family_ms"].values()), rel=1e-2, abs=0.05)

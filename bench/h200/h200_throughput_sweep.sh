@@ -63,7 +63,9 @@ for path in sys.argv[1:]:
     r = json.load(open(path))
     fams = ", ".join(f"{k} {v}" for k, v in list((r.get("profile") or {}).get("by_family_ms", {}).items())[:5])
     graphs = r.get("compiled_graphs")
+    clock = r.get("gpu_clock") or {}
     print(f"{r['label']}: {r['ms_per_step']} ms/step, {r['tok_per_s']:,} tok/s, first step {r['first_step_s']} s"
+          + (f", SM {clock['sm_clock_mhz']} MHz at {clock['power_w']} W" if "sm_clock_mhz" in clock else "")
           + (f", {graphs['graphs']} graphs, {graphs['graph_breaks']} breaks" if graphs else "")
           + (f"; ms/step by family: {fams}" if fams else ""))
 PY
