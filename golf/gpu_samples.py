@@ -76,10 +76,19 @@ class ClockSamples:
         if exe is None:
             self._why = f"{self.smi} not found on PATH"
             return self
+        try:  # a measurement beside the benchmark: whatever fails here is reported, never raised into the timing
+            gpu = device_id(self.device)
+        except Exception as e:  # noqa: BLE001 (torch versions differ in what a device's properties hold)
+            self._why = f"no nvidia-smi id for {self.device}: {type(e).__name__}: {e}"
+            return self
         self._log = tempfile.TemporaryFile("w+")
-        self._proc = subprocess.Popen([exe, "-i", device_id(self.device), f"--query-gpu={QUERY}",
-                                       "--format=csv,noheader,nounits", f"--loop-ms={self.interval_ms}"],
-                                      stdout=self._log, stderr=subprocess.DEVNULL, text=True)
+        try:
+            self._proc = subprocess.Popen([exe, "-i", gpu, f"--query-gpu={QUERY}", "--format=csv,noheader,nounits",
+                                           f"--loop-ms={self.interval_ms}"],
+                                          stdout=self._log, stderr=subprocess.DEVNULL, text=True)
+        except OSError as e:
+            self._log.close()
+            self._why = f"{self.smi} could not start: {e}"
         return self
 
     def __exit__(self, *exc) -> None:

@@ -58,6 +58,14 @@ def test_says_why_when_there_is_no_number(tmp_path, monkeypatch):
     with ClockSamples("cuda", interval_ms=20) as clock:
         time.sleep(0.2)
     assert "returned no sample" in clock.summary()["unavailable"]
+    def no_uuid(device):
+        raise AttributeError("'_CudaDeviceProperties' object has no attribute 'uuid'")
+
+    monkeypatch.setattr(gs, "device_id", no_uuid)
+    with ClockSamples("cuda") as clock:
+        pass
+    assert clock.summary() == {"unavailable": "no nvidia-smi id for cuda: AttributeError: '_CudaDeviceProperties' "
+                                              "object has no attribute 'uuid'"}
     with pytest.raises(ValueError, match="interval_ms must be >= 1, got 0"):
         ClockSamples("cuda", interval_ms=0)
 
