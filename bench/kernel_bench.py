@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from golf.io import write_text_atomic
-from golf.kernel_inputs import MAXNREG_RANGE
+from golf.kernel_inputs import MAXNREG_RANGE, check_maxnreg
 
 
 def add_run_args(ap: argparse.ArgumentParser, warmup: int, rep: int, device_help: str) -> None:
@@ -47,12 +47,12 @@ def register_caps(text: str) -> tuple[int | None, ...]:
     no cap, the compiler's choice."""
     try:
         values = tuple(int(v) for v in text.split(","))
+        for v in values:
+            check_maxnreg("--maxnreg", v)
     except ValueError:
-        values = ()
-    lo, hi = MAXNREG_RANGE
-    if not values or any(v != 0 and not lo <= v <= hi for v in values):
+        lo, hi = MAXNREG_RANGE
         raise argparse.ArgumentTypeError(f"expected register caps in [{lo}, {hi}] or 0 (none) separated by commas, "
-                                         f"got {text!r}")
+                                         f"got {text!r}") from None
     return tuple(v or None for v in values)
 
 
