@@ -73,9 +73,9 @@ class Launch(NamedTuple):
     head_split programs sharing a group's heads (each walks heads_per_group / head_split of them; above 1 the sums
     over the group's heads, dCB, dB and dC, are added to zeroed outputs with atomics, so their summation order
     varies from run to run); maxnreg caps the registers a thread may use (ptxas's .maxnreg; None: the compiler's
-    choice). Why a cap: an SM holds 65,536 registers, so a program of 8 warps fits twice only at <= 128 a thread;
-    the "dA" part compiles to 128 (offline for sm_90a with Triton 3.9, bench/RESULTS.md 2026-12-02 CPU block), at
-    that edge, which a cap holds whatever the compiler version."""
+    choice). Why a cap: an SM holds 65,536 registers, so a program of 4 warps fits four times only at <= 128 a
+    thread, one of 8 warps twice; uncapped, the "dA" part compiles to 199-245 at 4 warps and to 128 at 8 (offline
+    for sm_90a with Triton 3.9, bench/RESULTS.md 2026-12-02), and a cap holds 128 whatever the compiler version."""
 
     num_warps: int
     num_stages: int
