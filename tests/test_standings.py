@@ -17,7 +17,7 @@ spec.loader.exec_module(standings)
 
 # each config's Welch report (its `runs` side), built by bench/results_report.py from the same folders
 REPORTS = {"hybrid_seed_fit": "2026-11-30_hybrid_seed_fit_vs_attn_fit_ttt",
-           "hybrid_12_b131k": "2026-11-29_hybrid_12_b131k_vs_baseline_attn_b131k",
+           "hybrid_12_b131k": "2026-12-02_hybrid_12_b131k_vs_baseline_attn_b131k",
            "hybrid_12_b262k": "2026-11-29_b262k_hybrid_12_vs_baseline_attn",
            "hybrid_12": "2026-11-29_3seed_hybrid_12_vs_baseline_attn",
            "baseline_attn": "2026-11-29_3seed_baseline_attn_vs_anchor"}
