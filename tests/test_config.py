@@ -37,6 +37,11 @@ def _flat(params) -> dict:
                                             "train.inductor_options": ["triton.mix_order_reduction=false",
                                                                        "combo_kernels=true"]}),
     ("baseline_attn_b131k", "baseline_attn_b262k", {"train.batch_tokens": 131072}),
+    ("baseline_attn_b131k_golf", "baseline_attn_b131k", {"model.attn_backend": "flash4", "model.block_norm": "golf_fold",
+                                                         "model.qk_rope": "golf",
+                                                         "train.compile_mode": "reduce-overhead",
+                                                         "train.inductor_options": ["triton.mix_order_reduction=false",
+                                                                                    "combo_kernels=true"]}),
     ("hybrid_mlp_tuned_b65k_fit", "hybrid_mlp_tuned_fit", {"train.batch_tokens": 65536, "train.checkpoint_every": 400,
                                                            "train.compile_mode": "reduce-overhead"}),
 ])
