@@ -399,7 +399,8 @@ def test_sweep_variant_env_words_set_a_variable_for_that_variant():
 
 def test_throughput_sweep_summary_names_the_sm_clock(tmp_path):
     """The sweep's one line a variant (from the JSONs in $OUT) carries the SM clock and power nvidia-smi sampled over
-    the timed steps (golf.gpu_samples); a JSON whose clock was unavailable prints no clock."""
+    the timed steps (golf.gpu_samples) and, from a profile, the device's busy share; a JSON whose clock was
+    unavailable prints no clock, one without a profile no busy share."""
     stub = tmp_path / "bin"
     stub.mkdir()
     # python3: the summary's heredoc runs in the real interpreter; a variant writes the JSON train_throughput.py would
@@ -408,11 +409,11 @@ def test_throughput_sweep_summary_names_the_sm_clock(tmp_path):
         'if [ "$1" = -c ]; then case "$2" in *causal_conv1d*) echo 1;; esac; exit 0; fi\n'
         f'if [ "$1" = - ]; then exec {sys.executable} "$@"; fi\n'
         'while [ $# -gt 0 ]; do [ "$1" = --label ] && label=$2; shift; done\n'
-        'case "$label" in *x=1*) clock=\'{"unavailable": "nvidia-smi not found on PATH"}\';;\n'
-        '  *) clock=\'{"sm_clock_mhz": 1755, "power_w": 690.5, "samples": 9}\';; esac\n'
+        'case "$label" in *x=1*) fields=\'{"unavailable": "nvidia-smi not found on PATH"}\';;\n'
+        '  *) fields=\'{"sm_clock_mhz": 1755, "power_w": 690.5, "samples": 9}, "profile": {"device_busy_frac": 0.5814}\';; esac\n'
         'mkdir -p "$OUT"\n'
         'echo "{\\"label\\": \\"$label\\", \\"ms_per_step\\": 64.0, \\"tok_per_s\\": 2048000, \\"first_step_s\\": 16.5,'
-        ' \\"gpu_clock\\": $clock}" > "$OUT/throughput_${label//[^A-Za-z0-9_.-]/-}.json"\n'
+        ' \\"gpu_clock\\": $fields}" > "$OUT/throughput_${label//[^A-Za-z0-9_.-]/-}.json"\n'
         'echo done\n')
     (stub / "python3").chmod(0o755)
     out = tmp_path / "out"
@@ -421,6 +422,6 @@ def test_throughput_sweep_summary_names_the_sm_clock(tmp_path):
                          check=False)
     assert res.returncode == 0, res.stderr
     lines = res.stdout.splitlines()
-    assert "hybrid_12: 64.0 ms/step, 2,048,000 tok/s, first step 16.5 s, SM 1755 MHz at 690.5 W" in lines
+    assert "hybrid_12: 64.0 ms/step, 2,048,000 tok/s, first step 16.5 s, SM 1755 MHz at 690.5 W, device busy 58%" in lines
     assert "hybrid_12__x=1: 64.0 ms/step, 2,048,000 tok/s, first step 16.5 s" in lines
     assert (out / "throughput.tgz").is_file()
