@@ -39,3 +39,24 @@ def test_table_has_one_row_per_config_best_ttt_first():
     assert len(lines) == 2 + len(standings.GROUPS)
     ttt = [float(line.split("|")[9].split("±")[0]) for line in lines[2:]]
     assert ttt == sorted(ttt)
+
+
+def _table_after(text: str, header: str) -> list[str]:
+    """The markdown table that starts at `header`: its lines up to the first line that is not a table row."""
+    lines = text[text.index(header):].splitlines()
+    end = next((i for i, line in enumerate(lines) if not line.startswith("|")), len(lines))
+    return lines[:end]
+
+
+def test_results_and_readme_tables_are_the_scripts_rows():
+    """bench/RESULTS.md opens with the table bench/standings.py prints, and the README's short table (config,
+    params, mean artifact bytes, mean TTT BPB) has the same rows in the same order: a row filed in one place and
+    not the other fails here."""
+    rows = sorted((standings.group_row(n, p) for n, p in standings.GROUPS.items()), key=lambda r: r["ttt_bpb"]["mean"])
+    printed = standings.markdown(rows).splitlines()
+    results = (REPO / "bench" / "RESULTS.md").read_text()
+    assert _table_after(results, printed[0]) == printed
+    readme = _table_after((REPO / "README.md").read_text(), "| config | params | artifact bytes (mean) | TTT BPB |")
+    expected = [f"| {r['config']} | {r['params']['mean']:,.0f} | {r['artifact_bytes']['mean']:,.0f} | "
+                f"{r['ttt_bpb']['mean']:.4f} |" for r in rows]
+    assert readme[2:] == expected
