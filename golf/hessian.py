@@ -48,6 +48,17 @@ def _exact_fp32_matmul():
         torch.backends.cuda.matmul.allow_tf32 = old
 
 
+@contextlib.contextmanager
+def _eval_mode(model: nn.Module):
+    """The model in eval mode for the block (calibration runs it as it is scored), its own mode restored after."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
 @torch.no_grad()
 def collect_hessians(model: nn.Module, batches: Iterable[torch.Tensor], device: torch.device | str,
                      autocast_dtype: torch.dtype | None = None) -> tuple[dict[str, torch.Tensor], int]:
@@ -71,10 +82,8 @@ def collect_hessians(model: nn.Module, batches: Iterable[torch.Tensor], device: 
 
     handles = [m.register_forward_hook(make_hook(name)) for name, m in mods.items()]
     n_tokens = 0
-    was_training = model.training
-    model.eval()
     try:
-        with _exact_fp32_matmul():
+        with _eval_mode(model), _exact_fp32_matmul():
             for x in batches:
                 x = x.to(device)
                 with autocast(device, autocast_dtype):
@@ -83,7 +92,6 @@ def collect_hessians(model: nn.Module, batches: Iterable[torch.Tensor], device: 
     finally:
         for h in handles:
             h.remove()
-        model.train(was_training)
     _, world = _dist_world()
     if world > 1:
         for name in sorted(hess):  # same order on every rank
@@ -135,10 +143,8 @@ def sampled_batches(model: nn.Module, cfg: CalibConfig, device: torch.device | s
     O(seq_len²) token-forwards: ~seq_len/2 times the cost of calibrating on training text."""
     device = torch.device(device)
     gen = torch.Generator(device=device).manual_seed(cfg.seed * 1000 + rank)
-    was_training = model.training
-    model.eval()
     left = _my_share(cfg.num_sequences, rank, world)
-    try:
+    with _eval_mode(model):
         while left > 0:
             b = min(cfg.batch_seqs, left)
             seq = torch.full((b, 1), BOS_ID, dtype=torch.long, device=device)  # (B, 1)
@@ -153,8 +159,6 @@ def sampled_batches(model: nn.Module, cfg: CalibConfig, device: torch.device | s
                 seq = torch.cat([seq, nxt], dim=1)
             left -= b
             yield seq
-    finally:
-        model.train(was_training)
 
 
 @torch.no_grad()
@@ -171,15 +175,10 @@ def warm_up(model: nn.Module, cfg: CalibConfig, device: torch.device | str,
     if b < 1:
         return 0.0
     t0 = time.time()
-    was_training = model.training
-    model.eval()
-    try:
-        with autocast(device, autocast_dtype):
-            model(torch.zeros(b, cfg.seq_len, dtype=torch.long, device=device))
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-    finally:
-        model.train(was_training)
+    with _eval_mode(model), autocast(device, autocast_dtype):
+        model(torch.zeros(b, cfg.seq_len, dtype=torch.long, device=device))
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
     return round(time.time() - t0, 3)
 
 

@@ -61,11 +61,12 @@ if [ -n "${OUT:-}" ] && compgen -G "$OUT/throughput_*.json" > /dev/null; then
 import json, sys
 for path in sys.argv[1:]:
     r = json.load(open(path))
-    fams = ", ".join(f"{k} {v}" for k, v in list((r.get("profile") or {}).get("by_family_ms", {}).items())[:5])
+    profile = r.get("profile") or {}
+    fams = ", ".join(f"{k} {v}" for k, v in list(profile.get("by_family_ms", {}).items())[:5])
     graphs = r.get("compiled_graphs")
     clock = r.get("gpu_clock") or {}
     # the profiled steps' device-busy share: a step well under 100% waits on the host (its launches), not the GPU
-    busy = (r.get("profile") or {}).get("device_busy_frac")
+    busy = profile.get("device_busy_frac")
     print(f"{r['label']}: {r['ms_per_step']} ms/step, {r['tok_per_s']:,} tok/s, first step {r['first_step_s']} s"
           + (f", SM {clock['sm_clock_mhz']} MHz at {clock['power_w']} W" if "sm_clock_mhz" in clock else "")
           + (f", device busy {busy:.0%}" if busy is not None else "")
